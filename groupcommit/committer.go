@@ -1,0 +1,428 @@
+// Package groupcommit batches concurrent appends to a segment.Log into one
+// write and one fsync, the way pebble's LogWriter does.
+//
+// Guarantees:
+//   - Appenders are never delayed artificially: the single flusher goroutine
+//     takes everything pending as soon as the previous fsync returns
+//     (Options.MinInterval, off by default, trades latency for larger batches).
+//   - With SyncLocal, Append returns (and Wait releases an LSN) only after an
+//     fdatasync covering the transaction has completed (DESIGN.md §4.1).
+//   - A failed write or fsync is sticky: the transactions it covered and every
+//     later one fail with the same error; fsync is never retried.
+//   - A transaction's records get consecutive LSNs and are never split by
+//     another transaction's; the log records its commit time, which never
+//     decreases (the caller's time is raised to the previous commit's).
+//   - Memory is bounded: when Options.MaxPendingBytes are waiting for the
+//     flusher, appenders block (backpressure) until it takes them.
+//
+// No mutex is held across a write or fsync: appenders keep filling the next
+// batch while the flusher syncs the previous one.
+package groupcommit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/walship/walship/segment"
+)
+
+// SyncMode says when an append is acknowledged.
+type SyncMode uint8
+
+const (
+	// SyncLocal acknowledges after fdatasync: durable against power loss.
+	SyncLocal SyncMode = iota
+	// SyncOff acknowledges after write(2): durable against a process crash
+	// only. Readers see data once written.
+	SyncOff
+)
+
+// ParseSyncMode parses "local" or "off".
+func ParseSyncMode(s string) (SyncMode, error) {
+	switch s {
+	case "", "local":
+		return SyncLocal, nil
+	case "off":
+		return SyncOff, nil
+	}
+	return 0, fmt.Errorf("groupcommit: unknown sync mode %q (want local or off)", s)
+}
+
+func (m SyncMode) String() string {
+	if m == SyncOff {
+		return "off"
+	}
+	return "local"
+}
+
+// Options configure a Committer. Zero values select the defaults noted.
+type Options struct {
+	Sync SyncMode
+	// MinInterval is the least time between two fsyncs; default 0 (none).
+	MinInterval time.Duration
+	// MaxPendingBytes bounds encoded bytes waiting for the flusher; default
+	// 64 MiB. A single transaction larger than this is still accepted alone.
+	MaxPendingBytes int
+	// MaxBatchBytes bounds one frame's payload; default 1 MiB. Larger
+	// transactions span several frames.
+	MaxBatchBytes int
+	// Now is the clock for commit times; default time.Now.
+	Now func() time.Time
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Observe, if set, is called by the flusher after each successful flush
+	// with the number of records and bytes in it and the time the write and
+	// sync took (for metrics and benchmarks).
+	Observe func(records, bytes int, took time.Duration)
+}
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	if o.MinInterval < 0 {
+		return errors.New("groupcommit: negative MinInterval")
+	}
+	if o.MaxPendingBytes < 0 || o.MaxBatchBytes < 0 {
+		return errors.New("groupcommit: negative byte bound")
+	}
+	if o.MaxBatchBytes > segment.MaxFramePayload {
+		return fmt.Errorf("groupcommit: MaxBatchBytes %d above the frame limit %d", o.MaxBatchBytes, segment.MaxFramePayload)
+	}
+	if o.Sync > SyncOff {
+		return fmt.Errorf("groupcommit: unknown sync mode %d", o.Sync)
+	}
+	return nil
+}
+
+var (
+	// ErrClosed is returned by appends after Close.
+	ErrClosed = errors.New("groupcommit: committer closed")
+	// ErrTooLarge is returned for a record that cannot fit in a frame.
+	ErrTooLarge = errors.New("groupcommit: record too large")
+	// ErrEmpty is returned for a transaction with no records.
+	ErrEmpty = errors.New("groupcommit: empty transaction")
+)
+
+// chunk is one future frame.
+type chunk struct {
+	raw            []byte
+	first          uint64
+	txnStart       uint64
+	count          int
+	endsTxn        bool
+	lastCommit     uint64
+	lastCommitTime int64
+}
+
+// Committer is the single owner of a segment.Log's writer side.
+type Committer struct {
+	log  *segment.Log
+	opts Options
+
+	mu struct {
+		sync.Mutex
+		space    sync.Cond // signalled when the flusher takes pending chunks
+		nextLSN  uint64
+		lastTime int64
+		pending  []*chunk
+		bytes    int
+		free     []*chunk
+		err      error
+		closed   bool
+	}
+	work chan struct{}
+
+	durable atomic.Uint64 // last durable commit LSN
+	wmu     sync.Mutex
+	wake    chan struct{} // closed after every flush
+	failed  atomic.Pointer[error]
+
+	done chan struct{}
+}
+
+// New starts a committer on log, which it owns for writing until Close.
+func New(log *segment.Log, opts Options) (*Committer, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.MaxPendingBytes == 0 {
+		opts.MaxPendingBytes = 64 << 20
+	}
+	if opts.MaxBatchBytes == 0 {
+		opts.MaxBatchBytes = 1 << 20
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	c := &Committer{log: log, opts: opts, work: make(chan struct{}, 1), wake: make(chan struct{}), done: make(chan struct{})}
+	c.mu.space.L = &c.mu.Mutex
+	c.mu.nextLSN = log.NextLSN()
+	c.mu.lastTime = log.LastCommitTime()
+	c.durable.Store(log.Visible())
+	go c.flushLoop()
+	return c, nil
+}
+
+// Ticket identifies an appended transaction.
+type Ticket struct {
+	First, Last uint64 // LSNs of its first and last (commit) record
+	CommitTime  int64  // Unix nanoseconds, as recorded in the log
+}
+
+// Time returns the commit time as a time.Time.
+func (t Ticket) Time() time.Time { return time.Unix(0, t.CommitTime).UTC() }
+
+// Append appends one transaction and waits until it is durable (SyncLocal)
+// or written (SyncOff). commitTime is the source's commit time; zero means
+// now. It blocks for backpressure and for the flush; ctx bounds both, but a
+// transaction already queued is written even if ctx ends.
+func (c *Committer) Append(ctx context.Context, records [][]byte, commitTime time.Time) (Ticket, error) {
+	t, err := c.AppendAsync(ctx, records, commitTime)
+	if err != nil {
+		return t, err
+	}
+	return t, c.Wait(ctx, t.Last)
+}
+
+// AppendAsync queues one transaction and returns its LSNs at once, without
+// waiting for durability: a single producer pipelines by calling it
+// repeatedly and then Wait on the last LSN. It blocks only while
+// MaxPendingBytes are queued. The records are copied; the caller keeps them.
+func (c *Committer) AppendAsync(ctx context.Context, records [][]byte, commitTime time.Time) (Ticket, error) {
+	if len(records) == 0 {
+		return Ticket{}, ErrEmpty
+	}
+	size := 0
+	for _, r := range records {
+		if len(r) > segment.MaxFramePayload-segment.RecordOverhead {
+			return Ticket{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, len(r), segment.MaxFramePayload-segment.RecordOverhead)
+		}
+		size += len(r) + segment.RecordOverhead
+	}
+	var ct int64
+	if commitTime.IsZero() {
+		ct = c.opts.Now().UnixNano()
+	} else {
+		ct = commitTime.UnixNano()
+	}
+
+	c.mu.Lock()
+	for c.mu.bytes > 0 && c.mu.bytes+size > c.opts.MaxPendingBytes && c.mu.err == nil && !c.mu.closed {
+		if ctx.Err() != nil {
+			c.mu.Unlock()
+			return Ticket{}, ctx.Err()
+		}
+		c.mu.space.Wait()
+	}
+	if c.mu.err != nil {
+		err := c.mu.err
+		c.mu.Unlock()
+		return Ticket{}, err
+	}
+	if c.mu.closed {
+		c.mu.Unlock()
+		return Ticket{}, ErrClosed
+	}
+	ct = max(ct, c.mu.lastTime)
+	c.mu.lastTime = ct
+	first := c.mu.nextLSN
+	c.encodeLocked(records, size, first, ct)
+	c.mu.nextLSN += uint64(len(records))
+	c.mu.bytes += size
+	c.mu.Unlock()
+
+	select {
+	case c.work <- struct{}{}:
+	default:
+	}
+	return Ticket{First: first, Last: first + uint64(len(records)) - 1, CommitTime: ct}, nil
+}
+
+// encodeLocked encodes a transaction into pending chunks. A transaction
+// that does not fit the current chunk starts a new one, so a transaction
+// spanning frames always begins a frame (segment.Batch's rule).
+func (c *Committer) encodeLocked(records [][]byte, size int, first uint64, ct int64) {
+	var ch *chunk
+	shared := false
+	if n := len(c.mu.pending); n > 0 && len(c.mu.pending[n-1].raw)+size <= c.opts.MaxBatchBytes {
+		ch, shared = c.mu.pending[n-1], true
+	} else {
+		ch = c.newChunkLocked(first, first)
+	}
+	last := len(records) - 1
+	for i, r := range records {
+		// Only a transaction that began its own chunk may be split.
+		if !shared && i > 0 && len(ch.raw)+len(r)+segment.RecordOverhead > c.opts.MaxBatchBytes {
+			ch = c.newChunkLocked(first+uint64(i), first)
+		}
+		ch.raw = segment.AppendRecord(ch.raw, r, i == last, ct)
+		ch.count++
+	}
+	ch.endsTxn = true
+	ch.lastCommit, ch.lastCommitTime = first+uint64(last), ct
+}
+
+func (c *Committer) newChunkLocked(firstLSN, txnStart uint64) *chunk {
+	var ch *chunk
+	if n := len(c.mu.free); n > 0 {
+		ch = c.mu.free[n-1]
+		c.mu.free = c.mu.free[:n-1]
+		*ch = chunk{raw: ch.raw[:0]}
+	} else {
+		ch = &chunk{raw: make([]byte, 0, min(c.opts.MaxBatchBytes, 64<<10))}
+	}
+	ch.first, ch.txnStart = firstLSN, txnStart
+	c.mu.pending = append(c.mu.pending, ch)
+	return ch
+}
+
+// Wait blocks until the transaction whose commit record has LSN lsn is
+// durable (or written, with SyncOff), the committer fails, or ctx ends.
+func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
+	for {
+		if c.durable.Load() >= lsn {
+			return nil
+		}
+		if e := c.failed.Load(); e != nil {
+			return *e
+		}
+		c.wmu.Lock()
+		ch := c.wake
+		c.wmu.Unlock()
+		if c.durable.Load() >= lsn {
+			return nil
+		}
+		if e := c.failed.Load(); e != nil {
+			return *e
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.done:
+			if c.durable.Load() >= lsn {
+				return nil
+			}
+			return ErrClosed
+		}
+	}
+}
+
+// Durable returns the LSN of the last durable commit.
+func (c *Committer) Durable() uint64 { return c.durable.Load() }
+
+// Err returns the sticky error, if the committer has failed.
+func (c *Committer) Err() error {
+	if e := c.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func (c *Committer) flushLoop() {
+	defer close(c.done)
+	var batches []segment.Batch
+	var taken []*chunk
+	var last time.Time
+	for {
+		c.mu.Lock()
+		for len(c.mu.pending) == 0 && !c.mu.closed {
+			c.mu.Unlock()
+			<-c.work
+			c.mu.Lock()
+		}
+		if len(c.mu.pending) == 0 && c.mu.closed {
+			c.mu.Unlock()
+			return
+		}
+		if c.opts.MinInterval > 0 && !c.mu.closed {
+			if d := c.opts.MinInterval - time.Since(last); d > 0 {
+				c.mu.Unlock()
+				time.Sleep(d)
+				c.mu.Lock()
+			}
+		}
+		taken = append(taken[:0], c.mu.pending...)
+		c.mu.pending = c.mu.pending[:0]
+		n := c.mu.bytes
+		c.mu.bytes = 0
+		c.mu.space.Broadcast()
+		c.mu.Unlock()
+
+		batches = batches[:0]
+		records, lastCommit := 0, uint64(0)
+		for _, ch := range taken {
+			batches = append(batches, segment.Batch{Raw: ch.raw, Count: ch.count, FirstLSN: ch.first, TxnStart: ch.txnStart,
+				EndsTxn: ch.endsTxn, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime})
+			records += ch.count
+			if ch.lastCommit != 0 {
+				lastCommit = ch.lastCommit
+			}
+		}
+		start := time.Now()
+		err := c.log.Write(batches)
+		if err == nil {
+			if c.opts.Sync == SyncLocal {
+				err = c.log.Sync()
+			} else {
+				c.log.Publish()
+			}
+		}
+		last = time.Now()
+		if err != nil {
+			c.setFailed(err)
+		} else {
+			c.durable.Store(lastCommit)
+			if c.opts.Observe != nil {
+				c.opts.Observe(records, n, last.Sub(start))
+			}
+		}
+		c.wmu.Lock()
+		close(c.wake)
+		c.wake = make(chan struct{})
+		c.wmu.Unlock()
+
+		c.mu.Lock()
+		c.mu.free = append(c.mu.free, taken...)
+		c.mu.Unlock()
+		clear(taken)
+	}
+}
+
+func (c *Committer) setFailed(err error) {
+	c.failed.CompareAndSwap(nil, &err)
+	c.mu.Lock()
+	if c.mu.err == nil {
+		c.mu.err = err
+	}
+	// Queued transactions can never be written now: drop them; their
+	// waiters see the error.
+	c.mu.pending = c.mu.pending[:0]
+	c.mu.bytes = 0
+	c.mu.space.Broadcast()
+	c.mu.Unlock()
+	c.opts.Logger.Error("group commit failed; all later appends fail", "err", err)
+}
+
+// Close stops accepting appends, writes and syncs everything queued, and
+// stops the flusher. It does not close the log. It is idempotent and
+// returns the sticky error, if any.
+func (c *Committer) Close() error {
+	c.mu.Lock()
+	c.mu.closed = true
+	c.mu.space.Broadcast()
+	c.mu.Unlock()
+	select {
+	case c.work <- struct{}{}:
+	default:
+	}
+	<-c.done
+	return c.Err()
+}

@@ -1,0 +1,504 @@
+package segment
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/walship/walship/vfs"
+)
+
+// Options configure a Log. The zero value is valid: defaults are noted.
+type Options struct {
+	// FS is the filesystem; default vfs.Default.
+	FS vfs.FS
+	// SegmentSize is the size at which the active segment is sealed and a
+	// new one started; default 64 MiB, minimum 4 KiB. A frame larger than
+	// the size gets a segment of its own.
+	SegmentSize int64
+	// Codec compresses frame payloads; default CodecNone. A frame whose
+	// compressed form is not smaller is stored uncompressed.
+	Codec Codec
+	// NoPreallocate disables fallocate of new segments. Preallocation
+	// keeps fdatasync from having to persist a growing file size.
+	NoPreallocate bool
+	// Lineage and FirstLSN apply when Open creates a new log: the lineage
+	// (timeline) recorded in segment headers (default 1) and the LSN of the
+	// first record (default 1).
+	Lineage  uint32
+	FirstLSN uint64
+	// Logger receives recovery and retention events; default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultSegmentSize is the default Options.SegmentSize.
+const DefaultSegmentSize = 64 << 20
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	if o.SegmentSize != 0 && o.SegmentSize < 4096 {
+		return fmt.Errorf("segment: segment size %d is below the minimum 4096", o.SegmentSize)
+	}
+	if o.SegmentSize > math.MaxUint32 {
+		return fmt.Errorf("segment: segment size %d is above the maximum 4 GiB", o.SegmentSize)
+	}
+	if o.Codec > CodecZstd {
+		return fmt.Errorf("segment: unknown codec %d", o.Codec)
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.Lineage == 0 {
+		o.Lineage = 1
+	}
+	if o.FirstLSN == 0 {
+		o.FirstLSN = 1
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// segInfo describes one segment file. Its mutable fields are guarded by
+// Log.mu.
+type segInfo struct {
+	name string
+	hdr  segmentHeader
+	// sealed: no more frames will be written; dataEnd is then the offset
+	// after its last frame (or -1 if unknown: sealed by an earlier process).
+	sealed  bool
+	dataEnd int64
+	// index is a sparse map from frame first LSN to offset, ascending.
+	// indexed reports it covers the whole segment.
+	index   []indexEntry
+	indexed bool
+}
+
+// Batch is a run of encoded records that Write stores as one frame.
+type Batch struct {
+	// Raw holds Count records encoded with AppendRecord. Write does not
+	// retain it.
+	Raw   []byte
+	Count int
+	// FirstLSN must equal the Log's NextLSN when the batch is written.
+	FirstLSN uint64
+	// TxnStart is the LSN of the first record of the transaction the
+	// batch's first record belongs to: FirstLSN unless the batch continues
+	// a transaction begun in an earlier batch. A transaction that spans
+	// batches must begin a batch (so recovery can drop it by truncation).
+	TxnStart uint64
+	// EndsTxn reports that the last record is a commit record.
+	EndsTxn bool
+	// LastCommit is the LSN of the batch's last commit record, 0 if none,
+	// and LastCommitTime its commit time.
+	LastCommit     uint64
+	LastCommitTime int64
+}
+
+// active is the segment being written; owned by the writer.
+type active struct {
+	seg *segInfo
+	f   vfs.File
+	off int64 // end of written frames
+}
+
+// Log is a segmented append-only log in one directory.
+//
+// Write, Sync and Publish form the writer side and must be called by one
+// goroutine at a time (the group committer); everything else is safe for
+// concurrent use.
+type Log struct {
+	dir  string
+	opts Options
+	fs   vfs.FS
+	log  *slog.Logger
+
+	// Writer-owned state.
+	act            active
+	nextLSN        uint64
+	writeStart     int64 // offset where the pending write buffer begins
+	wbuf           []byte
+	failed         error // sticky write or sync error
+	lastCommit     uint64
+	lastCommitTime int64
+	newIndex       []indexEntry
+	lastIndexed    int64
+
+	prep *preparer
+
+	mu struct {
+		sync.Mutex
+		segs       []*segInfo // ascending by base LSN
+		visibleLSN uint64     // last durable commit: readers see up to here
+		visibleSeg *segInfo
+		visibleOff int64 // durable end of frames in visibleSeg
+		notify     chan struct{}
+		err        error // sticky failure, reported to readers
+		closed     bool
+	}
+}
+
+// Open opens the log in dir, creating it if it has no segments, and
+// recovers it: a torn tail of the newest segment is truncated, as is a
+// transaction whose commit never became durable; both are described in the
+// report. Corruption anywhere else is a *CorruptionError and the log is not
+// opened: nothing is ever skipped.
+func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, nil, err
+	}
+	opts = opts.withDefaults()
+	l := &Log{dir: dir, opts: opts, fs: opts.FS, log: opts.Logger, lastIndexed: -indexEvery}
+	l.mu.notify = make(chan struct{})
+	if err := l.fs.MkdirAll(dir); err != nil {
+		return nil, nil, err
+	}
+	rep, err := l.recover()
+	if err != nil {
+		if l.act.f != nil {
+			l.act.f.Close()
+		}
+		return nil, nil, err
+	}
+	l.prep = startPreparer(l.fs, dir, opts.SegmentSize, !opts.NoPreallocate)
+	return l, rep, nil
+}
+
+// path returns the path of a file in the log directory.
+func (l *Log) path(name string) string { return vfs.Join(l.dir, name) }
+
+// listSegments returns the segment names in dir by ascending base, and
+// the names of leftover temporary files.
+func listSegments(fsys vfs.FS, dir string) (segs []string, tmps []string, err error) {
+	names, err := fsys.List(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, n := range names {
+		if _, ok := ParseSegmentName(n); ok {
+			segs = append(segs, n)
+		} else if n == prepName {
+			tmps = append(tmps, n)
+		}
+	}
+	slices.Sort(segs) // fixed-width hex sorts by LSN
+	return segs, tmps, nil
+}
+
+func readHeader(f vfs.File) ([]byte, error) {
+	b := make([]byte, HeaderSize)
+	n, err := readFull(f, b, 0)
+	if err != nil && n == 0 {
+		return nil, nil
+	}
+	return b[:n], nil
+}
+
+// createSegment writes a new segment file with the given base, through the
+// prepared-file path when one is available, and makes its name durable.
+func (l *Log) createSegment(f vfs.File, hdr segmentHeader) (*segInfo, vfs.File, error) {
+	name := SegmentName(hdr.base)
+	var err error
+	if f == nil {
+		if f, err = l.fs.Create(l.path(prepName)); err != nil {
+			return nil, nil, err
+		}
+		if !l.opts.NoPreallocate {
+			if err := f.Preallocate(l.opts.SegmentSize); err != nil {
+				f.Close()
+				return nil, nil, err
+			}
+		}
+	}
+	// The header becomes durable with the first frame's sync; a crash before
+	// that leaves a zeroed header that recovery removes as a torn creation.
+	if _, err := f.WriteAt(hdr.encode(), 0); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if err := l.fs.Rename(l.path(prepName), l.path(name)); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if err := l.fs.SyncDir(l.dir); err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return &segInfo{name: name, hdr: hdr, dataEnd: -1, indexed: true}, f, nil
+}
+
+// NextLSN returns the LSN the next written record gets. Writer side.
+func (l *Log) NextLSN() uint64 { return l.nextLSN }
+
+// LastCommitTime returns the commit time of the last written commit
+// record (Unix ns), or math.MinInt64 if the log has none. Writer side.
+func (l *Log) LastCommitTime() int64 { return l.lastCommitTime }
+
+// Dir returns the log's directory.
+func (l *Log) Dir() string { return l.dir }
+
+// LogID returns the random id shared by all segments of this log.
+func (l *Log) LogID() ID { return l.act.seg.hdr.logID }
+
+// Lineage returns the lineage recorded in the active segment.
+func (l *Log) Lineage() uint32 { return l.act.seg.hdr.lineage }
+
+// Write encodes each batch as a frame and writes the frames, starting a new
+// segment when the active one is full. Data written is neither durable nor
+// visible to readers until Sync (or Publish) returns. After any error the
+// log is failed: every later Write and Sync returns the same error.
+func (l *Log) Write(batches []Batch) error {
+	if l.failed != nil {
+		return l.failed
+	}
+	l.writeStart = l.act.off
+	l.wbuf = l.wbuf[:0]
+	for i := range batches {
+		b := &batches[i]
+		if b.FirstLSN != l.nextLSN || b.Count <= 0 || b.TxnStart == 0 || b.TxnStart > b.FirstLSN {
+			return l.fail(fmt.Errorf("segment: batch LSN %d (txn %d, %d records) does not follow next LSN %d",
+				b.FirstLSN, b.TxnStart, b.Count, l.nextLSN))
+		}
+		if len(b.Raw) > MaxFramePayload {
+			return l.fail(fmt.Errorf("segment: batch of %d bytes exceeds the frame limit %d", len(b.Raw), MaxFramePayload))
+		}
+		start := len(l.wbuf)
+		l.wbuf = grow(l.wbuf, FrameHeaderSize)
+		codec := l.opts.Codec
+		if codec != CodecNone {
+			l.wbuf = compress(l.wbuf, codec, b.Raw)
+			if len(l.wbuf)-start-FrameHeaderSize >= len(b.Raw) {
+				codec = CodecNone
+				l.wbuf = l.wbuf[:start+FrameHeaderSize]
+			}
+		}
+		if codec == CodecNone {
+			l.wbuf = append(l.wbuf, b.Raw...)
+		}
+		stored := l.wbuf[start+FrameHeaderSize:]
+		h := frameHeader{
+			payloadCRC: crc(stored),
+			storedLen:  uint32(len(stored)),
+			rawLen:     uint32(len(b.Raw)),
+			firstLSN:   b.FirstLSN,
+			txnStart:   b.TxnStart,
+			count:      uint32(b.Count),
+			salt:       l.act.seg.hdr.salt(),
+			codec:      codec,
+		}
+		if b.EndsTxn {
+			h.flags |= flagEndsTxn
+		}
+		size := h.frameSize()
+		// Rotate before a frame that would overflow a non-empty segment.
+		if l.writeStart+int64(start)+size > l.opts.SegmentSize && l.writeStart+int64(start) > HeaderSize {
+			frame := slices.Clone(l.wbuf[start:])
+			l.wbuf = l.wbuf[:start]
+			if err := l.flush(); err != nil {
+				return err
+			}
+			if err := l.rotate(); err != nil {
+				return err
+			}
+			l.wbuf = append(l.wbuf[:0], frame...)
+			start = 0
+			h.salt = l.act.seg.hdr.salt()
+		}
+		h.writeOffset = uint32(l.writeStart)
+		h.encode(l.wbuf[start:])
+		for pad := size - FrameHeaderSize - int64(h.storedLen); pad > 0; pad-- {
+			l.wbuf = append(l.wbuf, 0)
+		}
+		off := l.writeStart + int64(start)
+		if off-l.lastIndexed >= indexEvery {
+			l.newIndex = append(l.newIndex, indexEntry{b.FirstLSN, off})
+			l.lastIndexed = off
+		}
+		l.nextLSN += uint64(b.Count)
+		if b.LastCommit != 0 {
+			l.lastCommit, l.lastCommitTime = b.LastCommit, b.LastCommitTime
+		}
+	}
+	return l.flush()
+}
+
+// flush writes the pending frames at writeStart.
+func (l *Log) flush() error {
+	if len(l.wbuf) == 0 {
+		return nil
+	}
+	if _, err := l.act.f.WriteAt(l.wbuf, l.writeStart); err != nil {
+		return l.fail(err)
+	}
+	l.act.off = l.writeStart + int64(len(l.wbuf))
+	l.writeStart = l.act.off
+	l.wbuf = l.wbuf[:0]
+	return nil
+}
+
+func (l *Log) fail(err error) error {
+	if l.failed == nil {
+		l.failed = sticky(err)
+		l.mu.Lock()
+		l.mu.err = l.failed
+		l.wakeLocked()
+		l.mu.Unlock()
+		l.log.Error("wal failed; every later append fails", "dir", l.dir, "err", err)
+	}
+	return l.failed
+}
+
+// rotate seals the active segment and continues in a new one. The active
+// segment is synced first, so only the newest segment can ever have a torn
+// tail.
+func (l *Log) rotate() error {
+	if err := l.act.f.Sync(); err != nil {
+		return l.fail(err)
+	}
+	f, err := l.prep.take()
+	if err != nil {
+		l.log.Warn("preparing next segment failed; creating it inline", "err", err)
+		f = nil
+	}
+	hdr := segmentHeader{lineage: l.act.seg.hdr.lineage, base: l.nextLSN, id: newID(), logID: l.act.seg.hdr.logID}
+	seg, nf, err := l.createSegment(f, hdr)
+	if err != nil {
+		return l.fail(err)
+	}
+	old := l.act
+	l.mu.Lock()
+	old.seg.sealed, old.seg.dataEnd = true, old.off
+	old.seg.index = append(old.seg.index, l.newIndex...)
+	l.mu.segs = append(l.mu.segs, seg)
+	l.mu.Unlock()
+	l.newIndex, l.lastIndexed = l.newIndex[:0], -indexEvery
+	l.act = active{seg: seg, f: nf, off: HeaderSize}
+	l.writeStart = HeaderSize
+	l.prep.seal(old.f, old.off)
+	return nil
+}
+
+// Sync makes everything written durable (fdatasync) and then visible to
+// readers up to the last commit record. A failed sync is sticky: the log
+// never retries it (DESIGN.md §4.1).
+func (l *Log) Sync() error {
+	if l.failed != nil {
+		return l.failed
+	}
+	if err := l.act.f.Sync(); err != nil {
+		return l.fail(err)
+	}
+	l.Publish()
+	return nil
+}
+
+// Publish makes everything written visible to readers without syncing:
+// sync mode "off". Writer side.
+func (l *Log) Publish() {
+	if l.failed != nil {
+		return
+	}
+	l.mu.Lock()
+	l.mu.visibleLSN = l.lastCommit
+	l.mu.visibleSeg = l.act.seg
+	l.mu.visibleOff = l.act.off
+	l.act.seg.index = append(l.act.seg.index, l.newIndex...)
+	l.newIndex = l.newIndex[:0]
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+func (l *Log) wakeLocked() {
+	close(l.mu.notify)
+	l.mu.notify = make(chan struct{})
+}
+
+// Visible returns the LSN of the last durable commit record: readers see
+// the log up to and including it.
+func (l *Log) Visible() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.visibleLSN
+}
+
+// FirstLSN returns the LSN of the first record still retained.
+func (l *Log) FirstLSN() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.segs[0].hdr.base
+}
+
+// SegmentInfo describes one segment file for operators and retention.
+type SegmentInfo struct {
+	Name    string
+	BaseLSN uint64
+	Lineage uint32
+	ID      ID
+	Sealed  bool
+}
+
+// Segments lists the retained segments, oldest first.
+func (l *Log) Segments() []SegmentInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]SegmentInfo, len(l.mu.segs))
+	for i, s := range l.mu.segs {
+		out[i] = SegmentInfo{Name: s.name, BaseLSN: s.hdr.base, Lineage: s.hdr.lineage, ID: s.hdr.id, Sealed: s.sealed}
+	}
+	return out
+}
+
+// RemoveBefore removes whole sealed segments all of whose records have
+// LSNs below lsn: the retention primitive (DESIGN.md §4.5). The caller
+// decides lsn from checkpoints. The active segment is never removed. It
+// returns the names removed.
+func (l *Log) RemoveBefore(lsn uint64) ([]string, error) {
+	l.mu.Lock()
+	var victims []*segInfo
+	for len(l.mu.segs) > 1 && l.mu.segs[1].hdr.base <= lsn && l.mu.segs[0].sealed {
+		victims = append(victims, l.mu.segs[0])
+		l.mu.segs = l.mu.segs[1:]
+	}
+	l.mu.Unlock()
+	var names []string
+	for _, s := range victims {
+		if err := l.fs.Remove(l.path(s.name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return names, err
+		}
+		names = append(names, s.name)
+	}
+	if len(names) > 0 {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return names, err
+		}
+		l.log.Info("wal segments removed by retention", "dir", l.dir, "count", len(names), "below_lsn", lsn)
+	}
+	return names, nil
+}
+
+// Close stops the background preparer and closes the active segment.
+// Readers then return ErrClosed. Close is idempotent; it does not sync.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.mu.closed = true
+	l.wakeLocked()
+	l.mu.Unlock()
+	l.prep.stop()
+	return l.act.f.Close()
+}

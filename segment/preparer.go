@@ -1,0 +1,104 @@
+package segment
+
+import (
+	"sync"
+
+	"github.com/walship/walship/vfs"
+)
+
+// preparer does the slow file work of rotation off the commit path (as
+// etcd's filePipeline does): it creates and preallocates the next segment
+// before it is needed, and trims the preallocated tail of sealed segments.
+type preparer struct {
+	fs       vfs.FS
+	path     string
+	size     int64
+	prealloc bool
+
+	reqs  chan sealReq
+	ready chan prepared
+	wg    sync.WaitGroup
+}
+
+type sealReq struct {
+	f   vfs.File // sealed segment to trim and close; nil to only prepare
+	end int64
+}
+
+type prepared struct {
+	f   vfs.File
+	err error
+}
+
+func startPreparer(fsys vfs.FS, dir string, size int64, prealloc bool) *preparer {
+	p := &preparer{fs: fsys, path: vfs.Join(dir, prepName), size: size, prealloc: prealloc,
+		reqs: make(chan sealReq, 4), ready: make(chan prepared, 1)}
+	p.wg.Add(1)
+	go p.loop()
+	p.reqs <- sealReq{}
+	return p
+}
+
+func (p *preparer) loop() {
+	defer p.wg.Done()
+	for r := range p.reqs {
+		if r.f != nil {
+			// The tail past end is preallocated zeros; trimming it is an
+			// optimization, so its failure only costs disk space.
+			if err := r.f.Truncate(r.end); err == nil {
+				_ = r.f.Sync()
+			}
+			r.f.Close()
+			continue
+		}
+		p.ready <- p.create()
+	}
+}
+
+func (p *preparer) create() prepared {
+	f, err := p.fs.Create(p.path)
+	if err != nil {
+		return prepared{err: err}
+	}
+	if p.prealloc {
+		if err := f.Preallocate(p.size); err != nil {
+			f.Close()
+			return prepared{err: err}
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return prepared{err: err}
+		}
+	}
+	return prepared{f: f}
+}
+
+// take returns the prepared next segment, waiting for it if it is still
+// being made. The caller renames it away and then calls seal, which asks
+// for the next one (not before: creating it would truncate the file just
+// taken while it still has the temporary name).
+func (p *preparer) take() (vfs.File, error) {
+	r := <-p.ready
+	return r.f, r.err
+}
+
+// seal hands a sealed segment's file over for trimming and closing, and
+// asks for the next segment to be prepared.
+func (p *preparer) seal(f vfs.File, end int64) {
+	p.reqs <- sealReq{f: f, end: end}
+	p.reqs <- sealReq{}
+}
+
+// stop waits for pending work and closes an unused prepared file.
+func (p *preparer) stop() {
+	close(p.reqs)
+	go func() { // drain so loop can finish a pending create
+		for r := range p.ready {
+			if r.f != nil {
+				r.f.Close()
+			}
+		}
+	}()
+	p.wg.Wait()
+	close(p.ready)
+}

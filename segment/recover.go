@@ -1,0 +1,358 @@
+package segment
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/walship/walship/vfs"
+)
+
+// RecoveryReport says what Open found and repaired. Recovery never drops a
+// record that was acknowledged: a torn tail is by definition not yet
+// durable, and a transaction without a durable commit was never
+// acknowledged.
+type RecoveryReport struct {
+	Segments int    // segments retained
+	FirstLSN uint64 // first retained LSN
+	NextLSN  uint64 // LSN the next record gets
+	// Torn describes a torn (incompletely written) tail that was truncated.
+	Torn *TornTail
+	// Discarded describes the records of a transaction whose commit never
+	// became durable, which were truncated.
+	Discarded *DiscardedTxn
+	// Removed lists files removed: a newest segment whose header was never
+	// written, segments holding only a discarded transaction, and leftover
+	// temporary files.
+	Removed []string
+}
+
+// TornTail is a truncated incomplete write at the end of the newest segment.
+type TornTail struct {
+	Segment string
+	Offset  int64 // where the bad frame began; the segment now ends here
+	Bytes   int64 // bytes that were discarded (up to the end of written data)
+	Reason  string
+}
+
+// DiscardedTxn is an unfinished transaction removed by recovery.
+type DiscardedTxn struct {
+	FirstLSN uint64
+	Records  uint64
+}
+
+// Clean reports that recovery found nothing to repair.
+func (r *RecoveryReport) Clean() bool { return r.Torn == nil && r.Discarded == nil }
+
+func (r *RecoveryReport) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d segments, LSN %d..%d", r.Segments, r.FirstLSN, r.NextLSN-1)
+	if r.Torn != nil {
+		fmt.Fprintf(&b, "; torn tail in %s at offset %d truncated (%d bytes: %s)", r.Torn.Segment, r.Torn.Offset, r.Torn.Bytes, r.Torn.Reason)
+	}
+	if r.Discarded != nil {
+		fmt.Fprintf(&b, "; unfinished transaction at LSN %d discarded (%d records)", r.Discarded.FirstLSN, r.Discarded.Records)
+	}
+	if len(r.Removed) > 0 {
+		fmt.Fprintf(&b, "; removed %s", strings.Join(r.Removed, ", "))
+	}
+	return b.String()
+}
+
+// loadHeaders opens every segment and checks its header. A newest segment
+// whose header never became durable and that holds no data is a torn
+// creation: it is returned in torn for the caller to remove.
+func loadHeaders(fsys vfs.FS, dir string, names []string) (segs []*segInfo, torn string, err error) {
+	for i, name := range names {
+		f, err := fsys.Open(vfs.Join(dir, name))
+		if err != nil {
+			return nil, "", err
+		}
+		b, err := readHeader(f)
+		if err != nil {
+			f.Close()
+			return nil, "", err
+		}
+		h, reason := decodeSegmentHeader(b)
+		if reason != "" && i == len(names)-1 && restIsZero(f, b) {
+			f.Close()
+			return segs, name, nil
+		}
+		f.Close()
+		if reason != "" {
+			return nil, "", corruptf(name, 0, "%s", reason)
+		}
+		base, _ := ParseSegmentName(name)
+		if h.base != base {
+			return nil, "", corruptf(name, 16, "header base LSN %d does not match the file name", h.base)
+		}
+		if len(segs) > 0 && h.logID != segs[0].hdr.logID {
+			return nil, "", corruptf(name, 40, "segment belongs to another log (log id %s, want %s)", h.logID, segs[0].hdr.logID)
+		}
+		segs = append(segs, &segInfo{name: name, hdr: h, sealed: true, dataEnd: -1})
+	}
+	return segs, "", nil
+}
+
+// restIsZero reports whether a segment file with an unreadable header holds
+// nothing but zeros after the header bytes (a segment created, renamed and
+// never written durably).
+func restIsZero(f vfs.File, hdr []byte) bool {
+	size, err := f.Size()
+	if err != nil {
+		return false
+	}
+	fr := newFrameReader(f, "", 0, 0)
+	for off := int64(len(hdr)); off < size; off += windowSize {
+		b, err := fr.bytesAt(off, windowSize)
+		if err != nil {
+			return false
+		}
+		if !allZero(b) {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *Log) recover() (*RecoveryReport, error) {
+	rep := &RecoveryReport{}
+	names, tmps, err := listSegments(l.fs, l.dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range tmps {
+		if err := l.fs.Remove(l.path(t)); err != nil {
+			return nil, err
+		}
+		rep.Removed = append(rep.Removed, t)
+	}
+	segs, tornName, err := loadHeaders(l.fs, l.dir, names)
+	if err != nil {
+		return nil, err
+	}
+	if tornName != "" {
+		if err := l.fs.Remove(l.path(tornName)); err != nil {
+			return nil, err
+		}
+		rep.Removed = append(rep.Removed, tornName)
+	}
+	if len(rep.Removed) > 0 {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return nil, err
+		}
+	}
+	if len(segs) == 0 {
+		base := l.opts.FirstLSN
+		if tornName != "" {
+			base, _ = ParseSegmentName(tornName)
+		}
+		hdr := segmentHeader{lineage: l.opts.Lineage, base: base, id: newID(), logID: newID()}
+		seg, f, err := l.createSegment(nil, hdr)
+		if err != nil {
+			return nil, err
+		}
+		// Make the header durable now so the new log is recognisable even
+		// before its first append.
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, err
+		}
+		l.act = active{seg: seg, f: f, off: HeaderSize}
+		l.nextLSN, l.lastCommitTime = base, math.MinInt64
+		l.installLocked([]*segInfo{seg}, base-1)
+		rep.Segments, rep.FirstLSN, rep.NextLSN = 1, base, base
+		return rep, nil
+	}
+
+	last := len(segs) - 1
+	res, f, err := l.scanFile(segs[last], segs[last].hdr.base, 0, true, true)
+	if err != nil {
+		return nil, err
+	}
+	activeIdx := last
+	truncAt := res.end
+	if res.bad != nil {
+		size, _ := f.Size()
+		rep.Torn = &TornTail{Segment: segs[last].name, Offset: res.bad.off, Bytes: dataExtent(f, res.bad.off, size) - res.bad.off, Reason: res.bad.reason}
+		l.log.Warn("wal torn tail truncated", "segment", segs[last].name, "offset", res.bad.off, "reason", res.bad.reason)
+	}
+	if size, _ := f.Size(); res.bad == nil {
+		if ext := dataExtent(f, res.end, size); ext > res.end {
+			rep.Torn = &TornTail{Segment: segs[last].name, Offset: res.end, Bytes: ext - res.end, Reason: "unreadable data after the last frame"}
+			truncAt = res.end
+			res.bad = &badFrame{res.end, rep.Torn.Reason} // forces the truncation below
+		}
+	}
+	nextLSN := res.nextLSN
+	if res.openTxn != 0 {
+		// The newest transaction has no durable commit: it was never
+		// acknowledged, and readers must never see part of it.
+		rep.Discarded = &DiscardedTxn{FirstLSN: res.openTxn, Records: res.nextLSN - res.openTxn}
+		nextLSN = res.openTxn
+		if res.openTxnMid {
+			f.Close()
+			return nil, corruptf(segs[last].name, res.openTxnOff, "unfinished transaction at LSN %d begins mid-frame", res.openTxn)
+		}
+		if res.openTxnOff >= 0 {
+			truncAt = res.openTxnOff
+		} else {
+			// It began in an earlier segment: drop the segments after the one
+			// where it began and cut that one at its first frame.
+			f.Close()
+			f = nil
+			activeIdx = last - 1
+			for activeIdx > 0 && segs[activeIdx].hdr.base > res.openTxn {
+				activeIdx--
+			}
+			var r2 scanResult
+			r2, f, err = l.scanFile(segs[activeIdx], segs[activeIdx].hdr.base, 0, true, false)
+			if err != nil {
+				return nil, err
+			}
+			if r2.bad != nil {
+				f.Close()
+				return nil, corruptf(segs[activeIdx].name, r2.bad.off, "%s", r2.bad.reason)
+			}
+			if r2.openTxn != res.openTxn || r2.openTxnOff < 0 {
+				f.Close()
+				return nil, corruptf(segs[activeIdx].name, HeaderSize, "unfinished transaction at LSN %d does not begin in this segment", res.openTxn)
+			}
+			truncAt = r2.openTxnOff
+			for _, s := range segs[activeIdx+1:] {
+				if err := l.fs.Remove(l.path(s.name)); err != nil {
+					f.Close()
+					return nil, err
+				}
+				rep.Removed = append(rep.Removed, s.name)
+			}
+			if err := l.fs.SyncDir(l.dir); err != nil {
+				f.Close()
+				return nil, err
+			}
+			segs = segs[:activeIdx+1]
+			res = r2
+		}
+		l.log.Warn("wal unfinished transaction discarded", "first_lsn", rep.Discarded.FirstLSN, "records", rep.Discarded.Records)
+	}
+	if truncAt != res.end || res.bad != nil {
+		if err := f.Truncate(truncAt); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	if !l.opts.NoPreallocate {
+		if err := f.Preallocate(max(l.opts.SegmentSize, truncAt)); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	seg := segs[activeIdx]
+	seg.sealed, seg.dataEnd = false, -1
+	seg.index, seg.indexed = trimIndex(res.index, nextLSN), true
+	l.act = active{seg: seg, f: f, off: truncAt}
+	l.writeStart = truncAt
+	l.nextLSN = nextLSN
+	// Commit times never decrease: continue from the last durable one.
+	l.lastCommit, l.lastCommitTime = nextLSN-1, res.commitTime
+	if res.lastCommit == 0 {
+		l.lastCommitTime = l.commitTimeBefore(segs, activeIdx)
+	}
+	l.installLocked(segs, nextLSN-1)
+	rep.Segments, rep.FirstLSN, rep.NextLSN = len(segs), segs[0].hdr.base, nextLSN
+	return rep, nil
+}
+
+// trimIndex drops index entries at or past next (truncated frames).
+func trimIndex(ix []indexEntry, next uint64) []indexEntry {
+	for len(ix) > 0 && ix[len(ix)-1].lsn >= next {
+		ix = ix[:len(ix)-1]
+	}
+	return ix
+}
+
+// dataExtent returns the offset after the last nonzero byte at or after
+// from (the extent of what a torn write left behind), for the report.
+func dataExtent(f vfs.File, from, size int64) int64 {
+	fr := newFrameReader(f, "", 0, 0)
+	end := from
+	for off := from; off < size; off += windowSize {
+		b, err := fr.bytesAt(off, windowSize)
+		if err != nil {
+			return end
+		}
+		for i := len(b) - 1; i >= 0; i-- {
+			if b[i] != 0 {
+				end = off + int64(i) + 1
+				break
+			}
+		}
+	}
+	return end
+}
+
+// scanFile opens a segment read-write and scans it. The first frame's
+// transaction start is trusted (it may continue a transaction from the
+// previous segment, which is not scanned).
+func (l *Log) scanFile(seg *segInfo, expect uint64, lastTime int64, trustFirst, last bool) (scanResult, vfs.File, error) {
+	f, err := l.fs.OpenReadWrite(l.path(seg.name))
+	if err != nil {
+		return scanResult{}, nil, err
+	}
+	open := uint64(0)
+	if trustFirst {
+		open = firstTxnStart(f, &seg.hdr)
+	}
+	res, err := scanSegment(f, seg.name, &seg.hdr, expect, open, math.MinInt64, last)
+	if err != nil {
+		f.Close()
+		return res, nil, err
+	}
+	if res.bad != nil && !res.torn {
+		f.Close()
+		return res, nil, corruptf(seg.name, res.bad.off, "%s", res.bad.reason)
+	}
+	return res, f, nil
+}
+
+// firstTxnStart returns the transaction start recorded in the segment's
+// first frame if that frame continues a transaction from an earlier
+// segment, else 0.
+func firstTxnStart(f vfs.File, h *segmentHeader) uint64 {
+	b := make([]byte, FrameHeaderSize)
+	if _, err := readFull(f, b, HeaderSize); err != nil {
+		return 0
+	}
+	fh, reason := decodeFrameHeader(b)
+	if reason != "" || fh.firstLSN != h.base || fh.txnStart >= fh.firstLSN {
+		return 0
+	}
+	return fh.txnStart
+}
+
+// commitTimeBefore returns the commit time of the last commit record in the
+// segments before segs[i], or math.MinInt64.
+func (l *Log) commitTimeBefore(segs []*segInfo, i int) int64 {
+	for j := i - 1; j >= 0; j-- {
+		res, f, err := l.scanFile(segs[j], segs[j].hdr.base, 0, true, false)
+		if err != nil {
+			return math.MinInt64
+		}
+		f.Close()
+		if res.lastCommit != 0 {
+			return res.commitTime
+		}
+	}
+	return math.MinInt64
+}
+
+func (l *Log) installLocked(segs []*segInfo, visible uint64) {
+	l.mu.segs = segs
+	l.mu.visibleLSN = visible
+	l.mu.visibleSeg = l.act.seg
+	l.mu.visibleOff = l.act.off
+}

@@ -1,0 +1,355 @@
+package segment
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+
+	"github.com/walship/walship/vfs"
+)
+
+// frameReader reads frames of one segment file sequentially through a
+// window buffer, so small frames cost no system call each.
+type frameReader struct {
+	f     vfs.File
+	name  string
+	salt  uint32
+	off   int64 // offset of the next frame
+	limit int64 // frames must end at or before limit; -1: no limit
+
+	win    []byte // window of the file starting at winOff
+	winOff int64
+	raw    []byte // decompression buffer
+}
+
+const windowSize = 256 << 10
+
+func newFrameReader(f vfs.File, name string, salt uint32, off int64) *frameReader {
+	return &frameReader{f: f, name: name, salt: salt, off: off, limit: -1}
+}
+
+// bytesAt returns n bytes at off, or fewer at end of file.
+func (fr *frameReader) bytesAt(off int64, n int) ([]byte, error) {
+	if off >= fr.winOff && off+int64(n) <= fr.winOff+int64(len(fr.win)) {
+		s := off - fr.winOff
+		return fr.win[s : s+int64(n)], nil
+	}
+	size := max(n, windowSize)
+	if fr.limit >= 0 {
+		// Never cache bytes past the durable end: they may still change.
+		size = int(max(int64(n), min(int64(size), fr.limit-off)))
+	}
+	if cap(fr.win) < size {
+		fr.win = make([]byte, size)
+	}
+	fr.win = fr.win[:size]
+	m, err := readFull(fr.f, fr.win, off)
+	fr.win, fr.winOff = fr.win[:m], off
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, err
+	}
+	return fr.win[:min(m, n)], nil
+}
+
+// errEnd is returned by next at the end of the segment's data: end of file,
+// the limit, or a zeroed frame header (the preallocated, never written part).
+var errEnd = errors.New("end of segment data")
+
+// badFrame is a frame that failed a check; whether it is corruption or a
+// torn tail is for the caller to decide.
+type badFrame struct {
+	off    int64
+	reason string
+}
+
+func (b *badFrame) Error() string { return b.reason }
+
+// next reads and checks the frame at fr.off and advances past it. It
+// returns the header and the raw (decompressed) payload, which aliases an
+// internal buffer valid until the next call. Errors: errEnd, *badFrame, or
+// an I/O error.
+func (fr *frameReader) next() (frameHeader, []byte, error) {
+	off := fr.off
+	if fr.limit >= 0 && off >= fr.limit {
+		return frameHeader{}, nil, errEnd
+	}
+	hb, err := fr.bytesAt(off, FrameHeaderSize)
+	if err != nil {
+		return frameHeader{}, nil, err
+	}
+	if len(hb) == 0 {
+		return frameHeader{}, nil, errEnd
+	}
+	if len(hb) < FrameHeaderSize {
+		if allZero(hb) {
+			return frameHeader{}, nil, errEnd
+		}
+		return frameHeader{}, nil, &badFrame{off, "truncated frame header"}
+	}
+	h, reason := decodeFrameHeader(hb)
+	if reason != "" {
+		if allZero(hb) {
+			return h, nil, errEnd
+		}
+		return h, nil, &badFrame{off, reason}
+	}
+	if h.salt != fr.salt {
+		return h, nil, &badFrame{off, "frame belongs to another segment (salt mismatch)"}
+	}
+	end := off + h.frameSize()
+	if fr.limit >= 0 && end > fr.limit {
+		return h, nil, &badFrame{off, "frame extends past the durable end"}
+	}
+	stored, err := fr.bytesAt(off+FrameHeaderSize, int(h.storedLen))
+	if err != nil {
+		return h, nil, err
+	}
+	if len(stored) < int(h.storedLen) {
+		return h, nil, &badFrame{off, "truncated frame payload"}
+	}
+	if crc(stored) != h.payloadCRC {
+		return h, nil, &badFrame{off, "frame payload checksum mismatch"}
+	}
+	raw, reason := decompress(fr.raw, &h, stored)
+	if reason != "" {
+		return h, nil, &badFrame{off, reason}
+	}
+	if h.codec != CodecNone {
+		fr.raw = raw
+	}
+	fr.off = end
+	return h, raw, nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// recordIter walks the records of one decoded frame payload.
+type recordIter struct {
+	raw      []byte
+	pos      int
+	lsn      uint64 // LSN of the next record
+	txnStart uint64
+	left     uint32
+}
+
+func (it *recordIter) reset(h *frameHeader, raw []byte) {
+	*it = recordIter{raw: raw, lsn: h.firstLSN, txnStart: h.txnStart, left: h.count}
+}
+
+// next returns the next record; ok is false when the frame is exhausted.
+func (it *recordIter) next() (rec Record, ok bool, reason string) {
+	if it.left == 0 {
+		if it.pos != len(it.raw) {
+			return rec, false, "trailing bytes after the frame's last record"
+		}
+		return rec, false, ""
+	}
+	data, commit, ct, n, reason := decodeRecord(it.raw[it.pos:])
+	if reason != "" {
+		return rec, false, reason
+	}
+	rec = Record{LSN: it.lsn, Data: data, Commit: commit, CommitTime: ct, TxnStart: it.txnStart}
+	it.pos += n
+	it.lsn++
+	it.left--
+	if commit {
+		it.txnStart = it.lsn
+	}
+	return rec, true, ""
+}
+
+// scanResult summarizes one segment's frames as scanned from its header to
+// the end of its data.
+type scanResult struct {
+	nextLSN     uint64 // LSN after the last good record
+	end         int64  // offset after the last good frame
+	frames      int
+	openTxn     uint64 // first LSN of a transaction still open at the end, 0 if none
+	openTxnOff  int64  // offset of the frame where openTxn began, if in this segment
+	openTxnMid  bool   // openTxn began after the first record of that frame
+	lastCommit  uint64 // LSN of the last commit record, 0 if none
+	commitTime  int64  // commit time of lastCommit
+	firstCommit int64  // commit time of the first commit record, 0 if none
+	index       []indexEntry
+
+	bad  *badFrame // first bad frame, if any
+	torn bool      // bad is a torn tail (only for the last segment)
+}
+
+// indexEntry maps the first LSN of a frame to its offset.
+type indexEntry struct {
+	lsn uint64
+	off int64
+}
+
+// indexEvery is the spacing in bytes of the sparse in-memory index.
+const indexEvery = 32 << 10
+
+// scanSegment reads every frame of a segment and checks the records' LSNs,
+// transaction boundaries and commit times against the state carried from
+// the previous segment (expectLSN, openTxn, lastTime). For the newest
+// segment (last) a bad frame is classified as a torn tail when no later
+// write survived after it; see doc.go.
+func scanSegment(f vfs.File, name string, h *segmentHeader, expectLSN, openTxn uint64, lastTime int64, last bool) (scanResult, error) {
+	res := scanResult{nextLSN: expectLSN, end: HeaderSize, openTxn: openTxn, openTxnOff: -1, commitTime: lastTime}
+	fr := newFrameReader(f, name, h.salt(), HeaderSize)
+	var it recordIter
+	lastIndexed := int64(-indexEvery)
+	for {
+		off := fr.off
+		fh, raw, err := fr.next()
+		if err == errEnd {
+			if last && laterWriteSurvives(f, h.salt(), off) {
+				// A zeroed frame header with durable frames after it: a
+				// zeroed sector, not the end of the data.
+				res.bad = &badFrame{off, "zeroed data before later frames"}
+			}
+			break
+		}
+		var bf *badFrame
+		if errors.As(err, &bf) {
+			res.bad = bf
+			break
+		}
+		if err != nil {
+			return res, err
+		}
+		// Cross-frame checks: density and transaction continuity.
+		if fh.firstLSN != res.nextLSN {
+			res.bad = &badFrame{off, "frame LSN does not follow the previous record"}
+			break
+		}
+		wantStart := fh.firstLSN
+		if res.openTxn != 0 {
+			wantStart = res.openTxn
+		}
+		if fh.txnStart != wantStart {
+			res.bad = &badFrame{off, "frame transaction start does not match the open transaction"}
+			break
+		}
+		if res.openTxn == 0 {
+			res.openTxn, res.openTxnOff = fh.firstLSN, off
+		}
+		it.reset(&fh, raw)
+		var reason string
+		var rec Record
+		ok := true
+		var lastRec Record
+		for {
+			rec, ok, reason = it.next()
+			if !ok {
+				break
+			}
+			lastRec = rec
+			if rec.Commit {
+				if rec.CommitTime < res.commitTime {
+					reason = "commit time goes backwards"
+					break
+				}
+				if res.lastCommit == 0 {
+					res.firstCommit = rec.CommitTime
+				}
+				res.lastCommit, res.commitTime = rec.LSN, rec.CommitTime
+				res.openTxn, res.openTxnOff, res.openTxnMid = 0, -1, false
+			} else if res.openTxn == 0 {
+				res.openTxn, res.openTxnOff, res.openTxnMid = rec.LSN, off, rec.LSN != fh.firstLSN
+			}
+		}
+		if reason == "" && lastRec.Commit != (fh.flags&flagEndsTxn != 0) {
+			reason = "frame end-of-transaction flag does not match its last record"
+		}
+		if reason != "" {
+			res.bad = &badFrame{off, "record: " + reason}
+			break
+		}
+		if off-lastIndexed >= indexEvery {
+			res.index = append(res.index, indexEntry{fh.firstLSN, off})
+			lastIndexed = off
+		}
+		res.nextLSN = fh.lastLSN() + 1
+		res.end = fr.off
+		res.frames++
+	}
+	if res.bad != nil && last {
+		res.torn = !laterWriteSurvives(f, h.salt(), res.bad.off)
+	}
+	return res, nil
+}
+
+// laterWriteSurvives reports whether a valid frame written by a later write
+// call than the one that wrote offset bad exists after bad. Writes are
+// followed by fsync before the next write begins, so such a frame proves the
+// bytes at bad were once durable: damage there is corruption, not a torn
+// write. Frames are 8-byte aligned; the search skips zeroed regions quickly.
+func laterWriteSurvives(f vfs.File, salt uint32, bad int64) bool {
+	size, err := f.Size()
+	if err != nil {
+		return true // cannot prove it torn: treat as corruption
+	}
+	fr := newFrameReader(f, "", salt, 0)
+	off := bad + frameAlign
+	for off+FrameHeaderSize <= size {
+		// Skip zeroed runs a window at a time: a header starts at most
+		// FrameHeaderSize-1 bytes before its first nonzero byte.
+		b, err := fr.bytesAt(off, windowSize)
+		if err != nil {
+			return true
+		}
+		nz := firstNonZero(b)
+		if nz < 0 {
+			off += int64(len(b)) &^ (frameAlign - 1)
+			if len(b) < frameAlign {
+				return false
+			}
+			continue
+		}
+		start := max(off, (off+int64(nz)-FrameHeaderSize+1)&^(frameAlign-1))
+		end := off + int64(nz) + frameAlign
+		for c := start; c < end && c+FrameHeaderSize <= size; c += frameAlign {
+			hb, err := fr.bytesAt(c, FrameHeaderSize)
+			if err != nil {
+				return true
+			}
+			h, reason := decodeFrameHeader(hb)
+			if reason != "" || h.salt != salt || int64(h.writeOffset) <= bad {
+				continue
+			}
+			fr.off = c
+			if _, _, err := fr.next(); err == nil {
+				return true
+			}
+		}
+		off = end
+	}
+	return false
+}
+
+// firstNonZero returns the index of the first nonzero byte of b, or -1.
+func firstNonZero(b []byte) int {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		if binary.LittleEndian.Uint64(b[i:]) != 0 {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] != 0 {
+			return i
+		}
+	}
+	return -1
+}
+

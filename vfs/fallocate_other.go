@@ -1,0 +1,10 @@
+//go:build !linux
+
+package vfs
+
+import (
+	"os"
+	"syscall"
+)
+
+func fallocate(f *os.File, size int64) error { return syscall.ENOSYS }

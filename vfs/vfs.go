@@ -1,0 +1,147 @@
+// Package vfs is the filesystem seam under walship's durable state (the
+// segmented log and checkpoints).
+//
+// Production code uses Default, a thin wrapper over package os. Tests use
+// NewCrashFS, an in-memory filesystem that remembers which bytes and which
+// directory entries have been made durable by Sync and SyncDir, and whose
+// Crash method simulates power loss: every unsynced write and every unsynced
+// create, rename or remove is dropped (optionally keeping a random part of the
+// unsynced bytes, as a real disk may). It also injects fsync failures.
+//
+// The interface is deliberately small: only what the log and checkpoints use.
+package vfs
+
+import (
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// File is an open file. Offsets passed to ReadAt and WriteAt are absolute.
+type File interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Closer
+	// Sync makes the file's data durable (fdatasync on Linux). After a
+	// failed Sync the caller must assume the unsynced data is lost; it must
+	// not retry Sync on the same file and expect durability.
+	Sync() error
+	// Truncate changes the file's size.
+	Truncate(size int64) error
+	// Preallocate reserves space for the file up to size bytes without
+	// changing the bytes already written; the file's size becomes size and
+	// the new bytes read as zeros. It may be a no-op returning nil.
+	Preallocate(size int64) error
+	// Size returns the file's current size.
+	Size() (int64, error)
+	// Name returns the path the file was opened with.
+	Name() string
+}
+
+// FS is a filesystem.
+type FS interface {
+	// Create creates or truncates the named file for reading and writing.
+	Create(name string) (File, error)
+	// OpenReadWrite opens an existing file for reading and writing.
+	OpenReadWrite(name string) (File, error)
+	// Open opens an existing file for reading.
+	Open(name string) (File, error)
+	// Rename atomically replaces newname, if it exists, by oldname. The
+	// change is durable only after SyncDir of the directories involved.
+	Rename(oldname, newname string) error
+	// Remove removes a file or an empty directory. The removal is durable
+	// only after SyncDir of its directory.
+	Remove(name string) error
+	// MkdirAll creates a directory and its parents.
+	MkdirAll(dir string) error
+	// List returns the names (not paths) of the entries in dir, sorted.
+	List(dir string) ([]string, error)
+	// SyncDir makes creates, renames and removes in dir durable.
+	SyncDir(dir string) error
+}
+
+// Default is the operating system's filesystem.
+var Default FS = osFS{}
+
+type osFS struct{}
+
+type osFile struct{ *os.File }
+
+func (f osFile) Sync() error { return fdatasync(f.File) }
+
+func (f osFile) Size() (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return st.Size(), nil
+}
+
+func (f osFile) Preallocate(size int64) error {
+	err := fallocate(f.File, size)
+	if err == syscall.EOPNOTSUPP || err == syscall.ENOSYS {
+		return nil
+	}
+	if err != nil {
+		return &fs.PathError{Op: "fallocate", Path: f.File.Name(), Err: err}
+	}
+	return nil
+}
+
+func (osFS) Create(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) OpenReadWrite(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Open(name string) (File, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }
+func (osFS) Remove(name string) error             { return os.Remove(name) }
+func (osFS) MkdirAll(dir string) error            { return os.MkdirAll(dir, 0o755) }
+
+func (osFS) List(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(ents))
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names, nil
+}
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Join is filepath.Join, re-exported so callers of FS need not import two
+// path packages.
+func Join(elem ...string) string { return filepath.Join(elem...) }
