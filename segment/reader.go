@@ -237,7 +237,9 @@ func (r *Reader) wait(ctx context.Context, v view) error {
 	}
 }
 
-// Close releases the reader's file. It is idempotent.
+// Close releases the reader's file. It is idempotent. Like Next it must not
+// be called concurrently with another call on the reader: to stop a
+// following reader, cancel the context passed to Next.
 func (r *Reader) Close() error {
 	if r.closed {
 		return nil

@@ -1,0 +1,340 @@
+package groupcommit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/segment"
+	"github.com/walship/walship/vfs"
+)
+
+func openLog(t *testing.T, dir string, opts segment.Options) *segment.Log {
+	t.Helper()
+	l, _, err := segment.Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// readAll returns every visible record's data, checking dense LSNs and
+// transaction boundaries.
+func readAll(t *testing.T, l *segment.Log) (datas []string, commits []uint64) {
+	t.Helper()
+	r, err := l.NewReader(l.FirstLSN(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	want := l.FirstLSN()
+	var lastTime int64
+	for {
+		rec, err := r.Next(context.Background())
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.LSN != want {
+			t.Fatalf("LSN %d, want %d", rec.LSN, want)
+		}
+		want++
+		datas = append(datas, string(rec.Data))
+		if rec.Commit {
+			if rec.CommitTime < lastTime {
+				t.Fatalf("commit time went backwards at LSN %d", rec.LSN)
+			}
+			lastTime = rec.CommitTime
+			commits = append(commits, rec.LSN)
+		}
+	}
+}
+
+func TestConcurrentTransactionsAreContiguousAndDurable(t *testing.T) {
+	for _, codec := range []segment.Codec{segment.CodecNone, segment.CodecS2, segment.CodecZstd} {
+		t.Run(codec.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			l := openLog(t, dir, segment.Options{SegmentSize: 32 << 10, Codec: codec})
+			c, err := New(l, Options{MaxBatchBytes: 4 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const writers, txns = 16, 100
+			var mu sync.Mutex
+			acked := map[uint64][]string{} // commit LSN -> records
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range txns {
+						n := 1 + (i % 5)
+						var recs [][]byte
+						var strs []string
+						for k := range n {
+							s := fmt.Sprintf("w%d-t%d-r%d-%0*d", w, i, k, (i*37)%300, 0)
+							recs = append(recs, []byte(s))
+							strs = append(strs, s)
+						}
+						tk, err := c.Append(context.Background(), recs, time.Time{})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if tk.Last-tk.First+1 != uint64(n) {
+							t.Errorf("ticket %+v for %d records", tk, n)
+						}
+						if c.Durable() < tk.Last {
+							t.Errorf("Append returned before LSN %d was durable (%d)", tk.Last, c.Durable())
+						}
+						mu.Lock()
+						acked[tk.Last] = strs
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+
+			l = openLog(t, dir, segment.Options{SegmentSize: 32 << 10, Codec: codec})
+			defer l.Close()
+			datas, commits := readAll(t, l)
+			if len(commits) != writers*txns {
+				t.Fatalf("%d commits, want %d", len(commits), writers*txns)
+			}
+			start := 0
+			for _, cl := range commits {
+				want := acked[cl]
+				got := datas[start : cl-l.FirstLSN()+1]
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("transaction ending at %d: got %q want %q", cl, got, want)
+				}
+				start = int(cl - l.FirstLSN() + 1)
+			}
+			if len(l.Segments()) < 3 {
+				t.Fatalf("expected rotation, got %d segments", len(l.Segments()))
+			}
+		})
+	}
+}
+
+func TestLargeTransactionSpansFramesAndSegments(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, segment.Options{SegmentSize: 8 << 10})
+	c, err := New(l, Options{MaxBatchBytes: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := c.Append(ctx, [][]byte{[]byte("small")}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	var big [][]byte
+	for i := range 500 {
+		big = append(big, []byte(fmt.Sprintf("big-%04d-%0100d", i, i)))
+	}
+	tk, err := c.Append(ctx, big, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.First != 2 || tk.Last != 501 {
+		t.Fatalf("ticket %+v", tk)
+	}
+	c.Close()
+	l.Close()
+	l = openLog(t, dir, segment.Options{SegmentSize: 8 << 10})
+	defer l.Close()
+	datas, commits := readAll(t, l)
+	if len(datas) != 501 || len(commits) != 2 || commits[1] != 501 {
+		t.Fatalf("read %d records, commits %v", len(datas), commits)
+	}
+}
+
+func TestCommitTimeNeverDecreases(t *testing.T) {
+	l := openLog(t, t.TempDir(), segment.Options{})
+	defer l.Close()
+	c, _ := New(l, Options{})
+	defer c.Close()
+	ctx := context.Background()
+	t1 := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	a, _ := c.Append(ctx, [][]byte{[]byte("a")}, t1)
+	b, _ := c.Append(ctx, [][]byte{[]byte("b")}, t1.Add(-time.Hour))
+	if a.CommitTime != t1.UnixNano() || b.CommitTime != t1.UnixNano() {
+		t.Fatalf("commit times %v %v", a.Time(), b.Time())
+	}
+}
+
+func TestPipelinedAppendAsyncThenWait(t *testing.T) {
+	l := openLog(t, t.TempDir(), segment.Options{})
+	defer l.Close()
+	c, _ := New(l, Options{MaxPendingBytes: 64 << 10})
+	ctx := context.Background()
+	var last Ticket
+	for i := range 20000 {
+		tk, err := c.AppendAsync(ctx, [][]byte{[]byte(fmt.Sprintf("rec-%d", i))}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.First != uint64(i+1) {
+			t.Fatalf("LSN %d want %d", tk.First, i+1)
+		}
+		last = tk
+	}
+	if err := c.Wait(ctx, last.Last); err != nil {
+		t.Fatal(err)
+	}
+	if l.Visible() < last.Last {
+		t.Fatalf("visible %d < %d", l.Visible(), last.Last)
+	}
+	c.Close()
+	if _, err := c.AppendAsync(ctx, [][]byte{[]byte("x")}, time.Time{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+}
+
+func TestFollowingReaderSeesOnlyDurableCommits(t *testing.T) {
+	l := openLog(t, t.TempDir(), segment.Options{})
+	defer l.Close()
+	c, _ := New(l, Options{})
+	defer c.Close()
+	r, err := l.NewReader(1, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan segment.Record, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		cancel()
+		for range got {
+		}
+		r.Close()
+	}()
+	go func() {
+		for {
+			rec, err := r.Next(ctx)
+			if err != nil {
+				close(got)
+				return
+			}
+			rec.Data = append([]byte(nil), rec.Data...)
+			got <- rec
+		}
+	}()
+	for range 50 {
+		if _, err := c.Append(ctx, [][]byte{[]byte("x"), []byte("y")}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			rec := <-got
+			if rec.LSN > c.Durable() {
+				t.Fatalf("reader saw LSN %d beyond durable %d", rec.LSN, c.Durable())
+			}
+		}
+	}
+}
+
+// failFS fails every Sync after the first n.
+type failFS struct {
+	vfs.FS
+	mu    sync.Mutex
+	left  int
+	calls int
+}
+
+type failFile struct {
+	vfs.File
+	fs *failFS
+}
+
+var errDisk = errors.New("injected EIO")
+
+func (f *failFS) wrap(file vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	return failFile{file, f}, nil
+}
+func (f *failFS) Create(n string) (vfs.File, error)        { return f.wrap(f.FS.Create(n)) }
+func (f *failFS) OpenReadWrite(n string) (vfs.File, error) { return f.wrap(f.FS.OpenReadWrite(n)) }
+func (ff failFile) Sync() error {
+	ff.fs.mu.Lock()
+	defer ff.fs.mu.Unlock()
+	ff.fs.calls++
+	if ff.fs.left <= 0 {
+		return errDisk
+	}
+	ff.fs.left--
+	return ff.File.Sync()
+}
+
+func TestFailedSyncIsSticky(t *testing.T) {
+	fsys := &failFS{FS: vfs.Default, left: 1000}
+	l := openLog(t, t.TempDir(), segment.Options{FS: fsys})
+	defer l.Close()
+	c, _ := New(l, Options{})
+	ctx := context.Background()
+	if _, err := c.Append(ctx, [][]byte{[]byte("ok")}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	fsys.mu.Lock()
+	fsys.left = 0
+	fsys.mu.Unlock()
+	_, err := c.Append(ctx, [][]byte{[]byte("lost")}, time.Time{})
+	if !errors.Is(err, errDisk) || !errors.Is(err, segment.ErrFailed) {
+		t.Fatalf("append with failing fsync: %v", err)
+	}
+	fsys.mu.Lock()
+	fsys.left = 1000
+	calls := fsys.calls
+	fsys.mu.Unlock()
+	for range 3 {
+		if _, err := c.Append(ctx, [][]byte{[]byte("later")}, time.Time{}); !errors.Is(err, errDisk) {
+			t.Fatalf("append after failed fsync: %v", err)
+		}
+	}
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	if fsys.calls != calls {
+		t.Fatalf("fsync retried after failure: %d calls, want %d", fsys.calls, calls)
+	}
+	if l.Visible() != 1 {
+		t.Fatalf("visible %d after failed sync, want 1", l.Visible())
+	}
+}
+
+func TestBackpressureBoundsPending(t *testing.T) {
+	l := openLog(t, t.TempDir(), segment.Options{})
+	defer l.Close()
+	var maxBytes int
+	var mu sync.Mutex
+	c, _ := New(l, Options{MaxPendingBytes: 16 << 10, Observe: func(_, b int, _ time.Duration) {
+		mu.Lock()
+		maxBytes = max(maxBytes, b)
+		mu.Unlock()
+	}})
+	defer c.Close()
+	rec := make([]byte, 1000)
+	var last Ticket
+	for range 2000 {
+		tk, err := c.AppendAsync(context.Background(), [][]byte{rec}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = tk
+	}
+	c.Wait(context.Background(), last.Last)
+	mu.Lock()
+	defer mu.Unlock()
+	if maxBytes > 16<<10+1100 {
+		t.Fatalf("a flush carried %d bytes, above the 16 KiB bound", maxBytes)
+	}
+}

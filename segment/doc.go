@@ -1,0 +1,102 @@
+// Package segment is walship's on-disk log: a directory of segment files
+// holding CRC-framed batches of records with dense LSNs.
+//
+// # Guarantees
+//
+//   - Records get dense, gap-free, strictly increasing LSNs (uint64, the
+//     first is 1 unless Options.FirstLSN says otherwise).
+//   - Records are grouped into transactions; the last record of each is a
+//     commit record carrying the commit time, which never decreases.
+//   - Readers see only records up to the last commit made durable by Sync
+//     (or published by Publish in sync mode "off"): never a record that is
+//     not durable, never part of an unfinished transaction.
+//   - Recovery (Open) truncates a torn tail of the newest segment and an
+//     unfinished transaction at the end of the log, and says so in a
+//     RecoveryReport. Anything else that fails a check is a
+//     *CorruptionError naming the segment file and byte offset; nothing is
+//     ever skipped.
+//   - Opening costs one header read per segment plus a scan of the newest
+//     segment, whatever the size of the log.
+//
+// # Files
+//
+// A log directory holds segment files named by the LSN of their first
+// record as 16 lower-case hex digits, e.g. 00000000000003e8.seg, so names
+// sort by LSN. Names that do not match are ignored, except next.seg.tmp, a
+// preallocated next segment that Open removes. A new segment is created
+// under the temporary name, its header written, renamed to its final name
+// and the directory fsynced before any record in it is acknowledged. The
+// previous segment is fsynced before the switch, so only the newest segment
+// can have a torn tail. A sealed segment's preallocated zero tail is trimmed
+// in the background.
+//
+// # Segment header (64 bytes at offset 0, little-endian)
+//
+//	off size field
+//	  0    8 magic "WALSHIP\x00"
+//	  8    2 format version (1)
+//	 10    2 header size (64)
+//	 12    4 lineage (timeline) id
+//	 16    8 base LSN: LSN of the segment's first record; equals the file name
+//	 24   16 segment id: random, unique per segment file
+//	 40   16 log id: random, shared by every segment of one log
+//	 56    4 reserved, zero
+//	 60    4 CRC-32C (Castagnoli) of bytes 0..59
+//
+// # Frames
+//
+// After the header come frames, each aligned to 8 bytes, until the end of
+// the file or a frame header of 48 zero bytes (the preallocated, unwritten
+// part). A frame is one batch of records written by the group committer:
+//
+//	off size field
+//	  0    4 CRC-32C of header bytes 4..47
+//	  4    4 CRC-32C of the stored payload
+//	  8    4 stored payload length
+//	 12    4 raw payload length (after decompression)
+//	 16    8 first LSN: LSN of the frame's first record
+//	 24    8 txn start: LSN of the first record of the transaction the
+//	         frame's first record belongs to (== first LSN unless the frame
+//	         continues a transaction begun in an earlier frame)
+//	 32    4 record count (>= 1)
+//	 36    4 write offset: segment offset where the write(2) call that wrote
+//	         this frame began (used to tell a torn write from corruption)
+//	 40    4 salt: first 4 bytes of the segment id (rejects stale frames)
+//	 44    1 codec: 0 none, 1 s2, 2 zstd (github.com/klauspost/compress)
+//	 45    1 flags: bit 0 = the frame's last record is a commit record
+//	 46    2 reserved, zero
+//	 48    n stored payload, then zero padding to a multiple of 8
+//
+// The stored payload is the raw payload compressed with the codec, so a
+// compressed frame can be shipped as it is. A frame whose compressed form
+// would not be smaller is stored with codec 0. The raw payload is the
+// frame's records, back to back:
+//
+//	uvarint  tag = len(data)<<1 | commit
+//	bytes    data (opaque to this package; see package change)
+//	varint   commit time, Unix nanoseconds (only if commit is 1)
+//
+// A transaction's records are contiguous. A transaction that spans frames
+// begins a frame, so an unfinished one can be dropped by truncating whole
+// frames.
+//
+// # Recovery: torn tail versus corruption
+//
+// The committer writes a run of frames with one write(2) call and
+// fdatasyncs before the next write begins. When the newest segment has a
+// bad frame at offset X (a checksum, length, LSN or flag check fails, or a
+// zeroed header is followed by data), recovery searches the rest of the
+// file for a valid frame whose write offset is greater than X. Such a frame
+// was written by a later write call, which began only after the write
+// covering X was synced: X was durable and is now damaged, so Open fails
+// with a *CorruptionError. If no such frame exists, every byte from X on
+// belongs to the last write, which cannot have been acknowledged: it is a
+// torn tail, truncated and reported. Damage to the last write of an
+// acknowledged batch after its fsync is indistinguishable from a torn
+// write, as in every log of this kind. With sync mode "off" writes are not
+// synced one by one, so a power loss can surface as corruption.
+//
+// After the tail is cut, a transaction with no commit record at the end of
+// the log is removed too (possibly whole segments): its commit was never
+// durable, so it was never acknowledged and readers must never see it.
+package segment
