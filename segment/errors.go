@@ -18,6 +18,8 @@ var (
 	// may have been dropped by the kernel and a retried fsync could report
 	// success for data that is gone (DESIGN.md §4.1).
 	ErrFailed = errors.New("segment: log failed")
+
+	errReadOnly = errors.New("segment: log opened read-only")
 )
 
 // CorruptionError reports a bad segment header, frame or record that is not
@@ -37,10 +39,10 @@ func (e *CorruptionError) Is(target error) bool { return target == ErrCorrupt }
 
 type failedError struct{ err error }
 
-func (e *failedError) Error() string       { return "segment: log failed: " + e.err.Error() }
-func (e *failedError) Unwrap() []error     { return []error{ErrFailed, e.err} }
-func sticky(err error) error               { return &failedError{err} }
-func isSticky(err error) bool              { var f *failedError; return errors.As(err, &f) }
+func (e *failedError) Error() string   { return "segment: log failed: " + e.err.Error() }
+func (e *failedError) Unwrap() []error { return []error{ErrFailed, e.err} }
+func sticky(err error) error           { return &failedError{err} }
+func isSticky(err error) bool          { var f *failedError; return errors.As(err, &f) }
 func corruptf(seg string, off int64, format string, args ...any) *CorruptionError {
 	return &CorruptionError{Segment: seg, Offset: off, Reason: fmt.Sprintf(format, args...)}
 }

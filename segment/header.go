@@ -23,6 +23,8 @@ const (
 	// prepName is the name of the preallocated next segment before it is
 	// given its final name at rotation.
 	prepName = "next.seg.tmp"
+	// lockName is the file a writer holds an exclusive flock on.
+	lockName = "LOCK"
 )
 
 // ID is a 128-bit random identifier (segment id, log id).

@@ -3,6 +3,7 @@ package segment
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"math"
@@ -33,6 +34,11 @@ type Options struct {
 	FirstLSN uint64
 	// Logger receives recovery and retention events; default slog.Default().
 	Logger *slog.Logger
+	// ReadOnly opens the log for reading only, as it is durably on disk,
+	// without repairing anything and without the directory lock: for
+	// operator tools that may run beside a live writer. A torn tail or an
+	// unfinished transaction is only hidden from readers. Write fails.
+	ReadOnly bool
 }
 
 // DefaultSegmentSize is the default Options.SegmentSize.
@@ -137,6 +143,7 @@ type Log struct {
 	lastIndexed    int64
 
 	prep *preparer
+	lock io.Closer
 
 	mu struct {
 		sync.Mutex
@@ -162,17 +169,29 @@ func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 	opts = opts.withDefaults()
 	l := &Log{dir: dir, opts: opts, fs: opts.FS, log: opts.Logger, lastIndexed: -indexEvery}
 	l.mu.notify = make(chan struct{})
-	if err := l.fs.MkdirAll(dir); err != nil {
-		return nil, nil, err
+	if !opts.ReadOnly {
+		if err := l.fs.MkdirAll(dir); err != nil {
+			return nil, nil, err
+		}
+		lock, err := l.fs.Lock(l.path(lockName))
+		if err != nil {
+			return nil, nil, fmt.Errorf("segment: log %s is in use by another writer: %w", dir, err)
+		}
+		l.lock = lock
 	}
 	rep, err := l.recover()
 	if err != nil {
 		if l.act.f != nil {
 			l.act.f.Close()
 		}
+		if l.lock != nil {
+			l.lock.Close()
+		}
 		return nil, nil, err
 	}
-	l.prep = startPreparer(l.fs, dir, opts.SegmentSize, !opts.NoPreallocate)
+	if !opts.ReadOnly {
+		l.prep = startPreparer(l.fs, dir, opts.SegmentSize, !opts.NoPreallocate)
+	}
 	return l, rep, nil
 }
 
@@ -262,6 +281,9 @@ func (l *Log) Lineage() uint32 { return l.act.seg.hdr.lineage }
 func (l *Log) Write(batches []Batch) error {
 	if l.failed != nil {
 		return l.failed
+	}
+	if l.opts.ReadOnly {
+		return errReadOnly
 	}
 	l.writeStart = l.act.off
 	l.wbuf = l.wbuf[:0]
@@ -499,6 +521,14 @@ func (l *Log) Close() error {
 	l.mu.closed = true
 	l.wakeLocked()
 	l.mu.Unlock()
-	l.prep.stop()
-	return l.act.f.Close()
+	if l.prep != nil {
+		l.prep.stop()
+	}
+	err := l.act.f.Close()
+	if l.lock != nil {
+		if lerr := l.lock.Close(); err == nil {
+			err = lerr
+		}
+	}
+	return err
 }

@@ -2,6 +2,7 @@ package segment
 
 import (
 	"fmt"
+	"io/fs"
 	"math"
 	"strings"
 
@@ -121,7 +122,11 @@ func (l *Log) recover() (*RecoveryReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	ro := l.opts.ReadOnly
 	for _, t := range tmps {
+		if ro {
+			break
+		}
 		if err := l.fs.Remove(l.path(t)); err != nil {
 			return nil, err
 		}
@@ -131,7 +136,7 @@ func (l *Log) recover() (*RecoveryReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tornName != "" {
+	if tornName != "" && !ro {
 		if err := l.fs.Remove(l.path(tornName)); err != nil {
 			return nil, err
 		}
@@ -141,6 +146,9 @@ func (l *Log) recover() (*RecoveryReport, error) {
 		if err := l.fs.SyncDir(l.dir); err != nil {
 			return nil, err
 		}
+	}
+	if len(segs) == 0 && ro {
+		return nil, fmt.Errorf("segment: no log in %s: %w", l.dir, fs.ErrNotExist)
 	}
 	if len(segs) == 0 {
 		base := l.opts.FirstLSN
@@ -220,36 +228,44 @@ func (l *Log) recover() (*RecoveryReport, error) {
 			}
 			truncAt = r2.openTxnOff
 			for _, s := range segs[activeIdx+1:] {
+				if ro {
+					s.sealed = false // beyond the visible end
+					continue
+				}
 				if err := l.fs.Remove(l.path(s.name)); err != nil {
 					f.Close()
 					return nil, err
 				}
 				rep.Removed = append(rep.Removed, s.name)
 			}
-			if err := l.fs.SyncDir(l.dir); err != nil {
-				f.Close()
-				return nil, err
+			if !ro {
+				if err := l.fs.SyncDir(l.dir); err != nil {
+					f.Close()
+					return nil, err
+				}
+				segs = segs[:activeIdx+1]
 			}
-			segs = segs[:activeIdx+1]
 			res = r2
 		}
 		l.log.Warn("wal unfinished transaction discarded", "first_lsn", rep.Discarded.FirstLSN, "records", rep.Discarded.Records)
 	}
-	if truncAt != res.end || res.bad != nil {
+	if (truncAt != res.end || res.bad != nil) && !ro {
 		if err := f.Truncate(truncAt); err != nil {
 			f.Close()
 			return nil, err
 		}
 	}
-	if !l.opts.NoPreallocate {
+	if !l.opts.NoPreallocate && !ro {
 		if err := f.Preallocate(max(l.opts.SegmentSize, truncAt)); err != nil {
 			f.Close()
 			return nil, err
 		}
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, err
+	if !ro {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	seg := segs[activeIdx]
 	seg.sealed, seg.dataEnd = false, -1
@@ -299,15 +315,19 @@ func dataExtent(f vfs.File, from, size int64) int64 {
 // transaction start is trusted (it may continue a transaction from the
 // previous segment, which is not scanned).
 func (l *Log) scanFile(seg *segInfo, expect uint64, lastTime int64, trustFirst, last bool) (scanResult, vfs.File, error) {
-	f, err := l.fs.OpenReadWrite(l.path(seg.name))
+	open := l.fs.OpenReadWrite
+	if l.opts.ReadOnly {
+		open = l.fs.Open
+	}
+	f, err := open(l.path(seg.name))
 	if err != nil {
 		return scanResult{}, nil, err
 	}
-	open := uint64(0)
+	openTxn := uint64(0)
 	if trustFirst {
-		open = firstTxnStart(f, &seg.hdr)
+		openTxn = firstTxnStart(f, &seg.hdr)
 	}
-	res, err := scanSegment(f, seg.name, &seg.hdr, expect, open, math.MinInt64, last)
+	res, err := scanSegment(f, seg.name, &seg.hdr, expect, openTxn, math.MinInt64, last)
 	if err != nil {
 		f.Close()
 		return res, nil, err

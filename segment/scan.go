@@ -352,4 +352,3 @@ func firstNonZero(b []byte) int {
 	}
 	return -1
 }
-

@@ -2,6 +2,7 @@ package segment
 
 import (
 	"fmt"
+	"io/fs"
 	"math"
 
 	"github.com/walship/walship/vfs"
@@ -10,14 +11,14 @@ import (
 // VerifyReport is the result of Verify: what an intact log holds, and a
 // torn tail or unfinished transaction that Open would repair.
 type VerifyReport struct {
-	Segments  []SegmentSummary
-	FirstLSN  uint64 // first retained LSN
-	LastLSN   uint64 // last LSN of a committed transaction
-	Records   uint64
-	Frames    int
-	Bytes     int64
-	LastTime  int64 // commit time of the last committed transaction (Unix ns), 0 if none
-	Torn      *TornTail
+	Segments   []SegmentSummary
+	FirstLSN   uint64 // first retained LSN
+	LastLSN    uint64 // last LSN of a committed transaction
+	Records    uint64
+	Frames     int
+	Bytes      int64
+	LastTime   int64 // commit time of the last committed transaction (Unix ns), 0 if none
+	Torn       *TornTail
 	Unfinished *DiscardedTxn // records of a transaction with no durable commit
 	// TornCreation names a newest segment whose header was never written.
 	TornCreation string
@@ -50,7 +51,7 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 		return nil, err
 	}
 	if len(names) == 0 {
-		return nil, fmt.Errorf("segment: no segment files in %s", dir)
+		return nil, fmt.Errorf("segment: no segment files in %s: %w", dir, fs.ErrNotExist)
 	}
 	segs, torn, err := loadHeaders(fsys, dir, names)
 	if err != nil {

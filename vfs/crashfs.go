@@ -113,8 +113,37 @@ type CrashFS struct {
 		syncDirErrs []injectedErr
 		hook        func(name string)
 		syncs       int64
+		locks       map[string]bool
 	}
 }
+
+// Lock implements FS.Lock with an in-memory lock table; a crash releases
+// every lock, as process death does.
+func (c *CrashFS) Lock(name string) (io.Closer, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := cleanPath(name)
+	if c.mu.locks[p] {
+		return nil, fmt.Errorf("%s: %w", name, ErrLocked)
+	}
+	if c.mu.locks == nil {
+		c.mu.locks = map[string]bool{}
+	}
+	c.mu.locks[p] = true
+	gen := c.mu.gen
+	return closerFunc(func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.mu.gen == gen {
+			delete(c.mu.locks, p)
+		}
+		return nil
+	}), nil
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
 
 var (
 	_ FS   = (*CrashFS)(nil)
@@ -474,6 +503,7 @@ func (c *CrashFS) Crash(rng *rand.Rand, mode CrashMode) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.mu.gen++
+	c.mu.locks = nil
 	seen := map[*inode]bool{}
 	var walk func(d *inode)
 	walk = func(d *inode) {

@@ -12,6 +12,8 @@
 package vfs
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -60,7 +62,14 @@ type FS interface {
 	List(dir string) ([]string, error)
 	// SyncDir makes creates, renames and removes in dir durable.
 	SyncDir(dir string) error
+	// Lock takes an exclusive advisory lock on the named file, creating it
+	// if needed, without waiting: ErrLocked if another holder has it. The
+	// lock is released by closing the returned Closer or by process exit.
+	Lock(name string) (io.Closer, error)
 }
+
+// ErrLocked is returned by FS.Lock when the lock is held elsewhere.
+var ErrLocked = errors.New("vfs: locked by another process")
 
 // Default is the operating system's filesystem.
 var Default FS = osFS{}
@@ -145,3 +154,18 @@ func (osFS) SyncDir(dir string) error {
 // Join is filepath.Join, re-exported so callers of FS need not import two
 // path packages.
 func Join(elem ...string) string { return filepath.Join(elem...) }
+
+func (osFS) Lock(name string) (io.Closer, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := flock(f); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w", name, ErrLocked)
+		}
+		return nil, &fs.PathError{Op: "flock", Path: name, Err: err}
+	}
+	return f, nil
+}

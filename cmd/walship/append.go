@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/groupcommit"
+	"github.com/walship/walship/internal/bytesize"
+	"github.com/walship/walship/segment"
+	"github.com/walship/walship/wal"
+)
+
+// walFlags are the flags shared by commands that open the WAL for writing.
+type walFlags struct {
+	dir, sync, segmentSize, compression string
+}
+
+func (f *walFlags) register(fs interface {
+	StringVar(p *string, name, value, usage string)
+}) {
+	fs.StringVar(&f.dir, "wal", "", "WAL directory (created if missing)")
+	fs.StringVar(&f.sync, "sync", "local", "local: acknowledge after fdatasync; off: after write(2)")
+	fs.StringVar(&f.segmentSize, "segment-size", "64MiB", "size at which a segment is sealed")
+	fs.StringVar(&f.compression, "compression", "none", "frame compression: none, s2 or zstd")
+}
+
+func (f *walFlags) options() (wal.Options, error) {
+	if err := requireFlag("wal", f.dir); err != nil {
+		return wal.Options{}, err
+	}
+	sm, err := groupcommit.ParseSyncMode(f.sync)
+	if err != nil {
+		return wal.Options{}, usageError("--sync: %v", err)
+	}
+	size, err := bytesize.Parse(f.segmentSize)
+	if err != nil {
+		return wal.Options{}, usageError("--segment-size: %v", err)
+	}
+	codec, err := segment.ParseCodec(f.compression)
+	if err != nil {
+		return wal.Options{}, usageError("--compression: %v", err)
+	}
+	return wal.Options{Dir: f.dir, Sync: sm, SegmentSize: size, Compression: codec}, nil
+}
+
+// runAppend reads NDJSON transactions from stdin and appends them. Input is
+// parsed and queued while earlier transactions are being synced
+// (pipelining); each acknowledgement line is printed, in input order, only
+// once its transaction is durable. On bad input, everything before the bad
+// line is still made durable and acknowledged, then the command fails
+// naming the line.
+func runAppend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("append", stderr)
+	var wf walFlags
+	wf.register(fs)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
+	}
+	opts, err := wf.options()
+	if err != nil {
+		return err
+	}
+	w, rep, err := wal.Open(opts)
+	if err != nil {
+		return err
+	}
+	if !rep.Clean() {
+		fmt.Fprintf(stderr, "walship: recovered %s: %s\n", opts.Dir, rep)
+	}
+
+	acks := make(chan groupcommit.Ticket, 1<<14)
+	printed := make(chan error, 1)
+	go func() { printed <- printAcks(w, acks, stdout) }()
+
+	type parsed struct {
+		line int
+		txn  change.Txn
+		err  error
+	}
+	lines := make(chan parsed, 256)
+	go func() {
+		dec := change.NewDecoder(stdin)
+		for {
+			line, txn, err := dec.Next()
+			select {
+			case lines <- parsed{line, txn, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				close(lines)
+				return
+			}
+		}
+	}()
+
+	var inErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			inErr = fmt.Errorf("interrupted: %w", ctx.Err())
+			break loop
+		case p := <-lines:
+			if errors.Is(p.err, io.EOF) {
+				break loop
+			}
+			if p.err != nil {
+				inErr = fmt.Errorf("input: %w", p.err)
+				break loop
+			}
+			t, err := w.AppendAsync(context.Background(), &p.txn)
+			if err != nil {
+				if errors.Is(err, change.ErrInvalid) {
+					inErr = fmt.Errorf("input: line %d: %w", p.line, err)
+				} else {
+					inErr = fmt.Errorf("line %d: append: %w", p.line, err)
+				}
+				break loop
+			}
+			acks <- t
+		}
+	}
+	close(acks)
+	perr := <-printed
+	cerr := w.Close()
+	return errors.Join(inErr, perr, cerr)
+}
+
+// printAcks prints one line per ticket once it is durable, flushing stdout
+// before each wait so an acknowledgement is never held back.
+func printAcks(w *wal.WAL, acks <-chan groupcommit.Ticket, stdout io.Writer) error {
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	var buf []byte
+	var err error
+	for t := range acks {
+		if err != nil {
+			continue // drain
+		}
+		if w.Durable() < t.Last {
+			if err = bw.Flush(); err != nil {
+				continue
+			}
+			if err = w.Wait(context.Background(), t.Last); err != nil {
+				continue
+			}
+		}
+		buf = append(buf[:0], `{"lsn":`...)
+		buf = strconv.AppendUint(buf, t.Last, 10)
+		buf = append(buf, `,"commit_time":"`...)
+		buf = t.Time().AppendFormat(buf, time.RFC3339Nano)
+		buf = append(buf, "\"}\n"...)
+		_, err = bw.Write(buf)
+	}
+	if ferr := bw.Flush(); err == nil {
+		err = ferr
+	}
+	return err
+}

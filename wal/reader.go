@@ -1,0 +1,84 @@
+package wal
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/segment"
+)
+
+// Txn is a committed transaction read from the log.
+type Txn struct {
+	FirstLSN, CommitLSN uint64
+	CommitTime          time.Time
+	change.Txn
+}
+
+// Reader reads whole committed transactions from a segment.Log.
+type Reader struct {
+	r *segment.Reader
+}
+
+// NewReader returns a reader of the transactions whose records have LSNs
+// from from on. If from falls inside a transaction, reading starts at that
+// transaction's first record, so every Txn is whole. With follow, NextTxn
+// waits for new transactions instead of returning io.EOF.
+func NewReader(l *segment.Log, from uint64, follow bool) (*Reader, error) {
+	// Probe without following: if from is inside a transaction, start at
+	// the transaction's first record instead.
+	probe, err := l.NewReader(from, false)
+	if err != nil {
+		return nil, err
+	}
+	if rec, err := probe.Next(context.Background()); err == nil && rec.TxnStart < from {
+		from = rec.TxnStart
+	}
+	probe.Close()
+	r, err := l.NewReader(from, follow)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{r: r}, nil
+}
+
+// NextTxn returns the next whole transaction, io.EOF at the end of the
+// visible log (or waits, if following), or an error naming the LSN of an
+// undecodable record.
+func (r *Reader) NextTxn(ctx context.Context) (Txn, error) {
+	var t Txn
+	for {
+		rec, err := r.r.Next(ctx)
+		if err != nil {
+			return Txn{}, err
+		}
+		if len(t.Changes) == 0 {
+			if rec.TxnStart != rec.LSN {
+				return Txn{}, fmt.Errorf("wal: record at LSN %d continues transaction %d that was not read", rec.LSN, rec.TxnStart)
+			}
+			t.FirstLSN = rec.LSN
+		}
+		hdr, c, err := change.DecodeRecord(rec.Data)
+		if err != nil {
+			return Txn{}, fmt.Errorf("wal: record at LSN %d: %w", rec.LSN, err)
+		}
+		if len(t.Changes) == 0 {
+			if hdr == nil {
+				return Txn{}, fmt.Errorf("wal: record at LSN %d starts a transaction but has no transaction header", rec.LSN)
+			}
+			t.Header = *hdr
+		} else if hdr != nil {
+			return Txn{}, fmt.Errorf("wal: record at LSN %d has a transaction header inside transaction %d", rec.LSN, t.FirstLSN)
+		}
+		t.Changes = append(t.Changes, c)
+		if rec.Commit {
+			t.CommitLSN = rec.LSN
+			t.CommitTime = time.Unix(0, rec.CommitTime).UTC()
+			return t, nil
+		}
+	}
+}
+
+// Close releases the reader.
+func (r *Reader) Close() error { return r.r.Close() }
