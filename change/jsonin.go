@@ -1,18 +1,13 @@
 package change
 
 import (
-	"bytes"
 	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // ParseTxnLine parses one line of `walship append` input into a
@@ -46,7 +41,7 @@ func ParseTxnLine(line []byte) (Txn, error) {
 	if err != nil {
 		return Txn{}, err
 	}
-	if err := p.begin('{', "a JSON object"); err != nil {
+	if err := p.open('{', "a JSON object"); err != nil {
 		return Txn{}, err
 	}
 	var (
@@ -56,7 +51,14 @@ func ParseTxnLine(line []byte) (Txn, error) {
 		haveChanges bool
 		seen        []string
 	)
-	for p.dec.More() {
+	for first := true; ; first = false {
+		more, err := p.more('}', first)
+		if err != nil {
+			return Txn{}, err
+		}
+		if !more {
+			break
+		}
 		k, err := p.key(&seen)
 		if err != nil {
 			return Txn{}, err
@@ -83,7 +85,7 @@ func ParseTxnLine(line []byte) (Txn, error) {
 		}
 		p.pop()
 	}
-	if err := p.finish(); err != nil {
+	if err := p.end(); err != nil {
 		return Txn{}, err
 	}
 	switch {
@@ -116,7 +118,7 @@ func ParseDumpLine(line []byte) (DumpLine, error) {
 	if err != nil {
 		return DumpLine{}, err
 	}
-	if err := p.begin('{', "a JSON object"); err != nil {
+	if err := p.open('{', "a JSON object"); err != nil {
 		return DumpLine{}, err
 	}
 	var (
@@ -124,7 +126,14 @@ func ParseDumpLine(line []byte) (DumpLine, error) {
 		c    Change
 		seen []string
 	)
-	for p.dec.More() {
+	for first := true; ; first = false {
+		more, err := p.more('}', first)
+		if err != nil {
+			return DumpLine{}, err
+		}
+		if !more {
+			break
+		}
 		k, err := p.key(&seen)
 		if err != nil {
 			return DumpLine{}, err
@@ -153,7 +162,7 @@ func ParseDumpLine(line []byte) (DumpLine, error) {
 		}
 		p.pop()
 	}
-	if err := p.finish(); err != nil {
+	if err := p.end(); err != nil {
 		return DumpLine{}, err
 	}
 	for _, k := range []string{"lsn", "commit_lsn", "commit_time", "xid", "table", "op", "key", "before", "after"} {
@@ -196,183 +205,37 @@ func ParseValue(data []byte) (Value, error) {
 	if err != nil {
 		return Value{}, err
 	}
-	raw, err := p.raw()
+	v, err := p.value(0)
 	if err != nil {
 		return Value{}, err
 	}
 	if err := p.end(); err != nil {
 		return Value{}, err
 	}
-	return p.value(raw, 0)
+	return v, nil
 }
 
 var changeFields = []string{"table", "op", "key", "before", "after", "types", "message"}
 
 func isChangeField(k string) bool { return slices.Contains(changeFields, k) }
 
-// parser reads JSON input with a json.Decoder, keeping key order, and
-// reports errors with the JSON path it is at.
-type parser struct {
-	dec  *json.Decoder
-	path []pathSeg
-	buf  json.RawMessage // reused for raw column values
-}
-
-func newParser(data []byte) (*parser, error) {
-	data = bytes.Trim(data, " \t\r\n")
-	if len(data) == 0 {
-		return nil, &InvalidError{Reason: "empty input"}
-	}
-	if !utf8.Valid(data) {
-		i := 0
-		for i < len(data) {
-			r, size := utf8.DecodeRune(data[i:])
-			if r == utf8.RuneError && size == 1 {
-				break
-			}
-			i += size
-		}
-		return nil, &InvalidError{Reason: fmt.Sprintf("invalid UTF-8 at byte %d", i)}
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	return &parser{dec: dec}, nil
-}
-
-func (p *parser) push(s pathSeg) { p.path = append(p.path, s) }
-func (p *parser) pop()           { p.path = p.path[:len(p.path)-1] }
-
-func (p *parser) fail(reason string) error {
-	return &InvalidError{Path: renderPath(p.path), Reason: reason}
-}
-
-func (p *parser) jsonErr(err error) error {
-	var se *json.SyntaxError
-	switch {
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return p.fail("unexpected end of JSON input")
-	case errors.As(err, &se):
-		return p.fail(fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, se))
-	}
-	return p.fail("invalid JSON: " + err.Error())
-}
-
-func (p *parser) token() (json.Token, error) {
-	t, err := p.dec.Token()
-	if err != nil {
-		return nil, p.jsonErr(err)
-	}
-	return t, nil
-}
-
-// raw reads the next value as raw JSON; the result is valid until the next
-// call.
-func (p *parser) raw() (json.RawMessage, error) {
-	if err := p.dec.Decode(&p.buf); err != nil {
-		return nil, p.jsonErr(err)
-	}
-	return p.buf, nil
-}
-
-func describe(t json.Token) string {
-	switch t := t.(type) {
-	case json.Delim:
-		switch t {
-		case '{':
-			return "an object"
-		case '[':
-			return "an array"
-		}
-		return strconv.Quote(t.String())
-	case string:
-		return "a string"
-	case json.Number:
-		return "a number"
-	case bool:
-		return "a boolean"
-	case nil:
-		return "null"
-	}
-	return fmt.Sprintf("%T", t)
-}
-
-// begin reads the opening delimiter of an object or array.
-func (p *parser) begin(d json.Delim, what string) error {
-	t, err := p.token()
-	if err != nil {
-		return err
-	}
-	if t != d {
-		return p.fail(fmt.Sprintf("expected %s, got %s", what, describe(t)))
-	}
-	return nil
-}
-
-// close reads the closing delimiter after More returned false.
-func (p *parser) close() error {
-	_, err := p.token()
-	return err
-}
-
-// finish closes the top-level object and checks nothing follows.
-func (p *parser) finish() error {
-	if err := p.close(); err != nil {
-		return err
-	}
-	return p.end()
-}
-
-// end checks that the input holds nothing more.
-func (p *parser) end() error {
-	if _, err := p.dec.Token(); err != io.EOF {
-		return &InvalidError{Reason: fmt.Sprintf("unexpected data after the JSON value at byte %d", p.dec.InputOffset())}
-	}
-	return nil
-}
-
-// key reads an object key and checks it against the keys seen so far in
-// the same object.
-func (p *parser) key(seen *[]string) (string, error) {
-	t, err := p.token()
-	if err != nil {
-		return "", err
-	}
-	k := t.(string) // the decoder only returns string tokens in key position
-	if slices.Contains(*seen, k) {
-		return "", p.fail(fmt.Sprintf("duplicate field %q", k))
-	}
-	*seen = append(*seen, k)
-	return k, nil
-}
-
-func (p *parser) str() (string, error) {
-	t, err := p.token()
-	if err != nil {
-		return "", err
-	}
-	s, ok := t.(string)
-	if !ok {
-		return "", p.fail("expected a string, got " + describe(t))
-	}
-	return s, nil
-}
-
 func (p *parser) uint64() (uint64, error) {
-	t, err := p.token()
+	if describe(p.peek()) != "a number" {
+		return 0, p.typeErr("an unsigned 64-bit integer")
+	}
+	n, err := p.number()
 	if err != nil {
 		return 0, err
 	}
-	if n, ok := t.(json.Number); ok {
-		if x, err := strconv.ParseUint(string(n), 10, 64); err == nil {
-			return x, nil
-		}
-		return 0, p.fail(fmt.Sprintf("expected an unsigned 64-bit integer, got %s", n))
+	x, err := strconv.ParseUint(n, 10, 64)
+	if err != nil {
+		return 0, p.fail("expected an unsigned 64-bit integer, got " + n)
 	}
-	return 0, p.fail("expected an unsigned 64-bit integer, got " + describe(t))
+	return x, nil
 }
 
 func (p *parser) time() (time.Time, error) {
-	s, err := p.str()
+	s, err := p.string()
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -390,7 +253,7 @@ func (p *parser) headerField(h *TxHeader, k string) error {
 		h.XID, err = p.uint64()
 	case "source_lsn":
 		var s string
-		if s, err = p.str(); err == nil {
+		if s, err = p.string(); err == nil {
 			if h.SourceLSN, err = ParseSourceLSN(s); err != nil {
 				err = p.fail(err.(*InvalidError).Reason)
 			}
@@ -398,27 +261,41 @@ func (p *parser) headerField(h *TxHeader, k string) error {
 	case "commit_time":
 		h.SourceCommitTime, err = p.time()
 	case "origin":
-		h.Origin, err = p.str()
+		h.Origin, err = p.string()
 	}
 	return err
 }
 
 // changes reads the array of "changes".
 func (p *parser) changes() ([]Change, error) {
-	if err := p.begin('[', "an array of changes"); err != nil {
+	if err := p.open('[', "an array of changes"); err != nil {
 		return nil, err
 	}
 	var cs []Change
-	for i := 0; p.dec.More(); i++ {
+	for i := 0; ; i++ {
+		more, err := p.more(']', i == 0)
+		if err != nil {
+			return nil, err
+		}
+		if !more {
+			return cs, nil
+		}
 		p.push(pidx(i))
-		if err := p.begin('{', "a change object"); err != nil {
+		if err := p.open('{', "a change object"); err != nil {
 			return nil, err
 		}
 		var (
 			c    Change
 			seen []string
 		)
-		for p.dec.More() {
+		for first := true; ; first = false {
+			more, err := p.more('}', first)
+			if err != nil {
+				return nil, err
+			}
+			if !more {
+				break
+			}
 			k, err := p.key(&seen)
 			if err != nil {
 				return nil, err
@@ -432,36 +309,30 @@ func (p *parser) changes() ([]Change, error) {
 			}
 			p.pop()
 		}
-		if err := p.close(); err != nil {
-			return nil, err
-		}
 		cs = append(cs, c)
 		p.pop()
 	}
-	return cs, p.close()
 }
 
 func (p *parser) changeField(c *Change, k string) error {
 	var err error
 	switch k {
 	case "table":
-		var t json.Token
-		if t, err = p.token(); err != nil {
+		if p.peek() == 'n' {
+			_, err = p.literal()
+			c.Table = Table{}
 			return err
 		}
-		switch t := t.(type) {
-		case nil:
-			c.Table = Table{}
-		case string:
-			if c.Table, err = ParseTable(t); err != nil {
-				return p.fail(err.(*InvalidError).Reason)
-			}
-		default:
-			return p.fail("expected a string, got " + describe(t))
+		var s string
+		if s, err = p.string(); err != nil {
+			return err
+		}
+		if c.Table, err = ParseTable(s); err != nil {
+			return p.fail(err.(*InvalidError).Reason)
 		}
 	case "op":
 		var s string
-		if s, err = p.str(); err != nil {
+		if s, err = p.string(); err != nil {
 			return err
 		}
 		if c.Op, err = ParseOp(s); err != nil {
@@ -481,83 +352,93 @@ func (p *parser) changeField(c *Change, k string) error {
 	return err
 }
 
+// isNull consumes a null literal if one is next.
+func (p *parser) isNull() (bool, error) {
+	if p.peek() != 'n' {
+		return false, nil
+	}
+	_, err := p.literal()
+	return err == nil, err
+}
+
 // row reads a row object, or null for an absent row.
 func (p *parser) row() (Row, error) {
-	t, err := p.token()
-	if err != nil {
+	if null, err := p.isNull(); null || err != nil {
 		return nil, err
 	}
-	if t == nil {
-		return nil, nil
-	}
-	if t != json.Delim('{') {
-		return nil, p.fail("expected an object of columns or null, got " + describe(t))
+	if err := p.open('{', "an object of columns or null"); err != nil {
+		return nil, err
 	}
 	r := Row{}
-	for p.dec.More() {
-		t, err := p.token()
+	for first := true; ; first = false {
+		more, err := p.more('}', first)
 		if err != nil {
 			return nil, err
 		}
-		name := t.(string)
+		if !more {
+			return r, nil
+		}
+		name, err := p.key(nil)
+		if err != nil {
+			return nil, err
+		}
 		p.push(pkey(name))
-		raw, err := p.raw()
-		if err != nil {
-			return nil, err
-		}
-		v, err := p.value(raw, 0)
+		v, err := p.value(0)
 		if err != nil {
 			return nil, err
 		}
 		r = append(r, Column{Name: name, Value: v})
 		p.pop()
 	}
-	return r, p.close()
 }
 
 func (p *parser) types() ([]ColumnType, error) {
-	t, err := p.token()
-	if err != nil {
+	if null, err := p.isNull(); null || err != nil {
 		return nil, err
 	}
-	if t == nil {
-		return nil, nil
-	}
-	if t != json.Delim('{') {
-		return nil, p.fail("expected an object of type names or null, got " + describe(t))
+	if err := p.open('{', "an object of type names or null"); err != nil {
+		return nil, err
 	}
 	var ts []ColumnType
-	for p.dec.More() {
-		t, err := p.token()
+	for first := true; ; first = false {
+		more, err := p.more('}', first)
 		if err != nil {
 			return nil, err
 		}
-		name := t.(string)
+		if !more {
+			return ts, nil
+		}
+		name, err := p.key(nil)
+		if err != nil {
+			return nil, err
+		}
 		p.push(pkey(name))
-		typ, err := p.str()
+		typ, err := p.string()
 		if err != nil {
 			return nil, err
 		}
 		ts = append(ts, ColumnType{Name: name, Type: typ})
 		p.pop()
 	}
-	return ts, p.close()
 }
 
 func (p *parser) message() (*LogicalMessage, error) {
-	t, err := p.token()
-	if err != nil {
+	if null, err := p.isNull(); null || err != nil {
 		return nil, err
 	}
-	if t == nil {
-		return nil, nil
-	}
-	if t != json.Delim('{') {
-		return nil, p.fail("expected a message object or null, got " + describe(t))
+	if err := p.open('{', "a message object or null"); err != nil {
+		return nil, err
 	}
 	m := &LogicalMessage{}
 	var seen []string
-	for p.dec.More() {
+	for first := true; ; first = false {
+		more, err := p.more('}', first)
+		if err != nil {
+			return nil, err
+		}
+		if !more {
+			return m, nil
+		}
 		k, err := p.key(&seen)
 		if err != nil {
 			return nil, err
@@ -565,14 +446,10 @@ func (p *parser) message() (*LogicalMessage, error) {
 		p.push(pkey(k))
 		switch k {
 		case "prefix":
-			m.Prefix, err = p.str()
+			m.Prefix, err = p.string()
 		case "content":
-			var raw json.RawMessage
-			if raw, err = p.raw(); err != nil {
-				return nil, err
-			}
 			var v Value
-			if v, err = p.value(raw, 0); err != nil {
+			if v, err = p.value(0); err != nil {
 				return nil, err
 			}
 			switch v.kind {
@@ -584,15 +461,14 @@ func (p *parser) message() (*LogicalMessage, error) {
 				return nil, p.fail(`expected a string or a {"$type":"bytes",...} object, got ` + v.kind.String())
 			}
 		case "transactional":
-			var t json.Token
-			if t, err = p.token(); err != nil {
-				return nil, err
+			switch p.peek() {
+			case 't', 'f':
+				var c byte
+				c, err = p.literal()
+				m.Transactional = c == 't'
+			default:
+				err = p.typeErr("a boolean")
 			}
-			b, ok := t.(bool)
-			if !ok {
-				return nil, p.fail("expected a boolean, got " + describe(t))
-			}
-			m.Transactional = b
 		default:
 			p.pop()
 			return nil, p.fail(fmt.Sprintf("unknown field %q", k))
@@ -602,119 +478,122 @@ func (p *parser) message() (*LogicalMessage, error) {
 		}
 		p.pop()
 	}
-	return m, p.close()
 }
 
-// unquote returns the string a valid JSON string literal stands for.
-func unquote(raw []byte) string {
-	body := raw[1 : len(raw)-1]
-	if bytes.IndexByte(body, '\\') < 0 {
-		return string(body)
-	}
-	var s string
-	_ = json.Unmarshal(raw, &s) // raw is valid: the decoder checked it
-	return s
-}
-
-// value maps the valid JSON value raw, inside depth arrays, to a Value.
-func (p *parser) value(raw []byte, depth int) (Value, error) {
-	switch raw[0] {
-	case 'n':
-		return Value{}, nil
-	case 't':
-		return BoolValue(true), nil
-	case 'f':
-		return BoolValue(false), nil
+// value reads a JSON value, inside depth arrays, in the input mapping.
+func (p *parser) value(depth int) (Value, error) {
+	switch c := p.peek(); c {
+	case 't', 'f', 'n':
+		l, err := p.literal()
+		switch {
+		case err != nil:
+			return Value{}, err
+		case l == 'n':
+			return Value{}, nil
+		}
+		return BoolValue(l == 't'), nil
 	case '"':
-		return TextValue(unquote(raw)), nil
+		s, err := p.string()
+		if err != nil {
+			return Value{}, err
+		}
+		return TextValue(s), nil
 	case '[':
-		return p.array(raw, depth)
+		return p.array(depth)
 	case '{':
-		if !hasTypeKey(string(raw)) {
+		start, end, err := p.skipValue()
+		if err != nil {
+			return Value{}, err
+		}
+		raw := p.data[start:end]
+		if !hasTypeKey(bytesAsString(raw)) {
 			return Value{kind: KindJSON, str: string(appendCompact(nil, raw))}, nil
 		}
-		return p.typed(raw, depth)
+		p.pos = start
+		v, err := p.typed(depth)
+		p.pos = end
+		return v, err
+	default:
+		if describe(c) == "" {
+			return Value{}, p.syntaxErr("a value")
+		}
+		s, err := p.number()
+		if err != nil {
+			return Value{}, err
+		}
+		if isInt64Literal(s) {
+			i, _ := strconv.ParseInt(s, 10, 64)
+			return IntValue(i), nil
+		}
+		return Value{kind: KindNumeric, str: s}, nil
 	}
-	s := string(raw)
-	if i, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return IntValue(i), nil
-	}
-	return Value{kind: KindNumeric, str: s}, nil
 }
 
-// subDecoder returns a decoder over raw, a valid JSON value.
-func subDecoder(raw []byte) *json.Decoder {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	return d
-}
-
-func (p *parser) array(raw []byte, depth int) (Value, error) {
+func (p *parser) array(depth int) (Value, error) {
 	if depth >= MaxNesting {
 		return Value{}, p.fail(fmt.Sprintf("arrays nested more than %d deep", MaxNesting))
 	}
-	d := subDecoder(raw)
-	if _, err := d.Token(); err != nil { // '['
-		return Value{}, p.jsonErr(err)
+	if err := p.open('[', "an array"); err != nil {
+		return Value{}, err
 	}
 	elems := []Value{}
-	var eraw json.RawMessage
-	for i := 0; d.More(); i++ {
-		if err := d.Decode(&eraw); err != nil {
-			return Value{}, p.jsonErr(err)
+	for i := 0; ; i++ {
+		more, err := p.more(']', i == 0)
+		if err != nil {
+			return Value{}, err
+		}
+		if !more {
+			return Value{kind: KindArray, arr: elems}, nil
 		}
 		p.push(pidx(i))
-		v, err := p.value(eraw, depth+1)
+		v, err := p.value(depth + 1)
 		if err != nil {
 			return Value{}, err
 		}
 		p.pop()
 		elems = append(elems, v)
 	}
-	return Value{kind: KindArray, arr: elems}, nil
 }
 
 var typeNames = strings.Join(kindNames[:], ", ")
 
-// typed maps an object with a "$type" key.
-func (p *parser) typed(raw []byte, depth int) (Value, error) {
-	d := subDecoder(raw)
-	if _, err := d.Token(); err != nil { // '{'
-		return Value{}, p.jsonErr(err)
-	}
+// typed reads an object with a "$type" key (already checked to be valid
+// JSON).
+func (p *parser) typed(depth int) (Value, error) {
+	p.pos++ // '{'
 	var (
 		typ, typeName     string
-		val               json.RawMessage
+		valStart, valEnd  int
 		haveVal, haveName bool // "value" and "type" present
 		seen              []string
 	)
-	for d.More() {
-		t, err := d.Token()
+	for first := true; ; first = false {
+		more, err := p.more('}', first)
 		if err != nil {
-			return Value{}, p.jsonErr(err)
+			return Value{}, err
 		}
-		k := t.(string)
-		if slices.Contains(seen, k) {
-			return Value{}, p.fail(fmt.Sprintf("duplicate field %q in $type object", k))
+		if !more {
+			break
 		}
-		seen = append(seen, k)
-		var r json.RawMessage
-		if err := d.Decode(&r); err != nil {
-			return Value{}, p.jsonErr(err)
+		k, err := p.key(&seen)
+		if err != nil {
+			return Value{}, p.fail(err.(*InvalidError).Reason + " in $type object")
 		}
 		switch k {
 		case "$type":
-			if r[0] != '"' {
+			if p.peek() != '"' {
 				return Value{}, p.fail("$type must be a string")
 			}
-			typ = unquote(r)
+			typ, _ = p.string()
 		case "value":
-			val, haveVal = r, true
+			haveVal = true
+			valStart, valEnd, _ = p.skipValue()
 		case "type":
-			if r[0] != '"' {
+			if p.peek() != '"' {
 				return Value{}, p.fail(`"type" must be a string`)
 			}
-			typeName, haveName = unquote(r), true
+			typeName, _ = p.string()
+			haveName = true
 		default:
 			return Value{}, p.fail(fmt.Sprintf("unknown field %q in $type object", k))
 		}
@@ -726,6 +605,7 @@ func (p *parser) typed(raw []byte, depth int) (Value, error) {
 	if haveName && kind != KindUnknown {
 		return Value{}, p.fail(fmt.Sprintf(`field "type" not allowed with $type %q`, typ))
 	}
+	val := p.data[valStart:valEnd]
 	if kind == KindNull {
 		if haveVal && string(val) != "null" {
 			return Value{}, p.fail(`$type "null": "value" must be null or absent`)
@@ -744,7 +624,12 @@ func (p *parser) typed(raw []byte, depth int) (Value, error) {
 		return Value{}, p.fail(fmt.Sprintf("$type %q: %s", typ, why))
 	}
 	isString := val[0] == '"'
-	isNumber := val[0] == '-' || isDigit(val[0])
+	isNumber := describe(val[0]) == "a number"
+	str := func() string { // the string val holds
+		p.pos = valStart
+		s, _ := p.string()
+		return s
+	}
 	switch kind {
 	case KindBool:
 		switch string(val) {
@@ -757,9 +642,9 @@ func (p *parser) typed(raw []byte, depth int) (Value, error) {
 	case KindInt:
 		s := string(val)
 		if isString {
-			s = unquote(val)
+			s = str()
 		}
-		if isString || isNumber {
+		if (isString || isNumber) && isDecimalInt(s) {
 			if i, err := strconv.ParseInt(s, 10, 64); err == nil {
 				return IntValue(i), nil
 			}
@@ -767,7 +652,7 @@ func (p *parser) typed(raw []byte, depth int) (Value, error) {
 		return bad("expected an integer in the int64 range")
 	case KindFloat:
 		if isString {
-			switch s := unquote(val); s {
+			switch str() {
 			case "NaN":
 				return FloatValue(math.NaN()), nil
 			case "Infinity":
@@ -775,7 +660,6 @@ func (p *parser) typed(raw []byte, depth int) (Value, error) {
 			case "-Infinity":
 				return FloatValue(math.Inf(-1)), nil
 			}
-			return bad(`expected a number or "NaN", "Infinity", "-Infinity"`)
 		}
 		if !isNumber {
 			return bad(`expected a number or "NaN", "Infinity", "-Infinity"`)
@@ -788,7 +672,7 @@ func (p *parser) typed(raw []byte, depth int) (Value, error) {
 	case KindNumeric:
 		s := string(val)
 		if isString {
-			s = unquote(val)
+			s = str()
 		} else if !isNumber {
 			return bad("expected a decimal string or a number")
 		}
@@ -800,12 +684,12 @@ func (p *parser) typed(raw []byte, depth int) (Value, error) {
 		if !isString {
 			return bad("expected a string")
 		}
-		return TextValue(unquote(val)), nil
+		return TextValue(str()), nil
 	case KindBytes:
 		if !isString {
 			return bad("expected a base64 string")
 		}
-		b, err := base64.StdEncoding.DecodeString(unquote(val))
+		b, err := base64.StdEncoding.DecodeString(str())
 		if err != nil {
 			return bad("invalid base64: " + err.Error())
 		}
@@ -814,7 +698,7 @@ func (p *parser) typed(raw []byte, depth int) (Value, error) {
 		if !isString {
 			return bad("expected an RFC 3339 string")
 		}
-		s := unquote(val)
+		s := str()
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
 			return bad(fmt.Sprintf("invalid RFC 3339 time %q", s))
@@ -830,12 +714,27 @@ func (p *parser) typed(raw []byte, depth int) (Value, error) {
 		if val[0] != '[' {
 			return bad("expected an array")
 		}
-		return p.array(val, depth)
+		p.pos = valStart
+		return p.array(depth)
 	case KindUnknown:
 		if !isString {
 			return bad("expected a string")
 		}
-		return UnknownValue(typeName, unquote(val)), nil
+		return UnknownValue(typeName, str()), nil
 	}
 	return bad("unsupported")
+}
+
+// isDecimalInt reports whether s is an optional '-' and decimal digits.
+func isDecimalInt(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	return true
 }

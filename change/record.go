@@ -2,7 +2,6 @@ package change
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"math/bits"
 	"slices"
@@ -529,7 +528,7 @@ func (d *decoder) value(depth int) (Value, error) {
 			return Value{}, err
 		}
 		raw := d.b[start:end]
-		if !utf8.Valid(raw) || !json.Valid(raw) || !isCompact(raw) {
+		if !utf8.Valid(raw) || !validJSON(raw) || !isCompact(raw) {
 			return Value{}, d.failAt(at, "JSON value is not valid, compact JSON in UTF-8")
 		}
 		v.str = d.s[start:end]

@@ -132,12 +132,13 @@ func timeInRange(t time.Time) bool {
 
 // JSONValue returns a JSON value holding raw, compacted (insignificant
 // whitespace removed; keys, their order and duplicates, numbers and string
-// escapes are kept as written). raw must be valid JSON in valid UTF-8.
+// escapes are kept as written). raw must be one valid JSON value (RFC 8259,
+// without lone UTF-16 surrogates in \u escapes) in valid UTF-8.
 func JSONValue(raw []byte) (Value, error) {
 	if !utf8.Valid(raw) {
 		return Value{}, &InvalidError{Reason: "JSON value is not valid UTF-8"}
 	}
-	if !json.Valid(raw) {
+	if !validJSON(raw) {
 		return Value{}, &InvalidError{Reason: "invalid JSON value"}
 	}
 	return Value{kind: KindJSON, str: string(appendCompact(nil, raw))}, nil

@@ -16,7 +16,9 @@
 //     *CorruptionError naming the segment file and byte offset; nothing is
 //     ever skipped.
 //   - Opening costs one header read per segment plus a scan of the newest
-//     segment, whatever the size of the log.
+//     segment (and of the one before it when the newest holds no intact
+//     frame), whatever the size of the log. Sealed segments are checked
+//     by Verify and by every reader that reaches them, not by Open.
 //
 // # Files
 //
@@ -67,6 +69,9 @@
 //	 46    2 reserved, zero
 //	 48    n stored payload, then zero padding to a multiple of 8
 //
+// Padding is not covered by a checksum; a nonzero padding byte is treated
+// like a checksum failure (damage to written data).
+//
 // The stored payload is the raw payload compressed with the codec, so a
 // compressed frame can be shipped as it is. A frame whose compressed form
 // would not be smaller is stored with codec 0. The raw payload is the
@@ -95,6 +100,13 @@
 // acknowledged batch after its fsync is indistinguishable from a torn
 // write, as in every log of this kind. With sync mode "off" writes are not
 // synced one by one, so a power loss can surface as corruption.
+//
+// A new segment's header becomes durable with its first write's fsync, so
+// a crash before it can lose the header's sector while later sectors of
+// that write survive. A newest segment whose header is zero or short (never
+// written) and that holds no frame of a later write (write offset above
+// the header) is such a torn creation and is removed; a nonzero invalid
+// header, or one followed by a later write, is corruption.
 //
 // After the tail is cut, a transaction with no commit record at the end of
 // the log is removed too (possibly whole segments): its commit was never

@@ -80,6 +80,11 @@ func decodeSegmentHeader(b []byte) (segmentHeader, string) {
 	if n := binary.LittleEndian.Uint16(b[10:]); n != HeaderSize {
 		return h, fmt.Sprintf("unsupported segment header size %d", n)
 	}
+	if binary.LittleEndian.Uint32(b[56:]) != 0 {
+		// Reserved (doc.go), like the frame header's reserved bytes: a
+		// header using them is not one this version can read.
+		return h, "unknown segment header fields (reserved bytes not zero)"
+	}
 	h.lineage = binary.LittleEndian.Uint32(b[12:])
 	h.base = binary.LittleEndian.Uint64(b[16:])
 	copy(h.id[:], b[24:40])

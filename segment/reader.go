@@ -25,7 +25,9 @@ type Reader struct {
 	f      vfs.File
 	fr     *frameReader
 	it     recordIter
-	closed bool
+	// frameOff is the offset of the frame it iterates, for errors.
+	frameOff int64
+	closed   bool
 }
 
 // NewReader returns a reader positioned at LSN from. If follow is set, Next
@@ -169,7 +171,7 @@ func (r *Reader) Next(ctx context.Context) (Record, error) {
 			}
 			rec, ok, reason := r.it.next()
 			if reason != "" {
-				return Record{}, corruptf(r.seg.name, r.fr.off, "record %d: %s", r.it.lsn, reason)
+				return Record{}, corruptf(r.seg.name, r.frameOff, "record %d: %s", r.it.lsn, reason)
 			}
 			if ok && rec.LSN >= r.from {
 				return rec, nil
@@ -203,7 +205,11 @@ func (r *Reader) Next(ctx context.Context) (Record, error) {
 				continue
 			}
 			if v.next.hdr.base != r.expect {
-				return Record{}, corruptf(v.next.name, 0, "segment starts at LSN %d but the previous one ends before LSN %d", v.next.hdr.base, r.expect)
+				// The data of this segment ends early (a zeroed frame
+				// header reads like its unwritten end): name the place
+				// where records are missing, not the next segment.
+				return Record{}, corruptf(r.seg.name, r.fr.off, "segment data ends before LSN %d but the next segment %s starts at LSN %d",
+					r.expect, v.next.name, v.next.hdr.base)
 			}
 			if err := r.position(r.expect); err != nil {
 				return Record{}, err
@@ -217,8 +223,9 @@ func (r *Reader) Next(ctx context.Context) (Record, error) {
 		if err != nil {
 			return Record{}, err
 		}
+		r.frameOff = r.fr.off - h.frameSize()
 		if h.firstLSN != r.expect {
-			return Record{}, corruptf(r.seg.name, r.fr.off-h.frameSize(), "frame LSN %d, want %d", h.firstLSN, r.expect)
+			return Record{}, corruptf(r.seg.name, r.frameOff, "frame LSN %d, want %d", h.firstLSN, r.expect)
 		}
 		r.expect = h.lastLSN() + 1
 		r.it.reset(&h, raw)

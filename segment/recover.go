@@ -61,8 +61,8 @@ func (r *RecoveryReport) String() string {
 }
 
 // loadHeaders opens every segment and checks its header. A newest segment
-// whose header never became durable and that holds no data is a torn
-// creation: it is returned in torn for the caller to remove.
+// whose header never became durable is a torn creation (see tornCreation):
+// it is returned in torn for the caller to remove.
 func loadHeaders(fsys vfs.FS, dir string, names []string) (segs []*segInfo, torn string, err error) {
 	for i, name := range names {
 		f, err := fsys.Open(vfs.Join(dir, name))
@@ -75,7 +75,7 @@ func loadHeaders(fsys vfs.FS, dir string, names []string) (segs []*segInfo, torn
 			return nil, "", err
 		}
 		h, reason := decodeSegmentHeader(b)
-		if reason != "" && i == len(names)-1 && restIsZero(f, b) {
+		if reason != "" && i == len(names)-1 && tornCreation(f, b) {
 			f.Close()
 			return segs, name, nil
 		}
@@ -93,6 +93,30 @@ func loadHeaders(fsys vfs.FS, dir string, names []string) (segs []*segInfo, torn
 		segs = append(segs, &segInfo{name: name, hdr: h, sealed: true, dataEnd: -1})
 	}
 	return segs, "", nil
+}
+
+// tornCreation reports whether the newest segment, whose header hdr does
+// not decode, is a creation that never became durable, so that nothing in
+// it was ever acknowledged. The header is written before the segment's
+// first write and becomes durable with that write's fsync; a crash before
+// it may keep any subset of the unsynced sectors (a disk persists sectors
+// in any order), so the header sector can be lost while later sectors of
+// the first write survive. The segment is a torn creation when
+//   - nothing but zeros follows the header bytes (no data at all), or
+//   - the header is zeros or short (never written: a sector is written
+//     whole, so a header damaged after it was written is not zero) and no
+//     frame of a later write than the first (write offset > HeaderSize)
+//     exists, which would prove an fsync after the header was written.
+//
+// A nonzero, invalid header in front of data is corruption.
+func tornCreation(f vfs.File, hdr []byte) bool {
+	if restIsZero(f, hdr) {
+		return true
+	}
+	if len(hdr) == HeaderSize && !allZero(hdr) {
+		return false
+	}
+	return !findLaterWrite(f, nil, HeaderSize)
 }
 
 // restIsZero reports whether a segment file with an unreadable header holds
@@ -178,6 +202,27 @@ func (l *Log) recover() (*RecoveryReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if res.frames == 0 && res.openTxn == 0 && last > 0 {
+		// No intact frame in the newest segment, so its first frame cannot
+		// say whether the previous segment ends inside a transaction: a crash
+		// can leave a new segment's header without its first (continuation)
+		// frame. Without this the records of that unfinished transaction in
+		// the previous segment stayed visible. Scanning the previous segment
+		// costs one segment, only in this case.
+		prev, pf, err := l.scanFile(segs[last-1], segs[last-1].hdr.base, 0, true, false)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		pf.Close()
+		if prev.nextLSN != segs[last].hdr.base {
+			f.Close()
+			return nil, corruptf(segs[last].name, 16, "segment starts at LSN %d but the previous one ends before LSN %d (gap)", segs[last].hdr.base, prev.nextLSN)
+		}
+		if prev.openTxn != 0 {
+			res.openTxn, res.openTxnOff, res.openTxnMid = prev.openTxn, -1, false
+		}
+	}
 	activeIdx := last
 	truncAt := res.end
 	if res.bad != nil {
@@ -209,6 +254,11 @@ func (l *Log) recover() (*RecoveryReport, error) {
 			// where it began and cut that one at its first frame.
 			f.Close()
 			f = nil
+			if last == 0 {
+				// Its beginning is not in the log at all (only a crafted or
+				// damaged log gets here; this used to index segs[-1]).
+				return nil, corruptf(segs[0].name, HeaderSize, "unfinished transaction at LSN %d begins before the oldest segment", res.openTxn)
+			}
 			activeIdx = last - 1
 			for activeIdx > 0 && segs[activeIdx].hdr.base > res.openTxn {
 				activeIdx--
@@ -225,6 +275,12 @@ func (l *Log) recover() (*RecoveryReport, error) {
 			if r2.openTxn != res.openTxn || r2.openTxnOff < 0 {
 				f.Close()
 				return nil, corruptf(segs[activeIdx].name, HeaderSize, "unfinished transaction at LSN %d does not begin in this segment", res.openTxn)
+			}
+			if r2.openTxnMid {
+				// As for the newest segment above: cutting at that frame
+				// would drop the committed records before it in the frame.
+				f.Close()
+				return nil, corruptf(segs[activeIdx].name, r2.openTxnOff, "unfinished transaction at LSN %d begins mid-frame", res.openTxn)
 			}
 			truncAt = r2.openTxnOff
 			for _, s := range segs[activeIdx+1:] {
@@ -276,7 +332,10 @@ func (l *Log) recover() (*RecoveryReport, error) {
 	// Commit times never decrease: continue from the last durable one.
 	l.lastCommit, l.lastCommitTime = nextLSN-1, res.commitTime
 	if res.lastCommit == 0 {
-		l.lastCommitTime = l.commitTimeBefore(segs, activeIdx)
+		if l.lastCommitTime, err = l.commitTimeBefore(segs, activeIdx); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	l.installLocked(segs, nextLSN-1)
 	rep.Segments, rep.FirstLSN, rep.NextLSN = len(segs), segs[0].hdr.base, nextLSN
@@ -355,19 +414,21 @@ func firstTxnStart(f vfs.File, h *segmentHeader) uint64 {
 }
 
 // commitTimeBefore returns the commit time of the last commit record in the
-// segments before segs[i], or math.MinInt64.
-func (l *Log) commitTimeBefore(segs []*segInfo, i int) int64 {
+// segments before segs[i], or math.MinInt64. A segment it scans that is
+// corrupt is an error: restarting commit times from math.MinInt64 instead
+// would let them go backwards.
+func (l *Log) commitTimeBefore(segs []*segInfo, i int) (int64, error) {
 	for j := i - 1; j >= 0; j-- {
 		res, f, err := l.scanFile(segs[j], segs[j].hdr.base, 0, true, false)
 		if err != nil {
-			return math.MinInt64
+			return math.MinInt64, err
 		}
 		f.Close()
 		if res.lastCommit != 0 {
-			return res.commitTime
+			return res.commitTime, nil
 		}
 	}
-	return math.MinInt64
+	return math.MinInt64, nil
 }
 
 func (l *Log) installLocked(segs []*segInfo, visible uint64) {

@@ -34,6 +34,14 @@ func (fr *frameReader) bytesAt(off int64, n int) ([]byte, error) {
 		s := off - fr.winOff
 		return fr.win[s : s+int64(n)], nil
 	}
+	if n > windowSize {
+		// n may be a length read from the file: never allocate for bytes
+		// past its end (STYLE.md item 4). A short result is the caller's
+		// "truncated" case.
+		if sz, err := fr.f.Size(); err == nil && off+int64(n) > sz {
+			n = int(max(0, sz-off))
+		}
+	}
 	size := max(n, windowSize)
 	if fr.limit >= 0 {
 		// Never cache bytes past the durable end: they may still change.
@@ -78,37 +86,48 @@ func (fr *frameReader) next() (frameHeader, []byte, error) {
 		return frameHeader{}, nil, err
 	}
 	if len(hb) == 0 {
-		return frameHeader{}, nil, errEnd
+		return frameHeader{}, nil, fr.endAt(off)
 	}
 	if len(hb) < FrameHeaderSize {
 		if allZero(hb) {
-			return frameHeader{}, nil, errEnd
+			return frameHeader{}, nil, fr.endAt(off)
 		}
 		return frameHeader{}, nil, &badFrame{off, "truncated frame header"}
 	}
 	h, reason := decodeFrameHeader(hb)
 	if reason != "" {
 		if allZero(hb) {
-			return h, nil, errEnd
+			return h, nil, fr.endAt(off)
 		}
 		return h, nil, &badFrame{off, reason}
 	}
 	if h.salt != fr.salt {
 		return h, nil, &badFrame{off, "frame belongs to another segment (salt mismatch)"}
 	}
-	end := off + h.frameSize()
-	if fr.limit >= 0 && end > fr.limit {
+	frameEnd := off + h.frameSize()
+	if fr.limit >= 0 && frameEnd > fr.limit {
 		return h, nil, &badFrame{off, "frame extends past the durable end"}
 	}
-	stored, err := fr.bytesAt(off+FrameHeaderSize, int(h.storedLen))
+	// Payload and padding in one read: a second read could refill the
+	// window that stored aliases.
+	body, err := fr.bytesAt(off+FrameHeaderSize, int(frameEnd-off-FrameHeaderSize))
 	if err != nil {
 		return h, nil, err
 	}
-	if len(stored) < int(h.storedLen) {
+	if len(body) < int(h.storedLen) {
 		return h, nil, &badFrame{off, "truncated frame payload"}
 	}
+	stored := body[:h.storedLen]
 	if crc(stored) != h.payloadCRC {
 		return h, nil, &badFrame{off, "frame payload checksum mismatch"}
+	}
+	// Padding is not covered by a checksum but is written as zeros with the
+	// frame: a nonzero byte there is damage to written data, as in a
+	// checksummed byte (it may sit in the same sector as one). A file cut
+	// inside the padding leaves the frame whole; the missing bytes read as
+	// zeros once recovery extends the file again.
+	if !allZero(body[h.storedLen:]) {
+		return h, nil, &badFrame{off, "nonzero frame padding"}
 	}
 	raw, reason := decompress(fr.raw, &h, stored)
 	if reason != "" {
@@ -117,8 +136,19 @@ func (fr *frameReader) next() (frameHeader, []byte, error) {
 	if h.codec != CodecNone {
 		fr.raw = raw
 	}
-	fr.off = end
+	fr.off = frameEnd
 	return h, raw, nil
+}
+
+// endAt is next's result where the data ends at off (end of file or a
+// zeroed header). Before a known durable end (limit) the data cannot end:
+// bytes there are missing or zeroed, and a reader must not stop as if the
+// segment were complete.
+func (fr *frameReader) endAt(off int64) error {
+	if fr.limit >= 0 {
+		return &badFrame{off, "zeroed or missing data before the durable end"}
+	}
+	return errEnd
 }
 
 func allZero(b []byte) bool {
@@ -295,12 +325,23 @@ func scanSegment(f vfs.File, name string, h *segmentHeader, expectLSN, openTxn u
 // bytes at bad were once durable: damage there is corruption, not a torn
 // write. Frames are 8-byte aligned; the search skips zeroed regions quickly.
 func laterWriteSurvives(f vfs.File, salt uint32, bad int64) bool {
+	return findLaterWrite(f, &salt, bad)
+}
+
+// findLaterWrite is laterWriteSurvives; with a nil salt it accepts a frame
+// of any salt (for a segment whose header, hence salt, is unreadable).
+func findLaterWrite(f vfs.File, salt *uint32, bad int64) bool {
 	size, err := f.Size()
 	if err != nil {
 		return true // cannot prove it torn: treat as corruption
 	}
-	fr := newFrameReader(f, "", salt, 0)
-	off := bad + frameAlign
+	fr := newFrameReader(f, "", 0, 0)
+	// Every candidate header offset is a multiple of frameAlign. The search
+	// must stay on that grid: it used to resume at "first nonzero byte + 8",
+	// which a zero byte followed by a nonzero one pushes off the grid, after
+	// which no later frame was ever found and corruption was "repaired" as a
+	// torn tail, truncating acknowledged writes.
+	off := alignUp(bad + 1)
 	for off+FrameHeaderSize <= size {
 		// Skip zeroed runs a window at a time: a header starts at most
 		// FrameHeaderSize-1 bytes before its first nonzero byte.
@@ -310,29 +351,29 @@ func laterWriteSurvives(f vfs.File, salt uint32, bad int64) bool {
 		}
 		nz := firstNonZero(b)
 		if nz < 0 {
-			off += int64(len(b)) &^ (frameAlign - 1)
 			if len(b) < frameAlign {
 				return false
 			}
+			off += int64(len(b)) &^ (frameAlign - 1)
 			continue
 		}
-		start := max(off, (off+int64(nz)-FrameHeaderSize+1)&^(frameAlign-1))
-		end := off + int64(nz) + frameAlign
-		for c := start; c < end && c+FrameHeaderSize <= size; c += frameAlign {
+		p := off + int64(nz) // first nonzero byte: candidates are (p-48, p]
+		start := max(off, (p-FrameHeaderSize+1)&^(frameAlign-1))
+		for c := start; c <= p && c+FrameHeaderSize <= size; c += frameAlign {
 			hb, err := fr.bytesAt(c, FrameHeaderSize)
 			if err != nil {
 				return true
 			}
 			h, reason := decodeFrameHeader(hb)
-			if reason != "" || h.salt != salt || int64(h.writeOffset) <= bad {
+			if reason != "" || (salt != nil && h.salt != *salt) || int64(h.writeOffset) <= bad {
 				continue
 			}
-			fr.off = c
+			fr.off, fr.salt = c, h.salt
 			if _, _, err := fr.next(); err == nil {
 				return true
 			}
 		}
-		off = end
+		off = p&^(frameAlign-1) + frameAlign
 	}
 	return false
 }

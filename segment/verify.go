@@ -64,6 +64,11 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 	rep.FirstLSN = segs[0].hdr.base
 	expect := segs[0].hdr.base
 	var open uint64
+	// Where the open transaction began, to reject one Open could not cut
+	// off (it begins mid-frame), as Open does.
+	var openSeg string
+	var openOff int64
+	var openMid bool
 	lastTime := int64(math.MinInt64)
 	for i, s := range segs {
 		if s.hdr.base != expect {
@@ -102,10 +107,19 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 		rep.Frames += res.frames
 		rep.Bytes += res.end
 		rep.Records += res.nextLSN - expect
+		if res.openTxn != 0 && res.openTxnOff >= 0 {
+			openSeg, openOff, openMid = s.name, res.openTxnOff, res.openTxnMid
+		}
 		expect, open, lastTime = res.nextLSN, res.openTxn, res.commitTime
 		if res.lastCommit != 0 {
 			rep.LastLSN, rep.LastTime = res.lastCommit, res.commitTime
 		}
+	}
+	if open != 0 && open < rep.FirstLSN {
+		return nil, corruptf(segs[0].name, HeaderSize, "unfinished transaction at LSN %d begins before the oldest segment", open)
+	}
+	if open != 0 && openMid {
+		return nil, corruptf(openSeg, openOff, "unfinished transaction at LSN %d begins mid-frame", open)
 	}
 	if open != 0 {
 		rep.Unfinished = &DiscardedTxn{FirstLSN: open, Records: expect - open}

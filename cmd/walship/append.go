@@ -39,6 +39,9 @@ func (f *walFlags) options() (wal.Options, error) {
 		return wal.Options{}, usageError("--sync: %v", err)
 	}
 	size, err := bytesize.Parse(f.segmentSize)
+	if err == nil {
+		err = (&segment.Options{SegmentSize: size}).Validate() // range: a usage error too
+	}
 	if err != nil {
 		return wal.Options{}, usageError("--segment-size: %v", err)
 	}

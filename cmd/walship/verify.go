@@ -14,20 +14,44 @@ import (
 
 // verifyResult is the --json output of verify.
 type verifyResult struct {
-	Status       string                   `json:"status"` // intact, corrupt, unreadable
-	Error        string                   `json:"error,omitempty"`
-	Segment      string                   `json:"segment,omitempty"` // where corruption is
-	Offset       *int64                   `json:"offset,omitempty"`
-	Segments     int                      `json:"segments"`
-	FirstLSN     uint64                   `json:"first_lsn"`
-	LastLSN      uint64                   `json:"last_lsn"`
-	Transactions uint64                   `json:"transactions"`
-	Records      uint64                   `json:"records"`
-	Bytes        int64                    `json:"bytes"`
-	LastCommit   string                   `json:"last_commit_time,omitempty"`
-	TornTail     *segment.TornTail        `json:"torn_tail,omitempty"`
-	Unfinished   *segment.DiscardedTxn    `json:"unfinished_transaction,omitempty"`
-	SegmentList  []segment.SegmentSummary `json:"segment_list,omitempty"`
+	Status       string          `json:"status"` // intact, corrupt, unreadable
+	Error        string          `json:"error,omitempty"`
+	Segment      string          `json:"segment,omitempty"` // where corruption is
+	Offset       *int64          `json:"offset,omitempty"`
+	Segments     int             `json:"segments"`
+	FirstLSN     uint64          `json:"first_lsn"`
+	LastLSN      uint64          `json:"last_lsn"`
+	Transactions uint64          `json:"transactions"`
+	Records      uint64          `json:"records"`
+	Bytes        int64           `json:"bytes"`
+	LastCommit   string          `json:"last_commit_time,omitempty"`
+	TornTail     *tornJSON       `json:"torn_tail,omitempty"`
+	Unfinished   *unfinishedJSON `json:"unfinished_transaction,omitempty"`
+	SegmentList  []segmentJSON   `json:"segment_list,omitempty"`
+}
+
+// tornJSON, unfinishedJSON and segmentJSON give the segment package's
+// report types the snake_case keys of the rest of the --json output.
+type tornJSON struct {
+	Segment string `json:"segment"`
+	Offset  int64  `json:"offset"`
+	Bytes   int64  `json:"bytes"`
+	Reason  string `json:"reason"`
+}
+
+type unfinishedJSON struct {
+	FirstLSN uint64 `json:"first_lsn"`
+	Records  uint64 `json:"records"`
+}
+
+type segmentJSON struct {
+	Name     string `json:"name"`
+	Lineage  uint32 `json:"lineage"`
+	ID       string `json:"id"`
+	FirstLSN uint64 `json:"first_lsn"`
+	NextLSN  uint64 `json:"next_lsn"`
+	Frames   int    `json:"frames"`
+	DataEnd  int64  `json:"data_end"`
 }
 
 // runVerify checks every segment header, frame checksum, LSN, transaction
@@ -72,7 +96,17 @@ func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
 		return failed(err), err
 	}
 	res := verifyResult{Status: "intact", Segments: len(rep.Segments), FirstLSN: rep.FirstLSN, LastLSN: rep.LastLSN,
-		Records: rep.Records, Bytes: rep.Bytes, TornTail: rep.Torn, Unfinished: rep.Unfinished, SegmentList: rep.Segments}
+		Records: rep.Records, Bytes: rep.Bytes}
+	if t := rep.Torn; t != nil {
+		res.TornTail = &tornJSON{Segment: t.Segment, Offset: t.Offset, Bytes: t.Bytes, Reason: t.Reason}
+	}
+	if u := rep.Unfinished; u != nil {
+		res.Unfinished = &unfinishedJSON{FirstLSN: u.FirstLSN, Records: u.Records}
+	}
+	for _, s := range rep.Segments {
+		res.SegmentList = append(res.SegmentList, segmentJSON{Name: s.Name, Lineage: s.Lineage, ID: s.ID.String(),
+			FirstLSN: s.FirstLSN, NextLSN: s.NextLSN, Frames: s.Frames, DataEnd: s.DataEnd})
+	}
 	if rep.LastTime != 0 {
 		res.LastCommit = time.Unix(0, rep.LastTime).UTC().Format(time.RFC3339Nano)
 	}
