@@ -386,7 +386,11 @@ func (l *Log) scanFile(seg *segInfo, expect uint64, lastTime int64, trustFirst, 
 	if trustFirst {
 		openTxn = firstTxnStart(f, &seg.hdr)
 	}
-	res, err := scanSegment(f, seg.name, &seg.hdr, expect, openTxn, math.MinInt64, last)
+	scan := scanSegment
+	if last && l.opts.ReadOnly {
+		scan = scanLive // a writer may be appending as we read
+	}
+	res, err := scan(f, seg.name, &seg.hdr, expect, openTxn, math.MinInt64, last)
 	if err != nil {
 		f.Close()
 		return res, nil, err

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/walship/walship/vfs"
 )
@@ -392,4 +393,46 @@ func firstNonZero(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// Live scans: a read-only open or Verify may run beside a writer, and then
+// a frame being written, or a later frame written after the scan read an
+// earlier region, looks exactly like damage. Corruption is reported only
+// when scans over at least liveScanSettle fail at the same place; while the
+// bad spot keeps moving forward a writer is appending, and the data from
+// the bad spot on is its unfinished, not yet durable, end.
+const (
+	liveScanTries  = 30
+	liveScanPause  = 10 * time.Millisecond
+	liveScanSettle = 300 * time.Millisecond // longer than any single write
+)
+
+// scanLive is scanSegment for the newest segment of a log that a writer may
+// be appending to.
+func scanLive(f vfs.File, name string, h *segmentHeader, expectLSN, openTxn uint64, lastTime int64, last bool) (scanResult, error) {
+	res, err := scanSegment(f, name, h, expectLSN, openTxn, lastTime, last)
+	var stableFor time.Duration
+	pause := liveScanPause
+	for try := 0; err == nil && res.bad != nil && !res.torn; try++ {
+		if try == liveScanTries {
+			res.torn = true // still moving: a live writer's unfinished end
+			break
+		}
+		time.Sleep(pause)
+		again, err := scanSegment(f, name, h, expectLSN, openTxn, lastTime, last)
+		if err != nil {
+			return again, err
+		}
+		if again.bad != nil && again.bad.off == res.bad.off && again.bad.reason == res.bad.reason {
+			stableFor += pause
+			if stableFor >= liveScanSettle {
+				return again, nil // stable: real damage
+			}
+			pause = min(2*pause, liveScanSettle)
+		} else {
+			stableFor, pause = 0, liveScanPause
+		}
+		res = again
+	}
+	return res, err
 }

@@ -82,7 +82,11 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 			open = firstTxnStart(f, &s.hdr)
 		}
 		last := i == len(segs)-1
-		res, err := scanSegment(f, s.name, &s.hdr, expect, open, lastTime, last)
+		scan := scanSegment
+		if last {
+			scan = scanLive // a writer may be appending as we read
+		}
+		res, err := scan(f, s.name, &s.hdr, expect, open, lastTime, last)
 		if err != nil {
 			f.Close()
 			return nil, err

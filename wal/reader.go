@@ -2,7 +2,9 @@ package wal
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/walship/walship/change"
@@ -33,7 +35,24 @@ func NewReader(l *segment.Log, from uint64, follow bool) (*Reader, error) {
 		return nil, err
 	}
 	if rec, err := probe.Next(context.Background()); err == nil && rec.TxnStart < from {
-		from = rec.TxnStart
+		if rec.TxnStart >= l.FirstLSN() {
+			from = rec.TxnStart
+		} else {
+			// Retention removed the transaction's start: begin at the next
+			// whole transaction.
+			for err == nil && !rec.Commit {
+				rec, err = probe.Next(context.Background())
+			}
+			switch {
+			case err == nil:
+				from = rec.LSN + 1
+			case errors.Is(err, io.EOF):
+				from = max(from, l.Visible()+1)
+			default:
+				probe.Close()
+				return nil, err
+			}
+		}
 	}
 	probe.Close()
 	r, err := l.NewReader(from, follow)
@@ -55,7 +74,7 @@ func (r *Reader) NextTxn(ctx context.Context) (Txn, error) {
 		}
 		if len(t.Changes) == 0 {
 			if rec.TxnStart != rec.LSN {
-				return Txn{}, fmt.Errorf("wal: record at LSN %d continues transaction %d that was not read", rec.LSN, rec.TxnStart)
+				return Txn{}, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", segment.ErrCorrupt, rec.LSN, rec.TxnStart)
 			}
 			t.FirstLSN = rec.LSN
 		}
@@ -65,11 +84,11 @@ func (r *Reader) NextTxn(ctx context.Context) (Txn, error) {
 		}
 		if len(t.Changes) == 0 {
 			if hdr == nil {
-				return Txn{}, fmt.Errorf("wal: record at LSN %d starts a transaction but has no transaction header", rec.LSN)
+				return Txn{}, fmt.Errorf("%w: wal: record at LSN %d starts a transaction but has no transaction header", segment.ErrCorrupt, rec.LSN)
 			}
 			t.Header = *hdr
 		} else if hdr != nil {
-			return Txn{}, fmt.Errorf("wal: record at LSN %d has a transaction header inside transaction %d", rec.LSN, t.FirstLSN)
+			return Txn{}, fmt.Errorf("%w: wal: record at LSN %d has a transaction header inside transaction %d", segment.ErrCorrupt, rec.LSN, t.FirstLSN)
 		}
 		t.Changes = append(t.Changes, c)
 		if rec.Commit {
