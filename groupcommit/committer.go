@@ -136,6 +136,15 @@ type Committer struct {
 	}
 	work chan struct{}
 
+	// flushMu is held by whoever writes to the log: the flusher goroutine
+	// or a leading synchronous appender. flush is its scratch state.
+	flushMu sync.Mutex
+	flush   struct {
+		batches []segment.Batch
+		taken   []*chunk
+		last    time.Time
+	}
+
 	durable atomic.Uint64 // last durable commit LSN
 	wmu     sync.Mutex
 	wake    chan struct{} // closed after every flush
@@ -183,12 +192,38 @@ func (t Ticket) Time() time.Time { return time.Unix(0, t.CommitTime).UTC() }
 // or written (SyncOff). commitTime is the source's commit time; zero means
 // now. It blocks for backpressure and for the flush; ctx bounds both, but a
 // transaction already queued is written even if ctx ends.
+//
+// When no flush is in progress the calling goroutine performs the write
+// and fsync itself (leader commit, as in pebble and InnoDB), saving the
+// two goroutine handoffs to and from the flusher; otherwise the flusher
+// takes the transaction with the next batch.
 func (c *Committer) Append(ctx context.Context, records [][]byte, commitTime time.Time) (Ticket, error) {
-	t, err := c.AppendAsync(ctx, records, commitTime)
+	t, err := c.enqueue(ctx, records, commitTime)
 	if err != nil {
 		return t, err
 	}
+	if c.opts.MinInterval == 0 && c.flushMu.TryLock() {
+		for c.durable.Load() < t.Last && c.failed.Load() == nil && c.flushOnceLocked() {
+		}
+		c.flushMu.Unlock()
+		c.mu.Lock()
+		more := len(c.mu.pending) > 0
+		c.mu.Unlock()
+		if more {
+			c.signal()
+		}
+	} else {
+		c.signal()
+	}
 	return t, c.Wait(ctx, t.Last)
+}
+
+// signal wakes the flusher if it is idle.
+func (c *Committer) signal() {
+	select {
+	case c.work <- struct{}{}:
+	default:
+	}
 }
 
 // AppendAsync queues one transaction and returns its LSNs at once, without
@@ -196,6 +231,15 @@ func (c *Committer) Append(ctx context.Context, records [][]byte, commitTime tim
 // repeatedly and then Wait on the last LSN. It blocks only while
 // MaxPendingBytes are queued. The records are copied; the caller keeps them.
 func (c *Committer) AppendAsync(ctx context.Context, records [][]byte, commitTime time.Time) (Ticket, error) {
+	t, err := c.enqueue(ctx, records, commitTime)
+	if err == nil {
+		c.signal()
+	}
+	return t, err
+}
+
+// enqueue encodes one transaction into the pending batch.
+func (c *Committer) enqueue(ctx context.Context, records [][]byte, commitTime time.Time) (Ticket, error) {
 	if len(records) == 0 {
 		return Ticket{}, ErrEmpty
 	}
@@ -237,11 +281,6 @@ func (c *Committer) AppendAsync(ctx context.Context, records [][]byte, commitTim
 	c.mu.nextLSN += uint64(len(records))
 	c.mu.bytes += size
 	c.mu.Unlock()
-
-	select {
-	case c.work <- struct{}{}:
-	default:
-	}
 	return Ticket{First: first, Last: first + uint64(len(records)) - 1, CommitTime: ct}, nil
 }
 
@@ -328,9 +367,6 @@ func (c *Committer) Err() error {
 
 func (c *Committer) flushLoop() {
 	defer close(c.done)
-	var batches []segment.Batch
-	var taken []*chunk
-	var last time.Time
 	for {
 		c.mu.Lock()
 		for len(c.mu.pending) == 0 && !c.mu.closed {
@@ -342,58 +378,75 @@ func (c *Committer) flushLoop() {
 			c.mu.Unlock()
 			return
 		}
-		if c.opts.MinInterval > 0 && !c.mu.closed {
-			if d := c.opts.MinInterval - time.Since(last); d > 0 {
-				c.mu.Unlock()
+		closed := c.mu.closed
+		c.mu.Unlock()
+		c.flushMu.Lock()
+		if c.opts.MinInterval > 0 && !closed {
+			if d := c.opts.MinInterval - time.Since(c.flush.last); d > 0 {
 				time.Sleep(d)
-				c.mu.Lock()
 			}
 		}
-		taken = append(taken[:0], c.mu.pending...)
-		c.mu.pending = c.mu.pending[:0]
-		n := c.mu.bytes
-		c.mu.bytes = 0
-		c.mu.space.Broadcast()
-		c.mu.Unlock()
-
-		batches = batches[:0]
-		records, lastCommit := 0, uint64(0)
-		for _, ch := range taken {
-			batches = append(batches, segment.Batch{Raw: ch.raw, Count: ch.count, FirstLSN: ch.first, TxnStart: ch.txnStart,
-				EndsTxn: ch.endsTxn, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime})
-			records += ch.count
-			if ch.lastCommit != 0 {
-				lastCommit = ch.lastCommit
-			}
-		}
-		start := time.Now()
-		err := c.log.Write(batches)
-		if err == nil {
-			if c.opts.Sync == SyncLocal {
-				err = c.log.Sync()
-			} else {
-				c.log.Publish()
-			}
-		}
-		last = time.Now()
-		if err != nil {
-			c.setFailed(err)
-		} else {
-			c.durable.Store(lastCommit)
-			if c.opts.Observe != nil {
-				c.opts.Observe(records, n, last.Sub(start))
-			}
-		}
-		c.wmu.Lock()
-		close(c.wake)
-		c.wake = make(chan struct{})
-		c.wmu.Unlock()
-
-		c.mu.Lock()
-		c.mu.free = append(c.mu.free, taken...)
-		c.mu.Unlock()
-		clear(taken)
+		c.flushOnceLocked()
+		c.flushMu.Unlock()
 	}
+}
+
+// flushOnceLocked writes and syncs everything pending, then releases the
+// waiters. The caller holds flushMu: the flusher goroutine, or a
+// synchronous appender leading the flush itself. It reports whether there
+// was anything to flush.
+func (c *Committer) flushOnceLocked() bool {
+	f := &c.flush
+	c.mu.Lock()
+	if len(c.mu.pending) == 0 {
+		c.mu.Unlock()
+		return false
+	}
+	f.taken = append(f.taken[:0], c.mu.pending...)
+	c.mu.pending = c.mu.pending[:0]
+	n := c.mu.bytes
+	c.mu.bytes = 0
+	c.mu.space.Broadcast()
+	c.mu.Unlock()
+
+	f.batches = f.batches[:0]
+	records, lastCommit := 0, uint64(0)
+	for _, ch := range f.taken {
+		f.batches = append(f.batches, segment.Batch{Raw: ch.raw, Count: ch.count, FirstLSN: ch.first, TxnStart: ch.txnStart,
+			EndsTxn: ch.endsTxn, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime})
+		records += ch.count
+		if ch.lastCommit != 0 {
+			lastCommit = ch.lastCommit
+		}
+	}
+	start := time.Now()
+	err := c.log.Write(f.batches)
+	if err == nil {
+		if c.opts.Sync == SyncLocal {
+			err = c.log.Sync()
+		} else {
+			c.log.Publish()
+		}
+	}
+	f.last = time.Now()
+	if err != nil {
+		c.setFailed(err)
+	} else {
+		c.durable.Store(lastCommit)
+		if c.opts.Observe != nil {
+			c.opts.Observe(records, n, f.last.Sub(start))
+		}
+	}
+	c.wmu.Lock()
+	close(c.wake)
+	c.wake = make(chan struct{})
+	c.wmu.Unlock()
+
+	c.mu.Lock()
+	c.mu.free = append(c.mu.free, f.taken...)
+	c.mu.Unlock()
+	clear(f.taken)
+	return true
 }
 
 func (c *Committer) setFailed(err error) {
@@ -419,10 +472,11 @@ func (c *Committer) Close() error {
 	c.mu.closed = true
 	c.mu.space.Broadcast()
 	c.mu.Unlock()
-	select {
-	case c.work <- struct{}{}:
-	default:
-	}
+	c.signal()
 	<-c.done
+	// Wait for a leading appender's flush to finish before the caller
+	// closes the log.
+	c.flushMu.Lock()
+	c.flushMu.Unlock()
 	return c.Err()
 }
