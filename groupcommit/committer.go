@@ -258,12 +258,27 @@ func (c *Committer) enqueue(ctx context.Context, records [][]byte, commitTime ti
 	}
 
 	c.mu.Lock()
+	var stop func() bool
 	for c.mu.bytes > 0 && c.mu.bytes+size > c.opts.MaxPendingBytes && c.mu.err == nil && !c.mu.closed {
 		if ctx.Err() != nil {
 			c.mu.Unlock()
+			if stop != nil {
+				stop()
+			}
 			return Ticket{}, ctx.Err()
 		}
+		if stop == nil {
+			// Wake this waiter when ctx ends, not only at the next flush.
+			stop = context.AfterFunc(ctx, func() {
+				c.mu.Lock()
+				c.mu.space.Broadcast()
+				c.mu.Unlock()
+			})
+		}
 		c.mu.space.Wait()
+	}
+	if stop != nil {
+		defer stop()
 	}
 	if c.mu.err != nil {
 		err := c.mu.err

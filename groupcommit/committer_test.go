@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -340,4 +341,56 @@ func TestBackpressureBoundsPending(t *testing.T) {
 	if maxBytes > 16<<10+1100 {
 		t.Fatalf("a flush carried %d bytes, above the 16 KiB bound", maxBytes)
 	}
+}
+
+// blockFS blocks Sync of the active segment's file while blocked is set.
+type blockFS struct {
+	vfs.FS
+	blocked atomic.Bool
+	release chan struct{}
+}
+
+type blockFile struct {
+	vfs.File
+	fs *blockFS
+}
+
+func (b *blockFS) wrap(f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	return blockFile{f, b}, nil
+}
+func (b *blockFS) Create(n string) (vfs.File, error)        { return b.wrap(b.FS.Create(n)) }
+func (b *blockFS) OpenReadWrite(n string) (vfs.File, error) { return b.wrap(b.FS.OpenReadWrite(n)) }
+
+func (f blockFile) Sync() error {
+	if f.fs.blocked.Load() {
+		<-f.fs.release
+	}
+	return f.File.Sync()
+}
+
+func TestBackpressureHonoursContext(t *testing.T) {
+	fsys := &blockFS{FS: vfs.Default, release: make(chan struct{})}
+	l := openLog(t, t.TempDir(), segment.Options{FS: fsys})
+	defer l.Close()
+	c, _ := New(l, Options{MaxPendingBytes: 4 << 10})
+	defer c.Close()
+	defer close(fsys.release)
+	fsys.blocked.Store(true) // every flush from now on hangs in fdatasync
+	rec := make([]byte, 1000)
+	// The first flush blocks in Sync; fill the pending budget behind it.
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, err := c.AppendAsync(ctx, [][]byte{rec}, time.Time{})
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return // blocked by backpressure and released by its context
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("appends never blocked on a full pending queue")
 }
