@@ -216,11 +216,15 @@ func listSegments(fsys vfs.FS, dir string) (segs []string, tmps []string, err er
 	return segs, tmps, nil
 }
 
+// readHeader returns the header bytes, fewer for a short file. An I/O
+// error is returned, never taken for a short (torn) header: recovery removes
+// a newest segment whose header was never written, and must not remove one
+// it merely failed to read.
 func readHeader(f vfs.File) ([]byte, error) {
 	b := make([]byte, HeaderSize)
 	n, err := readFull(f, b, 0)
-	if err != nil && n == 0 {
-		return nil, nil
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, err
 	}
 	return b[:n], nil
 }

@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -383,5 +386,39 @@ func TestRemoveBefore(t *testing.T) {
 				t.Fatalf("Verify after retention: %v", err)
 			}
 		})
+	}
+}
+
+// eioFS fails every ReadAt of files whose name contains bad.
+type eioFS struct {
+	vfs.FS
+	bad string
+}
+
+type eioFile struct{ vfs.File }
+
+func (eioFile) ReadAt([]byte, int64) (int, error) { return 0, errors.New("injected EIO on read") }
+
+func (e eioFS) Open(n string) (vfs.File, error) {
+	f, err := e.FS.Open(n)
+	if err == nil && strings.Contains(n, e.bad) {
+		return eioFile{f}, nil
+	}
+	return f, err
+}
+
+func TestUnreadableNewestSegmentIsNotRemoved(t *testing.T) {
+	dir := t.TempDir()
+	l, _, err := segment.Open(dir, segment.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := l.Segments()[0].Name
+	l.Close()
+	if _, _, err := segment.Open(dir, segment.Options{FS: eioFS{vfs.Default, name}}); err == nil {
+		t.Fatal("open succeeded although the segment header could not be read")
+	}
+	if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+		t.Fatalf("unreadable segment was removed: %v", err)
 	}
 }
