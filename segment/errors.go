@@ -42,7 +42,6 @@ type failedError struct{ err error }
 func (e *failedError) Error() string   { return "segment: log failed: " + e.err.Error() }
 func (e *failedError) Unwrap() []error { return []error{ErrFailed, e.err} }
 func sticky(err error) error           { return &failedError{err} }
-func isSticky(err error) bool          { var f *failedError; return errors.As(err, &f) }
 func corruptf(seg string, off int64, format string, args ...any) *CorruptionError {
 	return &CorruptionError{Segment: seg, Offset: off, Reason: fmt.Sprintf(format, args...)}
 }

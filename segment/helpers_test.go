@@ -309,20 +309,6 @@ func loadCrashFS(t testing.TB, dir string, files map[string][]byte) *vfs.CrashFS
 	return fs
 }
 
-// readDirFiles returns the segment files of a real directory.
-func readDirFiles(t testing.TB, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	for _, n := range segFiles(t, vfs.Default, dir) {
-		b, err := os.ReadFile(filepath.Join(dir, n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[n] = b
-	}
-	return out
-}
-
 // wantCorrupt checks that err is a *CorruptionError naming segment seg at
 // an offset in [lo, hi).
 func wantCorrupt(t testing.TB, what string, err error, seg string, lo, hi int64) {

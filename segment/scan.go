@@ -236,14 +236,15 @@ const indexEvery = 32 << 10
 // write survived after it; see doc.go.
 func scanSegment(f vfs.File, name string, h *segmentHeader, expectLSN, openTxn uint64, lastTime int64, last bool) (scanResult, error) {
 	res := scanResult{nextLSN: expectLSN, end: HeaderSize, openTxn: openTxn, openTxnOff: -1, commitTime: lastTime}
-	fr := newFrameReader(f, name, h.salt(), HeaderSize)
+	salt := h.salt()
+	fr := newFrameReader(f, name, salt, HeaderSize)
 	var it recordIter
 	lastIndexed := int64(-indexEvery)
 	for {
 		off := fr.off
 		fh, raw, err := fr.next()
 		if err == errEnd {
-			if last && laterWriteSurvives(f, h.salt(), off) {
+			if last && findLaterWrite(f, &salt, off) {
 				// A zeroed frame header with durable frames after it: a
 				// zeroed sector, not the end of the data.
 				res.bad = &badFrame{off, "zeroed data before later frames"}
@@ -315,22 +316,18 @@ func scanSegment(f vfs.File, name string, h *segmentHeader, expectLSN, openTxn u
 		res.frames++
 	}
 	if res.bad != nil && last {
-		res.torn = !laterWriteSurvives(f, h.salt(), res.bad.off)
+		res.torn = !findLaterWrite(f, &salt, res.bad.off)
 	}
 	return res, nil
 }
 
-// laterWriteSurvives reports whether a valid frame written by a later write
+// findLaterWrite reports whether a valid frame written by a later write
 // call than the one that wrote offset bad exists after bad. Writes are
 // followed by fsync before the next write begins, so such a frame proves the
 // bytes at bad were once durable: damage there is corruption, not a torn
 // write. Frames are 8-byte aligned; the search skips zeroed regions quickly.
-func laterWriteSurvives(f vfs.File, salt uint32, bad int64) bool {
-	return findLaterWrite(f, &salt, bad)
-}
-
-// findLaterWrite is laterWriteSurvives; with a nil salt it accepts a frame
-// of any salt (for a segment whose header, hence salt, is unreadable).
+// With a nil salt it accepts a frame of any salt (for a segment whose
+// header, hence salt, is unreadable).
 func findLaterWrite(f vfs.File, salt *uint32, bad int64) bool {
 	size, err := f.Size()
 	if err != nil {
