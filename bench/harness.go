@@ -63,9 +63,31 @@ type suite struct {
 	targets func(cfg *config, rs *resultSet) []target
 }
 
-// suites is the registry of suites, by name.
+// registry holds the suites; each suite's file adds itself with register
+// from an init function, so suites live in separate files (wal.go, cdc.go,
+// archive.go, kafka.go, ...).
+var registry = map[string]func() *suite{}
+
+// register adds a suite constructor under name. It panics on a duplicate.
+func register(name string, s func() *suite) {
+	if _, dup := registry[name]; dup {
+		panic("bench: duplicate suite " + name)
+	}
+	registry[name] = s
+}
+
+// suites returns the registered suites sorted by name.
 func suites() []*suite {
-	return []*suite{walSuite()}
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]*suite, 0, len(names))
+	for _, n := range names {
+		out = append(out, registry[n]())
+	}
+	return out
 }
 
 // config is the parsed command line, shared by every case of a run.

@@ -85,6 +85,8 @@ const (
 	targetManyN    = 256
 )
 
+func init() { register("wal", walSuite) }
+
 func walSuite() *suite {
 	return &suite{
 		name:    "wal",
