@@ -10,6 +10,10 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 fuzztime="${FUZZTIME:-10s}"
 start=$SECONDS
 
+echo "== dependencies (scripts/deps.sh)"
+./scripts/deps.sh
+export WALSHIP_MINIO="${WALSHIP_MINIO:-$(go env GOPATH)/bin/minio}"
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.cache/*'))
 if [ -n "$unformatted" ]; then

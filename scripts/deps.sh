@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs (once) what the test suite, the benchmarks and the demo need
+# besides Go and the PostgreSQL 15 server binaries of the machine image:
+#   kcat      independent Kafka client (librdkafka) for the interop test   (Debian package)
+#   chromium  headless browser for the /status page test                   (Debian package)
+#   minio     S3 server for the archive tests, built from source once and cached in $(go env GOPATH)/bin
+# Everything is cached: a second run takes well under a second.
+set -euo pipefail
+
+need_apt=()
+command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "deps: installing ${need_apt[*]} (apt)"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+minio_version="v0.0.0-20260212201848-7aac2a2c5b7c"
+gobin="$(go env GOPATH)/bin"
+stamp="$gobin/.minio-$minio_version"
+if [ ! -x "$gobin/minio" ] || [ ! -e "$stamp" ]; then
+  echo "deps: building minio $minio_version (about 4 minutes the first time)"
+  go install "github.com/minio/minio@$minio_version"
+  touch "$stamp"
+fi
+
+if ! command -v pg_config >/dev/null 2>&1 || [ ! -x "$(pg_config --bindir)/initdb" ]; then
+  echo "deps: PostgreSQL server binaries not found (pg_config --bindir); install postgresql-15" >&2
+  exit 1
+fi
