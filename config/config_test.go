@@ -1,0 +1,135 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const full = `
+wal:     {dir: /var/lib/walship, sync: local, segment_size: 16MiB, compression: zstd}
+source:
+  postgres: {dsn: "${PG_DSN}", slot: s1, publication: p1, tables: [public.accounts, "sales.orders"]}
+  http:     {listen: "127.0.0.1:${HTTP_PORT:-7070}"}
+archive: {url: file:///srv/archive, timeout: 1s}
+kafka:   {brokers: ["127.0.0.1:9092"], topic_prefix: shop, mode: tables}
+replica: {url: sqlite:///tmp/r.db}
+http:    {listen: 127.0.0.1:7071}
+`
+
+func TestParseFull(t *testing.T) {
+	c, err := Parse([]byte(full), env(map[string]string{"PG_DSN": "postgres://u:pw@db/app"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WAL.SegmentSize != 16<<20 || c.WAL.Compression != "zstd" || c.WAL.RetentionPolicy != "block" {
+		t.Errorf("wal = %+v", c.WAL)
+	}
+	if c.Source.Postgres.DSN != "postgres://u:pw@db/app" || len(c.Source.Postgres.Tables) != 2 || c.Source.Postgres.Snapshot != "initial" {
+		t.Errorf("postgres = %+v", c.Source.Postgres)
+	}
+	if c.Source.HTTP.Listen != "127.0.0.1:7070" || c.Source.HTTP.MaxBody != DefaultMaxBody {
+		t.Errorf("http source = %+v", c.Source.HTTP)
+	}
+	if c.Archive.Timeout != time.Second || c.Archive.SnapshotKeep != DefaultSnapshotKeep {
+		t.Errorf("archive = %+v", c.Archive)
+	}
+	if c.Kafka.Mode != "tables" || c.Kafka.Compression != "zstd" || c.Kafka.TopicPrefix != "shop" {
+		t.Errorf("kafka = %+v", c.Kafka)
+	}
+	if c.Log.Format != "auto" || c.Lag.Window != DefaultLagWindow {
+		t.Errorf("log/lag = %+v %+v", c.Log, c.Lag)
+	}
+}
+
+// TestErrors checks that every bad input names its key (and line) and says
+// what is wrong.
+func TestErrors(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"unknown key", "wal:\n  dir: /w\n  segmnt_size: 1MiB\n", `wal.segmnt_size (line 3): unknown key; did you mean "segment_size"?`},
+		{"unknown section", "wal: {dir: /w}\nkafak: {}\n", `kafak (line 2): unknown key; did you mean "kafka"?`},
+		{"bad sync", "wal: {dir: /w, sync: always}\n", `wal.sync (line 1): "always" is not one of local, off`},
+		{"bad size", "wal:\n  dir: /w\n  segment_size: lots\n", `wal.segment_size (line 3)`},
+		{"bad duration", "wal: {dir: /w}\narchive:\n  url: file:///a\n  timeout: soon\n", `archive.timeout (line 4)`},
+		{"missing dir", "wal: {sync: off}\n", `wal.dir (line 1): required`},
+		{"unset env", "wal: {dir: /w}\nsource:\n  postgres: {dsn: \"${NOPE}\"}\n", `source.postgres.dsn (line 3): environment variable NOPE is not set`},
+		{"malformed env", "wal: {dir: \"${A\"}\n", `wal.dir (line 1): malformed environment reference`},
+		{"list wanted", "wal: {dir: /w}\nkafka: {brokers: b:1}\n", `kafka.brokers (line 2): want a list`},
+		{"mapping wanted", "wal: /w\n", `wal (line 1): want a mapping`},
+		{"non-loopback without token", "wal: {dir: /w}\nsource:\n  http: {listen: \"0.0.0.0:7070\"}\n", `source.http.token (line 3): listening on 0.0.0.0:7070 (not loopback) requires a bearer token`},
+		{"bad archive url", "wal: {dir: /w}\narchive: {url: \"ftp://x\"}\n", `archive.url (line 2): "ftp://x": want file:///abs/dir`},
+		{"relative file archive", "wal: {dir: /w}\narchive: {url: \"file://rel/dir\"}\n", `needs an absolute path`},
+		{"bad table", "wal: {dir: /w}\nsource:\n  postgres: {dsn: x, tables: [\"a.b.c\"]}\n", `source.postgres.tables[0]`},
+		{"bad broker", "wal: {dir: /w}\nkafka: {brokers: [nohost]}\n", `kafka.brokers[0] (line 2): "nohost" is not host:port`},
+		{"password redacted", "wal: {dir: /w}\nreplica: {url: \"mysql://u:hunter2@h/db\"}\n", `replica.url (line 2): "mysql://u:xxxxx@h/db"`},
+		{"duplicate", "wal: {dir: /w}\nwal: {dir: /x}\n", `wal (line 2): key given twice`},
+		{"not a mapping", "- a\n- b\n", `line 1: the configuration must be a mapping`},
+		{"syntax", "wal: {dir: /w\n", `did not find expected`},
+		{"empty", "", `empty configuration`},
+		{"small max bytes", "wal: {dir: /w, segment_size: 8MiB, max_bytes: 10MiB}\n", `wal.max_bytes (line 1): 10MiB is less than two segments`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), env(nil))
+			if err == nil {
+				t.Fatalf("no error, want %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q\nwant it to contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error leaks a password: %v", err)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %T is not a *config.Error", err)
+			}
+		})
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	y := "wal: {dir: \"/w/${SUB}\", segment_size: \"${SZ}\"}\nhttp: {listen: \"127.0.0.1:${PORT:-9000}\", token: \"$$lit\"}\n"
+	c, err := Parse([]byte(y), env(map[string]string{"SUB": "a b", "SZ": "2MiB"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WAL.Dir != "/w/a b" || c.WAL.SegmentSize != 2<<20 || c.HTTP.Listen != "127.0.0.1:9000" || c.HTTP.Token != "$lit" {
+		t.Fatalf("got %+v %+v", c.WAL, c.HTTP)
+	}
+	// A value from the environment cannot inject structure.
+	c, err = Parse([]byte("wal: {dir: \"${D}\"}\n"), env(map[string]string{"D": "/x}\nkafka: {brokers: [a:1]"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kafka != nil || !strings.Contains(c.WAL.Dir, "kafka") {
+		t.Fatalf("env value changed the structure: %+v", c)
+	}
+}
+
+func TestLoadRelativeDirAndFileInErrors(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "walship.yaml")
+	os.WriteFile(p, []byte("wal: {dir: data}\n"), 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WAL.Dir != filepath.Join(dir, "data") {
+		t.Fatalf("wal.dir = %q", c.WAL.Dir)
+	}
+	os.WriteFile(p, []byte("wal: {dir: data, sync: maybe}\n"), 0o644)
+	if _, err := Load(p); err == nil || !strings.HasPrefix(err.Error(), p+": wal.sync (line 1)") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,244 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/walship/walship/change"
+)
+
+// Defaults filled in by validation.
+const (
+	DefaultSegmentSize    = 64 << 20
+	DefaultArchiveTimeout = 60 * time.Second
+	DefaultMaxBody        = 64 << 20
+	DefaultSnapshotKeep   = 7
+	DefaultLagWindow      = 5 * time.Minute
+)
+
+// validator collects the first error, with the key's line.
+type validator struct {
+	lines map[string]int
+	err   error
+}
+
+func (v *validator) fail(key, format string, args ...any) {
+	if v.err != nil {
+		return
+	}
+	// An absent key is reported at its nearest present parent.
+	line := 0
+	for k := key; k != "" && line == 0; {
+		line = v.lines[k]
+		i := strings.LastIndexAny(k, ".[")
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	v.err = &Error{Key: key, Line: line, Msg: fmt.Sprintf(format, args...)}
+}
+
+func (v *validator) oneOf(key string, val *string, def string, allowed ...string) {
+	if *val == "" {
+		*val = def
+		return
+	}
+	if !slices.Contains(allowed, *val) {
+		v.fail(key, "%q is not one of %s", *val, strings.Join(allowed, ", "))
+	}
+}
+
+func (v *validator) nonNegative(key string, d time.Duration) {
+	if d < 0 {
+		v.fail(key, "must not be negative, got %v", d)
+	}
+}
+
+func (v *validator) listener(key string, l *Listener, def string) {
+	if l.Listen == "" {
+		l.Listen = def
+	}
+	if _, port, err := net.SplitHostPort(l.Listen); err != nil || port == "" {
+		v.fail(key+".listen", "%q is not host:port (for example 127.0.0.1:7070)", l.Listen)
+		return
+	}
+	if (l.TLSCert == "") != (l.TLSKey == "") {
+		v.fail(key+".tls_cert", "tls_cert and tls_key must be given together")
+	}
+	if !IsLoopback(l.Listen) && l.Token == "" {
+		v.fail(key+".token", "listening on %s (not loopback) requires a bearer token; set %s.token (for example \"${WALSHIP_TOKEN}\") or listen on 127.0.0.1", l.Listen, key)
+	}
+}
+
+// IsLoopback reports whether the host of addr is a loopback address or
+// "localhost". An empty host (all interfaces) is not loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (c *Config) validate(lines map[string]int) error {
+	v := &validator{lines: lines}
+	c.validateWAL(v)
+	c.validateSources(v)
+	c.validateArchive(v)
+	c.validateKafka(v)
+	if r := c.Replica; r != nil {
+		if r.URL == "" {
+			v.fail("replica.url", "required: sqlite:///abs/path.db or postgres://...")
+		} else if !strings.HasPrefix(r.URL, "sqlite://") && !strings.HasPrefix(r.URL, "postgres://") && !strings.HasPrefix(r.URL, "postgresql://") {
+			v.fail("replica.url", "%q: want sqlite:///abs/path.db or postgres://...", Redact(r.URL))
+		}
+		if r.MaxBatchTxns < 0 {
+			v.fail("replica.max_batch_txns", "must not be negative")
+		}
+	}
+	v.listener("http", &c.HTTP.Listener, "127.0.0.1:7071")
+	v.oneOf("log.format", &c.Log.Format, "auto", "auto", "text", "json")
+	v.oneOf("log.level", &c.Log.Level, "info", "debug", "info", "warn", "error")
+	if c.Lag.Window == 0 {
+		c.Lag.Window = DefaultLagWindow
+	}
+	v.nonNegative("lag.window", c.Lag.Window)
+	return v.err
+}
+
+func (c *Config) validateWAL(v *validator) {
+	w := &c.WAL
+	if w.Dir == "" {
+		v.fail("wal.dir", "required: the directory of the local log")
+	} else if !filepath.IsAbs(w.Dir) && c.Path != "" {
+		w.Dir = filepath.Join(filepath.Dir(c.Path), w.Dir)
+	}
+	v.oneOf("wal.sync", &w.Sync, "local", "local", "off")
+	v.oneOf("wal.compression", &w.Compression, "none", "none", "s2", "zstd")
+	v.oneOf("wal.retention_policy", &w.RetentionPolicy, "block", "block", "drop")
+	if w.SegmentSize == 0 {
+		w.SegmentSize = DefaultSegmentSize
+	}
+	if w.SegmentSize < 1<<20 || w.SegmentSize > 1<<32 {
+		v.fail("wal.segment_size", "%v is outside 1MiB..4GiB", w.SegmentSize)
+	}
+	if w.MaxBytes != 0 && w.MaxBytes < 2*w.SegmentSize {
+		v.fail("wal.max_bytes", "%v is less than two segments (%v each)", w.MaxBytes, w.SegmentSize)
+	}
+	v.nonNegative("wal.min_interval", w.MinInterval)
+}
+
+func (c *Config) validateSources(v *validator) {
+	if p := c.Source.Postgres; p != nil {
+		if p.DSN == "" {
+			v.fail("source.postgres.dsn", "required: a connection string such as postgres://user@host:5432/db")
+		}
+		if p.Slot == "" {
+			p.Slot = "walship"
+		}
+		if p.Publication == "" {
+			p.Publication = "walship"
+		}
+		v.oneOf("source.postgres.snapshot", &p.Snapshot, "initial", "initial", "never")
+		for i, t := range p.Tables {
+			if _, err := change.ParseTable(t); err != nil {
+				v.fail(fmt.Sprintf("source.postgres.tables[%d]", i), "%v", err)
+			}
+		}
+		v.nonNegative("source.postgres.heartbeat", p.Heartbeat)
+		v.nonNegative("source.postgres.status_interval", p.StatusInterval)
+		if p.SnapshotChunkRows < 0 {
+			v.fail("source.postgres.snapshot_chunk_rows", "must not be negative")
+		}
+	}
+	if h := c.Source.HTTP; h != nil {
+		v.listener("source.http", &h.Listener, "127.0.0.1:7070")
+		if h.MaxBody == 0 {
+			h.MaxBody = DefaultMaxBody
+		}
+	}
+}
+
+func (c *Config) validateArchive(v *validator) {
+	a := c.Archive
+	if a == nil {
+		return
+	}
+	if a.URL == "" {
+		v.fail("archive.url", "required: file:///abs/dir or s3://bucket/prefix")
+	} else if u, err := url.Parse(a.URL); err != nil || (u.Scheme != "file" && u.Scheme != "s3") {
+		v.fail("archive.url", "%q: want file:///abs/dir or s3://bucket/prefix", Redact(a.URL))
+	} else if u.Scheme == "file" && (u.Host != "" || !filepath.IsAbs(u.Path)) {
+		v.fail("archive.url", "%q: a file archive needs an absolute path (file:///abs/dir)", a.URL)
+	} else if u.Scheme == "s3" && u.Host == "" {
+		v.fail("archive.url", "%q: no bucket (s3://bucket/prefix)", a.URL)
+	}
+	if a.Timeout == 0 {
+		a.Timeout = DefaultArchiveTimeout
+	}
+	if a.Timeout < 100*time.Millisecond {
+		v.fail("archive.timeout", "%v is too small (at least 100ms; 1s is a practical minimum)", a.Timeout)
+	}
+	if a.EncryptionKeyFile != "" && a.EncryptionKeyEnv != "" {
+		v.fail("archive.encryption_key_env", "give encryption_key_file or encryption_key_env, not both")
+	}
+	v.nonNegative("archive.snapshot_interval", a.SnapshotInterval)
+	if a.SnapshotKeep == 0 {
+		a.SnapshotKeep = DefaultSnapshotKeep
+	}
+	if a.SnapshotKeep < 0 {
+		v.fail("archive.snapshot_keep", "must be positive")
+	}
+}
+
+func (c *Config) validateKafka(v *validator) {
+	k := c.Kafka
+	if k == nil {
+		return
+	}
+	if len(k.Brokers) == 0 {
+		v.fail("kafka.brokers", "required: a list of host:port")
+	}
+	for i, b := range k.Brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			v.fail(fmt.Sprintf("kafka.brokers[%d]", i), "%q is not host:port", b)
+		}
+	}
+	if k.TopicPrefix == "" {
+		k.TopicPrefix = "walship"
+	}
+	v.oneOf("kafka.mode", &k.Mode, "ordered", "ordered", "tables")
+	v.oneOf("kafka.compression", &k.Compression, "zstd", "none", "gzip", "snappy", "lz4", "zstd")
+	v.nonNegative("kafka.linger", k.Linger)
+	if k.SASL.Mechanism != "" {
+		v.oneOf("kafka.sasl.mechanism", &k.SASL.Mechanism, "", "plain", "scram-sha-256", "scram-sha-512")
+		if k.SASL.Username == "" {
+			v.fail("kafka.sasl.username", "required with kafka.sasl.mechanism")
+		}
+	}
+	if (k.TLS.CertFile == "") != (k.TLS.KeyFile == "") {
+		v.fail("kafka.tls.cert_file", "cert_file and key_file must be given together")
+	}
+}
+
+// Redact returns u with any password replaced by "xxxxx", for messages.
+func Redact(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.User == nil {
+		return u
+	}
+	if _, has := p.User.Password(); !has {
+		return u
+	}
+	return p.Redacted()
+}
