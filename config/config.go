@@ -54,9 +54,10 @@ type WAL struct {
 	// MaxBytes bounds the local log; 0 = unbounded. See RetentionPolicy.
 	MaxBytes ByteSize `yaml:"max_bytes"`
 	// RetentionPolicy says what happens when MaxBytes is reached while a
-	// sink still needs the oldest segment: "block" (default) stops taking
-	// new transactions until the sink catches up; "drop" removes the
-	// oldest segments anyway and the lagging sink fails loudly.
+	// sink still needs the oldest segment: "keep" (default) keeps it and
+	// reports the overrun loudly (log, metric, /readyz) until the sink
+	// catches up; "drop" removes the oldest segments anyway, logging what
+	// the sink lost, and the lagging sink then fails instead of skipping.
 	RetentionPolicy string `yaml:"retention_policy"`
 }
 

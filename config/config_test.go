@@ -29,7 +29,7 @@ func TestParseFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.WAL.SegmentSize != 16<<20 || c.WAL.Compression != "zstd" || c.WAL.RetentionPolicy != "block" {
+	if c.WAL.SegmentSize != 16<<20 || c.WAL.Compression != "zstd" || c.WAL.RetentionPolicy != "keep" {
 		t.Errorf("wal = %+v", c.WAL)
 	}
 	if c.Source.Postgres.DSN != "postgres://u:pw@db/app" || len(c.Source.Postgres.Tables) != 2 || c.Source.Postgres.Snapshot != "initial" {

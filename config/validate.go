@@ -125,7 +125,7 @@ func (c *Config) validateWAL(v *validator) {
 	}
 	v.oneOf("wal.sync", &w.Sync, "local", "local", "off")
 	v.oneOf("wal.compression", &w.Compression, "none", "none", "s2", "zstd")
-	v.oneOf("wal.retention_policy", &w.RetentionPolicy, "block", "block", "drop")
+	v.oneOf("wal.retention_policy", &w.RetentionPolicy, "keep", "keep", "drop")
 	if w.SegmentSize == 0 {
 		w.SegmentSize = DefaultSegmentSize
 	}

@@ -1,0 +1,286 @@
+// Package daemon assembles `walship run` from a config.Config: the WAL,
+// its sources (PostgreSQL, HTTP), its sinks (archive, Kafka), retention by
+// checkpoints and the operator HTTP listener.
+//
+// Lifecycle guarantees:
+//   - Start-up fails, before anything is captured, with an error naming the
+//     config key or component when a part cannot start.
+//   - Shutdown (context cancelled: SIGINT/SIGTERM) stops the sources first;
+//     each drains — waits until what it appended is durable, checkpoints,
+//     and (Postgres) confirms the durable position to the server — then the
+//     sinks stop, having checkpointed what they shipped, and the WAL is
+//     closed after a final fsync. A restart resumes from the checkpoints.
+//   - A component that fails stops the daemon (after the same orderly
+//     shutdown of the others) and its error is returned: walship never runs
+//     half-alive, silently not shipping.
+//   - Retention removes a local segment only when every registered
+//     checkpoint (each sink's) has passed it (DESIGN.md §4 invariant 5).
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/config"
+	"github.com/walship/walship/groupcommit"
+	"github.com/walship/walship/httpsource"
+	"github.com/walship/walship/segment"
+	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/wal"
+)
+
+// component is one long-running part of the daemon.
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// Daemon is a configured walship run.
+type Daemon struct {
+	cfg *config.Config
+	log *slog.Logger
+
+	wal *wal.WAL
+	// sinkCkpts holds the sinks' positions: retention follows their
+	// minimum. srcCkpts holds the sources' own bookkeeping (resume points,
+	// snapshot progress), which must not hold retention back.
+	sinkCkpts, srcCkpts *checkpoint.Store
+
+	sources []component // stopped first
+	sinks   []component // stopped after the sources
+	servers []*server
+
+	retention *retention
+
+	// Ready is closed once every component has started.
+	ready chan struct{}
+}
+
+// server is an HTTP listener of the daemon.
+type server struct {
+	name string
+	ln   net.Listener
+	srv  *http.Server
+}
+
+// Addr returns the address the named listener is bound to ("source.http"
+// or "http"), for tests and the demo that use port 0.
+func (d *Daemon) Addr(name string) string {
+	for _, s := range d.servers {
+		if s.name == name {
+			return s.ln.Addr().String()
+		}
+	}
+	return ""
+}
+
+// WAL returns the daemon's log (for the demo and tests).
+func (d *Daemon) WAL() *wal.WAL { return d.wal }
+
+// Ready is closed when every component has started.
+func (d *Daemon) Ready() <-chan struct{} { return d.ready }
+
+// New opens the WAL and the checkpoint store and builds every configured
+// component. Nothing runs until Run.
+func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemon, err error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	d := &Daemon{cfg: cfg, log: logger, ready: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.closeAll()
+		}
+	}()
+	if cfg.Source.Postgres == nil && cfg.Source.HTTP == nil {
+		return nil, &config.Error{File: cfg.Path, Key: "source", Msg: "no source configured: add source.postgres and/or source.http"}
+	}
+	sm, err := groupcommit.ParseSyncMode(cfg.WAL.Sync)
+	if err != nil {
+		return nil, err
+	}
+	codec, err := segment.ParseCodec(cfg.WAL.Compression)
+	if err != nil {
+		return nil, err
+	}
+	w, rep, err := wal.Open(wal.Options{Dir: cfg.WAL.Dir, Sync: sm, SegmentSize: int64(cfg.WAL.SegmentSize),
+		Compression: codec, MinInterval: cfg.WAL.MinInterval, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("wal.dir %s: %w", cfg.WAL.Dir, err)
+	}
+	d.wal = w
+	if !rep.Clean() {
+		logger.Warn("wal recovered", "dir", cfg.WAL.Dir, "report", rep.String())
+	}
+	ckdir := vfs.Join(cfg.WAL.Dir, "checkpoints")
+	if d.sinkCkpts, err = checkpoint.Open(ctx, vfs.Default, vfs.Join(ckdir, "sinks"), checkpoint.Options{Logger: logger}); err != nil {
+		return nil, fmt.Errorf("checkpoints: %w", err)
+	}
+	if d.srcCkpts, err = checkpoint.Open(ctx, vfs.Default, vfs.Join(ckdir, "sources"), checkpoint.Options{Logger: logger}); err != nil {
+		return nil, fmt.Errorf("checkpoints: %w", err)
+	}
+	if err := d.buildSources(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.buildSinks(ctx); err != nil {
+		return nil, err
+	}
+	d.retention = newRetention(w, d.sinkCkpts, cfg.WAL, logger)
+	if err := d.buildHTTP(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) buildSources(ctx context.Context) error {
+	if h := d.cfg.Source.HTTP; h != nil {
+		src := httpsource.New(d.wal, httpsource.Options{MaxBody: int64(h.MaxBody), Logger: d.log})
+		s, err := d.listen("source.http", h.Listener, src.Handler())
+		if err != nil {
+			return err
+		}
+		d.log.Info("http source listening", "addr", s.ln.Addr().String(), "endpoint", "/v1/append")
+	}
+	if d.cfg.Source.Postgres != nil {
+		if err := d.buildPostgres(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listen binds an HTTP listener now, so that a port in use is a start-up
+// error naming the key.
+func (d *Daemon) listen(name string, l config.Listener, h http.Handler) (*server, error) {
+	ln, err := net.Listen("tcp", l.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("%s.listen %s: %w", name, l.Listen, err)
+	}
+	if l.Token != "" {
+		h = requireToken(l.Token, h)
+	}
+	s := &server{name: name, ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	if l.TLSCert != "" {
+		s.srv.TLSConfig = nil // set by ServeTLS from the files
+	}
+	d.servers = append(d.servers, s)
+	return s, nil
+}
+
+// Run runs every component until ctx ends or one fails, then shuts down in
+// order (sources, sinks, listeners, WAL) and returns the first failure.
+func (d *Daemon) Run(ctx context.Context) error {
+	srcCtx, stopSources := context.WithCancel(context.WithoutCancel(ctx))
+	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSources()
+	defer stopSinks()
+
+	failed := make(chan error, len(d.sources)+len(d.sinks)+len(d.servers)+1)
+	var srcWG, sinkWG, srvWG sync.WaitGroup
+	start := func(wg *sync.WaitGroup, ctx context.Context, c component) {
+		wg.Go(func() {
+			err := c.run(ctx)
+			if err != nil && ctx.Err() == nil {
+				failed <- fmt.Errorf("%s: %w", c.name, err)
+			} else if err != nil && !errors.Is(err, context.Canceled) {
+				failed <- fmt.Errorf("%s (stopping): %w", c.name, err)
+			}
+		})
+	}
+	for _, s := range d.servers {
+		srvWG.Go(func() {
+			var err error
+			l := d.listenerConfig(s.name)
+			if l.TLSCert != "" {
+				err = s.srv.ServeTLS(s.ln, l.TLSCert, l.TLSKey)
+			} else {
+				err = s.srv.Serve(s.ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				failed <- fmt.Errorf("%s: %w", s.name, err)
+			}
+		})
+	}
+	for _, c := range d.sinks {
+		start(&sinkWG, sinkCtx, c)
+	}
+	for _, c := range d.sources {
+		start(&srcWG, srcCtx, c)
+	}
+	start(&sinkWG, sinkCtx, component{"retention", d.retention.run})
+	close(d.ready)
+	d.log.Info("walship running", "wal", d.cfg.WAL.Dir, "sources", len(d.sources)+boolInt(d.cfg.Source.HTTP != nil), "sinks", len(d.sinks))
+
+	var first error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down")
+	case first = <-failed:
+		d.log.Error("component failed; shutting down", "err", first)
+	}
+
+	// 1. Sources: stop taking input, drain to durability, confirm.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, s := range d.servers {
+		if s.name == "source.http" {
+			s.srv.Shutdown(shutdownCtx) // waits for in-flight appends to be acknowledged
+		}
+	}
+	stopSources()
+	srcWG.Wait()
+	// 2. Sinks ship what they can, checkpoint and stop.
+	stopSinks()
+	sinkWG.Wait()
+	// 3. Operator listeners, then the WAL.
+	for _, s := range d.servers {
+		s.srv.Shutdown(shutdownCtx)
+	}
+	srvWG.Wait()
+	close(failed)
+	for err := range failed {
+		if first == nil {
+			first = err
+		} else if err != first {
+			d.log.Error("during shutdown", "err", err)
+		}
+	}
+	if err := d.wal.Close(); err != nil && first == nil {
+		first = fmt.Errorf("closing the wal: %w", err)
+	}
+	d.log.Info("stopped", "durable_lsn", d.wal.Durable())
+	return first
+}
+
+func (d *Daemon) listenerConfig(name string) config.Listener {
+	switch name {
+	case "source.http":
+		return d.cfg.Source.HTTP.Listener
+	default:
+		return d.cfg.HTTP.Listener
+	}
+}
+
+// closeAll releases what New opened when New fails.
+func (d *Daemon) closeAll() {
+	for _, s := range d.servers {
+		s.ln.Close()
+	}
+	if d.wal != nil {
+		d.wal.Close()
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
