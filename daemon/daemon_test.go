@@ -1,0 +1,223 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/config"
+	"github.com/walship/walship/wal"
+)
+
+func testConfig(t *testing.T, extra string) *config.Config {
+	t.Helper()
+	y := fmt.Sprintf("wal: {dir: %q, segment_size: 1MiB}\nsource:\n  http: {listen: \"127.0.0.1:0\"}\nhttp: {listen: \"127.0.0.1:0\"}\n%s", t.TempDir(), extra)
+	cfg, err := config.Parse([]byte(y), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+type running struct {
+	d      *Daemon
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, cfg *config.Config) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := New(ctx, cfg, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	r := &running{d: d, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- d.Run(ctx) }()
+	<-d.Ready()
+	return r
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not stop")
+	}
+}
+
+func appendN(t *testing.T, addr string, from, n int) {
+	t.Helper()
+	var b strings.Builder
+	for i := from; i < from+n; i++ {
+		fmt.Fprintf(&b, `{"table":"public.t","op":"c","key":{"id":%d},"after":{"id":%d,"pad":%q}}`+"\n", i, i, strings.Repeat("x", 200))
+	}
+	resp, err := http.Post("http://"+addr+"/v1/append", "application/x-ndjson", strings.NewReader(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || strings.Count(string(body), "\n") != n {
+		t.Fatalf("append: %d %s", resp.StatusCode, body)
+	}
+}
+
+func logIDs(t *testing.T, dir string) []int64 {
+	t.Helper()
+	l, _, err := wal.OpenReadOnly(nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r, err := wal.NewReader(l, l.FirstLSN(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for {
+		txn, err := r.NextTxn(context.Background())
+		if err == io.EOF {
+			return ids
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := txn.Changes[0].After.Get("id")
+		id, _ := v.Int()
+		ids = append(ids, id)
+	}
+}
+
+// TestShutdownAndResume: what the HTTP source acknowledged survives a
+// graceful stop, and a restart continues the same log.
+func TestShutdownAndResume(t *testing.T) {
+	cfg := testConfig(t, "")
+	r := start(t, cfg)
+	appendN(t, r.d.Addr("source.http"), 0, 100)
+	r.stop(t)
+
+	r = start(t, cfg)
+	appendN(t, r.d.Addr("source.http"), 100, 50)
+	resp, err := http.Get("http://" + r.d.Addr("http") + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/readyz = %d", resp.StatusCode)
+	}
+	r.stop(t)
+
+	ids := logIDs(t, cfg.WAL.Dir)
+	if len(ids) != 150 {
+		t.Fatalf("log has %d transactions, want 150", len(ids))
+	}
+	for i, id := range ids {
+		if id != int64(i) {
+			t.Fatalf("transaction %d has id %d", i, id)
+		}
+	}
+}
+
+func TestStartErrorsNameTheKey(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := testConfig(t, "")
+	cfg.Source.HTTP.Listen = ln.Addr().String()
+	_, err = New(context.Background(), cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "source.http.listen "+ln.Addr().String()) {
+		t.Fatalf("err = %v", err)
+	}
+	// The failed start released the WAL: a second start works.
+	cfg.Source.HTTP.Listen = "127.0.0.1:0"
+	start(t, cfg).stop(t)
+
+	cfg = testConfig(t, "")
+	cfg.Source.HTTP = nil
+	if _, err := New(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "no source configured") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestRetentionFollowsSinks: segments are removed only below every sink's
+// checkpoint; over max_bytes, "keep" keeps and reports, "drop" removes.
+func TestRetentionFollowsSinks(t *testing.T) {
+	ctx := context.Background()
+	cfg := testConfig(t, "")
+	d, err := New(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.closeAll()
+	big := change.TextValue(strings.Repeat("y", 4000))
+	for i := range 2000 {
+		txn := change.Txn{Changes: []change.Change{{Table: change.Table{Schema: "public", Name: "t"}, Op: change.Insert,
+			After: change.Row{{Name: "id", Value: change.IntValue(int64(i))}, {Name: "v", Value: big}}}}}
+		if _, err := d.wal.AppendAsync(ctx, &txn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.wal.Wait(ctx, 2000); err != nil {
+		t.Fatal(err)
+	}
+	nsegs := len(d.wal.Log.Segments())
+	if nsegs < 5 {
+		t.Fatalf("only %d segments", nsegs)
+	}
+	for _, s := range []string{"archive", "kafka"} {
+		d.sinkCkpts.Register(s)
+	}
+	d.sinkCkpts.Set(ctx, "archive", 1500, nil)
+	// kafka at 0: nothing may go.
+	if err := d.retention.once(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(d.wal.Log.Segments()); got != nsegs {
+		t.Fatalf("removed segments while a sink is at 0: %d -> %d", nsegs, got)
+	}
+	d.sinkCkpts.Set(ctx, "kafka", 700, nil)
+	if err := d.retention.once(); err != nil {
+		t.Fatal(err)
+	}
+	segs := d.wal.Log.Segments()
+	if len(segs) >= nsegs || segs[0].BaseLSN > 701 || (len(segs) > 1 && segs[1].BaseLSN <= 701) {
+		t.Fatalf("after sinks at 700/1500: segments start at %d (%d left of %d)", segs[0].BaseLSN, len(segs), nsegs)
+	}
+
+	// Over the bound with policy keep: nothing a sink needs goes; reported.
+	d.retention.cfg.MaxBytes = 2 << 20
+	before := len(d.wal.Log.Segments())
+	if err := d.retention.once(); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.wal.Log.Segments()) != before || !d.retention.overLimit.Load() {
+		t.Fatalf("keep: segments %d -> %d, overLimit %v", before, len(d.wal.Log.Segments()), d.retention.overLimit.Load())
+	}
+	// Policy drop: removed down to the bound, counted as forced.
+	d.retention.cfg.RetentionPolicy = "drop"
+	if err := d.retention.once(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.wal.Log.Segments()); n >= before || d.retention.forcedDrop.Load() == 0 {
+		t.Fatalf("drop: segments %d -> %d, forced %d", before, n, d.retention.forcedDrop.Load())
+	}
+	if d.retention.walBytes.Load() > 2<<20 {
+		t.Fatalf("wal bytes %d over the bound", d.retention.walBytes.Load())
+	}
+}
