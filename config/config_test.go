@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +133,46 @@ func TestLoadRelativeDirAndFileInErrors(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestDocsNameEveryKey keeps docs/CONFIG.md complete: every key the code
+// accepts appears there in backquotes, and every `a.b` key the docs name
+// exists.
+func TestDocsNameEveryKey(t *testing.T) {
+	doc, err := os.ReadFile("../docs/CONFIG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	var collect func(prefix string, typ reflect.Type)
+	collect = func(prefix string, typ reflect.Type) {
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		for name, ft := range yamlFields(typ) {
+			key := join(prefix, name)
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct && ft != typeOfDuration && ft != typeOfByteSize {
+				collect(key, ft)
+				continue
+			}
+			keys = append(keys, key)
+		}
+	}
+	collect("", typeOfConfig)
+	known := map[string]bool{}
+	for _, k := range keys {
+		known[k] = true
+		if !strings.Contains(string(doc), "`"+k+"`") {
+			t.Errorf("docs/CONFIG.md does not describe `%s`", k)
+		}
+	}
+	for _, m := range regexp.MustCompile("`((?:wal|source|archive|kafka|replica|http|log|lag)\\.[a-z0-9_.]+)`").FindAllStringSubmatch(string(doc), -1) {
+		if !known[m[1]] {
+			t.Errorf("docs/CONFIG.md names `%s`, which the code does not accept", m[1])
+		}
 	}
 }
