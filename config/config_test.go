@@ -46,7 +46,7 @@ func TestParseFull(t *testing.T) {
 	if c.Kafka.Mode != "tables" || c.Kafka.Compression != "zstd" || c.Kafka.TopicPrefix != "shop" {
 		t.Errorf("kafka = %+v", c.Kafka)
 	}
-	if c.Log.Format != "auto" || c.Lag.Window != DefaultLagWindow {
+	if c.Log.Format != "auto" || c.Lag.Window != DefaultLagWindow || c.Lag.Warn.P99 != 500*time.Millisecond || c.Lag.Critical.P999 != 20*time.Second {
 		t.Errorf("log/lag = %+v %+v", c.Log, c.Lag)
 	}
 }

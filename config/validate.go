@@ -113,6 +113,7 @@ func (c *Config) validate(lines map[string]int) error {
 		c.Lag.Window = DefaultLagWindow
 	}
 	v.nonNegative("lag.window", c.Lag.Window)
+	c.Lag.fillDefaults()
 	return v.err
 }
 
@@ -241,4 +242,24 @@ func Redact(u string) string {
 		return u
 	}
 	return p.Redacted()
+}
+
+// The classic replication-lag objective: p50/p95/p99/p99.9 under
+// 10ms/100ms/500ms/2s.
+var defaultLagWarn = Percentiles{P50: 10 * time.Millisecond, P95: 100 * time.Millisecond, P99: 500 * time.Millisecond, P999: 2 * time.Second}
+
+// fillDefaults sets unset warning thresholds to the classic objective and
+// unset critical ones to ten times the warning.
+func (l *Lag) fillDefaults() {
+	w, c := []*time.Duration{&l.Warn.P50, &l.Warn.P95, &l.Warn.P99, &l.Warn.P999},
+		[]*time.Duration{&l.Critical.P50, &l.Critical.P95, &l.Critical.P99, &l.Critical.P999}
+	d := []time.Duration{defaultLagWarn.P50, defaultLagWarn.P95, defaultLagWarn.P99, defaultLagWarn.P999}
+	for i := range w {
+		if *w[i] == 0 {
+			*w[i] = d[i]
+		}
+		if *c[i] == 0 {
+			*c[i] = 10 * *w[i]
+		}
+	}
 }
