@@ -1,0 +1,397 @@
+// Package seal encrypts archive objects on the client (issue 6: "an
+// archive bucket alone reveals nothing") with AES-256-GCM.
+//
+// # Sealed object layout
+//
+// All integers are big-endian.
+//
+//	offset  size  field
+//	0       4     magic "WSEL"
+//	4       1     version (1)
+//	5       1     key id length n (1..64)
+//	6       n     key id (ASCII)
+//	6+n     4     chunk size c in bytes (plaintext per chunk, 4 KiB..64 MiB)
+//	10+n    24    object nonce (random)
+//	34+n    ...   chunks: GCM(plain[i*c:(i+1)*c]) = ciphertext || 16-byte tag
+//
+// Every chunk but the last holds exactly c plaintext bytes; the last holds
+// 0..c (an empty object is one empty final chunk, 16 bytes of tag).
+//
+// # Cryptography
+//
+// Each object gets its own AES-256 key, HKDF-SHA256(master key, salt =
+// object nonce, info = "walship seal v1 " + key id), so GCM nonces never
+// repeat across objects without any coordination. Chunk i is sealed with
+// the 12-byte nonce uint64(i) || 0x000000 || final, where final is 1 for
+// the last chunk and 0 otherwise, and with the whole header as additional
+// data. Hence: a flipped bit anywhere, a changed header (key id, chunk
+// size), reordered, dropped or appended chunks and a truncated object all
+// fail Open with ErrTampered. Chunking keeps each GCM message far below
+// its 64 GiB limit and bounds the work wasted on a corrupt object.
+//
+// # Keys
+//
+// A key is 256 bits, read from a file or an environment variable (see
+// ParseKey for the accepted encodings). Its id defaults to a fingerprint
+// (the first 8 bytes of SHA-256("walship seal key id" || key), in hex),
+// which names the key without revealing it. A Sealer seals with its first
+// key and opens objects sealed with any of its keys, which is how keys are
+// rotated: add the new key first, keep the old ones until the objects
+// sealed with them have expired.
+package seal
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+const (
+	magic        = "WSEL"
+	version      = 1
+	nonceSize    = 24
+	tagSize      = 16
+	maxKeyIDLen  = 64
+	minChunkSize = 4 << 10
+	maxChunkSize = 64 << 20
+	// DefaultChunkSize is the plaintext bytes per GCM chunk.
+	DefaultChunkSize = 1 << 20
+	// KeySize is the size of a master key in bytes.
+	KeySize = 32
+)
+
+var (
+	// ErrNotSealed: the data does not start with a sealed-object header
+	// (it is plain, or not a walship object at all).
+	ErrNotSealed = errors.New("seal: not a sealed object")
+	// ErrUnknownKey: the object was sealed with a key id this Sealer does
+	// not hold. The error (a *KeyIDError) names both.
+	ErrUnknownKey = errors.New("seal: object sealed with an unknown key id")
+	// ErrTampered: authentication failed — the object was modified,
+	// truncated or extended, or the key bytes differ from the ones that
+	// sealed it although the key id matches.
+	ErrTampered = errors.New("seal: object failed authentication (tampered, truncated or wrong key)")
+	// ErrNoKey: no key is configured (an empty file or unset variable).
+	ErrNoKey = errors.New("seal: no encryption key")
+)
+
+// KeyIDError says which key an object needs; errors.Is(err, ErrUnknownKey).
+type KeyIDError struct {
+	Want string   // key id in the object
+	Have []string // key ids the Sealer holds
+}
+
+func (e *KeyIDError) Error() string {
+	return fmt.Sprintf("seal: object sealed with key id %q, but the configured key ids are %q: configure that key (archive.encryption_key_file or encryption_key_env)", e.Want, e.Have)
+}
+
+func (e *KeyIDError) Unwrap() error { return ErrUnknownKey }
+
+// Key is a 256-bit master key and its id. Its String never prints the
+// key bytes.
+type Key struct {
+	ID    string
+	bytes [KeySize]byte
+}
+
+// String names the key by id only.
+func (k Key) String() string { return "seal.Key(" + k.ID + ")" }
+
+// GoString names the key by id only.
+func (k Key) GoString() string { return k.String() }
+
+// NewKey makes a key from 32 bytes; an empty id means the fingerprint.
+// The id must be 1..64 printable ASCII characters without spaces.
+func NewKey(id string, b []byte) (Key, error) {
+	if len(b) != KeySize {
+		return Key{}, fmt.Errorf("seal: key is %d bytes, want %d", len(b), KeySize)
+	}
+	var k Key
+	copy(k.bytes[:], b)
+	if id == "" {
+		sum := sha256.Sum256(append([]byte("walship seal key id"), b...))
+		id = hex.EncodeToString(sum[:8])
+	}
+	if err := checkKeyID(id); err != nil {
+		return Key{}, err
+	}
+	k.ID = id
+	return k, nil
+}
+
+func checkKeyID(id string) error {
+	if len(id) == 0 || len(id) > maxKeyIDLen {
+		return fmt.Errorf("seal: key id %q: want 1..%d characters", id, maxKeyIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return fmt.Errorf("seal: key id %q: character %d is not printable ASCII", id, i)
+		}
+	}
+	return nil
+}
+
+// GenerateKey returns a new random key (for tests and `walship demo`).
+func GenerateKey() Key {
+	b := make([]byte, KeySize)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	k, _ := NewKey("", b)
+	return k
+}
+
+// ParseKey decodes key material, accepted as: exactly 32 raw (binary)
+// bytes — 32 printable characters are refused, since that is a password,
+// not a random key (a random key is all printable with probability 1e-14);
+// 64 hexadecimal characters; or standard or URL-safe base64 (padded or
+// not) of 32 bytes. Surrounding whitespace (a trailing newline) is
+// ignored for the text forms. Errors never include the material.
+func ParseKey(data []byte) (Key, error) {
+	if len(data) == KeySize && !printable(data) {
+		return NewKey("", data)
+	}
+	s := strings.TrimSpace(string(data))
+	if s == "" {
+		return Key{}, ErrNoKey
+	}
+	if len(s) == 2*KeySize {
+		if b, err := hex.DecodeString(s); err == nil {
+			return NewKey("", b)
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == KeySize {
+			return NewKey("", b)
+		}
+	}
+	return Key{}, fmt.Errorf("seal: key material is %d bytes: want 32 raw bytes, 64 hex characters or base64 of 32 bytes (for example: head -c32 /dev/urandom | base64)", len(data))
+}
+
+func printable(b []byte) bool {
+	for _, c := range b {
+		if c < ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// LoadKeyFile reads a key from a file (see ParseKey).
+func LoadKeyFile(path string) (Key, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Key{}, fmt.Errorf("seal: key file: %w", err)
+	}
+	k, err := ParseKey(data)
+	if err != nil {
+		return Key{}, fmt.Errorf("%w (key file %s)", err, path)
+	}
+	return k, nil
+}
+
+// LoadKeyEnv reads a key from an environment variable (see ParseKey);
+// an unset or empty variable is ErrNoKey.
+func LoadKeyEnv(name string) (Key, error) {
+	v, ok := os.LookupEnv(name)
+	if !ok || strings.TrimSpace(v) == "" {
+		return Key{}, fmt.Errorf("%w: environment variable %s is unset or empty", ErrNoKey, name)
+	}
+	k, err := ParseKey([]byte(v))
+	if err != nil {
+		return Key{}, fmt.Errorf("%w (environment variable %s)", err, name)
+	}
+	return k, nil
+}
+
+// Sealer seals with its first key and opens with any of its keys. It is
+// safe for concurrent use. It satisfies the archive package's
+// { Seal(plain []byte) ([]byte, error); Open(sealed []byte) ([]byte, error); KeyID() string }.
+type Sealer struct {
+	keys      []Key
+	chunkSize int
+}
+
+// Options tune a Sealer.
+type Options struct {
+	// ChunkSize is the plaintext bytes per GCM chunk; default
+	// DefaultChunkSize (1 MiB), 4 KiB..64 MiB. Open reads it from the
+	// object, so it may change between writers.
+	ChunkSize int
+}
+
+// New returns a Sealer that seals with keys[0]. Key ids must be distinct.
+func New(opts Options, keys ...Key) (*Sealer, error) {
+	if len(keys) == 0 {
+		return nil, ErrNoKey
+	}
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = DefaultChunkSize
+	}
+	if opts.ChunkSize < minChunkSize || opts.ChunkSize > maxChunkSize {
+		return nil, fmt.Errorf("seal: chunk size %d out of range %d..%d", opts.ChunkSize, minChunkSize, maxChunkSize)
+	}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if err := checkKeyID(k.ID); err != nil {
+			return nil, err
+		}
+		if seen[k.ID] {
+			return nil, fmt.Errorf("seal: key id %q given twice", k.ID)
+		}
+		seen[k.ID] = true
+	}
+	return &Sealer{keys: append([]Key(nil), keys...), chunkSize: opts.ChunkSize}, nil
+}
+
+// KeyID is the id of the key new objects are sealed with.
+func (s *Sealer) KeyID() string { return s.keys[0].ID }
+
+// Header is the clear-text header of a sealed object.
+type Header struct {
+	Version   int
+	KeyID     string
+	ChunkSize int
+	Nonce     [nonceSize]byte
+	Len       int // header length in bytes
+}
+
+// IsSealed reports whether data starts with the sealed-object magic.
+func IsSealed(data []byte) bool { return bytes.HasPrefix(data, []byte(magic)) }
+
+// ParseHeader reads the clear-text header, e.g. to tell an operator which
+// key an object needs without holding any key.
+func ParseHeader(data []byte) (Header, error) {
+	if !IsSealed(data) {
+		return Header{}, ErrNotSealed
+	}
+	if len(data) < 6 {
+		return Header{}, fmt.Errorf("%w: header cut at %d bytes", ErrTampered, len(data))
+	}
+	if data[4] != version {
+		return Header{}, fmt.Errorf("seal: sealed-object version %d is not supported (this build reads version %d)", data[4], version)
+	}
+	n := int(data[5])
+	hlen := 6 + n + 4 + nonceSize
+	if n == 0 || n > maxKeyIDLen {
+		return Header{}, fmt.Errorf("%w: key id length %d at offset 5", ErrTampered, n)
+	}
+	if len(data) < hlen {
+		return Header{}, fmt.Errorf("%w: header needs %d bytes, object has %d", ErrTampered, hlen, len(data))
+	}
+	h := Header{Version: version, KeyID: string(data[6 : 6+n]), Len: hlen}
+	if err := checkKeyID(h.KeyID); err != nil {
+		return Header{}, fmt.Errorf("%w: %v", ErrTampered, err)
+	}
+	cs := binary.BigEndian.Uint32(data[6+n:])
+	if cs < minChunkSize || cs > maxChunkSize {
+		return Header{}, fmt.Errorf("%w: chunk size %d at offset %d", ErrTampered, cs, 6+n)
+	}
+	h.ChunkSize = int(cs)
+	copy(h.Nonce[:], data[10+n:hlen])
+	return h, nil
+}
+
+func objectAEAD(k *Key, keyID string, nonce []byte) (cipher.AEAD, error) {
+	sub, err := hkdf.Key(sha256.New, k.bytes[:], nonce, "walship seal v1 "+keyID, KeySize)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(sub)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func chunkNonce(i uint64, final bool) []byte {
+	var n [12]byte
+	binary.BigEndian.PutUint64(n[:8], i)
+	if final {
+		n[11] = 1
+	}
+	return n[:]
+}
+
+// Seal encrypts plain into a new sealed object; plain is not modified.
+func (s *Sealer) Seal(plain []byte) ([]byte, error) {
+	k := &s.keys[0]
+	chunks := (len(plain) + s.chunkSize - 1) / s.chunkSize
+	if chunks == 0 {
+		chunks = 1
+	}
+	hlen := 6 + len(k.ID) + 4 + nonceSize
+	out := make([]byte, hlen, hlen+len(plain)+chunks*tagSize)
+	copy(out, magic)
+	out[4] = version
+	out[5] = byte(len(k.ID))
+	copy(out[6:], k.ID)
+	binary.BigEndian.PutUint32(out[6+len(k.ID):], uint32(s.chunkSize))
+	nonce := out[10+len(k.ID) : hlen]
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("seal: random nonce: %w", err)
+	}
+	aead, err := objectAEAD(k, k.ID, nonce)
+	if err != nil {
+		return nil, err
+	}
+	header := out[:hlen:hlen]
+	for i := 0; i < chunks; i++ {
+		lo, hi := i*s.chunkSize, min((i+1)*s.chunkSize, len(plain))
+		out = aead.Seal(out, chunkNonce(uint64(i), i == chunks-1), plain[lo:hi], header)
+	}
+	return out, nil
+}
+
+// Open authenticates and decrypts a sealed object. Errors: ErrNotSealed
+// (no header), a *KeyIDError (errors.Is ErrUnknownKey) when the key id is
+// not configured, ErrTampered (with the chunk and offset) when any byte
+// fails authentication.
+func (s *Sealer) Open(sealed []byte) ([]byte, error) {
+	h, err := ParseHeader(sealed)
+	if err != nil {
+		return nil, err
+	}
+	var k *Key
+	for i := range s.keys {
+		if s.keys[i].ID == h.KeyID {
+			k = &s.keys[i]
+		}
+	}
+	if k == nil {
+		ids := make([]string, len(s.keys))
+		for i := range s.keys {
+			ids[i] = s.keys[i].ID
+		}
+		return nil, &KeyIDError{Want: h.KeyID, Have: ids}
+	}
+	aead, err := objectAEAD(k, h.KeyID, h.Nonce[:])
+	if err != nil {
+		return nil, err
+	}
+	header, body := sealed[:h.Len], sealed[h.Len:]
+	full := h.ChunkSize + tagSize
+	chunks := (len(body) + full - 1) / full
+	if chunks == 0 || len(body)%full != 0 && len(body)%full < tagSize {
+		return nil, fmt.Errorf("%w: body of %d bytes cannot hold its chunks (truncated?)", ErrTampered, len(body))
+	}
+	out := make([]byte, 0, len(body)-chunks*tagSize)
+	for i := 0; i < chunks; i++ {
+		lo, hi := i*full, min((i+1)*full, len(body))
+		out, err = aead.Open(out, chunkNonce(uint64(i), i == chunks-1), body[lo:hi], header)
+		if err != nil {
+			return nil, fmt.Errorf("%w: chunk %d of %d at offset %d (key id %s)", ErrTampered, i, chunks, h.Len+lo, h.KeyID)
+		}
+	}
+	return out, nil
+}
