@@ -1,0 +1,111 @@
+package pitr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/walship/walship/wal"
+)
+
+// Segment is what planning needs of one archived segment object: its
+// manifest. The object holds whole transactions: FirstLSN is the first LSN
+// of its first transaction and LastLSN the commit LSN of its last.
+type Segment struct {
+	Lineage                         string
+	FirstLSN, LastLSN               uint64
+	FirstCommitTime, LastCommitTime time.Time
+	FirstSourceLSN, LastSourceLSN   uint64 // 0 if none
+	Key                             string
+	Size                            int64 // stored (compressed) bytes
+	Checksum                        string
+	RestorePoints                   []RestorePoint
+}
+
+// RestorePoint is a named restore point recorded in a segment.
+type RestorePoint struct {
+	Name string
+	LSN  uint64
+}
+
+// Snapshot is a base snapshot: a SQLite replica holding exactly the
+// transactions with commit LSN <= LSN.
+type Snapshot struct {
+	Lineage    string
+	LSN        uint64
+	CommitTime time.Time // commit time of the transaction at LSN
+	Key        string
+	Size       int64
+}
+
+// Catalog is the content of an archive as manifests describe it.
+type Catalog struct {
+	Lineages  []string
+	Segments  []Segment // sorted by lineage, FirstLSN, LastLSN
+	Snapshots []Snapshot
+}
+
+// Source is what restore needs of an archive. *archive.Archive satisfies it
+// through ArchiveSource.
+//
+// Errors must be classified: errors.Is(err, ErrMissing) for an object that
+// does not exist, errors.Is(err, ErrCorrupt) for one whose checksum or
+// content is wrong; every other error is taken as transient and retried.
+type Source interface {
+	Catalog(ctx context.Context) (*Catalog, error)
+	// ReadSegment fetches s, verifies its checksum and decodes it.
+	ReadSegment(ctx context.Context, s Segment) ([]wal.Txn, error)
+	// GetSnapshot downloads s into the new file dst.
+	GetSnapshot(ctx context.Context, s Snapshot, dst string) error
+}
+
+// Errors of planning and restore, for errors.Is.
+var (
+	// ErrOutOfRange: the target is before the first restorable state or
+	// after the last archived commit.
+	ErrOutOfRange = errors.New("pitr: target out of the archive's range")
+	// ErrTargetNotFound: no transaction has the target xid, or no restore
+	// point the target name.
+	ErrTargetNotFound = errors.New("pitr: target not found in the archive")
+	// ErrHole: the archive lacks a range of LSNs the restore needs.
+	ErrHole = errors.New("pitr: hole in the archive")
+	// ErrMissing: a manifest names an object that does not exist.
+	ErrMissing = errors.New("pitr: archive object missing")
+	// ErrCorrupt: an object's checksum or content is wrong.
+	ErrCorrupt = errors.New("pitr: archive object corrupt")
+)
+
+// HoleError names the LSN range a restore needs and the archive lacks.
+// To is 0 when the range is open-ended (nothing archived after From).
+type HoleError struct {
+	Lineage  string
+	From, To uint64
+}
+
+func (e *HoleError) Error() string {
+	if e.To == 0 {
+		return fmt.Sprintf("pitr: hole in the archive: lineage %s has no segment from LSN %d on", e.Lineage, e.From)
+	}
+	return fmt.Sprintf("pitr: hole in the archive: lineage %s lacks LSNs %d-%d", e.Lineage, e.From, e.To)
+}
+
+func (e *HoleError) Is(target error) bool { return target == ErrHole }
+
+// ObjectError is a failure of one archive object; it wraps the cause,
+// which is ErrMissing, ErrCorrupt or a transient error that retries did not
+// overcome.
+type ObjectError struct {
+	Key string
+	Op  string // "read segment", "get snapshot"
+	Err error
+}
+
+func (e *ObjectError) Error() string { return fmt.Sprintf("pitr: %s %s: %v", e.Op, e.Key, e.Err) }
+func (e *ObjectError) Unwrap() error { return e.Err }
+
+// permanent reports whether retrying err cannot help.
+func permanent(err error) bool {
+	return errors.Is(err, ErrMissing) || errors.Is(err, ErrCorrupt) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
