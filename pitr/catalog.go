@@ -16,14 +16,17 @@ type Segment struct {
 	Lineage                         string
 	FirstLSN, LastLSN               uint64
 	FirstCommitTime, LastCommitTime time.Time
-	FirstSourceLSN, LastSourceLSN   uint64 // 0 if none
+	FirstSourceLSN, LastSourceLSN   uint64 // the first and last non-zero; 0 if none
+	MinXID, MaxXID                  uint64 // bound the non-zero xids; 0 if none
+	Txns                            int    // number of transactions
 	Key                             string
 	Size                            int64 // stored (compressed) bytes
 	Checksum                        string
 	RestorePoints                   []RestorePoint
 }
 
-// RestorePoint is a named restore point recorded in a segment.
+// RestorePoint is a named restore point recorded in a segment; LSN is the
+// commit LSN of the transaction that holds it.
 type RestorePoint struct {
 	Name string
 	LSN  uint64

