@@ -1,0 +1,533 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/wal"
+)
+
+// Sealer is the optional client-side encryption of segment and snapshot
+// bodies (after compression). KeyID names the key; it is recorded in the
+// object header and manifest, and must be at most 255 bytes. Seal and
+// Open must be safe for concurrent use and must not retain their input.
+type Sealer interface {
+	Seal(plain []byte) ([]byte, error)
+	Open(sealed []byte) ([]byte, error)
+	KeyID() string
+}
+
+// Options configure an Archive. The zero value is valid.
+type Options struct {
+	// Backend configures OpenBackend (Open only).
+	Backend BackendOptions
+	// Compression of segment and snapshot bodies: "zstd" (default) or
+	// "none".
+	Compression string
+	// Seal, if set, encrypts bodies; objects are read with it too.
+	Seal Sealer
+	// Concurrency is how many manifests Catalog fetches at once. Default
+	// 32.
+	Concurrency int
+	// Logger defaults to discard.
+	Logger *slog.Logger
+	// Now is the clock for Created fields. Default time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the first bad field.
+func (o *Options) Validate() error {
+	switch o.Compression {
+	case "", "zstd", "none":
+	default:
+		return fmt.Errorf("archive: Options.Compression %q: want zstd or none", o.Compression)
+	}
+	if o.Concurrency < 0 {
+		return fmt.Errorf("archive: Options.Concurrency %d is negative", o.Concurrency)
+	}
+	if o.Seal != nil && len(o.Seal.KeyID()) > 255 {
+		return fmt.Errorf("archive: Options.Seal key id is %d bytes, at most 255", len(o.Seal.KeyID()))
+	}
+	return o.Backend.Validate()
+}
+
+// Archive is the object layout of docs/ARCHIVE.md over a Backend: segment
+// and snapshot objects with manifests, lineages and their owners. Its
+// methods are safe for concurrent use.
+type Archive struct {
+	b     Backend
+	opts  Options
+	codec byte
+	enc   *zstd.Encoder
+	dec   *zstd.Decoder
+	log   *slog.Logger
+}
+
+// Open opens the archive at url (see OpenBackend).
+func Open(ctx context.Context, url string, opts Options) (*Archive, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	bo := opts.Backend
+	if bo.Logger == nil {
+		bo.Logger = opts.Logger
+	}
+	b, err := OpenBackend(ctx, url, bo)
+	if err != nil {
+		return nil, err
+	}
+	return New(b, opts)
+}
+
+// New returns an Archive over an open backend (tests wrap backends to
+// inject faults). opts.Backend is ignored.
+func New(b Backend, opts Options) (*Archive, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Concurrency == 0 {
+		opts.Concurrency = 32
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	a := &Archive{b: b, opts: opts, log: opts.Logger, codec: codecZstd}
+	if opts.Compression == "none" {
+		a.codec = codecNone
+	}
+	var err error
+	a.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(false))
+	if err != nil {
+		return nil, fmt.Errorf("archive: zstd encoder: %w", err)
+	}
+	a.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(maxRawSize))
+	if err != nil {
+		return nil, fmt.Errorf("archive: zstd decoder: %w", err)
+	}
+	return a, nil
+}
+
+// maxRawSize bounds a decompressed body held in memory.
+const maxRawSize = 4 << 30
+
+// Backend returns the archive's backend.
+func (a *Archive) Backend() Backend { return a.b }
+
+// Retries returns how many backend calls were retried (0 for backends
+// without retries).
+func (a *Archive) Retries() uint64 {
+	if r, ok := a.b.(interface{ Retries() uint64 }); ok {
+		return r.Retries()
+	}
+	return 0
+}
+
+func (a *Archive) keyID() string {
+	if a.opts.Seal == nil {
+		return ""
+	}
+	return a.opts.Seal.KeyID()
+}
+
+// pack compresses and seals plain behind header h.
+func (a *Archive) pack(h objectHeader, plain []byte) ([]byte, error) {
+	h.codec, h.keyID = a.codec, a.keyID()
+	body := plain
+	if a.codec == codecZstd {
+		body = a.enc.EncodeAll(plain, make([]byte, 0, len(plain)/3+64))
+	}
+	if a.opts.Seal != nil {
+		var err error
+		if body, err = a.opts.Seal.Seal(body); err != nil {
+			return nil, fmt.Errorf("archive: seal: %w", err)
+		}
+	}
+	out := h.append(make([]byte, 0, 64+len(body)))
+	return append(out, body...), nil
+}
+
+// unpack opens and decompresses the body of a verified object.
+func (a *Archive) unpack(key string, h objectHeader, body []byte, rawSize int64) ([]byte, error) {
+	if h.keyID != "" {
+		if a.opts.Seal == nil {
+			return nil, fmt.Errorf("archive: %s is sealed with key %q but no Seal is configured", key, h.keyID)
+		}
+		plain, err := a.opts.Seal.Open(body)
+		if err != nil {
+			return nil, fmt.Errorf("archive: %s: open sealed body (object key %q, configured key %q): %w",
+				key, h.keyID, a.opts.Seal.KeyID(), err)
+		}
+		body = plain
+	}
+	if h.codec == codecZstd {
+		if rawSize < 0 || rawSize > maxRawSize {
+			return nil, corruptf(key, "raw size %d out of range", rawSize)
+		}
+		out, err := a.dec.DecodeAll(body, make([]byte, 0, rawSize))
+		if err != nil {
+			return nil, corruptf(key, "zstd: %v", err)
+		}
+		body = out
+	}
+	if int64(len(body)) != rawSize {
+		return nil, corruptf(key, "decoded %d bytes, manifest says %d", len(body), rawSize)
+	}
+	return body, nil
+}
+
+func checksum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// EncodedSegment is a segment object built by EncodeSegment, ready for
+// StoreSegment.
+type EncodedSegment struct {
+	Manifest SegmentManifest
+	Object   []byte
+}
+
+// EncodeSegment builds the object and manifest for txns, which must be
+// whole, consecutive transactions (dense LSNs) of lineage.
+func (a *Archive) EncodeSegment(lineage string, txns []wal.Txn) (*EncodedSegment, error) {
+	if err := CheckLineage(lineage); err != nil {
+		return nil, err
+	}
+	if len(txns) == 0 {
+		return nil, errors.New("archive: EncodeSegment: no transactions")
+	}
+	m := SegmentManifest{
+		Lineage: lineage, FirstLSN: txns[0].FirstLSN, LastLSN: txns[len(txns)-1].CommitLSN, Txns: len(txns),
+		FirstCommitTime: txns[0].CommitTime.UTC(), LastCommitTime: txns[len(txns)-1].CommitTime.UTC(),
+	}
+	next := m.FirstLSN
+	for i := range txns {
+		t := &txns[i]
+		if t.FirstLSN != next || len(t.Changes) == 0 || t.CommitLSN != t.FirstLSN+uint64(len(t.Changes))-1 {
+			return nil, fmt.Errorf("archive: EncodeSegment: transaction %d (LSNs %d..%d, %d changes) does not follow LSN %d densely",
+				i, t.FirstLSN, t.CommitLSN, len(t.Changes), next-1)
+		}
+		next = t.CommitLSN + 1
+		if s := t.Header.SourceLSN; s != 0 {
+			if m.FirstSourceLSN == 0 {
+				m.FirstSourceLSN = s
+			}
+			m.LastSourceLSN = s
+		}
+		if x := t.Header.XID; x != 0 {
+			if m.MinXID == 0 || x < m.MinXID {
+				m.MinXID = x
+			}
+			m.MaxXID = max(m.MaxXID, x)
+		}
+		for j := range t.Changes {
+			c := &t.Changes[j]
+			if c.Op == change.Message && c.Message != nil && c.Message.Prefix == RestorePointPrefix {
+				m.RestorePoints = append(m.RestorePoints, RestorePoint{Name: string(c.Message.Content), LSN: t.CommitLSN, CommitTime: t.CommitTime.UTC()})
+			}
+		}
+	}
+	if m.FirstLSN == 0 {
+		return nil, errors.New("archive: EncodeSegment: LSN 0 is not a valid LSN")
+	}
+	plain := appendTxns(nil, txns)
+	obj, err := a.pack(objectHeader{magic: segmentMagic, lineage: lineage, a: m.FirstLSN, b: m.LastLSN}, plain)
+	if err != nil {
+		return nil, err
+	}
+	m.Key = SegmentKey(lineage, m.FirstLSN, m.LastLSN)
+	m.Size, m.RawSize, m.Checksum = int64(len(obj)), int64(len(plain)), checksum(obj)
+	m.Codec, m.KeyID = codecName(a.codec), a.keyID()
+	m.Created = a.opts.Now().UTC()
+	return &EncodedSegment{Manifest: m, Object: obj}, nil
+}
+
+// StoreSegment stores an encoded segment: the object with PutIfAbsent,
+// then its manifest with PutIfAbsent. The segment is part of the archive
+// once the manifest is stored, so a crash in between leaves only an
+// orphan object that Catalog reports and a later StoreSegment of the same
+// range adopts.
+//
+// If the object key exists already (an earlier attempt, possibly of this
+// very call through a retried request) the stored object is fetched,
+// verified and decoded: if it holds the same transactions, its bytes are
+// what the manifest describes; otherwise StoreSegment fails with
+// ErrExists and stores nothing, never replacing an object. Likewise an
+// existing manifest is accepted only if it describes the same range and
+// its object verifies. It returns the manifest stored.
+func (a *Archive) StoreSegment(ctx context.Context, s *EncodedSegment) (SegmentManifest, error) {
+	m := s.Manifest
+	err := a.b.PutIfAbsent(ctx, m.Key, s.Object)
+	if errors.Is(err, ErrExists) {
+		m, err = a.adoptSegment(ctx, s)
+	}
+	if err != nil {
+		return SegmentManifest{}, err
+	}
+	mb, err := encodeManifest(&m)
+	if err != nil {
+		return SegmentManifest{}, err
+	}
+	err = a.b.PutIfAbsent(ctx, ManifestKey(m.Key), mb)
+	if errors.Is(err, ErrExists) {
+		var old SegmentManifest
+		old, err = a.getSegmentManifest(ctx, ManifestKey(m.Key))
+		if err == nil && (old.FirstLSN != m.FirstLSN || old.LastLSN != m.LastLSN || old.Lineage != m.Lineage) {
+			err = fmt.Errorf("archive: %s exists and describes another range: %w", ManifestKey(m.Key), ErrExists)
+		}
+		if err == nil {
+			if _, err = a.FetchSegment(ctx, old); err != nil {
+				err = fmt.Errorf("archive: %s exists but its object does not verify: %w", ManifestKey(m.Key), err)
+			}
+		}
+		m = old
+	}
+	if err != nil {
+		return SegmentManifest{}, err
+	}
+	return m, nil
+}
+
+// adoptSegment decides whether an existing object under s's key holds
+// the same transactions as s (an earlier attempt) and returns the
+// manifest describing the stored bytes.
+func (a *Archive) adoptSegment(ctx context.Context, s *EncodedSegment) (SegmentManifest, error) {
+	m := s.Manifest
+	obj, err := a.b.Get(ctx, m.Key)
+	if err != nil {
+		return m, fmt.Errorf("archive: %s exists but cannot be read back: %w", m.Key, err)
+	}
+	if bytes.Equal(obj, s.Object) {
+		return m, nil
+	}
+	// Sealing may be randomized: compare plaintexts.
+	theirs, h, err := a.plainOf(m.Key, obj, m.RawSize)
+	if err == nil {
+		var ours []byte
+		if ours, _, err = a.plainOf(m.Key, s.Object, m.RawSize); err == nil && !bytes.Equal(theirs, ours) {
+			err = errors.New("it holds different transactions")
+		}
+	}
+	if err != nil {
+		return m, fmt.Errorf("archive: %s already exists and is not this segment (%v); not replacing it: %w", m.Key, err, ErrExists)
+	}
+	m.Size, m.Checksum, m.Codec, m.KeyID = int64(len(obj)), checksum(obj), codecName(h.codec), h.keyID
+	return m, nil
+}
+
+func (a *Archive) plainOf(key string, obj []byte, rawSize int64) ([]byte, objectHeader, error) {
+	h, body, err := parseObjectHeader(key, segmentMagic, obj)
+	if err != nil {
+		return nil, h, err
+	}
+	p, err := a.unpack(key, h, body, rawSize)
+	return p, h, err
+}
+
+// FetchSegment downloads m's object and verifies its size and SHA-256
+// against the manifest and its header against the manifest's range. It
+// returns the verified object bytes; errors.Is(err, ErrNotFound) if the
+// object is missing, a *CorruptError naming the key if it does not
+// verify.
+func (a *Archive) FetchSegment(ctx context.Context, m SegmentManifest) ([]byte, error) {
+	obj, err := a.b.Get(ctx, m.Key)
+	if err != nil {
+		return nil, fmt.Errorf("archive: segment %s: %w", m.Key, err)
+	}
+	if int64(len(obj)) != m.Size {
+		return nil, corruptf(m.Key, "size %d, manifest says %d", len(obj), m.Size)
+	}
+	if checksum(obj) != m.Checksum {
+		return nil, corruptf(m.Key, "SHA-256 mismatch")
+	}
+	h, _, err := parseObjectHeader(m.Key, segmentMagic, obj)
+	if err != nil {
+		return nil, err
+	}
+	if h.lineage != m.Lineage || h.a != m.FirstLSN || h.b != m.LastLSN {
+		return nil, corruptf(m.Key, "header says lineage %q LSNs %d..%d, manifest %q %d..%d",
+			h.lineage, h.a, h.b, m.Lineage, m.FirstLSN, m.LastLSN)
+	}
+	return obj, nil
+}
+
+// DecodeSegment decodes an object FetchSegment returned.
+func (a *Archive) DecodeSegment(m SegmentManifest, obj []byte) ([]wal.Txn, error) {
+	h, body, err := parseObjectHeader(m.Key, segmentMagic, obj)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := a.unpack(m.Key, h, body, m.RawSize)
+	if err != nil {
+		return nil, err
+	}
+	txns, err := decodeTxns(m.Key, plain, m.FirstLSN, m.LastLSN)
+	if err != nil {
+		return nil, err
+	}
+	if len(txns) != m.Txns {
+		return nil, corruptf(m.Key, "%d transactions, manifest says %d", len(txns), m.Txns)
+	}
+	return txns, nil
+}
+
+// ReadSegment fetches, verifies and decodes m's object: the whole
+// transactions with LSNs m.FirstLSN..m.LastLSN, in order. Errors as
+// FetchSegment's. It blocks for one download; call it concurrently to
+// prefetch.
+func (a *Archive) ReadSegment(ctx context.Context, m SegmentManifest) ([]wal.Txn, error) {
+	obj, err := a.FetchSegment(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	return a.DecodeSegment(m, obj)
+}
+
+// PutSnapshot stores the SQLite database file dbFile as the snapshot of
+// lineage at commit LSN lsn (commitTime being that transaction's commit
+// time): object first, then manifest, both with PutIfAbsent. The caller
+// must not modify dbFile meanwhile. ErrExists if a snapshot at lsn exists.
+// The file is held in memory while it is stored.
+func (a *Archive) PutSnapshot(ctx context.Context, lineage string, lsn uint64, commitTime time.Time, dbFile string) error {
+	if err := CheckLineage(lineage); err != nil {
+		return err
+	}
+	plain, err := os.ReadFile(dbFile)
+	if err != nil {
+		return fmt.Errorf("archive: snapshot: %w", err)
+	}
+	obj, err := a.pack(objectHeader{magic: snapshotMagic, lineage: lineage, a: lsn, b: uint64(commitTime.UnixNano())}, plain)
+	if err != nil {
+		return err
+	}
+	m := SnapshotManifest{
+		Lineage: lineage, LSN: lsn, CommitTime: commitTime.UTC(), Key: SnapshotKey(lineage, lsn),
+		Size: int64(len(obj)), RawSize: int64(len(plain)), Checksum: checksum(obj),
+		Codec: codecName(a.codec), KeyID: a.keyID(), Created: a.opts.Now().UTC(),
+	}
+	if err := a.b.PutIfAbsent(ctx, m.Key, obj); err != nil {
+		return fmt.Errorf("archive: snapshot: %w", err)
+	}
+	mb, err := encodeManifest(&m)
+	if err != nil {
+		return err
+	}
+	if err := a.b.PutIfAbsent(ctx, ManifestKey(m.Key), mb); err != nil {
+		return fmt.Errorf("archive: snapshot manifest: %w", err)
+	}
+	return nil
+}
+
+// GetSnapshot downloads s, verifies it and writes the database to
+// dstFile atomically (a temporary file beside it, fsynced, renamed).
+// Errors as FetchSegment's.
+func (a *Archive) GetSnapshot(ctx context.Context, s SnapshotManifest, dstFile string) error {
+	obj, err := a.b.Get(ctx, s.Key)
+	if err != nil {
+		return fmt.Errorf("archive: snapshot %s: %w", s.Key, err)
+	}
+	if int64(len(obj)) != s.Size {
+		return corruptf(s.Key, "size %d, manifest says %d", len(obj), s.Size)
+	}
+	if checksum(obj) != s.Checksum {
+		return corruptf(s.Key, "SHA-256 mismatch")
+	}
+	h, body, err := parseObjectHeader(s.Key, snapshotMagic, obj)
+	if err != nil {
+		return err
+	}
+	if h.lineage != s.Lineage || h.a != s.LSN {
+		return corruptf(s.Key, "header says lineage %q LSN %d, manifest %q %d", h.lineage, h.a, s.Lineage, s.LSN)
+	}
+	plain, err := a.unpack(s.Key, h, body, s.RawSize)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(dstFile)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dstFile)+".tmp-")
+	if err != nil {
+		return fmt.Errorf("archive: snapshot %s: %w", s.Key, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, bytes.NewReader(plain)); err != nil {
+		tmp.Close()
+		return fmt.Errorf("archive: snapshot %s: write %s: %w", s.Key, tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("archive: snapshot %s: fsync: %w", s.Key, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), dstFile); err != nil {
+		return fmt.Errorf("archive: snapshot %s: %w", s.Key, err)
+	}
+	return syncDir(dir)
+}
+
+func (a *Archive) getSegmentManifest(ctx context.Context, key string) (SegmentManifest, error) {
+	var m SegmentManifest
+	b, err := a.b.Get(ctx, key)
+	if err != nil {
+		return m, err
+	}
+	if err := decodeManifest(key, b, &m); err != nil {
+		return m, err
+	}
+	return m, checkSegmentManifest(key, &m)
+}
+
+// checkSegmentManifest checks a decoded manifest against its own key.
+func checkSegmentManifest(key string, m *SegmentManifest) error {
+	lineage, rest, _ := strings.Cut(key, walDir)
+	first, last, ok := parseSegmentName(strings.TrimSuffix(rest, manifestSuffix))
+	switch {
+	case !ok:
+		return corruptf(key, "not a segment manifest key")
+	case m.Lineage != lineage || m.FirstLSN != first || m.LastLSN != last:
+		return corruptf(key, "manifest says lineage %q LSNs %d..%d", m.Lineage, m.FirstLSN, m.LastLSN)
+	case m.Key != SegmentKey(lineage, first, last):
+		return corruptf(key, "manifest names object %q", m.Key)
+	case m.Txns <= 0 || uint64(m.Txns) > last-first+1 || m.Size <= 0 || m.RawSize < 0 || len(m.Checksum) != 64:
+		return corruptf(key, "manifest fields out of range")
+	case m.LastCommitTime.Before(m.FirstCommitTime):
+		return corruptf(key, "commit times decrease")
+	}
+	return nil
+}
+
+func (a *Archive) getSnapshotManifest(ctx context.Context, key string) (SnapshotManifest, error) {
+	var m SnapshotManifest
+	b, err := a.b.Get(ctx, key)
+	if err != nil {
+		return m, err
+	}
+	if err := decodeManifest(key, b, &m); err != nil {
+		return m, err
+	}
+	lineage, rest, _ := strings.Cut(key, snapDir)
+	lsn, ok := parseSnapshotName(strings.TrimSuffix(rest, manifestSuffix))
+	if !ok || m.Lineage != lineage || m.LSN != lsn || m.Key != SnapshotKey(lineage, lsn) || m.Size <= 0 || len(m.Checksum) != 64 {
+		return m, corruptf(key, "snapshot manifest disagrees with its key")
+	}
+	return m, nil
+}
