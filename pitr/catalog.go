@@ -49,17 +49,20 @@ type Catalog struct {
 	Snapshots []Snapshot
 }
 
-// Source is what restore needs of an archive. *archive.Archive satisfies it
-// through ArchiveSource.
+// Source is what restore needs of an archive; NewArchiveSource adapts an
+// *archive.Archive.
 //
 // Errors must be classified: errors.Is(err, ErrMissing) for an object that
 // does not exist, errors.Is(err, ErrCorrupt) for one whose checksum or
 // content is wrong; every other error is taken as transient and retried.
 type Source interface {
 	Catalog(ctx context.Context) (*Catalog, error)
-	// ReadSegment fetches s, verifies its checksum and decodes it.
-	ReadSegment(ctx context.Context, s Segment) ([]wal.Txn, error)
-	// GetSnapshot downloads s into the new file dst.
+	// FetchSegment downloads s's object and verifies its checksum against
+	// the manifest.
+	FetchSegment(ctx context.Context, s Segment) ([]byte, error)
+	// DecodeSegment decodes an object FetchSegment returned.
+	DecodeSegment(s Segment, obj []byte) ([]wal.Txn, error)
+	// GetSnapshot downloads and verifies s into the new file dst.
 	GetSnapshot(ctx context.Context, s Snapshot, dst string) error
 }
 

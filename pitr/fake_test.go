@@ -116,7 +116,8 @@ func (m *memSource) Catalog(ctx context.Context) (*Catalog, error) {
 	return &c, nil
 }
 
-func (m *memSource) ReadSegment(ctx context.Context, s Segment) ([]wal.Txn, error) {
+// FetchSegment returns the key as the object; DecodeSegment looks it up.
+func (m *memSource) FetchSegment(ctx context.Context, s Segment) ([]byte, error) {
 	n := m.inFlight.Add(1)
 	defer m.inFlight.Add(-1)
 	for {
@@ -140,9 +141,16 @@ func (m *memSource) ReadSegment(ctx context.Context, s Segment) ([]wal.Txn, erro
 		m.transient[s.Key]--
 		return nil, errors.New("503 Slow Down")
 	}
-	txns, ok := m.txns[s.Key]
-	if !ok {
+	if _, ok := m.txns[s.Key]; !ok {
 		return nil, fmt.Errorf("get %s: %w", s.Key, ErrMissing)
+	}
+	return []byte(s.Key), nil
+}
+
+func (m *memSource) DecodeSegment(s Segment, obj []byte) ([]wal.Txn, error) {
+	txns, ok := m.txns[string(obj)]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w: undecodable", s.Key, ErrCorrupt)
 	}
 	return slices.Clone(txns), nil
 }

@@ -2,6 +2,7 @@ package pitr
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -62,26 +63,43 @@ func retry(ctx context.Context, p RetryPolicy, f func() error) error {
 	}
 }
 
-type fetchFunc func(ctx context.Context, s Segment) ([]wal.Txn, error)
-
-// fetchWithRetry reads a segment from src, retrying transient errors, and
-// names the object in any error.
-func fetchWithRetry(src Source, p RetryPolicy) fetchFunc {
-	return func(ctx context.Context, s Segment) ([]wal.Txn, error) {
-		var txns []wal.Txn
-		err := retry(ctx, p, func() error {
-			var err error
-			txns, err = src.ReadSegment(ctx, s)
-			return err
-		})
-		if err != nil {
-			return nil, &ObjectError{Key: s.Key, Op: "read segment", Err: err}
-		}
-		if err := checkSegment(s, txns); err != nil {
-			return nil, &ObjectError{Key: s.Key, Op: "read segment", Err: err}
-		}
-		return txns, nil
+// fetchRaw downloads and verifies a segment object from src, retrying
+// transient errors, and names the object in any error.
+func fetchRaw(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]byte, error) {
+	var obj []byte
+	err := retry(ctx, p, func() error {
+		var err error
+		obj, err = src.FetchSegment(ctx, s)
+		return err
+	})
+	if err != nil {
+		return nil, &ObjectError{Key: s.Key, Op: "fetch segment", Err: err}
 	}
+	return obj, nil
+}
+
+// decode decodes a fetched object and checks it against its manifest.
+func decode(src Source, s Segment, obj []byte) ([]wal.Txn, error) {
+	txns, err := src.DecodeSegment(s, obj)
+	if err == nil {
+		err = checkSegment(s, txns)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err) // a verified object that does not decode
+		}
+		return nil, &ObjectError{Key: s.Key, Op: "decode segment", Err: err}
+	}
+	return txns, nil
+}
+
+// readSegment fetches, verifies and decodes s.
+func readSegment(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]wal.Txn, error) {
+	obj, err := fetchRaw(ctx, src, p, s)
+	if err != nil {
+		return nil, err
+	}
+	return decode(src, s, obj)
 }
 
 // checkSegment verifies that the decoded transactions are those the
@@ -105,11 +123,12 @@ func checkSegment(s Segment, txns []wal.Txn) error {
 	return nil
 }
 
-// prefetcher reads segments with n workers, at most window of them fetched
-// ahead of the consumer (bounded memory), and delivers them in order.
-type prefetcher struct {
+// prefetcher runs fetch on segments with n workers, at most window results
+// ahead of the consumer (bounded memory), and delivers the results in
+// order.
+type prefetcher[T any] struct {
 	segs    []Segment
-	slots   []chan fetched
+	slots   []chan fetched[T]
 	tokens  chan struct{}
 	next    int
 	cancel  context.CancelFunc
@@ -117,18 +136,18 @@ type prefetcher struct {
 	closeMu sync.Once
 }
 
-type fetched struct {
-	txns []wal.Txn
-	err  error
+type fetched[T any] struct {
+	v   T
+	err error
 }
 
-func newPrefetcher(ctx context.Context, segs []Segment, n, window int, fetch fetchFunc) *prefetcher {
+func newPrefetcher[T any](ctx context.Context, segs []Segment, n, window int, fetch func(context.Context, Segment) (T, error)) *prefetcher[T] {
 	n = max(n, 1)
 	window = max(window, n)
 	ctx, cancel := context.WithCancel(ctx)
-	p := &prefetcher{segs: segs, slots: make([]chan fetched, len(segs)), tokens: make(chan struct{}, window), cancel: cancel}
+	p := &prefetcher[T]{segs: segs, slots: make([]chan fetched[T], len(segs)), tokens: make(chan struct{}, window), cancel: cancel}
 	for i := range p.slots {
-		p.slots[i] = make(chan fetched, 1)
+		p.slots[i] = make(chan fetched[T], 1)
 	}
 	jobs := make(chan int)
 	p.wg.Add(1)
@@ -153,29 +172,26 @@ func newPrefetcher(ctx context.Context, segs []Segment, n, window int, fetch fet
 		go func() {
 			defer p.wg.Done()
 			for i := range jobs {
-				txns, err := fetch(ctx, segs[i])
-				p.slots[i] <- fetched{txns, err}
+				v, err := fetch(ctx, segs[i])
+				p.slots[i] <- fetched[T]{v, err}
 			}
 		}()
 	}
 	return p
 }
 
-// Next returns the next segment's transactions in order. It blocks until
-// that segment is fetched.
-func (p *prefetcher) Next() ([]wal.Txn, Segment, error) {
-	if p.next >= len(p.segs) {
-		return nil, Segment{}, fmt.Errorf("pitr: prefetcher: no more segments")
-	}
+// Next returns the next segment's result, in order. It blocks until that
+// segment is fetched. It must be called at most len(segs) times.
+func (p *prefetcher[T]) Next() (T, Segment, error) {
 	i := p.next
 	r := <-p.slots[i]
 	p.next++
 	<-p.tokens
-	return r.txns, p.segs[i], r.err
+	return r.v, p.segs[i], r.err
 }
 
 // Close stops the workers and waits for them. It is idempotent.
-func (p *prefetcher) Close() {
+func (p *prefetcher[T]) Close() {
 	p.closeMu.Do(func() {
 		p.cancel()
 		p.wg.Wait()

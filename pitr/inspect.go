@@ -6,8 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/walship/walship/wal"
 )
 
 // Gap is a range of LSNs of a lineage that no segment holds although a
@@ -175,9 +173,9 @@ func VerifyArchive(ctx context.Context, src Source, opts VerifyOptions) (*Verify
 			opts.Progress(Progress{Phase: "verify", Objects: i, TotalObjects: nobj, Bytes: done, TotalBytes: total})
 		}
 	}
-	pf := newPrefetcher(ctx, segs, opts.Parallel, 2*opts.Parallel, func(ctx context.Context, s Segment) ([]wal.Txn, error) {
-		_, err := fetchWithRetry(src, opts.Retry)(ctx, s)
-		return nil, err // keep nothing: verify only
+	pf := newPrefetcher(ctx, segs, opts.Parallel, 2*opts.Parallel, func(ctx context.Context, s Segment) (struct{}, error) {
+		_, err := readSegment(ctx, src, opts.Retry, s)
+		return struct{}{}, err // keep nothing: verify only
 	})
 	defer pf.Close()
 	for i := range segs {

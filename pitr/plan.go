@@ -242,7 +242,9 @@ func findXID(ctx context.Context, src Source, segs []Segment, xid uint64, parall
 			rev = append(rev, s)
 		}
 	}
-	pf := newPrefetcher(ctx, rev, parallel, 2*parallel, fetchWithRetry(src, RetryPolicy{}))
+	pf := newPrefetcher(ctx, rev, parallel, 2*parallel, func(ctx context.Context, s Segment) ([]wal.Txn, error) {
+		return readSegment(ctx, src, RetryPolicy{}, s)
+	})
 	defer pf.Close()
 	for range rev {
 		txns, _, err := pf.Next()

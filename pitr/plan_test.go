@@ -294,3 +294,39 @@ func TestPrefetchIsParallelBoundedAndOrdered(t *testing.T) {
 		t.Fatalf("applied %d of %d", len(app.applied), len(txns))
 	}
 }
+
+func TestVerifyPassDownloadsEachObjectOnce(t *testing.T) {
+	txns := genTxns(100)
+	for _, mem := range []int64{1 << 30, 1, 1000} { // all in memory, all spooled, mixed
+		src := newMemSource(txns, 3)
+		plan, err := PlanRestore(context.Background(), src, Target{Kind: Latest}, PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var app *fakeApplier
+		var phases []string
+		_, err = Execute(context.Background(), src, plan, func(ctx context.Context, f string) (Applier, error) {
+			if got := src.reads.Load(); got != int64(len(plan.Segments)) {
+				t.Errorf("memory %d: %d objects read before the destination opened, want all %d", mem, got, len(plan.Segments))
+			}
+			app = &fakeApplier{}
+			return app, nil
+		}, Options{Parallel: 3, VerifyMemory: mem, TempDir: t.TempDir(), Progress: func(p Progress) {
+			if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+				phases = append(phases, p.Phase)
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := src.reads.Load(); got != int64(len(plan.Segments)) {
+			t.Errorf("memory %d: %d reads for %d objects", mem, got, len(plan.Segments))
+		}
+		if len(app.applied) != len(txns) {
+			t.Errorf("memory %d: applied %d of %d", mem, len(app.applied), len(txns))
+		}
+		if strings.Join(phases, ",") != "verify,apply" {
+			t.Errorf("memory %d: phases %v", mem, phases)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/walship/walship/wal"
@@ -33,17 +34,20 @@ type Options struct {
 	// BatchTxns is the number of transactions given to one Apply call
 	// (one database transaction); default 1000.
 	BatchTxns int
-	// StreamVerify verifies each object just before applying it, reading
-	// it once, instead of verifying every object of the plan before
-	// anything is applied. Default false: a corrupt or missing object is
-	// then found before the destination changes.
+	// StreamVerify verifies each object just before applying it instead
+	// of verifying every object of the plan before anything is applied.
+	// Default false: the verify pass downloads and decodes every object
+	// first (a corrupt or missing one is found before the destination
+	// changes) and keeps the verified bytes for the apply pass, in memory
+	// up to VerifyMemory and beyond that in files under TempDir, so each
+	// object is downloaded once either way.
 	StreamVerify bool
-	// VerifyCache is how many stored bytes of objects read by the verify
-	// pass are kept in memory for the apply pass (the rest is read again);
-	// default 64 MiB.
-	VerifyCache int64
-	// TempDir holds the downloaded snapshot until it is used; default the
-	// system's temporary directory.
+	// VerifyMemory is how many stored bytes of verified objects are kept in
+	// memory for the apply pass; the rest is spooled to TempDir. Default
+	// 256 MiB.
+	VerifyMemory int64
+	// TempDir holds the downloaded snapshot until it is used, and spooled
+	// objects; default the system's temporary directory.
 	TempDir string
 	// Retry bounds the retries of transient fetch errors.
 	Retry RetryPolicy
@@ -64,8 +68,8 @@ func (o Options) withDefaults() Options {
 	if o.BatchTxns <= 0 {
 		o.BatchTxns = 1000
 	}
-	if o.VerifyCache == 0 {
-		o.VerifyCache = 64 << 20
+	if o.VerifyMemory == 0 {
+		o.VerifyMemory = 256 << 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -105,20 +109,22 @@ type Verified struct {
 
 	mu struct {
 		sync.Mutex
-		cache map[string][]wal.Txn
+		mem   map[string][]byte // verified objects kept in memory
+		files map[string]string // verified objects spooled to files
 	}
 }
 
 // Verify fetches the plan's snapshot into a temporary file and, unless
-// opts.StreamVerify, reads and verifies every segment object of the plan
-// (checksum, decoding, LSN continuity against the manifest) with
-// opts.Parallel readers. It applies nothing. A missing or corrupt object
-// is an *ObjectError naming its key (errors.Is ErrMissing or ErrCorrupt);
-// transient errors are retried per opts.Retry.
+// opts.StreamVerify, downloads, verifies (checksum, decoding, LSN
+// continuity against the manifest) and keeps every segment object of the
+// plan, opts.Parallel at a time. It applies nothing. A missing or corrupt
+// object is an *ObjectError naming its key (errors.Is ErrMissing or
+// ErrCorrupt); transient errors are retried per opts.Retry.
 func Verify(ctx context.Context, src Source, plan *Plan, opts Options) (*Verified, error) {
 	opts = opts.withDefaults()
 	v := &Verified{plan: plan, src: src, opts: opts, started: time.Now()}
-	v.mu.cache = map[string][]wal.Txn{}
+	v.mu.mem = map[string][]byte{}
+	v.mu.files = map[string]string{}
 	var err error
 	if v.tmp, err = os.MkdirTemp(opts.TempDir, "walreplay-"); err != nil {
 		return nil, fmt.Errorf("pitr: temporary directory: %w", err)
@@ -143,20 +149,44 @@ func Verify(ctx context.Context, src Source, plan *Plan, opts Options) (*Verifie
 	if plan.Snapshot != nil {
 		done = plan.Snapshot.Size
 	}
-	pf := newPrefetcher(ctx, plan.Segments, opts.Parallel, opts.Window, fetchWithRetry(src, opts.Retry))
-	defer pf.Close()
-	var kept int64
-	for i := range plan.Segments {
-		txns, seg, err := pf.Next()
+	var memUsed atomic.Int64
+	pf := newPrefetcher(ctx, plan.Segments, opts.Parallel, opts.Window, func(ctx context.Context, s Segment) (struct{}, error) {
+		obj, err := fetchRaw(ctx, src, opts.Retry, s)
 		if err != nil {
+			return struct{}{}, err
+		}
+		if _, err := decode(src, s, obj); err != nil {
+			return struct{}{}, err
+		}
+		if memUsed.Add(int64(len(obj))) <= opts.VerifyMemory {
+			v.mu.Lock()
+			v.mu.mem[s.Key] = obj
+			v.mu.Unlock()
+			return struct{}{}, nil
+		}
+		memUsed.Add(-int64(len(obj)))
+		f, err := os.CreateTemp(v.tmp, "segment-")
+		if err == nil {
+			_, err = f.Write(obj)
+			err = errors.Join(err, f.Close())
+		}
+		if err != nil {
+			return struct{}{}, fmt.Errorf("pitr: spool %s: %w", s.Key, err)
+		}
+		v.mu.Lock()
+		v.mu.files[s.Key] = f.Name()
+		v.mu.Unlock()
+		return struct{}{}, nil
+	})
+	defer pf.Close()
+	for i := range plan.Segments {
+		_, seg, err := pf.Next()
+		if err != nil {
+			pf.Close()
 			v.Close()
 			return nil, err
 		}
 		done += seg.Size
-		if kept+seg.Size <= opts.VerifyCache {
-			kept += seg.Size
-			v.mu.cache[seg.Key] = txns
-		}
 		if opts.Progress != nil {
 			opts.Progress(Progress{Phase: "verify", Objects: i + 1, TotalObjects: len(plan.Segments), Bytes: done, TotalBytes: total})
 		}
@@ -178,6 +208,29 @@ func (v *Verified) Close() error {
 	return err
 }
 
+// object returns the transactions of s: from the verify pass's memory or
+// spool file, else downloaded now (StreamVerify).
+func (v *Verified) object(ctx context.Context, s Segment) ([]wal.Txn, error) {
+	v.mu.Lock()
+	obj, inMem := v.mu.mem[s.Key]
+	file, inFile := v.mu.files[s.Key]
+	delete(v.mu.mem, s.Key)
+	delete(v.mu.files, s.Key)
+	v.mu.Unlock()
+	switch {
+	case inMem:
+	case inFile:
+		var err error
+		if obj, err = os.ReadFile(file); err != nil {
+			return nil, fmt.Errorf("pitr: read spooled %s: %w", s.Key, err)
+		}
+		os.Remove(file)
+	default:
+		return readSegment(ctx, v.src, v.opts.Retry, s)
+	}
+	return decode(v.src, s, obj)
+}
+
 // Apply replays the plan's segments into app, which must already hold the
 // plan's base: its position must be FromLSN-1. It reads objects with
 // opts.Parallel prefetchers, in order, and applies whole transactions in
@@ -194,17 +247,7 @@ func (v *Verified) Apply(ctx context.Context, app Applier) (*Result, error) {
 		return nil, fmt.Errorf("pitr: destination is at LSN %d, the plan starts after LSN %d", pos, plan.FromLSN-1)
 	}
 	res := &Result{Position: pos}
-	fetch := fetchWithRetry(v.src, opts.Retry)
-	pf := newPrefetcher(ctx, plan.Segments, opts.Parallel, opts.Window, func(ctx context.Context, s Segment) ([]wal.Txn, error) {
-		v.mu.Lock()
-		txns, ok := v.mu.cache[s.Key]
-		delete(v.mu.cache, s.Key)
-		v.mu.Unlock()
-		if ok {
-			return txns, nil
-		}
-		return fetch(ctx, s)
-	})
+	pf := newPrefetcher(ctx, plan.Segments, opts.Parallel, opts.Window, v.object)
 	defer pf.Close()
 	var total int64
 	for _, s := range plan.Segments {
