@@ -1,0 +1,34 @@
+// Package kafkasink ships walship's WAL to Kafka (issue 5, DESIGN.md §3-§5)
+// with github.com/twmb/franz-go, in a message format compatible with
+// Debezium's PostgreSQL connector (JSON converter, schemas.enable=false),
+// and decodes that format back (Decode, Assembler) for walship's consumer.
+//
+// # Guarantees
+//
+//   - Only durable data leaves the host: the sink reads the WAL with
+//     wal.NewReader in follow mode, which returns committed, durable
+//     transactions only (DESIGN.md §4.2).
+//   - At least once, deduplicable exactly: every record carries the headers
+//     walship.lsn, walship.commit_lsn, walship.txn_first_lsn and
+//     walship.lineage. The producer is idempotent with acks=all, so within a
+//     partition records are neither reordered nor duplicated by retries; a
+//     restarted sink re-sends from the first record of the transaction that
+//     holds its checkpoint, and consumers drop what they have by LSN
+//     (Assembler does this for the ordered topic).
+//   - Contiguous watermark: the checkpoint "kafka" (Pos = the highest LSN
+//     such that every LSN up to it is acknowledged by the brokers) advances
+//     only over a gap-free prefix of acknowledged records, whatever order the
+//     produce callbacks complete in (DESIGN.md §4.6). New registers the name,
+//     so retention keeps every segment holding an LSN above it (§4.5).
+//   - Bounded memory: at most Config.MaxBufferedRecords records are in
+//     flight. When brokers are unreachable, produce blocks, the sink stops
+//     reading, and the backlog stays in the local WAL; franz-go retries
+//     without end, and a record that fails for good ends Run with an error.
+//   - Order: ordered mode writes every change to one partition of topic
+//     "<prefix>.ordered" in LSN order, so transaction boundaries and the
+//     total order survive; tables mode writes each table's changes to
+//     "<prefix>.<schema>.<table>" keyed by primary key (per-key order only).
+//
+// docs/KAFKA.md describes the envelope, the value encoding and where walship
+// differs from Debezium.
+package kafkasink

@@ -1,0 +1,687 @@
+package kafkasink
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/wal"
+)
+
+// Header keys carried by every record (values are decimal text, except the
+// lineage). Consumers deduplicate by HeaderLSN.
+const (
+	HeaderLSN         = "walship.lsn"           // the change's own LSN
+	HeaderCommitLSN   = "walship.commit_lsn"    // the last LSN of its transaction
+	HeaderTxnFirstLSN = "walship.txn_first_lsn" // the first LSN of its transaction
+	HeaderLineage     = "walship.lineage"
+)
+
+// Version is source.version in the envelope.
+const Version = "walship-1"
+
+// ErrMalformed is wrapped by every error of Decode.
+var ErrMalformed = errors.New("kafkasink: malformed record")
+
+// Encoder builds the key and value of records. It is not safe for
+// concurrent use; its buffers are reused only through the slices it returns
+// being copied by the caller (AppendKey and AppendValue append to dst).
+type Encoder struct {
+	Database string // source.db
+	Name     string // source.name
+	Lineage  string
+	// Now is the processing time written as ts_ms; default time.Now.
+	Now func() time.Time
+}
+
+// position says where change i of txn is.
+type position struct {
+	txn          *wal.Txn
+	index        int // in txn.Changes
+	tableOrdinal int // 1-based among the changes of the same table in txn
+}
+
+func (p position) lsn() uint64 { return p.txn.FirstLSN + uint64(p.index) }
+
+// AppendKey appends the record key of c: the key columns as a JSON object
+// ({"prefix":...} for a logical message), or nothing (a null key) when c has
+// no key. ok reports whether a key was written.
+func (e *Encoder) AppendKey(dst []byte, c *change.Change) (out []byte, ok bool) {
+	if c.Op == change.Message && c.Message != nil {
+		dst = append(dst, `{"prefix":`...)
+		dst = appendString(dst, c.Message.Prefix)
+		return append(dst, '}'), true
+	}
+	if c.Key == nil {
+		return dst, false
+	}
+	dst, _ = appendRow(dst, nil, c.Key)
+	return dst, true
+}
+
+// AppendValue appends the JSON envelope of change p (see docs/KAFKA.md).
+func (e *Encoder) AppendValue(dst []byte, p position) []byte {
+	t := p.txn
+	c := &t.Changes[p.index]
+	h := &t.Header
+	var kinds []byte // the "kinds" object's members, if any
+	dst = append(dst, `{"before":`...)
+	dst, kinds = appendRowKinds(dst, kinds, "before", c.Before)
+	dst = append(dst, `,"after":`...)
+	dst, kinds = appendRowKinds(dst, kinds, "after", c.After)
+
+	srcTime := t.CommitTime
+	if !h.SourceCommitTime.IsZero() {
+		srcTime = h.SourceCommitTime
+	}
+	dst = append(dst, `,"source":{"version":"`+Version+`","connector":"postgresql","name":`...)
+	dst = appendString(dst, e.Name)
+	dst = append(dst, `,"ts_ms":`...)
+	dst = strconv.AppendInt(dst, srcTime.UnixMilli(), 10)
+	dst = append(dst, `,"ts_us":`...)
+	dst = strconv.AppendInt(dst, srcTime.UnixMicro(), 10)
+	dst = append(dst, `,"ts_ns":`...)
+	dst = strconv.AppendInt(dst, srcTime.UnixNano(), 10)
+	if c.Op == change.Read {
+		dst = append(dst, `,"snapshot":"true"`...)
+	} else {
+		dst = append(dst, `,"snapshot":"false"`...)
+	}
+	dst = append(dst, `,"db":`...)
+	dst = appendString(dst, e.Database)
+	// sequence: Debezium's ["lastCommitLsn","currentLsn"] as a string; here
+	// the source commit LSN (or null) and walship's LSN of the change.
+	dst = append(dst, `,"sequence":"[`...)
+	if h.SourceLSN != 0 {
+		dst = append(dst, `\"`...)
+		dst = strconv.AppendUint(dst, h.SourceLSN, 10)
+		dst = append(dst, `\"`...)
+	} else {
+		dst = append(dst, "null"...)
+	}
+	dst = append(dst, `,\"`...)
+	dst = strconv.AppendUint(dst, p.lsn(), 10)
+	dst = append(dst, `\"]","schema":`...)
+	dst = appendString(dst, c.Table.Schema)
+	dst = append(dst, `,"table":`...)
+	dst = appendString(dst, c.Table.Name)
+	dst = append(dst, `,"txId":`...)
+	dst = appendUintOrNull(dst, h.XID)
+	dst = append(dst, `,"lsn":`...)
+	dst = appendUintOrNull(dst, h.SourceLSN)
+	dst = append(dst, `,"xmin":null},"op":"`...)
+	dst = append(dst, byte(c.Op))
+	dst = append(dst, `","ts_ms":`...)
+	now := time.Now
+	if e.Now != nil {
+		now = e.Now
+	}
+	dst = strconv.AppendInt(dst, now().UnixMilli(), 10)
+	dst = append(dst, `,"transaction":{"id":`...)
+	dst = appendTxnID(dst, t)
+	dst = append(dst, `,"total_order":`...)
+	dst = strconv.AppendInt(dst, int64(p.index+1), 10)
+	dst = append(dst, `,"data_collection_order":`...)
+	dst = strconv.AppendInt(dst, int64(p.tableOrdinal), 10)
+	dst = append(dst, '}')
+	if m := c.Message; m != nil {
+		dst = append(dst, `,"message":{"prefix":`...)
+		dst = appendString(dst, m.Prefix)
+		dst = append(dst, `,"content":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, m.Content)
+		dst = append(dst, `","transactional":`...)
+		dst = strconv.AppendBool(dst, m.Transactional)
+		dst = append(dst, '}')
+	}
+
+	// The walship extension: what a Debezium consumer ignores and
+	// walship's own consumer needs to rebuild the transaction exactly.
+	dst = append(dst, `,"walship":{"lsn":`...)
+	dst = strconv.AppendUint(dst, p.lsn(), 10)
+	dst = append(dst, `,"commit_lsn":`...)
+	dst = strconv.AppendUint(dst, t.CommitLSN, 10)
+	dst = append(dst, `,"first_lsn":`...)
+	dst = strconv.AppendUint(dst, t.FirstLSN, 10)
+	dst = append(dst, `,"commit_time":"`...)
+	dst = t.CommitTime.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, `","lineage":`...)
+	dst = appendString(dst, e.Lineage)
+	dst = append(dst, `,"xid":`...)
+	dst = strconv.AppendUint(dst, h.XID, 10)
+	if h.SourceLSN != 0 {
+		dst = append(dst, `,"source_lsn":"`...)
+		dst = append(dst, change.FormatSourceLSN(h.SourceLSN)...)
+		dst = append(dst, '"')
+	}
+	if !h.SourceCommitTime.IsZero() {
+		dst = append(dst, `,"source_commit_time":"`...)
+		dst = h.SourceCommitTime.UTC().AppendFormat(dst, time.RFC3339Nano)
+		dst = append(dst, '"')
+	}
+	if h.Origin != "" {
+		dst = append(dst, `,"origin":`...)
+		dst = appendString(dst, h.Origin)
+	}
+	if c.Key != nil {
+		dst = append(dst, `,"key":`...)
+		dst, kinds = appendRowKinds(dst, kinds, "key", c.Key)
+	}
+	if len(kinds) > 0 {
+		dst = append(dst, `,"kinds":{`...)
+		dst = append(dst, kinds...)
+		dst = append(dst, '}')
+	}
+	if len(c.Types) > 0 {
+		dst = append(dst, `,"types":{`...)
+		for i, ct := range c.Types {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, ct.Name)
+			dst = append(dst, ':')
+			dst = appendString(dst, ct.Type)
+		}
+		dst = append(dst, '}')
+	}
+	return append(dst, "}}"...)
+}
+
+// appendTxnID writes transaction.id: Debezium's "<txId>:<lsn>" when the
+// source gave both, else "walship:<commit LSN>" (unique within a lineage).
+func appendTxnID(dst []byte, t *wal.Txn) []byte {
+	dst = append(dst, '"')
+	if t.Header.XID != 0 && t.Header.SourceLSN != 0 {
+		dst = strconv.AppendUint(dst, t.Header.XID, 10)
+		dst = append(dst, ':')
+		dst = strconv.AppendUint(dst, t.Header.SourceLSN, 10)
+	} else {
+		dst = append(dst, "walship:"...)
+		dst = strconv.AppendUint(dst, t.CommitLSN, 10)
+	}
+	return append(dst, '"')
+}
+
+func appendUintOrNull(dst []byte, v uint64) []byte {
+	if v == 0 {
+		return append(dst, "null"...)
+	}
+	return strconv.AppendUint(dst, v, 10)
+}
+
+// appendRowKinds appends row r (null if absent) and, if any column is not
+// in its natural JSON kind, the member `"name":{col:desc,...}` to kinds.
+func appendRowKinds(dst, kinds []byte, name string, r change.Row) ([]byte, []byte) {
+	if r == nil {
+		return append(dst, "null"...), kinds
+	}
+	var desc []byte
+	dst, desc = appendRow(dst, nil, r)
+	if len(desc) > 0 {
+		if len(kinds) > 0 {
+			kinds = append(kinds, ',')
+		}
+		kinds = append(kinds, '"')
+		kinds = append(kinds, name...)
+		kinds = append(kinds, `":{`...)
+		kinds = append(kinds, desc...)
+		kinds = append(kinds, '}')
+	}
+	return dst, kinds
+}
+
+// appendRow appends r as a JSON object and the members of its kinds object
+// to desc.
+func appendRow(dst, desc []byte, r change.Row) ([]byte, []byte) {
+	dst = append(dst, '{')
+	for i, col := range r {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, col.Name)
+		dst = append(dst, ':')
+		mark := len(desc)
+		if mark > 0 {
+			desc = append(desc, ',')
+		}
+		desc = appendString(desc, col.Name)
+		desc = append(desc, ':')
+		var natural bool
+		dst, desc, natural = appendValue(dst, desc, col.Value)
+		if natural {
+			desc = desc[:mark]
+		}
+	}
+	return append(dst, '}'), desc
+}
+
+// appendValue appends v in its Debezium-like JSON form to dst and its kind
+// descriptor to desc; natural reports that v needs none (null, bool, int,
+// text, and arrays of those), in which case what was appended to desc is
+// garbage for the caller to cut.
+func appendValue(dst, desc []byte, v change.Value) (_, _ []byte, natural bool) {
+	switch v.Kind() {
+	case change.KindNull:
+		return append(dst, "null"...), desc, true
+	case change.KindBool:
+		b, _ := v.Bool()
+		return strconv.AppendBool(dst, b), desc, true
+	case change.KindInt:
+		i, _ := v.Int()
+		return strconv.AppendInt(dst, i, 10), desc, true
+	case change.KindText:
+		s, _ := v.Text()
+		return appendString(dst, s), desc, true
+	case change.KindFloat:
+		f, _ := v.Float()
+		switch {
+		case math.IsNaN(f):
+			dst = append(dst, `"NaN"`...)
+		case math.IsInf(f, 1):
+			dst = append(dst, `"Infinity"`...)
+		case math.IsInf(f, -1):
+			dst = append(dst, `"-Infinity"`...)
+		default:
+			dst = strconv.AppendFloat(dst, f, 'g', -1, 64)
+		}
+		return dst, append(desc, `"float"`...), false
+	case change.KindNumeric:
+		s, _ := v.Numeric()
+		return appendString(dst, s), append(desc, `"numeric"`...), false
+	case change.KindBytes:
+		b, _ := v.Bytes()
+		dst = append(dst, '"')
+		dst = base64.StdEncoding.AppendEncode(dst, b)
+		return append(dst, '"'), append(desc, `"bytes"`...), false
+	case change.KindTimestamp:
+		t, _ := v.Timestamp()
+		dst = append(dst, '"')
+		dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
+		return append(dst, '"'), append(desc, `"timestamp"`...), false
+	case change.KindJSON:
+		raw, _ := v.JSON()
+		return appendString(dst, string(raw)), append(desc, `"json"`...), false
+	case change.KindUnknown:
+		typ, text, _ := v.Unknown()
+		return appendString(dst, text), appendString(desc, "unknown:"+typ), false
+	case change.KindArray:
+		elems, _ := v.Array()
+		dst = append(dst, '[')
+		mark := len(desc)
+		desc = append(desc, '[')
+		allNatural := true
+		for i, el := range elems {
+			if i > 0 {
+				dst = append(dst, ',')
+				desc = append(desc, ',')
+			}
+			em := len(desc)
+			var nat bool
+			dst, desc, nat = appendValue(dst, desc, el)
+			if nat {
+				desc = append(desc[:em], "null"...)
+			} else {
+				allNatural = false
+			}
+		}
+		dst = append(dst, ']')
+		if allNatural {
+			return dst, desc[:mark], true
+		}
+		return dst, append(desc, ']'), false
+	}
+	panic(fmt.Sprintf("kafkasink: unknown value kind %v", v.Kind()))
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD
+// (change.Validate forbids it in everything but bytes and message content,
+// which are base64 here).
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '"', '\\':
+				dst = append(dst, '\\', b)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// ---- Decoding ----
+
+// Event is one decoded record of a walship topic.
+type Event struct {
+	LSN, CommitLSN, FirstLSN uint64
+	CommitTime               time.Time
+	Lineage                  string
+	// Tombstone: the null-value record that follows a delete; Header and
+	// Change are empty.
+	Tombstone bool
+	Header    change.TxHeader
+	Change    change.Change
+}
+
+// headerUint returns the decimal header key of r.
+func headerUint(r *kgo.Record, key string) (uint64, bool, error) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			v, err := strconv.ParseUint(string(h.Value), 10, 64)
+			if err != nil {
+				return 0, true, fmt.Errorf("%w: header %s: %q is not a decimal LSN", ErrMalformed, key, h.Value)
+			}
+			return v, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// DecodeHeaders reads the position headers of r: its LSN, commit LSN, first
+// LSN of its transaction and lineage.
+func DecodeHeaders(r *kgo.Record) (lsn, commitLSN, firstLSN uint64, lineage string, err error) {
+	var ok bool
+	for _, k := range []struct {
+		key string
+		dst *uint64
+	}{{HeaderLSN, &lsn}, {HeaderCommitLSN, &commitLSN}, {HeaderTxnFirstLSN, &firstLSN}} {
+		*k.dst, ok, err = headerUint(r, k.key)
+		if err != nil {
+			return
+		}
+		if !ok {
+			err = fmt.Errorf("%w: header %s missing", ErrMalformed, k.key)
+			return
+		}
+	}
+	for _, h := range r.Headers {
+		if h.Key == HeaderLineage {
+			lineage = string(h.Value)
+		}
+	}
+	if !(firstLSN <= lsn && lsn <= commitLSN) {
+		err = fmt.Errorf("%w: headers: want txn_first_lsn %d <= lsn %d <= commit_lsn %d", ErrMalformed, firstLSN, lsn, commitLSN)
+	}
+	return
+}
+
+type envelope struct {
+	Before json.RawMessage `json:"before"`
+	After  json.RawMessage `json:"after"`
+	Op     string          `json:"op"`
+	Source struct {
+		Schema string `json:"schema"`
+		Table  string `json:"table"`
+	} `json:"source"`
+	Message *struct {
+		Prefix        string `json:"prefix"`
+		Content       []byte `json:"content"`
+		Transactional bool   `json:"transactional"`
+	} `json:"message"`
+	Walship *struct {
+		LSN              uint64          `json:"lsn"`
+		CommitLSN        uint64          `json:"commit_lsn"`
+		FirstLSN         uint64          `json:"first_lsn"`
+		CommitTime       time.Time       `json:"commit_time"`
+		XID              uint64          `json:"xid"`
+		SourceLSN        string          `json:"source_lsn"`
+		SourceCommitTime time.Time       `json:"source_commit_time"`
+		Origin           string          `json:"origin"`
+		Key              json.RawMessage `json:"key"`
+		Kinds            struct {
+			Key, Before, After map[string]json.RawMessage
+		} `json:"kinds"`
+		Types json.RawMessage `json:"types"`
+	} `json:"walship"`
+}
+
+// Decode decodes a record written by the Sink back into the change it
+// carries, exactly (change.Change.Equal to what was in the WAL). Errors
+// wrap ErrMalformed and say what is wrong.
+func Decode(r *kgo.Record) (Event, error) {
+	var ev Event
+	var err error
+	ev.LSN, ev.CommitLSN, ev.FirstLSN, ev.Lineage, err = DecodeHeaders(r)
+	if err != nil {
+		return ev, err
+	}
+	if r.Value == nil {
+		ev.Tombstone = true
+		return ev, nil
+	}
+	var env envelope
+	if err := json.Unmarshal(r.Value, &env); err != nil {
+		return ev, fmt.Errorf("%w: lsn %d: value: %v", ErrMalformed, ev.LSN, err)
+	}
+	fail := func(format string, args ...any) (Event, error) {
+		return ev, fmt.Errorf("%w: lsn %d: %s", ErrMalformed, ev.LSN, fmt.Sprintf(format, args...))
+	}
+	w := env.Walship
+	if w == nil {
+		return fail(`no "walship" object`)
+	}
+	if w.LSN != ev.LSN || w.CommitLSN != ev.CommitLSN || w.FirstLSN != ev.FirstLSN {
+		return fail("walship.lsn/commit_lsn/first_lsn %d/%d/%d differ from the headers", w.LSN, w.CommitLSN, w.FirstLSN)
+	}
+	ev.CommitTime = w.CommitTime
+	ev.Header = change.TxHeader{XID: w.XID, SourceCommitTime: w.SourceCommitTime, Origin: w.Origin}
+	if w.SourceLSN != "" {
+		if ev.Header.SourceLSN, err = change.ParseSourceLSN(w.SourceLSN); err != nil {
+			return fail("walship.source_lsn: %v", err)
+		}
+	}
+	c := &ev.Change
+	if c.Op, err = change.ParseOp(env.Op); err != nil {
+		return fail("op: %v", err)
+	}
+	if c.Op != change.Message || env.Source.Table != "" {
+		c.Table = change.Table{Schema: env.Source.Schema, Name: env.Source.Table}
+	}
+	if c.Key, err = decodeRow(w.Key, w.Kinds.Key); err != nil {
+		return fail("walship.key: %v", err)
+	}
+	if c.Before, err = decodeRow(env.Before, w.Kinds.Before); err != nil {
+		return fail("before: %v", err)
+	}
+	if c.After, err = decodeRow(env.After, w.Kinds.After); err != nil {
+		return fail("after: %v", err)
+	}
+	if len(w.Types) > 0 && string(w.Types) != "null" {
+		err := eachMember(w.Types, func(name string, raw json.RawMessage) error {
+			var typ string
+			if err := json.Unmarshal(raw, &typ); err != nil {
+				return fmt.Errorf("%q: %v", name, err)
+			}
+			c.Types = append(c.Types, change.ColumnType{Name: name, Type: typ})
+			return nil
+		})
+		if err != nil {
+			return fail("walship.types: %v", err)
+		}
+	}
+	if env.Message != nil {
+		c.Message = &change.LogicalMessage{Prefix: env.Message.Prefix, Content: env.Message.Content, Transactional: env.Message.Transactional}
+	}
+	return ev, nil
+}
+
+// eachMember calls fn for each member of a JSON object, in order.
+func eachMember(obj json.RawMessage, fn func(name string, raw json.RawMessage) error) error {
+	d := json.NewDecoder(bytes.NewReader(obj))
+	d.UseNumber()
+	tok, err := d.Token()
+	if err != nil {
+		return err
+	}
+	if tok != json.Delim('{') {
+		return fmt.Errorf("want an object, got %v", tok)
+	}
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := tok.(string)
+		var raw json.RawMessage
+		if err := d.Decode(&raw); err != nil {
+			return fmt.Errorf("%q: %v", name, err)
+		}
+		if err := fn(name, raw); err != nil {
+			return err
+		}
+	}
+	if _, err := d.Token(); err != nil {
+		return err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return errors.New("trailing data after the object")
+	}
+	return nil
+}
+
+// decodeRow decodes a row object (nil for null or absent), each column
+// with its kind descriptor from kinds.
+func decodeRow(raw json.RawMessage, kinds map[string]json.RawMessage) (change.Row, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	row := change.Row{}
+	err := eachMember(raw, func(name string, v json.RawMessage) error {
+		val, err := decodeValue(v, kinds[name])
+		if err != nil {
+			return fmt.Errorf("%q: %v", name, err)
+		}
+		row = append(row, change.Column{Name: name, Value: val})
+		return nil
+	})
+	return row, err
+}
+
+// decodeValue maps a JSON value back to a change.Value given its kind
+// descriptor (see appendValue).
+func decodeValue(raw, desc json.RawMessage) (change.Value, error) {
+	desc = bytes.TrimSpace(desc)
+	if len(desc) == 0 || string(desc) == "null" {
+		if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '{' {
+			return change.Value{}, errors.New("an object needs a kind descriptor")
+		}
+		return change.ParseValue(raw)
+	}
+	if desc[0] == '[' {
+		var elems []json.RawMessage
+		var descs []json.RawMessage
+		if err := json.Unmarshal(raw, &elems); err != nil {
+			return change.Value{}, err
+		}
+		if err := json.Unmarshal(desc, &descs); err != nil {
+			return change.Value{}, fmt.Errorf("kind descriptor: %v", err)
+		}
+		if len(elems) != len(descs) {
+			return change.Value{}, fmt.Errorf("array of %d elements with %d kind descriptors", len(elems), len(descs))
+		}
+		vals := make([]change.Value, len(elems))
+		for i := range elems {
+			v, err := decodeValue(elems[i], descs[i])
+			if err != nil {
+				return change.Value{}, fmt.Errorf("[%d]: %v", i, err)
+			}
+			vals[i] = v
+		}
+		return change.ArrayValue(vals...), nil
+	}
+	var kind string
+	if err := json.Unmarshal(desc, &kind); err != nil {
+		return change.Value{}, fmt.Errorf("kind descriptor: %v", err)
+	}
+	if kind == "float" {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			switch s {
+			case "NaN":
+				return change.FloatValue(math.NaN()), nil
+			case "Infinity":
+				return change.FloatValue(math.Inf(1)), nil
+			case "-Infinity":
+				return change.FloatValue(math.Inf(-1)), nil
+			}
+			return change.Value{}, fmt.Errorf("float: %q", s)
+		}
+		f, err := strconv.ParseFloat(string(bytes.TrimSpace(raw)), 64)
+		if err != nil {
+			return change.Value{}, fmt.Errorf("float: %v", err)
+		}
+		return change.FloatValue(f), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return change.Value{}, fmt.Errorf("%s: want a string: %v", kind, err)
+	}
+	switch kind {
+	case "numeric":
+		return change.NumericValue(s)
+	case "bytes":
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return change.Value{}, fmt.Errorf("bytes: %v", err)
+		}
+		return change.BytesValue(b), nil
+	case "timestamp":
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return change.Value{}, fmt.Errorf("timestamp: %v", err)
+		}
+		return change.TimestampValue(t)
+	case "json":
+		return change.JSONValue([]byte(s))
+	}
+	if typ, ok := cutPrefix(kind, "unknown:"); ok {
+		return change.UnknownValue(typ, s), nil
+	}
+	return change.Value{}, fmt.Errorf("unknown kind descriptor %q", kind)
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):], true
+	}
+	return "", false
+}

@@ -1,0 +1,464 @@
+package kafkasink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/wal"
+)
+
+// flushGrace bounds how long Run, once its context ends, keeps waiting for
+// records already handed to the producer, so their acknowledgements still
+// reach the checkpoint.
+const flushGrace = 5 * time.Second
+
+// Stats is a snapshot of a Sink's progress.
+type Stats struct {
+	// AckedLSN is the watermark: every LSN up to it is acknowledged by the
+	// brokers (DESIGN.md §4.6). CheckpointLSN is the part of it that is
+	// durable in the checkpoint store.
+	AckedLSN, CheckpointLSN uint64
+	// DurableLSN is the WAL's last durable LSN.
+	DurableLSN uint64
+	// LagRecords is DurableLSN - AckedLSN; LagSeconds the age of the oldest
+	// commit not yet acknowledged (0 when caught up).
+	LagRecords uint64
+	LagSeconds float64
+	// Records and Bytes produced (acknowledged), InFlight records.
+	Records, Bytes uint64
+	InFlight       int
+	// Retries counts failed broker connections and writes (each is
+	// retried); Errors counts records failed for good (each ends Run).
+	Retries, Errors uint64
+}
+
+// Sink ships the WAL to Kafka. Create it with New, run it with Run.
+type Sink struct {
+	cfg     Config
+	w       *wal.WAL
+	ckpts   *checkpoint.Store
+	lineage string
+	log     *slog.Logger
+
+	wm      atomic.Pointer[watermark]
+	ckptLSN atomic.Uint64
+	records atomic.Uint64
+	bytes   atomic.Uint64
+	retries atomic.Uint64
+	errs    atomic.Uint64
+	running atomic.Bool
+}
+
+// New validates cfg and registers the "kafka" checkpoint in ckpts, so that
+// retention holds the local log until the sink has shipped it. It does no
+// network I/O.
+func New(cfg Config, w *wal.WAL, ckpts *checkpoint.Store, lineage string) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if w == nil || ckpts == nil {
+		return nil, errors.New("kafkasink: New needs a WAL and a checkpoint store")
+	}
+	if err := ckpts.Register(CheckpointName); err != nil {
+		return nil, fmt.Errorf("kafkasink: %w", err)
+	}
+	s := &Sink{cfg: cfg, w: w, ckpts: ckpts, lineage: lineage, log: cfg.Logger.With("component", "kafkasink")}
+	pos := uint64(0)
+	if c, ok := ckpts.Get(CheckpointName); ok {
+		pos = c.Pos
+	}
+	s.ckptLSN.Store(pos)
+	s.wm.Store(newWatermark(pos))
+	return s, nil
+}
+
+// Stats returns a snapshot of the sink's progress. It is safe to call at
+// any time, concurrently with Run.
+func (s *Sink) Stats() Stats {
+	pos, posTime, inFlight, oldest := s.wm.Load().position()
+	st := Stats{
+		AckedLSN: pos, CheckpointLSN: s.ckptLSN.Load(), DurableLSN: s.w.Durable(),
+		Records: s.records.Load(), Bytes: s.bytes.Load(), InFlight: inFlight,
+		Retries: s.retries.Load(), Errors: s.errs.Load(),
+	}
+	if st.DurableLSN > pos {
+		st.LagRecords = st.DurableLSN - pos
+		switch {
+		case !oldest.IsZero():
+			st.LagSeconds = time.Since(oldest).Seconds()
+		case !posTime.IsZero():
+			st.LagSeconds = time.Since(posTime).Seconds()
+		}
+		st.LagSeconds = max(st.LagSeconds, 0)
+	}
+	return st
+}
+
+// Run ships transactions from the checkpoint on until ctx ends or a record
+// fails for good, and returns that error (nil-equivalent: ctx's error).
+//
+// It reads only durable transactions (wal.NewReader in follow mode), starting
+// at the transaction that holds the LSN after the checkpoint, so a restart
+// may send the first records of that transaction again; consumers
+// deduplicate by the walship.lsn header. The checkpoint "kafka" advances,
+// at most every CheckpointInterval, to the contiguous watermark of
+// acknowledged records. At most MaxBufferedRecords records are in memory:
+// when the brokers are unreachable Produce blocks, reading stops and the
+// backlog stays in the local WAL. Broker errors are retried without end;
+// a record failed for good (e.g. too large, not authorized) ends Run. On
+// return the producer has been flushed for up to 5 s and the last
+// watermark checkpointed. Run must not be called twice at once.
+func (s *Sink) Run(ctx context.Context) (err error) {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("kafkasink: Run is already running")
+	}
+	defer s.running.Store(false)
+
+	pos := uint64(0)
+	if c, ok := s.ckpts.Get(CheckpointName); ok {
+		pos = c.Pos
+	}
+	wm := newWatermark(pos)
+	s.wm.Store(wm)
+	s.ckptLSN.Store(pos)
+
+	opts, err := s.clientOptions()
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("kafkasink: %w", err)
+	}
+	defer cl.Close()
+
+	topics := &topicCache{cfg: &s.cfg, adm: kadm.NewClient(cl), log: s.log, known: map[string]bool{}}
+	if s.cfg.Mode == ModeOrdered {
+		if err := topics.ensure(ctx, OrderedTopic(s.cfg.TopicPrefix), 1); err != nil {
+			return err
+		}
+	}
+
+	rd, err := wal.NewReader(s.w.Log, pos+1, true)
+	if err != nil {
+		return fmt.Errorf("kafkasink: open WAL reader at %d: %w", pos+1, err)
+	}
+	defer rd.Close()
+
+	// runCtx ends on ctx or on the first record failed for good.
+	runCtx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
+	// produceCtx outlives runCtx by flushGrace so records in flight at
+	// shutdown can still be acknowledged and checkpointed.
+	produceCtx, cancelProduce := context.WithCancel(context.Background())
+	defer cancelProduce()
+	stopGrace := context.AfterFunc(runCtx, func() {
+		t := time.NewTimer(flushGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-produceCtx.Done():
+		}
+		cancelProduce()
+	})
+	defer stopGrace()
+
+	var ckWG sync.WaitGroup
+	ckErr := make(chan error, 1)
+	ckCtx, stopCk := context.WithCancel(context.Background())
+	ckWG.Add(1)
+	go func() {
+		defer ckWG.Done()
+		ckErr <- s.checkpointLoop(ckCtx, wm)
+	}()
+
+	loopErr := s.produceLoop(runCtx, produceCtx, cl, rd, wm, topics, cancelRun)
+
+	// Drain: wait (bounded) for what is in flight, then a final checkpoint.
+	flushCtx, cancelFlush := context.WithTimeout(produceCtx, flushGrace)
+	if ferr := cl.Flush(flushCtx); ferr != nil {
+		s.log.Warn("kafka flush at shutdown incomplete", "err", ferr)
+	}
+	cancelFlush()
+	stopCk()
+	ckWG.Wait()
+	if cerr := <-ckErr; cerr != nil && loopErr == nil {
+		loopErr = cerr
+	}
+	if cerr := s.checkpoint(context.Background(), wm); cerr != nil && loopErr == nil {
+		loopErr = cerr
+	}
+	if cause := context.Cause(runCtx); loopErr == nil || errors.Is(loopErr, context.Canceled) {
+		if cause != nil && !errors.Is(cause, context.Canceled) {
+			loopErr = cause
+		}
+	}
+	if loopErr == nil {
+		loopErr = ctx.Err()
+	}
+	return loopErr
+}
+
+func (s *Sink) clientOptions() ([]kgo.Opt, error) {
+	opts, err := ClientOptions(s.cfg.Brokers, s.cfg.TLS, s.cfg.SASL)
+	if err != nil {
+		return nil, err
+	}
+	codec, _ := compressionCodec(s.cfg.Compression)
+	opts = append(opts,
+		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence requires acks=all; explicit for the reader
+		kgo.ProducerBatchCompression(codec),
+		kgo.ProducerLinger(s.cfg.Linger),
+		kgo.ProducerBatchMaxBytes(s.cfg.MaxBatchBytes),
+		kgo.MaxBufferedRecords(s.cfg.MaxBufferedRecords),
+		kgo.WithHooks(retryHook{s}),
+	)
+	if s.cfg.Mode == ModeOrdered {
+		// One partition, and the record says which: order never depends on
+		// a partitioner.
+		opts = append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	} else {
+		// Kafka's murmur2 key hashing, as Java clients: per-key order.
+		opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	}
+	return opts, nil
+}
+
+// produceLoop reads transactions and hands their records to the producer
+// until runCtx ends or reading fails.
+func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *wal.Reader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc) error {
+	enc := &Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage}
+	lineage := []byte(s.lineage)
+	promise := func(r *kgo.Record, err error) {
+		lsn := r.Context.Value(lsnKey{}).(uint64)
+		if err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
+				return // shutdown: not acknowledged, re-sent after restart
+			}
+			s.errs.Add(1)
+			fail(fmt.Errorf("kafkasink: produce lsn %d to %s: %w", lsn, r.Topic, err))
+			return
+		}
+		s.records.Add(1)
+		s.bytes.Add(uint64(len(r.Key) + len(r.Value)))
+		wm.ack(lsn)
+	}
+	ordinals := map[change.Table]int{}
+	for {
+		t, err := rd.NextTxn(runCtx)
+		if err != nil {
+			if runCtx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("kafkasink: read WAL: %w", err)
+		}
+		clear(ordinals)
+		hdrCommit := []byte(strconv.FormatUint(t.CommitLSN, 10))
+		hdrFirst := []byte(strconv.FormatUint(t.FirstLSN, 10))
+		for i := range t.Changes {
+			c := &t.Changes[i]
+			lsn := t.FirstLSN + uint64(i)
+			var topic string
+			switch {
+			case s.cfg.Mode == ModeOrdered:
+				topic = OrderedTopic(s.cfg.TopicPrefix)
+			case c.Op == change.Message || c.Table.IsZero():
+				// Tables mode has no topic for logical messages: the
+				// LSN passes without a record.
+				wm.issue(lsn, 0, t.CommitTime)
+				continue
+			default:
+				topic = TablesTopic(s.cfg.TopicPrefix, c.Table.Schema, c.Table.Name)
+				if err := topics.ensure(runCtx, topic, s.cfg.Partitions); err != nil {
+					if runCtx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+			}
+			ordinals[c.Table]++
+			key, hasKey := enc.AppendKey(nil, c)
+			if !hasKey {
+				key = nil
+			}
+			value := enc.AppendValue(nil, position{txn: &t, index: i, tableOrdinal: ordinals[c.Table]})
+			headers := []kgo.RecordHeader{
+				{Key: HeaderLSN, Value: []byte(strconv.FormatUint(lsn, 10))},
+				{Key: HeaderCommitLSN, Value: hdrCommit},
+				{Key: HeaderTxnFirstLSN, Value: hdrFirst},
+				{Key: HeaderLineage, Value: lineage},
+			}
+			n := 1
+			tomb := c.Op == change.Delete && hasKey && *s.cfg.Tombstones
+			if tomb {
+				n = 2
+			}
+			wm.issue(lsn, n, t.CommitTime)
+			rctx := context.WithValue(produceCtx, lsnKey{}, lsn)
+			// The record timestamp is the commit time (non-decreasing in
+			// LSN order), which lets consumers seek by time.
+			rec := &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime, Context: rctx}
+			if err := s.produce(runCtx, cl, rec, promise); err != nil {
+				return nil
+			}
+			if tomb {
+				rec := &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime, Context: rctx}
+				if err := s.produce(runCtx, cl, rec, promise); err != nil {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// produce hands rec to the client; it blocks while MaxBufferedRecords are
+// in flight (backpressure) and returns runCtx's error if runCtx ends first.
+func (s *Sink) produce(runCtx context.Context, cl *kgo.Client, rec *kgo.Record, promise func(*kgo.Record, error)) error {
+	if s.cfg.Mode == ModeOrdered {
+		rec.Partition = 0
+	}
+	// A Produce blocked on a full buffer waits on produceCtx, which ends
+	// at most flushGrace after runCtx.
+	if err := runCtx.Err(); err != nil {
+		return err
+	}
+	cl.Produce(rec.Context, rec, promise)
+	return runCtx.Err()
+}
+
+type lsnKey struct{}
+
+// checkpointLoop writes the watermark every CheckpointInterval while it
+// moves, until ctx ends.
+func (s *Sink) checkpointLoop(ctx context.Context, wm *watermark) error {
+	t := time.NewTicker(s.cfg.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := s.checkpoint(ctx, wm); err != nil && ctx.Err() == nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *Sink) checkpoint(ctx context.Context, wm *watermark) error {
+	pos, _, _, _ := wm.position()
+	if pos <= s.ckptLSN.Load() {
+		return nil
+	}
+	if err := s.ckpts.Set(ctx, CheckpointName, pos, nil); err != nil {
+		return fmt.Errorf("kafkasink: checkpoint %d: %w", pos, err)
+	}
+	s.ckptLSN.Store(pos)
+	return nil
+}
+
+// retryHook counts failed broker connections and writes: franz-go retries
+// them, and the count shows a broker outage in Stats.
+type retryHook struct{ s *Sink }
+
+func (h retryHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil {
+		h.s.retries.Add(1)
+	}
+}
+
+func (h retryHook) OnBrokerWrite(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
+	if err != nil {
+		h.s.retries.Add(1)
+	}
+}
+
+// topicCache creates topics on first use.
+type topicCache struct {
+	cfg   *Config
+	adm   *kadm.Client
+	log   *slog.Logger
+	known map[string]bool
+}
+
+// ensure creates topic with partitions if it does not exist, retrying
+// while the brokers are unreachable (until ctx ends). For the ordered
+// topic (partitions == 1 in ordered mode) an existing topic with more than
+// one partition is an error: it would lose the total order.
+func (tc *topicCache) ensure(ctx context.Context, topic string, partitions int32) error {
+	if tc.known[topic] {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		err := tc.tryEnsure(ctx, topic, partitions)
+		if err == nil {
+			tc.known[topic] = true
+			return nil
+		}
+		var fatal *fatalTopicError
+		if errors.As(err, &fatal) {
+			return err
+		}
+		if attempt%10 == 0 {
+			tc.log.Warn("kafka topic not ready; retrying", "topic", topic, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+type fatalTopicError struct{ err error }
+
+func (e *fatalTopicError) Error() string { return e.err.Error() }
+func (e *fatalTopicError) Unwrap() error { return e.err }
+
+func (tc *topicCache) tryEnsure(ctx context.Context, topic string, partitions int32) error {
+	resp, err := tc.adm.CreateTopic(ctx, partitions, tc.cfg.ReplicationFactor, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	switch {
+	case err == nil:
+		tc.log.Info("created kafka topic", "topic", topic, "partitions", partitions)
+	case errors.Is(err, kerr.TopicAlreadyExists):
+	default:
+		if errors.Is(err, kerr.TopicAuthorizationFailed) || errors.Is(err, kerr.InvalidTopicException) {
+			return &fatalTopicError{fmt.Errorf("kafkasink: create topic %s: %w", topic, err)}
+		}
+		return fmt.Errorf("kafkasink: create topic %s: %w", topic, err)
+	}
+	if tc.cfg.Mode != ModeOrdered {
+		return nil
+	}
+	details, err := tc.adm.ListTopics(ctx, topic)
+	if err != nil {
+		return err
+	}
+	d, ok := details[topic]
+	if !ok || d.Err != nil {
+		return fmt.Errorf("kafkasink: describe topic %s: %v", topic, d.Err)
+	}
+	if n := len(d.Partitions); n != 1 {
+		return &fatalTopicError{fmt.Errorf("kafka.mode ordered: topic %s has %d partitions; the total order needs exactly 1", topic, n)}
+	}
+	return nil
+}

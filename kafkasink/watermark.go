@@ -1,0 +1,91 @@
+package kafkasink
+
+import (
+	"sort"
+	"sync"
+	"time"
+)
+
+// watermark tracks LSNs handed to the producer in increasing order and the
+// acknowledgements of their records, which arrive in any order (DESIGN.md
+// §4.6: produce callbacks complete out of order across partitions). Its
+// position only advances over a gap-free prefix of fully acknowledged LSNs.
+// Memory is one entry per LSN in flight, bounded by the producer's
+// MaxBufferedRecords.
+type watermark struct {
+	mu struct {
+		sync.Mutex
+		pending []wmEntry // in issue (LSN) order; front is the oldest not yet passed
+		pos     uint64    // every LSN <= pos issued so far is acknowledged
+		posTime time.Time // commit time of the transaction of pos
+	}
+}
+
+type wmEntry struct {
+	lsn        uint64
+	left       int // records of this LSN not yet acknowledged
+	commitTime time.Time
+}
+
+func newWatermark(pos uint64) *watermark {
+	w := &watermark{}
+	w.mu.pos = pos
+	return w
+}
+
+// issue records that lsn (greater than every LSN issued before) is being
+// sent as n records; n == 0 means nothing is sent for it (it passes as soon
+// as everything before it has).
+func (w *watermark) issue(lsn uint64, n int, commitTime time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.mu.pending = append(w.mu.pending, wmEntry{lsn: lsn, left: n, commitTime: commitTime})
+	w.advanceLocked()
+}
+
+// ack records the acknowledgement of one record of lsn.
+func (w *watermark) ack(lsn uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.mu.pending
+	i := sort.Search(len(p), func(i int) bool { return p[i].lsn >= lsn })
+	if i == len(p) || p[i].lsn != lsn || p[i].left == 0 {
+		panic("kafkasink: acknowledgement of an LSN not in flight")
+	}
+	p[i].left--
+	if i == 0 {
+		w.advanceLocked()
+	}
+}
+
+func (w *watermark) advanceLocked() {
+	p := w.mu.pending
+	n := 0
+	for n < len(p) && p[n].left == 0 {
+		// A resumed sink re-sends the start of the transaction holding
+		// its checkpoint: those LSNs are below pos and never lower it.
+		if p[n].lsn > w.mu.pos {
+			w.mu.pos = p[n].lsn
+			w.mu.posTime = p[n].commitTime
+		}
+		n++
+	}
+	if n > 0 {
+		// Reuse the array once it is drained; otherwise shift lazily.
+		w.mu.pending = p[n:]
+		if len(w.mu.pending) == 0 {
+			w.mu.pending = p[:0]
+		}
+	}
+}
+
+// position returns the watermark, the commit time of its transaction, the
+// number of LSNs in flight and the commit time of the oldest of them.
+func (w *watermark) position() (pos uint64, posTime time.Time, inFlight int, oldest time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.mu.pending) > 0 {
+		oldest = w.mu.pending[0].commitTime
+	}
+	return w.mu.pos, w.mu.posTime, len(w.mu.pending), oldest
+}
