@@ -205,24 +205,33 @@ type EncodedSegment struct {
 	Object   []byte
 }
 
-// EncodeSegment builds the object and manifest for txns, which must be
-// whole, consecutive transactions (dense LSNs) of lineage.
-func (a *Archive) EncodeSegment(lineage string, txns []wal.Txn) (*EncodedSegment, error) {
+// EncodeSegment builds the object and manifest for txns, whole
+// transactions of lineage in LSN order. The segment covers LSNs
+// first..txns[len-1].CommitLSN; first (0 means txns[0].FirstLSN) may be
+// lower than txns[0].FirstLSN, and transactions need not be adjacent: the
+// LSNs between them are those of transactions aborted midway
+// (wal.AppendStream), which wal.Reader skips. Covering them keeps
+// consecutive segments adjacent, so a gap between segments always means
+// missing data.
+func (a *Archive) EncodeSegment(lineage string, first uint64, txns []wal.Txn) (*EncodedSegment, error) {
 	if err := CheckLineage(lineage); err != nil {
 		return nil, err
 	}
 	if len(txns) == 0 {
 		return nil, errors.New("archive: EncodeSegment: no transactions")
 	}
+	if first == 0 {
+		first = txns[0].FirstLSN
+	}
 	m := SegmentManifest{
-		Lineage: lineage, FirstLSN: txns[0].FirstLSN, LastLSN: txns[len(txns)-1].CommitLSN, Txns: len(txns),
+		Lineage: lineage, FirstLSN: first, LastLSN: txns[len(txns)-1].CommitLSN, Txns: len(txns),
 		FirstCommitTime: txns[0].CommitTime.UTC(), LastCommitTime: txns[len(txns)-1].CommitTime.UTC(),
 	}
 	next := m.FirstLSN
 	for i := range txns {
 		t := &txns[i]
-		if t.FirstLSN != next || len(t.Changes) == 0 || t.CommitLSN != t.FirstLSN+uint64(len(t.Changes))-1 {
-			return nil, fmt.Errorf("archive: EncodeSegment: transaction %d (LSNs %d..%d, %d changes) does not follow LSN %d densely",
+		if t.FirstLSN < next || len(t.Changes) == 0 || t.CommitLSN != t.FirstLSN+uint64(len(t.Changes))-1 {
+			return nil, fmt.Errorf("archive: EncodeSegment: transaction %d (LSNs %d..%d, %d changes) is not whole or does not follow LSN %d",
 				i, t.FirstLSN, t.CommitLSN, len(t.Changes), next-1)
 		}
 		next = t.CommitLSN + 1

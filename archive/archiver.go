@@ -2,73 +2,488 @@ package archive
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/wal"
 )
 
-// CheckpointName is the checkpoint the archiver registers and advances:
-// its position is the last LSN durably archived (0 before the first
-// object), so local retention may remove LSNs <= that position.
+// CheckpointName is the checkpoint the archiver registers and advances.
+// Its position is the last LSN durably archived (0 before the first
+// object): local retention may remove LSNs <= that position. Its payload
+// is this node's owner id.
 const CheckpointName = "archive"
 
-// ArchiverOptions configure an Archiver.
+// MinTimeout is the smallest ArchiverOptions.Timeout.
+const MinTimeout = 100 * time.Millisecond
+
+// ArchiverOptions configure an Archiver. The zero value is valid.
 type ArchiverOptions struct {
 	// Lineage archived into. Default "main".
 	Lineage string
-	// Timeout bounds how old the newest durable change may be before it is
-	// archived (the RPO, config archive.timeout). Default 60s; at least
-	// 100ms.
+	// Timeout bounds how old the newest durable change may be before it
+	// is archived (the RPO, config archive.timeout), while the archive is
+	// reachable. Default 60s; at least MinTimeout.
 	Timeout time.Duration
-	// MaxObjectBytes closes an object once its encoded transactions
-	// reach this size. Default 16 MiB.
+	// MaxObjectBytes closes an object once its encoded transactions reach
+	// this size (before compression). Default 16 MiB.
 	MaxObjectBytes int
 	// NodeID identifies this node as the lineage's owner. Default: the id
-	// kept in the archive checkpoint's payload, generated on first run.
+	// kept in the archive checkpoint's payload, generated (random) and
+	// stored there on the first run.
 	NodeID string
 	// Logger defaults to discard.
 	Logger *slog.Logger
 }
 
+// Validate reports the first bad field.
+func (o *ArchiverOptions) Validate() error {
+	if o.Lineage != "" {
+		if err := CheckLineage(o.Lineage); err != nil {
+			return fmt.Errorf("archive: ArchiverOptions.Lineage: %w", err)
+		}
+	}
+	if o.Timeout != 0 && o.Timeout < MinTimeout {
+		return fmt.Errorf("archive: ArchiverOptions.Timeout %v is below %v", o.Timeout, MinTimeout)
+	}
+	if o.MaxObjectBytes < 0 {
+		return fmt.Errorf("archive: ArchiverOptions.MaxObjectBytes %d is negative", o.MaxObjectBytes)
+	}
+	if len(o.NodeID) > 128 {
+		return fmt.Errorf("archive: ArchiverOptions.NodeID is %d bytes, at most 128", len(o.NodeID))
+	}
+	return nil
+}
+
 // ArchiverStats is a snapshot of an Archiver's progress.
 type ArchiverStats struct {
-	ArchivedLSN        uint64    // last LSN durably archived
-	ArchivedCommitTime time.Time // commit time of the newest archived change
-	DurableLSN         uint64    // the WAL's durable LSN when sampled
-	// Lag is how long the oldest durable but unarchived change has
-	// waited (0 when caught up).
+	Lineage string
+	// ArchivedLSN is the last LSN durably archived.
+	ArchivedLSN uint64
+	// ArchivedCommitTime is the commit time of the newest archived change.
+	ArchivedCommitTime time.Time
+	// DurableLSN is the WAL's durable LSN when sampled.
+	DurableLSN uint64
+	// Lag is how long the oldest transaction read from the WAL but not
+	// yet archived has waited (0 when caught up).
 	Lag       time.Duration
 	Objects   uint64 // objects stored by this Archiver
 	Bytes     uint64 // object bytes stored
 	RawBytes  uint64 // encoded transaction bytes before compression
-	Retries   uint64 // backend calls retried (transient failures)
-	Errors    uint64 // failed attempts to store an object (each retried)
+	Retries   uint64 // backend calls retried after transient failures
+	Errors    uint64 // failed attempts to store an object or checkpoint (each retried)
 	LastError string
 }
 
-// Archiver follows the WAL and ships whole transactions to the archive.
+// Archiver follows the WAL and ships whole transactions to the archive,
+// one object at a time, in LSN order.
+//
+// Guarantees:
+//   - Only durable data: it reads through wal.Reader, which sees durable
+//     transactions only.
+//   - No holes: objects are stored in order; the next is built only from
+//     the transactions that follow the last stored one; a failure is
+//     retried (with backoff, forever while ctx lives), never skipped. On
+//     start it resumes after the newest object in the archive, and fails
+//     rather than start past LSNs the local WAL no longer has.
+//   - Retention waits: CheckpointName is registered by NewArchiver and
+//     advanced only after an object and its manifest are stored.
+//   - RPO: a transaction read from the WAL is put in an object within
+//     Timeout/4 and that object is stored as soon as the ones before it
+//     are, so with a reachable archive the newest archived change is
+//     never older than Timeout.
+//   - Ownership: it writes only into a lineage it owns (Claim); otherwise
+//     Run fails with an *OwnerError.
 type Archiver struct {
-	a     *Archive
-	w     *wal.WAL
-	ckpts *checkpoint.Store
-	opts  ArchiverOptions
+	a       *Archive
+	w       *wal.WAL
+	ckpts   *checkpoint.Store
+	opts    ArchiverOptions
+	log     *slog.Logger
+	running atomic.Bool
+
+	mu struct {
+		sync.Mutex
+		stats ArchiverStats
+		// seen samples (LSN, when read) of transactions read but not yet
+		// archived, oldest first: Lag is measured from seen[0].
+		seen []seenMark
+		// lastLog rate-limits error logs.
+		lastLog    time.Time
+		suppressed int
+	}
 }
+
+type seenMark struct {
+	lsn uint64
+	at  time.Time
+}
+
+const (
+	defaultLineage        = "main"
+	defaultTimeout        = 60 * time.Second
+	defaultMaxObjectBytes = 16 << 20
+	errorLogEvery         = 10 * time.Second
+	seenSampleEvery       = 10 * time.Millisecond
+	txnQueue              = 4096
+)
 
 // NewArchiver returns an archiver of w into a. It registers
 // CheckpointName in ckpts at once, so retention keeps every local
-// segment until the archiver has durably passed it.
+// segment until the archiver has durably passed it. It does no I/O.
 func NewArchiver(a *Archive, w *wal.WAL, ckpts *checkpoint.Store, opts ArchiverOptions) (*Archiver, error) {
-	return nil, errors.New("archive: NewArchiver: not implemented yet")
+	if a == nil || w == nil || ckpts == nil {
+		return nil, errors.New("archive: NewArchiver: nil Archive, WAL or checkpoint Store")
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Lineage == "" {
+		opts.Lineage = defaultLineage
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = defaultTimeout
+	}
+	if opts.MaxObjectBytes == 0 {
+		opts.MaxObjectBytes = defaultMaxObjectBytes
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := ckpts.Register(CheckpointName); err != nil {
+		return nil, err
+	}
+	ar := &Archiver{a: a, w: w, ckpts: ckpts, opts: opts, log: opts.Logger}
+	ar.mu.stats.Lineage = opts.Lineage
+	if c, ok := ckpts.Get(CheckpointName); ok {
+		ar.mu.stats.ArchivedLSN = c.Pos
+	}
+	return ar, nil
 }
 
-// Run archives until ctx ends; see the package doc.
+// Stats returns the archiver's progress. It does no I/O.
+func (ar *Archiver) Stats() ArchiverStats {
+	ar.mu.Lock()
+	s := ar.mu.stats
+	if len(ar.mu.seen) > 0 {
+		s.Lag = time.Since(ar.mu.seen[0].at)
+	}
+	ar.mu.Unlock()
+	s.DurableLSN = ar.w.Durable()
+	s.Retries = ar.a.Retries()
+	return s
+}
+
+// nodeID returns the owner id: the option, else the checkpoint payload,
+// else a new random id stored durably in the checkpoint first.
+func (ar *Archiver) nodeID(ctx context.Context) (string, uint64, error) {
+	c, _ := ar.ckpts.Get(CheckpointName)
+	id := ar.opts.NodeID
+	if id == "" {
+		id = string(c.Payload)
+	}
+	if id == "" {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", 0, err
+		}
+		id = "node-" + hex.EncodeToString(b[:])
+	}
+	if string(c.Payload) != id {
+		if err := ar.ckpts.Set(ctx, CheckpointName, c.Pos, []byte(id)); err != nil {
+			return "", 0, fmt.Errorf("archive: store node id in checkpoint %q: %w", CheckpointName, err)
+		}
+	}
+	return id, c.Pos, nil
+}
+
+// Run archives until ctx ends, then returns ctx's error; or returns
+// early with an error it cannot retry: the lineage is owned by another
+// node (*OwnerError), the archive and the local WAL disagree (a hole
+// would result), a local WAL read fails, or an object exists under a key
+// with different contents. Run may be called once at a time.
 func (ar *Archiver) Run(ctx context.Context) error {
-	return fmt.Errorf("archive: Run: not implemented yet")
+	if !ar.running.CompareAndSwap(false, true) {
+		return errors.New("archive: Archiver.Run is already running")
+	}
+	defer ar.running.Store(false)
+
+	node, ckptPos, err := ar.nodeID(ctx)
+	if err != nil {
+		return err
+	}
+	lineage := ar.opts.Lineage
+	if err := ar.a.Claim(ctx, lineage, node); err != nil {
+		return err
+	}
+	if err := ar.a.CreateLineage(ctx, LineageRecord{ID: lineage}); err != nil && !errors.Is(err, ErrExists) {
+		return err
+	}
+	next, err := ar.resumePoint(ctx, ckptPos, node)
+	if err != nil {
+		return err
+	}
+
+	r, err := wal.NewReader(ar.w.Log, next.from, true)
+	if err != nil {
+		return fmt.Errorf("archive: open WAL reader at LSN %d: %w", next.from, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	txCh := make(chan wal.Txn, txnQueue)
+	upCh := make(chan *EncodedSegment, 1)
+	errCh := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // reader: WAL -> txCh
+		defer wg.Done()
+		defer close(txCh)
+		defer r.Close()
+		errCh <- ar.readLoop(ctx, r, next, txCh)
+	}()
+	go func() { // builder: txCh -> objects -> upCh
+		defer wg.Done()
+		defer close(upCh)
+		errCh <- ar.buildLoop(ctx, next.from, txCh, upCh)
+	}()
+	upErr := ar.uploadLoop(ctx, node, upCh)
+	cancel()
+	wg.Wait()
+	close(errCh)
+	errs := []error{upErr}
+	for e := range errCh {
+		errs = append(errs, e)
+	}
+	// Prefer the root cause over the cancellations it caused.
+	for _, e := range errs {
+		if e != nil && !errors.Is(e, context.Canceled) {
+			return e
+		}
+	}
+	return context.Cause(ctx)
 }
 
-// Stats returns the archiver's progress.
-func (ar *Archiver) Stats() ArchiverStats { return ArchiverStats{} }
+type resume struct {
+	from uint64 // LSN to read from
+	// strict: the archive is not empty, so the first transaction read
+	// must start at from unless the LSNs in between are still in the WAL
+	// (aborted transactions).
+	strict bool
+}
+
+// resumePoint decides where archiving continues: after the newest
+// archived object, checked against the checkpoint and the local WAL.
+func (ar *Archiver) resumePoint(ctx context.Context, ckptPos uint64, node string) (resume, error) {
+	l, err := ar.a.LineageCatalog(ctx, ar.opts.Lineage)
+	if err != nil {
+		return resume{}, err
+	}
+	last := l.LastLSN()
+	durable := ar.w.Durable()
+	switch {
+	case last > durable:
+		return resume{}, fmt.Errorf("archive: lineage %q in the archive ends at LSN %d, beyond this WAL's durable end %d: "+
+			"the archive holds another history (use another lineage)", ar.opts.Lineage, last, durable)
+	case last > ckptPos:
+		// Stored before a crash that prevented the checkpoint update.
+		if err := ar.ckpts.Set(ctx, CheckpointName, last, []byte(node)); err != nil {
+			return resume{}, err
+		}
+	case last < ckptPos:
+		ar.log.Warn("archive: archive ends before the archive checkpoint; re-archiving the difference",
+			"lineage", ar.opts.Lineage, "archive_last_lsn", last, "checkpoint", ckptPos)
+	}
+	if last > 0 {
+		seg := l.Segments[len(l.Segments)-1]
+		ar.mu.Lock()
+		ar.mu.stats.ArchivedLSN, ar.mu.stats.ArchivedCommitTime = last, seg.LastCommitTime
+		ar.mu.Unlock()
+		return resume{from: last + 1, strict: true}, nil
+	}
+	if ckptPos > 0 {
+		ar.log.Warn("archive: lineage is empty in the archive but the checkpoint says it was archived; archiving from the start of the local WAL",
+			"lineage", ar.opts.Lineage, "checkpoint", ckptPos)
+	}
+	return resume{from: 1}, nil
+}
+
+func (ar *Archiver) readLoop(ctx context.Context, r *wal.Reader, rs resume, out chan<- wal.Txn) error {
+	first := true
+	for {
+		t, err := r.NextTxn(ctx)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("archive: WAL reader ended unexpectedly: %w", err)
+			}
+			return fmt.Errorf("archive: read WAL: %w", err)
+		}
+		if first && rs.strict && t.FirstLSN != rs.from && ar.w.Log.FirstLSN() > rs.from {
+			return fmt.Errorf("archive: the archive of lineage %q ends at LSN %d but the local WAL now starts at LSN %d: "+
+				"LSNs %d..%d would be missing from the archive; refusing to leave a hole",
+				ar.opts.Lineage, rs.from-1, ar.w.Log.FirstLSN(), rs.from, t.FirstLSN-1)
+		}
+		first = false
+		now := time.Now()
+		ar.mu.Lock()
+		if n := len(ar.mu.seen); n == 0 || now.Sub(ar.mu.seen[n-1].at) >= seenSampleEvery {
+			ar.mu.seen = append(ar.mu.seen, seenMark{lsn: t.CommitLSN, at: now})
+		}
+		ar.mu.Unlock()
+		select {
+		case out <- t:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// txnSize estimates a transaction's encoded size.
+func txnSize(t *wal.Txn) int {
+	n := 32
+	for j := range t.Changes {
+		var hdr *change.TxHeader
+		if j == 0 {
+			hdr = &t.Header
+		}
+		n += change.RecordSize(hdr, &t.Changes[j]) + 4
+	}
+	return n
+}
+
+func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan wal.Txn, out chan<- *EncodedSegment) error {
+	flushAfter := ar.opts.Timeout / 4
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var (
+		batch []wal.Txn
+		size  int
+	)
+	flush := func() error {
+		enc, err := ar.a.EncodeSegment(ar.opts.Lineage, from, batch)
+		if err != nil {
+			return err
+		}
+		from = enc.Manifest.LastLSN + 1
+		batch, size = nil, 0
+		timer.Stop()
+		select {
+		case out <- enc:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for {
+		var tick <-chan time.Time
+		if len(batch) > 0 {
+			tick = timer.C
+		}
+		select {
+		case t, ok := <-in:
+			if !ok {
+				return nil
+			}
+			if len(batch) == 0 {
+				timer.Reset(flushAfter)
+			}
+			batch = append(batch, t)
+			size += txnSize(&t)
+			if size >= ar.opts.MaxObjectBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		case <-tick:
+			if err := flush(); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *EncodedSegment) error {
+	for enc := range in {
+		var m SegmentManifest
+		for attempt := 1; ; attempt++ {
+			var err error
+			m, err = ar.a.StoreSegment(ctx, enc)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if errors.Is(err, ErrExists) || errors.Is(err, ErrInvalidKey) {
+				return err
+			}
+			ar.noteError("store object", enc.Manifest.Key, attempt, err)
+			if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+				return err
+			}
+		}
+		for attempt := 1; ; attempt++ {
+			err := ar.ckpts.Set(ctx, CheckpointName, m.LastLSN, []byte(node))
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			ar.noteError("advance checkpoint", CheckpointName, attempt, err)
+			if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+				return err
+			}
+		}
+		ar.mu.Lock()
+		st := &ar.mu.stats
+		st.ArchivedLSN, st.ArchivedCommitTime = m.LastLSN, m.LastCommitTime
+		st.Objects++
+		st.Bytes += uint64(m.Size)
+		st.RawBytes += uint64(m.RawSize)
+		i := 0
+		for i < len(ar.mu.seen) && ar.mu.seen[i].lsn <= m.LastLSN {
+			i++
+		}
+		ar.mu.seen = append(ar.mu.seen[:0], ar.mu.seen[i:]...)
+		ar.mu.Unlock()
+	}
+	return ctx.Err()
+}
+
+func (ar *Archiver) noteError(what, key string, attempt int, err error) {
+	ar.mu.Lock()
+	ar.mu.stats.Errors++
+	ar.mu.stats.LastError = err.Error()
+	now := time.Now()
+	if now.Sub(ar.mu.lastLog) < errorLogEvery {
+		ar.mu.suppressed++
+		ar.mu.Unlock()
+		return
+	}
+	sup := ar.mu.suppressed
+	ar.mu.lastLog, ar.mu.suppressed = now, 0
+	ar.mu.Unlock()
+	ar.log.Error("archive: "+what+" failed; retrying", "key", key, "attempt", attempt, "err", err, "suppressed", sup)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

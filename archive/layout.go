@@ -135,8 +135,12 @@ const RestorePointPrefix = "walship.restore_point"
 // needs without downloading it.
 type SegmentManifest struct {
 	Lineage  string `json:"lineage"`
-	FirstLSN uint64 `json:"first_lsn"` // first LSN of the first transaction
-	LastLSN  uint64 `json:"last_lsn"`  // commit LSN of the last transaction
+	// FirstLSN..LastLSN is the LSN range the segment covers: LastLSN is
+	// the commit LSN of its last transaction, FirstLSN the LSN after the
+	// previous segment's LastLSN (LSNs of aborted transactions belong to
+	// no transaction, see EncodeSegment).
+	FirstLSN uint64 `json:"first_lsn"`
+	LastLSN  uint64 `json:"last_lsn"`
 	// Txns is the number of transactions; LastLSN-FirstLSN+1 the number of
 	// changes.
 	Txns            int       `json:"txns"`
@@ -312,7 +316,8 @@ func appendTxns(dst []byte, txns []wal.Txn) []byte {
 }
 
 // decodeTxns decodes what appendTxns wrote and checks that the
-// transactions are whole, dense and cover exactly first..last.
+// transactions are whole, in LSN order, within first..last, and that the
+// last one commits at last.
 func decodeTxns(key string, b []byte, first, last uint64) ([]wal.Txn, error) {
 	var txns []wal.Txn
 	next := first
@@ -344,8 +349,10 @@ func decodeTxns(key string, b []byte, first, last uint64) ([]wal.Txn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if f != next {
-			return nil, corruptf(key, "transaction at payload offset %d starts at LSN %d, want %d", start, f, next)
+		// LSNs between transactions belong to aborted transactions
+		// (wal.AppendStream), which are not part of the log's content.
+		if f < next || f > last {
+			return nil, corruptf(key, "transaction at payload offset %d starts at LSN %d, want %d..%d", start, f, next, last)
 		}
 		if n == 0 || n > last-f+1 || nsec >= 1e9 {
 			return nil, corruptf(key, "transaction at LSN %d: bad change count %d or commit time", f, n)
@@ -377,7 +384,7 @@ func decodeTxns(key string, b []byte, first, last uint64) ([]wal.Txn, error) {
 		next = t.CommitLSN + 1
 	}
 	if len(txns) == 0 || next != last+1 {
-		return nil, corruptf(key, "transactions cover LSNs %d..%d, want %d..%d", first, next-1, first, last)
+		return nil, corruptf(key, "last transaction commits at LSN %d, want %d", next-1, last)
 	}
 	return txns, nil
 }
