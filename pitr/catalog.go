@@ -45,8 +45,29 @@ type Snapshot struct {
 // Catalog is the content of an archive as manifests describe it.
 type Catalog struct {
 	Lineages  []string
-	Segments  []Segment // sorted by lineage, FirstLSN, LastLSN
+	Segments  []Segment // any order
 	Snapshots []Snapshot
+	// Problems the listing found: Kind "missing" (a manifest whose object
+	// is absent), "corrupt" (a manifest that does not verify; its segment
+	// is not in Segments), "overlap", "orphan" (an object without a
+	// manifest, left by an interrupted upload; harmless).
+	Problems []CatalogProblem
+	// Parents of the lineages that branched from another.
+	Parents []LineageParent
+}
+
+// CatalogProblem is something wrong the catalog listing found.
+type CatalogProblem struct {
+	Lineage string // "" if not tied to one
+	Key     string
+	Kind    string // missing, corrupt, overlap, orphan
+	Error   string
+}
+
+// LineageParent records that Lineage branched from Parent after ParentLSN.
+type LineageParent struct {
+	Lineage, Parent string
+	ParentLSN       uint64
 }
 
 // Source is what restore needs of an archive; NewArchiveSource adapts an

@@ -109,6 +109,9 @@ type VerifyReport struct {
 	Missing    []ObjectProblem
 	Unreadable []ObjectProblem // transient errors that retries did not overcome
 	Gaps       []Gap
+	// Notes are harmless findings: objects without a manifest left by an
+	// interrupted upload, overlapping segments.
+	Notes []ObjectProblem
 }
 
 // Intact reports whether nothing is wrong.
@@ -145,7 +148,25 @@ func VerifyArchive(ctx context.Context, src Source, opts VerifyOptions) (*Verify
 		rep.Gaps = append(rep.Gaps, li.Gaps...)
 		total += li.Bytes
 	}
+	seen := map[string]bool{}
+	for _, p := range cat.Problems {
+		op := ObjectProblem{Key: p.Key, Error: p.Error}
+		switch p.Kind {
+		case "corrupt":
+			rep.Corrupt = append(rep.Corrupt, op)
+		case "missing":
+			rep.Missing = append(rep.Missing, op)
+		default:
+			op.Error = p.Kind + ": " + p.Error
+			rep.Notes = append(rep.Notes, op)
+			continue
+		}
+		seen[p.Key] = true
+	}
 	record := func(key string, size int64, err error) {
+		if seen[key] {
+			return // reported from the listing
+		}
 		if err == nil {
 			rep.Objects++
 			rep.Bytes += size

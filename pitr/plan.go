@@ -55,6 +55,9 @@ type PlanOptions struct {
 	// FromLSN > 0 plans a continuation of a replica already at FromLSN-1:
 	// no snapshot, replay from FromLSN.
 	FromLSN uint64
+	// NoSnapshot replays from LSN 1 instead of starting from a snapshot
+	// (PostgreSQL destinations).
+	NoSnapshot bool
 	// ScanParallel is the number of segments read at once by an xid
 	// target's scan; default 4.
 	ScanParallel int
@@ -104,7 +107,7 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 		p.FromLSN = opts.FromLSN
 	} else {
 		p.FromLSN = 1
-		for i := len(snaps) - 1; i >= 0; i-- {
+		for i := len(snaps) - 1; i >= 0 && !opts.NoSnapshot; i-- {
 			if snapshotWithin(snaps[i], segs, p.rule) {
 				s := snaps[i]
 				p.Snapshot, p.FromLSN = &s, s.LSN+1
@@ -116,8 +119,8 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 			if len(segs) > 0 {
 				first = fmt.Sprintf("segments from LSN %d", segs[0].FirstLSN)
 			}
-			if len(snaps) == 0 {
-				return nil, fmt.Errorf("%w: %s needs the log from LSN 1, but lineage %s has no snapshot and %s",
+			if len(snaps) == 0 || opts.NoSnapshot {
+				return nil, fmt.Errorf("%w: %s needs the log from LSN 1 (no snapshot usable), but lineage %s has %s",
 					ErrOutOfRange, target, lin, first)
 			}
 			return nil, fmt.Errorf("%w: %s is before the first snapshot (LSN %d, committed %s) and lineage %s has %s",
@@ -126,7 +129,30 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 	}
 	p.Segments, err = cover(lin, segs, p.FromLSN, p.rule)
 	if err != nil {
+		var corrupt []string
+		for _, pr := range cat.Problems {
+			if pr.Kind == "corrupt" && (pr.Lineage == lin || pr.Lineage == "") {
+				corrupt = append(corrupt, pr.Key)
+			}
+		}
+		if len(corrupt) > 0 {
+			err = fmt.Errorf("%w (the archive has manifests that do not verify: %s)", err, strings.Join(corrupt, ", "))
+		}
 		return nil, err
+	}
+	// Refuse at once what the listing already knows is missing.
+	for _, pr := range cat.Problems {
+		if pr.Kind != "missing" {
+			continue
+		}
+		for _, g := range p.Segments {
+			if g.Key == pr.Key {
+				return nil, &ObjectError{Key: g.Key, Op: "plan", Err: fmt.Errorf("%w: %s", ErrMissing, pr.Error)}
+			}
+		}
+		if p.Snapshot != nil && p.Snapshot.Key == pr.Key {
+			return nil, &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", ErrMissing, pr.Error)}
+		}
 	}
 	return p, nil
 }
