@@ -134,7 +134,7 @@ const RestorePointPrefix = "walship.restore_point"
 // SegmentManifest describes one segment object: everything a restore plan
 // needs without downloading it.
 type SegmentManifest struct {
-	Lineage  string `json:"lineage"`
+	Lineage string `json:"lineage"`
 	// FirstLSN..LastLSN is the LSN range the segment covers: LastLSN is
 	// the commit LSN of its last transaction, FirstLSN the LSN after the
 	// previous segment's LastLSN (LSNs of aborted transactions belong to
