@@ -1,0 +1,25 @@
+// Package replica applies walship's log to replica databases: SQLite (the
+// embedded default, modernc.org/sqlite) and PostgreSQL (pgx), exactly once
+// (DESIGN.md §4.7). The restore tool (pitr) and `walship consume` use it.
+//
+// Guarantees:
+//
+//   - Each transaction of the log is applied whole or not at all, and the
+//     commit LSN of the last applied one is stored in the bookkeeping table
+//     walship_applied in the same database transaction as its data. Several
+//     log transactions may share one database transaction (MaxBatchTxns):
+//     all of them or none.
+//   - Transactions at or below the stored position are skipped, so
+//     redelivery (Kafka after a crash, a restore restarted) changes nothing.
+//   - Tables are created from the change metadata (table, columns, source
+//     types, key) and follow schema changes: added, dropped and retyped
+//     columns. Values keep their exact representation (see
+//     docs/REPLICA.md for the type mapping).
+//   - Inserts and snapshot reads are upserts, and updates converge when
+//     the row is missing, so a replica built from an overlapping snapshot
+//     converges.
+//
+// Dump reads the canonical content of a Postgres source or of either kind
+// of replica, so tests compare source and replica table by table; Snapshot
+// copies a live SQLite replica consistently.
+package replica

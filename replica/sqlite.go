@@ -1,0 +1,463 @@
+package replica
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/walship/walship/change"
+	_ "modernc.org/sqlite" // driver "sqlite"
+)
+
+// sqliteDSN returns the modernc DSN of the database file path: WAL
+// journal, synchronous=FULL (a commit reported to the caller survives a
+// power loss, so the replica never goes back behind a position the
+// consumer has acknowledged upstream), immediate transactions (the write
+// lock is taken at BEGIN, so the busy timeout covers it).
+func sqliteDSN(path string, busy time.Duration, readOnly bool) string {
+	q := url.Values{}
+	q.Set("_busy_timeout", fmt.Sprint(busy.Milliseconds()))
+	if readOnly {
+		q.Set("_query_only", "1")
+	} else {
+		q.Set("_journal_mode", "WAL")
+		q.Set("_synchronous", "FULL")
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+type sqliteBackend struct {
+	db   *sql.DB
+	path string
+}
+
+func openSQLite(ctx context.Context, path string, opts Options) (*sqliteBackend, error) {
+	if fi, err := os.Stat(filepath.Dir(path)); err != nil {
+		return nil, fmt.Errorf("directory of the database: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", filepath.Dir(path))
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("%s is a directory", path)
+	}
+	db, err := sql.Open("sqlite", sqliteDSN(path, opts.BusyTimeout, false))
+	if err != nil {
+		return nil, err
+	}
+	// One connection: the applier is the only writer, and statements
+	// prepared on the DB are reused by its transactions.
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		db.Close()
+		return nil, fmt.Errorf("opening %s: journal mode is %q, not wal", path, mode)
+	}
+	return &sqliteBackend{db: db, path: path}, nil
+}
+
+const sqliteBookkeeping = `
+CREATE TABLE IF NOT EXISTS walship_applied (
+	id          INTEGER PRIMARY KEY CHECK (id = 1),
+	lsn         INTEGER NOT NULL,
+	commit_time TEXT,
+	txns        INTEGER NOT NULL,
+	changes     INTEGER NOT NULL,
+	lineage     TEXT NOT NULL DEFAULT ''
+);
+INSERT OR IGNORE INTO walship_applied (id, lsn, commit_time, txns, changes) VALUES (1, 0, NULL, 0, 0);
+CREATE TABLE IF NOT EXISTS walship_columns (
+	tbl  TEXT NOT NULL,
+	col  TEXT NOT NULL,
+	type TEXT NOT NULL,
+	PRIMARY KEY (tbl, col)
+);`
+
+func (b *sqliteBackend) init(ctx context.Context) (State, error) {
+	if _, err := b.db.ExecContext(ctx, sqliteBookkeeping); err != nil {
+		return State{}, fmt.Errorf("creating the bookkeeping tables: %w", err)
+	}
+	return readSQLiteState(ctx, b.db)
+}
+
+func readSQLiteState(ctx context.Context, db *sql.DB) (State, error) {
+	var (
+		st  State
+		lsn int64
+		ct  sql.NullString
+	)
+	err := db.QueryRowContext(ctx, `SELECT lsn, commit_time, txns, changes, lineage FROM walship_applied WHERE id = 1`).
+		Scan(&lsn, &ct, &st.Txns, &st.Changes, &st.Lineage)
+	if err != nil {
+		return State{}, fmt.Errorf("reading walship_applied: %w", err)
+	}
+	st.LSN = uint64(lsn)
+	if ct.Valid {
+		if st.CommitTime, err = time.Parse(time.RFC3339Nano, ct.String); err != nil {
+			return State{}, fmt.Errorf("walship_applied.commit_time %q: %w", ct.String, err)
+		}
+	}
+	return st, nil
+}
+
+func (b *sqliteBackend) close() error { return b.db.Close() }
+
+func (b *sqliteBackend) begin(ctx context.Context) (dbTxn, error) {
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &sqliteTxn{b: b, tx: tx, stmts: map[string]*sql.Stmt{}}, nil
+}
+
+type sqliteTxn struct {
+	b     *sqliteBackend
+	tx    *sql.Tx
+	stmts map[string]*sql.Stmt // prepared in tx, by SQL text
+	args  []any
+}
+
+// exec runs a statement prepared once per DB transaction. (Statements
+// prepared on the DB cannot be used here: the transaction holds the only
+// connection.)
+func (t *sqliteTxn) exec(ctx context.Context, query string, args []any) error {
+	st, ok := t.stmts[query]
+	if !ok {
+		var err error
+		if st, err = t.tx.PrepareContext(ctx, query); err != nil {
+			return err
+		}
+		t.stmts[query] = st
+	}
+	_, err := st.ExecContext(ctx, args...)
+	return err
+}
+
+// ddl runs a schema change (prepared statements re-prepare themselves).
+func (t *sqliteTxn) ddl(ctx context.Context, query string, args ...any) error {
+	if _, err := t.tx.ExecContext(ctx, query, args...); err != nil {
+		return err
+	}
+	return nil
+}
+
+func sqliteDeclType(c class) string {
+	switch c {
+	case classInt:
+		return "INTEGER"
+	case classFloat:
+		return "REAL"
+	case classBool:
+		return "BOOLEAN" // NUMERIC affinity: stores the integers 0 and 1
+	case classBytes:
+		return "BLOB"
+	}
+	// TEXT affinity keeps numerics, timestamps, JSON and arrays as written.
+	return "TEXT"
+}
+
+func (t *sqliteTxn) loadTable(ctx context.Context, src change.Table) (*tableSchema, error) {
+	ts, err := loadSQLiteTable(ctx, t.tx, sqliteTableName(src), true)
+	if ts != nil {
+		ts.src = src
+	}
+	return ts, err
+}
+
+// loadSQLiteTable reads the shape of table name, nil if absent; with
+// hasTypes, source types come from walship_columns.
+func loadSQLiteTable(ctx context.Context, tx *sql.Tx, name string, hasTypes bool) (*tableSchema, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT name, type, pk FROM pragma_table_info(?) ORDER BY cid`, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	ts := &tableSchema{}
+	pks := map[int]string{}
+	for rows.Next() {
+		var (
+			col, decl string
+			pk        int
+		)
+		if err := rows.Scan(&col, &decl, &pk); err != nil {
+			return nil, err
+		}
+		ts.cols = append(ts.cols, column{name: col, typ: sqliteFallbackType(decl)})
+		if pk > 0 {
+			pks[pk] = col
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(ts.cols) == 0 {
+		return nil, nil
+	}
+	for i := 1; i <= len(pks); i++ {
+		ts.key = append(ts.key, pks[i])
+	}
+	if !hasTypes {
+		return ts, nil
+	}
+	types, err := tx.QueryContext(ctx, `SELECT col, type FROM walship_columns WHERE tbl = ?`, name)
+	if err != nil {
+		return nil, err
+	}
+	defer types.Close()
+	for types.Next() {
+		var col, typ string
+		if err := types.Scan(&col, &typ); err != nil {
+			return nil, err
+		}
+		if i := ts.index(col); i >= 0 {
+			ts.cols[i].typ = parseType(typ)
+		}
+	}
+	return ts, types.Err()
+}
+
+// sqliteFallbackType is the source type assumed for a column walship did
+// not create (no walship_columns row).
+func sqliteFallbackType(decl string) *typeInfo {
+	d := strings.ToUpper(decl)
+	switch {
+	case strings.Contains(d, "INT"):
+		return parseType("int8")
+	case strings.Contains(d, "BOOL"):
+		return parseType("bool")
+	case strings.Contains(d, "REAL"), strings.Contains(d, "FLOA"), strings.Contains(d, "DOUB"):
+		return parseType("float8")
+	case strings.Contains(d, "BLOB"):
+		return parseType("bytea")
+	}
+	return parseType("text")
+}
+
+func (t *sqliteTxn) recordType(ctx context.Context, ts *tableSchema, c column) error {
+	return t.ddl(ctx, `INSERT INTO walship_columns (tbl, col, type) VALUES (?, ?, ?) ON CONFLICT (tbl, col) DO UPDATE SET type = excluded.type`,
+		sqliteTableName(ts.src), c.name, c.typ.name)
+}
+
+func (t *sqliteTxn) createTable(ctx context.Context, ts *tableSchema) error {
+	var b strings.Builder
+	b.WriteString("CREATE TABLE ")
+	b.WriteString(quoteIdent(sqliteTableName(ts.src)))
+	b.WriteString(" (")
+	for i, c := range ts.cols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.name) + " " + sqliteDeclType(c.typ.class))
+		if ts.isKey(c.name) {
+			b.WriteString(" NOT NULL")
+		}
+	}
+	if len(ts.key) > 0 {
+		b.WriteString(", PRIMARY KEY (")
+		for i, k := range ts.key {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(quoteIdent(k))
+		}
+		b.WriteString(")")
+	}
+	b.WriteString(")")
+	if len(ts.cols) == 0 {
+		// SQLite needs a column; a Postgres table may have none.
+		return errors.New("a table without columns cannot be created in SQLite")
+	}
+	if err := t.ddl(ctx, b.String()); err != nil {
+		return err
+	}
+	for _, c := range ts.cols {
+		if err := t.recordType(ctx, ts, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *sqliteTxn) addColumn(ctx context.Context, ts *tableSchema, c column) error {
+	q := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", quoteIdent(sqliteTableName(ts.src)), quoteIdent(c.name), sqliteDeclType(c.typ.class))
+	if err := t.ddl(ctx, q); err != nil {
+		return err
+	}
+	return t.recordType(ctx, ts, c)
+}
+
+func (t *sqliteTxn) dropColumn(ctx context.Context, ts *tableSchema, name string) error {
+	q := fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", quoteIdent(sqliteTableName(ts.src)), quoteIdent(name))
+	if err := t.ddl(ctx, q); err != nil {
+		return err
+	}
+	return t.ddl(ctx, `DELETE FROM walship_columns WHERE tbl = ? AND col = ?`, sqliteTableName(ts.src), name)
+}
+
+// retypeColumn records the new source type. SQLite columns are not
+// retyped: values are stored by their own kind (see docs/REPLICA.md), and
+// the declared affinity only decides how a text that looks like a number
+// is stored, which canonical dumps read back alike.
+func (t *sqliteTxn) retypeColumn(ctx context.Context, ts *tableSchema, c column) error {
+	return t.recordType(ctx, ts, c)
+}
+
+func (t *sqliteTxn) upsert(ctx context.Context, ts *tableSchema, row change.Row) error {
+	var b strings.Builder
+	b.WriteString("INSERT INTO ")
+	b.WriteString(quoteIdent(sqliteTableName(ts.src)))
+	b.WriteString(" (")
+	for i, c := range row {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.Name))
+	}
+	b.WriteString(") VALUES (")
+	for i := range row {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("?")
+	}
+	b.WriteString(")")
+	if len(ts.key) > 0 {
+		b.WriteString(" ON CONFLICT (")
+		for i, k := range ts.key {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(quoteIdent(k))
+		}
+		b.WriteString(") DO ")
+		n := 0
+		for _, c := range row {
+			if ts.isKey(c.Name) {
+				continue
+			}
+			if n == 0 {
+				b.WriteString("UPDATE SET ")
+			} else {
+				b.WriteString(", ")
+			}
+			n++
+			b.WriteString(quoteIdent(c.Name) + " = excluded." + quoteIdent(c.Name))
+		}
+		if n == 0 {
+			b.WriteString("NOTHING")
+		}
+	}
+	args := t.args[:0]
+	for _, c := range row {
+		v, err := sqliteValue(c.Value)
+		if err != nil {
+			return fmt.Errorf("column %q: %w", c.Name, err)
+		}
+		args = append(args, v)
+	}
+	t.args = args
+	return t.exec(ctx, b.String(), args)
+}
+
+// whereSQL appends the condition finding the row of where: key equality,
+// or for a table without a key the first row equal on every column.
+func (t *sqliteTxn) whereSQL(b *strings.Builder, ts *tableSchema, where change.Row, args []any) ([]any, error) {
+	table := quoteIdent(sqliteTableName(ts.src))
+	if len(ts.key) == 0 {
+		b.WriteString(" WHERE rowid = (SELECT rowid FROM " + table + " WHERE ")
+	} else {
+		b.WriteString(" WHERE ")
+	}
+	for i, c := range where {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		b.WriteString(quoteIdent(c.Name) + " IS ?")
+		v, err := sqliteValue(c.Value)
+		if err != nil {
+			return nil, fmt.Errorf("column %q: %w", c.Name, err)
+		}
+		args = append(args, v)
+	}
+	if len(ts.key) == 0 {
+		b.WriteString(" LIMIT 1)")
+	}
+	return args, nil
+}
+
+func (t *sqliteTxn) update(ctx context.Context, ts *tableSchema, set, where change.Row) error {
+	if len(set) == 0 || len(where) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("UPDATE " + quoteIdent(sqliteTableName(ts.src)) + " SET ")
+	args := t.args[:0]
+	for i, c := range set {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.Name) + " = ?")
+		v, err := sqliteValue(c.Value)
+		if err != nil {
+			return fmt.Errorf("column %q: %w", c.Name, err)
+		}
+		args = append(args, v)
+	}
+	args, err := t.whereSQL(&b, ts, where, args)
+	if err != nil {
+		return err
+	}
+	t.args = args
+	return t.exec(ctx, b.String(), args)
+}
+
+func (t *sqliteTxn) delete(ctx context.Context, ts *tableSchema, where change.Row) error {
+	if len(where) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("DELETE FROM " + quoteIdent(sqliteTableName(ts.src)))
+	args, err := t.whereSQL(&b, ts, where, t.args[:0])
+	if err != nil {
+		return err
+	}
+	t.args = args
+	return t.exec(ctx, b.String(), args)
+}
+
+func (t *sqliteTxn) truncate(ctx context.Context, ts *tableSchema) error {
+	return t.exec(ctx, "DELETE FROM "+quoteIdent(sqliteTableName(ts.src)), nil)
+}
+
+func (t *sqliteTxn) saveState(ctx context.Context, s State) error {
+	if s.LSN > 1<<63-1 {
+		return fmt.Errorf("LSN %d does not fit SQLite's INTEGER", s.LSN)
+	}
+	var ct any
+	if !s.CommitTime.IsZero() {
+		ct = s.CommitTime.UTC().Format(time.RFC3339Nano)
+	}
+	return t.exec(ctx, `UPDATE walship_applied SET lsn = ?, commit_time = ?, txns = ?, changes = ?, lineage = ? WHERE id = 1`,
+		[]any{int64(s.LSN), ct, int64(s.Txns), int64(s.Changes), s.Lineage})
+}
+
+func (t *sqliteTxn) commit(ctx context.Context) error { return t.tx.Commit() }
+
+func (t *sqliteTxn) rollback() error { return t.tx.Rollback() }
