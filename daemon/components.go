@@ -2,25 +2,86 @@ package daemon
 
 import (
 	"context"
-	"crypto/subtle"
+	"fmt"
+	"log/slog"
+
 	"encoding/json"
 	"errors"
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/config"
+	"github.com/walship/walship/internal/seal"
+	"github.com/walship/walship/internal/secret"
+	"github.com/walship/walship/kafkasink"
 	"net/http"
-	"strings"
 )
 
 func (d *Daemon) buildPostgres(ctx context.Context) error {
 	return errors.New("source.postgres: not available in this build")
 }
 
+// Lineage is the lineage id the daemon archives and ships under.
+const Lineage = "main"
+
 func (d *Daemon) buildSinks(ctx context.Context) error {
-	if d.cfg.Archive != nil {
-		return errors.New("archive: not available in this build")
+	if a := d.cfg.Archive; a != nil {
+		ar, err := OpenArchive(ctx, a, d.log)
+		if err != nil {
+			return err
+		}
+		arc, err := archive.NewArchiver(ar, d.wal, d.sinkCkpts, archive.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log})
+		if err != nil {
+			return fmt.Errorf("archive: %w", err)
+		}
+		d.archiver = arc
+		d.sinks = append(d.sinks, component{"archive", arc.Run})
 	}
-	if d.cfg.Kafka != nil {
-		return errors.New("kafka: not available in this build")
+	if k := d.cfg.Kafka; k != nil {
+		ks, err := kafkasink.New(KafkaSinkConfig(k, d.log), d.wal, d.sinkCkpts, Lineage)
+		if err != nil {
+			return fmt.Errorf("kafka: %w", err)
+		}
+		d.kafka = ks
+		d.sinks = append(d.sinks, component{"kafka", ks.Run})
 	}
 	return nil
+}
+
+// OpenArchive opens the archive of an archive: section, with its S3
+// settings and client-side encryption key.
+func OpenArchive(ctx context.Context, a *config.Archive, log *slog.Logger) (*archive.Archive, error) {
+	opts := archive.Options{Logger: log, Backend: archive.BackendOptions{Endpoint: a.S3.Endpoint, Region: a.S3.Region,
+		PathStyle: a.S3.PathStyle, AccessKey: a.S3.AccessKey, SecretKey: a.S3.SecretKey, CAFile: a.S3.CAFile, Logger: log}}
+	if a.EncryptionKeyFile != "" || a.EncryptionKeyEnv != "" {
+		var key seal.Key
+		var err error
+		if a.EncryptionKeyFile != "" {
+			key, err = seal.LoadKeyFile(a.EncryptionKeyFile)
+		} else {
+			key, err = seal.LoadKeyEnv(a.EncryptionKeyEnv)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("archive encryption key: %w", err)
+		}
+		s, err := seal.New(seal.Options{}, key)
+		if err != nil {
+			return nil, fmt.Errorf("archive encryption key: %w", err)
+		}
+		opts.Seal = s
+	}
+	ar, err := archive.Open(ctx, a.URL, opts)
+	if err != nil {
+		return nil, fmt.Errorf("archive.url %s: %w", secret.URL(a.URL), err)
+	}
+	return ar, nil
+}
+
+// KafkaSinkConfig maps the kafka: section to the sink's config.
+func KafkaSinkConfig(k *config.Kafka, log *slog.Logger) kafkasink.Config {
+	return kafkasink.Config{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Mode: k.Mode, Compression: k.Compression,
+		Linger: k.Linger, Tombstones: k.Tombstones, Logger: log,
+		TLS: kafkasink.TLSConfig{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
+			InsecureSkipVerify: k.TLS.InsecureSkipVerify},
+		SASL: kafkasink.SASLConfig{Mechanism: k.SASL.Mechanism, Username: k.SASL.Username, Password: k.SASL.Password}}
 }
 
 // buildHTTP binds the operator listener: /healthz, /readyz, /v1/positions.
@@ -63,21 +124,4 @@ func (d *Daemon) Positions() Positions {
 		p.Sinks[c.Name] = c.Pos
 	}
 	return p
-}
-
-// requireToken wraps h with a constant-time bearer-token check; /healthz
-// stays open so that load balancers can probe without the secret.
-func requireToken(token string, h http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/healthz" {
-			got := []byte(strings.TrimSpace(r.Header.Get("Authorization")))
-			if subtle.ConstantTimeCompare(got, want) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="walship"`)
-				http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
-				return
-			}
-		}
-		h.ServeHTTP(w, r)
-	})
 }

@@ -21,8 +21,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/kafkasink"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -31,6 +32,8 @@ import (
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/httpsource"
+	"github.com/walship/walship/internal/httpx"
+	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/segment"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
@@ -58,6 +61,8 @@ type Daemon struct {
 	servers []*server
 
 	retention *retention
+	archiver  *archive.Archiver
+	kafka     *kafkasink.Sink
 
 	// Ready is closed once every component has started.
 	ready chan struct{}
@@ -66,8 +71,7 @@ type Daemon struct {
 // server is an HTTP listener of the daemon.
 type server struct {
 	name string
-	ln   net.Listener
-	srv  *http.Server
+	srv  *httpx.Server
 }
 
 // Addr returns the address the named listener is bound to ("source.http"
@@ -75,7 +79,7 @@ type server struct {
 func (d *Daemon) Addr(name string) string {
 	for _, s := range d.servers {
 		if s.name == name {
-			return s.ln.Addr().String()
+			return s.srv.Addr().String()
 		}
 	}
 	return ""
@@ -146,7 +150,7 @@ func (d *Daemon) buildSources(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		d.log.Info("http source listening", "addr", s.ln.Addr().String(), "endpoint", "/v1/append")
+		d.log.Info("http source listening", "addr", s.srv.Addr().String(), "endpoint", "/v1/append")
 	}
 	if d.cfg.Source.Postgres != nil {
 		if err := d.buildPostgres(ctx); err != nil {
@@ -156,20 +160,16 @@ func (d *Daemon) buildSources(ctx context.Context) error {
 	return nil
 }
 
-// listen binds an HTTP listener now, so that a port in use is a start-up
-// error naming the key.
+// listen binds and serves an HTTP listener now, so that a port in use is
+// a start-up error naming the key. Security (loopback by default, a token
+// elsewhere, TLS) is httpx's.
 func (d *Daemon) listen(name string, l config.Listener, h http.Handler) (*server, error) {
-	ln, err := net.Listen("tcp", l.Listen)
+	srv, err := httpx.Listen(httpx.Config{Addr: l.Listen, Token: secret.Secret(l.Token), TLSCert: l.TLSCert, TLSKey: l.TLSKey,
+		Public: []string{"/healthz"}, Name: name, Logger: d.log}, h)
 	if err != nil {
 		return nil, fmt.Errorf("%s.listen %s: %w", name, l.Listen, err)
 	}
-	if l.Token != "" {
-		h = requireToken(l.Token, h)
-	}
-	s := &server{name: name, ln: ln, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
-	if l.TLSCert != "" {
-		s.srv.TLSConfig = nil // set by ServeTLS from the files
-	}
+	s := &server{name: name, srv: srv}
 	d.servers = append(d.servers, s)
 	return s, nil
 }
@@ -183,7 +183,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopSinks()
 
 	failed := make(chan error, len(d.sources)+len(d.sinks)+len(d.servers)+1)
-	var srcWG, sinkWG, srvWG sync.WaitGroup
+	var srcWG, sinkWG sync.WaitGroup
 	start := func(wg *sync.WaitGroup, ctx context.Context, c component) {
 		wg.Go(func() {
 			err := c.run(ctx)
@@ -191,20 +191,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 				failed <- fmt.Errorf("%s: %w", c.name, err)
 			} else if err != nil && !errors.Is(err, context.Canceled) {
 				failed <- fmt.Errorf("%s (stopping): %w", c.name, err)
-			}
-		})
-	}
-	for _, s := range d.servers {
-		srvWG.Go(func() {
-			var err error
-			l := d.listenerConfig(s.name)
-			if l.TLSCert != "" {
-				err = s.srv.ServeTLS(s.ln, l.TLSCert, l.TLSKey)
-			} else {
-				err = s.srv.Serve(s.ln)
-			}
-			if err != nil && !errors.Is(err, http.ErrServerClosed) {
-				failed <- fmt.Errorf("%s: %w", s.name, err)
 			}
 		})
 	}
@@ -243,7 +229,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, s := range d.servers {
 		s.srv.Shutdown(shutdownCtx)
 	}
-	srvWG.Wait()
 	close(failed)
 	for err := range failed {
 		if first == nil {
@@ -259,19 +244,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return first
 }
 
-func (d *Daemon) listenerConfig(name string) config.Listener {
-	switch name {
-	case "source.http":
-		return d.cfg.Source.HTTP.Listener
-	default:
-		return d.cfg.HTTP.Listener
-	}
-}
-
 // closeAll releases what New opened when New fails.
 func (d *Daemon) closeAll() {
 	for _, s := range d.servers {
-		s.ln.Close()
+		s.srv.Close()
 	}
 	if d.wal != nil {
 		d.wal.Close()

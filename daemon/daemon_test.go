@@ -3,6 +3,9 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/kafkasink"
+	"github.com/walship/walship/kafkasink/kafkatest"
 	"io"
 	"net"
 	"net/http"
@@ -219,5 +222,53 @@ func TestRetentionFollowsSinks(t *testing.T) {
 	}
 	if d.retention.walBytes.Load() > 2<<20 {
 		t.Fatalf("wal bytes %d over the bound", d.retention.walBytes.Load())
+	}
+}
+
+// TestSinks runs the daemon with a directory archive and a Kafka sink (an
+// in-process broker): everything appended over HTTP reaches both, and both
+// checkpoints pass the last LSN, so retention may follow.
+func TestSinks(t *testing.T) {
+	kc, err := kafkatest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	arch := t.TempDir()
+	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 200ms}\nkafka: {brokers: [%q], topic_prefix: t}\n", arch, kc.Addr))
+	r := start(t, cfg)
+	appendN(t, r.d.Addr("source.http"), 0, 300)
+	last := r.d.wal.Durable()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p := r.d.Positions()
+		if p.Sinks["archive"] >= last && p.Sinks["kafka"] >= last {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sinks did not reach LSN %d: %+v", last, p)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.stop(t)
+
+	a, err := archive.Open(context.Background(), "file://"+arch, archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := a.Catalog(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lin := cat.Lineage(Lineage)
+	if lin == nil || !cat.Intact() || lin.FirstLSN() != 1 || lin.LastLSN() != last {
+		t.Fatalf("archive catalog: intact=%v lineage=%+v", cat.Intact(), lin)
+	}
+	recs, err := kafkatest.ReadTopic(context.Background(), []string{kc.Addr}, kafkasink.OrderedTopic("t"), int(last))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != int(last) {
+		t.Fatalf("kafka has %d records, want %d", len(recs), last)
 	}
 }

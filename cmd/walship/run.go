@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"os"
 
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/daemon"
+	"github.com/walship/walship/internal/logx"
 )
 
 // runRun is `walship run --config FILE`: the primary daemon.
@@ -25,7 +24,10 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	logger := newLogger(cfg.Log, stderr)
+	logger, err := logx.New(logx.Options{Format: cfg.Log.Format, Level: cfg.Log.Level, Writer: stderr})
+	if err != nil {
+		return err
+	}
 	d, err := daemon.New(ctx, cfg, logger)
 	if err != nil {
 		return err
@@ -44,25 +46,4 @@ func loadConfig(path string) (*config.Config, error) {
 		return nil, err
 	}
 	return cfg, nil
-}
-
-// newLogger builds the daemon's logger: text on a terminal, JSON
-// otherwise, unless log.format says which.
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	format := c.Format
-	if format == "auto" || format == "" {
-		format = "json"
-		if f, ok := w.(*os.File); ok {
-			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-				format = "text"
-			}
-		}
-	}
-	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
 }
