@@ -1,0 +1,246 @@
+package status
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"image/png"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/obs"
+)
+
+// chromium runs headless Chromium with args plus url and returns stdout.
+// It fails the test (never skips) when Chromium is missing. The browser
+// runs in its own process group, which is killed when it returns.
+func chromium(t *testing.T, url string, args ...string) []byte {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium not found (%v): run scripts/deps.sh (Debian package chromium)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	all := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+		"--disable-extensions", "--hide-scrollbars", "--force-device-scale-factor=1", "--window-size=1280,2000",
+		"--user-data-dir=" + t.TempDir(), "--virtual-time-budget=3000"}, args...)
+	all = append(all, url)
+	cmd := exec.CommandContext(ctx, bin, all...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // helpers left behind, if any
+	}
+	if err != nil {
+		t.Fatalf("chromium %v: %v\n%s", args, err, stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+// feed is a synthetic pipeline: a WAL, a Kafka sink, an archive and a
+// replica moving forward, reported through obs as walship run will.
+type feed struct {
+	mu     sync.Mutex
+	clk    time.Time
+	lsn    uint64
+	kafka  uint64
+	m      *obs.Metrics
+	ticks  int
+	stopCh chan struct{}
+	done   chan struct{}
+}
+
+const archiveLSN = 123456
+
+func (f *feed) now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.clk }
+
+// step advances the synthetic clock 5 s and reports every component.
+func (f *feed) step() {
+	f.mu.Lock()
+	f.ticks++
+	n := f.ticks
+	f.clk = f.clk.Add(5 * time.Second)
+	f.lsn += uint64(500 + 300*(n%7))
+	f.kafka = f.lsn - uint64(20+n%13)
+	lsn, kafka := f.lsn, f.kafka
+	f.mu.Unlock()
+	f.m.ObserveWAL(int(500+300*(n%7)), 100*int(500+300*(n%7)), time.Millisecond)
+	f.m.SinkPosition("orders", obs.Position{LSN: kafka, LagRecords: lsn - kafka, Lag: time.Duration(5+n%20) * time.Millisecond})
+	f.m.ConsumerPosition("replica", obs.Position{LSN: kafka - 100, LagRecords: lsn - kafka + 100, Lag: time.Duration(30+(n*7)%50) * time.Millisecond})
+	f.m.ArchiveState(obs.Archive{Position: obs.Position{LSN: archiveLSN, LagRecords: lsn - archiveLSN, Lag: 2 * time.Second}})
+	f.m.Tick(f.now())
+}
+
+func (f *feed) snapshot(context.Context) (Snapshot, error) {
+	f.mu.Lock()
+	now, lsn, kafka := f.clk, f.lsn, f.kafka
+	f.mu.Unlock()
+	s := Snapshot{
+		Title: "walship run", Role: "primary", Host: "test", Time: now,
+		Source: &Source{Kind: "postgres", Name: "slot walship", Position: "0/16B3748", LSN: lsn, SlotBytes: 8192, State: "ok"},
+		WAL:    &WAL{Dir: "/tmp/wal", FirstLSN: 1, VisibleLSN: lsn, Segments: 4, SizeBytes: 200 << 20},
+		Sinks: []Sink{
+			{Name: "orders", Kind: "kafka", Target: "127.0.0.1:9092 walship.orders", LSN: kafka, LagRecords: lsn - kafka, Lag: Duration(12 * time.Millisecond), State: "ok"},
+			{Name: "archive", Kind: "archive", Target: "file:///tmp/archive", LSN: archiveLSN, LagRecords: lsn - archiveLSN, Lag: Duration(2 * time.Second), State: "ok"},
+			{Name: "replica", Kind: "replica", Target: "postgres://walship:hunter2@replica/app", LSN: kafka - 100, State: "ok"},
+		},
+		Archive: &Archive{URL: "file:///tmp/archive", Oldest: now.Add(-2 * time.Hour), Newest: now.Add(-3 * time.Second), Segments: 12,
+			Encrypted: true, KeyID: "0123456789abcdef", Snapshots: []SnapshotInfo{{LSN: 4242, Time: now.Add(-90 * time.Minute), Size: 5 << 20}}},
+		Warnings: []Warning{{Level: "warning", Component: "sink/orders", Message: "broker 127.0.0.1:9093 unreachable, retrying", Since: now.Add(-time.Minute)}},
+	}
+	s.AddMetrics(f.m)
+	return s, nil
+}
+
+func startFeed(t *testing.T) (*feed, *httptest.Server) {
+	t.Helper()
+	f := &feed{clk: time.Now().Add(-time.Hour), lsn: 1000, stopCh: make(chan struct{}), done: make(chan struct{})}
+	m, err := obs.New(obs.Options{NoProcessCollectors: true, Now: f.now, Logger: slog.New(slog.DiscardHandler),
+		Lag: obs.LagOptions{Warn: obs.Thresholds{P50: time.Hour, P95: time.Hour, P99: time.Hour, P999: time.Hour}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.m = m
+	for i := 0; i < 600; i++ { // 50 minutes of history
+		f.step()
+	}
+	go func() { // keep feeding while the browser loads the page
+		defer close(f.done)
+		tk := time.NewTicker(100 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-f.stopCh:
+				return
+			case <-tk.C:
+				f.step()
+			}
+		}
+	}()
+	mux := m.Mux()
+	Register(mux, f.snapshot)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		srv.Close()
+		close(f.stopCh)
+		<-f.done
+	})
+	return f, srv
+}
+
+var (
+	kafkaRow = regexp.MustCompile(`<tr data-component="kafka/orders">.*?<td class="num lsn">([0-9,]+)</td>`)
+	bboxRe   = regexp.MustCompile(`<svg id="(chart-lag|chart-rate)"[^>]*data-bbox="([0-9,.-]+)"`)
+	pointsRe = regexp.MustCompile(`<svg id="(chart-lag|chart-rate)"[^>]*data-points="(\d+)"`)
+)
+
+// TestStatusPageInChromium loads /status in headless Chromium during a
+// synthetic feed, checks the positions in the DOM, then takes a
+// screenshot and checks the charts' plot areas hold drawn lines.
+func TestStatusPageInChromium(t *testing.T) {
+	f, srv := startFeed(t)
+	before := f.now()
+	f.mu.Lock()
+	lsnBefore := f.kafka
+	f.mu.Unlock()
+
+	dom := string(chromium(t, srv.URL+"/status", "--dump-dom"))
+	if !strings.Contains(dom, `data-rendered=`) {
+		t.Fatalf("page did not render:\n%.2000s", dom)
+	}
+	f.mu.Lock()
+	lsnAfter := f.kafka
+	f.mu.Unlock()
+
+	// Positions: the Kafka sink's LSN is one the feed reported during the load.
+	m := kafkaRow.FindStringSubmatch(dom)
+	if m == nil {
+		t.Fatalf("no kafka/orders row in the DOM:\n%.3000s", dom)
+	}
+	got, _ := strconv.ParseUint(strings.ReplaceAll(m[1], ",", ""), 10, 64)
+	if got < lsnBefore || got > lsnAfter {
+		t.Errorf("kafka LSN shown %d, want within the feed's [%d, %d]", got, lsnBefore, lsnAfter)
+	}
+	for _, want := range []string{"123,456", `id="node-kafka-orders"`, `id="node-wal"`, `id="node-source"`, `id="node-replica-replica"`,
+		"broker 127.0.0.1:9093 unreachable", "4,242", "walship:REDACTED@replica/app", `id="pitr-oldest"`} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("DOM lacks %q", want)
+		}
+	}
+	if strings.Contains(dom, "hunter2") {
+		t.Error("the DOM shows a password")
+	}
+	for _, pm := range pointsRe.FindAllStringSubmatch(dom, -1) {
+		if n, _ := strconv.Atoi(pm[2]); n < 100 {
+			t.Errorf("%s drew %d points, want the hour's history", pm[1], n)
+		}
+	}
+	boxes := map[string]image.Rectangle{}
+	for _, bm := range bboxRe.FindAllStringSubmatch(dom, -1) {
+		var x, y, w, h int
+		if _, err := fmt.Sscanf(bm[2], "%d,%d,%d,%d", &x, &y, &w, &h); err != nil || w < 100 || h < 50 {
+			t.Fatalf("%s bbox %q", bm[1], bm[2])
+		}
+		boxes[bm[1]] = image.Rect(x, y, x+w, y+h)
+	}
+	if len(boxes) != 2 {
+		t.Fatalf("chart boxes %v", boxes)
+	}
+
+	// Screenshot: count saturated (series-coloured) pixels inside each
+	// plot area; background, grid and axis labels are white or grey.
+	shot := filepath.Join(t.TempDir(), "status.png")
+	chromium(t, srv.URL+"/status", "--screenshot="+shot)
+	fh, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	img, err := png.Decode(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keep := os.Getenv("WALSHIP_STATUS_SCREENSHOT"); keep != "" { // to look at it
+		if b, err := os.ReadFile(shot); err == nil {
+			os.WriteFile(keep, b, 0o644)
+		}
+	}
+	for name, r := range boxes {
+		if !r.In(img.Bounds()) {
+			t.Fatalf("%s box %v outside the screenshot %v", name, r, img.Bounds())
+		}
+		colored := 0
+		for y := r.Min.Y; y < r.Max.Y; y++ {
+			for x := r.Min.X; x < r.Max.X; x++ {
+				cr, cg, cb, _ := img.At(x, y).RGBA()
+				hi, lo := max(cr, cg, cb)>>8, min(cr, cg, cb)>>8
+				if hi-lo > 60 {
+					colored++
+				}
+			}
+		}
+		// Several series across most of the plot's width, 2 px wide.
+		if colored < r.Dx() {
+			t.Errorf("%s: %d coloured pixels in the plot area %v: charts not drawn", name, colored, r)
+		}
+		t.Logf("%s: %d coloured pixels in %v", name, colored, r)
+	}
+	if f.now().Sub(before) <= 0 {
+		t.Error("the feed did not run during the test")
+	}
+}
