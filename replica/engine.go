@@ -24,6 +24,9 @@ type backend interface {
 // queued and sent at flush or commit (Postgres pipelines them); an error
 // may thus surface at a later call, and then the whole transaction is void.
 type dbTxn interface {
+	// loadState reads the bookkeeping row, locking it against other
+	// writers until the transaction ends.
+	loadState(ctx context.Context) (State, error)
 	// loadTable returns the replica's shape of table t, nil if absent.
 	loadTable(ctx context.Context, t change.Table) (*tableSchema, error)
 	createTable(ctx context.Context, t *tableSchema) error
@@ -149,15 +152,32 @@ func (a *applier) applyBatchLocked(ctx context.Context, txns []wal.Txn) (err err
 	if err != nil {
 		return fmt.Errorf("replica: begin: %w", err)
 	}
-	st := a.mu.state
-	stats := a.mu.stats
-	// Schemas changed in this DB transaction are cached only if it commits.
-	work := &batch{a: a, tx: tx, tables: map[change.Table]*tableSchema{}, stats: &stats}
 	defer func() {
 		if err != nil {
 			tx.rollback()
 		}
 	}()
+	// The stored position, not the cached one, decides what to skip: another
+	// writer (a second consumer started by mistake) may have advanced it.
+	st, err := tx.loadState(ctx)
+	if err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	if st.LSN != a.mu.state.LSN {
+		// Another writer changed the replica: its tables may have changed too.
+		a.mu.tables = map[change.Table]*tableSchema{}
+	}
+	stats := a.mu.stats
+	for len(txns) > 0 && txns[0].CommitLSN <= st.LSN {
+		stats.Skipped++
+		txns = txns[1:]
+	}
+	if len(txns) == 0 {
+		a.mu.state, a.mu.stats = st, stats
+		return tx.rollback()
+	}
+	// Schemas changed in this DB transaction are cached only if it commits.
+	work := &batch{a: a, tx: tx, tables: map[change.Table]*tableSchema{}, stats: &stats}
 	for i := range txns {
 		t := &txns[i]
 		if t.CommitLSN <= st.LSN {
@@ -178,7 +198,7 @@ func (a *applier) applyBatchLocked(ctx context.Context, txns []wal.Txn) (err err
 		return fmt.Errorf("replica: saving the position %d: %w", st.LSN, err)
 	}
 	if err := tx.commit(ctx); err != nil {
-		return fmt.Errorf("replica: commit of LSNs %d-%d: %w", txns[0].CommitLSN, st.LSN, err)
+		return fmt.Errorf("replica: commit of LSNs up to %d: %w", st.LSN, err)
 	}
 	a.mu.state = st
 	a.mu.stats = stats

@@ -97,7 +97,11 @@ func (b *sqliteBackend) init(ctx context.Context) (State, error) {
 	return readSQLiteState(ctx, b.db)
 }
 
-func readSQLiteState(ctx context.Context, db *sql.DB) (State, error) {
+type sqlQueryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func readSQLiteState(ctx context.Context, db sqlQueryRower) (State, error) {
 	var (
 		st  State
 		lsn int64
@@ -171,6 +175,11 @@ func sqliteDeclType(c class) string {
 	}
 	// TEXT affinity keeps numerics, timestamps, JSON and arrays as written.
 	return "TEXT"
+}
+
+func (t *sqliteTxn) loadState(ctx context.Context) (State, error) {
+	// BEGIN IMMEDIATE took the write lock: the row cannot change under us.
+	return readSQLiteState(ctx, t.tx)
 }
 
 func (t *sqliteTxn) loadTable(ctx context.Context, src change.Table) (*tableSchema, error) {

@@ -1,0 +1,503 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walship/walship/change"
+)
+
+// pgFlushAt is how many statements are queued before they are sent in
+// one pipeline (one round trip for all of them).
+const pgFlushAt = 1024
+
+type postgresBackend struct {
+	conn *pgx.Conn
+}
+
+func connectPostgres(ctx context.Context, rawURL string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("bad connection string: %w", err)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	// Values are sent as text and converted by casts in the statements;
+	// the session time zone only shapes what Dump reads.
+	cfg.RuntimeParams["timezone"] = "UTC"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return conn, nil
+}
+
+func openPostgres(ctx context.Context, rawURL string, opts Options) (backend, error) {
+	conn, err := connectPostgres(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return &postgresBackend{conn: conn}, nil
+}
+
+const pgBookkeeping = `
+CREATE TABLE IF NOT EXISTS walship_applied (
+	id          int PRIMARY KEY CHECK (id = 1),
+	lsn         bigint NOT NULL,
+	commit_time timestamptz,
+	txns        bigint NOT NULL,
+	changes     bigint NOT NULL,
+	lineage     text NOT NULL DEFAULT ''
+);
+INSERT INTO walship_applied (id, lsn, commit_time, txns, changes) VALUES (1, 0, NULL, 0, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS walship_columns (
+	tbl  text NOT NULL,
+	col  text NOT NULL,
+	type text NOT NULL,
+	PRIMARY KEY (tbl, col)
+);`
+
+func (b *postgresBackend) init(ctx context.Context) (State, error) {
+	// A multi-statement simple query runs as one transaction.
+	if _, err := b.conn.Exec(ctx, pgBookkeeping, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return State{}, fmt.Errorf("creating the bookkeeping tables: %w", err)
+	}
+	return readPGState(ctx, b.conn, false)
+}
+
+type pgQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func readPGState(ctx context.Context, q pgQuerier, lock bool) (State, error) {
+	var (
+		st              State
+		lsn, txns, chgs int64
+		ct              *time.Time
+	)
+	query := `SELECT lsn, commit_time, txns, changes, lineage FROM walship_applied WHERE id = 1`
+	if lock {
+		query += " FOR UPDATE"
+	}
+	if err := q.QueryRow(ctx, query).Scan(&lsn, &ct, &txns, &chgs, &st.Lineage); err != nil {
+		return State{}, fmt.Errorf("reading walship_applied: %w", err)
+	}
+	st.LSN, st.Txns, st.Changes = uint64(lsn), uint64(txns), uint64(chgs)
+	if ct != nil {
+		st.CommitTime = ct.UTC()
+	}
+	return st, nil
+}
+
+func readPostgresState(ctx context.Context, rawURL string) (State, error) {
+	conn, err := connectPostgres(ctx, rawURL)
+	if err != nil {
+		return State{}, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return readPGState(ctx, conn, false)
+}
+
+func (b *postgresBackend) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return b.conn.Close(ctx)
+}
+
+func (b *postgresBackend) begin(ctx context.Context) (dbTxn, error) {
+	tx, err := b.conn.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pgTxn{b: b, tx: tx, batch: &pgx.Batch{}}, nil
+}
+
+type pgTxn struct {
+	b      *postgresBackend
+	tx     pgx.Tx
+	batch  *pgx.Batch
+	failed bool
+}
+
+func (t *pgTxn) loadState(ctx context.Context) (State, error) {
+	if err := t.flush(ctx); err != nil {
+		return State{}, err
+	}
+	return readPGState(ctx, t.tx, true)
+}
+
+// queue adds a statement to the pipeline, sending it when full.
+func (t *pgTxn) queue(ctx context.Context, sql string, args []any) error {
+	t.batch.Queue(sql, args...)
+	if t.batch.Len() >= pgFlushAt {
+		return t.flush(ctx)
+	}
+	return nil
+}
+
+// flush sends the queued statements and returns the first error.
+func (t *pgTxn) flush(ctx context.Context) error {
+	n := t.batch.Len()
+	if n == 0 {
+		return nil
+	}
+	br := t.tx.SendBatch(ctx, t.batch)
+	t.batch = &pgx.Batch{}
+	var first error
+	for i := 0; i < n; i++ {
+		if _, err := br.Exec(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if err := br.Close(); err != nil && first == nil {
+		first = err
+	}
+	if first != nil {
+		t.failed = true
+	}
+	return first
+}
+
+// exec runs a statement now, after the queued ones.
+func (t *pgTxn) exec(ctx context.Context, sql string, args ...any) error {
+	if err := t.flush(ctx); err != nil {
+		return err
+	}
+	_, err := t.tx.Exec(ctx, sql, args...)
+	return err
+}
+
+func pgTableName(t change.Table) string { return quoteIdent(t.Schema) + "." + quoteIdent(t.Name) }
+
+func (t *pgTxn) loadTable(ctx context.Context, src change.Table) (*tableSchema, error) {
+	if err := t.flush(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := t.tx.Query(ctx, `
+SELECT a.attname, ty.typname, format_type(a.atttypid, NULL),
+       coalesce(array_position(i.indkey::int2[], a.attnum), 0)
+FROM pg_attribute a
+JOIN pg_type ty ON ty.oid = a.atttypid
+LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum`, pgTableName(src))
+	if err != nil {
+		return nil, err
+	}
+	ts := &tableSchema{src: src}
+	pks := map[int]string{}
+	for rows.Next() {
+		var (
+			name, typname, format string
+			pk                    int
+		)
+		if err := rows.Scan(&name, &typname, &format, &pk); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		typ := parseType(typname)
+		typ.pg = format // cast to the column's own type (an enum, a domain)
+		ts.cols = append(ts.cols, column{name: name, typ: typ})
+		if pk > 0 {
+			pks[pk] = name
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var exists bool
+	if len(ts.cols) == 0 {
+		if err := t.tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgTableName(src)).Scan(&exists); err != nil {
+			return nil, err
+		}
+		if !exists {
+			return nil, nil
+		}
+	}
+	keys := make([]int, 0, len(pks))
+	for k := range pks {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	for _, k := range keys {
+		ts.key = append(ts.key, pks[k])
+	}
+	// Source type names walship recorded (an enum kept as text here).
+	trows, err := t.tx.Query(ctx, `SELECT col, type FROM walship_columns WHERE tbl = $1`, src.String())
+	if err != nil {
+		return nil, err
+	}
+	defer trows.Close()
+	for trows.Next() {
+		var col, typ string
+		if err := trows.Scan(&col, &typ); err != nil {
+			return nil, err
+		}
+		if i := ts.index(col); i >= 0 {
+			pg := ts.cols[i].typ.pg
+			ts.cols[i].typ = parseType(typ)
+			ts.cols[i].typ.pg = pg
+		}
+	}
+	return ts, trows.Err()
+}
+
+func (t *pgTxn) recordType(ctx context.Context, ts *tableSchema, c column) error {
+	return t.queue(ctx, `INSERT INTO walship_columns (tbl, col, type) VALUES ($1, $2, $3) ON CONFLICT (tbl, col) DO UPDATE SET type = excluded.type`,
+		[]any{ts.src.String(), c.name, c.typ.name})
+}
+
+func (t *pgTxn) createTable(ctx context.Context, ts *tableSchema) error {
+	if ts.src.Schema != "public" {
+		if err := t.exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+quoteIdent(ts.src.Schema)); err != nil {
+			return err
+		}
+	}
+	var b strings.Builder
+	b.WriteString("CREATE TABLE " + pgTableName(ts.src) + " (")
+	for i, c := range ts.cols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.name) + " " + c.typ.pg)
+	}
+	if len(ts.key) > 0 {
+		b.WriteString(", PRIMARY KEY (")
+		for i, k := range ts.key {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(quoteIdent(k))
+		}
+		b.WriteString(")")
+	}
+	b.WriteString(")")
+	if err := t.exec(ctx, b.String()); err != nil {
+		return err
+	}
+	for _, c := range ts.cols {
+		if err := t.recordType(ctx, ts, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *pgTxn) addColumn(ctx context.Context, ts *tableSchema, c column) error {
+	if err := t.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", pgTableName(ts.src), quoteIdent(c.name), c.typ.pg)); err != nil {
+		return err
+	}
+	return t.recordType(ctx, ts, c)
+}
+
+func (t *pgTxn) dropColumn(ctx context.Context, ts *tableSchema, name string) error {
+	if err := t.exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", pgTableName(ts.src), quoteIdent(name))); err != nil {
+		return err
+	}
+	return t.queue(ctx, `DELETE FROM walship_columns WHERE tbl = $1 AND col = $2`, []any{ts.src.String(), name})
+}
+
+// retypeColumn converts the column through its text form, as the source's
+// own ALTER TYPE would for compatible types.
+func (t *pgTxn) retypeColumn(ctx context.Context, ts *tableSchema, c column) error {
+	q := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::text::%s",
+		pgTableName(ts.src), quoteIdent(c.name), c.typ.pg, quoteIdent(c.name), c.typ.pg)
+	if err := t.exec(ctx, q); err != nil {
+		return err
+	}
+	return t.recordType(ctx, ts, c)
+}
+
+// colType returns the Postgres type a value of column name is cast to.
+func (t *pgTxn) colType(ts *tableSchema, name string) string {
+	if i := ts.index(name); i >= 0 {
+		return ts.cols[i].typ.pg
+	}
+	return "text"
+}
+
+// pgArgs converts the values of row to text parameters.
+func pgArgs(args []any, row change.Row) ([]any, error) {
+	for _, c := range row {
+		s, ok, err := pgText(c.Value)
+		if err != nil {
+			return nil, fmt.Errorf("column %q: %w", c.Name, err)
+		}
+		if ok {
+			args = append(args, s)
+		} else {
+			args = append(args, nil)
+		}
+	}
+	return args, nil
+}
+
+func (t *pgTxn) param(b *strings.Builder, n int, typ string) {
+	fmt.Fprintf(b, "$%d::text::%s", n, typ)
+}
+
+func (t *pgTxn) upsert(ctx context.Context, ts *tableSchema, row change.Row) error {
+	var b strings.Builder
+	b.WriteString("INSERT INTO " + pgTableName(ts.src) + " (")
+	for i, c := range row {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.Name))
+	}
+	b.WriteString(") VALUES (")
+	for i, c := range row {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		t.param(&b, i+1, t.colType(ts, c.Name))
+	}
+	b.WriteString(")")
+	if len(ts.key) > 0 {
+		b.WriteString(" ON CONFLICT (")
+		for i, k := range ts.key {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(quoteIdent(k))
+		}
+		b.WriteString(") DO ")
+		n := 0
+		for _, c := range row {
+			if ts.isKey(c.Name) {
+				continue
+			}
+			if n == 0 {
+				b.WriteString("UPDATE SET ")
+			} else {
+				b.WriteString(", ")
+			}
+			n++
+			b.WriteString(quoteIdent(c.Name) + " = EXCLUDED." + quoteIdent(c.Name))
+		}
+		if n == 0 {
+			b.WriteString("NOTHING")
+		}
+	}
+	args, err := pgArgs(make([]any, 0, len(row)), row)
+	if err != nil {
+		return err
+	}
+	return t.queue(ctx, b.String(), args)
+}
+
+// noEquality lists types without an equality operator: compared as text.
+var noEquality = map[string]bool{"json": true, "xml": true, "point": true, "line": true, "lseg": true, "box": true, "path": true, "polygon": true, "circle": true}
+
+func (t *pgTxn) whereSQL(b *strings.Builder, ts *tableSchema, where change.Row, first int) {
+	table := pgTableName(ts.src)
+	if len(ts.key) == 0 {
+		b.WriteString(" WHERE ctid = (SELECT ctid FROM " + table + " WHERE ")
+	} else {
+		b.WriteString(" WHERE ")
+	}
+	for i, c := range where {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		typ := t.colType(ts, c.Name)
+		i0 := ts.index(c.Name)
+		switch {
+		case len(ts.key) > 0:
+			b.WriteString(quoteIdent(c.Name) + " = ")
+			t.param(b, first+i, typ)
+		case i0 >= 0 && noEquality[ts.cols[i0].typ.name]:
+			b.WriteString(quoteIdent(c.Name) + "::text IS NOT DISTINCT FROM $" + fmt.Sprint(first+i) + "::text::" + typ + "::text")
+		default:
+			b.WriteString(quoteIdent(c.Name) + " IS NOT DISTINCT FROM ")
+			t.param(b, first+i, typ)
+		}
+	}
+	if len(ts.key) == 0 {
+		b.WriteString(" LIMIT 1)")
+	}
+}
+
+func (t *pgTxn) update(ctx context.Context, ts *tableSchema, set, where change.Row) error {
+	if len(set) == 0 || len(where) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("UPDATE " + pgTableName(ts.src) + " SET ")
+	for i, c := range set {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.Name) + " = ")
+		t.param(&b, i+1, t.colType(ts, c.Name))
+	}
+	t.whereSQL(&b, ts, where, len(set)+1)
+	args, err := pgArgs(make([]any, 0, len(set)+len(where)), set)
+	if err == nil {
+		args, err = pgArgs(args, where)
+	}
+	if err != nil {
+		return err
+	}
+	return t.queue(ctx, b.String(), args)
+}
+
+func (t *pgTxn) delete(ctx context.Context, ts *tableSchema, where change.Row) error {
+	if len(where) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("DELETE FROM " + pgTableName(ts.src))
+	t.whereSQL(&b, ts, where, 1)
+	args, err := pgArgs(make([]any, 0, len(where)), where)
+	if err != nil {
+		return err
+	}
+	return t.queue(ctx, b.String(), args)
+}
+
+func (t *pgTxn) truncate(ctx context.Context, ts *tableSchema) error {
+	return t.queue(ctx, "TRUNCATE "+pgTableName(ts.src), nil)
+}
+
+func (t *pgTxn) saveState(ctx context.Context, s State) error {
+	if s.LSN > 1<<63-1 {
+		return fmt.Errorf("LSN %d does not fit bigint", s.LSN)
+	}
+	var ct any
+	if !s.CommitTime.IsZero() {
+		ct = s.CommitTime.UTC()
+	}
+	return t.queue(ctx, `UPDATE walship_applied SET lsn = $1, commit_time = $2, txns = $3, changes = $4, lineage = $5 WHERE id = 1`,
+		[]any{int64(s.LSN), ct, int64(s.Txns), int64(s.Changes), s.Lineage})
+}
+
+func (t *pgTxn) commit(ctx context.Context) error {
+	if err := t.flush(ctx); err != nil {
+		return err
+	}
+	return t.tx.Commit(ctx)
+}
+
+func (t *pgTxn) rollback() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := t.tx.Rollback(ctx)
+	if t.failed {
+		// Statements prepared for shapes this transaction created are
+		// not rolled back; forget them.
+		t.b.conn.DeallocateAll(ctx)
+	}
+	if errors.Is(err, pgx.ErrTxClosed) {
+		return nil
+	}
+	return err
+}
