@@ -103,7 +103,9 @@ func readSegment(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]w
 }
 
 // checkSegment verifies that the decoded transactions are those the
-// manifest describes: whole, in order, spanning exactly FirstLSN-LastLSN.
+// manifest describes: whole, in LSN order, within FirstLSN-LastLSN, the
+// last one committing at LastLSN. LSNs between transactions are allowed:
+// they belong to transactions aborted midway, which the log skips.
 func checkSegment(s Segment, txns []wal.Txn) error {
 	if len(txns) == 0 {
 		return fmt.Errorf("%w: no transactions, manifest says LSNs %d-%d", ErrCorrupt, s.FirstLSN, s.LastLSN)
@@ -111,14 +113,17 @@ func checkSegment(s Segment, txns []wal.Txn) error {
 	next := s.FirstLSN
 	for i := range txns {
 		t := &txns[i]
-		if t.FirstLSN != next || t.CommitLSN < t.FirstLSN || t.CommitLSN-t.FirstLSN+1 != uint64(len(t.Changes)) {
-			return fmt.Errorf("%w: transaction %d spans LSNs %d-%d with %d changes, expected to start at LSN %d",
+		if t.FirstLSN < next || t.CommitLSN < t.FirstLSN || t.CommitLSN-t.FirstLSN+1 != uint64(len(t.Changes)) {
+			return fmt.Errorf("%w: transaction %d spans LSNs %d-%d with %d changes, expected to start at or after LSN %d",
 				ErrCorrupt, i, t.FirstLSN, t.CommitLSN, len(t.Changes), next)
 		}
 		next = t.CommitLSN + 1
 	}
 	if next-1 != s.LastLSN {
 		return fmt.Errorf("%w: transactions end at LSN %d, manifest says %d", ErrCorrupt, next-1, s.LastLSN)
+	}
+	if s.Txns != 0 && len(txns) != s.Txns {
+		return fmt.Errorf("%w: %d transactions, manifest says %d", ErrCorrupt, len(txns), s.Txns)
 	}
 	return nil
 }

@@ -278,14 +278,14 @@ func (v *Verified) Apply(ctx context.Context, app Applier) (*Result, error) {
 		if err != nil {
 			return res, err
 		}
+		if seg.FirstLSN > next { // the plan is contiguous; the catalog changed?
+			return res, &HoleError{Lineage: plan.Lineage, From: next, To: seg.FirstLSN - 1}
+		}
 		for j := range txns {
 			t := &txns[j]
 			if t.CommitLSN < next {
 				res.Skipped++ // an overlapping object's already applied part
 				continue
-			}
-			if t.FirstLSN != next {
-				return res, &HoleError{Lineage: plan.Lineage, From: next, To: t.FirstLSN - 1}
 			}
 			if plan.rule.beyond(t) {
 				done = true
@@ -302,6 +302,7 @@ func (v *Verified) Apply(ctx context.Context, app Applier) (*Result, error) {
 		if err := flush(); err != nil {
 			return res, err
 		}
+		next = max(next, seg.LastLSN+1)
 		res.Objects++
 		res.Bytes += seg.Size
 		if opts.Progress != nil {

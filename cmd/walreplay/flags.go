@@ -1,0 +1,63 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"strconv"
+)
+
+// newFlagSet returns a flag set that reports errors instead of exiting.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("walreplay "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args, rejecting positional arguments; -h is not an error.
+func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, usageError("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return false, usageError("unexpected argument %q", fs.Arg(0))
+	}
+	return false, nil
+}
+
+func requireFlag(name, value string) error {
+	if value == "" {
+		return usageError("--%s is required", name)
+	}
+	return nil
+}
+
+// archiveFlags are the flags that locate and open an archive.
+type archiveFlags struct {
+	url       string
+	endpoint  string
+	region    string
+	pathStyle bool
+	caFile    string
+	insecure  bool
+	lineage   string
+}
+
+func (a *archiveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.url, "archive", "", "archive URL: file:///abs/dir or s3://bucket/prefix")
+	fs.StringVar(&a.endpoint, "s3-endpoint", os.Getenv("AWS_ENDPOINT_URL_S3"), "S3 endpoint URL for non-AWS servers (default $AWS_ENDPOINT_URL_S3, then the AWS configuration)")
+	fs.StringVar(&a.region, "s3-region", "", "S3 region (default from the standard AWS environment and config)")
+	fs.BoolVar(&a.pathStyle, "s3-path-style", envBool("AWS_S3_USE_PATH_STYLE"), "use path-style S3 addressing (MinIO and most non-AWS servers)")
+	fs.StringVar(&a.caFile, "s3-ca-file", "", "PEM file of CA certificates to trust for an https S3 endpoint")
+	fs.BoolVar(&a.insecure, "s3-insecure-skip-verify", false, "do not verify the S3 server's TLS certificate (tests only)")
+	fs.StringVar(&a.lineage, "lineage", "", "lineage to use when the archive holds several")
+}
+
+func envBool(name string) bool {
+	b, _ := strconv.ParseBool(os.Getenv(name))
+	return b
+}

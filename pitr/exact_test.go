@@ -1,0 +1,268 @@
+package pitr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/replica"
+	"github.com/walship/walship/wal"
+)
+
+// workload appends n generated transactions to a new WAL in dir and
+// returns them as read back from the log (with their LSNs and commit
+// times). Tables: public.accounts and sales.orders; inserts, updates,
+// deletes, a truncate, a column added half way, restore points (alone and
+// inside a data transaction), increasing xids, source LSNs and commit
+// times (some equal).
+func workload(t testing.TB, dir string, n int) []wal.Txn {
+	t.Helper()
+	w, _, err := wal.Open(wal.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	accounts := change.Table{Schema: "public", Name: "accounts"}
+	orders := change.Table{Schema: "sales", Name: "orders"}
+	live := map[int64]bool{}
+	ct := t0
+	for i := range n {
+		if i%7 != 3 {
+			ct = ct.Add(time.Duration(50+rng.IntN(100)) * time.Millisecond)
+		}
+		txn := &change.Txn{Header: change.TxHeader{XID: uint64(5000 + 3*i), SourceLSN: 0x1_0000_0000 + uint64(i)*0x100, SourceCommitTime: ct}}
+		switch {
+		case i%25 == 24:
+			txn.Changes = RestorePointTxn(fmt.Sprintf("rp-%d", i)).Changes
+		case i == 200:
+			txn.Changes = []change.Change{{Table: orders, Op: change.Truncate}}
+		default:
+			for k := 0; k < 1+rng.IntN(4); k++ {
+				id := int64(rng.IntN(40))
+				row := change.Row{{Name: "id", Value: change.IntValue(id)}, {Name: "owner", Value: change.TextValue(fmt.Sprintf("o%d-%d", id, i))},
+					{Name: "balance", Value: must(change.NumericValue(fmt.Sprintf("%d.%02d", rng.IntN(10000), rng.IntN(100))))}}
+				types := []change.ColumnType{{Name: "id", Type: "bigint"}, {Name: "owner", Type: "text"}, {Name: "balance", Type: "numeric"}}
+				if i >= 150 { // schema change: a column added
+					row = append(row, change.Column{Name: "tier", Value: change.IntValue(int64(i % 3))})
+					types = append(types, change.ColumnType{Name: "tier", Type: "integer"})
+				}
+				key := change.Row{{Name: "id", Value: change.IntValue(id)}}
+				c := change.Change{Table: accounts, Key: key, Types: types}
+				switch {
+				case !live[id]:
+					c.Op, c.After = change.Insert, row
+					live[id] = true
+				case rng.IntN(4) == 0:
+					c.Op = change.Delete
+					delete(live, id)
+				default:
+					c.Op, c.After = change.Update, row
+				}
+				txn.Changes = append(txn.Changes, c)
+				if rng.IntN(2) == 0 {
+					ts, _ := change.TimestampValue(ct)
+					txn.Changes = append(txn.Changes, change.Change{Table: orders, Op: change.Insert,
+						Key: change.Row{{Name: "id", Value: change.IntValue(int64(i*10 + k))}},
+						After: change.Row{{Name: "id", Value: change.IntValue(int64(i*10 + k))}, {Name: "account", Value: change.IntValue(id)},
+							{Name: "amount", Value: change.FloatValue(float64(rng.IntN(1000)) / 8)}, {Name: "at", Value: ts}},
+						Types: []change.ColumnType{{Name: "id", Type: "bigint"}, {Name: "account", Type: "bigint"},
+							{Name: "amount", Type: "double precision"}, {Name: "at", Type: "timestamp with time zone"}}})
+				}
+			}
+			if i == 111 { // a restore point inside a data transaction
+				txn.Changes = append(txn.Changes, RestorePointTxn("inside-111").Changes...)
+			}
+		}
+		if _, err := w.Append(context.Background(), txn); err != nil {
+			t.Fatalf("append txn %d: %v", i, err)
+		}
+	}
+	r, err := wal.NewReader(w.Log, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []wal.Txn
+	for {
+		tx, err := r.NextTxn(context.Background())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tx)
+	}
+	r.Close()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != n {
+		t.Fatalf("read back %d transactions, appended %d", len(out), n)
+	}
+	return out
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// archiveTxns stores txns in a as segments of 1 to 20 transactions, and a
+// snapshot after each transaction index of snapAt (a SQLite replica built
+// by applying the prefix).
+func archiveTxns(t testing.TB, a *archive.Archive, lineage string, txns []wal.Txn, snapAt ...int) []archive.SegmentManifest {
+	t.Helper()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(3, 4))
+	var ms []archive.SegmentManifest
+	for i := 0; i < len(txns); {
+		n := min(1+rng.IntN(20), len(txns)-i)
+		enc, err := a.EncodeSegment(lineage, 0, txns[i:i+n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := a.StoreSegment(ctx, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, m)
+		i += n
+	}
+	for _, k := range snapAt {
+		dir := t.TempDir()
+		buildReplica(t, "sqlite://"+filepath.Join(dir, "replica.db"), txns[:k+1])
+		f := filepath.Join(dir, "snap.db")
+		if err := snapshotSQLite(ctx, filepath.Join(dir, "replica.db"), f); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.PutSnapshot(ctx, lineage, txns[k].CommitLSN, txns[k].CommitTime, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ms
+}
+
+// buildReplica applies txns to a fresh replica at url: the expected state,
+// computed without pitr.
+func buildReplica(t testing.TB, url string, txns []wal.Txn) {
+	t.Helper()
+	app, err := replica.Open(context.Background(), url, replica.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(txns) > 0 {
+		if err := app.Apply(context.Background(), txns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := app.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// compareReplicas fails t unless the replicas at gotURL and wantURL hold
+// equal tables (replica.Dump) and equal positions and transaction counts.
+func compareReplicas(t testing.TB, what, gotURL, wantURL string) {
+	t.Helper()
+	ctx := context.Background()
+	got, err := replica.Dump(ctx, gotURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := replica.Dump(ctx, wantURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := replica.Diff(want, got); d != "" {
+		t.Fatalf("%s: restored state differs from the source's at the target:\n%s", what, d)
+	}
+	gs, err := replica.ReadState(ctx, gotURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := replica.ReadState(ctx, wantURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gs.LSN != ws.LSN || gs.Txns != ws.Txns || gs.Changes != ws.Changes || !gs.CommitTime.Equal(ws.CommitTime) {
+		t.Fatalf("%s: bookkeeping %+v, want %+v", what, gs, ws)
+	}
+}
+
+// exactTargets are the restore targets of the exactness tests.
+func exactTargets(txns []wal.Txn) []Target {
+	var ts []Target
+	for _, i := range []int{0, 37, 99, 100, 101, 111, 149, 150, 199, 200, 219, 220, 221, 260, len(txns) - 1} {
+		tx := txns[i]
+		for _, ex := range []bool{false, true} {
+			ts = append(ts,
+				Target{Kind: Time, Time: tx.CommitTime, Exclusive: ex},
+				Target{Kind: LSN, LSN: tx.CommitLSN, Exclusive: ex},
+				Target{Kind: SourceLSN, LSN: tx.Header.SourceLSN, Exclusive: ex},
+				Target{Kind: XID, XID: tx.Header.XID, Exclusive: ex},
+			)
+			if tx.CommitLSN > tx.FirstLSN {
+				ts = append(ts, Target{Kind: LSN, LSN: tx.FirstLSN, Exclusive: ex})
+			}
+		}
+	}
+	ts = append(ts, Target{Kind: Name, Name: "rp-99"}, Target{Kind: Name, Name: "rp-99", Exclusive: true},
+		Target{Kind: Name, Name: "inside-111"}, Target{Kind: Name, Name: "inside-111", Exclusive: true},
+		Target{Kind: Time, Time: txns[150].CommitTime.Add(-time.Millisecond)}, Target{Kind: Latest})
+	return ts
+}
+
+// TestExactRestoreIntoSQLite restores a file:// archive of a 300-transaction
+// workload (two snapshots) to many targets of every kind and compares each
+// restored replica, table by table, with a replica built by applying the
+// expected prefix of the log directly.
+func TestExactRestoreIntoSQLite(t *testing.T) {
+	ctx := context.Background()
+	txns := workload(t, t.TempDir(), 300)
+	a, err := archive.Open(ctx, "file://"+t.TempDir(), archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	archiveTxns(t, a, "l1", txns, 100, 220)
+	src := NewArchiveSource(a)
+	dir := t.TempDir()
+	expected := map[int]string{} // prefix length -> replica file
+	for i, tg := range exactTargets(txns) {
+		want := expectedPrefix(txns, tg)
+		ef, ok := expected[want]
+		if !ok {
+			ef = filepath.Join(dir, fmt.Sprintf("expected-%d.db", want))
+			buildReplica(t, "sqlite://"+ef, txns[:want])
+			expected[want] = ef
+		}
+		plan, err := PlanRestore(ctx, src, tg, PlanOptions{})
+		if err != nil {
+			t.Fatalf("%s: plan: %v", tg, err)
+		}
+		got := filepath.Join(dir, fmt.Sprintf("restored-%d.db", i))
+		res, err := Restore(ctx, src, plan, "sqlite://"+got, RestoreOptions{Options: Options{Parallel: 3, BatchTxns: 7}})
+		if err != nil {
+			t.Fatalf("%s: restore: %v", tg, err)
+		}
+		wantPos := uint64(0)
+		if want > 0 {
+			wantPos = txns[want-1].CommitLSN
+		}
+		if res.Position != wantPos {
+			t.Fatalf("%s: restored to LSN %d, want %d (%d transactions)", tg, res.Position, wantPos, want)
+		}
+		compareReplicas(t, tg.String(), "sqlite://"+got, "sqlite://"+ef)
+		os.Remove(got)
+	}
+}
