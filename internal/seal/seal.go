@@ -214,6 +214,30 @@ func LoadKeyEnv(name string) (Key, error) {
 	return k, nil
 }
 
+// FromConfig builds the archive's Sealer from archive.encryption_key_file
+// or archive.encryption_key_env (at most one may be set). With neither it
+// returns (nil, nil): encryption is off.
+func FromConfig(keyFile, keyEnv string) (*Sealer, error) {
+	var (
+		k   Key
+		err error
+	)
+	switch {
+	case keyFile != "" && keyEnv != "":
+		return nil, errors.New("seal: archive.encryption_key_file and archive.encryption_key_env are both set; set one")
+	case keyFile != "":
+		k, err = LoadKeyFile(keyFile)
+	case keyEnv != "":
+		k, err = LoadKeyEnv(keyEnv)
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return New(Options{}, k)
+}
+
 // Sealer seals with its first key and opens with any of its keys. It is
 // safe for concurrent use. It satisfies the archive package's
 // { Seal(plain []byte) ([]byte, error); Open(sealed []byte) ([]byte, error); KeyID() string }.

@@ -219,6 +219,31 @@ func TestLoadKey(t *testing.T) {
 	}
 }
 
+func TestFromConfig(t *testing.T) {
+	raw := randBytes(KeySize)
+	path := filepath.Join(t.TempDir(), "k")
+	os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(raw)), 0o600)
+	t.Setenv("WALSHIP_TEST_KEY2", hex.EncodeToString(raw))
+	a, err := FromConfig(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := FromConfig("", "WALSHIP_TEST_KEY2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, _ := a.Seal([]byte("x"))
+	if got, err := b.Open(sealed); err != nil || string(got) != "x" || a.KeyID() != b.KeyID() {
+		t.Fatalf("file and env keys differ: %v %q", err, got)
+	}
+	if s, err := FromConfig("", ""); s != nil || err != nil {
+		t.Fatalf("no key: %v %v", s, err)
+	}
+	if _, err := FromConfig(path, "X"); err == nil {
+		t.Fatal("both set accepted")
+	}
+}
+
 func FuzzOpen(f *testing.F) {
 	s, _ := New(Options{ChunkSize: minChunkSize}, GenerateKey())
 	good, _ := s.Seal([]byte("hello"))

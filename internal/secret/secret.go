@@ -8,7 +8,7 @@
 //     call Reveal only where the value is used.
 //   - ReplaceAttr, an slog.HandlerOptions.ReplaceAttr that blanks attributes
 //     whose name says they are secret (IsSecretName) and scrubs credentials
-//     out of every other string and error value (Text).
+//     out of every other string, error, Stringer and struct value (Text).
 //   - Text and URL, which scrub credentials from free text: the password of
 //     a URL or DSN (postgres://u:pw@h), libpq key=value passwords
 //     (password=pw), S3/AWS secret keys, SASL passwords, bearer tokens and
@@ -25,6 +25,7 @@ package secret
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"regexp"
 	"strings"
@@ -172,6 +173,19 @@ func ReplaceAttr(_ []string, a slog.Attr) slog.Attr {
 			return slog.String(a.Key, Text(x.Error()))
 		case interface{ String() string }:
 			return slog.String(a.Key, Text(x.String()))
+		case nil, []byte:
+		default:
+			// A struct or map: check both renderings a handler may use
+			// (text: %+v, JSON: its tags); only when either shows a secret
+			// is the value replaced by its redacted text form.
+			if t := fmt.Sprintf("%+v", x); Text(t) != t {
+				return slog.String(a.Key, Text(t))
+			}
+			if b, err := json.Marshal(x); err == nil {
+				if t := string(b); Text(t) != t {
+					return slog.String(a.Key, Text(t))
+				}
+			}
 		}
 	}
 	a.Value = v

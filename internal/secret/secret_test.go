@@ -112,6 +112,10 @@ func TestNoSecretInLogs(t *testing.T) {
 		log.With("token", "s3cr3t-t0ken").Warn("listener", "header", "Bearer s3cr3t-t0ken")
 		log.WithGroup("kafka").Info("sasl", "password", "saslpw", "user", "walship")
 		log.Info("typed", "token", Secret("s3cr3t-t0ken"), "url", fmt.Stringer(stringer("postgres://a:hunter2@h")))
+		log.Info("structs", "cfg", struct {
+			User string
+			Pw   string `json:"password"`
+		}{"walship", "hunter2"}, "opts", map[string]string{"dsn": "postgres://u:hunter2@h/db"}, "n", 42)
 	}
 	out := buf.String()
 	for _, s := range secrets {
@@ -124,6 +128,23 @@ func TestNoSecretInLogs(t *testing.T) {
 			t.Errorf("over-redaction: %q missing from\n%s", keep, out)
 		}
 	}
+}
+
+// FuzzText: redaction is idempotent and removes the password of any URL.
+func FuzzText(f *testing.F) {
+	f.Add("prefix ", "walship", "hunter2", " suffix")
+	f.Add("", "u", "p@ss:w", "")
+	f.Fuzz(func(t *testing.T, pre, user, pw, post string) {
+		in := pre + "postgres://" + user + ":" + pw + "@db.example:5432/app" + post
+		out := Text(in)
+		if Text(out) != out {
+			t.Fatalf("not idempotent: %q -> %q -> %q", in, out, Text(out))
+		}
+		clean := len(pw) >= 6 && !strings.ContainsAny(user+pw, " \t\n\r\"'<>/@:\x0b\x0c") && !strings.Contains(pre+post, pw)
+		if clean && strings.Contains(out, pw) {
+			t.Fatalf("password %q survives in %q", pw, out)
+		}
+	})
 }
 
 type stringer string
