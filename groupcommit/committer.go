@@ -114,6 +114,7 @@ type chunk struct {
 	txnStart       uint64
 	count          int
 	endsTxn        bool
+	aborted        bool // an abort frame (see Stream.Abort)
 	lastCommit     uint64
 	lastCommitTime int64
 }
@@ -133,6 +134,12 @@ type Committer struct {
 		free     []*chunk
 		err      error
 		closed   bool
+		// stream is the active streamed transaction, if any: other
+		// appends and streams wait until it ends.
+		stream *Stream
+		// takes counts the flushes that took pending chunks, so a stream
+		// knows whether its chunks are still all pending.
+		takes uint64
 	}
 	work chan struct{}
 
@@ -258,27 +265,11 @@ func (c *Committer) enqueue(ctx context.Context, records [][]byte, commitTime ti
 	}
 
 	c.mu.Lock()
-	var stop func() bool
-	for c.mu.bytes > 0 && c.mu.bytes+size > c.opts.MaxPendingBytes && c.mu.err == nil && !c.mu.closed {
-		if ctx.Err() != nil {
-			c.mu.Unlock()
-			if stop != nil {
-				stop()
-			}
-			return Ticket{}, ctx.Err()
-		}
-		if stop == nil {
-			// Wake this waiter when ctx ends, not only at the next flush.
-			stop = context.AfterFunc(ctx, func() {
-				c.mu.Lock()
-				c.mu.space.Broadcast()
-				c.mu.Unlock()
-			})
-		}
-		c.mu.space.Wait()
-	}
-	if stop != nil {
-		defer stop()
+	if err := c.waitLocked(ctx, func() bool {
+		return c.mu.stream != nil || (c.mu.bytes > 0 && c.mu.bytes+size > c.opts.MaxPendingBytes)
+	}); err != nil {
+		c.mu.Unlock()
+		return Ticket{}, err
 	}
 	if c.mu.err != nil {
 		err := c.mu.err
@@ -299,13 +290,45 @@ func (c *Committer) enqueue(ctx context.Context, records [][]byte, commitTime ti
 	return Ticket{First: first, Last: first + uint64(len(records)) - 1, CommitTime: ct}, nil
 }
 
+// waitLocked waits on c.mu.space while blocked() holds. It returns the
+// sticky error, ErrClosed or ctx's error if one of them ends the wait
+// first. The caller holds c.mu.
+func (c *Committer) waitLocked(ctx context.Context, blocked func() bool) error {
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for blocked() {
+		switch {
+		case c.mu.err != nil:
+			return c.mu.err
+		case c.mu.closed:
+			return ErrClosed
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		if stop == nil {
+			// Wake this waiter when ctx ends, not only at the next flush.
+			stop = context.AfterFunc(ctx, func() {
+				c.mu.Lock()
+				c.mu.space.Broadcast()
+				c.mu.Unlock()
+			})
+		}
+		c.mu.space.Wait()
+	}
+	return nil
+}
+
 // encodeLocked encodes a transaction into pending chunks. A transaction
 // that does not fit the current chunk starts a new one, so a transaction
 // spanning frames always begins a frame (segment.Batch's rule).
 func (c *Committer) encodeLocked(records [][]byte, size int, first uint64, ct int64) {
 	var ch *chunk
 	shared := false
-	if n := len(c.mu.pending); n > 0 && len(c.mu.pending[n-1].raw)+size <= c.opts.MaxBatchBytes {
+	if n := len(c.mu.pending); n > 0 && !c.mu.pending[n-1].aborted && len(c.mu.pending[n-1].raw)+size <= c.opts.MaxBatchBytes {
 		ch, shared = c.mu.pending[n-1], true
 	} else {
 		ch = c.newChunkLocked(first, first)
@@ -384,12 +407,14 @@ func (c *Committer) flushLoop() {
 	defer close(c.done)
 	for {
 		c.mu.Lock()
-		for len(c.mu.pending) == 0 && !c.mu.closed {
+		// After Close, an active stream still ends (committed or aborted)
+		// through this loop.
+		for len(c.mu.pending) == 0 && (!c.mu.closed || c.mu.stream != nil) {
 			c.mu.Unlock()
 			<-c.work
 			c.mu.Lock()
 		}
-		if len(c.mu.pending) == 0 && c.mu.closed {
+		if len(c.mu.pending) == 0 && c.mu.closed && c.mu.stream == nil {
 			c.mu.Unlock()
 			return
 		}
@@ -419,6 +444,7 @@ func (c *Committer) flushOnceLocked() bool {
 	}
 	f.taken = append(f.taken[:0], c.mu.pending...)
 	c.mu.pending = c.mu.pending[:0]
+	c.mu.takes++
 	n := c.mu.bytes
 	c.mu.bytes = 0
 	c.mu.space.Broadcast()
@@ -428,7 +454,7 @@ func (c *Committer) flushOnceLocked() bool {
 	records, lastCommit := 0, uint64(0)
 	for _, ch := range f.taken {
 		f.batches = append(f.batches, segment.Batch{Raw: ch.raw, Count: ch.count, FirstLSN: ch.first, TxnStart: ch.txnStart,
-			EndsTxn: ch.endsTxn, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime})
+			EndsTxn: ch.endsTxn, Aborted: ch.aborted, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime})
 		records += ch.count
 		if ch.lastCommit != 0 {
 			lastCommit = ch.lastCommit
@@ -447,7 +473,9 @@ func (c *Committer) flushOnceLocked() bool {
 	if err != nil {
 		c.setFailed(err)
 	} else {
-		c.durable.Store(lastCommit)
+		if lastCommit != 0 { // a flush of a stream's middle has no commit
+			c.durable.Store(lastCommit)
+		}
 		if c.opts.Observe != nil {
 			c.opts.Observe(records, n, f.last.Sub(start))
 		}
@@ -481,7 +509,9 @@ func (c *Committer) setFailed(err error) {
 
 // Close stops accepting appends, writes and syncs everything queued, and
 // stops the flusher. It does not close the log. It is idempotent and
-// returns the sticky error, if any.
+// returns the sticky error, if any. An active Stream's later Add and Commit
+// fail with ErrClosed; Close returns only after the stream has ended
+// (Commit or Abort), so its owner must end it.
 func (c *Committer) Close() error {
 	c.mu.Lock()
 	c.mu.closed = true

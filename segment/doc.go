@@ -65,7 +65,8 @@
 //	         this frame began (used to tell a torn write from corruption)
 //	 40    4 salt: first 4 bytes of the segment id (rejects stale frames)
 //	 44    1 codec: 0 none, 1 s2, 2 zstd (github.com/klauspost/compress)
-//	 45    1 flags: bit 0 = the frame's last record is a commit record
+//	 45    1 flags: bit 0 = the frame's last record is a commit record;
+//	         bit 1 = abort frame (see below)
 //	 46    2 reserved, zero
 //	 48    n stored payload, then zero padding to a multiple of 8
 //
@@ -84,6 +85,13 @@
 // A transaction's records are contiguous. A transaction that spans frames
 // begins a frame, so an unfinished one can be dropped by truncating whole
 // frames.
+//
+// An abort frame (flags bits 0 and 1, one record with commit = 1, no data
+// and the previous commit time) ends the transaction begun at its txn
+// start as aborted: a streamed transaction abandoned after some of its
+// frames were written. The abort record takes one LSN and is returned by
+// readers with Record.Aborted set; readers that assemble transactions drop
+// the whole transaction when they reach it. LSNs stay dense.
 //
 // # Recovery: torn tail versus corruption
 //

@@ -59,7 +59,12 @@ const (
 
 	// flagEndsTxn: the frame's last record ends (commits) a transaction.
 	flagEndsTxn = 1 << 0
-	knownFlags  = flagEndsTxn
+	// flagAbort: the frame is one empty record that ends its transaction as
+	// aborted (with flagEndsTxn): readers skip every record of that
+	// transaction, which keep their LSNs so numbering stays dense. Logs
+	// written before this flag existed never carry it.
+	flagAbort  = 1 << 1
+	knownFlags = flagEndsTxn | flagAbort
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -131,6 +136,8 @@ func decodeFrameHeader(b []byte) (frameHeader, string) {
 	switch {
 	case b[46] != 0 || b[47] != 0 || h.flags&^knownFlags != 0:
 		return h, "unknown frame flags"
+	case h.flags&flagAbort != 0 && (h.flags&flagEndsTxn == 0 || h.count != 1):
+		return h, "abort frame must hold exactly one transaction-ending record"
 	case h.codec > CodecZstd:
 		return h, fmt.Sprintf("unknown codec %d", h.codec)
 	case h.count == 0:
@@ -163,6 +170,12 @@ type Record struct {
 	CommitTime int64
 	// TxnStart is the LSN of the first record of this record's transaction.
 	TxnStart uint64
+	// Aborted marks an abort record: it has no data, Commit is set, and it
+	// ends its transaction (TxnStart..LSN) as aborted. The transaction's
+	// records, this one included, are not part of the log's content:
+	// readers that assemble transactions must drop them. They keep their
+	// LSNs, so numbering stays dense.
+	Aborted bool
 }
 
 // AppendRecord appends the encoding of one record to a frame payload being

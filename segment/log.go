@@ -107,6 +107,11 @@ type Batch struct {
 	TxnStart uint64
 	// EndsTxn reports that the last record is a commit record.
 	EndsTxn bool
+	// Aborted makes the batch an abort frame: Count is 1, EndsTxn is set
+	// and Raw is one empty commit record (AppendRecord(nil, nil, true, t));
+	// it ends the transaction begun at TxnStart as aborted, and readers
+	// skip that transaction's records. See doc.go.
+	Aborted bool
 	// LastCommit is the LSN of the batch's last commit record, 0 if none,
 	// and LastCommitTime its commit time.
 	LastCommit     uint64
@@ -297,6 +302,9 @@ func (l *Log) Write(batches []Batch) error {
 			return l.fail(fmt.Errorf("segment: batch LSN %d (txn %d, %d records) does not follow next LSN %d",
 				b.FirstLSN, b.TxnStart, b.Count, l.nextLSN))
 		}
+		if b.Aborted && (b.Count != 1 || !b.EndsTxn) {
+			return l.fail(fmt.Errorf("segment: abort batch at LSN %d must be one transaction-ending record", b.FirstLSN))
+		}
 		if len(b.Raw) > MaxFramePayload {
 			return l.fail(fmt.Errorf("segment: batch of %d bytes exceeds the frame limit %d", len(b.Raw), MaxFramePayload))
 		}
@@ -326,6 +334,9 @@ func (l *Log) Write(batches []Batch) error {
 		}
 		if b.EndsTxn {
 			h.flags |= flagEndsTxn
+		}
+		if b.Aborted {
+			h.flags |= flagAbort
 		}
 		size := h.frameSize()
 		// Rotate before a frame that would overflow a non-empty segment.

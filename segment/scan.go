@@ -174,10 +174,11 @@ type recordIter struct {
 	lsn      uint64 // LSN of the next record
 	txnStart uint64
 	left     uint32
+	abort    bool // the frame is an abort frame (one abort record)
 }
 
 func (it *recordIter) reset(h *frameHeader, raw []byte) {
-	*it = recordIter{raw: raw, lsn: h.firstLSN, txnStart: h.txnStart, left: h.count}
+	*it = recordIter{raw: raw, lsn: h.firstLSN, txnStart: h.txnStart, left: h.count, abort: h.flags&flagAbort != 0}
 }
 
 // next returns the next record; ok is false when the frame is exhausted.
@@ -192,7 +193,10 @@ func (it *recordIter) next() (rec Record, ok bool, reason string) {
 	if reason != "" {
 		return rec, false, reason
 	}
-	rec = Record{LSN: it.lsn, Data: data, Commit: commit, CommitTime: ct, TxnStart: it.txnStart}
+	if it.abort && (!commit || len(data) != 0) {
+		return rec, false, "abort record with data or without the commit bit"
+	}
+	rec = Record{LSN: it.lsn, Data: data, Commit: commit, CommitTime: ct, TxnStart: it.txnStart, Aborted: it.abort}
 	it.pos += n
 	it.lsn++
 	it.left--
@@ -214,6 +218,7 @@ type scanResult struct {
 	lastCommit  uint64 // LSN of the last commit record, 0 if none
 	commitTime  int64  // commit time of lastCommit
 	firstCommit int64  // commit time of the first commit record, 0 if none
+	aborted     int    // transactions ended by an abort record
 	index       []indexEntry
 
 	bad  *badFrame // first bad frame, if any
@@ -296,6 +301,9 @@ func scanSegment(f vfs.File, name string, h *segmentHeader, expectLSN, openTxn u
 				}
 				res.lastCommit, res.commitTime = rec.LSN, rec.CommitTime
 				res.openTxn, res.openTxnOff, res.openTxnMid = 0, -1, false
+				if rec.Aborted {
+					res.aborted++
+				}
 			} else if res.openTxn == 0 {
 				res.openTxn, res.openTxnOff, res.openTxnMid = rec.LSN, off, rec.LSN != fh.firstLSN
 			}

@@ -15,6 +15,7 @@ type VerifyReport struct {
 	FirstLSN   uint64 // first retained LSN
 	LastLSN    uint64 // last LSN of a committed transaction
 	Records    uint64
+	Aborted    int // transactions ended by an abort record (their records count in Records)
 	Frames     int
 	Bytes      int64
 	LastTime   int64 // commit time of the last committed transaction (Unix ns), 0 if none
@@ -109,6 +110,7 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 		rep.Segments = append(rep.Segments, SegmentSummary{Name: s.name, Lineage: s.hdr.lineage, ID: s.hdr.id,
 			FirstLSN: s.hdr.base, NextLSN: res.nextLSN, Frames: res.frames, DataEnd: res.end})
 		rep.Frames += res.frames
+		rep.Aborted += res.aborted
 		rep.Bytes += res.end
 		rep.Records += res.nextLSN - expect
 		if res.openTxn != 0 && res.openTxnOff >= 0 {

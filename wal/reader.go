@@ -64,13 +64,24 @@ func NewReader(l *segment.Log, from uint64, follow bool) (*Reader, error) {
 
 // NextTxn returns the next whole transaction, io.EOF at the end of the
 // visible log (or waits, if following), or an error naming the LSN of an
-// undecodable record.
+// undecodable record. Transactions aborted midway (see WAL.AppendStream)
+// are skipped; like committed ones they are read whole before the abort
+// record that ends them is seen, so skipping one costs its size in memory.
 func (r *Reader) NextTxn(ctx context.Context) (Txn, error) {
 	var t Txn
 	for {
 		rec, err := r.r.Next(ctx)
 		if err != nil {
 			return Txn{}, err
+		}
+		if rec.Aborted {
+			// The transaction was aborted midway (WAL.AppendStream): none
+			// of it is part of the log's content.
+			if len(t.Changes) > 0 && rec.TxnStart != t.FirstLSN {
+				return Txn{}, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart, t.FirstLSN)
+			}
+			t = Txn{}
+			continue
 		}
 		if len(t.Changes) == 0 {
 			if rec.TxnStart != rec.LSN {

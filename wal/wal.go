@@ -11,7 +11,9 @@ package wal
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -33,6 +35,10 @@ type Options struct {
 	Logger      *slog.Logger
 	// Observe is passed to the committer (records, bytes, flush duration).
 	Observe func(records, bytes int, took time.Duration)
+	// MaxPendingBytes and MaxBatchBytes are passed to the committer
+	// (groupcommit.Options); zero selects its defaults.
+	MaxPendingBytes int
+	MaxBatchBytes   int
 }
 
 // WAL is an open transaction log.
@@ -61,7 +67,7 @@ func Open(opts Options) (*WAL, *segment.RecoveryReport, error) {
 		return nil, nil, err
 	}
 	c, err := groupcommit.New(l, groupcommit.Options{Sync: opts.Sync, MinInterval: opts.MinInterval,
-		Logger: opts.Logger, Observe: opts.Observe})
+		Logger: opts.Logger, Observe: opts.Observe, MaxPendingBytes: opts.MaxPendingBytes, MaxBatchBytes: opts.MaxBatchBytes})
 	if err != nil {
 		l.Close()
 		return nil, nil, err
@@ -116,6 +122,79 @@ func (w *WAL) AppendAsync(ctx context.Context, txn *change.Txn) (groupcommit.Tic
 	t, err := w.c.AppendAsync(ctx, eb.recs, txn.Header.SourceCommitTime)
 	w.scratch.Put(eb)
 	return t, err
+}
+
+// AppendStream appends one transaction whose changes come from next
+// (io.EOF ends it), without holding it all in memory, and waits until it is
+// durable, like Append. It takes the WAL exclusively: other appends (and
+// streams) wait until it ends; transactions queued before it stay before
+// it. Changes are validated and encoded one at a time and written in
+// frames as they come, with at most groupcommit.StreamPendingBytes of them
+// queued; next is called from the calling goroutine. The first change
+// carries hdr. The commit time is hdr.SourceCommitTime if set (raised to
+// the previous commit's if earlier), else now.
+//
+// If next fails, a change is invalid, or ctx ends before the commit record
+// is queued, the transaction is aborted: nothing of it ever becomes
+// visible to readers, now or after recovery. Records it had already
+// written keep their LSNs and are ended by an abort record that readers
+// skip (docs/FORMAT.md §3), so LSNs stay dense; records not yet written
+// are dropped and their LSNs reused. The WAL remains usable. Only a write
+// or fsync failure puts it in the failed state, as for Append: every later
+// append fails with the same error until it is reopened, and recovery
+// then removes the unfinished transaction. Once the commit is queued the
+// transaction is committed even if ctx ends while waiting for durability.
+func (w *WAL) AppendStream(ctx context.Context, hdr change.TxHeader, next func() (*change.Change, error)) (groupcommit.Ticket, error) {
+	if err := hdr.Validate(); err != nil {
+		return groupcommit.Ticket{}, err
+	}
+	s, err := w.c.BeginStream(ctx)
+	if err != nil {
+		return groupcommit.Ticket{}, err
+	}
+	defer s.Abort() // a no-op once committed; also covers a panic in next
+	abort := func(err error) (groupcommit.Ticket, error) {
+		if aerr := s.Abort(); aerr != nil {
+			err = errors.Join(err, fmt.Errorf("wal: aborting the streamed transaction: %w", aerr))
+		}
+		return groupcommit.Ticket{}, err
+	}
+	var buf []byte
+	n := 0
+	for ; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return abort(fmt.Errorf("wal: streamed transaction aborted after %d changes: %w", n, err))
+		}
+		c, err := next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return abort(fmt.Errorf("wal: streamed transaction aborted: change %d: %w", n, err))
+		}
+		if c == nil {
+			return abort(fmt.Errorf("wal: streamed transaction aborted: change %d is nil", n))
+		}
+		if err := c.Validate(); err != nil {
+			return abort(fmt.Errorf("wal: streamed transaction aborted: change %d: %w", n, err))
+		}
+		var h *change.TxHeader
+		if n == 0 {
+			h = &hdr
+		}
+		buf = change.AppendRecord(buf[:0], h, c)
+		if err := s.Add(ctx, buf); err != nil {
+			return abort(fmt.Errorf("wal: streamed transaction aborted: change %d: %w", n, err))
+		}
+	}
+	if n == 0 {
+		return abort(&change.InvalidError{Path: "changes", Reason: "empty transaction"})
+	}
+	t, err := s.Commit(ctx, hdr.SourceCommitTime)
+	if err != nil {
+		return abort(fmt.Errorf("wal: streamed transaction aborted at its commit: %w", err))
+	}
+	return t, w.c.Wait(ctx, t.Last)
 }
 
 // Wait blocks until LSN lsn is durable.

@@ -1,0 +1,116 @@
+package groupcommit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/segment"
+)
+
+// TestStreamCloseAborts: Close during a stream makes the stream's Add fail
+// with ErrClosed and waits for its owner to abort it; the abort frame is
+// written, so the log reopens clean and its readers see only the
+// transactions committed before.
+func TestStreamCloseAborts(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l := openLog(t, dir, segment.Options{SegmentSize: 16 << 10})
+	c, err := New(l, Options{MaxBatchBytes: 2 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(ctx, [][]byte{[]byte("a1"), []byte("a2")}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.BeginStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.First() != 3 {
+		t.Fatalf("stream starts at LSN %d, want 3", s.First())
+	}
+	rec := make([]byte, 500)
+	for range 20 {
+		if err := s.Add(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		err := s.Add(ctx, rec)
+		if errors.Is(err, ErrClosed) {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("Add during Close: %v", err)
+		}
+	}
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while the stream was active", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := s.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(ctx, time.Time{}); !errors.Is(err, ErrStreamEnded) {
+		t.Fatalf("Commit after Abort: %v", err)
+	}
+	l.Close()
+
+	rep, err := segment.Verify(nil, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Aborted != 1 || rep.Unfinished != nil {
+		t.Fatalf("verify: %+v, want one aborted transaction", rep)
+	}
+	l = openLog(t, dir, segment.Options{SegmentSize: 16 << 10})
+	defer l.Close()
+	datas, commits := readAll(t, l)
+	if fmt.Sprint(commits) != fmt.Sprint([]uint64{2, l.NextLSN() - 1}) || datas[0] != "a1" || datas[1] != "a2" {
+		t.Fatalf("commits %v (next LSN %d)", commits, l.NextLSN())
+	}
+}
+
+// TestStreamAbortBeforeFlushReusesLSNs: a stream aborted before the flusher
+// took any of its records leaves nothing behind.
+func TestStreamAbortBeforeFlushReusesLSNs(t *testing.T) {
+	ctx := context.Background()
+	l := openLog(t, t.TempDir(), segment.Options{})
+	defer l.Close()
+	c, err := New(l, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := c.BeginStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // all in one chunk: the flusher is not woken
+		if err := s.Add(ctx, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := c.Append(ctx, [][]byte{[]byte("b")}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.First != 1 {
+		t.Fatalf("append after the abort got LSN %d, want 1", tk.First)
+	}
+	if datas, _ := readAll(t, l); fmt.Sprint(datas) != "[b]" {
+		t.Fatalf("log holds %q", datas)
+	}
+}
