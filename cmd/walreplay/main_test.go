@@ -1,0 +1,443 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/pitr"
+	"github.com/walship/walship/replica"
+	"github.com/walship/walship/wal"
+)
+
+// result is the outcome of one in-process walreplay invocation.
+type result struct {
+	code           int
+	stdout, stderr string
+	err            error
+}
+
+func walreplay(t *testing.T, ctx context.Context, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(ctx, args, strings.NewReader(""), &out, &errb)
+	code := 0
+	if err != nil {
+		code = exitFailure
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+	}
+	return result{code: code, stdout: out.String(), stderr: errb.String(), err: err}
+}
+
+// fixture is a file:// archive of a generated log.
+type fixture struct {
+	dir  string // archive root
+	url  string
+	a    *archive.Archive
+	txns []wal.Txn
+	segs []archive.SegmentManifest
+}
+
+// genLog appends n transactions (upserts of public.kv and other.log, a
+// restore point "rp-<i>" every 10th) with commit times 1 s apart, and
+// returns them as read back.
+func genLog(t *testing.T, n int) []wal.Txn {
+	t.Helper()
+	w, _, err := wal.Open(wal.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	for i := range n {
+		txn := &change.Txn{Header: change.TxHeader{XID: uint64(700 + i), SourceLSN: 0x2_0000_0000 + uint64(i)<<8,
+			SourceCommitTime: t0.Add(time.Duration(i) * time.Second)}}
+		if i%10 == 9 {
+			txn.Changes = pitr.RestorePointTxn(fmt.Sprintf("rp-%d", i)).Changes
+		} else {
+			id := int64(i % 13)
+			txn.Changes = []change.Change{
+				{Table: change.Table{Schema: "public", Name: "kv"}, Op: change.Insert, Key: change.Row{{Name: "k", Value: change.IntValue(id)}},
+					After: change.Row{{Name: "k", Value: change.IntValue(id)}, {Name: "v", Value: change.TextValue(fmt.Sprint("v", i))}}},
+				{Table: change.Table{Schema: "other", Name: "log"}, Op: change.Insert, Key: change.Row{{Name: "n", Value: change.IntValue(int64(i))}},
+					After: change.Row{{Name: "n", Value: change.IntValue(int64(i))}}},
+			}
+			if i >= 13 {
+				txn.Changes[0].Op = change.Update
+			}
+		}
+		if _, err := w.Append(context.Background(), txn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := wal.NewReader(w.Log, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out []wal.Txn
+	for {
+		tx, err := r.NextTxn(context.Background())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tx)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// newFixture archives txns in segments of per transactions.
+func newFixture(t *testing.T, txns []wal.Txn, per int) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir(), txns: txns}
+	f.url = "file://" + f.dir
+	var err error
+	if f.a, err = archive.Open(context.Background(), f.url, archive.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	f.add(t, 0, len(txns), per)
+	return f
+}
+
+// add archives txns[from:to] in segments of per.
+func (f *fixture) add(t *testing.T, from, to, per int) {
+	t.Helper()
+	for i := from; i < to; i += per {
+		enc, err := f.a.EncodeSegment("main", 0, f.txns[i:min(i+per, to)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := f.a.StoreSegment(context.Background(), enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.segs = append(f.segs, m)
+	}
+}
+
+// expected builds a replica holding the first n transactions.
+func expected(t *testing.T, txns []wal.Txn) string {
+	t.Helper()
+	url := "sqlite://" + filepath.Join(t.TempDir(), "expected.db")
+	app, err := replica.Open(context.Background(), url, replica.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(txns) > 0 {
+		if err := app.Apply(context.Background(), txns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	app.Close()
+	return url
+}
+
+func sameReplica(t *testing.T, gotURL, wantURL string) {
+	t.Helper()
+	got, err := replica.Dump(context.Background(), gotURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := replica.Dump(context.Background(), wantURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := replica.Diff(want, got); d != "" {
+		t.Fatalf("restored replica differs:\n%s", d)
+	}
+	gs, _ := replica.ReadState(context.Background(), gotURL)
+	ws, _ := replica.ReadState(context.Background(), wantURL)
+	if gs.LSN != ws.LSN || gs.Txns != ws.Txns {
+		t.Fatalf("restored replica at LSN %d with %d txns, want LSN %d with %d", gs.LSN, gs.Txns, ws.LSN, ws.Txns)
+	}
+}
+
+func TestListAndJSON(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 40)
+	f := newFixture(t, txns, 6)
+	r := walreplay(t, ctx, "list", "--archive", f.url)
+	if r.code != 0 {
+		t.Fatalf("list: %v\n%s", r.err, r.stderr)
+	}
+	last := txns[len(txns)-1]
+	for _, want := range []string{"lineage main", fmt.Sprintf("segments:    7, LSN 1-%d", last.CommitLSN), "gaps:        none",
+		`"rp-19" at LSN`, "from the empty state"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("list output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = walreplay(t, ctx, "list", "--archive", f.url, "--json")
+	var out listJSON
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != 0 {
+		t.Fatalf("list --json: %v %v\n%s", r.err, err, r.stdout)
+	}
+	if len(out.Lineages) != 1 || out.Lineages[0].LastLSN != last.CommitLSN || out.Lineages[0].Segments != 7 ||
+		len(out.Lineages[0].RestorePoints) != 4 || out.Lineages[0].LastCommitTime != last.CommitTime.Format(time.RFC3339Nano) ||
+		out.Lineages[0].RestorableFrom == nil || *out.Lineages[0].RestorableFrom != 0 {
+		t.Fatalf("list --json: %+v", out)
+	}
+}
+
+func TestVerifyExitCodes(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 30)
+
+	f := newFixture(t, txns, 5)
+	r := walreplay(t, ctx, "verify", "--archive", f.url)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "intact:") {
+		t.Fatalf("intact archive: exit %d: %v\n%s", r.code, r.err, r.stdout)
+	}
+
+	// A flipped byte in one object: exit 1 naming the key.
+	f = newFixture(t, txns, 5)
+	bad := f.segs[2].Key
+	p := filepath.Join(f.dir, filepath.FromSlash(bad))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-3] ^= 0x40
+	os.WriteFile(p, b, 0o644)
+	r = walreplay(t, ctx, "verify", "--archive", f.url, "--json")
+	var vj verifyJSON
+	if err := json.Unmarshal([]byte(r.stdout), &vj); err != nil {
+		t.Fatalf("verify --json: %v\n%s", err, r.stdout)
+	}
+	if r.code != 1 || vj.Status != "corrupt" || len(vj.Corrupt) != 1 || vj.Corrupt[0].Key != bad {
+		t.Fatalf("corrupt object: exit %d, %+v", r.code, vj)
+	}
+
+	// A deleted object: exit 3 naming the key.
+	f = newFixture(t, txns, 5)
+	gone := f.segs[3].Key
+	os.Remove(filepath.Join(f.dir, filepath.FromSlash(gone)))
+	r = walreplay(t, ctx, "verify", "--archive", f.url)
+	if r.code != 3 || !strings.Contains(r.stdout, "MISSING: "+gone) {
+		t.Fatalf("missing object: exit %d\n%s", r.code, r.stdout)
+	}
+
+	// An object and its manifest deleted: a hole, exit 3 naming the LSNs.
+	f = newFixture(t, txns, 5)
+	h := f.segs[1]
+	os.Remove(filepath.Join(f.dir, filepath.FromSlash(h.Key)))
+	os.Remove(filepath.Join(f.dir, filepath.FromSlash(archive.ManifestKey(h.Key))))
+	r = walreplay(t, ctx, "verify", "--archive", f.url)
+	if want := fmt.Sprintf("HOLE: lineage main: LSN %d-%d", h.FirstLSN, h.LastLSN); r.code != 3 || !strings.Contains(r.stdout, want) {
+		t.Fatalf("hole: exit %d, want %q in\n%s", r.code, want, r.stdout)
+	}
+
+	// An archive that cannot be read: exit 2.
+	r = walreplay(t, ctx, "verify", "--archive", "ftp://nowhere/x")
+	if r.code != 2 {
+		t.Fatalf("unreadable archive: exit %d: %v", r.code, r.err)
+	}
+}
+
+func TestRestoreDryRunPrintsThePlanAndChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 40)
+	f := newFixture(t, txns, 6)
+	dst := filepath.Join(t.TempDir(), "r.db")
+	tgt := txns[20]
+	r := walreplay(t, ctx, "restore", "--archive", f.url, "--to", "sqlite://"+dst, "--target-lsn", fmt.Sprint(tgt.CommitLSN), "--dry-run")
+	if r.code != 0 {
+		t.Fatalf("dry run: %v", r.err)
+	}
+	for _, want := range []string{"plan: lineage main, --target-lsn", "base:    an empty replica", "replay:  4 segments from LSN 1", f.segs[3].Key} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("plan lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if strings.Contains(r.stdout, f.segs[4].Key) {
+		t.Errorf("plan reads a segment past the target:\n%s", r.stdout)
+	}
+	if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("dry run created %s", dst)
+	}
+	r = walreplay(t, ctx, "restore", "--archive", f.url, "--target-name", "rp-29", "--exclusive", "--dry-run", "--json")
+	var out restoreJSON
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != 0 {
+		t.Fatalf("dry run --json: %v %v\n%s", r.err, err, r.stdout)
+	}
+	if !out.DryRun || out.Plan.TargetKind != "name" || !out.Plan.Exclusive || out.Plan.Rule != fmt.Sprintf("commit LSN < %d", txns[29].CommitLSN) ||
+		len(out.Plan.Segments) != 5 || out.Result != nil {
+		t.Fatalf("dry run --json: %+v", out)
+	}
+}
+
+func TestRestoreToTargetsEqualsTheSource(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 60)
+	f := newFixture(t, txns, 7)
+	// A snapshot after txn 30, so restores past it start there.
+	dir := t.TempDir()
+	app, _ := replica.Open(ctx, "sqlite://"+filepath.Join(dir, "s.db"), replica.Options{})
+	app.Apply(ctx, txns[:31])
+	app.Close()
+	// VACUUM INTO, as replica.Snapshot does (which refuses it for now:
+	// it opens the source query_only).
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`VACUUM INTO ?`, filepath.Join(dir, "snap.db")); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := f.a.PutSnapshot(ctx, "main", txns[30].CommitLSN, txns[30].CommitTime, filepath.Join(dir, "snap.db")); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range []struct {
+		args []string
+		n    int // transactions restored
+	}{
+		{[]string{"--target-time", txns[12].CommitTime.Format(time.RFC3339Nano)}, 13},
+		{[]string{"--target-time", txns[12].CommitTime.Format(time.RFC3339Nano), "--exclusive"}, 12},
+		{[]string{"--target-lsn", fmt.Sprint(txns[40].CommitLSN)}, 41},
+		{[]string{"--target-source-lsn", change.FormatSourceLSN(txns[44].Header.SourceLSN), "--exclusive"}, 44},
+		{[]string{"--target-xid", fmt.Sprint(txns[50].Header.XID)}, 51},
+		{[]string{"--target-name", "rp-39"}, 40},
+		{[]string{"--target", "latest", "--parallel", "2"}, 60},
+		{nil, 60},
+	} {
+		dst := "sqlite://" + filepath.Join(t.TempDir(), fmt.Sprintf("r%d.db", i))
+		r := walreplay(t, ctx, append([]string{"restore", "--archive", f.url, "--to", dst, "--json"}, c.args...)...)
+		if r.code != 0 {
+			t.Fatalf("%v: %v\n%s", c.args, r.err, r.stderr)
+		}
+		var out restoreJSON
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.Result == nil {
+			t.Fatalf("%v: --json output: %v\n%s", c.args, err, r.stdout)
+		}
+		if out.Result.Position != txns[c.n-1].CommitLSN {
+			t.Fatalf("%v: position %d, want %d", c.args, out.Result.Position, txns[c.n-1].CommitLSN)
+		}
+		if (c.n > 31) != (out.Plan.Snapshot != nil) {
+			t.Errorf("%v: snapshot %+v used for a %d-transaction restore", c.args, out.Plan.Snapshot, c.n)
+		}
+		sameReplica(t, dst, expected(t, txns[:c.n]))
+	}
+}
+
+func TestRestoreRefusals(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 30)
+	last := txns[len(txns)-1]
+	f := newFixture(t, txns, 5)
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--target-time", last.CommitTime.Add(time.Second).Format(time.RFC3339)}, 4, "after the last archived commit"},
+		{[]string{"--target-lsn", fmt.Sprint(last.CommitLSN + 1)}, 4, "after the last archived commit"},
+		{[]string{"--target-xid", "1"}, 4, "no archived transaction has xid 1"},
+		{[]string{"--target-name", "nope"}, 4, `no restore point named "nope"`},
+		{[]string{"--target-time", "yesterday"}, 2, "invalid target time"},
+		{[]string{"--target-lsn", "5", "--target-xid", "7"}, 2, "give one target"},
+		{[]string{"--target", "earliest"}, 2, `only value is "latest"`},
+		{[]string{"--follow", "--target-lsn", "5"}, 2, "--follow needs --target latest"},
+	} {
+		dst := filepath.Join(dir, "r.db")
+		r := walreplay(t, ctx, append([]string{"restore", "--archive", f.url, "--to", "sqlite://" + dst}, c.args...)...)
+		t.Logf("%v: exit %d: %v", c.args, r.code, r.err)
+		if r.code != c.code || r.err == nil || !strings.Contains(r.err.Error(), c.msg) {
+			t.Errorf("%v: exit %d (%v), want %d with %q", c.args, r.code, r.err, c.code, c.msg)
+		}
+		if _, err := os.Stat(dst); err == nil {
+			t.Fatalf("%v: refused restore created the destination", c.args)
+		}
+	}
+
+	// A corrupt object is reported, naming it, before anything is created.
+	bad := f.segs[4]
+	p := filepath.Join(f.dir, filepath.FromSlash(bad.Key))
+	b, _ := os.ReadFile(p)
+	b[len(b)/2] ^= 1
+	os.WriteFile(p, b, 0o644)
+	dst := filepath.Join(dir, "c.db")
+	r := walreplay(t, ctx, "restore", "--archive", f.url, "--to", "sqlite://"+dst)
+	t.Logf("corrupt: exit %d: %v", r.code, r.err)
+	if r.code != 1 || !strings.Contains(r.err.Error(), bad.Key) {
+		t.Fatalf("corrupt object: exit %d: %v", r.code, r.err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "c.db*")); len(m) != 0 {
+		t.Fatalf("corrupt archive: destination files %v exist", m)
+	}
+	// ... but a restore that does not need it succeeds.
+	r = walreplay(t, ctx, "restore", "--archive", f.url, "--to", "sqlite://"+dst, "--target-lsn", fmt.Sprint(bad.FirstLSN), "--exclusive")
+	if r.code != 0 {
+		t.Fatalf("restore before the corrupt object: %v", r.err)
+	}
+
+	// A hole is refused with its LSNs.
+	h := f.segs[2]
+	os.Remove(filepath.Join(f.dir, filepath.FromSlash(h.Key)))
+	os.Remove(filepath.Join(f.dir, filepath.FromSlash(archive.ManifestKey(h.Key))))
+	r = walreplay(t, ctx, "restore", "--archive", f.url, "--to", "sqlite://"+filepath.Join(dir, "h.db"))
+	t.Logf("hole: exit %d: %v", r.code, r.err)
+	if want := fmt.Sprintf("lacks LSNs %d-%d", h.FirstLSN, h.LastLSN); r.code != 3 || !strings.Contains(r.err.Error(), want) {
+		t.Fatalf("hole: exit %d (%v), want 3 with %q", r.code, r.err, want)
+	}
+	// An existing destination is refused.
+	r = walreplay(t, ctx, "restore", "--archive", f.url, "--to", "sqlite://"+dst, "--target-lsn", "3")
+	if r.code != 1 || !strings.Contains(r.err.Error(), "exists") {
+		t.Fatalf("existing destination: exit %d: %v", r.code, r.err)
+	}
+}
+
+func TestFollowAppliesNewObjects(t *testing.T) {
+	txns := genLog(t, 50)
+	f := newFixture(t, txns[:20], 5)
+	f.txns = txns
+	dst := "sqlite://" + filepath.Join(t.TempDir(), "standby.db")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan result, 1)
+	go func() {
+		done <- walreplay(t, ctx, "restore", "--archive", f.url, "--to", dst, "--follow", "--poll-interval", "20ms")
+	}()
+	waitPos := func(lsn uint64) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if st, err := replica.ReadState(context.Background(), dst); err == nil && st.LSN == lsn {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("standby did not reach LSN %d", lsn)
+	}
+	waitPos(txns[19].CommitLSN)
+	f.add(t, 20, 35, 4)
+	waitPos(txns[34].CommitLSN)
+	f.add(t, 35, 50, 15)
+	waitPos(txns[49].CommitLSN)
+	cancel()
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("follow: exit %d: %v\n%s", r.code, r.err, r.stderr)
+	}
+	sameReplica(t, dst, expected(t, txns))
+}
