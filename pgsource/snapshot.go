@@ -1,0 +1,405 @@
+package pgsource
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/walship/walship/change"
+)
+
+// chunkDone is a snapshot chunk appended to the log; its progress is
+// recorded once it is durable.
+type chunkDone struct {
+	last  uint64 // WAL LSN of its commit record
+	table string
+	prog  tableProgress
+}
+
+// snapshot copies every published table not yet copied, in chunks of
+// SnapshotChunkRows rows ordered by primary key, each chunk one transaction
+// of `r` changes. With snapName (a slot just created) it reads the slot's
+// exported snapshot, so the copy is exactly the state at the slot's start.
+// Without (resuming after a crash: the exported snapshot died with its
+// session) it reads a fresh snapshot; streaming then starts at the slot's
+// start, and replaying those changes over the newer rows converges (see
+// docs/POSTGRES.md, "Snapshot").
+func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) error {
+	if s.state.Snapshot == nil {
+		s.state.Snapshot = &snapState{Tables: map[string]*tableProgress{}}
+	}
+	ss := s.state.Snapshot
+	rows, err := q.Query(ctx, "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2",
+		s.cfg.Publication)
+	if err != nil {
+		return err
+	}
+	var tables []change.Table
+	for rows.Next() {
+		var t change.Table
+		if err := rows.Scan(&t.Schema, &t.Name); err != nil {
+			return err
+		}
+		tables = append(tables, t)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	done := 0
+	for _, t := range tables {
+		p := ss.Tables[t.String()]
+		if p == nil {
+			p = &tableProgress{}
+			ss.Tables[t.String()] = p
+		}
+		if p.Done {
+			done++
+		}
+	}
+	s.st.snapTables.Store(int64(len(tables)))
+	s.st.snapTablesDone.Store(int64(done))
+
+	if _, err := q.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		return err
+	}
+	defer q.Exec(context.Background(), "ROLLBACK")
+	if snapName != "" {
+		if _, err := q.Exec(ctx, "SET TRANSACTION SNAPSHOT "+sqlLiteral(snapName)); err != nil {
+			return fmt.Errorf("use the slot's exported snapshot: %w", err)
+		}
+		s.log.Info("postgres source: snapshot started", "tables", len(tables))
+	} else {
+		s.log.Info("postgres source: snapshot resumed with a fresh snapshot (the exported one ended with its session)",
+			"tables", len(tables), "done", done)
+	}
+
+	var queue []chunkDone
+	// settle records the progress of durable chunks; with wait it first
+	// waits until all are durable.
+	settle := func(wait bool) error {
+		if wait && len(queue) > 0 {
+			if err := s.w.Wait(ctx, queue[len(queue)-1].last); err != nil {
+				return err
+			}
+		}
+		durable := s.w.Durable()
+		i := 0
+		for ; i < len(queue) && queue[i].last <= durable; i++ {
+			p := queue[i].prog
+			ss.Tables[queue[i].table] = &p
+			s.ckptPos = max(s.ckptPos, queue[i].last+1)
+			if p.Done {
+				s.st.snapTablesDone.Add(1)
+			}
+		}
+		queue = append(queue[:0], queue[i:]...)
+		if i > 0 && time.Since(s.lastCkptSave) > time.Second {
+			return s.saveCheckpoint(ctx)
+		}
+		return nil
+	}
+
+	for _, t := range tables {
+		p := ss.Tables[t.String()]
+		if p.Done {
+			continue
+		}
+		err := s.copyTable(ctx, q, t, *p, func(last uint64, prog tableProgress) error {
+			queue = append(queue, chunkDone{last: last, table: t.String(), prog: prog})
+			return settle(len(queue) > 2)
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				// Stopping: keep what is durable for the next start.
+				dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if len(queue) > 0 {
+					s.w.Wait(dctx, queue[len(queue)-1].last)
+				}
+				ctx = dctx
+				settle(false)
+				return s.saveCheckpoint(dctx)
+			}
+			return fmt.Errorf("snapshot of %s: %w", t, err)
+		}
+	}
+	if err := settle(true); err != nil {
+		return err
+	}
+	if _, err := q.Exec(ctx, "COMMIT"); err != nil {
+		return err
+	}
+	ss.Done = true
+	s.st.snapDone.Store(true)
+	s.log.Info("postgres source: snapshot done", "tables", len(tables), "rows", s.st.snapRows.Load())
+	return s.saveCheckpoint(ctx)
+}
+
+// copyTable copies one table from prog on, calling appended after each
+// chunk is queued in the log.
+func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, prog tableProgress,
+	appended func(last uint64, prog tableProgress) error) error {
+	rel, from, err := s.snapshotRelation(ctx, q, t)
+	if err != nil {
+		return err
+	}
+	sqlTypes := rel.sqlTypes
+	var order []string
+	for _, k := range rel.key {
+		order = append(order, pgx.Identifier{rel.cols[k].name}.Sanitize())
+	}
+	limit := s.cfg.SnapshotChunkRows
+	for {
+		sql := from
+		if rel.key == nil {
+			// No primary key: the table is copied whole, in one transaction
+			// (spilled if large); a crash copies it again.
+		} else {
+			if prog.Last != nil {
+				var lits []string
+				for i, k := range rel.key {
+					lits = append(lits, sqlLiteral(prog.Last[i])+"::"+sqlTypes[rel.cols[k].name])
+				}
+				sql += " WHERE (" + strings.Join(order, ", ") + ") > (" + strings.Join(lits, ", ") + ")"
+			}
+			sql += fmt.Sprintf(" ORDER BY %s LIMIT %d", strings.Join(order, ", "), limit)
+		}
+		buf := newTxnBuf(change.TxHeader{Origin: s.origin}, s.cfg.MaxTxnMemory, s.cfg.SpillDir)
+		cp := &copyParser{s: s, rel: rel, buf: buf}
+		_, err := q.PgConn().CopyTo(ctx, cp, "COPY ("+sql+") TO STDOUT")
+		if err == nil {
+			err = cp.err
+		}
+		if err == nil && len(cp.partial) > 0 {
+			err = fmt.Errorf("COPY output ends inside a row")
+		}
+		if err != nil {
+			buf.close()
+			return err
+		}
+		full := rel.key != nil && cp.n == limit
+		if cp.n > 0 {
+			t, err := buf.appendTo(ctx, s.w)
+			buf.close()
+			if err != nil {
+				return &FatalError{Err: fmt.Errorf("pgsource: append snapshot chunk: %w", err)}
+			}
+			s.st.txns.Add(1)
+			s.st.changes.Add(int64(cp.n))
+			prog = tableProgress{Done: !full, Last: cp.lastKey}
+			if err := appended(t.Last, prog); err != nil {
+				return err
+			}
+		} else {
+			buf.close()
+			prog.Done = true
+			if err := appended(0, prog); err != nil {
+				return err
+			}
+		}
+		if !full {
+			return nil
+		}
+	}
+}
+
+// copyParser turns COPY text output into `r` changes.
+type copyParser struct {
+	s       *Source
+	rel     *relation
+	buf     *txnBuf
+	partial []byte
+	n       int
+	lastKey []string
+	err     error
+	fields  []string
+	isNull  []bool
+}
+
+func (p *copyParser) Write(b []byte) (int, error) {
+	if p.err != nil {
+		return 0, p.err
+	}
+	n := len(b)
+	if len(p.partial) > 0 {
+		p.partial = append(p.partial, b...)
+		b = p.partial
+	}
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			break
+		}
+		if err := p.row(b[:i]); err != nil {
+			p.err = err
+			return 0, err
+		}
+		b = b[i+1:]
+	}
+	p.partial = append(p.partial[:0], b...)
+	return n, nil
+}
+
+func (p *copyParser) row(line []byte) error {
+	rel := p.rel
+	p.fields, p.isNull = p.fields[:0], p.isNull[:0]
+	for start := 0; ; {
+		i := bytes.IndexByte(line[start:], '\t')
+		end := len(line)
+		if i >= 0 {
+			end = start + i
+		}
+		f := line[start:end]
+		if len(f) == 2 && f[0] == '\\' && f[1] == 'N' {
+			p.fields, p.isNull = append(p.fields, ""), append(p.isNull, true)
+		} else {
+			p.fields, p.isNull = append(p.fields, unescapeCopy(f)), append(p.isNull, false)
+		}
+		if i < 0 {
+			break
+		}
+		start = end + 1
+	}
+	if len(p.fields) != len(rel.cols) {
+		return fmt.Errorf("COPY row has %d fields, table %s has %d columns", len(p.fields), rel.table, len(rel.cols))
+	}
+	row := make(change.Row, len(rel.cols))
+	for i, c := range rel.cols {
+		row[i].Name = c.name
+		if !p.isNull[i] {
+			row[i].Value = decodeText(c.ti, p.fields[i])
+		}
+	}
+	if rel.key != nil {
+		p.lastKey = p.lastKey[:0:0]
+		for _, k := range rel.key {
+			p.lastKey = append(p.lastKey, p.fields[k])
+		}
+		p.s.toast.put(func() string { return rel.prefix + keyText(rel, p.fields) }, row)
+	}
+	p.n++
+	p.s.st.snapRows.Add(1)
+	p.s.st.snapBytes.Add(int64(len(line) + 1))
+	return p.buf.add(change.Change{Table: rel.table, Op: change.Read, Key: keyOf(rel, row), After: row, Types: rel.types})
+}
+
+// unescapeCopy decodes one field of COPY text format.
+func unescapeCopy(f []byte) string {
+	if bytes.IndexByte(f, '\\') < 0 {
+		return string(f)
+	}
+	out := make([]byte, 0, len(f))
+	for i := 0; i < len(f); i++ {
+		c := f[i]
+		if c != '\\' || i+1 == len(f) {
+			out = append(out, c)
+			continue
+		}
+		i++
+		switch c = f[i]; c {
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'v':
+			out = append(out, '\v')
+		case 'x':
+			v, j := 0, i+1
+			for ; j < len(f) && j < i+3 && isHex(f[j]); j++ {
+				v = v*16 + hexVal(f[j])
+			}
+			if j == i+1 {
+				out = append(out, 'x')
+				continue
+			}
+			out = append(out, byte(v))
+			i = j - 1
+		default:
+			if c >= '0' && c <= '7' {
+				v, j := 0, i
+				for ; j < len(f) && j < i+3 && f[j] >= '0' && f[j] <= '7'; j++ {
+					v = v*8 + int(f[j]-'0')
+				}
+				out = append(out, byte(v))
+				i = j - 1
+			} else {
+				out = append(out, c)
+			}
+		}
+	}
+	return string(out)
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func hexVal(c byte) int {
+	switch {
+	case c >= '0' && c <= '9':
+		return int(c - '0')
+	case c >= 'a' && c <= 'f':
+		return int(c-'a') + 10
+	}
+	return int(c-'A') + 10
+}
+
+// snapshotRelation describes table t as the snapshot copies it (columns in
+// order, generated ones left out as pgoutput does) and returns the SELECT
+// that reads it.
+func (s *Source) snapshotRelation(ctx context.Context, q *pgx.Conn, t change.Table) (*relation, string, error) {
+	var oid uint32
+	if err := q.QueryRow(ctx, "SELECT $1::text::regclass::oid", quoteTable(t)).Scan(&oid); err != nil {
+		return nil, "", err
+	}
+	rel := &relation{table: t, prefix: t.String() + "\x00", ident: 'd'}
+	rows, err := q.Query(ctx, `SELECT attname::text, atttypid FROM pg_attribute
+		WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`, oid)
+	if err != nil {
+		return nil, "", err
+	}
+	type col struct {
+		name string
+		oid  uint32
+	}
+	var cols []col
+	for rows.Next() {
+		var c col
+		if err := rows.Scan(&c.name, &c.oid); err != nil {
+			return nil, "", err
+		}
+		cols = append(cols, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	var sel []string
+	for _, c := range cols {
+		ti, err := s.types.resolve(ctx, q, c.oid)
+		if err != nil {
+			return nil, "", err
+		}
+		rel.cols = append(rel.cols, relCol{name: c.name, ti: ti})
+		rel.types = append(rel.types, change.ColumnType{Name: c.name, Type: ti.name})
+		sel = append(sel, pgx.Identifier{c.name}.Sanitize())
+	}
+	pk, sqlTypes, err := tableMeta(ctx, q, oid)
+	if err != nil {
+		return nil, "", err
+	}
+	rel.sqlTypes = sqlTypes
+	rel.key = keyColumns(rel, pk)
+	if len(pk) == 0 || len(rel.key) != len(pk) {
+		rel.key = nil
+	}
+	return rel, "SELECT " + strings.Join(sel, ", ") + " FROM " + quoteTable(t), nil
+}

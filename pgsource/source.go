@@ -1,0 +1,576 @@
+package pgsource
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/wal"
+)
+
+// HeartbeatPrefix is the logical message prefix of walship's heartbeats;
+// they are never written to the log.
+const HeartbeatPrefix = "walship.heartbeat"
+
+// FatalError is an error that retrying cannot fix (configuration, missing
+// privileges, a dropped or invalidated slot). Run returns it; other errors
+// (connection loss, server restart) are retried by Run itself.
+type FatalError struct{ Err error }
+
+func (e *FatalError) Error() string { return e.Err.Error() }
+func (e *FatalError) Unwrap() error { return e.Err }
+
+func fatalf(format string, args ...any) error {
+	return &FatalError{Err: fmt.Errorf(format, args...)}
+}
+
+// ErrSlotLost matches (errors.Is) the error of a replication slot that was
+// dropped or invalidated after walship began using it: the changes it
+// retained are gone and the log cannot be continued without a new snapshot.
+var ErrSlotLost = errors.New("replication slot lost")
+
+// Stats is a point-in-time view of a Source.
+type Stats struct {
+	SlotLagBytes  int64  // pg_current_wal_lsn() - confirmed_flush_lsn, from the last health check
+	ConfirmedLSN  uint64 // source LSN last confirmed (flushed) to Postgres
+	LastSourceLSN uint64 // commit LSN of the last transaction received
+	Txns          uint64 // transactions appended to the log (snapshot chunks included)
+	Changes       uint64 // changes appended to the log
+	Skipped       uint64 // received transactions already in the log (restart dedup)
+	Reconnects    uint64
+
+	SnapshotTables     int    // tables to copy
+	SnapshotTablesDone int    // tables copied
+	SnapshotRows       uint64 // rows copied by this process
+	SnapshotBytes      uint64 // text bytes copied by this process
+	SnapshotDone       bool
+}
+
+// Source captures one PostgreSQL database into a WAL. Create it with New
+// and call Run once; Stats may be called concurrently.
+type Source struct {
+	cfg      Config
+	w        *wal.WAL
+	ckpts    *checkpoint.Store
+	log      *slog.Logger
+	ckptName string
+	origin   string
+
+	types *typeCache
+	toast *toastCache
+	rels  map[uint32]*relation
+
+	// floor is the newest commit LSN of this source's transactions already
+	// in the log: received transactions at or below it are skipped.
+	floor uint64
+	state ckptState
+	// ckptPos is the WAL LSN the state is valid up to (scan start).
+	ckptPos      uint64
+	lastCkptSave time.Time
+
+	st struct {
+		slotLag, confirmed, lastSource, txns, changes, skipped, reconnects atomic.Int64
+		snapRows, snapBytes                                                atomic.Int64
+		snapTables, snapTablesDone                                         atomic.Int64
+		snapDone                                                           atomic.Bool
+	}
+	ran atomic.Bool
+}
+
+// ckptState is the checkpoint payload (JSON). Pos of the checkpoint is a WAL
+// LSN: every transaction of this source at a lower LSN has a commit LSN at
+// most SourceLSN.
+type ckptState struct {
+	SourceLSN uint64 `json:"source_lsn"`
+	// Started: the slot was created (or adopted) by walship. A missing slot
+	// is then an error, never silently recreated.
+	Started  bool       `json:"started"`
+	Snapshot *snapState `json:"snapshot,omitempty"`
+}
+
+type snapState struct {
+	Done   bool                      `json:"done"`
+	Tables map[string]*tableProgress `json:"tables"`
+}
+
+type tableProgress struct {
+	Done bool     `json:"done"`
+	Last []string `json:"last,omitempty"` // text of the primary key of the last row copied
+}
+
+// New validates cfg (filling in defaults) and returns a Source appending
+// to w and keeping its resume state in ckpts under "pg.<slot>". It does no
+// I/O.
+func New(cfg Config, w *wal.WAL, ckpts *checkpoint.Store) (*Source, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if w == nil || ckpts == nil {
+		return nil, errors.New("pgsource: New needs a WAL and a checkpoint store")
+	}
+	return &Source{cfg: cfg, w: w, ckpts: ckpts, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot),
+		ckptName: "pg." + cfg.Slot, origin: "pg/" + cfg.Slot, types: newTypeCache(),
+		toast: newToastCache(cfg.ToastCacheBytes), rels: map[uint32]*relation{}}, nil
+}
+
+// Stats returns current counters; safe for concurrent use.
+func (s *Source) Stats() Stats {
+	return Stats{
+		SlotLagBytes: s.st.slotLag.Load(), ConfirmedLSN: uint64(s.st.confirmed.Load()),
+		LastSourceLSN: uint64(s.st.lastSource.Load()), Txns: uint64(s.st.txns.Load()),
+		Changes: uint64(s.st.changes.Load()), Skipped: uint64(s.st.skipped.Load()),
+		Reconnects:     uint64(s.st.reconnects.Load()),
+		SnapshotTables: int(s.st.snapTables.Load()), SnapshotTablesDone: int(s.st.snapTablesDone.Load()),
+		SnapshotRows: uint64(s.st.snapRows.Load()), SnapshotBytes: uint64(s.st.snapBytes.Load()),
+		SnapshotDone: s.st.snapDone.Load(),
+	}
+}
+
+// Run captures until ctx ends, then stops reading, waits until everything
+// appended is durable, sends Postgres a last standby status confirming the
+// newest durable commit, saves its checkpoint and returns nil.
+//
+// On start it checks the server (wal_level, REPLICATION privilege, tables),
+// creates the publication and slot if absent, recognises the transactions
+// already in the log, copies the tables if a snapshot is due (resuming a
+// snapshot cut short), then streams. Errors that a retry cannot fix are
+// returned as *FatalError; a lost connection or server restart is retried
+// with backoff (transactions in flight are received again and deduplicated).
+// The first connection failing is returned, so that a bad DSN is reported.
+func (s *Source) Run(ctx context.Context) error {
+	if !s.ran.CompareAndSwap(false, true) {
+		return errors.New("pgsource: Run called twice")
+	}
+	if err := s.recover(ctx); err != nil {
+		return err
+	}
+	backoff := 250 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := s.session(ctx, attempt == 0)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		var fe *FatalError
+		if errors.As(err, &fe) || !retryable(err) {
+			if !errors.As(err, &fe) {
+				err = &FatalError{Err: err}
+			}
+			return err
+		}
+		s.st.reconnects.Add(1)
+		s.log.Warn("postgres source: connection lost, reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// retryable says whether err is transient: network failures, the server
+// shutting down or starting up, too many connections.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case strings.HasPrefix(pe.Code, "08"), pe.Code == "57P01", pe.Code == "57P02",
+			pe.Code == "57P03", pe.Code == "53300", pe.Code == "55006": // slot active elsewhere (old session)
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed") ||
+		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "unexpected EOF")
+}
+
+// recover loads the checkpoint and scans the log from its position for this
+// source's newest commit already written (DESIGN.md §4.4).
+func (s *Source) recover(ctx context.Context) error {
+	if c, ok := s.ckpts.Get(s.ckptName); ok {
+		if err := json.Unmarshal(c.Payload, &s.state); err != nil {
+			return fatalf("pgsource: checkpoint %s: %v", s.ckptName, err)
+		}
+		s.ckptPos = c.Pos
+	}
+	s.floor = s.state.SourceLSN
+	s.ckptPos = max(s.ckptPos, s.w.Log.FirstLSN())
+	r, err := wal.NewReader(s.w.Log, s.ckptPos, false)
+	if err != nil {
+		return fmt.Errorf("pgsource: scan the log for transactions already captured: %w", err)
+	}
+	defer r.Close()
+	end := s.ckptPos
+	for {
+		t, err := r.NextTxn(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("pgsource: scan the log for transactions already captured: %w", err)
+		}
+		end = t.CommitLSN + 1
+		if s.mine(&t.Header) && t.Header.SourceLSN > s.floor {
+			s.floor = t.Header.SourceLSN
+		}
+	}
+	s.state.SourceLSN, s.ckptPos = s.floor, end
+	s.st.lastSource.Store(int64(s.floor))
+	s.log.Info("postgres source: resuming", "log_scanned_from", s.ckptPos, "newest_commit_in_log", pglogrepl.LSN(s.floor))
+	return nil
+}
+
+func (s *Source) mine(h *change.TxHeader) bool {
+	return h.Origin == s.origin || strings.HasPrefix(h.Origin, s.origin+"/")
+}
+
+// saveCheckpoint durably records the state, valid up to WAL LSN pos.
+func (s *Source) saveCheckpoint(ctx context.Context) error {
+	b, err := json.Marshal(&s.state)
+	if err != nil {
+		return err
+	}
+	if err := s.ckpts.SetBackward(ctx, s.ckptName, s.ckptPos, b); err != nil {
+		return fmt.Errorf("pgsource: save checkpoint: %w", err)
+	}
+	s.lastCkptSave = time.Now()
+	return nil
+}
+
+// connConfig parses the DSN with the session settings the text decoding
+// relies on (UTC, ISO dates, exact floats, hex bytea).
+func (s *Source) connConfig(replication bool) (*pgconn.Config, error) {
+	pc, err := pgconn.ParseConfig(s.cfg.DSN)
+	if err != nil {
+		return nil, &FatalError{Err: cfgErr("dsn", "cannot parse: %v", redact(err))}
+	}
+	for k, v := range map[string]string{"TimeZone": "UTC", "DateStyle": "ISO, YMD", "extra_float_digits": "3",
+		"IntervalStyle": "postgres", "bytea_output": "hex", "application_name": "walship"} {
+		pc.RuntimeParams[k] = v
+	}
+	if replication {
+		pc.RuntimeParams["replication"] = "database"
+	}
+	return pc, nil
+}
+
+func (s *Source) connect(ctx context.Context, first bool) (*pgx.Conn, error) {
+	pc, err := s.connConfig(false)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	cc.Config = *pc
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, s.connectErr(err, first)
+	}
+	return conn, nil
+}
+
+func (s *Source) connectRepl(ctx context.Context, first bool) (*pgconn.PgConn, error) {
+	pc, err := s.connConfig(true)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return nil, s.connectErr(err, first)
+	}
+	return conn, nil
+}
+
+func (s *Source) connectErr(err error, first bool) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "28000", "28P01", "3D000", "42501":
+			if pe.Code == "28000" && strings.Contains(pe.Message, "replication") {
+				return fatalf("source.postgres.dsn: the server refuses replication connections for this role (%s): "+
+					"allow them in pg_hba.conf (a \"replication\" line) and grant the role REPLICATION", pe.Message)
+			}
+			return fatalf("source.postgres.dsn: cannot connect: %v", err)
+		}
+	}
+	if first {
+		return fatalf("source.postgres.dsn: cannot connect: %v", err)
+	}
+	return err
+}
+
+// session connects, prepares, snapshots if due and streams until ctx ends
+// (returning nil) or an error.
+func (s *Source) session(ctx context.Context, first bool) error {
+	q, err := s.connect(ctx, first)
+	if err != nil {
+		return err
+	}
+	defer q.Close(context.Background())
+	if err := s.check(ctx, q); err != nil {
+		return err
+	}
+	repl, err := s.connectRepl(ctx, first)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.Background())
+
+	snapName, err := s.ensureSlot(ctx, q, repl)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Snapshot == "initial" && (s.state.Snapshot == nil || !s.state.Snapshot.Done) {
+		if err := s.snapshot(ctx, q, snapName); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	} else {
+		s.st.snapDone.Store(s.state.Snapshot != nil && s.state.Snapshot.Done)
+	}
+	return s.stream(ctx, q, repl)
+}
+
+// check verifies the server settings, the role and the tables, and creates
+// the publication if absent.
+func (s *Source) check(ctx context.Context, q *pgx.Conn) error {
+	var walLevel string
+	if err := q.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		return err
+	}
+	if walLevel != "logical" {
+		return fatalf("source.postgres: the server's wal_level is %q but logical replication needs wal_level = logical: "+
+			"run ALTER SYSTEM SET wal_level = logical (or set it in postgresql.conf) and restart PostgreSQL", walLevel)
+	}
+	var role string
+	var canRepl bool
+	if err := q.QueryRow(ctx, "SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").
+		Scan(&role, &canRepl); err != nil {
+		return err
+	}
+	if !canRepl {
+		return fatalf("source.postgres.dsn: role %q lacks the REPLICATION attribute needed for logical replication: "+
+			"run ALTER ROLE %s REPLICATION (as a superuser)", role, pgx.Identifier{role}.Sanitize())
+	}
+	var tables []change.Table
+	for i, name := range s.cfg.Tables {
+		t, _ := change.ParseTable(name)
+		var exists bool
+		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p'))`, t.Schema, t.Name).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return fatalf("source.postgres.tables[%d]: table %s does not exist in the database", i, quoteTable(t))
+		}
+		tables = append(tables, t)
+	}
+	if err := s.ensurePublication(ctx, q, tables); err != nil {
+		return err
+	}
+	// Tables whose updates and deletes Postgres itself refuses to publish.
+	rows, err := q.Query(ctx, `SELECT n.nspname, c.relname, c.relreplident::text FROM pg_publication_tables p
+		JOIN pg_namespace n ON n.nspname = p.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename
+		WHERE p.pubname = $1 AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS
+			(SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))`, s.cfg.Publication)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var nsp, rel, ident string
+		if err := rows.Scan(&nsp, &rel, &ident); err != nil {
+			return err
+		}
+		what := "has no primary key and REPLICA IDENTITY DEFAULT"
+		if ident == "n" {
+			what = "has REPLICA IDENTITY NOTHING"
+		}
+		s.log.Warn(fmt.Sprintf("postgres source: table %s %s: its inserts are captured, but PostgreSQL rejects "+
+			"UPDATE and DELETE on it while it is published (no replica identity to send); "+
+			"add a primary key or run ALTER TABLE ... REPLICA IDENTITY FULL", quoteTable(change.Table{Schema: nsp, Name: rel}), what),
+			"table", nsp+"."+rel)
+	}
+	return rows.Err()
+}
+
+func quoteTable(t change.Table) string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+
+func (s *Source) ensurePublication(ctx context.Context, q *pgx.Conn, tables []change.Table) error {
+	pub := pgx.Identifier{s.cfg.Publication}.Sanitize()
+	var allTables bool
+	err := q.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", s.cfg.Publication).Scan(&allTables)
+	if err == pgx.ErrNoRows {
+		sql := "CREATE PUBLICATION " + pub + " FOR ALL TABLES"
+		if len(tables) > 0 {
+			names := make([]string, len(tables))
+			for i, t := range tables {
+				names[i] = quoteTable(t)
+			}
+			sql = "CREATE PUBLICATION " + pub + " FOR TABLE " + strings.Join(names, ", ")
+		}
+		if _, err := q.Exec(ctx, sql); err != nil {
+			return fatalf("source.postgres.publication: %s: %v", sql, err)
+		}
+		s.log.Info("postgres source: publication created", "publication", s.cfg.Publication)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if allTables {
+		return nil
+	}
+	// Reused: add configured tables it lacks (never removes any).
+	for _, t := range tables {
+		var in bool
+		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1
+			AND schemaname = $2 AND tablename = $3)`, s.cfg.Publication, t.Schema, t.Name).Scan(&in); err != nil {
+			return err
+		}
+		if !in {
+			if _, err := q.Exec(ctx, "ALTER PUBLICATION "+pub+" ADD TABLE "+quoteTable(t)); err != nil {
+				return fatalf("source.postgres.tables: add %s to publication %s: %v", t, s.cfg.Publication, err)
+			}
+			s.log.Warn("postgres source: table added to the existing publication; rows it had before are not copied "+
+				"if the snapshot was already done", "table", t.String())
+		}
+	}
+	return nil
+}
+
+// ensureSlot checks the slot, creating it if absent. It returns the name
+// of the exported snapshot when it just created the slot with one (then
+// repl must run no other command until the snapshot is used).
+func (s *Source) ensureSlot(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) (string, error) {
+	var plugin, db, walStatus string
+	var confirmed pglogrepl.LSN
+	err := q.QueryRow(ctx, `SELECT plugin::text, coalesce(database::text, ''), coalesce(wal_status, ''),
+		coalesce(confirmed_flush_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = $1`, s.cfg.Slot).
+		Scan(&plugin, &db, &walStatus, &confirmed)
+	switch {
+	case err == pgx.ErrNoRows:
+		if s.state.Started {
+			return "", &FatalError{Err: fmt.Errorf("source.postgres.slot: %w: slot %q no longer exists but walship "+
+				"was streaming from it (checkpoint %s): changes made since it was dropped are lost. To start over "+
+				"with a new snapshot, delete the checkpoint %s and restart", ErrSlotLost, s.cfg.Slot, s.ckptName, s.ckptName)}
+		}
+	case err != nil:
+		return "", err
+	default:
+		if plugin != "pgoutput" {
+			return "", fatalf("source.postgres.slot: slot %q uses plugin %q, not pgoutput", s.cfg.Slot, plugin)
+		}
+		if walStatus == "lost" {
+			return "", &FatalError{Err: fmt.Errorf("source.postgres.slot: %w: slot %q was invalidated by the server "+
+				"(wal_status lost, see max_slot_wal_keep_size): the WAL it needed is gone; drop the slot, delete "+
+				"checkpoint %s and restart to take a new snapshot", ErrSlotLost, s.cfg.Slot, s.ckptName)}
+		}
+		if !s.state.Started {
+			s.state.Started = true
+			if err := s.saveCheckpoint(ctx); err != nil {
+				return "", err
+			}
+		}
+		s.st.confirmed.Store(int64(confirmed))
+		return "", nil
+	}
+	action := "NOEXPORT_SNAPSHOT"
+	if s.cfg.Snapshot == "initial" {
+		action = "EXPORT_SNAPSHOT"
+	}
+	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, pgx.Identifier{s.cfg.Slot}.Sanitize(), "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: action, Mode: pglogrepl.LogicalReplication})
+	if err != nil {
+		return "", fmt.Errorf("source.postgres.slot: create slot %q: %w", s.cfg.Slot, err)
+	}
+	s.log.Info("postgres source: replication slot created", "consistent_point", res.ConsistentPoint)
+	s.state.Started = true
+	if err := s.saveCheckpoint(ctx); err != nil {
+		return "", err
+	}
+	return res.SnapshotName, nil
+}
+
+// health sends heartbeats and reads the slot's lag on its own connection
+// until ctx ends. A vanished or invalidated slot cancels the session with
+// ErrSlotLost.
+func (s *Source) health(ctx context.Context, cancel context.CancelCauseFunc, wg *sync.WaitGroup) {
+	defer wg.Done()
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	lagEvery := min(s.cfg.StatusInterval*2, 2*time.Second)
+	if lagEvery <= 0 {
+		lagEvery = 2 * time.Second
+	}
+	lagT := time.NewTicker(lagEvery)
+	defer lagT.Stop()
+	hbT := time.NewTicker(s.cfg.Heartbeat)
+	defer hbT.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-lagT.C:
+		case <-hbT.C:
+			if conn != nil {
+				if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, '')", HeartbeatPrefix); err != nil && ctx.Err() == nil {
+					s.log.Warn("postgres source: heartbeat failed", "err", err)
+					conn.Close(context.Background())
+					conn = nil
+				}
+			}
+			continue
+		}
+		if conn == nil {
+			c, err := s.connect(ctx, false)
+			if err != nil {
+				continue // the stream will notice a dead server
+			}
+			conn = c
+		}
+		var lag int64
+		var walStatus string
+		err := conn.QueryRow(ctx, `SELECT coalesce((pg_current_wal_lsn() - confirmed_flush_lsn)::int8, 0),
+			coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1`, s.cfg.Slot).Scan(&lag, &walStatus)
+		switch {
+		case err == pgx.ErrNoRows:
+			cancel(&FatalError{Err: fmt.Errorf("source.postgres.slot: %w: slot %q was dropped while walship was "+
+				"streaming from it; delete checkpoint %s and restart to take a new snapshot", ErrSlotLost, s.cfg.Slot, s.ckptName)})
+			return
+		case err != nil:
+			if ctx.Err() == nil {
+				conn.Close(context.Background())
+				conn = nil
+			}
+		case walStatus == "lost":
+			cancel(&FatalError{Err: fmt.Errorf("source.postgres.slot: %w: slot %q was invalidated (wal_status lost, "+
+				"see max_slot_wal_keep_size)", ErrSlotLost, s.cfg.Slot)})
+			return
+		default:
+			s.st.slotLag.Store(lag)
+		}
+	}
+}

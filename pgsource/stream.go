@@ -1,0 +1,596 @@
+package pgsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/walship/walship/change"
+)
+
+// relation is what a pgoutput Relation message (plus the catalog) says
+// about a table.
+type relation struct {
+	table    change.Table
+	cols     []relCol
+	types    []change.ColumnType
+	key      []int // columns forming Change.Key: the primary key, else the replica identity index; nil if none
+	ident    byte  // replica identity: d(efault), f(ull), i(ndex), n(othing)
+	sqlTypes map[string]string
+	prefix   string // toast cache key prefix
+}
+
+type relCol struct {
+	name  string
+	ti    *typeInfo
+	ident bool
+}
+
+// pending is a transaction appended but perhaps not yet durable.
+type pending struct {
+	last   uint64        // WAL LSN of its commit record; 0 if nothing was appended
+	end    pglogrepl.LSN // source end LSN to confirm once durable
+	commit uint64        // source commit LSN
+}
+
+// streamer is the state of one replication session.
+type streamer struct {
+	s       *Source
+	q       *pgx.Conn
+	repl    *pgconn.PgConn
+	cur     *txnBuf
+	curEnd  pglogrepl.LSN
+	pending []pending
+	// confirmed is the source LSN last reported as flushed; idle is the
+	// newest keepalive position seen with no transaction open.
+	confirmed, idle pglogrepl.LSN
+	lastAppendedCommit uint64
+	lastDurable        pending
+}
+
+// stream runs logical replication until ctx ends (then drains and returns
+// nil) or an error.
+func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) error {
+	sessCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go s.health(sessCtx, cancel, &wg)
+	defer wg.Wait()
+
+	pub := sqlLiteral(pgx.Identifier{s.cfg.Publication}.Sanitize())
+	err := pglogrepl.StartReplication(sessCtx, repl, pgx.Identifier{s.cfg.Slot}.Sanitize(), 0, pglogrepl.StartReplicationOptions{
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: []string{"proto_version '1'", "publication_names " + pub, "messages 'true'"},
+	})
+	if err != nil {
+		return s.slotErr(err)
+	}
+	st := &streamer{s: s, q: q, repl: repl, confirmed: pglogrepl.LSN(s.st.confirmed.Load())}
+	s.log.Info("postgres source: streaming", "from", st.confirmed, "skip_through", pglogrepl.LSN(s.floor))
+	err = st.loop(sessCtx)
+	if st.cur != nil {
+		st.cur.close() // an interrupted transaction leaves nothing
+	}
+	if cause := context.Cause(sessCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause // the health check found the slot gone
+	}
+	// Drain: everything appended becomes durable, then Postgres hears of it.
+	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer dcancel()
+	if n := len(st.pending); n > 0 && st.pending[n-1].last > 0 {
+		if werr := s.w.Wait(dctx, st.pending[n-1].last); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	st.advance()
+	if err == nil || ctx.Err() != nil {
+		if serr := st.sendStatus(); serr != nil && err == nil && ctx.Err() == nil {
+			err = serr
+		}
+	}
+	s.floor = max(s.floor, st.lastAppendedCommit)
+	if st.lastDurable.last > 0 {
+		s.state.SourceLSN, s.ckptPos = st.lastDurable.commit, st.lastDurable.last+1
+		if cerr := s.saveCheckpoint(dctx); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (s *Source) slotErr(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42704" {
+		return &FatalError{Err: fmt.Errorf("source.postgres.slot: %w: %s", ErrSlotLost, pe.Message)}
+	}
+	if errors.As(err, &pe) && pe.Code == "55000" && strings.Contains(pe.Message, "invalidated") {
+		return &FatalError{Err: fmt.Errorf("source.postgres.slot: %w: %s", ErrSlotLost, pe.Message)}
+	}
+	return err
+}
+
+// advance moves the confirmed position over the transactions now durable.
+func (st *streamer) advance() {
+	durable := st.s.w.Durable()
+	i := 0
+	for ; i < len(st.pending) && st.pending[i].last <= durable; i++ {
+		p := st.pending[i]
+		st.confirmed = max(st.confirmed, p.end)
+		if p.last > 0 {
+			st.lastDurable = p
+		}
+	}
+	if i > 0 {
+		st.pending = append(st.pending[:0], st.pending[i:]...)
+	}
+	if len(st.pending) == 0 && st.idle > st.confirmed {
+		// Nothing is in flight and the server has sent everything before
+		// idle: confirming it lets the slot release WAL of quiet periods.
+		st.confirmed = st.idle
+	}
+	st.s.st.confirmed.Store(int64(st.confirmed))
+}
+
+func (st *streamer) sendStatus() error {
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), st.repl, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: st.confirmed, WALFlushPosition: st.confirmed, WALApplyPosition: st.confirmed})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	return nil
+}
+
+func (st *streamer) loop(ctx context.Context) error {
+	s := st.s
+	interval := s.cfg.StatusInterval
+	nextStatus := time.Now()
+	var recv struct {
+		ctx    context.Context
+		cancel context.CancelFunc
+	}
+	recv.cancel = func() {}
+	defer func() { recv.cancel() }()
+	for {
+		st.advance()
+		now := time.Now()
+		if !now.Before(nextStatus) {
+			if err := st.sendStatus(); err != nil {
+				return err
+			}
+			nextStatus = now.Add(interval)
+			if st.lastDurable.last > 0 && now.Sub(s.lastCkptSave) > 10*time.Second {
+				s.state.SourceLSN, s.ckptPos = st.lastDurable.commit, st.lastDurable.last+1
+				if err := s.saveCheckpoint(ctx); err != nil {
+					return err
+				}
+			}
+			recv.cancel()
+			recv.ctx, recv.cancel = context.WithDeadline(ctx, nextStatus)
+		}
+		msg, err := st.repl.ReceiveMessage(recv.ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if pgconn.Timeout(err) {
+				nextStatus = time.Now()
+				continue
+			}
+			return s.slotErr(err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("keepalive: %w", err)
+				}
+				if st.cur == nil {
+					st.idle = max(st.idle, ka.ServerWALEnd)
+				}
+				if ka.ReplyRequested {
+					nextStatus = time.Now()
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("xlogdata: %w", err)
+				}
+				if err := st.handle(ctx, xld.WALData); err != nil {
+					return err
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return s.slotErr(pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return errors.New("server ended replication (CopyDone)")
+		}
+	}
+}
+
+// handle processes one pgoutput message.
+func (st *streamer) handle(ctx context.Context, data []byte) error {
+	s := st.s
+	m, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("decode pgoutput message: %w", err)
+	}
+	switch m := m.(type) {
+	case *pglogrepl.BeginMessage:
+		if st.cur != nil {
+			st.cur.close()
+		}
+		st.cur = newTxnBuf(change.TxHeader{XID: uint64(m.Xid), SourceLSN: uint64(m.FinalLSN),
+			SourceCommitTime: m.CommitTime.UTC(), Origin: s.origin}, s.cfg.MaxTxnMemory, s.cfg.SpillDir)
+	case *pglogrepl.OriginMessage:
+		if st.cur != nil {
+			st.cur.hdr.Origin = s.origin + "/" + m.Name
+		}
+	case *pglogrepl.CommitMessage:
+		if st.cur == nil {
+			return fmt.Errorf("commit %s without begin", m.CommitLSN)
+		}
+		cur := st.cur
+		st.cur = nil
+		cur.hdr.SourceLSN = uint64(m.CommitLSN)
+		cur.hdr.SourceCommitTime = m.CommitTime.UTC()
+		return st.finish(ctx, cur, m.TransactionEndLSN)
+	case *pglogrepl.RelationMessage:
+		return st.relation(ctx, m)
+	case *pglogrepl.TypeMessage:
+		// Types are resolved through pg_type when a relation uses them.
+	case *pglogrepl.InsertMessage:
+		rel, err := st.rel(m.RelationID)
+		if err != nil {
+			return err
+		}
+		row, raw, _ := rowOf(rel, m.Tuple)
+		c := change.Change{Table: rel.table, Op: change.Insert, After: row, Types: rel.types, Key: keyOf(rel, row)}
+		s.toast.put(func() string { return rel.prefix + keyText(rel, raw) }, row)
+		return st.add(c)
+	case *pglogrepl.UpdateMessage:
+		return st.update(ctx, m)
+	case *pglogrepl.DeleteMessage:
+		rel, err := st.rel(m.RelationID)
+		if err != nil {
+			return err
+		}
+		if m.OldTuple == nil {
+			return fmt.Errorf("delete on %s without old key or row", rel.table)
+		}
+		old, raw, _ := rowOf(rel, m.OldTuple)
+		c := change.Change{Table: rel.table, Op: change.Delete, Types: rel.types, Key: keyOf(rel, old)}
+		if m.OldTupleType == 'O' {
+			c.Before = old
+		}
+		s.toast.remove(rel.prefix + keyText(rel, raw))
+		return st.add(c)
+	case *pglogrepl.TruncateMessage:
+		for _, id := range m.RelationIDs {
+			rel, err := st.rel(id)
+			if err != nil {
+				return err
+			}
+			s.toast.dropTable(rel.prefix)
+			if err := st.add(change.Change{Table: rel.table, Op: change.Truncate, Types: rel.types}); err != nil {
+				return err
+			}
+		}
+	case *pglogrepl.LogicalDecodingMessage:
+		if m.Prefix == HeartbeatPrefix {
+			return nil
+		}
+		c := change.Change{Op: change.Message, Message: &change.LogicalMessage{Prefix: m.Prefix,
+			Content: append([]byte(nil), m.Content...), Transactional: m.Transactional}}
+		if m.Transactional && st.cur != nil {
+			return st.add(c)
+		}
+		// A non-transactional message is a transaction of its own at its LSN.
+		b := newTxnBuf(change.TxHeader{SourceLSN: uint64(m.LSN), SourceCommitTime: time.Now().UTC(), Origin: s.origin},
+			s.cfg.MaxTxnMemory, s.cfg.SpillDir)
+		b.add(c)
+		return st.finish(ctx, b, m.LSN)
+	}
+	return nil
+}
+
+func (st *streamer) add(c change.Change) error {
+	if st.cur == nil {
+		return fmt.Errorf("%s change on %s outside a transaction", c.Op.Name(), c.Table)
+	}
+	return st.cur.add(c)
+}
+
+// finish appends a received transaction unless the log already has it.
+func (st *streamer) finish(ctx context.Context, b *txnBuf, end pglogrepl.LSN) error {
+	s := st.s
+	defer b.close()
+	commit := b.hdr.SourceLSN
+	s.st.lastSource.Store(int64(commit))
+	if commit <= s.floor || b.n == 0 {
+		if b.n > 0 {
+			s.st.skipped.Add(1)
+		}
+		st.pending = append(st.pending, pending{end: end, commit: commit})
+		return nil
+	}
+	t, err := b.appendTo(ctx, s.w)
+	if err != nil {
+		return &FatalError{Err: fmt.Errorf("pgsource: append transaction %d (commit %s) to the log: %w",
+			b.hdr.XID, pglogrepl.LSN(commit), err)}
+	}
+	st.lastAppendedCommit = commit
+	s.st.txns.Add(1)
+	s.st.changes.Add(int64(b.n))
+	st.pending = append(st.pending, pending{last: t.Last, end: end, commit: commit})
+	return nil
+}
+
+func (st *streamer) rel(id uint32) (*relation, error) {
+	rel, ok := st.s.rels[id]
+	if !ok {
+		return nil, fmt.Errorf("change for relation %d before its relation message", id)
+	}
+	return rel, nil
+}
+
+// relation records a Relation message, resolving column types and the
+// primary key from the catalog.
+func (st *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	rel := &relation{table: change.Table{Schema: m.Namespace, Name: m.RelationName}, ident: m.ReplicaIdentity,
+		sqlTypes: map[string]string{}}
+	rel.prefix = rel.table.String() + "\x00"
+	for _, c := range m.Columns {
+		ti, err := st.s.types.resolve(ctx, st.q, c.DataType)
+		if err != nil {
+			return err
+		}
+		rel.cols = append(rel.cols, relCol{name: c.Name, ti: ti, ident: c.Flags&1 != 0})
+		rel.types = append(rel.types, change.ColumnType{Name: c.Name, Type: ti.name})
+	}
+	pk, sqlTypes, err := tableMeta(ctx, st.q, m.RelationID)
+	if err != nil {
+		return err
+	}
+	rel.sqlTypes = sqlTypes
+	rel.key = keyColumns(rel, pk)
+	st.s.rels[m.RelationID] = rel
+	return nil
+}
+
+// keyColumns picks the columns of Change.Key: the primary key if the
+// relation has all its columns, else (REPLICA IDENTITY USING INDEX) the
+// identity columns; FULL without a primary key has no key (appliers match
+// on the before image).
+func keyColumns(rel *relation, pk []string) []int {
+	var key []int
+	for _, name := range pk {
+		for i, c := range rel.cols {
+			if c.name == name {
+				key = append(key, i)
+			}
+		}
+	}
+	if len(pk) > 0 && len(key) == len(pk) {
+		return key
+	}
+	if rel.ident == 'i' || rel.ident == 'd' {
+		key = key[:0]
+		for i, c := range rel.cols {
+			if c.ident {
+				key = append(key, i)
+			}
+		}
+		if len(key) > 0 {
+			return key
+		}
+	}
+	return nil
+}
+
+// tableMeta reads a table's primary key columns (in key order) and the SQL
+// types of its columns.
+func tableMeta(ctx context.Context, q *pgx.Conn, oid uint32) ([]string, map[string]string, error) {
+	var pk []string
+	rows, err := q.Query(ctx, `SELECT a.attname::text FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+		JOIN pg_attribute a ON a.attnum = k.attnum WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = $1 ORDER BY k.ord`, oid)
+	if err != nil {
+		return nil, nil, err
+	}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, nil, err
+		}
+		pk = append(pk, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	types := map[string]string{}
+	rows, err = q.Query(ctx, `SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+		WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`, oid)
+	if err != nil {
+		return nil, nil, err
+	}
+	for rows.Next() {
+		var n, t string
+		if err := rows.Scan(&n, &t); err != nil {
+			return nil, nil, err
+		}
+		types[n] = t
+	}
+	return pk, types, rows.Err()
+}
+
+// rowOf converts tuple data. raw holds each column's text ("" for null and
+// unchanged TOAST), toast the indices of unchanged TOAST columns.
+func rowOf(rel *relation, td *pglogrepl.TupleData) (row change.Row, raw []string, toast []int) {
+	n := min(len(td.Columns), len(rel.cols))
+	row = make(change.Row, 0, n)
+	raw = make([]string, n)
+	for i := 0; i < n; i++ {
+		c := td.Columns[i]
+		col := change.Column{Name: rel.cols[i].name}
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeText:
+			raw[i] = string(c.Data)
+			col.Value = decodeText(rel.cols[i].ti, raw[i])
+		case pglogrepl.TupleDataTypeBinary:
+			col.Value = change.UnknownValue(rel.cols[i].ti.name, string(c.Data))
+		case pglogrepl.TupleDataTypeToast:
+			toast = append(toast, i)
+		}
+		row = append(row, col)
+	}
+	return row, raw, toast
+}
+
+func keyOf(rel *relation, row change.Row) change.Row {
+	if rel.key == nil {
+		return nil
+	}
+	key := make(change.Row, len(rel.key))
+	for i, k := range rel.key {
+		key[i] = row[k]
+	}
+	return key
+}
+
+func keyText(rel *relation, raw []string) string {
+	var b strings.Builder
+	for _, k := range rel.key {
+		if k < len(raw) {
+			b.WriteString(raw[k])
+		}
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// update converts an Update message, filling in unchanged TOAST values:
+// from the old row (REPLICA IDENTITY FULL), else from the cache of values
+// seen, else by reading the row from the table (docs/POSTGRES.md, "TOAST").
+func (st *streamer) update(ctx context.Context, m *pglogrepl.UpdateMessage) error {
+	s := st.s
+	rel, err := st.rel(m.RelationID)
+	if err != nil {
+		return err
+	}
+	row, raw, toast := rowOf(rel, m.NewTuple)
+	c := change.Change{Table: rel.table, Op: change.Update, Types: rel.types}
+	keyRaw := raw
+	var old change.Row
+	if m.OldTuple != nil {
+		var oldRaw []string
+		old, oldRaw, _ = rowOf(rel, m.OldTuple)
+		keyRaw = oldRaw
+		if m.OldTupleType == 'O' {
+			c.Before = old
+		}
+		c.Key = keyOf(rel, old)
+	} else {
+		c.Key = keyOf(rel, row)
+	}
+	oldKey := rel.prefix + keyText(rel, keyRaw)
+	if len(toast) > 0 {
+		var missing []int
+		for _, i := range toast {
+			name := rel.cols[i].name
+			if c.Before != nil && i < len(c.Before) && !isPlaceholder(m.OldTuple, i) {
+				row[i].Value = c.Before[i].Value
+			} else if v, ok := s.toast.get(oldKey, name); ok {
+				row[i].Value = v
+			} else {
+				missing = append(missing, i)
+			}
+		}
+		if len(missing) > 0 {
+			if err := st.fetch(ctx, rel, keyRaw, row, missing); err != nil {
+				return err
+			}
+		}
+	}
+	s.toast.remove(oldKey)
+	s.toast.put(func() string { return rel.prefix + keyText(rel, raw) }, row)
+	return st.add(withAfter(c, row))
+}
+
+func isPlaceholder(td *pglogrepl.TupleData, i int) bool {
+	return td == nil || i >= len(td.Columns) || td.Columns[i].DataType == pglogrepl.TupleDataTypeToast
+}
+
+// fetch reads the current values of columns missing from row, by key.
+// A row deleted since keeps those columns out of the after image (logged).
+func (st *streamer) fetch(ctx context.Context, rel *relation, keyRaw []string, row change.Row, missing []int) error {
+	if len(rel.key) == 0 {
+		return fmt.Errorf("update on %s has unchanged TOAST values and no key to read them by: "+
+			"set REPLICA IDENTITY FULL or add a primary key", rel.table)
+	}
+	var sel, where []string
+	for _, i := range missing {
+		sel = append(sel, pgx.Identifier{rel.cols[i].name}.Sanitize()+"::text")
+	}
+	for _, k := range rel.key {
+		name := rel.cols[k].name
+		typ := rel.sqlTypes[name]
+		if typ == "" {
+			typ = "text"
+		}
+		where = append(where, pgx.Identifier{name}.Sanitize()+" = "+sqlLiteral(keyRaw[k])+"::"+typ)
+	}
+	sql := "SELECT " + strings.Join(sel, ", ") + " FROM " + quoteTable(rel.table) + " WHERE " + strings.Join(where, " AND ")
+	vals := make([]*string, len(missing))
+	dst := make([]any, len(missing))
+	for i := range vals {
+		dst[i] = &vals[i]
+	}
+	err := st.q.QueryRow(ctx, sql).Scan(dst...)
+	if err == pgx.ErrNoRows {
+		st.s.log.Warn("postgres source: unchanged TOAST value of a row deleted since cannot be read; the columns stay out of the after image",
+			"table", rel.table.String())
+		for j := len(missing) - 1; j >= 0; j-- {
+			i := missing[j]
+			row[i].Name = "" // marked for removal
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read unchanged TOAST values of %s: %w", rel.table, err)
+	}
+	for j, i := range missing {
+		if vals[j] == nil {
+			row[i].Value = change.NullValue()
+		} else {
+			row[i].Value = decodeText(rel.cols[i].ti, *vals[j])
+		}
+	}
+	return nil
+}
+
+// withAfter sets After, dropping columns fetch marked as unreadable.
+func withAfter(c change.Change, row change.Row) change.Change {
+	out := row[:0]
+	for _, col := range row {
+		if col.Name != "" {
+			out = append(out, col)
+		}
+	}
+	c.After = out
+	return c
+}
