@@ -123,10 +123,15 @@ func ReadState(ctx context.Context, rawURL string) (State, error) {
 }
 
 func openSQLiteRead(ctx context.Context, path string) (*sql.DB, error) {
+	return openSQLiteExisting(ctx, path, true)
+}
+
+// openSQLiteExisting opens an existing database file.
+func openSQLiteExisting(ctx context.Context, path string, readOnly bool) (*sql.DB, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, err // never create a database by reading it
 	}
-	db, err := sql.Open("sqlite", sqliteDSN(path, defaultBusy, true))
+	db, err := sql.Open("sqlite", sqliteDSN(path, defaultBusy, readOnly))
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,9 @@ type dbTxn interface {
 	delete(ctx context.Context, t *tableSchema, where change.Row) error
 	truncate(ctx context.Context, t *tableSchema) error
 	saveState(ctx context.Context, s State) error
+	// at names the change the next statements belong to, for errors that
+	// surface later (a pipelined statement fails at flush).
+	at(desc string)
 	commit(ctx context.Context) error
 	rollback() error
 }
@@ -184,21 +187,26 @@ func (a *applier) applyBatchLocked(ctx context.Context, txns []wal.Txn) (err err
 			return fmt.Errorf("replica: %w: commit LSN %d after %d", ErrOrder, t.CommitLSN, st.LSN)
 		}
 		for j := range t.Changes {
-			if err := work.apply(ctx, &t.Changes[j]); err != nil {
-				return fmt.Errorf("replica: txn at LSN %d, change %d (%s %s): %w", t.CommitLSN, j, t.Changes[j].Op, t.Changes[j].Table, err)
+			c := &t.Changes[j]
+			desc := fmt.Sprintf("txn at LSN %d, change %d (%s %s)", t.CommitLSN, j, c.Op, c.Table)
+			tx.at(desc)
+			if err := work.apply(ctx, c); err != nil {
+				return wrapAt(desc, err)
 			}
 		}
+		tx.at(fmt.Sprintf("position of the txn at LSN %d", t.CommitLSN))
 		st.LSN, st.CommitTime = t.CommitLSN, t.CommitTime.UTC()
 		st.Txns++
 		st.Changes += uint64(len(t.Changes))
 		stats.Applied++
 		stats.Changes += uint64(len(t.Changes))
 	}
+	tx.at(fmt.Sprintf("position %d", st.LSN))
 	if err := tx.saveState(ctx, st); err != nil {
-		return fmt.Errorf("replica: saving the position %d: %w", st.LSN, err)
+		return wrapAt("saving the position", err)
 	}
 	if err := tx.commit(ctx); err != nil {
-		return fmt.Errorf("replica: commit of LSNs up to %d: %w", st.LSN, err)
+		return wrapAt(fmt.Sprintf("commit of LSNs up to %d", st.LSN), err)
 	}
 	a.mu.state = st
 	a.mu.stats = stats
@@ -206,6 +214,26 @@ func (a *applier) applyBatchLocked(ctx context.Context, txns []wal.Txn) (err err
 		a.mu.tables[k] = v
 	}
 	return nil
+}
+
+// stmtError is a failed statement that was sent after the change it
+// belongs to (pipelining): desc names that change.
+type stmtError struct {
+	desc string
+	err  error
+}
+
+func (e *stmtError) Error() string { return e.desc + ": " + e.err.Error() }
+func (e *stmtError) Unwrap() error { return e.err }
+
+// wrapAt prefixes err with desc, or with the change a pipelined statement
+// belonged to.
+func wrapAt(desc string, err error) error {
+	var se *stmtError
+	if errors.As(err, &se) {
+		return fmt.Errorf("replica: %w", se)
+	}
+	return fmt.Errorf("replica: %s: %w", desc, err)
 }
 
 // batch applies changes within one DB transaction.
@@ -281,6 +309,12 @@ func (w *batch) apply(ctx context.Context, c *change.Change) error {
 	}
 	if ts, err = w.evolve(ctx, ts, c, old); err != nil {
 		return err
+	}
+	for _, k := range ts.key {
+		if v, ok := c.After.Get(k); ok && v.IsNull() {
+			// SQLite would invent a rowid for an INTEGER key.
+			return fmt.Errorf("key column %q is NULL in the new image", k)
+		}
 	}
 	if c.Op != change.Update {
 		return w.tx.upsert(ctx, ts, c.After)

@@ -123,6 +123,8 @@ type pgTxn struct {
 	b      *postgresBackend
 	tx     pgx.Tx
 	batch  *pgx.Batch
+	descs  []string // per queued statement: the change it belongs to
+	desc   string
 	failed bool
 }
 
@@ -136,6 +138,7 @@ func (t *pgTxn) loadState(ctx context.Context) (State, error) {
 // queue adds a statement to the pipeline, sending it when full.
 func (t *pgTxn) queue(ctx context.Context, sql string, args []any) error {
 	t.batch.Queue(sql, args...)
+	t.descs = append(t.descs, t.desc)
 	if t.batch.Len() >= pgFlushAt {
 		return t.flush(ctx)
 	}
@@ -149,11 +152,12 @@ func (t *pgTxn) flush(ctx context.Context) error {
 		return nil
 	}
 	br := t.tx.SendBatch(ctx, t.batch)
-	t.batch = &pgx.Batch{}
+	descs := t.descs
+	t.batch, t.descs = &pgx.Batch{}, t.descs[:0:0]
 	var first error
 	for i := 0; i < n; i++ {
 		if _, err := br.Exec(); err != nil && first == nil {
-			first = err
+			first = &stmtError{desc: descs[i], err: err}
 		}
 	}
 	if err := br.Close(); err != nil && first == nil {
@@ -479,6 +483,8 @@ func (t *pgTxn) saveState(ctx context.Context, s State) error {
 	return t.queue(ctx, `UPDATE walship_applied SET lsn = $1, commit_time = $2, txns = $3, changes = $4, lineage = $5 WHERE id = 1`,
 		[]any{int64(s.LSN), ct, int64(s.Txns), int64(s.Changes), s.Lineage})
 }
+
+func (t *pgTxn) at(desc string) { t.desc = desc }
 
 func (t *pgTxn) commit(ctx context.Context) error {
 	if err := t.flush(ctx); err != nil {

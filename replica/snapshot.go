@@ -37,13 +37,11 @@ func Snapshot(ctx context.Context, src, dst string) error {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("snapshot of %s: %w", path, err)
 	}
-	db, err := openSQLiteRead(ctx, path)
+	db, err := openSQLiteExisting(ctx, path, false) // VACUUM INTO is refused under query_only
 	if err != nil {
 		return fmt.Errorf("snapshot of %s: %w", path, err)
 	}
 	defer db.Close()
-	// query_only forbids VACUUM INTO's write to the new file? It does not:
-	// query_only guards the source database only.
 	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, dst); err != nil {
 		os.Remove(dst)
 		return fmt.Errorf("snapshot of %s into %s: %w", path, dst, err)

@@ -467,6 +467,8 @@ func (t *sqliteTxn) saveState(ctx context.Context, s State) error {
 		[]any{int64(s.LSN), ct, int64(s.Txns), int64(s.Changes), s.Lineage})
 }
 
+func (t *sqliteTxn) at(string) {} // statements run at once: errors are returned in place
+
 func (t *sqliteTxn) commit(ctx context.Context) error { return t.tx.Commit() }
 
 func (t *sqliteTxn) rollback() error { return t.tx.Rollback() }
