@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -213,13 +214,38 @@ func render(ctx context.Context, p Provider) ([]byte, error) {
 	if s.Archive != nil && s.Archive.Snapshots == nil {
 		s.Archive.Snapshots = []SnapshotInfo{}
 	}
+	redactStrings(reflect.ValueOf(&s).Elem())
 	b, err := json.Marshal(s)
 	if err != nil {
 		return nil, fmt.Errorf("status: encoding snapshot: %w", err)
 	}
 	// json.Marshal escapes <, > and &, so the result is also safe inside
 	// a <script> element.
-	return []byte(secret.Text(string(b))), nil
+	return b, nil
+}
+
+// redactStrings applies secret.Text to every string reachable from v
+// (struct fields, slices, pointers), in place. Redacting before encoding
+// keeps the JSON well-formed whatever the strings contain.
+func redactStrings(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.String:
+		if v.CanSet() {
+			v.SetString(secret.Text(v.String()))
+		}
+	case reflect.Pointer:
+		if !v.IsNil() {
+			redactStrings(v.Elem())
+		}
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			redactStrings(v.Field(i))
+		}
+	case reflect.Slice, reflect.Array:
+		for i := 0; i < v.Len(); i++ {
+			redactStrings(v.Index(i))
+		}
+	}
 }
 
 // JSONHandler serves /status.json.

@@ -114,6 +114,21 @@ func TestHostileStrings(t *testing.T) {
 	}
 }
 
+func TestRedactionKeepsJSONValid(t *testing.T) {
+	snap := sample()
+	snap.Warnings[0].Message = `bad password=x"y\ and token=a\"b`
+	srv := httptest.NewServer(JSONHandler(func(context.Context) (Snapshot, error) { return snap, nil }))
+	defer srv.Close()
+	_, _, body := get(t, srv.URL)
+	var s Snapshot
+	if err := json.Unmarshal([]byte(body), &struct{ Warnings *[]Warning }{&s.Warnings}); err != nil {
+		t.Fatalf("invalid JSON after redaction: %v\n%s", err, body)
+	}
+	if m := s.Warnings[0].Message; m != `bad password=REDACTED"y\ and token=REDACTED\"b` {
+		t.Fatalf("message %q", m)
+	}
+}
+
 func TestProviderError(t *testing.T) {
 	srv := httptest.NewServer(JSONHandler(func(context.Context) (Snapshot, error) {
 		return Snapshot{}, errors.New("catalog: s3://k:wJalrXUtnFEMI@minio/b: 503")
