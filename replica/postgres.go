@@ -18,7 +18,8 @@ import (
 const pgFlushAt = 1024
 
 type postgresBackend struct {
-	conn *pgx.Conn
+	url  string
+	conn *pgx.Conn // replaced when the server closed it (a restart)
 }
 
 func connectPostgres(ctx context.Context, rawURL string) (*pgx.Conn, error) {
@@ -44,7 +45,7 @@ func openPostgres(ctx context.Context, rawURL string, opts Options) (backend, er
 	if err != nil {
 		return nil, err
 	}
-	return &postgresBackend{conn: conn}, nil
+	return &postgresBackend{url: rawURL, conn: conn}, nil
 }
 
 const pgBookkeeping = `
@@ -112,6 +113,15 @@ func (b *postgresBackend) close() error {
 }
 
 func (b *postgresBackend) begin(ctx context.Context) (dbTxn, error) {
+	if b.conn.IsClosed() {
+		// The connection died with a failed DB transaction (a server
+		// restart): nothing is half applied, so connect again.
+		conn, err := connectPostgres(ctx, b.url)
+		if err != nil {
+			return nil, err
+		}
+		b.conn = conn
+	}
 	tx, err := b.conn.Begin(ctx)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,88 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/wal"
+)
+
+// crashTxns: txn i inserts row i and sets the counter row to i, so a
+// replica is consistent iff it has rows 1..LSN and counter = LSN.
+func crashTxns(from, to int) []wal.Txn {
+	var out []wal.Txn
+	for i := from; i <= to; i++ {
+		out = append(out, txn(uint64(i),
+			ins("rows", []string{"id"}, row("id", i, "pad", fmt.Sprintf("%0100d", i))),
+			upd("counter", row("id", 0), row("id", 0, "n", i))))
+	}
+	return out
+}
+
+const crashChildEnv = "WALSHIP_REPLICA_CRASH_CHILD"
+
+// TestCrashChild is the process TestSIGKILL kills: it applies crashTxns
+// forever in batches of varying size.
+func TestCrashChild(t *testing.T) {
+	url := os.Getenv(crashChildEnv)
+	if url == "" {
+		return // only as a child of TestSIGKILL
+	}
+	a, err := Open(context.Background(), url, Options{MaxBatchTxns: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for size := 1; ; size = size%50 + 1 {
+		p, err := a.Position(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Apply(context.Background(), crashTxns(int(p)-size/2+1, int(p)+size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSIGKILL kills a process applying to the replica at random moments;
+// after each kill the replica is consistent with its position, and
+// applying on from it gives the exact result.
+func TestSIGKILL(t *testing.T) {
+	backends(t, func(t *testing.T, url string) {
+		for round := 0; round < 4; round++ {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
+			cmd.Env = append(os.Environ(), crashChildEnv+"="+url)
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Duration(150+round*70) * time.Millisecond)
+			cmd.Process.Signal(syscall.SIGKILL)
+			cmd.Wait()
+			st, err := ReadState(context.Background(), url)
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			d := dump(t, url)
+			if uint64(len(d["rows"])) != st.LSN || st.Txns != st.LSN {
+				t.Fatalf("round %d: %d rows, state %+v", round, len(d["rows"]), st)
+			}
+			if st.LSN > 0 && d["counter"][0] != fmt.Sprintf(`{"id":"0","n":"%d"}`, st.LSN) {
+				t.Fatalf("round %d: counter %v at LSN %d", round, d["counter"], st.LSN)
+			}
+			t.Logf("round %d: killed at LSN %d", round, st.LSN)
+		}
+		st, _ := ReadState(context.Background(), url)
+		a := open(t, url, Options{})
+		end := int(st.LSN) + 10
+		apply(t, a, crashTxns(1, end)...)
+		want := dump(t, url)
+		if len(want["rows"]) != end || want["counter"][0] != fmt.Sprintf(`{"id":"0","n":"%d"}`, end) {
+			t.Errorf("after resuming: %d rows, counter %v; want %d", len(want["rows"]), want["counter"], end)
+		}
+	})
+}
