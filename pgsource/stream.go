@@ -50,7 +50,7 @@ type streamer struct {
 	pending []pending
 	// confirmed is the source LSN last reported as flushed; idle is the
 	// newest keepalive position seen with no transaction open.
-	confirmed, idle pglogrepl.LSN
+	confirmed, idle    pglogrepl.LSN
 	lastAppendedCommit uint64
 	lastDurable        pending
 }
