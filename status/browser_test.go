@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/png"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -143,6 +144,83 @@ func startFeed(t *testing.T) (*feed, *httptest.Server) {
 	return f, srv
 }
 
+// coloredPixels counts saturated pixels in r: series lines are drawn in
+// saturated colours; background, grid and labels are white or grey.
+func coloredPixels(t *testing.T, img image.Image, r image.Rectangle) int {
+	t.Helper()
+	if !r.In(img.Bounds()) {
+		t.Fatalf("box %v outside the screenshot %v", r, img.Bounds())
+	}
+	n := 0
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			cr, cg, cb, _ := img.At(x, y).RGBA()
+			if max(cr, cg, cb)>>8-min(cr, cg, cb)>>8 > 60 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func chartBoxes(t *testing.T, dom string) map[string]image.Rectangle {
+	t.Helper()
+	boxes := map[string]image.Rectangle{}
+	for _, bm := range bboxRe.FindAllStringSubmatch(dom, -1) {
+		var x, y, w, h int
+		if _, err := fmt.Sscanf(bm[2], "%d,%d,%d,%d", &x, &y, &w, &h); err != nil || w < 100 || h < 50 {
+			t.Fatalf("%s bbox %q", bm[1], bm[2])
+		}
+		boxes[bm[1]] = image.Rect(x, y, x+w, y+h)
+	}
+	if len(boxes) != 2 {
+		t.Fatalf("chart boxes %v in\n%.2000s", boxes, dom)
+	}
+	return boxes
+}
+
+func screenshot(t *testing.T, url string) image.Image {
+	t.Helper()
+	shot := filepath.Join(t.TempDir(), "status.png")
+	chromium(t, url, "--screenshot="+shot)
+	fh, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	img, err := png.Decode(fh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keep := os.Getenv("WALSHIP_STATUS_SCREENSHOT"); keep != "" { // to look at it
+		if b, err := os.ReadFile(shot); err == nil {
+			os.WriteFile(keep, b, 0o644)
+		}
+	}
+	return img
+}
+
+// TestStatusPageEmptyCharts is the control of the pixel check: with no
+// history the plot areas hold no series colour and say "no data yet".
+func TestStatusPageEmptyCharts(t *testing.T) {
+	mux := http.NewServeMux()
+	Register(mux, func(context.Context) (Snapshot, error) {
+		return Snapshot{Title: "walship consume", Role: "replica", Sinks: []Sink{{Name: "replica", Kind: "replica", LSN: 7, State: "ok"}}}, nil
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	dom := string(chromium(t, srv.URL+"/status", "--dump-dom"))
+	if !strings.Contains(dom, "no data yet") {
+		t.Errorf("empty charts do not say so")
+	}
+	img := screenshot(t, srv.URL+"/status")
+	for name, r := range chartBoxes(t, dom) {
+		if n := coloredPixels(t, img, r); n != 0 {
+			t.Errorf("%s: %d coloured pixels in an empty chart", name, n)
+		}
+	}
+}
+
 var (
 	kafkaRow = regexp.MustCompile(`<tr data-component="kafka/orders">.*?<td class="num lsn">([0-9,]+)</td>`)
 	bboxRe   = regexp.MustCompile(`<svg id="(chart-lag|chart-rate)"[^>]*data-bbox="([0-9,.-]+)"`)
@@ -190,50 +268,13 @@ func TestStatusPageInChromium(t *testing.T) {
 			t.Errorf("%s drew %d points, want the hour's history", pm[1], n)
 		}
 	}
-	boxes := map[string]image.Rectangle{}
-	for _, bm := range bboxRe.FindAllStringSubmatch(dom, -1) {
-		var x, y, w, h int
-		if _, err := fmt.Sscanf(bm[2], "%d,%d,%d,%d", &x, &y, &w, &h); err != nil || w < 100 || h < 50 {
-			t.Fatalf("%s bbox %q", bm[1], bm[2])
-		}
-		boxes[bm[1]] = image.Rect(x, y, x+w, y+h)
-	}
-	if len(boxes) != 2 {
-		t.Fatalf("chart boxes %v", boxes)
-	}
+	boxes := chartBoxes(t, dom)
 
 	// Screenshot: count saturated (series-coloured) pixels inside each
-	// plot area; background, grid and axis labels are white or grey.
-	shot := filepath.Join(t.TempDir(), "status.png")
-	chromium(t, srv.URL+"/status", "--screenshot="+shot)
-	fh, err := os.Open(shot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	img, err := png.Decode(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if keep := os.Getenv("WALSHIP_STATUS_SCREENSHOT"); keep != "" { // to look at it
-		if b, err := os.ReadFile(shot); err == nil {
-			os.WriteFile(keep, b, 0o644)
-		}
-	}
+	// plot area.
+	img := screenshot(t, srv.URL+"/status")
 	for name, r := range boxes {
-		if !r.In(img.Bounds()) {
-			t.Fatalf("%s box %v outside the screenshot %v", name, r, img.Bounds())
-		}
-		colored := 0
-		for y := r.Min.Y; y < r.Max.Y; y++ {
-			for x := r.Min.X; x < r.Max.X; x++ {
-				cr, cg, cb, _ := img.At(x, y).RGBA()
-				hi, lo := max(cr, cg, cb)>>8, min(cr, cg, cb)>>8
-				if hi-lo > 60 {
-					colored++
-				}
-			}
-		}
+		colored := coloredPixels(t, img, r)
 		// Several series across most of the plot's width, 2 px wide.
 		if colored < r.Dx() {
 			t.Errorf("%s: %d coloured pixels in the plot area %v: charts not drawn", name, colored, r)
