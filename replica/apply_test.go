@@ -307,3 +307,24 @@ func TestSnapshot(t *testing.T) {
 		t.Errorf("t = %v", got)
 	}
 }
+
+// TestPostgresRestart: an Apply during a server outage fails whole, and
+// the same applier resumes once the server is back.
+func TestPostgresRestart(t *testing.T) {
+	url := pgURL(t)
+	a := open(t, url, Options{})
+	apply(t, a, txn(1, ins("t", []string{"id"}, row("id", 1))))
+	if err := pg.cluster.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	err := a.Apply(context.Background(), []wal.Txn{txn(2, ins("t", []string{"id"}, row("id", 2)))})
+	if serr := pg.cluster.Start(); serr != nil {
+		t.Fatal(serr)
+	}
+	if err == nil {
+		t.Fatal("Apply with the server down succeeded")
+	}
+	apply(t, a, txn(2, ins("t", []string{"id"}, row("id", 2))), txn(3, ins("t", []string{"id"}, row("id", 3))))
+	wantDump(t, url, Tables{"t": {`{"id":"1"}`, `{"id":"2"}`, `{"id":"3"}`}})
+	wantState(t, url, 3, 3, 3)
+}
