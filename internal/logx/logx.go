@@ -7,8 +7,10 @@
 //     DSN passwords, S3 keys, tokens and attributes named like secrets
 //     print as REDACTED.
 //   - Repeated errors are rate-limited by Dedup: a record at Warn or above
-//     whose message and error text equal those of one already emitted
-//     within Options.RepeatWindow is counted, not written; the first one
+//     whose message, error texts and string attributes (numbers, durations
+//     and times are ignored: attempt counters and measurements vary) equal
+//     those of one already emitted within Options.RepeatWindow is counted,
+//     not written; the first one
 //     after the window is written with repeated=K (the number suppressed
 //     since the last one written). There is no timer goroutine: the count
 //     rides on the next occurrence after the window, so if the error stops
@@ -159,15 +161,24 @@ func (d *Dedup) Handle(ctx context.Context, r slog.Record) error {
 	key.WriteString("\x00")
 	key.WriteString(r.Message)
 	r.Attrs(func(a slog.Attr) bool {
-		if err, ok := a.Value.Resolve().Any().(error); ok {
-			key.WriteString("\x00")
-			key.WriteString(a.Key)
-			key.WriteString("=")
-			key.WriteString(err.Error())
-		} else if a.Key == "err" || a.Key == "error" {
-			key.WriteString("\x00")
-			key.WriteString(a.Value.String())
+		v := a.Value.Resolve()
+		var text string
+		switch {
+		case v.Kind() == slog.KindString:
+			text = v.String()
+		case v.Kind() == slog.KindAny:
+			if err, ok := v.Any().(error); ok {
+				text = err.Error()
+			} else {
+				return true
+			}
+		default: // numbers, durations, times: counters and measurements vary
+			return true
 		}
+		key.WriteString("\x00")
+		key.WriteString(a.Key)
+		key.WriteString("=")
+		key.WriteString(text)
 		return true
 	})
 	k := key.String()

@@ -44,17 +44,22 @@ func TestRepeatedErrorsRateLimited(t *testing.T) {
 		log.Error("kafka produce failed", "err", boom, "attempt", i)
 		clk.advance(time.Second)
 	}
-	log.Error("kafka produce failed", "err", errors.New("other error"))    // different error text: written
-	log.With("sink", "archive").Error("kafka produce failed", "err", boom) // different scope: written
-	log.Info("kafka produce failed", "err", boom)                          // info is never limited
+	log.Error("kafka produce failed", "err", errors.New("other error"))      // different error text: written
+	log.With("sink", "archive").Error("kafka produce failed", "err", boom)   // different scope: written
+	log.Info("kafka produce failed", "err", boom)                            // info is never limited
+	log.Error("kafka produce failed", "err", boom, "topic", "walship.other") // another string attribute: written
 	clk.advance(10 * time.Second)
 	log.Error("kafka produce failed", "err", boom) // after the window: written with repeated=4
 	log.Error("kafka produce failed", "err", boom) // suppressed again
 
 	got := lines(buf.String())
-	if len(got) != 5 {
-		t.Fatalf("%d lines, want 5:\n%s", len(got), buf.String())
+	if len(got) != 6 {
+		t.Fatalf("%d lines, want 6:\n%s", len(got), buf.String())
 	}
+	if got[4]["topic"] != "walship.other" {
+		t.Errorf("record with another string attribute merged: %v", got[4])
+	}
+	got = append(got[:4], got[5:]...)
 	if got[0]["attempt"] != 0.0 || got[0]["repeated"] != nil {
 		t.Errorf("first line: %v", got[0])
 	}
