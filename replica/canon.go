@@ -23,6 +23,7 @@ import (
 //	bytes      "\x" and lower-case hex          "\x00ff"
 //	timestamp  UTC, microseconds (nanoseconds if any), Z
 //	                                            "2024-01-02T03:04:05.123456Z"
+//	date       "2024-01-02"
 //	json       compact, object keys sorted      {"a":1,"b":[true]}
 //	text       as stored (enums, uuid, interval, date, ... in Postgres's output form)
 
@@ -50,6 +51,13 @@ func canonText(c class, s string) string {
 	case classTimestamp:
 		if t, ok := parsePGTime(s); ok {
 			return canonTime(t)
+		}
+	case classDate:
+		if t, err := time.Parse("2006-01-02", s); err == nil {
+			return t.Format("2006-01-02")
+		}
+		if t, ok := parsePGTime(s); ok {
+			return t.Format("2006-01-02")
 		}
 	case classJSON:
 		if j, ok := canonJSON([]byte(s)); ok {

@@ -339,9 +339,9 @@ func (t *pgTxn) colType(ts *tableSchema, name string) string {
 }
 
 // pgArgs converts the values of row to text parameters.
-func pgArgs(args []any, row change.Row) ([]any, error) {
+func pgArgs(args []any, ts *tableSchema, row change.Row) ([]any, error) {
 	for _, c := range row {
-		s, ok, err := pgText(c.Value)
+		s, ok, err := pgText(forColumn(ts, c.Name, c.Value))
 		if err != nil {
 			return nil, fmt.Errorf("column %q: %w", c.Name, err)
 		}
@@ -401,7 +401,7 @@ func (t *pgTxn) upsert(ctx context.Context, ts *tableSchema, row change.Row) err
 			b.WriteString("NOTHING")
 		}
 	}
-	args, err := pgArgs(make([]any, 0, len(row)), row)
+	args, err := pgArgs(make([]any, 0, len(row)), ts, row)
 	if err != nil {
 		return err
 	}
@@ -454,9 +454,9 @@ func (t *pgTxn) update(ctx context.Context, ts *tableSchema, set, where change.R
 		t.param(&b, i+1, t.colType(ts, c.Name))
 	}
 	t.whereSQL(&b, ts, where, len(set)+1)
-	args, err := pgArgs(make([]any, 0, len(set)+len(where)), set)
+	args, err := pgArgs(make([]any, 0, len(set)+len(where)), ts, set)
 	if err == nil {
-		args, err = pgArgs(args, where)
+		args, err = pgArgs(args, ts, where)
 	}
 	if err != nil {
 		return err
@@ -471,7 +471,7 @@ func (t *pgTxn) delete(ctx context.Context, ts *tableSchema, where change.Row) e
 	var b strings.Builder
 	b.WriteString("DELETE FROM " + pgTableName(ts.src))
 	t.whereSQL(&b, ts, where, 1)
-	args, err := pgArgs(make([]any, 0, len(where)), where)
+	args, err := pgArgs(make([]any, 0, len(where)), ts, where)
 	if err != nil {
 		return err
 	}

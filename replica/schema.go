@@ -19,6 +19,7 @@ const (
 	classBool
 	classBytes
 	classTimestamp // timestamptz and timestamp: instants in UTC
+	classDate      // date: a Timestamp at midnight UTC, or the source's text
 	classJSON
 	classArray
 )
@@ -43,7 +44,7 @@ var pgKnown = map[string]class{
 	"timestamptz": classTimestamp, "timestamp": classTimestamp,
 	"json": classJSON, "jsonb": classJSON,
 	"text": classText, "varchar": classText, "bpchar": classText, "name": classText, "char": classText,
-	"date": classText, "time": classText, "timetz": classText, "interval": classText,
+	"date": classDate, "time": classText, "timetz": classText, "interval": classText,
 	"uuid": classText, "inet": classText, "cidr": classText, "macaddr": classText, "macaddr8": classText,
 	"xml": classText, "bit": classText, "varbit": classText, "tsvector": classText, "tsquery": classText,
 	"point": classText, "line": classText, "lseg": classText, "box": classText, "path": classText,

@@ -375,7 +375,7 @@ func (t *sqliteTxn) upsert(ctx context.Context, ts *tableSchema, row change.Row)
 	}
 	args := t.args[:0]
 	for _, c := range row {
-		v, err := sqliteValue(c.Value)
+		v, err := sqliteValue(forColumn(ts, c.Name, c.Value))
 		if err != nil {
 			return fmt.Errorf("column %q: %w", c.Name, err)
 		}
@@ -399,7 +399,7 @@ func (t *sqliteTxn) whereSQL(b *strings.Builder, ts *tableSchema, where change.R
 			b.WriteString(" AND ")
 		}
 		b.WriteString(quoteIdent(c.Name) + " IS ?")
-		v, err := sqliteValue(c.Value)
+		v, err := sqliteValue(forColumn(ts, c.Name, c.Value))
 		if err != nil {
 			return nil, fmt.Errorf("column %q: %w", c.Name, err)
 		}
@@ -423,7 +423,7 @@ func (t *sqliteTxn) update(ctx context.Context, ts *tableSchema, set, where chan
 			b.WriteString(", ")
 		}
 		b.WriteString(quoteIdent(c.Name) + " = ?")
-		v, err := sqliteValue(c.Value)
+		v, err := sqliteValue(forColumn(ts, c.Name, c.Value))
 		if err != nil {
 			return fmt.Errorf("column %q: %w", c.Name, err)
 		}

@@ -98,6 +98,21 @@ func normalizeNumeric(s string) string {
 	return out
 }
 
+// forColumn adapts a value to its column: a Timestamp in a date column
+// (the Postgres source sends dates as midnight UTC) is stored as the date.
+func forColumn(ts *tableSchema, name string, v change.Value) change.Value {
+	if v.Kind() != change.KindTimestamp {
+		return v
+	}
+	if i := ts.index(name); i >= 0 && ts.cols[i].typ.class == classDate {
+		t, _ := v.Timestamp()
+		if t.Equal(t.Truncate(24 * time.Hour)) {
+			return change.UnknownValue("date", t.Format("2006-01-02"))
+		}
+	}
+	return v
+}
+
 // sqliteValue returns what a SQLite replica stores for v (docs/REPLICA.md).
 func sqliteValue(v change.Value) (any, error) {
 	switch v.Kind() {
