@@ -1,0 +1,308 @@
+package pitr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/wal"
+)
+
+// node is a primary: a WAL, its checkpoints, the real archiver and a
+// snapshotter, all running until the test ends.
+type node struct {
+	w     *wal.WAL
+	ckpts *checkpoint.Store
+	a     *archive.Archive
+	ar    *archive.Archiver
+	snap  *Snapshotter
+	stop  func()
+	n     int // transactions appended
+}
+
+func startNode(t *testing.T, interval time.Duration) *node {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	w, _, err := wal.Open(wal.Options{Dir: filepath.Join(dir, "wal")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ckpts, err := checkpoint.Open(ctx, vfs.Default, filepath.Join(dir, "ckpt"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := archive.Open(ctx, "file://"+filepath.Join(dir, "archive"), archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar, err := archive.NewArchiver(a, w, ckpts, archive.ArchiverOptions{Lineage: "main", Timeout: archive.MinTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := NewSnapshotter(a, w, ckpts, SnapshotterOptions{Lineage: "main", Dir: filepath.Join(dir, "snap"), Interval: interval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	errs := make(chan error, 2)
+	go func() { errs <- ar.Run(rctx) }()
+	go func() { errs <- sn.Run(rctx) }()
+	n := &node{w: w, ckpts: ckpts, a: a, ar: ar, snap: sn}
+	n.stop = func() {
+		cancel()
+		for range 2 {
+			if err := <-errs; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("run: %v", err)
+			}
+		}
+		sn.Close()
+		w.Close()
+	}
+	t.Cleanup(func() {
+		if n.stop != nil {
+			n.stop()
+		}
+	})
+	return n
+}
+
+// append appends k transactions upserting public.kv.
+func (n *node) append(t *testing.T, k int) {
+	t.Helper()
+	for range k {
+		i := n.n
+		n.n++
+		txn := &change.Txn{Header: change.TxHeader{XID: uint64(100 + i)}, Changes: []change.Change{{
+			Table: change.Table{Schema: "public", Name: "kv"}, Op: change.Insert,
+			Key:   change.Row{{Name: "k", Value: change.IntValue(int64(i % 7))}},
+			After: change.Row{{Name: "k", Value: change.IntValue(int64(i % 7))}, {Name: "v", Value: change.IntValue(int64(i))}}}}}
+		if i >= 7 {
+			txn.Changes[0].Op = change.Update
+		}
+		if _, err := n.w.Append(context.Background(), txn); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitArchived waits until the archive holds the WAL's durable end.
+func (n *node) waitArchived(t *testing.T) {
+	t.Helper()
+	want := n.w.Durable()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if n.ar.Stats().ArchivedLSN >= want && n.snap.Position() >= want {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("archived %d, snapshotter at %d, want %d", n.ar.Stats().ArchivedLSN, n.snap.Position(), want)
+}
+
+func (n *node) allTxns(t *testing.T) []wal.Txn {
+	t.Helper()
+	l, _, err := wal.OpenReadOnly(nil, n.w.Log.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r, err := wal.NewReader(l, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var out []wal.Txn
+	for {
+		tx, err := r.NextTxn(context.Background())
+		if err != nil {
+			break
+		}
+		out = append(out, tx)
+	}
+	return out
+}
+
+func TestSnapshotterSnapshotsAndRestoresStartThere(t *testing.T) {
+	ctx := context.Background()
+	n := startNode(t, 0)
+	n.append(t, 40)
+	n.waitArchived(t)
+	s1, err := n.snap.TakeSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1.LSN != n.w.Durable() || s1.Existed {
+		t.Fatalf("snapshot %+v, want at LSN %d", s1, n.w.Durable())
+	}
+	if c, _ := n.ckpts.Get(SnapshotterCheckpoint); c.Pos != s1.LSN {
+		t.Fatalf("snapshotter checkpoint at %d, want %d", c.Pos, s1.LSN)
+	}
+	again, err := n.snap.TakeSnapshot(ctx)
+	if err != nil || !again.Existed || again.LSN != s1.LSN {
+		t.Fatalf("second snapshot at the same LSN: %+v, %v", again, err)
+	}
+	n.append(t, 30)
+	n.waitArchived(t)
+	s2, err := n.snap.TakeSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txns := n.allTxns(t)
+	src := NewArchiveSource(n.a)
+	dir := t.TempDir()
+	for i, c := range []struct {
+		target   Target
+		wantSnap uint64
+		want     int
+	}{
+		{Target{Kind: Latest}, s2.LSN, 70},
+		{Target{Kind: LSN, LSN: s2.LSN, Exclusive: true}, s1.LSN, 69},
+		{Target{Kind: XID, XID: 100 + 50}, s1.LSN, 51},
+		{Target{Kind: XID, XID: 100 + 20}, 0, 21},
+	} {
+		plan, err := PlanRestore(ctx, src, c.target, PlanOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := uint64(0)
+		if plan.Snapshot != nil {
+			got = plan.Snapshot.LSN
+		}
+		if got != c.wantSnap {
+			t.Errorf("%s: starts from snapshot %d, want %d", c.target, got, c.wantSnap)
+		}
+		url := "sqlite://" + filepath.Join(dir, fmt.Sprintf("r%d.db", i))
+		if _, err := Restore(ctx, src, plan, url, RestoreOptions{}); err != nil {
+			t.Fatalf("%s: %v", c.target, err)
+		}
+		exp := "sqlite://" + filepath.Join(dir, fmt.Sprintf("e%d.db", i))
+		buildReplica(t, exp, txns[:c.want])
+		compareReplicas(t, c.target.String(), url, exp)
+	}
+}
+
+func TestSnapshotterScheduleAndRestart(t *testing.T) {
+	n := startNode(t, 30*time.Millisecond)
+	n.append(t, 20)
+	n.waitArchived(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for n.snap.Last().LSN != n.w.Durable() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no scheduled snapshot at LSN %d (last %+v)", n.w.Durable(), n.snap.Last())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Restart the snapshotter on the same directory: it resumes from its
+	// replica's position and applies every transaction exactly once.
+	dir := n.snap.opts.Dir
+	n.stop() // the archiver, the snapshotter (then closed) and the WAL
+	n.stop = nil
+	w, _, err := wal.Open(wal.Options{Dir: n.w.Log.Dir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	n.w = w
+	n.append(t, 15)
+	sn, err := NewSnapshotter(n.a, w, n.ckpts, SnapshotterOptions{Lineage: "main", Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sn.Run(ctx) }()
+	for sn.Position() != w.Durable() {
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted snapshotter at %d, want %d", sn.Position(), w.Durable())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	info, err := sn.TakeSnapshot(ctx)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v", err)
+	}
+	sn.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := "sqlite://" + filepath.Join(t.TempDir(), "e.db")
+	buildReplica(t, exp, n.allTxns(t))
+	compareReplicas(t, "restarted snapshotter", "sqlite://"+filepath.Join(dir, "replica.db"), exp)
+	if info.LSN != w.Durable() {
+		t.Fatalf("snapshot at %d, want %d", info.LSN, w.Durable())
+	}
+}
+
+func TestPruneKeepsRestorableHistory(t *testing.T) {
+	ctx := context.Background()
+	n := startNode(t, 0)
+	var snaps []SnapshotInfo
+	for range 3 {
+		n.append(t, 25)
+		n.waitArchived(t)
+		s, err := n.snap.TakeSnapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, s)
+	}
+	n.append(t, 10)
+	n.waitArchived(t)
+	txns := n.allTxns(t)
+	before, _ := n.a.Catalog(ctx)
+	segsBefore := len(before.Lineages[0].Segments)
+
+	if _, err := Prune(ctx, n.a, RetentionPolicy{}); err == nil {
+		t.Fatal("a policy that keeps nothing was accepted")
+	}
+	rep, err := Prune(ctx, n.a, RetentionPolicy{KeepSnapshots: 2, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := n.a.Catalog(ctx); len(after.Lineages[0].Segments) != segsBefore || len(after.Lineages[0].Snapshots) != 3 {
+		t.Fatal("a dry run deleted objects")
+	}
+	rep, err = Prune(ctx, n.a, RetentionPolicy{KeepSnapshots: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp := rep.Lineages[0]
+	if lp.OldestKept != snaps[1].LSN || len(lp.DeletedSnapshots) != 1 || len(lp.DeletedSegments) == 0 {
+		t.Fatalf("prune report %+v", lp)
+	}
+	// Nothing restorable from the kept snapshots is lost, nothing is a
+	// hole, and earlier targets are refused clearly.
+	vr, err := VerifyArchive(ctx, NewArchiveSource(n.a), VerifyOptions{})
+	if err != nil || !vr.Intact() {
+		t.Fatalf("after prune: %+v, %v", vr, err)
+	}
+	if li := vr.Lineages[0]; li.RestorableFrom != snaps[1].LSN || li.FirstLSN > snaps[1].LSN+1 {
+		t.Fatalf("after prune: restorable from %d, segments from %d; want %d", li.RestorableFrom, li.FirstLSN, snaps[1].LSN)
+	}
+	src := NewArchiveSource(n.a)
+	for i, tg := range []Target{{Kind: Latest}, {Kind: LSN, LSN: snaps[1].LSN}, {Kind: LSN, LSN: snaps[1].LSN + 3}} {
+		plan, err := PlanRestore(ctx, src, tg, PlanOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", tg, err)
+		}
+		url := "sqlite://" + filepath.Join(t.TempDir(), fmt.Sprintf("r%d.db", i))
+		if _, err := Restore(ctx, src, plan, url, RestoreOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		exp := "sqlite://" + filepath.Join(t.TempDir(), fmt.Sprintf("e%d.db", i))
+		buildReplica(t, exp, txns[:expectedPrefix(txns, tg)])
+		compareReplicas(t, tg.String(), url, exp)
+	}
+	if _, err := PlanRestore(ctx, src, Target{Kind: LSN, LSN: snaps[1].LSN - 1}, PlanOptions{}); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("target below the oldest kept snapshot: %v", err)
+	}
+}
