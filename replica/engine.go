@@ -16,6 +16,8 @@ import (
 type backend interface {
 	// init creates the bookkeeping tables and returns the stored state.
 	init(ctx context.Context) (State, error)
+	// readState reads the bookkeeping row.
+	readState(ctx context.Context) (State, error)
 	begin(ctx context.Context) (dbTxn, error)
 	close() error
 }
@@ -102,7 +104,16 @@ func (a *applier) Position(ctx context.Context) (uint64, error) {
 	if a.mu.closed {
 		return 0, errors.New("replica: closed")
 	}
-	return a.mu.state.LSN, nil
+	st, err := a.b.readState(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("replica: %w", err)
+	}
+	if st.LSN != a.mu.state.LSN {
+		// Another writer advanced the replica: its tables may have changed.
+		a.mu.state = st
+		a.mu.tables = map[change.Table]*tableSchema{}
+	}
+	return st.LSN, nil
 }
 
 func (a *applier) Stats() Stats {

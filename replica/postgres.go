@@ -112,15 +112,30 @@ func (b *postgresBackend) close() error {
 	return b.conn.Close(ctx)
 }
 
+// reconnect replaces a connection the server closed (a restart). It died
+// with any DB transaction open on it, so nothing is half applied.
+func (b *postgresBackend) reconnect(ctx context.Context) error {
+	if !b.conn.IsClosed() {
+		return nil
+	}
+	conn, err := connectPostgres(ctx, b.url)
+	if err != nil {
+		return err
+	}
+	b.conn = conn
+	return nil
+}
+
+func (b *postgresBackend) readState(ctx context.Context) (State, error) {
+	if err := b.reconnect(ctx); err != nil {
+		return State{}, err
+	}
+	return readPGState(ctx, b.conn, false)
+}
+
 func (b *postgresBackend) begin(ctx context.Context) (dbTxn, error) {
-	if b.conn.IsClosed() {
-		// The connection died with a failed DB transaction (a server
-		// restart): nothing is half applied, so connect again.
-		conn, err := connectPostgres(ctx, b.url)
-		if err != nil {
-			return nil, err
-		}
-		b.conn = conn
+	if err := b.reconnect(ctx); err != nil {
+		return nil, err
 	}
 	tx, err := b.conn.Begin(ctx)
 	if err != nil {
@@ -359,6 +374,9 @@ func (t *pgTxn) param(b *strings.Builder, n int, typ string) {
 }
 
 func (t *pgTxn) upsert(ctx context.Context, ts *tableSchema, row change.Row) error {
+	if len(row) == 0 {
+		return t.queue(ctx, "INSERT INTO "+pgTableName(ts.src)+" DEFAULT VALUES", nil) // a table without columns
+	}
 	var b strings.Builder
 	b.WriteString("INSERT INTO " + pgTableName(ts.src) + " (")
 	for i, c := range row {

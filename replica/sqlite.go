@@ -121,6 +121,10 @@ func readSQLiteState(ctx context.Context, db sqlQueryRower) (State, error) {
 	return st, nil
 }
 
+func (b *sqliteBackend) readState(ctx context.Context) (State, error) {
+	return readSQLiteState(ctx, b.db)
+}
+
 func (b *sqliteBackend) close() error { return b.db.Close() }
 
 func (b *sqliteBackend) begin(ctx context.Context) (dbTxn, error) {
