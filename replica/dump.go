@@ -232,3 +232,18 @@ func dumpSQLite(ctx context.Context, path string) (Tables, error) {
 	}
 	return out, nil
 }
+
+// Compare dumps the databases at wantURL (e.g. a Postgres source) and
+// gotURL (a replica) and returns their Diff: "" if they hold the same
+// data.
+func Compare(ctx context.Context, wantURL, gotURL string) (string, error) {
+	want, err := Dump(ctx, wantURL)
+	if err != nil {
+		return "", err
+	}
+	got, err := Dump(ctx, gotURL)
+	if err != nil {
+		return "", err
+	}
+	return Diff(want, got), nil
+}

@@ -102,8 +102,11 @@ func TestValuesExact(t *testing.T) {
 	backends(t, func(t *testing.T, url string) {
 		a := open(t, url, Options{})
 		apply(t, a, txn(1, valuesChanges()...))
-		got := dump(t, url)
-		if d := Diff(want, got); d != "" {
+		d, err := Compare(context.Background(), src, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d != "" {
 			t.Errorf("replica differs from the source:\n%s", d)
 		}
 	})
