@@ -3,6 +3,7 @@ package archive
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -233,27 +234,45 @@ func (ar *Archiver) Run(ctx context.Context) error {
 		return err
 	}
 
-	r, err := wal.NewReader(ar.w.Log, next.from, true)
-	if err != nil {
-		return fmt.Errorf("archive: open WAL reader at LSN %d: %w", next.from, err)
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	txCh := make(chan wal.Txn, txnQueue)
+	// A pipeline of four goroutines so that reading, building,
+	// compressing and uploading overlap; channels of one object bound
+	// the memory to about four objects plus txnQueue transactions.
+	txCh := make(chan *rawTxn, txnQueue)
+	buildCh := make(chan *segmentBuilder, 1)
 	upCh := make(chan *EncodedSegment, 1)
-	errCh := make(chan error, 2)
+	errCh := make(chan error, 3)
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // reader: WAL -> txCh
+	wg.Add(3)
+	go func() { // WAL -> txCh
 		defer wg.Done()
 		defer close(txCh)
-		defer r.Close()
-		errCh <- ar.readLoop(ctx, r, next, txCh)
+		errCh <- ar.readLoop(ctx, next, txCh)
 	}()
-	go func() { // builder: txCh -> objects -> upCh
+	go func() { // txCh -> segment plaintexts
+		defer wg.Done()
+		defer close(buildCh)
+		errCh <- ar.buildLoop(ctx, next.from, txCh, buildCh)
+	}()
+	go func() { // compress, seal, checksum
 		defer wg.Done()
 		defer close(upCh)
-		errCh <- ar.buildLoop(ctx, next.from, txCh, upCh)
+		for b := range buildCh {
+			enc, err := ar.a.finish(b)
+			if err != nil {
+				errCh <- err
+				cancel()
+				return
+			}
+			select {
+			case upCh <- enc:
+			case <-ctx.Done():
+				errCh <- ctx.Err()
+				return
+			}
+		}
+		errCh <- nil
 	}()
 	upErr := ar.uploadLoop(ctx, node, upCh)
 	cancel()
@@ -316,33 +335,94 @@ func (ar *Archiver) resumePoint(ctx context.Context, ckptPos uint64, node string
 	return resume{from: 1}, nil
 }
 
-func (ar *Archiver) readLoop(ctx context.Context, r *wal.Reader, rs resume, out chan<- wal.Txn) error {
+// readLoop reads the log's durable records from rs.from on and
+// assembles them into whole transactions without decoding them (only
+// each transaction's header fields and logical messages are looked at):
+// the segment plaintext holds the log's record bytes as they are. Records
+// of transactions aborted midway (wal.AppendStream) are dropped, as
+// wal.Reader does.
+func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *rawTxn) error {
+	l := ar.w.Log
+	from := rs.from
+	if fl := l.FirstLSN(); from < fl {
+		if rs.strict {
+			return fmt.Errorf("archive: the archive of lineage %q ends at LSN %d but the local WAL now starts at LSN %d: "+
+				"LSNs %d..%d would be missing from the archive; refusing to leave a hole",
+				ar.opts.Lineage, from-1, fl, from, fl-1)
+		}
+		from = fl
+	}
+	r, err := l.NewReader(from, true)
+	if err != nil {
+		return fmt.Errorf("archive: open WAL reader at LSN %d: %w", from, err)
+	}
+	defer r.Close()
+	var cur *rawTxn
 	first := true
 	for {
-		t, err := r.NextTxn(ctx)
+		rec, err := r.Next(ctx)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return fmt.Errorf("archive: WAL reader ended unexpectedly: %w", err)
 			}
 			return fmt.Errorf("archive: read WAL: %w", err)
 		}
-		if first && rs.strict && t.FirstLSN != rs.from && ar.w.Log.FirstLSN() > rs.from {
-			return fmt.Errorf("archive: the archive of lineage %q ends at LSN %d but the local WAL now starts at LSN %d: "+
-				"LSNs %d..%d would be missing from the archive; refusing to leave a hole",
-				ar.opts.Lineage, rs.from-1, ar.w.Log.FirstLSN(), rs.from, t.FirstLSN-1)
+		if rec.Aborted {
+			if cur != nil && rec.TxnStart != cur.first {
+				return fmt.Errorf("archive: WAL abort record at LSN %d ends transaction %d inside transaction %d", rec.LSN, rec.TxnStart, cur.first)
+			}
+			cur, first = nil, false
+			continue
+		}
+		if cur == nil {
+			if rec.TxnStart != rec.LSN {
+				if first && !rs.strict {
+					continue // retention removed this transaction's start
+				}
+				return fmt.Errorf("archive: WAL record at LSN %d continues transaction %d that was not read", rec.LSN, rec.TxnStart)
+			}
+			cur = &rawTxn{first: rec.LSN, recs: make([]byte, 0, 2*len(rec.Data)+8)}
+		} else if rec.TxnStart != cur.first {
+			return fmt.Errorf("archive: WAL record at LSN %d belongs to transaction %d, inside transaction %d", rec.LSN, rec.TxnStart, cur.first)
 		}
 		first = false
+		hasHdr, xid, src, op, ok := peekRecord(rec.Data)
+		if !ok || hasHdr != (cur.n == 0) || op == byte(change.Message) {
+			hdr, c, err := change.DecodeRecord(rec.Data)
+			if err != nil {
+				return fmt.Errorf("archive: WAL record at LSN %d: %w", rec.LSN, err)
+			}
+			if (hdr != nil) != (cur.n == 0) {
+				return fmt.Errorf("archive: WAL record at LSN %d: transaction header misplaced", rec.LSN)
+			}
+			if hdr != nil {
+				cur.hdr = *hdr
+			}
+			if c.Op == change.Message {
+				cur.messages = append(cur.messages, c)
+			}
+		} else if hasHdr {
+			cur.hdr.XID, cur.hdr.SourceLSN = xid, src
+		}
+		cur.recs = binary.AppendUvarint(cur.recs, uint64(len(rec.Data)))
+		cur.recs = append(cur.recs, rec.Data...)
+		cur.n++
+		if !rec.Commit {
+			continue
+		}
+		cur.commit, cur.commitTime = rec.LSN, time.Unix(0, rec.CommitTime).UTC()
 		now := time.Now()
 		ar.mu.Lock()
 		if n := len(ar.mu.seen); n == 0 || now.Sub(ar.mu.seen[n-1].at) >= seenSampleEvery {
-			ar.mu.seen = append(ar.mu.seen, seenMark{lsn: t.CommitLSN, at: now})
+			ar.mu.seen = append(ar.mu.seen, seenMark{lsn: cur.commit, at: now})
 		}
 		ar.mu.Unlock()
 		select {
-		case out <- t:
+		case out <- cur:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		cur = nil
 	}
 }
 
@@ -359,24 +439,20 @@ func txnSize(t *wal.Txn) int {
 	return n
 }
 
-func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan wal.Txn, out chan<- *EncodedSegment) error {
+// buildLoop puts transactions into segments, closing one when it reaches
+// MaxObjectBytes or Timeout/4 after its first transaction arrived.
+func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan *rawTxn, out chan<- *segmentBuilder) error {
 	flushAfter := ar.opts.Timeout / 4
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var (
-		batch []wal.Txn
-		size  int
-	)
+	capHint := ar.opts.MaxObjectBytes + ar.opts.MaxObjectBytes/8
+	b := newSegmentBuilder(ar.opts.Lineage, from, capHint)
 	flush := func() error {
-		enc, err := ar.a.EncodeSegment(ar.opts.Lineage, from, batch)
-		if err != nil {
-			return err
-		}
-		from = enc.Manifest.LastLSN + 1
-		batch, size = nil, 0
 		timer.Stop()
+		done := b
+		b = newSegmentBuilder(ar.opts.Lineage, done.m.LastLSN+1, capHint)
 		select {
-		case out <- enc:
+		case out <- done:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -384,7 +460,7 @@ func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan wal.Tx
 	}
 	for {
 		var tick <-chan time.Time
-		if len(batch) > 0 {
+		if !b.empty() {
 			tick = timer.C
 		}
 		select {
@@ -392,12 +468,13 @@ func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan wal.Tx
 			if !ok {
 				return nil
 			}
-			if len(batch) == 0 {
+			if b.empty() {
 				timer.Reset(flushAfter)
 			}
-			batch = append(batch, t)
-			size += txnSize(&t)
-			if size >= ar.opts.MaxObjectBytes {
+			if err := b.addRaw(t); err != nil {
+				return err
+			}
+			if len(b.plain) >= ar.opts.MaxObjectBytes {
 				if err := flush(); err != nil {
 					return err
 				}

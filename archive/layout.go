@@ -292,28 +292,12 @@ func codecName(c byte) string {
 	return "none"
 }
 
-// appendTxns encodes whole transactions as the plaintext of a segment:
+// The plaintext of a segment is its transactions, in LSN order:
 //
 //	txn    = first_lsn:uvarint n:uvarint commit_sec:varint commit_nsec:uvarint n × rec
-//	rec    = len:uvarint change.AppendRecord bytes (the first with the header)
-func appendTxns(dst []byte, txns []wal.Txn) []byte {
-	for i := range txns {
-		t := &txns[i]
-		dst = binary.AppendUvarint(dst, t.FirstLSN)
-		dst = binary.AppendUvarint(dst, uint64(len(t.Changes)))
-		dst = binary.AppendVarint(dst, t.CommitTime.Unix())
-		dst = binary.AppendUvarint(dst, uint64(t.CommitTime.Nanosecond()))
-		for j := range t.Changes {
-			var hdr *change.TxHeader
-			if j == 0 {
-				hdr = &t.Header
-			}
-			dst = binary.AppendUvarint(dst, uint64(change.RecordSize(hdr, &t.Changes[j])))
-			dst = change.AppendRecord(dst, hdr, &t.Changes[j])
-		}
-	}
-	return dst
-}
+//	rec    = len:uvarint record (change.AppendRecord bytes; the first with the header)
+//
+// (segmentBuilder writes it.)
 
 // decodeTxns decodes what appendTxns wrote and checks that the
 // transactions are whole, in LSN order, within first..last, and that the
