@@ -89,8 +89,9 @@ type ArchiverStats struct {
 // one object at a time, in LSN order.
 //
 // Guarantees:
-//   - Only durable data: it reads through wal.Reader, which sees durable
-//     transactions only.
+//   - Only durable data: it reads the log through a segment reader, which
+//     sees durable committed transactions only, and ships their record
+//     bytes as stored (not decoded and re-encoded).
 //   - No holes: objects are stored in order; the next is built only from
 //     the transactions that follow the last stored one; a failure is
 //     retried (with backoff, forever while ctx lives), never skipped. On
