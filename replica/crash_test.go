@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -63,6 +64,9 @@ func TestSIGKILL(t *testing.T) {
 			time.Sleep(time.Duration(150+round*70) * time.Millisecond)
 			cmd.Process.Signal(syscall.SIGKILL)
 			cmd.Wait()
+			// The server finishes a COMMIT it received before the kill:
+			// wait until the child's session is gone before looking.
+			waitNoOtherSessions(t, url)
 			st, err := ReadState(context.Background(), url)
 			if err != nil {
 				t.Fatalf("round %d: %v", round, err)
@@ -85,4 +89,30 @@ func TestSIGKILL(t *testing.T) {
 			t.Errorf("after resuming: %d rows, counter %v; want %d", len(want["rows"]), want["counter"], end)
 		}
 	})
+}
+
+func waitNoOtherSessions(t *testing.T, url string) {
+	t.Helper()
+	if !strings.HasPrefix(url, "postgres") {
+		return
+	}
+	ctx := context.Background()
+	conn, err := connectPostgres(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions of the killed process remain", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -321,39 +321,53 @@ func (w *batch) apply(ctx context.Context, c *change.Change) error {
 	if ts, err = w.evolve(ctx, ts, c, old); err != nil {
 		return err
 	}
+	after := c.After
+	var where change.Row
+	if c.Op == change.Update {
+		where = w.where(ts, old)
+	}
 	for _, k := range ts.key {
-		if v, ok := c.After.Get(k); ok && v.IsNull() {
+		v, ok := after.Get(k)
+		if !ok && c.Op == change.Update {
+			// An image without the key: the key did not change.
+			if v, ok = where.Get(k); ok {
+				after = append(slices.Clip(after), change.Column{Name: k, Value: v})
+			}
+		}
+		switch {
+		case !ok:
+			return fmt.Errorf("key column %q is missing from the new image", k)
+		case v.IsNull():
 			// SQLite would invent a rowid for an INTEGER key.
 			return fmt.Errorf("key column %q is NULL in the new image", k)
 		}
 	}
 	if c.Op != change.Update {
-		return w.tx.upsert(ctx, ts, c.After)
+		return w.tx.upsert(ctx, ts, after)
 	}
-	where := w.where(ts, old)
 	if len(ts.key) == 0 {
-		return w.tx.update(ctx, ts, c.After, where)
+		return w.tx.update(ctx, ts, after, where)
 	}
-	if !keyChanged(ts, where, c.After) {
+	if !keyChanged(ts, where, after) {
 		// An upsert converges also when the row is missing (a replica
 		// built from a partial snapshot).
-		return w.tx.upsert(ctx, ts, c.After)
+		return w.tx.upsert(ctx, ts, after)
 	}
 	// The key changed: free the new key, move the row (keeping columns
 	// that the new image lacks, e.g. unchanged TOAST values), and insert
 	// it if the old row was missing.
 	newKey := make(change.Row, 0, len(ts.key))
 	for _, k := range ts.key {
-		v, _ := c.After.Get(k)
+		v, _ := after.Get(k)
 		newKey = append(newKey, change.Column{Name: k, Value: v})
 	}
 	if err := w.tx.delete(ctx, ts, newKey); err != nil {
 		return err
 	}
-	if err := w.tx.update(ctx, ts, c.After, where); err != nil {
+	if err := w.tx.update(ctx, ts, after, where); err != nil {
 		return err
 	}
-	return w.tx.upsert(ctx, ts, c.After)
+	return w.tx.upsert(ctx, ts, after)
 }
 
 // where returns the columns of old that find the row: the key columns for
