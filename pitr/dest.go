@@ -12,6 +12,7 @@ import (
 	_ "modernc.org/sqlite" // driver "sqlite", to settle a restored file
 
 	"github.com/walship/walship/replica"
+	"github.com/walship/walship/wal"
 )
 
 // RestoreOptions configure Restore.
@@ -36,9 +37,11 @@ type RestoreOptions struct {
 // finished. With opts.Continue the file at path is continued in place.
 //
 // PostgreSQL (postgres://...): the database must exist and be empty
-// (position 0); the plan must then start at LSN 1 (plan with
-// PlanOptions.NoSnapshot): loading a SQLite snapshot into PostgreSQL is
-// not supported, so the whole log is replayed.
+// (position 0). A snapshot is loaded first: its rows, read from the
+// SQLite file, applied as snapshot-read (op r) changes of one transaction
+// at the snapshot's LSN (so the load is atomic with the position; it is
+// held in memory). Plan with PlanOptions.NoSnapshot to replay the whole
+// log instead.
 //
 // Nothing is created or changed at url before every object of the plan is
 // verified (unless opts.StreamVerify).
@@ -53,18 +56,27 @@ func Restore(ctx context.Context, src Source, plan *Plan, url string, opts Resto
 	case "sqlite":
 		return restoreSQLite(ctx, src, plan, path, opts, ropts)
 	case "postgres":
-		if plan.Snapshot != nil {
-			return nil, fmt.Errorf("pitr: restoring a snapshot into PostgreSQL is not supported: plan with NoSnapshot (the archive must then hold the log from LSN 1)")
-		}
-		return Execute(ctx, src, plan, func(ctx context.Context, _ string) (Applier, error) {
+		return Execute(ctx, src, plan, func(ctx context.Context, snap string) (Applier, error) {
 			app, err := replica.Open(ctx, url, ropts)
 			if err != nil {
 				return nil, err
 			}
-			if !opts.Continue {
+			if !opts.Continue || snap != "" {
 				if pos, err := app.Position(ctx); err != nil || pos != 0 {
 					app.Close()
-					return nil, errors.Join(err, fmt.Errorf("pitr: destination database is at LSN %d, not empty: restore into a new database (or --continue)", pos))
+					return nil, errors.Join(err, fmt.Errorf("pitr: destination database is at LSN %d, not empty: restore into a new database", pos))
+				}
+			}
+			if snap != "" {
+				// The snapshot's rows, as one transaction at its LSN: all
+				// or nothing, with the position.
+				txn, err := snapshotTxn(ctx, snap)
+				if err == nil {
+					err = app.Apply(ctx, []wal.Txn{txn})
+				}
+				if err != nil {
+					app.Close()
+					return nil, fmt.Errorf("pitr: load snapshot %s into PostgreSQL: %w", plan.Snapshot.Key, err)
 				}
 			}
 			return app, nil

@@ -34,6 +34,7 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	follow := fset.Bool("follow", false, "after restoring, keep applying new archive objects until interrupted (a standby)")
 	interval := fset.Duration("poll-interval", 5*time.Second, "with --follow: how often to poll the archive")
 	cont := fset.Bool("continue", false, "continue an existing destination from its position instead of requiring a new one")
+	noSnapshot := fset.Bool("no-snapshot", false, "replay the log from LSN 1 instead of starting from a snapshot")
 	streamVerify := fset.Bool("stream-verify", false, "verify each object just before applying it (one read per object) instead of all before anything is applied")
 	if help, err := parseFlags(fset, args); help || err != nil {
 		return err
@@ -62,14 +63,11 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	planOpts := pitr.PlanOptions{Lineage: af.lineage, ScanParallel: *parallel}
+	planOpts := pitr.PlanOptions{Lineage: af.lineage, ScanParallel: *parallel, NoSnapshot: *noSnapshot}
 	if *to != "" {
-		kind, _, err := replica.ParseURL(*to)
-		if err != nil {
+		if _, _, err := replica.ParseURL(*to); err != nil {
 			return usageError("--to: %v", err)
 		}
-		// A SQLite snapshot cannot seed PostgreSQL: replay from LSN 1.
-		planOpts.NoSnapshot = kind == "postgres"
 	}
 	if *cont && *to != "" {
 		pos, exists, err := pitr.ReplicaPosition(ctx, *to)
