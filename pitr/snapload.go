@@ -41,7 +41,9 @@ func snapshotTxn(ctx context.Context, file string) (wal.Txn, error) {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	fail := func(err error) (wal.Txn, error) { return wal.Txn{}, fmt.Errorf("pitr: read snapshot %s: %w", file, err) }
+	fail := func(err error) (wal.Txn, error) {
+		return wal.Txn{}, fmt.Errorf("pitr: read snapshot %s: %w", file, err)
+	}
 
 	types := map[string]map[string]string{} // table -> column -> source type
 	rows, err := db.QueryContext(ctx, `SELECT tbl, col, type FROM walship_columns`)
