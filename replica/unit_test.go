@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/wal"
 )
 
@@ -107,4 +109,33 @@ func TestConcurrentAppliers(t *testing.T) {
 			t.Errorf("%d rows, counter %v", len(d["t"]), d["c"])
 		}
 	})
+}
+
+// TestUntypedValues: changes without types (the HTTP source) get column
+// types from their values, and both replicas dump alike.
+func TestUntypedValues(t *testing.T) {
+	r := row("id", 1, "b", true, "f", change.FloatValue(-2.5), "n", num("3.14159265358979323846"), "by", change.BytesValue([]byte("\x00x")),
+		"ts", ts(time.Date(2020, 5, 6, 7, 8, 9, 10000, time.UTC)), "j", js(`{"k":[1,"2",null]}`),
+		"ai", change.ArrayValue(change.IntValue(1), change.NullValue()), "aa", change.ArrayValue(change.ArrayValue(change.TextValue("x,y")), change.ArrayValue(change.TextValue("{z}"))),
+		"ae", change.ArrayValue(), "iv", unk("interval", "01:00:00"), "odd", unk("tsvector", "'a' 'b'"), "nul", nil)
+	var dumps []Tables
+	backends(t, func(t *testing.T, url string) {
+		a := open(t, url, Options{})
+		apply(t, a, txn(1, ins("h", []string{"id"}, r)),
+			// Missing key columns: an update keeps the old key, an insert fails.
+			txn(2, upd("h", row("id", 1), row("b", false))))
+		if err := a.Apply(context.Background(), []wal.Txn{txn(3, ins("h", []string{"id"}, row("b", true)))}); err == nil || !strings.Contains(err.Error(), `key column "id" is missing`) {
+			t.Errorf("insert without its key: %v", err)
+		}
+		dumps = append(dumps, dump(t, url))
+	})
+	if len(dumps) == 2 {
+		if d := Diff(dumps[0], dumps[1]); d != "" {
+			t.Errorf("SQLite and Postgres replicas differ:\n%s", d)
+		}
+		want := `{"aa":[["x,y"],["{z}"]],"ae":[],"ai":["1",null],"b":"f","by":"\\x0078","f":"-2.5","id":"1","iv":"01:00:00","j":"{\"k\":[1,\"2\",null]}","n":"3.14159265358979323846","nul":null,"odd":"'a' 'b'","ts":"2020-05-06T07:08:09.000010Z"}`
+		if got := dumps[0]["h"]; len(got) != 1 || got[0] != want {
+			t.Errorf("got %v\nwant %s", got, want)
+		}
+	}
 }
