@@ -32,8 +32,8 @@ func benchTxns(from, n int) []wal.Txn {
 	return out
 }
 
-func benchApply(b *testing.B, url string) {
-	a := open(b, url, Options{MaxBatchTxns: 1000})
+func benchApply(b *testing.B, url string, batch int) {
+	a := open(b, url, Options{MaxBatchTxns: batch})
 	ctx := context.Background()
 	apply(b, a, benchTxns(1, 100)...) // create the table
 	next := 101
@@ -51,5 +51,10 @@ func benchApply(b *testing.B, url string) {
 	b.ReportMetric(float64(changes)/time.Since(start).Seconds(), "changes/s")
 }
 
-func BenchmarkApplySQLite(b *testing.B)   { benchApply(b, sqliteURL(b)) }
-func BenchmarkApplyPostgres(b *testing.B) { benchApply(b, pgURL(b)) }
+func BenchmarkApplySQLite(b *testing.B)   { benchApply(b, sqliteURL(b), 1000) }
+func BenchmarkApplyPostgres(b *testing.B) { benchApply(b, pgURL(b), 1000) }
+
+// One DB transaction (and fsync) per log transaction: the latency-bound
+// end of the range.
+func BenchmarkApplySQLiteTxnEach(b *testing.B)   { benchApply(b, sqliteURL(b), 1) }
+func BenchmarkApplyPostgresTxnEach(b *testing.B) { benchApply(b, pgURL(b), 1) }
