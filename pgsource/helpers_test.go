@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -86,7 +85,7 @@ func (e *env) exec(sqls ...string) {
 
 func testConfig(dsn string) Config {
 	return Config{DSN: dsn, Heartbeat: 200 * time.Millisecond, StatusInterval: 100 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
 // running is a Source running in a goroutine.
@@ -157,7 +156,6 @@ func (e *env) catchUp(r *running, timeout time.Duration) {
 		e.t.Fatal(err)
 	}
 	deadline := time.Now().Add(timeout)
-	e.t.Logf("catch up to %s from %+v", lsn, r.src.Stats())
 	for uint64(lsn) > r.src.Stats().ConfirmedLSN {
 		select {
 		case err := <-r.done:

@@ -96,7 +96,9 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 			}
 		}
 		queue = append(queue[:0], queue[i:]...)
-		if i > 0 && time.Since(s.lastCkptSave) > time.Second {
+		// Progress is saved at most every 200ms: a crash copies again at
+		// most the chunks of that interval.
+		if i > 0 && time.Since(s.lastCkptSave) > 200*time.Millisecond {
 			return s.saveCheckpoint(ctx)
 		}
 		return nil

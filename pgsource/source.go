@@ -51,6 +51,9 @@ type Stats struct {
 	Changes       uint64 // changes appended to the log
 	Skipped       uint64 // received transactions already in the log (restart dedup)
 	Reconnects    uint64
+	// OpenTxnChanges counts the changes received of the transaction being
+	// received (not yet committed); 0 between transactions.
+	OpenTxnChanges uint64
 
 	SnapshotTables     int    // tables to copy
 	SnapshotTablesDone int    // tables copied
@@ -82,10 +85,10 @@ type Source struct {
 	lastCkptSave time.Time
 
 	st struct {
-		slotLag, confirmed, lastSource, txns, changes, skipped, reconnects atomic.Int64
-		snapRows, snapBytes                                                atomic.Int64
-		snapTables, snapTablesDone                                         atomic.Int64
-		snapDone                                                           atomic.Bool
+		slotLag, confirmed, lastSource, txns, changes, skipped, reconnects, openTxn atomic.Int64
+		snapRows, snapBytes                                                         atomic.Int64
+		snapTables, snapTablesDone                                                  atomic.Int64
+		snapDone                                                                    atomic.Bool
 	}
 	ran atomic.Bool
 }
@@ -132,7 +135,7 @@ func (s *Source) Stats() Stats {
 		SlotLagBytes: s.st.slotLag.Load(), ConfirmedLSN: uint64(s.st.confirmed.Load()),
 		LastSourceLSN: uint64(s.st.lastSource.Load()), Txns: uint64(s.st.txns.Load()),
 		Changes: uint64(s.st.changes.Load()), Skipped: uint64(s.st.skipped.Load()),
-		Reconnects:     uint64(s.st.reconnects.Load()),
+		Reconnects: uint64(s.st.reconnects.Load()), OpenTxnChanges: uint64(s.st.openTxn.Load()),
 		SnapshotTables: int(s.st.snapTables.Load()), SnapshotTablesDone: int(s.st.snapTablesDone.Load()),
 		SnapshotRows: uint64(s.st.snapRows.Load()), SnapshotBytes: uint64(s.st.snapBytes.Load()),
 		SnapshotDone: s.st.snapDone.Load(),

@@ -59,11 +59,13 @@ type streamer struct {
 // nil) or an error.
 func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) error {
 	sessCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go s.health(sessCtx, cancel, &wg)
-	defer wg.Wait()
+	defer func() {
+		cancel(nil)
+		wg.Wait()
+	}()
 
 	pub := sqlLiteral(pgx.Identifier{s.cfg.Publication}.Sanitize())
 	err := pglogrepl.StartReplication(sessCtx, repl, pgx.Identifier{s.cfg.Slot}.Sanitize(), 0, pglogrepl.StartReplicationOptions{
@@ -313,6 +315,7 @@ func (st *streamer) add(c change.Change) error {
 	if st.cur == nil {
 		return fmt.Errorf("%s change on %s outside a transaction", c.Op.Name(), c.Table)
 	}
+	st.s.st.openTxn.Store(int64(st.cur.n + 1))
 	return st.cur.add(c)
 }
 
@@ -320,6 +323,7 @@ func (st *streamer) add(c change.Change) error {
 func (st *streamer) finish(ctx context.Context, b *txnBuf, end pglogrepl.LSN) error {
 	s := st.s
 	defer b.close()
+	s.st.openTxn.Store(0)
 	commit := b.hdr.SourceLSN
 	s.st.lastSource.Store(int64(commit))
 	if commit <= s.floor || b.n == 0 {

@@ -11,13 +11,13 @@ import (
 
 // Tables of the workload and their key columns, for the replay model.
 var workloadPKs = map[string][]string{
-	"public.accounts":   {"id"},
-	"public.docs":       {"id"},
-	"public.docs_full":  {"id"},
-	"public.kv":         {"k"},
-	"public.big":        {"id"},
+	"public.accounts":       {"id"},
+	"public.docs":           {"id"},
+	"public.docs_full":      {"id"},
+	"public.kv":             {"k"},
+	"public.big":            {"id"},
 	`public."Odd ""Name"""`: {"id"},
-	"public.alltypes":   {"id"},
+	"public.alltypes":       {"id"},
 }
 
 // bigText is an incompressible ~96 kB value: stored out of line (TOAST).
