@@ -179,6 +179,9 @@ func TestRedelivery(t *testing.T) {
 		if err := b.Apply(context.Background(), []wal.Txn{txn(80), txn(75)}); !errors.Is(err, ErrOrder) {
 			t.Errorf("out-of-order txns: %v, want ErrOrder", err)
 		}
+		if err := b.Apply(context.Background(), []wal.Txn{txn(60), txn(75), txn(75)}); !errors.Is(err, ErrOrder) {
+			t.Errorf("out-of-order txns: %v, want ErrOrder", err)
+		}
 		wantState(t, url, 70, 7, 14)
 	})
 }

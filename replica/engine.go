@@ -138,6 +138,11 @@ func (a *applier) Apply(ctx context.Context, txns []wal.Txn) error {
 	if a.mu.closed {
 		return errors.New("replica: closed")
 	}
+	for i := 1; i < len(txns); i++ {
+		if txns[i].CommitLSN <= txns[i-1].CommitLSN {
+			return fmt.Errorf("replica: %w: commit LSN %d after %d", ErrOrder, txns[i].CommitLSN, txns[i-1].CommitLSN)
+		}
+	}
 	for len(txns) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -194,9 +199,6 @@ func (a *applier) applyBatchLocked(ctx context.Context, txns []wal.Txn) (err err
 	work := &batch{a: a, tx: tx, tables: map[change.Table]*tableSchema{}, stats: &stats}
 	for i := range txns {
 		t := &txns[i]
-		if t.CommitLSN <= st.LSN {
-			return fmt.Errorf("replica: %w: commit LSN %d after %d", ErrOrder, t.CommitLSN, st.LSN)
-		}
 		for j := range t.Changes {
 			c := &t.Changes[j]
 			desc := fmt.Sprintf("txn at LSN %d, change %d (%s %s)", t.CommitLSN, j, c.Op, c.Table)

@@ -104,8 +104,8 @@ const defaultBusy = 10 * time.Second
 // another lineage than Options.Lineage.
 var ErrLineage = errors.New("replica belongs to another lineage")
 
-// ErrOrder is returned by Apply for a txn whose CommitLSN is not above the
-// previous one of the same call.
+// ErrOrder is returned by Apply, before anything is applied, when the
+// CommitLSNs of its txns do not strictly increase.
 var ErrOrder = errors.New("transactions out of log order")
 
 // Open opens a replica by URL: sqlite:///abs/path.db (the file is created
