@@ -7,6 +7,7 @@
 //	        [--target-time RFC3339 | --target-lsn N | --target-source-lsn X/Y |
 //	         --target-xid N | --target-name NAME | --target latest]
 //	        [--exclusive] [--dry-run] [--json] [--parallel N] [--follow]
+//	walreplay prune   --archive URL (--keep-snapshots N | --keep-within D) [--dry-run] [--json]
 //
 // Archive URLs are file:///abs/dir and s3://bucket/prefix; S3 settings come
 // from --s3-* flags and the standard AWS environment. Replica URLs are
@@ -60,6 +61,7 @@ var commands = []command{
 	{"list", "list lineages, snapshots, the LSN and time window and gaps of an archive", runList},
 	{"verify", "check continuity and checksums of everything: exit 0 intact, 1 corrupt, 3 missing/hole, 2 unreadable", runVerify},
 	{"restore", "restore a replica to a point in time (or follow the archive as a standby)", runRestore},
+	{"prune", "delete snapshots beyond a retention policy and the segments no kept snapshot needs", runPrune},
 }
 
 func main() {

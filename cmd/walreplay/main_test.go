@@ -134,6 +134,34 @@ func (f *fixture) add(t *testing.T, from, to, per int) {
 	}
 }
 
+// snapshot stores a snapshot of the replica holding txns[:i+1].
+func (f *fixture) snapshot(t *testing.T, i int) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	app, err := replica.Open(ctx, "sqlite://"+filepath.Join(dir, "s.db"), replica.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Apply(ctx, f.txns[:i+1]); err != nil {
+		t.Fatal(err)
+	}
+	app.Close()
+	// VACUUM INTO, as replica.Snapshot does (which refuses it for now:
+	// it opens the source query_only).
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`VACUUM INTO ?`, filepath.Join(dir, "snap.db")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.a.PutSnapshot(ctx, "main", f.txns[i].CommitLSN, f.txns[i].CommitTime, filepath.Join(dir, "snap.db")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // expected builds a replica holding the first n transactions.
 func expected(t *testing.T, txns []wal.Txn) string {
 	t.Helper()
@@ -290,23 +318,7 @@ func TestRestoreToTargetsEqualsTheSource(t *testing.T) {
 	txns := genLog(t, 60)
 	f := newFixture(t, txns, 7)
 	// A snapshot after txn 30, so restores past it start there.
-	dir := t.TempDir()
-	app, _ := replica.Open(ctx, "sqlite://"+filepath.Join(dir, "s.db"), replica.Options{})
-	app.Apply(ctx, txns[:31])
-	app.Close()
-	// VACUUM INTO, as replica.Snapshot does (which refuses it for now:
-	// it opens the source query_only).
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`VACUUM INTO ?`, filepath.Join(dir, "snap.db")); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	if err := f.a.PutSnapshot(ctx, "main", txns[30].CommitLSN, txns[30].CommitTime, filepath.Join(dir, "snap.db")); err != nil {
-		t.Fatal(err)
-	}
+	f.snapshot(t, 30)
 	for i, c := range []struct {
 		args []string
 		n    int // transactions restored
@@ -440,4 +452,45 @@ func TestFollowAppliesNewObjects(t *testing.T) {
 		t.Fatalf("follow: exit %d: %v\n%s", r.code, r.err, r.stderr)
 	}
 	sameReplica(t, dst, expected(t, txns))
+}
+
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 50)
+	f := newFixture(t, txns, 5)
+	f.snapshot(t, 19)
+	f.snapshot(t, 34)
+	r := walreplay(t, ctx, "prune", "--archive", f.url)
+	if r.code != 2 || !strings.Contains(r.err.Error(), "keeps nothing") {
+		t.Fatalf("prune without a policy: exit %d: %v", r.code, r.err)
+	}
+	r = walreplay(t, ctx, "prune", "--archive", f.url, "--keep-snapshots", "1", "--dry-run", "--json")
+	var pj pruneJSON
+	if err := json.Unmarshal([]byte(r.stdout), &pj); err != nil || r.code != 0 {
+		t.Fatalf("prune --dry-run: %v %v\n%s", r.err, err, r.stdout)
+	}
+	// Segments of 5 transactions; the kept snapshot is at the end of txn 34:
+	// segments 0-6 (txns 0-34) go, with the snapshot at txn 19.
+	if l := pj.Lineages[0]; !pj.DryRun || l.OldestKept != txns[34].CommitLSN || len(l.DeletedSnapshots) != 1 || len(l.DeletedSegments) != 7 {
+		t.Fatalf("prune --dry-run: %+v", pj)
+	}
+	if r := walreplay(t, ctx, "verify", "--archive", f.url); r.code != 0 || !strings.Contains(r.stdout, "12 objects") {
+		t.Fatalf("after a dry run: exit %d\n%s", r.code, r.stdout)
+	}
+	r = walreplay(t, ctx, "prune", "--archive", f.url, "--keep-snapshots", "1")
+	if r.code != 0 || !strings.Contains(r.stdout, "deleted 1 snapshots and 7 segments") {
+		t.Fatalf("prune: exit %d: %v\n%s", r.code, r.err, r.stdout)
+	}
+	if r := walreplay(t, ctx, "verify", "--archive", f.url); r.code != 0 {
+		t.Fatalf("verify after prune: exit %d\n%s", r.code, r.stdout)
+	}
+	dst := "sqlite://" + filepath.Join(t.TempDir(), "r.db")
+	if r := walreplay(t, ctx, "restore", "--archive", f.url, "--to", dst); r.code != 0 {
+		t.Fatalf("restore after prune: %v", r.err)
+	}
+	sameReplica(t, dst, expected(t, txns))
+	r = walreplay(t, ctx, "restore", "--archive", f.url, "--to", dst+"2", "--target-lsn", fmt.Sprint(txns[30].CommitLSN))
+	if r.code != 4 || !strings.Contains(r.err.Error(), "before the first snapshot") {
+		t.Fatalf("restore below the pruned history: exit %d: %v", r.code, r.err)
+	}
 }

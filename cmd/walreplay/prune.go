@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/walship/walship/pitr"
+)
+
+// runPrune applies a retention policy to the archive (pitr.Prune): it keeps
+// the newest --keep-snapshots snapshots and those within --keep-within,
+// and deletes older snapshots and the segments no kept snapshot needs.
+func runPrune(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fset := newFlagSet("prune", stderr)
+	var af archiveFlags
+	af.register(fset)
+	keep := fset.Int("keep-snapshots", 0, "keep the newest N snapshots of each lineage")
+	within := fset.Duration("keep-within", 0, "also keep the snapshots committed within this duration (e.g. 168h)")
+	dryRun := fset.Bool("dry-run", false, "print what would be deleted and delete nothing")
+	asJSON := fset.Bool("json", false, "print the result as JSON")
+	if help, err := parseFlags(fset, args); help || err != nil {
+		return err
+	}
+	policy := pitr.RetentionPolicy{KeepSnapshots: *keep, KeepWithin: *within, Lineage: af.lineage, DryRun: *dryRun}
+	if err := policy.Validate(); err != nil {
+		return usageError("%v (--keep-snapshots, --keep-within)", err)
+	}
+	src, err := openArchive(ctx, af)
+	if err != nil {
+		return err
+	}
+	rep, err := pitr.Prune(ctx, src.Archive(), policy)
+	if rep != nil {
+		if *asJSON {
+			out := pruneJSON{Archive: af.url, DryRun: *dryRun, Lineages: []prunedJSON{}}
+			for _, l := range rep.Lineages {
+				out.Lineages = append(out.Lineages, prunedJSON{Lineage: l.Lineage, OldestKept: l.OldestKept,
+					KeptSnapshots: nonNil(l.KeptSnapshots), DeletedSnapshots: nonNil(l.DeletedSnapshots), DeletedSegments: nonNil(l.DeletedSegments)})
+			}
+			if werr := writeJSON(stdout, out); werr != nil && err == nil {
+				err = werr
+			}
+		} else {
+			verb := "deleted"
+			if *dryRun {
+				verb = "would delete"
+			}
+			for _, l := range rep.Lineages {
+				fmt.Fprintf(stdout, "lineage %s: history now starts at the snapshot at LSN %d; %s %d snapshots and %d segments\n",
+					l.Lineage, l.OldestKept, verb, len(l.DeletedSnapshots), len(l.DeletedSegments))
+				for _, k := range append(l.DeletedSnapshots, l.DeletedSegments...) {
+					fmt.Fprintf(stdout, "  %s %s\n", verb, k)
+				}
+			}
+		}
+	}
+	if err != nil {
+		return restoreExit(err)
+	}
+	return nil
+}
+
+type pruneJSON struct {
+	Archive  string       `json:"archive"`
+	DryRun   bool         `json:"dry_run"`
+	Lineages []prunedJSON `json:"lineages"`
+}
+
+type prunedJSON struct {
+	Lineage          string   `json:"lineage"`
+	OldestKept       uint64   `json:"oldest_kept_snapshot_lsn"`
+	KeptSnapshots    []uint64 `json:"kept_snapshot_lsns"`
+	DeletedSnapshots []string `json:"deleted_snapshots"`
+	DeletedSegments  []string `json:"deleted_segments"`
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
