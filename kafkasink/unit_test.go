@@ -123,6 +123,19 @@ func TestEncodeDecodeEveryKind(t *testing.T) {
 	if kinds == 0 {
 		t.Fatal("workload has no public.kinds changes")
 	}
+	// Arrays of mixed kinds, nested.
+	num, _ := change.NumericValue("1.10")
+	ts, _ := change.TimestampValue(time.Date(1, 2, 3, 4, 5, 6, 7, time.UTC))
+	js, _ := change.JSONValue([]byte(`[1,{"$type":"bytes"}]`))
+	mixed := change.ArrayValue(change.IntValue(1), change.NullValue(), change.TextValue("x"), num, change.BytesValue([]byte("hi")),
+		change.ArrayValue(change.FloatValue(2.25), ts, change.ArrayValue()), js, change.UnknownValue("tsvector", "'a':1"), change.BoolValue(true))
+	mc := change.Change{Table: kafkatest.Kinds, Op: change.Insert, After: change.Row{{Name: "m", Value: mixed}, {Name: "plain", Value: change.ArrayValue(change.IntValue(1), change.TextValue("y"))}}}
+	mtxn := wal.Txn{FirstLSN: 1, CommitLSN: 1, Txn: change.Txn{Changes: []change.Change{mc}}}
+	mr := &kgo.Record{Value: enc.AppendValue(nil, position{txn: &mtxn}), Headers: []kgo.RecordHeader{{Key: HeaderLSN, Value: []byte("1")}, {Key: HeaderCommitLSN, Value: []byte("1")}, {Key: HeaderTxnFirstLSN, Value: []byte("1")}}}
+	if ev, err := Decode(mr); err != nil || !ev.Change.Equal(&mc) {
+		t.Fatalf("mixed arrays: %v\n got %+v\nwant %+v\nvalue %s", err, ev.Change, mc, mr.Value)
+	}
+
 	// An empty row is not an absent one.
 	c := change.Change{Table: kafkatest.Accounts, Op: change.Insert, After: change.Row{}}
 	txn := wal.Txn{FirstLSN: 1, CommitLSN: 1, Txn: change.Txn{Changes: []change.Change{c}}}

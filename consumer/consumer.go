@@ -1,0 +1,454 @@
+// Package consumer is walship's replay consumer (`walship consume`): it reads
+// the ordered topic written by kafkasink with a franz-go consumer group and
+// applies it to a SQLite or PostgreSQL replica through the replica package's
+// Applier, exactly once (DESIGN.md §4.7, issue 5).
+//
+// # Guarantees
+//
+//   - Whole transactions: records are assembled into transactions
+//     (kafkasink.Assembler); a transaction is applied only once the record
+//     with lsn == commit_lsn has arrived, and atomically with its position
+//     (the Applier stores the position in the replica's own transaction).
+//   - Exactly-once effect: duplicates in the topic (a restarted sink
+//     re-sends) and redelivery after a consumer crash are dropped by LSN;
+//     the Applier also skips transactions at or below the replica's
+//     position.
+//   - The replica decides where to start, not Kafka: on every partition
+//     assignment the start offset is derived from the replica's Position.
+//     Any record whose LSN is at most Position+1 is a safe start, because
+//     the sink's restarts overlap (every LSN above a record's LSN appears at
+//     a later offset); the group's committed offset is tried first, then a
+//     binary search over the partition. Group offsets are committed after
+//     each applied batch (the offset after its last commit record) for
+//     monitoring and as that first guess only.
+//   - A gap (the topic lost records the replica has not applied, e.g. to
+//     Kafka retention) or a record of another lineage stops Run with an
+//     error; nothing is skipped silently.
+//   - Read-your-writes: WaitHandler answers once the replica's position
+//     reaches a given LSN.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/walship/walship/kafkasink"
+	"github.com/walship/walship/replica"
+	"github.com/walship/walship/wal"
+)
+
+// Defaults.
+const (
+	DefaultGroup        = "walship-consume"
+	DefaultMaxBatchTxns = 1000
+	// maxPollRecords bounds the records taken per poll (memory bound).
+	maxPollRecords = 10000
+)
+
+// Config configures a Consumer.
+type Config struct {
+	Brokers []string
+	// Topic is the ordered topic; default kafkasink.OrderedTopic(TopicPrefix).
+	Topic       string
+	TopicPrefix string // default "walship"
+	Group       string // default "walship-consume"
+	ReplicaURL  string // sqlite:///abs/path.db | postgres://...
+	// Lineage, if set, must be the lineage of every record and of the
+	// replica (replica.ErrLineage otherwise).
+	Lineage string
+	// MaxBatchTxns is the most transactions applied in one replica
+	// transaction; default 1000.
+	MaxBatchTxns int
+	// InstanceID, if set, makes the consumer a static group member: a
+	// restarted process with the same id takes its partition back at once
+	// instead of waiting for the old member's session to expire.
+	InstanceID string
+	// SessionTimeout of the group membership; default franz-go's (45s).
+	SessionTimeout time.Duration
+	TLS            kafkasink.TLSConfig
+	SASL           kafkasink.SASLConfig
+	Logger         *slog.Logger
+	// OnApplied, if set, is called after each batch is committed to the
+	// replica, with the batch (not to be retained or modified). The bench
+	// measures commit-to-apply lag with it.
+	OnApplied func(txns []wal.Txn)
+}
+
+// Validate checks c and fills in defaults; errors name the config keys.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, err := kafkasink.ClientOptions(c.Brokers, c.TLS, c.SASL); err != nil {
+		errs = append(errs, err)
+	}
+	if c.TopicPrefix == "" {
+		c.TopicPrefix = kafkasink.DefaultTopicPrefix
+	}
+	if c.Topic == "" {
+		c.Topic = kafkasink.OrderedTopic(c.TopicPrefix)
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.ReplicaURL == "" {
+		errs = append(errs, errors.New("replica.url: required: sqlite:///abs/path.db or postgres://..."))
+	} else if _, _, err := replica.ParseURL(c.ReplicaURL); err != nil {
+		errs = append(errs, fmt.Errorf("replica.url: %w", err))
+	}
+	if c.MaxBatchTxns < 0 {
+		errs = append(errs, fmt.Errorf("replica.max_batch_txns: %d: must not be negative", c.MaxBatchTxns))
+	} else if c.MaxBatchTxns == 0 {
+		c.MaxBatchTxns = DefaultMaxBatchTxns
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return errors.Join(errs...)
+}
+
+// Stats is a snapshot of a Consumer's progress.
+type Stats struct {
+	// AppliedLSN is the replica's position: the commit LSN of the last
+	// applied transaction. AppliedCommitTime is its commit time.
+	AppliedLSN        uint64
+	AppliedCommitTime time.Time
+	// Txns and Changes applied since New; Batches is the number of Apply
+	// calls; Skipped counts duplicate records dropped.
+	Txns, Changes, Batches, Skipped uint64
+	// LagRecords is how many records of the topic are not yet consumed
+	// (high watermark - next offset); LagSeconds the age of the last
+	// applied commit while records are pending (0 when caught up).
+	LagRecords int64
+	LagSeconds float64
+}
+
+// Consumer applies the ordered topic to a replica.
+type Consumer struct {
+	cfg     Config
+	log     *slog.Logger
+	applier replica.Applier
+	kopts   []kgo.Opt
+
+	running atomic.Bool
+	txns    atomic.Uint64
+	changes atomic.Uint64
+	batches atomic.Uint64
+	skipped atomic.Uint64
+	lag     atomic.Int64
+
+	mu struct {
+		sync.Mutex
+		applied    uint64
+		commitTime time.Time
+		advanced   chan struct{} // closed and replaced when applied moves
+	}
+}
+
+// New validates cfg and opens the replica (creating its bookkeeping
+// table). It does no Kafka I/O. Close releases the replica.
+func New(ctx context.Context, cfg Config) (*Consumer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	kopts, _ := kafkasink.ClientOptions(cfg.Brokers, cfg.TLS, cfg.SASL)
+	ap, err := replica.Open(ctx, cfg.ReplicaURL, replica.Options{MaxBatchTxns: cfg.MaxBatchTxns, Lineage: cfg.Lineage, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	pos, err := ap.Position(ctx)
+	if err != nil {
+		ap.Close()
+		return nil, fmt.Errorf("consumer: replica position: %w", err)
+	}
+	c := &Consumer{cfg: cfg, log: cfg.Logger.With("component", "consumer"), applier: ap, kopts: kopts}
+	c.mu.applied = pos
+	c.mu.advanced = make(chan struct{})
+	return c, nil
+}
+
+// Close closes the replica. Call it after Run has returned. Idempotent.
+func (c *Consumer) Close() error { return c.applier.Close() }
+
+// Stats returns a snapshot; safe to call concurrently with Run.
+func (c *Consumer) Stats() Stats {
+	c.mu.Lock()
+	st := Stats{AppliedLSN: c.mu.applied, AppliedCommitTime: c.mu.commitTime}
+	c.mu.Unlock()
+	st.Txns, st.Changes, st.Batches, st.Skipped = c.txns.Load(), c.changes.Load(), c.batches.Load(), c.skipped.Load()
+	st.LagRecords = max(c.lag.Load(), 0)
+	if st.LagRecords > 0 && !st.AppliedCommitTime.IsZero() {
+		st.LagSeconds = max(time.Since(st.AppliedCommitTime).Seconds(), 0)
+	}
+	return st
+}
+
+// Run consumes and applies until ctx ends (returning ctx's error) or an
+// error stops it: a malformed record, a gap, another lineage, a replica
+// error. It may be called again after it returns (e.g. after a transient
+// error); it always restarts from the replica's position.
+func (c *Consumer) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("consumer: Run is already running")
+	}
+	defer c.running.Store(false)
+	topic := c.cfg.Topic
+
+	var adjustErr atomic.Pointer[error]
+	opts := append([]kgo.Opt{}, c.kopts...)
+	opts = append(opts,
+		kgo.ConsumerGroup(c.cfg.Group),
+		kgo.ConsumeTopics(topic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.AdjustFetchOffsetsFn(func(actx context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+			for t, ps := range offs {
+				for p := range ps {
+					if t != topic || p != 0 {
+						continue
+					}
+					o, err := c.startOffset(actx, topic)
+					if err != nil {
+						adjustErr.Store(&err)
+						return nil, err
+					}
+					ps[p] = kgo.NewOffset().At(o)
+				}
+			}
+			return offs, nil
+		}),
+	)
+	if c.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
+	}
+	if c.cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(c.cfg.SessionTimeout), kgo.HeartbeatInterval(c.cfg.SessionTimeout/5))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("consumer: %w", err)
+	}
+	// Leaving the group revokes the partition, which BlockRebalanceOnPoll
+	// would hold up.
+	defer cl.CloseAllowingRebalance()
+
+	asm := kafkasink.NewAssembler(c.position())
+	var batch []wal.Txn
+	var lastCommitOffset int64 = -1
+	for {
+		fs := cl.PollRecords(ctx, maxPollRecords)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p := adjustErr.Load(); p != nil {
+			return *p
+		}
+		for _, fe := range fs.Errors() {
+			if errors.Is(fe.Err, context.Canceled) {
+				return ctx.Err()
+			}
+			c.log.Warn("kafka fetch error (retried)", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
+		}
+		// A transaction may start before the replica's position (the sink
+		// re-sends from a transaction start): the assembler and the
+		// applier both skip what is at or below it.
+		if d := c.position(); d > asm.Done() {
+			asm = kafkasink.NewAssembler(d)
+		}
+		batch = batch[:0]
+		var hw int64 = -1
+		var next int64 = -1
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			if p.Topic == topic && p.Partition == 0 {
+				hw = p.HighWatermark
+			}
+		})
+		var perr error
+		fs.EachRecord(func(r *kgo.Record) {
+			if perr != nil || r.Topic != topic || r.Partition != 0 {
+				return
+			}
+			next = r.Offset + 1
+			ev, err := kafkasink.Decode(r)
+			if err != nil {
+				perr = fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
+				return
+			}
+			if c.cfg.Lineage != "" && ev.Lineage != c.cfg.Lineage {
+				perr = fmt.Errorf("consumer: %s offset %d: record of lineage %q, want %q", topic, r.Offset, ev.Lineage, c.cfg.Lineage)
+				return
+			}
+			txn, ok, err := asm.Add(&ev)
+			if err != nil {
+				perr = fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
+				return
+			}
+			if ok {
+				batch = append(batch, txn)
+				lastCommitOffset = r.Offset
+			}
+		})
+		c.skipped.Store(asm.Skipped)
+		if perr != nil {
+			return perr
+		}
+		if len(batch) > 0 {
+			if err := c.apply(ctx, batch); err != nil {
+				return err
+			}
+			// Offsets are a hint for the next start (see the package doc).
+			commit := map[string]map[int32]kgo.EpochOffset{topic: {0: {Epoch: -1, Offset: lastCommitOffset + 1}}}
+			cl.CommitOffsetsSync(ctx, commit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+				if err != nil && ctx.Err() == nil {
+					c.log.Warn("kafka offset commit failed (only a hint; ignored)", "err", err)
+				}
+			})
+		}
+		if hw >= 0 && next >= 0 {
+			c.lag.Store(hw - next)
+		} else if hw >= 0 && fs.NumRecords() == 0 {
+			c.lag.Store(0)
+		}
+		cl.AllowRebalance()
+	}
+}
+
+func (c *Consumer) apply(ctx context.Context, batch []wal.Txn) error {
+	if err := c.applier.Apply(ctx, batch); err != nil {
+		return fmt.Errorf("consumer: apply LSNs %d-%d: %w", batch[0].FirstLSN, batch[len(batch)-1].CommitLSN, err)
+	}
+	var changes uint64
+	for i := range batch {
+		changes += uint64(len(batch[i].Changes))
+	}
+	c.txns.Add(uint64(len(batch)))
+	c.changes.Add(changes)
+	c.batches.Add(1)
+	last := &batch[len(batch)-1]
+	c.mu.Lock()
+	if last.CommitLSN > c.mu.applied {
+		c.mu.applied = last.CommitLSN
+		c.mu.commitTime = last.CommitTime
+		close(c.mu.advanced)
+		c.mu.advanced = make(chan struct{})
+	}
+	c.mu.Unlock()
+	if c.cfg.OnApplied != nil {
+		c.cfg.OnApplied(batch)
+	}
+	return nil
+}
+
+func (c *Consumer) position() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.applied
+}
+
+// startOffset returns a safe offset to start reading topic from, given the
+// replica's position (see the package doc).
+func (c *Consumer) startOffset(ctx context.Context, topic string) (int64, error) {
+	pos, err := c.applier.Position(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("consumer: replica position: %w", err)
+	}
+	c.mu.Lock()
+	if pos > c.mu.applied {
+		c.mu.applied = pos
+	}
+	c.mu.Unlock()
+	cl, err := kgo.NewClient(c.kopts...)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("consumer: list offsets of %s: %w", topic, err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("consumer: list offsets of %s: %w", topic, err)
+	}
+	so, ok1 := starts.Lookup(topic, 0)
+	eo, ok2 := ends.Lookup(topic, 0)
+	if !ok1 || !ok2 || so.Err != nil || eo.Err != nil {
+		return 0, fmt.Errorf("consumer: list offsets of %s partition 0: %v %v", topic, so.Err, eo.Err)
+	}
+	lo, hi := so.Offset, eo.Offset
+	if pos == 0 || lo >= hi {
+		return lo, nil
+	}
+	target := pos + 1
+	probe := func(o int64) (int64, uint64, error) { return c.probe(ctx, topic, o) }
+	// The group's committed offset first: normally one probe.
+	if fo, err := adm.FetchOffsets(ctx, c.cfg.Group); err == nil {
+		if co, ok := fo.Lookup(topic, 0); ok && co.Err == nil && co.At > lo && co.At < hi {
+			if off, lsn, err := probe(co.At); err == nil && lsn <= target && off < hi {
+				c.log.Info("starting at the group's offset", "offset", off, "lsn", lsn, "replica_lsn", pos)
+				return off, nil
+			}
+		}
+	}
+	off, lsn, err := probe(lo)
+	if err != nil {
+		return 0, err
+	}
+	if lsn > target {
+		return 0, fmt.Errorf("%w: the replica is at LSN %d but %s starts at LSN %d (offset %d): records lost to Kafka retention; rebuild the replica from the archive (walreplay restore)", kafkasink.ErrGap, pos, topic, lsn, off)
+	}
+	lo = off
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		off, lsn, err := probe(mid)
+		if err != nil {
+			return 0, err
+		}
+		if off < hi && lsn <= target {
+			lo = off
+			if off != mid { // records between mid and off are gone: narrow from there
+				continue
+			}
+		} else {
+			hi = mid
+		}
+	}
+	c.log.Info("starting at a searched offset", "offset", lo, "replica_lsn", pos)
+	return lo, nil
+}
+
+// probe returns the offset and LSN of the first record at or after offset o.
+func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uint64, error) {
+	opts := append([]kgo.Opt{}, c.kopts...)
+	opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(o)}}),
+		kgo.FetchMaxWait(100*time.Millisecond), kgo.FetchMaxPartitionBytes(1<<16))
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cl.Close()
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		fs := cl.PollRecords(pctx, 1)
+		if err := pctx.Err(); err != nil {
+			return 0, 0, fmt.Errorf("consumer: read %s at offset %d: %w", topic, o, err)
+		}
+		for _, r := range fs.Records() {
+			lsn, _, _, _, err := kafkasink.DecodeHeaders(r)
+			if err != nil {
+				return 0, 0, fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
+			}
+			return r.Offset, lsn, nil
+		}
+	}
+}

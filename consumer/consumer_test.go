@@ -1,0 +1,404 @@
+package consumer
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/internal/pgtest"
+	"github.com/walship/walship/kafkasink"
+	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/replica"
+	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/wal"
+)
+
+// ---- helpers shared with the kill test ----
+
+func openWAL(dir string) (*wal.WAL, error) {
+	w, _, err := wal.Open(wal.Options{Dir: filepath.Join(dir, "wal")})
+	return w, err
+}
+
+func readWAL(t *testing.T, w *wal.WAL) []wal.Txn {
+	t.Helper()
+	rd, err := wal.NewReader(w.Log, 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var out []wal.Txn
+	for {
+		txn, err := rd.NextTxn(context.Background())
+		if err != nil {
+			return out
+		}
+		out = append(out, txn)
+	}
+}
+
+// startSink runs a sink over w until the test ends.
+func startSink(t *testing.T, dir string, w *wal.WAL, brokers []string) *kafkasink.Sink {
+	t.Helper()
+	ck, err := checkpoint.Open(context.Background(), vfs.Default, filepath.Join(dir, "ckpt"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := kafkasink.New(kafkasink.Config{Brokers: brokers, Database: "app"}, w, ck, "L1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s
+}
+
+// startConsumer runs a consumer until the returned stop is called (or the
+// test ends); stop returns Run's error.
+func startConsumer(t *testing.T, cfg Config) (*Consumer, func() error) {
+	t.Helper()
+	c, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		err := c.Run(ctx)
+		if ctx.Err() == nil {
+			t.Errorf("consumer Run ended early: %v", err)
+		}
+		errc <- err
+	}()
+	stopped := false
+	var runErr error
+	stop := func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			runErr = <-errc
+			c.Close()
+		}
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return c, stop
+}
+
+func waitApplied(t *testing.T, c *Consumer, lsn uint64, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if err := c.WaitApplied(ctx, lsn); err != nil {
+		t.Fatalf("replica at %d after %v, want %d: %+v", c.Stats().AppliedLSN, within, lsn, c.Stats())
+	}
+}
+
+// applyDirect builds the expected replica: the WAL applied straight through
+// the Applier, no Kafka in between.
+func applyDirect(t *testing.T, url string, txns []wal.Txn) {
+	t.Helper()
+	ap, err := replica.Open(context.Background(), url, replica.Options{Lineage: "L1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ap.Close()
+	if err := ap.Apply(context.Background(), txns); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dump returns every user table of a replica, rows sorted, and the
+// bookkeeping row's LSN and transaction count. It is this package's own
+// reader (no replica API for it), so it reads SQL directly.
+func dump(t *testing.T, url string) (tables string, lsn, txns uint64) {
+	t.Helper()
+	ctx := context.Background()
+	kind, path, err := replica.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type querier func(q string) ([][]any, error)
+	var query querier
+	var listTables string
+	if kind == "sqlite" {
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		query = func(q string) ([][]any, error) {
+			rows, err := db.QueryContext(ctx, q)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			cols, _ := rows.Columns()
+			var out [][]any
+			for rows.Next() {
+				vals := make([]any, len(cols))
+				ptrs := make([]any, len(cols))
+				for i := range vals {
+					ptrs[i] = &vals[i]
+				}
+				if err := rows.Scan(ptrs...); err != nil {
+					return nil, err
+				}
+				out = append(out, vals)
+			}
+			return out, rows.Err()
+		}
+		listTables = `SELECT '', name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'walship\_%' ESCAPE '\' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`
+	} else {
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		query = func(q string) ([][]any, error) {
+			rows, err := conn.Query(ctx, q)
+			if err != nil {
+				return nil, err
+			}
+			defer rows.Close()
+			var out [][]any
+			for rows.Next() {
+				v, err := rows.Values()
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, v)
+			}
+			return out, rows.Err()
+		}
+		listTables = `SELECT table_schema::text, table_name::text FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_name NOT LIKE 'walship\_%' ORDER BY 1, 2`
+	}
+	names, err := query(listTables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, n := range names {
+		qname := `"` + strings.ReplaceAll(fmt.Sprint(n[1]), `"`, `""`) + `"`
+		if s := fmt.Sprint(n[0]); s != "" {
+			qname = `"` + strings.ReplaceAll(s, `"`, `""`) + `".` + qname
+		}
+		rows, err := query("SELECT * FROM " + qname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := make([]string, len(rows))
+		for i, r := range rows {
+			lines[i] = fmt.Sprintf("%#v", r)
+		}
+		sort.Strings(lines)
+		fmt.Fprintf(&b, "table %s (%d rows)\n%s\n", qname, len(rows), strings.Join(lines, "\n"))
+	}
+	st, err := query(`SELECT lsn, txns FROM walship_applied`)
+	if err != nil || len(st) != 1 {
+		t.Fatalf("walship_applied: %v %v", st, err)
+	}
+	return b.String(), toU(st[0][0]), toU(st[0][1])
+}
+
+func toU(v any) uint64 {
+	switch x := v.(type) {
+	case int64:
+		return uint64(x)
+	case int32:
+		return uint64(x)
+	}
+	var u uint64
+	fmt.Sscan(fmt.Sprint(v), &u)
+	return u
+}
+
+// sameReplica checks that the replica built through Kafka equals the one
+// built straight from the WAL, and that each transaction was applied once.
+func sameReplica(t *testing.T, got, want string, txns []wal.Txn) {
+	t.Helper()
+	g, glsn, gtxns := dump(t, got)
+	w, wlsn, wtxns := dump(t, want)
+	if g != w {
+		t.Fatalf("replica through Kafka differs from the WAL applied directly:\n--- got\n%.3000s\n--- want\n%.3000s", g, w)
+	}
+	last := txns[len(txns)-1].CommitLSN
+	if glsn != last || wlsn != last {
+		t.Fatalf("positions %d (kafka) and %d (direct), want %d", glsn, wlsn, last)
+	}
+	if gtxns != uint64(len(txns)) || wtxns != uint64(len(txns)) {
+		t.Fatalf("walship_applied counts %d transactions (direct: %d), the source has %d: applied twice or lost", gtxns, wtxns, len(txns))
+	}
+	if !strings.Contains(g, "accounts") {
+		t.Fatalf("no accounts table in the replica:\n%.2000s", g)
+	}
+}
+
+func startCluster(t *testing.T) *kafkatest.Cluster {
+	t.Helper()
+	c, err := kafkatest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func roundTrip(t *testing.T, gotURL, wantURL string) {
+	kc := startCluster(t)
+	dir := t.TempDir()
+	w, err := openWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	wl := kafkatest.NewWorkload(11)
+	for range 300 {
+		txn := wl.Next()
+		if _, err := w.Append(context.Background(), &txn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startSink(t, dir, w, []string{kc.Addr})
+	c, _ := startConsumer(t, Config{Brokers: []string{kc.Addr}, ReplicaURL: gotURL, Lineage: "L1", MaxBatchTxns: 64})
+	txns := readWAL(t, w)
+	waitApplied(t, c, txns[len(txns)-1].CommitLSN, 30*time.Second)
+	applyDirect(t, wantURL, txns)
+	sameReplica(t, gotURL, wantURL, txns)
+	st := c.Stats()
+	if st.Txns != uint64(len(txns)) || st.LagRecords != 0 || st.LagSeconds != 0 {
+		t.Fatalf("stats after catching up: %+v (want %d txns, no lag)", st, len(txns))
+	}
+
+	// Read-your-writes.
+	srv := httptest.NewServer(c.WaitHandler())
+	defer srv.Close()
+	get := func(q string) (int, map[string]any) {
+		resp, err := http.Get(srv.URL + "/v1/wait?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		b, _ := io.ReadAll(resp.Body)
+		json.Unmarshal(b, &v)
+		return resp.StatusCode, v
+	}
+	last := txns[len(txns)-1].CommitLSN
+	if code, v := get(fmt.Sprintf("lsn=%d", last)); code != 200 || v["applied"] != float64(last) {
+		t.Fatalf("wait for an applied LSN: %d %v", code, v)
+	}
+	if code, v := get(fmt.Sprintf("lsn=%d&timeout=100ms", last+1)); code != 504 || !strings.Contains(fmt.Sprint(v["error"]), "not applied") {
+		t.Fatalf("wait for a future LSN: %d %v", code, v)
+	}
+	for _, q := range []string{"lsn=x", "", "lsn=5&timeout=forever", "lsn=5&timeout=-1s"} {
+		if code, v := get(q); code != 400 || v["error"] == nil {
+			t.Fatalf("?%s: %d %v, want 400 with an error", q, code, v)
+		}
+	}
+	// A write that lands later releases a waiting client.
+	done := make(chan int, 1)
+	go func() { code, _ := get(fmt.Sprintf("lsn=%d&timeout=20s", last+1)); done <- code }()
+	time.Sleep(50 * time.Millisecond)
+	txn := wl.Next()
+	if _, err := w.Append(context.Background(), &txn); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-done; code != 200 {
+		t.Fatalf("wait across a new write: %d", code)
+	}
+}
+
+func TestRoundTripSQLite(t *testing.T) {
+	dir := t.TempDir()
+	roundTrip(t, "sqlite://"+filepath.Join(dir, "got.db"), "sqlite://"+filepath.Join(dir, "want.db"))
+}
+
+func TestRoundTripPostgres(t *testing.T) {
+	pg := pgtest.Start(t, pgtest.WithoutFsync())
+	ctx := context.Background()
+	for _, db := range []string{"got", "want"} {
+		if err := pg.CreateDB(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roundTrip(t, pg.DSN("got"), pg.DSN("want"))
+}
+
+// TestReplicaDecidesStart: a fresh replica joining a group whose committed
+// offset is at the end of the topic still gets everything — the start
+// comes from the replica's position, not from Kafka's group offset. A
+// replica halfway through starts by binary search without the group.
+func TestReplicaDecidesStart(t *testing.T) {
+	kc := startCluster(t)
+	dir := t.TempDir()
+	w, err := openWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	wl := kafkatest.NewWorkload(12)
+	for range 200 {
+		txn := wl.Next()
+		w.Append(context.Background(), &txn)
+	}
+	startSink(t, dir, w, []string{kc.Addr})
+	txns := readWAL(t, w)
+	last := txns[len(txns)-1].CommitLSN
+	urlA := "sqlite://" + filepath.Join(dir, "a.db")
+	c, stop := startConsumer(t, Config{Brokers: []string{kc.Addr}, ReplicaURL: urlA, Group: "g"})
+	waitApplied(t, c, last, 30*time.Second)
+	stop()
+
+	urlB := "sqlite://" + filepath.Join(dir, "b.db")
+	c, stop = startConsumer(t, Config{Brokers: []string{kc.Addr}, ReplicaURL: urlB, Group: "g"})
+	waitApplied(t, c, last, 30*time.Second)
+	stop()
+	sameReplica(t, urlB, urlA, txns)
+
+	// Replica C: the first half applied directly, then a new group.
+	urlC := "sqlite://" + filepath.Join(dir, "c.db")
+	applyDirect(t, urlC, txns[:100])
+	c, stop = startConsumer(t, Config{Brokers: []string{kc.Addr}, ReplicaURL: urlC, Group: "fresh"})
+	waitApplied(t, c, last, 30*time.Second)
+	if st := c.Stats(); st.Txns != uint64(len(txns)-100) {
+		t.Fatalf("consumer applied %d transactions, want %d (the rest)", st.Txns, len(txns)-100)
+	}
+	stop()
+	sameReplica(t, urlC, urlA, txns)
+}
+
+func TestValidate(t *testing.T) {
+	cfg := Config{Brokers: []string{"x"}, ReplicaURL: "mysql://x", MaxBatchTxns: -1}
+	err := cfg.Validate()
+	for _, want := range []string{"kafka.brokers[0]", "replica.url", "replica.max_batch_txns"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+	ok := Config{Brokers: []string{"127.0.0.1:1"}, ReplicaURL: "sqlite:///tmp/x.db"}
+	if err := ok.Validate(); err != nil || ok.Topic != "walship.ordered" || ok.Group != DefaultGroup {
+		t.Fatalf("%v %+v", err, ok)
+	}
+}
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(childEnv); role != "" {
+		os.Exit(childMain(role))
+	}
+	os.Exit(m.Run())
+}
