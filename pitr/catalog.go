@@ -101,6 +101,10 @@ var (
 	ErrMissing = errors.New("pitr: archive object missing")
 	// ErrCorrupt: an object's checksum or content is wrong.
 	ErrCorrupt = errors.New("pitr: archive object corrupt")
+	// ErrUnreadable: the catalog could not be listed, or an object could
+	// not be fetched before the retry policy gave up (transient errors):
+	// nothing is known to be wrong with the archive.
+	ErrUnreadable = errors.New("pitr: archive cannot be read")
 )
 
 // HoleError names the LSN range a restore needs and the archive lacks.

@@ -51,7 +51,7 @@ func retry(ctx context.Context, p RetryPolicy, f func() error) error {
 			return ctx.Err()
 		}
 		if time.Since(start)+wait > p.MaxElapsed {
-			return fmt.Errorf("transient error not overcome after %d attempts in %s: %w", attempt, time.Since(start).Round(time.Millisecond), err)
+			return fmt.Errorf("%w: transient error not overcome after %d attempts in %s: %w", ErrUnreadable, attempt, time.Since(start).Round(time.Millisecond), err)
 		}
 		d := wait/2 + rand.N(wait/2+1)
 		select {

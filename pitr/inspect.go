@@ -3,6 +3,7 @@ package pitr
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -140,7 +141,7 @@ func VerifyArchive(ctx context.Context, src Source, opts VerifyOptions) (*Verify
 	}
 	cat, err := src.Catalog(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: list the catalog: %w", ErrUnreadable, err)
 	}
 	rep := &VerifyReport{Lineages: Describe(cat)}
 	var total int64

@@ -76,7 +76,7 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 	}
 	cat, err := src.Catalog(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("pitr: read catalog: %w", err)
+		return nil, fmt.Errorf("%w: list the catalog: %w", ErrUnreadable, err)
 	}
 	lin, err := chooseLineage(cat, opts.Lineage)
 	if err != nil {
@@ -104,6 +104,9 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 
 	// The base: the latest snapshot whose state is within the target.
 	if opts.FromLSN > 0 {
+		if at := opts.FromLSN - 1; at > 0 && p.rule.kind == ruleCommitLSN && p.rule.beyond(&wal.Txn{FirstLSN: at, CommitLSN: at}) {
+			return nil, fmt.Errorf("%w: the destination is at LSN %d, past %s", ErrOutOfRange, at, target)
+		}
 		p.FromLSN = opts.FromLSN
 	} else {
 		p.FromLSN = 1

@@ -165,6 +165,11 @@ func TestPlanRefusesOutOfRange(t *testing.T) {
 			t.Errorf("%s: got %v, want %v containing %q", c.target, err, c.want, c.msg)
 		}
 	}
+	// A destination to continue that is already past the target.
+	if _, err := PlanRestore(context.Background(), full, Target{Kind: LSN, LSN: txns[20].CommitLSN},
+		PlanOptions{FromLSN: txns[30].CommitLSN + 1}); !errors.Is(err, ErrOutOfRange) || !strings.Contains(err.Error(), "the destination is at LSN") {
+		t.Errorf("continuing past the target: %v", err)
+	}
 	// The first snapshot itself is restorable.
 	plan, err := PlanRestore(context.Background(), pruned, Target{Kind: LSN, LSN: txns[19].CommitLSN}, PlanOptions{})
 	if err != nil || plan.Snapshot == nil || len(plan.Segments) != 0 {
@@ -263,7 +268,7 @@ func TestTransientErrorsAreRetriedNotTakenForTheEnd(t *testing.T) {
 	plan, _ = PlanRestore(context.Background(), src, Target{Kind: Latest}, PlanOptions{})
 	_, err = Execute(context.Background(), src, plan, openFake(t, txns),
 		Options{Retry: RetryPolicy{MaxElapsed: 50 * time.Millisecond, Initial: time.Millisecond}})
-	if err == nil || !strings.Contains(err.Error(), src.cat.Segments[3].Key) || !strings.Contains(err.Error(), "503") {
+	if !errors.Is(err, ErrUnreadable) || !strings.Contains(err.Error(), src.cat.Segments[3].Key) || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("got %v, want the transient error naming %s", err, src.cat.Segments[3].Key)
 	}
 }

@@ -14,14 +14,13 @@ import (
 // second; on anything else it draws nothing.
 type progressBar struct {
 	w     io.Writer
-	label string
 	on    bool
 	last  time.Time
 	drawn bool
 }
 
-func newProgressBar(w io.Writer, label string) *progressBar {
-	return &progressBar{w: w, label: label, on: isTerminal(w)}
+func newProgressBar(w io.Writer) *progressBar {
+	return &progressBar{w: w, on: isTerminal(w)}
 }
 
 func isTerminal(w io.Writer) bool {

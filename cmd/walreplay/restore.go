@@ -93,7 +93,7 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if !*asJSON {
 		printPlan(stdout, plan)
 	}
-	bar := newProgressBar(stderr, "restore")
+	bar := newProgressBar(stderr)
 	opts := pitr.Options{Parallel: *parallel, StreamVerify: *streamVerify, Progress: bar.update,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	res, err := pitr.Restore(ctx, src, plan, *to, pitr.RestoreOptions{Options: opts, Continue: *cont})
@@ -166,6 +166,8 @@ func restoreExit(err error) error {
 		return &exitError{code: exitHole, err: err}
 	case errors.Is(err, pitr.ErrOutOfRange), errors.Is(err, pitr.ErrTargetNotFound):
 		return &exitError{code: exitOutOfRange, err: err}
+	case errors.Is(err, pitr.ErrUnreadable):
+		return &exitError{code: exitUsage, err: err}
 	}
 	return err
 }

@@ -31,7 +31,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	bar := newProgressBar(stderr, "verify")
+	bar := newProgressBar(stderr)
 	rep, err := pitr.VerifyArchive(ctx, src, pitr.VerifyOptions{Parallel: *parallel, Progress: bar.update})
 	bar.done()
 	if err != nil {
