@@ -1,0 +1,512 @@
+package main
+
+// Suite cdc: PostgreSQL change data capture (issue 3) against pg_recvlogical
+// on the same server and the same WAL, in one run. See README.md.
+//
+// One private PostgreSQL 15 cluster (internal/pgtest) serves every case. Its
+// setup creates one logical slot per repetition for walship and one for
+// pg_recvlogical *before* generating the workload, so that every
+// measurement decodes exactly the same stretch of WAL from its own slot:
+//
+//	pg_recvlogical/stream  pg_recvlogical -o proto_version=1 -o publication_names=...
+//	                       --endpos <end of workload> -f <file>: the source's limit
+//	walship/stream         pgsource.Source into a fresh WAL (sync local) until it has
+//	                       confirmed the end of the workload (so all of it is durable)
+//	pg-copy/snapshot       COPY of the snapshot table to /dev/null: the copy limit
+//	walship/snapshot       pgsource initial snapshot of the same table (new slot each time)
+//	walship/latency        10,000 row changes/s committed; commit-to-durable latency
+//	                       = when a following WAL reader sees the transaction minus
+//	                       the source commit timestamp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/internal/pgtest"
+	"github.com/walship/walship/pgsource"
+	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/wal"
+)
+
+func init() { register("cdc", cdcSuite) }
+
+const (
+	cdcRecv      = "pg_recvlogical/stream"
+	cdcStream    = "walship/stream"
+	cdcCopy      = "pg-copy/snapshot"
+	cdcSnapshot  = "walship/snapshot"
+	cdcLatency   = "walship/latency@10k"
+	cdcRowBytes  = 200
+	cdcTxnRows   = 100
+	cdcLatencyPS = 10000 // row changes per second of the latency case
+)
+
+func cdcSuite() *suite {
+	return &suite{
+		name:    "cdc",
+		summary: "PostgreSQL CDC (pgsource) vs pg_recvlogical and COPY on the same server (issue 3)",
+		cases:   cdcCases,
+		targets: cdcTargets,
+	}
+}
+
+type cdcParams struct {
+	streamRows   int // row changes of the streamed workload
+	snapshotRows int
+}
+
+func cdcParamsFor(cfg *config) cdcParams {
+	if cfg.quick {
+		return cdcParams{streamRows: 50000, snapshotRows: 50000}
+	}
+	return cdcParams{streamRows: 500000, snapshotRows: 500000}
+}
+
+// cdcEnv is the cluster and workload shared by the suite's cases.
+type cdcEnv struct {
+	cfg    *config
+	dir    string
+	c      *pgtest.Cluster
+	dsn    string
+	endPos pglogrepl.LSN // end of the streamed workload
+	rows   int           // row changes in it
+	rep    map[string]int
+	refs   int
+}
+
+var (
+	cdcMu     sync.Mutex
+	cdcShared *cdcEnv
+)
+
+// getCDCEnv starts the shared cluster and generates the workload once.
+func getCDCEnv(ctx context.Context, cfg *config) (*cdcEnv, error) {
+	cdcMu.Lock()
+	defer cdcMu.Unlock()
+	if cdcShared != nil {
+		cdcShared.refs++
+		return cdcShared, nil
+	}
+	dir, err := cfg.tempDir("cdc")
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(dir, 0o755) // PostgreSQL runs as postgres
+	c, err := pgtest.New(filepath.Join(dir, "pg"), pgtest.WithoutFsync(), pgtest.WithSetting("synchronous_commit", "on"),
+		pgtest.WithSetting("max_replication_slots", "64"), pgtest.WithSetting("max_wal_senders", "64"),
+		pgtest.WithSetting("shared_buffers", "'256MB'"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	e := &cdcEnv{cfg: cfg, dir: dir, c: c, dsn: c.DSN("postgres"), rep: map[string]int{}, refs: 1}
+	if err := e.prepare(ctx); err != nil {
+		e.close()
+		return nil, err
+	}
+	cdcShared = e
+	return e, nil
+}
+
+func releaseCDCEnv() {
+	cdcMu.Lock()
+	defer cdcMu.Unlock()
+	if cdcShared == nil {
+		return
+	}
+	if cdcShared.refs--; cdcShared.refs <= 0 {
+		cdcShared.close()
+		cdcShared = nil
+	}
+}
+
+func (e *cdcEnv) close() {
+	e.c.Close()
+	os.RemoveAll(e.dir)
+}
+
+func (e *cdcEnv) exec(ctx context.Context, sqls ...string) error {
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	for _, sql := range sqls {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("%s: %w", sql, err)
+		}
+	}
+	return nil
+}
+
+// prepare creates the tables, the slots of every repetition, then the
+// streamed workload (inserts and updates of 200-byte rows, 100 per
+// transaction) and the snapshot table.
+func (e *cdcEnv) prepare(ctx context.Context) error {
+	p := cdcParamsFor(e.cfg)
+	pad := cdcRowBytes - 8 - 24 // int8 id + tuple header: the row is about 200 bytes
+	err := e.exec(ctx,
+		`CREATE TABLE stream_rows (id int8 PRIMARY KEY, payload text NOT NULL)`,
+		`CREATE TABLE snap_rows (id int8 PRIMARY KEY, payload text NOT NULL)`,
+		`CREATE TABLE lat_rows (id int8 PRIMARY KEY, payload text NOT NULL)`,
+		`CREATE PUBLICATION stream_pub FOR TABLE stream_rows`,
+		`CREATE PUBLICATION snap_pub FOR TABLE snap_rows`,
+		`CREATE PUBLICATION lat_pub FOR TABLE lat_rows`,
+		fmt.Sprintf(`INSERT INTO snap_rows SELECT g, rpad(md5(g::text), %d, 'x') FROM generate_series(1, %d) g`, pad, p.snapshotRows),
+	)
+	if err != nil {
+		return err
+	}
+	for rep := 1; rep <= e.cfg.reps; rep++ {
+		for _, who := range []string{"walship", "recv"} {
+			if err := e.exec(ctx, fmt.Sprintf(`SELECT pg_create_logical_replication_slot('bench_%s_%d', 'pgoutput')`, who, rep)); err != nil {
+				return err
+			}
+		}
+	}
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	inserts := p.streamRows * 4 / 5
+	for lo := 1; lo <= inserts; lo += cdcTxnRows {
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO stream_rows SELECT g, rpad(md5(g::text), %d, 'y') FROM generate_series(%d, %d) g`,
+			pad, lo, lo+cdcTxnRows-1)); err != nil {
+			return err
+		}
+	}
+	updates := p.streamRows - inserts
+	for lo := 1; lo <= updates; lo += cdcTxnRows {
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`UPDATE stream_rows SET payload = rpad(md5((id + 1)::text), %d, 'z') WHERE id BETWEEN %d AND %d`,
+			pad, lo, lo+cdcTxnRows-1)); err != nil {
+			return err
+		}
+	}
+	e.rows = inserts/cdcTxnRows*cdcTxnRows + updates/cdcTxnRows*cdcTxnRows
+	return conn.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()").Scan(&e.endPos)
+}
+
+// nextRep returns the repetition number of a case's next measurement.
+func (e *cdcEnv) nextRep(name string) int {
+	cdcMu.Lock()
+	defer cdcMu.Unlock()
+	e.rep[name]++
+	return e.rep[name]
+}
+
+func (e *cdcEnv) logger() *slog.Logger { return e.cfg.logger }
+
+// openWAL opens a fresh WAL and checkpoint store.
+func (e *cdcEnv) openWAL(name string) (*wal.WAL, *checkpoint.Store, string, error) {
+	dir, err := e.cfg.tempDir(name)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	w, _, err := wal.Open(wal.Options{Dir: filepath.Join(dir, "wal"), Logger: e.logger()})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, "", err
+	}
+	ck, err := checkpoint.Open(context.Background(), vfs.Default, filepath.Join(dir, "ckpt"), checkpoint.Options{})
+	if err != nil {
+		w.Close()
+		os.RemoveAll(dir)
+		return nil, nil, "", err
+	}
+	return w, ck, dir, nil
+}
+
+func cdcCases(cfg *config) []*benchCase {
+	var e *cdcEnv
+	setup := func(ctx context.Context) (err error) {
+		e, err = getCDCEnv(ctx, cfg)
+		return err
+	}
+	cleanup := func() {
+		if e != nil {
+			releaseCDCEnv()
+			e = nil
+		}
+	}
+	return []*benchCase{
+		{name: cdcRecv, primary: mRecordsPerSec, extra: []string{mMBps}, setup: setup, cleanup: cleanup,
+			run: func(ctx context.Context) (sample, error) { return e.recvlogical(ctx) }},
+		{name: cdcStream, primary: mRecordsPerSec, setup: setup, cleanup: cleanup,
+			compare: []comparison{{metric: mRecordsPerSec, base: cdcRecv, baseMetric: mRecordsPerSec}},
+			run:     func(ctx context.Context) (sample, error) { return e.stream(ctx) }},
+		{name: cdcCopy, primary: mMBps, setup: setup, cleanup: cleanup,
+			run: func(ctx context.Context) (sample, error) { return e.copyBaseline(ctx) }},
+		{name: cdcSnapshot, primary: mMBps, setup: setup, cleanup: cleanup, extra: []string{mRecordsPerSec},
+			compare: []comparison{{metric: mMBps, base: cdcCopy, baseMetric: mMBps}},
+			run:     func(ctx context.Context) (sample, error) { return e.snapshot(ctx) }},
+		{name: cdcLatency, primary: mP99, setup: setup, cleanup: cleanup, extra: []string{mRecordsPerSec},
+			run: func(ctx context.Context) (sample, error) { return e.latency(ctx) }},
+	}
+}
+
+// recvlogical runs pg_recvlogical over the workload from its own slot.
+func (e *cdcEnv) recvlogical(ctx context.Context) (sample, error) {
+	rep := e.nextRep(cdcRecv)
+	dir, err := e.cfg.tempDir("recvlogical")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "out")
+	start := time.Now()
+	cmd := execCommand(ctx, filepath.Join(e.c.BinDir(), "pg_recvlogical"), "-d", e.dsn,
+		"--slot", fmt.Sprintf("bench_recv_%d", rep), "--start", "--no-loop", "-f", out,
+		"-o", "proto_version=1", "-o", "publication_names=stream_pub", "--endpos", e.endPos.String())
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("pg_recvlogical: %v: %s", err, b)
+	}
+	el := time.Since(start).Seconds()
+	fi, err := os.Stat(out)
+	if err != nil {
+		return nil, err
+	}
+	return sample{mRecordsPerSec: float64(e.rows) / el, mMBps: float64(fi.Size()) / el / 1e6}, nil
+}
+
+// stream captures the workload with pgsource into a fresh WAL, until the
+// end of the workload is confirmed (durable).
+func (e *cdcEnv) stream(ctx context.Context) (sample, error) {
+	rep := e.nextRep(cdcStream)
+	w, ck, dir, err := e.openWAL("cdc-stream")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	defer w.Close()
+	src, err := pgsource.New(pgsource.Config{DSN: e.dsn, Slot: fmt.Sprintf("bench_walship_%d", rep),
+		Publication: "stream_pub", Snapshot: "never", Logger: e.logger()}, w, ck)
+	if err != nil {
+		return nil, err
+	}
+	el, err := runUntil(ctx, src, func(s pgsource.Stats) bool { return s.ConfirmedLSN >= uint64(e.endPos) })
+	if err != nil {
+		return nil, err
+	}
+	if got := src.Stats().Changes; got != uint64(e.rows) {
+		return nil, fmt.Errorf("walship captured %d changes, the workload has %d", got, e.rows)
+	}
+	return sample{mRecordsPerSec: float64(e.rows) / el.Seconds()}, nil
+}
+
+// runUntil runs src until done holds, then stops it gracefully; it returns
+// the time until done held.
+func runUntil(ctx context.Context, src *pgsource.Source, done func(pgsource.Stats) bool) (time.Duration, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	start := time.Now()
+	go func() { errc <- src.Run(rctx) }()
+	deadline := start.Add(10 * time.Minute)
+	for !done(src.Stats()) {
+		select {
+		case err := <-errc:
+			return 0, fmt.Errorf("source stopped: %v", err)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return 0, errors.New("source did not finish in 10 minutes")
+		}
+	}
+	el := time.Since(start)
+	cancel()
+	if err := <-errc; err != nil {
+		return 0, err
+	}
+	return el, nil
+}
+
+// copyBaseline reads the snapshot table with one COPY into io.Discard.
+func (e *cdcEnv) copyBaseline(ctx context.Context) (sample, error) {
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	cw := &countWriter{}
+	start := time.Now()
+	if _, err := conn.PgConn().CopyTo(ctx, cw, "COPY snap_rows TO STDOUT"); err != nil {
+		return nil, err
+	}
+	el := time.Since(start).Seconds()
+	return sample{mMBps: float64(cw.n) / el / 1e6}, nil
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
+}
+
+// snapshot takes an initial snapshot of snap_rows with a new slot.
+func (e *cdcEnv) snapshot(ctx context.Context) (sample, error) {
+	rep := e.nextRep(cdcSnapshot)
+	slot := fmt.Sprintf("bench_snap_%d", rep)
+	w, ck, dir, err := e.openWAL("cdc-snapshot")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	defer w.Close()
+	src, err := pgsource.New(pgsource.Config{DSN: e.dsn, Slot: slot, Publication: "snap_pub", Logger: e.logger()}, w, ck)
+	if err != nil {
+		return nil, err
+	}
+	el, err := runUntil(ctx, src, func(s pgsource.Stats) bool { return s.SnapshotDone })
+	if err != nil {
+		return nil, err
+	}
+	st := src.Stats()
+	e.dropSlot(ctx, slot)
+	return sample{mMBps: float64(st.SnapshotBytes) / el.Seconds() / 1e6, mRecordsPerSec: float64(st.SnapshotRows) / el.Seconds()}, nil
+}
+
+// dropSlot drops a slot once its walsender has gone (best effort).
+func (e *cdcEnv) dropSlot(ctx context.Context, slot string) {
+	for i := 0; i < 50; i++ {
+		if e.exec(ctx, fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", slot)) == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// latency commits 10-row transactions at 10,000 row changes/s while
+// pgsource captures them, and measures for each transaction the time from
+// its source commit timestamp until a following reader of the WAL (which
+// sees only durable transactions) returns it.
+func (e *cdcEnv) latency(ctx context.Context) (sample, error) {
+	rep := e.nextRep(cdcLatency)
+	slot := fmt.Sprintf("bench_lat_%d", rep)
+	w, ck, dir, err := e.openWAL("cdc-latency")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	defer w.Close()
+	defer e.dropSlot(context.Background(), slot)
+	src, err := pgsource.New(pgsource.Config{DSN: e.dsn, Slot: slot, Publication: "lat_pub", Snapshot: "never",
+		Logger: e.logger()}, w, ck)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- src.Run(rctx) }()
+	// Wait until the slot streams: its confirmed position is set.
+	for src.Stats().ConfirmedLSN == 0 {
+		select {
+		case err := <-errc:
+			return nil, fmt.Errorf("source stopped: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+
+	d := max(e.cfg.duration, 2*time.Second)
+	if e.cfg.quick {
+		d = time.Second
+	}
+	const rowsPerTxn = 10
+	txns := int(d.Seconds() * cdcLatencyPS / rowsPerTxn)
+	var h histogram
+	readDone := make(chan error, 1)
+	go func() {
+		r, err := wal.NewReader(w.Log, w.Log.FirstLSN(), true)
+		if err != nil {
+			readDone <- err
+			return
+		}
+		defer r.Close()
+		for i := 0; i < txns; i++ {
+			t, err := r.NextTxn(rctx)
+			if err != nil {
+				readDone <- err
+				return
+			}
+			h.record(time.Since(t.Header.SourceCommitTime))
+		}
+		readDone <- nil
+	}()
+
+	conn, err := pgx.Connect(ctx, e.dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	base := int64(rep) * 100_000_000
+	start := time.Now()
+	interval := time.Second * rowsPerTxn / cdcLatencyPS
+	for i := 0; i < txns; i++ {
+		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		lo := base + int64(i*rowsPerTxn)
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO lat_rows SELECT g, rpad(md5(g::text), 168, 'l') FROM generate_series(%d, %d) g`,
+			lo, lo+rowsPerTxn-1)); err != nil {
+			return nil, err
+		}
+	}
+	rate := float64(txns*rowsPerTxn) / time.Since(start).Seconds()
+	select {
+	case err := <-readDone:
+		if err != nil {
+			return nil, err
+		}
+	case <-time.After(30 * time.Second):
+		return nil, errors.New("not every transaction reached the WAL within 30s")
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		return nil, err
+	}
+	return sample{mP50: h.quantile(0.5), mP99: h.quantile(0.99), mRecordsPerSec: rate}, nil
+}
+
+func execCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, name, args...)
+}
+
+func cdcTargets(cfg *config, rs *resultSet) []target {
+	var ts []target
+	add := func(what string, v float64, ok, met bool, measured, want string) {
+		t := target{what: what, want: want, status: "not measured", measured: "-"}
+		if ok {
+			t.measured = measured
+			t.status = map[bool]string{true: "met", false: "missed"}[met]
+		}
+		ts = append(ts, t)
+	}
+	r, ok := rs.compared(cdcStream, mRecordsPerSec, cdcRecv)
+	a, _ := rs.value(cdcStream, mRecordsPerSec)
+	b, _ := rs.value(cdcRecv, mRecordsPerSec)
+	add("streaming throughput vs pg_recvlogical (pgoutput)", r, ok, r >= 0.9,
+		fmt.Sprintf("%s (%s vs %s /s)", formatRatio(r), formatNumber(a), formatNumber(b)), "≥ 0.9x")
+	a, ok = rs.value(cdcStream, mRecordsPerSec)
+	add("row changes/s, 200-byte rows", a, ok, a >= 50000, formatNumber(a)+" /s", "≥ 50,000 /s")
+	a, ok = rs.value(cdcSnapshot, mMBps)
+	add("initial snapshot", a, ok, a >= 100, formatNumber(a)+" MB/s", "≥ 100 MB/s")
+	a, ok = rs.value(cdcLatency, mP99)
+	p50, _ := rs.value(cdcLatency, mP50)
+	add("commit-to-durable p99 at 10,000 changes/s", a, ok, a < 50000,
+		fmt.Sprintf("%s (p50 %s)", formatMicros(a), formatMicros(p50)), "< 50 ms")
+	return ts
+}
