@@ -173,7 +173,7 @@ func chooseLineage(cat *Catalog, want string) (string, error) {
 	case 1:
 		return cat.Lineages[0], nil
 	}
-	return "", fmt.Errorf("pitr: the archive holds %d lineages (%s): name one", len(cat.Lineages), strings.Join(cat.Lineages, ", "))
+	return "", fmt.Errorf("pitr: the archive holds %d lineages (%s): name one (walreplay --lineage)", len(cat.Lineages), strings.Join(cat.Lineages, ", "))
 }
 
 // lineageObjects returns lin's segments sorted by (FirstLSN, LastLSN) and

@@ -52,7 +52,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if *asJSON {
 		out := verifyJSON{Archive: af.url, Status: status, Objects: rep.Objects, Bytes: rep.Bytes,
-			Corrupt: problems(rep.Corrupt), Missing: problems(rep.Missing), Unreadable: problems(rep.Unreadable),
+			Corrupt: problems(rep.Corrupt), Missing: problems(rep.Missing), Unreadable: problems(rep.Unreadable), Notes: problems(rep.Notes),
 			Gaps: []gapJSON{}, Lineages: []lineageJSON{}}
 		for _, g := range rep.Gaps {
 			out.Gaps = append(out.Gaps, gapJSON{g.Lineage, g.From, g.To})
@@ -75,6 +75,9 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 		for _, p := range rep.Unreadable {
 			fmt.Fprintf(stdout, "UNREADABLE: %s: %s\n", p.Key, p.Error)
+		}
+		for _, p := range rep.Notes {
+			fmt.Fprintf(stdout, "note: %s: %s\n", p.Key, p.Error)
 		}
 		var lins []string
 		for _, li := range rep.Lineages {
@@ -100,6 +103,7 @@ type verifyJSON struct {
 	Missing    []problemJSON `json:"missing"`
 	Unreadable []problemJSON `json:"unreadable"`
 	Gaps       []gapJSON     `json:"gaps"`
+	Notes      []problemJSON `json:"notes"` // harmless: orphans of interrupted uploads, overlaps
 	Lineages   []lineageJSON `json:"lineages"`
 }
 
