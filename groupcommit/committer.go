@@ -16,7 +16,15 @@
 //     flusher, appenders block (backpressure) until it takes them.
 //
 // No mutex is held across a write or fsync: appenders keep filling the next
-// batch while the flusher syncs the previous one.
+// batch while a batch is written and synced. Writes are serialized (the
+// flusher goroutine, or a synchronous appender leading the commit), but up
+// to two fdatasyncs run at once (segment.Log.SyncTo): the batch that
+// gathered during one fdatasync is written and its own fdatasync started
+// at once, so a synchronous appender waits for about one fdatasync after
+// its write, not for the running one and then its own, and a pipelining
+// producer's writes overlap the syncs. Waiters are released in LSN order
+// whatever order the syncs finish in (a later fdatasync covers every
+// earlier write of the file).
 package groupcommit
 
 import (
@@ -151,6 +159,13 @@ type Committer struct {
 		taken   []*chunk
 		last    time.Time
 	}
+	// syncSlots holds one token per flush between taking its batch and
+	// releasing its waiters: at most maxSyncs fdatasyncs run at once, and
+	// while they all do, appends accumulate into the next batch.
+	syncSlots chan struct{}
+	// syncq hands the flusher goroutine's written batches to the syncers.
+	syncq   chan syncJob
+	syncers sync.WaitGroup
 
 	durable atomic.Uint64 // last durable commit LSN
 	wmu     sync.Mutex
@@ -177,11 +192,16 @@ func New(log *segment.Log, opts Options) (*Committer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	c := &Committer{log: log, opts: opts, work: make(chan struct{}, 1), wake: make(chan struct{}), done: make(chan struct{})}
+	c := &Committer{log: log, opts: opts, work: make(chan struct{}, 1), wake: make(chan struct{}), done: make(chan struct{}),
+		syncSlots: make(chan struct{}, maxSyncs), syncq: make(chan syncJob, maxSyncs)}
 	c.mu.space.L = &c.mu.Mutex
 	c.mu.nextLSN = log.NextLSN()
 	c.mu.lastTime = log.LastCommitTime()
 	c.durable.Store(log.Visible())
+	for range maxSyncs {
+		c.syncers.Add(1)
+		go c.syncLoop()
+	}
 	go c.flushLoop()
 	return c, nil
 }
@@ -209,10 +229,7 @@ func (c *Committer) Append(ctx context.Context, records [][]byte, commitTime tim
 	if err != nil {
 		return t, err
 	}
-	if c.opts.MinInterval == 0 && c.flushMu.TryLock() {
-		for c.durable.Load() < t.Last && c.failed.Load() == nil && c.flushOnceLocked() {
-		}
-		c.flushMu.Unlock()
+	if c.opts.MinInterval == 0 && c.tryLead() {
 		c.mu.Lock()
 		more := len(c.mu.pending) > 0
 		c.mu.Unlock()
@@ -404,7 +421,11 @@ func (c *Committer) Err() error {
 }
 
 func (c *Committer) flushLoop() {
-	defer close(c.done)
+	defer func() {
+		close(c.syncq)
+		c.syncers.Wait()
+		close(c.done)
+	}()
 	for {
 		c.mu.Lock()
 		// After Close, an active stream still ends (committed or aborted)
@@ -420,27 +441,79 @@ func (c *Committer) flushLoop() {
 		}
 		closed := c.mu.closed
 		c.mu.Unlock()
+		c.syncSlots <- struct{}{}
 		c.flushMu.Lock()
 		if c.opts.MinInterval > 0 && !closed {
 			if d := c.opts.MinInterval - time.Since(c.flush.last); d > 0 {
 				time.Sleep(d)
 			}
 		}
-		c.flushOnceLocked()
+		job, ok := c.writeLocked()
 		c.flushMu.Unlock()
+		if ok {
+			c.syncq <- job // never blocks: syncq has a place per slot
+		} else {
+			<-c.syncSlots
+		}
 	}
 }
 
-// flushOnceLocked writes and syncs everything pending, then releases the
-// waiters. The caller holds flushMu: the flusher goroutine, or a
-// synchronous appender leading the flush itself. It reports whether there
-// was anything to flush.
-func (c *Committer) flushOnceLocked() bool {
+// syncLoop is a syncer: it makes the flusher goroutine's written batches
+// durable, so the flusher can write the next batch meanwhile.
+func (c *Committer) syncLoop() {
+	defer c.syncers.Done()
+	for job := range c.syncq {
+		c.finish(job)
+		<-c.syncSlots
+	}
+}
+
+// tryLead is the leader commit of a synchronous appender: if a sync slot
+// is free and nobody is writing, it writes everything pending and syncs it
+// in the calling goroutine. It reports whether it did.
+func (c *Committer) tryLead() bool {
+	select {
+	case c.syncSlots <- struct{}{}:
+	default:
+		return false
+	}
+	defer func() { <-c.syncSlots }()
+	if !c.flushMu.TryLock() {
+		return false
+	}
+	job, ok := c.writeLocked()
+	c.flushMu.Unlock()
+	if ok {
+		c.finish(job)
+	}
+	return true
+}
+
+// maxSyncs is how many fdatasyncs may run at once. Two let the batch that
+// gathered during one fdatasync be written and its own fdatasync start at
+// once, instead of queueing behind it: a synchronous appender then waits
+// for about one fdatasync after its write, not two.
+const maxSyncs = 2
+
+// syncJob is a written batch waiting for its fdatasync.
+type syncJob struct {
+	p       segment.SyncPoint
+	records int
+	bytes   int
+	start   time.Time
+}
+
+// writeLocked takes everything pending and writes it to the log (and, with
+// SyncOff, publishes it). It reports false if there was nothing to write
+// or the write failed (the committer is then failed and the waiters
+// woken). The caller holds flushMu and a sync slot, and passes the job to
+// finish.
+func (c *Committer) writeLocked() (syncJob, bool) {
 	f := &c.flush
 	c.mu.Lock()
 	if len(c.mu.pending) == 0 {
 		c.mu.Unlock()
-		return false
+		return syncJob{}, false
 	}
 	f.taken = append(f.taken[:0], c.mu.pending...)
 	c.mu.pending = c.mu.pending[:0]
@@ -451,45 +524,62 @@ func (c *Committer) flushOnceLocked() bool {
 	c.mu.Unlock()
 
 	f.batches = f.batches[:0]
-	records, lastCommit := 0, uint64(0)
+	records := 0
 	for _, ch := range f.taken {
 		f.batches = append(f.batches, segment.Batch{Raw: ch.raw, Count: ch.count, FirstLSN: ch.first, TxnStart: ch.txnStart,
 			EndsTxn: ch.endsTxn, Aborted: ch.aborted, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime})
 		records += ch.count
-		if ch.lastCommit != 0 {
-			lastCommit = ch.lastCommit
-		}
 	}
 	start := time.Now()
+	f.last = start
 	err := c.log.Write(f.batches)
-	if err == nil {
-		if c.opts.Sync == SyncLocal {
-			err = c.log.Sync()
-		} else {
-			c.log.Publish()
-		}
+	if err == nil && c.opts.Sync == SyncOff {
+		c.log.Publish()
 	}
-	f.last = time.Now()
-	if err != nil {
-		c.setFailed(err)
-	} else {
-		if lastCommit != 0 { // a flush of a stream's middle has no commit
-			c.durable.Store(lastCommit)
-		}
-		if c.opts.Observe != nil {
-			c.opts.Observe(records, n, f.last.Sub(start))
-		}
-	}
-	c.wmu.Lock()
-	close(c.wake)
-	c.wake = make(chan struct{})
-	c.wmu.Unlock()
-
+	// Write copied the chunks: they can be refilled at once.
 	c.mu.Lock()
 	c.mu.free = append(c.mu.free, f.taken...)
 	c.mu.Unlock()
 	clear(f.taken)
-	return true
+	if err != nil {
+		c.setFailed(err)
+		c.wakeWaiters()
+		return syncJob{}, false
+	}
+	return syncJob{p: c.log.Mark(), records: records, bytes: n, start: start}, true
+}
+
+// finish makes a written batch durable (SyncLocal; with SyncOff it is
+// already published), then releases its waiters. Several finish calls may
+// run at once; durability only moves forward.
+func (c *Committer) finish(job syncJob) {
+	var err error
+	if c.opts.Sync == SyncLocal {
+		err = c.log.SyncTo(job.p)
+	}
+	if err != nil {
+		c.setFailed(err)
+	} else {
+		// A flush of a stream's middle has no commit; a later point may
+		// have been published first.
+		for lsn := job.p.LastCommit(); ; {
+			cur := c.durable.Load()
+			if lsn <= cur || c.durable.CompareAndSwap(cur, lsn) {
+				break
+			}
+		}
+		if c.opts.Observe != nil {
+			c.opts.Observe(job.records, job.bytes, time.Since(job.start))
+		}
+	}
+	c.wakeWaiters()
+}
+
+func (c *Committer) wakeWaiters() {
+	c.wmu.Lock()
+	close(c.wake)
+	c.wake = make(chan struct{})
+	c.wmu.Unlock()
 }
 
 func (c *Committer) setFailed(err error) {
@@ -520,8 +610,12 @@ func (c *Committer) Close() error {
 	c.signal()
 	<-c.done
 	// Wait for a leading appender's flush to finish before the caller
-	// closes the log.
-	c.flushMu.Lock()
-	c.flushMu.Unlock()
+	// closes the log: it holds a sync slot until its waiters are released.
+	for range maxSyncs {
+		c.syncSlots <- struct{}{}
+	}
+	for range maxSyncs {
+		<-c.syncSlots
+	}
 	return c.Err()
 }

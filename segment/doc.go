@@ -61,8 +61,10 @@
 //	         frame's first record belongs to (== first LSN unless the frame
 //	         continues a transaction begun in an earlier frame)
 //	 32    4 record count (>= 1)
-//	 36    4 write offset: segment offset where the write(2) call that wrote
-//	         this frame began (used to tell a torn write from corruption)
+//	 36    4 write offset: segment offset up to which the segment was known
+//	         durable when the write(2) call that wrote this frame began (where
+//	         that write began, when each write is synced before the next);
+//	         used to tell a torn write from corruption
 //	 40    4 salt: first 4 bytes of the segment id (rejects stale frames)
 //	 44    1 codec: 0 none, 1 s2, 2 zstd (github.com/klauspost/compress)
 //	 45    1 flags: bit 0 = the frame's last record is a commit record;
@@ -95,16 +97,17 @@
 //
 // # Recovery: torn tail versus corruption
 //
-// The committer writes a run of frames with one write(2) call and
-// fdatasyncs before the next write begins. When the newest segment has a
-// bad frame at offset X (a checksum, length, LSN or flag check fails, or a
-// zeroed header is followed by data), recovery searches the rest of the
-// file for a valid frame whose write offset is greater than X. Such a frame
-// was written by a later write call, which began only after the write
-// covering X was synced: X was durable and is now damaged, so Open fails
-// with a *CorruptionError. If no such frame exists, every byte from X on
-// belongs to the last write, which cannot have been acknowledged: it is a
-// torn tail, truncated and reported. Damage to the last write of an
+// The committer writes a run of frames with one write(2) call; it may write
+// the next run, and start its fdatasync (SyncTo), while an earlier
+// fdatasync is running. Each frame records the durable watermark at the
+// start of its write. When the newest segment has a bad frame at offset X
+// (a checksum, length, LSN or flag check fails, or a zeroed header is
+// followed by data), recovery searches the rest of the file for a valid
+// frame whose write offset is greater than X. Such a frame was written
+// when X was already durable: X is damaged, so Open fails with a
+// *CorruptionError. If no such frame exists, every byte from X on belongs
+// to writes whose sync had not returned, which cannot have been
+// acknowledged: it is a torn tail, truncated and reported. Damage to the last write of an
 // acknowledged batch after its fsync is indistinguishable from a torn
 // write, as in every log of this kind. With sync mode "off" writes are not
 // synced one by one, so a power loss can surface as corruption.

@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/walship/walship/vfs"
 )
@@ -90,6 +91,9 @@ type segInfo struct {
 	// indexed reports it covers the whole segment.
 	index   []indexEntry
 	indexed bool
+	// durableOff is the offset up to which the segment is known durable
+	// (synced): the write offset recorded in the frames of the next write.
+	durableOff int64
 }
 
 // Batch is a run of encoded records that Write stores as one frame.
@@ -141,7 +145,6 @@ type Log struct {
 	nextLSN        uint64
 	writeStart     int64 // offset where the pending write buffer begins
 	wbuf           []byte
-	failed         error // sticky write or sync error
 	lastCommit     uint64
 	lastCommitTime int64
 	newIndex       []indexEntry
@@ -149,6 +152,21 @@ type Log struct {
 
 	prep *preparer
 	lock io.Closer
+
+	// failed is the sticky write or sync error (also in mu.err), read
+	// without the lock on the write path.
+	failed atomic.Pointer[error]
+
+	// syncMu is read-held by SyncTo over its fdatasync and write-held by
+	// rotate, so the active segment is not sealed, nor its sync handles
+	// closed, under a running sync.
+	syncMu sync.RWMutex
+	// handles are extra descriptors of the active segment for SyncTo: each
+	// concurrent fdatasync uses its own open file, so a writeback error is
+	// reported to every one of them (Linux reports it once per open file).
+	// They are opened when the segment becomes active, before anything is
+	// written to it, so no error of its writes can predate them.
+	handles chan vfs.File
 
 	mu struct {
 		sync.Mutex
@@ -174,6 +192,7 @@ func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 	opts = opts.withDefaults()
 	l := &Log{dir: dir, opts: opts, fs: opts.FS, log: opts.Logger, lastIndexed: -indexEvery}
 	l.mu.notify = make(chan struct{})
+	l.handles = make(chan vfs.File, syncHandles)
 	if !opts.ReadOnly {
 		if err := l.fs.MkdirAll(dir); err != nil {
 			return nil, nil, err
@@ -195,6 +214,11 @@ func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 		return nil, nil, err
 	}
 	if !opts.ReadOnly {
+		if err := l.openHandles(); err != nil {
+			l.act.f.Close()
+			l.lock.Close()
+			return nil, nil, err
+		}
 		l.prep = startPreparer(l.fs, dir, opts.SegmentSize, !opts.NoPreallocate)
 	}
 	return l, rep, nil
@@ -264,7 +288,7 @@ func (l *Log) createSegment(f vfs.File, hdr segmentHeader) (*segInfo, vfs.File, 
 		f.Close()
 		return nil, nil, err
 	}
-	return &segInfo{name: name, hdr: hdr, dataEnd: -1, indexed: true}, f, nil
+	return &segInfo{name: name, hdr: hdr, dataEnd: -1, indexed: true, durableOff: HeaderSize}, f, nil
 }
 
 // NextLSN returns the LSN the next written record gets. Writer side.
@@ -287,13 +311,22 @@ func (l *Log) Lineage() uint32 { return l.act.seg.hdr.lineage }
 // segment when the active one is full. Data written is neither durable nor
 // visible to readers until Sync (or Publish) returns. After any error the
 // log is failed: every later Write and Sync returns the same error.
+//
+// Each frame records as its write offset the offset up to which the
+// segment was known durable when the write began (where the write began,
+// when every write is synced before the next): recovery takes a valid frame
+// with a write offset above a damaged spot as proof that the spot was
+// durable (doc.go). Write may run while SyncTo syncs earlier writes.
 func (l *Log) Write(batches []Batch) error {
-	if l.failed != nil {
-		return l.failed
+	if err := l.failure(); err != nil {
+		return err
 	}
 	if l.opts.ReadOnly {
 		return errReadOnly
 	}
+	l.mu.Lock()
+	durable := l.act.seg.durableOff
+	l.mu.Unlock()
 	l.writeStart = l.act.off
 	l.wbuf = l.wbuf[:0]
 	for i := range batches {
@@ -352,8 +385,9 @@ func (l *Log) Write(batches []Batch) error {
 			l.wbuf = append(l.wbuf[:0], frame...)
 			start = 0
 			h.salt = l.act.seg.hdr.salt()
+			durable = HeaderSize
 		}
-		h.writeOffset = uint32(l.writeStart)
+		h.writeOffset = uint32(min(l.writeStart, durable))
 		h.encode(l.wbuf[start:])
 		for pad := size - FrameHeaderSize - int64(h.storedLen); pad > 0; pad-- {
 			l.wbuf = append(l.wbuf, 0)
@@ -368,7 +402,18 @@ func (l *Log) Write(batches []Batch) error {
 			l.lastCommit, l.lastCommitTime = b.LastCommit, b.LastCommitTime
 		}
 	}
-	return l.flush()
+	if err := l.flush(); err != nil {
+		return err
+	}
+	if len(l.newIndex) > 0 {
+		// Entries may point at frames not yet visible: readers never read
+		// past the visible end whatever their starting offset.
+		l.mu.Lock()
+		l.act.seg.index = append(l.act.seg.index, l.newIndex...)
+		l.mu.Unlock()
+		l.newIndex = l.newIndex[:0]
+	}
+	return nil
 }
 
 // flush writes the pending frames at writeStart.
@@ -385,25 +430,43 @@ func (l *Log) flush() error {
 	return nil
 }
 
+// fail makes err the log's sticky failure, unless it already failed, and
+// returns the sticky error. Safe for concurrent use.
 func (l *Log) fail(err error) error {
-	if l.failed == nil {
-		l.failed = sticky(err)
-		l.mu.Lock()
-		l.mu.err = l.failed
-		l.wakeLocked()
+	l.mu.Lock()
+	if l.mu.err != nil {
+		e := l.mu.err
 		l.mu.Unlock()
-		l.log.Error("wal failed; every later append fails", "dir", l.dir, "err", err)
+		return e
 	}
-	return l.failed
+	e := sticky(err)
+	l.mu.err = e
+	l.failed.Store(&e)
+	l.wakeLocked()
+	l.mu.Unlock()
+	l.log.Error("wal failed; every later append fails", "dir", l.dir, "err", err)
+	return e
+}
+
+// failure returns the sticky error, if any.
+func (l *Log) failure() error {
+	if p := l.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // rotate seals the active segment and continues in a new one. The active
 // segment is synced first, so only the newest segment can ever have a torn
 // tail.
 func (l *Log) rotate() error {
+	// Wait for running SyncTo calls: they use the active segment's handles.
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	if err := l.act.f.Sync(); err != nil {
 		return l.fail(err)
 	}
+	l.closeHandles()
 	f, err := l.prep.take()
 	if err != nil {
 		l.log.Warn("preparing next segment failed; creating it inline", "err", err)
@@ -416,7 +479,7 @@ func (l *Log) rotate() error {
 	}
 	old := l.act
 	l.mu.Lock()
-	old.seg.sealed, old.seg.dataEnd = true, old.off
+	old.seg.sealed, old.seg.dataEnd, old.seg.durableOff = true, old.off, old.off
 	old.seg.index = append(old.seg.index, l.newIndex...)
 	l.mu.segs = append(l.mu.segs, seg)
 	l.mu.Unlock()
@@ -424,37 +487,138 @@ func (l *Log) rotate() error {
 	l.act = active{seg: seg, f: nf, off: HeaderSize}
 	l.writeStart = HeaderSize
 	l.prep.seal(old.f, old.off)
+	if err := l.openHandles(); err != nil {
+		return l.fail(err)
+	}
 	return nil
 }
 
 // Sync makes everything written durable (fdatasync) and then visible to
 // readers up to the last commit record. A failed sync is sticky: the log
-// never retries it (DESIGN.md §4.1).
+// never retries it (DESIGN.md §4.1). Writer side.
 func (l *Log) Sync() error {
-	if l.failed != nil {
-		return l.failed
+	if err := l.failure(); err != nil {
+		return err
 	}
+	p := l.Mark()
 	if err := l.act.f.Sync(); err != nil {
 		return l.fail(err)
 	}
-	l.Publish()
+	l.publish(p)
 	return nil
 }
 
 // Publish makes everything written visible to readers without syncing:
 // sync mode "off". Writer side.
 func (l *Log) Publish() {
-	if l.failed != nil {
+	if l.failure() != nil {
 		return
 	}
+	l.publish(l.Mark())
+}
+
+// SyncPoint is a position in the log taken by Mark: what SyncTo makes
+// durable and visible.
+type SyncPoint struct {
+	seg        *segInfo
+	off        int64  // end of the frames written before Mark
+	lastCommit uint64 // last commit record written before Mark
+}
+
+// LastCommit returns the LSN of the last commit record written before the
+// point was taken (0 if none since the log was opened empty): what becomes
+// visible when SyncTo(p) returns.
+func (p SyncPoint) LastCommit() uint64 { return p.lastCommit }
+
+// Mark returns the point covering everything written so far, for SyncTo.
+// Writer side.
+func (l *Log) Mark() SyncPoint {
+	return SyncPoint{seg: l.act.seg, off: l.act.off, lastCommit: l.lastCommit}
+}
+
+// SyncTo makes everything written before Mark returned p durable
+// (fdatasync) and then visible to readers up to p's last commit. Unlike
+// Sync it may run concurrently with Write and with other SyncTo calls, so
+// the group committer can write the next batch, and start its fdatasync,
+// while an earlier fdatasync is running: fdatasync waits for every page of
+// the file under writeback, so when a later SyncTo returns, earlier points
+// are durable too, and visibility only ever moves forward. Each concurrent
+// call syncs through its own open file of the segment, so a writeback error
+// reaches all of them. A failed sync is sticky, as for Sync.
+func (l *Log) SyncTo(p SyncPoint) error {
+	l.syncMu.RLock()
+	defer l.syncMu.RUnlock()
+	if err := l.failure(); err != nil {
+		return err
+	}
 	l.mu.Lock()
-	l.mu.visibleLSN = l.lastCommit
-	l.mu.visibleSeg = l.act.seg
-	l.mu.visibleOff = l.act.off
-	l.act.seg.index = append(l.act.seg.index, l.newIndex...)
-	l.newIndex = l.newIndex[:0]
-	l.wakeLocked()
+	sealed := p.seg.sealed // rotate synced it whole
 	l.mu.Unlock()
+	if !sealed {
+		// Not sealed, so p.seg is the active segment: rotate holds syncMu
+		// while it switches segments and handles.
+		f := <-l.handles
+		err := f.Sync()
+		l.handles <- f
+		if err != nil {
+			return l.fail(err)
+		}
+	}
+	if err := l.failure(); err != nil {
+		// Another sync failed meanwhile: nothing is published any more.
+		return err
+	}
+	l.publish(p)
+	return nil
+}
+
+// syncHandles is the number of SyncTo calls that can sync at once; more
+// wait for a handle.
+const syncHandles = 2
+
+// openHandles opens the sync handles of the active segment. Writer side,
+// with no SyncTo running.
+func (l *Log) openHandles() error {
+	for range syncHandles {
+		f, err := l.fs.OpenReadWrite(l.path(l.act.seg.name))
+		if err != nil {
+			l.closeHandles()
+			return err
+		}
+		l.handles <- f
+	}
+	return nil
+}
+
+// closeHandles closes the sync handles; no SyncTo may be running.
+func (l *Log) closeHandles() {
+	for {
+		select {
+		case f := <-l.handles:
+			f.Close()
+		default:
+			return
+		}
+	}
+}
+
+// publish makes p visible; points published out of order (concurrent
+// SyncTo calls) only ever move visibility forward.
+func (l *Log) publish(p SyncPoint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.err != nil {
+		return
+	}
+	l.mu.visibleLSN = max(l.mu.visibleLSN, p.lastCommit)
+	switch {
+	case p.seg == l.mu.visibleSeg:
+		l.mu.visibleOff = max(l.mu.visibleOff, p.off)
+	case p.seg.hdr.base > l.mu.visibleSeg.hdr.base:
+		l.mu.visibleSeg, l.mu.visibleOff = p.seg, p.off
+	}
+	p.seg.durableOff = max(p.seg.durableOff, p.off)
+	l.wakeLocked()
 }
 
 func (l *Log) wakeLocked() {
@@ -539,6 +703,7 @@ func (l *Log) Close() error {
 	if l.prep != nil {
 		l.prep.stop()
 	}
+	l.closeHandles()
 	err := l.act.f.Close()
 	if l.lock != nil {
 		if lerr := l.lock.Close(); err == nil {

@@ -127,27 +127,61 @@ func TestReaderFromEveryLSN(t *testing.T) {
 
 // durability is an FS that knows, independently of the log, the highest LSN
 // that is durable: it decodes the frames each write carries (doc.go) and
-// credits them when a Sync of the same file returns.
+// credits them when a Sync of the same file (through any of its open
+// handles: the log syncs through extra ones) returns.
 type durability struct {
 	vfs.FS
 	durable atomic.Uint64
+	mu      sync.Mutex
+	files   map[string]*atomic.Uint64 // path -> highest LSN written to the file
 }
 
 type trackedFile struct {
 	vfs.File
 	d       *durability
-	written atomic.Uint64 // highest LSN written to this file
+	written *atomic.Uint64 // highest LSN written to this file
 }
 
-func (d *durability) track(f vfs.File, err error) (vfs.File, error) {
+func (d *durability) track(name string, f vfs.File, err error) (vfs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &trackedFile{File: f, d: d}, nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.files == nil {
+		d.files = map[string]*atomic.Uint64{}
+	}
+	w := d.files[name]
+	if w == nil {
+		w = new(atomic.Uint64)
+		d.files[name] = w
+	}
+	return &trackedFile{File: f, d: d, written: w}, nil
 }
 
-func (d *durability) Create(n string) (vfs.File, error)        { return d.track(d.FS.Create(n)) }
-func (d *durability) OpenReadWrite(n string) (vfs.File, error) { return d.track(d.FS.OpenReadWrite(n)) }
+func (d *durability) Create(n string) (vfs.File, error) {
+	d.mu.Lock()
+	delete(d.files, n) // a new file
+	d.mu.Unlock()
+	f, err := d.FS.Create(n)
+	return d.track(n, f, err)
+}
+
+func (d *durability) OpenReadWrite(n string) (vfs.File, error) {
+	f, err := d.FS.OpenReadWrite(n)
+	return d.track(n, f, err)
+}
+
+func (d *durability) Rename(o, n string) error {
+	if err := d.FS.Rename(o, n); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.files[n] = d.files[o]
+	delete(d.files, o)
+	d.mu.Unlock()
+	return nil
+}
 
 func (f *trackedFile) WriteAt(b []byte, off int64) (int, error) {
 	if off >= segment.HeaderSize {

@@ -324,7 +324,7 @@ func (l *Log) recover() (*RecoveryReport, error) {
 		}
 	}
 	seg := segs[activeIdx]
-	seg.sealed, seg.dataEnd = false, -1
+	seg.sealed, seg.dataEnd, seg.durableOff = false, -1, truncAt // synced above (read-only: as found)
 	seg.index, seg.indexed = trimIndex(res.index, nextLSN), true
 	l.act = active{seg: seg, f: f, off: truncAt}
 	l.writeStart = truncAt

@@ -137,9 +137,13 @@ func TestAppendStreamRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tc.First != tb.Last+1 {
-		t.Fatalf("LSN %d after rejected streams, want %d (their records were never written)", tc.First, tb.Last+1)
+	// The second stream's first change was queued when the third failed:
+	// either it was dropped before the flusher took it (LSNs reused) or it
+	// was written and an abort record ended it (2 LSNs, skipped by readers).
+	if gap := tc.First - tb.Last - 1; gap != 0 && gap != 2 {
+		t.Fatalf("LSN %d after rejected streams, want %d or %d", tc.First, tb.Last+1, tb.Last+3)
 	}
+	checkTxns(t, readTxns(t, w.Log, 1), []change.Txn{a, s, b, b})
 }
 
 // TestAppendStreamBoundedMemory streams a transaction much larger than the
@@ -517,6 +521,7 @@ func TestAppendStreamCrash(t *testing.T) {
 			// Appenders waiting behind the stream.
 			var wg sync.WaitGroup
 			started := make(chan struct{})
+			var startOnce sync.Once
 			for g := range 3 {
 				wg.Add(1)
 				go func() {
@@ -535,7 +540,7 @@ func TestAppendStreamCrash(t *testing.T) {
 			}
 			_, serr := w.AppendStream(ctx, change.TxHeader{XID: 500}, streamOf(n, size, func(i int) error {
 				if i == 10 {
-					close(started)
+					startOnce.Do(func() { close(started) })
 				}
 				if i == crashAt {
 					crash()
@@ -545,6 +550,7 @@ func TestAppendStreamCrash(t *testing.T) {
 			// The stream may still be acknowledged after a crash in next:
 			// a segment file created after the simulated crash is valid, so
 			// the writer can go on durably. Acknowledged means present.
+			startOnce.Do(func() { close(started) }) // the stream may have failed before change 10
 			wg.Wait()
 			crash() // if the sync hook never fired
 			w.Close()
