@@ -685,3 +685,35 @@ func cutPrefix(s, prefix string) (string, bool) {
 	}
 	return "", false
 }
+
+// OrderedRecords returns the records the Sink sends for t in ordered mode
+// (topic OrderedTopic(prefix), partition 0, tombstones after deletes if
+// asked): the same keys, values and headers. The bench gives them to a bare
+// producer as the reference.
+func (e *Encoder) OrderedRecords(t *wal.Txn, prefix string, tombstones bool) []*kgo.Record {
+	topic := OrderedTopic(prefix)
+	commit := []byte(strconv.FormatUint(t.CommitLSN, 10))
+	first := []byte(strconv.FormatUint(t.FirstLSN, 10))
+	ordinals := map[change.Table]int{}
+	var out []*kgo.Record
+	for i := range t.Changes {
+		c := &t.Changes[i]
+		ordinals[c.Table]++
+		key, hasKey := e.AppendKey(nil, c)
+		if !hasKey {
+			key = nil
+		}
+		headers := []kgo.RecordHeader{
+			{Key: HeaderLSN, Value: []byte(strconv.FormatUint(t.FirstLSN+uint64(i), 10))},
+			{Key: HeaderCommitLSN, Value: commit},
+			{Key: HeaderTxnFirstLSN, Value: first},
+			{Key: HeaderLineage, Value: []byte(e.Lineage)},
+		}
+		value := e.AppendValue(nil, position{txn: t, index: i, tableOrdinal: ordinals[c.Table]})
+		out = append(out, &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime})
+		if tombstones && c.Op == change.Delete && hasKey {
+			out = append(out, &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime})
+		}
+	}
+	return out
+}
