@@ -42,6 +42,8 @@ type Config struct {
 
 	// Path is the file the config was read from ("" if from bytes).
 	Path string `yaml:"-"`
+	// lines maps key paths to their lines, for errors found later.
+	lines map[string]int
 }
 
 // WAL is the local log.

@@ -60,7 +60,6 @@ func TestErrors(t *testing.T) {
 		{"bad sync", "wal: {dir: /w, sync: always}\n", `wal.sync (line 1): "always" is not one of local, off`},
 		{"bad size", "wal:\n  dir: /w\n  segment_size: lots\n", `wal.segment_size (line 3)`},
 		{"bad duration", "wal: {dir: /w}\narchive:\n  url: file:///a\n  timeout: soon\n", `archive.timeout (line 4)`},
-		{"missing dir", "wal: {sync: off}\n", `wal.dir (line 1): required`},
 		{"unset env", "wal: {dir: /w}\nsource:\n  postgres: {dsn: \"${NOPE}\"}\n", `source.postgres.dsn (line 3): environment variable NOPE is not set`},
 		{"malformed env", "wal: {dir: \"${A\"}\n", `wal.dir (line 1): malformed environment reference`},
 		{"list wanted", "wal: {dir: /w}\nkafka: {brokers: b:1}\n", `kafka.brokers (line 2): want a list`},
@@ -94,6 +93,34 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("error %T is not a *config.Error", err)
 			}
 		})
+	}
+}
+
+func TestForRunAndConsume(t *testing.T) {
+	for _, tc := range []struct {
+		yaml    string
+		consume bool
+		want    string
+	}{
+		{"wal: {sync: off}\nsource: {http: {}}\n", false, "wal.dir: required by walship run"},
+		{"wal: {dir: /w}\n", false, "source: walship run needs a source"},
+		{"replica: {url: \"sqlite:///r.db\"}\n", true, "kafka: walship consume reads Kafka"},
+		{"kafka: {brokers: [\"h:1\"]}\n", true, "replica: walship consume needs replica.url"},
+		{"wal: {dir: /w}\nsource: {http: {}}\n", false, ""},
+		{"kafka: {brokers: [\"h:1\"]}\nreplica: {url: \"sqlite:///r.db\"}\n", true, ""},
+	} {
+		c, err := Parse([]byte(tc.yaml), env(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.consume {
+			err = c.ForConsume()
+		} else {
+			err = c.ForRun()
+		}
+		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v, want %q", tc.yaml, err, tc.want)
+		}
 	}
 }
 

@@ -90,7 +90,36 @@ func IsLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// ForRun checks what `walship run` needs beyond a valid file: the WAL
+// directory and at least one source.
+func (c *Config) ForRun() error {
+	switch {
+	case c.WAL.Dir == "":
+		return c.missing("wal.dir", "required by walship run: the directory of the local log")
+	case c.Source.Postgres == nil && c.Source.HTTP == nil:
+		return c.missing("source", "walship run needs a source: add source.postgres and/or source.http")
+	}
+	return nil
+}
+
+// ForConsume checks what `walship consume` needs: kafka brokers and a
+// replica.
+func (c *Config) ForConsume() error {
+	switch {
+	case c.Kafka == nil:
+		return c.missing("kafka", "walship consume reads Kafka: add kafka.brokers (and kafka.topic_prefix if not walship)")
+	case c.Replica == nil:
+		return c.missing("replica", "walship consume needs replica.url (sqlite:///abs/path.db or postgres://...)")
+	}
+	return nil
+}
+
+func (c *Config) missing(key, msg string) error {
+	return &Error{File: c.Path, Key: key, Line: c.lines[key], Msg: msg}
+}
+
 func (c *Config) validate(lines map[string]int) error {
+	c.lines = lines
 	v := &validator{lines: lines}
 	c.validateWAL(v)
 	c.validateSources(v)
@@ -119,9 +148,7 @@ func (c *Config) validate(lines map[string]int) error {
 
 func (c *Config) validateWAL(v *validator) {
 	w := &c.WAL
-	if w.Dir == "" {
-		v.fail("wal.dir", "required: the directory of the local log")
-	} else if !filepath.IsAbs(w.Dir) && c.Path != "" {
+	if w.Dir != "" && !filepath.IsAbs(w.Dir) && c.Path != "" {
 		w.Dir = filepath.Join(filepath.Dir(c.Path), w.Dir)
 	}
 	v.oneOf("wal.sync", &w.Sync, "local", "local", "off")

@@ -5,18 +5,26 @@ import (
 	"fmt"
 	"log/slog"
 
-	"encoding/json"
-	"errors"
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/kafkasink"
-	"net/http"
+	"github.com/walship/walship/pgsource"
+	"github.com/walship/walship/vfs"
 )
 
 func (d *Daemon) buildPostgres(ctx context.Context) error {
-	return errors.New("source.postgres: not available in this build")
+	p := d.cfg.Source.Postgres
+	src, err := pgsource.New(pgsource.Config{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables,
+		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
+		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log}, d.wal, d.srcCkpts)
+	if err != nil {
+		return fmt.Errorf("source.postgres: %w", err)
+	}
+	d.pg = src
+	d.sources = append(d.sources, component{"source.postgres", src.Run})
+	return nil
 }
 
 // Lineage is the lineage id the daemon archives and ships under.
@@ -32,7 +40,7 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
-		d.archiver = arc
+		d.archiver, d.archiveHandle = arc, ar
 		d.sinks = append(d.sinks, component{"archive", arc.Run})
 	}
 	if k := d.cfg.Kafka; k != nil {
@@ -82,31 +90,6 @@ func KafkaSinkConfig(k *config.Kafka, log *slog.Logger) kafkasink.Config {
 		TLS: kafkasink.TLSConfig{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
 			InsecureSkipVerify: k.TLS.InsecureSkipVerify},
 		SASL: kafkasink.SASLConfig{Mechanism: k.SASL.Mechanism, Username: k.SASL.Username, Password: k.SASL.Password}}
-}
-
-// buildHTTP binds the operator listener: /healthz, /readyz, /v1/positions.
-func (d *Daemon) buildHTTP() error {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-d.ready:
-		default:
-			http.Error(w, "starting", http.StatusServiceUnavailable)
-			return
-		}
-		if d.retention.overLimit.Load() {
-			http.Error(w, "wal.max_bytes exceeded: a sink is behind", http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ready\n"))
-	})
-	mux.HandleFunc("/v1/positions", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(d.Positions())
-	})
-	_, err := d.listen("http", d.cfg.HTTP.Listener, mux)
-	return err
 }
 
 // Positions is a summary of where every part of the pipeline is.

@@ -23,9 +23,13 @@ import (
 	"fmt"
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/kafkasink"
+	"github.com/walship/walship/obs"
+	"github.com/walship/walship/pgsource"
+	"github.com/walship/walship/status"
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/walship/walship/checkpoint"
@@ -63,6 +67,15 @@ type Daemon struct {
 	retention *retention
 	archiver  *archive.Archiver
 	kafka     *kafkasink.Sink
+	metrics   *obs.Metrics
+
+	httpSource *httpsource.Source
+	pg         *pgsource.Source
+	// archiveOldest is the oldest restorable commit time, refreshed from
+	// the archive's catalog now and then.
+	archiveOldest  atomicTime
+	archiveHandle  *archive.Archive
+	archiveSummary atomic.Pointer[status.Archive]
 
 	// Ready is closed once every component has started.
 	ready chan struct{}
@@ -103,8 +116,8 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 			d.closeAll()
 		}
 	}()
-	if cfg.Source.Postgres == nil && cfg.Source.HTTP == nil {
-		return nil, &config.Error{File: cfg.Path, Key: "source", Msg: "no source configured: add source.postgres and/or source.http"}
+	if err := cfg.ForRun(); err != nil {
+		return nil, err
 	}
 	sm, err := groupcommit.ParseSyncMode(cfg.WAL.Sync)
 	if err != nil {
@@ -114,8 +127,11 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 	if err != nil {
 		return nil, err
 	}
+	if d.metrics, err = obs.New(obs.Options{Lag: lagOptions(cfg.Lag), Logger: logger}); err != nil {
+		return nil, err
+	}
 	w, rep, err := wal.Open(wal.Options{Dir: cfg.WAL.Dir, Sync: sm, SegmentSize: int64(cfg.WAL.SegmentSize),
-		Compression: codec, MinInterval: cfg.WAL.MinInterval, Logger: logger})
+		Compression: codec, MinInterval: cfg.WAL.MinInterval, Logger: logger, Observe: d.metrics.ObserveWAL})
 	if err != nil {
 		return nil, fmt.Errorf("wal.dir %s: %w", cfg.WAL.Dir, err)
 	}
@@ -146,6 +162,7 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 func (d *Daemon) buildSources(ctx context.Context) error {
 	if h := d.cfg.Source.HTTP; h != nil {
 		src := httpsource.New(d.wal, httpsource.Options{MaxBody: int64(h.MaxBody), Logger: d.log})
+		d.httpSource = src
 		s, err := d.listen("source.http", h.Listener, src.Handler())
 		if err != nil {
 			return err
@@ -201,6 +218,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		start(&srcWG, srcCtx, c)
 	}
 	start(&sinkWG, sinkCtx, component{"retention", d.retention.run})
+	start(&sinkWG, sinkCtx, component{"metrics", d.observe})
+	if d.archiveHandle != nil {
+		start(&sinkWG, sinkCtx, component{"archive catalog", d.watchCatalog})
+	}
 	close(d.ready)
 	d.log.Info("walship running", "wal", d.cfg.WAL.Dir, "sources", len(d.sources)+boolInt(d.cfg.Source.HTTP != nil), "sinks", len(d.sinks))
 

@@ -6,9 +6,11 @@ import (
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/replica"
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -153,7 +155,7 @@ func TestStartErrorsNameTheKey(t *testing.T) {
 
 	cfg = testConfig(t, "")
 	cfg.Source.HTTP = nil
-	if _, err := New(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "no source configured") {
+	if _, err := New(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "needs a source") {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -250,6 +252,29 @@ func TestSinks(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The metrics moved, and the status page renders the pipeline.
+	time.Sleep(2 * pollInterval)
+	m := scrape(t, "http://"+r.d.Addr("http")+"/metrics")
+	for name, want := range map[string]float64{
+		"walship_wal_records_total":                  float64(last),
+		"walship_wal_visible_lsn":                    float64(last),
+		`walship_sink_position_lsn{sink="kafka"}`:    float64(last),
+		"walship_archive_position_lsn":               float64(last),
+		`walship_source_position_lsn{source="http"}`: float64(last),
+	} {
+		if m[name] != want {
+			t.Errorf("metric %s = %v, want %v", name, m[name], want)
+		}
+	}
+	if m["walship_wal_fsync_seconds_count"] < 1 {
+		t.Errorf("no fsync observed: %v", m["walship_wal_fsync_seconds_count"])
+	}
+	page := get(t, "http://"+r.d.Addr("http")+"/status.json")
+	for _, want := range []string{`"kind":"http"`, `"name":"kafka"`, `"name":"archive"`, fmt.Sprintf(`"visible_lsn":%d`, last)} {
+		if !strings.Contains(page, want) {
+			t.Errorf("/status.json lacks %s:\n%s", want, page)
+		}
+	}
 	r.stop(t)
 
 	a, err := archive.Open(context.Background(), "file://"+arch, archive.Options{})
@@ -270,5 +295,84 @@ func TestSinks(t *testing.T) {
 	}
 	if len(recs) != int(last) {
 		t.Fatalf("kafka has %d records, want %d", len(recs), last)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// scrape returns the samples of a Prometheus text exposition by
+// "name{labels}".
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, line := range strings.Split(get(t, url), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		var v float64
+		fmt.Sscan(line[i+1:], &v)
+		out[line[:i]] = v
+	}
+	return out
+}
+
+// TestConsume: walship run ships to Kafka, walship consume applies to a
+// SQLite replica; /v1/wait answers once the LSN is applied, and the replica
+// holds exactly the appended rows.
+func TestConsume(t *testing.T) {
+	kc, err := kafkatest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	cfg := testConfig(t, fmt.Sprintf("kafka: {brokers: [%q], topic_prefix: c}\n", kc.Addr))
+	r := start(t, cfg)
+	defer r.stop(t)
+	appendN(t, r.d.Addr("source.http"), 0, 200)
+	last := r.d.wal.Durable()
+
+	db := filepath.Join(t.TempDir(), "replica.db")
+	ccfg, err := config.Parse([]byte(fmt.Sprintf("kafka: {brokers: [%q], topic_prefix: c}\nreplica: {url: \"sqlite://%s\"}\nhttp: {listen: \"127.0.0.1:0\"}\n", kc.Addr, db)), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cd, err := NewConsume(ctx, ccfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cd.Run(ctx) }()
+	get(t, fmt.Sprintf("http://%s/v1/wait?lsn=%d&timeout=20s", cd.Addr(), last))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("consume: %v", err)
+	}
+	tables, err := replica.Dump(context.Background(), "sqlite://"+db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tables["t"]); n != 200 {
+		t.Fatalf("replica table t has %d rows, want 200 (tables: %v)", n, len(tables))
+	}
+	st, err := replica.ReadState(context.Background(), "sqlite://"+db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LSN != last || st.Txns != 200 {
+		t.Fatalf("replica state %+v, want lsn %d and 200 transactions applied once each", st, last)
 	}
 }

@@ -24,6 +24,9 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
+	if err := cfg.ForRun(); err != nil {
+		return &exitError{code: 2, err: err}
+	}
 	logger, err := logx.New(logx.Options{Format: cfg.Log.Format, Level: cfg.Log.Level, Writer: stderr})
 	if err != nil {
 		return err

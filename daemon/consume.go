@@ -1,0 +1,127 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/walship/walship/config"
+	"github.com/walship/walship/consumer"
+	"github.com/walship/walship/internal/secret"
+	"github.com/walship/walship/obs"
+	"github.com/walship/walship/status"
+)
+
+// Consume is a configured `walship consume`: Kafka's ordered topic applied
+// to a replica, with the operator listener (/metrics, /healthz, /readyz,
+// /status and /v1/wait?lsn=N for read-your-writes).
+type Consume struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	c       *consumer.Consumer
+	metrics *obs.Metrics
+	srv     *server
+	ready   chan struct{}
+}
+
+// NewConsume connects to the replica and prepares the consumer.
+func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*Consume, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.ForConsume(); err != nil {
+		return nil, err
+	}
+	k := cfg.Kafka
+	group := k.Group
+	if group == "" {
+		group = "walship-consume"
+	}
+	kc := KafkaSinkConfig(k, logger)
+	c, err := consumer.New(ctx, consumer.Config{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Group: group,
+		ReplicaURL: cfg.Replica.URL, Lineage: Lineage, MaxBatchTxns: cfg.Replica.MaxBatchTxns, TLS: kc.TLS, SASL: kc.SASL, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("replica %s: %w", secret.URL(cfg.Replica.URL), err)
+	}
+	m, err := obs.New(obs.Options{Lag: lagOptions(cfg.Lag), Logger: logger})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	cd := &Consume{cfg: cfg, log: logger, c: c, metrics: m, ready: make(chan struct{})}
+	m.AddReadiness("started", func(context.Context) error {
+		select {
+		case <-cd.ready:
+			return nil
+		default:
+			return errors.New("starting")
+		}
+	})
+	mux := m.Mux()
+	mux.Handle("/v1/wait", c.WaitHandler())
+	host, _ := os.Hostname()
+	started := time.Now()
+	status.Register(mux, func(ctx context.Context) (status.Snapshot, error) {
+		s := c.Stats()
+		snap := status.Snapshot{Title: "walship consume", Role: "replica", Host: host, Started: started,
+			Source: &status.Source{Kind: "kafka", Name: k.TopicPrefix, LSN: s.AppliedLSN, State: "ok"},
+			Sinks: []status.Sink{{Name: "replica", Kind: "replica", Target: secret.URL(cfg.Replica.URL), LSN: s.AppliedLSN,
+				LagRecords: uint64(max(s.LagRecords, 0)), Lag: status.Duration(time.Duration(s.LagSeconds * float64(time.Second))), State: "ok"}}}
+		snap.AddMetrics(m)
+		return snap, nil
+	})
+	d := &Daemon{log: logger}
+	srv, err := d.listen("http", cfg.HTTP.Listener, mux)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	cd.srv = srv
+	return cd, nil
+}
+
+// Addr is the operator listener's address.
+func (cd *Consume) Addr() string { return cd.srv.srv.Addr().String() }
+
+// Consumer returns the consumer (for the demo and tests).
+func (cd *Consume) Consumer() *consumer.Consumer { return cd.c }
+
+// Run applies until ctx ends or the consumer fails; the replica's position
+// is always that of its last committed transaction, so a restart resumes
+// exactly.
+func (cd *Consume) Run(ctx context.Context) error {
+	mctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go cd.metrics.Run(mctx)
+	go func() {
+		t := time.NewTicker(pollInterval)
+		defer t.Stop()
+		for {
+			s := cd.c.Stats()
+			cd.metrics.ConsumerPosition("replica", obs.Position{LSN: s.AppliedLSN, LagRecords: uint64(max(s.LagRecords, 0)),
+				Lag: time.Duration(s.LagSeconds * float64(time.Second))})
+			select {
+			case <-mctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	close(cd.ready)
+	cd.log.Info("walship consume running", "replica", secret.URL(cd.cfg.Replica.URL), "brokers", cd.cfg.Kafka.Brokers, "http", cd.Addr())
+	err := cd.c.Run(ctx)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = nil
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cd.srv.srv.Shutdown(shutdownCtx)
+	if cerr := cd.c.Close(); err == nil {
+		err = cerr
+	}
+	cd.log.Info("stopped", "applied_lsn", cd.c.Stats().AppliedLSN)
+	return err
+}

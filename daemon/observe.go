@@ -1,0 +1,95 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/walship/walship/config"
+	"github.com/walship/walship/obs"
+)
+
+// pollInterval is how often component positions are read into the
+// metrics.
+const pollInterval = time.Second
+
+func lagOptions(c config.Lag) obs.LagOptions {
+	th := func(p config.Percentiles) obs.Thresholds {
+		return obs.Thresholds{P50: p.P50, P95: p.P95, P99: p.P99, P999: p.P999}
+	}
+	return obs.LagOptions{Window: c.Window, Warn: th(c.Warn), Critical: th(c.Critical)}
+}
+
+// buildHTTP binds the operator listener: /metrics, /healthz, /readyz,
+// /status, /status.json and /v1/positions.
+func (d *Daemon) buildHTTP() error {
+	if err := d.metrics.WatchWAL(d.wal.Log); err != nil {
+		return err
+	}
+	d.metrics.AddReadiness("started", func(context.Context) error {
+		select {
+		case <-d.ready:
+			return nil
+		default:
+			return errors.New("starting")
+		}
+	})
+	d.metrics.AddReadiness("wal", func(context.Context) error {
+		if d.retention.overLimit.Load() {
+			return errors.New("wal.max_bytes exceeded: a sink is behind (see the log)")
+		}
+		return nil
+	})
+	mux := d.metrics.Mux()
+	mux.HandleFunc("/v1/positions", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(d.Positions())
+	})
+	d.registerStatus(mux)
+	_, err := d.listen("http", d.cfg.HTTP.Listener, mux)
+	return err
+}
+
+// observe reads every component's position into the metrics each
+// pollInterval, and runs the metrics' own ticker.
+func (d *Daemon) observe(ctx context.Context) error {
+	go d.metrics.Run(ctx)
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		d.pollOnce()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Daemon) pollOnce() {
+	durable := d.wal.Durable()
+	behind := func(lsn uint64) uint64 {
+		if durable > lsn {
+			return durable - lsn
+		}
+		return 0
+	}
+	if d.httpSource != nil {
+		d.metrics.SourcePosition("http", obs.Position{LSN: durable})
+	}
+	if d.pg != nil {
+		d.pollPostgres()
+	}
+	if k := d.kafka; k != nil {
+		s := k.Stats()
+		d.metrics.SinkPosition("kafka", obs.Position{LSN: s.AckedLSN, LagRecords: s.LagRecords,
+			Lag: time.Duration(s.LagSeconds * float64(time.Second))})
+	}
+	if a := d.archiver; a != nil {
+		s := a.Stats()
+		d.metrics.ArchiveState(obs.Archive{Position: obs.Position{LSN: s.ArchivedLSN, LagRecords: behind(s.ArchivedLSN), Lag: s.Lag},
+			Oldest: d.archiveOldest.Load(), Newest: s.ArchivedCommitTime})
+	}
+}
