@@ -110,6 +110,8 @@ func newMemSource(txns []wal.Txn, per int, snapAt ...int) *memSource {
 }
 
 func (m *memSource) Catalog(ctx context.Context) (*Catalog, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	c := m.cat
 	c.Segments = slices.Clone(c.Segments)
 	c.Snapshots = slices.Clone(c.Snapshots)
@@ -148,6 +150,8 @@ func (m *memSource) FetchSegment(ctx context.Context, s Segment) ([]byte, error)
 }
 
 func (m *memSource) DecodeSegment(s Segment, obj []byte) ([]wal.Txn, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	txns, ok := m.txns[string(obj)]
 	if !ok {
 		return nil, fmt.Errorf("%s: %w: undecodable", s.Key, ErrCorrupt)
