@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/config"
@@ -11,6 +12,7 @@ import (
 	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/pgsource"
+	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/vfs"
 )
 
@@ -42,6 +44,15 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		}
 		d.archiver, d.archiveHandle = arc, ar
 		d.sinks = append(d.sinks, component{"archive", arc.Run})
+		if a.SnapshotInterval > 0 {
+			sn, err := pitr.NewSnapshotter(ar, d.wal, d.sinkCkpts, pitr.SnapshotterOptions{Lineage: Lineage,
+				Dir: vfs.Join(d.cfg.WAL.Dir, "snapshotter"), Interval: a.SnapshotInterval, Logger: d.log})
+			if err != nil {
+				return fmt.Errorf("archive.snapshot_interval: %w", err)
+			}
+			d.snapshotter = sn
+			d.sinks = append(d.sinks, component{"snapshotter", sn.Run}, component{"archive retention", d.pruneArchive})
+		}
 	}
 	if k := d.cfg.Kafka; k != nil {
 		ks, err := kafkasink.New(KafkaSinkConfig(k, d.log), d.wal, d.sinkCkpts, Lineage)
@@ -107,4 +118,29 @@ func (d *Daemon) Positions() Positions {
 		p.Sinks[c.Name] = c.Pos
 	}
 	return p
+}
+
+// pruneInterval is how often old base snapshots, and the archived segments
+// only they needed, are removed.
+const pruneInterval = time.Hour
+
+// pruneArchive keeps archive.snapshot_keep snapshots; segments older than
+// the oldest kept snapshot go with the older ones (pitr.Prune).
+func (d *Daemon) pruneArchive(ctx context.Context) error {
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		rep, err := pitr.Prune(ctx, d.archiveHandle, pitr.RetentionPolicy{KeepSnapshots: d.cfg.Archive.SnapshotKeep, Lineage: Lineage,
+			TempDir: vfs.Join(d.cfg.WAL.Dir, "snapshotter")})
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("pruning the archive", "err", err)
+			continue
+		}
+		d.log.Info("archive pruned", "report", rep)
+	}
 }

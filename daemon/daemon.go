@@ -25,6 +25,7 @@ import (
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/obs"
 	"github.com/walship/walship/pgsource"
+	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/status"
 	"log/slog"
 	"net/http"
@@ -68,6 +69,8 @@ type Daemon struct {
 	archiver  *archive.Archiver
 	kafka     *kafkasink.Sink
 	metrics   *obs.Metrics
+	// snapshotter keeps a local replica and stores base snapshots.
+	snapshotter *pitr.Snapshotter
 
 	httpSource *httpsource.Source
 	pg         *pgsource.Source
@@ -258,6 +261,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Error("during shutdown", "err", err)
 		}
 	}
+	if d.snapshotter != nil {
+		if err := d.snapshotter.Close(); err != nil && first == nil {
+			first = fmt.Errorf("closing the snapshotter: %w", err)
+		}
+	}
 	if err := d.wal.Close(); err != nil && first == nil {
 		first = fmt.Errorf("closing the wal: %w", err)
 	}
@@ -269,6 +277,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) closeAll() {
 	for _, s := range d.servers {
 		s.srv.Close()
+	}
+	if d.snapshotter != nil {
+		d.snapshotter.Close()
 	}
 	if d.wal != nil {
 		d.wal.Close()

@@ -237,7 +237,7 @@ func TestSinks(t *testing.T) {
 	}
 	defer kc.Close()
 	arch := t.TempDir()
-	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 200ms}\nkafka: {brokers: [%q], topic_prefix: t}\n", arch, kc.Addr))
+	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 200ms, snapshot_interval: 300ms}\nkafka: {brokers: [%q], topic_prefix: t}\n", arch, kc.Addr))
 	r := start(t, cfg)
 	appendN(t, r.d.Addr("source.http"), 0, 300)
 	last := r.d.wal.Durable()
@@ -288,6 +288,9 @@ func TestSinks(t *testing.T) {
 	lin := cat.Lineage(Lineage)
 	if lin == nil || !cat.Intact() || lin.FirstLSN() != 1 || lin.LastLSN() != last {
 		t.Fatalf("archive catalog: intact=%v lineage=%+v", cat.Intact(), lin)
+	}
+	if len(lin.Snapshots) == 0 || lin.Snapshots[len(lin.Snapshots)-1].LSN > last {
+		t.Fatalf("no base snapshot stored (snapshot_interval 300ms): %+v", lin.Snapshots)
 	}
 	recs, err := kafkatest.ReadTopic(context.Background(), []string{kc.Addr}, kafkasink.OrderedTopic("t"), int(last))
 	if err != nil {
