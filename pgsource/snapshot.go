@@ -280,7 +280,7 @@ func (p *copyParser) row(line []byte) error {
 		for _, k := range rel.key {
 			p.lastKey = append(p.lastKey, p.fields[k])
 		}
-		p.s.toast.put(func() string { return rel.prefix + keyText(rel, p.fields) }, row)
+		p.s.toast.put(func() string { return rel.prefix + keyTextOf(rel, p.fields) }, row)
 	}
 	p.n++
 	p.s.st.snapRows.Add(1)
@@ -404,4 +404,14 @@ func (s *Source) snapshotRelation(ctx context.Context, q *pgx.Conn, t change.Tab
 		rel.key = nil
 	}
 	return rel, "SELECT " + strings.Join(sel, ", ") + " FROM " + quoteTable(t), nil
+}
+
+// keyTextOf is keyText for COPY fields.
+func keyTextOf(rel *relation, fields []string) string {
+	var b strings.Builder
+	for _, k := range rel.key {
+		b.WriteString(fields[k])
+		b.WriteByte(0)
+	}
+	return b.String()
 }

@@ -40,6 +40,10 @@ type pending struct {
 	commit uint64        // source commit LSN
 }
 
+// pollDurable is how often the receive loop, while transactions wait for
+// durability, wakes up to move the confirmed position if no message comes.
+const pollDurable = 5 * time.Millisecond
+
 // streamer is the state of one replication session.
 type streamer struct {
 	s       *Source
@@ -178,7 +182,17 @@ func (st *streamer) loop(ctx context.Context) error {
 				}
 			}
 			recv.cancel()
-			recv.ctx, recv.cancel = context.WithDeadline(ctx, nextStatus)
+			recv.ctx = nil
+		}
+		if recv.ctx == nil || recv.ctx.Err() != nil {
+			// One context serves many receives: a new one per message
+			// would cost a timer each.
+			deadline := nextStatus
+			if len(st.pending) > 0 && now.Add(pollDurable).Before(deadline) {
+				deadline = now.Add(pollDurable)
+			}
+			recv.cancel()
+			recv.ctx, recv.cancel = context.WithDeadline(ctx, deadline)
 		}
 		msg, err := st.repl.ReceiveMessage(recv.ctx)
 		if err != nil {
@@ -186,7 +200,6 @@ func (st *streamer) loop(ctx context.Context) error {
 				return nil
 			}
 			if pgconn.Timeout(err) {
-				nextStatus = time.Now()
 				continue
 			}
 			return s.slotErr(err)
@@ -228,6 +241,14 @@ func (st *streamer) loop(ctx context.Context) error {
 // handle processes one pgoutput message.
 func (st *streamer) handle(ctx context.Context, data []byte) error {
 	s := st.s
+	if len(data) > 0 && (data[0] == 'I' || data[0] == 'U' || data[0] == 'D') {
+		// Row changes, the bulk of the stream, are decoded here: one copy
+		// of the message, of which every value is a substring.
+		if err := st.rowChange(ctx, string(data)); err != nil {
+			return fmt.Errorf("pgoutput %c message: %w", data[0], err)
+		}
+		return nil
+	}
 	m, err := pglogrepl.Parse(data)
 	if err != nil {
 		return fmt.Errorf("decode pgoutput message: %w", err)
@@ -256,32 +277,6 @@ func (st *streamer) handle(ctx context.Context, data []byte) error {
 		return st.relation(ctx, m)
 	case *pglogrepl.TypeMessage:
 		// Types are resolved through pg_type when a relation uses them.
-	case *pglogrepl.InsertMessage:
-		rel, err := st.rel(m.RelationID)
-		if err != nil {
-			return err
-		}
-		row, raw, _ := rowOf(rel, m.Tuple)
-		c := change.Change{Table: rel.table, Op: change.Insert, After: row, Types: rel.types, Key: keyOf(rel, row)}
-		s.toast.put(func() string { return rel.prefix + keyText(rel, raw) }, row)
-		return st.add(c)
-	case *pglogrepl.UpdateMessage:
-		return st.update(ctx, m)
-	case *pglogrepl.DeleteMessage:
-		rel, err := st.rel(m.RelationID)
-		if err != nil {
-			return err
-		}
-		if m.OldTuple == nil {
-			return fmt.Errorf("delete on %s without old key or row", rel.table)
-		}
-		old, raw, _ := rowOf(rel, m.OldTuple)
-		c := change.Change{Table: rel.table, Op: change.Delete, Types: rel.types, Key: keyOf(rel, old)}
-		if m.OldTupleType == 'O' {
-			c.Before = old
-		}
-		s.toast.remove(rel.prefix + keyText(rel, raw))
-		return st.add(c)
 	case *pglogrepl.TruncateMessage:
 		for _, id := range m.RelationIDs {
 			rel, err := st.rel(id)
@@ -442,27 +437,124 @@ func tableMeta(ctx context.Context, q *pgx.Conn, oid uint32) ([]string, map[stri
 	return pk, types, rows.Err()
 }
 
-// rowOf converts tuple data. raw holds each column's text ("" for null and
-// unchanged TOAST), toast the indices of unchanged TOAST columns.
-func rowOf(rel *relation, td *pglogrepl.TupleData) (row change.Row, raw []string, toast []int) {
-	n := min(len(td.Columns), len(rel.cols))
-	row = make(change.Row, 0, n)
-	raw = make([]string, n)
+// tcol is one column of pgoutput TupleData: its kind ('n' null, 'u'
+// unchanged TOAST, 't' text, 'b' binary) and data.
+type tcol struct {
+	kind byte
+	val  string
+}
+
+// parseTuple decodes TupleData at s[off:], checking every length.
+func parseTuple(s string, off int) ([]tcol, int, error) {
+	if off+2 > len(s) {
+		return nil, 0, errors.New("truncated tuple")
+	}
+	n := int(s[off])<<8 | int(s[off+1])
+	off += 2
+	t := make([]tcol, n)
+	for i := range t {
+		if off >= len(s) {
+			return nil, 0, errors.New("truncated tuple")
+		}
+		t[i].kind = s[off]
+		off++
+		switch t[i].kind {
+		case 't', 'b':
+			if off+4 > len(s) {
+				return nil, 0, errors.New("truncated tuple")
+			}
+			l := int(uint32(s[off])<<24 | uint32(s[off+1])<<16 | uint32(s[off+2])<<8 | uint32(s[off+3]))
+			off += 4
+			if l > len(s)-off {
+				return nil, 0, errors.New("tuple value longer than the message")
+			}
+			t[i].val = s[off : off+l]
+			off += l
+		case 'n', 'u':
+		default:
+			return nil, 0, fmt.Errorf("unknown tuple data kind %q", t[i].kind)
+		}
+	}
+	return t, off, nil
+}
+
+func u32(s string, off int) (uint32, bool) {
+	if off+4 > len(s) {
+		return 0, false
+	}
+	return uint32(s[off])<<24 | uint32(s[off+1])<<16 | uint32(s[off+2])<<8 | uint32(s[off+3]), true
+}
+
+// rowChange decodes an Insert, Update or Delete message:
+//
+//	I relid:u32 'N' tuple
+//	U relid:u32 [('K'|'O') tuple] 'N' tuple
+//	D relid:u32 ('K'|'O') tuple
+func (st *streamer) rowChange(ctx context.Context, s string) error {
+	relid, ok := u32(s, 1)
+	if !ok {
+		return errors.New("truncated message")
+	}
+	rel, err := st.rel(relid)
+	if err != nil {
+		return err
+	}
+	off := 5
+	var oldKind byte
+	var old, nw []tcol
+	if off < len(s) && (s[off] == 'K' || s[off] == 'O') {
+		oldKind = s[off]
+		if old, off, err = parseTuple(s, off+1); err != nil {
+			return err
+		}
+	}
+	if s[0] != 'D' {
+		if off >= len(s) || s[off] != 'N' {
+			return errors.New("no new tuple")
+		}
+		if nw, off, err = parseTuple(s, off+1); err != nil {
+			return err
+		}
+	}
+	if off != len(s) {
+		return fmt.Errorf("%d bytes after the tuple", len(s)-off)
+	}
+	switch s[0] {
+	case 'I':
+		row, _ := rowOf(rel, nw)
+		st.s.toast.put(func() string { return rel.prefix + keyText(rel, nw) }, row)
+		return st.add(change.Change{Table: rel.table, Op: change.Insert, After: row, Types: rel.types, Key: keyOf(rel, row)})
+	case 'D':
+		if old == nil {
+			return fmt.Errorf("delete on %s without old key or row", rel.table)
+		}
+		row, _ := rowOf(rel, old)
+		c := change.Change{Table: rel.table, Op: change.Delete, Types: rel.types, Key: keyOf(rel, row)}
+		if oldKind == 'O' {
+			c.Before = row
+		}
+		st.s.toast.remove(rel.prefix + keyText(rel, old))
+		return st.add(c)
+	}
+	return st.update(ctx, rel, oldKind, old, nw)
+}
+
+// rowOf converts tuple data; toast lists the unchanged TOAST columns.
+func rowOf(rel *relation, t []tcol) (row change.Row, toast []int) {
+	n := min(len(t), len(rel.cols))
+	row = make(change.Row, n)
 	for i := 0; i < n; i++ {
-		c := td.Columns[i]
-		col := change.Column{Name: rel.cols[i].name}
-		switch c.DataType {
-		case pglogrepl.TupleDataTypeText:
-			raw[i] = string(c.Data)
-			col.Value = decodeText(rel.cols[i].ti, raw[i])
-		case pglogrepl.TupleDataTypeBinary:
-			col.Value = change.UnknownValue(rel.cols[i].ti.name, string(c.Data))
-		case pglogrepl.TupleDataTypeToast:
+		row[i].Name = rel.cols[i].name
+		switch t[i].kind {
+		case 't':
+			row[i].Value = decodeText(rel.cols[i].ti, t[i].val)
+		case 'b':
+			row[i].Value = change.UnknownValue(rel.cols[i].ti.name, t[i].val)
+		case 'u':
 			toast = append(toast, i)
 		}
-		row = append(row, col)
 	}
-	return row, raw, toast
+	return row, toast
 }
 
 func keyOf(rel *relation, row change.Row) change.Row {
@@ -476,11 +568,12 @@ func keyOf(rel *relation, row change.Row) change.Row {
 	return key
 }
 
-func keyText(rel *relation, raw []string) string {
+// keyText renders a row's key columns for the TOAST cache.
+func keyText(rel *relation, t []tcol) string {
 	var b strings.Builder
 	for _, k := range rel.key {
-		if k < len(raw) {
-			b.WriteString(raw[k])
+		if k < len(t) {
+			b.WriteString(t[k].val)
 		}
 		b.WriteByte(0)
 	}
@@ -490,33 +583,27 @@ func keyText(rel *relation, raw []string) string {
 // update converts an Update message, filling in unchanged TOAST values:
 // from the old row (REPLICA IDENTITY FULL), else from the cache of values
 // seen, else by reading the row from the table (docs/POSTGRES.md, "TOAST").
-func (st *streamer) update(ctx context.Context, m *pglogrepl.UpdateMessage) error {
+func (st *streamer) update(ctx context.Context, rel *relation, oldKind byte, oldT, newT []tcol) error {
 	s := st.s
-	rel, err := st.rel(m.RelationID)
-	if err != nil {
-		return err
-	}
-	row, raw, toast := rowOf(rel, m.NewTuple)
+	row, toast := rowOf(rel, newT)
 	c := change.Change{Table: rel.table, Op: change.Update, Types: rel.types}
-	keyRaw := raw
-	var old change.Row
-	if m.OldTuple != nil {
-		var oldRaw []string
-		old, oldRaw, _ = rowOf(rel, m.OldTuple)
-		keyRaw = oldRaw
-		if m.OldTupleType == 'O' {
+	keyT := newT
+	if oldT != nil {
+		old, _ := rowOf(rel, oldT)
+		keyT = oldT
+		if oldKind == 'O' {
 			c.Before = old
 		}
 		c.Key = keyOf(rel, old)
 	} else {
 		c.Key = keyOf(rel, row)
 	}
-	oldKey := rel.prefix + keyText(rel, keyRaw)
+	oldKey := rel.prefix + keyText(rel, keyT)
 	if len(toast) > 0 {
 		var missing []int
 		for _, i := range toast {
 			name := rel.cols[i].name
-			if c.Before != nil && i < len(c.Before) && !isPlaceholder(m.OldTuple, i) {
+			if c.Before != nil && i < len(c.Before) && i < len(oldT) && oldT[i].kind != 'u' {
 				row[i].Value = c.Before[i].Value
 			} else if v, ok := s.toast.get(oldKey, name); ok {
 				row[i].Value = v
@@ -525,23 +612,19 @@ func (st *streamer) update(ctx context.Context, m *pglogrepl.UpdateMessage) erro
 			}
 		}
 		if len(missing) > 0 {
-			if err := st.fetch(ctx, rel, keyRaw, row, missing); err != nil {
+			if err := st.fetch(ctx, rel, keyT, row, missing); err != nil {
 				return err
 			}
 		}
 	}
 	s.toast.remove(oldKey)
-	s.toast.put(func() string { return rel.prefix + keyText(rel, raw) }, row)
+	s.toast.put(func() string { return rel.prefix + keyText(rel, newT) }, row)
 	return st.add(withAfter(c, row))
-}
-
-func isPlaceholder(td *pglogrepl.TupleData, i int) bool {
-	return td == nil || i >= len(td.Columns) || td.Columns[i].DataType == pglogrepl.TupleDataTypeToast
 }
 
 // fetch reads the current values of columns missing from row, by key.
 // A row deleted since keeps those columns out of the after image (logged).
-func (st *streamer) fetch(ctx context.Context, rel *relation, keyRaw []string, row change.Row, missing []int) error {
+func (st *streamer) fetch(ctx context.Context, rel *relation, keyT []tcol, row change.Row, missing []int) error {
 	if len(rel.key) == 0 {
 		return fmt.Errorf("update on %s has unchanged TOAST values and no key to read them by: "+
 			"set REPLICA IDENTITY FULL or add a primary key", rel.table)
@@ -556,7 +639,7 @@ func (st *streamer) fetch(ctx context.Context, rel *relation, keyRaw []string, r
 		if typ == "" {
 			typ = "text"
 		}
-		where = append(where, pgx.Identifier{name}.Sanitize()+" = "+sqlLiteral(keyRaw[k])+"::"+typ)
+		where = append(where, pgx.Identifier{name}.Sanitize()+" = "+sqlLiteral(keyT[k].val)+"::"+typ)
 	}
 	sql := "SELECT " + strings.Join(sel, ", ") + " FROM " + quoteTable(rel.table) + " WHERE " + strings.Join(where, " AND ")
 	vals := make([]*string, len(missing))

@@ -47,10 +47,24 @@ func estimate(c *change.Change) int64 {
 	return n
 }
 
+// valueSize approximates the bytes a value holds, without copying it.
 func valueSize(v change.Value) int64 {
 	switch v.Kind() {
-	case change.KindText, change.KindNumeric, change.KindBytes, change.KindJSON, change.KindUnknown:
-		return int64(len(v.String()))
+	case change.KindText:
+		s, _ := v.Text()
+		return int64(len(s))
+	case change.KindNumeric:
+		s, _ := v.Numeric()
+		return int64(len(s))
+	case change.KindUnknown:
+		_, s, _ := v.Unknown()
+		return int64(len(s))
+	case change.KindBytes:
+		b, _ := v.Bytes()
+		return int64(len(b))
+	case change.KindJSON:
+		b, _ := v.JSON()
+		return int64(len(b))
 	case change.KindArray:
 		a, _ := v.Array()
 		n := int64(24)
