@@ -233,7 +233,7 @@ func compareReplicasCounts(t testing.TB, what, gotURL, wantURL string, counts bo
 // exactTargets are the restore targets of the exactness tests.
 func exactTargets(txns []wal.Txn) []Target {
 	var ts []Target
-	for _, i := range []int{0, 100, 111, 150, 221, len(txns) - 1} {
+	for _, i := range []int{0, 100, 150, 221, len(txns) - 1} {
 		tx := txns[i]
 		for _, ex := range []bool{false, true} {
 			ts = append(ts,

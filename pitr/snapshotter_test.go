@@ -306,3 +306,77 @@ func TestPruneKeepsRestorableHistory(t *testing.T) {
 		t.Fatalf("target below the oldest kept snapshot: %v", err)
 	}
 }
+
+// TestRestoreWhileAWorkloadRuns notes the source's position and the clock
+// at several moments while a workload appends, the archiver ships and the
+// snapshotter snapshots, then restores to each noted time and LSN,
+// inclusive and exclusive, and compares with the source state at that
+// moment.
+func TestRestoreWhileAWorkloadRuns(t *testing.T) {
+	ctx := context.Background()
+	n := startNode(t, 150*time.Millisecond)
+	stop := make(chan struct{})
+	appended := make(chan struct{})
+	go func() {
+		defer close(appended)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n.append(t, 1)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	type mark struct {
+		at  time.Time
+		lsn uint64
+	}
+	var marks []mark
+	for range 6 {
+		time.Sleep(120 * time.Millisecond)
+		marks = append(marks, mark{time.Now().UTC(), n.w.Durable()})
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(stop)
+	<-appended
+	n.waitArchived(t)
+	txns := n.allTxns(t)
+	src := NewArchiveSource(n.a)
+	cat, err := src.Catalog(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cat.Snapshots) == 0 {
+		t.Fatal("no scheduled snapshot was taken during the workload")
+	}
+	dir := t.TempDir()
+	for i, m := range marks {
+		for _, tg := range []Target{
+			{Kind: Time, Time: m.at}, {Kind: Time, Time: m.at, Exclusive: true},
+			{Kind: LSN, LSN: m.lsn}, {Kind: LSN, LSN: m.lsn, Exclusive: true},
+		} {
+			want := expectedPrefix(txns, tg)
+			if tg.Kind == LSN && !tg.Exclusive && txns[want-1].CommitLSN != m.lsn {
+				t.Fatalf("the durable LSN %d noted is not a commit", m.lsn)
+			}
+			// What was durable when the clock was read committed at or
+			// before it: the state at T includes it.
+			if tg.Kind == Time && !tg.Exclusive && (want == 0 || txns[want-1].CommitLSN < m.lsn) {
+				t.Fatalf("%s: the state at T has %d transactions, but LSN %d was durable then", tg, want, m.lsn)
+			}
+			plan, err := PlanRestore(ctx, src, tg, PlanOptions{})
+			if err != nil {
+				t.Fatalf("%s: %v", tg, err)
+			}
+			url := "sqlite://" + filepath.Join(dir, fmt.Sprintf("r%d-%v-%v.db", i, tg.Kind, tg.Exclusive))
+			if _, err := Restore(ctx, src, plan, url, RestoreOptions{}); err != nil {
+				t.Fatalf("%s: %v", tg, err)
+			}
+			exp := "sqlite://" + filepath.Join(dir, fmt.Sprintf("e%d-%v-%v.db", i, tg.Kind, tg.Exclusive))
+			buildReplica(t, exp, txns[:want])
+			compareReplicas(t, tg.String(), url, exp)
+		}
+	}
+}
