@@ -109,13 +109,16 @@ func (b *kafkaBench) setup(ctx context.Context, n int) error {
 	}
 	wl := kafkatest.NewWorkload(42)
 	wl.NoKinds = true
+	var last uint64
 	for range n {
 		txn := wl.Next()
-		if _, err := b.w.AppendAsync(ctx, &txn); err != nil {
+		t, err := b.w.AppendAsync(ctx, &txn)
+		if err != nil {
 			return err
 		}
+		last = t.Last
 	}
-	if err := b.w.Wait(ctx, b.w.Durable()); err != nil {
+	if err := b.w.Wait(ctx, last); err != nil {
 		return err
 	}
 	rd, err := wal.NewReader(b.w.Log, 1, false)

@@ -243,7 +243,9 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 	enc := &Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage}
 	lineage := []byte(s.lineage)
 	promise := func(r *kgo.Record, err error) {
-		lsn := r.Context.Value(lsnKey{}).(uint64)
+		// The LSN is the first header (set below): parsing it back costs
+		// less than a context per record.
+		lsn, _ := strconv.ParseUint(string(r.Headers[0].Value), 10, 64)
 		if err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
 				return // shutdown: not acknowledged, re-sent after restart
@@ -257,6 +259,19 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		wm.ack(lsn)
 	}
 	ordinals := map[change.Table]int{}
+	// Keys, values and LSN headers are carved out of slabs: one allocation
+	// per slabSize bytes instead of three per record. A slab stays alive
+	// until the last record using it is acknowledged.
+	var slab []byte
+	carve := func(build func([]byte) []byte) []byte {
+		if cap(slab)-len(slab) < 4096 {
+			slab = make([]byte, 0, slabSize)
+		}
+		start := len(slab)
+		slab = build(slab)
+		b := slab[start:len(slab):len(slab)]
+		return b
+	}
 	for {
 		t, err := rd.NextTxn(runCtx)
 		if err != nil {
@@ -293,13 +308,16 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 				}
 			}
 			ordinals[c.Table]++
-			key, hasKey := enc.AppendKey(nil, c)
-			if !hasKey {
-				key = nil
+			hasKey := c.Key != nil || c.Op == change.Message
+			var key []byte
+			if hasKey {
+				key = carve(func(b []byte) []byte { b, _ = enc.AppendKey(b, c); return b })
 			}
-			value := enc.AppendValue(nil, position{txn: &t, index: i, tableOrdinal: ordinals[c.Table]})
+			value := carve(func(b []byte) []byte {
+				return enc.AppendValue(b, position{txn: &t, index: i, tableOrdinal: ordinals[c.Table]})
+			})
 			headers := []kgo.RecordHeader{
-				{Key: HeaderLSN, Value: []byte(strconv.FormatUint(lsn, 10))},
+				{Key: HeaderLSN, Value: carve(func(b []byte) []byte { return strconv.AppendUint(b, lsn, 10) })},
 				{Key: HeaderCommitLSN, Value: hdrCommit},
 				{Key: HeaderTxnFirstLSN, Value: hdrFirst},
 				{Key: HeaderLineage, Value: lineage},
@@ -310,15 +328,14 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 				n = 2
 			}
 			wm.issue(lsn, n, t.CommitTime)
-			rctx := context.WithValue(produceCtx, lsnKey{}, lsn)
 			// The record timestamp is the commit time (non-decreasing in
 			// LSN order), which lets consumers seek by time.
-			rec := &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime, Context: rctx}
+			rec := &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime, Context: produceCtx}
 			if err := s.produce(runCtx, cl, rec, promise); err != nil {
 				return nil
 			}
 			if tomb {
-				rec := &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime, Context: rctx}
+				rec := &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime, Context: produceCtx}
 				if err := s.produce(runCtx, cl, rec, promise); err != nil {
 					return nil
 				}
@@ -342,7 +359,8 @@ func (s *Sink) produce(runCtx context.Context, cl *kgo.Client, rec *kgo.Record, 
 	return runCtx.Err()
 }
 
-type lsnKey struct{}
+// slabSize is the size of the buffers records are carved from.
+const slabSize = 256 << 10
 
 // checkpointLoop writes the watermark every CheckpointInterval while it
 // moves, until ctx ends.
