@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,6 +129,19 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 			}
 			return nil, fmt.Errorf("%w: %s is before the first snapshot (LSN %d, committed %s) and lineage %s has %s",
 				ErrOutOfRange, target, snaps[0].LSN, snaps[0].CommitTime.Format(time.RFC3339Nano), lin, first)
+		}
+	}
+	// A segment manifest that does not verify is left out of the catalog:
+	// in the middle of the history it shows as a hole (above), at its end
+	// it would silently shorten the archive. Refuse any the restore may
+	// need — from FromLSN on, or whose range the key does not tell — as
+	// corrupt, naming the key.
+	for _, pr := range cat.Problems {
+		if pr.Kind != "corrupt" || (pr.Lineage != lin && pr.Lineage != "") {
+			continue
+		}
+		if _, last, ok := segmentKeyRange(pr.Key); !ok || last >= p.FromLSN {
+			return nil, &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", ErrCorrupt, pr.Error)}
 		}
 	}
 	p.Segments, err = cover(lin, segs, p.FromLSN, p.rule)
@@ -391,4 +405,28 @@ func lastCommit(out []Segment) time.Time {
 		return time.Time{}
 	}
 	return out[len(out)-1].LastCommitTime
+}
+
+// segmentKeyRange parses the LSN range of a segment object or manifest key,
+// "<lineage>/wal/<first>-<last>.<suffix>" with 16 hex digits each
+// (docs/ARCHIVE.md). ok is false for any other key.
+func segmentKeyRange(key string) (first, last uint64, ok bool) {
+	i := strings.LastIndex(key, "/wal/")
+	if i < 0 {
+		return 0, 0, false
+	}
+	name := key[i+len("/wal/"):]
+	if j := strings.IndexByte(name, '.'); j >= 0 {
+		name = name[:j]
+	}
+	a, b, found := strings.Cut(name, "-")
+	if !found || len(a) != 16 || len(b) != 16 {
+		return 0, 0, false
+	}
+	f, err1 := strconv.ParseUint(a, 16, 64)
+	l, err2 := strconv.ParseUint(b, 16, 64)
+	if err1 != nil || err2 != nil || l < f {
+		return 0, 0, false
+	}
+	return f, l, true
 }

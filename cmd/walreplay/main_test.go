@@ -403,6 +403,20 @@ func TestRestoreRefusals(t *testing.T) {
 		t.Fatalf("restore before the corrupt object: %v", r.err)
 	}
 
+	// A manifest that does not verify, at the end of the archive, is not
+	// taken for the end: refused as corrupt, naming it.
+	lastMan := filepath.Join(f.dir, filepath.FromSlash(archive.ManifestKey(f.segs[len(f.segs)-1].Key)))
+	mb, _ := os.ReadFile(lastMan)
+	os.WriteFile(lastMan, append(mb[:len(mb)-5:len(mb)-5], " x}\n\n"...), 0o644)
+	r = walreplay(t, ctx, "restore", "--archive", f.url, "--to", "sqlite://"+filepath.Join(dir, "m.db"), "--target-lsn", fmt.Sprint(bad.FirstLSN), "--exclusive")
+	if manKey := archive.ManifestKey(f.segs[len(f.segs)-1].Key); r.code != 1 || !strings.Contains(r.err.Error(), manKey) {
+		t.Fatalf("corrupt last manifest: exit %d: %v", r.code, r.err)
+	}
+	if r := walreplay(t, ctx, "verify", "--archive", f.url); r.code != 1 || !strings.Contains(r.stdout, "CORRUPT: "+archive.ManifestKey(f.segs[len(f.segs)-1].Key)) {
+		t.Fatalf("verify of a corrupt manifest: exit %d\n%s", r.code, r.stdout)
+	}
+	os.WriteFile(lastMan, mb, 0o644)
+
 	// A hole is refused with its LSNs.
 	h := f.segs[2]
 	os.Remove(filepath.Join(f.dir, filepath.FromSlash(h.Key)))
