@@ -161,12 +161,14 @@ func (st *streamer) loop(ctx context.Context) error {
 	s := st.s
 	interval := s.cfg.StatusInterval
 	nextStatus := time.Now()
-	var recv struct {
-		ctx    context.Context
-		cancel context.CancelFunc
-	}
-	recv.cancel = func() {}
-	defer func() { recv.cancel() }()
+	// Receives take no context: a context per call costs an allocation and
+	// a watcher. Timeouts are read deadlines on the socket, and the end of
+	// ctx sets the deadline to now.
+	nc := st.repl.Conn()
+	stopWatch := context.AfterFunc(ctx, func() { nc.SetReadDeadline(time.Now()) })
+	defer stopWatch()
+	defer nc.SetReadDeadline(time.Time{})
+	var deadline time.Time
 	for {
 		st.advance()
 		now := time.Now()
@@ -181,25 +183,25 @@ func (st *streamer) loop(ctx context.Context) error {
 					return err
 				}
 			}
-			recv.cancel()
-			recv.ctx = nil
+			deadline = time.Time{}
 		}
-		if recv.ctx == nil || recv.ctx.Err() != nil {
-			// One context serves many receives: a new one per message
-			// would cost a timer each.
-			deadline := nextStatus
+		if deadline.IsZero() || !now.Before(deadline) {
+			deadline = nextStatus
 			if len(st.pending) > 0 && now.Add(pollDurable).Before(deadline) {
 				deadline = now.Add(pollDurable)
 			}
-			recv.cancel()
-			recv.ctx, recv.cancel = context.WithDeadline(ctx, deadline)
+			nc.SetReadDeadline(deadline)
+			if ctx.Err() != nil {
+				return nil
+			}
 		}
-		msg, err := st.repl.ReceiveMessage(recv.ctx)
+		msg, err := st.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			if pgconn.Timeout(err) {
+				deadline = time.Time{}
 				continue
 			}
 			return s.slotErr(err)

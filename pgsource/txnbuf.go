@@ -33,7 +33,7 @@ type txnBuf struct {
 }
 
 func newTxnBuf(hdr change.TxHeader, maxMem int64, dir string) *txnBuf {
-	return &txnBuf{hdr: hdr, maxMem: maxMem, dir: dir}
+	return &txnBuf{hdr: hdr, maxMem: maxMem, dir: dir, changes: make([]change.Change, 0, 16)}
 }
 
 // estimate approximates the memory a change holds.
