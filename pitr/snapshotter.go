@@ -135,12 +135,46 @@ func NewSnapshotter(a *archive.Archive, w *wal.WAL, ckpts *checkpoint.Store, opt
 	}
 	s := &Snapshotter{a: a, w: w, ckpts: ckpts, opts: opts, log: opts.Logger,
 		path: filepath.Join(opts.Dir, "replica.db"), reqs: make(chan snapReq)}
+	if err := s.seed(context.Background()); err != nil {
+		return nil, err
+	}
 	app, err := replica.Open(context.Background(), "sqlite://"+s.path, replica.Options{Lineage: opts.Lineage, MaxBatchTxns: opts.BatchTxns})
 	if err != nil {
 		return nil, fmt.Errorf("pitr: snapshotter replica: %w", err)
 	}
 	s.mu.app = app
 	return s, nil
+}
+
+// seed starts a missing local replica from the archive's newest snapshot
+// when the WAL no longer holds LSN 1 (snapshots enabled on a running
+// deployment, or the replica's directory lost): the WAL must still hold
+// what follows the snapshot.
+func (s *Snapshotter) seed(ctx context.Context) error {
+	if _, err := os.Stat(s.path); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return err // an existing replica continues from its position
+	}
+	first := s.w.Log.FirstLSN()
+	if first <= 1 {
+		return nil // the WAL holds the whole history: build from LSN 1
+	}
+	cat, err := s.a.LineageCatalog(ctx, s.opts.Lineage)
+	if err != nil {
+		return fmt.Errorf("pitr: snapshotter: read the archive to seed the replica: %w", err)
+	}
+	for i := len(cat.Snapshots) - 1; i >= 0; i-- {
+		sn := cat.Snapshots[i]
+		if sn.LSN+1 < first || sn.LSN > s.w.Durable() {
+			continue // the WAL lacks what follows it, or it is ahead of the WAL
+		}
+		if err := s.a.GetSnapshot(ctx, sn, s.path); err != nil {
+			return fmt.Errorf("pitr: snapshotter: seed the replica from snapshot %s: %w", sn.Key, err)
+		}
+		s.log.Info("pitr: snapshotter replica seeded from the archive", "snapshot", sn.Key, "lsn", sn.LSN)
+		return nil
+	}
+	return fmt.Errorf("pitr: snapshotter: the WAL starts at LSN %d and lineage %s has no snapshot from LSN %d on to start the local replica from; "+
+		"restore one into %s (walreplay restore --to sqlite://%s)", first, s.opts.Lineage, first-1, s.path, s.path)
 }
 
 // Position is the commit LSN the local replica has applied.
