@@ -1,6 +1,7 @@
 package pgsource
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/wal"
@@ -268,6 +270,10 @@ func (s *Source) connConfig(replication bool) (*pgconn.Config, error) {
 	}
 	if replication {
 		pc.RuntimeParams["replication"] = "database"
+		// Large reads: the stream is a flood of small messages.
+		pc.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+			return pgproto3.NewFrontend(bufio.NewReaderSize(r, 256<<10), w)
+		}
 	}
 	return pc, nil
 }

@@ -57,6 +57,9 @@ type streamer struct {
 	confirmed, idle    pglogrepl.LSN
 	lastAppendedCommit uint64
 	lastDurable        pending
+	// spare is the change slice of the last transaction, reused: the WAL
+	// copies what it appends.
+	spare []change.Change
 }
 
 // stream runs logical replication until ctx ends (then drains and returns
@@ -262,6 +265,9 @@ func (st *streamer) handle(ctx context.Context, data []byte) error {
 		}
 		st.cur = newTxnBuf(change.TxHeader{XID: uint64(m.Xid), SourceLSN: uint64(m.FinalLSN),
 			SourceCommitTime: m.CommitTime.UTC(), Origin: s.origin}, s.cfg.MaxTxnMemory, s.cfg.SpillDir)
+		if st.spare != nil {
+			st.cur.changes, st.spare = st.spare, nil
+		}
 	case *pglogrepl.OriginMessage:
 		if st.cur != nil {
 			st.cur.hdr.Origin = s.origin + "/" + m.Name
@@ -334,6 +340,10 @@ func (st *streamer) finish(ctx context.Context, b *txnBuf, end pglogrepl.LSN) er
 	if err != nil {
 		return &FatalError{Err: fmt.Errorf("pgsource: append transaction %d (commit %s) to the log: %w",
 			b.hdr.XID, pglogrepl.LSN(commit), err)}
+	}
+	if cap(b.changes) <= 4096 {
+		clear(b.changes)
+		st.spare = b.changes[:0]
 	}
 	st.lastAppendedCommit = commit
 	s.st.txns.Add(1)
