@@ -46,7 +46,7 @@ func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*
 	if err != nil {
 		return nil, fmt.Errorf("replica %s: %w", secret.URL(cfg.Replica.URL), err)
 	}
-	m, err := obs.New(obs.Options{Lag: lagOptions(cfg.Lag), Logger: logger})
+	m, err := obs.New(obs.Options{Lag: lagOptions(cfg.Lag, cfg.Archive), Logger: logger})
 	if err != nil {
 		c.Close()
 		return nil, err

@@ -104,6 +104,9 @@ func (d *Daemon) Addr(name string) string {
 // WAL returns the daemon's log (for the demo and tests).
 func (d *Daemon) WAL() *wal.WAL { return d.wal }
 
+// Postgres returns the Postgres source, nil if none is configured.
+func (d *Daemon) Postgres() *pgsource.Source { return d.pg }
+
 // Ready is closed when every component has started.
 func (d *Daemon) Ready() <-chan struct{} { return d.ready }
 
@@ -130,7 +133,7 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 	if err != nil {
 		return nil, err
 	}
-	if d.metrics, err = obs.New(obs.Options{Lag: lagOptions(cfg.Lag), Logger: logger}); err != nil {
+	if d.metrics, err = obs.New(obs.Options{Lag: lagOptions(cfg.Lag, cfg.Archive), Logger: logger}); err != nil {
 		return nil, err
 	}
 	w, rep, err := wal.Open(wal.Options{Dir: cfg.WAL.Dir, Sync: sm, SegmentSize: int64(cfg.WAL.SegmentSize),

@@ -15,11 +15,22 @@ import (
 // metrics.
 const pollInterval = time.Second
 
-func lagOptions(c config.Lag) obs.LagOptions {
+// lagOptions maps the lag: section to the objectives. The archive is
+// judged against its own bound, archive.timeout (by design its newest
+// object may be that old): warn when the median exceeds it, critical at
+// ten times.
+func lagOptions(c config.Lag, a *config.Archive) obs.LagOptions {
 	th := func(p config.Percentiles) obs.Thresholds {
 		return obs.Thresholds{P50: p.P50, P95: p.P95, P99: p.P99, P999: p.P999}
 	}
-	return obs.LagOptions{Window: c.Window, Warn: th(c.Warn), Critical: th(c.Critical)}
+	o := obs.LagOptions{Window: c.Window, Warn: th(c.Warn), Critical: th(c.Critical)}
+	if a != nil {
+		to := a.Timeout
+		o.Components = map[string]obs.ComponentThresholds{
+			obs.ComponentArchive: {Warn: obs.Thresholds{P50: to, P95: 2 * to, P99: 3 * to, P999: 5 * to}},
+		}
+	}
+	return o
 }
 
 // buildHTTP binds the operator listener: /metrics, /healthz, /readyz,

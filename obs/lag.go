@@ -54,6 +54,12 @@ type LagOptions struct {
 	Slots int
 	// Warn and Critical: see Thresholds.
 	Warn, Critical Thresholds
+	// Components overrides Warn and Critical for the named components
+	// (ComponentArchive, SinkComponent("kafka"), ...): the archive's lag
+	// is bounded by archive.timeout by design, not by the replication
+	// objective. Zero fields follow the same defaults as Warn and
+	// Critical.
+	Components map[string]ComponentThresholds
 	// AlertEvery is the least time between two log lines for an alert that
 	// stays raised; default 1m. A change of level is logged at once.
 	AlertEvery time.Duration
@@ -113,7 +119,19 @@ type lagComponent struct {
 	reported bool
 }
 
+// ComponentThresholds are one component's lag limits.
+type ComponentThresholds struct {
+	Warn, Critical Thresholds
+}
+
 func (o *LagOptions) setDefaults() error {
+	for name, c := range o.Components {
+		co := LagOptions{Window: 1, Slots: 1, AlertEvery: 1, Warn: c.Warn, Critical: c.Critical}
+		if err := co.setDefaults(); err != nil {
+			return fmt.Errorf("%w (component %s)", err, name)
+		}
+		o.Components[name] = ComponentThresholds{Warn: co.Warn, Critical: co.Critical}
+	}
 	if o.Window == 0 {
 		o.Window = 5 * time.Minute
 	}
@@ -185,7 +203,7 @@ func (t *lagTracker) evaluate(now time.Time) []LagSummary {
 		level, breach := LevelOK, ""
 		if ok {
 			s.P50, s.P95, s.P99, s.P999 = ps[0], ps[1], ps[2], ps[3]
-			level, breach = t.judge(ps)
+			level, breach = t.judge(name, ps)
 		}
 		prev := c.level
 		if level != prev || c.since.IsZero() {
@@ -205,8 +223,11 @@ func (t *lagTracker) evaluate(now time.Time) []LagSummary {
 
 // judge returns the worst level and a description of the breach that
 // caused it (the first percentile, in order, that breaches that level).
-func (t *lagTracker) judge(ps []time.Duration) (Level, string) {
+func (t *lagTracker) judge(component string, ps []time.Duration) (Level, string) {
 	crit, warn := t.opts.Critical.list(), t.opts.Warn.list()
+	if c, ok := t.opts.Components[component]; ok {
+		crit, warn = c.Critical.list(), c.Warn.list()
+	}
 	for i, p := range ps {
 		if crit[i] > 0 && p > crit[i] {
 			return LevelCritical, fmt.Sprintf("%s %v > critical %v", quantileNames[i], p, crit[i])

@@ -2,6 +2,7 @@
 //
 //	walship run    --config FILE                  the primary daemon
 //	walship consume --config FILE                 the replica daemon
+//	walship demo                                  the whole pipeline on one machine
 //	walship append --wal DIR [--sync local|off]   NDJSON transactions in, acknowledgements out
 //	walship dump   --wal DIR [--from LSN] [--to LSN]
 //	walship verify --wal DIR [--json]
@@ -42,6 +43,7 @@ type command struct {
 var commands = []command{
 	{"run", "the primary daemon: sources -> WAL -> sinks (--config FILE)", runRun},
 	{"consume", "the replica daemon: Kafka -> replica, exactly once (--config FILE)", runConsume},
+	{"demo", "run the whole pipeline locally on embedded defaults and prove replica and restore equal the source", runDemo},
 	{"append", "append NDJSON transactions from stdin to the WAL, acknowledging each once durable", runAppend},
 	{"dump", "print the WAL's changes as NDJSON", runDump},
 	{"verify", "check the WAL's integrity: exit 0 intact, 1 corrupt, 2 unreadable", runVerify},

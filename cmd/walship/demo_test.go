@@ -1,0 +1,98 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDemo runs `walship demo` as a user would (a short workload): it must
+// end with the equality proofs and leave no process and no files behind.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"postgres", "http-source"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := filepath.Join(searchableTempDir(t), "demo")
+			args := []string{"demo", "--txns", "300", "--dir", dir, "--listen", "127.0.0.1:0"}
+			if mode == "http-source" {
+				args = append(args, "--http-source")
+			}
+			res := walship(t, nil, args...)
+			if res.code != 0 {
+				t.Fatalf("walship demo: %v", res)
+			}
+			if n := strings.Count(res.stdout, "  OK  "); n != 3 {
+				t.Fatalf("want 3 proof lines, got %d:\n%s", n, res.stdout)
+			}
+			for _, want := range []string{"Kafka replica (walship consume, SQLite) == source now", "== source at the end of phase 1", "status page:  http://"} {
+				if !strings.Contains(res.stdout, want) {
+					t.Fatalf("output lacks %q:\n%s", want, res.stdout)
+				}
+			}
+			if out, _ := exec.Command("pgrep", "-f", dir).Output(); len(out) > 0 {
+				t.Fatalf("processes left behind:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestDemoInterrupt: Ctrl-C during the demo stops everything, including
+// PostgreSQL, and removes the temporary directory.
+func TestDemoInterrupt(t *testing.T) {
+	t.Parallel()
+	tmp := searchableTempDir(t)
+	cmd := exec.Command(walshipBin, "demo", "--txns", "30000", "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for !strings.Contains(out.String(), "workload phase 1") {
+		select {
+		case <-exited:
+			t.Fatalf("demo ended before the workload:\n%s", out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("demo did not reach the workload:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("demo did not stop after SIGINT:\n%s", out.String())
+	}
+	if pids, _ := exec.Command("pgrep", "-f", tmp).Output(); len(pids) > 0 {
+		t.Fatalf("processes left behind after Ctrl-C:\n%s", pids)
+	}
+	ents, _ := os.ReadDir(tmp)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "walship-demo-") {
+			t.Fatalf("temporary directory %s left behind", e.Name())
+		}
+	}
+}
+
+// searchableTempDir returns a temporary directory the postgres user can
+// traverse (PostgreSQL runs as postgres when the tests run as root).
+func searchableTempDir(t *testing.T) string {
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
