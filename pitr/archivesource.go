@@ -61,7 +61,7 @@ func (s *ArchiveSource) Catalog(ctx context.Context) (*Catalog, error) {
 			g := Segment{Lineage: m.Lineage, FirstLSN: m.FirstLSN, LastLSN: m.LastLSN,
 				FirstCommitTime: m.FirstCommitTime, LastCommitTime: m.LastCommitTime,
 				FirstSourceLSN: m.FirstSourceLSN, LastSourceLSN: m.LastSourceLSN,
-				MinXID: m.MinXID, MaxXID: m.MaxXID, Txns: m.Txns, Key: m.Key, Size: m.Size, Checksum: m.Checksum}
+				MinXID: m.MinXID, MaxXID: m.MaxXID, Txns: m.Txns, Key: m.Key, Size: m.Size, Checksum: m.Checksum, KeyID: m.KeyID}
 			for _, rp := range m.RestorePoints {
 				g.RestorePoints = append(g.RestorePoints, RestorePoint{Name: rp.Name, LSN: rp.LSN})
 			}
@@ -69,7 +69,7 @@ func (s *ArchiveSource) Catalog(ctx context.Context) (*Catalog, error) {
 		}
 		for _, m := range l.Snapshots {
 			s.mu.snaps[m.Key] = m
-			c.Snapshots = append(c.Snapshots, Snapshot{Lineage: m.Lineage, LSN: m.LSN, CommitTime: m.CommitTime, Key: m.Key, Size: m.Size})
+			c.Snapshots = append(c.Snapshots, Snapshot{Lineage: m.Lineage, LSN: m.LSN, CommitTime: m.CommitTime, Key: m.Key, Size: m.Size, KeyID: m.KeyID})
 		}
 		for _, p := range l.Problems {
 			c.Problems = append(c.Problems, convProblem(l.ID, p))

@@ -22,6 +22,7 @@ type Segment struct {
 	Key                             string
 	Size                            int64 // stored (compressed) bytes
 	Checksum                        string
+	KeyID                           string // encryption key id; "" if not sealed
 	RestorePoints                   []RestorePoint
 }
 
@@ -40,6 +41,7 @@ type Snapshot struct {
 	CommitTime time.Time // commit time of the transaction at LSN
 	Key        string
 	Size       int64
+	KeyID      string // encryption key id; "" if not sealed
 }
 
 // Catalog is the content of an archive as manifests describe it.

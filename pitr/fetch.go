@@ -82,11 +82,13 @@ func fetchRaw(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]byte
 func decode(src Source, s Segment, obj []byte) ([]wal.Txn, error) {
 	txns, err := src.DecodeSegment(s, obj)
 	if err == nil {
-		err = checkSegment(s, txns)
+		err = checkSegment(s, txns) // ErrCorrupt
 	}
 	if err != nil {
 		if !errors.Is(err, ErrCorrupt) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, err) // a verified object that does not decode
+			// Not the object's fault: a sealed object without its key,
+			// say. The archive cannot be read with this configuration.
+			err = fmt.Errorf("%w: %w", ErrUnreadable, err)
 		}
 		return nil, &ObjectError{Key: s.Key, Op: "decode segment", Err: err}
 	}

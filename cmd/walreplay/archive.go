@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/pitr"
 )
 
@@ -15,13 +18,54 @@ func openArchive(ctx context.Context, af archiveFlags) (*pitr.ArchiveSource, err
 	if err := requireFlag("archive", af.url); err != nil {
 		return nil, err
 	}
-	a, err := archive.Open(ctx, af.url, archive.Options{
+	sealer, err := seal.FromConfig(af.keyFile, af.keyEnv)
+	if err != nil {
+		return nil, usageError("encryption key: %v", err)
+	}
+	opts := archive.Options{
 		Backend: archive.BackendOptions{Endpoint: af.endpoint, Region: af.region, PathStyle: af.pathStyle,
 			CAFile: af.caFile, InsecureSkipVerify: af.insecure},
 		Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+	if sealer != nil {
+		opts.Seal = sealer
+	}
+	a, err := archive.Open(ctx, af.url, opts)
 	if err != nil {
 		return nil, &exitError{code: exitUsage, err: fmt.Errorf("open archive: %w", err)}
 	}
 	return pitr.NewArchiveSource(a), nil
+}
+
+// requireKey fails (exit 2) when the archive holds sealed objects and no
+// key was given: they cannot be read, and are not corrupt.
+func requireKey(ctx context.Context, src *pitr.ArchiveSource, af archiveFlags) error {
+	if af.keyFile != "" || af.keyEnv != "" {
+		return nil
+	}
+	cat, err := src.Catalog(ctx)
+	if err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("read the archive's catalog: %w", err)}
+	}
+	ids := map[string]bool{}
+	for _, s := range cat.Segments {
+		if s.KeyID != "" {
+			ids[s.KeyID] = true
+		}
+	}
+	for _, s := range cat.Snapshots {
+		if s.KeyID != "" {
+			ids[s.KeyID] = true
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	var list []string
+	for id := range ids {
+		list = append(list, id)
+	}
+	slices.Sort(list)
+	return &exitError{code: exitUsage, err: fmt.Errorf("the archive is encrypted (key id %s): give its key with --encryption-key-file or --encryption-key-env",
+		strings.Join(list, ", "))}
 }

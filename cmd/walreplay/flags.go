@@ -45,6 +45,8 @@ type archiveFlags struct {
 	caFile    string
 	insecure  bool
 	lineage   string
+	keyFile   string
+	keyEnv    string
 }
 
 func (a *archiveFlags) register(fs *flag.FlagSet) {
@@ -55,6 +57,8 @@ func (a *archiveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.caFile, "s3-ca-file", "", "PEM file of CA certificates to trust for an https S3 endpoint")
 	fs.BoolVar(&a.insecure, "s3-insecure-skip-verify", false, "do not verify the S3 server's TLS certificate (tests only)")
 	fs.StringVar(&a.lineage, "lineage", "", "lineage to use when the archive holds several")
+	fs.StringVar(&a.keyFile, "encryption-key-file", "", "file holding the archive's encryption key (as archive.encryption_key_file)")
+	fs.StringVar(&a.keyEnv, "encryption-key-env", "", "environment variable holding the archive's encryption key (as archive.encryption_key_env)")
 }
 
 func envBool(name string) bool {

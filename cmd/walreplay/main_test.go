@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
 	"github.com/walship/walship/wal"
@@ -506,5 +508,57 @@ func TestPrune(t *testing.T) {
 	r = walreplay(t, ctx, "restore", "--archive", f.url, "--to", dst+"2", "--target-lsn", fmt.Sprint(txns[30].CommitLSN))
 	if r.code != 4 || !strings.Contains(r.err.Error(), "before the first snapshot") {
 		t.Fatalf("restore below the pruned history: exit %d: %v", r.code, r.err)
+	}
+}
+
+// TestEncryptedArchive: an archive sealed with a key is verified and
+// restored with --encryption-key-file / --encryption-key-env; without the
+// key it cannot be read (exit 2), and nothing is called corrupt.
+func TestEncryptedArchive(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 30)
+	raw := make([]byte, 32)
+	for i := range raw {
+		raw[i] = byte(i*7 + 1)
+	}
+	keyText := hex.EncodeToString(raw)
+	key, err := seal.ParseKey([]byte(keyText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := seal.New(seal.Options{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{dir: t.TempDir(), txns: txns}
+	f.url = "file://" + f.dir
+	if f.a, err = archive.Open(ctx, f.url, archive.Options{Seal: sealer}); err != nil {
+		t.Fatal(err)
+	}
+	f.add(t, 0, len(txns), 5)
+	keyFile := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(keyFile, []byte(keyText+"\n"), 0o600)
+	t.Setenv("WALREPLAY_TEST_KEY", keyText)
+
+	if r := walreplay(t, ctx, "verify", "--archive", f.url, "--encryption-key-file", keyFile); r.code != 0 {
+		t.Fatalf("verify with the key: exit %d: %v\n%s", r.code, r.err, r.stdout)
+	}
+	dst := "sqlite://" + filepath.Join(t.TempDir(), "r.db")
+	if r := walreplay(t, ctx, "restore", "--archive", f.url, "--encryption-key-env", "WALREPLAY_TEST_KEY", "--to", dst); r.code != 0 {
+		t.Fatalf("restore with the key: exit %d: %v", r.code, r.err)
+	}
+	sameReplica(t, dst, expected(t, txns))
+
+	r := walreplay(t, ctx, "verify", "--archive", f.url)
+	if r.code != 2 || strings.Contains(r.stdout, "CORRUPT") || !strings.Contains(r.err.Error(), "the archive is encrypted (key id "+key.ID+")") {
+		t.Fatalf("verify without the key: exit %d: %v\n%s", r.code, r.err, r.stdout)
+	}
+	r = walreplay(t, ctx, "restore", "--archive", f.url, "--to", "sqlite://"+filepath.Join(t.TempDir(), "n.db"))
+	if r.code != 2 {
+		t.Fatalf("restore without the key: exit %d: %v", r.code, r.err)
+	}
+	r = walreplay(t, ctx, "list", "--archive", f.url, "--encryption-key-file", keyFile, "--encryption-key-env", "X")
+	if r.code != 2 || !strings.Contains(r.err.Error(), "both set") {
+		t.Fatalf("two keys: exit %d: %v", r.code, r.err)
 	}
 }

@@ -63,6 +63,9 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
+	if err := requireKey(ctx, src, af); err != nil {
+		return err
+	}
 	planOpts := pitr.PlanOptions{Lineage: af.lineage, ScanParallel: *parallel, NoSnapshot: *noSnapshot}
 	if *to != "" {
 		if _, _, err := replica.ParseURL(*to); err != nil {

@@ -31,6 +31,9 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
+	if err := requireKey(ctx, src, af); err != nil {
+		return err
+	}
 	bar := newProgressBar(stderr)
 	rep, err := pitr.VerifyArchive(ctx, src, pitr.VerifyOptions{Parallel: *parallel, Progress: bar.update})
 	bar.done()
