@@ -98,7 +98,7 @@ func TestWALQuickSmoke(t *testing.T) {
 		"wal-sync/N=16/128B":         "raw-fsync/128B",
 		"wal-sync/N=16/128B:p99":     "raw-fsync/128B:p99",
 		"wal-sync/N=16/128B:scaling": "wal-sync/N=1/128B",
-		"wal-pipeline/1KiB:MBps":     "raw-seqwrite",
+		"wal-pipeline/1KiB:MBps":     "raw-seqwrite-stream",
 	} {
 		r := byName[name]
 		if r.BaselineName == nil || *r.BaselineName != base || r.Ratio == nil {

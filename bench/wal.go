@@ -163,8 +163,8 @@ func walCases(cfg *config) []*benchCase {
 			primary: mRecordsPerSec,
 			extra:   []string{mFlushBusy, mFlushMs, mWriteMs, mSyncMs},
 			compare: []comparison{
-				{metric: mMBps, base: rawSeqName, baseMetric: mMBps},
-				{label: "vs-stream", metric: mMBps, base: rawStreamName, baseMetric: mMBps},
+				{metric: mMBps, base: rawStreamName, baseMetric: mMBps},
+				{label: "vs-burst", metric: mMBps, base: rawSeqName, baseMetric: mMBps},
 			},
 			run: func(ctx context.Context) (sample, error) {
 				return walPipeline(ctx, cfg, size)
@@ -220,15 +220,19 @@ func walTargets(cfg *config, rs *resultSet) []target {
 	a, ok = rs.value(pipelineName(targetSmallRec), mRecordsPerSec)
 	atLeast("pipeline, 128B: records/s", a, ok, 1.5e6, formatNumber(a)+" /s", "≥ 1.5M /s")
 
+	// The raw sequential write the target is measured against is the
+	// sustained one through 64 MiB preallocated files (README.md: it does
+	// the log's file work at the log's fdatasync cadence, for as long);
+	// the page-cache burst is shown as context.
 	pBig := pipelineName(targetBigRec)
-	r, ok = rs.compared(pBig, mMBps, rawSeqName)
+	r, ok = rs.compared(pBig, mMBps, rawStreamName)
 	a, _ = rs.value(pBig, mMBps)
-	b, _ = rs.value(rawSeqName, mMBps)
-	atLeast("pipeline, 16KiB: MB/s vs raw sequential write", r, ok, 0.8,
+	b, _ = rs.value(rawStreamName, mMBps)
+	atLeast("pipeline, 16KiB: MB/s vs raw sequential write ("+rawStreamName+")", r, ok, 0.8,
 		fmt.Sprintf("%s (%s vs %s MB/s)", formatRatio(r), formatNumber(a), formatNumber(b)), "≥ 0.8x")
-	if r, ok := rs.compared(pBig, mMBps, rawStreamName); ok {
-		b, _ := rs.value(rawStreamName, mMBps)
-		ts = append(ts, target{what: "  context: the same vs a sustained raw stream (" + rawStreamName + ")",
+	if r, ok := rs.compared(pBig, mMBps, rawSeqName); ok {
+		b, _ := rs.value(rawSeqName, mMBps)
+		ts = append(ts, target{what: "  context: the same vs a page-cache burst (" + rawSeqName + ")",
 			measured: fmt.Sprintf("%s (%s vs %s MB/s)", formatRatio(r), formatNumber(a), formatNumber(b)), want: "-", status: "info"})
 	}
 
@@ -350,10 +354,14 @@ func rawSeqWrite(ctx context.Context, cfg *config, total int64) (sample, error) 
 }
 
 // rawSeqStream writes 1 MiB pwrites for the duration into a series of
-// files each fallocated to rawPrealloc bytes and fdatasynced when full, the
-// way the log streams through its segments, and reports MB/s including the
-// last fdatasync. Unlike raw-seqwrite it sustains the write as long as
-// wal-pipeline does, so that both see the same page-cache and disk state.
+// files each fallocated to rawPrealloc bytes and fdatasynced before use and
+// when full, the way the log streams through its segments, and reports
+// MB/s including the last fdatasync. A full file is fdatasynced by a
+// background goroutine while the next one is written, at most
+// rawStreamSyncs at once, as the log's committer overlaps its fdatasyncs
+// with its next write. Unlike raw-seqwrite it sustains the write as long
+// as wal-pipeline does, so that both see the same page-cache and disk
+// state.
 func rawSeqStream(ctx context.Context, cfg *config) (sample, error) {
 	dir, err := cfg.tempDir("raw-seqwrite-stream")
 	if err != nil {
@@ -361,11 +369,26 @@ func rawSeqStream(ctx context.Context, cfg *config) (sample, error) {
 	}
 	defer os.RemoveAll(dir)
 	buf := randomRecord(seqChunk)
+	slots := make(chan struct{}, rawStreamSyncs)
+	var wg sync.WaitGroup
+	var syncErr atomic.Pointer[error]
+	syncAndClose := func(f *os.File) {
+		defer wg.Done()
+		defer func() { <-slots }()
+		err := fdatasync(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			syncErr.CompareAndSwap(nil, &err)
+		}
+	}
 	var f *os.File
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
+		wg.Wait()
 	}()
 	var off, total int64
 	start := time.Now()
@@ -379,8 +402,13 @@ func rawSeqStream(ctx context.Context, cfg *config) (sample, error) {
 				return nil, err
 			}
 			files++
+			// As the log's preparer makes a segment: preallocated and
+			// synced before the first write.
 			if err := fallocate(f, rawPrealloc); err != nil {
 				return nil, fmt.Errorf("fallocate: %w", err)
+			}
+			if err := fdatasync(f); err != nil {
+				return nil, fmt.Errorf("fdatasync: %w", err)
 			}
 			off = 0
 		}
@@ -393,17 +421,22 @@ func rawSeqStream(ctx context.Context, cfg *config) (sample, error) {
 		off += seqChunk
 		total += seqChunk
 		if off+seqChunk > rawPrealloc || !time.Now().Before(deadline) {
-			if err := fdatasync(f); err != nil {
-				return nil, fmt.Errorf("fdatasync: %w", err)
-			}
-			if err := f.Close(); err != nil {
-				return nil, err
-			}
+			slots <- struct{}{}
+			wg.Add(1)
+			go syncAndClose(f)
 			f = nil
 		}
 	}
+	wg.Wait()
+	if e := syncErr.Load(); e != nil {
+		return nil, fmt.Errorf("fdatasync: %w", *e)
+	}
 	return sample{mMBps: float64(total) / 1e6 / time.Since(start).Seconds()}, nil
 }
+
+// rawStreamSyncs is how many fdatasyncs raw-seqwrite-stream runs at once:
+// as many as the group committer does.
+const rawStreamSyncs = 2
 
 // ---- The log ----
 

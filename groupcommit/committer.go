@@ -115,7 +115,9 @@ var (
 	ErrEmpty = errors.New("groupcommit: empty transaction")
 )
 
-// chunk is one future frame.
+// chunk is one future frame. raw begins with segment.FrameHeaderSize bytes
+// reserved for the frame header (segment.Batch.Framed), so the log can
+// write the frame from raw without copying it.
 type chunk struct {
 	raw            []byte
 	first          uint64
@@ -368,9 +370,9 @@ func (c *Committer) newChunkLocked(firstLSN, txnStart uint64) *chunk {
 	if n := len(c.mu.free); n > 0 {
 		ch = c.mu.free[n-1]
 		c.mu.free = c.mu.free[:n-1]
-		*ch = chunk{raw: ch.raw[:0]}
+		*ch = chunk{raw: ch.raw[:segment.FrameHeaderSize]}
 	} else {
-		ch = &chunk{raw: make([]byte, 0, min(c.opts.MaxBatchBytes, 64<<10))}
+		ch = &chunk{raw: make([]byte, segment.FrameHeaderSize, min(c.opts.MaxBatchBytes, 64<<10))}
 	}
 	ch.first, ch.txnStart = firstLSN, txnStart
 	c.mu.pending = append(c.mu.pending, ch)
@@ -527,7 +529,7 @@ func (c *Committer) writeLocked() (syncJob, bool) {
 	records := 0
 	for _, ch := range f.taken {
 		f.batches = append(f.batches, segment.Batch{Raw: ch.raw, Count: ch.count, FirstLSN: ch.first, TxnStart: ch.txnStart,
-			EndsTxn: ch.endsTxn, Aborted: ch.aborted, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime})
+			EndsTxn: ch.endsTxn, Aborted: ch.aborted, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime, Framed: true})
 		records += ch.count
 	}
 	start := time.Now()

@@ -189,7 +189,7 @@ func (s *Stream) Abort() error {
 	ch.count, ch.endsTxn, ch.aborted = 1, true, true
 	ch.lastCommit, ch.lastCommitTime = lsn, c.mu.lastTime
 	c.mu.nextLSN++
-	c.mu.bytes += len(ch.raw)
+	c.mu.bytes += len(ch.raw) - segment.FrameHeaderSize
 	return nil
 }
 

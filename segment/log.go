@@ -120,6 +120,13 @@ type Batch struct {
 	// and LastCommitTime its commit time.
 	LastCommit     uint64
 	LastCommitTime int64
+	// Framed reports that Raw begins with FrameHeaderSize bytes reserved
+	// for the frame header, the records following them. Without
+	// compression Write then encodes the header there and writes the frame
+	// from Raw itself, appending its zero padding within Raw's capacity,
+	// instead of copying it into its write buffer (which it still does when
+	// the capacity has no room for the padding).
+	Framed bool
 }
 
 // active is the segment being written; owned by the writer.
@@ -338,27 +345,41 @@ func (l *Log) Write(batches []Batch) error {
 		if b.Aborted && (b.Count != 1 || !b.EndsTxn) {
 			return l.fail(fmt.Errorf("segment: abort batch at LSN %d must be one transaction-ending record", b.FirstLSN))
 		}
-		if len(b.Raw) > MaxFramePayload {
-			return l.fail(fmt.Errorf("segment: batch of %d bytes exceeds the frame limit %d", len(b.Raw), MaxFramePayload))
+		raw := b.Raw
+		if b.Framed {
+			if len(raw) < FrameHeaderSize {
+				return l.fail(fmt.Errorf("segment: framed batch at LSN %d shorter than a frame header", b.FirstLSN))
+			}
+			raw = raw[FrameHeaderSize:]
+		}
+		if len(raw) > MaxFramePayload {
+			return l.fail(fmt.Errorf("segment: batch of %d bytes exceeds the frame limit %d", len(raw), MaxFramePayload))
+		}
+		if b.Framed && l.opts.Codec == CodecNone && cap(b.Raw)-len(b.Raw) >= frameAlign {
+			var err error
+			if durable, err = l.writeFramed(b, raw, durable); err != nil {
+				return err
+			}
+			continue
 		}
 		start := len(l.wbuf)
 		l.wbuf = grow(l.wbuf, FrameHeaderSize)
 		codec := l.opts.Codec
 		if codec != CodecNone {
-			l.wbuf = compress(l.wbuf, codec, b.Raw)
-			if len(l.wbuf)-start-FrameHeaderSize >= len(b.Raw) {
+			l.wbuf = compress(l.wbuf, codec, raw)
+			if len(l.wbuf)-start-FrameHeaderSize >= len(raw) {
 				codec = CodecNone
 				l.wbuf = l.wbuf[:start+FrameHeaderSize]
 			}
 		}
 		if codec == CodecNone {
-			l.wbuf = append(l.wbuf, b.Raw...)
+			l.wbuf = append(l.wbuf, raw...)
 		}
 		stored := l.wbuf[start+FrameHeaderSize:]
 		h := frameHeader{
 			payloadCRC: crc(stored),
 			storedLen:  uint32(len(stored)),
-			rawLen:     uint32(len(b.Raw)),
+			rawLen:     uint32(len(raw)),
 			firstLSN:   b.FirstLSN,
 			txnStart:   b.TxnStart,
 			count:      uint32(b.Count),
@@ -415,6 +436,60 @@ func (l *Log) Write(batches []Batch) error {
 	}
 	return nil
 }
+
+// writeFramed writes the uncompressed frame of a Framed batch from the
+// batch's own buffer (after the frames buffered before it), rotating first
+// if it would overflow the segment. durable is the segment's durable
+// watermark, returned updated after a rotation.
+func (l *Log) writeFramed(b *Batch, raw []byte, durable int64) (int64, error) {
+	h := frameHeader{
+		payloadCRC: crc(raw),
+		storedLen:  uint32(len(raw)),
+		rawLen:     uint32(len(raw)),
+		firstLSN:   b.FirstLSN,
+		txnStart:   b.TxnStart,
+		count:      uint32(b.Count),
+		codec:      CodecNone,
+	}
+	if b.EndsTxn {
+		h.flags |= flagEndsTxn
+	}
+	if b.Aborted {
+		h.flags |= flagAbort
+	}
+	size := h.frameSize()
+	if err := l.flush(); err != nil {
+		return durable, err
+	}
+	if l.writeStart+size > l.opts.SegmentSize && l.writeStart > HeaderSize {
+		if err := l.rotate(); err != nil {
+			return durable, err
+		}
+		durable = HeaderSize
+	}
+	off := l.writeStart
+	h.salt = l.act.seg.hdr.salt()
+	h.writeOffset = uint32(min(off, durable))
+	h.encode(b.Raw[:FrameHeaderSize])
+	frame := b.Raw[:FrameHeaderSize+len(raw)]
+	frame = append(frame, zeroPad[:size-int64(len(frame))]...) // within capacity: Write checked
+	if _, err := l.act.f.WriteAt(frame, off); err != nil {
+		return durable, l.fail(err)
+	}
+	l.act.off = off + size
+	l.writeStart = l.act.off
+	if off-l.lastIndexed >= indexEvery {
+		l.newIndex = append(l.newIndex, indexEntry{b.FirstLSN, off})
+		l.lastIndexed = off
+	}
+	l.nextLSN += uint64(b.Count)
+	if b.LastCommit != 0 {
+		l.lastCommit, l.lastCommitTime = b.LastCommit, b.LastCommitTime
+	}
+	return durable, nil
+}
+
+var zeroPad [frameAlign]byte
 
 // flush writes the pending frames at writeStart.
 func (l *Log) flush() error {
