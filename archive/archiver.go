@@ -303,11 +303,14 @@ type resume struct {
 // resumePoint decides where archiving continues: after the newest
 // archived object, checked against the checkpoint and the local WAL.
 func (ar *Archiver) resumePoint(ctx context.Context, ckptPos uint64, node string) (resume, error) {
-	l, err := ar.a.LineageCatalog(ctx, ar.opts.Lineage)
+	seg, found, err := ar.a.LastSegment(ctx, ar.opts.Lineage)
 	if err != nil {
 		return resume{}, err
 	}
-	last := l.LastLSN()
+	var last uint64
+	if found {
+		last = seg.LastLSN
+	}
 	durable := ar.w.Durable()
 	switch {
 	case last > durable:
@@ -322,8 +325,7 @@ func (ar *Archiver) resumePoint(ctx context.Context, ckptPos uint64, node string
 		ar.log.Warn("archive: archive ends before the archive checkpoint; re-archiving the difference",
 			"lineage", ar.opts.Lineage, "archive_last_lsn", last, "checkpoint", ckptPos)
 	}
-	if last > 0 {
-		seg := l.Segments[len(l.Segments)-1]
+	if found {
 		ar.mu.Lock()
 		ar.mu.stats.ArchivedLSN, ar.mu.stats.ArchivedCommitTime = last, seg.LastCommitTime
 		ar.mu.Unlock()

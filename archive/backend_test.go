@@ -12,6 +12,7 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -143,5 +144,72 @@ func TestIsTransient(t *testing.T) {
 		if got := IsTransient(c.err); got != c.want {
 			t.Errorf("IsTransient(%v) = %v, want %v", c.err, got, c.want)
 		}
+	}
+}
+
+// TestS3TLSSettings: the CA may come from AWS_CA_BUNDLE (the HTTP client
+// is set through s3.Options, so LoadDefaultConfig's handling of the
+// bundle does not get in the way); an untrusted certificate fails at
+// once, without retries; InsecureSkipVerify connects anyway.
+func TestS3TLSSettings(t *testing.T) {
+	srv := minioHTTPS.get(t, true)
+	url := "s3://" + testBucket + "/" + uniquePrefix(t)
+	ctx := testCtx(t)
+
+	t.Setenv("AWS_CA_BUNDLE", srv.CAFile)
+	o := s3Opts(srv, "")
+	o.CAFile = ""
+	b, err := OpenBackend(ctx, url, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("Put with the CA from AWS_CA_BUNDLE: %v", err)
+	}
+
+	t.Setenv("AWS_CA_BUNDLE", "")
+	b = must(OpenBackend(ctx, url, o))
+	start := time.Now()
+	_, err = b.Get(ctx, "k")
+	if err == nil || errors.Is(err, ErrNotFound) || IsTransient(err) {
+		t.Fatalf("Get with an untrusted certificate: %v, want a permanent TLS error", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("untrusted certificate took %v to fail: retried?", d)
+	}
+	if r := b.(interface{ Retries() uint64 }).Retries(); r != 0 {
+		t.Fatalf("%d retries of a certificate error", r)
+	}
+
+	o.InsecureSkipVerify = true
+	b = must(OpenBackend(ctx, url, o))
+	if got, err := b.Get(ctx, "k"); err != nil || string(got) != "v" {
+		t.Fatalf("Get with InsecureSkipVerify = %q, %v", got, err)
+	}
+}
+
+// TestS3ServerDownIsNotNotFound: with nothing listening, Get fails with a
+// transient error once RetryTimeout passes — never ErrNotFound.
+func TestS3ServerDownIsNotNotFound(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	b := must(OpenBackend(context.Background(), "s3://b/p", BackendOptions{
+		Endpoint: "http://" + addr, PathStyle: true, AccessKey: "a", SecretKey: "b", RetryTimeout: 300 * time.Millisecond}))
+	_, err = b.Get(context.Background(), "k")
+	if err == nil || errors.Is(err, ErrNotFound) || !IsTransient(err) {
+		t.Fatalf("Get from a dead server = %v, want a transient error, not ErrNotFound", err)
+	}
+	if r := b.(interface{ Retries() uint64 }).Retries(); r == 0 {
+		t.Fatal("no retries against a dead server")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	b = must(OpenBackend(ctx, "s3://b/p", BackendOptions{Endpoint: "http://" + addr, PathStyle: true, AccessKey: "a", SecretKey: "b"}))
+	if _, err := b.Get(ctx, "k"); !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get bounded by ctx = %v, want DeadlineExceeded", err)
 	}
 }

@@ -328,6 +328,32 @@ func (a *Archive) getJSON(ctx context.Context, key string, v any) error {
 	return decodeManifest(key, b, v)
 }
 
+// LastSegment returns the manifest of lineage's newest segment (the one
+// with the highest LSNs) from one listing and one manifest fetch; ok is
+// false if the lineage has no segment. A newest manifest that does not
+// verify is an error (*CorruptError), not skipped.
+func (a *Archive) LastSegment(ctx context.Context, lineage string) (m SegmentManifest, ok bool, err error) {
+	if err := CheckLineage(lineage); err != nil {
+		return m, false, err
+	}
+	keys, err := a.b.List(ctx, lineage+walDir[:len(walDir)-1]+"/")
+	if err != nil {
+		return m, false, err
+	}
+	for i := len(keys) - 1; i >= 0; i-- {
+		name, isManifest := strings.CutSuffix(strings.TrimPrefix(keys[i], lineage+walDir), manifestSuffix)
+		if _, _, valid := parseSegmentName(name); !isManifest || !valid {
+			continue
+		}
+		m, err = a.getSegmentManifest(ctx, keys[i])
+		if err != nil {
+			return m, false, fmt.Errorf("archive: newest segment manifest of lineage %q: %w", lineage, err)
+		}
+		return m, true, nil
+	}
+	return m, false, nil
+}
+
 // CreateLineage stores rec as a new lineage's record (PutIfAbsent). If
 // the record exists with the same ID, Parent and ParentLSN it returns
 // nil; if it exists and differs, an error wrapping ErrExists.
