@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/internal/logx"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
 	"github.com/walship/walship/replica"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -378,4 +380,71 @@ func TestConsume(t *testing.T) {
 	if st.LSN != last || st.Txns != 200 {
 		t.Fatalf("replica state %+v, want lsn %d and 200 transactions applied once each", st, last)
 	}
+}
+
+// TestNoSecretsLeak: a DSN password, S3 secret key and listener token from
+// the config appear in no log line, no error and no page.
+func TestNoSecretsLeak(t *testing.T) {
+	const pw, s3key, token = "pw-Zq81-secret", "s3-Kx92-secret", "tok-Lp33-secret-0123456789"
+	var logs syncBuf
+	logger, err := logx.New(logx.Options{Format: "json", Level: "debug", Writer: &logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A Postgres source that cannot connect: the error names the DSN.
+	y := fmt.Sprintf("wal: {dir: %q}\nsource:\n  postgres: {dsn: \"postgres://walship:%s@127.0.0.1:1/db?connect_timeout=2\"}\n"+
+		"archive: {url: \"file://%s\", s3: {access_key: AKIA, secret_key: %q}}\nhttp: {listen: \"127.0.0.1:0\"}\n", t.TempDir(), pw, t.TempDir(), s3key)
+	cfg, err := config.Parse([]byte(y), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTP.Token = token
+	var runErr error
+	d, err := New(context.Background(), cfg, logger)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		done := make(chan error, 1)
+		go func() { done <- d.Run(ctx) }()
+		<-d.Ready()
+		req, _ := http.NewRequest("GET", "http://"+d.Addr("http")+"/status.json", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			logs.Write(b) // checked with the logs below
+		}
+		runErr = <-done
+		cancel()
+	} else {
+		runErr = err
+	}
+	if runErr == nil {
+		t.Fatal("a Postgres source on a closed port did not fail")
+	}
+	all := logs.String() + "\n" + runErr.Error()
+	for _, s := range []string{pw, s3key, token} {
+		if strings.Contains(all, s) {
+			t.Fatalf("secret %q leaked:\n%s", s, all)
+		}
+	}
+	if !strings.Contains(all, "127.0.0.1:1") {
+		t.Fatalf("the error does not say what failed:\n%s", all)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -90,7 +90,10 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 		snap := status.Snapshot{Title: "walship run", Role: "primary", Host: host, Started: started}
 		segs := d.wal.Log.Segments()
 		snap.WAL = &status.WAL{Dir: d.cfg.WAL.Dir, FirstLSN: d.wal.Log.FirstLSN(), VisibleLSN: d.wal.Durable(),
-			Segments: len(segs), SizeBytes: d.retention.walBytes.Load(), LastCommit: time.Unix(0, d.wal.Log.LastCommitTime()).UTC()}
+			Segments: len(segs), SizeBytes: d.retention.walBytes.Load()}
+		if ct := d.wal.Log.LastCommitTime(); ct > 0 {
+			snap.WAL.LastCommit = time.Unix(0, ct).UTC()
+		}
 		durable := d.wal.Durable()
 		switch {
 		case d.pg != nil:
