@@ -1,12 +1,9 @@
 package kafkasink
 
 import (
-	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"strconv"
 	"time"
@@ -443,39 +440,9 @@ func DecodeHeaders(r *kgo.Record) (lsn, commitLSN, firstLSN uint64, lineage stri
 	return
 }
 
-type envelope struct {
-	Before json.RawMessage `json:"before"`
-	After  json.RawMessage `json:"after"`
-	Op     string          `json:"op"`
-	Source struct {
-		Schema string `json:"schema"`
-		Table  string `json:"table"`
-	} `json:"source"`
-	Message *struct {
-		Prefix        string `json:"prefix"`
-		Content       []byte `json:"content"`
-		Transactional bool   `json:"transactional"`
-	} `json:"message"`
-	Walship *struct {
-		LSN              uint64          `json:"lsn"`
-		CommitLSN        uint64          `json:"commit_lsn"`
-		FirstLSN         uint64          `json:"first_lsn"`
-		CommitTime       time.Time       `json:"commit_time"`
-		XID              uint64          `json:"xid"`
-		SourceLSN        string          `json:"source_lsn"`
-		SourceCommitTime time.Time       `json:"source_commit_time"`
-		Origin           string          `json:"origin"`
-		Key              json.RawMessage `json:"key"`
-		Kinds            struct {
-			Key, Before, After map[string]json.RawMessage
-		} `json:"kinds"`
-		Types json.RawMessage `json:"types"`
-	} `json:"walship"`
-}
-
 // Decode decodes a record written by the Sink back into the change it
 // carries, exactly (change.Change.Equal to what was in the WAL). Errors
-// wrap ErrMalformed and say what is wrong.
+// wrap ErrMalformed and say what is wrong; Decode never panics.
 func Decode(r *kgo.Record) (Event, error) {
 	var ev Event
 	var err error
@@ -487,196 +454,167 @@ func Decode(r *kgo.Record) (Event, error) {
 		ev.Tombstone = true
 		return ev, nil
 	}
-	var env envelope
-	if err := json.Unmarshal(r.Value, &env); err != nil {
-		return ev, fmt.Errorf("%w: lsn %d: value: %v", ErrMalformed, ev.LSN, err)
-	}
 	fail := func(format string, args ...any) (Event, error) {
 		return ev, fmt.Errorf("%w: lsn %d: %s", ErrMalformed, ev.LSN, fmt.Sprintf(format, args...))
 	}
-	w := env.Walship
-	if w == nil {
+	var (
+		rawBefore, rawAfter, rawKey, rawTypes []byte
+		op, schema, table                     string
+		msg                                   *change.LogicalMessage
+		haveWalship                           bool
+		wLSN, wCommit, wFirst                 uint64
+		kinds                                 = map[string]rawKinds{}
+		sourceLSN                             string
+	)
+	s := &scanner{b: r.Value}
+	err = s.object(func(k string) error {
+		var err error
+		switch k {
+		case "before":
+			rawBefore, err = s.skip(0)
+		case "after":
+			rawAfter, err = s.skip(0)
+		case "op":
+			op, err = s.str()
+		case "source":
+			err = s.object(func(k string) error {
+				var err error
+				switch k {
+				case "schema":
+					schema, err = s.str()
+				case "table":
+					table, err = s.str()
+				default:
+					_, err = s.skip(0)
+				}
+				return err
+			})
+		case "message":
+			if s.isNull() {
+				return nil
+			}
+			msg = &change.LogicalMessage{}
+			err = s.object(func(k string) error {
+				var err error
+				switch k {
+				case "prefix":
+					msg.Prefix, err = s.str()
+				case "content":
+					var c string
+					if c, err = s.str(); err == nil {
+						if msg.Content, err = base64.StdEncoding.DecodeString(c); err != nil {
+							err = fmt.Errorf("message.content: %v", err)
+						}
+					}
+				case "transactional":
+					msg.Transactional, err = s.boolean()
+				default:
+					_, err = s.skip(0)
+				}
+				return err
+			})
+		case "walship":
+			haveWalship = true
+			err = s.object(func(k string) error {
+				var err error
+				switch k {
+				case "lsn":
+					wLSN, err = s.uint()
+				case "commit_lsn":
+					wCommit, err = s.uint()
+				case "first_lsn":
+					wFirst, err = s.uint()
+				case "commit_time":
+					ev.CommitTime, err = s.timestamp()
+				case "xid":
+					ev.Header.XID, err = s.uint()
+				case "source_lsn":
+					sourceLSN, err = s.str()
+				case "source_commit_time":
+					ev.Header.SourceCommitTime, err = s.timestamp()
+				case "origin":
+					ev.Header.Origin, err = s.str()
+				case "key":
+					rawKey, err = s.skip(0)
+				case "kinds":
+					err = s.object(func(k string) error {
+						var err error
+						kinds[k], err = s.kinds()
+						return err
+					})
+				case "types":
+					rawTypes, err = s.skip(0)
+				default:
+					_, err = s.skip(0)
+				}
+				if err != nil {
+					return fmt.Errorf("walship.%s: %w", k, err)
+				}
+				return nil
+			})
+		default:
+			_, err = s.skip(0)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		return nil
+	})
+	if err == nil && (s.peek() != 0 || s.pos != len(s.b)) {
+		err = s.fail("data after the envelope")
+	}
+	if err != nil {
+		return fail("value: %v", err)
+	}
+	if !haveWalship {
 		return fail(`no "walship" object`)
 	}
-	if w.LSN != ev.LSN || w.CommitLSN != ev.CommitLSN || w.FirstLSN != ev.FirstLSN {
-		return fail("walship.lsn/commit_lsn/first_lsn %d/%d/%d differ from the headers", w.LSN, w.CommitLSN, w.FirstLSN)
+	if wLSN != ev.LSN || wCommit != ev.CommitLSN || wFirst != ev.FirstLSN {
+		return fail("walship.lsn/commit_lsn/first_lsn %d/%d/%d differ from the headers", wLSN, wCommit, wFirst)
 	}
-	ev.CommitTime = w.CommitTime
-	ev.Header = change.TxHeader{XID: w.XID, SourceCommitTime: w.SourceCommitTime, Origin: w.Origin}
-	if w.SourceLSN != "" {
-		if ev.Header.SourceLSN, err = change.ParseSourceLSN(w.SourceLSN); err != nil {
+	if sourceLSN != "" {
+		if ev.Header.SourceLSN, err = change.ParseSourceLSN(sourceLSN); err != nil {
 			return fail("walship.source_lsn: %v", err)
 		}
 	}
 	c := &ev.Change
-	if c.Op, err = change.ParseOp(env.Op); err != nil {
+	if c.Op, err = change.ParseOp(op); err != nil {
 		return fail("op: %v", err)
 	}
-	if c.Op != change.Message || env.Source.Table != "" {
-		c.Table = change.Table{Schema: env.Source.Schema, Name: env.Source.Table}
+	if c.Op != change.Message || table != "" {
+		c.Table = change.Table{Schema: schema, Name: table}
 	}
-	if c.Key, err = decodeRow(w.Key, w.Kinds.Key); err != nil {
-		return fail("walship.key: %v", err)
-	}
-	if c.Before, err = decodeRow(env.Before, w.Kinds.Before); err != nil {
-		return fail("before: %v", err)
-	}
-	if c.After, err = decodeRow(env.After, w.Kinds.After); err != nil {
-		return fail("after: %v", err)
-	}
-	if len(w.Types) > 0 && string(w.Types) != "null" {
-		err := eachMember(w.Types, func(name string, raw json.RawMessage) error {
-			var typ string
-			if err := json.Unmarshal(raw, &typ); err != nil {
-				return fmt.Errorf("%q: %v", name, err)
-			}
-			c.Types = append(c.Types, change.ColumnType{Name: name, Type: typ})
-			return nil
-		})
-		if err != nil {
-			return fail("walship.types: %v", err)
+	for _, part := range []struct {
+		name string
+		raw  []byte
+		dst  *change.Row
+	}{{"walship.key", rawKey, &c.Key}, {"before", rawBefore, &c.Before}, {"after", rawAfter, &c.After}} {
+		if part.raw == nil {
+			continue
+		}
+		k := kinds[part.name]
+		if part.name == "walship.key" {
+			k = kinds["key"]
+		}
+		if *part.dst, err = (&scanner{b: part.raw}).row(k); err != nil {
+			return fail("%s: %v", part.name, err)
 		}
 	}
-	if env.Message != nil {
-		c.Message = &change.LogicalMessage{Prefix: env.Message.Prefix, Content: env.Message.Content, Transactional: env.Message.Transactional}
-	}
-	return ev, nil
-}
-
-// eachMember calls fn for each member of a JSON object, in order.
-func eachMember(obj json.RawMessage, fn func(name string, raw json.RawMessage) error) error {
-	d := json.NewDecoder(bytes.NewReader(obj))
-	d.UseNumber()
-	tok, err := d.Token()
-	if err != nil {
-		return err
-	}
-	if tok != json.Delim('{') {
-		return fmt.Errorf("want an object, got %v", tok)
-	}
-	for d.More() {
-		tok, err := d.Token()
-		if err != nil {
-			return err
-		}
-		name, _ := tok.(string)
-		var raw json.RawMessage
-		if err := d.Decode(&raw); err != nil {
-			return fmt.Errorf("%q: %v", name, err)
-		}
-		if err := fn(name, raw); err != nil {
-			return err
-		}
-	}
-	if _, err := d.Token(); err != nil {
-		return err
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return errors.New("trailing data after the object")
-	}
-	return nil
-}
-
-// decodeRow decodes a row object (nil for null or absent), each column
-// with its kind descriptor from kinds.
-func decodeRow(raw json.RawMessage, kinds map[string]json.RawMessage) (change.Row, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	row := change.Row{}
-	err := eachMember(raw, func(name string, v json.RawMessage) error {
-		val, err := decodeValue(v, kinds[name])
-		if err != nil {
-			return fmt.Errorf("%q: %v", name, err)
-		}
-		row = append(row, change.Column{Name: name, Value: val})
-		return nil
-	})
-	return row, err
-}
-
-// decodeValue maps a JSON value back to a change.Value given its kind
-// descriptor (see appendValue).
-func decodeValue(raw, desc json.RawMessage) (change.Value, error) {
-	desc = bytes.TrimSpace(desc)
-	if len(desc) == 0 || string(desc) == "null" {
-		if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '{' {
-			return change.Value{}, errors.New("an object needs a kind descriptor")
-		}
-		return change.ParseValue(raw)
-	}
-	if desc[0] == '[' {
-		var elems []json.RawMessage
-		var descs []json.RawMessage
-		if err := json.Unmarshal(raw, &elems); err != nil {
-			return change.Value{}, err
-		}
-		if err := json.Unmarshal(desc, &descs); err != nil {
-			return change.Value{}, fmt.Errorf("kind descriptor: %v", err)
-		}
-		if len(elems) != len(descs) {
-			return change.Value{}, fmt.Errorf("array of %d elements with %d kind descriptors", len(elems), len(descs))
-		}
-		vals := make([]change.Value, len(elems))
-		for i := range elems {
-			v, err := decodeValue(elems[i], descs[i])
+	if rawTypes != nil {
+		ts := &scanner{b: rawTypes}
+		if !ts.isNull() {
+			err := ts.object(func(name string) error {
+				typ, err := ts.str()
+				c.Types = append(c.Types, change.ColumnType{Name: name, Type: typ})
+				return err
+			})
 			if err != nil {
-				return change.Value{}, fmt.Errorf("[%d]: %v", i, err)
+				return fail("walship.types: %v", err)
 			}
-			vals[i] = v
 		}
-		return change.ArrayValue(vals...), nil
 	}
-	var kind string
-	if err := json.Unmarshal(desc, &kind); err != nil {
-		return change.Value{}, fmt.Errorf("kind descriptor: %v", err)
-	}
-	if kind == "float" {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			switch s {
-			case "NaN":
-				return change.FloatValue(math.NaN()), nil
-			case "Infinity":
-				return change.FloatValue(math.Inf(1)), nil
-			case "-Infinity":
-				return change.FloatValue(math.Inf(-1)), nil
-			}
-			return change.Value{}, fmt.Errorf("float: %q", s)
-		}
-		f, err := strconv.ParseFloat(string(bytes.TrimSpace(raw)), 64)
-		if err != nil {
-			return change.Value{}, fmt.Errorf("float: %v", err)
-		}
-		return change.FloatValue(f), nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return change.Value{}, fmt.Errorf("%s: want a string: %v", kind, err)
-	}
-	switch kind {
-	case "numeric":
-		return change.NumericValue(s)
-	case "bytes":
-		b, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			return change.Value{}, fmt.Errorf("bytes: %v", err)
-		}
-		return change.BytesValue(b), nil
-	case "timestamp":
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return change.Value{}, fmt.Errorf("timestamp: %v", err)
-		}
-		return change.TimestampValue(t)
-	case "json":
-		return change.JSONValue([]byte(s))
-	}
-	if typ, ok := cutPrefix(kind, "unknown:"); ok {
-		return change.UnknownValue(typ, s), nil
-	}
-	return change.Value{}, fmt.Errorf("unknown kind descriptor %q", kind)
+	c.Message = msg
+	return ev, nil
 }
 
 func cutPrefix(s, prefix string) (string, bool) {
@@ -685,7 +623,6 @@ func cutPrefix(s, prefix string) (string, bool) {
 	}
 	return "", false
 }
-
 // OrderedRecords returns the records the Sink sends for t in ordered mode
 // (topic OrderedTopic(prefix), partition 0, tombstones after deletes if
 // asked): the same keys, values and headers. The bench gives them to a bare
