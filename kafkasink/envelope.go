@@ -623,6 +623,7 @@ func cutPrefix(s, prefix string) (string, bool) {
 	}
 	return "", false
 }
+
 // OrderedRecords returns the records the Sink sends for t in ordered mode
 // (topic OrderedTopic(prefix), partition 0, tombstones after deletes if
 // asked): the same keys, values and headers. The bench gives them to a bare
