@@ -240,11 +240,46 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// would hold up.
 	defer cl.CloseAllowingRebalance()
 
+	// Decoding runs here, applying in its own goroutine: the replica's
+	// commit overlaps the next fetch and decode. At most two batches wait.
+	type job struct {
+		txns         []wal.Txn
+		commitOffset int64 // offset after the batch's last commit record
+	}
+	jobs := make(chan job, 2)
+	applyErr := make(chan error, 1)
+	applierDone := make(chan struct{})
+	go func() {
+		defer close(applierDone)
+		for j := range jobs {
+			if err := c.apply(ctx, j.txns); err != nil {
+				applyErr <- err
+				for range jobs { // let the reader stop
+				}
+				return
+			}
+			// Offsets are a hint for the next start (see the package doc).
+			commit := map[string]map[int32]kgo.EpochOffset{topic: {0: {Epoch: -1, Offset: j.commitOffset}}}
+			cl.CommitOffsetsSync(ctx, commit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
+				if err != nil && ctx.Err() == nil {
+					c.log.Warn("kafka offset commit failed (only a hint; ignored)", "err", err)
+				}
+			})
+		}
+	}()
+	defer func() {
+		close(jobs)
+		<-applierDone
+	}()
+
 	asm := kafkasink.NewAssembler(c.position())
-	var batch []wal.Txn
-	var lastCommitOffset int64 = -1
 	for {
 		fs := cl.PollRecords(ctx, maxPollRecords)
+		select {
+		case err := <-applyErr:
+			return err
+		default:
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -257,13 +292,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			c.log.Warn("kafka fetch error (retried)", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
 		}
-		// A transaction may start before the replica's position (the sink
-		// re-sends from a transaction start): the assembler and the
-		// applier both skip what is at or below it.
+		// A new assignment may have found the replica further than the
+		// assembler: everything at or below the position is skipped.
 		if d := c.position(); d > asm.Done() {
 			asm = kafkasink.NewAssembler(d)
 		}
-		batch = batch[:0]
+		var batch []wal.Txn
+		var lastCommitOffset int64 = -1
 		var hw int64 = -1
 		var next int64 = -1
 		fs.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -301,16 +336,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return perr
 		}
 		if len(batch) > 0 {
-			if err := c.apply(ctx, batch); err != nil {
+			select {
+			case jobs <- job{txns: batch, commitOffset: lastCommitOffset + 1}:
+			case err := <-applyErr:
 				return err
+			case <-ctx.Done():
+				return ctx.Err()
 			}
-			// Offsets are a hint for the next start (see the package doc).
-			commit := map[string]map[int32]kgo.EpochOffset{topic: {0: {Epoch: -1, Offset: lastCommitOffset + 1}}}
-			cl.CommitOffsetsSync(ctx, commit, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, _ *kmsg.OffsetCommitResponse, err error) {
-				if err != nil && ctx.Err() == nil {
-					c.log.Warn("kafka offset commit failed (only a hint; ignored)", "err", err)
-				}
-			})
 		}
 		if hw >= 0 && next >= 0 {
 			c.lag.Store(hw - next)
