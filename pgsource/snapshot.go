@@ -3,6 +3,7 @@ package pgsource
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -77,6 +78,39 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 	}
 
 	var queue []chunkDone
+	// Progress checkpoints are written in the background (three fsyncs
+	// each), one at a time, so that copying goes on meanwhile.
+	var saving chan error
+	reap := func(block bool) error {
+		if saving == nil {
+			return nil
+		}
+		if !block {
+			select {
+			case err := <-saving:
+				saving = nil
+				return err
+			default:
+				return nil
+			}
+		}
+		err := <-saving
+		saving = nil
+		return err
+	}
+	startSave := func() error {
+		b, err := json.Marshal(&s.state)
+		if err != nil {
+			return err
+		}
+		pos := s.ckptPos
+		ch := make(chan error, 1)
+		saving = ch
+		s.lastCkptSave = time.Now()
+		go func() { ch <- s.ckpts.SetBackward(context.Background(), s.ckptName, pos, b) }()
+		return nil
+	}
+	defer reap(true)
 	// settle records the progress of durable chunks; with wait it first
 	// waits until all are durable.
 	settle := func(wait bool) error {
@@ -96,10 +130,13 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 			}
 		}
 		queue = append(queue[:0], queue[i:]...)
-		// Progress is saved at most every 200ms: a crash copies again at
+		if err := reap(false); err != nil {
+			return fmt.Errorf("pgsource: save snapshot progress: %w", err)
+		}
+		// Progress is saved about every 200ms: a crash copies again at
 		// most the chunks of that interval.
-		if i > 0 && time.Since(s.lastCkptSave) > 200*time.Millisecond {
-			return s.saveCheckpoint(ctx)
+		if i > 0 && saving == nil && time.Since(s.lastCkptSave) > 200*time.Millisecond {
+			return startSave()
 		}
 		return nil
 	}
@@ -123,6 +160,7 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 				}
 				ctx = dctx
 				settle(false)
+				reap(true)
 				return s.saveCheckpoint(dctx)
 			}
 			return fmt.Errorf("snapshot of %s: %w", t, err)
@@ -130,6 +168,9 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 	}
 	if err := settle(true); err != nil {
 		return err
+	}
+	if err := reap(true); err != nil {
+		return fmt.Errorf("pgsource: save snapshot progress: %w", err)
 	}
 	if _, err := q.Exec(ctx, "COMMIT"); err != nil {
 		return err
@@ -170,6 +211,9 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 			sql += fmt.Sprintf(" ORDER BY %s LIMIT %d", strings.Join(order, ", "), limit)
 		}
 		buf := newTxnBuf(change.TxHeader{Origin: s.origin}, s.cfg.MaxTxnMemory, s.cfg.SpillDir)
+		if rel.key != nil {
+			buf.changes = make([]change.Change, 0, min(limit, 1<<16))
+		}
 		cp := &copyParser{s: s, rel: rel, buf: buf}
 		_, err := q.PgConn().CopyTo(ctx, cp, "COPY ("+sql+") TO STDOUT")
 		if err == nil {

@@ -165,8 +165,16 @@ func (s *Source) Run(ctx context.Context) error {
 	backoff := 250 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		err := s.session(ctx, attempt == 0)
-		if err == nil || ctx.Err() != nil {
-			return err
+		if err == nil {
+			return nil // stopped: everything appended is durable and confirmed
+		}
+		if ctx.Err() != nil {
+			// Stopping. A failure of the log itself still counts.
+			var fe *FatalError
+			if errors.As(err, &fe) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			return nil
 		}
 		var fe *FatalError
 		if errors.As(err, &fe) || !retryable(err) {
