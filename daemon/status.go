@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"github.com/walship/walship/kafkasink"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -91,9 +93,6 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 		segs := d.wal.Log.Segments()
 		snap.WAL = &status.WAL{Dir: d.cfg.WAL.Dir, FirstLSN: d.wal.Log.FirstLSN(), VisibleLSN: d.wal.Durable(),
 			Segments: len(segs), SizeBytes: d.retention.walBytes.Load()}
-		if ct := d.wal.Log.LastCommitTime(); ct > 0 {
-			snap.WAL.LastCommit = time.Unix(0, ct).UTC()
-		}
 		durable := d.wal.Durable()
 		switch {
 		case d.pg != nil:
@@ -109,7 +108,11 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 		}
 		if k := d.kafka; k != nil {
 			s := k.Stats()
-			snap.Sinks = append(snap.Sinks, status.Sink{Name: "kafka", Kind: "kafka", Target: secret.Text(d.cfg.Kafka.Brokers[0]) + " " + d.cfg.Kafka.TopicPrefix,
+			topic := kafkasink.OrderedTopic(d.cfg.Kafka.TopicPrefix)
+			if d.cfg.Kafka.Mode == kafkasink.ModeTables {
+				topic = d.cfg.Kafka.TopicPrefix + ".<schema>.<table>"
+			}
+			snap.Sinks = append(snap.Sinks, status.Sink{Name: topic, Kind: "kafka", Target: strings.Join(d.cfg.Kafka.Brokers, ","),
 				LSN: s.AckedLSN, LagRecords: s.LagRecords, Lag: status.Duration(time.Duration(s.LagSeconds * float64(time.Second))), State: sinkState(s.LagRecords, s.Retries)})
 		}
 		if a := d.archiver; a != nil {
@@ -118,7 +121,7 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 			if durable > s.ArchivedLSN {
 				lag = durable - s.ArchivedLSN
 			}
-			st := status.Sink{Name: "archive", Kind: "archive", Target: secret.URL(d.cfg.Archive.URL), LSN: s.ArchivedLSN,
+			st := status.Sink{Name: Lineage, Kind: "archive", Target: secret.URL(d.cfg.Archive.URL), LSN: s.ArchivedLSN,
 				LagRecords: lag, Lag: status.Duration(s.Lag), State: "ok", Error: s.LastError}
 			if s.LastError != "" {
 				st.State = "retrying"
