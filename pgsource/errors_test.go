@@ -215,6 +215,38 @@ func TestDroppedSlotIsAClearError(t *testing.T) {
 	}
 }
 
+// TestSlotDroppedWhileStreaming: the running source stops with ErrSlotLost.
+func TestSlotDroppedWhileStreaming(t *testing.T) {
+	e := newEnv(t, pgtest.WithoutFsync())
+	e.exec(`CREATE TABLE t (id int PRIMARY KEY)`)
+	r := e.run(testConfig(e.dsn))
+	e.waitSlot("walship")
+	e.exec(`INSERT INTO t VALUES (1)`)
+	e.catchUp(r, 30*time.Second)
+	c := e.conn()
+	ctx := context.Background()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'walship' AND active_pid IS NOT NULL`)
+		if _, err := c.Exec(ctx, `SELECT pg_drop_replication_slot('walship')`); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("could not drop the slot")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if !errors.Is(err, ErrSlotLost) {
+			t.Fatalf("Run returned %v, want ErrSlotLost", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still running 30s after its slot was dropped")
+	}
+}
+
 // TestIdleDatabaseDoesNotPinWAL: with no change in the captured database
 // but writes elsewhere in the cluster, heartbeats keep the slot's confirmed
 // position moving; restarting skips nothing and writes nothing twice.

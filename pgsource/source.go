@@ -324,11 +324,11 @@ func (s *Source) connectErr(err error, first bool) error {
 				return fatalf("source.postgres.dsn: the server refuses replication connections for this role (%s): "+
 					"allow them in pg_hba.conf (a \"replication\" line) and grant the role REPLICATION", pe.Message)
 			}
-			return fatalf("source.postgres.dsn: cannot connect: %v", err)
+			return fatalf("source.postgres.dsn: cannot connect: %w", err)
 		}
 	}
 	if first {
-		return fatalf("source.postgres.dsn: cannot connect: %v", err)
+		return fatalf("source.postgres.dsn: cannot connect: %w", err)
 	}
 	return err
 }
