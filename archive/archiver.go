@@ -249,12 +249,20 @@ func (ar *Archiver) Run(ctx context.Context) error {
 	go func() { // WAL -> txCh
 		defer wg.Done()
 		defer close(txCh)
-		errCh <- ar.readLoop(ctx, next, txCh)
+		err := ar.readLoop(ctx, next, txCh)
+		if err != nil {
+			cancel() // stop the uploads too: Run reports err now
+		}
+		errCh <- err
 	}()
 	go func() { // txCh -> segment plaintexts
 		defer wg.Done()
 		defer close(buildCh)
-		errCh <- ar.buildLoop(ctx, next.from, txCh, buildCh)
+		err := ar.buildLoop(ctx, next.from, txCh, buildCh)
+		if err != nil {
+			cancel()
+		}
+		errCh <- err
 	}()
 	go func() { // compress, seal, checksum
 		defer wg.Done()

@@ -93,12 +93,22 @@ type arState struct {
 func archiveCases(cfg *config) []*benchCase {
 	p := arParamsFor(cfg)
 	st := &arState{}
-	setup := func(ctx context.Context) error { return st.setup(ctx, cfg, p) }
-	cleanup := func() { st.cleanup() }
+	// Every case carries the shared setup (run once), so any --filter
+	// selection works.
+	var (
+		setupOnce   sync.Once
+		setupErr    error
+		cleanupOnce sync.Once
+	)
+	setup := func(ctx context.Context) error {
+		setupOnce.Do(func() { setupErr = st.setup(ctx, cfg, p) })
+		return setupErr
+	}
+	cleanup := func() { cleanupOnce.Do(st.cleanup) }
 	mb := func(n int64, d time.Duration) float64 { return float64(n) / 1e6 / d.Seconds() }
-	return []*benchCase{
+	cases := []*benchCase{
 		{
-			name: "s3-put/bare", primary: mMBps, setup: setup, cleanup: cleanup,
+			name: "s3-put/bare", primary: mMBps,
 			run: func(ctx context.Context) (sample, error) {
 				d, err := st.barePut(ctx, st.rawObjs)
 				return sample{mMBps: mb(st.raw, d)}, err
@@ -126,38 +136,40 @@ func archiveCases(cfg *config) []*benchCase {
 		{
 			name: "s3-get/bare-parallel", primary: mMBps,
 			run: func(ctx context.Context) (sample, error) {
-				d, err := st.parallel(ctx, func(ctx context.Context, m archive.SegmentManifest) error {
+				// Into memory, as a restore needs the bytes.
+				n, _, d, err := st.parallel(ctx, cfg.duration, func(ctx context.Context, m archive.SegmentManifest) error {
 					out, err := st.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(arBucket), Key: aws.String("a/" + m.Key)})
 					if err != nil {
 						return err
 					}
 					defer out.Body.Close()
-					_, err = io.Copy(io.Discard, out.Body)
+					buf := make([]byte, aws.ToInt64(out.ContentLength))
+					_, err = io.ReadFull(out.Body, buf)
 					return err
 				})
-				return sample{mMBps: mb(st.size, d)}, err
+				return sample{mMBps: mb(n, d)}, err
 			},
 		},
 		{
 			name: "archive-fetch", primary: mMBps,
 			compare: []comparison{{metric: mMBps, base: "s3-get/bare-parallel", baseMetric: mMBps}},
 			run: func(ctx context.Context) (sample, error) {
-				d, err := st.parallel(ctx, func(ctx context.Context, m archive.SegmentManifest) error {
+				n, _, d, err := st.parallel(ctx, cfg.duration, func(ctx context.Context, m archive.SegmentManifest) error {
 					_, err := st.a.FetchSegment(ctx, m)
 					return err
 				})
-				return sample{mMBps: mb(st.size, d)}, err
+				return sample{mMBps: mb(n, d)}, err
 			},
 		},
 		{
 			name: "archive-read", primary: mMBps, extra: []string{mChangesPerSec, "raw_MBps"},
 			compare: []comparison{{metric: mMBps, base: "s3-get/bare-parallel", baseMetric: mMBps}},
 			run: func(ctx context.Context) (sample, error) {
-				d, err := st.parallel(ctx, func(ctx context.Context, m archive.SegmentManifest) error {
+				n, raw, d, err := st.parallel(ctx, cfg.duration, func(ctx context.Context, m archive.SegmentManifest) error {
 					_, err := st.a.ReadSegment(ctx, m)
 					return err
 				})
-				return sample{mMBps: mb(st.size, d), "raw_MBps": mb(st.raw, d), mChangesPerSec: float64(st.changes) / d.Seconds()}, err
+				return sample{mMBps: mb(n, d), "raw_MBps": mb(raw, d), mChangesPerSec: float64(n) / float64(st.size) * float64(st.changes) / d.Seconds()}, err
 			},
 		},
 		{
@@ -171,6 +183,10 @@ func archiveCases(cfg *config) []*benchCase {
 			run: func(ctx context.Context) (sample, error) { return st.restore(ctx, cfg) },
 		},
 	}
+	for _, c := range cases {
+		c.setup, c.cleanup = setup, cleanup
+	}
+	return cases
 }
 
 func (st *arState) setup(ctx context.Context, cfg *config, p arParams) error {
@@ -369,13 +385,20 @@ func (st *arState) upload(ctx context.Context, cfg *config) (sample, error) {
 	return sample{mMBps: float64(s.RawBytes) / 1e6 / d.Seconds(), "stored_MBps": float64(s.Bytes) / 1e6 / d.Seconds()}, nil
 }
 
-func (st *arState) parallel(ctx context.Context, f func(context.Context, archive.SegmentManifest) error) (time.Duration, error) {
+// parallel calls f on the stored objects with arParallel workers, in
+// passes over all of them, until at least minDur has passed and one pass
+// is complete; it returns the stored and raw bytes processed.
+func (st *arState) parallel(ctx context.Context, minDur time.Duration, f func(context.Context, archive.SegmentManifest) error) (stored, raw int64, d time.Duration, err error) {
 	var (
-		next     atomic.Int64
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
+		next      atomic.Int64
+		nStored   atomic.Int64
+		nRaw      atomic.Int64
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		firstErr  error
+		stopAfter atomic.Int64 // index at which to stop, once minDur passed
 	)
+	stopAfter.Store(-1)
 	start := time.Now()
 	for range arParallel {
 		wg.Add(1)
@@ -383,22 +406,34 @@ func (st *arState) parallel(ctx context.Context, f func(context.Context, archive
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(st.stored) {
+				if lim := stopAfter.Load(); lim >= 0 && int64(i) >= lim {
 					return
 				}
-				if err := f(ctx, st.stored[i]); err != nil {
+				if i >= len(st.stored) && time.Since(start) >= minDur {
+					// Finish the pass in progress, then stop.
+					lim := int64((i/len(st.stored) + 1) * len(st.stored))
+					stopAfter.CompareAndSwap(-1, lim)
+					if int64(i) >= stopAfter.Load() {
+						return
+					}
+				}
+				m := st.stored[i%len(st.stored)]
+				if err := f(ctx, m); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
 					}
 					mu.Unlock()
+					stopAfter.Store(0)
 					return
 				}
+				nStored.Add(m.Size)
+				nRaw.Add(m.RawSize)
 			}
 		}()
 	}
 	wg.Wait()
-	return time.Since(start), firstErr
+	return nStored.Load(), nRaw.Load(), time.Since(start), firstErr
 }
 
 // restore replays the read lineage up to restoreLSN into a new SQLite
