@@ -272,7 +272,7 @@ func TestSinks(t *testing.T) {
 		t.Errorf("no fsync observed: %v", m["walship_wal_fsync_seconds_count"])
 	}
 	page := get(t, "http://"+r.d.Addr("http")+"/status.json")
-	for _, want := range []string{`"kind":"http"`, `"name":"kafka"`, `"name":"archive"`, fmt.Sprintf(`"visible_lsn":%d`, last)} {
+	for _, want := range []string{`"kind":"http"`, `"name":"t.ordered"`, `"name":"main"`, fmt.Sprintf(`"visible_lsn":%d`, last)} {
 		if !strings.Contains(page, want) {
 			t.Errorf("/status.json lacks %s:\n%s", want, page)
 		}
