@@ -195,61 +195,58 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 		order = append(order, pgx.Identifier{rel.cols[k].name}.Sanitize())
 	}
 	limit := s.cfg.SnapshotChunkRows
-	for {
-		sql := from
-		if rel.key == nil {
-			// No primary key: the table is copied whole, in one transaction
-			// (spilled if large); a crash copies it again.
-		} else {
-			if prog.Last != nil {
-				var lits []string
-				for i, k := range rel.key {
-					lits = append(lits, sqlLiteral(prog.Last[i])+"::"+sqlTypes[rel.cols[k].name])
-				}
-				sql += " WHERE (" + strings.Join(order, ", ") + ") > (" + strings.Join(lits, ", ") + ")"
+	sql := from
+	if rel.key == nil {
+		// No primary key: the table is copied whole, in one transaction
+		// (spilled if large); a crash copies it again.
+		limit = 0
+	} else {
+		if prog.Last != nil {
+			var lits []string
+			for i, k := range rel.key {
+				lits = append(lits, sqlLiteral(prog.Last[i])+"::"+sqlTypes[rel.cols[k].name])
 			}
-			sql += fmt.Sprintf(" ORDER BY %s LIMIT %d", strings.Join(order, ", "), limit)
+			sql += " WHERE (" + strings.Join(order, ", ") + ") > (" + strings.Join(lits, ", ") + ")"
 		}
+		// One ordered stream, cut into chunks here: no query per chunk.
+		sql += " ORDER BY " + strings.Join(order, ", ")
+	}
+	newBuf := func() *txnBuf {
 		buf := newTxnBuf(change.TxHeader{Origin: s.origin}, s.cfg.MaxTxnMemory, s.cfg.SpillDir)
-		if rel.key != nil {
+		if limit > 0 {
 			buf.changes = make([]change.Change, 0, min(limit, 1<<16))
 		}
-		cp := &copyParser{s: s, rel: rel, buf: buf}
-		_, err := q.PgConn().CopyTo(ctx, cp, "COPY ("+sql+") TO STDOUT")
-		if err == nil {
-			err = cp.err
-		}
-		if err == nil && len(cp.partial) > 0 {
-			err = fmt.Errorf("COPY output ends inside a row")
-		}
-		if err != nil {
-			buf.close()
-			return err
-		}
-		full := rel.key != nil && cp.n == limit
-		if cp.n > 0 {
-			t, err := buf.appendTo(ctx, s.w)
-			buf.close()
-			if err != nil {
-				return &FatalError{Err: fmt.Errorf("pgsource: append snapshot chunk: %w", err)}
-			}
-			s.st.txns.Add(1)
-			s.st.changes.Add(int64(cp.n))
-			prog = tableProgress{Done: !full, Last: cp.lastKey}
-			if err := appended(t.Last, prog); err != nil {
-				return err
-			}
-		} else {
-			buf.close()
-			prog.Done = true
-			if err := appended(0, prog); err != nil {
-				return err
-			}
-		}
-		if !full {
-			return nil
-		}
+		return buf
 	}
+	cp := &copyParser{s: s, rel: rel, buf: newBuf(), limit: limit}
+	defer func() { cp.buf.close() }()
+	// chunk appends the rows parsed so far as one transaction.
+	cp.chunk = func(done bool) error {
+		if cp.n == 0 {
+			return appended(0, tableProgress{Done: done, Last: prog.Last})
+		}
+		t, err := cp.buf.appendTo(ctx, s.w)
+		cp.buf.close()
+		if err != nil {
+			return &FatalError{Err: fmt.Errorf("pgsource: append snapshot chunk: %w", err)}
+		}
+		s.st.txns.Add(1)
+		s.st.changes.Add(int64(cp.n))
+		prog = tableProgress{Done: done, Last: cp.lastKey}
+		cp.buf, cp.n, cp.lastKey = newBuf(), 0, nil
+		return appended(t.Last, prog)
+	}
+	_, err = q.PgConn().CopyTo(ctx, cp, "COPY ("+sql+") TO STDOUT")
+	if err == nil {
+		err = cp.err
+	}
+	if err == nil && len(cp.partial) > 0 {
+		err = fmt.Errorf("COPY output ends inside a row")
+	}
+	if err != nil {
+		return err
+	}
+	return cp.chunk(true)
 }
 
 // copyParser turns COPY text output into `r` changes.
@@ -257,6 +254,8 @@ type copyParser struct {
 	s       *Source
 	rel     *relation
 	buf     *txnBuf
+	limit   int              // rows per chunk; 0: no chunks
+	chunk   func(bool) error // appends a full chunk
 	partial []byte
 	n       int
 	lastKey []string
@@ -329,7 +328,13 @@ func (p *copyParser) row(line []byte) error {
 	p.n++
 	p.s.st.snapRows.Add(1)
 	p.s.st.snapBytes.Add(int64(len(line) + 1))
-	return p.buf.add(change.Change{Table: rel.table, Op: change.Read, Key: keyOf(rel, row), After: row, Types: rel.types})
+	if err := p.buf.add(change.Change{Table: rel.table, Op: change.Read, Key: keyOf(rel, row), After: row, Types: rel.types}); err != nil {
+		return err
+	}
+	if p.limit > 0 && p.n == p.limit {
+		return p.chunk(false)
+	}
+	return nil
 }
 
 // unescapeCopy decodes one field of COPY text format.
