@@ -8,8 +8,10 @@
 //   - Records are grouped into transactions; the last record of each is a
 //     commit record carrying the commit time, which never decreases.
 //   - Readers see only records up to the last commit made durable by Sync
-//     (or published by Publish in sync mode "off"): never a record that is
-//     not durable, never part of an unfinished transaction.
+//     or SyncTo (or published by Publish in sync mode "off"): never a record
+//     that is not durable, never part of an unfinished transaction. The
+//     records of an aborted transaction are visible but end with an abort
+//     record (Record.Aborted) that tells transaction readers to drop them.
 //   - Recovery (Open) truncates a torn tail of the newest segment and an
 //     unfinished transaction at the end of the log, and says so in a
 //     RecoveryReport. Anything else that fails a check is a

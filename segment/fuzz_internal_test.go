@@ -64,10 +64,23 @@ func fixChecksums(b []byte) []byte {
 func FuzzFrameDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(make([]byte, FrameHeaderSize))
+	f.Add(abortFrameSeed())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkFrameBytes(t, b)
 		checkFrameBytes(t, fixChecksums(b))
 	})
+}
+
+// abortFrameSeed is an abort frame (doc.go) ending the transaction begun at
+// LSN 1.
+func abortFrameSeed() []byte {
+	payload := AppendRecord(nil, nil, true, 5)
+	h := frameHeader{payloadCRC: crc(payload), storedLen: uint32(len(payload)), rawLen: uint32(len(payload)),
+		firstLSN: 3, txnStart: 1, count: 1, writeOffset: HeaderSize, flags: flagEndsTxn | flagAbort}
+	b := make([]byte, FrameHeaderSize, h.frameSize())
+	h.encode(b)
+	b = append(b, payload...)
+	return append(b, make([]byte, h.frameSize()-int64(len(b)))...)
 }
 
 type fuzzRecord struct {
@@ -156,7 +169,8 @@ func reencodeFrame(t *testing.T, fh *frameHeader, recs []fuzzRecord) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	bt := Batch{Count: len(recs), FirstLSN: fh.firstLSN, TxnStart: fh.txnStart, EndsTxn: fh.flags&flagEndsTxn != 0}
+	bt := Batch{Count: len(recs), FirstLSN: fh.firstLSN, TxnStart: fh.txnStart, EndsTxn: fh.flags&flagEndsTxn != 0,
+		Aborted: fh.flags&flagAbort != 0}
 	for _, r := range recs {
 		bt.Raw = AppendRecord(bt.Raw, r.data, r.commit, r.commitTime)
 		if r.commit {

@@ -138,9 +138,9 @@ type active struct {
 
 // Log is a segmented append-only log in one directory.
 //
-// Write, Sync and Publish form the writer side and must be called by one
-// goroutine at a time (the group committer); everything else is safe for
-// concurrent use.
+// Write, Mark, Sync and Publish form the writer side and must be called by
+// one goroutine at a time (the group committer); everything else, SyncTo
+// included, is safe for concurrent use.
 type Log struct {
 	dir  string
 	opts Options
