@@ -38,6 +38,12 @@ type Options struct {
 	// Compression of segment and snapshot bodies: "zstd" (default) or
 	// "none".
 	Compression string
+	// CompressionLevel is the zstd level, on zstd's scale (1 fastest ...
+	// 22); klauspost/compress maps it to its nearest implemented level
+	// (1, 3, 7 or 11). Default 1: on the CDC bench it ships about 1.6x the
+	// MB/s of level 3 for about 5% larger objects (bench/archive.go).
+	// Reading does not depend on it.
+	CompressionLevel int
 	// Seal, if set, encrypts bodies; objects are read with it too.
 	Seal Sealer
 	// Concurrency is how many manifests Catalog fetches at once. Default
@@ -55,6 +61,9 @@ func (o *Options) Validate() error {
 	case "", "zstd", "none":
 	default:
 		return fmt.Errorf("archive: Options.Compression %q: want zstd or none", o.Compression)
+	}
+	if o.CompressionLevel < 0 || o.CompressionLevel > 22 {
+		return fmt.Errorf("archive: Options.CompressionLevel %d: want 1 to 22 (0 for the default)", o.CompressionLevel)
 	}
 	if o.Concurrency < 0 {
 		return fmt.Errorf("archive: Options.Concurrency %d is negative", o.Concurrency)
@@ -112,8 +121,12 @@ func New(b Backend, opts Options) (*Archive, error) {
 	if opts.Compression == "none" {
 		a.codec = codecNone
 	}
+	level := zstd.SpeedFastest
+	if opts.CompressionLevel > 0 {
+		level = zstd.EncoderLevelFromZstd(opts.CompressionLevel)
+	}
 	var err error
-	a.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault),
+	a.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level),
 		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(false))
 	if err != nil {
 		return nil, fmt.Errorf("archive: zstd encoder: %w", err)
