@@ -452,6 +452,7 @@ func (s *Source) snapshotRelation(ctx context.Context, q *pgx.Conn, t change.Tab
 	if len(pk) == 0 || len(rel.key) != len(pk) {
 		rel.key = nil
 	}
+	rel.keyPrefix = isPrefix(rel.key)
 	return rel, "SELECT " + strings.Join(sel, ", ") + " FROM " + quoteTable(t), nil
 }
 

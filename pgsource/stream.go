@@ -18,13 +18,15 @@ import (
 // relation is what a pgoutput Relation message (plus the catalog) says
 // about a table.
 type relation struct {
-	table    change.Table
-	cols     []relCol
-	types    []change.ColumnType
-	key      []int // columns forming Change.Key: the primary key, else the replica identity index; nil if none
-	ident    byte  // replica identity: d(efault), f(ull), i(ndex), n(othing)
-	sqlTypes map[string]string
-	prefix   string // toast cache key prefix
+	table change.Table
+	cols  []relCol
+	types []change.ColumnType
+	key   []int // columns forming Change.Key: the primary key, else the replica identity index; nil if none
+	// keyPrefix: key is the first len(key) columns in order.
+	keyPrefix bool
+	ident     byte // replica identity: d(efault), f(ull), i(ndex), n(othing)
+	sqlTypes  map[string]string
+	prefix    string // toast cache key prefix
 }
 
 type relCol struct {
@@ -60,6 +62,8 @@ type streamer struct {
 	// spare is the change slice of the last transaction, reused: the WAL
 	// copies what it appends.
 	spare []change.Change
+	// oldT, newT are scratch tuples (their values point into the message).
+	oldT, newT []tcol
 }
 
 // stream runs logical replication until ctx ends (then drains and returns
@@ -380,6 +384,7 @@ func (st *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessage) 
 	}
 	rel.sqlTypes = sqlTypes
 	rel.key = keyColumns(rel, pk)
+	rel.keyPrefix = isPrefix(rel.key)
 	st.s.rels[m.RelationID] = rel
 	return nil
 }
@@ -457,13 +462,18 @@ type tcol struct {
 }
 
 // parseTuple decodes TupleData at s[off:], checking every length.
-func parseTuple(s string, off int) ([]tcol, int, error) {
+// The result reuses dst's array.
+func parseTuple(s string, off int, dst []tcol) ([]tcol, int, error) {
 	if off+2 > len(s) {
 		return nil, 0, errors.New("truncated tuple")
 	}
 	n := int(s[off])<<8 | int(s[off+1])
 	off += 2
-	t := make([]tcol, n)
+	if cap(dst) < n {
+		dst = make([]tcol, n)
+	}
+	t := dst[:n]
+	clear(t)
 	for i := range t {
 		if off >= len(s) {
 			return nil, 0, errors.New("truncated tuple")
@@ -516,7 +526,7 @@ func (st *streamer) rowChange(ctx context.Context, s string) error {
 	var old, nw []tcol
 	if off < len(s) && (s[off] == 'K' || s[off] == 'O') {
 		oldKind = s[off]
-		if old, off, err = parseTuple(s, off+1); err != nil {
+		if old, off, err = parseTuple(s, off+1, st.oldT); err != nil {
 			return err
 		}
 	}
@@ -524,12 +534,18 @@ func (st *streamer) rowChange(ctx context.Context, s string) error {
 		if off >= len(s) || s[off] != 'N' {
 			return errors.New("no new tuple")
 		}
-		if nw, off, err = parseTuple(s, off+1); err != nil {
+		if nw, off, err = parseTuple(s, off+1, st.newT); err != nil {
 			return err
 		}
 	}
 	if off != len(s) {
 		return fmt.Errorf("%d bytes after the tuple", len(s)-off)
+	}
+	if old != nil {
+		st.oldT = old
+	}
+	if nw != nil {
+		st.newT = nw
 	}
 	switch s[0] {
 	case 'I':
@@ -572,6 +588,9 @@ func rowOf(rel *relation, t []tcol) (row change.Row, toast []int) {
 func keyOf(rel *relation, row change.Row) change.Row {
 	if rel.key == nil {
 		return nil
+	}
+	if rel.keyPrefix && len(row) >= len(rel.key) {
+		return row[:len(rel.key):len(rel.key)] // shares the row's columns, read-only
 	}
 	key := make(change.Row, len(rel.key))
 	for i, k := range rel.key {
@@ -692,4 +711,13 @@ func withAfter(c change.Change, row change.Row) change.Change {
 	}
 	c.After = out
 	return c
+}
+
+func isPrefix(key []int) bool {
+	for i, k := range key {
+		if k != i {
+			return false
+		}
+	}
+	return len(key) > 0
 }
