@@ -2,6 +2,8 @@ package kafkasink
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +61,7 @@ type Sink struct {
 	bytes   atomic.Uint64
 	retries atomic.Uint64
 	errs    atomic.Uint64
+	connErr atomic.Pointer[error]
 	running atomic.Bool
 }
 
@@ -145,7 +148,7 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 	}
 	defer cl.Close()
 
-	topics := &topicCache{cfg: &s.cfg, adm: kadm.NewClient(cl), log: s.log, known: map[string]bool{}}
+	topics := &topicCache{cfg: &s.cfg, adm: kadm.NewClient(cl), log: s.log, known: map[string]bool{}, fatal: s.fatalConnErr}
 	if s.cfg.Mode == ModeOrdered {
 		if err := topics.ensure(ctx, OrderedTopic(s.cfg.TopicPrefix), 1); err != nil {
 			return err
@@ -182,7 +185,11 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 	ckWG.Add(1)
 	go func() {
 		defer ckWG.Done()
-		ckErr <- s.checkpointLoop(ckCtx, wm)
+		err := s.checkpointLoop(ckCtx, wm)
+		if err != nil {
+			cancelRun(err)
+		}
+		ckErr <- err
 	}()
 
 	loopErr := s.produceLoop(runCtx, produceCtx, cl, rd, wm, topics, cancelRun)
@@ -375,6 +382,9 @@ func (s *Sink) checkpointLoop(ctx context.Context, wm *watermark) error {
 			if err := s.checkpoint(ctx, wm); err != nil && ctx.Err() == nil {
 				return err
 			}
+			if err := s.fatalConnErr(); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -398,7 +408,20 @@ type retryHook struct{ s *Sink }
 func (h retryHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err != nil {
 		h.s.retries.Add(1)
+		h.s.connErr.Store(&err)
+	} else {
+		h.s.connErr.Store(nil)
 	}
+}
+
+// fatalConnErr returns the last broker connection error if no connection
+// has succeeded since and retrying cannot cure it (bad credentials or
+// certificates): franz-go retries those like any other, forever.
+func (s *Sink) fatalConnErr() error {
+	if p := s.connErr.Load(); p != nil && isFatal(*p) {
+		return fmt.Errorf("kafkasink: connect to the brokers: %w", *p)
+	}
+	return nil
 }
 
 func (h retryHook) OnBrokerWrite(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
@@ -413,6 +436,8 @@ type topicCache struct {
 	adm   *kadm.Client
 	log   *slog.Logger
 	known map[string]bool
+	// fatal returns a connection error that retrying cannot cure, or nil.
+	fatal func() error
 }
 
 // ensure creates topic with partitions if it does not exist, retrying
@@ -424,7 +449,14 @@ func (tc *topicCache) ensure(ctx context.Context, topic string, partitions int32
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
-		err := tc.tryEnsure(ctx, topic, partitions)
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := tc.tryEnsure(actx, topic, partitions)
+		cancel()
+		if err != nil && tc.fatal != nil {
+			if ferr := tc.fatal(); ferr != nil {
+				return ferr
+			}
+		}
 		if err == nil {
 			tc.known[topic] = true
 			return nil
@@ -444,6 +476,21 @@ func (tc *topicCache) ensure(ctx context.Context, topic string, partitions int32
 	}
 }
 
+// isFatal reports errors that retrying cannot cure: authentication,
+// authorization, certificates, invalid topic names.
+func isFatal(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var uerr x509.UnknownAuthorityError
+	var herr x509.HostnameError
+	for _, e := range []error{kerr.SaslAuthenticationFailed, kerr.UnsupportedSaslMechanism, kerr.IllegalSaslState,
+		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed, kerr.InvalidTopicException} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr)
+}
+
 type fatalTopicError struct{ err error }
 
 func (e *fatalTopicError) Error() string { return e.err.Error() }
@@ -459,7 +506,7 @@ func (tc *topicCache) tryEnsure(ctx context.Context, topic string, partitions in
 		tc.log.Info("created kafka topic", "topic", topic, "partitions", partitions)
 	case errors.Is(err, kerr.TopicAlreadyExists):
 	default:
-		if errors.Is(err, kerr.TopicAuthorizationFailed) || errors.Is(err, kerr.InvalidTopicException) {
+		if isFatal(err) {
 			return &fatalTopicError{fmt.Errorf("kafkasink: create topic %s: %w", topic, err)}
 		}
 		return fmt.Errorf("kafkasink: create topic %s: %w", topic, err)
