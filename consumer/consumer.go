@@ -290,6 +290,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if errors.Is(fe.Err, context.Canceled) {
 				return ctx.Err()
 			}
+			if kafkasink.IsFatal(fe.Err) {
+				return fmt.Errorf("consumer: %s: %w", topic, fe.Err)
+			}
 			c.log.Warn("kafka fetch error (retried)", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
 		}
 		// A new assignment may have found the replica further than the

@@ -402,3 +402,49 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// TestBrokerOutage cuts the consumer (and the sink) off the broker while
+// the WAL keeps growing; once the broker is back the replica catches up
+// and equals the WAL, each transaction applied once.
+func TestBrokerOutage(t *testing.T) {
+	kc, proxy, err := kafkatest.StartBehindProxy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close(); kc.Close() })
+	dir := t.TempDir()
+	w, err := openWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	wl := kafkatest.NewWorkload(13)
+	wl.NoKinds = true
+	appendN := func(n int) {
+		for range n {
+			txn := wl.Next()
+			if _, err := w.Append(context.Background(), &txn); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendN(100)
+	startSink(t, dir, w, []string{proxy.Addr})
+	url := "sqlite://" + filepath.Join(dir, "got.db")
+	c, _ := startConsumer(t, Config{Brokers: []string{proxy.Addr}, ReplicaURL: url, Lineage: "L1", SessionTimeout: time.Second})
+	waitApplied(t, c, readWAL(t, w)[99].CommitLSN, 30*time.Second)
+	for range 3 {
+		proxy.Down()
+		appendN(200)
+		time.Sleep(300 * time.Millisecond)
+		if err := proxy.Up(); err != nil {
+			t.Fatal(err)
+		}
+		appendN(50)
+	}
+	txns := readWAL(t, w)
+	waitApplied(t, c, txns[len(txns)-1].CommitLSN, 60*time.Second)
+	want := "sqlite://" + filepath.Join(dir, "want.db")
+	applyDirect(t, want, txns)
+	sameReplica(t, url, want, txns)
+}

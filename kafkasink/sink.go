@@ -418,7 +418,7 @@ func (h retryHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.
 // has succeeded since and retrying cannot cure it (bad credentials or
 // certificates): franz-go retries those like any other, forever.
 func (s *Sink) fatalConnErr() error {
-	if p := s.connErr.Load(); p != nil && isFatal(*p) {
+	if p := s.connErr.Load(); p != nil && IsFatal(*p) {
 		return fmt.Errorf("kafkasink: connect to the brokers: %w", *p)
 	}
 	return nil
@@ -476,14 +476,16 @@ func (tc *topicCache) ensure(ctx context.Context, topic string, partitions int32
 	}
 }
 
-// isFatal reports errors that retrying cannot cure: authentication,
-// authorization, certificates, invalid topic names.
-func isFatal(err error) bool {
+// IsFatal reports errors that retrying cannot cure: authentication,
+// authorization, certificates, invalid topic names, a session timeout the
+// broker refuses. The consumer uses it too.
+func IsFatal(err error) bool {
 	var verr *tls.CertificateVerificationError
 	var uerr x509.UnknownAuthorityError
 	var herr x509.HostnameError
 	for _, e := range []error{kerr.SaslAuthenticationFailed, kerr.UnsupportedSaslMechanism, kerr.IllegalSaslState,
-		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed, kerr.InvalidTopicException} {
+		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed, kerr.GroupAuthorizationFailed,
+		kerr.InvalidTopicException, kerr.InvalidSessionTimeout} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -506,7 +508,7 @@ func (tc *topicCache) tryEnsure(ctx context.Context, topic string, partitions in
 		tc.log.Info("created kafka topic", "topic", topic, "partitions", partitions)
 	case errors.Is(err, kerr.TopicAlreadyExists):
 	default:
-		if isFatal(err) {
+		if IsFatal(err) {
 			return &fatalTopicError{fmt.Errorf("kafkasink: create topic %s: %w", topic, err)}
 		}
 		return fmt.Errorf("kafkasink: create topic %s: %w", topic, err)

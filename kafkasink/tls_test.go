@@ -87,7 +87,7 @@ func TestTLSAndSASL(t *testing.T) {
 	// A certificate the client does not trust is not retried forever.
 	// (kfake answers a wrong password by closing the connection, which
 	// looks like any network failure; real brokers return
-	// SASL_AUTHENTICATION_FAILED, which isFatal also stops on.)
+	// SASL_AUTHENTICATION_FAILED, which IsFatal also stops on.)
 	e.ckpts.Reset(context.Background(), CheckpointName)
 	s, _ = New(Config{Brokers: []string{c.Addr}, TLS: TLSConfig{Enabled: true}, SASL: sasl}, e.w, e.ckpts, "L1")
 	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -82,6 +82,7 @@ func StartBehindProxy() (*Cluster, *Proxy, error) {
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
 		kfake.Ports(port),
+		kfake.GroupMinSessionTimeout(100*time.Millisecond),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			l, err := net.Listen(network, "127.0.0.1:0")
 			if err != nil {
