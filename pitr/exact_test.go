@@ -15,6 +15,7 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/internal/pgtest"
 	"github.com/walship/walship/replica"
 	"github.com/walship/walship/wal"
@@ -28,7 +29,7 @@ import (
 // times (some equal).
 func workload(t testing.TB, dir string, n int) []wal.Txn {
 	t.Helper()
-	w, _, err := wal.Open(wal.Options{Dir: dir})
+	w, _, err := wal.Open(wal.Options{Dir: dir, Sync: groupcommit.SyncOff}) // tests need no power-loss durability
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +282,7 @@ func TestExactRestoreIntoSQLite(t *testing.T) {
 			t.Fatalf("%s: plan: %v", tg, err)
 		}
 		got := filepath.Join(dir, fmt.Sprintf("restored-%d.db", i))
-		res, err := Restore(ctx, src, plan, "sqlite://"+got, RestoreOptions{Options: Options{Parallel: 3, BatchTxns: 7}})
+		res, err := Restore(ctx, src, plan, "sqlite://"+got, RestoreOptions{Options: Options{Parallel: 3, BatchTxns: 40}})
 		if err != nil {
 			t.Fatalf("%s: restore: %v", tg, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
@@ -32,7 +33,7 @@ func startNode(t *testing.T, interval time.Duration, segSize ...int64) *node {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	wo := wal.Options{Dir: filepath.Join(dir, "wal")}
+	wo := wal.Options{Dir: filepath.Join(dir, "wal"), Sync: groupcommit.SyncOff} // no power-loss durability needed
 	if len(segSize) > 0 {
 		wo.SegmentSize = segSize[0]
 	}
@@ -210,7 +211,7 @@ func TestSnapshotterScheduleAndRestart(t *testing.T) {
 	dir := n.snap.opts.Dir
 	n.stop() // the archiver, the snapshotter (then closed) and the WAL
 	n.stop = nil
-	w, _, err := wal.Open(wal.Options{Dir: n.w.Log.Dir()})
+	w, _, err := wal.Open(wal.Options{Dir: n.w.Log.Dir(), Sync: groupcommit.SyncOff})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +405,7 @@ func TestSnapshotterSeedsFromTheArchive(t *testing.T) {
 	n.stop()
 	n.stop = nil
 
-	w, _, err := wal.Open(wal.Options{Dir: walDir, SegmentSize: 4096})
+	w, _, err := wal.Open(wal.Options{Dir: walDir, SegmentSize: 4096, Sync: groupcommit.SyncOff})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
@@ -59,7 +60,7 @@ type fixture struct {
 // returns them as read back.
 func genLog(t *testing.T, n int) []wal.Txn {
 	t.Helper()
-	w, _, err := wal.Open(wal.Options{Dir: t.TempDir()})
+	w, _, err := wal.Open(wal.Options{Dir: t.TempDir(), Sync: groupcommit.SyncOff}) // no power-loss durability needed
 	if err != nil {
 		t.Fatal(err)
 	}
