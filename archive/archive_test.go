@@ -170,6 +170,8 @@ func TestSealedNeedsSealer(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain, _ := Open(ctx, "file://"+dir, Options{})
+	defer plain.Close()
+	defer plain.Close() // idempotent
 	if _, err := plain.ReadSegment(ctx, m); err == nil || !strings.Contains(err.Error(), `sealed with key "k1"`) {
 		t.Fatalf("ReadSegment without a Sealer: %v, want an error naming key k1", err)
 	}

@@ -14,7 +14,7 @@
 //     whole committed transactions, zstd-compressed and optionally sealed
 //     (Options.Seal), each described by a small manifest carrying its LSN,
 //     commit-time, source-LSN and xid ranges, restore points, size and
-//     SHA-256. Catalog builds a restore plan's inputs from listings and
+//     checksum (XXH64). Catalog builds a restore plan's inputs from listings and
 //     manifests only; ReadSegment fetches, verifies and decodes one
 //     segment; PutSnapshot/GetSnapshot store and fetch base snapshots.
 //   - Archiver: runs inside `walship run`, follows the WAL and stores its
@@ -26,7 +26,7 @@
 //     are conditional creates (S3 If-None-Match, link(2)); an object is
 //     part of the archive only when its manifest, written after it,
 //     exists.
-//   - Every fetch checks the object's size and SHA-256 against its
+//   - Every fetch checks the object's size and checksum against its
 //     manifest; a mismatch is a *CorruptError naming the key, a missing
 //     object wraps ErrNotFound with the key.
 //   - Consecutive segments of a lineage are adjacent in LSNs, so Catalog

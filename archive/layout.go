@@ -157,7 +157,7 @@ type SegmentManifest struct {
 	Key           string         `json:"key"`
 	Size          int64          `json:"size"`     // object bytes as stored
 	RawSize       int64          `json:"raw_size"` // encoded transactions before compression
-	Checksum      string         `json:"sha256"`   // hex SHA-256 of the stored object
+	Checksum      string         `json:"xxh64"`    // XXH64 of the stored object, 16 hex digits
 	Codec         string         `json:"codec"`    // "zstd" or "none"
 	KeyID         string         `json:"key_id,omitempty"`
 	Created       time.Time      `json:"created"`
@@ -172,7 +172,7 @@ type SnapshotManifest struct {
 	Key        string    `json:"key"`
 	Size       int64     `json:"size"`
 	RawSize    int64     `json:"raw_size"`
-	Checksum   string    `json:"sha256"`
+	Checksum   string    `json:"xxh64"`
 	Codec      string    `json:"codec"`
 	KeyID      string    `json:"key_id,omitempty"`
 	Created    time.Time `json:"created"`

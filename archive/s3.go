@@ -85,7 +85,7 @@ func newS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
 		o.UsePathStyle = opts.PathStyle
 		o.HTTPClient = httpClient
 		// Non-AWS servers reject or mis-handle the SDK's default CRC
-		// trailers; our own SHA-256 covers every object (docs/ARCHIVE.md).
+		// trailers; our own checksum covers every object (docs/ARCHIVE.md).
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		o.Retryer = aws.NopRetryer{}

@@ -6,12 +6,12 @@ package main
 //	s3-put/bare          PutObject of the WAL bytes, uncompressed, in objects of
 //	                     the archiver's size, one at a time: the upload reference
 //	s3-put/bare-stored   PutObject of the archive's stored (compressed) objects
-//	archive-upload       the Archiver from a WAL: read, encode, zstd, SHA-256,
+//	archive-upload       the Archiver from a WAL: read, encode, zstd, checksum,
 //	                     PutIfAbsent object + manifest, checkpoint; MB/s of WAL
 //	                     bytes shipped, vs s3-put/bare (same bytes)
 //	archive-upload/zstd-3  the same with zstd level 3 instead of the default 1
 //	s3-get/bare-parallel parallel GetObject of the archive's objects
-//	archive-fetch        parallel FetchSegment (GET + size + SHA-256 check)
+//	archive-fetch        parallel FetchSegment (GET + size + XXH64 check)
 //	archive-read         parallel ReadSegment (fetch + verify + unzstd + decode)
 //	zstd-ratio           WAL bytes / stored bytes on the CDC-like workload (level 1,
 //	                     the default; level 3 as an extra metric)
@@ -497,7 +497,7 @@ func archiveTargets(cfg *config, rs *resultSet) []target {
 	// (archive-fetch); decoding runs at the applier's pace and is reported
 	// on its own (archive-read, which adds zstd and record decoding).
 	r, ok = rs.compared("archive-fetch", mMBps, "s3-get/bare-parallel")
-	atLeast("restore read (parallel FetchSegment: GET + SHA-256) vs bare parallel GetObject", r, ok, 0.7, formatRatio(r), "≥ 0.7x")
+	atLeast("restore read (parallel FetchSegment: GET + checksum) vs bare parallel GetObject", r, ok, 0.7, formatRatio(r), "≥ 0.7x")
 	v, ok := rs.value("archive-fetch", mMBps)
 	atLeast("restore read throughput, MB/s of archive on loopback", v, ok, 300, formatNumber(v)+" MB/s", "≥ 300 MB/s")
 	r, ok = rs.compared("archive-read", mMBps, "s3-get/bare-parallel")
