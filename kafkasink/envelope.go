@@ -38,6 +38,30 @@ type Encoder struct {
 	Lineage  string
 	// Now is the processing time written as ts_ms; default time.Now.
 	Now func() time.Time
+
+	// The formatted commit times of the last transaction encoded: every
+	// change of a transaction repeats them.
+	lastCommit, lastSourceCommit           time.Time
+	cacheCommit, cacheSourceCommit         []byte
+	haveCommitCache, haveSourceCommitCache bool
+}
+
+// times returns t's commit time and source commit time (empty if none) in
+// RFC 3339 form, formatting each only when it differs from the last one.
+func (e *Encoder) times(t *wal.Txn) (commit, sourceCommit []byte) {
+	if !e.haveCommitCache || !t.CommitTime.Equal(e.lastCommit) {
+		e.lastCommit, e.haveCommitCache = t.CommitTime, true
+		e.cacheCommit = t.CommitTime.UTC().AppendFormat(e.cacheCommit[:0], time.RFC3339Nano)
+	}
+	sct := t.Header.SourceCommitTime
+	if sct.IsZero() {
+		return e.cacheCommit, nil
+	}
+	if !e.haveSourceCommitCache || !sct.Equal(e.lastSourceCommit) {
+		e.lastSourceCommit, e.haveSourceCommitCache = sct, true
+		e.cacheSourceCommit = sct.UTC().AppendFormat(e.cacheSourceCommit[:0], time.RFC3339Nano)
+	}
+	return e.cacheCommit, e.cacheSourceCommit
 }
 
 // position says where change i of txn is.
@@ -148,8 +172,9 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	dst = strconv.AppendUint(dst, t.CommitLSN, 10)
 	dst = append(dst, `,"first_lsn":`...)
 	dst = strconv.AppendUint(dst, t.FirstLSN, 10)
+	commitText, sourceCommitText := e.times(t)
 	dst = append(dst, `,"commit_time":"`...)
-	dst = t.CommitTime.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, commitText...)
 	dst = append(dst, `","lineage":`...)
 	dst = appendString(dst, e.Lineage)
 	dst = append(dst, `,"xid":`...)
@@ -159,9 +184,9 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 		dst = append(dst, change.FormatSourceLSN(h.SourceLSN)...)
 		dst = append(dst, '"')
 	}
-	if !h.SourceCommitTime.IsZero() {
+	if len(sourceCommitText) > 0 {
 		dst = append(dst, `,"source_commit_time":"`...)
-		dst = h.SourceCommitTime.UTC().AppendFormat(dst, time.RFC3339Nano)
+		dst = append(dst, sourceCommitText...)
 		dst = append(dst, '"')
 	}
 	if h.Origin != "" {

@@ -247,8 +247,6 @@ func (s *Sink) clientOptions() ([]kgo.Opt, error) {
 // produceLoop reads transactions and hands their records to the producer
 // until runCtx ends or reading fails.
 func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *wal.Reader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc) error {
-	enc := &Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage}
-	lineage := []byte(s.lineage)
 	promise := func(r *kgo.Record, err error) {
 		// The LSN is the first header (set below): parsing it back costs
 		// less than a context per record.
@@ -265,27 +263,87 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		s.bytes.Add(uint64(len(r.Key) + len(r.Value)))
 		wm.ack(lsn)
 	}
+	// Reading and encoding run in their own goroutine, producing here:
+	// the two overlap. At most encodedChunks chunks of encoded records
+	// wait between them, on top of the producer's MaxBufferedRecords.
+	chunks := make(chan []encoded, encodedChunks)
+	encErr := make(chan error, 1)
+	encCtx, stopEnc := context.WithCancel(runCtx)
+	go func() {
+		defer close(chunks)
+		encErr <- s.encodeLoop(encCtx, produceCtx, rd, topics, chunks)
+	}()
+	defer func() {
+		stopEnc()
+		for range chunks { // let the encoder stop
+		}
+	}()
+	for chunk := range chunks {
+		for i := range chunk {
+			it := &chunk[i]
+			wm.issue(it.lsn, it.n, it.commitTime)
+			for _, rec := range it.recs[:it.n] {
+				if err := s.produce(runCtx, cl, rec, promise); err != nil {
+					return nil
+				}
+			}
+		}
+	}
+	if err := <-encErr; err != nil && runCtx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// encoded is one LSN's records (none, one, or a change and its tombstone).
+type encoded struct {
+	lsn        uint64
+	commitTime time.Time
+	n          int
+	recs       [2]*kgo.Record
+}
+
+const (
+	encodedChunks   = 4
+	encodedChunkLen = 256
+)
+
+// encodeLoop reads transactions and sends their encoded records, in LSN
+// order, in chunks (one at least per transaction, so nothing waits for a
+// chunk to fill).
+func (s *Sink) encodeLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics *topicCache, out chan<- []encoded) error {
+	enc := &Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage}
+	lineage := []byte(s.lineage)
 	ordinals := map[change.Table]int{}
 	// Keys, values and LSN headers are carved out of slabs: one allocation
 	// per slabSize bytes instead of three per record. A slab stays alive
 	// until the last record using it is acknowledged.
 	var slab []byte
 	carve := func(build func([]byte) []byte) []byte {
-		if cap(slab)-len(slab) < 4096 {
+		if cap(slab)-len(slab) < 2048 {
 			slab = make([]byte, 0, slabSize)
 		}
 		start := len(slab)
 		slab = build(slab)
-		b := slab[start:len(slab):len(slab)]
-		return b
+		return slab[start:len(slab):len(slab)]
+	}
+	var chunk []encoded
+	send := func() bool {
+		if len(chunk) == 0 {
+			return true
+		}
+		select {
+		case out <- chunk:
+			chunk = make([]encoded, 0, encodedChunkLen)
+			return true
+		case <-ctx.Done():
+			return false
+		}
 	}
 	for {
-		t, err := rd.NextTxn(runCtx)
+		t, err := rd.NextTxn(ctx)
 		if err != nil {
-			if runCtx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, io.EOF) {
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
 				return nil
 			}
 			return fmt.Errorf("kafkasink: read WAL: %w", err)
@@ -295,7 +353,7 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		hdrFirst := []byte(strconv.FormatUint(t.FirstLSN, 10))
 		for i := range t.Changes {
 			c := &t.Changes[i]
-			lsn := t.FirstLSN + uint64(i)
+			it := encoded{lsn: t.FirstLSN + uint64(i), commitTime: t.CommitTime}
 			var topic string
 			switch {
 			case s.cfg.Mode == ModeOrdered:
@@ -303,50 +361,47 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 			case c.Op == change.Message || c.Table.IsZero():
 				// Tables mode has no topic for logical messages: the
 				// LSN passes without a record.
-				wm.issue(lsn, 0, t.CommitTime)
-				continue
 			default:
 				topic = TablesTopic(s.cfg.TopicPrefix, c.Table.Schema, c.Table.Name)
-				if err := topics.ensure(runCtx, topic, s.cfg.Partitions); err != nil {
-					if runCtx.Err() != nil {
+				if err := topics.ensure(ctx, topic, s.cfg.Partitions); err != nil {
+					if ctx.Err() != nil {
 						return nil
 					}
 					return err
 				}
 			}
-			ordinals[c.Table]++
-			hasKey := c.Key != nil || c.Op == change.Message
-			var key []byte
-			if hasKey {
-				key = carve(func(b []byte) []byte { b, _ = enc.AppendKey(b, c); return b })
-			}
-			value := carve(func(b []byte) []byte {
-				return enc.AppendValue(b, position{txn: &t, index: i, tableOrdinal: ordinals[c.Table]})
-			})
-			headers := []kgo.RecordHeader{
-				{Key: HeaderLSN, Value: carve(func(b []byte) []byte { return strconv.AppendUint(b, lsn, 10) })},
-				{Key: HeaderCommitLSN, Value: hdrCommit},
-				{Key: HeaderTxnFirstLSN, Value: hdrFirst},
-				{Key: HeaderLineage, Value: lineage},
-			}
-			n := 1
-			tomb := c.Op == change.Delete && hasKey && *s.cfg.Tombstones
-			if tomb {
-				n = 2
-			}
-			wm.issue(lsn, n, t.CommitTime)
-			// The record timestamp is the commit time (non-decreasing in
-			// LSN order), which lets consumers seek by time.
-			rec := &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime, Context: produceCtx}
-			if err := s.produce(runCtx, cl, rec, promise); err != nil {
-				return nil
-			}
-			if tomb {
-				rec := &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime, Context: produceCtx}
-				if err := s.produce(runCtx, cl, rec, promise); err != nil {
-					return nil
+			if topic != "" {
+				ordinals[c.Table]++
+				hasKey := c.Key != nil || c.Op == change.Message
+				var key []byte
+				if hasKey {
+					key = carve(func(b []byte) []byte { b, _ = enc.AppendKey(b, c); return b })
+				}
+				value := carve(func(b []byte) []byte {
+					return enc.AppendValue(b, position{txn: &t, index: i, tableOrdinal: ordinals[c.Table]})
+				})
+				headers := []kgo.RecordHeader{
+					{Key: HeaderLSN, Value: carve(func(b []byte) []byte { return strconv.AppendUint(b, it.lsn, 10) })},
+					{Key: HeaderCommitLSN, Value: hdrCommit},
+					{Key: HeaderTxnFirstLSN, Value: hdrFirst},
+					{Key: HeaderLineage, Value: lineage},
+				}
+				// The record timestamp is the commit time (non-decreasing
+				// in LSN order), which lets consumers seek by time.
+				it.recs[0] = &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime, Context: produceCtx}
+				it.n = 1
+				if c.Op == change.Delete && hasKey && *s.cfg.Tombstones {
+					it.recs[1] = &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime, Context: produceCtx}
+					it.n = 2
 				}
 			}
+			chunk = append(chunk, it)
+			if len(chunk) >= encodedChunkLen && !send() {
+				return nil
+			}
+		}
+		if !send() {
+			return nil
 		}
 	}
 }
@@ -367,7 +422,7 @@ func (s *Sink) produce(runCtx context.Context, cl *kgo.Client, rec *kgo.Record, 
 }
 
 // slabSize is the size of the buffers records are carved from.
-const slabSize = 256 << 10
+const slabSize = 32 << 10
 
 // checkpointLoop writes the watermark every CheckpointInterval while it
 // moves, until ctx ends.
