@@ -114,8 +114,12 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 	// settle records the progress of durable chunks; with wait it first
 	// waits until all are durable.
 	settle := func(wait bool) error {
-		if wait && len(queue) > 0 {
-			if err := s.w.Wait(ctx, queue[len(queue)-1].last); err != nil {
+		if wait {
+			var last uint64 // empty chunks have 0: wait for the highest
+			for _, c := range queue {
+				last = max(last, c.last)
+			}
+			if err := s.w.Wait(ctx, last); err != nil {
 				return err
 			}
 		}
@@ -155,8 +159,8 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 				// Stopping: keep what is durable for the next start.
 				dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				defer cancel()
-				if len(queue) > 0 {
-					s.w.Wait(dctx, queue[len(queue)-1].last)
+				for _, c := range queue {
+					s.w.Wait(dctx, c.last)
 				}
 				ctx = dctx
 				settle(false)

@@ -98,10 +98,12 @@ func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) e
 	// Drain: everything appended becomes durable, then Postgres hears of it.
 	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer dcancel()
-	if n := len(st.pending); n > 0 && st.pending[n-1].last > 0 {
-		if werr := s.w.Wait(dctx, st.pending[n-1].last); werr != nil && err == nil {
-			err = werr
-		}
+	var last uint64 // skipped transactions have 0: wait for the highest
+	for _, p := range st.pending {
+		last = max(last, p.last)
+	}
+	if werr := s.w.Wait(dctx, last); werr != nil && err == nil {
+		err = werr
 	}
 	st.advance()
 	if err == nil || ctx.Err() != nil {
