@@ -102,8 +102,10 @@ func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) e
 	for _, p := range st.pending {
 		last = max(last, p.last)
 	}
-	if werr := s.w.Wait(dctx, last); werr != nil && err == nil {
-		err = werr
+	if werr := s.w.Wait(dctx, last); werr != nil {
+		// The next session would take these transactions as written:
+		// never go on without knowing they are durable.
+		return &FatalError{Err: fmt.Errorf("pgsource: waiting for appended transactions to become durable: %w", werr)}
 	}
 	st.advance()
 	if err == nil || ctx.Err() != nil {
