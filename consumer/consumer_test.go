@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/internal/pgtest"
 	"github.com/walship/walship/kafkasink"
@@ -447,4 +450,71 @@ func TestBrokerOutage(t *testing.T) {
 	want := "sqlite://" + filepath.Join(dir, "want.db")
 	applyDirect(t, want, txns)
 	sameReplica(t, url, want, txns)
+}
+
+// TestGapAndLineageStop: a replica whose next transaction was removed from
+// the topic (Kafka retention, simulated with DeleteRecords) stops with
+// kafkasink.ErrGap instead of skipping it; records of another lineage stop
+// the consumer too.
+func TestGapAndLineageStop(t *testing.T) {
+	kc := startCluster(t)
+	dir := t.TempDir()
+	w, err := openWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	wl := kafkatest.NewWorkload(14)
+	wl.NoKinds = true
+	for range 50 {
+		txn := wl.Next()
+		w.Append(context.Background(), &txn)
+	}
+	s := startSink(t, dir, w, []string{kc.Addr})
+	txns := readWAL(t, w)
+	for s.Stats().CheckpointLSN < txns[len(txns)-1].CommitLSN {
+		time.Sleep(10 * time.Millisecond)
+	}
+	url := "sqlite://" + filepath.Join(dir, "r.db")
+	applyDirect(t, url, txns[:10])
+	// Drop the first half of the topic: the replica needs what follows
+	// txns[9], which is gone.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kc.Addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: kafkasink.OrderedTopic("walship"), Partition: 0, At: 100})
+	if _, err := kadm.NewClient(cl).DeleteRecords(context.Background(), offs); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(context.Background(), Config{Brokers: []string{kc.Addr}, ReplicaURL: url, Lineage: "L1", Group: "gap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = c.Run(ctx)
+	c.Close()
+	if !errors.Is(err, kafkasink.ErrGap) {
+		t.Fatalf("Run = %v, want ErrGap", err)
+	}
+	if st, _, _ := dump(t, url); !strings.Contains(st, "accounts") {
+		t.Fatalf("replica changed")
+	}
+	if _, lsn, txnCount := dump(t, url); lsn != txns[9].CommitLSN || txnCount != 10 {
+		t.Fatalf("replica at %d with %d txns after the gap, want %d and 10", lsn, txnCount, txns[9].CommitLSN)
+	}
+
+	// Another lineage: a fresh replica of lineage L2 reading L1's records.
+	c, err = New(context.Background(), Config{Brokers: []string{kc.Addr}, ReplicaURL: "sqlite://" + filepath.Join(dir, "l2.db"), Lineage: "L2", Group: "l2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Run(ctx)
+	c.Close()
+	if err == nil || !strings.Contains(err.Error(), `lineage "L1", want "L2"`) {
+		t.Fatalf("Run across lineages = %v", err)
+	}
 }
