@@ -1,0 +1,34 @@
+// Package pgsource captures the committed changes of a PostgreSQL database
+// through logical replication (pgoutput, protocol 1, via pglogrepl and pgx)
+// into a walship WAL, one log transaction per source transaction
+// (docs/POSTGRES.md; issue 3; DESIGN.md §4.4).
+//
+// Guarantees:
+//
+//   - Whole transactions. Nothing of a source transaction is appended before
+//     its commit is received; a spilled one is streamed with
+//     wal.WAL.AppendStream, which never exposes part of it. A transaction cut
+//     by a crash or disconnect leaves nothing.
+//   - Durable before acknowledged. The position confirmed to PostgreSQL
+//     (standby status flush LSN) only moves over transactions whose log
+//     tickets are durable (WAL.Durable() >= ticket.Last), in commit order, or,
+//     when nothing is in flight, to the server's keepalive position.
+//   - Exactly once across restarts. The checkpoint "pg.<slot>" plus a scan of
+//     the log tail give the newest source commit already in the log; a
+//     re-sent transaction at or below it is skipped.
+//   - Resumable, consistent snapshot. Tables are copied from the slot's
+//     exported snapshot in primary-key chunks of `r` changes whose progress is
+//     checkpointed; after a crash only the chunks not done are copied again
+//     (from a fresh snapshot), and replaying the stream from the slot's start
+//     over them converges for upserting appliers.
+//   - Complete after images. Unchanged TOAST values are filled in (old row
+//     under REPLICA IDENTITY FULL, a bounded cache, else a read by key),
+//     never left as placeholders or nulls.
+//   - Exact values. Every column maps to a change.Value without loss; what
+//     the model cannot hold is an Unknown value with its text.
+//   - Bounded memory. A transaction over Config.MaxTxnMemory spills to a file.
+//   - Clear failures. Errors retrying cannot fix are *FatalError naming the
+//     config key; a dropped or invalidated slot matches ErrSlotLost and is
+//     never recreated behind the user's back. Connection loss and server
+//     restarts are retried inside Run.
+package pgsource
