@@ -74,8 +74,10 @@ type ArchiverStats struct {
 	ArchivedCommitTime time.Time
 	// DurableLSN is the WAL's durable LSN when sampled.
 	DurableLSN uint64
-	// Lag is how long the oldest transaction read from the WAL but not
-	// yet archived has waited (0 when caught up).
+	// Lag is how long the oldest durable transaction not yet archived has
+	// waited, measured from when the archiver read it (or, if it has not
+	// read it yet, from Run's start or the last stored object); 0 when
+	// caught up.
 	Lag       time.Duration
 	Objects   uint64 // objects stored by this Archiver
 	Bytes     uint64 // object bytes stored
@@ -119,6 +121,8 @@ type Archiver struct {
 		// seen samples (LSN, when read) of transactions read but not yet
 		// archived, oldest first: Lag is measured from seen[0].
 		seen []seenMark
+		// progress is when Run started or last stored an object.
+		progress time.Time
 		// lastLog rate-limits error logs.
 		lastLog    time.Time
 		suppressed int
@@ -174,13 +178,19 @@ func NewArchiver(a *Archive, w *wal.WAL, ckpts *checkpoint.Store, opts ArchiverO
 
 // Stats returns the archiver's progress. It does no I/O.
 func (ar *Archiver) Stats() ArchiverStats {
+	durable := ar.w.Durable()
 	ar.mu.Lock()
 	s := ar.mu.stats
-	if len(ar.mu.seen) > 0 {
+	switch {
+	case len(ar.mu.seen) > 0:
 		s.Lag = time.Since(ar.mu.seen[0].at)
+	case durable > s.ArchivedLSN && !ar.mu.progress.IsZero():
+		// Durable but not read yet (starting, or the reader is held back):
+		// behind at least since the last progress.
+		s.Lag = time.Since(ar.mu.progress)
 	}
 	ar.mu.Unlock()
-	s.DurableLSN = ar.w.Durable()
+	s.DurableLSN = durable
 	s.Retries = ar.a.Retries()
 	return s
 }
@@ -218,6 +228,9 @@ func (ar *Archiver) Run(ctx context.Context) error {
 		return errors.New("archive: Archiver.Run is already running")
 	}
 	defer ar.running.Store(false)
+	ar.mu.Lock()
+	ar.mu.progress = time.Now()
+	ar.mu.Unlock()
 
 	node, ckptPos, err := ar.nodeID(ctx)
 	if err != nil {
@@ -537,6 +550,7 @@ func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *Enco
 		st := &ar.mu.stats
 		st.ArchivedLSN, st.ArchivedCommitTime = m.LastLSN, m.LastCommitTime
 		st.Objects++
+		ar.mu.progress = time.Now()
 		st.Bytes += uint64(m.Size)
 		st.RawBytes += uint64(m.RawSize)
 		i := 0
