@@ -425,7 +425,7 @@ func TestBrokerOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runSink(t, s)
+	stop := runSink(t, s)
 	waitAcked(t, s, e.walTxns()[49].CommitLSN, 20*time.Second)
 
 	proxy.Down()
@@ -471,6 +471,19 @@ func TestBrokerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameTxns(t, rebuild(t, recs), want)
+
+	// Shutting down while the broker is unreachable and records are in
+	// flight returns within the flush grace period.
+	proxy.Down()
+	e.append(wl, 200)
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	if took := time.Since(start); took > flushGrace+5*time.Second {
+		t.Fatalf("shutdown during an outage took %v", took)
+	}
 }
 
 func TestKcatReadsTopics(t *testing.T) {
