@@ -23,6 +23,7 @@ type verifyResult struct {
 	LastLSN      uint64          `json:"last_lsn"`
 	Transactions uint64          `json:"transactions"`
 	Records      uint64          `json:"records"`
+	Aborted      int             `json:"aborted_transactions"`
 	Bytes        int64           `json:"bytes"`
 	LastCommit   string          `json:"last_commit_time,omitempty"`
 	TornTail     *tornJSON       `json:"torn_tail,omitempty"`
@@ -96,7 +97,7 @@ func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
 		return failed(err), err
 	}
 	res := verifyResult{Status: "intact", Segments: len(rep.Segments), FirstLSN: rep.FirstLSN, LastLSN: rep.LastLSN,
-		Records: rep.Records, Bytes: rep.Bytes}
+		Records: rep.Records, Aborted: rep.Aborted, Bytes: rep.Bytes}
 	if t := rep.Torn; t != nil {
 		res.TornTail = &tornJSON{Segment: t.Segment, Offset: t.Offset, Bytes: t.Bytes, Reason: t.Reason}
 	}
@@ -169,6 +170,9 @@ func printVerify(w io.Writer, dir string, r verifyResult, verbose bool) {
 		fmt.Fprintf(w, ", last commit %s", r.LastCommit)
 	}
 	fmt.Fprintln(w)
+	if r.Aborted > 0 {
+		fmt.Fprintf(w, "%d aborted transaction(s): streamed transactions whose source failed midway; readers skip them\n", r.Aborted)
+	}
 	if t := r.TornTail; t != nil {
 		fmt.Fprintf(w, "torn tail (recoverable): segment %s, offset %d, %d bytes: %s; the next writer truncates it\n",
 			t.Segment, t.Offset, t.Bytes, t.Reason)
