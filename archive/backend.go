@@ -170,7 +170,9 @@ func OpenBackend(ctx context.Context, rawURL string, opts BackendOptions) (Backe
 		if err != nil {
 			return nil, err
 		}
-		return withRetries(s, opts), nil
+		r := withRetries(s, opts)
+		s.partPolicy = r.policy
+		return r, nil
 	default:
 		return nil, fmt.Errorf("archive: archive URL %q: unsupported scheme %q (want file:// or s3://)", rawURL, u.Scheme)
 	}

@@ -32,6 +32,9 @@ type s3Backend struct {
 	prefix   string // "" or "p/" (with the slash)
 	partSize int64
 	conc     int
+	// partPolicy is the retry policy of one part upload (set by the
+	// retrying wrapper, so part retries are counted and bounded alike).
+	partPolicy func(op, key string) retryPolicy
 }
 
 var _ Backend = (*s3Backend)(nil)
@@ -184,7 +187,11 @@ func (b *s3Backend) putMultipart(ctx context.Context, key string, body []byte, i
 			// Parts are retried here individually: one lost part must not
 			// restart the whole object.
 			var out *s3.UploadPartOutput
-			err := retryLoop(pctx, retryPolicy{}, func() error {
+			policy := retryPolicy{}
+			if b.partPolicy != nil {
+				policy = b.partPolicy("put part", key)
+			}
+			err := retryLoop(pctx, policy, func() error {
 				var err error
 				out, err = b.client.UploadPart(pctx, &s3.UploadPartInput{
 					Bucket: aws.String(b.bucket), Key: k, UploadId: id,
