@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -263,24 +264,31 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		s.bytes.Add(uint64(len(r.Key) + len(r.Value)))
 		wm.ack(lsn)
 	}
-	// Reading and encoding run in their own goroutine, producing here:
-	// the two overlap. At most encodedChunks chunks of encoded records
-	// wait between them, on top of the producer's MaxBufferedRecords.
-	chunks := make(chan []encoded, encodedChunks)
+	// Reading runs in one goroutine, encoding in encodeWorkers more, and
+	// producing here, all overlapping. jobs carries the encoded ranges in
+	// LSN order as futures; at most encodedJobs of them (of at most
+	// encodedJobLen changes each) wait, on top of the producer's
+	// MaxBufferedRecords.
+	jobs := make(chan *encJob, encodedJobs)
 	encErr := make(chan error, 1)
 	encCtx, stopEnc := context.WithCancel(runCtx)
 	go func() {
-		defer close(chunks)
-		encErr <- s.encodeLoop(encCtx, produceCtx, rd, topics, chunks)
+		defer close(jobs)
+		encErr <- s.readLoop(encCtx, produceCtx, rd, topics, jobs)
 	}()
 	defer func() {
 		stopEnc()
-		for range chunks { // let the encoder stop
+		for range jobs { // let the reader stop
 		}
 	}()
-	for chunk := range chunks {
-		for i := range chunk {
-			it := &chunk[i]
+	for job := range jobs {
+		select {
+		case <-job.done:
+		case <-runCtx.Done():
+			return nil
+		}
+		for i := range job.out {
+			it := &job.out[i]
 			wm.issue(it.lsn, it.n, it.commitTime)
 			for _, rec := range it.recs[:it.n] {
 				if err := s.produce(runCtx, cl, rec, promise); err != nil {
@@ -303,43 +311,46 @@ type encoded struct {
 	recs       [2]*kgo.Record
 }
 
+// encJob is a range of one transaction's changes to encode; done is closed
+// when out is ready (empty if the sink stopped first).
+type encJob struct {
+	txn      *wal.Txn
+	from, to int
+	ordinals []int    // data_collection_order of each change of txn
+	topics   []string // topic of each change; "" for none
+	done     chan struct{}
+	out      []encoded
+}
+
 const (
-	encodedChunks   = 4
-	encodedChunkLen = 256
+	encodedJobs   = 256
+	encodedJobLen = 32
 )
 
-// encodeLoop reads transactions and sends their encoded records, in LSN
-// order, in chunks (one at least per transaction, so nothing waits for a
-// chunk to fill).
-func (s *Sink) encodeLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics *topicCache, out chan<- []encoded) error {
-	enc := &Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage}
-	lineage := []byte(s.lineage)
-	ordinals := map[change.Table]int{}
-	// Keys, values and LSN headers are carved out of slabs: one allocation
-	// per slabSize bytes instead of three per record. A slab stays alive
-	// until the last record using it is acknowledged.
-	var slab []byte
-	carve := func(build func([]byte) []byte) []byte {
-		if cap(slab)-len(slab) < 2048 {
-			slab = make([]byte, 0, slabSize)
-		}
-		start := len(slab)
-		slab = build(slab)
-		return slab[start:len(slab):len(slab)]
+// readLoop reads transactions, decides their topics (creating them) and
+// hands ranges of at most encodedJobLen changes to the encoding workers,
+// and the same jobs, in LSN order, to out.
+func (s *Sink) readLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics *topicCache, out chan<- *encJob) error {
+	workers := min(max(runtime.GOMAXPROCS(0), 1), 4)
+	work := make(chan *encJob, encodedJobs)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := &encodeWorker{s: s, enc: &Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage},
+				lineage: []byte(s.lineage), produceCtx: produceCtx}
+			for job := range work {
+				job.out = w.encode(job)
+				close(job.done)
+			}
+		}()
 	}
-	var chunk []encoded
-	send := func() bool {
-		if len(chunk) == 0 {
-			return true
-		}
-		select {
-		case out <- chunk:
-			chunk = make([]encoded, 0, encodedChunkLen)
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
+	defer func() {
+		close(work)
+		wg.Wait()
+	}()
+	counts := map[change.Table]int{}
 	for {
 		t, err := rd.NextTxn(ctx)
 		if err != nil {
@@ -348,62 +359,104 @@ func (s *Sink) encodeLoop(ctx, produceCtx context.Context, rd *wal.Reader, topic
 			}
 			return fmt.Errorf("kafkasink: read WAL: %w", err)
 		}
-		clear(ordinals)
-		hdrCommit := []byte(strconv.FormatUint(t.CommitLSN, 10))
-		hdrFirst := []byte(strconv.FormatUint(t.FirstLSN, 10))
+		clear(counts)
+		ordinals := make([]int, len(t.Changes))
+		tps := make([]string, len(t.Changes))
 		for i := range t.Changes {
 			c := &t.Changes[i]
-			it := encoded{lsn: t.FirstLSN + uint64(i), commitTime: t.CommitTime}
-			var topic string
 			switch {
 			case s.cfg.Mode == ModeOrdered:
-				topic = OrderedTopic(s.cfg.TopicPrefix)
+				tps[i] = OrderedTopic(s.cfg.TopicPrefix)
 			case c.Op == change.Message || c.Table.IsZero():
 				// Tables mode has no topic for logical messages: the
 				// LSN passes without a record.
+				continue
 			default:
-				topic = TablesTopic(s.cfg.TopicPrefix, c.Table.Schema, c.Table.Name)
-				if err := topics.ensure(ctx, topic, s.cfg.Partitions); err != nil {
+				tps[i] = TablesTopic(s.cfg.TopicPrefix, c.Table.Schema, c.Table.Name)
+				if err := topics.ensure(ctx, tps[i], s.cfg.Partitions); err != nil {
 					if ctx.Err() != nil {
 						return nil
 					}
 					return err
 				}
 			}
-			if topic != "" {
-				ordinals[c.Table]++
-				hasKey := c.Key != nil || c.Op == change.Message
-				var key []byte
-				if hasKey {
-					key = carve(func(b []byte) []byte { b, _ = enc.AppendKey(b, c); return b })
-				}
-				value := carve(func(b []byte) []byte {
-					return enc.AppendValue(b, position{txn: &t, index: i, tableOrdinal: ordinals[c.Table]})
-				})
-				headers := []kgo.RecordHeader{
-					{Key: HeaderLSN, Value: carve(func(b []byte) []byte { return strconv.AppendUint(b, it.lsn, 10) })},
-					{Key: HeaderCommitLSN, Value: hdrCommit},
-					{Key: HeaderTxnFirstLSN, Value: hdrFirst},
-					{Key: HeaderLineage, Value: lineage},
-				}
-				// The record timestamp is the commit time (non-decreasing
-				// in LSN order), which lets consumers seek by time.
-				it.recs[0] = &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime, Context: produceCtx}
-				it.n = 1
-				if c.Op == change.Delete && hasKey && *s.cfg.Tombstones {
-					it.recs[1] = &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime, Context: produceCtx}
-					it.n = 2
-				}
+			counts[c.Table]++
+			ordinals[i] = counts[c.Table]
+		}
+		for from := 0; from < len(t.Changes); from += encodedJobLen {
+			job := &encJob{txn: &t, from: from, to: min(from+encodedJobLen, len(t.Changes)), ordinals: ordinals, topics: tps, done: make(chan struct{})}
+			select {
+			case out <- job:
+			case <-ctx.Done():
+				return nil
 			}
-			chunk = append(chunk, it)
-			if len(chunk) >= encodedChunkLen && !send() {
+			select {
+			case work <- job:
+			case <-ctx.Done():
+				close(job.done) // out stays empty: nothing is produced
 				return nil
 			}
 		}
-		if !send() {
-			return nil
-		}
 	}
+}
+
+// encodeWorker encodes jobs; each worker has its own Encoder and slab.
+type encodeWorker struct {
+	s          *Sink
+	enc        *Encoder
+	lineage    []byte
+	produceCtx context.Context
+	slab       []byte
+}
+
+// carve appends with build to the worker's slab and returns what was
+// appended. Keys, values and LSN headers come from slabs: one allocation
+// per slabSize bytes instead of three per record; a slab stays alive until
+// the last record using it is acknowledged.
+func (w *encodeWorker) carve(build func([]byte) []byte) []byte {
+	if cap(w.slab)-len(w.slab) < 2048 {
+		w.slab = make([]byte, 0, slabSize)
+	}
+	start := len(w.slab)
+	w.slab = build(w.slab)
+	return w.slab[start:len(w.slab):len(w.slab)]
+}
+
+func (w *encodeWorker) encode(job *encJob) []encoded {
+	t := job.txn
+	out := make([]encoded, 0, job.to-job.from)
+	hdrCommit := []byte(strconv.FormatUint(t.CommitLSN, 10))
+	hdrFirst := []byte(strconv.FormatUint(t.FirstLSN, 10))
+	for i := job.from; i < job.to; i++ {
+		c := &t.Changes[i]
+		it := encoded{lsn: t.FirstLSN + uint64(i), commitTime: t.CommitTime}
+		if topic := job.topics[i]; topic != "" {
+			hasKey := c.Key != nil || c.Op == change.Message
+			var key []byte
+			if hasKey {
+				key = w.carve(func(b []byte) []byte { b, _ = w.enc.AppendKey(b, c); return b })
+			}
+			value := w.carve(func(b []byte) []byte {
+				return w.enc.AppendValue(b, position{txn: t, index: i, tableOrdinal: job.ordinals[i]})
+			})
+			headers := []kgo.RecordHeader{
+				{Key: HeaderLSN, Value: w.carve(func(b []byte) []byte { return strconv.AppendUint(b, it.lsn, 10) })},
+				{Key: HeaderCommitLSN, Value: hdrCommit},
+				{Key: HeaderTxnFirstLSN, Value: hdrFirst},
+				{Key: HeaderLineage, Value: w.lineage},
+			}
+			// The record timestamp is the commit time (non-decreasing in
+			// LSN order), which lets consumers seek by time.
+			it.recs[0] = &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime, Context: w.produceCtx}
+			it.n = 1
+			if c.Op == change.Delete && hasKey && *w.s.cfg.Tombstones {
+				it.recs[1] = &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime, Context: w.produceCtx}
+				it.n = 2
+			}
+		}
+		out = append(out, it)
+	}
+	return out
 }
 
 // produce hands rec to the client; it blocks while MaxBufferedRecords are
