@@ -21,9 +21,12 @@
 //     produce callbacks complete in (DESIGN.md §4.6). New registers the name,
 //     so retention keeps every segment holding an LSN above it (§4.5).
 //   - Bounded memory: at most Config.MaxBufferedRecords records are in
-//     flight. When brokers are unreachable, produce blocks, the sink stops
-//     reading, and the backlog stays in the local WAL; franz-go retries
-//     without end, and a record that fails for good ends Run with an error.
+//     flight in the producer, and at most 8192 encoded changes wait for it
+//     (reading, encoding on up to 4 workers and producing overlap). When
+//     brokers are unreachable, produce blocks, the sink stops reading, and
+//     the backlog stays in the local WAL; franz-go retries without end, and
+//     a record that fails for good (or credentials or certificates that
+//     retrying cannot cure, IsFatal) ends Run with an error.
 //   - Order: ordered mode writes every change to one partition of topic
 //     "<prefix>.ordered" in LSN order, so transaction boundaries and the
 //     total order survive; tables mode writes each table's changes to
