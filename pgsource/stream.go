@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -48,20 +49,28 @@ const pollDurable = 5 * time.Millisecond
 
 // streamer is the state of one replication session.
 type streamer struct {
-	s       *Source
-	q       *pgx.Conn
-	repl    *pgconn.PgConn
-	cur     *txnBuf
-	curEnd  pglogrepl.LSN
-	pending []pending
+	s      *Source
+	q      *pgx.Conn
+	repl   *pgconn.PgConn
+	cur    *txnBuf
+	curEnd pglogrepl.LSN
+	// Received transactions go to the appender goroutine through jobs, in
+	// commit order, so that decoding the next one overlaps encoding and
+	// queueing this one into the log.
+	jobs    chan appendJob
+	appDone chan struct{}
+	free    chan []change.Change // change slices to reuse (the WAL copies what it appends)
+	appErr  atomic.Pointer[error]
+	app     struct {
+		sync.Mutex
+		pending      []pending // appended or skipped, in commit order, not yet confirmed
+		lastAppended uint64
+	}
+	busy bool // transactions queued or waiting for durability (set by advance)
 	// confirmed is the source LSN last reported as flushed; idle is the
 	// newest keepalive position seen with no transaction open.
-	confirmed, idle    pglogrepl.LSN
-	lastAppendedCommit uint64
-	lastDurable        pending
-	// spare is the change slice of the last transaction, reused: the WAL
-	// copies what it appends.
-	spare []change.Change
+	confirmed, idle pglogrepl.LSN
+	lastDurable     pending
 	// oldT, newT are scratch tuples (their values point into the message).
 	oldT, newT []tcol
 }
@@ -86,9 +95,16 @@ func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) e
 	if err != nil {
 		return s.slotErr(err)
 	}
-	st := &streamer{s: s, q: q, repl: repl, confirmed: pglogrepl.LSN(s.st.confirmed.Load())}
+	st := &streamer{s: s, q: q, repl: repl, confirmed: pglogrepl.LSN(s.st.confirmed.Load()),
+		jobs: make(chan appendJob, 8), appDone: make(chan struct{}), free: make(chan []change.Change, 8)}
+	go st.appender(sessCtx)
 	s.log.Info("postgres source: streaming", "from", st.confirmed, "skip_through", pglogrepl.LSN(s.floor))
 	err = st.loop(sessCtx)
+	close(st.jobs)
+	<-st.appDone
+	if aerr := st.appErr.Load(); aerr != nil {
+		err = *aerr
+	}
 	if st.cur != nil {
 		st.cur.close() // an interrupted transaction leaves nothing
 	}
@@ -99,7 +115,7 @@ func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) e
 	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer dcancel()
 	var last uint64 // skipped transactions have 0: wait for the highest
-	for _, p := range st.pending {
+	for _, p := range st.app.pending {
 		last = max(last, p.last)
 	}
 	if werr := s.w.Wait(dctx, last); werr != nil {
@@ -113,7 +129,7 @@ func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) e
 			err = serr
 		}
 	}
-	s.floor = max(s.floor, st.lastAppendedCommit)
+	s.floor = max(s.floor, st.app.lastAppended)
 	if st.lastDurable.last > 0 {
 		s.state.SourceLSN, s.ckptPos = st.lastDurable.commit, st.lastDurable.last+1
 		if cerr := s.saveCheckpoint(dctx); cerr != nil && err == nil {
@@ -140,18 +156,22 @@ func (s *Source) slotErr(err error) error {
 // advance moves the confirmed position over the transactions now durable.
 func (st *streamer) advance() {
 	durable := st.s.w.Durable()
+	st.app.Lock()
 	i := 0
-	for ; i < len(st.pending) && st.pending[i].last <= durable; i++ {
-		p := st.pending[i]
+	for ; i < len(st.app.pending) && st.app.pending[i].last <= durable; i++ {
+		p := st.app.pending[i]
 		st.confirmed = max(st.confirmed, p.end)
 		if p.last > 0 {
 			st.lastDurable = p
 		}
 	}
 	if i > 0 {
-		st.pending = append(st.pending[:0], st.pending[i:]...)
+		st.app.pending = append(st.app.pending[:0], st.app.pending[i:]...)
 	}
-	if len(st.pending) == 0 && st.idle > st.confirmed {
+	left := len(st.app.pending)
+	st.app.Unlock()
+	st.busy = left > 0 || len(st.jobs) > 0
+	if !st.busy && st.idle > st.confirmed {
 		// Nothing is in flight and the server has sent everything before
 		// idle: confirming it lets the slot release WAL of quiet periods.
 		st.confirmed = st.idle
@@ -181,6 +201,9 @@ func (st *streamer) loop(ctx context.Context) error {
 	defer nc.SetReadDeadline(time.Time{})
 	var deadline time.Time
 	for {
+		if aerr := st.appErr.Load(); aerr != nil {
+			return *aerr
+		}
 		st.advance()
 		now := time.Now()
 		if !now.Before(nextStatus) {
@@ -198,7 +221,7 @@ func (st *streamer) loop(ctx context.Context) error {
 		}
 		if deadline.IsZero() || !now.Before(deadline) {
 			deadline = nextStatus
-			if len(st.pending) > 0 && now.Add(pollDurable).Before(deadline) {
+			if st.busy && now.Add(pollDurable).Before(deadline) {
 				deadline = now.Add(pollDurable)
 			}
 			nc.SetReadDeadline(deadline)
@@ -273,8 +296,10 @@ func (st *streamer) handle(ctx context.Context, data []byte) error {
 		}
 		st.cur = newTxnBuf(change.TxHeader{XID: uint64(m.Xid), SourceLSN: uint64(m.FinalLSN),
 			SourceCommitTime: m.CommitTime.UTC(), Origin: s.origin}, s.cfg.MaxTxnMemory, s.cfg.SpillDir)
-		if st.spare != nil {
-			st.cur.changes, st.spare = st.spare, nil
+		select {
+		case c := <-st.free:
+			st.cur.changes = c
+		default:
 		}
 	case *pglogrepl.OriginMessage:
 		if st.cur != nil {
@@ -330,34 +355,82 @@ func (st *streamer) add(c change.Change) error {
 	return st.cur.add(c)
 }
 
-// finish appends a received transaction unless the log already has it.
+// appendJob is a received transaction for the appender.
+type appendJob struct {
+	b    *txnBuf
+	end  pglogrepl.LSN
+	skip bool // already in the log, or empty: only its position counts
+}
+
+// finish hands a received transaction to the appender, marked to be skipped
+// if the log already has it. It blocks while the appender is 8 behind.
 func (st *streamer) finish(ctx context.Context, b *txnBuf, end pglogrepl.LSN) error {
 	s := st.s
-	defer b.close()
 	s.st.openTxn.Store(0)
 	commit := b.hdr.SourceLSN
 	s.st.lastSource.Store(int64(commit))
-	if commit <= s.floor || b.n == 0 {
-		if b.n > 0 {
-			s.st.skipped.Add(1)
-		}
-		st.pending = append(st.pending, pending{end: end, commit: commit})
+	skip := commit <= s.floor || b.n == 0
+	if skip && b.n > 0 {
+		s.st.skipped.Add(1)
+	}
+	select {
+	case st.jobs <- appendJob{b: b, end: end, skip: skip}:
+		st.busy = true
+		return nil
+	case <-ctx.Done():
+		b.close()
 		return nil
 	}
-	t, err := b.appendTo(ctx, s.w)
-	if err != nil {
-		return &FatalError{Err: fmt.Errorf("pgsource: append transaction %d (commit %s) to the log: %w",
-			b.hdr.XID, pglogrepl.LSN(commit), err)}
+}
+
+// appender appends the transactions of jobs in order until jobs is closed.
+// After a failure, or once ctx has ended, it appends nothing more (the
+// transactions are not confirmed, so the server sends them again).
+func (st *streamer) appender(ctx context.Context) {
+	s := st.s
+	defer close(st.appDone)
+	stopped := false // once one is not appended, no later position may be confirmed
+	for j := range st.jobs {
+		b := j.b
+		commit := b.hdr.SourceLSN
+		p := pending{end: j.end, commit: commit}
+		if stopped || (!j.skip && (st.appErr.Load() != nil || ctx.Err() != nil)) {
+			stopped = true
+			b.close()
+			continue
+		}
+		if !j.skip {
+			t, err := b.appendTo(ctx, s.w)
+			if err != nil {
+				stopped = true
+				b.close()
+				if ctx.Err() == nil {
+					e := error(&FatalError{Err: fmt.Errorf("pgsource: append transaction %d (commit %s) to the log: %w",
+						b.hdr.XID, pglogrepl.LSN(commit), err)})
+					st.appErr.Store(&e)
+				}
+				continue
+			}
+			p.last = t.Last
+			s.st.txns.Add(1)
+			s.st.changes.Add(int64(b.n))
+			if cap(b.changes) <= 4096 {
+				clear(b.changes)
+				select {
+				case st.free <- b.changes[:0]:
+				default:
+				}
+				b.changes = nil
+			}
+		}
+		b.close()
+		st.app.Lock()
+		st.app.pending = append(st.app.pending, p)
+		if !j.skip {
+			st.app.lastAppended = commit
+		}
+		st.app.Unlock()
 	}
-	if cap(b.changes) <= 4096 {
-		clear(b.changes)
-		st.spare = b.changes[:0]
-	}
-	st.lastAppendedCommit = commit
-	s.st.txns.Add(1)
-	s.st.changes.Add(int64(b.n))
-	st.pending = append(st.pending, pending{last: t.Last, end: end, commit: commit})
-	return nil
 }
 
 func (st *streamer) rel(id uint32) (*relation, error) {
