@@ -119,9 +119,10 @@ func (s *Sink) Stats() Stats {
 // may send the first records of that transaction again; consumers
 // deduplicate by the walship.lsn header. The checkpoint "kafka" advances,
 // at most every CheckpointInterval, to the contiguous watermark of
-// acknowledged records. At most MaxBufferedRecords records are in memory:
-// when the brokers are unreachable Produce blocks, reading stops and the
-// backlog stays in the local WAL. Broker errors are retried without end;
+// acknowledged records. At most MaxBufferedRecords records are in the
+// producer and 8192 encoded changes wait for it: when the brokers are
+// unreachable Produce blocks, reading stops and the backlog stays in the
+// local WAL. Broker errors are retried without end;
 // a record failed for good (e.g. too large, not authorized) ends Run. On
 // return the producer has been flushed for up to 5 s and the last
 // watermark checkpointed. Run must not be called twice at once.
