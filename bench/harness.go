@@ -429,6 +429,14 @@ func metricUnit(key string) string {
 		return "records"
 	case mAllocsPerApp:
 		return "allocs"
+	case "zstd_ratio", "zstd_ratio_level3":
+		return "x"
+	case "stored_MBps", "raw_MBps":
+		return "MB/s"
+	case "changes":
+		return "changes"
+	case "lag_p50_ms", "lag_p95_ms", "lag_p99_ms", "lag_p999_ms":
+		return "ms"
 	}
 	return ""
 }
