@@ -269,6 +269,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			first = fmt.Errorf("closing the snapshotter: %w", err)
 		}
 	}
+	if d.archiveHandle != nil {
+		d.archiveHandle.Close()
+	}
 	if err := d.wal.Close(); err != nil && first == nil {
 		first = fmt.Errorf("closing the wal: %w", err)
 	}
