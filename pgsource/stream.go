@@ -61,7 +61,10 @@ type streamer struct {
 	appDone chan struct{}
 	free    chan []change.Change // change slices to reuse (the WAL copies what it appends)
 	appErr  atomic.Pointer[error]
-	app     struct {
+	// queued counts jobs handed over and not yet in app.pending (or
+	// dropped): while it is not 0, nothing may be confirmed past them.
+	queued atomic.Int64
+	app    struct {
 		sync.Mutex
 		pending      []pending // appended or skipped, in commit order, not yet confirmed
 		lastAppended uint64
@@ -155,6 +158,9 @@ func (s *Source) slotErr(err error) error {
 
 // advance moves the confirmed position over the transactions now durable.
 func (st *streamer) advance() {
+	// queued is read before pending: a job leaves queued only after it is
+	// in pending, so none can be missed in between.
+	queued := st.queued.Load()
 	durable := st.s.w.Durable()
 	st.app.Lock()
 	i := 0
@@ -170,7 +176,7 @@ func (st *streamer) advance() {
 	}
 	left := len(st.app.pending)
 	st.app.Unlock()
-	st.busy = left > 0 || len(st.jobs) > 0
+	st.busy = left > 0 || queued > 0
 	if !st.busy && st.idle > st.confirmed {
 		// Nothing is in flight and the server has sent everything before
 		// idle: confirming it lets the slot release WAL of quiet periods.
@@ -373,11 +379,13 @@ func (st *streamer) finish(ctx context.Context, b *txnBuf, end pglogrepl.LSN) er
 	if skip && b.n > 0 {
 		s.st.skipped.Add(1)
 	}
+	st.queued.Add(1)
+	st.busy = true
 	select {
 	case st.jobs <- appendJob{b: b, end: end, skip: skip}:
-		st.busy = true
 		return nil
 	case <-ctx.Done():
+		// Stays counted as queued: nothing after it is confirmed.
 		b.close()
 		return nil
 	}
@@ -395,14 +403,14 @@ func (st *streamer) appender(ctx context.Context) {
 		commit := b.hdr.SourceLSN
 		p := pending{end: j.end, commit: commit}
 		if stopped || (!j.skip && (st.appErr.Load() != nil || ctx.Err() != nil)) {
-			stopped = true
+			stopped = true // stays counted in queued: nothing after it is confirmed
 			b.close()
 			continue
 		}
 		if !j.skip {
 			t, err := b.appendTo(ctx, s.w)
 			if err != nil {
-				stopped = true
+				stopped = true // stays counted in queued
 				b.close()
 				if ctx.Err() == nil {
 					e := error(&FatalError{Err: fmt.Errorf("pgsource: append transaction %d (commit %s) to the log: %w",
@@ -430,6 +438,7 @@ func (st *streamer) appender(ctx context.Context) {
 			st.app.lastAppended = commit
 		}
 		st.app.Unlock()
+		st.queued.Add(-1)
 	}
 }
 
