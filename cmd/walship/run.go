@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/daemon"
@@ -12,23 +13,8 @@ import (
 
 // runRun is `walship run --config FILE`: the primary daemon.
 func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", stderr)
-	path := fs.String("config", "", "YAML config file (see docs/CONFIG.md)")
-	if help, err := parseFlags(fs, args); help || err != nil {
-		return err
-	}
-	if err := requireFlag("config", *path); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(*path)
-	if err != nil {
-		return err
-	}
-	if err := cfg.ForRun(); err != nil {
-		return &exitError{code: 2, err: err}
-	}
-	logger, err := logx.New(logx.Options{Format: cfg.Log.Format, Level: cfg.Log.Level, Writer: stderr})
-	if err != nil {
+	cfg, logger, err := daemonSetup("run", "YAML config file (see docs/CONFIG.md)", args, stderr, (*config.Config).ForRun)
+	if cfg == nil || err != nil {
 		return err
 	}
 	d, err := daemon.New(ctx, cfg, logger)
@@ -38,15 +24,45 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	return d.Run(ctx)
 }
 
-// loadConfig reads the config; a bad config exits 2 like bad usage.
-func loadConfig(path string) (*config.Config, error) {
-	cfg, err := config.Load(path)
+// runConsume is `walship consume --config FILE`: the replica daemon.
+func runConsume(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cfg, logger, err := daemonSetup("consume", "YAML config file with kafka: and replica: sections (see docs/CONFIG.md)", args, stderr, (*config.Config).ForConsume)
+	if cfg == nil || err != nil {
+		return err
+	}
+	c, err := daemon.NewConsume(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+// daemonSetup parses --config, loads and checks the config (a bad one
+// exits 2, like bad usage) and builds the logger. A nil config with a nil
+// error means -h was asked for.
+func daemonSetup(name, usage string, args []string, stderr io.Writer, check func(*config.Config) error) (*config.Config, *slog.Logger, error) {
+	fs := newFlagSet(name, stderr)
+	path := fs.String("config", "", usage)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return nil, nil, err
+	}
+	if err := requireFlag("config", *path); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := config.Load(*path)
+	if err == nil {
+		err = check(cfg)
+	}
 	if err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {
-			return nil, &exitError{code: 2, err: err}
+			return nil, nil, &exitError{code: 2, err: err}
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return cfg, nil
+	logger, err := logx.New(logx.Options{Format: cfg.Log.Format, Level: cfg.Log.Level, Writer: stderr})
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, logger, nil
 }
