@@ -15,11 +15,14 @@
 //     restarted sink re-sends from the first record of the transaction that
 //     holds its checkpoint, and consumers drop what they have by LSN
 //     (Assembler does this for the ordered topic).
-//   - Contiguous watermark: the checkpoint "kafka" (Pos = the highest LSN
-//     such that every LSN up to it is acknowledged by the brokers) advances
-//     only over a gap-free prefix of acknowledged records, whatever order the
-//     produce callbacks complete in (DESIGN.md §4.6). New registers the name,
-//     so retention keeps every segment holding an LSN above it (§4.5).
+//   - Contiguous watermark: the checkpoint "kafka" (Pos = the highest
+//     commit LSN such that every LSN up to it is acknowledged by the
+//     brokers) advances only over a gap-free prefix of acknowledged records,
+//     whatever order the produce callbacks complete in (DESIGN.md §4.6), and
+//     only to transaction boundaries, so retention, which may remove every
+//     segment at or below it, never cuts a transaction the sink must still
+//     (re-)send. New registers the name, so retention keeps every segment
+//     holding an LSN above it (§4.5).
 //   - Bounded memory: at most Config.MaxBufferedRecords records are in
 //     flight in the producer, and at most 8192 encoded changes wait for it
 //     (reading, encoding on up to 4 workers and producing overlap). When

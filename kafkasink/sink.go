@@ -290,7 +290,7 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		}
 		for i := range job.out {
 			it := &job.out[i]
-			wm.issue(it.lsn, it.n, it.commitTime)
+			wm.issue(it.lsn, it.n, it.lsn == it.commitLSN, it.commitTime)
 			for _, rec := range it.recs[:it.n] {
 				if err := s.produce(runCtx, cl, rec, promise); err != nil {
 					return nil
@@ -306,10 +306,10 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 
 // encoded is one LSN's records (none, one, or a change and its tombstone).
 type encoded struct {
-	lsn        uint64
-	commitTime time.Time
-	n          int
-	recs       [2]*kgo.Record
+	lsn, commitLSN uint64
+	commitTime     time.Time
+	n              int
+	recs           [2]*kgo.Record
 }
 
 // encJob is a range of one transaction's changes to encode; done is closed
@@ -430,7 +430,7 @@ func (w *encodeWorker) encode(job *encJob) []encoded {
 	hdrFirst := []byte(strconv.FormatUint(t.FirstLSN, 10))
 	for i := job.from; i < job.to; i++ {
 		c := &t.Changes[i]
-		it := encoded{lsn: t.FirstLSN + uint64(i), commitTime: t.CommitTime}
+		it := encoded{lsn: t.FirstLSN + uint64(i), commitLSN: t.CommitLSN, commitTime: t.CommitTime}
 		if topic := job.topics[i]; topic != "" {
 			hasKey := c.Key != nil || c.Op == change.Message
 			var key []byte

@@ -23,7 +23,7 @@ func TestWatermarkOutOfOrderAcks(t *testing.T) {
 		case 15:
 			n = 0
 		}
-		w.issue(lsn, n, time.Unix(int64(lsn), 0))
+		w.issue(lsn, n, true, time.Unix(int64(lsn), 0))
 	}
 	pos := func() uint64 { p, _, _, _ := w.position(); return p }
 	steps := []struct {
@@ -42,12 +42,28 @@ func TestWatermarkOutOfOrderAcks(t *testing.T) {
 		t.Fatalf("in flight %d, commit time %v", n, pt)
 	}
 	// Re-sent LSNs below the watermark never lower it.
-	w.issue(21, 1, time.Time{})
+	w.issue(21, 1, true, time.Time{})
 	w2 := newWatermark(25)
-	w2.issue(21, 1, time.Time{})
+	w2.issue(21, 1, true, time.Time{})
 	w2.ack(21)
 	if p, _, _, _ := w2.position(); p != 25 {
 		t.Fatalf("watermark lowered to %d", p)
+	}
+}
+
+// TestWatermarkStopsOnCommits: with transactions 1-3 and 4-6, the
+// watermark moves from 0 to 3 to 6, never to an LSN inside a transaction,
+// however far the acknowledgements inside it have got.
+func TestWatermarkStopsOnCommits(t *testing.T) {
+	w := newWatermark(0)
+	for lsn := uint64(1); lsn <= 6; lsn++ {
+		w.issue(lsn, 1, lsn == 3 || lsn == 6, time.Time{})
+	}
+	for _, s := range []struct{ ack, want uint64 }{{1, 0}, {2, 0}, {4, 0}, {5, 0}, {3, 3}, {6, 6}} {
+		w.ack(s.ack)
+		if p, _, _, _ := w.position(); p != s.want {
+			t.Fatalf("after ack of %d: watermark %d, want %d", s.ack, p, s.want)
+		}
 	}
 }
 
@@ -59,7 +75,7 @@ func TestWatermarkRandomOrder(t *testing.T) {
 		var acks []uint64
 		for lsn := uint64(1); lsn <= uint64(n); lsn++ {
 			k := rng.IntN(3)
-			w.issue(lsn, k, time.Time{})
+			w.issue(lsn, k, true, time.Time{})
 			for range k {
 				acks = append(acks, lsn)
 			}

@@ -9,7 +9,8 @@ import (
 // watermark tracks LSNs handed to the producer in increasing order and the
 // acknowledgements of their records, which arrive in any order (DESIGN.md
 // §4.6: produce callbacks complete out of order across partitions). Its
-// position only advances over a gap-free prefix of fully acknowledged LSNs.
+// position only advances over a gap-free prefix of fully acknowledged LSNs,
+// and only to commit LSNs (whole transactions).
 // Memory is one entry per LSN in flight, bounded by the producer's
 // MaxBufferedRecords.
 type watermark struct {
@@ -23,7 +24,8 @@ type watermark struct {
 
 type wmEntry struct {
 	lsn        uint64
-	left       int // records of this LSN not yet acknowledged
+	left       int  // records of this LSN not yet acknowledged
+	commit     bool // the last LSN of its transaction
 	commitTime time.Time
 }
 
@@ -35,11 +37,14 @@ func newWatermark(pos uint64) *watermark {
 
 // issue records that lsn (greater than every LSN issued before) is being
 // sent as n records; n == 0 means nothing is sent for it (it passes as soon
-// as everything before it has).
-func (w *watermark) issue(lsn uint64, n int, commitTime time.Time) {
+// as everything before it has). commit says lsn is its transaction's
+// commit LSN: the watermark only ever stops on one, so that the checkpoint
+// is a transaction boundary and retention (which removes everything at or
+// below it) never cuts a transaction the sink must still re-send.
+func (w *watermark) issue(lsn uint64, n int, commit bool, commitTime time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.mu.pending = append(w.mu.pending, wmEntry{lsn: lsn, left: n, commitTime: commitTime})
+	w.mu.pending = append(w.mu.pending, wmEntry{lsn: lsn, left: n, commit: commit, commitTime: commitTime})
 	w.advanceLocked()
 }
 
@@ -64,7 +69,7 @@ func (w *watermark) advanceLocked() {
 	for n < len(p) && p[n].left == 0 {
 		// A resumed sink re-sends the start of the transaction holding
 		// its checkpoint: those LSNs are below pos and never lower it.
-		if p[n].lsn > w.mu.pos {
+		if p[n].commit && p[n].lsn > w.mu.pos {
 			w.mu.pos = p[n].lsn
 			w.mu.posTime = p[n].commitTime
 		}
