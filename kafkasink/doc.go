@@ -12,9 +12,9 @@
 //     walship.lsn, walship.commit_lsn, walship.txn_first_lsn and
 //     walship.lineage. The producer is idempotent with acks=all, so within a
 //     partition records are neither reordered nor duplicated by retries; a
-//     restarted sink re-sends from the first record of the transaction that
-//     holds its checkpoint, and consumers drop what they have by LSN
-//     (Assembler does this for the ordered topic).
+//     restarted sink starts at the transaction after its checkpoint and
+//     re-sends what was acknowledged beyond it; consumers drop what they have
+//     by LSN (Assembler does this for the ordered topic).
 //   - Contiguous watermark: the checkpoint "kafka" (Pos = the highest
 //     commit LSN such that every LSN up to it is acknowledged by the
 //     brokers) advances only over a gap-free prefix of acknowledged records,
