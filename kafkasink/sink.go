@@ -115,8 +115,8 @@ func (s *Sink) Stats() Stats {
 // fails for good, and returns that error (nil-equivalent: ctx's error).
 //
 // It reads only durable transactions (wal.NewReader in follow mode), starting
-// at the transaction that holds the LSN after the checkpoint, so a restart
-// may send the first records of that transaction again; consumers
+// at the transaction after the checkpoint (a commit LSN), so a restart may
+// send again records that were acknowledged beyond it; consumers
 // deduplicate by the walship.lsn header. The checkpoint "kafka" advances,
 // at most every CheckpointInterval, to the contiguous watermark of
 // acknowledged records. At most MaxBufferedRecords records are in the
