@@ -224,21 +224,98 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 	}
 	cp := &copyParser{s: s, rel: rel, buf: newBuf(), limit: limit}
 	defer func() { cp.buf.close() }()
-	// chunk appends the rows parsed so far as one transaction.
+
+	// Chunks are appended by a goroutine of their own, so that parsing the
+	// next overlaps encoding this one into the log; their results come back
+	// in order and are reported (appended) from this goroutine.
+	type chunkJob struct {
+		buf  *txnBuf
+		n    int
+		prog tableProgress
+	}
+	type chunkResult struct {
+		last uint64
+		prog tableProgress
+		err  error
+	}
+	jobs := make(chan chunkJob, 2)
+	results := make(chan chunkResult, 8)
+	appCtx, appCancel := context.WithCancel(ctx)
+	go func() {
+		defer close(results)
+		failed := false
+		for j := range jobs {
+			if failed {
+				j.buf.close()
+				continue
+			}
+			t, err := j.buf.appendTo(appCtx, s.w)
+			j.buf.close()
+			if err != nil {
+				failed = true
+				results <- chunkResult{err: &FatalError{Err: fmt.Errorf("pgsource: append snapshot chunk: %w", err)}}
+				continue
+			}
+			s.st.txns.Add(1)
+			s.st.changes.Add(int64(j.n))
+			results <- chunkResult{last: t.Last, prog: j.prog}
+		}
+	}()
+	report := func(r chunkResult) error {
+		if r.err != nil {
+			return r.err
+		}
+		return appended(r.last, r.prog)
+	}
+	finished := false
+	finish := func() error { // waits for the appender and reports the rest
+		if finished {
+			return nil
+		}
+		finished = true
+		close(jobs)
+		var first error
+		for r := range results {
+			if err := report(r); err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	defer func() {
+		appCancel()
+		finish()
+	}()
+	// chunk hands the rows parsed so far over as one transaction.
 	cp.chunk = func(done bool) error {
+		for {
+			select {
+			case r := <-results:
+				if err := report(r); err != nil {
+					return err
+				}
+				continue
+			default:
+			}
+			break
+		}
 		if cp.n == 0 {
+			if err := finish(); err != nil {
+				return err
+			}
 			return appended(0, tableProgress{Done: done, Last: prog.Last})
 		}
-		t, err := cp.buf.appendTo(ctx, s.w)
-		cp.buf.close()
-		if err != nil {
-			return &FatalError{Err: fmt.Errorf("pgsource: append snapshot chunk: %w", err)}
-		}
-		s.st.txns.Add(1)
-		s.st.changes.Add(int64(cp.n))
 		prog = tableProgress{Done: done, Last: cp.lastKey}
+		select {
+		case jobs <- chunkJob{buf: cp.buf, n: cp.n, prog: prog}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		cp.buf, cp.n, cp.lastKey = newBuf(), 0, nil
-		return appended(t.Last, prog)
+		if done {
+			return finish()
+		}
+		return nil
 	}
 	_, err = q.PgConn().CopyTo(ctx, cp, "COPY ("+sql+") TO STDOUT")
 	if err == nil {
