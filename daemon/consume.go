@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,10 +40,16 @@ func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*
 	k := cfg.Kafka
 	group := k.Group
 	if group == "" {
-		group = "walship-consume"
+		// One group per replica: every replica needs the whole ordered
+		// topic, so two replicas must never share a group by accident.
+		sum := sha256.Sum256([]byte(cfg.Replica.URL))
+		group = "walship-consume-" + hex.EncodeToString(sum[:4])
 	}
 	kc := KafkaSinkConfig(k, logger)
-	c, err := consumer.New(ctx, consumer.Config{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Group: group,
+	// A static group member: a restarted walship consume takes its
+	// partition back at once instead of waiting out the old session.
+	host, _ := os.Hostname()
+	c, err := consumer.New(ctx, consumer.Config{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Group: group, InstanceID: group + "-" + host,
 		ReplicaURL: cfg.Replica.URL, Lineage: Lineage, MaxBatchTxns: cfg.Replica.MaxBatchTxns, TLS: kc.TLS, SASL: kc.SASL, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("replica %s: %w", secret.URL(cfg.Replica.URL), err)
@@ -62,7 +70,6 @@ func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*
 	})
 	mux := m.Mux()
 	mux.Handle("/v1/wait", c.WaitHandler())
-	host, _ := os.Hostname()
 	started := time.Now()
 	status.Register(mux, func(ctx context.Context) (status.Snapshot, error) {
 		s := c.Stats()
