@@ -54,6 +54,10 @@ type Backend interface {
 // BackendOptions configure OpenBackend. The zero value is valid: every
 // field has a default. Fields that do not apply to a backend are ignored.
 type BackendOptions struct {
+	// MustExist makes a file:// archive whose directory does not exist an
+	// error (readers: a mistyped path must not pass for an empty
+	// archive). By default the directory is created, as writers want.
+	MustExist bool
 	// Endpoint is the S3 endpoint URL (http://127.0.0.1:9000). Default:
 	// AWS's, or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL from the
 	// environment.
@@ -155,7 +159,7 @@ func OpenBackend(ctx context.Context, rawURL string, opts BackendOptions) (Backe
 		if u.Path == "" || !strings.HasPrefix(u.Path, "/") {
 			return nil, fmt.Errorf("archive: archive URL %q: want an absolute path (file:///abs/dir)", rawURL)
 		}
-		return newFileBackend(u.Path)
+		return newFileBackend(u.Path, opts.MustExist)
 	case "s3":
 		if u.Host == "" {
 			return nil, fmt.Errorf("archive: archive URL %q: missing bucket (s3://bucket/prefix)", rawURL)

@@ -29,8 +29,18 @@ var _ Backend = (*fileBackend)(nil)
 
 const fileTmpPrefix = ".tmp-"
 
-func newFileBackend(root string) (*fileBackend, error) {
+func newFileBackend(root string, mustExist bool) (*fileBackend, error) {
 	root = filepath.Clean(root)
+	if mustExist {
+		fi, err := os.Stat(root)
+		if err != nil {
+			return nil, fmt.Errorf("archive: archive directory %s: %w", root, err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("archive: archive directory %s is not a directory", root)
+		}
+		return &fileBackend{root: root}, nil
+	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("archive: create archive directory: %w", err)
 	}

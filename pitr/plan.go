@@ -131,6 +131,16 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 				ErrOutOfRange, target, snaps[0].LSN, snaps[0].CommitTime.Format(time.RFC3339Nano), lin, first)
 		}
 	}
+	// A time before the first archived commit selects nothing: an empty
+	// replica is almost surely not what was meant (a mistyped year), so it
+	// is refused like a time after the last commit.
+	if target.Kind == Time && p.Snapshot == nil && p.FromLSN == 1 && len(segs) > 0 && !segs[0].FirstCommitTime.IsZero() {
+		first := segs[0].FirstCommitTime
+		if target.Time.Before(first) {
+			return nil, fmt.Errorf("%w: %s is before the first archived commit (%s): the restore would be empty",
+				ErrOutOfRange, target, first.Format(time.RFC3339Nano))
+		}
+	}
 	// A segment manifest that does not verify is left out of the catalog:
 	// in the middle of the history it shows as a hole (above), at its end
 	// it would silently shorten the archive. Refuse any the restore may

@@ -23,7 +23,7 @@ func openArchive(ctx context.Context, af archiveFlags) (*pitr.ArchiveSource, err
 		return nil, usageError("encryption key: %v", err)
 	}
 	opts := archive.Options{
-		Backend: archive.BackendOptions{Endpoint: af.endpoint, Region: af.region, PathStyle: af.pathStyle,
+		Backend: archive.BackendOptions{MustExist: true, Endpoint: af.endpoint, Region: af.region, PathStyle: af.pathStyle,
 			CAFile: af.caFile, InsecureSkipVerify: af.insecure},
 		Logger: slog.New(slog.DiscardHandler),
 	}
@@ -32,7 +32,7 @@ func openArchive(ctx context.Context, af archiveFlags) (*pitr.ArchiveSource, err
 	}
 	a, err := archive.Open(ctx, af.url, opts)
 	if err != nil {
-		return nil, &exitError{code: exitUsage, err: fmt.Errorf("open archive: %w", err)}
+		return nil, &exitError{code: exitUsage, err: err}
 	}
 	return pitr.NewArchiveSource(a), nil
 }

@@ -367,6 +367,7 @@ func TestRestoreRefusals(t *testing.T) {
 	}{
 		{[]string{"--target-time", last.CommitTime.Add(time.Second).Format(time.RFC3339)}, 4, "after the last archived commit"},
 		{[]string{"--target-lsn", fmt.Sprint(last.CommitLSN + 1)}, 4, "after the last archived commit"},
+		{[]string{"--target-time", txns[0].CommitTime.Add(-time.Second).Format(time.RFC3339Nano)}, 4, "before the first archived commit"},
 		{[]string{"--target-xid", "1"}, 4, "no archived transaction has xid 1"},
 		{[]string{"--target-name", "nope"}, 4, `no restore point named "nope"`},
 		{[]string{"--target-time", "yesterday"}, 2, "invalid target time"},
@@ -433,6 +434,22 @@ func TestRestoreRefusals(t *testing.T) {
 	r = walreplay(t, ctx, "restore", "--archive", f.url, "--to", "sqlite://"+dst, "--target-lsn", "3")
 	if r.code != 1 || !strings.Contains(r.err.Error(), "exists") {
 		t.Fatalf("existing destination: exit %d: %v", r.code, r.err)
+	}
+}
+
+// TestMissingArchiveDirectory: a mistyped file:// path is an error (exit
+// 2), never an empty intact archive, and is not created.
+func TestMissingArchiveDirectory(t *testing.T) {
+	ctx := context.Background()
+	missing := filepath.Join(t.TempDir(), "no-such-archive")
+	for _, cmd := range []string{"verify", "list"} {
+		r := walreplay(t, ctx, cmd, "--archive", "file://"+missing)
+		if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), missing) {
+			t.Errorf("%s of a missing directory: exit %d (%v), want 2 naming it", cmd, r.code, r.err)
+		}
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Fatal("a read-only command created the archive directory")
 	}
 }
 
