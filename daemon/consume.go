@@ -73,7 +73,7 @@ func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*
 	started := time.Now()
 	status.Register(mux, func(ctx context.Context) (status.Snapshot, error) {
 		s := c.Stats()
-		snap := status.Snapshot{Title: "walship consume", Role: "replica", Host: host, Started: started,
+		snap := status.Snapshot{Title: "walship consume", Role: "replica", Host: host, Version: Version(), Started: started,
 			Source: &status.Source{Kind: "kafka", Name: k.TopicPrefix, LSN: s.AppliedLSN, State: "ok"},
 			Sinks: []status.Sink{{Name: "replica", Kind: "replica", Target: secret.URL(cfg.Replica.URL), LSN: s.AppliedLSN,
 				LagRecords: uint64(max(s.LagRecords, 0)), Lag: status.Duration(time.Duration(s.LagSeconds * float64(time.Second))), State: "ok"}}}

@@ -89,7 +89,7 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 	host, _ := os.Hostname()
 	started := time.Now()
 	status.Register(mux, func(ctx context.Context) (status.Snapshot, error) {
-		snap := status.Snapshot{Title: "walship run", Role: "primary", Host: host, Started: started}
+		snap := status.Snapshot{Title: "walship run", Role: "primary", Host: host, Version: Version(), Started: started}
 		segs := d.wal.Log.Segments()
 		snap.WAL = &status.WAL{Dir: d.cfg.WAL.Dir, FirstLSN: d.wal.Log.FirstLSN(), VisibleLSN: d.wal.Durable(),
 			Segments: len(segs), SizeBytes: d.retention.walBytes.Load()}

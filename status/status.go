@@ -79,7 +79,7 @@ type WAL struct {
 	VisibleLSN uint64    `json:"visible_lsn"`
 	Segments   int       `json:"segments"`
 	SizeBytes  int64     `json:"size_bytes"`
-	LastCommit time.Time `json:"last_commit"`
+	LastCommit time.Time `json:"last_commit,omitzero"`
 }
 
 // Sink is one consumer of the log: a Kafka producer, the archiver, a

@@ -38,6 +38,13 @@ import (
 // (PostgreSQL as its child) and is stopped and removed at the end or on
 // Ctrl-C.
 func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+	defer func() {
+		// Ctrl-C is how a user ends the demo: say so, not "context canceled".
+		if err != nil && ctx.Err() != nil {
+			fmt.Fprintln(stdout, "interrupted: everything stopped and cleaned up")
+			err = &exitError{code: 130, err: errors.New("interrupted")}
+		}
+	}()
 	fs := newFlagSet("demo", stderr)
 	dirFlag := fs.String("dir", "", "work directory (default: a temporary one, removed at the end)")
 	keep := fs.Bool("keep", false, "keep the work directory")
@@ -66,7 +73,9 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	os.Chmod(dir, 0o755) // the postgres user must reach its data directory
 
-	logger, err := logx.New(logx.Options{Format: "text", Level: "warn", Writer: stderr})
+	// Errors only: the demo's narration is on stdout, and a lag warning
+	// while a tiny pipeline warms up is noise here.
+	logger, err := logx.New(logx.Options{Format: "text", Level: "error", Writer: stderr})
 	if err != nil {
 		return err
 	}
@@ -82,7 +91,11 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		defer pg.close()
 		src = pg
 	} else {
-		out.step("PostgreSQL binaries not found: using the HTTP source with a generated workload")
+		why := "PostgreSQL binaries not found"
+		if *httpOnly {
+			why = "--http-source"
+		}
+		out.step("%s: using the HTTP source with a generated workload", why)
 		src = &httpSource{dir: dir}
 	}
 
@@ -238,8 +251,12 @@ http: {listen: %q}
 		out.ok("walreplay restore --target-time %s == source at the end of phase %d: %s (%d objects, %d transactions replayed)",
 			m.at.Format(time.RFC3339Nano), i+1, m.tables.summary(), res.Objects, res.Txns)
 	}
-	out.say("\nequivalent commands: walreplay list --archive file://%s; walreplay restore --archive file://%s --to sqlite:///tmp/r.db --target-time %s\n",
-		archiveDir, archiveDir, marks[0].at.Format(time.RFC3339Nano))
+	keepNote := " (while --hold runs; the directory is removed at the end unless --keep or --dir)"
+	if *keep || *dirFlag != "" {
+		keepNote = ""
+	}
+	out.say("\nthe same with the command line%s:\n  walreplay list --archive file://%s\n  walreplay restore --archive file://%s --to sqlite://%s --target-time %s\n",
+		keepNote, archiveDir, archiveDir, filepath.Join(dir, "restore-cli.db"), marks[0].at.Format(time.RFC3339Nano))
 	if *hold > 0 {
 		out.say("holding for %s; status page http://%s/status (Ctrl-C to stop)\n", *hold, d.Addr("http"))
 		select {
