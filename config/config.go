@@ -263,7 +263,11 @@ func parse(data []byte, lookup func(string) (string, bool), path string) (*Confi
 		if errors.Is(err, io.EOF) {
 			return nil, &Error{Msg: "empty configuration"}
 		}
-		return nil, &Error{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if strings.Contains(msg, "cannot start any token") && bytes.ContainsRune(data, '\t') {
+			msg += " (YAML does not allow tabs for indentation: use spaces)"
+		}
+		return nil, &Error{Msg: msg}
 	}
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {

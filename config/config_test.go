@@ -70,6 +70,8 @@ func TestErrors(t *testing.T) {
 		{"bad table", "wal: {dir: /w}\nsource:\n  postgres: {dsn: x, tables: [\"a.b.c\"]}\n", `source.postgres.tables[0]`},
 		{"bad broker", "wal: {dir: /w}\nkafka: {brokers: [nohost]}\n", `kafka.brokers[0] (line 2): "nohost" is not host:port`},
 		{"password redacted", "wal: {dir: /w}\nreplica: {url: \"mysql://u:hunter2@h/db\"}\n", `replica.url (line 2): "mysql://u:xxxxx@h/db"`},
+		{"section indented", "wal: {dir: /w}\nsource:\n  http: {}\n  archive: {url: \"file:///a\"}\n", `source.archive (line 4): unknown key; archive is a top-level section: unindent it`},
+		{"tab", "wal:\n\tdir: /w\n", `YAML does not allow tabs for indentation`},
 		{"duplicate", "wal: {dir: /w}\nwal: {dir: /x}\n", `wal (line 2): key given twice`},
 		{"not a mapping", "- a\n- b\n", `line 1: the configuration must be a mapping`},
 		{"syntax", "wal: {dir: /w\n", `did not find expected`},

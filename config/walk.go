@@ -68,7 +68,11 @@ func walk(n *yaml.Node, t reflect.Type, path string, lines map[string]int, looku
 		seen[k.Value] = true
 		ft, ok := fields[k.Value]
 		if !ok {
-			return &Error{Key: key, Line: k.Line, Msg: "unknown key" + suggest(k.Value, fields)}
+			hint := suggest(k.Value, fields)
+			if _, top := yamlFields(typeOfConfig)[k.Value]; top && path != "" {
+				hint = "; " + k.Value + " is a top-level section: unindent it"
+			}
+			return &Error{Key: key, Line: k.Line, Msg: "unknown key" + hint}
 		}
 		lines[key] = k.Line
 		if err := walk(v, ft, key, lines, lookup); err != nil {
