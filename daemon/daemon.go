@@ -152,6 +152,9 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 	if d.srcCkpts, err = checkpoint.Open(ctx, vfs.Default, vfs.Join(ckdir, "sources"), checkpoint.Options{Logger: logger}); err != nil {
 		return nil, fmt.Errorf("checkpoints: %w", err)
 	}
+	if err := checkNotBehindSinks(w, d.sinkCkpts, rep); err != nil {
+		return nil, err
+	}
 	if err := d.buildSources(ctx); err != nil {
 		return nil, err
 	}
@@ -297,4 +300,26 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// checkNotBehindSinks refuses to run a log that ends before what a sink
+// has already shipped: recovery took damage to acknowledged records for a
+// torn tail, or the directory was restored from an older copy. Appending
+// would give new transactions LSNs that consumers and the archive already
+// hold for other ones — a divergent history they would deduplicate away.
+func checkNotBehindSinks(w *wal.WAL, sinks *checkpoint.Store, rep *segment.RecoveryReport) error {
+	end := w.Log.Visible()
+	for _, c := range sinks.All() {
+		if c.Pos <= end {
+			continue
+		}
+		what := "the log"
+		if rep != nil && !rep.Clean() {
+			what = "recovery (" + rep.String() + ")"
+		}
+		return fmt.Errorf("wal.dir %s ends at LSN %d, but sink %q has already shipped up to LSN %d: %s lost acknowledged records "+
+			"(a damaged tail taken for a torn write, or an older copy of the directory). walship will not reuse those LSNs. "+
+			"Restore the log from the archive (walreplay) or start a new lineage in a fresh wal.dir", w.Log.Dir(), end, c.Name, c.Pos, what)
+	}
+	return nil
 }

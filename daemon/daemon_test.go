@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/internal/logx"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
 	"github.com/walship/walship/replica"
+	"github.com/walship/walship/vfs"
 	"io"
 	"net"
 	"net/http"
@@ -447,4 +449,32 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestRefusesLogBehindSinks: a log that ends before what a sink has
+// shipped (recovery cut acknowledged records, or an old copy) is refused
+// before any LSN could be reused.
+func TestRefusesLogBehindSinks(t *testing.T) {
+	cfg := testConfig(t, "")
+	r := start(t, cfg)
+	appendN(t, r.d.Addr("source.http"), 0, 10)
+	end := r.d.wal.Durable()
+	r.stop(t)
+	ck, err := checkpoint.Open(context.Background(), vfs.Default, filepath.Join(cfg.WAL.Dir, "checkpoints", "sinks"), checkpoint.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ck.Set(context.Background(), "kafka", end+3, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(context.Background(), cfg, nil)
+	want := fmt.Sprintf("ends at LSN %d, but sink \"kafka\" has already shipped up to LSN %d", end, end+3)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want it to say %q", err, want)
+	}
+	// At (not beyond) the end is fine.
+	if err := ck.SetBackward(context.Background(), "kafka", end, nil); err != nil {
+		t.Fatal(err)
+	}
+	start(t, cfg).stop(t)
 }
