@@ -288,13 +288,12 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		case <-runCtx.Done():
 			return nil
 		}
-		for i := range job.out {
-			it := &job.out[i]
-			wm.issue(it.lsn, it.n, it.lsn == it.commitLSN, it.commitTime)
-			for _, rec := range it.recs[:it.n] {
-				if err := s.produce(runCtx, cl, rec, promise); err != nil {
-					return nil
-				}
+		// Every LSN of the job is issued before any of its records is
+		// produced: an acknowledgement never precedes its issue.
+		wm.issueAll(job.entries)
+		for i := range job.recs {
+			if err := s.produce(runCtx, cl, &job.recs[i], promise); err != nil {
+				return nil
 			}
 		}
 	}
@@ -304,33 +303,40 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 	return nil
 }
 
-// encoded is one LSN's records (none, one, or a change and its tombstone).
-type encoded struct {
-	lsn, commitLSN uint64
-	commitTime     time.Time
-	n              int
-	recs           [2]*kgo.Record
-}
-
-// encJob is a range of one transaction's changes to encode; done is closed
-// when out is ready (empty if the sink stopped first).
-type encJob struct {
+// span is a range of one transaction's changes within a job.
+type span struct {
 	txn      *wal.Txn
 	from, to int
-	ordinals []int    // data_collection_order of each change of txn
-	topics   []string // topic of each change; "" for none
-	done     chan struct{}
-	out      []encoded
 }
 
+// encJob is a run of consecutive changes — whole small transactions, or
+// a range of a large one — to encode; done is closed when entries and recs
+// are ready (empty if the sink stopped first). Batching small transactions
+// into one job keeps the channel handoffs and goroutine wake-ups per
+// change low.
+type encJob struct {
+	spans []span
+	// Per change of the job, in LSN order: its data_collection_order and
+	// (tables mode) its topic, "" for none. In ordered mode topics is nil.
+	ordinals []int32
+	topics   []string
+	done     chan struct{}
+	entries  []wmEntry    // one per LSN, in order
+	recs     []kgo.Record // in LSN order
+}
+
+func (j *encJob) len() int { return len(j.ordinals) }
+
 const (
-	encodedJobs   = 256
-	encodedJobLen = 32
+	encodedJobs   = 128
+	encodedJobLen = 64
 )
 
 // readLoop reads transactions, decides their topics (creating them) and
-// hands ranges of at most encodedJobLen changes to the encoding workers,
-// and the same jobs, in LSN order, to out.
+// hands runs of at most encodedJobLen changes to the encoding workers, and
+// the same jobs, in LSN order, to out. A job is handed on when it is full,
+// before a topic must be created, and whenever the reader has caught up with
+// the durable end of the WAL, so records never wait for more data.
 func (s *Sink) readLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics *topicCache, out chan<- *encJob) error {
 	workers := min(max(runtime.GOMAXPROCS(0), 1), 4)
 	work := make(chan *encJob, encodedJobs)
@@ -340,9 +346,9 @@ func (s *Sink) readLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics 
 		go func() {
 			defer wg.Done()
 			w := &encodeWorker{s: s, enc: &Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage},
-				lineage: []byte(s.lineage), produceCtx: produceCtx}
+				lineage: []byte(s.lineage), produceCtx: produceCtx, orderedTopic: OrderedTopic(s.cfg.TopicPrefix)}
 			for job := range work {
-				job.out = w.encode(job)
+				w.encode(job)
 				close(job.done)
 			}
 		}()
@@ -351,7 +357,29 @@ func (s *Sink) readLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics 
 		close(work)
 		wg.Wait()
 	}()
-	counts := map[change.Table]int{}
+	ordered := s.cfg.Mode == ModeOrdered
+	var job *encJob
+	// flush hands job on; false if ctx ended first.
+	flush := func() bool {
+		if job == nil {
+			return true
+		}
+		j := job
+		job = nil
+		select {
+		case out <- j:
+		case <-ctx.Done():
+			return false
+		}
+		select {
+		case work <- j:
+			return true
+		case <-ctx.Done():
+			close(j.done) // nothing of it is produced
+			return false
+		}
+	}
+	counts := map[change.Table]int32{}
 	for {
 		t, err := rd.NextTxn(ctx)
 		if err != nil {
@@ -360,60 +388,89 @@ func (s *Sink) readLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics 
 			}
 			return fmt.Errorf("kafkasink: read WAL: %w", err)
 		}
-		clear(counts)
-		ordinals := make([]int, len(t.Changes))
-		tps := make([]string, len(t.Changes))
+		txn := &t
+		// data_collection_order: small transactions count by scanning,
+		// large ones with a map.
+		useMap := len(t.Changes) > 16
+		if useMap {
+			clear(counts)
+		}
 		for i := range t.Changes {
 			c := &t.Changes[i]
-			switch {
-			case s.cfg.Mode == ModeOrdered:
-				tps[i] = OrderedTopic(s.cfg.TopicPrefix)
-			case c.Op == change.Message || c.Table.IsZero():
-				// Tables mode has no topic for logical messages: the
-				// LSN passes without a record.
-				continue
-			default:
-				tps[i] = TablesTopic(s.cfg.TopicPrefix, c.Table.Schema, c.Table.Name)
-				if err := topics.ensure(ctx, tps[i], s.cfg.Partitions); err != nil {
-					if ctx.Err() != nil {
-						return nil
+			topic := ""
+			if !ordered {
+				if c.Op == change.Message || c.Table.IsZero() {
+					// Tables mode has no topic for logical messages: the
+					// LSN passes without a record.
+				} else {
+					topic = TablesTopic(s.cfg.TopicPrefix, c.Table.Schema, c.Table.Name)
+					if !topics.known[topic] {
+						if !flush() {
+							return nil
+						}
+						if err := topics.ensure(ctx, topic, s.cfg.Partitions); err != nil {
+							if ctx.Err() != nil {
+								return nil
+							}
+							return err
+						}
 					}
-					return err
 				}
 			}
-			counts[c.Table]++
-			ordinals[i] = counts[c.Table]
+			var ord int32
+			if topic != "" || ordered {
+				if useMap {
+					counts[c.Table]++
+					ord = counts[c.Table]
+				} else {
+					ord = 1
+					for k := range i {
+						if o := &t.Changes[k]; o.Table == c.Table && (ordered || o.Op != change.Message) {
+							ord++
+						}
+					}
+				}
+			}
+			if job == nil {
+				job = &encJob{ordinals: make([]int32, 0, encodedJobLen), done: make(chan struct{})}
+				if !ordered {
+					job.topics = make([]string, 0, encodedJobLen)
+				}
+			}
+			if n := len(job.spans); n == 0 || job.spans[n-1].txn != txn {
+				job.spans = append(job.spans, span{txn: txn, from: i, to: i})
+			}
+			job.spans[len(job.spans)-1].to = i + 1
+			job.ordinals = append(job.ordinals, ord)
+			if !ordered {
+				job.topics = append(job.topics, topic)
+			}
+			if job.len() == encodedJobLen && !flush() {
+				return nil
+			}
 		}
-		for from := 0; from < len(t.Changes); from += encodedJobLen {
-			job := &encJob{txn: &t, from: from, to: min(from+encodedJobLen, len(t.Changes)), ordinals: ordinals, topics: tps, done: make(chan struct{})}
-			select {
-			case out <- job:
-			case <-ctx.Done():
-				return nil
-			}
-			select {
-			case work <- job:
-			case <-ctx.Done():
-				close(job.done) // out stays empty: nothing is produced
-				return nil
-			}
+		// Caught up with the durable end: hand the job on now rather than
+		// wait in NextTxn with records held back.
+		if t.CommitLSN >= s.w.Durable() && !flush() {
+			return nil
 		}
 	}
 }
 
 // encodeWorker encodes jobs; each worker has its own Encoder and slab.
 type encodeWorker struct {
-	s          *Sink
-	enc        *Encoder
-	lineage    []byte
-	produceCtx context.Context
-	slab       []byte
+	s            *Sink
+	enc          *Encoder
+	lineage      []byte
+	produceCtx   context.Context
+	orderedTopic string
+	slab         []byte
 }
 
 // carve appends with build to the worker's slab and returns what was
-// appended. Keys, values and LSN headers come from slabs: one allocation
-// per slabSize bytes instead of three per record; a slab stays alive until
-// the last record using it is acknowledged.
+// appended. Keys, values and header values come from slabs: one allocation
+// per slabSize bytes instead of several per record; a slab stays alive
+// until the last record using it is acknowledged.
 func (w *encodeWorker) carve(build func([]byte) []byte) []byte {
 	if cap(w.slab)-len(w.slab) < 2048 {
 		w.slab = make([]byte, 0, slabSize)
@@ -423,41 +480,80 @@ func (w *encodeWorker) carve(build func([]byte) []byte) []byte {
 	return w.slab[start:len(w.slab):len(w.slab)]
 }
 
-func (w *encodeWorker) encode(job *encJob) []encoded {
-	t := job.txn
-	out := make([]encoded, 0, job.to-job.from)
-	hdrCommit := []byte(strconv.FormatUint(t.CommitLSN, 10))
-	hdrFirst := []byte(strconv.FormatUint(t.FirstLSN, 10))
-	for i := job.from; i < job.to; i++ {
-		c := &t.Changes[i]
-		it := encoded{lsn: t.FirstLSN + uint64(i), commitLSN: t.CommitLSN, commitTime: t.CommitTime}
-		if topic := job.topics[i]; topic != "" {
+// encode fills job.entries and job.recs. Records, and the headers of all
+// of them, are allocated once per job.
+func (w *encodeWorker) encode(job *encJob) {
+	tombstones := *w.s.cfg.Tombstones
+	nrecs, nsent := 0, 0
+	k := 0
+	for _, sp := range job.spans {
+		for i := sp.from; i < sp.to; i++ {
+			if w.topic(job, k) != "" {
+				nsent++
+				c := &sp.txn.Changes[i]
+				if c.Op == change.Delete && c.Key != nil && tombstones {
+					nrecs++
+				}
+			}
+			k++
+		}
+	}
+	nrecs += nsent
+	job.entries = make([]wmEntry, 0, job.len())
+	job.recs = make([]kgo.Record, 0, nrecs)
+	headers := make([]kgo.RecordHeader, 0, 4*nsent)
+	k = 0
+	for _, sp := range job.spans {
+		t := sp.txn
+		var hdrCommit, hdrFirst []byte
+		for i := sp.from; i < sp.to; i, k = i+1, k+1 {
+			c := &t.Changes[i]
+			lsn := t.FirstLSN + uint64(i)
+			e := wmEntry{lsn: lsn, commit: lsn == t.CommitLSN, commitTime: t.CommitTime}
+			topic := w.topic(job, k)
+			if topic == "" {
+				job.entries = append(job.entries, e)
+				continue
+			}
+			if hdrCommit == nil {
+				hdrCommit = w.carve(func(b []byte) []byte { return strconv.AppendUint(b, t.CommitLSN, 10) })
+				hdrFirst = w.carve(func(b []byte) []byte { return strconv.AppendUint(b, t.FirstLSN, 10) })
+			}
 			hasKey := c.Key != nil || c.Op == change.Message
 			var key []byte
 			if hasKey {
 				key = w.carve(func(b []byte) []byte { b, _ = w.enc.AppendKey(b, c); return b })
 			}
 			value := w.carve(func(b []byte) []byte {
-				return w.enc.AppendValue(b, position{txn: t, index: i, tableOrdinal: job.ordinals[i]})
+				return w.enc.AppendValue(b, position{txn: t, index: i, tableOrdinal: int(job.ordinals[k])})
 			})
-			headers := []kgo.RecordHeader{
-				{Key: HeaderLSN, Value: w.carve(func(b []byte) []byte { return strconv.AppendUint(b, it.lsn, 10) })},
-				{Key: HeaderCommitLSN, Value: hdrCommit},
-				{Key: HeaderTxnFirstLSN, Value: hdrFirst},
-				{Key: HeaderLineage, Value: w.lineage},
-			}
+			h := len(headers)
+			headers = append(headers,
+				kgo.RecordHeader{Key: HeaderLSN, Value: w.carve(func(b []byte) []byte { return strconv.AppendUint(b, lsn, 10) })},
+				kgo.RecordHeader{Key: HeaderCommitLSN, Value: hdrCommit},
+				kgo.RecordHeader{Key: HeaderTxnFirstLSN, Value: hdrFirst},
+				kgo.RecordHeader{Key: HeaderLineage, Value: w.lineage},
+			)
+			hdrs := headers[h:len(headers):len(headers)]
 			// The record timestamp is the commit time (non-decreasing in
 			// LSN order), which lets consumers seek by time.
-			it.recs[0] = &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime, Context: w.produceCtx}
-			it.n = 1
-			if c.Op == change.Delete && hasKey && *w.s.cfg.Tombstones {
-				it.recs[1] = &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime, Context: w.produceCtx}
-				it.n = 2
+			job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Value: value, Headers: hdrs, Timestamp: t.CommitTime, Context: w.produceCtx})
+			e.left = 1
+			if c.Op == change.Delete && hasKey && tombstones {
+				job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Headers: hdrs, Timestamp: t.CommitTime, Context: w.produceCtx})
+				e.left = 2
 			}
+			job.entries = append(job.entries, e)
 		}
-		out = append(out, it)
 	}
-	return out
+}
+
+// topic returns the topic of the job's k-th change, "" for none.
+func (w *encodeWorker) topic(job *encJob, k int) string {
+	if job.topics == nil {
+		return w.orderedTopic
+	}
+	return job.topics[k]
 }
 
 // produce hands rec to the client; it blocks while MaxBufferedRecords are

@@ -48,12 +48,23 @@ func (w *watermark) issue(lsn uint64, n int, commit bool, commitTime time.Time) 
 	w.advanceLocked()
 }
 
+// issueAll issues es (in LSN order, each as by issue) under one lock.
+func (w *watermark) issueAll(es []wmEntry) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.mu.pending = append(w.mu.pending, es...)
+	w.advanceLocked()
+}
+
 // ack records the acknowledgement of one record of lsn.
 func (w *watermark) ack(lsn uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	p := w.mu.pending
-	i := sort.Search(len(p), func(i int) bool { return p[i].lsn >= lsn })
+	i := 0 // one partition acknowledges in order: the front, most often
+	if len(p) == 0 || p[0].lsn != lsn {
+		i = sort.Search(len(p), func(i int) bool { return p[i].lsn >= lsn })
+	}
 	if i == len(p) || p[i].lsn != lsn || p[i].left == 0 {
 		panic("kafkasink: acknowledgement of an LSN not in flight")
 	}
