@@ -181,7 +181,7 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	dst = strconv.AppendUint(dst, h.XID, 10)
 	if h.SourceLSN != 0 {
 		dst = append(dst, `,"source_lsn":"`...)
-		dst = append(dst, change.FormatSourceLSN(h.SourceLSN)...)
+		dst = appendSourceLSN(dst, h.SourceLSN)
 		dst = append(dst, '"')
 	}
 	if len(sourceCommitText) > 0 {
@@ -364,6 +364,29 @@ func appendValue(dst, desc []byte, v change.Value) (_, _ []byte, natural bool) {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// appendSourceLSN appends lsn as change.FormatSourceLSN does ("%X/%X"),
+// without its allocations.
+func appendSourceLSN(dst []byte, lsn uint64) []byte {
+	dst = appendUpperHex(dst, uint32(lsn>>32))
+	dst = append(dst, '/')
+	return appendUpperHex(dst, uint32(lsn))
+}
+
+func appendUpperHex(dst []byte, v uint32) []byte {
+	const upper = "0123456789ABCDEF"
+	var buf [8]byte
+	i := len(buf)
+	for {
+		i--
+		buf[i] = upper[v&0xf]
+		v >>= 4
+		if v == 0 {
+			break
+		}
+	}
+	return append(dst, buf[i:]...)
+}
 
 // appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD
 // (change.Validate forbids it in everything but bytes and message content,
