@@ -39,29 +39,94 @@ type Encoder struct {
 	// Now is the processing time written as ts_ms; default time.Now.
 	Now func() time.Time
 
-	// The formatted commit times of the last transaction encoded: every
-	// change of a transaction repeats them.
-	lastCommit, lastSourceCommit           time.Time
-	cacheCommit, cacheSourceCommit         []byte
-	haveCommitCache, haveSourceCommitCache bool
+	// The parts of the envelope that are the same for every change of a
+	// transaction, formatted for the last transaction encoded.
+	tc txnCache
 }
 
-// times returns t's commit time and source commit time (empty if none) in
-// RFC 3339 form, formatting each only when it differs from the last one.
-func (e *Encoder) times(t *wal.Txn) (commit, sourceCommit []byte) {
-	if !e.haveCommitCache || !t.CommitTime.Equal(e.lastCommit) {
-		e.lastCommit, e.haveCommitCache = t.CommitTime, true
-		e.cacheCommit = t.CommitTime.UTC().AppendFormat(e.cacheCommit[:0], time.RFC3339Nano)
+// txnCache holds the per-transaction parts of the envelope and what they
+// were formatted from: a transaction's changes (one to a few, typically)
+// repeat them.
+type txnCache struct {
+	valid                bool
+	firstLSN, commitLSN  uint64
+	commitTime           time.Time
+	header               change.TxHeader
+	lineage              string
+	srcTS, seqHead       []byte // source.ts_ms..ts_ns; the sequence's first element
+	ids, txID, walshipTx []byte // source.txId..op's quote; transaction.id; walship.commit_lsn..origin
+}
+
+// txnParts returns the formatted per-transaction parts for t, formatting
+// them only when t differs from the last transaction in any field they
+// come from.
+func (e *Encoder) txnParts(t *wal.Txn) *txnCache {
+	c := &e.tc
+	h := &t.Header
+	if c.valid && c.firstLSN == t.FirstLSN && c.commitLSN == t.CommitLSN && c.commitTime.Equal(t.CommitTime) &&
+		c.header.Equal(*h) && c.lineage == e.Lineage {
+		return c
 	}
-	sct := t.Header.SourceCommitTime
-	if sct.IsZero() {
-		return e.cacheCommit, nil
+	c.valid, c.firstLSN, c.commitLSN, c.commitTime, c.header, c.lineage = true, t.FirstLSN, t.CommitLSN, t.CommitTime, *h, e.Lineage
+
+	srcTime := t.CommitTime
+	if !h.SourceCommitTime.IsZero() {
+		srcTime = h.SourceCommitTime
 	}
-	if !e.haveSourceCommitCache || !sct.Equal(e.lastSourceCommit) {
-		e.lastSourceCommit, e.haveSourceCommitCache = sct, true
-		e.cacheSourceCommit = sct.UTC().AppendFormat(e.cacheSourceCommit[:0], time.RFC3339Nano)
+	b := append(c.srcTS[:0], `,"ts_ms":`...)
+	b = strconv.AppendInt(b, srcTime.UnixMilli(), 10)
+	b = append(b, `,"ts_us":`...)
+	b = strconv.AppendInt(b, srcTime.UnixMicro(), 10)
+	b = append(b, `,"ts_ns":`...)
+	c.srcTS = strconv.AppendInt(b, srcTime.UnixNano(), 10)
+
+	// sequence: Debezium's ["lastCommitLsn","currentLsn"] as a string; here
+	// the source commit LSN (or null) and walship's LSN of the change.
+	b = c.seqHead[:0]
+	if h.SourceLSN != 0 {
+		b = append(b, `\"`...)
+		b = strconv.AppendUint(b, h.SourceLSN, 10)
+		b = append(b, `\"`...)
+	} else {
+		b = append(b, "null"...)
 	}
-	return e.cacheCommit, e.cacheSourceCommit
+	c.seqHead = b
+
+	b = append(c.ids[:0], `,"txId":`...)
+	b = appendUintOrNull(b, h.XID)
+	b = append(b, `,"lsn":`...)
+	b = appendUintOrNull(b, h.SourceLSN)
+	c.ids = append(b, `,"xmin":null},"op":"`...)
+
+	b = append(c.txID[:0], `,"transaction":{"id":`...)
+	c.txID = appendTxnID(b, t)
+
+	b = append(c.walshipTx[:0], `,"commit_lsn":`...)
+	b = strconv.AppendUint(b, t.CommitLSN, 10)
+	b = append(b, `,"first_lsn":`...)
+	b = strconv.AppendUint(b, t.FirstLSN, 10)
+	b = append(b, `,"commit_time":"`...)
+	b = t.CommitTime.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","lineage":`...)
+	b = appendString(b, e.Lineage)
+	b = append(b, `,"xid":`...)
+	b = strconv.AppendUint(b, h.XID, 10)
+	if h.SourceLSN != 0 {
+		b = append(b, `,"source_lsn":"`...)
+		b = appendSourceLSN(b, h.SourceLSN)
+		b = append(b, '"')
+	}
+	if !h.SourceCommitTime.IsZero() {
+		b = append(b, `,"source_commit_time":"`...)
+		b = h.SourceCommitTime.UTC().AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	if h.Origin != "" {
+		b = append(b, `,"origin":`...)
+		b = appendString(b, h.Origin)
+	}
+	c.walshipTx = b
+	return c
 }
 
 // position says where change i of txn is.
@@ -93,25 +158,16 @@ func (e *Encoder) AppendKey(dst []byte, c *change.Change) (out []byte, ok bool) 
 func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	t := p.txn
 	c := &t.Changes[p.index]
-	h := &t.Header
 	var kinds []byte // the "kinds" object's members, if any
 	dst = append(dst, `{"before":`...)
 	dst, kinds = appendRowKinds(dst, kinds, "before", c.Before)
 	dst = append(dst, `,"after":`...)
 	dst, kinds = appendRowKinds(dst, kinds, "after", c.After)
 
-	srcTime := t.CommitTime
-	if !h.SourceCommitTime.IsZero() {
-		srcTime = h.SourceCommitTime
-	}
+	tc := e.txnParts(t)
 	dst = append(dst, `,"source":{"version":"`+Version+`","connector":"postgresql","name":`...)
 	dst = appendString(dst, e.Name)
-	dst = append(dst, `,"ts_ms":`...)
-	dst = strconv.AppendInt(dst, srcTime.UnixMilli(), 10)
-	dst = append(dst, `,"ts_us":`...)
-	dst = strconv.AppendInt(dst, srcTime.UnixMicro(), 10)
-	dst = append(dst, `,"ts_ns":`...)
-	dst = strconv.AppendInt(dst, srcTime.UnixNano(), 10)
+	dst = append(dst, tc.srcTS...)
 	if c.Op == change.Read {
 		dst = append(dst, `,"snapshot":"true"`...)
 	} else {
@@ -119,27 +175,15 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	}
 	dst = append(dst, `,"db":`...)
 	dst = appendString(dst, e.Database)
-	// sequence: Debezium's ["lastCommitLsn","currentLsn"] as a string; here
-	// the source commit LSN (or null) and walship's LSN of the change.
 	dst = append(dst, `,"sequence":"[`...)
-	if h.SourceLSN != 0 {
-		dst = append(dst, `\"`...)
-		dst = strconv.AppendUint(dst, h.SourceLSN, 10)
-		dst = append(dst, `\"`...)
-	} else {
-		dst = append(dst, "null"...)
-	}
+	dst = append(dst, tc.seqHead...)
 	dst = append(dst, `,\"`...)
 	dst = strconv.AppendUint(dst, p.lsn(), 10)
 	dst = append(dst, `\"]","schema":`...)
 	dst = appendString(dst, c.Table.Schema)
 	dst = append(dst, `,"table":`...)
 	dst = appendString(dst, c.Table.Name)
-	dst = append(dst, `,"txId":`...)
-	dst = appendUintOrNull(dst, h.XID)
-	dst = append(dst, `,"lsn":`...)
-	dst = appendUintOrNull(dst, h.SourceLSN)
-	dst = append(dst, `,"xmin":null},"op":"`...)
+	dst = append(dst, tc.ids...)
 	dst = append(dst, byte(c.Op))
 	dst = append(dst, `","ts_ms":`...)
 	now := time.Now
@@ -147,8 +191,7 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 		now = e.Now
 	}
 	dst = strconv.AppendInt(dst, now().UnixMilli(), 10)
-	dst = append(dst, `,"transaction":{"id":`...)
-	dst = appendTxnID(dst, t)
+	dst = append(dst, tc.txID...)
 	dst = append(dst, `,"total_order":`...)
 	dst = strconv.AppendInt(dst, int64(p.index+1), 10)
 	dst = append(dst, `,"data_collection_order":`...)
@@ -168,31 +211,7 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	// walship's own consumer needs to rebuild the transaction exactly.
 	dst = append(dst, `,"walship":{"lsn":`...)
 	dst = strconv.AppendUint(dst, p.lsn(), 10)
-	dst = append(dst, `,"commit_lsn":`...)
-	dst = strconv.AppendUint(dst, t.CommitLSN, 10)
-	dst = append(dst, `,"first_lsn":`...)
-	dst = strconv.AppendUint(dst, t.FirstLSN, 10)
-	commitText, sourceCommitText := e.times(t)
-	dst = append(dst, `,"commit_time":"`...)
-	dst = append(dst, commitText...)
-	dst = append(dst, `","lineage":`...)
-	dst = appendString(dst, e.Lineage)
-	dst = append(dst, `,"xid":`...)
-	dst = strconv.AppendUint(dst, h.XID, 10)
-	if h.SourceLSN != 0 {
-		dst = append(dst, `,"source_lsn":"`...)
-		dst = appendSourceLSN(dst, h.SourceLSN)
-		dst = append(dst, '"')
-	}
-	if len(sourceCommitText) > 0 {
-		dst = append(dst, `,"source_commit_time":"`...)
-		dst = append(dst, sourceCommitText...)
-		dst = append(dst, '"')
-	}
-	if h.Origin != "" {
-		dst = append(dst, `,"origin":`...)
-		dst = appendString(dst, h.Origin)
-	}
+	dst = append(dst, tc.walshipTx...)
 	if c.Key != nil {
 		dst = append(dst, `,"key":`...)
 		dst, kinds = appendRowKinds(dst, kinds, "key", c.Key)

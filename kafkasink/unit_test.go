@@ -2,6 +2,7 @@ package kafkasink
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -240,6 +241,58 @@ func TestAppendSourceLSNMatchesFormat(t *testing.T) {
 	for _, lsn := range []uint64{0, 1, 0xf, 0x10, 0x16B3748, 0x1_0000_0000, 0xABCDEF01_23456789, math.MaxUint64} {
 		if got, want := string(appendSourceLSN(nil, lsn)), change.FormatSourceLSN(lsn); got != want {
 			t.Errorf("appendSourceLSN(%#x) = %q, want %q", lsn, got, want)
+		}
+	}
+}
+
+// The encoder keeps the per-transaction parts of the envelope of the last
+// transaction: reused over a stream of transactions (consecutive ones
+// sharing some fields), it must write exactly what a fresh encoder writes.
+func TestEncoderReuseMatchesFresh(t *testing.T) {
+	now := func() time.Time { return time.UnixMilli(1700000000123) }
+	wl := kafkatest.NewWorkload(7)
+	base := time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)
+	// Each transaction differs from the one before in exactly one field the
+	// per-transaction parts come from.
+	var txns []wal.Txn
+	prev := wal.Txn{FirstLSN: 1, CommitLSN: 3, CommitTime: base, Txn: wl.Next()}
+	for i := range 400 {
+		t := prev
+		t.Changes = wl.Next().Changes
+		switch i % 8 {
+		case 0:
+			t.Header.XID++
+		case 1:
+			t.Header.SourceLSN += 1 << 32
+		case 2:
+			t.Header.SourceCommitTime = base.Add(time.Duration(i) * time.Microsecond)
+		case 3:
+			t.Header.Origin = []string{"", "o1", "o\"2"}[i%3]
+		case 4:
+			t.CommitTime = t.CommitTime.Add(time.Nanosecond)
+		case 5:
+			t.FirstLSN++
+		case 6:
+			t.CommitLSN++
+		case 7:
+			// The same instant in another zone: nothing changes.
+			t.CommitTime = t.CommitTime.In(time.FixedZone("x", 3600))
+		}
+		txns = append(txns, t)
+		prev = t
+	}
+	reused := &Encoder{Database: "db", Name: "n", Lineage: "l1", Now: now}
+	for i := range txns {
+		if i%50 == 49 {
+			reused.Lineage = fmt.Sprintf("l%d", i)
+		}
+		for j := range txns[i].Changes {
+			p := position{txn: &txns[i], index: j, tableOrdinal: j + 1}
+			fresh := &Encoder{Database: "db", Name: "n", Lineage: reused.Lineage, Now: now}
+			got, want := reused.AppendValue(nil, p), fresh.AppendValue(nil, p)
+			if string(got) != string(want) {
+				t.Fatalf("txn %d change %d:\nreused %s\nfresh  %s", i, j, got, want)
+			}
 		}
 	}
 }
