@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/walship/walship/internal/cli"
+
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/pitr"
@@ -32,7 +34,7 @@ func openArchive(ctx context.Context, af archiveFlags) (*pitr.ArchiveSource, err
 	}
 	a, err := archive.Open(ctx, af.url, opts)
 	if err != nil {
-		return nil, &exitError{code: exitUsage, err: err}
+		return nil, cli.Exit(exitUsage, err)
 	}
 	return pitr.NewArchiveSource(a), nil
 }
@@ -45,7 +47,7 @@ func requireKey(ctx context.Context, src *pitr.ArchiveSource, af archiveFlags) e
 	}
 	cat, err := src.Catalog(ctx)
 	if err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("read the archive's catalog: %w", err)}
+		return cli.Exit(exitUsage, fmt.Errorf("read the archive's catalog: %w", err))
 	}
 	ids := map[string]bool{}
 	for _, s := range cat.Segments {
@@ -66,6 +68,6 @@ func requireKey(ctx context.Context, src *pitr.ArchiveSource, af archiveFlags) e
 		list = append(list, id)
 	}
 	slices.Sort(list)
-	return &exitError{code: exitUsage, err: fmt.Errorf("the archive is encrypted (key id %s): give its key with --encryption-key-file or --encryption-key-env",
-		strings.Join(list, ", "))}
+	return cli.Exit(exitUsage, fmt.Errorf("the archive is encrypted (key id %s): give its key with --encryption-key-file or --encryption-key-env",
+		strings.Join(list, ", ")))
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/walship/walship/internal/cli"
+
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/pitr"
 )
@@ -28,7 +30,7 @@ func runList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	cat, err := src.Catalog(ctx)
 	if err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("read the archive's catalog: %w", err)}
+		return cli.Exit(exitUsage, fmt.Errorf("read the archive's catalog: %w", err))
 	}
 	infos := pitr.Describe(cat)
 	if af.lineage != "" {

@@ -21,22 +21,10 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/walship/walship/internal/cli"
 )
-
-// exitError carries a process exit code other than 1.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
 
 // Exit codes.
 const (
@@ -46,59 +34,16 @@ const (
 	exitOutOfRange = 4 // restore: target outside the archive, or not found
 )
 
-// usageError marks bad command-line usage (exit 2).
-func usageError(format string, args ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
-}
+var program = &cli.Program{Name: "walreplay", Commands: []cli.Command{
+	{Name: "list", Summary: "list lineages, snapshots, the LSN and time window and gaps of an archive", Run: runList},
+	{Name: "verify", Summary: "check continuity and checksums of everything: exit 0 intact, 1 corrupt, 3 missing/hole, 2 unreadable", Run: runVerify},
+	{Name: "restore", Summary: "restore a replica to a point in time (or follow the archive as a standby)", Run: runRestore},
+	{Name: "prune", Summary: "delete snapshots beyond a retention policy and the segments no kept snapshot needs", Run: runPrune},
+}}
 
-type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
-}
+func main() { program.Main() }
 
-var commands = []command{
-	{"list", "list lineages, snapshots, the LSN and time window and gaps of an archive", runList},
-	{"verify", "check continuity and checksums of everything: exit 0 intact, 1 corrupt, 3 missing/hole, 2 unreadable", runVerify},
-	{"restore", "restore a replica to a point in time (or follow the archive as a standby)", runRestore},
-	{"prune", "delete snapshots beyond a retention policy and the segments no kept snapshot needs", runPrune},
-}
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "walreplay:", err)
-		var ee *exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.code)
-		}
-		os.Exit(exitFailure)
-	}
-}
-
+// run runs walreplay with args (tests call it in-process).
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		printUsage(stderr)
-		if len(args) == 0 {
-			return usageError("no command given")
-		}
-		return nil
-	}
-	for _, c := range commands {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdin, stdout, stderr)
-		}
-	}
-	printUsage(stderr)
-	return usageError("unknown command %q", args[0])
-}
-
-func printUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: walreplay <command> [flags]\n\ncommands:")
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintln(w, "\nrun 'walreplay <command> -h' for a command's flags")
+	return program.Run(ctx, args, stdin, stdout, stderr)
 }

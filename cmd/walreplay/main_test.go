@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walship/walship/internal/cli"
+
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/groupcommit"
@@ -38,9 +40,9 @@ func walreplay(t *testing.T, ctx context.Context, args ...string) result {
 	code := 0
 	if err != nil {
 		code = exitFailure
-		var ee *exitError
+		var ee *cli.ExitError
 		if errors.As(err, &ee) {
-			code = ee.code
+			code = ee.Code
 		}
 	}
 	return result{code: code, stdout: out.String(), stderr: errb.String(), err: err}

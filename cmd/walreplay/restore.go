@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/walship/walship/internal/cli"
+
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
 )
@@ -164,13 +166,13 @@ func restoreExit(err error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, pitr.ErrCorrupt):
-		return &exitError{code: exitFailure, err: err}
+		return cli.Exit(exitFailure, err)
 	case errors.Is(err, pitr.ErrHole), errors.Is(err, pitr.ErrMissing):
-		return &exitError{code: exitHole, err: err}
+		return cli.Exit(exitHole, err)
 	case errors.Is(err, pitr.ErrOutOfRange), errors.Is(err, pitr.ErrTargetNotFound):
-		return &exitError{code: exitOutOfRange, err: err}
+		return cli.Exit(exitOutOfRange, err)
 	case errors.Is(err, pitr.ErrUnreadable):
-		return &exitError{code: exitUsage, err: err}
+		return cli.Exit(exitUsage, err)
 	}
 	return err
 }

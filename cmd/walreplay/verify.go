@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/walship/walship/internal/cli"
+
 	"github.com/walship/walship/pitr"
 )
 
@@ -42,7 +44,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		if *asJSON {
 			writeJSON(stdout, verifyJSON{Archive: af.url, Status: "unreadable", Error: err.Error()})
 		}
-		return &exitError{code: exitUsage, err: err}
+		return cli.Exit(exitUsage, err)
 	}
 	status, code := "intact", 0
 	switch {
@@ -90,8 +92,8 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			strings.Join(lins, ", "))
 	}
 	if code != 0 {
-		return &exitError{code: code, err: fmt.Errorf("archive %s is %s (%d corrupt, %d missing objects, %d holes, %d unreadable)",
-			af.url, status, len(rep.Corrupt), len(rep.Missing), len(rep.Gaps), len(rep.Unreadable))}
+		return cli.Exit(code, fmt.Errorf("archive %s is %s (%d corrupt, %d missing objects, %d holes, %d unreadable)",
+			af.url, status, len(rep.Corrupt), len(rep.Missing), len(rep.Gaps), len(rep.Unreadable)))
 	}
 	return nil
 }

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/walship/walship/internal/cli"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -42,7 +44,7 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		// Ctrl-C is how a user ends the demo: say so, not "context canceled".
 		if err != nil && ctx.Err() != nil {
 			fmt.Fprintln(stdout, "interrupted: everything stopped and cleaned up")
-			err = &exitError{code: 130, err: errors.New("interrupted")}
+			err = cli.Exit(130, errors.New("interrupted"))
 		}
 	}()
 	fs := newFlagSet("demo", stderr)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 
+	"github.com/walship/walship/internal/cli"
+
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/segment"
 	"github.com/walship/walship/wal"
@@ -82,9 +84,9 @@ func runDump(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 func classify(err error) error {
 	switch {
 	case errors.Is(err, segment.ErrCorrupt), errors.Is(err, change.ErrCorrupt):
-		return &exitError{code: 1, err: err}
+		return cli.Exit(1, err)
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
-		return &exitError{code: 2, err: err}
+		return cli.Exit(2, err)
 	}
 	return err
 }

@@ -1,35 +1,15 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"io"
+
+	"github.com/walship/walship/internal/cli"
 )
 
-// newFlagSet returns a flag set that reports errors instead of exiting.
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("walship "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
+	return cli.NewFlagSet("walship", name, stderr)
 }
-
-// parseFlags parses args, rejecting positional arguments; -h is not an error.
-func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return true, nil
-		}
-		return false, usageError("%v", err)
-	}
-	if fs.NArg() > 0 {
-		return false, usageError("unexpected argument %q", fs.Arg(0))
-	}
-	return false, nil
-}
-
-func requireFlag(name, value string) error {
-	if value == "" {
-		return usageError("--%s is required", name)
-	}
-	return nil
-}
+func parseFlags(fs *flag.FlagSet, args []string) (bool, error) { return cli.ParseFlags(fs, args) }
+func requireFlag(name, value string) error                     { return cli.RequireFlag(name, value) }
+func usageError(format string, args ...any) error              { return cli.UsageError(format, args...) }

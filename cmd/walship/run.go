@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/walship/walship/internal/cli"
+
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/daemon"
 	"github.com/walship/walship/internal/logx"
@@ -56,7 +58,7 @@ func daemonSetup(name, usage string, args []string, stderr io.Writer, check func
 	if err != nil {
 		var ce *config.Error
 		if errors.As(err, &ce) {
-			return nil, nil, &exitError{code: 2, err: err}
+			return nil, nil, cli.Exit(2, err)
 		}
 		return nil, nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/walship/walship/internal/cli"
+
 	"github.com/walship/walship/segment"
 	"github.com/walship/walship/wal"
 )
@@ -86,9 +88,9 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return nil
 	}
 	if res.Status == "corrupt" {
-		return &exitError{code: 1, err: err}
+		return cli.Exit(1, err)
 	}
-	return &exitError{code: 2, err: err}
+	return cli.Exit(2, err)
 }
 
 func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
@@ -131,7 +133,7 @@ func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
 		if err != nil {
 			e := classify(err)
 			r := failed(e)
-			if errors.As(e, new(*exitError)) && e.(*exitError).code == 1 {
+			if cli.Code(e) == 1 {
 				r.Status = "corrupt"
 			}
 			return r, e
