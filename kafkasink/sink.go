@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -249,6 +250,7 @@ func (s *Sink) clientOptions() ([]kgo.Opt, error) {
 // produceLoop reads transactions and hands their records to the producer
 // until runCtx ends or reading fails.
 func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *wal.Reader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc) error {
+	jobs := &jobPool{produceCtx: produceCtx, ordered: s.cfg.Mode == ModeOrdered}
 	promise := func(r *kgo.Record, err error) {
 		// The LSN is the first header (set below): parsing it back costs
 		// less than a context per record.
@@ -264,25 +266,31 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		s.records.Add(1)
 		s.bytes.Add(uint64(len(r.Key) + len(r.Value)))
 		wm.ack(lsn)
+		// The client is done with r once its promise is called: the last
+		// record of a job returns the job's buffers for reuse. (A record
+		// that fails leaves its job to the garbage collector.)
+		if jc, ok := r.Context.(*jobCtx); ok && jc.job.unacked.Add(-1) == 0 {
+			jobs.put(jc.job)
+		}
 	}
 	// Reading runs in one goroutine, encoding in encodeWorkers more, and
 	// producing here, all overlapping. jobs carries the encoded ranges in
 	// LSN order as futures; at most encodedJobs of them (of at most
 	// encodedJobLen changes each) wait, on top of the producer's
 	// MaxBufferedRecords.
-	jobs := make(chan *encJob, encodedJobs)
+	ready := make(chan *encJob, encodedJobs)
 	encErr := make(chan error, 1)
 	encCtx, stopEnc := context.WithCancel(runCtx)
 	go func() {
-		defer close(jobs)
-		encErr <- s.readLoop(encCtx, produceCtx, rd, topics, jobs)
+		defer close(ready)
+		encErr <- s.readLoop(encCtx, rd, topics, jobs, ready)
 	}()
 	defer func() {
 		stopEnc()
-		for range jobs { // let the reader stop
+		for range ready { // let the reader stop
 		}
 	}()
-	for job := range jobs {
+	for job := range ready {
 		select {
 		case <-job.done:
 		case <-runCtx.Done():
@@ -291,8 +299,16 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		// Every LSN of the job is issued before any of its records is
 		// produced: an acknowledgement never precedes its issue.
 		wm.issueAll(job.entries)
-		for i := range job.recs {
-			if err := s.produce(runCtx, cl, &job.recs[i], promise); err != nil {
+		recs := job.recs
+		if len(recs) == 0 {
+			jobs.put(job)
+			continue
+		}
+		// Once the last record is produced, its promise may have put the
+		// job back already: only recs (this slice header) is used below.
+		job.unacked.Store(int32(len(recs)))
+		for i := range recs {
+			if err := s.produce(runCtx, cl, &recs[i], promise); err != nil {
 				return nil
 			}
 		}
@@ -314,6 +330,11 @@ type span struct {
 // are ready (empty if the sink stopped first). Batching small transactions
 // into one job keeps the channel handoffs and goroutine wake-ups per
 // change low.
+//
+// A job is reused (jobPool) once every record of it is acknowledged, with
+// its buffers: the keys, values and header values of its records are carved
+// from its chunks, and its records and their headers are elements of its
+// slices, so encoding allocates next to nothing once the sink runs.
 type encJob struct {
 	spans []span
 	// Per change of the job, in LSN order: its data_collection_order and
@@ -323,9 +344,57 @@ type encJob struct {
 	done     chan struct{}
 	entries  []wmEntry    // one per LSN, in order
 	recs     []kgo.Record // in LSN order
+	headers  []kgo.RecordHeader
+	chunks   [][]byte // chunks[chunk] is being carved from
+	chunk    int
+	// ctx is every record's Context: the produce context, and the way back
+	// from a record to its job in the promise.
+	ctx     jobCtx
+	unacked atomic.Int32 // records produced and not yet acknowledged
 }
 
 func (j *encJob) len() int { return len(j.ordinals) }
+
+// jobCtx is the Context of a job's records.
+type jobCtx struct {
+	context.Context
+	job *encJob
+}
+
+// jobPool recycles jobs for one Run.
+type jobPool struct {
+	pool       sync.Pool
+	produceCtx context.Context
+	ordered    bool
+}
+
+func (p *jobPool) get() *encJob {
+	j, _ := p.pool.Get().(*encJob)
+	if j == nil {
+		j = &encJob{ordinals: make([]int32, 0, encodedJobLen)}
+		j.ctx = jobCtx{Context: p.produceCtx, job: j}
+		if !p.ordered {
+			j.topics = make([]string, 0, encodedJobLen)
+		}
+	}
+	j.done = make(chan struct{})
+	return j
+}
+
+// put recycles j: no record of it may be in the client any more.
+func (p *jobPool) put(j *encJob) {
+	j.spans = j.spans[:0]
+	j.ordinals = j.ordinals[:0]
+	if j.topics != nil {
+		j.topics = j.topics[:0]
+	}
+	j.entries, j.recs, j.headers = j.entries[:0], j.recs[:0], j.headers[:0]
+	j.chunk = 0
+	if len(j.chunks) > 0 {
+		j.chunks[0] = j.chunks[0][:0]
+	}
+	p.pool.Put(j)
+}
 
 const (
 	encodedJobs   = 128
@@ -337,7 +406,7 @@ const (
 // the same jobs, in LSN order, to out. A job is handed on when it is full,
 // before a topic must be created, and whenever the reader has caught up with
 // the durable end of the WAL, so records never wait for more data.
-func (s *Sink) readLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics *topicCache, out chan<- *encJob) error {
+func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache, jobs *jobPool, out chan<- *encJob) error {
 	workers := min(max(runtime.GOMAXPROCS(0), 1), 4)
 	work := make(chan *encJob, encodedJobs)
 	var wg sync.WaitGroup
@@ -346,7 +415,7 @@ func (s *Sink) readLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics 
 		go func() {
 			defer wg.Done()
 			w := &encodeWorker{s: s, enc: &Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage},
-				lineage: []byte(s.lineage), produceCtx: produceCtx, orderedTopic: OrderedTopic(s.cfg.TopicPrefix)}
+				lineage: []byte(s.lineage), orderedTopic: OrderedTopic(s.cfg.TopicPrefix)}
 			for job := range work {
 				w.encode(job)
 				close(job.done)
@@ -432,10 +501,7 @@ func (s *Sink) readLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics 
 				}
 			}
 			if job == nil {
-				job = &encJob{ordinals: make([]int32, 0, encodedJobLen), done: make(chan struct{})}
-				if !ordered {
-					job.topics = make([]string, 0, encodedJobLen)
-				}
+				job = jobs.get()
 			}
 			if n := len(job.spans); n == 0 || job.spans[n-1].txn != txn {
 				job.spans = append(job.spans, span{txn: txn, from: i, to: i})
@@ -457,32 +523,41 @@ func (s *Sink) readLoop(ctx, produceCtx context.Context, rd *wal.Reader, topics 
 	}
 }
 
-// encodeWorker encodes jobs; each worker has its own Encoder and slab.
+// encodeWorker encodes jobs; each worker has its own Encoder.
 type encodeWorker struct {
 	s            *Sink
 	enc          *Encoder
 	lineage      []byte
-	produceCtx   context.Context
 	orderedTopic string
-	slab         []byte
+	job          *encJob // being encoded
 }
 
-// carve appends with build to the worker's slab and returns what was
-// appended. Keys, values and header values come from slabs: one allocation
-// per slabSize bytes instead of several per record; a slab stays alive
-// until the last record using it is acknowledged.
+// carve appends with build to the job's current chunk and returns what was
+// appended (a full-slice expression: later appends never write into it).
 func (w *encodeWorker) carve(build func([]byte) []byte) []byte {
-	if cap(w.slab)-len(w.slab) < 2048 {
-		w.slab = make([]byte, 0, slabSize)
+	j := w.job
+	if len(j.chunks) == 0 {
+		j.chunks = append(j.chunks, make([]byte, 0, chunkSize))
 	}
-	start := len(w.slab)
-	w.slab = build(w.slab)
-	return w.slab[start:len(w.slab):len(w.slab)]
+	if c := j.chunks[j.chunk]; cap(c)-len(c) < 2048 {
+		j.chunk++
+		if j.chunk == len(j.chunks) {
+			j.chunks = append(j.chunks, make([]byte, 0, chunkSize))
+		}
+		j.chunks[j.chunk] = j.chunks[j.chunk][:0]
+	}
+	c := j.chunks[j.chunk]
+	start := len(c)
+	c = build(c)
+	j.chunks[j.chunk] = c
+	return c[start:len(c):len(c)]
 }
 
 // encode fills job.entries and job.recs. Records, and the headers of all
 // of them, are allocated once per job.
 func (w *encodeWorker) encode(job *encJob) {
+	w.job = job
+	defer func() { w.job = nil }()
 	tombstones := *w.s.cfg.Tombstones
 	nrecs, nsent := 0, 0
 	k := 0
@@ -499,9 +574,11 @@ func (w *encodeWorker) encode(job *encJob) {
 		}
 	}
 	nrecs += nsent
-	job.entries = make([]wmEntry, 0, job.len())
-	job.recs = make([]kgo.Record, 0, nrecs)
-	headers := make([]kgo.RecordHeader, 0, 4*nsent)
+	job.entries = slices.Grow(job.entries[:0], job.len())
+	job.recs = slices.Grow(job.recs[:0], nrecs)
+	// Records point into headers: it must not grow below.
+	headers := slices.Grow(job.headers[:0], 4*nsent)
+	defer func() { job.headers = headers }()
 	k = 0
 	for _, sp := range job.spans {
 		t := sp.txn
@@ -537,10 +614,10 @@ func (w *encodeWorker) encode(job *encJob) {
 			hdrs := headers[h:len(headers):len(headers)]
 			// The record timestamp is the commit time (non-decreasing in
 			// LSN order), which lets consumers seek by time.
-			job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Value: value, Headers: hdrs, Timestamp: t.CommitTime, Context: w.produceCtx})
+			job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Value: value, Headers: hdrs, Timestamp: t.CommitTime, Context: &job.ctx})
 			e.left = 1
 			if c.Op == change.Delete && hasKey && tombstones {
-				job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Headers: hdrs, Timestamp: t.CommitTime, Context: w.produceCtx})
+				job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Headers: hdrs, Timestamp: t.CommitTime, Context: &job.ctx})
 				e.left = 2
 			}
 			job.entries = append(job.entries, e)
@@ -571,8 +648,8 @@ func (s *Sink) produce(runCtx context.Context, cl *kgo.Client, rec *kgo.Record, 
 	return runCtx.Err()
 }
 
-// slabSize is the size of the buffers records are carved from.
-const slabSize = 32 << 10
+// chunkSize is the size of the buffers records are carved from.
+const chunkSize = 32 << 10
 
 // checkpointLoop writes the watermark every CheckpointInterval while it
 // moves, until ctx ends.

@@ -17,6 +17,7 @@ type watermark struct {
 	mu struct {
 		sync.Mutex
 		pending []wmEntry // in issue (LSN) order; front is the oldest not yet passed
+		array   []wmEntry // the whole array pending is a part of
 		pos     uint64    // every LSN <= pos issued so far is acknowledged
 		posTime time.Time // commit time of the transaction of pos
 	}
@@ -44,6 +45,7 @@ func newWatermark(pos uint64) *watermark {
 func (w *watermark) issue(lsn uint64, n int, commit bool, commitTime time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.makeRoomLocked(1)
 	w.mu.pending = append(w.mu.pending, wmEntry{lsn: lsn, left: n, commit: commit, commitTime: commitTime})
 	w.advanceLocked()
 }
@@ -52,8 +54,29 @@ func (w *watermark) issue(lsn uint64, n int, commit bool, commitTime time.Time) 
 func (w *watermark) issueAll(es []wmEntry) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.makeRoomLocked(len(es))
 	w.mu.pending = append(w.mu.pending, es...)
 	w.advanceLocked()
+}
+
+// makeRoomLocked moves the pending entries to the front of their array
+// when n more would not fit behind them but would in front: pending is
+// sliced from the front as LSNs pass, so appending alone would allocate a
+// new array every few thousand LSNs.
+func (w *watermark) makeRoomLocked(n int) {
+	p := w.mu.pending
+	if len(p)+n <= cap(p) {
+		return
+	}
+	full := w.mu.array[:cap(w.mu.array)]
+	if len(p)+n > len(full) {
+		// Grow: allocate with room to spare and remember the array.
+		w.mu.array = make([]wmEntry, len(p), 2*(len(p)+n))
+		copy(w.mu.array, p)
+		w.mu.pending = w.mu.array
+		return
+	}
+	w.mu.pending = full[:copy(full, p)]
 }
 
 // ack records the acknowledgement of one record of lsn.
@@ -87,10 +110,11 @@ func (w *watermark) advanceLocked() {
 		n++
 	}
 	if n > 0 {
-		// Reuse the array once it is drained; otherwise shift lazily.
+		// Reuse the array once it is drained; otherwise makeRoomLocked
+		// shifts the rest when the end is reached.
 		w.mu.pending = p[n:]
 		if len(w.mu.pending) == 0 {
-			w.mu.pending = p[:0]
+			w.mu.pending = w.mu.array[:0]
 		}
 	}
 }
