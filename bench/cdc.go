@@ -228,15 +228,20 @@ func (e *cdcEnv) openWAL(name string) (*wal.WAL, *checkpoint.Store, string, erro
 }
 
 func cdcCases(cfg *config) []*benchCase {
+	// Every case's setup takes a reference to the shared cluster and its
+	// cleanup gives one back, so the cluster stops after the last case.
 	var e *cdcEnv
+	held := 0
 	setup := func(ctx context.Context) (err error) {
-		e, err = getCDCEnv(ctx, cfg)
+		if e, err = getCDCEnv(ctx, cfg); err == nil {
+			held++
+		}
 		return err
 	}
 	cleanup := func() {
-		if e != nil {
+		if held > 0 {
+			held--
 			releaseCDCEnv()
-			e = nil
 		}
 	}
 	return []*benchCase{
