@@ -583,3 +583,29 @@ func TestValidateNamesKeys(t *testing.T) {
 		t.Fatalf("missing CA file: %v", err)
 	}
 }
+
+// Jobs and their buffers are reused once their records are acknowledged:
+// with a small producer buffer they are reused many times over, and every
+// record must still come out exactly as encoded.
+func TestOrderedRoundTripReusedBuffers(t *testing.T) {
+	c := startCluster(t)
+	e := newEnv(t)
+	e.append(kafkatest.NewWorkload(3), 3000)
+	want := e.walTxns()
+	s, err := New(Config{Brokers: []string{c.Addr}, Database: "app", MaxBufferedRecords: 50, Linger: time.Millisecond}, e.w, e.ckpts, "L1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runSink(t, s)
+	waitAcked(t, s, want[len(want)-1].CommitLSN, 40*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	recs, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, OrderedTopic("walship"), recordCount(want, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameTxns(t, rebuild(t, recs), want)
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+}
