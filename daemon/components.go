@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/walship/walship/archive"
@@ -22,7 +23,7 @@ func (d *Daemon) buildPostgres(ctx context.Context) error {
 		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
 		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log}, d.wal, d.srcCkpts)
 	if err != nil {
-		return fmt.Errorf("source.postgres: %w", err)
+		return prefixed("source.postgres", err)
 	}
 	d.pg = src
 	d.sources = append(d.sources, component{"source.postgres", src.Run})
@@ -40,7 +41,7 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		}
 		arc, err := archive.NewArchiver(ar, d.wal, d.sinkCkpts, archive.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log})
 		if err != nil {
-			return fmt.Errorf("archive: %w", err)
+			return prefixed("archive", err)
 		}
 		d.archiver, d.archiveHandle = arc, ar
 		d.sinks = append(d.sinks, component{"archive", arc.Run})
@@ -57,7 +58,7 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 	if k := d.cfg.Kafka; k != nil {
 		ks, err := kafkasink.New(KafkaSinkConfig(k, d.log), d.wal, d.sinkCkpts, Lineage)
 		if err != nil {
-			return fmt.Errorf("kafka: %w", err)
+			return prefixed("kafka", err)
 		}
 		d.kafka = ks
 		d.sinks = append(d.sinks, component{"kafka", ks.Run})
@@ -143,4 +144,14 @@ func (d *Daemon) pruneArchive(ctx context.Context) error {
 		}
 		d.log.Info("archive pruned", "report", rep)
 	}
+}
+
+// prefixed names the component in err unless its message already starts
+// with it (the packages name themselves), so messages never read
+// "archive: archive: ...".
+func prefixed(name string, err error) error {
+	if strings.HasPrefix(err.Error(), name) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", name, err)
 }

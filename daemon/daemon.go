@@ -214,7 +214,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Go(func() {
 			err := c.run(ctx)
 			if err != nil && ctx.Err() == nil {
-				failed <- fmt.Errorf("%s: %w", c.name, err)
+				failed <- prefixed(c.name, err)
 			} else if err != nil && !errors.Is(err, context.Canceled) {
 				failed <- fmt.Errorf("%s (stopping): %w", c.name, err)
 			}
