@@ -178,7 +178,11 @@ func restoreExit(err error) error {
 }
 
 func printPlan(w io.Writer, p *pitr.Plan) {
-	fmt.Fprintf(w, "plan: lineage %s, %s (applies transactions with %s)\n", p.Lineage, p.Target, p.Rule)
+	rule := "applies every transaction"
+	if p.Rule != "every transaction" {
+		rule = "applies the transactions with " + p.Rule
+	}
+	fmt.Fprintf(w, "plan: lineage %s, %s (%s)\n", p.Lineage, p.Target, rule)
 	if s := p.Snapshot; s != nil {
 		fmt.Fprintf(w, "  base:    snapshot at LSN %d, committed %s, %d bytes: %s\n", s.LSN, fmtTime(s.CommitTime), s.Size, s.Key)
 	} else if p.FromLSN > 1 {
