@@ -42,6 +42,9 @@ type Encoder struct {
 	// The parts of the envelope that are the same for every change of a
 	// transaction, formatted for the last transaction encoded.
 	tc txnCache
+	// nowMS, if set, is ts_ms: the sink reads the clock once per batch of
+	// changes it encodes together.
+	nowMS int64
 }
 
 // txnCache holds the per-transaction parts of the envelope and what they
@@ -186,11 +189,15 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	dst = append(dst, tc.ids...)
 	dst = append(dst, byte(c.Op))
 	dst = append(dst, `","ts_ms":`...)
-	now := time.Now
-	if e.Now != nil {
-		now = e.Now
+	ms := e.nowMS
+	if ms == 0 {
+		now := time.Now
+		if e.Now != nil {
+			now = e.Now
+		}
+		ms = now().UnixMilli()
 	}
-	dst = strconv.AppendInt(dst, now().UnixMilli(), 10)
+	dst = strconv.AppendInt(dst, ms, 10)
 	dst = append(dst, tc.txID...)
 	dst = append(dst, `,"total_order":`...)
 	dst = strconv.AppendInt(dst, int64(p.index+1), 10)

@@ -557,6 +557,7 @@ func (w *encodeWorker) carve(build func([]byte) []byte) []byte {
 // of them, are allocated once per job.
 func (w *encodeWorker) encode(job *encJob) {
 	w.job = job
+	w.enc.nowMS = time.Now().UnixMilli() // ts_ms: the time the job is encoded
 	defer func() { w.job = nil }()
 	tombstones := *w.s.cfg.Tombstones
 	nrecs, nsent := 0, 0
