@@ -45,6 +45,8 @@ type Encoder struct {
 	// nowMS, if set, is ts_ms: the sink reads the clock once per batch of
 	// changes it encodes together.
 	nowMS int64
+	// Scratch buffers for the kinds object and a row's part of it.
+	kinds, desc []byte
 }
 
 // txnCache holds the per-transaction parts of the envelope and what they
@@ -153,7 +155,9 @@ func (e *Encoder) AppendKey(dst []byte, c *change.Change) (out []byte, ok bool) 
 	if c.Key == nil {
 		return dst, false
 	}
-	dst, _ = appendRow(dst, nil, c.Key)
+	var desc []byte
+	dst, desc = appendRow(dst, e.desc[:0], c.Key)
+	e.desc = desc[:0]
 	return dst, true
 }
 
@@ -161,11 +165,11 @@ func (e *Encoder) AppendKey(dst []byte, c *change.Change) (out []byte, ok bool) 
 func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	t := p.txn
 	c := &t.Changes[p.index]
-	var kinds []byte // the "kinds" object's members, if any
+	kinds := e.kinds[:0] // the "kinds" object's members, if any
 	dst = append(dst, `{"before":`...)
-	dst, kinds = appendRowKinds(dst, kinds, "before", c.Before)
+	dst, kinds = e.appendRowKinds(dst, kinds, "before", c.Before)
 	dst = append(dst, `,"after":`...)
-	dst, kinds = appendRowKinds(dst, kinds, "after", c.After)
+	dst, kinds = e.appendRowKinds(dst, kinds, "after", c.After)
 
 	tc := e.txnParts(t)
 	dst = append(dst, `,"source":{"version":"`+Version+`","connector":"postgresql","name":`...)
@@ -221,8 +225,9 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	dst = append(dst, tc.walshipTx...)
 	if c.Key != nil {
 		dst = append(dst, `,"key":`...)
-		dst, kinds = appendRowKinds(dst, kinds, "key", c.Key)
+		dst, kinds = e.appendRowKinds(dst, kinds, "key", c.Key)
 	}
+	e.kinds = kinds[:0]
 	if len(kinds) > 0 {
 		dst = append(dst, `,"kinds":{`...)
 		dst = append(dst, kinds...)
@@ -267,12 +272,13 @@ func appendUintOrNull(dst []byte, v uint64) []byte {
 
 // appendRowKinds appends row r (null if absent) and, if any column is not
 // in its natural JSON kind, the member `"name":{col:desc,...}` to kinds.
-func appendRowKinds(dst, kinds []byte, name string, r change.Row) ([]byte, []byte) {
+func (e *Encoder) appendRowKinds(dst, kinds []byte, name string, r change.Row) ([]byte, []byte) {
 	if r == nil {
 		return append(dst, "null"...), kinds
 	}
 	var desc []byte
-	dst, desc = appendRow(dst, nil, r)
+	dst, desc = appendRow(dst, e.desc[:0], r)
+	e.desc = desc[:0] // desc is copied to kinds below, before its next use
 	if len(desc) > 0 {
 		if len(kinds) > 0 {
 			kinds = append(kinds, ',')
