@@ -5,9 +5,10 @@
 //
 // # Guarantees
 //
-//   - Only durable data leaves the host: the sink reads the WAL with
-//     wal.NewReader in follow mode, which returns committed, durable
-//     transactions only (DESIGN.md §4.2).
+//   - Only durable data leaves the host: the sink reads the WAL's log with
+//     a segment reader in follow mode, which returns durable records only,
+//     and assembles committed transactions exactly as wal.Reader does
+//     (aborted ones skipped; DESIGN.md §4.2).
 //   - At least once, deduplicable exactly: every record carries the headers
 //     walship.lsn, walship.commit_lsn, walship.txn_first_lsn and
 //     walship.lineage. The producer is idempotent with acks=all, so within a

@@ -115,7 +115,7 @@ func (s *Sink) Stats() Stats {
 // Run ships transactions from the checkpoint on until ctx ends or a record
 // fails for good, and returns that error (nil-equivalent: ctx's error).
 //
-// It reads only durable transactions (wal.NewReader in follow mode), starting
+// It reads only durable transactions (as wal.NewReader in follow mode), starting
 // at the transaction after the checkpoint (a commit LSN), so a restart may
 // send again records that were acknowledged beyond it; consumers
 // deduplicate by the walship.lsn header. The checkpoint "kafka" advances,
@@ -158,7 +158,7 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 		}
 	}
 
-	rd, err := wal.NewReader(s.w.Log, pos+1, true)
+	rd, err := newTxnReader(s.w.Log, pos+1, true)
 	if err != nil {
 		return fmt.Errorf("kafkasink: open WAL reader at %d: %w", pos+1, err)
 	}
@@ -249,7 +249,7 @@ func (s *Sink) clientOptions() ([]kgo.Opt, error) {
 
 // produceLoop reads transactions and hands their records to the producer
 // until runCtx ends or reading fails.
-func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *wal.Reader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc) error {
+func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *txnReader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc) error {
 	jobs := &jobPool{produceCtx: produceCtx, ordered: s.cfg.Mode == ModeOrdered}
 	promise := func(r *kgo.Record, err error) {
 		// The LSN is the first header (set below): parsing it back costs
@@ -383,6 +383,7 @@ func (p *jobPool) get() *encJob {
 
 // put recycles j: no record of it may be in the client any more.
 func (p *jobPool) put(j *encJob) {
+	clear(j.spans) // a pooled job keeps no transaction alive
 	j.spans = j.spans[:0]
 	j.ordinals = j.ordinals[:0]
 	if j.topics != nil {
@@ -406,7 +407,7 @@ const (
 // the same jobs, in LSN order, to out. A job is handed on when it is full,
 // before a topic must be created, and whenever the reader has caught up with
 // the durable end of the WAL, so records never wait for more data.
-func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache, jobs *jobPool, out chan<- *encJob) error {
+func (s *Sink) readLoop(ctx context.Context, rd *txnReader, topics *topicCache, jobs *jobPool, out chan<- *encJob) error {
 	workers := min(max(runtime.GOMAXPROCS(0), 1), 4)
 	work := make(chan *encJob, encodedJobs)
 	var wg sync.WaitGroup
@@ -450,14 +451,14 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 	}
 	counts := map[change.Table]int32{}
 	for {
-		t, err := rd.NextTxn(ctx)
+		txn, err := rd.next(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, io.EOF) {
 				return nil
 			}
 			return fmt.Errorf("kafkasink: read WAL: %w", err)
 		}
-		txn := &t
+		t := txn
 		// data_collection_order: small transactions count by scanning,
 		// large ones with a map.
 		useMap := len(t.Changes) > 16
