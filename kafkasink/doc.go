@@ -25,7 +25,7 @@
 //     (re-)send. New registers the name, so retention keeps every segment
 //     holding an LSN above it (§4.5).
 //   - Bounded memory: at most Config.MaxBufferedRecords records are in
-//     flight in the producer, and at most 8192 encoded changes wait for it
+//     flight in the producer, and at most 2048 encoded changes wait for it
 //     (reading, encoding on up to 4 workers and producing overlap). When
 //     brokers are unreachable, produce blocks, the sink stops reading, and
 //     the backlog stays in the local WAL; franz-go retries without end, and

@@ -121,7 +121,7 @@ func (s *Sink) Stats() Stats {
 // deduplicate by the walship.lsn header. The checkpoint "kafka" advances,
 // at most every CheckpointInterval, to the contiguous watermark of
 // acknowledged records. At most MaxBufferedRecords records are in the
-// producer and 8192 encoded changes wait for it: when the brokers are
+// producer and 2048 encoded changes wait for it: when the brokers are
 // unreachable Produce blocks, reading stops and the backlog stays in the
 // local WAL. Broker errors are retried without end;
 // a record failed for good (e.g. too large, not authorized) ends Run. On
@@ -398,7 +398,7 @@ func (p *jobPool) put(j *encJob) {
 }
 
 const (
-	encodedJobs   = 128
+	encodedJobs   = 32
 	encodedJobLen = 64
 )
 
