@@ -114,8 +114,10 @@ func appendBase64(dst []byte, s string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string, escaping '"', '\\', control
+// AppendJSONString appends s as a JSON string, escaping '"', '\\', control
 // characters, U+2028 and U+2029, and replacing invalid UTF-8 by U+FFFD.
+func AppendJSONString(dst []byte, s string) []byte { return appendJSONString(dst, s) }
+
 func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	dst = appendJSONStringBody(dst, s)

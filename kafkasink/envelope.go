@@ -7,7 +7,6 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
@@ -395,8 +394,6 @@ func appendValue(dst, desc []byte, v change.Value) (_, _ []byte, natural bool) {
 	panic(fmt.Sprintf("kafkasink: unknown value kind %v", v.Kind()))
 }
 
-const hexDigits = "0123456789abcdef"
-
 // appendSourceLSN appends lsn as change.FormatSourceLSN does ("%X/%X"),
 // without its allocations.
 func appendSourceLSN(dst []byte, lsn uint64) []byte {
@@ -420,49 +417,10 @@ func appendUpperHex(dst []byte, v uint32) []byte {
 	return append(dst, buf[i:]...)
 }
 
-// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD
-// (change.Validate forbids it in everything but bytes and message content,
-// which are base64 here).
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '"', '\\':
-				dst = append(dst, '\\', b)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
+// appendString appends s as a JSON string (change's escaping: invalid
+// UTF-8 becomes U+FFFD; change.Validate forbids it in everything but bytes
+// and message content, which are base64 here).
+func appendString(dst []byte, s string) []byte { return change.AppendJSONString(dst, s) }
 
 // ---- Decoding ----
 
