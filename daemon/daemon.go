@@ -208,7 +208,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopSources()
 	defer stopSinks()
 
-	failed := make(chan error, len(d.sources)+len(d.sinks)+len(d.servers)+1)
+	// Room for every component's error (the sources, the sinks, and
+	// retention, metrics and the archive catalog), so no sender blocks.
+	failed := make(chan error, len(d.sources)+len(d.sinks)+3)
 	var srcWG, sinkWG sync.WaitGroup
 	start := func(wg *sync.WaitGroup, ctx context.Context, c component) {
 		wg.Go(func() {
@@ -289,6 +291,9 @@ func (d *Daemon) closeAll() {
 	}
 	if d.snapshotter != nil {
 		d.snapshotter.Close()
+	}
+	if d.archiveHandle != nil {
+		d.archiveHandle.Close()
 	}
 	if d.wal != nil {
 		d.wal.Close()
