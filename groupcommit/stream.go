@@ -183,6 +183,10 @@ func (s *Stream) Abort() error {
 		}
 		panic("groupcommit: stream's first chunk missing from pending")
 	}
+	// The abort record carries a real time, like a commit: the log's commit
+	// times (archive manifests, time targets) must never hold the "no
+	// commit yet" sentinel of an empty log.
+	c.mu.lastTime = max(c.opts.Now().UnixNano(), c.mu.lastTime)
 	lsn := c.mu.nextLSN
 	ch := c.newChunkLocked(lsn, s.first)
 	ch.raw = segment.AppendRecord(ch.raw, nil, true, c.mu.lastTime)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -81,10 +82,12 @@ func TestStreamCloseAborts(t *testing.T) {
 }
 
 // TestStreamAbortBeforeFlushReusesLSNs: a stream aborted before the flusher
-// took any of its records leaves nothing behind.
+// took any of its records leaves nothing behind and its LSNs are reused.
+// The test holds flushMu so that the flusher cannot take them.
 func TestStreamAbortBeforeFlushReusesLSNs(t *testing.T) {
 	ctx := context.Background()
-	l := openLog(t, t.TempDir(), segment.Options{})
+	dir := t.TempDir()
+	l := openLog(t, dir, segment.Options{})
 	defer l.Close()
 	c, err := New(l, Options{})
 	if err != nil {
@@ -95,12 +98,15 @@ func TestStreamAbortBeforeFlushReusesLSNs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 3 { // all in one chunk: the flusher is not woken
+	c.flushMu.Lock()
+	for range 3 {
 		if err := s.Add(ctx, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Abort(); err != nil {
+	err = s.Abort()
+	c.flushMu.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	tk, err := c.Append(ctx, [][]byte{[]byte("b")}, time.Time{})
@@ -112,5 +118,82 @@ func TestStreamAbortBeforeFlushReusesLSNs(t *testing.T) {
 	}
 	if datas, _ := readAll(t, l); fmt.Sprint(datas) != "[b]" {
 		t.Fatalf("log holds %q", datas)
+	}
+}
+
+// TestStreamAbortAfterFlushWritesAbortFrame: once the flusher took some of
+// a stream's records, Abort ends them with an abort record that takes the
+// next LSN (dense LSNs) and carries a real commit time, never the empty
+// log's sentinel; verify counts the transaction as aborted.
+func TestStreamAbortAfterFlushWritesAbortFrame(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l := openLog(t, dir, segment.Options{})
+	defer l.Close()
+	c, err := New(l, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := c.BeginStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // two encoded (LSNs 1, 2), the third held by the stream
+		if err := s.Add(ctx, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.signal()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		taken := c.mu.takes > 0
+		c.mu.Unlock()
+		if taken {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the flusher never took the stream's records")
+		}
+	}
+	before := time.Now().UnixNano()
+	if err := s.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	tk, err := c.Append(ctx, [][]byte{[]byte("b")}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tk.First != 4 {
+		t.Fatalf("append after the abort got LSN %d, want 4 (x, x, abort, b)", tk.First)
+	}
+	r, err := l.NewReader(1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	for {
+		rec, err := r.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Aborted && rec.CommitTime < before {
+			t.Fatalf("abort record at LSN %d has commit time %d, before the abort (%d)", rec.LSN, rec.CommitTime, before)
+		}
+		got = append(got, fmt.Sprintf("%d:%s:%v:%v", rec.LSN, rec.Data, rec.Commit, rec.Aborted))
+	}
+	if want := "[1:x:false:false 2:x:false:false 3::true:true 4:b:true:false]"; fmt.Sprint(got) != want {
+		t.Fatalf("log holds %v, want %s", got, want)
+	}
+	rep, err := segment.Verify(nil, dir)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if rep.Aborted != 1 || rep.LastLSN != 4 {
+		t.Fatalf("verify: %+v, want one aborted transaction and LSNs up to 4", rep)
 	}
 }
