@@ -165,6 +165,12 @@ func TestAppendSIGKILL(t *testing.T) {
 		}
 
 		v := walship(t, nil, "verify", "--wal", dir)
+		if v.code == 2 && len(present) == 0 && len(run.acks) == 0 && strings.Contains(v.stdout, "no segment files") {
+			// Killed before its first segment existed (the first segment
+			// is created whole, by rename): there is no log yet, which
+			// verify rightly reports; the next run creates it.
+			continue
+		}
 		if v.code != 0 {
 			t.Fatalf("iteration %d (killed after %v): verify: want exit 0, got\n%v", iter, delay, v)
 		}
