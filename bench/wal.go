@@ -500,7 +500,8 @@ func (f timingFile) Sync() error {
 
 // openWAL opens a log in dir with a committer in sync mode local.
 func openWAL(cfg *config, dir string, fc *flushCounter) (*segment.Log, *groupcommit.Committer, error) {
-	opts := segment.Options{Logger: cfg.logger}
+	// Zero-filled segments, as walship run writes them (wal.zero_fill).
+	opts := segment.Options{Logger: cfg.logger, ZeroFill: true}
 	if fc != nil {
 		opts.FS = &fc.fs
 	}

@@ -53,6 +53,9 @@ type WAL struct {
 	SegmentSize ByteSize      `yaml:"segment_size"` // default 64MiB
 	Compression string        `yaml:"compression"`  // none | s2 | zstd
 	MinInterval time.Duration `yaml:"min_interval"` // least time between fsyncs
+	// ZeroFill writes zeros over new segments before use (default true):
+	// see segment.Options.ZeroFill.
+	ZeroFill *bool `yaml:"zero_fill"`
 	// MaxBytes bounds the local log; 0 = unbounded. See RetentionPolicy.
 	MaxBytes ByteSize `yaml:"max_bytes"`
 	// RetentionPolicy says what happens when MaxBytes is reached while a

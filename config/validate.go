@@ -157,6 +157,10 @@ func (c *Config) validateWAL(v *validator) {
 	if w.SegmentSize == 0 {
 		w.SegmentSize = DefaultSegmentSize
 	}
+	if w.ZeroFill == nil {
+		t := true
+		w.ZeroFill = &t
+	}
 	if w.SegmentSize < 1<<20 || w.SegmentSize > 1<<32 {
 		v.fail("wal.segment_size", "%v is outside 1MiB..4GiB", w.SegmentSize)
 	}

@@ -79,6 +79,7 @@ func crashIteration(t *testing.T, seed uint64, mode vfs.CrashMode) {
 		SegmentSize:   []int64{4096, 8192}[rng.IntN(2)],
 		Codec:         segment.Codec(rng.IntN(3)),
 		NoPreallocate: rng.IntN(3) == 0,
+		ZeroFill:      rng.IntN(2) == 0,
 		Logger:        quiet,
 	}
 	gopts := groupcommit.Options{MaxBatchBytes: 256 + rng.IntN(1800), Logger: quiet}

@@ -28,6 +28,18 @@ type Options struct {
 	// NoPreallocate disables fallocate of new segments. Preallocation
 	// keeps fdatasync from having to persist a growing file size.
 	NoPreallocate bool
+	// ZeroFill writes zeros over new segments' preallocated space before
+	// they are used (ignored with NoPreallocate). On ext4 and XFS the first
+	// write into a preallocated (unwritten) extent converts it, and the
+	// fdatasync covering that write must also commit the conversion to the
+	// journal: measured on this project's machine, that makes the
+	// fdatasync of a 32 KiB group-commit batch about twice as slow as the
+	// same overwrite of written zeros. PostgreSQL zero-fills its WAL
+	// segments for the same reason (wal_init_zero). The first segment of a
+	// new log is zeroed when Open creates it (a 64 MiB write); later ones
+	// in the background, paced at 64 MB/s, so a log writing faster than
+	// that takes its next segment partly zeroed and is not slowed.
+	ZeroFill bool
 	// Lineage and FirstLSN apply when Open creates a new log: the lineage
 	// (timeline) recorded in segment headers (default 1) and the LSN of the
 	// first record (default 1).
@@ -226,7 +238,7 @@ func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 			l.lock.Close()
 			return nil, nil, err
 		}
-		l.prep = startPreparer(l.fs, dir, opts.SegmentSize, !opts.NoPreallocate)
+		l.prep = startPreparer(l.fs, dir, opts.SegmentSize, !opts.NoPreallocate, opts.ZeroFill)
 	}
 	return l, rep, nil
 }
@@ -267,7 +279,9 @@ func readHeader(f vfs.File) ([]byte, error) {
 
 // createSegment writes a new segment file with the given base, through the
 // prepared-file path when one is available, and makes its name durable.
-func (l *Log) createSegment(f vfs.File, hdr segmentHeader) (*segInfo, vfs.File, error) {
+// With zero (a new log's first segment, Options.ZeroFill) a file it
+// creates is zero-filled; the caller syncs it.
+func (l *Log) createSegment(f vfs.File, hdr segmentHeader, zero bool) (*segInfo, vfs.File, error) {
 	name := SegmentName(hdr.base)
 	var err error
 	if f == nil {
@@ -278,6 +292,14 @@ func (l *Log) createSegment(f vfs.File, hdr segmentHeader) (*segInfo, vfs.File, 
 			if err := f.Preallocate(l.opts.SegmentSize); err != nil {
 				f.Close()
 				return nil, nil, err
+			}
+			if zero {
+				for off := int64(0); off < l.opts.SegmentSize; off += int64(len(zeroChunk)) {
+					if _, err := f.WriteAt(zeroChunk[:min(int64(len(zeroChunk)), l.opts.SegmentSize-off)], off); err != nil {
+						f.Close()
+						return nil, nil, err
+					}
+				}
 			}
 		}
 	}
@@ -548,7 +570,7 @@ func (l *Log) rotate() error {
 		f = nil
 	}
 	hdr := segmentHeader{lineage: l.act.seg.hdr.lineage, base: l.nextLSN, id: newID(), logID: l.act.seg.hdr.logID}
-	seg, nf, err := l.createSegment(f, hdr)
+	seg, nf, err := l.createSegment(f, hdr, false)
 	if err != nil {
 		return l.fail(err)
 	}

@@ -2,6 +2,8 @@ package segment
 
 import (
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/walship/walship/vfs"
 )
@@ -14,6 +16,13 @@ type preparer struct {
 	path     string
 	size     int64
 	prealloc bool
+	zeroFill bool
+
+	// hurry asks a running zero fill to stop and hand the file over: set
+	// by take (until it has the file) and by stop; wake interrupts its
+	// pacing sleep.
+	hurry atomic.Bool
+	wake  chan struct{}
 
 	reqs  chan sealReq
 	ready chan prepared
@@ -30,9 +39,9 @@ type prepared struct {
 	err error
 }
 
-func startPreparer(fsys vfs.FS, dir string, size int64, prealloc bool) *preparer {
-	p := &preparer{fs: fsys, path: vfs.Join(dir, prepName), size: size, prealloc: prealloc,
-		reqs: make(chan sealReq, 4), ready: make(chan prepared, 1)}
+func startPreparer(fsys vfs.FS, dir string, size int64, prealloc, zeroFill bool) *preparer {
+	p := &preparer{fs: fsys, path: vfs.Join(dir, prepName), size: size, prealloc: prealloc, zeroFill: zeroFill && prealloc,
+		reqs: make(chan sealReq, 4), ready: make(chan prepared, 1), wake: make(chan struct{}, 1)}
 	p.wg.Add(1)
 	go p.loop()
 	p.reqs <- sealReq{}
@@ -70,15 +79,63 @@ func (p *preparer) create() prepared {
 			return prepared{err: err}
 		}
 	}
+	if p.zeroFill {
+		if err := p.zero(f); err != nil {
+			f.Close()
+			return prepared{err: err}
+		}
+	}
 	return prepared{f: f}
 }
+
+// zeroFillRate bounds the background zero fill of the next segment, so
+// that a log writing fast is not slowed by it: such a log takes the next
+// segment before it is all zeroed (hurry), and the rest of it stays
+// merely preallocated, which costs little with its large batches.
+const zeroFillRate = 64 << 20 // bytes per second
+
+// zero writes zeros over the prepared file, paced at zeroFillRate and
+// stopping early when hurried, then syncs it, so that the extent
+// conversions are journaled here and not by the writer's fdatasyncs
+// (Options.ZeroFill).
+func (p *preparer) zero(f vfs.File) error {
+	start := time.Now()
+	for off := int64(0); off < p.size && !p.hurry.Load(); {
+		n := min(int64(len(zeroChunk)), p.size-off)
+		if _, err := f.WriteAt(zeroChunk[:n], off); err != nil {
+			return err
+		}
+		off += n
+		if d := time.Duration(float64(off)/zeroFillRate*float64(time.Second)) - time.Since(start); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-p.wake:
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	return f.Sync()
+}
+
+var zeroChunk [1 << 20]byte
 
 // take returns the prepared next segment, waiting for it if it is still
 // being made. The caller renames it away and then calls seal, which asks
 // for the next one (not before: creating it would truncate the file just
 // taken while it still has the temporary name).
 func (p *preparer) take() (vfs.File, error) {
+	p.hurry.Store(true)
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 	r := <-p.ready
+	p.hurry.Store(false)
+	select { // a wake the zero fill did not consume
+	case <-p.wake:
+	default:
+	}
 	return r.f, r.err
 }
 
@@ -91,6 +148,11 @@ func (p *preparer) seal(f vfs.File, end int64) {
 
 // stop waits for pending work and closes an unused prepared file.
 func (p *preparer) stop() {
+	p.hurry.Store(true)
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 	close(p.reqs)
 	go func() { // drain so loop can finish a pending create
 		for r := range p.ready {

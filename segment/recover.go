@@ -180,7 +180,7 @@ func (l *Log) recover() (*RecoveryReport, error) {
 			base, _ = ParseSegmentName(tornName)
 		}
 		hdr := segmentHeader{lineage: l.opts.Lineage, base: base, id: newID(), logID: newID()}
-		seg, f, err := l.createSegment(nil, hdr)
+		seg, f, err := l.createSegment(nil, hdr, l.opts.ZeroFill)
 		if err != nil {
 			return nil, err
 		}

@@ -32,6 +32,7 @@ type Options struct {
 	SegmentSize int64                // default 64 MiB
 	Compression segment.Codec        // default none
 	MinInterval time.Duration        // least time between fsyncs; default 0
+	ZeroFill    bool                 // zero-fill new segments (segment.Options.ZeroFill)
 	Logger      *slog.Logger
 	// Observe is passed to the committer (records, bytes, flush duration).
 	Observe func(records, bytes int, took time.Duration)
@@ -62,7 +63,7 @@ func Open(opts Options) (*WAL, *segment.RecoveryReport, error) {
 		return nil, nil, fmt.Errorf("wal: no directory given")
 	}
 	l, rep, err := segment.Open(opts.Dir, segment.Options{FS: opts.FS, SegmentSize: opts.SegmentSize,
-		Codec: opts.Compression, Logger: opts.Logger})
+		Codec: opts.Compression, Logger: opts.Logger, ZeroFill: opts.ZeroFill})
 	if err != nil {
 		return nil, nil, err
 	}
