@@ -81,30 +81,38 @@ func TestStreamCloseAborts(t *testing.T) {
 	}
 }
 
+// newStream opens a log in a new directory with a committer, closed at
+// the test's end, and begins a stream on it.
+func newStream(t *testing.T) (string, *segment.Log, *Committer, *Stream) {
+	t.Helper()
+	dir := t.TempDir()
+	l := openLog(t, dir, segment.Options{})
+	t.Cleanup(func() { l.Close() })
+	c, err := New(l, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s, err := c.BeginStream(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, l, c, s
+}
+
 // TestStreamAbortBeforeFlushReusesLSNs: a stream aborted before the flusher
 // took any of its records leaves nothing behind and its LSNs are reused.
 // The test holds flushMu so that the flusher cannot take them.
 func TestStreamAbortBeforeFlushReusesLSNs(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	l := openLog(t, dir, segment.Options{})
-	defer l.Close()
-	c, err := New(l, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := c.BeginStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, l, c, s := newStream(t)
 	c.flushMu.Lock()
 	for range 3 {
 		if err := s.Add(ctx, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	err = s.Abort()
+	err := s.Abort()
 	c.flushMu.Unlock()
 	if err != nil {
 		t.Fatal(err)
@@ -127,18 +135,7 @@ func TestStreamAbortBeforeFlushReusesLSNs(t *testing.T) {
 // log's sentinel; verify counts the transaction as aborted.
 func TestStreamAbortAfterFlushWritesAbortFrame(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	l := openLog(t, dir, segment.Options{})
-	defer l.Close()
-	c, err := New(l, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := c.BeginStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, l, c, s := newStream(t)
 	for range 3 { // two encoded (LSNs 1, 2), the third held by the stream
 		if err := s.Add(ctx, []byte("x")); err != nil {
 			t.Fatal(err)
