@@ -37,9 +37,11 @@ type Options struct {
 	// zeros, and the syncs of the 256-appender bench (batches of ~8 KB)
 	// went from 0.82 to 0.45 ms with zero fill. PostgreSQL zero-fills its WAL
 	// segments for the same reason (wal_init_zero). The first segment of a
-	// new log is zeroed when Open creates it (a 64 MiB write); later ones
-	// in the background, paced at 64 MB/s, so a log writing faster than
-	// that takes its next segment partly zeroed and is not slowed.
+	// new log is zeroed when Open creates it (a write of SegmentSize bytes);
+	// later ones in the background, paced at 64 MiB/s and synced every 4
+	// MiB, so a log writing faster than that takes its next segment partly
+	// zeroed, waiting at rotation for the sync of at most 4 MiB. The
+	// active segment of a reopened log is not zeroed further.
 	ZeroFill bool
 	// Lineage and FirstLSN apply when Open creates a new log: the lineage
 	// (timeline) recorded in segment headers (default 1) and the LSN of the

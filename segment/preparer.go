@@ -21,8 +21,9 @@ type preparer struct {
 	// hurry asks a running zero fill to stop and hand the file over: set
 	// by take (until it has the file) and by stop; wake interrupts its
 	// pacing sleep.
-	hurry atomic.Bool
-	wake  chan struct{}
+	hurry    atomic.Bool
+	stopping atomic.Bool // set by stop: a fill in progress is discarded
+	wake     chan struct{}
 
 	reqs  chan sealReq
 	ready chan prepared
@@ -94,10 +95,16 @@ func (p *preparer) create() prepared {
 // merely preallocated, which costs little with its large batches.
 const zeroFillRate = 64 << 20 // bytes per second
 
+// zeroSyncEvery is how many bytes of zeros the fill writes between its
+// fdatasyncs: a fill stopped by a rotation then has at most this much
+// left to sync while the writer waits for the segment.
+const zeroSyncEvery = 4 << 20
+
 // zero writes zeros over the prepared file, paced at zeroFillRate and
-// stopping early when hurried, then syncs it, so that the extent
+// stopping early when hurried, and syncs them, so that the extent
 // conversions are journaled here and not by the writer's fdatasyncs
-// (Options.ZeroFill).
+// (Options.ZeroFill). When the log is closing, the file will be discarded
+// and is not synced.
 func (p *preparer) zero(f vfs.File) error {
 	start := time.Now()
 	for off := int64(0); off < p.size && !p.hurry.Load(); {
@@ -106,6 +113,11 @@ func (p *preparer) zero(f vfs.File) error {
 			return err
 		}
 		off += n
+		if off%zeroSyncEvery == 0 && off < p.size {
+			if err := f.Sync(); err != nil {
+				return err
+			}
+		}
 		if d := time.Duration(float64(off)/zeroFillRate*float64(time.Second)) - time.Since(start); d > 0 {
 			t := time.NewTimer(d)
 			select {
@@ -114,6 +126,9 @@ func (p *preparer) zero(f vfs.File) error {
 			}
 			t.Stop()
 		}
+	}
+	if p.stopping.Load() {
+		return nil
 	}
 	return f.Sync()
 }
@@ -148,6 +163,7 @@ func (p *preparer) seal(f vfs.File, end int64) {
 
 // stop waits for pending work and closes an unused prepared file.
 func (p *preparer) stop() {
+	p.stopping.Store(true)
 	p.hurry.Store(true)
 	select {
 	case p.wake <- struct{}{}:

@@ -70,36 +70,38 @@ func TestZeroFill(t *testing.T) {
 		if hole, n := firstHole(t, first, HeaderSize); (hole < n) == zero {
 			t.Fatalf("zero fill %v: first segment (%d bytes) has its first hole at %d", zero, n, hole)
 		}
-		// The prepared next segment: zero-filled in the background (1 MiB
-		// at 64 MB/s takes ~16 ms).
-		next := filepath.Join(dir, prepName)
-		deadline := time.Now().Add(10 * time.Second)
-		for zero {
-			if _, err := os.Stat(next); err == nil {
-				if hole, n := firstHole(t, next, 0); hole >= n && n == size {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the prepared next segment was never zero-filled")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		// Fill the first segment and rotate into the prepared one.
+		// Each prepared next segment is zero-filled in the background (1
+		// MiB at 64 MiB/s takes ~16 ms), the one after a rotation too;
+		// the writer then rotates into it.
 		lsn := uint64(1)
-		for len(l.Segments()) < 2 {
-			raw := AppendRecord(nil, make([]byte, 64<<10), true, 1)
-			if err := l.Write([]Batch{{Raw: raw, Count: 1, FirstLSN: lsn, TxnStart: lsn, EndsTxn: true, LastCommit: lsn, LastCommitTime: 1}}); err != nil {
-				t.Fatal(err)
+		for segs := 2; segs <= 3; segs++ {
+			next := filepath.Join(dir, prepName)
+			deadline := time.Now().Add(10 * time.Second)
+			for zero {
+				if _, err := os.Stat(next); err == nil {
+					if hole, n := firstHole(t, next, 0); hole >= n && n == size {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the prepared segment %d was never zero-filled", segs)
+				}
+				time.Sleep(5 * time.Millisecond)
 			}
-			if err := l.Sync(); err != nil {
-				t.Fatal(err)
+			for len(l.Segments()) < segs {
+				raw := AppendRecord(nil, make([]byte, 64<<10), true, 1)
+				if err := l.Write([]Batch{{Raw: raw, Count: 1, FirstLSN: lsn, TxnStart: lsn, EndsTxn: true, LastCommit: lsn, LastCommitTime: 1}}); err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				lsn++
 			}
-			lsn++
-		}
-		second := filepath.Join(dir, l.Segments()[1].Name)
-		if hole, n := firstHole(t, second, l.act.off); (hole < n) == zero {
-			t.Fatalf("zero fill %v: second segment (%d bytes) has its first hole at %d", zero, n, hole)
+			active := filepath.Join(dir, l.Segments()[segs-1].Name)
+			if hole, n := firstHole(t, active, l.act.off); (hole < n) == zero {
+				t.Fatalf("zero fill %v: segment %d (%d bytes) has its first hole at %d", zero, segs, n, hole)
+			}
 		}
 		l.Close()
 	}
@@ -111,7 +113,7 @@ func TestZeroFill(t *testing.T) {
 func TestZeroFillGivesWayToTheWriter(t *testing.T) {
 	needUnwrittenAsHoles(t)
 	dir := t.TempDir()
-	const size = 256 << 20 // four seconds of fill at 64 MB/s
+	const size = 256 << 20 // four seconds of fill at 64 MiB/s
 	p := startPreparer(vfs.Default, dir, size, true, true)
 	defer p.stop()
 	time.Sleep(50 * time.Millisecond) // let the fill begin
