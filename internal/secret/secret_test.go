@@ -140,7 +140,11 @@ func FuzzText(f *testing.F) {
 		if Text(out) != out {
 			t.Fatalf("not idempotent: %q -> %q -> %q", in, out, Text(out))
 		}
-		clean := len(pw) >= 6 && !strings.ContainsAny(user+pw, " \t\n\r\"'<>/@:\x0b\x0c") && !strings.Contains(pre+post, pw)
+		// The password may legitimately appear in the output only as part
+		// of what is not secret (the prefix, the user name, the rest of the
+		// URL, the marker): a user "00000000" contains a password "000000".
+		innocent := pre + "postgres://" + user + ":REDACTED@db.example:5432/app" + post
+		clean := len(pw) >= 6 && !strings.ContainsAny(user+pw, " \t\n\r\"'<>/@:\x0b\x0c") && !strings.Contains(innocent, pw)
 		if clean && strings.Contains(out, pw) {
 			t.Fatalf("password %q survives in %q", pw, out)
 		}
