@@ -296,13 +296,13 @@ func (l *Log) createSegment(f vfs.File, hdr segmentHeader, zero bool) (*segInfo,
 				f.Close()
 				return nil, nil, err
 			}
-			if zero {
-				for off := int64(0); off < l.opts.SegmentSize; off += int64(len(zeroChunk)) {
-					if _, err := f.WriteAt(zeroChunk[:min(int64(len(zeroChunk)), l.opts.SegmentSize-off)], off); err != nil {
-						f.Close()
-						return nil, nil, err
-					}
+			for off := int64(0); zero && off < l.opts.SegmentSize; {
+				n, err := writeZeros(f, off, l.opts.SegmentSize)
+				if err != nil {
+					f.Close()
+					return nil, nil, err
 				}
+				off += n
 			}
 		}
 	}

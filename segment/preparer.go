@@ -108,8 +108,8 @@ const zeroSyncEvery = 4 << 20
 func (p *preparer) zero(f vfs.File) error {
 	start := time.Now()
 	for off := int64(0); off < p.size && !p.hurry.Load(); {
-		n := min(int64(len(zeroChunk)), p.size-off)
-		if _, err := f.WriteAt(zeroChunk[:n], off); err != nil {
+		n, err := writeZeros(f, off, p.size)
+		if err != nil {
 			return err
 		}
 		off += n
@@ -134,6 +134,14 @@ func (p *preparer) zero(f vfs.File) error {
 }
 
 var zeroChunk [1 << 20]byte
+
+// writeZeros writes one chunk of zeros (at most len(zeroChunk) bytes) at
+// off, stopping at end, and returns how many bytes it wrote.
+func writeZeros(f vfs.File, off, end int64) (int64, error) {
+	n := min(int64(len(zeroChunk)), end-off)
+	_, err := f.WriteAt(zeroChunk[:n], off)
+	return n, err
+}
 
 // take returns the prepared next segment, waiting for it if it is still
 // being made. The caller renames it away and then calls seal, which asks
