@@ -78,7 +78,9 @@ func TestZeroFill(t *testing.T) {
 			next := filepath.Join(dir, prepName)
 			deadline := time.Now().Add(10 * time.Second)
 			for zero {
-				if _, err := os.Stat(next); err == nil {
+				// The preparer creates the file before it sizes it, and
+				// SEEK_HOLE fails on an empty file: look once it is whole.
+				if st, err := os.Stat(next); err == nil && st.Size() == size {
 					if hole, n := firstHole(t, next, 0); hole >= n && n == size {
 						break
 					}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,9 +72,18 @@ func TestConcurrentReaders(t *testing.T) {
 	}()
 	feedDone := make(chan struct{}) // closed when feeding ends, with feedErr set
 	var feedErr error
+	var dumpsDone atomic.Int64
 	go func() {
 		defer close(feedDone)
 		for i, l := range in {
+			if i == len(in)-1 {
+				// Hold the last transaction back until a few dumps have run
+				// beside the writer: on a loaded CI machine one dump can take
+				// longer than feeding everything else.
+				for deadline := time.Now().Add(2 * time.Minute); dumpsDone.Load() < 3 && time.Now().Before(deadline); {
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
 			if _, err := io.WriteString(stdin, l+"\n"); err != nil {
 				feedErr = err
 				return
@@ -137,6 +147,7 @@ func TestConcurrentReaders(t *testing.T) {
 			}
 		}
 		dumps++
+		dumpsDone.Add(1)
 		if d.code != 0 {
 			dumpFailures++
 			if dumpFailures == 1 {
