@@ -406,6 +406,9 @@ const (
 	// spent in the segment file's WriteAt and Sync calls.
 	mWriteMs = "pwrite_ms"
 	mSyncMs  = "fdatasync_ms"
+	// fdatasync_p99_ms is the p99 of the log's single fdatasync calls in
+	// the window: what a waiter's latency is built from.
+	mSyncP99Ms = "fdatasync_p99_ms"
 )
 
 // metricUnit returns the unit of a metric (as written to JSON).
@@ -419,7 +422,7 @@ func metricUnit(key string) string {
 		return "records/s"
 	case mMBps, mWriteMBps, mSyncMBps:
 		return "MB/s"
-	case mMillis, mFlushMs, mWriteMs, mSyncMs:
+	case mMillis, mFlushMs, mWriteMs, mSyncMs, mSyncP99Ms:
 		return "ms"
 	case mFlushBusy:
 		return "%"

@@ -123,7 +123,7 @@ func walCases(cfg *config) []*benchCase {
 			c := &benchCase{
 				name:    walSyncName(n, size),
 				primary: mAppendsPerSec,
-				extra:   []string{mFlushBusy, mFlushMs, mWriteMs, mSyncMs},
+				extra:   []string{mFlushBusy, mFlushMs, mWriteMs, mSyncMs, mSyncP99Ms},
 				compare: []comparison{
 					{metric: mAppendsPerSec, base: rawFsyncName(size), baseMetric: mOpsPerSec},
 					{metric: mP99, base: rawFsyncName(size), baseMetric: mP99},
@@ -358,8 +358,8 @@ func rawSeqWrite(ctx context.Context, cfg *config, total int64) (sample, error) 
 // when full, the way the log streams through its segments, and reports
 // MB/s including the last fdatasync. A full file is fdatasynced by a
 // background goroutine while the next one is written, at most
-// rawStreamSyncs at once, as the log's committer overlaps its fdatasyncs
-// with its next write. Unlike raw-seqwrite it sustains the write as long
+// rawStreamSyncs at once, as the log's committer syncs a batch while the
+// next one gathers. Unlike raw-seqwrite it sustains the write as long
 // as wal-pipeline does, so that both see the same page-cache and disk
 // state.
 func rawSeqStream(ctx context.Context, cfg *config) (sample, error) {
@@ -435,8 +435,8 @@ func rawSeqStream(ctx context.Context, cfg *config) (sample, error) {
 }
 
 // rawStreamSyncs is how many fdatasyncs raw-seqwrite-stream runs at once:
-// as many as the group committer does.
-const rawStreamSyncs = 2
+// as many as the group committer does (groupcommit's maxSyncs).
+const rawStreamSyncs = 1
 
 // ---- The log ----
 
@@ -448,7 +448,7 @@ type flushCounter struct {
 }
 
 func newFlushCounter() *flushCounter {
-	return &flushCounter{fs: timingFS{FS: vfs.Default}}
+	return &flushCounter{fs: timingFS{FS: vfs.Default, syncH: new(histogram)}}
 }
 
 func (fc *flushCounter) observe(records, _ int, took time.Duration) {
@@ -463,6 +463,23 @@ func (fc *flushCounter) observe(records, _ int, took time.Duration) {
 type timingFS struct {
 	vfs.FS
 	writeNanos, syncNanos atomic.Int64
+	mu                    sync.Mutex
+	syncH                 *histogram // each Sync's duration, since resetSyncs
+}
+
+// resetSyncs empties the histogram of Sync durations.
+func (t *timingFS) resetSyncs() {
+	t.mu.Lock()
+	*t.syncH = histogram{}
+	t.mu.Unlock()
+}
+
+// syncQuantile returns the q-quantile of Sync durations since resetSyncs,
+// in milliseconds.
+func (t *timingFS) syncQuantile(q float64) float64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.syncH.quantile(q) / 1e3
 }
 
 var _ vfs.FS = (*timingFS)(nil)
@@ -494,7 +511,11 @@ func (f timingFile) WriteAt(b []byte, off int64) (int, error) {
 func (f timingFile) Sync() error {
 	t0 := time.Now()
 	err := f.File.Sync()
-	f.fs.syncNanos.Add(int64(time.Since(t0)))
+	d := time.Since(t0)
+	f.fs.syncNanos.Add(int64(d))
+	f.fs.mu.Lock()
+	f.fs.syncH.record(d)
+	f.fs.mu.Unlock()
 	return err
 }
 
@@ -592,12 +613,14 @@ func walSync(ctx context.Context, cfg *config, n, size int) (sample, error) {
 	}
 	runtime.GC()
 	before := readCounters(fc)
+	fc.fs.resetSyncs()
 	start := time.Now()
 	deadline = start.Add(cfg.duration)
 	close(startCh)
 	wg.Wait()
 	secs := time.Since(start).Seconds()
 	after := readCounters(fc)
+	syncP99 := fc.fs.syncQuantile(0.99)
 	if err := closeWAL(l, c); err != nil {
 		return nil, err
 	}
@@ -620,6 +643,7 @@ func walSync(ctx context.Context, cfg *config, n, size int) (sample, error) {
 		mP99:           h.quantile(0.99),
 		mMBps:          float64(total) * float64(size) / secs / 1e6,
 		mAllocsPerApp:  float64(after.mallocs-before.mallocs) / float64(total),
+		mSyncP99Ms:     syncP99,
 	}
 	addFlushStats(s, before, after, secs)
 	return s, nil

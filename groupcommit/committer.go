@@ -16,15 +16,15 @@
 //     flusher, appenders block (backpressure) until it takes them.
 //
 // No mutex is held across a write or fsync: appenders keep filling the next
-// batch while a batch is written and synced. Writes are serialized (the
-// flusher goroutine, or a synchronous appender leading the commit), but up
-// to two fdatasyncs run at once (segment.Log.SyncTo): the batch that
-// gathered during one fdatasync is written and its own fdatasync started
-// at once, so a synchronous appender waits for about one fdatasync after
-// its write, not for the running one and then its own, and a pipelining
-// producer's writes overlap the syncs. Waiters are released in LSN order
-// whatever order the syncs finish in (a later fdatasync covers every
-// earlier write of the file).
+// batch while a batch is written and synced. One flush (write, then
+// fdatasync) runs at a time, done by the flusher goroutine or by a
+// synchronous appender leading the commit; the batch that gathered
+// meanwhile is taken whole as soon as it ends. Two overlapping flushes were
+// measured worse on the project machine (bench/README.md): each fdatasync
+// took longer and burnt CPU, so batches were half as large and throughput
+// with 16 to 256 appenders was 20-50% lower. The release code still
+// handles syncs that finish out of order (a later fdatasync covers every
+// earlier write of the file), should maxSyncs change.
 package groupcommit
 
 import (
@@ -162,17 +162,27 @@ type Committer struct {
 		last    time.Time
 	}
 	// syncSlots holds one token per flush between taking its batch and
-	// releasing its waiters: at most maxSyncs fdatasyncs run at once, and
-	// while they all do, appends accumulate into the next batch.
+	// releasing its waiters: at most maxSyncs flushes run at once, and
+	// while they do, appends accumulate into the next batch.
 	syncSlots chan struct{}
-	// syncq hands the flusher goroutine's written batches to the syncers.
-	syncq   chan syncJob
-	syncers sync.WaitGroup
 
 	durable atomic.Uint64 // last durable commit LSN
-	wmu     sync.Mutex
-	wake    chan struct{} // closed after every flush
 	failed  atomic.Pointer[error]
+	// Waiters park on the channel of the flush that will make their LSN
+	// durable, so a flush wakes only the waiters it releases: one
+	// broadcast channel also woke every waiter of the batch gathering
+	// meanwhile, only for it to park again, and on a loaded machine that
+	// spurious work delayed the rest.
+	w struct {
+		sync.Mutex
+		// gens are the taken flushes with a commit not yet durable, in
+		// LSN order; gens[i].ch is closed once gens[i].last is durable.
+		gens []flushGen
+		// next is for LSNs no flush has taken yet: the next take moves
+		// it into gens.
+		next   chan struct{}
+		failed bool // every channel is closed; see failed
+	}
 
 	done chan struct{}
 }
@@ -194,16 +204,13 @@ func New(log *segment.Log, opts Options) (*Committer, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	c := &Committer{log: log, opts: opts, work: make(chan struct{}, 1), wake: make(chan struct{}), done: make(chan struct{}),
-		syncSlots: make(chan struct{}, maxSyncs), syncq: make(chan syncJob, maxSyncs)}
+	c := &Committer{log: log, opts: opts, work: make(chan struct{}, 1), done: make(chan struct{}),
+		syncSlots: make(chan struct{}, maxSyncs)}
+	c.w.next = make(chan struct{})
 	c.mu.space.L = &c.mu.Mutex
 	c.mu.nextLSN = log.NextLSN()
 	c.mu.lastTime = log.LastCommitTime()
 	c.durable.Store(log.Visible())
-	for range maxSyncs {
-		c.syncers.Add(1)
-		go c.syncLoop()
-	}
 	go c.flushLoop()
 	return c, nil
 }
@@ -389,14 +396,9 @@ func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
 		if e := c.failed.Load(); e != nil {
 			return *e
 		}
-		c.wmu.Lock()
-		ch := c.wake
-		c.wmu.Unlock()
-		if c.durable.Load() >= lsn {
-			return nil
-		}
-		if e := c.failed.Load(); e != nil {
-			return *e
+		ch := c.waitChan(lsn)
+		if ch == nil {
+			continue // durable or failed meanwhile
 		}
 		select {
 		case <-ch:
@@ -411,6 +413,24 @@ func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
 	}
 }
 
+// waitChan returns the channel to park on until lsn may be durable: that
+// of the first taken flush whose last commit is at or after lsn, or the
+// next take's. It returns nil if lsn is durable or the committer failed
+// (the caller looks again).
+func (c *Committer) waitChan(lsn uint64) chan struct{} {
+	c.w.Lock()
+	defer c.w.Unlock()
+	if c.w.failed || c.durable.Load() >= lsn {
+		return nil
+	}
+	for _, g := range c.w.gens {
+		if g.last >= lsn {
+			return g.ch
+		}
+	}
+	return c.w.next
+}
+
 // Durable returns the LSN of the last durable commit.
 func (c *Committer) Durable() uint64 { return c.durable.Load() }
 
@@ -423,11 +443,7 @@ func (c *Committer) Err() error {
 }
 
 func (c *Committer) flushLoop() {
-	defer func() {
-		close(c.syncq)
-		c.syncers.Wait()
-		close(c.done)
-	}()
+	defer close(c.done)
 	for {
 		c.mu.Lock()
 		// After Close, an active stream still ends (committed or aborted)
@@ -453,19 +469,8 @@ func (c *Committer) flushLoop() {
 		job, ok := c.writeLocked()
 		c.flushMu.Unlock()
 		if ok {
-			c.syncq <- job // never blocks: syncq has a place per slot
-		} else {
-			<-c.syncSlots
+			c.finish(job)
 		}
-	}
-}
-
-// syncLoop is a syncer: it makes the flusher goroutine's written batches
-// durable, so the flusher can write the next batch meanwhile.
-func (c *Committer) syncLoop() {
-	defer c.syncers.Done()
-	for job := range c.syncq {
-		c.finish(job)
 		<-c.syncSlots
 	}
 }
@@ -491,11 +496,16 @@ func (c *Committer) tryLead() bool {
 	return true
 }
 
-// maxSyncs is how many fdatasyncs may run at once. Two let the batch that
-// gathered during one fdatasync be written and its own fdatasync start at
-// once, instead of queueing behind it: a synchronous appender then waits
-// for about one fdatasync after its write, not two.
-const maxSyncs = 2
+// maxSyncs is how many flushes may run at once (see the package comment
+// for why one).
+const maxSyncs = 1
+
+// flushGen is the wake channel of one taken flush: closed when its last
+// commit LSN is durable.
+type flushGen struct {
+	last uint64
+	ch   chan struct{}
+}
 
 // syncJob is a written batch waiting for its fdatasync.
 type syncJob struct {
@@ -520,6 +530,7 @@ func (c *Committer) writeLocked() (syncJob, bool) {
 	f.taken = append(f.taken[:0], c.mu.pending...)
 	c.mu.pending = c.mu.pending[:0]
 	c.mu.takes++
+	c.takeGenLocked(f.taken)
 	n := c.mu.bytes
 	c.mu.bytes = 0
 	c.mu.space.Broadcast()
@@ -551,6 +562,26 @@ func (c *Committer) writeLocked() (syncJob, bool) {
 	return syncJob{p: c.log.Mark(), records: records, bytes: n, start: start}, true
 }
 
+// takeGenLocked gives the waiters of the LSNs just taken the channel of
+// this flush, and later LSNs a new one. Done under c.mu, with the take, so
+// that an LSN enqueued after the take never parks on this flush. A take
+// without a commit (a stream's middle) releases nobody and keeps next.
+func (c *Committer) takeGenLocked(taken []*chunk) {
+	var last uint64
+	for _, ch := range taken {
+		last = max(last, ch.lastCommit) // 0 in a chunk without a commit
+	}
+	if last == 0 {
+		return
+	}
+	c.w.Lock()
+	if !c.w.failed {
+		c.w.gens = append(c.w.gens, flushGen{last: last, ch: c.w.next})
+		c.w.next = make(chan struct{})
+	}
+	c.w.Unlock()
+}
+
 // finish makes a written batch durable (SyncLocal; with SyncOff it is
 // already published), then releases its waiters. Several finish calls may
 // run at once; durability only moves forward.
@@ -577,11 +608,32 @@ func (c *Committer) finish(job syncJob) {
 	c.wakeWaiters()
 }
 
+// wakeWaiters releases the waiters of every flush whose last commit is
+// now durable, or, once the committer has failed, every waiter.
 func (c *Committer) wakeWaiters() {
-	c.wmu.Lock()
-	close(c.wake)
-	c.wake = make(chan struct{})
-	c.wmu.Unlock()
+	c.w.Lock()
+	defer c.w.Unlock()
+	if c.w.failed {
+		return
+	}
+	if c.failed.Load() != nil {
+		c.w.failed = true
+		for _, g := range c.w.gens {
+			close(g.ch)
+		}
+		c.w.gens = nil
+		close(c.w.next)
+		return
+	}
+	d := c.durable.Load()
+	n := 0
+	for n < len(c.w.gens) && c.w.gens[n].last <= d {
+		close(c.w.gens[n].ch)
+		n++
+	}
+	if n > 0 {
+		c.w.gens = append(c.w.gens[:0], c.w.gens[n:]...)
+	}
 }
 
 func (c *Committer) setFailed(err error) {
