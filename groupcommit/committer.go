@@ -443,7 +443,17 @@ func (c *Committer) Err() error {
 }
 
 func (c *Committer) flushLoop() {
-	defer close(c.done)
+	defer func() {
+		// A leading appender may still be in its flush: wait for it, so a
+		// waiter that sees done also sees every durable LSN.
+		for range maxSyncs {
+			c.syncSlots <- struct{}{}
+		}
+		for range maxSyncs {
+			<-c.syncSlots
+		}
+		close(c.done)
+	}()
 	for {
 		c.mu.Lock()
 		// After Close, an active stream still ends (committed or aborted)
@@ -583,8 +593,9 @@ func (c *Committer) takeGenLocked(taken []*chunk) {
 }
 
 // finish makes a written batch durable (SyncLocal; with SyncOff it is
-// already published), then releases its waiters. Several finish calls may
-// run at once; durability only moves forward.
+// already published), then releases its waiters. With maxSyncs above one,
+// several could run at once and finish out of order: durability only moves
+// forward, and wakeWaiters releases by the durable LSN.
 func (c *Committer) finish(job syncJob) {
 	var err error
 	if c.opts.Sync == SyncLocal {
@@ -632,7 +643,9 @@ func (c *Committer) wakeWaiters() {
 		n++
 	}
 	if n > 0 {
-		c.w.gens = append(c.w.gens[:0], c.w.gens[n:]...)
+		m := copy(c.w.gens, c.w.gens[n:])
+		clear(c.w.gens[m:])
+		c.w.gens = c.w.gens[:m]
 	}
 }
 
@@ -662,14 +675,6 @@ func (c *Committer) Close() error {
 	c.mu.space.Broadcast()
 	c.mu.Unlock()
 	c.signal()
-	<-c.done
-	// Wait for a leading appender's flush to finish before the caller
-	// closes the log: it holds a sync slot until its waiters are released.
-	for range maxSyncs {
-		c.syncSlots <- struct{}{}
-	}
-	for range maxSyncs {
-		<-c.syncSlots
-	}
+	<-c.done // also after a leading appender's flush: see flushLoop
 	return c.Err()
 }

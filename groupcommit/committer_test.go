@@ -356,29 +356,43 @@ func TestBackpressureBoundsPending(t *testing.T) {
 	}
 }
 
-// blockFS blocks Sync of the active segment's file while blocked is set.
+// blockFS blocks Sync of the active segment's file while blocked is set,
+// and then sends on entered, if it is not nil and has room. The preparer's
+// sync of the next segment is never blocked (it runs when it likes).
 type blockFS struct {
 	vfs.FS
 	blocked atomic.Bool
 	release chan struct{}
+	entered chan struct{}
 }
 
 type blockFile struct {
 	vfs.File
-	fs *blockFS
+	fs   *blockFS
+	prep bool
 }
 
-func (b *blockFS) wrap(f vfs.File, err error) (vfs.File, error) {
+func (b *blockFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return blockFile{f, b}, nil
+	return blockFile{f, b, filepath.Base(name) == "next.seg.tmp"}, nil
 }
-func (b *blockFS) Create(n string) (vfs.File, error)        { return b.wrap(b.FS.Create(n)) }
-func (b *blockFS) OpenReadWrite(n string) (vfs.File, error) { return b.wrap(b.FS.OpenReadWrite(n)) }
+func (b *blockFS) Create(n string) (vfs.File, error) {
+	f, err := b.FS.Create(n)
+	return b.wrap(n, f, err)
+}
+func (b *blockFS) OpenReadWrite(n string) (vfs.File, error) {
+	f, err := b.FS.OpenReadWrite(n)
+	return b.wrap(n, f, err)
+}
 
 func (f blockFile) Sync() error {
-	if f.fs.blocked.Load() {
+	if f.fs.blocked.Load() && !f.prep {
+		select {
+		case f.fs.entered <- struct{}{}:
+		default:
+		}
 		<-f.fs.release
 	}
 	return f.File.Sync()
@@ -406,4 +420,50 @@ func TestBackpressureHonoursContext(t *testing.T) {
 		}
 	}
 	t.Fatal("appends never blocked on a full pending queue")
+}
+
+// TestCloseWaitsForALeadersFlush: Close while a synchronous appender leads
+// a flush (writes and syncs it in its own goroutine) returns only after
+// that flush, and a waiter of the leader's transaction sees it durable,
+// not ErrClosed.
+func TestCloseWaitsForALeadersFlush(t *testing.T) {
+	fsys := &blockFS{FS: vfs.Default, release: make(chan struct{}), entered: make(chan struct{}, 1)}
+	l := openLog(t, t.TempDir(), segment.Options{FS: fsys})
+	defer l.Close()
+	c, _ := New(l, Options{})
+	ctx := context.Background()
+	lsn := l.NextLSN()
+	fsys.blocked.Store(true)
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			fsys.blocked.Store(false)
+			close(fsys.release)
+		})
+	}
+	defer release() // before l.Close, if the test fails early
+	led := make(chan error, 1)
+	go func() {
+		// The flusher is idle, so this appender leads the flush.
+		_, err := c.Append(ctx, [][]byte{[]byte("led")}, time.Time{})
+		led <- err
+	}()
+	<-fsys.entered // the leader is in its fdatasync
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	waited := make(chan error, 1)
+	go func() { waited <- c.Wait(ctx, lsn) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("Wait(%d) returned %v while the flush covering it was still running", lsn, err)
+	case err := <-closed:
+		t.Fatalf("Close returned %v while a leader's flush was still running", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	for name, ch := range map[string]chan error{"the leader's Append": led, "Wait": waited, "Close": closed} {
+		if err := <-ch; err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }
