@@ -247,54 +247,74 @@ func TestFollowingReaderSeesOnlyDurableCommits(t *testing.T) {
 	}
 }
 
-// failFS fails every Sync of a segment file after the first n. The
-// preparer's background sync of the next segment (next.seg.tmp) is not
-// counted and never fails: it runs at moments the tests do not control.
-type failFS struct {
+// hookFS calls onSync, with the file's real Sync, in place of every Sync of
+// a segment file it creates or opens. The preparer's background sync of the
+// next segment (next.seg.tmp) is never hooked: it runs at moments the tests
+// do not control.
+type hookFS struct {
 	vfs.FS
+	onSync func(sync func() error) error
+}
+
+type hookFile struct {
+	vfs.File
+	onSync func(sync func() error) error // nil for the preparer's file
+}
+
+func (h *hookFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	if filepath.Base(name) == "next.seg.tmp" {
+		return hookFile{File: f}, nil
+	}
+	return hookFile{f, h.onSync}, nil
+}
+
+func (h *hookFS) Create(n string) (vfs.File, error) {
+	f, err := h.FS.Create(n)
+	return h.wrap(n, f, err)
+}
+
+func (h *hookFS) OpenReadWrite(n string) (vfs.File, error) {
+	f, err := h.FS.OpenReadWrite(n)
+	return h.wrap(n, f, err)
+}
+
+func (f hookFile) Sync() error {
+	if f.onSync == nil {
+		return f.File.Sync()
+	}
+	return f.onSync(f.File.Sync)
+}
+
+// failFS fails every Sync of a segment file after the first left.
+type failFS struct {
+	hookFS
 	mu    sync.Mutex
 	left  int
 	calls int
 }
 
-type failFile struct {
-	vfs.File
-	fs   *failFS
-	prep bool
-}
-
 var errDisk = errors.New("injected EIO")
 
-func (f *failFS) wrap(name string, file vfs.File, err error) (vfs.File, error) {
-	if err != nil {
-		return nil, err
-	}
-	return failFile{file, f, filepath.Base(name) == "next.seg.tmp"}, nil
-}
-func (f *failFS) Create(n string) (vfs.File, error) {
-	file, err := f.FS.Create(n)
-	return f.wrap(n, file, err)
-}
-func (f *failFS) OpenReadWrite(n string) (vfs.File, error) {
-	file, err := f.FS.OpenReadWrite(n)
-	return f.wrap(n, file, err)
-}
-func (ff failFile) Sync() error {
-	if ff.prep {
-		return ff.File.Sync()
-	}
-	ff.fs.mu.Lock()
-	defer ff.fs.mu.Unlock()
-	ff.fs.calls++
-	if ff.fs.left <= 0 {
-		return errDisk
-	}
-	ff.fs.left--
-	return ff.File.Sync()
+func newFailFS(left int) *failFS {
+	f := &failFS{left: left}
+	f.hookFS = hookFS{FS: vfs.Default, onSync: func(sync func() error) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.calls++
+		if f.left <= 0 {
+			return errDisk
+		}
+		f.left--
+		return sync()
+	}}
+	return f
 }
 
 func TestFailedSyncIsSticky(t *testing.T) {
-	fsys := &failFS{FS: vfs.Default, left: 1000}
+	fsys := newFailFS(1000)
 	l := openLog(t, t.TempDir(), segment.Options{FS: fsys})
 	defer l.Close()
 	c, _ := New(l, Options{})
@@ -356,50 +376,32 @@ func TestBackpressureBoundsPending(t *testing.T) {
 	}
 }
 
-// blockFS blocks Sync of the active segment's file while blocked is set,
-// and then sends on entered, if it is not nil and has room. The preparer's
-// sync of the next segment is never blocked (it runs when it likes).
+// blockFS blocks Sync of a segment file while blocked is set, and then
+// sends on entered, if it is not nil and has room.
 type blockFS struct {
-	vfs.FS
+	hookFS
 	blocked atomic.Bool
 	release chan struct{}
 	entered chan struct{}
 }
 
-type blockFile struct {
-	vfs.File
-	fs   *blockFS
-	prep bool
-}
-
-func (b *blockFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
-	if err != nil {
-		return nil, err
-	}
-	return blockFile{f, b, filepath.Base(name) == "next.seg.tmp"}, nil
-}
-func (b *blockFS) Create(n string) (vfs.File, error) {
-	f, err := b.FS.Create(n)
-	return b.wrap(n, f, err)
-}
-func (b *blockFS) OpenReadWrite(n string) (vfs.File, error) {
-	f, err := b.FS.OpenReadWrite(n)
-	return b.wrap(n, f, err)
-}
-
-func (f blockFile) Sync() error {
-	if f.fs.blocked.Load() && !f.prep {
-		select {
-		case f.fs.entered <- struct{}{}:
-		default:
+func newBlockFS(entered chan struct{}) *blockFS {
+	b := &blockFS{release: make(chan struct{}), entered: entered}
+	b.hookFS = hookFS{FS: vfs.Default, onSync: func(sync func() error) error {
+		if b.blocked.Load() {
+			select {
+			case b.entered <- struct{}{}:
+			default:
+			}
+			<-b.release
 		}
-		<-f.fs.release
-	}
-	return f.File.Sync()
+		return sync()
+	}}
+	return b
 }
 
 func TestBackpressureHonoursContext(t *testing.T) {
-	fsys := &blockFS{FS: vfs.Default, release: make(chan struct{})}
+	fsys := newBlockFS(nil)
 	l := openLog(t, t.TempDir(), segment.Options{FS: fsys})
 	defer l.Close()
 	c, _ := New(l, Options{MaxPendingBytes: 4 << 10})
@@ -427,7 +429,7 @@ func TestBackpressureHonoursContext(t *testing.T) {
 // that flush, and a waiter of the leader's transaction sees it durable,
 // not ErrClosed.
 func TestCloseWaitsForALeadersFlush(t *testing.T) {
-	fsys := &blockFS{FS: vfs.Default, release: make(chan struct{}), entered: make(chan struct{}, 1)}
+	fsys := newBlockFS(make(chan struct{}, 1))
 	l := openLog(t, t.TempDir(), segment.Options{FS: fsys})
 	defer l.Close()
 	c, _ := New(l, Options{})
