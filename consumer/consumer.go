@@ -338,6 +338,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if perr != nil {
 			return perr
 		}
+		// The lag is stored before the batch goes to the applier, so that
+		// whoever sees the batch applied sees this fetch's lag too.
+		if hw >= 0 && next >= 0 {
+			c.lag.Store(hw - next)
+		} else if hw >= 0 && fs.NumRecords() == 0 {
+			c.lag.Store(0)
+		}
 		if len(batch) > 0 {
 			select {
 			case jobs <- job{txns: batch, commitOffset: lastCommitOffset + 1}:
@@ -346,11 +353,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		}
-		if hw >= 0 && next >= 0 {
-			c.lag.Store(hw - next)
-		} else if hw >= 0 && fs.NumRecords() == 0 {
-			c.lag.Store(0)
 		}
 		cl.AllowRebalance()
 	}

@@ -47,7 +47,18 @@ func TestStatusPageDuringWorkload(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
-	time.Sleep(1500 * time.Millisecond) // positions reach the metrics (polled every second)
+	// Wait until both sinks have a position, then for a poll of the
+	// metrics (every pollInterval) that the page reads to see it.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		p := r.d.Positions()
+		if p.Sinks["kafka"] > 0 && p.Sinks["archive"] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sinks have no position after 30s: %+v", p)
+		}
+	}
+	time.Sleep(pollInterval + 500*time.Millisecond)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

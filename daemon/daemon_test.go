@@ -256,16 +256,30 @@ func TestSinks(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// The metrics moved, and the status page renders the pipeline.
-	time.Sleep(2 * pollInterval)
-	m := scrape(t, "http://"+r.d.Addr("http")+"/metrics")
-	for name, want := range map[string]float64{
+	// The metrics moved (they are polled every pollInterval: look until
+	// a poll has seen the final positions), and the status page renders
+	// the pipeline.
+	wantMetrics := map[string]float64{
 		"walship_wal_records_total":                  float64(last),
 		"walship_wal_visible_lsn":                    float64(last),
 		`walship_sink_position_lsn{sink="kafka"}`:    float64(last),
 		"walship_archive_position_lsn":               float64(last),
 		`walship_source_position_lsn{source="http"}`: float64(last),
-	} {
+	}
+	var m map[string]float64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(pollInterval / 4) {
+		m = scrape(t, "http://"+r.d.Addr("http")+"/metrics")
+		stale := 0
+		for name, want := range wantMetrics {
+			if m[name] != want {
+				stale++
+			}
+		}
+		if stale == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for name, want := range wantMetrics {
 		if m[name] != want {
 			t.Errorf("metric %s = %v, want %v", name, m[name], want)
 		}

@@ -481,7 +481,10 @@ func TestBrokerOutage(t *testing.T) {
 	if err := stop(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
 	}
-	if took := time.Since(start); took > flushGrace+5*time.Second {
+	// flushGrace, then the client's close and a checkpoint on a loaded
+	// machine: the bound only has to show that shutdown does not wait for
+	// the broker.
+	if took := time.Since(start); took > flushGrace+20*time.Second {
 		t.Fatalf("shutdown during an outage took %v", took)
 	}
 }

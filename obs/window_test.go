@@ -64,21 +64,32 @@ func TestWindowQuantilesExactSmall(t *testing.T) {
 }
 
 func TestWindowQuantilesBoundedError(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	dists := map[string]func() time.Duration{
-		"uniform 0-2s": func() time.Duration { return time.Duration(rng.Int64N(int64(2 * time.Second))) },
-		"lognormal":    func() time.Duration { return time.Duration(math.Exp(rng.NormFloat64()*1.5 + math.Log(20e6))) },
-		"bimodal": func() time.Duration {
+	// In a fixed order, each with its own seeded generator, so that a
+	// failure reproduces.
+	dists := []struct {
+		name string
+		gen  func(rng *rand.Rand) time.Duration
+	}{
+		{"uniform 0-2s", func(rng *rand.Rand) time.Duration { return time.Duration(rng.Int64N(int64(2 * time.Second))) }},
+		{"lognormal", func(rng *rand.Rand) time.Duration {
+			return time.Duration(math.Exp(rng.NormFloat64()*1.5 + math.Log(20e6)))
+		}},
+		{"bimodal", func(rng *rand.Rand) time.Duration {
 			if rng.IntN(100) < 2 {
 				return 3*time.Second + time.Duration(rng.Int64N(1e9))
 			}
 			return time.Duration(rng.Int64N(5e6))
-		},
-		"constant 42ms": func() time.Duration { return 42 * time.Millisecond },
-		"one sample":    nil,
+		}},
+		{"constant 42ms", func(*rand.Rand) time.Duration { return 42 * time.Millisecond }},
+		{"one sample", nil},
 	}
 	qs := []float64{0.5, 0.9, 0.95, 0.99, 0.999, 1}
-	for name, gen := range dists {
+	for di, dist := range dists {
+		name, rng := dist.name, rand.New(rand.NewPCG(1, uint64(di)))
+		gen := func() time.Duration { return dist.gen(rng) }
+		if dist.gen == nil {
+			gen = nil
+		}
 		w := NewWindow(5*time.Minute, 60)
 		now := time.Unix(2_000_000, 0)
 		var samples []time.Duration

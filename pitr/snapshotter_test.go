@@ -342,7 +342,10 @@ func TestRestoreWhileAWorkloadRuns(t *testing.T) {
 	var marks []mark
 	for range 6 {
 		time.Sleep(120 * time.Millisecond)
-		marks = append(marks, mark{time.Now().UTC(), n.w.Durable()})
+		// The LSN first, then the time: every transaction durable by the
+		// LSN read has a commit time before the time read.
+		lsn := n.w.Durable()
+		marks = append(marks, mark{time.Now().UTC(), lsn})
 	}
 	time.Sleep(50 * time.Millisecond)
 	close(stop)

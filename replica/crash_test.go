@@ -1,8 +1,10 @@
 package replica
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -25,7 +27,10 @@ func crashTxns(from, to int) []wal.Txn {
 	return out
 }
 
-const crashChildEnv = "WALSHIP_REPLICA_CRASH_CHILD"
+const (
+	crashChildEnv   = "WALSHIP_REPLICA_CRASH_CHILD"
+	crashChildReady = "crash child: replica open"
+)
 
 // TestCrashChild is the process TestSIGKILL kills: it applies crashTxns
 // forever in batches of varying size.
@@ -38,6 +43,7 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fmt.Println(crashChildReady) // the replica's tables exist now
 	for size := 1; ; size = size%50 + 1 {
 		p, err := a.Position(context.Background())
 		if err != nil {
@@ -58,8 +64,36 @@ func TestSIGKILL(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
 			cmd.Env = append(os.Environ(), crashChildEnv+"="+url)
 			cmd.Stderr = os.Stderr
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
+			}
+			// Kill it while it applies, not while it starts: before Open
+			// has created the replica's tables there is nothing to check.
+			ready := make(chan bool, 1)
+			go func() {
+				sc := bufio.NewScanner(stdout)
+				for sc.Scan() {
+					if sc.Text() == crashChildReady {
+						ready <- true
+						io.Copy(io.Discard, stdout)
+						return
+					}
+				}
+				ready <- false
+			}()
+			select {
+			case ok := <-ready:
+				if !ok {
+					cmd.Wait()
+					t.Fatalf("round %d: the child ended before opening the replica", round)
+				}
+			case <-time.After(60 * time.Second):
+				cmd.Process.Kill()
+				t.Fatalf("round %d: the child did not open the replica in 60s", round)
 			}
 			time.Sleep(time.Duration(150+round*70) * time.Millisecond)
 			cmd.Process.Signal(syscall.SIGKILL)

@@ -107,7 +107,7 @@ func TestConcurrentReaders(t *testing.T) {
 	if second.code == 0 || second.stdout != "" || !strings.Contains(second.stderr, "in use") || !strings.Contains(second.stderr, dir) {
 		t.Errorf("second append on a log in use: want a failure saying the log %s is in use, got\n%v", dir, second)
 	}
-	if d := time.Since(start); d > 5*time.Second {
+	if d := time.Since(start); d > 30*time.Second { // a process start beside a busy writer
 		t.Errorf("second append took %v to fail", d)
 	}
 
