@@ -22,7 +22,7 @@
 // meanwhile is taken whole as soon as it ends. Two overlapping flushes were
 // measured worse on the project machine (bench/README.md): each fdatasync
 // took longer and burnt CPU, so batches were half as large and throughput
-// with 16 to 256 appenders was 20-50% lower. The release code still
+// with 16 to 256 appenders was 25-35% lower. The release code still
 // handles syncs that finish out of order (a later fdatasync covers every
 // earlier write of the file), should maxSyncs change.
 package groupcommit
