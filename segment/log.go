@@ -639,9 +639,9 @@ func (l *Log) Mark() SyncPoint {
 // SyncTo makes everything written before Mark returned p durable
 // (fdatasync) and then visible to readers up to p's last commit. Unlike
 // Sync it may run concurrently with Write and with other SyncTo calls, so a
-// writer can write the next batch, and start its fdatasync, while an
-// earlier fdatasync is running (the group committer runs one flush at a
-// time, which measured faster, but may again): fdatasync waits for every page of
+// writer may write the next batch, and start its fdatasync, while an
+// earlier fdatasync is running (the group committer does not: one flush at
+// a time measured faster). fdatasync waits for every page of
 // the file under writeback, so when a later SyncTo returns, earlier points
 // are durable too, and visibility only ever moves forward. Each concurrent
 // call syncs through its own open file of the segment, so a writeback error
