@@ -406,9 +406,11 @@ const (
 	// spent in the segment file's WriteAt and Sync calls.
 	mWriteMs = "pwrite_ms"
 	mSyncMs  = "fdatasync_ms"
-	// fdatasync_p99_ms is the p99 of the log's single fdatasync calls in
-	// the window: what a waiter's latency is built from.
-	mSyncP99Ms = "fdatasync_p99_ms"
+	// pwrite_p99_ms and fdatasync_p99_ms are the p99 of the active
+	// segment's single WriteAt and fdatasync calls in the window: what a
+	// waiter's latency is built from.
+	mWriteP99Ms = "pwrite_p99_ms"
+	mSyncP99Ms  = "fdatasync_p99_ms"
 )
 
 // metricUnit returns the unit of a metric (as written to JSON).
@@ -422,7 +424,7 @@ func metricUnit(key string) string {
 		return "records/s"
 	case mMBps, mWriteMBps, mSyncMBps:
 		return "MB/s"
-	case mMillis, mFlushMs, mWriteMs, mSyncMs, mSyncP99Ms:
+	case mMillis, mFlushMs, mWriteMs, mSyncMs, mWriteP99Ms, mSyncP99Ms:
 		return "ms"
 	case mFlushBusy:
 		return "%"

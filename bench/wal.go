@@ -123,7 +123,7 @@ func walCases(cfg *config) []*benchCase {
 			c := &benchCase{
 				name:    walSyncName(n, size),
 				primary: mAppendsPerSec,
-				extra:   []string{mFlushBusy, mFlushMs, mWriteMs, mSyncMs, mSyncP99Ms},
+				extra:   []string{mFlushBusy, mFlushMs, mWriteMs, mSyncMs, mWriteP99Ms, mSyncP99Ms},
 				compare: []comparison{
 					{metric: mAppendsPerSec, base: rawFsyncName(size), baseMetric: mOpsPerSec},
 					{metric: mP99, base: rawFsyncName(size), baseMetric: mP99},
@@ -448,7 +448,7 @@ type flushCounter struct {
 }
 
 func newFlushCounter() *flushCounter {
-	return &flushCounter{fs: timingFS{FS: vfs.Default, syncH: new(histogram)}}
+	return &flushCounter{fs: timingFS{FS: vfs.Default, syncH: new(histogram), writeH: new(histogram)}}
 }
 
 func (fc *flushCounter) observe(records, _ int, took time.Duration) {
@@ -457,58 +457,120 @@ func (fc *flushCounter) observe(records, _ int, took time.Duration) {
 	fc.nanos.Add(int64(took))
 }
 
-// timingFS wraps vfs.Default and adds the time files spend in WriteAt and
-// Sync to its counters, to split a flush into its write and its fdatasync.
-// The preparer's one Sync of each new segment file is counted too.
+// timingFS wraps vfs.Default and adds the time the log's active segment
+// files spend in WriteAt and Sync to its counters, to split a flush into
+// its write and its fdatasync. The preparer's work on the next segment
+// (its zero fill and syncs) and the trimming of sealed segments are not
+// counted: they are off the commit path.
 type timingFS struct {
 	vfs.FS
 	writeNanos, syncNanos atomic.Int64
 	mu                    sync.Mutex
-	syncH                 *histogram // each Sync's duration, since resetSyncs
+	// each counted Sync's and WriteAt's duration, since resetSyncs
+	syncH, writeH *histogram
+	prepared      map[string]*atomic.Bool
 }
 
-// resetSyncs empties the histogram of Sync durations.
+// resetSyncs empties the histograms of Sync and WriteAt durations.
 func (t *timingFS) resetSyncs() {
 	t.mu.Lock()
 	*t.syncH = histogram{}
+	*t.writeH = histogram{}
 	t.mu.Unlock()
 }
 
-// syncQuantile returns the q-quantile of Sync durations since resetSyncs,
-// in milliseconds.
-func (t *timingFS) syncQuantile(q float64) float64 {
+// quantiles returns the q-quantile of Sync and of WriteAt durations since
+// resetSyncs, in milliseconds.
+func (t *timingFS) quantiles(q float64) (sync, write float64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.syncH.quantile(q) / 1e3
+	return t.syncH.quantile(q) / 1e3, t.writeH.quantile(q) / 1e3
 }
 
 var _ vfs.FS = (*timingFS)(nil)
 
+// timingFile counts its calls while active: a segment file from the
+// rename that makes it the log's newest segment until it is trimmed.
 type timingFile struct {
 	vfs.File
-	fs *timingFS
+	fs     *timingFS
+	active *atomic.Bool
 }
 
-func (t *timingFS) wrap(f vfs.File, err error) (vfs.File, error) {
+func (t *timingFS) Create(name string) (vfs.File, error) {
+	f, err := t.FS.Create(name)
 	if err != nil {
 		return nil, err
 	}
-	return timingFile{File: f, fs: t}, nil
+	active := new(atomic.Bool)
+	if filepath.Base(name) == segment.PreparedName {
+		t.mu.Lock()
+		if t.prepared == nil {
+			t.prepared = make(map[string]*atomic.Bool)
+		}
+		t.prepared[name] = active
+		t.mu.Unlock()
+	} else {
+		active.Store(true)
+	}
+	return timingFile{File: f, fs: t, active: active}, nil
 }
 
-func (t *timingFS) Create(name string) (vfs.File, error) { return t.wrap(t.FS.Create(name)) }
 func (t *timingFS) OpenReadWrite(name string) (vfs.File, error) {
-	return t.wrap(t.FS.OpenReadWrite(name))
+	f, err := t.FS.OpenReadWrite(name)
+	if err != nil {
+		return nil, err
+	}
+	active := new(atomic.Bool)
+	active.Store(true)
+	return timingFile{File: f, fs: t, active: active}, nil
+}
+
+func (t *timingFS) Rename(oldname, newname string) error {
+	err := t.FS.Rename(oldname, newname)
+	if err == nil {
+		t.mu.Lock()
+		if a := t.prepared[oldname]; a != nil {
+			a.Store(true)
+			delete(t.prepared, oldname)
+		}
+		t.mu.Unlock()
+	}
+	return err
 }
 
 func (f timingFile) WriteAt(b []byte, off int64) (int, error) {
+	if !f.active.Load() {
+		return f.File.WriteAt(b, off)
+	}
 	t0 := time.Now()
 	n, err := f.File.WriteAt(b, off)
-	f.fs.writeNanos.Add(int64(time.Since(t0)))
+	d := time.Since(t0)
+	f.fs.writeNanos.Add(int64(d))
+	f.fs.mu.Lock()
+	f.fs.writeH.record(d)
+	f.fs.mu.Unlock()
 	return n, err
 }
 
+// Truncate is the trim of a sealed segment: its Sync is not counted.
+func (f timingFile) Truncate(size int64) error {
+	f.active.Store(false)
+	return f.File.Truncate(size)
+}
+
+// StartWriteback forwards vfs.Writebacker.
+func (f timingFile) StartWriteback(off, n int64) error {
+	if w, ok := f.File.(vfs.Writebacker); ok {
+		return w.StartWriteback(off, n)
+	}
+	return nil
+}
+
 func (f timingFile) Sync() error {
+	if !f.active.Load() {
+		return f.File.Sync()
+	}
 	t0 := time.Now()
 	err := f.File.Sync()
 	d := time.Since(t0)
@@ -620,7 +682,7 @@ func walSync(ctx context.Context, cfg *config, n, size int) (sample, error) {
 	wg.Wait()
 	secs := time.Since(start).Seconds()
 	after := readCounters(fc)
-	syncP99 := fc.fs.syncQuantile(0.99)
+	syncP99, writeP99 := fc.fs.quantiles(0.99)
 	if err := closeWAL(l, c); err != nil {
 		return nil, err
 	}
@@ -644,6 +706,7 @@ func walSync(ctx context.Context, cfg *config, n, size int) (sample, error) {
 		mMBps:          float64(total) * float64(size) / secs / 1e6,
 		mAllocsPerApp:  float64(after.mallocs-before.mallocs) / float64(total),
 		mSyncP99Ms:     syncP99,
+		mWriteP99Ms:    writeP99,
 	}
 	addFlushStats(s, before, after, secs)
 	return s, nil

@@ -265,7 +265,7 @@ func (h *hookFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if filepath.Base(name) == "next.seg.tmp" {
+	if filepath.Base(name) == segment.PreparedName {
 		return hookFile{File: f}, nil
 	}
 	return hookFile{f, h.onSync}, nil

@@ -20,12 +20,14 @@ const (
 	segmentMagic = "WALSHIP\x00"
 	segmentExt   = ".seg"
 	nameDigits   = 16
-	// prepName is the name of the preallocated next segment before it is
-	// given its final name at rotation.
-	prepName = "next.seg.tmp"
+	prepName     = PreparedName
 	// lockName is the file a writer holds an exclusive flock on.
 	lockName = "LOCK"
 )
+
+// PreparedName is the name of the preallocated next segment before it is
+// given its final name at rotation.
+const PreparedName = "next.seg.tmp"
 
 // ID is a 128-bit random identifier (segment id, log id).
 type ID [16]byte

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,4 +141,86 @@ func TestZeroFillGivesWayToTheWriter(t *testing.T) {
 	if hole, n := firstHole(t, filepath.Join(dir, prepName), 0); hole >= n {
 		t.Fatalf("the taken segment was zero-filled whole (%d bytes): the fill did not stop", n)
 	}
+}
+
+// writebackFS records the ranges whose writeback its files were asked to
+// start.
+type writebackFS struct {
+	vfs.FS
+	mu     sync.Mutex
+	ranges [][2]int64
+}
+
+type writebackFile struct {
+	vfs.File
+	fs *writebackFS
+}
+
+func (w *writebackFS) Create(name string) (vfs.File, error) {
+	f, err := w.FS.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	return writebackFile{File: f, fs: w}, nil
+}
+
+func (f writebackFile) StartWriteback(off, n int64) error {
+	f.fs.mu.Lock()
+	f.fs.ranges = append(f.fs.ranges, [2]int64{off, n})
+	f.fs.mu.Unlock()
+	return f.File.(vfs.Writebacker).StartWriteback(off, n)
+}
+
+// TestZeroFillStartsWriteback: the fill hands its zeros to the disk in
+// chunks of at most zeroWriteChunk as it writes them, the whole file in
+// order, instead of leaving them to go out in bursts at its fdatasyncs
+// (which stalled the writer's fdatasyncs queued behind them).
+func TestZeroFillStartsWriteback(t *testing.T) {
+	if _, ok := any(osFileProbe(t)).(vfs.Writebacker); !ok {
+		t.Fatal("vfs.Default's files do not implement vfs.Writebacker")
+	}
+	const size = 3<<20 + 4096 // not a multiple of the chunk
+	wfs := &writebackFS{FS: vfs.Default}
+	p := startPreparer(wfs, t.TempDir(), size, true, true)
+	// The fill takes ~50 ms at zeroFillRate; take would hurry it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		wfs.mu.Lock()
+		n := len(wfs.ranges)
+		wfs.mu.Unlock()
+		if n >= size/zeroWriteChunk+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s, writeback was started for %d chunks", n)
+		}
+	}
+	f, err := p.take()
+	p.stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	wfs.mu.Lock()
+	defer wfs.mu.Unlock()
+	var next int64
+	for _, r := range wfs.ranges {
+		if r[0] != next || r[1] <= 0 || r[1] > zeroWriteChunk {
+			t.Fatalf("writeback started for [%d, +%d) after %d bytes; want chunks of at most %d in order (all: %v)", r[0], r[1], next, zeroWriteChunk, wfs.ranges)
+		}
+		next += r[1]
+	}
+	if next != size {
+		t.Fatalf("writeback started for %d of %d bytes", next, size)
+	}
+}
+
+// osFileProbe returns a file of vfs.Default.
+func osFileProbe(t *testing.T) vfs.File {
+	t.Helper()
+	f, err := vfs.Default.Create(filepath.Join(t.TempDir(), "probe"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
