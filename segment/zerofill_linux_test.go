@@ -117,7 +117,7 @@ func TestZeroFillGivesWayToTheWriter(t *testing.T) {
 	needUnwrittenAsHoles(t)
 	dir := t.TempDir()
 	const size = 256 << 20 // four seconds of fill at 64 MiB/s
-	p := startPreparer(vfs.Default, dir, size, true, true)
+	p := startPreparer(vfs.Default, dir, size, true, true, size) // written: fill at full rate
 	defer p.stop()
 	time.Sleep(50 * time.Millisecond) // let the fill begin
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -181,7 +181,7 @@ func TestZeroFillStartsWriteback(t *testing.T) {
 	}
 	const size = 3<<20 + 4096 // not a multiple of the chunk
 	wfs := &writebackFS{FS: vfs.Default}
-	p := startPreparer(wfs, t.TempDir(), size, true, true)
+	p := startPreparer(wfs, t.TempDir(), size, true, true, size)
 	// The fill takes ~50 ms at zeroFillRate; take would hurry it.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		wfs.mu.Lock()
@@ -223,4 +223,40 @@ func osFileProbe(t *testing.T) vfs.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// TestZeroFillPacedByTheWriter: the fill of the next segment keeps pace
+// with the active segment's progress, never more than zeroFillLead times
+// its written bytes ahead unless the floor rate allows more, and speeds up
+// when the writer does.
+func TestZeroFillPacedByTheWriter(t *testing.T) {
+	const size = 64 << 20
+	wfs := &writebackFS{FS: vfs.Default}
+	start := time.Now()
+	p := startPreparer(wfs, t.TempDir(), size, true, true, 1<<20)
+	defer p.stop()
+	zeroed := func() int64 {
+		wfs.mu.Lock()
+		defer wfs.mu.Unlock()
+		var n int64
+		for _, r := range wfs.ranges {
+			n += r[1]
+		}
+		return n
+	}
+	time.Sleep(300 * time.Millisecond)
+	// Upper bound only (a loaded machine fills less, never more): the
+	// lead over 1 MiB written, or the floor rate, plus one chunk.
+	elapsed := time.Since(start)
+	allowed := max(zeroFillLead<<20, int64(elapsed.Seconds()*zeroFillFloor)) + zeroWriteChunk
+	if n := zeroed(); n > allowed {
+		t.Fatalf("after %v with 1 MiB written, %d bytes zeroed; want at most %d", elapsed, n, allowed)
+	}
+	// The writer reaches the middle of its segment: the fill may finish.
+	p.written.Store(size / 2)
+	for deadline := time.Now().Add(10 * time.Second); zeroed() < size; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("writer half way, but after 10 s only %d of %d bytes zeroed", zeroed(), size)
+		}
+	}
 }
