@@ -23,10 +23,10 @@ type preparer struct {
 	// pacing sleep.
 	hurry    atomic.Bool
 	stopping atomic.Bool // set by stop: a fill in progress is discarded
+	wake     chan struct{}
 	// written is the active segment's write offset, set by the log: the
 	// fill paces itself by it (zeroFillLead).
 	written atomic.Int64
-	wake     chan struct{}
 
 	reqs  chan sealReq
 	ready chan prepared

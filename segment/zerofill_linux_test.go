@@ -117,7 +117,8 @@ func TestZeroFillGivesWayToTheWriter(t *testing.T) {
 	needUnwrittenAsHoles(t)
 	dir := t.TempDir()
 	const size = 256 << 20 // four seconds of fill at 64 MiB/s
-	p := startPreparer(vfs.Default, dir, size, true, true, size) // written: fill at full rate
+	// written = size: nothing holds the fill below its full rate.
+	p := startPreparer(vfs.Default, dir, size, true, true, size)
 	defer p.stop()
 	time.Sleep(50 * time.Millisecond) // let the fill begin
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
