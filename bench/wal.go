@@ -468,7 +468,7 @@ type timingFS struct {
 	mu                    sync.Mutex
 	// each counted Sync's and WriteAt's duration, since resetSyncs
 	syncH, writeH *histogram
-	prepared      map[string]*atomic.Bool
+	prepared      map[string]*fileState // by path, until renamed
 }
 
 // resetSyncs empties the histograms of Sync and WriteAt durations.
@@ -489,12 +489,18 @@ func (t *timingFS) quantiles(q float64) (sync, write float64) {
 
 var _ vfs.FS = (*timingFS)(nil)
 
-// timingFile counts its calls while active: a segment file from the
-// rename that makes it the log's newest segment until it is trimmed.
+// timingFile counts its calls while active (a segment file, from the
+// rename that makes a prepared file the log's newest segment), except the
+// Sync after a Truncate: a sealed segment's trim, or recovery's cut of a
+// torn tail.
 type timingFile struct {
 	vfs.File
-	fs     *timingFS
-	active *atomic.Bool
+	fs *timingFS
+	st *fileState
+}
+
+type fileState struct {
+	active, truncated atomic.Bool
 }
 
 func (t *timingFS) Create(name string) (vfs.File, error) {
@@ -502,18 +508,18 @@ func (t *timingFS) Create(name string) (vfs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	active := new(atomic.Bool)
+	st := new(fileState)
 	if filepath.Base(name) == segment.PreparedName {
 		t.mu.Lock()
 		if t.prepared == nil {
-			t.prepared = make(map[string]*atomic.Bool)
+			t.prepared = make(map[string]*fileState)
 		}
-		t.prepared[name] = active
+		t.prepared[name] = st
 		t.mu.Unlock()
 	} else {
-		active.Store(true)
+		st.active.Store(true)
 	}
-	return timingFile{File: f, fs: t, active: active}, nil
+	return timingFile{File: f, fs: t, st: st}, nil
 }
 
 func (t *timingFS) OpenReadWrite(name string) (vfs.File, error) {
@@ -521,17 +527,17 @@ func (t *timingFS) OpenReadWrite(name string) (vfs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	active := new(atomic.Bool)
-	active.Store(true)
-	return timingFile{File: f, fs: t, active: active}, nil
+	st := new(fileState)
+	st.active.Store(true)
+	return timingFile{File: f, fs: t, st: st}, nil
 }
 
 func (t *timingFS) Rename(oldname, newname string) error {
 	err := t.FS.Rename(oldname, newname)
 	if err == nil {
 		t.mu.Lock()
-		if a := t.prepared[oldname]; a != nil {
-			a.Store(true)
+		if st := t.prepared[oldname]; st != nil {
+			st.active.Store(true)
 			delete(t.prepared, oldname)
 		}
 		t.mu.Unlock()
@@ -540,7 +546,8 @@ func (t *timingFS) Rename(oldname, newname string) error {
 }
 
 func (f timingFile) WriteAt(b []byte, off int64) (int, error) {
-	if !f.active.Load() {
+	f.st.truncated.Store(false)
+	if !f.st.active.Load() {
 		return f.File.WriteAt(b, off)
 	}
 	t0 := time.Now()
@@ -553,9 +560,8 @@ func (f timingFile) WriteAt(b []byte, off int64) (int, error) {
 	return n, err
 }
 
-// Truncate is the trim of a sealed segment: its Sync is not counted.
 func (f timingFile) Truncate(size int64) error {
-	f.active.Store(false)
+	f.st.truncated.Store(true)
 	return f.File.Truncate(size)
 }
 
@@ -568,7 +574,7 @@ func (f timingFile) StartWriteback(off, n int64) error {
 }
 
 func (f timingFile) Sync() error {
-	if !f.active.Load() {
+	if !f.st.active.Load() || f.st.truncated.Swap(false) {
 		return f.File.Sync()
 	}
 	t0 := time.Now()

@@ -106,7 +106,8 @@ const zeroFillRate = 64 << 20 // bytes per second
 // time the active segment is half full), but always progresses at
 // zeroFillFloor. A log committing one small transaction at a time then
 // does not share the disk with 64 MiB/s of zeros (with 1 appender, they
-// doubled its fdatasync p99); an idle log's next segment is ready in 16 s.
+// doubled its fdatasync p99); an idle log's next segment is ready after
+// its size at 4 MiB/s (16 s for 64 MiB).
 const (
 	zeroFillLead  = 2
 	zeroFillFloor = 4 << 20 // bytes per second
@@ -120,7 +121,7 @@ const (
 // zeros in small pieces spread over time: left to the page cache, they
 // went out in bursts of zeroSyncEvery at the fill's fdatasyncs, and the
 // log's own fdatasyncs queued behind each burst (with 256 appenders, p99
-// append latency was 4-7 ms instead of 1.1-1.6 ms; bench/README.md).
+// append latency was 5.05 ms instead of 1.33 ms; bench/README.md).
 const zeroWriteChunk = 128 << 10
 
 // zeroSyncEvery is how many bytes of zeros the fill writes between its
@@ -129,7 +130,7 @@ const zeroWriteChunk = 128 << 10
 // waits for the segment.
 const zeroSyncEvery = 4 << 20
 
-// zero writes zeros over the prepared file, paced at zeroFillRate and
+// zero writes zeros over the prepared file, paced by zeroPause and
 // stopping early when hurried, and syncs them, so that the extent
 // conversions are journaled here and not by the writer's fdatasyncs
 // (Options.ZeroFill). When the log is closing, the file will be discarded

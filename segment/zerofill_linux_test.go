@@ -72,8 +72,8 @@ func TestZeroFill(t *testing.T) {
 			t.Fatalf("zero fill %v: first segment (%d bytes) has its first hole at %d", zero, n, hole)
 		}
 		// Each prepared next segment is zero-filled in the background (1
-		// MiB at 64 MiB/s takes ~16 ms), the one after a rotation too;
-		// the writer then rotates into it.
+		// MiB at the idle log's 4 MiB/s takes ~250 ms), the one after a
+		// rotation too; the writer then rotates into it.
 		lsn := uint64(1)
 		for segs := 2; segs <= 3; segs++ {
 			next := filepath.Join(dir, prepName)
@@ -247,17 +247,44 @@ func TestZeroFillPacedByTheWriter(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	// Upper bound only (a loaded machine fills less, never more): the
-	// lead over 1 MiB written, or the floor rate, plus one chunk.
+	// lead over 1 MiB written, or the floor rate, plus one chunk; the
+	// time is read after the bytes.
+	n := zeroed()
 	elapsed := time.Since(start)
 	allowed := max(zeroFillLead<<20, int64(elapsed.Seconds()*zeroFillFloor)) + zeroWriteChunk
-	if n := zeroed(); n > allowed {
+	if n > allowed {
 		t.Fatalf("after %v with 1 MiB written, %d bytes zeroed; want at most %d", elapsed, n, allowed)
 	}
-	// The writer reaches the middle of its segment: the fill may finish.
+	// The writer reaches the middle of its segment: the fill may finish
+	// (in ~1 s at zeroFillRate; the floor alone would take 16 s).
 	p.written.Store(size / 2)
-	for deadline := time.Now().Add(10 * time.Second); zeroed() < size; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); zeroed() < size; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("writer half way, but after 10 s only %d of %d bytes zeroed", zeroed(), size)
+			t.Fatalf("writer half way, but after 60 s only %d of %d bytes zeroed", zeroed(), size)
+		}
+	}
+}
+
+// TestZeroPause: the fill's pacing rules, without a disk.
+func TestZeroPause(t *testing.T) {
+	p := &preparer{}
+	p.written.Store(1 << 20)
+	now := time.Now()
+	long := now.Add(-time.Hour)
+	for _, tt := range []struct {
+		name        string
+		off, n      int64
+		start, last time.Time
+		wait        bool
+	}{
+		{"behind the writer, rate allows", 1 << 20, zeroWriteChunk, long, long, false},
+		{"behind the writer, chunk just written", 1 << 20, zeroWriteChunk, long, now, true},
+		{"ahead of the writer, floor allows", 8 << 20, zeroWriteChunk, long, long, false},
+		{"ahead of the writer, floor does not", 8 << 20, zeroWriteChunk, now, long, true},
+	} {
+		d := p.zeroPause(tt.off, tt.n, tt.start, tt.last)
+		if (d > 0) != tt.wait || d > zeroFillPoll+time.Duration(float64(tt.n)/zeroFillRate*float64(time.Second)) {
+			t.Errorf("%s: pause %v, want a wait: %v, and at most the poll interval or one chunk's spacing", tt.name, d, tt.wait)
 		}
 	}
 }
