@@ -435,7 +435,7 @@ func rawSeqStream(ctx context.Context, cfg *config) (sample, error) {
 }
 
 // rawStreamSyncs is how many fdatasyncs raw-seqwrite-stream runs at once:
-// as many as the group committer does (groupcommit's maxSyncs).
+// as many as the group committer does (one flush at a time).
 const rawStreamSyncs = 1
 
 // ---- The log ----

@@ -22,9 +22,7 @@
 // meanwhile is taken whole as soon as it ends. Two overlapping flushes were
 // measured worse on the project machine (bench/README.md): each fdatasync
 // took longer and burnt CPU, so batches were half as large and throughput
-// with 16 to 256 appenders was 25-35% lower. The release code still
-// handles syncs that finish out of order (a later fdatasync covers every
-// earlier write of the file), should maxSyncs change.
+// with 16 to 256 appenders was 25-35% lower.
 package groupcommit
 
 import (
@@ -153,18 +151,16 @@ type Committer struct {
 	}
 	work chan struct{}
 
-	// flushMu is held by whoever writes to the log: the flusher goroutine
-	// or a leading synchronous appender. flush is its scratch state.
-	flushMu sync.Mutex
-	flush   struct {
+	// flushing holds the one token of whoever is flushing (the flusher
+	// goroutine or a leading synchronous appender), from taking its batch
+	// to releasing its waiters; meanwhile appends accumulate into the next
+	// batch. flush is the holder's scratch state.
+	flushing chan struct{}
+	flush    struct {
 		batches []segment.Batch
 		taken   []*chunk
 		last    time.Time
 	}
-	// syncSlots holds one token per flush between taking its batch and
-	// releasing its waiters: at most maxSyncs flushes run at once, and
-	// while they do, appends accumulate into the next batch.
-	syncSlots chan struct{}
 
 	durable atomic.Uint64 // last durable commit LSN
 	failed  atomic.Pointer[error]
@@ -205,7 +201,7 @@ func New(log *segment.Log, opts Options) (*Committer, error) {
 		opts.Logger = slog.Default()
 	}
 	c := &Committer{log: log, opts: opts, work: make(chan struct{}, 1), done: make(chan struct{}),
-		syncSlots: make(chan struct{}, maxSyncs)}
+		flushing: make(chan struct{}, 1)}
 	c.w.next = make(chan struct{})
 	c.mu.space.L = &c.mu.Mutex
 	c.mu.nextLSN = log.NextLSN()
@@ -446,12 +442,8 @@ func (c *Committer) flushLoop() {
 	defer func() {
 		// A leading appender may still be in its flush: wait for it, so a
 		// waiter that sees done also sees every durable LSN.
-		for range maxSyncs {
-			c.syncSlots <- struct{}{}
-		}
-		for range maxSyncs {
-			<-c.syncSlots
-		}
+		c.flushing <- struct{}{}
+		<-c.flushing
 		close(c.done)
 	}()
 	for {
@@ -469,46 +461,34 @@ func (c *Committer) flushLoop() {
 		}
 		closed := c.mu.closed
 		c.mu.Unlock()
-		c.syncSlots <- struct{}{}
-		c.flushMu.Lock()
+		c.flushing <- struct{}{}
 		if c.opts.MinInterval > 0 && !closed {
 			if d := c.opts.MinInterval - time.Since(c.flush.last); d > 0 {
 				time.Sleep(d)
 			}
 		}
-		job, ok := c.writeLocked()
-		c.flushMu.Unlock()
-		if ok {
+		if job, ok := c.writeLocked(); ok {
 			c.finish(job)
 		}
-		<-c.syncSlots
+		<-c.flushing
 	}
 }
 
-// tryLead is the leader commit of a synchronous appender: if a sync slot
-// is free and nobody is writing, it writes everything pending and syncs it
-// in the calling goroutine. It reports whether it did.
+// tryLead is the leader commit of a synchronous appender: if nobody is
+// flushing, it writes everything pending and syncs it in the calling
+// goroutine. It reports whether it did.
 func (c *Committer) tryLead() bool {
 	select {
-	case c.syncSlots <- struct{}{}:
+	case c.flushing <- struct{}{}:
 	default:
 		return false
 	}
-	defer func() { <-c.syncSlots }()
-	if !c.flushMu.TryLock() {
-		return false
-	}
-	job, ok := c.writeLocked()
-	c.flushMu.Unlock()
-	if ok {
+	if job, ok := c.writeLocked(); ok {
 		c.finish(job)
 	}
+	<-c.flushing
 	return true
 }
-
-// maxSyncs is how many flushes may run at once (see the package comment
-// for why one).
-const maxSyncs = 1
 
 // flushGen is the wake channel of one taken flush: closed when its last
 // commit LSN is durable.
@@ -528,7 +508,7 @@ type syncJob struct {
 // writeLocked takes everything pending and writes it to the log (and, with
 // SyncOff, publishes it). It reports false if there was nothing to write
 // or the write failed (the committer is then failed and the waiters
-// woken). The caller holds flushMu and a sync slot, and passes the job to
+// woken). The caller holds the flushing token and passes the job to
 // finish.
 func (c *Committer) writeLocked() (syncJob, bool) {
 	f := &c.flush
@@ -593,9 +573,8 @@ func (c *Committer) takeGenLocked(taken []*chunk) {
 }
 
 // finish makes a written batch durable (SyncLocal; with SyncOff it is
-// already published), then releases its waiters. With maxSyncs above one,
-// several could run at once and finish out of order: durability only moves
-// forward, and wakeWaiters releases by the durable LSN.
+// already published), then releases its waiters. The caller holds the
+// flushing token.
 func (c *Committer) finish(job syncJob) {
 	var err error
 	if c.opts.Sync == SyncLocal {
@@ -604,13 +583,10 @@ func (c *Committer) finish(job syncJob) {
 	if err != nil {
 		c.setFailed(err)
 	} else {
-		// A flush of a stream's middle has no commit; a later point may
-		// have been published first.
-		for lsn := job.p.LastCommit(); ; {
-			cur := c.durable.Load()
-			if lsn <= cur || c.durable.CompareAndSwap(cur, lsn) {
-				break
-			}
+		// Only the flushing token's holder stores durable. A flush of a
+		// stream's middle has no commit (LastCommit 0).
+		if lsn := job.p.LastCommit(); lsn > c.durable.Load() {
+			c.durable.Store(lsn)
 		}
 		if c.opts.Observe != nil {
 			c.opts.Observe(job.records, job.bytes, time.Since(job.start))

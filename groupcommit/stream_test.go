@@ -102,18 +102,18 @@ func newStream(t *testing.T) (string, *segment.Log, *Committer, *Stream) {
 
 // TestStreamAbortBeforeFlushReusesLSNs: a stream aborted before the flusher
 // took any of its records leaves nothing behind and its LSNs are reused.
-// The test holds flushMu so that the flusher cannot take them.
+// The test holds the flushing token so that the flusher cannot take them.
 func TestStreamAbortBeforeFlushReusesLSNs(t *testing.T) {
 	ctx := context.Background()
 	_, l, c, s := newStream(t)
-	c.flushMu.Lock()
+	c.flushing <- struct{}{}
 	for range 3 {
 		if err := s.Add(ctx, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	err := s.Abort()
-	c.flushMu.Unlock()
+	<-c.flushing
 	if err != nil {
 		t.Fatal(err)
 	}
