@@ -663,6 +663,11 @@ func walSync(ctx context.Context, cfg *config, n, size int) (sample, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Each appender has its own context, as each request of
+			// a server does: one context shared by 256 goroutines
+			// parked in Wait contends on its channel's lock.
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
 			recs := [][]byte{rec}
 			<-startCh
 			for {

@@ -2,8 +2,9 @@
 // write and one fsync, the way pebble's LogWriter does.
 //
 // Guarantees:
-//   - Appenders are never delayed artificially: the single flusher goroutine
-//     takes everything pending as soon as the previous fsync returns
+//   - Appenders are never delayed artificially: the next batch is taken as
+//     soon as the previous fsync returns and the appenders it released have
+//     run (at most one flush's time; see awaitWoken), never by a timer
 //     (Options.MinInterval, off by default, trades latency for larger batches).
 //   - With SyncLocal, Append returns (and Wait releases an LSN) only after an
 //     fdatasync covering the transaction has completed (DESIGN.md §4.1).
@@ -19,7 +20,9 @@
 // batch while a batch is written and synced. One flush (write, then
 // fdatasync) runs at a time, done by the flusher goroutine or by a
 // synchronous appender leading the commit; the batch that gathered
-// meanwhile is taken whole as soon as it ends. Two overlapping flushes were
+// meanwhile is taken whole as soon as it ends and the appenders it released
+// have run, so that those that append again at once are in it. Two
+// overlapping flushes were
 // measured worse on the project machine (bench/README.md): each fdatasync
 // took longer and burnt CPU, so batches were half as large and throughput
 // with 16 to 256 appenders was 25-35% lower.
@@ -30,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -160,10 +164,19 @@ type Committer struct {
 		batches []segment.Batch
 		taken   []*chunk
 		last    time.Time
+		took    time.Duration // the last flush's write and sync
+		timer   *time.Timer   // awaitWoken's
 	}
 
 	durable atomic.Uint64 // last durable commit LSN
 	failed  atomic.Pointer[error]
+	stopped atomic.Bool // the flusher has ended: no LSN becomes durable any more
+	// waking counts the waiters a flush released that have not run yet;
+	// when it drops to 0 and wokenWanted is set, allWoken is signalled
+	// (see awaitWoken).
+	waking      atomic.Int64
+	wokenWanted atomic.Bool
+	allWoken    chan struct{}
 	// Waiters park on the channel of the flush that will make their LSN
 	// durable, so a flush wakes only the waiters it releases: one
 	// broadcast channel also woke every waiter of the batch gathering
@@ -175,9 +188,12 @@ type Committer struct {
 		// LSN order; gens[i].ch is closed once gens[i].last is durable.
 		gens []flushGen
 		// next is for LSNs no flush has taken yet: the next take moves
-		// it into gens.
-		next   chan struct{}
-		failed bool // every channel is closed; see failed
+		// it into gens; nextWaiters are parked on it.
+		next        chan struct{}
+		nextWaiters int
+		// released: every channel is closed, because the committer
+		// failed or stopped.
+		released bool
 	}
 
 	done chan struct{}
@@ -201,7 +217,7 @@ func New(log *segment.Log, opts Options) (*Committer, error) {
 		opts.Logger = slog.Default()
 	}
 	c := &Committer{log: log, opts: opts, work: make(chan struct{}, 1), done: make(chan struct{}),
-		flushing: make(chan struct{}, 1)}
+		flushing: make(chan struct{}, 1), allWoken: make(chan struct{}, 1)}
 	c.w.next = make(chan struct{})
 	c.mu.space.L = &c.mu.Mutex
 	c.mu.nextLSN = log.NextLSN()
@@ -385,6 +401,10 @@ func (c *Committer) newChunkLocked(firstLSN, txnStart uint64) *chunk {
 // Wait blocks until the transaction whose commit record has LSN lsn is
 // durable (or written, with SyncOff), the committer fails, or ctx ends.
 func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
+	// Waiters park on their flush's channel alone (and ctx's, if it has
+	// one): every further channel in the select is shared by all waiters,
+	// and its lock is taken twice per wait and wake.
+	done := ctx.Done()
 	for {
 		if c.durable.Load() >= lsn {
 			return nil
@@ -392,39 +412,73 @@ func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
 		if e := c.failed.Load(); e != nil {
 			return *e
 		}
-		ch := c.waitChan(lsn)
-		if ch == nil {
-			continue // durable or failed meanwhile
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.done:
+		if c.stopped.Load() {
+			// stopped is set after the last durable store.
 			if c.durable.Load() >= lsn {
 				return nil
 			}
 			return ErrClosed
 		}
+		ch := c.waitChan(lsn)
+		if ch == nil {
+			continue // durable, failed or stopped meanwhile
+		}
+		if done == nil {
+			<-ch
+		} else {
+			select {
+			case <-ch:
+			case <-done:
+				c.unpark(ch)
+				return ctx.Err()
+			}
+		}
+		c.resumed()
 	}
 }
 
 // waitChan returns the channel to park on until lsn may be durable: that
 // of the first taken flush whose last commit is at or after lsn, or the
-// next take's. It returns nil if lsn is durable or the committer failed
-// (the caller looks again).
+// next take's, and counts the caller as parked on it. It returns nil if
+// lsn is durable or the committer failed or stopped (the caller looks
+// again).
 func (c *Committer) waitChan(lsn uint64) chan struct{} {
 	c.w.Lock()
 	defer c.w.Unlock()
-	if c.w.failed || c.durable.Load() >= lsn {
+	if c.w.released || c.durable.Load() >= lsn {
 		return nil
 	}
-	for _, g := range c.w.gens {
-		if g.last >= lsn {
-			return g.ch
+	for i := range c.w.gens {
+		if c.w.gens[i].last >= lsn {
+			c.w.gens[i].waiters++
+			return c.w.gens[i].ch
 		}
 	}
+	c.w.nextWaiters++
 	return c.w.next
+}
+
+// unpark undoes waitChan's count for a waiter that leaves without being
+// woken through ch (its ctx ended).
+func (c *Committer) unpark(ch chan struct{}) {
+	c.w.Lock()
+	defer c.w.Unlock()
+	select {
+	case <-ch:
+		c.resumed() // closed meanwhile: counted as waking
+		return
+	default:
+	}
+	if ch == c.w.next {
+		c.w.nextWaiters--
+		return
+	}
+	for i := range c.w.gens {
+		if c.w.gens[i].ch == ch {
+			c.w.gens[i].waiters--
+			return
+		}
+	}
 }
 
 // Durable returns the LSN of the last durable commit.
@@ -444,6 +498,8 @@ func (c *Committer) flushLoop() {
 		// waiter that sees done also sees every durable LSN.
 		c.flushing <- struct{}{}
 		<-c.flushing
+		c.stopped.Store(true)
+		c.releaseAll()
 		close(c.done)
 	}()
 	for {
@@ -490,11 +546,63 @@ func (c *Committer) tryLead() bool {
 	return true
 }
 
+// awaitWoken waits, before the next batch is taken, until the waiters
+// the previous flush released have all run, but no longer than budget (the
+// previous flush's duration).
+//
+// A released appender that appends again at once then joins this batch
+// instead of waiting for it to end and for the one after. With 16 to 256
+// closed-loop appenders on two cores, taking the batch as soon as the
+// first of them was back split them into cohorts that each waited two
+// flushes (bench/README.md). This is not an artificial delay: it waits
+// only for goroutines that are already runnable, and returns at once when
+// there are none (the single appender; a flusher woken by new appends).
+// The budget bounds it when they wait for a processor behind unrelated
+// work: an appender that misses the batch waits about one flush anyway.
+func (c *Committer) awaitWoken(budget time.Duration) {
+	if c.waking.Load() <= 0 || budget <= 0 {
+		return
+	}
+	f := &c.flush
+	c.wokenWanted.Store(true)
+	select { // a signal a previous wait gave up on
+	case <-c.allWoken:
+	default:
+	}
+	if c.waking.Load() > 0 {
+		if f.timer == nil {
+			f.timer = time.NewTimer(budget)
+		} else {
+			f.timer.Reset(budget)
+		}
+		select {
+		case <-c.allWoken:
+		case <-f.timer.C:
+		}
+		f.timer.Stop()
+	}
+	c.wokenWanted.Store(false)
+	// The last of them signalled before appending again: let it.
+	runtime.Gosched()
+}
+
+// resumed counts a released waiter as run, and wakes awaitWoken after the
+// last one.
+func (c *Committer) resumed() {
+	if c.waking.Add(-1) == 0 && c.wokenWanted.Load() {
+		select {
+		case c.allWoken <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // flushGen is the wake channel of one taken flush: closed when its last
 // commit LSN is durable.
 type flushGen struct {
-	last uint64
-	ch   chan struct{}
+	last    uint64
+	ch      chan struct{}
+	waiters int // parked on ch
 }
 
 // syncJob is a written batch waiting for its fdatasync.
@@ -512,6 +620,7 @@ type syncJob struct {
 // finish.
 func (c *Committer) writeLocked() (syncJob, bool) {
 	f := &c.flush
+	c.awaitWoken(f.took)
 	c.mu.Lock()
 	if len(c.mu.pending) == 0 {
 		c.mu.Unlock()
@@ -565,9 +674,9 @@ func (c *Committer) takeGenLocked(taken []*chunk) {
 		return
 	}
 	c.w.Lock()
-	if !c.w.failed {
-		c.w.gens = append(c.w.gens, flushGen{last: last, ch: c.w.next})
-		c.w.next = make(chan struct{})
+	if !c.w.released {
+		c.w.gens = append(c.w.gens, flushGen{last: last, ch: c.w.next, waiters: c.w.nextWaiters})
+		c.w.next, c.w.nextWaiters = make(chan struct{}), 0
 	}
 	c.w.Unlock()
 }
@@ -588,8 +697,9 @@ func (c *Committer) finish(job syncJob) {
 		if lsn := job.p.LastCommit(); lsn > c.durable.Load() {
 			c.durable.Store(lsn)
 		}
+		c.flush.took = time.Since(job.start)
 		if c.opts.Observe != nil {
-			c.opts.Observe(job.records, job.bytes, time.Since(job.start))
+			c.opts.Observe(job.records, job.bytes, c.flush.took)
 		}
 	}
 	c.wakeWaiters()
@@ -598,23 +708,19 @@ func (c *Committer) finish(job syncJob) {
 // wakeWaiters releases the waiters of every flush whose last commit is
 // now durable, or, once the committer has failed, every waiter.
 func (c *Committer) wakeWaiters() {
-	c.w.Lock()
-	defer c.w.Unlock()
-	if c.w.failed {
+	if c.failed.Load() != nil {
+		c.releaseAll()
 		return
 	}
-	if c.failed.Load() != nil {
-		c.w.failed = true
-		for _, g := range c.w.gens {
-			close(g.ch)
-		}
-		c.w.gens = nil
-		close(c.w.next)
+	c.w.Lock()
+	defer c.w.Unlock()
+	if c.w.released {
 		return
 	}
 	d := c.durable.Load()
 	n := 0
 	for n < len(c.w.gens) && c.w.gens[n].last <= d {
+		c.waking.Add(int64(c.w.gens[n].waiters))
 		close(c.w.gens[n].ch)
 		n++
 	}
@@ -623,6 +729,24 @@ func (c *Committer) wakeWaiters() {
 		clear(c.w.gens[m:])
 		c.w.gens = c.w.gens[:m]
 	}
+}
+
+// releaseAll closes every wait channel, for good: the committer failed or
+// stopped, and waiters see which in Wait.
+func (c *Committer) releaseAll() {
+	c.w.Lock()
+	defer c.w.Unlock()
+	if c.w.released {
+		return
+	}
+	c.w.released = true
+	for _, g := range c.w.gens {
+		c.waking.Add(int64(g.waiters))
+		close(g.ch)
+	}
+	c.w.gens = nil
+	c.waking.Add(int64(c.w.nextWaiters))
+	close(c.w.next)
 }
 
 func (c *Committer) setFailed(err error) {

@@ -469,3 +469,140 @@ func TestCloseWaitsForALeadersFlush(t *testing.T) {
 		}
 	}
 }
+
+// TestReleasedAppendersJoinTheNextBatch: closed-loop appenders released by
+// a flush, which append again at once, are all taken by the next flush
+// (awaitWoken), instead of splitting into two cohorts that alternate and
+// each wait two flushes. Each fdatasync takes at least a millisecond here,
+// so the budget is ample for 16 goroutines to run.
+func TestReleasedAppendersJoinTheNextBatch(t *testing.T) {
+	fsys := &hookFS{FS: vfs.Default, onSync: func(sync func() error) error {
+		time.Sleep(time.Millisecond)
+		return sync()
+	}}
+	l := openLog(t, t.TempDir(), segment.Options{FS: fsys})
+	defer l.Close()
+	var mu sync.Mutex
+	var batches []int
+	c, _ := New(l, Options{Observe: func(records, _ int, _ time.Duration) {
+		mu.Lock()
+		batches = append(batches, records)
+		mu.Unlock()
+	}})
+	const writers, rounds = 16, 60
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				if _, err := c.Append(context.Background(), [][]byte{[]byte("x")}, time.Time{}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Skip the start (appenders arriving one by one) and the end (those
+	// that finished their rounds drop out).
+	mid := batches[len(batches)/4 : len(batches)*3/4]
+	sum := 0
+	for _, b := range mid {
+		sum += b
+	}
+	// Two alternating cohorts average writers/2 (8+8, or 1+16 when the
+	// first appender back leads a flush of its own); on a loaded machine
+	// one or two appenders sometimes miss a batch.
+	if mean := float64(sum) / float64(len(mid)); mean < 0.75*writers {
+		t.Fatalf("flushes in the middle of the run took %.1f of %d appenders on average (want at least 75%%); batches: %v",
+			mean, writers, mid)
+	}
+}
+
+// TestCancelledWaitersAreNotAwaited: a waiter that leaves Wait through
+// its context is no longer counted as one to await, whether its flush
+// released it meanwhile or not; otherwise every later flush would wait its
+// whole budget for it.
+func TestCancelledWaitersAreNotAwaited(t *testing.T) {
+	fsys := newBlockFS(make(chan struct{}, 1))
+	l := openLog(t, t.TempDir(), segment.Options{FS: fsys})
+	defer l.Close()
+	c, _ := New(l, Options{})
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			fsys.blocked.Store(false)
+			close(fsys.release)
+		})
+	}
+	defer release()
+	fsys.blocked.Store(true)
+	ctx := context.Background()
+	// A leader's flush hangs in fdatasync; the waiters below park on it
+	// (its LSN) and on the next take (later LSNs).
+	tk, err := c.AppendAsync(ctx, [][]byte{[]byte("first")}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-fsys.entered
+	later, err := c.AppendAsync(ctx, [][]byte{[]byte("second")}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lsn := tk.Last
+			if i%2 == 1 {
+				lsn = later.Last
+			}
+			if err := c.Wait(wctx, lsn); !errors.Is(err, context.Canceled) {
+				t.Errorf("Wait(%d) after cancel: %v", lsn, err)
+			}
+		}()
+	}
+	waitFor(t, func() bool {
+		c.w.Lock()
+		defer c.w.Unlock()
+		n := c.w.nextWaiters
+		for _, g := range c.w.gens {
+			n += g.waiters
+		}
+		return n == 8
+	})
+	cancel()
+	wg.Wait()
+	release()
+	if err := c.Wait(ctx, later.Last); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(ctx, [][]byte{[]byte("third")}, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.waking.Load(); n != 0 {
+		t.Fatalf("%d waiters still counted as waking after all left", n)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond for up to 10 seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
