@@ -20,7 +20,6 @@ const (
 	segmentMagic = "WALSHIP\x00"
 	segmentExt   = ".seg"
 	nameDigits   = 16
-	prepName     = PreparedName
 	// lockName is the file a writer holds an exclusive flock on.
 	lockName = "LOCK"
 )

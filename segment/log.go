@@ -262,7 +262,7 @@ func listSegments(fsys vfs.FS, dir string) (segs []string, tmps []string, err er
 	for _, n := range names {
 		if _, ok := ParseSegmentName(n); ok {
 			segs = append(segs, n)
-		} else if n == prepName {
+		} else if n == PreparedName {
 			tmps = append(tmps, n)
 		}
 	}
@@ -291,7 +291,7 @@ func (l *Log) createSegment(f vfs.File, hdr segmentHeader, zero bool) (*segInfo,
 	name := SegmentName(hdr.base)
 	var err error
 	if f == nil {
-		if f, err = l.fs.Create(l.path(prepName)); err != nil {
+		if f, err = l.fs.Create(l.path(PreparedName)); err != nil {
 			return nil, nil, err
 		}
 		if !l.opts.NoPreallocate {
@@ -315,7 +315,7 @@ func (l *Log) createSegment(f vfs.File, hdr segmentHeader, zero bool) (*segInfo,
 		f.Close()
 		return nil, nil, err
 	}
-	if err := l.fs.Rename(l.path(prepName), l.path(name)); err != nil {
+	if err := l.fs.Rename(l.path(PreparedName), l.path(name)); err != nil {
 		f.Close()
 		return nil, nil, err
 	}

@@ -46,7 +46,7 @@ type prepared struct {
 // startPreparer starts preparing the next segment of a log whose active
 // segment has written bytes.
 func startPreparer(fsys vfs.FS, dir string, size int64, prealloc, zeroFill bool, written int64) *preparer {
-	p := &preparer{fs: fsys, path: vfs.Join(dir, prepName), size: size, prealloc: prealloc, zeroFill: zeroFill && prealloc,
+	p := &preparer{fs: fsys, path: vfs.Join(dir, PreparedName), size: size, prealloc: prealloc, zeroFill: zeroFill && prealloc,
 		reqs: make(chan sealReq, 4), ready: make(chan prepared, 1), wake: make(chan struct{}, 1)}
 	p.written.Store(written)
 	p.wg.Add(1)

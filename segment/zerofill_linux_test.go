@@ -76,7 +76,7 @@ func TestZeroFill(t *testing.T) {
 		// rotation too; the writer then rotates into it.
 		lsn := uint64(1)
 		for segs := 2; segs <= 3; segs++ {
-			next := filepath.Join(dir, prepName)
+			next := filepath.Join(dir, PreparedName)
 			deadline := time.Now().Add(10 * time.Second)
 			for zero {
 				// The preparer creates the file before it sizes it, and
@@ -139,7 +139,7 @@ func TestZeroFillGivesWayToTheWriter(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("take waited for the whole paced zero fill")
 	}
-	if hole, n := firstHole(t, filepath.Join(dir, prepName), 0); hole >= n {
+	if hole, n := firstHole(t, filepath.Join(dir, PreparedName), 0); hole >= n {
 		t.Fatalf("the taken segment was zero-filled whole (%d bytes): the fill did not stop", n)
 	}
 }
