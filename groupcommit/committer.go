@@ -4,8 +4,9 @@
 // Guarantees:
 //   - Appenders are never delayed artificially: the next batch is taken as
 //     soon as the previous fsync returns and the appenders it released have
-//     run (at most one flush's time; see awaitWoken), never by a timer
-//     (Options.MinInterval, off by default, trades latency for larger batches).
+//     run (while they keep running, at most four flushes' time; see
+//     awaitWoken), never by a timer (Options.MinInterval, off by default,
+//     trades latency for larger batches).
 //   - With SyncLocal, Append returns (and Wait releases an LSN) only after an
 //     fdatasync covering the transaction has completed (DESIGN.md §4.1).
 //   - A failed write or fsync is sticky: the transactions it covered and every
@@ -34,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,6 +168,7 @@ type Committer struct {
 		last    time.Time
 		took    time.Duration // the last flush's write and sync
 		timer   *time.Timer   // awaitWoken's
+		wake    []*waiter     // wakeWaiters'
 	}
 
 	durable atomic.Uint64 // last durable commit LSN
@@ -177,22 +180,26 @@ type Committer struct {
 	waking      atomic.Int64
 	wokenWanted atomic.Bool
 	allWoken    chan struct{}
-	// Waiters park on the channel of the flush that will make their LSN
-	// durable, so a flush wakes only the waiters it releases: one
-	// broadcast channel also woke every waiter of the batch gathering
-	// meanwhile, only for it to park again, and on a loaded machine that
-	// spurious work delayed the rest.
+	// Each waiter parks on a channel of its own, listed with the flush
+	// that will make its LSN durable; that flush sends each of its waiters
+	// a token. A channel per flush, closed to release them all, was
+	// shared by every waiter of the flush: each of them locked it twice
+	// per wait (in select, parking beside its context's channel, and again
+	// on waking), and with 256 appenders on two cores select took a fifth
+	// of the process's CPU, much of it spinning on that lock; with a
+	// channel each, an eighth (bench/README.md).
 	w struct {
 		sync.Mutex
 		// gens are the taken flushes with a commit not yet durable, in
-		// LSN order; gens[i].ch is closed once gens[i].last is durable.
+		// LSN order.
 		gens []flushGen
-		// next is for LSNs no flush has taken yet: the next take moves
-		// it into gens; nextWaiters are parked on it.
-		next        chan struct{}
-		nextWaiters int
-		// released: every channel is closed, because the committer
-		// failed or stopped.
+		// next are the waiters of LSNs no flush has taken yet: the next
+		// take moves them into gens.
+		next []*waiter
+		// spare are emptied waiter lists, for reuse.
+		spare [][]*waiter
+		// released: every waiter is released and no more park, because
+		// the committer failed or stopped.
 		released bool
 	}
 
@@ -218,7 +225,6 @@ func New(log *segment.Log, opts Options) (*Committer, error) {
 	}
 	c := &Committer{log: log, opts: opts, work: make(chan struct{}, 1), done: make(chan struct{}),
 		flushing: make(chan struct{}, 1), allWoken: make(chan struct{}, 1)}
-	c.w.next = make(chan struct{})
 	c.mu.space.L = &c.mu.Mutex
 	c.mu.nextLSN = log.NextLSN()
 	c.mu.lastTime = log.LastCommitTime()
@@ -401,9 +407,6 @@ func (c *Committer) newChunkLocked(firstLSN, txnStart uint64) *chunk {
 // Wait blocks until the transaction whose commit record has LSN lsn is
 // durable (or written, with SyncOff), the committer fails, or ctx ends.
 func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
-	// Waiters park on their flush's channel alone (and ctx's, if it has
-	// one): every further channel in the select is shared by all waiters,
-	// and its lock is taken twice per wait and wake.
 	done := ctx.Done()
 	for {
 		if c.durable.Load() >= lsn {
@@ -419,66 +422,77 @@ func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
 			}
 			return ErrClosed
 		}
-		ch := c.waitChan(lsn)
-		if ch == nil {
+		w := waiterPool.Get().(*waiter)
+		if !c.park(w, lsn) {
+			waiterPool.Put(w)
 			continue // durable, failed or stopped meanwhile
 		}
 		if done == nil {
-			<-ch
+			<-w.ch
 		} else {
 			select {
-			case <-ch:
+			case <-w.ch:
 			case <-done:
-				c.unpark(ch)
+				c.unpark(w)
 				return ctx.Err()
 			}
 		}
+		waiterPool.Put(w)
 		c.resumed()
 	}
 }
 
-// waitChan returns the channel to park on until lsn may be durable: that
-// of the first taken flush whose last commit is at or after lsn, or the
-// next take's, and counts the caller as parked on it. It returns nil if
-// lsn is durable or the committer failed or stopped (the caller looks
-// again).
-func (c *Committer) waitChan(lsn uint64) chan struct{} {
+// waiter is one parked Wait: its flush sends one token on ch (capacity 1).
+type waiter struct {
+	ch chan struct{}
+}
+
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
+
+// park lists w with the first taken flush whose last commit is at or after
+// lsn, or with the next take. It reports false if lsn is durable or the
+// committer failed or stopped (the caller looks again).
+func (c *Committer) park(w *waiter, lsn uint64) bool {
 	c.w.Lock()
 	defer c.w.Unlock()
 	if c.w.released || c.durable.Load() >= lsn {
-		return nil
+		return false
 	}
 	for i := range c.w.gens {
 		if c.w.gens[i].last >= lsn {
-			c.w.gens[i].waiters++
-			return c.w.gens[i].ch
+			c.w.gens[i].waiters = append(c.w.gens[i].waiters, w)
+			return true
 		}
 	}
-	c.w.nextWaiters++
-	return c.w.next
+	c.w.next = append(c.w.next, w)
+	return true
 }
 
-// unpark undoes waitChan's count for a waiter that leaves without being
-// woken through ch (its ctx ended).
-func (c *Committer) unpark(ch chan struct{}) {
+// unpark takes out w, whose ctx ended. If a flush released it meanwhile
+// (its token is sent or on its way), it is counted as run instead, and not
+// reused.
+func (c *Committer) unpark(w *waiter) {
 	c.w.Lock()
 	defer c.w.Unlock()
-	select {
-	case <-ch:
-		c.resumed() // closed meanwhile: counted as waking
-		return
-	default:
-	}
-	if ch == c.w.next {
-		c.w.nextWaiters--
+	if remove(&c.w.next, w) {
 		return
 	}
 	for i := range c.w.gens {
-		if c.w.gens[i].ch == ch {
-			c.w.gens[i].waiters--
+		if remove(&c.w.gens[i].waiters, w) {
 			return
 		}
 	}
+	c.resumed()
+}
+
+// remove deletes w from *list, reporting whether it was there.
+func remove(list *[]*waiter, w *waiter) bool {
+	i := slices.Index(*list, w)
+	if i < 0 {
+		return false
+	}
+	*list = slices.Delete(*list, i, i+1)
+	return true
 }
 
 // Durable returns the LSN of the last durable commit.
@@ -547,8 +561,9 @@ func (c *Committer) tryLead() bool {
 }
 
 // awaitWoken waits, before the next batch is taken, until the waiters
-// the previous flush released have all run, but no longer than budget (the
-// previous flush's duration).
+// the previous flush released have all run, for as long as they keep
+// coming: in slices of budget (the previous flush's duration), while each
+// slice sees some of them run, at most maxWokenSlices.
 //
 // A released appender that appends again at once then joins this batch
 // instead of waiting for it to end and for the one after. With 16 to 256
@@ -557,8 +572,10 @@ func (c *Committer) tryLead() bool {
 // flushes (bench/README.md). This is not an artificial delay: it waits
 // only for goroutines that are already runnable, and returns at once when
 // there are none (the single appender; a flusher woken by new appends).
-// The budget bounds it when they wait for a processor behind unrelated
-// work: an appender that misses the batch waits about one flush anyway.
+// Running 256 of them can take longer than a flush, hence the slices; a
+// slice in which none of them ran ends the wait, since they then wait for
+// a processor behind unrelated work, and an appender that misses the
+// batch waits about one flush anyway.
 func (c *Committer) awaitWoken(budget time.Duration) {
 	if c.waking.Load() <= 0 || budget <= 0 {
 		return
@@ -569,22 +586,34 @@ func (c *Committer) awaitWoken(budget time.Duration) {
 	case <-c.allWoken:
 	default:
 	}
-	if c.waking.Load() > 0 {
+	for slice := 0; slice < maxWokenSlices; slice++ {
+		left := c.waking.Load()
+		if left <= 0 {
+			break
+		}
 		if f.timer == nil {
 			f.timer = time.NewTimer(budget)
 		} else {
 			f.timer.Reset(budget)
 		}
+		woken := false
 		select {
 		case <-c.allWoken:
+			woken = true
 		case <-f.timer.C:
 		}
 		f.timer.Stop()
+		if woken || c.waking.Load() >= left {
+			break
+		}
 	}
 	c.wokenWanted.Store(false)
 	// The last of them signalled before appending again: let it.
 	runtime.Gosched()
 }
+
+// maxWokenSlices bounds awaitWoken to this many flush times.
+const maxWokenSlices = 4
 
 // resumed counts a released waiter as run, and wakes awaitWoken after the
 // last one.
@@ -597,12 +626,11 @@ func (c *Committer) resumed() {
 	}
 }
 
-// flushGen is the wake channel of one taken flush: closed when its last
-// commit LSN is durable.
+// flushGen is one taken flush with a commit: its waiters are released
+// when its last commit LSN is durable.
 type flushGen struct {
 	last    uint64
-	ch      chan struct{}
-	waiters int // parked on ch
+	waiters []*waiter
 }
 
 // syncJob is a written batch waiting for its fdatasync.
@@ -675,8 +703,11 @@ func (c *Committer) takeGenLocked(taken []*chunk) {
 	}
 	c.w.Lock()
 	if !c.w.released {
-		c.w.gens = append(c.w.gens, flushGen{last: last, ch: c.w.next, waiters: c.w.nextWaiters})
-		c.w.next, c.w.nextWaiters = make(chan struct{}), 0
+		c.w.gens = append(c.w.gens, flushGen{last: last, waiters: c.w.next})
+		c.w.next = nil
+		if n := len(c.w.spare); n > 0 {
+			c.w.next, c.w.spare = c.w.spare[n-1], c.w.spare[:n-1]
+		}
 	}
 	c.w.Unlock()
 }
@@ -706,47 +737,68 @@ func (c *Committer) finish(job syncJob) {
 }
 
 // wakeWaiters releases the waiters of every flush whose last commit is
-// now durable, or, once the committer has failed, every waiter.
+// now durable, or, once the committer has failed, every waiter. The tokens
+// are sent after c.w is unlocked, so that the first released waiters can
+// park again meanwhile.
 func (c *Committer) wakeWaiters() {
 	if c.failed.Load() != nil {
 		c.releaseAll()
 		return
 	}
 	c.w.Lock()
-	defer c.w.Unlock()
 	if c.w.released {
+		c.w.Unlock()
 		return
 	}
 	d := c.durable.Load()
 	n := 0
 	for n < len(c.w.gens) && c.w.gens[n].last <= d {
-		c.waking.Add(int64(c.w.gens[n].waiters))
-		close(c.w.gens[n].ch)
 		n++
 	}
-	if n > 0 {
-		m := copy(c.w.gens, c.w.gens[n:])
-		clear(c.w.gens[m:])
-		c.w.gens = c.w.gens[:m]
+	if n == 0 {
+		c.w.Unlock()
+		return
+	}
+	wake := c.flush.wake[:0]
+	for _, g := range c.w.gens[:n] {
+		wake = append(wake, g.waiters...)
+		c.w.spare = append(c.w.spare, g.waiters[:0])
+	}
+	m := copy(c.w.gens, c.w.gens[n:])
+	clear(c.w.gens[m:])
+	c.w.gens = c.w.gens[:m]
+	// Counted before any token is sent: a waiter's resumed follows it.
+	c.waking.Add(int64(len(wake)))
+	c.w.Unlock()
+	release(wake)
+	clear(wake)
+	c.flush.wake = wake[:0]
+}
+
+// release sends each waiter its token.
+func release(ws []*waiter) {
+	for _, w := range ws {
+		w.ch <- struct{}{}
 	}
 }
 
-// releaseAll closes every wait channel, for good: the committer failed or
+// releaseAll releases every waiter, for good: the committer failed or
 // stopped, and waiters see which in Wait.
 func (c *Committer) releaseAll() {
 	c.w.Lock()
-	defer c.w.Unlock()
 	if c.w.released {
+		c.w.Unlock()
 		return
 	}
 	c.w.released = true
+	wake := c.w.next
 	for _, g := range c.w.gens {
-		c.waking.Add(int64(g.waiters))
-		close(g.ch)
+		wake = append(wake, g.waiters...)
 	}
-	c.w.gens = nil
-	c.waking.Add(int64(c.w.nextWaiters))
-	close(c.w.next)
+	c.w.gens, c.w.next, c.w.spare = nil, nil, nil
+	c.waking.Add(int64(len(wake)))
+	c.w.Unlock()
+	release(wake)
 }
 
 func (c *Committer) setFailed(err error) {

@@ -573,9 +573,9 @@ func TestCancelledWaitersAreNotAwaited(t *testing.T) {
 	waitFor(t, func() bool {
 		c.w.Lock()
 		defer c.w.Unlock()
-		n := c.w.nextWaiters
+		n := len(c.w.next)
 		for _, g := range c.w.gens {
-			n += g.waiters
+			n += len(g.waiters)
 		}
 		return n == 8
 	})
@@ -604,5 +604,89 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached in 10s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAwaitWokenWaitsWhileWaitersArrive: a flush waits, slice after slice
+// of the previous flush's duration, while the waiters it awaits keep
+// running, and stops after a slice in which none ran. The awaited waiters
+// are stand-ins counted in c.waking.
+func TestAwaitWokenWaitsWhileWaitersArrive(t *testing.T) {
+	const slice = 100 * time.Millisecond
+	l := openLog(t, t.TempDir(), segment.Options{})
+	defer l.Close()
+	c, _ := New(l, Options{})
+	defer c.Close()
+	ctx := context.Background()
+	appendTimed := func() time.Duration {
+		t.Helper()
+		c.flushing <- struct{}{} // flush is the token holder's
+		c.flush.took = slice     // the next flush's budget
+		<-c.flushing
+		start := time.Now()
+		if _, err := c.Append(ctx, [][]byte{[]byte("x")}, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		return time.Since(start)
+	}
+
+	// Three stand-ins run one every half slice: the flush waits for all
+	// three (1.5 slices), past its first slice.
+	c.waking.Add(3)
+	go func() {
+		for range 3 {
+			time.Sleep(slice / 2)
+			c.resumed()
+		}
+	}()
+	if d := appendTimed(); d < slice*145/100 || d > slice*35/10 {
+		t.Errorf("with waiters arriving every half slice: append took %v, want about 1.5 slices (%v)", d, slice*3/2)
+	}
+	if n := c.waking.Load(); n != 0 {
+		t.Fatalf("waking = %d after all stand-ins ran", n)
+	}
+
+	// A stand-in that never runs: the flush gives up after one slice
+	// without progress, not after maxWokenSlices.
+	c.waking.Add(1)
+	defer c.waking.Add(-1)
+	if d := appendTimed(); d < slice || d > slice*25/10 {
+		t.Errorf("with a waiter that never runs: append took %v, want about one slice (%v)", d, slice)
+	}
+}
+
+// TestUnparkAfterRelease: a waiter whose context ends after its flush
+// released it is counted as run, so that the next flush does not wait
+// for it.
+func TestUnparkAfterRelease(t *testing.T) {
+	fsys := newBlockFS(make(chan struct{}, 1))
+	l := openLog(t, t.TempDir(), segment.Options{FS: fsys})
+	defer l.Close()
+	c, _ := New(l, Options{})
+	defer c.Close()
+	fsys.blocked.Store(true)
+	tk, err := c.AppendAsync(context.Background(), [][]byte{[]byte("x")}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-fsys.entered // its flush hangs in fdatasync
+	// Park a waiter by hand on that flush, then let the flush release it
+	// without the waiter running.
+	w := &waiter{ch: make(chan struct{}, 1)}
+	if !c.park(w, tk.Last) {
+		t.Fatal("park: the LSN of a flush still in fdatasync counted as durable")
+	}
+	fsys.blocked.Store(false)
+	close(fsys.release)
+	if err := c.Wait(context.Background(), tk.Last); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(w.ch) == 1 }) // its token was sent
+	if n := c.waking.Load(); n != 1 {
+		t.Fatalf("waking = %d with the released waiter not run, want 1", n)
+	}
+	c.unpark(w)
+	if n := c.waking.Load(); n != 0 {
+		t.Fatalf("waking = %d after the released waiter left, want 0", n)
 	}
 }
