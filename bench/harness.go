@@ -370,8 +370,10 @@ func runCases(ctx context.Context, cfg *config, cases []*benchCase) (*resultSet,
 			r.reps = append(r.reps, s)
 			cfg.progressf("rep %d/%d %-28s %s %s", rep, cfg.reps, r.c.name,
 				formatValue(s[r.c.primary], r.c.primary), metricUnit(r.c.primary))
-			// Settle between measurements: give the previous case's
-			// write-back and file removal a moment to leave the disk.
+			// Settle between measurements: the previous case's dirty
+			// pages go to the disk now (sync(2)), not during the next
+			// case, and its garbage is collected.
+			syncAll()
 			runtime.GC()
 		}
 	}
