@@ -41,7 +41,12 @@ type Stats struct {
 	// commit not yet acknowledged (0 when caught up).
 	LagRecords uint64
 	LagSeconds float64
-	// Records and Bytes produced (acknowledged), InFlight records.
+	// Records and Bytes produced (acknowledged). InFlight is the LSNs
+	// handed to the producer that the watermark has not passed: those of
+	// the records in its buffer (at most MaxBufferedRecords), those
+	// acknowledged behind one that is not (tables mode acknowledges out
+	// of order), and the changes of the job being produced, whose LSNs are
+	// issued together before its first record.
 	Records, Bytes uint64
 	InFlight       int
 	// Retries counts failed broker connections and writes (each is

@@ -12,7 +12,7 @@ import (
 // position only advances over a gap-free prefix of fully acknowledged LSNs,
 // and only to commit LSNs (whole transactions).
 // Memory is one entry per LSN in flight, bounded by the producer's
-// MaxBufferedRecords.
+// MaxBufferedRecords plus the job being produced (encodedJobLen changes).
 type watermark struct {
 	mu struct {
 		sync.Mutex
