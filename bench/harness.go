@@ -370,10 +370,12 @@ func runCases(ctx context.Context, cfg *config, cases []*benchCase) (*resultSet,
 			r.reps = append(r.reps, s)
 			cfg.progressf("rep %d/%d %-28s %s %s", rep, cfg.reps, r.c.name,
 				formatValue(s[r.c.primary], r.c.primary), metricUnit(r.c.primary))
-			// Settle between measurements: the previous case's dirty
-			// pages go to the disk now (sync(2)), not during the next
-			// case, and its garbage is collected.
-			syncAll()
+			// Between measurements only the previous case's garbage is
+			// collected. A sync(2) here (tried) commits the deletion of
+			// its files just before the next case starts, and on a file
+			// system mounted with discard (the project machine's) that
+			// made the 256-appender case ~30% slower in 3 of 8 full runs
+			// (none of 10 without; bench/README.md).
 			runtime.GC()
 		}
 	}
