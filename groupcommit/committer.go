@@ -23,10 +23,10 @@
 // synchronous appender leading the commit; the batch that gathered
 // meanwhile is taken whole as soon as it ends and the appenders it released
 // have run, so that those that append again at once are in it. Two
-// overlapping flushes were
-// measured worse on the project machine (bench/README.md): each fdatasync
-// took longer and burnt CPU, so batches were half as large and throughput
-// with 16 to 256 appenders was 25-35% lower.
+// overlapping flushes were measured worse on the project machine
+// (bench/README.md): each fdatasync took longer and burnt CPU, so batches
+// were half as large and throughput with 16 to 256 appenders was 25-35%
+// lower.
 package groupcommit
 
 import (
@@ -434,6 +434,9 @@ func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
 			case <-w.ch:
 			case <-done:
 				c.unpark(w)
+				if c.durable.Load() >= lsn {
+					return nil // both were ready: durable is the answer
+				}
 				return ctx.Err()
 			}
 		}
@@ -596,15 +599,22 @@ func (c *Committer) awaitWoken(budget time.Duration) {
 		} else {
 			f.timer.Reset(budget)
 		}
-		woken := false
-		select {
-		case <-c.allWoken:
-			woken = true
-		case <-f.timer.C:
+		timedOut := false
+		for !timedOut && c.waking.Load() > 0 {
+			select {
+			case <-c.allWoken: // maybe late, from an earlier wait: look again
+			case <-f.timer.C:
+				timedOut = true
+			}
 		}
-		f.timer.Stop()
-		if woken || c.waking.Load() >= left {
-			break
+		if !timedOut && !f.timer.Stop() {
+			select { // a timer channel of before Go 1.23 may hold a value
+			case <-f.timer.C:
+			default:
+			}
+		}
+		if !timedOut || c.waking.Load() >= left {
+			break // all of them ran, or none did in a whole slice
 		}
 	}
 	c.wokenWanted.Store(false)
@@ -689,10 +699,11 @@ func (c *Committer) writeLocked() (syncJob, bool) {
 	return syncJob{p: c.log.Mark(), records: records, bytes: n, start: start}, true
 }
 
-// takeGenLocked gives the waiters of the LSNs just taken the channel of
-// this flush, and later LSNs a new one. Done under c.mu, with the take, so
-// that an LSN enqueued after the take never parks on this flush. A take
-// without a commit (a stream's middle) releases nobody and keeps next.
+// takeGenLocked moves the waiters parked for the next take into a new gen
+// for this flush, and gives next an emptied list. Done under c.mu, with
+// the take, so that an LSN enqueued after the take never parks with this
+// flush. A take without a commit (a stream's middle) releases nobody and
+// keeps next.
 func (c *Committer) takeGenLocked(taken []*chunk) {
 	var last uint64
 	for _, ch := range taken {

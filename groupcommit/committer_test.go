@@ -610,48 +610,60 @@ func waitFor(t *testing.T, cond func() bool) {
 // TestAwaitWokenWaitsWhileWaitersArrive: a flush waits, slice after slice
 // of the previous flush's duration, while the waiters it awaits keep
 // running, and stops after a slice in which none ran. The awaited waiters
-// are stand-ins counted in c.waking.
+// are stand-ins counted in c.waking; awaitWoken is called as a flush calls
+// it, holding the flushing token.
 func TestAwaitWokenWaitsWhileWaitersArrive(t *testing.T) {
-	const slice = 100 * time.Millisecond
+	const slice = 200 * time.Millisecond
 	l := openLog(t, t.TempDir(), segment.Options{})
 	defer l.Close()
 	c, _ := New(l, Options{})
 	defer c.Close()
-	ctx := context.Background()
-	appendTimed := func() time.Duration {
-		t.Helper()
-		c.flushing <- struct{}{} // flush is the token holder's
-		c.flush.took = slice     // the next flush's budget
-		<-c.flushing
-		start := time.Now()
-		if _, err := c.Append(ctx, [][]byte{[]byte("x")}, time.Time{}); err != nil {
-			t.Fatal(err)
-		}
-		return time.Since(start)
-	}
+	c.flushing <- struct{}{}
+	defer func() { <-c.flushing }()
 
-	// Three stand-ins run one every half slice: the flush waits for all
-	// three (1.5 slices), past its first slice.
+	// Three stand-ins run one every half slice, the first two in the
+	// first slice and the third in the second: the wait lasts until the
+	// third (1.5 slices), past its first slice.
 	c.waking.Add(3)
+	started := make(chan struct{})
 	go func() {
+		<-started
 		for range 3 {
 			time.Sleep(slice / 2)
 			c.resumed()
 		}
 	}()
-	if d := appendTimed(); d < slice*145/100 || d > slice*35/10 {
-		t.Errorf("with waiters arriving every half slice: append took %v, want about 1.5 slices (%v)", d, slice*3/2)
-	}
-	if n := c.waking.Load(); n != 0 {
-		t.Fatalf("waking = %d after all stand-ins ran", n)
+	start := time.Now()
+	close(started)
+	c.awaitWoken(slice)
+	if d, n := time.Since(start), c.waking.Load(); n != 0 || d < slice*3/2 {
+		t.Fatalf("with waiters arriving every half slice: the wait ended after %v with %d not run, want all run after 1.5 slices (%v)", d, n, slice*3/2)
 	}
 
-	// A stand-in that never runs: the flush gives up after one slice
-	// without progress, not after maxWokenSlices.
+	// A signal sent late by the last waiter of an earlier wait (it found
+	// the count at 0, then sent after this wait began) does not end this
+	// one while its waiters have not run.
+	c.waking.Add(1)
+	go func() {
+		time.Sleep(slice / 4)
+		c.allWoken <- struct{}{}
+		time.Sleep(slice / 4)
+		c.resumed()
+	}()
+	start = time.Now()
+	c.awaitWoken(slice)
+	if d, n := time.Since(start), c.waking.Load(); n != 0 || d < slice/2 {
+		t.Fatalf("with a late signal: the wait ended after %v with %d not run, want it run after half a slice", d, n)
+	}
+
+	// A stand-in that never runs: the wait ends after one slice without
+	// progress, not after maxWokenSlices.
 	c.waking.Add(1)
 	defer c.waking.Add(-1)
-	if d := appendTimed(); d < slice || d > slice*25/10 {
-		t.Errorf("with a waiter that never runs: append took %v, want about one slice (%v)", d, slice)
+	start = time.Now()
+	c.awaitWoken(slice)
+	if d := time.Since(start); d < slice || d >= 2*slice {
+		t.Errorf("with a waiter that never runs: the wait took %v, want one slice (%v)", d, slice)
 	}
 }
 
