@@ -585,10 +585,6 @@ func (c *Committer) awaitWoken(budget time.Duration) {
 	}
 	f := &c.flush
 	c.wokenWanted.Store(true)
-	select { // a signal a previous wait gave up on
-	case <-c.allWoken:
-	default:
-	}
 	for slice := 0; slice < maxWokenSlices; slice++ {
 		left := c.waking.Load()
 		if left <= 0 {
@@ -602,7 +598,7 @@ func (c *Committer) awaitWoken(budget time.Duration) {
 		timedOut := false
 		for !timedOut && c.waking.Load() > 0 {
 			select {
-			case <-c.allWoken: // maybe late, from an earlier wait: look again
+			case <-c.allWoken: // maybe left by an earlier wait: look again
 			case <-f.timer.C:
 				timedOut = true
 			}
