@@ -16,8 +16,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/walship/walship/wal"
+	"github.com/walship/walship/change"
 )
 
 // Sealer is the optional client-side encryption of segment and snapshot
@@ -272,7 +271,7 @@ type EncodedSegment struct {
 // (wal.AppendStream), which wal.Reader skips. Covering them keeps
 // consecutive segments adjacent, so a gap between segments always means
 // missing data.
-func (a *Archive) EncodeSegment(lineage string, first uint64, txns []wal.Txn) (*EncodedSegment, error) {
+func (a *Archive) EncodeSegment(lineage string, first uint64, txns []change.Committed) (*EncodedSegment, error) {
 	if err := CheckLineage(lineage); err != nil {
 		return nil, err
 	}
@@ -399,7 +398,7 @@ func (a *Archive) FetchSegment(ctx context.Context, m SegmentManifest) ([]byte, 
 }
 
 // DecodeSegment decodes an object FetchSegment returned.
-func (a *Archive) DecodeSegment(m SegmentManifest, obj []byte) ([]wal.Txn, error) {
+func (a *Archive) DecodeSegment(m SegmentManifest, obj []byte) ([]change.Committed, error) {
 	h, body, err := parseObjectHeader(m.Key, segmentMagic, obj)
 	if err != nil {
 		return nil, err
@@ -422,7 +421,7 @@ func (a *Archive) DecodeSegment(m SegmentManifest, obj []byte) ([]wal.Txn, error
 // transactions with LSNs m.FirstLSN..m.LastLSN, in order. Errors as
 // FetchSegment's. It blocks for one download; call it concurrently to
 // prefetch.
-func (a *Archive) ReadSegment(ctx context.Context, m SegmentManifest) ([]wal.Txn, error) {
+func (a *Archive) ReadSegment(ctx context.Context, m SegmentManifest) ([]change.Committed, error) {
 	obj, err := a.FetchSegment(ctx, m)
 	if err != nil {
 		return nil, err

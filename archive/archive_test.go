@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // xorSealer is a trivial Sealer: it XORs with a key byte and prepends a
@@ -43,8 +42,8 @@ func (s xorSealer) Open(c []byte) ([]byte, error) {
 
 // mkTxns makes n transactions starting at LSN first, with varied values,
 // a restore point in the third.
-func mkTxns(first uint64, n int, t0 time.Time) []wal.Txn {
-	var out []wal.Txn
+func mkTxns(first uint64, n int, t0 time.Time) []change.Committed {
+	var out []change.Committed
 	lsn := first
 	for i := range n {
 		var cs []change.Change
@@ -60,7 +59,7 @@ func mkTxns(first uint64, n int, t0 time.Time) []wal.Txn {
 		if i == 2 {
 			cs = append(cs, change.Change{Op: change.Message, Message: &change.LogicalMessage{Prefix: RestorePointPrefix, Content: []byte("before-migration"), Transactional: true}})
 		}
-		t := wal.Txn{FirstLSN: lsn, CommitLSN: lsn + uint64(len(cs)) - 1, CommitTime: t0.Add(time.Duration(i) * time.Millisecond).UTC()}
+		t := change.Committed{FirstLSN: lsn, CommitLSN: lsn + uint64(len(cs)) - 1, CommitTime: t0.Add(time.Duration(i) * time.Millisecond).UTC()}
 		t.Header = change.TxHeader{XID: uint64(1000 + i), SourceLSN: uint64(0x1_0000_0000 + i*100)}
 		t.Changes = cs
 		out = append(out, t)
@@ -69,7 +68,7 @@ func mkTxns(first uint64, n int, t0 time.Time) []wal.Txn {
 	return out
 }
 
-func txnsEqual(t *testing.T, got, want []wal.Txn) {
+func txnsEqual(t *testing.T, got, want []change.Committed) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("got %d transactions, want %d", len(got), len(want))

@@ -359,82 +359,59 @@ func (ar *Archiver) resumePoint(ctx context.Context, ckptPos uint64, node string
 	return resume{from: 1}, nil
 }
 
-// readLoop reads the log's durable records from rs.from on and
-// assembles them into whole transactions without decoding them (only
-// each transaction's header fields and logical messages are looked at):
-// the segment plaintext holds the log's record bytes as they are. Records
-// of transactions aborted midway (wal.AppendStream) are dropped, as
-// wal.Reader does.
+// readLoop reads the log's durable transactions from rs.from on, with
+// their records undecoded (wal.Reader.NextRaw): the segment plaintext
+// holds the log's record bytes as they are. Only each transaction's header
+// fields and logical messages are looked at.
 func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *rawTxn) error {
-	l := ar.w.Log
 	from := rs.from
-	if fl := l.FirstLSN(); from < fl {
+	if fl := ar.w.FirstLSN(); from < fl {
 		if rs.strict {
 			return fmt.Errorf("archive: the archive of lineage %q ends at LSN %d but the local WAL now starts at LSN %d: "+
 				"LSNs %d..%d would be missing from the archive; refusing to leave a hole",
 				ar.opts.Lineage, from-1, fl, from, fl-1)
 		}
+		// Not strict: start at the first whole transaction retention kept.
 		from = fl
 	}
-	r, err := l.NewReader(from, true)
+	r, err := ar.w.NewReader(from, true)
 	if err != nil {
 		return fmt.Errorf("archive: open WAL reader at LSN %d: %w", from, err)
 	}
 	defer r.Close()
-	var cur *rawTxn
-	first := true
 	for {
-		rec, err := r.Next(ctx)
+		raw, err := r.NextRaw(ctx)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return fmt.Errorf("archive: WAL reader ended unexpectedly: %w", err)
 			}
 			return fmt.Errorf("archive: read WAL: %w", err)
 		}
-		if rec.Aborted {
-			if cur != nil && rec.TxnStart != cur.first {
-				return fmt.Errorf("archive: WAL abort record at LSN %d ends transaction %d inside transaction %d", rec.LSN, rec.TxnStart, cur.first)
-			}
-			cur, first = nil, false
-			continue
-		}
-		if cur == nil {
-			if rec.TxnStart != rec.LSN {
-				if first && !rs.strict {
-					continue // retention removed this transaction's start
+		cur := &rawTxn{first: raw.FirstLSN, commit: raw.CommitLSN, commitTime: raw.CommitTime, recs: raw.Records}
+		for b, lsn := raw.Records, raw.FirstLSN; len(b) > 0; lsn++ {
+			n, k := binary.Uvarint(b)
+			data := b[k : k+int(n)]
+			b = b[k+int(n):]
+			hasHdr, xid, src, op, ok := peekRecord(data)
+			if !ok || hasHdr != (cur.n == 0) || op == byte(change.Message) {
+				hdr, c, err := change.DecodeRecord(data)
+				if err != nil {
+					return fmt.Errorf("archive: WAL record at LSN %d: %w", lsn, err)
 				}
-				return fmt.Errorf("archive: WAL record at LSN %d continues transaction %d that was not read", rec.LSN, rec.TxnStart)
+				if (hdr != nil) != (cur.n == 0) {
+					return fmt.Errorf("archive: WAL record at LSN %d: transaction header misplaced", lsn)
+				}
+				if hdr != nil {
+					cur.hdr = *hdr
+				}
+				if c.Op == change.Message {
+					cur.messages = append(cur.messages, c)
+				}
+			} else if hasHdr {
+				cur.hdr.XID, cur.hdr.SourceLSN = xid, src
 			}
-			cur = &rawTxn{first: rec.LSN, recs: make([]byte, 0, 2*len(rec.Data)+8)}
-		} else if rec.TxnStart != cur.first {
-			return fmt.Errorf("archive: WAL record at LSN %d belongs to transaction %d, inside transaction %d", rec.LSN, rec.TxnStart, cur.first)
+			cur.n++
 		}
-		first = false
-		hasHdr, xid, src, op, ok := peekRecord(rec.Data)
-		if !ok || hasHdr != (cur.n == 0) || op == byte(change.Message) {
-			hdr, c, err := change.DecodeRecord(rec.Data)
-			if err != nil {
-				return fmt.Errorf("archive: WAL record at LSN %d: %w", rec.LSN, err)
-			}
-			if (hdr != nil) != (cur.n == 0) {
-				return fmt.Errorf("archive: WAL record at LSN %d: transaction header misplaced", rec.LSN)
-			}
-			if hdr != nil {
-				cur.hdr = *hdr
-			}
-			if c.Op == change.Message {
-				cur.messages = append(cur.messages, c)
-			}
-		} else if hasHdr {
-			cur.hdr.XID, cur.hdr.SourceLSN = xid, src
-		}
-		cur.recs = binary.AppendUvarint(cur.recs, uint64(len(rec.Data)))
-		cur.recs = append(cur.recs, rec.Data...)
-		cur.n++
-		if !rec.Commit {
-			continue
-		}
-		cur.commit, cur.commitTime = rec.LSN, time.Unix(0, rec.CommitTime).UTC()
 		now := time.Now()
 		ar.mu.Lock()
 		if n := len(ar.mu.seen); n == 0 || now.Sub(ar.mu.seen[n-1].at) >= seenSampleEvery {
@@ -446,12 +423,11 @@ func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *rawTxn)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		cur = nil
 	}
 }
 
 // txnSize estimates a transaction's encoded size.
-func txnSize(t *wal.Txn) int {
+func txnSize(t *change.Committed) int {
 	n := 32
 	for j := range t.Changes {
 		var hdr *change.TxHeader

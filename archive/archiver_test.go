@@ -86,29 +86,29 @@ func (nd *node) appendN(t *testing.T, base uint64, n int) {
 	}
 }
 
-func (nd *node) walTxns(t *testing.T) []wal.Txn {
+func (nd *node) walTxns(t *testing.T) []change.Committed {
 	t.Helper()
-	r, err := wal.NewReader(nd.w.Log, 1, false)
+	r, err := nd.w.NewReader(1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var out []wal.Txn
+	var out []change.Committed
 	for {
-		tx, err := r.NextTxn(context.Background())
+		tx, err := r.Next(context.Background())
 		if errors.Is(err, io.EOF) {
 			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, tx)
+		out = append(out, *tx)
 	}
 }
 
 // archivedTxns checks the lineage is whole (starts at LSN 1, no gap, no
 // problem) and returns its transactions.
-func archivedTxns(t *testing.T, a *Archive, lineage string) []wal.Txn {
+func archivedTxns(t *testing.T, a *Archive, lineage string) []change.Committed {
 	t.Helper()
 	ctx := testCtx(t)
 	c, err := a.Catalog(ctx)
@@ -125,7 +125,7 @@ func archivedTxns(t *testing.T, a *Archive, lineage string) []wal.Txn {
 	if len(l.Segments) == 0 || l.Segments[0].FirstLSN != 1 {
 		t.Fatalf("archive does not start at LSN 1: %d segments", len(l.Segments))
 	}
-	var out []wal.Txn
+	var out []change.Committed
 	for _, m := range l.Segments {
 		txns, err := a.ReadSegment(ctx, m)
 		if err != nil {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // segmentBuilder accumulates whole transactions into a segment's
@@ -77,7 +76,7 @@ func appendTxnHead(dst []byte, first uint64, n int, commit time.Time) []byte {
 }
 
 // addTxn appends a decoded transaction.
-func (b *segmentBuilder) addTxn(t *wal.Txn) error {
+func (b *segmentBuilder) addTxn(t *change.Committed) error {
 	if err := b.note(t.FirstLSN, t.CommitLSN, len(t.Changes), t.CommitTime, &t.Header); err != nil {
 		return err
 	}

@@ -74,11 +74,11 @@ func TestArchiverRefusesHole(t *testing.T) {
 	for _, m := range segs[len(segs)/2:] {
 		must(0, a.DeleteSegment(ctx, m))
 	}
-	removed, err := nd.w.Log.RemoveBefore(nd.w.Durable())
+	removed, err := nd.w.RemoveBefore(nd.w.Durable())
 	if err != nil || len(removed) == 0 {
 		t.Fatalf("RemoveBefore: %v, %v (need several segments)", removed, err)
 	}
-	if nd.w.Log.FirstLSN() <= segs[len(segs)/2].FirstLSN {
+	if nd.w.FirstLSN() <= segs[len(segs)/2].FirstLSN {
 		t.Fatalf("retention kept LSN %d; the test needs it removed", segs[len(segs)/2].FirstLSN)
 	}
 	ar2 := must(NewArchiver(a, nd.w, nd.ckpts, opts))

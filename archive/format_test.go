@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // TestPeekRecordAgreesWithDecode: the archiver's shortcut reads the same
@@ -141,14 +140,14 @@ func TestEncodeSegmentRejects(t *testing.T) {
 	cases := map[string]struct {
 		lineage string
 		first   uint64
-		txns    []wal.Txn
+		txns    []change.Committed
 	}{
 		"no transactions":   {"main", 0, nil},
 		"bad lineage":       {"Main", 0, txns},
 		"reserved lineage":  {"lineages", 0, txns},
 		"first after start": {"main", 11, txns},
-		"out of order":      {"main", 0, []wal.Txn{txns[1], txns[0]}},
-		"not whole":         {"main", 0, []wal.Txn{{FirstLSN: 10, CommitLSN: 12, Txn: change.Txn{Changes: txns[0].Changes[:1]}}}},
+		"out of order":      {"main", 0, []change.Committed{txns[1], txns[0]}},
+		"not whole":         {"main", 0, []change.Committed{{FirstLSN: 10, CommitLSN: 12, Txn: change.Txn{Changes: txns[0].Changes[:1]}}}},
 	}
 	for name, c := range cases {
 		if _, err := a.EncodeSegment(c.lineage, c.first, c.txns); err == nil {

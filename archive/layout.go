@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // Key layout (docs/ARCHIVE.md). All numbers are 16 lower-case hex digits,
@@ -302,8 +301,8 @@ func codecName(c byte) string {
 // decodeTxns decodes what appendTxns wrote and checks that the
 // transactions are whole, in LSN order, within first..last, and that the
 // last one commits at last.
-func decodeTxns(key string, b []byte, first, last uint64) ([]wal.Txn, error) {
-	var txns []wal.Txn
+func decodeTxns(key string, b []byte, first, last uint64) ([]change.Committed, error) {
+	var txns []change.Committed
 	next := first
 	off := 0
 	uv := func(what string) (uint64, error) {
@@ -341,7 +340,7 @@ func decodeTxns(key string, b []byte, first, last uint64) ([]wal.Txn, error) {
 		if n == 0 || n > last-f+1 || nsec >= 1e9 {
 			return nil, corruptf(key, "transaction at LSN %d: bad change count %d or commit time", f, n)
 		}
-		t := wal.Txn{FirstLSN: f, CommitLSN: f + n - 1, CommitTime: time.Unix(sec, int64(nsec)).UTC()}
+		t := change.Committed{FirstLSN: f, CommitLSN: f + n - 1, CommitTime: time.Unix(sec, int64(nsec)).UTC()}
 		t.Changes = make([]change.Change, 0, n)
 		for j := uint64(0); j < n; j++ {
 			l, err := uv("record length")

@@ -36,7 +36,6 @@ import (
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
-	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/internal/miniotest"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/vfs"
@@ -229,14 +228,14 @@ func (st *arState) setup(ctx context.Context, cfg *config, p arParams) error {
 	}
 	// The CDC-like workload, durable in a WAL (the archiver's input).
 	st.walDir = filepath.Join(st.dir, "wal")
-	w, _, err := wal.Open(wal.Options{Dir: st.walDir, Sync: groupcommit.SyncOff, Logger: cfg.logger})
+	w, _, err := wal.Open(wal.Options{Dir: st.walDir, Sync: wal.SyncOff, Logger: cfg.logger})
 	if err != nil {
 		return err
 	}
 	gen := newCDCGen(1)
 	var (
 		raw  int64
-		last groupcommit.Ticket
+		last wal.Ticket
 	)
 	for raw < p.walBytes {
 		t := gen.next()
@@ -265,12 +264,12 @@ func (st *arState) setup(ctx context.Context, cfg *config, p arParams) error {
 		return err
 	}
 	defer w.Close()
-	r, err := wal.NewReader(w.Log, 1, false)
+	r, err := w.NewReader(1, false)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	var batch []wal.Txn
+	var batch []change.Committed
 	size := 0
 	flush := func() error {
 		enc, err := st.a.EncodeSegment(arReadLineage, 0, batch)
@@ -294,15 +293,15 @@ func (st *arState) setup(ctx context.Context, cfg *config, p arParams) error {
 		return nil
 	}
 	for {
-		t, err := r.NextTxn(ctx)
+		t, err := r.Next(ctx)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			return err
 		}
-		batch = append(batch, t)
-		size += arTxnSize(&t)
+		batch = append(batch, *t)
+		size += arTxnSize(t)
 		if size >= arObjectBytes {
 			if err := flush(); err != nil {
 				return err
@@ -585,7 +584,7 @@ func (g *cdcGen) next() *change.Txn {
 
 // arTxnSize estimates a transaction's encoded size the way the archiver
 // does when it closes objects.
-func arTxnSize(t *wal.Txn) int {
+func arTxnSize(t *change.Committed) int {
 	n := 32
 	for j := range t.Changes {
 		var h *change.TxHeader

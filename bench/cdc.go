@@ -435,14 +435,14 @@ func (e *cdcEnv) latency(ctx context.Context) (sample, error) {
 	var h histogram
 	readDone := make(chan error, 1)
 	go func() {
-		r, err := wal.NewReader(w.Log, w.Log.FirstLSN(), true)
+		r, err := w.NewReader(w.FirstLSN(), true)
 		if err != nil {
 			readDone <- err
 			return
 		}
 		defer r.Close()
 		for i := 0; i < txns; i++ {
-			t, err := r.NextTxn(rctx)
+			t, err := r.Next(rctx)
 			if err != nil {
 				readDone <- err
 				return

@@ -28,6 +28,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/consumer"
 	"github.com/walship/walship/internal/pgtest"
@@ -130,7 +131,7 @@ func (b *kafkaBench) setup(ctx context.Context, n int) error {
 	if err := b.w.Wait(ctx, last); err != nil {
 		return err
 	}
-	rd, err := wal.NewReader(b.w.Log, 1, false)
+	rd, err := b.w.NewReader(1, false)
 	if err != nil {
 		return err
 	}
@@ -140,14 +141,14 @@ func (b *kafkaBench) setup(ctx context.Context, n int) error {
 	enc := &kafkasink.Encoder{Database: "bench", Name: "walship", Lineage: "bench"}
 	read := 0
 	for {
-		t, err := rd.NextTxn(ctx)
+		t, err := rd.Next(ctx)
 		if err != nil {
 			break
 		}
 		read++
 		b.changes += len(t.Changes)
 		b.last = t.CommitLSN
-		b.records = append(b.records, enc.OrderedRecords(&t, "bare", true)...)
+		b.records = append(b.records, enc.OrderedRecords(t, "bare", true)...)
 	}
 	if read != n {
 		return fmt.Errorf("read %d of %d transactions back", read, n)
@@ -293,7 +294,7 @@ func (b *kafkaBench) apply(ctx context.Context, kind string) (sample, error) {
 	var mu sync.Mutex
 	c, err := consumer.New(ctx, consumer.Config{Brokers: []string{b.cluster.Addr}, TopicPrefix: b.applyTopicPrefix,
 		Group: fmt.Sprintf("bench%d", id), ReplicaURL: url, Logger: b.cfg.logger,
-		OnApplied: func(txns []wal.Txn) {
+		OnApplied: func(txns []change.Committed) {
 			n := 0
 			for i := range txns {
 				n += len(txns[i].Changes)
@@ -388,7 +389,7 @@ func (b *kafkaBench) lag(ctx context.Context) (sample, error) {
 	measureFrom := time.Now().Add(500 * time.Millisecond) // warm-up
 	c, err := consumer.New(ctx, consumer.Config{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Group: prefix,
 		ReplicaURL: "sqlite://" + filepath.Join(dir, "replica.db"), Logger: b.cfg.logger,
-		OnApplied: func(txns []wal.Txn) {
+		OnApplied: func(txns []change.Committed) {
 			now := time.Now()
 			mu.Lock()
 			defer mu.Unlock()

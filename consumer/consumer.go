@@ -40,9 +40,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/replica"
-	"github.com/walship/walship/wal"
 )
 
 // Defaults.
@@ -79,7 +79,7 @@ type Config struct {
 	// OnApplied, if set, is called after each batch is committed to the
 	// replica, with the batch (not to be retained or modified). The bench
 	// measures commit-to-apply lag with it.
-	OnApplied func(txns []wal.Txn)
+	OnApplied func(txns []change.Committed)
 }
 
 // Validate checks c and fills in defaults; errors name the config keys.
@@ -243,7 +243,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// Decoding runs here, applying in its own goroutine: the replica's
 	// commit overlaps the next fetch and decode. At most two batches wait.
 	type job struct {
-		txns         []wal.Txn
+		txns         []change.Committed
 		commitOffset int64 // offset after the batch's last commit record
 	}
 	jobs := make(chan job, 2)
@@ -300,7 +300,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if d := c.position(); d > asm.Done() {
 			asm = kafkasink.NewAssembler(d)
 		}
-		var batch []wal.Txn
+		var batch []change.Committed
 		var lastCommitOffset int64 = -1
 		var hw int64 = -1
 		var next int64 = -1
@@ -358,7 +358,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 }
 
-func (c *Consumer) apply(ctx context.Context, batch []wal.Txn) error {
+func (c *Consumer) apply(ctx context.Context, batch []change.Committed) error {
 	if err := c.applier.Apply(ctx, batch); err != nil {
 		return fmt.Errorf("consumer: apply LSNs %d-%d: %w", batch[0].FirstLSN, batch[len(batch)-1].CommitLSN, err)
 	}

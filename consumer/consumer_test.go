@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/internal/pgtest"
 	"github.com/walship/walship/kafkasink"
@@ -35,20 +36,20 @@ func openWAL(dir string) (*wal.WAL, error) {
 	return w, err
 }
 
-func readWAL(t *testing.T, w *wal.WAL) []wal.Txn {
+func readWAL(t *testing.T, w *wal.WAL) []change.Committed {
 	t.Helper()
-	rd, err := wal.NewReader(w.Log, 1, false)
+	rd, err := w.NewReader(1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rd.Close()
-	var out []wal.Txn
+	var out []change.Committed
 	for {
-		txn, err := rd.NextTxn(context.Background())
+		txn, err := rd.Next(context.Background())
 		if err != nil {
 			return out
 		}
-		out = append(out, txn)
+		out = append(out, *txn)
 	}
 }
 
@@ -113,7 +114,7 @@ func waitApplied(t *testing.T, c *Consumer, lsn uint64, within time.Duration) {
 
 // applyDirect builds the expected replica: the WAL applied straight through
 // the Applier, no Kafka in between.
-func applyDirect(t *testing.T, url string, txns []wal.Txn) {
+func applyDirect(t *testing.T, url string, txns []change.Committed) {
 	t.Helper()
 	ap, err := replica.Open(context.Background(), url, replica.Options{Lineage: "L1"})
 	if err != nil {
@@ -232,7 +233,7 @@ func toU(v any) uint64 {
 
 // sameReplica checks that the replica built through Kafka equals the one
 // built straight from the WAL, and that each transaction was applied once.
-func sameReplica(t *testing.T, got, want string, txns []wal.Txn) {
+func sameReplica(t *testing.T, got, want string, txns []change.Committed) {
 	t.Helper()
 	g, glsn, gtxns := dump(t, got)
 	w, wlsn, wtxns := dump(t, want)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
@@ -54,13 +55,13 @@ func childMain(role string) int {
 		errc := make(chan error, 1)
 		go func() { errc <- s.Run(ctx) }()
 		// Count what is there, regenerate it, append the rest.
-		rd, err := wal.NewReader(w.Log, 1, false)
+		rd, err := w.NewReader(1, false)
 		if err != nil {
 			return fail(err)
 		}
 		have := 0
 		for {
-			if _, err := rd.NextTxn(ctx); err != nil {
+			if _, err := rd.Next(ctx); err != nil {
 				break
 			}
 			have++
@@ -144,7 +145,7 @@ func TestKilledManyTimes(t *testing.T) {
 	}
 	// Let both finish: the WAL reaches total transactions, the replica
 	// its last commit.
-	var txns []wal.Txn
+	var txns []change.Committed
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		txns = readOnly(t, dir)
@@ -175,25 +176,25 @@ func TestKilledManyTimes(t *testing.T) {
 	t.Logf("%d SIGKILLs, %d transactions, %d records in the topic", kills, len(txns), topicEnd(t, kc.Addr))
 }
 
-func readOnly(t *testing.T, dir string) []wal.Txn {
+func readOnly(t *testing.T, dir string) []change.Committed {
 	t.Helper()
 	l, _, err := wal.OpenReadOnly(vfs.Default, filepath.Join(dir, "wal"))
 	if err != nil {
 		return nil // not created yet
 	}
 	defer l.Close()
-	rd, err := wal.NewReader(l, 1, false)
+	rd, err := l.NewReader(1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rd.Close()
-	var out []wal.Txn
+	var out []change.Committed
 	for {
-		txn, err := rd.NextTxn(context.Background())
+		txn, err := rd.Next(context.Background())
 		if err != nil {
 			return out
 		}
-		out = append(out, txn)
+		out = append(out, *txn)
 	}
 }
 

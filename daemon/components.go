@@ -114,7 +114,7 @@ type Positions struct {
 
 // Positions returns the current positions.
 func (d *Daemon) Positions() Positions {
-	p := Positions{DurableLSN: d.wal.Durable(), FirstLSN: d.wal.Log.FirstLSN(), WALBytes: d.retention.walBytes.Load(), Sinks: map[string]uint64{}}
+	p := Positions{DurableLSN: d.wal.Durable(), FirstLSN: d.wal.FirstLSN(), WALBytes: d.retention.walBytes.Load(), Sinks: map[string]uint64{}}
 	for _, c := range d.sinkCkpts.All() {
 		p.Sinks[c.Name] = c.Pos
 	}

@@ -21,25 +21,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/walship/walship/archive"
-	"github.com/walship/walship/kafkasink"
-	"github.com/walship/walship/obs"
-	"github.com/walship/walship/pgsource"
-	"github.com/walship/walship/pitr"
-	"github.com/walship/walship/status"
 	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/kafkasink"
+	"github.com/walship/walship/obs"
+	"github.com/walship/walship/pgsource"
+	"github.com/walship/walship/pitr"
+	"github.com/walship/walship/status"
+
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/config"
-	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/httpsource"
 	"github.com/walship/walship/internal/httpx"
 	"github.com/walship/walship/internal/secret"
-	"github.com/walship/walship/segment"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
@@ -125,11 +124,11 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 	if err := cfg.ForRun(); err != nil {
 		return nil, err
 	}
-	sm, err := groupcommit.ParseSyncMode(cfg.WAL.Sync)
+	sm, err := wal.ParseSyncMode(cfg.WAL.Sync)
 	if err != nil {
 		return nil, err
 	}
-	codec, err := segment.ParseCodec(cfg.WAL.Compression)
+	codec, err := wal.ParseCompression(cfg.WAL.Compression)
 	if err != nil {
 		return nil, err
 	}
@@ -313,8 +312,8 @@ func boolInt(b bool) int {
 // torn tail, or the directory was restored from an older copy. Appending
 // would give new transactions LSNs that consumers and the archive already
 // hold for other ones — a divergent history they would deduplicate away.
-func checkNotBehindSinks(w *wal.WAL, sinks *checkpoint.Store, rep *segment.RecoveryReport) error {
-	end := w.Log.Visible()
+func checkNotBehindSinks(w *wal.WAL, sinks *checkpoint.Store, rep *wal.RecoveryReport) error {
+	end := w.Visible()
 	for _, c := range sinks.All() {
 		if c.Pos <= end {
 			continue
@@ -325,7 +324,7 @@ func checkNotBehindSinks(w *wal.WAL, sinks *checkpoint.Store, rep *segment.Recov
 		}
 		return fmt.Errorf("wal.dir %s ends at LSN %d, but sink %q has already shipped up to LSN %d: %s lost acknowledged records "+
 			"(a damaged tail taken for a torn write, or an older copy of the directory). walship will not reuse those LSNs. "+
-			"Restore the log from the archive (walreplay) or start a new lineage in a fresh wal.dir", w.Log.Dir(), end, c.Name, c.Pos, what)
+			"Restore the log from the archive (walreplay) or start a new lineage in a fresh wal.dir", w.Dir(), end, c.Name, c.Pos, what)
 	}
 	return nil
 }

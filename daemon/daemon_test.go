@@ -3,13 +3,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"github.com/walship/walship/archive"
-	"github.com/walship/walship/checkpoint"
-	"github.com/walship/walship/internal/logx"
-	"github.com/walship/walship/kafkasink"
-	"github.com/walship/walship/kafkasink/kafkatest"
-	"github.com/walship/walship/replica"
-	"github.com/walship/walship/vfs"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +11,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/internal/logx"
+	"github.com/walship/walship/kafkasink"
+	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/replica"
+	"github.com/walship/walship/vfs"
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/config"
@@ -91,13 +92,13 @@ func logIDs(t *testing.T, dir string) []int64 {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	r, err := wal.NewReader(l, l.FirstLSN(), false)
+	r, err := l.NewReader(l.FirstLSN(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ids []int64
 	for {
-		txn, err := r.NextTxn(context.Background())
+		txn, err := r.Next(context.Background())
 		if err == io.EOF {
 			return ids
 		}
@@ -185,7 +186,7 @@ func TestRetentionFollowsSinks(t *testing.T) {
 	if err := d.wal.Wait(ctx, 2000); err != nil {
 		t.Fatal(err)
 	}
-	nsegs := len(d.wal.Log.Segments())
+	nsegs := len(d.wal.Segments())
 	if nsegs < 5 {
 		t.Fatalf("only %d segments", nsegs)
 	}
@@ -197,33 +198,33 @@ func TestRetentionFollowsSinks(t *testing.T) {
 	if err := d.retention.once(); err != nil {
 		t.Fatal(err)
 	}
-	if got := len(d.wal.Log.Segments()); got != nsegs {
+	if got := len(d.wal.Segments()); got != nsegs {
 		t.Fatalf("removed segments while a sink is at 0: %d -> %d", nsegs, got)
 	}
 	d.sinkCkpts.Set(ctx, "kafka", 700, nil)
 	if err := d.retention.once(); err != nil {
 		t.Fatal(err)
 	}
-	segs := d.wal.Log.Segments()
+	segs := d.wal.Segments()
 	if len(segs) >= nsegs || segs[0].BaseLSN > 701 || (len(segs) > 1 && segs[1].BaseLSN <= 701) {
 		t.Fatalf("after sinks at 700/1500: segments start at %d (%d left of %d)", segs[0].BaseLSN, len(segs), nsegs)
 	}
 
 	// Over the bound with policy keep: nothing a sink needs goes; reported.
 	d.retention.cfg.MaxBytes = 2 << 20
-	before := len(d.wal.Log.Segments())
+	before := len(d.wal.Segments())
 	if err := d.retention.once(); err != nil {
 		t.Fatal(err)
 	}
-	if len(d.wal.Log.Segments()) != before || !d.retention.overLimit.Load() {
-		t.Fatalf("keep: segments %d -> %d, overLimit %v", before, len(d.wal.Log.Segments()), d.retention.overLimit.Load())
+	if len(d.wal.Segments()) != before || !d.retention.overLimit.Load() {
+		t.Fatalf("keep: segments %d -> %d, overLimit %v", before, len(d.wal.Segments()), d.retention.overLimit.Load())
 	}
 	// Policy drop: removed down to the bound, counted as forced.
 	d.retention.cfg.RetentionPolicy = "drop"
 	if err := d.retention.once(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(d.wal.Log.Segments()); n >= before || d.retention.forcedDrop.Load() == 0 {
+	if n := len(d.wal.Segments()); n >= before || d.retention.forcedDrop.Load() == 0 {
 		t.Fatalf("drop: segments %d -> %d, forced %d", before, n, d.retention.forcedDrop.Load())
 	}
 	if d.retention.walBytes.Load() > 2<<20 {

@@ -4,14 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/config"
-	"github.com/walship/walship/segment"
 	"github.com/walship/walship/wal"
 )
 
@@ -64,7 +61,7 @@ func (r *retention) run(ctx context.Context) error {
 
 // once applies the policy one time.
 func (r *retention) once() error {
-	l := r.w.Log
+	l := r.w
 	pos, holder, constrained := r.ckpts.Min()
 	if constrained && pos > 0 {
 		names, err := l.RemoveBefore(pos + 1)
@@ -76,7 +73,7 @@ func (r *retention) once() error {
 			r.log.Debug("retention removed segments", "count", len(names), "below_lsn", pos+1)
 		}
 	}
-	size, err := walBytes(r.cfg.Dir)
+	size, err := wal.DiskBytes(r.cfg.Dir)
 	if err != nil {
 		return err
 	}
@@ -106,7 +103,7 @@ func (r *retention) once() error {
 				r.log.Error("wal.max_bytes reached: removed segments a sink still needed (wal.retention_policy: drop)",
 					"sink", holder, "sink_position", pos, "lost_lsns", fmt.Sprintf("%d..%d", segs[0].BaseLSN, next-1))
 			}
-			if size, err = walBytes(r.cfg.Dir); err != nil {
+			if size, err = wal.DiskBytes(r.cfg.Dir); err != nil {
 				return err
 			}
 		}
@@ -122,24 +119,4 @@ func (r *retention) once() error {
 			"durable_lsn", r.w.Durable())
 	}
 	return nil
-}
-
-// walBytes is the size on disk of the segment files in dir.
-func walBytes(dir string) (int64, error) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, e := range ents {
-		if _, ok := segment.ParseSegmentName(e.Name()); !ok {
-			continue
-		}
-		fi, err := os.Stat(filepath.Join(dir, e.Name()))
-		if err != nil {
-			continue // removed meanwhile
-		}
-		n += fi.Size()
-	}
-	return n, nil
 }

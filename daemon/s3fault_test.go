@@ -82,7 +82,7 @@ func TestArchiveSurvivesS3Outage(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Retention (every 2 s) follows the archive's checkpoint.
-	for r.d.wal.Log.FirstLSN() == 1 && len(r.d.wal.Log.Segments()) > 1 {
+	for r.d.wal.FirstLSN() == 1 && len(r.d.wal.Segments()) > 1 {
 		if time.Now().After(deadline) {
 			t.Fatalf("local retention removed nothing although the archive passed LSN %d", last)
 		}

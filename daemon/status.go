@@ -2,12 +2,13 @@ package daemon
 
 import (
 	"context"
-	"github.com/walship/walship/kafkasink"
 	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/walship/walship/kafkasink"
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
@@ -90,8 +91,8 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 	started := time.Now()
 	status.Register(mux, func(ctx context.Context) (status.Snapshot, error) {
 		snap := status.Snapshot{Title: "walship run", Role: "primary", Host: host, Version: Version(), Started: started}
-		segs := d.wal.Log.Segments()
-		snap.WAL = &status.WAL{Dir: d.cfg.WAL.Dir, FirstLSN: d.wal.Log.FirstLSN(), VisibleLSN: d.wal.Durable(),
+		segs := d.wal.Segments()
+		snap.WAL = &status.WAL{Dir: d.cfg.WAL.Dir, FirstLSN: d.wal.FirstLSN(), VisibleLSN: d.wal.Durable(),
 			Segments: len(segs), SizeBytes: d.retention.walBytes.Load()}
 		durable := d.wal.Durable()
 		switch {

@@ -39,7 +39,6 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/wal"
 )
 
@@ -128,7 +127,7 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 	// Queue every transaction, then wait once for the last: the group
 	// committer makes them durable together. Queuing is not cancelled by
 	// the client going away, so a request is never cut in half.
-	tickets := make([]groupcommit.Ticket, 0, len(txns))
+	tickets := make([]wal.Ticket, 0, len(txns))
 	for i := range txns {
 		t, err := s.w.AppendAsync(context.WithoutCancel(r.Context()), &txns[i])
 		if err != nil {
@@ -213,7 +212,7 @@ func (t *errTracker) Read(p []byte) (int, error) {
 }
 
 // appendAck appends the acknowledgement line of `walship append`.
-func appendAck(buf []byte, t groupcommit.Ticket) []byte {
+func appendAck(buf []byte, t wal.Ticket) []byte {
 	buf = append(buf, `{"lsn":`...)
 	buf = strconv.AppendUint(buf, t.Last, 10)
 	buf = append(buf, `,"commit_time":"`...)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/wal"
 )
 
@@ -41,23 +42,23 @@ func post(t *testing.T, url, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func readAll(t *testing.T, w *wal.WAL) []wal.Txn {
+func readAll(t *testing.T, w *wal.WAL) []change.Committed {
 	t.Helper()
-	r, err := wal.NewReader(w.Log, w.Log.FirstLSN(), false)
+	r, err := w.NewReader(w.FirstLSN(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var out []wal.Txn
+	var out []change.Committed
 	for {
-		txn, err := r.NextTxn(context.Background())
+		txn, err := r.Next(context.Background())
 		if err == io.EOF {
 			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, txn)
+		out = append(out, *txn)
 	}
 }
 

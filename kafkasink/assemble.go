@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // ErrGap is wrapped by the error Assembler.Add returns when a transaction
@@ -35,7 +34,7 @@ var ErrGap = errors.New("kafkasink: gap in the ordered stream")
 // Assembler is not safe for concurrent use.
 type Assembler struct {
 	done    uint64 // commit LSN of the last transaction completed
-	cur     *wal.Txn
+	cur     *change.Committed
 	next    uint64 // the LSN cur expects next
 	Skipped uint64 // records skipped as duplicates or orphans
 }
@@ -50,7 +49,7 @@ func (a *Assembler) Done() uint64 { return a.done }
 
 // Add takes the next record's event and returns a transaction when it
 // completes one. The returned transaction owns ev's change.
-func (a *Assembler) Add(ev *Event) (txn wal.Txn, complete bool, err error) {
+func (a *Assembler) Add(ev *Event) (txn change.Committed, complete bool, err error) {
 	if ev.Tombstone {
 		return txn, false, nil
 	}
@@ -63,7 +62,7 @@ func (a *Assembler) Add(ev *Event) (txn wal.Txn, complete bool, err error) {
 		if a.done > 0 && ev.FirstLSN > a.done+1 {
 			return txn, false, fmt.Errorf("%w: after commit LSN %d the next transaction starts at LSN %d", ErrGap, a.done, ev.FirstLSN)
 		}
-		a.cur = &wal.Txn{FirstLSN: ev.FirstLSN, CommitLSN: ev.CommitLSN, CommitTime: ev.CommitTime,
+		a.cur = &change.Committed{FirstLSN: ev.FirstLSN, CommitLSN: ev.CommitLSN, CommitTime: ev.CommitTime,
 			Txn: change.Txn{Header: ev.Header}}
 	case a.cur != nil && a.cur.FirstLSN == ev.FirstLSN && ev.LSN == a.next:
 	default:

@@ -10,7 +10,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // Header keys carried by every record (values are decimal text, except the
@@ -64,7 +63,7 @@ type txnCache struct {
 // txnParts returns the formatted per-transaction parts for t, formatting
 // them only when t differs from the last transaction in any field they
 // come from.
-func (e *Encoder) txnParts(t *wal.Txn) *txnCache {
+func (e *Encoder) txnParts(t *change.Committed) *txnCache {
 	c := &e.tc
 	h := &t.Header
 	if c.valid && c.firstLSN == t.FirstLSN && c.commitLSN == t.CommitLSN && c.commitTime.Equal(t.CommitTime) &&
@@ -135,7 +134,7 @@ func (e *Encoder) txnParts(t *wal.Txn) *txnCache {
 
 // position says where change i of txn is.
 type position struct {
-	txn          *wal.Txn
+	txn          *change.Committed
 	index        int // in txn.Changes
 	tableOrdinal int // 1-based among the changes of the same table in txn
 }
@@ -249,7 +248,7 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 
 // appendTxnID writes transaction.id: Debezium's "<txId>:<lsn>" when the
 // source gave both, else "walship:<commit LSN>" (unique within a lineage).
-func appendTxnID(dst []byte, t *wal.Txn) []byte {
+func appendTxnID(dst []byte, t *change.Committed) []byte {
 	dst = append(dst, '"')
 	if t.Header.XID != 0 && t.Header.SourceLSN != 0 {
 		dst = strconv.AppendUint(dst, t.Header.XID, 10)
@@ -666,7 +665,7 @@ func cutPrefix(s, prefix string) (string, bool) {
 // (topic OrderedTopic(prefix), partition 0, tombstones after deletes if
 // asked): the same keys, values and headers. The bench gives them to a bare
 // producer as the reference.
-func (e *Encoder) OrderedRecords(t *wal.Txn, prefix string, tombstones bool) []*kgo.Record {
+func (e *Encoder) OrderedRecords(t *change.Committed, prefix string, tombstones bool) []*kgo.Record {
 	topic := OrderedTopic(prefix)
 	commit := []byte(strconv.FormatUint(t.CommitLSN, 10))
 	first := []byte(strconv.FormatUint(t.FirstLSN, 10))

@@ -7,7 +7,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/kafkasink/kafkatest"
-	"github.com/walship/walship/wal"
 )
 
 func fuzzRecord(value []byte) *kgo.Record {
@@ -25,7 +24,7 @@ func FuzzDecode(f *testing.F) {
 		for len(ct.Changes) < 3 {
 			ct.Changes = append(ct.Changes, wl.Next().Changes...)
 		}
-		txn := wal.Txn{FirstLSN: 1, CommitLSN: uint64(len(ct.Changes)), CommitTime: time.Unix(5, 6).UTC(), Txn: ct}
+		txn := change.Committed{FirstLSN: 1, CommitLSN: uint64(len(ct.Changes)), CommitTime: time.Unix(5, 6).UTC(), Txn: ct}
 		f.Add(enc.AppendValue(nil, position{txn: &txn, index: 1, tableOrdinal: 1}))
 	}
 	f.Fuzz(func(t *testing.T, value []byte) {
@@ -34,7 +33,7 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		c := ev.Change
-		txn := wal.Txn{FirstLSN: 1, CommitLSN: 3, CommitTime: ev.CommitTime, Txn: change.Txn{Header: ev.Header, Changes: []change.Change{c, c, c}}}
+		txn := change.Committed{FirstLSN: 1, CommitLSN: 3, CommitTime: ev.CommitTime, Txn: change.Txn{Header: ev.Header, Changes: []change.Change{c, c, c}}}
 		if txn.Validate() != nil || ev.CommitTime.Year() < 0 || ev.CommitTime.Year() > 9999 {
 			return
 		}

@@ -163,7 +163,7 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 		}
 	}
 
-	rd, err := newTxnReader(s.w.Log, pos+1, true)
+	rd, err := s.w.NewReader(pos+1, true)
 	if err != nil {
 		return fmt.Errorf("kafkasink: open WAL reader at %d: %w", pos+1, err)
 	}
@@ -254,7 +254,7 @@ func (s *Sink) clientOptions() ([]kgo.Opt, error) {
 
 // produceLoop reads transactions and hands their records to the producer
 // until runCtx ends or reading fails.
-func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *txnReader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc) error {
+func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *wal.Reader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc) error {
 	jobs := &jobPool{produceCtx: produceCtx, ordered: s.cfg.Mode == ModeOrdered}
 	promise := func(r *kgo.Record, err error) {
 		// The LSN is the first header (set below): parsing it back costs
@@ -326,7 +326,7 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 
 // span is a range of one transaction's changes within a job.
 type span struct {
-	txn      *wal.Txn
+	txn      *change.Committed
 	from, to int
 }
 
@@ -412,7 +412,7 @@ const (
 // the same jobs, in LSN order, to out. A job is handed on when it is full,
 // before a topic must be created, and whenever the reader has caught up with
 // the durable end of the WAL, so records never wait for more data.
-func (s *Sink) readLoop(ctx context.Context, rd *txnReader, topics *topicCache, jobs *jobPool, out chan<- *encJob) error {
+func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache, jobs *jobPool, out chan<- *encJob) error {
 	workers := min(max(runtime.GOMAXPROCS(0), 1), 4)
 	work := make(chan *encJob, encodedJobs)
 	var wg sync.WaitGroup
@@ -456,7 +456,7 @@ func (s *Sink) readLoop(ctx context.Context, rd *txnReader, topics *topicCache, 
 	}
 	counts := map[change.Table]int32{}
 	for {
-		txn, err := rd.next(ctx)
+		txn, err := rd.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, io.EOF) {
 				return nil

@@ -55,20 +55,20 @@ func (e *env) append(wl *kafkatest.Workload, n int) {
 }
 
 // walTxns reads the whole WAL.
-func (e *env) walTxns() []wal.Txn {
+func (e *env) walTxns() []change.Committed {
 	e.t.Helper()
-	rd, err := wal.NewReader(e.w.Log, 1, false)
+	rd, err := e.w.NewReader(1, false)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	defer rd.Close()
-	var out []wal.Txn
+	var out []change.Committed
 	for {
-		txn, err := rd.NextTxn(context.Background())
+		txn, err := rd.Next(context.Background())
 		if err != nil {
 			break
 		}
-		out = append(out, txn)
+		out = append(out, *txn)
 	}
 	return out
 }
@@ -115,10 +115,10 @@ func startCluster(t *testing.T) *kafkatest.Cluster {
 }
 
 // rebuild decodes the ordered topic's records and assembles transactions.
-func rebuild(t *testing.T, recs []*kgo.Record) []wal.Txn {
+func rebuild(t *testing.T, recs []*kgo.Record) []change.Committed {
 	t.Helper()
 	a := NewAssembler(0)
-	var out []wal.Txn
+	var out []change.Committed
 	for _, r := range recs {
 		ev, err := Decode(r)
 		if err != nil {
@@ -135,7 +135,7 @@ func rebuild(t *testing.T, recs []*kgo.Record) []wal.Txn {
 	return out
 }
 
-func sameTxns(t *testing.T, got, want []wal.Txn) {
+func sameTxns(t *testing.T, got, want []change.Committed) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("got %d transactions, want %d", len(got), len(want))
@@ -149,7 +149,7 @@ func sameTxns(t *testing.T, got, want []wal.Txn) {
 }
 
 // recordCount is how many records the ordered topic gets for txns.
-func recordCount(txns []wal.Txn, tombstones bool) int {
+func recordCount(txns []change.Committed, tombstones bool) int {
 	n := 0
 	for _, t := range txns {
 		for _, c := range t.Changes {

@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/kafkasink/kafkatest"
-	"github.com/walship/walship/wal"
 )
 
 func TestWatermarkOutOfOrderAcks(t *testing.T) {
@@ -112,7 +111,7 @@ func TestEncodeDecodeEveryKind(t *testing.T) {
 	var kinds int
 	for range 500 {
 		ct := wl.Next()
-		txn := wal.Txn{FirstLSN: lsn, CommitLSN: lsn + uint64(len(ct.Changes)) - 1, CommitTime: time.Unix(1700000000, 123456789).UTC(), Txn: ct}
+		txn := change.Committed{FirstLSN: lsn, CommitLSN: lsn + uint64(len(ct.Changes)) - 1, CommitTime: time.Unix(1700000000, 123456789).UTC(), Txn: ct}
 		lsn = txn.CommitLSN + 1
 		for i := range txn.Changes {
 			c := &txn.Changes[i]
@@ -148,7 +147,7 @@ func TestEncodeDecodeEveryKind(t *testing.T) {
 	mixed := change.ArrayValue(change.IntValue(1), change.NullValue(), change.TextValue("x"), num, change.BytesValue([]byte("hi")),
 		change.ArrayValue(change.FloatValue(2.25), ts, change.ArrayValue()), js, change.UnknownValue("tsvector", "'a':1"), change.BoolValue(true))
 	mc := change.Change{Table: kafkatest.Kinds, Op: change.Insert, After: change.Row{{Name: "m", Value: mixed}, {Name: "plain", Value: change.ArrayValue(change.IntValue(1), change.TextValue("y"))}}}
-	mtxn := wal.Txn{FirstLSN: 1, CommitLSN: 1, Txn: change.Txn{Changes: []change.Change{mc}}}
+	mtxn := change.Committed{FirstLSN: 1, CommitLSN: 1, Txn: change.Txn{Changes: []change.Change{mc}}}
 	mr := &kgo.Record{Value: enc.AppendValue(nil, position{txn: &mtxn}), Headers: []kgo.RecordHeader{{Key: HeaderLSN, Value: []byte("1")}, {Key: HeaderCommitLSN, Value: []byte("1")}, {Key: HeaderTxnFirstLSN, Value: []byte("1")}}}
 	if ev, err := Decode(mr); err != nil || !ev.Change.Equal(&mc) {
 		t.Fatalf("mixed arrays: %v\n got %+v\nwant %+v\nvalue %s", err, ev.Change, mc, mr.Value)
@@ -156,7 +155,7 @@ func TestEncodeDecodeEveryKind(t *testing.T) {
 
 	// An empty row is not an absent one.
 	c := change.Change{Table: kafkatest.Accounts, Op: change.Insert, After: change.Row{}}
-	txn := wal.Txn{FirstLSN: 1, CommitLSN: 1, Txn: change.Txn{Changes: []change.Change{c}}}
+	txn := change.Committed{FirstLSN: 1, CommitLSN: 1, Txn: change.Txn{Changes: []change.Change{c}}}
 	r := &kgo.Record{Value: enc.AppendValue(nil, position{txn: &txn}), Headers: []kgo.RecordHeader{{Key: HeaderLSN, Value: []byte("1")}, {Key: HeaderCommitLSN, Value: []byte("1")}, {Key: HeaderTxnFirstLSN, Value: []byte("1")}}}
 	ev, err := Decode(r)
 	if err != nil || ev.Change.After == nil || len(ev.Change.After) != 0 || ev.Change.Key != nil {
@@ -254,8 +253,8 @@ func TestEncoderReuseMatchesFresh(t *testing.T) {
 	base := time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)
 	// Each transaction differs from the one before in exactly one field the
 	// per-transaction parts come from.
-	var txns []wal.Txn
-	prev := wal.Txn{FirstLSN: 1, CommitLSN: 3, CommitTime: base, Txn: wl.Next()}
+	var txns []change.Committed
+	prev := change.Committed{FirstLSN: 1, CommitLSN: 3, CommitTime: base, Txn: wl.Next()}
 	for i := range 400 {
 		t := prev
 		t.Changes = wl.Next().Changes

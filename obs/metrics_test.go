@@ -91,10 +91,10 @@ func TestWALMetricsMoveUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	if err := m.WatchWAL(w.Log); err != nil {
+	if err := m.WatchWAL(w); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.WatchWAL(w.Log); err == nil {
+	if err := m.WatchWAL(w); err == nil {
 		t.Fatal("second WatchWAL accepted")
 	}
 	srv := httptest.NewServer(m.Mux())

@@ -170,23 +170,23 @@ func (e *env) catchUp(r *running, timeout time.Duration) {
 	}
 }
 
-func readLog(t testing.TB, w *wal.WAL) []wal.Txn {
+func readLog(t testing.TB, w *wal.WAL) []change.Committed {
 	t.Helper()
-	r, err := wal.NewReader(w.Log, w.Log.FirstLSN(), false)
+	r, err := w.NewReader(w.FirstLSN(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var out []wal.Txn
+	var out []change.Committed
 	for {
-		txn, err := r.NextTxn(context.Background())
+		txn, err := r.Next(context.Background())
 		if errors.Is(err, io.EOF) {
 			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, txn)
+		out = append(out, *txn)
 	}
 }
 
@@ -206,7 +206,7 @@ func keyString(r change.Row, cols []string) string {
 
 // replay applies the log's changes as an upserting applier would. pks
 // gives each table's key columns.
-func replay(t testing.TB, txns []wal.Txn, pks map[string][]string) model {
+func replay(t testing.TB, txns []change.Committed, pks map[string][]string) model {
 	m := model{}
 	for _, txn := range txns {
 		for _, c := range txn.Changes {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/internal/pgtest"
 	"github.com/walship/walship/vfs"
@@ -201,7 +202,7 @@ func refTxns(t *testing.T, dsn string) []refTxn {
 // streamed transactions are exactly the source's first N, in commit order,
 // once each; every source transaction at or below the slot's confirmed
 // flush LSN is among them. With complete, N must be all of them.
-func checkLog(t *testing.T, dir, dsn string, complete bool) []wal.Txn {
+func checkLog(t *testing.T, dir, dsn string, complete bool) []change.Committed {
 	t.Helper()
 	ref := refTxns(t, dsn)
 	ctx := context.Background()
@@ -220,22 +221,22 @@ func checkLog(t *testing.T, dir, dsn string, complete bool) []wal.Txn {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	var txns []wal.Txn
-	r, err := wal.NewReader(l, l.FirstLSN(), false)
+	var txns []change.Committed
+	r, err := l.NewReader(l.FirstLSN(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	var xids []uint64
 	for {
-		txn, err := r.NextTxn(ctx)
+		txn, err := r.Next(ctx)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		txns = append(txns, txn)
+		txns = append(txns, *txn)
 		if txn.Header.SourceLSN != 0 {
 			xids = append(xids, txn.Header.XID)
 		}

@@ -222,15 +222,15 @@ func (s *Source) recover(ctx context.Context) error {
 		s.ckptPos = c.Pos
 	}
 	s.floor = s.state.SourceLSN
-	s.ckptPos = max(s.ckptPos, s.w.Log.FirstLSN())
-	r, err := wal.NewReader(s.w.Log, s.ckptPos, false)
+	s.ckptPos = max(s.ckptPos, s.w.FirstLSN())
+	r, err := s.w.NewReader(s.ckptPos, false)
 	if err != nil {
 		return fmt.Errorf("pgsource: scan the log for transactions already captured: %w", err)
 	}
 	defer r.Close()
 	end := s.ckptPos
 	for {
-		t, err := r.NextTxn(ctx)
+		t, err := r.Next(ctx)
 		if errors.Is(err, io.EOF) {
 			break
 		}

@@ -10,7 +10,6 @@ import (
 	"os"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/wal"
 )
 
@@ -126,22 +125,22 @@ func (b *txnBuf) close() {
 // (wal.WAL.AppendStream): it holds the log exclusively while next yields the
 // changes and never exposes part of a transaction.
 type streamAppender interface {
-	AppendStream(ctx context.Context, hdr change.TxHeader, next func() (*change.Change, error)) (groupcommit.Ticket, error)
+	AppendStream(ctx context.Context, hdr change.TxHeader, next func() (*change.Change, error)) (wal.Ticket, error)
 }
 
 // appendTo queues the transaction in w without waiting for durability. A
 // spilled transaction is streamed from its file through AppendStream when
 // the WAL has it; otherwise it is read back into memory first.
-func (b *txnBuf) appendTo(ctx context.Context, w *wal.WAL) (groupcommit.Ticket, error) {
+func (b *txnBuf) appendTo(ctx context.Context, w *wal.WAL) (wal.Ticket, error) {
 	if b.spill == nil {
 		txn := change.Txn{Header: b.hdr, Changes: b.changes}
 		return w.AppendAsync(ctx, &txn)
 	}
 	if err := b.bw.Flush(); err != nil {
-		return groupcommit.Ticket{}, fmt.Errorf("spill transaction %d: %w", b.hdr.XID, err)
+		return wal.Ticket{}, fmt.Errorf("spill transaction %d: %w", b.hdr.XID, err)
 	}
 	if _, err := b.spill.Seek(0, io.SeekStart); err != nil {
-		return groupcommit.Ticket{}, err
+		return wal.Ticket{}, err
 	}
 	br := bufio.NewReaderSize(b.spill, 1<<20)
 	var buf []byte
@@ -182,7 +181,7 @@ func (b *txnBuf) appendTo(ctx context.Context, w *wal.WAL) (groupcommit.Ticket, 
 			break
 		}
 		if err != nil {
-			return groupcommit.Ticket{}, err
+			return wal.Ticket{}, err
 		}
 		txn.Changes = append(txn.Changes, *c)
 	}

@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/walship/walship/archive"
-	"github.com/walship/walship/wal"
+	"github.com/walship/walship/change"
 )
 
 // ArchiveSource is the Source of an *archive.Archive: it converts the
@@ -102,7 +102,7 @@ func (s *ArchiveSource) FetchSegment(ctx context.Context, g Segment) ([]byte, er
 }
 
 // DecodeSegment decodes an object FetchSegment returned.
-func (s *ArchiveSource) DecodeSegment(g Segment, obj []byte) ([]wal.Txn, error) {
+func (s *ArchiveSource) DecodeSegment(g Segment, obj []byte) ([]change.Committed, error) {
 	m, err := s.segment(g)
 	if err != nil {
 		return nil, err

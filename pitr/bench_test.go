@@ -10,7 +10,6 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // benchArchive stores segs segments of per one-change transactions
@@ -27,10 +26,10 @@ func benchArchive(b *testing.B, segs, per int) (*ArchiveSource, int64) {
 	var raw int64
 	pad := strings.Repeat("x", 150)
 	for s := 0; s < segs; s++ {
-		txns := make([]wal.Txn, per)
+		txns := make([]change.Committed, per)
 		for i := range txns {
 			id := int64(s*per + i)
-			txns[i] = wal.Txn{FirstLSN: lsn, CommitLSN: lsn, CommitTime: t0.Add(time.Duration(id) * time.Millisecond),
+			txns[i] = change.Committed{FirstLSN: lsn, CommitLSN: lsn, CommitTime: t0.Add(time.Duration(id) * time.Millisecond),
 				Txn: change.Txn{Header: change.TxHeader{XID: uint64(id + 1)}, Changes: []change.Change{{
 					Table: change.Table{Schema: "public", Name: "t"}, Op: change.Insert,
 					Key:   change.Row{{Name: "id", Value: change.IntValue(id % 5000)}},

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/walship/walship/wal"
+	"github.com/walship/walship/change"
 )
 
 // Segment is what planning needs of one archived segment object: its
@@ -84,7 +84,7 @@ type Source interface {
 	// the manifest.
 	FetchSegment(ctx context.Context, s Segment) ([]byte, error)
 	// DecodeSegment decodes an object FetchSegment returned.
-	DecodeSegment(s Segment, obj []byte) ([]wal.Txn, error)
+	DecodeSegment(s Segment, obj []byte) ([]change.Committed, error)
 	// GetSnapshot downloads and verifies s into the new file dst.
 	GetSnapshot(ctx context.Context, s Snapshot, dst string) error
 }

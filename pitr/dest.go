@@ -11,8 +11,8 @@ import (
 
 	_ "modernc.org/sqlite" // driver "sqlite", to settle a restored file
 
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/replica"
-	"github.com/walship/walship/wal"
 )
 
 // RestoreOptions configure Restore.
@@ -72,7 +72,7 @@ func Restore(ctx context.Context, src Source, plan *Plan, url string, opts Resto
 				// or nothing, with the position.
 				txn, err := snapshotTxn(ctx, snap)
 				if err == nil {
-					err = app.Apply(ctx, []wal.Txn{txn})
+					err = app.Apply(ctx, []change.Committed{txn})
 				}
 				if err != nil {
 					app.Close()

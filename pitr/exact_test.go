@@ -15,7 +15,6 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/internal/pgtest"
 	"github.com/walship/walship/replica"
 	"github.com/walship/walship/wal"
@@ -27,9 +26,9 @@ import (
 // deletes, a truncate, a column added half way, restore points (alone and
 // inside a data transaction), increasing xids, source LSNs and commit
 // times (some equal).
-func workload(t testing.TB, dir string, n int) []wal.Txn {
+func workload(t testing.TB, dir string, n int) []change.Committed {
 	t.Helper()
-	w, _, err := wal.Open(wal.Options{Dir: dir, Sync: groupcommit.SyncOff}) // tests need no power-loss durability
+	w, _, err := wal.Open(wal.Options{Dir: dir, Sync: wal.SyncOff}) // tests need no power-loss durability
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,20 +108,20 @@ func workload(t testing.TB, dir string, n int) []wal.Txn {
 			t.Fatalf("append txn %d: %v", i, err)
 		}
 	}
-	r, err := wal.NewReader(w.Log, 1, false)
+	r, err := w.NewReader(1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []wal.Txn
+	var out []change.Committed
 	for {
-		tx, err := r.NextTxn(context.Background())
+		tx, err := r.Next(context.Background())
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, tx)
+		out = append(out, *tx)
 	}
 	r.Close()
 	if err := w.Close(); err != nil {
@@ -144,7 +143,7 @@ func must[T any](v T, err error) T {
 // archiveTxns stores txns in a as segments of 1 to 20 transactions, and a
 // snapshot after each transaction index of snapAt (a SQLite replica built
 // by applying the prefix).
-func archiveTxns(t testing.TB, a *archive.Archive, lineage string, txns []wal.Txn, snapAt ...int) []archive.SegmentManifest {
+func archiveTxns(t testing.TB, a *archive.Archive, lineage string, txns []change.Committed, snapAt ...int) []archive.SegmentManifest {
 	t.Helper()
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -178,7 +177,7 @@ func archiveTxns(t testing.TB, a *archive.Archive, lineage string, txns []wal.Tx
 
 // buildReplica applies txns to a fresh replica at url: the expected state,
 // computed without pitr.
-func buildReplica(t testing.TB, url string, txns []wal.Txn) {
+func buildReplica(t testing.TB, url string, txns []change.Committed) {
 	t.Helper()
 	app, err := replica.Open(context.Background(), url, replica.Options{})
 	if err != nil {
@@ -232,7 +231,7 @@ func compareReplicasCounts(t testing.TB, what, gotURL, wantURL string, counts bo
 }
 
 // exactTargets are the restore targets of the exactness tests.
-func exactTargets(txns []wal.Txn) []Target {
+func exactTargets(txns []change.Committed) []Target {
 	var ts []Target
 	for _, i := range []int{0, 100, 150, 221, len(txns) - 1} {
 		tx := txns[i]

@@ -12,15 +12,14 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // memSource is an in-memory archive: segments built from a list of
 // transactions, with fault injection.
 type memSource struct {
 	cat  Catalog
-	txns map[string][]wal.Txn // by key
-	snap map[string]uint64    // snapshot key -> LSN
+	txns map[string][]change.Committed // by key
+	snap map[string]uint64             // snapshot key -> LSN
 
 	mu        sync.Mutex
 	corrupt   map[string]bool
@@ -35,8 +34,8 @@ type memSource struct {
 // genTxns makes n transactions: commit times one second apart (every
 // fifth equal to the previous), xids 1000+i, source LSNs increasing (every
 // seventh without one), and a restore point named "rp<i>" every tenth.
-func genTxns(n int) []wal.Txn {
-	var out []wal.Txn
+func genTxns(n int) []change.Committed {
+	var out []change.Committed
 	lsn := uint64(1)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ct := t0
@@ -58,7 +57,7 @@ func genTxns(n int) []wal.Txn {
 		if i%7 == 6 {
 			src = 0
 		}
-		t := wal.Txn{FirstLSN: lsn, CommitLSN: lsn + uint64(len(cs)) - 1, CommitTime: ct,
+		t := change.Committed{FirstLSN: lsn, CommitLSN: lsn + uint64(len(cs)) - 1, CommitTime: ct,
 			Txn: change.Txn{Header: change.TxHeader{XID: uint64(1000 + i), SourceLSN: src}, Changes: cs}}
 		lsn = t.CommitLSN + 1
 		out = append(out, t)
@@ -68,8 +67,8 @@ func genTxns(n int) []wal.Txn {
 
 // newMemSource splits txns into segments of per transactions, and adds a
 // snapshot after each transaction index in snapAt.
-func newMemSource(txns []wal.Txn, per int, snapAt ...int) *memSource {
-	m := &memSource{txns: map[string][]wal.Txn{}, snap: map[string]uint64{}, corrupt: map[string]bool{},
+func newMemSource(txns []change.Committed, per int, snapAt ...int) *memSource {
+	m := &memSource{txns: map[string][]change.Committed{}, snap: map[string]uint64{}, corrupt: map[string]bool{},
 		missing: map[string]bool{}, transient: map[string]int{}}
 	m.cat.Lineages = []string{"L1"}
 	for i := 0; i < len(txns); i += per {
@@ -149,7 +148,7 @@ func (m *memSource) FetchSegment(ctx context.Context, s Segment) ([]byte, error)
 	return []byte(s.Key), nil
 }
 
-func (m *memSource) DecodeSegment(s Segment, obj []byte) ([]wal.Txn, error) {
+func (m *memSource) DecodeSegment(s Segment, obj []byte) ([]change.Committed, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	txns, ok := m.txns[string(obj)]
@@ -174,12 +173,12 @@ var _ Source = (*memSource)(nil)
 // fakeApplier records applied transactions; it starts from a snapshot
 // holding all of all's transactions up to the snapshot's LSN.
 type fakeApplier struct {
-	applied []wal.Txn
+	applied []change.Committed
 	pos     uint64
 	calls   int
 }
 
-func openFake(t *testing.T, all []wal.Txn) func(ctx context.Context, snapFile string) (Applier, error) {
+func openFake(t *testing.T, all []change.Committed) func(ctx context.Context, snapFile string) (Applier, error) {
 	return func(ctx context.Context, snapFile string) (Applier, error) {
 		a := &fakeApplier{}
 		if snapFile != "" {
@@ -202,7 +201,7 @@ func openFake(t *testing.T, all []wal.Txn) func(ctx context.Context, snapFile st
 
 func (a *fakeApplier) Position(ctx context.Context) (uint64, error) { return a.pos, nil }
 
-func (a *fakeApplier) Apply(ctx context.Context, txns []wal.Txn) error {
+func (a *fakeApplier) Apply(ctx context.Context, txns []change.Committed) error {
 	a.calls++
 	for _, t := range txns {
 		if t.CommitLSN <= a.pos {
@@ -219,7 +218,7 @@ func (a *fakeApplier) Apply(ctx context.Context, txns []wal.Txn) error {
 
 // expectedPrefix computes, straight from the definitions (not the stop
 // rules), how many of txns a restore to t includes.
-func expectedPrefix(txns []wal.Txn, t Target) int {
+func expectedPrefix(txns []change.Committed, t Target) int {
 	idx := -1 // index of the target transaction for xid and name
 	for i, tx := range txns {
 		switch t.Kind {

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/walship/walship/wal"
+	"github.com/walship/walship/change"
 )
 
 // RetryPolicy bounds the retries of a transient fetch error. A transient
@@ -79,7 +79,7 @@ func fetchRaw(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]byte
 }
 
 // decode decodes a fetched object and checks it against its manifest.
-func decode(src Source, s Segment, obj []byte) ([]wal.Txn, error) {
+func decode(src Source, s Segment, obj []byte) ([]change.Committed, error) {
 	txns, err := src.DecodeSegment(s, obj)
 	if err == nil {
 		err = checkSegment(s, txns) // ErrCorrupt
@@ -96,7 +96,7 @@ func decode(src Source, s Segment, obj []byte) ([]wal.Txn, error) {
 }
 
 // readSegment fetches, verifies and decodes s.
-func readSegment(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]wal.Txn, error) {
+func readSegment(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]change.Committed, error) {
 	obj, err := fetchRaw(ctx, src, p, s)
 	if err != nil {
 		return nil, err
@@ -108,7 +108,7 @@ func readSegment(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]w
 // manifest describes: whole, in LSN order, within FirstLSN-LastLSN, the
 // last one committing at LastLSN. LSNs between transactions are allowed:
 // they belong to transactions aborted midway, which the log skips.
-func checkSegment(s Segment, txns []wal.Txn) error {
+func checkSegment(s Segment, txns []change.Committed) error {
 	if len(txns) == 0 {
 		return fmt.Errorf("%w: no transactions, manifest says LSNs %d-%d", ErrCorrupt, s.FirstLSN, s.LastLSN)
 	}

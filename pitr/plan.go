@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // Plan is a restore computed from manifests alone (plus, for an xid
@@ -105,7 +104,7 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 
 	// The base: the latest snapshot whose state is within the target.
 	if opts.FromLSN > 0 {
-		if at := opts.FromLSN - 1; at > 0 && p.rule.kind == ruleCommitLSN && p.rule.beyond(&wal.Txn{FirstLSN: at, CommitLSN: at}) {
+		if at := opts.FromLSN - 1; at > 0 && p.rule.kind == ruleCommitLSN && p.rule.beyond(&change.Committed{FirstLSN: at, CommitLSN: at}) {
 			return nil, fmt.Errorf("%w: the destination is at LSN %d, past %s", ErrOutOfRange, at, target)
 		}
 		p.FromLSN = opts.FromLSN
@@ -295,7 +294,7 @@ func findXID(ctx context.Context, src Source, segs []Segment, xid uint64, parall
 			rev = append(rev, s)
 		}
 	}
-	pf := newPrefetcher(ctx, rev, parallel, 2*parallel, func(ctx context.Context, s Segment) ([]wal.Txn, error) {
+	pf := newPrefetcher(ctx, rev, parallel, 2*parallel, func(ctx context.Context, s Segment) ([]change.Committed, error) {
 		return readSegment(ctx, src, RetryPolicy{}, s)
 	})
 	defer pf.Close()
@@ -339,10 +338,10 @@ func snapshotWithin(s Snapshot, segs []Segment, r stopRule) bool {
 				bound, ok = g.FirstSourceLSN, true
 			}
 		}
-		return ok && !r.beyond(&wal.Txn{Txn: change.Txn{Header: change.TxHeader{SourceLSN: bound}}})
+		return ok && !r.beyond(&change.Committed{Txn: change.Txn{Header: change.TxHeader{SourceLSN: bound}}})
 	}
 	// The transaction at s.LSN: its first LSN is unknown, s.LSN bounds it.
-	return !r.beyond(&wal.Txn{FirstLSN: s.LSN, CommitLSN: s.LSN, CommitTime: s.CommitTime})
+	return !r.beyond(&change.Committed{FirstLSN: s.LSN, CommitLSN: s.LSN, CommitTime: s.CommitTime})
 }
 
 // firstBeyond reports whether the first transaction of g is surely beyond r.
@@ -354,7 +353,7 @@ func firstBeyond(g Segment, r stopRule) bool {
 		return false // FirstSourceLSN may skip transactions without one
 	}
 	// The first transaction's commit LSN is at least FirstLSN.
-	return r.beyond(&wal.Txn{FirstLSN: g.FirstLSN, CommitLSN: g.FirstLSN, CommitTime: g.FirstCommitTime})
+	return r.beyond(&change.Committed{FirstLSN: g.FirstLSN, CommitLSN: g.FirstLSN, CommitTime: g.FirstCommitTime})
 }
 
 // lastBeyond reports whether g surely holds a transaction beyond r (its
@@ -364,9 +363,9 @@ func lastBeyond(g Segment, r stopRule) bool {
 	case ruleNone:
 		return false
 	case ruleSource:
-		return g.LastSourceLSN != 0 && r.beyond(&wal.Txn{Txn: change.Txn{Header: change.TxHeader{SourceLSN: g.LastSourceLSN}}})
+		return g.LastSourceLSN != 0 && r.beyond(&change.Committed{Txn: change.Txn{Header: change.TxHeader{SourceLSN: g.LastSourceLSN}}})
 	}
-	return r.beyond(&wal.Txn{FirstLSN: g.LastLSN, CommitLSN: g.LastLSN, CommitTime: g.LastCommitTime})
+	return r.beyond(&change.Committed{FirstLSN: g.LastLSN, CommitLSN: g.LastLSN, CommitTime: g.LastCommitTime})
 }
 
 // cover picks the segments that replay from LSN from up to the target:

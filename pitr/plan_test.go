@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/walship/walship/wal"
+	"github.com/walship/walship/change"
 )
 
 // targetsFor returns targets on, around and between the transactions of
 // txns, inclusive and exclusive.
-func targetsFor(txns []wal.Txn) []Target {
+func targetsFor(txns []change.Committed) []Target {
 	var ts []Target
 	ts = append(ts, Target{Kind: Latest})
 	var maxSrc uint64

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/walship/walship/wal"
+	"github.com/walship/walship/change"
 )
 
 // Applier is what a restore applies to: replica.Applier satisfies it.
@@ -20,7 +20,7 @@ type Applier interface {
 	Position(ctx context.Context) (uint64, error)
 	// Apply applies whole transactions in log order, atomically with the
 	// position; transactions at or below Position are skipped.
-	Apply(ctx context.Context, txns []wal.Txn) error
+	Apply(ctx context.Context, txns []change.Committed) error
 }
 
 // Options configure the execution of a plan. The zero value is valid.
@@ -210,7 +210,7 @@ func (v *Verified) Close() error {
 
 // object returns the transactions of s: from the verify pass's memory or
 // spool file, else downloaded now (StreamVerify).
-func (v *Verified) object(ctx context.Context, s Segment) ([]wal.Txn, error) {
+func (v *Verified) object(ctx context.Context, s Segment) ([]change.Committed, error) {
 	v.mu.Lock()
 	obj, inMem := v.mu.mem[s.Key]
 	file, inFile := v.mu.files[s.Key]
@@ -253,7 +253,7 @@ func (v *Verified) Apply(ctx context.Context, app Applier) (*Result, error) {
 	for _, s := range plan.Segments {
 		total += s.Size
 	}
-	batch := make([]wal.Txn, 0, opts.BatchTxns)
+	batch := make([]change.Committed, 0, opts.BatchTxns)
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil

@@ -14,7 +14,6 @@ import (
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/replica"
-	"github.com/walship/walship/wal"
 )
 
 // snapshotLoadPrefix is the logical-message prefix of the first change of
@@ -30,19 +29,19 @@ const snapshotLoadPrefix = "walship.snapshot_load"
 // SQLite's storage by the column's type class, the inverse of the
 // replica's SQLite mapping (docs/REPLICA.md). It holds the whole snapshot
 // in memory.
-func snapshotTxn(ctx context.Context, file string) (wal.Txn, error) {
+func snapshotTxn(ctx context.Context, file string) (change.Committed, error) {
 	st, err := replica.ReadState(ctx, "sqlite://"+file)
 	if err != nil {
-		return wal.Txn{}, fmt.Errorf("pitr: snapshot position: %w", err)
+		return change.Committed{}, fmt.Errorf("pitr: snapshot position: %w", err)
 	}
 	db, err := sql.Open("sqlite", "file:"+file+"?mode=ro")
 	if err != nil {
-		return wal.Txn{}, err
+		return change.Committed{}, err
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	fail := func(err error) (wal.Txn, error) {
-		return wal.Txn{}, fmt.Errorf("pitr: read snapshot %s: %w", file, err)
+	fail := func(err error) (change.Committed, error) {
+		return change.Committed{}, fmt.Errorf("pitr: read snapshot %s: %w", file, err)
 	}
 
 	types := map[string]map[string]string{} // table -> column -> source type
@@ -80,7 +79,7 @@ func snapshotTxn(ctx context.Context, file string) (wal.Txn, error) {
 	}
 	rows.Close()
 
-	txn := wal.Txn{FirstLSN: st.LSN, CommitLSN: st.LSN, CommitTime: st.CommitTime}
+	txn := change.Committed{FirstLSN: st.LSN, CommitLSN: st.LSN, CommitTime: st.CommitTime}
 	txn.Changes = append(txn.Changes, change.Change{Op: change.Message,
 		Message: &change.LogicalMessage{Prefix: snapshotLoadPrefix, Content: []byte(strconv.FormatUint(st.LSN, 10))}})
 	for _, name := range tables {

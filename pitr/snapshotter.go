@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/replica"
 	"github.com/walship/walship/wal"
@@ -154,7 +155,7 @@ func (s *Snapshotter) seed(ctx context.Context) error {
 	if _, err := os.Stat(s.path); err == nil || !errors.Is(err, os.ErrNotExist) {
 		return err // an existing replica continues from its position
 	}
-	first := s.w.Log.FirstLSN()
+	first := s.w.FirstLSN()
 	if first <= 1 {
 		return nil // the WAL holds the whole history: build from LSN 1
 	}
@@ -214,13 +215,13 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 	if err := s.checkpoint(ctx, pos); err != nil {
 		return err
 	}
-	r, err := wal.NewReader(s.w.Log, pos+1, true)
+	r, err := s.w.NewReader(pos+1, true)
 	if err != nil {
 		return fmt.Errorf("pitr: snapshotter: read the WAL from LSN %d: %w", pos+1, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	txns := make(chan wal.Txn, s.opts.BatchTxns)
+	txns := make(chan change.Committed, s.opts.BatchTxns)
 	readErr := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -228,13 +229,13 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 		defer wg.Done()
 		defer r.Close()
 		for {
-			t, err := r.NextTxn(ctx)
+			t, err := r.Next(ctx)
 			if err != nil {
 				readErr <- err
 				return
 			}
 			select {
-			case txns <- t:
+			case txns <- *t:
 			case <-ctx.Done():
 				readErr <- ctx.Err()
 				return
@@ -250,7 +251,7 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
-	batch := make([]wal.Txn, 0, s.opts.BatchTxns)
+	batch := make([]change.Committed, 0, s.opts.BatchTxns)
 	for {
 		select {
 		case t := <-txns:

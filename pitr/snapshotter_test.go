@@ -12,7 +12,6 @@ import (
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
-	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
@@ -33,7 +32,7 @@ func startNode(t *testing.T, interval time.Duration, segSize ...int64) *node {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	wo := wal.Options{Dir: filepath.Join(dir, "wal"), Sync: groupcommit.SyncOff} // no power-loss durability needed
+	wo := wal.Options{Dir: filepath.Join(dir, "wal"), Sync: wal.SyncOff} // no power-loss durability needed
 	if len(segSize) > 0 {
 		wo.SegmentSize = segSize[0]
 	}
@@ -113,25 +112,25 @@ func (n *node) waitArchived(t *testing.T) {
 	t.Fatalf("archived %d, snapshotter at %d, want %d", n.ar.Stats().ArchivedLSN, n.snap.Position(), want)
 }
 
-func (n *node) allTxns(t *testing.T) []wal.Txn {
+func (n *node) allTxns(t *testing.T) []change.Committed {
 	t.Helper()
-	l, _, err := wal.OpenReadOnly(nil, n.w.Log.Dir())
+	l, _, err := wal.OpenReadOnly(nil, n.w.Dir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	r, err := wal.NewReader(l, 1, false)
+	r, err := l.NewReader(1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var out []wal.Txn
+	var out []change.Committed
 	for {
-		tx, err := r.NextTxn(context.Background())
+		tx, err := r.Next(context.Background())
 		if err != nil {
 			break
 		}
-		out = append(out, tx)
+		out = append(out, *tx)
 	}
 	return out
 }
@@ -211,7 +210,7 @@ func TestSnapshotterScheduleAndRestart(t *testing.T) {
 	dir := n.snap.opts.Dir
 	n.stop() // the archiver, the snapshotter (then closed) and the WAL
 	n.stop = nil
-	w, _, err := wal.Open(wal.Options{Dir: n.w.Log.Dir(), Sync: groupcommit.SyncOff})
+	w, _, err := wal.Open(wal.Options{Dir: n.w.Dir(), Sync: wal.SyncOff})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,11 +403,11 @@ func TestSnapshotterSeedsFromTheArchive(t *testing.T) {
 	}
 	n.append(t, 10)
 	n.waitArchived(t)
-	walDir, a, ckpts := n.w.Log.Dir(), n.a, n.ckpts
+	walDir, a, ckpts := n.w.Dir(), n.a, n.ckpts
 	n.stop()
 	n.stop = nil
 
-	w, _, err := wal.Open(wal.Options{Dir: walDir, SegmentSize: 4096, Sync: groupcommit.SyncOff})
+	w, _, err := wal.Open(wal.Options{Dir: walDir, SegmentSize: 4096, Sync: wal.SyncOff})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,11 +415,11 @@ func TestSnapshotterSeedsFromTheArchive(t *testing.T) {
 	n.w = w
 	n.append(t, 40)
 	txns := n.allTxns(t)
-	if _, err := w.Log.RemoveBefore(snap.LSN + 1); err != nil {
+	if _, err := w.RemoveBefore(snap.LSN + 1); err != nil {
 		t.Fatal(err)
 	}
-	if w.Log.FirstLSN() <= 1 {
-		t.Fatalf("retention removed nothing (first LSN %d)", w.Log.FirstLSN())
+	if w.FirstLSN() <= 1 {
+		t.Fatalf("retention removed nothing (first LSN %d)", w.FirstLSN())
 	}
 	dir := filepath.Join(t.TempDir(), "fresh")
 	sn, err := NewSnapshotter(a, w, ckpts, SnapshotterOptions{Lineage: "main", Dir: dir})

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // RestorePointPrefix is the logical-message prefix of a named restore
@@ -195,7 +194,7 @@ const (
 	ruleSource                    // SourceLSN == 0 || SourceLSN <= lsn (< lsn)
 )
 
-func (r stopRule) beyond(t *wal.Txn) bool {
+func (r stopRule) beyond(t *change.Committed) bool {
 	switch r.kind {
 	case ruleCommitLSN:
 		if r.exclusive {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 func wantDump(t *testing.T, url string, want Tables) {
@@ -152,7 +151,7 @@ func TestKeepDroppedColumns(t *testing.T) {
 
 func TestRedelivery(t *testing.T) {
 	backends(t, func(t *testing.T, url string) {
-		var txns []wal.Txn
+		var txns []change.Committed
 		for i := 1; i <= 7; i++ {
 			txns = append(txns, txn(uint64(i*10), ins("t", []string{"id"}, row("id", i, "v", "x")), upd("t", row("id", 1), row("id", 1, "v", i))))
 		}
@@ -176,10 +175,10 @@ func TestRedelivery(t *testing.T) {
 			t.Errorf("Stats = %+v, want 2 applied, 5 skipped", s)
 		}
 		wantState(t, url, 70, 7, 14)
-		if err := b.Apply(context.Background(), []wal.Txn{txn(80), txn(75)}); !errors.Is(err, ErrOrder) {
+		if err := b.Apply(context.Background(), []change.Committed{txn(80), txn(75)}); !errors.Is(err, ErrOrder) {
 			t.Errorf("out-of-order txns: %v, want ErrOrder", err)
 		}
-		if err := b.Apply(context.Background(), []wal.Txn{txn(60), txn(75), txn(75)}); !errors.Is(err, ErrOrder) {
+		if err := b.Apply(context.Background(), []change.Committed{txn(60), txn(75), txn(75)}); !errors.Is(err, ErrOrder) {
 			t.Errorf("out-of-order txns: %v, want ErrOrder", err)
 		}
 		wantState(t, url, 70, 7, 14)
@@ -193,7 +192,7 @@ func TestBatchAtomicity(t *testing.T) {
 		a := open(t, url, Options{})
 		apply(t, a, txn(1, ins("t", []string{"id"}, row("id", 1))))
 		bad := ins("t", []string{"id"}, row("id", nil, "v", "x")) // NULL key: refused by the database
-		err := a.Apply(context.Background(), []wal.Txn{
+		err := a.Apply(context.Background(), []change.Committed{
 			txn(2, ins("t", []string{"id"}, row("id", 2, "added", "y")), ins("fresh", []string{"k"}, row("k", 1))),
 			txn(3, bad),
 			txn(4, ins("t", []string{"id"}, row("id", 4))),
@@ -217,7 +216,7 @@ func TestBatchAtomicity(t *testing.T) {
 func TestCanceledApply(t *testing.T) {
 	backends(t, func(t *testing.T, url string) {
 		a := open(t, url, Options{MaxBatchTxns: 10})
-		var txns []wal.Txn
+		var txns []change.Committed
 		for i := 1; i <= 20000; i++ {
 			txns = append(txns, txn(uint64(i), ins("t", []string{"id"}, row("id", i))))
 		}
@@ -323,7 +322,7 @@ func TestPostgresRestart(t *testing.T) {
 	if err := pg.cluster.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	err := a.Apply(context.Background(), []wal.Txn{txn(2, ins("t", []string{"id"}, row("id", 2)))})
+	err := a.Apply(context.Background(), []change.Committed{txn(2, ins("t", []string{"id"}, row("id", 2)))})
 	if serr := pg.cluster.Start(); serr != nil {
 		t.Fatal(serr)
 	}

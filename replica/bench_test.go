@@ -7,12 +7,11 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // benchTxns builds n txns of 5 changes on an accounts-like table: 3
 // inserts, 1 update, 1 delete (the CDC workload of the benches).
-func benchTxns(from, n int) []wal.Txn {
+func benchTxns(from, n int) []change.Committed {
 	types := types("id", "int8", "owner", "text", "balance", "numeric", "updated", "timestamptz")
 	mk := func(op change.Op, id int, bal string) change.Change {
 		r := change.Row{
@@ -23,7 +22,7 @@ func benchTxns(from, n int) []wal.Txn {
 		}
 		return change.Change{Table: tbl("public.accounts"), Op: op, Key: r[:1], After: r, Types: types}
 	}
-	out := make([]wal.Txn, 0, n)
+	out := make([]change.Committed, 0, n)
 	for i := from; i < from+n; i++ {
 		id := i * 3
 		d := change.Change{Table: tbl("public.accounts"), Op: change.Delete, Key: change.Row{{Name: "id", Value: change.IntValue(int64(id - 2))}}}

@@ -12,13 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/walship/walship/wal"
+	"github.com/walship/walship/change"
 )
 
 // crashTxns: txn i inserts row i and sets the counter row to i, so a
 // replica is consistent iff it has rows 1..LSN and counter = LSN.
-func crashTxns(from, to int) []wal.Txn {
-	var out []wal.Txn
+func crashTxns(from, to int) []change.Committed {
+	var out []change.Committed
 	for i := from; i <= to; i++ {
 		out = append(out, txn(uint64(i),
 			ins("rows", []string{"id"}, row("id", i, "pad", fmt.Sprintf("%0100d", i))),

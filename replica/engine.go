@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 // backend is one replica database.
@@ -132,7 +131,7 @@ func (a *applier) Close() error {
 	return a.b.close()
 }
 
-func (a *applier) Apply(ctx context.Context, txns []wal.Txn) error {
+func (a *applier) Apply(ctx context.Context, txns []change.Committed) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.mu.closed {
@@ -166,7 +165,7 @@ func (a *applier) Apply(ctx context.Context, txns []wal.Txn) error {
 }
 
 // applyBatchLocked applies txns in one DB transaction with the position.
-func (a *applier) applyBatchLocked(ctx context.Context, txns []wal.Txn) (err error) {
+func (a *applier) applyBatchLocked(ctx context.Context, txns []change.Committed) (err error) {
 	tx, err := a.b.begin(ctx)
 	if err != nil {
 		return fmt.Errorf("replica: begin: %w", err)

@@ -7,14 +7,13 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // txn builds a log transaction at commit LSN lsn.
-func txn(lsn uint64, changes ...change.Change) wal.Txn {
-	return wal.Txn{FirstLSN: lsn, CommitLSN: lsn, CommitTime: t0.Add(time.Duration(lsn) * time.Millisecond), Txn: change.Txn{Changes: changes}}
+func txn(lsn uint64, changes ...change.Change) change.Committed {
+	return change.Committed{FirstLSN: lsn, CommitLSN: lsn, CommitTime: t0.Add(time.Duration(lsn) * time.Millisecond), Txn: change.Txn{Changes: changes}}
 }
 
 func tbl(s string) change.Table {
@@ -79,7 +78,7 @@ func open(t testing.TB, url string, opts Options) Applier {
 	return a
 }
 
-func apply(t testing.TB, a Applier, txns ...wal.Txn) {
+func apply(t testing.TB, a Applier, txns ...change.Committed) {
 	t.Helper()
 	if err := a.Apply(context.Background(), txns); err != nil {
 		t.Fatalf("Apply: %v", err)

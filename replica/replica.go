@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/secret"
-	"github.com/walship/walship/wal"
 )
 
 // Applier applies transactions of the log to a replica database.
@@ -27,7 +27,7 @@ type Applier interface {
 	// nothing of the failed DB transaction is applied; earlier batches of
 	// the same call (at most MaxBatchTxns txns each) stay committed, and
 	// Position tells where the replica stands.
-	Apply(ctx context.Context, txns []wal.Txn) error
+	Apply(ctx context.Context, txns []change.Committed) error
 	// Stats returns counters since Open.
 	Stats() Stats
 	// Close releases the database; an open DB transaction is never left

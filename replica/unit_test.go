@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/wal"
 )
 
 func TestNormalizeNumeric(t *testing.T) {
@@ -81,7 +80,7 @@ func TestNanoseconds(t *testing.T) {
 // twice by mistake) apply every txn exactly once between them.
 func TestConcurrentAppliers(t *testing.T) {
 	backends(t, func(t *testing.T, url string) {
-		var txns []wal.Txn
+		var txns []change.Committed
 		for i := 1; i <= 300; i++ {
 			txns = append(txns, txn(uint64(i), ins("t", []string{"id"}, row("id", i)), upd("c", row("id", 0), row("id", 0, "n", i))))
 		}
@@ -124,7 +123,7 @@ func TestUntypedValues(t *testing.T) {
 		apply(t, a, txn(1, ins("h", []string{"id"}, r)),
 			// Missing key columns: an update keeps the old key, an insert fails.
 			txn(2, upd("h", row("id", 1), row("b", false))))
-		if err := a.Apply(context.Background(), []wal.Txn{txn(3, ins("h", []string{"id"}, row("b", true)))}); err == nil || !strings.Contains(err.Error(), `key column "id" is missing`) {
+		if err := a.Apply(context.Background(), []change.Committed{txn(3, ins("h", []string{"id"}, row("b", true)))}); err == nil || !strings.Contains(err.Error(), `key column "id" is missing`) {
 			t.Errorf("insert without its key: %v", err)
 		}
 		dumps = append(dumps, dump(t, url))

@@ -148,7 +148,7 @@ type Warning struct {
 	Since     time.Time `json:"since"`
 }
 
-// WALInfo describes a log for the page; *segment.Log (wal.WAL.Log)
+// WALInfo describes a log for the page; *wal.WAL and *wal.ReadOnly
 // implements obs.WALLog. Segment files removed meanwhile are skipped.
 func WALInfo(l obs.WALLog) *WAL {
 	segs := l.Segments()

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,23 +12,37 @@ import (
 	"github.com/walship/walship/segment"
 )
 
-// Txn is a committed transaction read from the log.
-type Txn struct {
-	FirstLSN, CommitLSN uint64
-	CommitTime          time.Time
-	change.Txn
-}
-
-// Reader reads whole committed transactions from a segment.Log.
+// Reader reads whole committed, durable transactions from the log, in LSN
+// order. It is the one place that knows how transactions are framed in
+// records (docs/FORMAT.md §3): the first record carries the header, a
+// transaction ends at its commit record, and an abort record ends one that
+// was abandoned midway (WAL.AppendStream) and is skipped whole.
+//
+// A Reader is not safe for concurrent use.
 type Reader struct {
 	r *segment.Reader
+
+	// The transactions and their changes are carved from shared arrays
+	// instead of allocating a Committed and growing a Changes slice per
+	// transaction: in the sinks' hot loops those allocations were a large
+	// share of the cost of reading (bench/README.md). changes[start:] belong to the transaction being
+	// read; a transaction returned is never written to again.
+	changes []change.Change
+	txns    []change.Committed
 }
 
-// NewReader returns a reader of the transactions whose records have LSNs
+const (
+	readerChangeArena = 256
+	readerTxnArena    = 64
+)
+
+// newReader returns a reader of the transactions whose records have LSNs
 // from from on. If from falls inside a transaction, reading starts at that
-// transaction's first record, so every Txn is whole. With follow, NextTxn
-// waits for new transactions instead of returning io.EOF.
-func NewReader(l *segment.Log, from uint64, follow bool) (*Reader, error) {
+// transaction's first record, so every transaction is whole; if retention
+// removed that first record, it starts at the next whole transaction.
+// With follow, Next waits for new durable transactions instead of
+// returning io.EOF.
+func newReader(l *segment.Log, from uint64, follow bool) (*Reader, error) {
 	// Probe without following: if from is inside a transaction, start at
 	// the transaction's first record instead.
 	probe, err := l.NewReader(from, false)
@@ -62,52 +77,125 @@ func NewReader(l *segment.Log, from uint64, follow bool) (*Reader, error) {
 	return &Reader{r: r}, nil
 }
 
-// NextTxn returns the next whole transaction, io.EOF at the end of the
-// visible log (or waits, if following), or an error naming the LSN of an
-// undecodable record. Transactions aborted midway (see WAL.AppendStream)
-// are skipped; like committed ones they are read whole before the abort
-// record that ends them is seen, so skipping one costs its size in memory.
-func (r *Reader) NextTxn(ctx context.Context) (Txn, error) {
-	var t Txn
+// frame reads the records of the next whole transaction, enforcing the
+// framing rules, and hands each to add with its index in the transaction.
+// An abort record discards what was added so far: reset is called and
+// reading goes on with the next transaction. It returns the transaction's
+// first and commit LSNs and its commit time in Unix nanoseconds.
+func (r *Reader) frame(ctx context.Context, add func(rec *segment.Record, i int) error, reset func()) (first, commit uint64, commitTime int64, err error) {
+	n := 0 // records of the transaction so far
 	for {
 		rec, err := r.r.Next(ctx)
 		if err != nil {
-			return Txn{}, err
+			return 0, 0, 0, err
 		}
 		if rec.Aborted {
 			// The transaction was aborted midway (WAL.AppendStream): none
 			// of it is part of the log's content.
-			if len(t.Changes) > 0 && rec.TxnStart != t.FirstLSN {
-				return Txn{}, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart, t.FirstLSN)
+			if n > 0 && rec.TxnStart != first {
+				return 0, 0, 0, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart, first)
 			}
-			t = Txn{}
+			n = 0
+			reset()
 			continue
 		}
-		if len(t.Changes) == 0 {
+		if n == 0 {
 			if rec.TxnStart != rec.LSN {
-				return Txn{}, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", segment.ErrCorrupt, rec.LSN, rec.TxnStart)
+				return 0, 0, 0, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", segment.ErrCorrupt, rec.LSN, rec.TxnStart)
 			}
-			t.FirstLSN = rec.LSN
+			first = rec.LSN
+		} else if rec.TxnStart != first {
+			return 0, 0, 0, fmt.Errorf("%w: wal: record at LSN %d belongs to transaction %d, inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart, first)
 		}
-		hdr, c, err := change.DecodeRecord(rec.Data)
-		if err != nil {
-			return Txn{}, fmt.Errorf("wal: record at LSN %d: %w", rec.LSN, err)
+		if err := add(&rec, n); err != nil {
+			return 0, 0, 0, err
 		}
-		if len(t.Changes) == 0 {
-			if hdr == nil {
-				return Txn{}, fmt.Errorf("%w: wal: record at LSN %d starts a transaction but has no transaction header", segment.ErrCorrupt, rec.LSN)
-			}
-			t.Header = *hdr
-		} else if hdr != nil {
-			return Txn{}, fmt.Errorf("%w: wal: record at LSN %d has a transaction header inside transaction %d", segment.ErrCorrupt, rec.LSN, t.FirstLSN)
-		}
-		t.Changes = append(t.Changes, c)
+		n++
 		if rec.Commit {
-			t.CommitLSN = rec.LSN
-			t.CommitTime = time.Unix(0, rec.CommitTime).UTC()
-			return t, nil
+			return first, rec.LSN, rec.CommitTime, nil
 		}
 	}
+}
+
+// Next returns the next whole transaction, io.EOF at the end of the
+// visible log (or waits for one, if following, until ctx ends), or an
+// error naming the LSN of an undecodable or misplaced record. Transactions
+// aborted midway are skipped; like committed ones they are read whole
+// before the abort record that ends them is seen, so skipping one costs
+// its size in memory. The transaction returned stays valid and unchanged
+// after later calls; the caller may keep it.
+func (r *Reader) Next(ctx context.Context) (*change.Committed, error) {
+	var hdr change.TxHeader
+	start := len(r.changes) // r.changes[start:] belong to the transaction
+	discard := func() {
+		clear(r.changes[start:])
+		r.changes = r.changes[:start]
+	}
+	first, commit, commitTime, err := r.frame(ctx, func(rec *segment.Record, i int) error {
+		h, c, err := change.DecodeRecord(rec.Data)
+		if err != nil {
+			return fmt.Errorf("wal: record at LSN %d: %w", rec.LSN, err)
+		}
+		switch {
+		case i == 0 && h == nil:
+			return fmt.Errorf("%w: wal: record at LSN %d starts a transaction but has no transaction header", segment.ErrCorrupt, rec.LSN)
+		case i > 0 && h != nil:
+			return fmt.Errorf("%w: wal: record at LSN %d has a transaction header inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart)
+		case i == 0:
+			hdr = *h
+		}
+		if len(r.changes) == cap(r.changes) {
+			// A new array; the transaction read so far moves to its front.
+			a := make([]change.Change, i, max(readerChangeArena, 2*i))
+			copy(a, r.changes[start:])
+			clear(r.changes[start:])
+			r.changes, start = a, 0
+		}
+		r.changes = append(r.changes, c)
+		return nil
+	}, discard)
+	if err != nil {
+		discard()
+		return nil, err
+	}
+	if len(r.txns) == cap(r.txns) {
+		r.txns = make([]change.Committed, 0, readerTxnArena)
+	}
+	r.txns = append(r.txns, change.Committed{
+		FirstLSN: first, CommitLSN: commit, CommitTime: time.Unix(0, commitTime).UTC(),
+		Txn: change.Txn{Header: hdr, Changes: r.changes[start:len(r.changes):len(r.changes)]},
+	})
+	return &r.txns[len(r.txns)-1], nil
+}
+
+// RawTxn is a whole committed transaction with its records undecoded, for
+// readers that ship the log's records as they are (the archive).
+type RawTxn struct {
+	FirstLSN, CommitLSN uint64
+	CommitTime          time.Time
+	// Records holds the transaction's CommitLSN-FirstLSN+1 records in
+	// order, each preceded by its length as a uvarint. The caller owns it.
+	Records []byte
+}
+
+// NextRaw is Next without decoding: the same transactions, framed by the
+// same rules, but the records are copied as they are stored. It does not
+// check where the transaction header sits (that needs decoding); a caller
+// that decodes a record checks it.
+func (r *Reader) NextRaw(ctx context.Context) (*RawTxn, error) {
+	var buf []byte
+	first, commit, commitTime, err := r.frame(ctx, func(rec *segment.Record, i int) error {
+		if buf == nil {
+			buf = make([]byte, 0, 2*len(rec.Data)+8)
+		}
+		buf = binary.AppendUvarint(buf, uint64(len(rec.Data)))
+		buf = append(buf, rec.Data...)
+		return nil
+	}, func() { buf = buf[:0] })
+	if err != nil {
+		return nil, err
+	}
+	return &RawTxn{FirstLSN: first, CommitLSN: commit, CommitTime: time.Unix(0, commitTime).UTC(), Records: buf}, nil
 }
 
 // Close releases the reader.

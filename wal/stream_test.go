@@ -61,7 +61,7 @@ func wantStreamTxn(xid uint64, n, size int) change.Txn {
 
 // checkTxns asserts that got holds exactly want, in order, with dense
 // LSNs between consecutive transactions except across aborted ones.
-func checkTxns(t *testing.T, got []Txn, want []change.Txn) {
+func checkTxns(t *testing.T, got []change.Committed, want []change.Txn) {
 	t.Helper()
 	if len(got) != len(want) {
 		var xids []uint64
@@ -115,7 +115,7 @@ func TestAppendStreamRoundTrip(t *testing.T) {
 	}
 	s := wantStreamTxn(2, 300, 1000)
 	s.Header.SourceCommitTime = ct
-	checkTxns(t, readTxns(t, w.Log, 1), []change.Txn{a, s, b})
+	checkTxns(t, readTxns(t, w.seg, 1), []change.Txn{a, s, b})
 
 	// An empty stream and an invalid change are rejected; nothing is written.
 	if _, err := w.AppendStream(ctx, change.TxHeader{XID: 4}, streamOf(0, 1, nil)); err == nil {
@@ -143,7 +143,7 @@ func TestAppendStreamRoundTrip(t *testing.T) {
 	if gap := tc.First - tb.Last - 1; gap != 0 && gap != 2 {
 		t.Fatalf("LSN %d after rejected streams, want %d or %d", tc.First, tb.Last+1, tb.Last+3)
 	}
-	checkTxns(t, readTxns(t, w.Log, 1), []change.Txn{a, s, b, b})
+	checkTxns(t, readTxns(t, w.seg, 1), []change.Txn{a, s, b, b})
 }
 
 // TestAppendStreamBoundedMemory streams a transaction much larger than the
@@ -184,7 +184,7 @@ func TestAppendStreamBoundedMemory(t *testing.T) {
 	if tk.First != 1 || tk.Last != n {
 		t.Fatalf("ticket %+v, want LSNs 1..%d", tk, n)
 	}
-	r, err := w.Log.NewReader(1, false)
+	r, err := w.seg.NewReader(1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,10 +229,10 @@ func TestAppendStreamAbort(t *testing.T) {
 	// A following reader runs throughout: it must never see a partial or
 	// aborted transaction.
 	fctx, stopFollow := context.WithCancel(ctx)
-	var followed []Txn
+	var followed []change.Committed
 	var fmu sync.Mutex
 	var fwg sync.WaitGroup
-	fr, err := NewReader(w.Log, 1, true)
+	fr, err := newReader(w.seg, 1, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,12 +240,12 @@ func TestAppendStreamAbort(t *testing.T) {
 	go func() {
 		defer fwg.Done()
 		for {
-			tx, err := fr.NextTxn(fctx)
+			tx, err := fr.Next(fctx)
 			if err != nil {
 				return
 			}
 			fmu.Lock()
-			followed = append(followed, tx)
+			followed = append(followed, *tx)
 			fmu.Unlock()
 		}
 	}()
@@ -360,7 +360,7 @@ func TestAppendStreamAbort(t *testing.T) {
 			t.Fatalf("%s: verify report %+v, want 2 aborted and LastLSN %d", stage, rep, next-1)
 		}
 	}
-	check("live", w.Log)
+	check("live", w.seg)
 	// The follower has seen everything committed, and nothing else.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		fmu.Lock()
@@ -385,13 +385,13 @@ func TestAppendStreamAbort(t *testing.T) {
 	if !rep.Clean() {
 		t.Fatalf("recovery after aborted streams: %v", rep)
 	}
-	check("reopened", w.Log)
+	check("reopened", w.seg)
 	appendOne(5)
 	if _, err := w.AppendStream(ctx, change.TxHeader{XID: 6}, streamOf(50, 500, nil)); err != nil {
 		t.Fatal(err)
 	}
 	want = append(want, wantStreamTxn(6, 50, 500))
-	checkTxns(t, readTxns(t, w.Log, 1), want)
+	checkTxns(t, readTxns(t, w.seg, 1), want)
 }
 
 // TestAppendStreamExclusive: appends issued while a stream is active wait
@@ -460,7 +460,7 @@ func TestAppendStreamExclusive(t *testing.T) {
 			t.Fatalf("append %d got LSN %d, inside or before the stream %d..%d", g, first, r.first, r.last)
 		}
 	}
-	got := readTxns(t, w.Log, 1)
+	got := readTxns(t, w.seg, 1)
 	if len(got) != 9 || got[0].Header.XID != 50 || len(got[0].Changes) != 200 {
 		t.Fatalf("read %d transactions, first xid %d; want the stream then 8 appends", len(got), got[0].Header.XID)
 	}
@@ -561,7 +561,7 @@ func TestAppendStreamCrash(t *testing.T) {
 				t.Fatalf("reopen after crash (%v): %v", mode, err)
 			}
 			defer w2.Close()
-			got := readTxns(t, w2.Log, 1)
+			got := readTxns(t, w2.seg, 1)
 			seen := map[uint64]int{}
 			for _, g := range got {
 				seen[g.Header.XID]++
@@ -590,7 +590,7 @@ func TestAppendStreamCrash(t *testing.T) {
 			if _, err := w2.AppendStream(ctx, change.TxHeader{XID: 600}, streamOf(40, 700, nil)); err != nil {
 				t.Fatal(err)
 			}
-			again := readTxns(t, w2.Log, 1)
+			again := readTxns(t, w2.seg, 1)
 			if len(again) != len(got)+2 || again[len(again)-1].Header.XID != 600 || len(again[len(again)-1].Changes) != 40 {
 				t.Fatalf("after reopen: %d transactions, want %d then a 40-change stream", len(again), len(got)+2)
 			}

@@ -1,12 +1,23 @@
-// Package wal is walship's transaction log: a segment.Log written through a
-// groupcommit.Committer, storing change.Txn transactions as one record per
-// change. It is what sources append to and what sinks, replicas and the
-// operator tools read.
+// Package wal is walship's transaction log, the facade over the layers
+// that write it: a segment.Log (files, frames, recovery) written through a
+// groupcommit.Committer (batching concurrent appends into one write and
+// one fdatasync). It stores change.Txn transactions as one record per
+// change and reads them back as change.Committed. Sources append to it;
+// the sinks and the operator tools read it. Its users need no other
+// package of the log: options, tickets, reports and verification are
+// named here.
 //
-// Guarantees are those of the packages below it: Append returns only after
-// the transaction is durable (sync "local") or written (sync "off"); its
-// changes get consecutive LSNs; readers see whole committed, durable
-// transactions only, in LSN order.
+// # Guarantees
+//
+//   - Append returns only after the transaction is durable (SyncLocal:
+//     an fdatasync covering it completed) or written (SyncOff).
+//   - A transaction's changes get consecutive LSNs; LSNs are dense along
+//     the log.
+//   - Readers see whole committed, durable transactions only, in LSN
+//     order, never a transaction aborted midway (AppendStream).
+//   - A failed write or fsync is sticky: that append and every later one
+//     fail until the log is reopened, and recovery then truncates what was
+//     never acknowledged (docs/FORMAT.md §4).
 package wal
 
 import (
@@ -15,6 +26,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -24,28 +37,219 @@ import (
 	"github.com/walship/walship/vfs"
 )
 
+// SyncMode says when an append is acknowledged.
+type SyncMode uint8
+
+const (
+	// SyncLocal acknowledges after an fdatasync covering the transaction:
+	// durable against power loss. The default.
+	SyncLocal SyncMode = iota
+	// SyncOff acknowledges after write(2): durable against a crash of the
+	// process only. Readers see data once written.
+	SyncOff
+)
+
+// ParseSyncMode parses the config and flag spelling: "local" (or "") and
+// "off".
+func ParseSyncMode(s string) (SyncMode, error) {
+	switch s {
+	case "", "local":
+		return SyncLocal, nil
+	case "off":
+		return SyncOff, nil
+	}
+	return 0, fmt.Errorf("wal: unknown sync mode %q (want local or off)", s)
+}
+
+func (m SyncMode) String() string {
+	if m == SyncOff {
+		return "off"
+	}
+	return "local"
+}
+
+func (m SyncMode) committer() (groupcommit.SyncMode, error) {
+	switch m {
+	case SyncLocal:
+		return groupcommit.SyncLocal, nil
+	case SyncOff:
+		return groupcommit.SyncOff, nil
+	}
+	return 0, fmt.Errorf("wal: unknown sync mode %d", m)
+}
+
+// Compression is the codec new frames' payloads are compressed with
+// (docs/FORMAT.md §3). Each frame records its own codec, so a log can be
+// reopened with another one.
+type Compression uint8
+
+const (
+	CompressionNone Compression = iota // the default
+	CompressionS2                      // github.com/klauspost/compress/s2: fast
+	CompressionZstd                    // github.com/klauspost/compress/zstd: smaller
+)
+
+// ParseCompression parses the config and flag spelling: "none" (or ""),
+// "s2" and "zstd".
+func ParseCompression(s string) (Compression, error) {
+	switch s {
+	case "", "none":
+		return CompressionNone, nil
+	case "s2":
+		return CompressionS2, nil
+	case "zstd":
+		return CompressionZstd, nil
+	}
+	return 0, fmt.Errorf("wal: unknown compression %q (want none, s2 or zstd)", s)
+}
+
+func (c Compression) String() string {
+	switch c {
+	case CompressionNone:
+		return "none"
+	case CompressionS2:
+		return "s2"
+	case CompressionZstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("compression(%d)", uint8(c))
+}
+
+func (c Compression) codec() (segment.Codec, error) {
+	switch c {
+	case CompressionNone:
+		return segment.CodecNone, nil
+	case CompressionS2:
+		return segment.CodecS2, nil
+	case CompressionZstd:
+		return segment.CodecZstd, nil
+	}
+	return 0, fmt.Errorf("wal: unknown compression %d", c)
+}
+
+// DefaultSegmentSize is the size segments are cut at when Options leave
+// it zero.
+const DefaultSegmentSize = segment.DefaultSegmentSize
+
+// Ticket is what an append returns: the LSNs the log gave the transaction
+// and the commit time it recorded.
+type Ticket struct {
+	First, Last uint64 // LSNs of its first and last (commit) record
+	CommitTime  int64  // Unix nanoseconds, as recorded in the log
+}
+
+// Time returns the commit time as a time.Time in UTC.
+func (t Ticket) Time() time.Time { return time.Unix(0, t.CommitTime).UTC() }
+
+func ticket(t groupcommit.Ticket) Ticket {
+	return Ticket{First: t.First, Last: t.Last, CommitTime: t.CommitTime}
+}
+
+// RecoveryReport says what opening the log found and repaired: a torn
+// tail truncated, an unfinished transaction discarded, files removed.
+// SegmentInfo describes one retained segment file. Both are the segment
+// layer's own descriptions, named here so that users of the log need not
+// import it.
+type (
+	RecoveryReport = segment.RecoveryReport
+	SegmentInfo    = segment.SegmentInfo
+)
+
 // Options configure a WAL. The zero value is valid except for Dir.
 type Options struct {
 	Dir         string
-	FS          vfs.FS               // default vfs.Default
-	Sync        groupcommit.SyncMode // default SyncLocal
-	SegmentSize int64                // default 64 MiB
-	Compression segment.Codec        // default none
-	MinInterval time.Duration        // least time between fsyncs; default 0
-	ZeroFill    bool                 // zero-fill new segments (segment.Options.ZeroFill)
-	Logger      *slog.Logger
-	// Observe is passed to the committer (records, bytes, flush duration).
+	FS          vfs.FS        // default vfs.Default
+	Sync        SyncMode      // default SyncLocal
+	SegmentSize int64         // default DefaultSegmentSize (64 MiB)
+	Compression Compression   // default none
+	MinInterval time.Duration // least time between fsyncs; default 0
+	// ZeroFill zero-fills each new segment file before it becomes the
+	// active one, so that appends never extend a file's size and an
+	// fdatasync need not write the file's metadata.
+	ZeroFill bool
+	Logger   *slog.Logger
+	// Observe is called after each flush with the records and bytes it
+	// wrote and how long the write and fsync took.
 	Observe func(records, bytes int, took time.Duration)
-	// MaxPendingBytes and MaxBatchBytes are passed to the committer
-	// (groupcommit.Options); zero selects its defaults.
+	// MaxPendingBytes bounds the encoded bytes waiting to be flushed (an
+	// append beyond it waits); MaxBatchBytes bounds one flush's write.
+	// Zero selects the committer's defaults.
 	MaxPendingBytes int
 	MaxBatchBytes   int
 }
 
-// WAL is an open transaction log.
+// Validate checks the options without opening anything: the segment
+// size's range, the sync mode and the compression.
+func (o *Options) Validate() error {
+	if _, err := o.Sync.committer(); err != nil {
+		return err
+	}
+	codec, err := o.Compression.codec()
+	if err != nil {
+		return err
+	}
+	return (&segment.Options{SegmentSize: o.SegmentSize, Codec: codec}).Validate()
+}
+
+// VerifyReport describes a log that Verify found readable: its segments,
+// LSNs, frames and any torn tail.
+type VerifyReport = segment.VerifyReport
+
+// Verify checks the whole log in dir without changing it (segment.Verify):
+// every header and frame checksum, LSN density, transaction boundaries
+// and commit-time order. Corruption is reported as an error naming the
+// segment and offset; a torn tail of the newest segment is not corruption
+// and is described in the report. fsys nil means vfs.Default.
+func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) { return segment.Verify(fsys, dir) }
+
+// DiskBytes is the size on disk of the segment files in dir; files
+// removed while it runs are skipped. It reads only the directory, so it
+// may run beside a live writer.
+func DiskBytes(dir string) (int64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, e := range ents {
+		if _, ok := segment.ParseSegmentName(e.Name()); !ok {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue // removed meanwhile
+		}
+		n += fi.Size()
+	}
+	return n, nil
+}
+
+// log is the read side shared by a WAL and a read-only view.
+type log struct{ seg *segment.Log }
+
+// NewReader returns a reader of the whole committed transactions whose
+// records have LSNs from from on (see Reader). With follow, the reader
+// waits for new durable transactions instead of returning io.EOF.
+func (l log) NewReader(from uint64, follow bool) (*Reader, error) {
+	return newReader(l.seg, from, follow)
+}
+
+// Dir returns the log's directory.
+func (l log) Dir() string { return l.seg.Dir() }
+
+// FirstLSN returns the first LSN retention has kept.
+func (l log) FirstLSN() uint64 { return l.seg.FirstLSN() }
+
+// Visible returns the last LSN readers may see: the last durable commit.
+func (l log) Visible() uint64 { return l.seg.Visible() }
+
+// Segments lists the retained segments, oldest first.
+func (l log) Segments() []SegmentInfo { return l.seg.Segments() }
+
+// WAL is an open transaction log, owned by one writer.
 type WAL struct {
-	Log *segment.Log
-	c   *groupcommit.Committer
+	log
+	c *groupcommit.Committer
 
 	scratch sync.Pool // *encodeBuf
 	once    sync.Once
@@ -62,18 +266,26 @@ func Open(opts Options) (*WAL, *segment.RecoveryReport, error) {
 	if opts.Dir == "" {
 		return nil, nil, fmt.Errorf("wal: no directory given")
 	}
-	l, rep, err := segment.Open(opts.Dir, segment.Options{FS: opts.FS, SegmentSize: opts.SegmentSize,
-		Codec: opts.Compression, Logger: opts.Logger, ZeroFill: opts.ZeroFill})
+	sm, err := opts.Sync.committer()
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := groupcommit.New(l, groupcommit.Options{Sync: opts.Sync, MinInterval: opts.MinInterval,
+	codec, err := opts.Compression.codec()
+	if err != nil {
+		return nil, nil, err
+	}
+	l, rep, err := segment.Open(opts.Dir, segment.Options{FS: opts.FS, SegmentSize: opts.SegmentSize,
+		Codec: codec, Logger: opts.Logger, ZeroFill: opts.ZeroFill})
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := groupcommit.New(l, groupcommit.Options{Sync: sm, MinInterval: opts.MinInterval,
 		Logger: opts.Logger, Observe: opts.Observe, MaxPendingBytes: opts.MaxPendingBytes, MaxBatchBytes: opts.MaxBatchBytes})
 	if err != nil {
 		l.Close()
 		return nil, nil, err
 	}
-	w := &WAL{Log: l, c: c}
+	w := &WAL{log: log{l}, c: c}
 	w.scratch.New = func() any { return &encodeBuf{} }
 	return w, rep, nil
 }
@@ -105,7 +317,7 @@ func (w *WAL) encode(txn *change.Txn) (*encodeBuf, error) {
 // Append validates and appends txn and waits until it is durable. The
 // commit time recorded is txn.Header.SourceCommitTime if set (raised to
 // the previous commit's if earlier), else now.
-func (w *WAL) Append(ctx context.Context, txn *change.Txn) (groupcommit.Ticket, error) {
+func (w *WAL) Append(ctx context.Context, txn *change.Txn) (Ticket, error) {
 	t, err := w.AppendAsync(ctx, txn)
 	if err != nil {
 		return t, err
@@ -115,14 +327,14 @@ func (w *WAL) Append(ctx context.Context, txn *change.Txn) (groupcommit.Ticket, 
 
 // AppendAsync validates and queues txn, returning its LSNs without waiting
 // for durability; Wait(ctx, t.Last) waits.
-func (w *WAL) AppendAsync(ctx context.Context, txn *change.Txn) (groupcommit.Ticket, error) {
+func (w *WAL) AppendAsync(ctx context.Context, txn *change.Txn) (Ticket, error) {
 	eb, err := w.encode(txn)
 	if err != nil {
-		return groupcommit.Ticket{}, err
+		return Ticket{}, err
 	}
 	t, err := w.c.AppendAsync(ctx, eb.recs, txn.Header.SourceCommitTime)
 	w.scratch.Put(eb)
-	return t, err
+	return ticket(t), err
 }
 
 // AppendStream appends one transaction whose changes come from next
@@ -145,20 +357,20 @@ func (w *WAL) AppendAsync(ctx context.Context, txn *change.Txn) (groupcommit.Tic
 // append fails with the same error until it is reopened, and recovery
 // then removes the unfinished transaction. Once the commit is queued the
 // transaction is committed even if ctx ends while waiting for durability.
-func (w *WAL) AppendStream(ctx context.Context, hdr change.TxHeader, next func() (*change.Change, error)) (groupcommit.Ticket, error) {
+func (w *WAL) AppendStream(ctx context.Context, hdr change.TxHeader, next func() (*change.Change, error)) (Ticket, error) {
 	if err := hdr.Validate(); err != nil {
-		return groupcommit.Ticket{}, err
+		return Ticket{}, err
 	}
 	s, err := w.c.BeginStream(ctx)
 	if err != nil {
-		return groupcommit.Ticket{}, err
+		return Ticket{}, err
 	}
 	defer s.Abort() // a no-op once committed; also covers a panic in next
-	abort := func(err error) (groupcommit.Ticket, error) {
+	abort := func(err error) (Ticket, error) {
 		if aerr := s.Abort(); aerr != nil {
 			err = errors.Join(err, fmt.Errorf("wal: aborting the streamed transaction: %w", aerr))
 		}
-		return groupcommit.Ticket{}, err
+		return Ticket{}, err
 	}
 	var buf []byte
 	n := 0
@@ -195,7 +407,7 @@ func (w *WAL) AppendStream(ctx context.Context, hdr change.TxHeader, next func()
 	if err != nil {
 		return abort(fmt.Errorf("wal: streamed transaction aborted at its commit: %w", err))
 	}
-	return t, w.c.Wait(ctx, t.Last)
+	return ticket(t), w.c.Wait(ctx, t.Last)
 }
 
 // Wait blocks until LSN lsn is durable.
@@ -209,7 +421,7 @@ func (w *WAL) Durable() uint64 { return w.c.Durable() }
 func (w *WAL) Close() error {
 	w.once.Do(func() {
 		err := w.c.Close()
-		if cerr := w.Log.Close(); err == nil {
+		if cerr := w.seg.Close(); err == nil {
 			err = cerr
 		}
 		w.err = err
@@ -217,9 +429,25 @@ func (w *WAL) Close() error {
 	return w.err
 }
 
+// RemoveBefore removes the sealed segments all of whose records have LSNs
+// below lsn, the retention primitive: the caller decides lsn from what
+// every consumer has durably passed. The active segment is never removed.
+// It returns the names of the files removed.
+func (w *WAL) RemoveBefore(lsn uint64) ([]string, error) { return w.seg.RemoveBefore(lsn) }
+
+// ReadOnly is a log opened for reading only (OpenReadOnly).
+type ReadOnly struct{ log }
+
 // OpenReadOnly opens the log in dir for reading only: it repairs nothing,
 // takes no lock and may run beside a live writer; readers see what was
-// durable when it was opened.
-func OpenReadOnly(fsys vfs.FS, dir string) (*segment.Log, *segment.RecoveryReport, error) {
-	return segment.Open(dir, segment.Options{FS: fsys, ReadOnly: true, Logger: slog.New(slog.DiscardHandler)})
+// durable when it was opened. fsys nil means vfs.Default.
+func OpenReadOnly(fsys vfs.FS, dir string) (*ReadOnly, *RecoveryReport, error) {
+	l, rep, err := segment.Open(dir, segment.Options{FS: fsys, ReadOnly: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, nil, err
+	}
+	return &ReadOnly{log{l}}, rep, nil
 }
+
+// Close releases the log.
+func (r *ReadOnly) Close() error { return r.seg.Close() }

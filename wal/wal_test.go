@@ -25,23 +25,23 @@ func txnOf(xid uint64, n int) change.Txn {
 	return t
 }
 
-func readTxns(t *testing.T, l *segment.Log, from uint64) []Txn {
+func readTxns(t *testing.T, l *segment.Log, from uint64) []change.Committed {
 	t.Helper()
-	r, err := NewReader(l, from, false)
+	r, err := newReader(l, from, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var out []Txn
+	var out []change.Committed
 	for {
-		tx, err := r.NextTxn(context.Background())
+		tx, err := r.Next(context.Background())
 		if errors.Is(err, io.EOF) {
 			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, tx)
+		out = append(out, *tx)
 	}
 }
 
@@ -63,7 +63,7 @@ func TestAppendReadWholeTransactions(t *testing.T) {
 		want = append(want, tx)
 		tickets = append(tickets, tk.Last)
 	}
-	got := readTxns(t, w.Log, 1)
+	got := readTxns(t, w.seg, 1)
 	if len(got) != len(want) {
 		t.Fatalf("read %d transactions, want %d", len(got), len(want))
 	}
@@ -77,19 +77,19 @@ func TestAppendReadWholeTransactions(t *testing.T) {
 	if got[10].CommitLSN < mid {
 		mid = got[10].FirstLSN
 	}
-	if g := readTxns(t, w.Log, mid); g[0].FirstLSN != got[10].FirstLSN || len(g) != len(got)-10 {
+	if g := readTxns(t, w.seg, mid); g[0].FirstLSN != got[10].FirstLSN || len(g) != len(got)-10 {
 		t.Fatalf("from %d: first txn at %d, %d txns", mid, g[0].FirstLSN, len(g))
 	}
 	// Retention cuts a transaction: readers start at the next whole one.
-	segs := w.Log.Segments()
+	segs := w.Segments()
 	if len(segs) < 3 {
 		t.Fatalf("want rotation, got %d segments", len(segs))
 	}
-	if _, err := w.Log.RemoveBefore(segs[1].BaseLSN); err != nil {
+	if _, err := w.RemoveBefore(segs[1].BaseLSN); err != nil {
 		t.Fatal(err)
 	}
-	g := readTxns(t, w.Log, w.Log.FirstLSN())
-	if len(g) == 0 || g[0].FirstLSN < w.Log.FirstLSN() || g[len(g)-1].CommitLSN != tickets[len(tickets)-1] {
+	g := readTxns(t, w.seg, w.FirstLSN())
+	if len(g) == 0 || g[0].FirstLSN < w.FirstLSN() || g[len(g)-1].CommitLSN != tickets[len(tickets)-1] {
 		t.Fatalf("after retention: %d txns from %d", len(g), g[0].FirstLSN)
 	}
 }
@@ -104,8 +104,8 @@ func TestInvalidTransactionIsRejectedAndNothingWritten(t *testing.T) {
 	if _, err := w.Append(context.Background(), &bad); !errors.Is(err, change.ErrInvalid) {
 		t.Fatalf("invalid txn: %v", err)
 	}
-	if w.Log.NextLSN() != 1 {
-		t.Fatalf("next LSN %d after a rejected transaction", w.Log.NextLSN())
+	if w.seg.NextLSN() != 1 {
+		t.Fatalf("next LSN %d after a rejected transaction", w.seg.NextLSN())
 	}
 }
 
@@ -115,21 +115,21 @@ func TestFollowingReaderGetsNewTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	r, err := NewReader(w.Log, 1, true)
+	r, err := newReader(w.seg, 1, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := make(chan []Txn)
+	done := make(chan []change.Committed)
 	go func() {
-		var out []Txn
+		var out []change.Committed
 		for len(out) < 5 {
-			tx, err := r.NextTxn(ctx)
+			tx, err := r.Next(ctx)
 			if err != nil {
 				break
 			}
-			out = append(out, tx)
+			out = append(out, *tx)
 		}
 		done <- out
 	}()

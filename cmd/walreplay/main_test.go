@@ -19,7 +19,6 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
@@ -53,16 +52,16 @@ type fixture struct {
 	dir  string // archive root
 	url  string
 	a    *archive.Archive
-	txns []wal.Txn
+	txns []change.Committed
 	segs []archive.SegmentManifest
 }
 
 // genLog appends n transactions (upserts of public.kv and other.log, a
 // restore point "rp-<i>" every 10th) with commit times 1 s apart, and
 // returns them as read back.
-func genLog(t *testing.T, n int) []wal.Txn {
+func genLog(t *testing.T, n int) []change.Committed {
 	t.Helper()
-	w, _, err := wal.Open(wal.Options{Dir: t.TempDir(), Sync: groupcommit.SyncOff}) // no power-loss durability needed
+	w, _, err := wal.Open(wal.Options{Dir: t.TempDir(), Sync: wal.SyncOff}) // no power-loss durability needed
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,21 +87,21 @@ func genLog(t *testing.T, n int) []wal.Txn {
 			t.Fatal(err)
 		}
 	}
-	r, err := wal.NewReader(w.Log, 1, false)
+	r, err := w.NewReader(1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	var out []wal.Txn
+	var out []change.Committed
 	for {
-		tx, err := r.NextTxn(context.Background())
+		tx, err := r.Next(context.Background())
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, tx)
+		out = append(out, *tx)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -111,7 +110,7 @@ func genLog(t *testing.T, n int) []wal.Txn {
 }
 
 // newFixture archives txns in segments of per transactions.
-func newFixture(t *testing.T, txns []wal.Txn, per int) *fixture {
+func newFixture(t *testing.T, txns []change.Committed, per int) *fixture {
 	t.Helper()
 	f := &fixture{dir: t.TempDir(), txns: txns}
 	f.url = "file://" + f.dir
@@ -168,7 +167,7 @@ func (f *fixture) snapshot(t *testing.T, i int) {
 }
 
 // expected builds a replica holding the first n transactions.
-func expected(t *testing.T, txns []wal.Txn) string {
+func expected(t *testing.T, txns []change.Committed) string {
 	t.Helper()
 	url := "sqlite://" + filepath.Join(t.TempDir(), "expected.db")
 	app, err := replica.Open(context.Background(), url, replica.Options{})

@@ -10,9 +10,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/internal/bytesize"
-	"github.com/walship/walship/segment"
 	"github.com/walship/walship/wal"
 )
 
@@ -34,18 +32,18 @@ func (f *walFlags) options() (wal.Options, error) {
 	if err := requireFlag("wal", f.dir); err != nil {
 		return wal.Options{}, err
 	}
-	sm, err := groupcommit.ParseSyncMode(f.sync)
+	sm, err := wal.ParseSyncMode(f.sync)
 	if err != nil {
 		return wal.Options{}, usageError("--sync: %v", err)
 	}
 	size, err := bytesize.Parse(f.segmentSize)
 	if err == nil {
-		err = (&segment.Options{SegmentSize: size}).Validate() // range: a usage error too
+		err = (&wal.Options{SegmentSize: size}).Validate() // range: a usage error too
 	}
 	if err != nil {
 		return wal.Options{}, usageError("--segment-size: %v", err)
 	}
-	codec, err := segment.ParseCodec(f.compression)
+	codec, err := wal.ParseCompression(f.compression)
 	if err != nil {
 		return wal.Options{}, usageError("--compression: %v", err)
 	}
@@ -77,7 +75,7 @@ func runAppend(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fmt.Fprintf(stderr, "walship: recovered %s: %s\n", opts.Dir, rep)
 	}
 
-	acks := make(chan groupcommit.Ticket, 1<<14)
+	acks := make(chan wal.Ticket, 1<<14)
 	printed := make(chan error, 1)
 	go func() { printed <- printAcks(w, acks, stdout) }()
 
@@ -138,7 +136,7 @@ loop:
 
 // printAcks prints one line per ticket once it is durable, flushing stdout
 // before each wait so an acknowledgement is never held back.
-func printAcks(w *wal.WAL, acks <-chan groupcommit.Ticket, stdout io.Writer) error {
+func printAcks(w *wal.WAL, acks <-chan wal.Ticket, stdout io.Writer) error {
 	bw := bufio.NewWriterSize(stdout, 64<<10)
 	var buf []byte
 	var err error

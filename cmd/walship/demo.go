@@ -28,7 +28,6 @@ import (
 	"github.com/walship/walship/kafkasink/kafkatest"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
-	"github.com/walship/walship/wal"
 )
 
 // runDemo is `walship demo`: the whole pipeline on one machine with
@@ -497,10 +496,10 @@ func (h *httpSource) post(ctx context.Context, txns []change.Txn) error {
 	if err := postAppend(ctx, h.addr, body, len(txns)); err != nil {
 		return err
 	}
-	batch := make([]wal.Txn, len(txns))
+	batch := make([]change.Committed, len(txns))
 	for i := range txns {
 		h.lsn += uint64(len(txns[i].Changes))
-		batch[i] = wal.Txn{FirstLSN: h.lsn - uint64(len(txns[i].Changes)) + 1, CommitLSN: h.lsn, CommitTime: time.Now(), Txn: txns[i]}
+		batch[i] = change.Committed{FirstLSN: h.lsn - uint64(len(txns[i].Changes)) + 1, CommitLSN: h.lsn, CommitTime: time.Now(), Txn: txns[i]}
 	}
 	return h.ref.Apply(ctx, batch)
 }

@@ -45,7 +45,7 @@ func runDump(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if start == 0 {
 		start = l.FirstLSN()
 	}
-	r, err := wal.NewReader(l, start, false)
+	r, err := l.NewReader(start, false)
 	if err != nil {
 		return classify(err)
 	}
@@ -53,7 +53,7 @@ func runDump(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	bw := bufio.NewWriterSize(stdout, 256<<10)
 	var buf []byte
 	for {
-		t, err := r.NextTxn(ctx)
+		t, err := r.Next(ctx)
 		if errors.Is(err, io.EOF) {
 			break
 		}

@@ -183,14 +183,14 @@ func TestRunSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	r, err := wal.NewReader(l, l.FirstLSN(), false)
+	r, err := l.NewReader(l.FirstLSN(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := map[int]uint64{}
 	next := l.FirstLSN()
 	for {
-		txn, err := r.NextTxn(context.Background())
+		txn, err := r.Next(context.Background())
 		if err == io.EOF {
 			break
 		}

@@ -94,7 +94,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 }
 
 func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
-	rep, err := segment.Verify(nil, dir)
+	rep, err := wal.Verify(nil, dir)
 	if err != nil {
 		return failed(err), err
 	}
@@ -120,13 +120,13 @@ func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
 		return failed(err), err
 	}
 	defer l.Close()
-	r, err := wal.NewReader(l, l.FirstLSN(), false)
+	r, err := l.NewReader(l.FirstLSN(), false)
 	if err != nil {
 		return failed(err), err
 	}
 	defer r.Close()
 	for {
-		_, err := r.NextTxn(ctx)
+		_, err := r.Next(ctx)
 		if errors.Is(err, io.EOF) {
 			break
 		}
