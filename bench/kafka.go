@@ -34,6 +34,7 @@ import (
 	"github.com/walship/walship/internal/pgtest"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
@@ -138,7 +139,7 @@ func (b *kafkaBench) setup(ctx context.Context, n int) error {
 	defer rd.Close()
 	// Only the records stay: the decoded transactions would be live heap
 	// every garbage collection during the timed cases marks for nothing.
-	enc := &kafkasink.Encoder{Database: "bench", Name: "walship", Lineage: "bench"}
+	enc := &kafkawire.Encoder{Database: "bench", Name: "walship", Lineage: "bench"}
 	read := 0
 	for {
 		t, err := rd.Next(ctx)

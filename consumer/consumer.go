@@ -6,7 +6,7 @@
 // # Guarantees
 //
 //   - Whole transactions: records are assembled into transactions
-//     (kafkasink.Assembler); a transaction is applied only once the record
+//     (kafkawire.Assembler); a transaction is applied only once the record
 //     with lsn == commit_lsn has arrived, and atomically with its position
 //     (the Applier stores the position in the replica's own transaction).
 //   - Exactly-once effect: duplicates in the topic (a restarted sink
@@ -41,7 +41,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/kafkasink"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/replica"
 )
 
@@ -56,7 +56,7 @@ const (
 // Config configures a Consumer.
 type Config struct {
 	Brokers []string
-	// Topic is the ordered topic; default kafkasink.OrderedTopic(TopicPrefix).
+	// Topic is the ordered topic; default kafkawire.OrderedTopic(TopicPrefix).
 	Topic       string
 	TopicPrefix string // default "walship"
 	Group       string // default "walship-consume"
@@ -73,8 +73,8 @@ type Config struct {
 	InstanceID string
 	// SessionTimeout of the group membership; default franz-go's (45s).
 	SessionTimeout time.Duration
-	TLS            kafkasink.TLSConfig
-	SASL           kafkasink.SASLConfig
+	TLS            kafkawire.TLSConfig
+	SASL           kafkawire.SASLConfig
 	Logger         *slog.Logger
 	// OnApplied, if set, is called after each batch is committed to the
 	// replica, with the batch (not to be retained or modified). The bench
@@ -85,14 +85,14 @@ type Config struct {
 // Validate checks c and fills in defaults; errors name the config keys.
 func (c *Config) Validate() error {
 	var errs []error
-	if _, err := kafkasink.ClientOptions(c.Brokers, c.TLS, c.SASL); err != nil {
+	if _, err := kafkawire.ClientOptions(c.Brokers, c.TLS, c.SASL); err != nil {
 		errs = append(errs, err)
 	}
 	if c.TopicPrefix == "" {
-		c.TopicPrefix = kafkasink.DefaultTopicPrefix
+		c.TopicPrefix = kafkawire.DefaultTopicPrefix
 	}
 	if c.Topic == "" {
-		c.Topic = kafkasink.OrderedTopic(c.TopicPrefix)
+		c.Topic = kafkawire.OrderedTopic(c.TopicPrefix)
 	}
 	if c.Group == "" {
 		c.Group = DefaultGroup
@@ -157,7 +157,7 @@ func New(ctx context.Context, cfg Config) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	kopts, _ := kafkasink.ClientOptions(cfg.Brokers, cfg.TLS, cfg.SASL)
+	kopts, _ := kafkawire.ClientOptions(cfg.Brokers, cfg.TLS, cfg.SASL)
 	ap, err := replica.Open(ctx, cfg.ReplicaURL, replica.Options{MaxBatchTxns: cfg.MaxBatchTxns, Lineage: cfg.Lineage, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("consumer: %w", err)
@@ -272,7 +272,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		<-applierDone
 	}()
 
-	asm := kafkasink.NewAssembler(c.position())
+	asm := kafkawire.NewAssembler(c.position())
 	for {
 		fs := cl.PollRecords(ctx, maxPollRecords)
 		select {
@@ -290,7 +290,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if errors.Is(fe.Err, context.Canceled) {
 				return ctx.Err()
 			}
-			if kafkasink.IsFatal(fe.Err) {
+			if kafkawire.IsFatal(fe.Err) {
 				return fmt.Errorf("consumer: %s: %w", topic, fe.Err)
 			}
 			c.log.Warn("kafka fetch error (retried)", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
@@ -298,7 +298,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// A new assignment may have found the replica further than the
 		// assembler: everything at or below the position is skipped.
 		if d := c.position(); d > asm.Done() {
-			asm = kafkasink.NewAssembler(d)
+			asm = kafkawire.NewAssembler(d)
 		}
 		var batch []change.Committed
 		var lastCommitOffset int64 = -1
@@ -315,7 +315,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return
 			}
 			next = r.Offset + 1
-			ev, err := kafkasink.Decode(r)
+			ev, err := kafkawire.Decode(r)
 			if err != nil {
 				perr = fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
 				return
@@ -441,7 +441,7 @@ func (c *Consumer) startOffset(ctx context.Context, topic string) (int64, error)
 		return 0, err
 	}
 	if lsn > target {
-		return 0, fmt.Errorf("%w: the replica is at LSN %d but %s starts at LSN %d (offset %d): records lost to Kafka retention; rebuild the replica from the archive (walreplay restore)", kafkasink.ErrGap, pos, topic, lsn, off)
+		return 0, fmt.Errorf("%w: the replica is at LSN %d but %s starts at LSN %d (offset %d): records lost to Kafka retention; rebuild the replica from the archive (walreplay restore)", kafkawire.ErrGap, pos, topic, lsn, off)
 	}
 	lo = off
 	for hi-lo > 1 {
@@ -481,7 +481,7 @@ func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uin
 			return 0, 0, fmt.Errorf("consumer: read %s at offset %d: %w", topic, o, err)
 		}
 		for _, r := range fs.Records() {
-			lsn, _, _, _, err := kafkasink.DecodeHeaders(r)
+			lsn, _, _, _, err := kafkawire.DecodeHeaders(r)
 			if err != nil {
 				return 0, 0, fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
 			}

@@ -24,6 +24,7 @@ import (
 	"github.com/walship/walship/internal/pgtest"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/replica"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
@@ -455,7 +456,7 @@ func TestBrokerOutage(t *testing.T) {
 
 // TestGapAndLineageStop: a replica whose next transaction was removed from
 // the topic (Kafka retention, simulated with DeleteRecords) stops with
-// kafkasink.ErrGap instead of skipping it; records of another lineage stop
+// kafkawire.ErrGap instead of skipping it; records of another lineage stop
 // the consumer too.
 func TestGapAndLineageStop(t *testing.T) {
 	kc := startCluster(t)
@@ -486,7 +487,7 @@ func TestGapAndLineageStop(t *testing.T) {
 	}
 	defer cl.Close()
 	var offs kadm.Offsets
-	offs.Add(kadm.Offset{Topic: kafkasink.OrderedTopic("walship"), Partition: 0, At: 100})
+	offs.Add(kadm.Offset{Topic: kafkawire.OrderedTopic("walship"), Partition: 0, At: 100})
 	if _, err := kadm.NewClient(cl).DeleteRecords(context.Background(), offs); err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +499,7 @@ func TestGapAndLineageStop(t *testing.T) {
 	defer cancel()
 	err = c.Run(ctx)
 	c.Close()
-	if !errors.Is(err, kafkasink.ErrGap) {
+	if !errors.Is(err, kafkawire.ErrGap) {
 		t.Fatalf("Run = %v, want ErrGap", err)
 	}
 	if st, _, _ := dump(t, url); !strings.Contains(st, "accounts") {

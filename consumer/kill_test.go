@@ -18,6 +18,7 @@ import (
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
@@ -204,7 +205,7 @@ func topicEnd(t *testing.T, addr string) int64 {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	topic := kafkasink.OrderedTopic("walship")
+	topic := kafkawire.OrderedTopic("walship")
 	offs, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topic)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/kafkasink"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/pgsource"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/vfs"
@@ -99,9 +100,9 @@ func OpenArchive(ctx context.Context, a *config.Archive, log *slog.Logger) (*arc
 func KafkaSinkConfig(k *config.Kafka, log *slog.Logger) kafkasink.Config {
 	return kafkasink.Config{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Mode: k.Mode, Compression: k.Compression,
 		Linger: k.Linger, Tombstones: k.Tombstones, Logger: log,
-		TLS: kafkasink.TLSConfig{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
+		TLS: kafkawire.TLSConfig{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
 			InsecureSkipVerify: k.TLS.InsecureSkipVerify},
-		SASL: kafkasink.SASLConfig{Mechanism: k.SASL.Mechanism, Username: k.SASL.Username, Password: k.SASL.Password}}
+		SASL: kafkawire.SASLConfig{Mechanism: k.SASL.Mechanism, Username: k.SASL.Username, Password: k.SASL.Password}}
 }
 
 // Positions is a summary of where every part of the pipeline is.

@@ -15,8 +15,8 @@ import (
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/internal/logx"
-	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/replica"
 	"github.com/walship/walship/vfs"
 
@@ -311,7 +311,7 @@ func TestSinks(t *testing.T) {
 	if len(lin.Snapshots) == 0 || lin.Snapshots[len(lin.Snapshots)-1].LSN > last {
 		t.Fatalf("no base snapshot stored (snapshot_interval 300ms): %+v", lin.Snapshots)
 	}
-	recs, err := kafkatest.ReadTopic(context.Background(), []string{kc.Addr}, kafkasink.OrderedTopic("t"), int(last))
+	recs, err := kafkatest.ReadTopic(context.Background(), []string{kc.Addr}, kafkawire.OrderedTopic("t"), int(last))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,11 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/walship/walship/kafkasink"
-
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/secret"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/obs"
 	"github.com/walship/walship/status"
 )
@@ -109,8 +108,8 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 		}
 		if k := d.kafka; k != nil {
 			s := k.Stats()
-			topic := kafkasink.OrderedTopic(d.cfg.Kafka.TopicPrefix)
-			if d.cfg.Kafka.Mode == kafkasink.ModeTables {
+			topic := kafkawire.OrderedTopic(d.cfg.Kafka.TopicPrefix)
+			if d.cfg.Kafka.Mode == kafkawire.ModeTables {
 				topic = d.cfg.Kafka.TopicPrefix + ".<schema>.<table>"
 			}
 			snap.Sinks = append(snap.Sinks, status.Sink{Name: topic, Kind: "kafka", Target: strings.Join(d.cfg.Kafka.Brokers, ","),

@@ -1,30 +1,17 @@
 package kafkasink
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
-)
-
-// Modes.
-const (
-	ModeOrdered = "ordered"
-	ModeTables  = "tables"
+	"github.com/walship/walship/kafkawire"
 )
 
 // Defaults.
 const (
-	DefaultTopicPrefix        = "walship"
 	DefaultCompression        = "zstd"
 	DefaultLinger             = 5 * time.Millisecond
 	DefaultMaxBufferedRecords = 10000
@@ -34,42 +21,6 @@ const (
 	// store (registered by New, so it holds back retention).
 	CheckpointName = "kafka"
 )
-
-// OrderedTopic is the topic of ordered mode: "<prefix>.ordered". The suffix
-// keeps it apart from the tables-mode topics "<prefix>.<schema>.<table>",
-// which always have two more dot-separated parts.
-func OrderedTopic(prefix string) string { return prefix + ".ordered" }
-
-// TablesTopic is the topic of table t in tables mode:
-// "<prefix>.<schema>.<table>", characters Kafka does not allow in topic
-// names ([a-zA-Z0-9._-]) replaced by '_' as Debezium does.
-func TablesTopic(prefix, schema, table string) string {
-	return prefix + "." + sanitizeTopicPart(schema) + "." + sanitizeTopicPart(table)
-}
-
-func sanitizeTopicPart(s string) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-			return r
-		}
-		return '_'
-	}, s)
-}
-
-// TLSConfig enables TLS to the brokers.
-type TLSConfig struct {
-	Enabled            bool
-	CAFile             string // PEM; default: the system roots
-	CertFile, KeyFile  string // client certificate (both or neither)
-	InsecureSkipVerify bool
-}
-
-// SASLConfig enables SASL authentication.
-type SASLConfig struct {
-	Mechanism          string // "" (none) | plain | scram-sha-256 | scram-sha-512
-	Username, Password string
-}
 
 // Config configures a Sink. Validate fills in the defaults.
 type Config struct {
@@ -91,8 +42,8 @@ type Config struct {
 	Partitions int32
 	// ReplicationFactor of created topics; default -1 (the broker's).
 	ReplicationFactor int16
-	TLS               TLSConfig
-	SASL              SASLConfig
+	TLS               kafkawire.TLSConfig
+	SASL              kafkawire.SASLConfig
 	Database          string // source.db in the envelope
 	Name              string // source.name; default TopicPrefix
 	// CheckpointInterval is the least time between two durable checkpoint
@@ -108,16 +59,16 @@ func (c *Config) Validate() error {
 	fail := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("kafka.%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	errs = append(errs, validateBrokers(c.Brokers))
+	errs = append(errs, kafkawire.ValidateBrokers(c.Brokers))
 	if c.TopicPrefix == "" {
-		c.TopicPrefix = DefaultTopicPrefix
-	} else if len(c.TopicPrefix) > 200 || sanitizeTopicPart(c.TopicPrefix) != c.TopicPrefix {
+		c.TopicPrefix = kafkawire.DefaultTopicPrefix
+	} else if len(c.TopicPrefix) > 200 || kafkawire.SanitizeTopicPart(c.TopicPrefix) != c.TopicPrefix {
 		fail("topic_prefix", "%q: want 1-200 characters of [a-zA-Z0-9._-]", c.TopicPrefix)
 	}
 	switch c.Mode {
 	case "":
-		c.Mode = ModeOrdered
-	case ModeOrdered, ModeTables:
+		c.Mode = kafkawire.ModeOrdered
+	case kafkawire.ModeOrdered, kafkawire.ModeTables:
 	default:
 		fail("mode", "%q: want ordered or tables", c.Mode)
 	}
@@ -163,41 +114,8 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	errs = append(errs, c.TLS.validate(), c.SASL.validate())
+	errs = append(errs, c.TLS.Validate(), c.SASL.Validate())
 	return errors.Join(errs...)
-}
-
-func validateBrokers(brokers []string) error {
-	if len(brokers) == 0 {
-		return errors.New("kafka.brokers: required: a list of host:port")
-	}
-	var errs []error
-	for i, b := range brokers {
-		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
-			errs = append(errs, fmt.Errorf("kafka.brokers[%d]: %q is not host:port", i, b))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func (t *TLSConfig) validate() error {
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return errors.New("kafka.tls.cert_file: cert_file and key_file must be given together")
-	}
-	return nil
-}
-
-func (s *SASLConfig) validate() error {
-	switch s.Mechanism {
-	case "":
-		return nil
-	case "plain", "scram-sha-256", "scram-sha-512":
-		if s.Username == "" {
-			return errors.New("kafka.sasl.username: required with kafka.sasl.mechanism")
-		}
-		return nil
-	}
-	return fmt.Errorf("kafka.sasl.mechanism: %q: want plain, scram-sha-256 or scram-sha-512", s.Mechanism)
 }
 
 func compressionCodec(name string) (kgo.CompressionCodec, error) {
@@ -214,49 +132,4 @@ func compressionCodec(name string) (kgo.CompressionCodec, error) {
 		return kgo.ZstdCompression(), nil
 	}
 	return kgo.CompressionCodec{}, fmt.Errorf("%q: want none, gzip, snappy, lz4 or zstd", name)
-}
-
-// ClientOptions returns the kgo options for connecting to brokers with
-// tlsCfg and saslCfg: seed brokers, TLS dialer, SASL mechanism. The consumer
-// package uses it too. Certificate files are read now; an error names the
-// config key and the file.
-func ClientOptions(brokers []string, tlsCfg TLSConfig, saslCfg SASLConfig) ([]kgo.Opt, error) {
-	if err := validateBrokers(brokers); err != nil {
-		return nil, err
-	}
-	if err := errors.Join(tlsCfg.validate(), saslCfg.validate()); err != nil {
-		return nil, err
-	}
-	opts := []kgo.Opt{kgo.SeedBrokers(brokers...)}
-	if tlsCfg.Enabled || tlsCfg.CAFile != "" || tlsCfg.CertFile != "" || tlsCfg.InsecureSkipVerify {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: tlsCfg.InsecureSkipVerify}
-		if tlsCfg.CAFile != "" {
-			pem, err := os.ReadFile(tlsCfg.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("kafka.tls.ca_file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("kafka.tls.ca_file: %s: no PEM certificate found", tlsCfg.CAFile)
-			}
-			tc.RootCAs = pool
-		}
-		if tlsCfg.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(tlsCfg.CertFile, tlsCfg.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("kafka.tls.cert_file: %s / %s: %w", tlsCfg.CertFile, tlsCfg.KeyFile, err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
-	}
-	switch saslCfg.Mechanism {
-	case "plain":
-		opts = append(opts, kgo.SASL(plain.Auth{User: saslCfg.Username, Pass: saslCfg.Password}.AsMechanism()))
-	case "scram-sha-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: saslCfg.Username, Pass: saslCfg.Password}.AsSha256Mechanism()))
-	case "scram-sha-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: saslCfg.Username, Pass: saslCfg.Password}.AsSha512Mechanism()))
-	}
-	return opts, nil
 }

@@ -2,8 +2,6 @@ package kafkasink
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/wal"
 )
 
@@ -157,8 +156,8 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 	defer cl.Close()
 
 	topics := &topicCache{cfg: &s.cfg, adm: kadm.NewClient(cl), log: s.log, known: map[string]bool{}, fatal: s.fatalConnErr}
-	if s.cfg.Mode == ModeOrdered {
-		if err := topics.ensure(ctx, OrderedTopic(s.cfg.TopicPrefix), 1); err != nil {
+	if s.cfg.Mode == kafkawire.ModeOrdered {
+		if err := topics.ensure(ctx, kafkawire.OrderedTopic(s.cfg.TopicPrefix), 1); err != nil {
 			return err
 		}
 	}
@@ -228,7 +227,7 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 }
 
 func (s *Sink) clientOptions() ([]kgo.Opt, error) {
-	opts, err := ClientOptions(s.cfg.Brokers, s.cfg.TLS, s.cfg.SASL)
+	opts, err := kafkawire.ClientOptions(s.cfg.Brokers, s.cfg.TLS, s.cfg.SASL)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +240,7 @@ func (s *Sink) clientOptions() ([]kgo.Opt, error) {
 		kgo.MaxBufferedRecords(s.cfg.MaxBufferedRecords),
 		kgo.WithHooks(retryHook{s}),
 	)
-	if s.cfg.Mode == ModeOrdered {
+	if s.cfg.Mode == kafkawire.ModeOrdered {
 		// One partition, and the record says which: order never depends on
 		// a partitioner.
 		opts = append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -255,7 +254,7 @@ func (s *Sink) clientOptions() ([]kgo.Opt, error) {
 // produceLoop reads transactions and hands their records to the producer
 // until runCtx ends or reading fails.
 func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *wal.Reader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc) error {
-	jobs := &jobPool{produceCtx: produceCtx, ordered: s.cfg.Mode == ModeOrdered}
+	jobs := &jobPool{produceCtx: produceCtx, ordered: s.cfg.Mode == kafkawire.ModeOrdered}
 	promise := func(r *kgo.Record, err error) {
 		// The LSN is the first header (set below): parsing it back costs
 		// less than a context per record.
@@ -420,8 +419,8 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := &encodeWorker{s: s, enc: &Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage},
-				lineage: []byte(s.lineage), orderedTopic: OrderedTopic(s.cfg.TopicPrefix)}
+			w := &encodeWorker{s: s, enc: &kafkawire.Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage},
+				lineage: []byte(s.lineage), orderedTopic: kafkawire.OrderedTopic(s.cfg.TopicPrefix)}
 			for job := range work {
 				w.encode(job)
 				close(job.done)
@@ -432,7 +431,7 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 		close(work)
 		wg.Wait()
 	}()
-	ordered := s.cfg.Mode == ModeOrdered
+	ordered := s.cfg.Mode == kafkawire.ModeOrdered
 	var job *encJob
 	// flush hands job on; false if ctx ended first.
 	flush := func() bool {
@@ -478,7 +477,7 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 					// Tables mode has no topic for logical messages: the
 					// LSN passes without a record.
 				} else {
-					topic = TablesTopic(s.cfg.TopicPrefix, c.Table.Schema, c.Table.Name)
+					topic = kafkawire.TablesTopic(s.cfg.TopicPrefix, c.Table.Schema, c.Table.Name)
 					if !topics.known[topic] {
 						if !flush() {
 							return nil
@@ -532,7 +531,7 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 // encodeWorker encodes jobs; each worker has its own Encoder.
 type encodeWorker struct {
 	s            *Sink
-	enc          *Encoder
+	enc          *kafkawire.Encoder
 	lineage      []byte
 	orderedTopic string
 	job          *encJob // being encoded
@@ -563,7 +562,7 @@ func (w *encodeWorker) carve(build func([]byte) []byte) []byte {
 // of them, are allocated once per job.
 func (w *encodeWorker) encode(job *encJob) {
 	w.job = job
-	w.enc.nowMS = time.Now().UnixMilli() // ts_ms: the time the job is encoded
+	w.enc.NowMS = time.Now().UnixMilli() // ts_ms: the time the job is encoded
 	defer func() { w.job = nil }()
 	tombstones := *w.s.cfg.Tombstones
 	nrecs, nsent := 0, 0
@@ -609,14 +608,14 @@ func (w *encodeWorker) encode(job *encJob) {
 				key = w.carve(func(b []byte) []byte { b, _ = w.enc.AppendKey(b, c); return b })
 			}
 			value := w.carve(func(b []byte) []byte {
-				return w.enc.AppendValue(b, position{txn: t, index: i, tableOrdinal: int(job.ordinals[k])})
+				return w.enc.AppendValue(b, kafkawire.Position{Txn: t, Index: i, TableOrdinal: int(job.ordinals[k])})
 			})
 			h := len(headers)
 			headers = append(headers,
-				kgo.RecordHeader{Key: HeaderLSN, Value: w.carve(func(b []byte) []byte { return strconv.AppendUint(b, lsn, 10) })},
-				kgo.RecordHeader{Key: HeaderCommitLSN, Value: hdrCommit},
-				kgo.RecordHeader{Key: HeaderTxnFirstLSN, Value: hdrFirst},
-				kgo.RecordHeader{Key: HeaderLineage, Value: w.lineage},
+				kgo.RecordHeader{Key: kafkawire.HeaderLSN, Value: w.carve(func(b []byte) []byte { return strconv.AppendUint(b, lsn, 10) })},
+				kgo.RecordHeader{Key: kafkawire.HeaderCommitLSN, Value: hdrCommit},
+				kgo.RecordHeader{Key: kafkawire.HeaderTxnFirstLSN, Value: hdrFirst},
+				kgo.RecordHeader{Key: kafkawire.HeaderLineage, Value: w.lineage},
 			)
 			hdrs := headers[h:len(headers):len(headers)]
 			// The record timestamp is the commit time (non-decreasing in
@@ -643,7 +642,7 @@ func (w *encodeWorker) topic(job *encJob, k int) string {
 // produce hands rec to the client; it blocks while MaxBufferedRecords are
 // in flight (backpressure) and returns runCtx's error if runCtx ends first.
 func (s *Sink) produce(runCtx context.Context, cl *kgo.Client, rec *kgo.Record, promise func(*kgo.Record, error)) error {
-	if s.cfg.Mode == ModeOrdered {
+	if s.cfg.Mode == kafkawire.ModeOrdered {
 		rec.Partition = 0
 	}
 	// A Produce blocked on a full buffer waits on produceCtx, which ends
@@ -707,7 +706,7 @@ func (h retryHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.
 // has succeeded since and retrying cannot cure it (bad credentials or
 // certificates): franz-go retries those like any other, forever.
 func (s *Sink) fatalConnErr() error {
-	if p := s.connErr.Load(); p != nil && IsFatal(*p) {
+	if p := s.connErr.Load(); p != nil && kafkawire.IsFatal(*p) {
 		return fmt.Errorf("kafkasink: connect to the brokers: %w", *p)
 	}
 	return nil
@@ -765,23 +764,6 @@ func (tc *topicCache) ensure(ctx context.Context, topic string, partitions int32
 	}
 }
 
-// IsFatal reports errors that retrying cannot cure: authentication,
-// authorization, certificates, invalid topic names, a session timeout the
-// broker refuses. The consumer uses it too.
-func IsFatal(err error) bool {
-	var verr *tls.CertificateVerificationError
-	var uerr x509.UnknownAuthorityError
-	var herr x509.HostnameError
-	for _, e := range []error{kerr.SaslAuthenticationFailed, kerr.UnsupportedSaslMechanism, kerr.IllegalSaslState,
-		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed, kerr.GroupAuthorizationFailed,
-		kerr.InvalidTopicException, kerr.InvalidSessionTimeout} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr)
-}
-
 type fatalTopicError struct{ err error }
 
 func (e *fatalTopicError) Error() string { return e.err.Error() }
@@ -797,12 +779,12 @@ func (tc *topicCache) tryEnsure(ctx context.Context, topic string, partitions in
 		tc.log.Info("created kafka topic", "topic", topic, "partitions", partitions)
 	case errors.Is(err, kerr.TopicAlreadyExists):
 	default:
-		if IsFatal(err) {
+		if kafkawire.IsFatal(err) {
 			return &fatalTopicError{fmt.Errorf("kafkasink: create topic %s: %w", topic, err)}
 		}
 		return fmt.Errorf("kafkasink: create topic %s: %w", topic, err)
 	}
-	if tc.cfg.Mode != ModeOrdered {
+	if tc.cfg.Mode != kafkawire.ModeOrdered {
 		return nil
 	}
 	details, err := tc.adm.ListTopics(ctx, topic)

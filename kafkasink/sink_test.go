@@ -18,6 +18,7 @@ import (
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
@@ -117,10 +118,10 @@ func startCluster(t *testing.T) *kafkatest.Cluster {
 // rebuild decodes the ordered topic's records and assembles transactions.
 func rebuild(t *testing.T, recs []*kgo.Record) []change.Committed {
 	t.Helper()
-	a := NewAssembler(0)
+	a := kafkawire.NewAssembler(0)
 	var out []change.Committed
 	for _, r := range recs {
-		ev, err := Decode(r)
+		ev, err := kafkawire.Decode(r)
 		if err != nil {
 			t.Fatalf("offset %d: %v", r.Offset, err)
 		}
@@ -176,7 +177,7 @@ func TestOrderedRoundTripExact(t *testing.T) {
 	waitAcked(t, s, last, 20*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	recs, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, OrderedTopic("walship"), recordCount(want, true))
+	recs, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, kafkawire.OrderedTopic("walship"), recordCount(want, true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestOrderedRoundTripExact(t *testing.T) {
 	// its delete.
 	var prev uint64
 	for i, r := range recs {
-		lsn, _, _, lineage, err := DecodeHeaders(r)
+		lsn, _, _, lineage, err := kafkawire.DecodeHeaders(r)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -241,7 +242,7 @@ func TestEnvelopeFields(t *testing.T) {
 	waitAcked(t, s, 4, 20*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	recs, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, OrderedTopic("walship"), 5)
+	recs, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, kafkawire.OrderedTopic("walship"), 5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +252,7 @@ func TestEnvelopeFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := v["source"].(obj)
-	for k, want := range map[string]any{"version": Version, "connector": "postgresql", "name": "srv", "db": "app",
+	for k, want := range map[string]any{"version": kafkawire.Version, "connector": "postgresql", "name": "srv", "db": "app",
 		"schema": "public", "table": "accounts", "txId": 571.0, "lsn": float64(0x16_B374D848), "snapshot": "false",
 		"ts_ms": float64(ts.UnixMilli()), "sequence": `["` + strconv.Itoa(0x16_B374D848) + `","1"]`} {
 		if src[k] != want {
@@ -276,7 +277,7 @@ func TestEnvelopeFields(t *testing.T) {
 	for _, h := range recs[2].Headers {
 		hdr[h.Key] = string(h.Value)
 	}
-	if hdr[HeaderLSN] != "3" || hdr[HeaderCommitLSN] != "4" || hdr[HeaderTxnFirstLSN] != "1" || hdr[HeaderLineage] != "L1" {
+	if hdr[kafkawire.HeaderLSN] != "3" || hdr[kafkawire.HeaderCommitLSN] != "4" || hdr[kafkawire.HeaderTxnFirstLSN] != "1" || hdr[kafkawire.HeaderLineage] != "L1" {
 		t.Errorf("headers of the delete: %v", hdr)
 	}
 	// The delete, its tombstone, then the message.
@@ -304,7 +305,7 @@ func TestTablesMode(t *testing.T) {
 	e.append(kafkatest.NewWorkload(2), 200)
 	want := e.walTxns()
 	no := false
-	s, err := New(Config{Brokers: []string{c.Addr}, Mode: ModeTables, TopicPrefix: "tp", Tombstones: &no, Compression: "lz4"}, e.w, e.ckpts, "L1")
+	s, err := New(Config{Brokers: []string{c.Addr}, Mode: kafkawire.ModeTables, TopicPrefix: "tp", Tombstones: &no, Compression: "lz4"}, e.w, e.ckpts, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func TestTablesMode(t *testing.T) {
 			if ch.Op == change.Message {
 				continue
 			}
-			topic := TablesTopic("tp", ch.Table.Schema, ch.Table.Name)
+			topic := kafkawire.TablesTopic("tp", ch.Table.Schema, ch.Table.Name)
 			perTopic[topic] = append(perTopic[topic], ch)
 			lsns[topic] = append(lsns[topic], txn.FirstLSN+uint64(i))
 		}
@@ -337,7 +338,7 @@ func TestTablesMode(t *testing.T) {
 			t.Fatalf("%s: %d records, want %d", topic, len(recs), len(changes))
 		}
 		for i, r := range recs {
-			ev, err := Decode(r)
+			ev, err := kafkawire.Decode(r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -345,7 +346,7 @@ func TestTablesMode(t *testing.T) {
 				t.Fatalf("%s record %d: lsn %d change %+v, want lsn %d %+v", topic, i, ev.LSN, ev.Change, lsns[topic][i], changes[i])
 			}
 			if changes[i].Key != nil {
-				k, _ := (&Encoder{}).AppendKey(nil, &changes[i])
+				k, _ := (&kafkawire.Encoder{}).AppendKey(nil, &changes[i])
 				if !bytes.Equal(r.Key, k) {
 					t.Fatalf("%s record %d: key %s, want %s", topic, i, r.Key, k)
 				}
@@ -377,13 +378,13 @@ func TestRestartResumes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// Read everything there is: at least the records of the WAL.
-	recs, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, OrderedTopic("walship"), recordCount(want, true))
+	recs, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, kafkawire.OrderedTopic("walship"), recordCount(want, true))
 	if err != nil {
 		t.Fatal(err)
 	}
-	hw := highWatermark(t, c.Addr, OrderedTopic("walship"))
+	hw := highWatermark(t, c.Addr, kafkawire.OrderedTopic("walship"))
 	for int64(len(recs)) < hw {
-		more, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, OrderedTopic("walship"), int(hw))
+		more, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, kafkawire.OrderedTopic("walship"), int(hw))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -471,7 +472,7 @@ func TestBrokerOutage(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	recs, err := kafkatest.ReadTopic(ctx, []string{proxy.Addr}, OrderedTopic("walship"), recordCount(want, true))
+	recs, err := kafkatest.ReadTopic(ctx, []string{proxy.Addr}, kafkawire.OrderedTopic("walship"), recordCount(want, true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +509,7 @@ func TestKcatReadsTopics(t *testing.T) {
 		{Table: kafkatest.Accounts, Op: change.Delete, Key: change.Row{{Name: "id", Value: change.IntValue(1)}}},
 	}}
 	e.w.Append(context.Background(), &txn)
-	for _, mode := range []string{ModeOrdered, ModeTables} {
+	for _, mode := range []string{kafkawire.ModeOrdered, kafkawire.ModeTables} {
 		s, err := New(Config{Brokers: []string{c.Addr}, Mode: mode, TopicPrefix: "k" + mode}, e.w, e.ckpts, "L9")
 		if err != nil {
 			t.Fatal(err)
@@ -518,7 +519,7 @@ func TestKcatReadsTopics(t *testing.T) {
 		stop()
 		e.ckpts.Reset(context.Background(), CheckpointName)
 	}
-	for _, topic := range []string{OrderedTopic("kordered"), TablesTopic("ktables", "public", "accounts")} {
+	for _, topic := range []string{kafkawire.OrderedTopic("kordered"), kafkawire.TablesTopic("ktables", "public", "accounts")} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		out, err := exec.CommandContext(ctx, kcat, "-C", "-b", c.Addr, "-t", topic, "-o", "beginning", "-e", "-q", "-J").CombinedOutput()
 		cancel()
@@ -558,7 +559,7 @@ func TestKcatReadsTopics(t *testing.T) {
 			t.Errorf("%s: key %q", topic, *msgs[0].Key)
 		}
 		h := msgs[1].Headers // [k1, v1, k2, v2, ...]
-		want := []string{HeaderLSN, "2", HeaderCommitLSN, "2", HeaderTxnFirstLSN, "1", HeaderLineage, "L9"}
+		want := []string{kafkawire.HeaderLSN, "2", kafkawire.HeaderCommitLSN, "2", kafkawire.HeaderTxnFirstLSN, "1", kafkawire.HeaderLineage, "L9"}
 		if strings.Join(h, ",") != strings.Join(want, ",") {
 			t.Errorf("%s: delete headers %q, want %q", topic, h, want)
 		}
@@ -570,7 +571,7 @@ func TestKcatReadsTopics(t *testing.T) {
 
 func TestValidateNamesKeys(t *testing.T) {
 	bad := Config{Brokers: []string{"nohost"}, Mode: "fast", Compression: "brotli", Linger: -1, TopicPrefix: "a b",
-		SASL: SASLConfig{Mechanism: "gssapi"}, TLS: TLSConfig{CertFile: "x"}}
+		SASL: kafkawire.SASLConfig{Mechanism: "gssapi"}, TLS: kafkawire.TLSConfig{CertFile: "x"}}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("no error")
@@ -584,10 +585,10 @@ func TestValidateNamesKeys(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if good.Mode != ModeOrdered || good.Compression != "zstd" || !*good.Tombstones || good.Name != "walship" || good.TopicPrefix != "walship" {
+	if good.Mode != kafkawire.ModeOrdered || good.Compression != "zstd" || !*good.Tombstones || good.Name != "walship" || good.TopicPrefix != "walship" {
 		t.Fatalf("defaults: %+v", good)
 	}
-	if _, err := ClientOptions([]string{"127.0.0.1:1"}, TLSConfig{CAFile: "/nonexistent"}, SASLConfig{}); err == nil || !strings.Contains(err.Error(), "kafka.tls.ca_file") {
+	if _, err := kafkawire.ClientOptions([]string{"127.0.0.1:1"}, kafkawire.TLSConfig{CAFile: "/nonexistent"}, kafkawire.SASLConfig{}); err == nil || !strings.Contains(err.Error(), "kafka.tls.ca_file") {
 		t.Fatalf("missing CA file: %v", err)
 	}
 }
@@ -608,7 +609,7 @@ func TestOrderedRoundTripReusedBuffers(t *testing.T) {
 	waitAcked(t, s, want[len(want)-1].CommitLSN, 40*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	recs, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, OrderedTopic("walship"), recordCount(want, true))
+	recs, err := kafkatest.ReadTopic(ctx, []string{c.Addr}, kafkawire.OrderedTopic("walship"), recordCount(want, true))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/kafkawire"
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 to dir and
@@ -58,8 +59,8 @@ func TestTLSAndSASL(t *testing.T) {
 	defer c.Close()
 	e.append(kafkatest.NewWorkload(5), 20)
 	want := e.walTxns()
-	tlsCfg := TLSConfig{Enabled: true, CAFile: caFile}
-	sasl := SASLConfig{Mechanism: "scram-sha-512", Username: "walship", Password: "s3cret"}
+	tlsCfg := kafkawire.TLSConfig{Enabled: true, CAFile: caFile}
+	sasl := kafkawire.SASLConfig{Mechanism: "scram-sha-512", Username: "walship", Password: "s3cret"}
 	s, err := New(Config{Brokers: []string{c.Addr}, TLS: tlsCfg, SASL: sasl}, e.w, e.ckpts, "L1")
 	if err != nil {
 		t.Fatal(err)
@@ -67,11 +68,11 @@ func TestTLSAndSASL(t *testing.T) {
 	stop := runSink(t, s)
 	waitAcked(t, s, want[len(want)-1].CommitLSN, 20*time.Second)
 	stop()
-	opts, err := ClientOptions([]string{c.Addr}, tlsCfg, sasl)
+	opts, err := kafkawire.ClientOptions([]string{c.Addr}, tlsCfg, sasl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := kgo.NewClient(append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{OrderedTopic("walship"): {0: kgo.NewOffset().AtStart()}}))...)
+	cl, err := kgo.NewClient(append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{kafkawire.OrderedTopic("walship"): {0: kgo.NewOffset().AtStart()}}))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,9 +88,9 @@ func TestTLSAndSASL(t *testing.T) {
 	// A certificate the client does not trust is not retried forever.
 	// (kfake answers a wrong password by closing the connection, which
 	// looks like any network failure; real brokers return
-	// SASL_AUTHENTICATION_FAILED, which IsFatal also stops on.)
+	// SASL_AUTHENTICATION_FAILED, which kafkawire.IsFatal also stops on.)
 	e.ckpts.Reset(context.Background(), CheckpointName)
-	s, _ = New(Config{Brokers: []string{c.Addr}, TLS: TLSConfig{Enabled: true}, SASL: sasl}, e.w, e.ckpts, "L1")
+	s, _ = New(Config{Brokers: []string{c.Addr}, TLS: kafkawire.TLSConfig{Enabled: true}, SASL: sasl}, e.w, e.ckpts, "L1")
 	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer rcancel()
 	err = s.Run(rctx)

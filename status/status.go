@@ -149,7 +149,7 @@ type Warning struct {
 }
 
 // WALInfo describes a log for the page; *wal.WAL and *wal.ReadOnly
-// implements obs.WALLog. Segment files removed meanwhile are skipped.
+// implement obs.WALLog. Segment files removed meanwhile are skipped.
 func WALInfo(l obs.WALLog) *WAL {
 	segs := l.Segments()
 	w := &WAL{Dir: l.Dir(), FirstLSN: l.FirstLSN(), VisibleLSN: l.Visible(), Segments: len(segs)}

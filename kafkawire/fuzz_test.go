@@ -1,4 +1,4 @@
-package kafkasink
+package kafkawire
 
 import (
 	"testing"
@@ -25,7 +25,7 @@ func FuzzDecode(f *testing.F) {
 			ct.Changes = append(ct.Changes, wl.Next().Changes...)
 		}
 		txn := change.Committed{FirstLSN: 1, CommitLSN: uint64(len(ct.Changes)), CommitTime: time.Unix(5, 6).UTC(), Txn: ct}
-		f.Add(enc.AppendValue(nil, position{txn: &txn, index: 1, tableOrdinal: 1}))
+		f.Add(enc.AppendValue(nil, Position{Txn: &txn, Index: 1, TableOrdinal: 1}))
 	}
 	f.Fuzz(func(t *testing.T, value []byte) {
 		ev, err := Decode(fuzzRecord(value))
@@ -37,7 +37,7 @@ func FuzzDecode(f *testing.F) {
 		if txn.Validate() != nil || ev.CommitTime.Year() < 0 || ev.CommitTime.Year() > 9999 {
 			return
 		}
-		again, err := Decode(fuzzRecord(enc.AppendValue(nil, position{txn: &txn, index: 1, tableOrdinal: 1})))
+		again, err := Decode(fuzzRecord(enc.AppendValue(nil, Position{Txn: &txn, Index: 1, TableOrdinal: 1})))
 		if err != nil || !again.Change.Equal(&c) || !again.Header.Equal(ev.Header) {
 			t.Fatalf("re-encoded record: %v\n got %+v\nwant %+v", err, again.Change, c)
 		}

@@ -1,4 +1,4 @@
-package kafkasink
+package kafkawire
 
 import (
 	"encoding/base64"

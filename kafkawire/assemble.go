@@ -1,4 +1,4 @@
-package kafkasink
+package kafkawire
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 // starts past the LSN after the last one completed: records are missing
 // from the ordered topic (e.g. removed by Kafka retention before they were
 // consumed).
-var ErrGap = errors.New("kafkasink: gap in the ordered stream")
+var ErrGap = errors.New("kafkawire: gap in the ordered stream")
 
 // Assembler rebuilds whole transactions from the records of the ordered
 // topic, in order, exactly once: a transaction is complete when the record

@@ -1,4 +1,4 @@
-package kafkasink
+package kafkawire
 
 import (
 	"encoding/base64"
@@ -17,7 +17,7 @@ import (
 const (
 	HeaderLSN         = "walship.lsn"           // the change's own LSN
 	HeaderCommitLSN   = "walship.commit_lsn"    // the last LSN of its transaction
-	HeaderTxnFirstLSN = "walship.txn_first_lsn" // the first LSN of its transaction
+	HeaderTxnFirstLSN = "walship.Txn_first_lsn" // the first LSN of its transaction
 	HeaderLineage     = "walship.lineage"
 )
 
@@ -25,7 +25,7 @@ const (
 const Version = "walship-1"
 
 // ErrMalformed is wrapped by every error of Decode.
-var ErrMalformed = errors.New("kafkasink: malformed record")
+var ErrMalformed = errors.New("kafkawire: malformed record")
 
 // Encoder builds the key and value of records. It is not safe for
 // concurrent use; its buffers are reused only through the slices it returns
@@ -40,9 +40,10 @@ type Encoder struct {
 	// The parts of the envelope that are the same for every change of a
 	// transaction, formatted for the last transaction encoded.
 	tc txnCache
-	// nowMS, if set, is ts_ms: the sink reads the clock once per batch of
-	// changes it encodes together.
-	nowMS int64
+	// NowMS, if set, is ts_ms in Unix milliseconds, and Now is not
+	// called: the sink reads the clock once per batch of changes it
+	// encodes together.
+	NowMS int64
 	// Scratch buffers for the kinds object and a row's part of it.
 	kinds, desc []byte
 }
@@ -132,14 +133,14 @@ func (e *Encoder) txnParts(t *change.Committed) *txnCache {
 	return c
 }
 
-// position says where change i of txn is.
-type position struct {
-	txn          *change.Committed
-	index        int // in txn.Changes
-	tableOrdinal int // 1-based among the changes of the same table in txn
+// Position says which change of a transaction a record carries.
+type Position struct {
+	Txn          *change.Committed
+	Index        int // in Txn.Changes
+	TableOrdinal int // 1-based among the changes of the same table in Txn
 }
 
-func (p position) lsn() uint64 { return p.txn.FirstLSN + uint64(p.index) }
+func (p Position) lsn() uint64 { return p.Txn.FirstLSN + uint64(p.Index) }
 
 // AppendKey appends the record key of c: the key columns as a JSON object
 // ({"prefix":...} for a logical message), or nothing (a null key) when c has
@@ -160,9 +161,9 @@ func (e *Encoder) AppendKey(dst []byte, c *change.Change) (out []byte, ok bool) 
 }
 
 // AppendValue appends the JSON envelope of change p (see docs/KAFKA.md).
-func (e *Encoder) AppendValue(dst []byte, p position) []byte {
-	t := p.txn
-	c := &t.Changes[p.index]
+func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
+	t := p.Txn
+	c := &t.Changes[p.Index]
 	kinds := e.kinds[:0] // the "kinds" object's members, if any
 	dst = append(dst, `{"before":`...)
 	dst, kinds = e.appendRowKinds(dst, kinds, "before", c.Before)
@@ -191,7 +192,7 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	dst = append(dst, tc.ids...)
 	dst = append(dst, byte(c.Op))
 	dst = append(dst, `","ts_ms":`...)
-	ms := e.nowMS
+	ms := e.NowMS
 	if ms == 0 {
 		now := time.Now
 		if e.Now != nil {
@@ -202,9 +203,9 @@ func (e *Encoder) AppendValue(dst []byte, p position) []byte {
 	dst = strconv.AppendInt(dst, ms, 10)
 	dst = append(dst, tc.txID...)
 	dst = append(dst, `,"total_order":`...)
-	dst = strconv.AppendInt(dst, int64(p.index+1), 10)
+	dst = strconv.AppendInt(dst, int64(p.Index+1), 10)
 	dst = append(dst, `,"data_collection_order":`...)
-	dst = strconv.AppendInt(dst, int64(p.tableOrdinal), 10)
+	dst = strconv.AppendInt(dst, int64(p.TableOrdinal), 10)
 	dst = append(dst, '}')
 	if m := c.Message; m != nil {
 		dst = append(dst, `,"message":{"prefix":`...)
@@ -390,7 +391,7 @@ func appendValue(dst, desc []byte, v change.Value) (_, _ []byte, natural bool) {
 		}
 		return dst, append(desc, ']'), false
 	}
-	panic(fmt.Sprintf("kafkasink: unknown value kind %v", v.Kind()))
+	panic(fmt.Sprintf("kafkawire: unknown value kind %v", v.Kind()))
 }
 
 // appendSourceLSN appends lsn as change.FormatSourceLSN does ("%X/%X"),
@@ -684,7 +685,7 @@ func (e *Encoder) OrderedRecords(t *change.Committed, prefix string, tombstones 
 			{Key: HeaderTxnFirstLSN, Value: first},
 			{Key: HeaderLineage, Value: []byte(e.Lineage)},
 		}
-		value := e.AppendValue(nil, position{txn: t, index: i, tableOrdinal: ordinals[c.Table]})
+		value := e.AppendValue(nil, Position{Txn: t, Index: i, TableOrdinal: ordinals[c.Table]})
 		out = append(out, &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime})
 		if tombstones && c.Op == change.Delete && hasKey {
 			out = append(out, &kgo.Record{Topic: topic, Key: key, Headers: headers, Timestamp: t.CommitTime})
