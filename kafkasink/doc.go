@@ -1,21 +1,20 @@
 // Package kafkasink ships walship's WAL to Kafka (issue 5, DESIGN.md §3-§5)
-// with github.com/twmb/franz-go, in a message format compatible with
-// Debezium's PostgreSQL connector (JSON converter, schemas.enable=false),
-// and decodes that format back (Decode, Assembler) for walship's consumer.
+// with github.com/twmb/franz-go, in the record format of package kafkawire
+// (compatible with Debezium's PostgreSQL connector), which walship's
+// consumer decodes without linking this package.
 //
 // # Guarantees
 //
-//   - Only durable data leaves the host: the sink reads the WAL's log with
-//     a segment reader in follow mode, which returns durable records only,
-//     and assembles committed transactions exactly as wal.Reader does
-//     (aborted ones skipped; DESIGN.md §4.2).
+//   - Only durable data leaves the host: the sink reads the log with a
+//     following wal.Reader, which returns whole durable committed
+//     transactions only (aborted ones skipped; DESIGN.md §4.2).
 //   - At least once, deduplicable exactly: every record carries the headers
 //     walship.lsn, walship.commit_lsn, walship.txn_first_lsn and
 //     walship.lineage. The producer is idempotent with acks=all, so within a
 //     partition records are neither reordered nor duplicated by retries; a
 //     restarted sink starts at the transaction after its checkpoint and
 //     re-sends what was acknowledged beyond it; consumers drop what they have
-//     by LSN (Assembler does this for the ordered topic).
+//     by LSN (kafkawire.Assembler does this for the ordered topic).
 //   - Contiguous watermark: the checkpoint "kafka" (Pos = the highest
 //     commit LSN such that every LSN up to it is acknowledged by the
 //     brokers) advances only over a gap-free prefix of acknowledged records,
@@ -30,12 +29,14 @@
 //     brokers are unreachable, produce blocks, the sink stops reading, and
 //     the backlog stays in the local WAL; franz-go retries without end, and
 //     a record that fails for good (or credentials or certificates that
-//     retrying cannot cure, IsFatal) ends Run with an error.
+//     retrying cannot cure, kafkawire.IsFatal) ends Run with an error.
 //   - Order: ordered mode writes every change to one partition of topic
 //     "<prefix>.ordered" in LSN order, so transaction boundaries and the
 //     total order survive; tables mode writes each table's changes to
 //     "<prefix>.<schema>.<table>" keyed by primary key (per-key order only).
 //
-// docs/KAFKA.md describes the envelope, the value encoding and where walship
-// differs from Debezium.
+// Files: sink.go is the pipeline (read, encode, produce, checkpoint),
+// encode.go the encoding jobs and workers, topics.go topic creation,
+// conn.go broker connection health, watermark.go the contiguous
+// watermark, config.go the sink's options.
 package kafkasink

@@ -6,16 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
@@ -323,89 +320,6 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 	return nil
 }
 
-// span is a range of one transaction's changes within a job.
-type span struct {
-	txn      *change.Committed
-	from, to int
-}
-
-// encJob is a run of consecutive changes — whole small transactions, or
-// a range of a large one — to encode; done is closed when entries and recs
-// are ready (empty if the sink stopped first). Batching small transactions
-// into one job keeps the channel handoffs and goroutine wake-ups per
-// change low.
-//
-// A job is reused (jobPool) once every record of it is acknowledged, with
-// its buffers: the keys, values and header values of its records are carved
-// from its chunks, and its records and their headers are elements of its
-// slices, so encoding allocates next to nothing once the sink runs.
-type encJob struct {
-	spans []span
-	// Per change of the job, in LSN order: its data_collection_order and
-	// (tables mode) its topic, "" for none. In ordered mode topics is nil.
-	ordinals []int32
-	topics   []string
-	done     chan struct{}
-	entries  []wmEntry    // one per LSN, in order
-	recs     []kgo.Record // in LSN order
-	headers  []kgo.RecordHeader
-	chunks   [][]byte // chunks[chunk] is being carved from
-	chunk    int
-	// ctx is every record's Context: the produce context, and the way back
-	// from a record to its job in the promise.
-	ctx     jobCtx
-	unacked atomic.Int32 // records produced and not yet acknowledged
-}
-
-func (j *encJob) len() int { return len(j.ordinals) }
-
-// jobCtx is the Context of a job's records.
-type jobCtx struct {
-	context.Context
-	job *encJob
-}
-
-// jobPool recycles jobs for one Run.
-type jobPool struct {
-	pool       sync.Pool
-	produceCtx context.Context
-	ordered    bool
-}
-
-func (p *jobPool) get() *encJob {
-	j, _ := p.pool.Get().(*encJob)
-	if j == nil {
-		j = &encJob{ordinals: make([]int32, 0, encodedJobLen)}
-		j.ctx = jobCtx{Context: p.produceCtx, job: j}
-		if !p.ordered {
-			j.topics = make([]string, 0, encodedJobLen)
-		}
-	}
-	j.done = make(chan struct{})
-	return j
-}
-
-// put recycles j: no record of it may be in the client any more.
-func (p *jobPool) put(j *encJob) {
-	clear(j.spans) // a pooled job keeps no transaction alive
-	j.spans = j.spans[:0]
-	j.ordinals = j.ordinals[:0]
-	if j.topics != nil {
-		j.topics = j.topics[:0]
-	}
-	j.entries, j.recs, j.headers = j.entries[:0], j.recs[:0], j.headers[:0]
-	j.chunk = 0
-	if len(j.chunks) > 0 {
-		j.chunks[0] = j.chunks[0][:0]
-	}
-	p.pool.Put(j)
-}
-
-const (
-	encodedJobs   = 32
-	encodedJobLen = 64
-)
-
 // readLoop reads transactions, decides their topics (creating them) and
 // hands runs of at most encodedJobLen changes to the encoding workers, and
 // the same jobs, in LSN order, to out. A job is handed on when it is full,
@@ -528,117 +442,6 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 	}
 }
 
-// encodeWorker encodes jobs; each worker has its own Encoder.
-type encodeWorker struct {
-	s            *Sink
-	enc          *kafkawire.Encoder
-	lineage      []byte
-	orderedTopic string
-	job          *encJob // being encoded
-}
-
-// carve appends with build to the job's current chunk and returns what was
-// appended (a full-slice expression: later appends never write into it).
-func (w *encodeWorker) carve(build func([]byte) []byte) []byte {
-	j := w.job
-	if len(j.chunks) == 0 {
-		j.chunks = append(j.chunks, make([]byte, 0, chunkSize))
-	}
-	if c := j.chunks[j.chunk]; cap(c)-len(c) < 2048 {
-		j.chunk++
-		if j.chunk == len(j.chunks) {
-			j.chunks = append(j.chunks, make([]byte, 0, chunkSize))
-		}
-		j.chunks[j.chunk] = j.chunks[j.chunk][:0]
-	}
-	c := j.chunks[j.chunk]
-	start := len(c)
-	c = build(c)
-	j.chunks[j.chunk] = c
-	return c[start:len(c):len(c)]
-}
-
-// encode fills job.entries and job.recs. Records, and the headers of all
-// of them, are allocated once per job.
-func (w *encodeWorker) encode(job *encJob) {
-	w.job = job
-	w.enc.NowMS = time.Now().UnixMilli() // ts_ms: the time the job is encoded
-	defer func() { w.job = nil }()
-	tombstones := *w.s.cfg.Tombstones
-	nrecs, nsent := 0, 0
-	k := 0
-	for _, sp := range job.spans {
-		for i := sp.from; i < sp.to; i++ {
-			if w.topic(job, k) != "" {
-				nsent++
-				c := &sp.txn.Changes[i]
-				if c.Op == change.Delete && c.Key != nil && tombstones {
-					nrecs++
-				}
-			}
-			k++
-		}
-	}
-	nrecs += nsent
-	job.entries = slices.Grow(job.entries[:0], job.len())
-	job.recs = slices.Grow(job.recs[:0], nrecs)
-	// Records point into headers: it must not grow below.
-	headers := slices.Grow(job.headers[:0], 4*nsent)
-	defer func() { job.headers = headers }()
-	k = 0
-	for _, sp := range job.spans {
-		t := sp.txn
-		var hdrCommit, hdrFirst []byte
-		for i := sp.from; i < sp.to; i, k = i+1, k+1 {
-			c := &t.Changes[i]
-			lsn := t.FirstLSN + uint64(i)
-			e := wmEntry{lsn: lsn, commit: lsn == t.CommitLSN, commitTime: t.CommitTime}
-			topic := w.topic(job, k)
-			if topic == "" {
-				job.entries = append(job.entries, e)
-				continue
-			}
-			if hdrCommit == nil {
-				hdrCommit = w.carve(func(b []byte) []byte { return strconv.AppendUint(b, t.CommitLSN, 10) })
-				hdrFirst = w.carve(func(b []byte) []byte { return strconv.AppendUint(b, t.FirstLSN, 10) })
-			}
-			hasKey := c.Key != nil || c.Op == change.Message
-			var key []byte
-			if hasKey {
-				key = w.carve(func(b []byte) []byte { b, _ = w.enc.AppendKey(b, c); return b })
-			}
-			value := w.carve(func(b []byte) []byte {
-				return w.enc.AppendValue(b, kafkawire.Position{Txn: t, Index: i, TableOrdinal: int(job.ordinals[k])})
-			})
-			h := len(headers)
-			headers = append(headers,
-				kgo.RecordHeader{Key: kafkawire.HeaderLSN, Value: w.carve(func(b []byte) []byte { return strconv.AppendUint(b, lsn, 10) })},
-				kgo.RecordHeader{Key: kafkawire.HeaderCommitLSN, Value: hdrCommit},
-				kgo.RecordHeader{Key: kafkawire.HeaderTxnFirstLSN, Value: hdrFirst},
-				kgo.RecordHeader{Key: kafkawire.HeaderLineage, Value: w.lineage},
-			)
-			hdrs := headers[h:len(headers):len(headers)]
-			// The record timestamp is the commit time (non-decreasing in
-			// LSN order), which lets consumers seek by time.
-			job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Value: value, Headers: hdrs, Timestamp: t.CommitTime, Context: &job.ctx})
-			e.left = 1
-			if c.Op == change.Delete && hasKey && tombstones {
-				job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Headers: hdrs, Timestamp: t.CommitTime, Context: &job.ctx})
-				e.left = 2
-			}
-			job.entries = append(job.entries, e)
-		}
-	}
-}
-
-// topic returns the topic of the job's k-th change, "" for none.
-func (w *encodeWorker) topic(job *encJob, k int) string {
-	if job.topics == nil {
-		return w.orderedTopic
-	}
-	return job.topics[k]
-}
-
 // produce hands rec to the client; it blocks while MaxBufferedRecords are
 // in flight (backpressure) and returns runCtx's error if runCtx ends first.
 func (s *Sink) produce(runCtx context.Context, cl *kgo.Client, rec *kgo.Record, promise func(*kgo.Record, error)) error {
@@ -653,9 +456,6 @@ func (s *Sink) produce(runCtx context.Context, cl *kgo.Client, rec *kgo.Record, 
 	cl.Produce(rec.Context, rec, promise)
 	return runCtx.Err()
 }
-
-// chunkSize is the size of the buffers records are carved from.
-const chunkSize = 32 << 10
 
 // checkpointLoop writes the watermark every CheckpointInterval while it
 // moves, until ctx ends.
@@ -686,117 +486,5 @@ func (s *Sink) checkpoint(ctx context.Context, wm *watermark) error {
 		return fmt.Errorf("kafkasink: checkpoint %d: %w", pos, err)
 	}
 	s.ckptLSN.Store(pos)
-	return nil
-}
-
-// retryHook counts failed broker connections and writes: franz-go retries
-// them, and the count shows a broker outage in Stats.
-type retryHook struct{ s *Sink }
-
-func (h retryHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
-	if err != nil {
-		h.s.retries.Add(1)
-		h.s.connErr.Store(&err)
-	} else {
-		h.s.connErr.Store(nil)
-	}
-}
-
-// fatalConnErr returns the last broker connection error if no connection
-// has succeeded since and retrying cannot cure it (bad credentials or
-// certificates): franz-go retries those like any other, forever.
-func (s *Sink) fatalConnErr() error {
-	if p := s.connErr.Load(); p != nil && kafkawire.IsFatal(*p) {
-		return fmt.Errorf("kafkasink: connect to the brokers: %w", *p)
-	}
-	return nil
-}
-
-func (h retryHook) OnBrokerWrite(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
-	if err != nil {
-		h.s.retries.Add(1)
-	}
-}
-
-// topicCache creates topics on first use.
-type topicCache struct {
-	cfg   *Config
-	adm   *kadm.Client
-	log   *slog.Logger
-	known map[string]bool
-	// fatal returns a connection error that retrying cannot cure, or nil.
-	fatal func() error
-}
-
-// ensure creates topic with partitions if it does not exist, retrying
-// while the brokers are unreachable (until ctx ends). For the ordered
-// topic (partitions == 1 in ordered mode) an existing topic with more than
-// one partition is an error: it would lose the total order.
-func (tc *topicCache) ensure(ctx context.Context, topic string, partitions int32) error {
-	if tc.known[topic] {
-		return nil
-	}
-	for attempt := 0; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := tc.tryEnsure(actx, topic, partitions)
-		cancel()
-		if err != nil && tc.fatal != nil {
-			if ferr := tc.fatal(); ferr != nil {
-				return ferr
-			}
-		}
-		if err == nil {
-			tc.known[topic] = true
-			return nil
-		}
-		var fatal *fatalTopicError
-		if errors.As(err, &fatal) {
-			return err
-		}
-		if attempt%10 == 0 {
-			tc.log.Warn("kafka topic not ready; retrying", "topic", topic, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-type fatalTopicError struct{ err error }
-
-func (e *fatalTopicError) Error() string { return e.err.Error() }
-func (e *fatalTopicError) Unwrap() error { return e.err }
-
-func (tc *topicCache) tryEnsure(ctx context.Context, topic string, partitions int32) error {
-	resp, err := tc.adm.CreateTopic(ctx, partitions, tc.cfg.ReplicationFactor, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	switch {
-	case err == nil:
-		tc.log.Info("created kafka topic", "topic", topic, "partitions", partitions)
-	case errors.Is(err, kerr.TopicAlreadyExists):
-	default:
-		if kafkawire.IsFatal(err) {
-			return &fatalTopicError{fmt.Errorf("kafkasink: create topic %s: %w", topic, err)}
-		}
-		return fmt.Errorf("kafkasink: create topic %s: %w", topic, err)
-	}
-	if tc.cfg.Mode != kafkawire.ModeOrdered {
-		return nil
-	}
-	details, err := tc.adm.ListTopics(ctx, topic)
-	if err != nil {
-		return err
-	}
-	d, ok := details[topic]
-	if !ok || d.Err != nil {
-		return fmt.Errorf("kafkasink: describe topic %s: %v", topic, d.Err)
-	}
-	if n := len(d.Partitions); n != 1 {
-		return &fatalTopicError{fmt.Errorf("kafka.mode ordered: topic %s has %d partitions; the total order needs exactly 1", topic, n)}
-	}
 	return nil
 }
