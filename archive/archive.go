@@ -279,13 +279,13 @@ func (a *Archive) EncodeSegment(lineage string, first uint64, txns []change.Comm
 	for i := range txns {
 		size += txnSize(&txns[i])
 	}
-	b := newSegmentBuilder(lineage, first, size)
+	b := NewSegmentBuilder(lineage, first, size)
 	for i := range txns {
 		if err := b.addTxn(&txns[i]); err != nil {
 			return nil, fmt.Errorf("archive: EncodeSegment: transaction %d: %w", i, err)
 		}
 	}
-	return a.finish(b)
+	return a.Finish(b)
 }
 
 // StoreSegment stores an encoded segment: the object with PutIfAbsent,
@@ -558,4 +558,17 @@ func (a *Archive) getSnapshotManifest(ctx context.Context, key string) (Snapshot
 		return m, corruptf(key, "snapshot manifest disagrees with its key")
 	}
 	return m, nil
+}
+
+// txnSize estimates a transaction's encoded size.
+func txnSize(t *change.Committed) int {
+	n := 32
+	for j := range t.Changes {
+		var hdr *change.TxHeader
+		if j == 0 {
+			hdr = &t.Header
+		}
+		n += change.RecordSize(hdr, &t.Changes[j]) + 4
+	}
+	return n
 }

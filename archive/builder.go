@@ -9,27 +9,40 @@ import (
 	"github.com/walship/walship/change"
 )
 
-// segmentBuilder accumulates whole transactions into a segment's
-// plaintext (see appendTxns for the layout) and its manifest fields.
-type segmentBuilder struct {
+// SegmentBuilder accumulates whole transactions into a segment object's
+// plaintext (see appendTxns for the layout) and its manifest fields;
+// Archive.Finish turns it into the object. The archiver fills one while
+// the previous one is compressed and uploaded. Not safe for concurrent
+// use.
+type SegmentBuilder struct {
 	m     SegmentManifest
 	next  uint64 // lowest LSN the next transaction may start at
 	plain []byte
 	err   error
 }
 
-func newSegmentBuilder(lineage string, first uint64, capHint int) *segmentBuilder {
-	return &segmentBuilder{
+// NewSegmentBuilder starts the segment of lineage whose first
+// transaction begins at LSN first; capHint is the plaintext capacity to
+// allocate up front.
+func NewSegmentBuilder(lineage string, first uint64, capHint int) *SegmentBuilder {
+	return &SegmentBuilder{
 		m:     SegmentManifest{Lineage: lineage, FirstLSN: first},
 		next:  first,
 		plain: make([]byte, 0, capHint),
 	}
 }
 
-func (b *segmentBuilder) empty() bool { return b.m.Txns == 0 }
+// Empty reports that no transaction was added.
+func (b *SegmentBuilder) Empty() bool { return b.m.Txns == 0 }
+
+// Size is the plaintext's size so far in bytes.
+func (b *SegmentBuilder) Size() int { return len(b.plain) }
+
+// LastLSN is the commit LSN of the last transaction added.
+func (b *SegmentBuilder) LastLSN() uint64 { return b.m.LastLSN }
 
 // note records a transaction's manifest facts and checks its place.
-func (b *segmentBuilder) note(firstLSN, commitLSN uint64, n int, commit time.Time, h *change.TxHeader) error {
+func (b *SegmentBuilder) note(firstLSN, commitLSN uint64, n int, commit time.Time, h *change.TxHeader) error {
 	if b.m.FirstLSN == 0 {
 		b.m.FirstLSN, b.next = firstLSN, firstLSN
 	}
@@ -62,7 +75,7 @@ func (b *segmentBuilder) note(firstLSN, commitLSN uint64, n int, commit time.Tim
 	return nil
 }
 
-func (b *segmentBuilder) noteMessage(c *change.Change, commitLSN uint64, commit time.Time) {
+func (b *SegmentBuilder) noteMessage(c *change.Change, commitLSN uint64, commit time.Time) {
 	if c.Op == change.Message && c.Message != nil && c.Message.Prefix == RestorePointPrefix {
 		b.m.RestorePoints = append(b.m.RestorePoints, RestorePoint{Name: string(c.Message.Content), LSN: commitLSN, CommitTime: commit.UTC()})
 	}
@@ -76,7 +89,7 @@ func appendTxnHead(dst []byte, first uint64, n int, commit time.Time) []byte {
 }
 
 // addTxn appends a decoded transaction.
-func (b *segmentBuilder) addTxn(t *change.Committed) error {
+func (b *SegmentBuilder) addTxn(t *change.Committed) error {
 	if err := b.note(t.FirstLSN, t.CommitLSN, len(t.Changes), t.CommitTime, &t.Header); err != nil {
 		return err
 	}
@@ -93,9 +106,9 @@ func (b *segmentBuilder) addTxn(t *change.Committed) error {
 	return nil
 }
 
-// rawTxn is a transaction as read from the log, its records not decoded:
-// recs holds n × (len:uvarint record).
-type rawTxn struct {
+// RawTxn is a transaction as read from the log, its records not decoded:
+// recs holds n × (len:uvarint record). NewRawTxn makes one.
+type RawTxn struct {
 	first, commit uint64
 	n             int
 	commitTime    time.Time
@@ -105,8 +118,51 @@ type rawTxn struct {
 	messages []change.Change
 }
 
-// addRaw appends a transaction read from the log.
-func (b *segmentBuilder) addRaw(t *rawTxn) error {
+// NewRawTxn reads what a segment object needs from a transaction's
+// undecoded records (each preceded by its length as a uvarint): the
+// header's xid and source LSN, and the logical messages (restore points),
+// decoding a record fully only when peeking is not enough. It checks that
+// the header is on the first record only. first and commit are the
+// transaction's first and commit LSNs; the records must number
+// commit-first+1.
+func NewRawTxn(first, commit uint64, commitTime time.Time, records []byte) (*RawTxn, error) {
+	t := &RawTxn{first: first, commit: commit, commitTime: commitTime, recs: records}
+	for b, lsn := records, first; len(b) > 0; lsn++ {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return nil, fmt.Errorf("archive: WAL record at LSN %d: length runs past the transaction's records", lsn)
+		}
+		data := b[k : k+int(n)]
+		b = b[k+int(n):]
+		hasHdr, xid, src, op, ok := peekRecord(data)
+		if !ok || hasHdr != (t.n == 0) || op == byte(change.Message) {
+			hdr, c, err := change.DecodeRecord(data)
+			if err != nil {
+				return nil, fmt.Errorf("archive: WAL record at LSN %d: %w", lsn, err)
+			}
+			if (hdr != nil) != (t.n == 0) {
+				return nil, fmt.Errorf("archive: WAL record at LSN %d: transaction header misplaced", lsn)
+			}
+			if hdr != nil {
+				t.hdr = *hdr
+			}
+			if c.Op == change.Message {
+				t.messages = append(t.messages, c)
+			}
+		} else if hasHdr {
+			t.hdr.XID, t.hdr.SourceLSN = xid, src
+		}
+		t.n++
+	}
+	if uint64(t.n) != commit-first+1 {
+		return nil, fmt.Errorf("archive: transaction %d..%d has %d records", first, commit, t.n)
+	}
+	return t, nil
+}
+
+// AddRaw appends a transaction read from the log. Transactions must come
+// in LSN order without gaps.
+func (b *SegmentBuilder) AddRaw(t *RawTxn) error {
 	if err := b.note(t.first, t.commit, t.n, t.commitTime, &t.hdr); err != nil {
 		return err
 	}
@@ -118,9 +174,9 @@ func (b *segmentBuilder) addRaw(t *rawTxn) error {
 	return nil
 }
 
-// finish compresses, seals and checksums the segment.
-func (a *Archive) finish(b *segmentBuilder) (*EncodedSegment, error) {
-	if b.empty() {
+// Finish compresses, seals and checksums the segment.
+func (a *Archive) Finish(b *SegmentBuilder) (*EncodedSegment, error) {
+	if b.Empty() {
 		return nil, errors.New("archive: EncodeSegment: no transactions")
 	}
 	m := b.m

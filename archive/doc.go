@@ -1,6 +1,8 @@
-// Package archive ships walship's log to an archive — a directory
-// (file:///abs/dir) or S3 (s3://bucket/prefix) — and reads it back for
-// point-in-time recovery. docs/ARCHIVE.md specifies the object layout byte
+// Package archive is walship's archive — a directory (file:///abs/dir) or
+// S3 (s3://bucket/prefix) — of the log's transactions and base snapshots:
+// its object layout, its catalog and its backends, shared by the writer
+// (package archivesink, inside `walship run`) and the readers (package
+// pitr, `walreplay`). It does not link the log's writer. docs/ARCHIVE.md specifies the object layout byte
 // by byte.
 //
 // # Layers
@@ -17,8 +19,8 @@
 //     checksum (XXH64). Catalog builds a restore plan's inputs from listings and
 //     manifests only; ReadSegment fetches, verifies and decodes one
 //     segment; PutSnapshot/GetSnapshot store and fetch base snapshots.
-//   - Archiver: runs inside `walship run`, follows the WAL and stores its
-//     transactions, in order, without holes.
+//   - SegmentBuilder: accumulates transactions, as read from the log
+//     undecoded (RawTxn), into a segment object (Archive.Finish).
 //
 // # Guarantees
 //
@@ -31,8 +33,5 @@
 //     object wraps ErrNotFound with the key.
 //   - Consecutive segments of a lineage are adjacent in LSNs, so Catalog
 //     finds gaps by arithmetic.
-//   - The archiver advances its checkpoint (CheckpointName) only after an
-//     object and its manifest are stored, retries failures forever while
-//     its context lives, never skips, and writes only into a lineage it
-//     owns (Claim, *OwnerError).
+//   - A writer writes only into a lineage it owns (Claim, *OwnerError).
 package archive

@@ -80,7 +80,7 @@ func FuzzDecodeSegment(f *testing.F) {
 			return
 		}
 		_ = m
-		b := newSegmentBuilder("main", first, 0)
+		b := NewSegmentBuilder("main", first, 0)
 		for i := range txns {
 			if err := b.addTxn(&txns[i]); err != nil {
 				return // e.g. commit times out of order: decodable, not producible
@@ -169,27 +169,4 @@ func TestEncodeSegmentRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	txnsEqual(t, got, append(gappy, later...))
-}
-
-// TestArchiverRestorePoints: a restore point written to the WAL appears
-// in its segment's manifest at its transaction's commit LSN.
-func TestArchiverRestorePoints(t *testing.T) {
-	ctx := testCtx(t)
-	a := openArchive(t, testBackend{url: "file://" + t.TempDir()}, Options{})
-	nd := newNode(t)
-	nd.appendN(t, 1, 10)
-	rp := &change.Txn{Changes: []change.Change{{Op: change.Message, Message: &change.LogicalMessage{Prefix: RestorePointPrefix, Content: []byte("nightly"), Transactional: true}}}}
-	tk := must(nd.w.Append(ctx, rp))
-	nd.appendN(t, 100, 10)
-	ar := must(NewArchiver(a, nd.w, nd.ckpts, ArchiverOptions{Timeout: 200 * time.Millisecond}))
-	r := start(ar)
-	waitArchived(t, ar, r, nd.w, 20*time.Second)
-	r.stop(t)
-	var got []RestorePoint
-	for _, m := range must(a.Catalog(ctx)).Lineage("main").Segments {
-		got = append(got, m.RestorePoints...)
-	}
-	if len(got) != 1 || got[0].Name != "nightly" || got[0].LSN != tk.Last || !got[0].CommitTime.Equal(tk.Time()) {
-		t.Fatalf("restore points = %+v, want nightly at %d", got, tk.Last)
-	}
 }

@@ -110,7 +110,7 @@ func retryLoop(ctx context.Context, p retryPolicy, f func() error) error {
 		if p.onRetry != nil {
 			p.onRetry(attempt, err)
 		}
-		t := time.NewTimer(backoff(attempt))
+		t := time.NewTimer(Backoff(attempt))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -120,9 +120,9 @@ func retryLoop(ctx context.Context, p retryPolicy, f func() error) error {
 	}
 }
 
-// backoff is the wait before retry attempt+1: exponential from retryBase,
+// Backoff is the wait before retry attempt+1: exponential from retryBase,
 // capped at retryCap, with full jitter (at least half the step).
-func backoff(attempt int) time.Duration {
+func Backoff(attempt int) time.Duration {
 	d := retryCap
 	if attempt < 20 {
 		d = min(retryBase<<(attempt-1), retryCap)

@@ -34,6 +34,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/internal/miniotest"
@@ -381,7 +382,7 @@ func (st *arState) upload(ctx context.Context, cfg *config, a *archive.Archive) 
 	if err != nil {
 		return nil, err
 	}
-	ar, err := archive.NewArchiver(a, w, ck, archive.ArchiverOptions{
+	ar, err := archivesink.NewArchiver(a, w, ck, archivesink.ArchiverOptions{
 		Lineage: fmt.Sprintf("up%d", rep), Timeout: time.Second, MaxObjectBytes: arObjectBytes, Logger: cfg.logger})
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/internal/secret"
@@ -40,14 +41,14 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		arc, err := archive.NewArchiver(ar, d.wal, d.sinkCkpts, archive.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log})
+		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, archivesink.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log})
 		if err != nil {
 			return prefixed("archive", err)
 		}
 		d.archiver, d.archiveHandle = arc, ar
 		d.sinks = append(d.sinks, component{"archive", arc.Run})
 		if a.SnapshotInterval > 0 {
-			sn, err := pitr.NewSnapshotter(ar, d.wal, d.sinkCkpts, pitr.SnapshotterOptions{Lineage: Lineage,
+			sn, err := archivesink.NewSnapshotter(ar, d.wal, d.sinkCkpts, archivesink.SnapshotterOptions{Lineage: Lineage,
 				Dir: vfs.Join(d.cfg.WAL.Dir, "snapshotter"), Interval: a.SnapshotInterval, Logger: d.log})
 			if err != nil {
 				return fmt.Errorf("archive.snapshot_interval: %w", err)

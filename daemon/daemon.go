@@ -28,10 +28,10 @@ import (
 	"time"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/obs"
 	"github.com/walship/walship/pgsource"
-	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/status"
 
 	"github.com/walship/walship/checkpoint"
@@ -65,11 +65,11 @@ type Daemon struct {
 	servers []*server
 
 	retention *retention
-	archiver  *archive.Archiver
+	archiver  *archivesink.Archiver
 	kafka     *kafkasink.Sink
 	metrics   *obs.Metrics
 	// snapshotter keeps a local replica and stores base snapshots.
-	snapshotter *pitr.Snapshotter
+	snapshotter *archivesink.Snapshotter
 
 	httpSource *httpsource.Source
 	pg         *pgsource.Source

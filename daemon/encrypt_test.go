@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
@@ -33,7 +34,7 @@ func TestEncryptedArchive(t *testing.T) {
 	r := start(t, cfg)
 	appendN(t, r.d.Addr("source.http"), 0, 50)
 	last := r.d.wal.Durable()
-	for deadline := time.Now().Add(20 * time.Second); r.d.Positions().Sinks[archive.CheckpointName] < last; {
+	for deadline := time.Now().Add(20 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
 		if time.Now().After(deadline) {
 			t.Fatal("archive did not catch up")
 		}

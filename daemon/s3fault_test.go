@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/internal/miniotest"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
@@ -75,9 +76,9 @@ func TestArchiveSurvivesS3Outage(t *testing.T) {
 	}
 	last := r.d.wal.Durable()
 	deadline := time.Now().Add(60 * time.Second)
-	for r.d.Positions().Sinks[archive.CheckpointName] < last {
+	for r.d.Positions().Sinks[archivesink.CheckpointName] < last {
 		if time.Now().After(deadline) {
-			t.Fatalf("archive stuck at %d of %d after S3 came back", r.d.Positions().Sinks[archive.CheckpointName], last)
+			t.Fatalf("archive stuck at %d of %d after S3 came back", r.d.Positions().Sinks[archivesink.CheckpointName], last)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

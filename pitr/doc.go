@@ -2,7 +2,8 @@
 // the restore of a replica (SQLite or PostgreSQL) to a target — a commit
 // time, a walship LSN, a source LSN, a source xid, a named restore point, or
 // the latest archived state — from an archive (package archive), and keeps
-// the archive's base snapshots (Snapshotter) and their retention (Prune).
+// the archive's base snapshots (taken by archivesink.Snapshotter) and their
+// retention (Prune).
 // docs/PITR.md is the user's guide; cmd/walreplay is its command line.
 //
 // # Guarantees

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/vfs"
@@ -22,8 +23,9 @@ type node struct {
 	w     *wal.WAL
 	ckpts *checkpoint.Store
 	a     *archive.Archive
-	ar    *archive.Archiver
-	snap  *Snapshotter
+	ar    *archivesink.Archiver
+	snap  *archivesink.Snapshotter
+	dir   string // the snapshotter's working directory
 	stop  func()
 	n     int // transactions appended
 }
@@ -48,11 +50,11 @@ func startNode(t *testing.T, interval time.Duration, segSize ...int64) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ar, err := archive.NewArchiver(a, w, ckpts, archive.ArchiverOptions{Lineage: "main", Timeout: archive.MinTimeout})
+	ar, err := archivesink.NewArchiver(a, w, ckpts, archivesink.ArchiverOptions{Lineage: "main", Timeout: archivesink.MinTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sn, err := NewSnapshotter(a, w, ckpts, SnapshotterOptions{Lineage: "main", Dir: filepath.Join(dir, "snap"), Interval: interval})
+	sn, err := archivesink.NewSnapshotter(a, w, ckpts, archivesink.SnapshotterOptions{Lineage: "main", Dir: filepath.Join(dir, "snap"), Interval: interval})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +62,7 @@ func startNode(t *testing.T, interval time.Duration, segSize ...int64) *node {
 	errs := make(chan error, 2)
 	go func() { errs <- ar.Run(rctx) }()
 	go func() { errs <- sn.Run(rctx) }()
-	n := &node{w: w, ckpts: ckpts, a: a, ar: ar, snap: sn}
+	n := &node{w: w, ckpts: ckpts, a: a, ar: ar, snap: sn, dir: filepath.Join(dir, "snap")}
 	n.stop = func() {
 		cancel()
 		for range 2 {
@@ -147,7 +149,7 @@ func TestSnapshotterSnapshotsAndRestoresStartThere(t *testing.T) {
 	if s1.LSN != n.w.Durable() || s1.Existed {
 		t.Fatalf("snapshot %+v, want at LSN %d", s1, n.w.Durable())
 	}
-	if c, _ := n.ckpts.Get(SnapshotterCheckpoint); c.Pos != s1.LSN {
+	if c, _ := n.ckpts.Get(archivesink.SnapshotterCheckpoint); c.Pos != s1.LSN {
 		t.Fatalf("snapshotter checkpoint at %d, want %d", c.Pos, s1.LSN)
 	}
 	again, err := n.snap.TakeSnapshot(ctx)
@@ -207,7 +209,7 @@ func TestSnapshotterScheduleAndRestart(t *testing.T) {
 	}
 	// Restart the snapshotter on the same directory: it resumes from its
 	// replica's position and applies every transaction exactly once.
-	dir := n.snap.opts.Dir
+	dir := n.dir
 	n.stop() // the archiver, the snapshotter (then closed) and the WAL
 	n.stop = nil
 	w, _, err := wal.Open(wal.Options{Dir: n.w.Dir(), Sync: wal.SyncOff})
@@ -217,7 +219,7 @@ func TestSnapshotterScheduleAndRestart(t *testing.T) {
 	defer w.Close()
 	n.w = w
 	n.append(t, 15)
-	sn, err := NewSnapshotter(n.a, w, n.ckpts, SnapshotterOptions{Lineage: "main", Dir: dir})
+	sn, err := archivesink.NewSnapshotter(n.a, w, n.ckpts, archivesink.SnapshotterOptions{Lineage: "main", Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +252,7 @@ func TestSnapshotterScheduleAndRestart(t *testing.T) {
 func TestPruneKeepsRestorableHistory(t *testing.T) {
 	ctx := context.Background()
 	n := startNode(t, 0)
-	var snaps []SnapshotInfo
+	var snaps []archivesink.SnapshotInfo
 	for range 3 {
 		n.append(t, 25)
 		n.waitArchived(t)
@@ -422,7 +424,7 @@ func TestSnapshotterSeedsFromTheArchive(t *testing.T) {
 		t.Fatalf("retention removed nothing (first LSN %d)", w.FirstLSN())
 	}
 	dir := filepath.Join(t.TempDir(), "fresh")
-	sn, err := NewSnapshotter(a, w, ckpts, SnapshotterOptions{Lineage: "main", Dir: dir})
+	sn, err := archivesink.NewSnapshotter(a, w, ckpts, archivesink.SnapshotterOptions{Lineage: "main", Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +446,7 @@ func TestSnapshotterSeedsFromTheArchive(t *testing.T) {
 	compareReplicasCounts(t, "seeded snapshotter", "sqlite://"+filepath.Join(dir, "replica.db"), exp, true)
 
 	// With no usable snapshot it refuses clearly.
-	if _, err := NewSnapshotter(archiveWithout(t), w, ckpts, SnapshotterOptions{Lineage: "main", Dir: t.TempDir()}); err == nil ||
+	if _, err := archivesink.NewSnapshotter(archiveWithout(t), w, ckpts, archivesink.SnapshotterOptions{Lineage: "main", Dir: t.TempDir()}); err == nil ||
 		!strings.Contains(err.Error(), "no snapshot from LSN") {
 		t.Fatalf("seeding without a snapshot: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/internal/cli"
 
 	"github.com/jackc/pgx/v5"
@@ -201,7 +202,7 @@ http: {listen: %q}
 		return fmt.Errorf("demo: waiting for the replica: %w", err)
 	}
 	out.step("replica applied up to LSN %d", last)
-	for d.Positions().Sinks[archive.CheckpointName] < last {
+	for d.Positions().Sinks[archivesink.CheckpointName] < last {
 		select {
 		case <-waitCtx.Done():
 			return fmt.Errorf("demo: waiting for the archive: %w", waitCtx.Err())

@@ -1,4 +1,4 @@
-package archive
+package archivesink
 
 import (
 	"context"
@@ -7,12 +7,15 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/internal/archivetest"
 )
 
 // flakyBackend fails some writes with a permanent (non-transient) error
 // after or before performing them, as a crash or a lost response would.
 type flakyBackend struct {
-	Backend
+	archive.Backend
 	calls atomic.Int64
 }
 
@@ -38,8 +41,8 @@ func (f *flakyBackend) PutIfAbsent(ctx context.Context, key string, body []byte)
 // objects already stored are adopted, nothing is stored twice or
 // differently, and the archive ends equal to the WAL with no hole.
 func TestArchiverSurvivesFailedWrites(t *testing.T) {
-	fb := &flakyBackend{Backend: openBackend(t, testBackend{url: "file://" + t.TempDir()})}
-	a := must(New(fb, Options{}))
+	fb := &flakyBackend{Backend: archivetest.OpenBackend(t, archivetest.Backend{URL: "file://" + t.TempDir()})}
+	a := must(archive.New(fb, archive.Options{}))
 	nd := newNode(t)
 	ar := must(NewArchiver(a, nd.w, nd.ckpts, ArchiverOptions{Timeout: 200 * time.Millisecond, MaxObjectBytes: 2 << 10, NodeID: "n"}))
 	r := start(ar)
@@ -49,7 +52,7 @@ func TestArchiverSurvivesFailedWrites(t *testing.T) {
 	if st := ar.Stats(); st.Errors == 0 || !strings.Contains(st.LastError, "injected") {
 		t.Fatalf("stats %+v: no failed attempt recorded", st)
 	}
-	txnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
+	archivetest.TxnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
 }
 
 // TestArchiverRefusesHole: when the local WAL no longer holds the LSNs
@@ -57,8 +60,8 @@ func TestArchiverSurvivesFailedWrites(t *testing.T) {
 // objects), the archiver fails with an error naming them instead of
 // starting past them.
 func TestArchiverRefusesHole(t *testing.T) {
-	ctx := testCtx(t)
-	a := openArchive(t, testBackend{url: "file://" + t.TempDir()}, Options{})
+	ctx := archivetest.Ctx(t)
+	a := archivetest.OpenArchive(t, archivetest.Backend{URL: "file://" + t.TempDir()}, archive.Options{})
 	nd := newNode(t) // 1 MiB segments
 	opts := ArchiverOptions{Timeout: 200 * time.Millisecond, MaxObjectBytes: 64 << 10, NodeID: "n"}
 	ar := must(NewArchiver(a, nd.w, nd.ckpts, opts))
@@ -84,6 +87,6 @@ func TestArchiverRefusesHole(t *testing.T) {
 	ar2 := must(NewArchiver(a, nd.w, nd.ckpts, opts))
 	err = ar2.Run(ctx)
 	if err == nil || !strings.Contains(err.Error(), "refusing to leave a hole") {
-		t.Fatalf("Run with LSNs missing from both the archive and the WAL: %v", err)
+		t.Fatalf("Run with LSNs missing from both the archive.archive and the WAL: %v", err)
 	}
 }

@@ -1,9 +1,8 @@
-package archive
+package archivesink
 
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/walship/walship/change"
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/wal"
 )
@@ -49,7 +48,7 @@ type ArchiverOptions struct {
 // Validate reports the first bad field.
 func (o *ArchiverOptions) Validate() error {
 	if o.Lineage != "" {
-		if err := CheckLineage(o.Lineage); err != nil {
+		if err := archive.CheckLineage(o.Lineage); err != nil {
 			return fmt.Errorf("archive: ArchiverOptions.Lineage: %w", err)
 		}
 	}
@@ -108,7 +107,7 @@ type ArchiverStats struct {
 //   - Ownership: it writes only into a lineage it owns (Claim); otherwise
 //     Run fails with an *OwnerError.
 type Archiver struct {
-	a       *Archive
+	a       *archive.Archive
 	w       *wal.WAL
 	ckpts   *checkpoint.Store
 	opts    ArchiverOptions
@@ -146,9 +145,9 @@ const (
 // NewArchiver returns an archiver of w into a. It registers
 // CheckpointName in ckpts at once, so retention keeps every local
 // segment until the archiver has durably passed it. It does no I/O.
-func NewArchiver(a *Archive, w *wal.WAL, ckpts *checkpoint.Store, opts ArchiverOptions) (*Archiver, error) {
+func NewArchiver(a *archive.Archive, w *wal.WAL, ckpts *checkpoint.Store, opts ArchiverOptions) (*Archiver, error) {
 	if a == nil || w == nil || ckpts == nil {
-		return nil, errors.New("archive: NewArchiver: nil Archive, WAL or checkpoint Store")
+		return nil, errors.New("archive: NewArchiver: nil archive.Archive, WAL or checkpoint Store")
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -240,7 +239,7 @@ func (ar *Archiver) Run(ctx context.Context) error {
 	if err := ar.a.Claim(ctx, lineage, node); err != nil {
 		return err
 	}
-	if err := ar.a.CreateLineage(ctx, LineageRecord{ID: lineage}); err != nil && !errors.Is(err, ErrExists) {
+	if err := ar.a.CreateLineage(ctx, archive.LineageRecord{ID: lineage}); err != nil && !errors.Is(err, archive.ErrExists) {
 		return err
 	}
 	next, err := ar.resumePoint(ctx, ckptPos, node)
@@ -253,9 +252,9 @@ func (ar *Archiver) Run(ctx context.Context) error {
 	// A pipeline of four goroutines so that reading, building,
 	// compressing and uploading overlap; channels of one object bound
 	// the memory to about four objects plus txnQueue transactions.
-	txCh := make(chan *rawTxn, txnQueue)
-	buildCh := make(chan *segmentBuilder, 1)
-	upCh := make(chan *EncodedSegment, 1)
+	txCh := make(chan *archive.RawTxn, txnQueue)
+	buildCh := make(chan *archive.SegmentBuilder, 1)
+	upCh := make(chan *archive.EncodedSegment, 1)
 	errCh := make(chan error, 3)
 	var wg sync.WaitGroup
 	wg.Add(3)
@@ -281,7 +280,7 @@ func (ar *Archiver) Run(ctx context.Context) error {
 		defer wg.Done()
 		defer close(upCh)
 		for b := range buildCh {
-			enc, err := ar.a.finish(b)
+			enc, err := ar.a.Finish(b)
 			if err != nil {
 				errCh <- err
 				cancel()
@@ -363,7 +362,7 @@ func (ar *Archiver) resumePoint(ctx context.Context, ckptPos uint64, node string
 // their records undecoded (wal.Reader.NextRaw): the segment plaintext
 // holds the log's record bytes as they are. Only each transaction's header
 // fields and logical messages are looked at.
-func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *rawTxn) error {
+func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *archive.RawTxn) error {
 	from := rs.from
 	if fl := ar.w.FirstLSN(); from < fl {
 		if rs.strict {
@@ -387,35 +386,14 @@ func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *rawTxn)
 			}
 			return fmt.Errorf("archive: read WAL: %w", err)
 		}
-		cur := &rawTxn{first: raw.FirstLSN, commit: raw.CommitLSN, commitTime: raw.CommitTime, recs: raw.Records}
-		for b, lsn := raw.Records, raw.FirstLSN; len(b) > 0; lsn++ {
-			n, k := binary.Uvarint(b)
-			data := b[k : k+int(n)]
-			b = b[k+int(n):]
-			hasHdr, xid, src, op, ok := peekRecord(data)
-			if !ok || hasHdr != (cur.n == 0) || op == byte(change.Message) {
-				hdr, c, err := change.DecodeRecord(data)
-				if err != nil {
-					return fmt.Errorf("archive: WAL record at LSN %d: %w", lsn, err)
-				}
-				if (hdr != nil) != (cur.n == 0) {
-					return fmt.Errorf("archive: WAL record at LSN %d: transaction header misplaced", lsn)
-				}
-				if hdr != nil {
-					cur.hdr = *hdr
-				}
-				if c.Op == change.Message {
-					cur.messages = append(cur.messages, c)
-				}
-			} else if hasHdr {
-				cur.hdr.XID, cur.hdr.SourceLSN = xid, src
-			}
-			cur.n++
+		cur, err := archive.NewRawTxn(raw.FirstLSN, raw.CommitLSN, raw.CommitTime, raw.Records)
+		if err != nil {
+			return err
 		}
 		now := time.Now()
 		ar.mu.Lock()
 		if n := len(ar.mu.seen); n == 0 || now.Sub(ar.mu.seen[n-1].at) >= seenSampleEvery {
-			ar.mu.seen = append(ar.mu.seen, seenMark{lsn: cur.commit, at: now})
+			ar.mu.seen = append(ar.mu.seen, seenMark{lsn: raw.CommitLSN, at: now})
 		}
 		ar.mu.Unlock()
 		select {
@@ -426,31 +404,18 @@ func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *rawTxn)
 	}
 }
 
-// txnSize estimates a transaction's encoded size.
-func txnSize(t *change.Committed) int {
-	n := 32
-	for j := range t.Changes {
-		var hdr *change.TxHeader
-		if j == 0 {
-			hdr = &t.Header
-		}
-		n += change.RecordSize(hdr, &t.Changes[j]) + 4
-	}
-	return n
-}
-
 // buildLoop puts transactions into segments, closing one when it reaches
 // MaxObjectBytes or Timeout/4 after its first transaction arrived.
-func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan *rawTxn, out chan<- *segmentBuilder) error {
+func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan *archive.RawTxn, out chan<- *archive.SegmentBuilder) error {
 	flushAfter := ar.opts.Timeout / 4
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	capHint := ar.opts.MaxObjectBytes + ar.opts.MaxObjectBytes/8
-	b := newSegmentBuilder(ar.opts.Lineage, from, capHint)
+	b := archive.NewSegmentBuilder(ar.opts.Lineage, from, capHint)
 	flush := func() error {
 		timer.Stop()
 		done := b
-		b = newSegmentBuilder(ar.opts.Lineage, done.m.LastLSN+1, capHint)
+		b = archive.NewSegmentBuilder(ar.opts.Lineage, done.LastLSN()+1, capHint)
 		select {
 		case out <- done:
 			return nil
@@ -460,7 +425,7 @@ func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan *rawTx
 	}
 	for {
 		var tick <-chan time.Time
-		if !b.empty() {
+		if !b.Empty() {
 			tick = timer.C
 		}
 		select {
@@ -468,13 +433,13 @@ func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan *rawTx
 			if !ok {
 				return nil
 			}
-			if b.empty() {
+			if b.Empty() {
 				timer.Reset(flushAfter)
 			}
-			if err := b.addRaw(t); err != nil {
+			if err := b.AddRaw(t); err != nil {
 				return err
 			}
-			if len(b.plain) >= ar.opts.MaxObjectBytes {
+			if b.Size() >= ar.opts.MaxObjectBytes {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -489,9 +454,9 @@ func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan *rawTx
 	}
 }
 
-func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *EncodedSegment) error {
+func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *archive.EncodedSegment) error {
 	for enc := range in {
-		var m SegmentManifest
+		var m archive.SegmentManifest
 		for attempt := 1; ; attempt++ {
 			var err error
 			m, err = ar.a.StoreSegment(ctx, enc)
@@ -501,11 +466,11 @@ func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *Enco
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, ErrExists) || errors.Is(err, ErrInvalidKey) {
+			if errors.Is(err, archive.ErrExists) || errors.Is(err, archive.ErrInvalidKey) {
 				return err
 			}
 			ar.noteError("store object", enc.Manifest.Key, attempt, err)
-			if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+			if err := sleepCtx(ctx, archive.Backoff(attempt)); err != nil {
 				return err
 			}
 		}
@@ -518,7 +483,7 @@ func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *Enco
 				return ctx.Err()
 			}
 			ar.noteError("advance checkpoint", CheckpointName, attempt, err)
-			if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+			if err := sleepCtx(ctx, archive.Backoff(attempt)); err != nil {
 				return err
 			}
 		}

@@ -1,4 +1,4 @@
-package pitr
+package archivesink
 
 import (
 	"context"
@@ -339,7 +339,7 @@ func (s *Snapshotter) snapshot(ctx context.Context) (SnapshotInfo, error) {
 	}
 	defer os.RemoveAll(tmp)
 	f := filepath.Join(tmp, "snapshot.db")
-	if err := snapshotSQLite(ctx, s.path, f); err != nil {
+	if err := replica.Snapshot(ctx, s.path, f); err != nil {
 		return SnapshotInfo{}, err
 	}
 	st, err := replica.ReadState(ctx, "sqlite://"+f)

@@ -1,4 +1,4 @@
-package archive
+package archivesink
 
 import (
 	"context"
@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/internal/archivetest"
 	"github.com/walship/walship/internal/miniotest"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
@@ -53,7 +55,7 @@ func txnOf(xid uint64, n int) *change.Txn {
 // base, and one aborted stream.
 func (nd *node) appendN(t *testing.T, base uint64, n int) {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := archivetest.Ctx(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 5)
 	for g := range 4 {
@@ -108,9 +110,9 @@ func (nd *node) walTxns(t *testing.T) []change.Committed {
 
 // archivedTxns checks the lineage is whole (starts at LSN 1, no gap, no
 // problem) and returns its transactions.
-func archivedTxns(t *testing.T, a *Archive, lineage string) []change.Committed {
+func archivedTxns(t *testing.T, a *archive.Archive, lineage string) []change.Committed {
 	t.Helper()
-	ctx := testCtx(t)
+	ctx := archivetest.Ctx(t)
 	c, err := a.Catalog(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -183,8 +185,8 @@ func waitArchived(t *testing.T, ar *Archiver, r *running, w *wal.WAL, limit time
 }
 
 func TestArchiverEndToEnd(t *testing.T) {
-	eachBackend(t, func(t *testing.T, tb testBackend) {
-		a := openArchive(t, tb, Options{})
+	archivetest.EachBackend(t, func(t *testing.T, tb archivetest.Backend) {
+		a := archivetest.OpenArchive(t, tb, archive.Options{})
 		nd := newNode(t)
 		const timeout = time.Second
 		opts := ArchiverOptions{Lineage: "main", Timeout: timeout, MaxObjectBytes: 8 << 10}
@@ -204,7 +206,7 @@ func TestArchiverEndToEnd(t *testing.T) {
 		// archived by the timer. The archiver cuts at Timeout/4 so that
 		// the upload fits in Timeout (~300 ms here); the test allows twice
 		// Timeout for a loaded CI machine's slow fdatasync and CPU steal.
-		tk, err := nd.w.Append(testCtx(t), txnOf(5000, 2))
+		tk, err := nd.w.Append(archivetest.Ctx(t), txnOf(5000, 2))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +239,7 @@ func TestArchiverEndToEnd(t *testing.T) {
 		r2 := start(ar2)
 		waitArchived(t, ar2, r2, nd.w, 30*time.Second)
 		r2.stop(t)
-		txnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
+		archivetest.TxnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
 	})
 }
 
@@ -245,8 +247,8 @@ func TestArchiverEndToEnd(t *testing.T) {
 // between the two) are not written again; an archive ahead of the local
 // WAL is refused.
 func TestArchiverResume(t *testing.T) {
-	ctx := testCtx(t)
-	a := openArchive(t, testBackend{url: "file://" + t.TempDir()}, Options{})
+	ctx := archivetest.Ctx(t)
+	a := archivetest.OpenArchive(t, archivetest.Backend{URL: "file://" + t.TempDir()}, archive.Options{})
 	nd := newNode(t)
 	opts := ArchiverOptions{Timeout: 200 * time.Millisecond, MaxObjectBytes: 4 << 10, NodeID: "n1"}
 	ar := must(NewArchiver(a, nd.w, nd.ckpts, opts))
@@ -271,7 +273,7 @@ func TestArchiverResume(t *testing.T) {
 	if ar2.Stats().Objects != 0 {
 		t.Fatalf("restarted archiver stored %d objects again (first run stored %d)", ar2.Stats().Objects, objects)
 	}
-	txnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
+	archivetest.TxnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
 
 	// A different WAL (shorter history) refuses the lineage.
 	other := newNode(t)
@@ -284,9 +286,9 @@ func TestArchiverResume(t *testing.T) {
 }
 
 func TestArchiverOwnership(t *testing.T) {
-	eachBackend(t, func(t *testing.T, tb testBackend) {
-		ctx := testCtx(t)
-		a := openArchive(t, tb, Options{})
+	archivetest.EachBackend(t, func(t *testing.T, tb archivetest.Backend) {
+		ctx := archivetest.Ctx(t)
+		a := archivetest.OpenArchive(t, tb, archive.Options{})
 		nd := newNode(t)
 		ar := must(NewArchiver(a, nd.w, nd.ckpts, ArchiverOptions{Timeout: 200 * time.Millisecond}))
 		r := start(ar)
@@ -300,9 +302,9 @@ func TestArchiverOwnership(t *testing.T) {
 		intruder.appendN(t, 1, 50)
 		ar2 := must(NewArchiver(a, intruder.w, intruder.ckpts, ArchiverOptions{Timeout: 200 * time.Millisecond}))
 		err := ar2.Run(ctx)
-		var oe *OwnerError
-		if !errors.Is(err, ErrNotOwner) || !errors.As(err, &oe) || oe.Owner != owner || !strings.Contains(err.Error(), owner) {
-			t.Fatalf("Run into a lineage owned by %s: %v, want *OwnerError", owner, err)
+		var oe *archive.OwnerError
+		if !errors.Is(err, archive.ErrNotOwner) || !errors.As(err, &oe) || oe.Owner != owner || !strings.Contains(err.Error(), owner) {
+			t.Fatalf("Run into a lineage owned by %s: %v, want *archive.OwnerError", owner, err)
 		}
 		if cat := must(a.Catalog(ctx)); cat.Lineage("main").Owner != owner {
 			t.Fatalf("catalog owner = %q, want %q", cat.Lineage("main").Owner, owner)
@@ -314,7 +316,7 @@ func TestArchiverOwnership(t *testing.T) {
 		r3 := start(ar3)
 		waitArchived(t, ar3, r3, nd.w, 20*time.Second)
 		r3.stop(t)
-		txnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
+		archivetest.TxnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
 	})
 }
 
@@ -322,15 +324,15 @@ func TestArchiverOwnership(t *testing.T) {
 // refuses connections, while transactions keep coming; the archiver
 // retries, and afterwards the archive equals the WAL with no hole.
 func TestArchiverFaults(t *testing.T) {
-	srv := minioHTTP.get(t, false)
+	srv := archivetest.MinIO(t, false)
 	proxy, err := miniotest.NewProxy(srv.Endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	bo := s3Opts(srv, proxy.Endpoint)
-	bo.RetryTimeout = 0 // retry until ctx ends
-	a := openArchive(t, testBackend{url: "s3://" + testBucket + "/" + uniquePrefix(t), opts: bo}, Options{})
+	b := archivetest.S3(t, srv, proxy.Endpoint)
+	b.Opts.RetryTimeout = 0 // retry until ctx ends
+	a := archivetest.OpenArchive(t, b, archive.Options{})
 	nd := newNode(t)
 	ar := must(NewArchiver(a, nd.w, nd.ckpts, ArchiverOptions{Timeout: time.Second, MaxObjectBytes: 16 << 10}))
 	r := start(ar)
@@ -378,6 +380,29 @@ func TestArchiverFaults(t *testing.T) {
 	if c, _ := nd.ckpts.Get(CheckpointName); c.Pos != nd.w.Durable() || during >= c.Pos {
 		t.Fatalf("checkpoint %d, durable %d, archived during the outage %d", c.Pos, nd.w.Durable(), during)
 	}
-	txnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
+	archivetest.TxnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
 	t.Logf("objects %d, retries %d, proxy faults %d", st.Objects, st.Retries, proxy.Faults())
+}
+
+// TestArchiverRestorePoints: a restore point written to the WAL appears
+// in its segment's manifest at its transaction's commit LSN.
+func TestArchiverRestorePoints(t *testing.T) {
+	ctx := archivetest.Ctx(t)
+	a := archivetest.OpenArchive(t, archivetest.Backend{URL: "file://" + t.TempDir()}, archive.Options{})
+	nd := newNode(t)
+	nd.appendN(t, 1, 10)
+	rp := &change.Txn{Changes: []change.Change{{Op: change.Message, Message: &change.LogicalMessage{Prefix: archive.RestorePointPrefix, Content: []byte("nightly"), Transactional: true}}}}
+	tk := must(nd.w.Append(ctx, rp))
+	nd.appendN(t, 100, 10)
+	ar := must(NewArchiver(a, nd.w, nd.ckpts, ArchiverOptions{Timeout: 200 * time.Millisecond}))
+	r := start(ar)
+	waitArchived(t, ar, r, nd.w, 20*time.Second)
+	r.stop(t)
+	var got []archive.RestorePoint
+	for _, m := range must(a.Catalog(ctx)).Lineage("main").Segments {
+		got = append(got, m.RestorePoints...)
+	}
+	if len(got) != 1 || got[0].Name != "nightly" || got[0].LSN != tk.Last || !got[0].CommitTime.Equal(tk.Time()) {
+		t.Fatalf("restore points = %+v, want nightly at %d", got, tk.Last)
+	}
 }
