@@ -8,7 +8,7 @@
 //     awaitWoken), never by a timer (Options.MinInterval, off by default,
 //     trades latency for larger batches).
 //   - With SyncLocal, Append returns (and Wait releases an LSN) only after an
-//     fdatasync covering the transaction has completed (DESIGN.md §4.1).
+//     fdatasync covering the transaction has completed (docs/DESIGN.md §4.1).
 //   - A failed write or fsync is sticky: the transactions it covered and every
 //     later one fail with the same error; fsync is never retried.
 //   - A transaction's records get consecutive LSNs and are never split by

@@ -601,7 +601,7 @@ func (l *Log) rotate() error {
 
 // Sync makes everything written durable (fdatasync) and then visible to
 // readers up to the last commit record. A failed sync is sticky: the log
-// never retries it (DESIGN.md §4.1). Writer side.
+// never retries it (docs/DESIGN.md §4.1). Writer side.
 func (l *Log) Sync() error {
 	if err := l.failure(); err != nil {
 		return err
@@ -769,7 +769,7 @@ func (l *Log) Segments() []SegmentInfo {
 }
 
 // RemoveBefore removes whole sealed segments all of whose records have
-// LSNs below lsn: the retention primitive (DESIGN.md §4.5). The caller
+// LSNs below lsn: the retention primitive (docs/DESIGN.md §4.5). The caller
 // decides lsn from checkpoints. The active segment is never removed. It
 // returns the names removed.
 func (l *Log) RemoveBefore(lsn uint64) ([]string, error) {
