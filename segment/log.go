@@ -32,10 +32,10 @@ type Options struct {
 	// they are used (ignored with NoPreallocate). On ext4 and XFS the first
 	// write into a preallocated (unwritten) extent converts it, and the
 	// fdatasync covering that write must also commit the conversion to the
-	// journal: measured on this project's machine, an fdatasync after a
-	// 32 KiB write took 2-3x longer into fallocated space than over written
-	// zeros, and the syncs of the 256-appender bench (batches of ~8 KB)
-	// went from 0.82 to 0.45 ms with zero fill. PostgreSQL zero-fills its WAL
+	// journal: on this project's machine an fdatasync after a write into
+	// fallocated space took markedly longer than one over written zeros,
+	// and zero fill shortened the group committer's fdatasyncs
+	// (bench/README.md has the numbers). PostgreSQL zero-fills its WAL
 	// segments for the same reason (wal_init_zero). The first segment of a
 	// new log is zeroed when Open creates it (a write of SegmentSize bytes);
 	// later ones in the background, paced by the active segment's progress
