@@ -51,7 +51,7 @@ func newS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
 			credentials.NewStaticCredentialsProvider(opts.AccessKey, opts.SecretKey, "")))
 	}
 	// AWS_CA_BUNDLE is applied by LoadDefaultConfig to its own HTTP client;
-	// ours is set below through s3.Options (DESIGN.md §6), and the bundle
+	// ours is set below through s3.Options (docs/DESIGN.md §6.2), and the bundle
 	// is honoured there through CAFile.
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {

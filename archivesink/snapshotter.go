@@ -68,7 +68,7 @@ type SnapshotInfo struct {
 // Snapshotter keeps a local SQLite replica up to date from the WAL and
 // stores base snapshots of it in the archive, on a schedule and on demand,
 // so that a restore replays only from the latest snapshot at or before its
-// target (DESIGN.md §1, issue 4).
+// target (docs/PITR.md, "Base snapshots in `walship run`").
 //
 // Guarantees:
 //   - A snapshot at LSN L holds exactly the effect of the transactions with
@@ -76,7 +76,7 @@ type SnapshotInfo struct {
 //     the replica, whose walship_applied row (read back from the copy)
 //     gives L and its commit time.
 //   - The local replica never skips or repeats a transaction (replica
-//     bookkeeping, DESIGN.md §4.7), across restarts.
+//     bookkeeping, docs/DESIGN.md §4.7), across restarts.
 //   - Its position is checkpointed as SnapshotterCheckpoint (the last
 //     applied commit LSN), so local WAL retention keeps what it has not
 //     applied yet.

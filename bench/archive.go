@@ -1,7 +1,7 @@
 package main
 
 // Suite archive: the archive against bare aws-sdk-go-v2 calls on the same
-// MinIO, started by the suite (issue 4). Cases:
+// MinIO, started by the suite. Cases:
 //
 //	s3-put/bare          PutObject of the WAL bytes, uncompressed, in objects of
 //	                     the archiver's size, one at a time: the upload reference
@@ -47,7 +47,7 @@ func init() {
 	register("archive", func() *suite {
 		return &suite{
 			name:    "archive",
-			summary: "archive upload/read/restore vs bare S3 PutObject/GetObject on a local MinIO (issue 4)",
+			summary: "archive upload/read/restore vs bare S3 PutObject/GetObject on a local MinIO",
 			cases:   archiveCases,
 			targets: archiveTargets,
 		}

@@ -1,6 +1,6 @@
 package main
 
-// Suite cdc: PostgreSQL change data capture (issue 3) against pg_recvlogical
+// Suite cdc: PostgreSQL change data capture against pg_recvlogical
 // on the same server and the same WAL, in one run. See README.md.
 //
 // One private PostgreSQL 15 cluster (internal/pgtest) serves every case. Its
@@ -54,7 +54,7 @@ const (
 func cdcSuite() *suite {
 	return &suite{
 		name:    "cdc",
-		summary: "PostgreSQL CDC (pgsource) vs pg_recvlogical and COPY on the same server (issue 3)",
+		summary: "PostgreSQL CDC (pgsource) vs pg_recvlogical and COPY on the same server",
 		cases:   cdcCases,
 		targets: cdcTargets,
 	}

@@ -1,5 +1,5 @@
 // Command bench measures walship against reference limits measured on the
-// same machine in the same run (DESIGN.md §7):
+// same machine in the same run (docs/DESIGN.md §7):
 //
 //	go run ./bench <suite> [--reps N] [--duration D] [--quick] [--filter RE]
 //	                       [--dir DIR] [--json FILE] [--cpuprofile FILE] [--memprofile FILE]

@@ -1,7 +1,7 @@
 package main
 
 // Suite wal: the segmented log and its group committer against the disk's
-// own limits (issue 2). See README.md for what each case measures.
+// own limits. See bench/README.md for what each case measures.
 
 import (
 	"context"
@@ -90,7 +90,7 @@ func init() { register("wal", walSuite) }
 func walSuite() *suite {
 	return &suite{
 		name:    "wal",
-		summary: "segment log + group commit vs raw fdatasync and sequential-write limits (issue 2)",
+		summary: "segment log + group commit vs raw fdatasync and sequential-write limits",
 		cases:   walCases,
 		targets: walTargets,
 	}

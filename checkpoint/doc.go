@@ -1,7 +1,7 @@
 // Package checkpoint keeps durable named positions — how far each sink,
 // consumer or source has durably got — and the minimum over the registered
-// names, which is the retention watermark of DESIGN.md §4.5: a local segment
-// may be removed only when every registered name is past it.
+// names, which is the retention watermark of docs/DESIGN.md §4.5: a local
+// segment may be removed only when every registered name is past it.
 //
 // # Guarantees
 //

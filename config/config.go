@@ -1,4 +1,5 @@
-// Package config reads walship's YAML configuration file (DESIGN.md §5).
+// Package config reads walship's YAML configuration file (docs/DESIGN.md §5.4,
+// docs/CONFIG.md).
 //
 // Guarantees:
 //   - Unknown keys are errors, never ignored: a misspelt key names its full

@@ -1,7 +1,7 @@
 // Package consumer is walship's replay consumer (`walship consume`): it reads
 // the ordered topic written by kafkasink with a franz-go consumer group and
 // applies it to a SQLite or PostgreSQL replica through the replica package's
-// Applier, exactly once (DESIGN.md §4.7, issue 5).
+// Applier, exactly once (docs/DESIGN.md §4.7).
 //
 // # Guarantees
 //

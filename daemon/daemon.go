@@ -14,7 +14,7 @@
 //     shutdown of the others) and its error is returned: walship never runs
 //     half-alive, silently not shipping.
 //   - Retention removes a local segment only when every registered
-//     checkpoint (each sink's) has passed it (DESIGN.md §4 invariant 5).
+//     checkpoint (each sink's) has passed it (docs/DESIGN.md §4.5).
 package daemon
 
 import (

@@ -8,7 +8,7 @@
 //     awaitWoken), never by a timer (Options.MinInterval, off by default,
 //     trades latency for larger batches).
 //   - With SyncLocal, Append returns (and Wait releases an LSN) only after an
-//     fdatasync covering the transaction has completed (DESIGN.md §4.1).
+//     fdatasync covering the transaction has completed (docs/DESIGN.md §4.1).
 //   - A failed write or fsync is sticky: the transactions it covered and every
 //     later one fail with the same error; fsync is never retried.
 //   - A transaction's records get consecutive LSNs and are never split by
@@ -23,10 +23,9 @@
 // synchronous appender leading the commit; the batch that gathered
 // meanwhile is taken whole as soon as it ends and the appenders it released
 // have run, so that those that append again at once are in it. Two
-// overlapping flushes were measured worse on the project machine
-// (bench/README.md): each fdatasync took longer and burnt CPU, so batches
-// were half as large and throughput with 16 to 256 appenders was 25-35%
-// lower.
+// overlapping flushes measured worse on the project machine: each
+// fdatasync took longer and burnt CPU, so batches were smaller and
+// throughput with many appenders lower (bench/README.md has the numbers).
 package groupcommit
 
 import (
@@ -185,9 +184,9 @@ type Committer struct {
 	// a token. A channel per flush, closed to release them all, was
 	// shared by every waiter of the flush: each of them locked it twice
 	// per wait (in select, parking beside its context's channel, and again
-	// on waking), and with 256 appenders on two cores select took a fifth
-	// of the process's CPU, much of it spinning on that lock; with a
-	// channel each, an eighth (bench/README.md).
+	// on waking), and with hundreds of appenders on two cores select took a
+	// large share of the process's CPU, much of it spinning on that lock;
+	// with a channel each, clearly less (bench/README.md has the numbers).
 	w struct {
 		sync.Mutex
 		// gens are the taken flushes with a commit not yet durable, in

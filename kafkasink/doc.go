@@ -1,4 +1,4 @@
-// Package kafkasink ships walship's WAL to Kafka (issue 5, DESIGN.md §3-§5)
+// Package kafkasink ships walship's WAL to Kafka (docs/KAFKA.md)
 // with github.com/twmb/franz-go, in the record format of package kafkawire
 // (compatible with Debezium's PostgreSQL connector), which walship's
 // consumer decodes without linking this package.
@@ -7,7 +7,7 @@
 //
 //   - Only durable data leaves the host: the sink reads the log with a
 //     following wal.Reader, which returns whole durable committed
-//     transactions only (aborted ones skipped; DESIGN.md §4.2).
+//     transactions only (aborted ones skipped; docs/DESIGN.md §4.2).
 //   - At least once, deduplicable exactly: every record carries the headers
 //     walship.lsn, walship.commit_lsn, walship.txn_first_lsn and
 //     walship.lineage. The producer is idempotent with acks=all, so within a
@@ -18,7 +18,7 @@
 //   - Contiguous watermark: the checkpoint "kafka" (Pos = the highest
 //     commit LSN such that every LSN up to it is acknowledged by the
 //     brokers) advances only over a gap-free prefix of acknowledged records,
-//     whatever order the produce callbacks complete in (DESIGN.md §4.6), and
+//     whatever order the produce callbacks complete in (docs/DESIGN.md §4.6), and
 //     only to transaction boundaries, so retention, which may remove every
 //     segment at or below it, never cuts a transaction the sink must still
 //     (re-)send. New registers the name, so retention keeps every segment

@@ -28,7 +28,7 @@ const flushGrace = 5 * time.Second
 // Stats is a snapshot of a Sink's progress.
 type Stats struct {
 	// AckedLSN is the watermark: every LSN up to it is acknowledged by the
-	// brokers (DESIGN.md §4.6). CheckpointLSN is the part of it that is
+	// brokers (docs/DESIGN.md §4.6). CheckpointLSN is the part of it that is
 	// durable in the checkpoint store.
 	AckedLSN, CheckpointLSN uint64
 	// DurableLSN is the WAL's last durable LSN.

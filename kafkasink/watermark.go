@@ -7,8 +7,8 @@ import (
 )
 
 // watermark tracks LSNs handed to the producer in increasing order and the
-// acknowledgements of their records, which arrive in any order (DESIGN.md
-// §4.6: produce callbacks complete out of order across partitions). Its
+// acknowledgements of their records, which arrive in any order
+// (docs/DESIGN.md §4.6: produce callbacks complete out of order across partitions). Its
 // position only advances over a gap-free prefix of fully acknowledged LSNs,
 // and only to commit LSNs (whole transactions).
 // Memory is one entry per LSN in flight, bounded by the producer's

@@ -1,4 +1,4 @@
-// Package obs is walship's observability core (issue 6): a Prometheus
+// Package obs is walship's observability core (docs/OBSERVABILITY.md): a Prometheus
 // registry walship owns, the metrics every component reports through,
 // lag objectives over a sliding window, a one-hour in-memory history for
 // the status page, and the /healthz and /readyz handlers.

@@ -1,7 +1,7 @@
 // Package pgsource captures the committed changes of a PostgreSQL database
 // through logical replication (pgoutput, protocol 1, via pglogrepl and pgx)
 // into a walship WAL, one log transaction per source transaction
-// (docs/POSTGRES.md; issue 3; DESIGN.md §4.4).
+// (docs/POSTGRES.md; docs/DESIGN.md §4.4).
 //
 // Guarantees:
 //

@@ -213,7 +213,7 @@ func retryable(err error) bool {
 }
 
 // recover loads the checkpoint and scans the log from its position for this
-// source's newest commit already written (DESIGN.md §4.4).
+// source's newest commit already written (docs/DESIGN.md §4.4).
 func (s *Source) recover(ctx context.Context) error {
 	if c, ok := s.ckpts.Get(s.ckptName); ok {
 		if err := json.Unmarshal(c.Payload, &s.state); err != nil {

@@ -84,7 +84,8 @@ var workloadStream = []string{
 	`UPDATE big SET pad = 'updated' WHERE id % 100000 = 0`,
 }
 
-// TestWorkloadReplaysToSourceState runs the acceptance workload of issue 3
+// TestWorkloadReplaysToSourceState runs the acceptance workload (every
+// column type, TOAST values, a million-row transaction that spills)
 // through snapshot and stream, then replays the log into a model and
 // compares it with the source tables, column by column.
 func TestWorkloadReplaysToSourceState(t *testing.T) {

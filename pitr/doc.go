@@ -8,7 +8,7 @@
 //
 // # Guarantees
 //
-//   - Exactness (DESIGN.md §4.9). A restore to target T applies exactly
+//   - Exactness (docs/DESIGN.md §4.9). A restore to target T applies exactly
 //     the transactions committed at or before T (before T with
 //     Target.Exclusive), in log order, each whole, and nothing else — the
 //     rule of PostgreSQL's recovery_target_*. Target documents each kind.

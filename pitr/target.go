@@ -36,7 +36,7 @@ func (k Kind) String() string {
 
 // Target is where a restore stops. It selects a prefix of the log: the
 // transactions committed at or before the target (strictly before, with
-// Exclusive), in log order; never part of a transaction (DESIGN.md §4.9).
+// Exclusive), in log order; never part of a transaction (docs/DESIGN.md §4.9).
 //
 //	kind        a transaction t is included (inclusive)    (exclusive)
 //	latest      always                                      -

@@ -1,6 +1,6 @@
 // Package replica applies walship's log to replica databases: SQLite (the
 // embedded default, modernc.org/sqlite) and PostgreSQL (pgx), exactly once
-// (DESIGN.md §4.7). The restore tool (pitr) and `walship consume` use it.
+// (docs/DESIGN.md §4.7). The restore tool (pitr) and `walship consume` use it.
 //
 // Guarantees:
 //

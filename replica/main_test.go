@@ -45,7 +45,7 @@ func pgURL(t testing.TB) string {
 		pg.cluster, pg.err = pgtest.New(pg.dir, pgtest.WithoutFsync())
 	})
 	if pg.err != nil {
-		t.Fatalf("cannot start PostgreSQL 15 (its binaries come with the machine image; see DESIGN.md §6 and scripts/deps.sh): %v", pg.err)
+		t.Fatalf("cannot start PostgreSQL 15 (its binaries come with the machine image; see docs/DESIGN.md §6.1 and scripts/deps.sh): %v", pg.err)
 	}
 	name := fmt.Sprintf("r%d", pg.n.Add(1))
 	if err := pg.cluster.CreateDB(context.Background(), name); err != nil {

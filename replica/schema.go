@@ -179,7 +179,7 @@ func (t *tableSchema) isKey(name string) bool {
 }
 
 // sqliteTableName is the SQLite name of a source table: schema public
-// keeps the bare name, other schemas give "<schema>.<table>" (DESIGN.md §5).
+// keeps the bare name, other schemas give "<schema>.<table>" (docs/DESIGN.md §5.3).
 func sqliteTableName(t change.Table) string {
 	if t.Schema == change.DefaultSchema {
 		return t.Name

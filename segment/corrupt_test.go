@@ -181,7 +181,7 @@ var classes = []string{"segment header", "frame header", "payload", "padding"}
 
 // TestBitFlipIsCorruption flips one bit at random positions of every kind
 // and checks it is reported as corruption, never repaired as a torn tail
-// and never skipped (DESIGN.md §4.3): in a sealed segment, and in a frame
+// and never skipped (docs/DESIGN.md §4.3): in a sealed segment, and in a frame
 // of the newest segment that a later write follows.
 func TestBitFlipIsCorruption(t *testing.T) {
 	cl := buildCorruptLog(t)
@@ -268,7 +268,7 @@ func TestZeroedSectorIsCorruption(t *testing.T) {
 
 // TestCorruptionFoundPastZeroBytes damages the first frame of a segment
 // whose later writes hold records with zero bytes at every phase. The
-// search for a later write (docs/FORMAT.md §4.2) must stay on the 8-byte
+// search for a later write (docs/FORMAT.md §4, item 2) must stay on the 8-byte
 // frame grid whatever zero bytes it skips: it once drifted off the grid at
 // a zero byte followed by a nonzero one, missed every later frame, and
 // "repaired" an acknowledged write as a torn tail, truncating it.

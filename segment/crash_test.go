@@ -51,7 +51,7 @@ type crashRound struct {
 // with its records, at its LSNs; nothing else is there but whole
 // transactions that were appended; LSNs are dense; Verify agrees with what
 // Open repaired; and the log takes appends that survive another crash
-// (DESIGN.md §4.1-4.3). Sometimes the recovery itself is crashed too.
+// (docs/DESIGN.md §4.1-4.3). Sometimes the recovery itself is crashed too.
 // A failing iteration is rerun with -run 'TestCrashAtRandomPoints/MODE/seed=N'
 // (goroutine interleaving varies, so it may take a few runs).
 func TestCrashAtRandomPoints(t *testing.T) {

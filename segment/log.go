@@ -32,10 +32,10 @@ type Options struct {
 	// they are used (ignored with NoPreallocate). On ext4 and XFS the first
 	// write into a preallocated (unwritten) extent converts it, and the
 	// fdatasync covering that write must also commit the conversion to the
-	// journal: measured on this project's machine, an fdatasync after a
-	// 32 KiB write took 2-3x longer into fallocated space than over written
-	// zeros, and the syncs of the 256-appender bench (batches of ~8 KB)
-	// went from 0.82 to 0.45 ms with zero fill. PostgreSQL zero-fills its WAL
+	// journal: on this project's machine an fdatasync after a write into
+	// fallocated space took markedly longer than one over written zeros,
+	// and zero fill shortened the group committer's fdatasyncs
+	// (bench/README.md has the numbers). PostgreSQL zero-fills its WAL
 	// segments for the same reason (wal_init_zero). The first segment of a
 	// new log is zeroed when Open creates it (a write of SegmentSize bytes);
 	// later ones in the background, paced by the active segment's progress
@@ -601,7 +601,7 @@ func (l *Log) rotate() error {
 
 // Sync makes everything written durable (fdatasync) and then visible to
 // readers up to the last commit record. A failed sync is sticky: the log
-// never retries it (DESIGN.md §4.1). Writer side.
+// never retries it (docs/DESIGN.md §4.1). Writer side.
 func (l *Log) Sync() error {
 	if err := l.failure(); err != nil {
 		return err
@@ -769,7 +769,7 @@ func (l *Log) Segments() []SegmentInfo {
 }
 
 // RemoveBefore removes whole sealed segments all of whose records have
-// LSNs below lsn: the retention primitive (DESIGN.md §4.5). The caller
+// LSNs below lsn: the retention primitive (docs/DESIGN.md §4.5). The caller
 // decides lsn from checkpoints. The active segment is never removed. It
 // returns the names removed.
 func (l *Log) RemoveBefore(lsn uint64) ([]string, error) {

@@ -105,8 +105,8 @@ const zeroFillRate = 64 << 20 // bytes per second
 // times the active segment's written bytes ahead (so it is done by the
 // time the active segment is half full), but always progresses at
 // zeroFillFloor. A log committing one small transaction at a time then
-// does not share the disk with 64 MiB/s of zeros (with 1 appender, they
-// doubled its fdatasync p99); an idle log's next segment is ready after
+// does not share the disk with 64 MiB/s of zeros (with a single appender,
+// they made its slowest fdatasyncs much slower; bench/README.md); an idle log's next segment is ready after
 // its size at 4 MiB/s (16 s for 64 MiB).
 const (
 	zeroFillLead  = 2
@@ -120,8 +120,8 @@ const (
 // starts the chunk's writeback (vfs.Writebacker), so the disk receives the
 // zeros in small pieces spread over time: left to the page cache, they
 // went out in bursts of zeroSyncEvery at the fill's fdatasyncs, and the
-// log's own fdatasyncs queued behind each burst (with 256 appenders, p99
-// append latency was 5.05 ms instead of 1.33 ms; bench/README.md).
+// log's own fdatasyncs queued behind each burst (with many appenders, the
+// tail of append latency was several times longer; bench/README.md).
 const zeroWriteChunk = 128 << 10
 
 // zeroSyncEvery is how many bytes of zeros the fill writes between its

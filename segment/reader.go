@@ -12,7 +12,7 @@ import (
 )
 
 // Reader iterates over the log's records in LSN order. It sees only
-// records up to the last durable commit (DESIGN.md §4.2): never a record
+// records up to the last durable commit (docs/DESIGN.md §4.2): never a record
 // that is not yet durable, never part of an unfinished transaction. A
 // Reader is not safe for concurrent use; use one per goroutine.
 type Reader struct {

@@ -213,7 +213,7 @@ func (f *trackedFile) Sync() error {
 // TestFollowingReaderSeesOnlyDurableRecords starts a following reader on an
 // empty log, appends concurrently through groupcommit, and checks that the
 // reader gets every record exactly once, in order, and each only after an
-// fsync covering it returned (DESIGN.md §4.2), and that groupcommit
+// fsync covering it returned (docs/DESIGN.md §4.2), and that groupcommit
 // considers it durable too.
 func TestFollowingReaderSeesOnlyDurableRecords(t *testing.T) {
 	d := &durability{FS: vfs.NewCrashFS()}

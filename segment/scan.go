@@ -37,7 +37,7 @@ func (fr *frameReader) bytesAt(off int64, n int) ([]byte, error) {
 	}
 	if n > windowSize {
 		// n may be a length read from the file: never allocate for bytes
-		// past its end (STYLE.md item 4). A short result is the caller's
+		// past its end (a corrupt length must not make us allocate). A short result is the caller's
 		// "truncated" case.
 		if sz, err := fr.f.Size(); err == nil && off+int64(n) > sz {
 			n = int(max(0, sz-off))

@@ -77,7 +77,7 @@ func buildTornLog(t *testing.T, dir string, codec segment.Codec, spans bool) (ac
 // frame, and checks that recovery treats it as a torn tail: Open succeeds
 // and reports it, every acknowledged transaction reads back exactly once,
 // the last transaction is all there or not at all, and the log takes new
-// appends that survive a reopen (DESIGN.md §4.3).
+// appends that survive a reopen (docs/DESIGN.md §4.3).
 func TestTornTailAtEveryByte(t *testing.T) {
 	cases := []struct {
 		codec segment.Codec

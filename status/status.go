@@ -1,5 +1,5 @@
-// Package status serves /status, walship's web page for people (issue 6),
-// and /status.json, the data it polls.
+// Package status serves /status, walship's web page for people, and
+// /status.json, the data it polls (docs/OBSERVABILITY.md).
 //
 // The page is one self-contained HTML document — inline CSS, JavaScript
 // and SVG, no external assets — so it works on an isolated host. It draws

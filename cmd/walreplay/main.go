@@ -1,5 +1,5 @@
 // Command walreplay lists, verifies and restores from a walship archive
-// (point-in-time recovery, DESIGN.md §5):
+// (point-in-time recovery, docs/DESIGN.md §5.2):
 //
 //	walreplay list    --archive URL [--json]
 //	walreplay verify  --archive URL [--json]

@@ -12,7 +12,7 @@ import (
 )
 
 // TestAppendBadInput puts a malformed line at line k of otherwise valid
-// input and checks DESIGN.md §4.10 and §5: a non-zero exit with a message
+// input and checks docs/DESIGN.md §4.10 and §5.1: a non-zero exit with a message
 // naming line k and the problem, the k-1 transactions before it
 // acknowledged and durable, nothing after it appended.
 func TestAppendBadInput(t *testing.T) {

@@ -51,7 +51,7 @@ type killRun struct {
 	fed   uint64 // number of lines whose write was started
 }
 
-// TestAppendSIGKILL is the acceptance test of DESIGN.md §4.1 and §4.3: an
+// TestAppendSIGKILL is the acceptance test of docs/DESIGN.md §4.1 and §4.3: an
 // append process fed continuously is killed with SIGKILL at a random
 // moment, again and again on the same directory. After every kill the log
 // verifies (a torn tail is allowed), every acknowledged transaction is in

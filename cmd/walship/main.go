@@ -7,7 +7,7 @@
 //	walship dump   --wal DIR [--from LSN] [--to LSN]
 //	walship verify --wal DIR [--json]
 //
-// See DESIGN.md §5 and docs/OPERATIONS.md.
+// See docs/DESIGN.md §5.1 and docs/OPERATIONS.md.
 package main
 
 import (

@@ -10,7 +10,7 @@ import (
 
 // TestAppendDumpRoundTrip appends random transactions (every op and value
 // kind, both input forms, optional header fields) to a log with small
-// segments, and checks the acknowledgements (DESIGN.md §5: one per line,
+// segments, and checks the acknowledgements (docs/DESIGN.md §5.1: one per line,
 // the transaction's last LSN, dense, commit times never decreasing) and
 // that dump gives back exactly the input, with --from/--to selecting an
 // exact LSN range, and that a second append continues the LSNs.

@@ -66,8 +66,8 @@ func verifyJSON(t *testing.T, dir string) (map[string]any, result) {
 	return m, r
 }
 
-// TestVerifyAndCorruption checks `walship verify` exit codes (DESIGN.md
-// §5: 0 intact, torn tail reported as recoverable; 1 corruption naming
+// TestVerifyAndCorruption checks `walship verify` exit codes (docs/DESIGN.md
+// §5.1: 0 intact, torn tail reported as recoverable; 1 corruption naming
 // segment file and offset; 2 unreadable) and that dump and append refuse a
 // corrupt log instead of skipping anything (§4.3).
 func TestVerifyAndCorruption(t *testing.T) {

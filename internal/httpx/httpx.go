@@ -1,5 +1,6 @@
 // Package httpx starts walship's HTTP listeners (the operator endpoint and
-// the HTTP source) with the security rules of issue 6:
+// the HTTP source) with these security rules (docs/OBSERVABILITY.md,
+// "Listeners"):
 //
 //   - Loopback by default: an empty address is 127.0.0.1 with the
 //     caller's default port.

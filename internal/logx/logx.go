@@ -1,4 +1,5 @@
-// Package logx sets up walship's log/slog logger (issue 6):
+// Package logx sets up walship's log/slog logger (docs/OBSERVABILITY.md,
+// "Logging"):
 //
 //   - Format: text when the output is a terminal, JSON otherwise
 //     ("auto", the default); "text" or "json" force one.

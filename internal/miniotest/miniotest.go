@@ -1,5 +1,5 @@
 // Package miniotest starts a private MinIO server on a loopback port for
-// tests and benchmarks (DESIGN.md §6), over HTTP or HTTPS with a
+// tests and benchmarks (docs/DESIGN.md §6.2), over HTTP or HTTPS with a
 // self-signed certificate, and a small fault-injecting reverse proxy to
 // put in front of it.
 //

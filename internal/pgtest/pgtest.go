@@ -1,5 +1,5 @@
 // Package pgtest runs private PostgreSQL 15 clusters for tests, benchmarks
-// and the demo (DESIGN.md §6).
+// and the demo (docs/DESIGN.md §6.1).
 //
 // A cluster lives in its own directory: data dir, unix socket dir and server
 // log. It listens on a free loopback port and the unix socket only, with

@@ -1,5 +1,6 @@
-// Package seal encrypts archive objects on the client (issue 6: "an
-// archive bucket alone reveals nothing") with AES-256-GCM.
+// Package seal encrypts archive objects on the client, so that an archive
+// bucket alone reveals nothing, with AES-256-GCM (docs/OBSERVABILITY.md,
+// "Archive encryption").
 //
 // # Sealed object layout
 //

@@ -1,5 +1,6 @@
 // Package secret keeps credentials out of logs, errors and pages
-// (issue 6, "secrets never appear in logs, errors or /status").
+// (docs/OBSERVABILITY.md, "Secrets": secrets never appear in logs, errors
+// or /status).
 //
 // Three tools, from strongest to weakest:
 //

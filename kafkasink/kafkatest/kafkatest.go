@@ -5,7 +5,7 @@
 // whole topics, and a workload of transactions that uses every value kind.
 //
 // Nothing outside tests, the bench and the demo may depend on it
-// (DESIGN.md §6: the code stays broker-agnostic).
+// (docs/DESIGN.md §6.3: the code stays broker-agnostic).
 package kafkatest
 
 import (
