@@ -16,7 +16,6 @@ type segmentBuilder struct {
 	m     SegmentManifest
 	next  uint64 // lowest LSN the next transaction may start at
 	plain []byte
-	err   error
 }
 
 func newSegmentBuilder(lineage string, first uint64, capHint int) *segmentBuilder {

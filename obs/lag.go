@@ -111,12 +111,11 @@ type lagTracker struct {
 }
 
 type lagComponent struct {
-	win      *Window
-	level    Level
-	since    time.Time
-	lastLog  time.Time
-	last     LagSummary
-	reported bool
+	win     *Window
+	level   Level
+	since   time.Time
+	lastLog time.Time
+	last    LagSummary
 }
 
 // ComponentThresholds are one component's lag limits.
