@@ -7,8 +7,6 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/walship/walship/config"
 )
 
 // Percentiles of the lag objectives, in the order of Thresholds' fields.
@@ -255,13 +253,4 @@ func (t *lagTracker) logLocked(c *lagComponent, s LagSummary, prev Level, now ti
 		}
 		t.log.Log(context.Background(), lvl, "lag objective breached", attrs...)
 	}
-}
-
-// LagOptionsFromConfig maps the config file's lag section (whose zero
-// values mean "unset", as here) to LagOptions.
-func LagOptionsFromConfig(c config.Lag) LagOptions {
-	th := func(p config.Percentiles) Thresholds {
-		return Thresholds{P50: p.P50, P95: p.P95, P99: p.P99, P999: p.P999}
-	}
-	return LagOptions{Window: c.Window, Warn: th(c.Warn), Critical: th(c.Critical)}
 }
