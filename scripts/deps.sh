@@ -29,9 +29,8 @@ if [ ! -x "$gobin/minio" ] || [ ! -e "$stamp" ]; then
 fi
 
 # The linters, pinned so that a new release cannot fail CI on its own.
-# staticcheck's release 2026.2.2 is module version v0.8.2
-# (https://staticcheck.dev/docs/getting-started/); deadcode is
-# golang.org/x/tools's. A binary is rebuilt when its module version or the
+# staticcheck's release 2026.2.2 is module version v0.8.2 (its -version
+# prints "staticcheck 2026.2.2 (0.8.2)"); deadcode is golang.org/x/tools's. A binary is rebuilt when its module version or the
 # Go toolchain it was built with differs: staticcheck refuses to check code
 # for a newer Go than its own.
 go_version="$(go env GOVERSION)"
