@@ -18,7 +18,6 @@ type SegmentBuilder struct {
 	m     SegmentManifest
 	next  uint64 // lowest LSN the next transaction may start at
 	plain []byte
-	err   error
 }
 
 // NewSegmentBuilder starts the segment of lineage whose first

@@ -39,8 +39,7 @@ type s3Backend struct {
 
 var _ Backend = (*s3Backend)(nil)
 
-// newS3Client builds the S3 client for opts. Exported to the package's
-// tests and to the bench through NewS3Client.
+// newS3Client builds the S3 client for opts.
 func newS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
 	var loadOpts []func(*config.LoadOptions) error
 	if opts.Region != "" {
@@ -94,16 +93,6 @@ func newS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
 		o.Retryer = aws.NopRetryer{}
 	})
 	return client, nil
-}
-
-// NewS3Client returns the S3 client OpenBackend would use for opts
-// (endpoint, path style, checksum settings, TLS). The bench uses it for
-// its bare PutObject/GetObject baselines.
-func NewS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
-	if err := opts.Validate(); err != nil {
-		return nil, err
-	}
-	return newS3Client(ctx, opts.withDefaults())
 }
 
 func newS3Backend(ctx context.Context, bucket, prefix string, opts BackendOptions) (*s3Backend, error) {

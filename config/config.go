@@ -13,6 +13,11 @@
 //
 // The reference of every key is docs/CONFIG.md; a test checks that the
 // two agree.
+//
+// Only daemon and cmd read this package; everything else takes Options.
+// The daemon translates each section into its component's options (one
+// function per component), so a component never depends on the file's
+// layout and can be used without it; a test enforces the rule.
 package config
 
 import (

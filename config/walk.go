@@ -127,9 +127,7 @@ func yamlFields(t reflect.Type) map[string]reflect.Type {
 
 func suggest(key string, fields map[string]reflect.Type) string {
 	best, bestD := "", 3
-	var names []string
 	for k := range fields {
-		names = append(names, k)
 		if d := editDistance(key, k); d < bestD {
 			best, bestD = k, d
 		}

@@ -98,6 +98,7 @@ func (c *Config) Validate() error {
 		c.Group = DefaultGroup
 	}
 	if c.ReplicaURL == "" {
+		//lint:ignore ST1005 the trailing "..." is part of the example URL
 		errs = append(errs, errors.New("replica.url: required: sqlite:///abs/path.db or postgres://..."))
 	} else if _, _, err := replica.ParseURL(c.ReplicaURL); err != nil {
 		errs = append(errs, fmt.Errorf("replica.url: %w", err))

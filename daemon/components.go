@@ -68,33 +68,33 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 	return nil
 }
 
-// OpenArchive opens the archive of an archive: section, with its S3
-// settings and client-side encryption key.
+// OpenArchive opens the archive of an archive: section.
 func OpenArchive(ctx context.Context, a *config.Archive, log *slog.Logger) (*archive.Archive, error) {
-	opts := archive.Options{Logger: log, Backend: archive.BackendOptions{Endpoint: a.S3.Endpoint, Region: a.S3.Region,
-		PathStyle: a.S3.PathStyle, AccessKey: a.S3.AccessKey, SecretKey: a.S3.SecretKey, CAFile: a.S3.CAFile, Logger: log}}
-	if a.EncryptionKeyFile != "" || a.EncryptionKeyEnv != "" {
-		var key seal.Key
-		var err error
-		if a.EncryptionKeyFile != "" {
-			key, err = seal.LoadKeyFile(a.EncryptionKeyFile)
-		} else {
-			key, err = seal.LoadKeyEnv(a.EncryptionKeyEnv)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("archive encryption key: %w", err)
-		}
-		s, err := seal.New(seal.Options{}, key)
-		if err != nil {
-			return nil, fmt.Errorf("archive encryption key: %w", err)
-		}
-		opts.Seal = s
+	opts, err := archiveOptions(a, log)
+	if err != nil {
+		return nil, err
 	}
 	ar, err := archive.Open(ctx, a.URL, opts)
 	if err != nil {
 		return nil, fmt.Errorf("archive.url %s: %w", secret.URL(a.URL), err)
 	}
 	return ar, nil
+}
+
+// archiveOptions maps an archive: section to the archive's options: its
+// S3 settings and client-side encryption key (none: objects are stored in
+// clear).
+func archiveOptions(a *config.Archive, log *slog.Logger) (archive.Options, error) {
+	opts := archive.Options{Logger: log, Backend: archive.BackendOptions{Endpoint: a.S3.Endpoint, Region: a.S3.Region,
+		PathStyle: a.S3.PathStyle, AccessKey: a.S3.AccessKey, SecretKey: a.S3.SecretKey, CAFile: a.S3.CAFile, Logger: log}}
+	s, err := seal.FromConfig(a.EncryptionKeyFile, a.EncryptionKeyEnv)
+	if err != nil {
+		return archive.Options{}, fmt.Errorf("archive encryption key: %w", err)
+	}
+	if s != nil {
+		opts.Seal = s
+	}
+	return opts, nil
 }
 
 // KafkaSinkConfig maps the kafka: section to the sink's config.

@@ -190,14 +190,21 @@ func (d *Daemon) buildSources(ctx context.Context) error {
 // a start-up error naming the key. Security (loopback by default, a token
 // elsewhere, TLS) is httpx's.
 func (d *Daemon) listen(name string, l config.Listener, h http.Handler) (*server, error) {
-	srv, err := httpx.Listen(httpx.Config{Addr: l.Listen, Token: secret.Secret(l.Token), TLSCert: l.TLSCert, TLSKey: l.TLSKey,
-		Public: []string{"/healthz"}, Name: name, Logger: d.log}, h)
+	srv, err := httpx.Listen(httpOptions(name, l, d.log), h)
 	if err != nil {
 		return nil, fmt.Errorf("%s.listen %s: %w", name, l.Listen, err)
 	}
 	s := &server{name: name, srv: srv}
 	d.servers = append(d.servers, s)
 	return s, nil
+}
+
+// httpOptions maps a listener section (name is its key, such as "http"
+// or "source.http") to httpx's options. /healthz is public so that load
+// balancers can probe without the token.
+func httpOptions(name string, l config.Listener, log *slog.Logger) httpx.Config {
+	return httpx.Config{Addr: l.Listen, Token: secret.Secret(l.Token), TLSCert: l.TLSCert, TLSKey: l.TLSKey,
+		Public: []string{"/healthz"}, Name: name, Logger: log}
 }
 
 // Run runs every component until ctx ends or one fails, then shuts down in

@@ -7,8 +7,6 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/walship/walship/config"
 )
 
 // Percentiles of the lag objectives, in the order of Thresholds' fields.
@@ -111,12 +109,11 @@ type lagTracker struct {
 }
 
 type lagComponent struct {
-	win      *Window
-	level    Level
-	since    time.Time
-	lastLog  time.Time
-	last     LagSummary
-	reported bool
+	win     *Window
+	level   Level
+	since   time.Time
+	lastLog time.Time
+	last    LagSummary
 }
 
 // ComponentThresholds are one component's lag limits.
@@ -256,13 +253,4 @@ func (t *lagTracker) logLocked(c *lagComponent, s LagSummary, prev Level, now ti
 		}
 		t.log.Log(context.Background(), lvl, "lag objective breached", attrs...)
 	}
-}
-
-// LagOptionsFromConfig maps the config file's lag section (whose zero
-// values mean "unset", as here) to LagOptions.
-func LagOptionsFromConfig(c config.Lag) LagOptions {
-	th := func(p config.Percentiles) Thresholds {
-		return Thresholds{P50: p.P50, P95: p.P95, P99: p.P99, P999: p.P999}
-	}
-	return LagOptions{Window: c.Window, Warn: th(c.Warn), Critical: th(c.Critical)}
 }

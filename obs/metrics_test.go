@@ -21,7 +21,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/config"
 	"github.com/walship/walship/segment"
 	"github.com/walship/walship/wal"
 )
@@ -477,20 +476,5 @@ func TestReadiness(t *testing.T) {
 	}
 	if c, b := get("/healthz"); c != 200 || b != "ok\n" {
 		t.Fatalf("healthz: %d %q", c, b)
-	}
-}
-
-func TestLagOptionsFromConfig(t *testing.T) {
-	c, err := config.Parse([]byte("wal: {dir: /tmp/w}\nsource: {http: {}}\nlag: {window: 2m, warn: {p99: 1s}, critical: {p50: 3s}}\n"), func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := New(Options{NoProcessCollectors: true, Lag: LagOptionsFromConfig(c.Lag)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := m.LagOptions()
-	if o.Window != 2*time.Minute || o.Warn.P99 != time.Second || o.Warn.P50 != DefaultWarn.P50 || o.Critical.P50 != 3*time.Second || o.Critical.P99 != 10*time.Second {
-		t.Fatalf("%+v", o)
 	}
 }

@@ -49,11 +49,10 @@ const pollDurable = 5 * time.Millisecond
 
 // streamer is the state of one replication session.
 type streamer struct {
-	s      *Source
-	q      *pgx.Conn
-	repl   *pgconn.PgConn
-	cur    *txnBuf
-	curEnd pglogrepl.LSN
+	s    *Source
+	q    *pgx.Conn
+	repl *pgconn.PgConn
+	cur  *txnBuf
 	// Received transactions go to the appender goroutine through jobs, in
 	// commit order, so that decoding the next one overlaps encoding and
 	// queueing this one into the log.

@@ -110,8 +110,6 @@ func (b *txnBuf) write(c *change.Change) error {
 	return nil
 }
 
-func (b *txnBuf) spilled() bool { return b.spill != nil }
-
 // close releases the spill file, if any.
 func (b *txnBuf) close() {
 	if b.spill != nil {

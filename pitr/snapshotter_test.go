@@ -271,14 +271,14 @@ func TestPruneKeepsRestorableHistory(t *testing.T) {
 	if _, err := Prune(ctx, n.a, RetentionPolicy{}); err == nil {
 		t.Fatal("a policy that keeps nothing was accepted")
 	}
-	rep, err := Prune(ctx, n.a, RetentionPolicy{KeepSnapshots: 2, DryRun: true})
+	_, err := Prune(ctx, n.a, RetentionPolicy{KeepSnapshots: 2, DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after, _ := n.a.Catalog(ctx); len(after.Lineages[0].Segments) != segsBefore || len(after.Lineages[0].Snapshots) != 3 {
 		t.Fatal("a dry run deleted objects")
 	}
-	rep, err = Prune(ctx, n.a, RetentionPolicy{KeepSnapshots: 2})
+	rep, err := Prune(ctx, n.a, RetentionPolicy{KeepSnapshots: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,24 @@ fi
 echo "== go vet"
 go vet ./...
 
+echo "== go mod tidy -diff"
+if ! go mod tidy -diff; then
+  echo "go.mod/go.sum are not tidy: run go mod tidy and commit the result"; exit 1
+fi
+
+gobin="$(go env GOPATH)/bin"
+echo "== staticcheck $("$gobin/staticcheck" -version)"
+if ! "$gobin/staticcheck" ./...; then
+  echo "staticcheck found the problems above: fix them (a deliberate exception is a //lint:ignore CHECK reason comment)"; exit 1
+fi
+
+# deadcode exits 0 whatever it finds, so any output is the failure.
+echo "== deadcode -test"
+if ! dead=$("$gobin/deadcode" -test ./... 2>&1) || [ -n "$dead" ]; then
+  echo "$dead"
+  echo "deadcode: the functions above are reached neither from a main nor from a test: delete them, or call them"; exit 1
+fi
+
 echo "== go test -race"
 go test -race -count=1 -timeout 25m ./...
 

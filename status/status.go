@@ -22,8 +22,6 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"time"
@@ -146,19 +144,6 @@ type Warning struct {
 	Component string    `json:"component"`
 	Message   string    `json:"message"`
 	Since     time.Time `json:"since"`
-}
-
-// WALInfo describes a log for the page; *wal.WAL and *wal.ReadOnly
-// implement obs.WALLog. Segment files removed meanwhile are skipped.
-func WALInfo(l obs.WALLog) *WAL {
-	segs := l.Segments()
-	w := &WAL{Dir: l.Dir(), FirstLSN: l.FirstLSN(), VisibleLSN: l.Visible(), Segments: len(segs)}
-	for _, s := range segs {
-		if fi, err := os.Stat(filepath.Join(l.Dir(), s.Name)); err == nil {
-			w.SizeBytes += fi.Size()
-		}
-	}
-	return w
 }
 
 // AddMetrics fills Lag and Series from m and appends a Warning for every

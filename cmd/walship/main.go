@@ -10,12 +10,7 @@
 // See docs/DESIGN.md §5.1 and docs/OPERATIONS.md.
 package main
 
-import (
-	"context"
-	"io"
-
-	"github.com/walship/walship/internal/cli"
-)
+import "github.com/walship/walship/internal/cli"
 
 var program = &cli.Program{Name: "walship", Commands: []cli.Command{
 	{Name: "run", Summary: "the primary daemon: sources -> WAL -> sinks (--config FILE)", Run: runRun},
@@ -27,8 +22,3 @@ var program = &cli.Program{Name: "walship", Commands: []cli.Command{
 }}
 
 func main() { program.Main() }
-
-// run runs walship with args (tests call it in-process).
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	return program.Run(ctx, args, stdin, stdout, stderr)
-}

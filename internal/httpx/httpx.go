@@ -36,7 +36,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/walship/walship/config"
 	"github.com/walship/walship/internal/secret"
 )
 
@@ -245,11 +244,4 @@ func bearerToken(h string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(h[len(prefix):]), true
-}
-
-// FromConfig maps a config listener section (key name such as "http" or
-// "source.http") to a Config; /healthz is public.
-func FromConfig(name string, l config.Listener, defaultPort string, log *slog.Logger) Config {
-	return Config{Addr: l.Listen, DefaultPort: defaultPort, Token: secret.Secret(l.Token), TLSCert: l.TLSCert, TLSKey: l.TLSKey,
-		Public: []string{"/healthz"}, Name: name, Logger: log}
 }
