@@ -53,17 +53,6 @@ const (
 	SyncOff
 )
 
-// ParseSyncMode parses "local" or "off".
-func ParseSyncMode(s string) (SyncMode, error) {
-	switch s {
-	case "", "local":
-		return SyncLocal, nil
-	case "off":
-		return SyncOff, nil
-	}
-	return 0, fmt.Errorf("groupcommit: unknown sync mode %q (want local or off)", s)
-}
-
 func (m SyncMode) String() string {
 	if m == SyncOff {
 		return "off"

@@ -34,19 +34,6 @@ func (c Codec) String() string {
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }
 
-// ParseCodec parses "none", "s2" or "zstd".
-func ParseCodec(s string) (Codec, error) {
-	switch s {
-	case "", "none":
-		return CodecNone, nil
-	case "s2":
-		return CodecS2, nil
-	case "zstd":
-		return CodecZstd, nil
-	}
-	return 0, fmt.Errorf("segment: unknown compression %q (want none, s2 or zstd)", s)
-}
-
 const (
 	// FrameHeaderSize is the fixed size of a frame header.
 	FrameHeaderSize = 48
