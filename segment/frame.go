@@ -15,13 +15,6 @@ import (
 // it is and decoded anywhere.
 type Codec uint8
 
-// Codecs. Values are part of the on-disk format; never renumber.
-const (
-	CodecNone Codec = 0
-	CodecS2   Codec = 1
-	CodecZstd Codec = 2
-)
-
 func (c Codec) String() string {
 	switch c {
 	case CodecNone:
@@ -34,31 +27,11 @@ func (c Codec) String() string {
 	return fmt.Sprintf("codec(%d)", uint8(c))
 }
 
-const (
-	// FrameHeaderSize is the fixed size of a frame header.
-	FrameHeaderSize = 48
-	// frameAlign is the alignment of frames within a segment; padding bytes
-	// are zero.
-	frameAlign = 8
-	// MaxFramePayload bounds a frame's stored and raw payload so a decoder
-	// never allocates more than this from a length it read.
-	MaxFramePayload = 64 << 20
-
-	// flagEndsTxn: the frame's last record ends (commits) a transaction.
-	flagEndsTxn = 1 << 0
-	// flagAbort: the frame is one empty record that ends its transaction as
-	// aborted (with flagEndsTxn): readers skip every record of that
-	// transaction, which keep their LSNs so numbering stays dense. Logs
-	// written before this flag existed never carry it.
-	flagAbort  = 1 << 1
-	knownFlags = flagEndsTxn | flagAbort
-)
-
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
-// frameHeader is the decoded form of a frame header. See doc.go for the
+// frameHeader is the decoded form of a frame header. See layout.go for the
 // byte layout.
 type frameHeader struct {
 	payloadCRC  uint32
@@ -85,18 +58,18 @@ func alignUp(n int64) int64 { return (n + frameAlign - 1) &^ (frameAlign - 1) }
 
 func (h *frameHeader) encode(b []byte) {
 	_ = b[FrameHeaderSize-1]
-	binary.LittleEndian.PutUint32(b[4:], h.payloadCRC)
-	binary.LittleEndian.PutUint32(b[8:], h.storedLen)
-	binary.LittleEndian.PutUint32(b[12:], h.rawLen)
-	binary.LittleEndian.PutUint64(b[16:], h.firstLSN)
-	binary.LittleEndian.PutUint64(b[24:], h.txnStart)
-	binary.LittleEndian.PutUint32(b[32:], h.count)
-	binary.LittleEndian.PutUint32(b[36:], h.writeOffset)
-	binary.LittleEndian.PutUint32(b[40:], h.salt)
-	b[44] = byte(h.codec)
-	b[45] = h.flags
-	b[46], b[47] = 0, 0
-	binary.LittleEndian.PutUint32(b[0:], crc(b[4:FrameHeaderSize]))
+	binary.LittleEndian.PutUint32(b[frPayloadCRCOff:], h.payloadCRC)
+	binary.LittleEndian.PutUint32(b[frStoredLenOff:], h.storedLen)
+	binary.LittleEndian.PutUint32(b[frRawLenOff:], h.rawLen)
+	binary.LittleEndian.PutUint64(b[frFirstLSNOff:], h.firstLSN)
+	binary.LittleEndian.PutUint64(b[frTxnStartOff:], h.txnStart)
+	binary.LittleEndian.PutUint32(b[frCountOff:], h.count)
+	binary.LittleEndian.PutUint32(b[frWriteOffsetOff:], h.writeOffset)
+	binary.LittleEndian.PutUint32(b[frSaltOff:], h.salt)
+	b[frCodecOff] = byte(h.codec)
+	b[frFlagsOff] = h.flags
+	b[frReservedOff], b[frReservedOff+1] = 0, 0
+	binary.LittleEndian.PutUint32(b[frHeaderCRCOff:], crc(b[frPayloadCRCOff:FrameHeaderSize]))
 }
 
 // decodeFrameHeader checks the header CRC and the fields' internal
@@ -105,23 +78,23 @@ func decodeFrameHeader(b []byte) (frameHeader, string) {
 	if len(b) < FrameHeaderSize {
 		return frameHeader{}, "short frame header"
 	}
-	if binary.LittleEndian.Uint32(b[0:]) != crc(b[4:FrameHeaderSize]) {
+	if binary.LittleEndian.Uint32(b[frHeaderCRCOff:]) != crc(b[frPayloadCRCOff:FrameHeaderSize]) {
 		return frameHeader{}, "frame header checksum mismatch"
 	}
 	h := frameHeader{
-		payloadCRC:  binary.LittleEndian.Uint32(b[4:]),
-		storedLen:   binary.LittleEndian.Uint32(b[8:]),
-		rawLen:      binary.LittleEndian.Uint32(b[12:]),
-		firstLSN:    binary.LittleEndian.Uint64(b[16:]),
-		txnStart:    binary.LittleEndian.Uint64(b[24:]),
-		count:       binary.LittleEndian.Uint32(b[32:]),
-		writeOffset: binary.LittleEndian.Uint32(b[36:]),
-		salt:        binary.LittleEndian.Uint32(b[40:]),
-		codec:       Codec(b[44]),
-		flags:       b[45],
+		payloadCRC:  binary.LittleEndian.Uint32(b[frPayloadCRCOff:]),
+		storedLen:   binary.LittleEndian.Uint32(b[frStoredLenOff:]),
+		rawLen:      binary.LittleEndian.Uint32(b[frRawLenOff:]),
+		firstLSN:    binary.LittleEndian.Uint64(b[frFirstLSNOff:]),
+		txnStart:    binary.LittleEndian.Uint64(b[frTxnStartOff:]),
+		count:       binary.LittleEndian.Uint32(b[frCountOff:]),
+		writeOffset: binary.LittleEndian.Uint32(b[frWriteOffsetOff:]),
+		salt:        binary.LittleEndian.Uint32(b[frSaltOff:]),
+		codec:       Codec(b[frCodecOff]),
+		flags:       b[frFlagsOff],
 	}
 	switch {
-	case b[46] != 0 || b[47] != 0 || h.flags&^knownFlags != 0:
+	case b[frReservedOff] != 0 || b[frReservedOff+1] != 0 || h.flags&^knownFlags != 0:
 		return h, "unknown frame flags"
 	case h.flags&flagAbort != 0 && (h.flags&flagEndsTxn == 0 || h.count != 1):
 		return h, "abort frame must hold exactly one transaction-ending record"

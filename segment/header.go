@@ -11,23 +11,6 @@ import (
 	"strings"
 )
 
-const (
-	// HeaderSize is the size of the segment header at offset 0.
-	HeaderSize = 64
-	// FormatVersion is the segment format version written by this package.
-	FormatVersion = 1
-
-	segmentMagic = "WALSHIP\x00"
-	segmentExt   = ".seg"
-	nameDigits   = 16
-	// lockName is the file a writer holds an exclusive flock on.
-	lockName = "LOCK"
-)
-
-// PreparedName is the name of the preallocated next segment before it is
-// given its final name at rotation.
-const PreparedName = "next.seg.tmp"
-
 // ID is a 128-bit random identifier (segment id, log id).
 type ID [16]byte
 
@@ -53,14 +36,14 @@ func (h *segmentHeader) salt() uint32 { return binary.LittleEndian.Uint32(h.id[:
 
 func (h *segmentHeader) encode() []byte {
 	b := make([]byte, HeaderSize)
-	copy(b, segmentMagic)
-	binary.LittleEndian.PutUint16(b[8:], FormatVersion)
-	binary.LittleEndian.PutUint16(b[10:], HeaderSize)
-	binary.LittleEndian.PutUint32(b[12:], h.lineage)
-	binary.LittleEndian.PutUint64(b[16:], h.base)
-	copy(b[24:40], h.id[:])
-	copy(b[40:56], h.logID[:])
-	binary.LittleEndian.PutUint32(b[60:], crc(b[:60]))
+	copy(b[hdrMagicOff:], segmentMagic)
+	binary.LittleEndian.PutUint16(b[hdrVersionOff:], FormatVersion)
+	binary.LittleEndian.PutUint16(b[hdrSizeOff:], HeaderSize)
+	binary.LittleEndian.PutUint32(b[hdrLineageOff:], h.lineage)
+	binary.LittleEndian.PutUint64(b[hdrBaseOff:], h.base)
+	copy(b[hdrIDOff:hdrLogIDOff], h.id[:])
+	copy(b[hdrLogIDOff:hdrReservedOff], h.logID[:])
+	binary.LittleEndian.PutUint32(b[hdrCRCOff:], crc(b[:hdrCRCOff]))
 	return b
 }
 
@@ -69,27 +52,27 @@ func decodeSegmentHeader(b []byte) (segmentHeader, string) {
 	if len(b) < HeaderSize {
 		return h, "short segment header"
 	}
-	if string(b[:8]) != segmentMagic {
+	if string(b[hdrMagicOff:hdrVersionOff]) != segmentMagic {
 		return h, "bad segment magic"
 	}
-	if binary.LittleEndian.Uint32(b[60:]) != crc(b[:60]) {
+	if binary.LittleEndian.Uint32(b[hdrCRCOff:]) != crc(b[:hdrCRCOff]) {
 		return h, "segment header checksum mismatch"
 	}
-	if v := binary.LittleEndian.Uint16(b[8:]); v != FormatVersion {
+	if v := binary.LittleEndian.Uint16(b[hdrVersionOff:]); v != FormatVersion {
 		return h, fmt.Sprintf("unsupported segment format version %d", v)
 	}
-	if n := binary.LittleEndian.Uint16(b[10:]); n != HeaderSize {
+	if n := binary.LittleEndian.Uint16(b[hdrSizeOff:]); n != HeaderSize {
 		return h, fmt.Sprintf("unsupported segment header size %d", n)
 	}
-	if binary.LittleEndian.Uint32(b[56:]) != 0 {
+	if binary.LittleEndian.Uint32(b[hdrReservedOff:]) != 0 {
 		// Reserved (doc.go), like the frame header's reserved bytes: a
 		// header using them is not one this version can read.
 		return h, "unknown segment header fields (reserved bytes not zero)"
 	}
-	h.lineage = binary.LittleEndian.Uint32(b[12:])
-	h.base = binary.LittleEndian.Uint64(b[16:])
-	copy(h.id[:], b[24:40])
-	copy(h.logID[:], b[40:56])
+	h.lineage = binary.LittleEndian.Uint32(b[hdrLineageOff:])
+	h.base = binary.LittleEndian.Uint64(b[hdrBaseOff:])
+	copy(h.id[:], b[hdrIDOff:hdrLogIDOff])
+	copy(h.logID[:], b[hdrLogIDOff:hdrReservedOff])
 	if h.base == 0 {
 		return h, "segment base LSN 0"
 	}

@@ -85,10 +85,10 @@ func loadHeaders(fsys vfs.FS, dir string, names []string) (segs []*segInfo, torn
 		}
 		base, _ := ParseSegmentName(name)
 		if h.base != base {
-			return nil, "", corruptf(name, 16, "header base LSN %d does not match the file name", h.base)
+			return nil, "", corruptf(name, hdrBaseOff, "header base LSN %d does not match the file name", h.base)
 		}
 		if len(segs) > 0 && h.logID != segs[0].hdr.logID {
-			return nil, "", corruptf(name, 40, "segment belongs to another log (log id %s, want %s)", h.logID, segs[0].hdr.logID)
+			return nil, "", corruptf(name, hdrLogIDOff, "segment belongs to another log (log id %s, want %s)", h.logID, segs[0].hdr.logID)
 		}
 		segs = append(segs, &segInfo{name: name, hdr: h, sealed: true, dataEnd: -1})
 	}
@@ -140,68 +140,144 @@ func restIsZero(f vfs.File, hdr []byte) bool {
 	return true
 }
 
+// recover is Open's recovery: it settles which files make up the log,
+// then either starts a new log or repairs the newest segment's end, and
+// installs the result. Each step says what it repaired in the report.
 func (l *Log) recover() (*RecoveryReport, error) {
 	rep := &RecoveryReport{}
+	segs, tornName, err := l.recoverFiles(rep)
+	if err != nil {
+		return nil, err
+	}
+	if len(segs) == 0 {
+		return l.recoverEmpty(rep, tornName)
+	}
+	return l.recoverTail(rep, segs)
+}
+
+// recoverFiles lists the segment files, removes leftover temporary files,
+// checks every segment's header and removes a torn creation (a writer
+// only: a read-only open changes nothing). It returns the segments whose
+// headers are intact, oldest first, and the torn creation's name, if any.
+func (l *Log) recoverFiles(rep *RecoveryReport) (segs []*segInfo, tornName string, err error) {
 	names, tmps, err := listSegments(l.fs, l.dir)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	ro := l.opts.ReadOnly
-	for _, t := range tmps {
-		if ro {
-			break
-		}
-		if err := l.fs.Remove(l.path(t)); err != nil {
-			return nil, err
-		}
-		rep.Removed = append(rep.Removed, t)
+	if err := l.removeFiles(rep, tmps); err != nil {
+		return nil, "", err
 	}
-	segs, tornName, err := loadHeaders(l.fs, l.dir, names)
-	if err != nil {
-		return nil, err
+	if segs, tornName, err = loadHeaders(l.fs, l.dir, names); err != nil {
+		return nil, "", err
 	}
-	if tornName != "" && !ro {
-		if err := l.fs.Remove(l.path(tornName)); err != nil {
-			return nil, err
+	if tornName != "" {
+		if err := l.removeFiles(rep, []string{tornName}); err != nil {
+			return nil, "", err
 		}
-		rep.Removed = append(rep.Removed, tornName)
 	}
 	if len(rep.Removed) > 0 {
 		if err := l.fs.SyncDir(l.dir); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	if len(segs) == 0 && ro {
+	return segs, tornName, nil
+}
+
+// removeFiles removes the named files of the log directory and lists them
+// in the report; a read-only open leaves them. The caller syncs the
+// directory.
+func (l *Log) removeFiles(rep *RecoveryReport, names []string) error {
+	if l.opts.ReadOnly {
+		return nil
+	}
+	for _, name := range names {
+		if err := l.fs.Remove(l.path(name)); err != nil {
+			return err
+		}
+		rep.Removed = append(rep.Removed, name)
+	}
+	return nil
+}
+
+// recoverEmpty starts a new log in a directory with no segment: its first
+// segment begins at Options.FirstLSN, or where a removed torn creation
+// began (nothing in it was acknowledged, so its LSNs were never given
+// out). A read-only open of such a directory finds no log.
+func (l *Log) recoverEmpty(rep *RecoveryReport, tornName string) (*RecoveryReport, error) {
+	if l.opts.ReadOnly {
 		return nil, fmt.Errorf("segment: no log in %s: %w", l.dir, fs.ErrNotExist)
 	}
-	if len(segs) == 0 {
-		base := l.opts.FirstLSN
-		if tornName != "" {
-			base, _ = ParseSegmentName(tornName)
-		}
-		hdr := segmentHeader{lineage: l.opts.Lineage, base: base, id: newID(), logID: newID()}
-		seg, f, err := l.createSegment(nil, hdr, l.opts.ZeroFill)
-		if err != nil {
-			return nil, err
-		}
-		// Make the header durable now so the new log is recognisable even
-		// before its first append.
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, err
-		}
-		l.act = active{seg: seg, f: f, off: HeaderSize}
-		l.nextLSN, l.lastCommitTime = base, math.MinInt64
-		l.installLocked([]*segInfo{seg}, base-1)
-		rep.Segments, rep.FirstLSN, rep.NextLSN = 1, base, base
-		return rep, nil
+	base := l.opts.FirstLSN
+	if tornName != "" {
+		base, _ = ParseSegmentName(tornName)
 	}
-
-	last := len(segs) - 1
-	res, f, err := l.scanFile(segs[last], segs[last].hdr.base, 0, true, true)
+	hdr := segmentHeader{lineage: l.opts.Lineage, base: base, id: newID(), logID: newID()}
+	seg, f, err := l.createSegment(nil, hdr, l.opts.ZeroFill)
 	if err != nil {
 		return nil, err
 	}
+	// Make the header durable now so the new log is recognisable even
+	// before its first append.
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	l.act = active{seg: seg, f: f, off: HeaderSize}
+	l.nextLSN, l.lastCommitTime = base, math.MinInt64
+	l.installLocked([]*segInfo{seg}, base-1)
+	rep.Segments, rep.FirstLSN, rep.NextLSN = 1, base, base
+	return rep, nil
+}
+
+// recoveryTail is the state recoverTail's steps hand on: the segment that
+// becomes the active one, its open file, its scan and where it is cut.
+type recoveryTail struct {
+	segs    []*segInfo // the log's segments after recovery
+	idx     int        // index in segs of the segment that becomes active
+	f       vfs.File   // segs[idx], open (read-write unless read-only)
+	res     scanResult // the scan of segs[idx]
+	truncAt int64      // where segs[idx] ends after recovery
+	nextLSN uint64     // LSN the next record gets
+}
+
+// recoverTail repairs the end of an existing log: it scans the newest
+// segment, cuts a torn tail, drops an unfinished transaction and installs
+// the result. On any error the segment file it holds is closed.
+func (l *Log) recoverTail(rep *RecoveryReport, segs []*segInfo) (_ *RecoveryReport, err error) {
+	t := &recoveryTail{segs: segs, idx: len(segs) - 1}
+	defer func() {
+		if err != nil && t.f != nil {
+			t.f.Close()
+		}
+	}()
+	if err = l.scanNewest(t); err != nil {
+		return nil, err
+	}
+	l.findTornTail(t, rep)
+	t.nextLSN = t.res.nextLSN
+	if t.res.openTxn != 0 {
+		if err = l.dropUnfinished(t, rep); err != nil {
+			return nil, err
+		}
+	}
+	if err = l.cutTail(t); err != nil {
+		return nil, err
+	}
+	if err = l.installTail(t); err != nil {
+		return nil, err
+	}
+	rep.Segments, rep.FirstLSN, rep.NextLSN = len(t.segs), t.segs[0].hdr.base, t.nextLSN
+	return rep, nil
+}
+
+// scanNewest opens and scans the newest segment into t.
+func (l *Log) scanNewest(t *recoveryTail) error {
+	segs, last := t.segs, t.idx
+	res, f, err := l.scanFile(segs[last], segs[last].hdr.base, 0, true, true)
+	if err != nil {
+		return err
+	}
+	t.res, t.f = res, f
 	if res.frames == 0 && res.openTxn == 0 && last > 0 {
 		// No intact frame in the newest segment, so its first frame cannot
 		// say whether the previous segment ends inside a transaction: a crash
@@ -211,135 +287,149 @@ func (l *Log) recover() (*RecoveryReport, error) {
 		// costs one segment, only in this case.
 		prev, pf, err := l.scanFile(segs[last-1], segs[last-1].hdr.base, 0, true, false)
 		if err != nil {
-			f.Close()
-			return nil, err
+			return err
 		}
 		pf.Close()
 		if prev.nextLSN != segs[last].hdr.base {
-			f.Close()
-			return nil, corruptf(segs[last].name, 16, "segment starts at LSN %d but the previous one ends before LSN %d (gap)", segs[last].hdr.base, prev.nextLSN)
+			return corruptf(segs[last].name, hdrBaseOff, "segment starts at LSN %d but the previous one ends before LSN %d (gap)", segs[last].hdr.base, prev.nextLSN)
 		}
 		if prev.openTxn != 0 {
-			res.openTxn, res.openTxnOff, res.openTxnMid = prev.openTxn, -1, false
+			t.res.openTxn, t.res.openTxnOff, t.res.openTxnMid = prev.openTxn, -1, false
 		}
 	}
-	activeIdx := last
-	truncAt := res.end
-	if res.bad != nil {
-		size, _ := f.Size()
-		rep.Torn = &TornTail{Segment: segs[last].name, Offset: res.bad.off, Bytes: dataExtent(f, res.bad.off, size) - res.bad.off, Reason: res.bad.reason}
-		l.log.Warn("wal torn tail truncated", "segment", segs[last].name, "offset", res.bad.off, "reason", res.bad.reason)
+	return nil
+}
+
+// findTornTail reports a torn tail of the newest segment: the bad frame
+// its scan stopped at, or, with no bad frame, data after the last intact
+// frame that no frame header describes. The segment is cut at the end of
+// its last intact frame.
+func (l *Log) findTornTail(t *recoveryTail, rep *RecoveryReport) {
+	name := t.segs[t.idx].name
+	t.truncAt = t.res.end
+	size, _ := t.f.Size()
+	if bad := t.res.bad; bad != nil {
+		rep.Torn = &TornTail{Segment: name, Offset: bad.off, Bytes: dataExtent(t.f, bad.off, size) - bad.off, Reason: bad.reason}
+		l.log.Warn("wal torn tail truncated", "segment", name, "offset", bad.off, "reason", bad.reason)
+		return
 	}
-	if size, _ := f.Size(); res.bad == nil {
-		if ext := dataExtent(f, res.end, size); ext > res.end {
-			rep.Torn = &TornTail{Segment: segs[last].name, Offset: res.end, Bytes: ext - res.end, Reason: "unreadable data after the last frame"}
-			truncAt = res.end
-			res.bad = &badFrame{res.end, rep.Torn.Reason} // forces the truncation below
+	if ext := dataExtent(t.f, t.res.end, size); ext > t.res.end {
+		rep.Torn = &TornTail{Segment: name, Offset: t.res.end, Bytes: ext - t.res.end, Reason: "unreadable data after the last frame"}
+		t.res.bad = &badFrame{t.res.end, rep.Torn.Reason} // forces the truncation in cutTail
+	}
+}
+
+// dropUnfinished cuts off the newest transaction, which has no durable
+// commit: it was never acknowledged, and readers must never see part of
+// it.
+func (l *Log) dropUnfinished(t *recoveryTail, rep *RecoveryReport) error {
+	res := &t.res
+	rep.Discarded = &DiscardedTxn{FirstLSN: res.openTxn, Records: res.nextLSN - res.openTxn}
+	t.nextLSN = res.openTxn
+	if res.openTxnMid {
+		return corruptf(t.segs[t.idx].name, res.openTxnOff, "unfinished transaction at LSN %d begins mid-frame", res.openTxn)
+	}
+	if res.openTxnOff >= 0 {
+		t.truncAt = res.openTxnOff
+	} else if err := l.dropUnfinishedSegments(t, rep); err != nil {
+		return err
+	}
+	l.log.Warn("wal unfinished transaction discarded", "first_lsn", rep.Discarded.FirstLSN, "records", rep.Discarded.Records)
+	return nil
+}
+
+// dropUnfinishedSegments handles an unfinished transaction that began in
+// an earlier segment than the newest: it drops the segments after the one
+// where it began (a read-only open only hides them) and makes that one the
+// active segment, cut at the transaction's first frame.
+func (l *Log) dropUnfinishedSegments(t *recoveryTail, rep *RecoveryReport) error {
+	open := t.res.openTxn
+	t.f.Close()
+	t.f = nil
+	if t.idx == 0 {
+		// Its beginning is not in the log at all (only a crafted or
+		// damaged log gets here; this used to index segs[-1]).
+		return corruptf(t.segs[0].name, HeaderSize, "unfinished transaction at LSN %d begins before the oldest segment", open)
+	}
+	idx := t.idx - 1
+	for idx > 0 && t.segs[idx].hdr.base > open {
+		idx--
+	}
+	seg := t.segs[idx]
+	res, f, err := l.scanFile(seg, seg.hdr.base, 0, true, false)
+	if err != nil {
+		return err
+	}
+	t.f = f
+	switch {
+	case res.bad != nil:
+		return corruptf(seg.name, res.bad.off, "%s", res.bad.reason)
+	case res.openTxn != open || res.openTxnOff < 0:
+		return corruptf(seg.name, HeaderSize, "unfinished transaction at LSN %d does not begin in this segment", open)
+	case res.openTxnMid:
+		// As for the newest segment: cutting at that frame would drop the
+		// committed records before it in the frame.
+		return corruptf(seg.name, res.openTxnOff, "unfinished transaction at LSN %d begins mid-frame", open)
+	}
+	later := t.segs[idx+1:]
+	if l.opts.ReadOnly {
+		for _, s := range later {
+			s.sealed = false // beyond the visible end
+		}
+	} else {
+		names := make([]string, len(later))
+		for i, s := range later {
+			names[i] = s.name
+		}
+		if err := l.removeFiles(rep, names); err != nil {
+			return err
+		}
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return err
+		}
+		t.segs = t.segs[:idx+1]
+	}
+	t.idx, t.res, t.truncAt = idx, res, res.openTxnOff
+	return nil
+}
+
+// cutTail makes the active segment end at t.truncAt, durably, with its
+// preallocation restored. A read-only open changes nothing.
+func (l *Log) cutTail(t *recoveryTail) error {
+	if l.opts.ReadOnly {
+		return nil
+	}
+	if t.truncAt != t.res.end || t.res.bad != nil {
+		if err := t.f.Truncate(t.truncAt); err != nil {
+			return err
 		}
 	}
-	nextLSN := res.nextLSN
-	if res.openTxn != 0 {
-		// The newest transaction has no durable commit: it was never
-		// acknowledged, and readers must never see part of it.
-		rep.Discarded = &DiscardedTxn{FirstLSN: res.openTxn, Records: res.nextLSN - res.openTxn}
-		nextLSN = res.openTxn
-		if res.openTxnMid {
-			f.Close()
-			return nil, corruptf(segs[last].name, res.openTxnOff, "unfinished transaction at LSN %d begins mid-frame", res.openTxn)
-		}
-		if res.openTxnOff >= 0 {
-			truncAt = res.openTxnOff
-		} else {
-			// It began in an earlier segment: drop the segments after the one
-			// where it began and cut that one at its first frame.
-			f.Close()
-			f = nil
-			if last == 0 {
-				// Its beginning is not in the log at all (only a crafted or
-				// damaged log gets here; this used to index segs[-1]).
-				return nil, corruptf(segs[0].name, HeaderSize, "unfinished transaction at LSN %d begins before the oldest segment", res.openTxn)
-			}
-			activeIdx = last - 1
-			for activeIdx > 0 && segs[activeIdx].hdr.base > res.openTxn {
-				activeIdx--
-			}
-			var r2 scanResult
-			r2, f, err = l.scanFile(segs[activeIdx], segs[activeIdx].hdr.base, 0, true, false)
-			if err != nil {
-				return nil, err
-			}
-			if r2.bad != nil {
-				f.Close()
-				return nil, corruptf(segs[activeIdx].name, r2.bad.off, "%s", r2.bad.reason)
-			}
-			if r2.openTxn != res.openTxn || r2.openTxnOff < 0 {
-				f.Close()
-				return nil, corruptf(segs[activeIdx].name, HeaderSize, "unfinished transaction at LSN %d does not begin in this segment", res.openTxn)
-			}
-			if r2.openTxnMid {
-				// As for the newest segment above: cutting at that frame
-				// would drop the committed records before it in the frame.
-				f.Close()
-				return nil, corruptf(segs[activeIdx].name, r2.openTxnOff, "unfinished transaction at LSN %d begins mid-frame", res.openTxn)
-			}
-			truncAt = r2.openTxnOff
-			for _, s := range segs[activeIdx+1:] {
-				if ro {
-					s.sealed = false // beyond the visible end
-					continue
-				}
-				if err := l.fs.Remove(l.path(s.name)); err != nil {
-					f.Close()
-					return nil, err
-				}
-				rep.Removed = append(rep.Removed, s.name)
-			}
-			if !ro {
-				if err := l.fs.SyncDir(l.dir); err != nil {
-					f.Close()
-					return nil, err
-				}
-				segs = segs[:activeIdx+1]
-			}
-			res = r2
-		}
-		l.log.Warn("wal unfinished transaction discarded", "first_lsn", rep.Discarded.FirstLSN, "records", rep.Discarded.Records)
-	}
-	if (truncAt != res.end || res.bad != nil) && !ro {
-		if err := f.Truncate(truncAt); err != nil {
-			f.Close()
-			return nil, err
+	if !l.opts.NoPreallocate {
+		if err := t.f.Preallocate(max(l.opts.SegmentSize, t.truncAt)); err != nil {
+			return err
 		}
 	}
-	if !l.opts.NoPreallocate && !ro {
-		if err := f.Preallocate(max(l.opts.SegmentSize, truncAt)); err != nil {
-			f.Close()
-			return nil, err
-		}
-	}
-	if !ro {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, err
-		}
-	}
-	seg := segs[activeIdx]
-	seg.sealed, seg.dataEnd, seg.durableOff = false, -1, truncAt // synced above (read-only: as found)
-	seg.index, seg.indexed = trimIndex(res.index, nextLSN), true
-	l.act = active{seg: seg, f: f, off: truncAt}
-	l.writeStart = truncAt
-	l.nextLSN = nextLSN
+	return t.f.Sync()
+}
+
+// installTail makes t the log's state: the active segment, the next LSN,
+// the last commit and the segments readers see.
+func (l *Log) installTail(t *recoveryTail) (err error) {
+	seg := t.segs[t.idx]
+	seg.sealed, seg.dataEnd, seg.durableOff = false, -1, t.truncAt // synced by cutTail (read-only: as found)
+	seg.index, seg.indexed = trimIndex(t.res.index, t.nextLSN), true
+	l.act = active{seg: seg, f: t.f, off: t.truncAt}
+	l.writeStart = t.truncAt
+	l.nextLSN = t.nextLSN
 	// Commit times never decrease: continue from the last durable one.
-	l.lastCommit, l.lastCommitTime = nextLSN-1, res.commitTime
-	if res.lastCommit == 0 {
-		if l.lastCommitTime, err = l.commitTimeBefore(segs, activeIdx); err != nil {
-			f.Close()
-			return nil, err
+	l.lastCommit, l.lastCommitTime = t.nextLSN-1, t.res.commitTime
+	if t.res.lastCommit == 0 {
+		if l.lastCommitTime, err = l.commitTimeBefore(t.segs, t.idx); err != nil {
+			return err
 		}
 	}
-	l.installLocked(segs, nextLSN-1)
-	rep.Segments, rep.FirstLSN, rep.NextLSN = len(segs), segs[0].hdr.base, nextLSN
-	return rep, nil
+	l.installLocked(t.segs, t.nextLSN-1)
+	return nil
 }
 
 // trimIndex drops index entries at or past next (truncated frames).

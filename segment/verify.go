@@ -73,7 +73,7 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 	lastTime := int64(math.MinInt64)
 	for i, s := range segs {
 		if s.hdr.base != expect {
-			return nil, corruptf(s.name, 16, "segment starts at LSN %d but the previous one ends before LSN %d (gap)", s.hdr.base, expect)
+			return nil, corruptf(s.name, hdrBaseOff, "segment starts at LSN %d but the previous one ends before LSN %d (gap)", s.hdr.base, expect)
 		}
 		f, err := fsys.Open(vfs.Join(dir, s.name))
 		if err != nil {

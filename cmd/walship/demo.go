@@ -1,3 +1,5 @@
+//go:build !nodemo
+
 package main
 
 import (
@@ -5,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -19,14 +22,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/daemon"
 	"github.com/walship/walship/internal/logx"
-	"github.com/walship/walship/internal/pgtest"
-	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/internal/pgcluster"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
 )
@@ -47,198 +50,318 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			err = cli.Exit(130, errors.New("interrupted"))
 		}
 	}()
-	fs := newFlagSet("demo", stderr)
-	dirFlag := fs.String("dir", "", "work directory (default: a temporary one, removed at the end)")
-	keep := fs.Bool("keep", false, "keep the work directory")
-	txns := fs.Int("txns", 3000, "transactions of the workload (three phases)")
-	listen := fs.String("listen", "127.0.0.1:7071", "status page address (a free port is used if busy)")
-	httpOnly := fs.Bool("http-source", false, "use the HTTP source even if PostgreSQL is available")
-	hold := fs.Duration("hold", 0, "keep everything running this long after the proof (to look at the status page)")
-	if help, err := parseFlags(fs, args); help || err != nil {
+	dm, help, err := newDemo(args, stdout, stderr)
+	if help || err != nil {
 		return err
 	}
-	if *txns < 30 {
-		return usageError("--txns must be at least 30")
-	}
-	out := &demoOut{w: stdout, start: time.Now()}
-	dir := *dirFlag
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "walship-demo-"); err != nil {
+	defer dm.cleanup(&err)
+	for _, step := range []func(context.Context) error{
+		dm.prepare,      // the work directory and the logger
+		dm.startSource,  // 1. PostgreSQL, or the HTTP source
+		dm.startBroker,  // 2. the Kafka-protocol broker
+		dm.startRun,     // 3. walship run
+		dm.startConsume, // 4. walship consume
+		dm.workload,     // 5. three phases, the source's state recorded after each
+		dm.catchUp,      // 6. captured, applied to the replica, archived
+		dm.prove,        // 7. replica and restores equal the source
+		dm.hold,         // --hold, then the end
+	} {
+		if err := step(ctx); err != nil {
 			return err
 		}
-		if !*keep {
-			defer os.RemoveAll(dir)
+	}
+	return nil
+}
+
+// demo is one run of `walship demo`: its flags, what its steps start, and
+// how to stop it.
+type demo struct {
+	// Flags.
+	dirFlag  string
+	keep     bool
+	txns     int
+	listen   string
+	httpOnly bool
+	holdFor  time.Duration
+
+	out      *demoOut
+	stderr   io.Writer
+	dir      string
+	logger   *slog.Logger
+	cleanups []func(err *error) // run last first by cleanup
+
+	src         demoSource
+	brokerAddr  string
+	archiveDir  string
+	d           *daemon.Daemon // walship run
+	cons        *daemon.Consume
+	wg          sync.WaitGroup // the daemons' Run
+	replicaPath string
+	marks       []demoMark // the source's state at the end of each phase
+	last        uint64     // the WAL's last LSN after the workload
+}
+
+// newDemo parses the demo's flags.
+func newDemo(args []string, stdout, stderr io.Writer) (dm *demo, help bool, err error) {
+	dm = &demo{stderr: stderr}
+	fs := newFlagSet("demo", stderr)
+	fs.StringVar(&dm.dirFlag, "dir", "", "work directory (default: a temporary one, removed at the end)")
+	fs.BoolVar(&dm.keep, "keep", false, "keep the work directory")
+	fs.IntVar(&dm.txns, "txns", 3000, "transactions of the workload (three phases)")
+	fs.StringVar(&dm.listen, "listen", "127.0.0.1:7071", "status page address (a free port is used if busy)")
+	fs.BoolVar(&dm.httpOnly, "http-source", false, "use the HTTP source even if PostgreSQL is available")
+	fs.DurationVar(&dm.holdFor, "hold", 0, "keep everything running this long after the proof (to look at the status page)")
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return nil, help, err
+	}
+	if dm.txns < 30 {
+		return nil, false, usageError("--txns must be at least 30")
+	}
+	dm.out = &demoOut{w: stdout, start: time.Now()}
+	return dm, false, nil
+}
+
+// atEnd registers f to run at the end of the demo, before what was
+// registered earlier. f may set *err when it is nil.
+func (dm *demo) atEnd(f func(err *error)) { dm.cleanups = append(dm.cleanups, f) }
+
+// cleanup stops and removes what the steps started, last first.
+func (dm *demo) cleanup(err *error) {
+	for i := len(dm.cleanups) - 1; i >= 0; i-- {
+		dm.cleanups[i](err)
+	}
+}
+
+// prepare makes the work directory and the logger.
+func (dm *demo) prepare(context.Context) (err error) {
+	dm.dir = dm.dirFlag
+	if dm.dir == "" {
+		if dm.dir, err = os.MkdirTemp("", "walship-demo-"); err != nil {
+			return err
+		}
+		if !dm.keep {
+			dm.atEnd(func(*error) { os.RemoveAll(dm.dir) })
 		}
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dm.dir, 0o755); err != nil {
 		return err
 	}
-	os.Chmod(dir, 0o755) // the postgres user must reach its data directory
+	os.Chmod(dm.dir, 0o755) // the postgres user must reach its data directory
 
 	// Errors only: the demo's narration is on stdout, and a lag warning
 	// while a tiny pipeline warms up is noise here.
-	logger, err := logx.New(logx.Options{Format: "text", Level: "error", Writer: stderr})
-	if err != nil {
-		return err
-	}
+	dm.logger, err = logx.New(logx.Options{Format: "text", Level: "error", Writer: dm.stderr})
+	return err
+}
 
-	// 1. The source.
-	var src demoSource
-	if _, lookErr := exec.LookPath("pg_config"); lookErr == nil && !*httpOnly {
-		out.step("starting a throwaway PostgreSQL 15 (wal_level=logical) in %s", filepath.Join(dir, "pg"))
-		pg, err := newPGSource(ctx, filepath.Join(dir, "pg"))
+// startSource starts a throwaway PostgreSQL when its binaries are there
+// (and --http-source is not given), else prepares the HTTP source.
+func (dm *demo) startSource(ctx context.Context) error {
+	if _, lookErr := exec.LookPath("pg_config"); lookErr == nil && !dm.httpOnly {
+		dm.out.step("starting a throwaway PostgreSQL 15 (wal_level=logical) in %s", filepath.Join(dm.dir, "pg"))
+		pg, err := newPGSource(ctx, filepath.Join(dm.dir, "pg"))
 		if err != nil {
 			return fmt.Errorf("demo: postgres: %w (run with --http-source to use the HTTP source instead)", err)
 		}
-		defer pg.close()
-		src = pg
-	} else {
-		why := "PostgreSQL binaries not found"
-		if *httpOnly {
-			why = "--http-source"
-		}
-		out.step("%s: using the HTTP source with a generated workload", why)
-		src = &httpSource{dir: dir}
+		dm.atEnd(func(*error) { pg.close() })
+		dm.src = pg
+		return nil
 	}
+	why := "PostgreSQL binaries not found"
+	if dm.httpOnly {
+		why = "--http-source"
+	}
+	dm.out.step("%s: using the HTTP source with a generated workload", why)
+	dm.src = &httpSource{dir: dm.dir}
+	return nil
+}
 
-	// 2. The broker.
-	kc, err := kafkatest.Start()
+// startBroker starts an in-process Kafka-protocol broker (kfake) with one
+// partition per topic, on a free loopback port.
+func (dm *demo) startBroker(context.Context) error {
+	kc, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, "127.0.0.1:0") }),
+		kfake.DefaultNumPartitions(1),
+	)
 	if err != nil {
 		return fmt.Errorf("demo: kafka broker: %w", err)
 	}
-	defer kc.Close()
-	out.step("in-process Kafka-protocol broker on %s", kc.Addr)
+	dm.atEnd(func(*error) { kc.Close() })
+	dm.brokerAddr = kc.ListenAddrs()[0]
+	dm.out.step("in-process Kafka-protocol broker on %s", dm.brokerAddr)
+	return nil
+}
 
-	// 3. walship run.
-	if ln, err := net.Listen("tcp", *listen); err != nil {
-		*listen = "127.0.0.1:0"
+// startRun starts `walship run`: the source into the WAL, the WAL to the
+// archive and to Kafka, the status page on --listen (or a free port).
+func (dm *demo) startRun(ctx context.Context) error {
+	if ln, err := net.Listen("tcp", dm.listen); err != nil {
+		dm.listen = "127.0.0.1:0"
 	} else {
 		ln.Close()
 	}
-	archiveDir := filepath.Join(dir, "archive")
+	dm.archiveDir = filepath.Join(dm.dir, "archive")
 	runYAML := fmt.Sprintf(`wal: {dir: %q}
 source:
 %s
 archive: {url: "file://%s", timeout: 1s, snapshot_interval: 4s}
 kafka: {brokers: [%q], topic_prefix: demo, mode: ordered}
 http: {listen: %q}
-`, filepath.Join(dir, "wal"), src.configYAML(), archiveDir, kc.Addr, *listen)
+`, filepath.Join(dm.dir, "wal"), dm.src.configYAML(), dm.archiveDir, dm.brokerAddr, dm.listen)
 	runCfg, err := config.Parse([]byte(runYAML), os.LookupEnv)
 	if err != nil {
 		return fmt.Errorf("demo: config: %w", err)
 	}
-	d, err := daemon.New(ctx, runCfg, logger)
+	d, err := daemon.New(ctx, runCfg, dm.logger)
 	if err != nil {
 		return fmt.Errorf("demo: walship run: %w", err)
 	}
-	var wg sync.WaitGroup
+	dm.d = d
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	runErr := make(chan error, 1)
-	wg.Go(func() { runErr <- d.Run(runCtx) })
-	defer func() {
+	dm.wg.Go(func() { runErr <- d.Run(runCtx) })
+	dm.atEnd(func(err *error) {
 		stopRun()
-		wg.Wait()
-		if rerr := <-runErr; rerr != nil && err == nil {
-			err = fmt.Errorf("demo: walship run: %w", rerr)
+		dm.wg.Wait()
+		if rerr := <-runErr; rerr != nil && *err == nil {
+			*err = fmt.Errorf("demo: walship run: %w", rerr)
 		}
-	}()
+	})
 	<-d.Ready()
-	out.step("walship run: WAL %s, archive file://%s, Kafka topic demo.ordered", runCfg.WAL.Dir, archiveDir)
-	out.say("\n    status page:  http://%s/status\n", d.Addr("http"))
+	dm.out.step("walship run: WAL %s, archive file://%s, Kafka topic demo.ordered", runCfg.WAL.Dir, dm.archiveDir)
+	dm.out.say("\n    status page:  http://%s/status\n", d.Addr("http"))
+	return nil
+}
 
-	// 4. walship consume.
-	replicaPath := filepath.Join(dir, "replica.db")
+// startConsume starts `walship consume`: Kafka into the SQLite replica.
+func (dm *demo) startConsume(ctx context.Context) error {
+	dm.replicaPath = filepath.Join(dm.dir, "replica.db")
 	consumeCfg, err := config.Parse([]byte(fmt.Sprintf("kafka: {brokers: [%q], topic_prefix: demo}\nreplica: {url: \"sqlite://%s\"}\nhttp: {listen: \"127.0.0.1:0\"}\n",
-		kc.Addr, replicaPath)), os.LookupEnv)
+		dm.brokerAddr, dm.replicaPath)), os.LookupEnv)
 	if err != nil {
 		return err
 	}
-	cons, err := daemon.NewConsume(ctx, consumeCfg, logger)
+	cons, err := daemon.NewConsume(ctx, consumeCfg, dm.logger)
 	if err != nil {
 		return fmt.Errorf("demo: walship consume: %w", err)
 	}
+	dm.cons = cons
 	consCtx, stopCons := context.WithCancel(context.WithoutCancel(ctx))
 	consErr := make(chan error, 1)
-	wg.Go(func() { consErr <- cons.Run(consCtx) })
-	defer func() {
+	dm.wg.Go(func() { consErr <- cons.Run(consCtx) })
+	dm.atEnd(func(err *error) {
 		stopCons()
-		if cerr := <-consErr; cerr != nil && err == nil {
-			err = fmt.Errorf("demo: walship consume: %w", cerr)
+		if cerr := <-consErr; cerr != nil && *err == nil {
+			*err = fmt.Errorf("demo: walship consume: %w", cerr)
 		}
-	}()
-	out.step("walship consume: Kafka -> SQLite replica %s (status http://%s/status)", replicaPath, cons.Addr())
+	})
+	dm.out.step("walship consume: Kafka -> SQLite replica %s (status http://%s/status)", dm.replicaPath, cons.Addr())
+	return nil
+}
 
-	// 5. The workload, in three phases; the source's state is recorded at
-	// the end of each.
-	if err := src.start(ctx, d); err != nil {
+// workload runs the workload in three phases and records the source's
+// state at the end of each.
+func (dm *demo) workload(ctx context.Context) error {
+	if err := dm.src.start(ctx, dm.d); err != nil {
 		return err
 	}
-	per := *txns / 3
-	var marks []demoMark
+	per := dm.txns / 3
 	for phase := 1; phase <= 3; phase++ {
-		n, err := src.phase(ctx, per)
+		n, err := dm.src.phase(ctx, per)
 		if err != nil {
 			return fmt.Errorf("demo: workload: %w", err)
 		}
-		m, err := src.mark(ctx)
+		m, err := dm.src.mark(ctx)
 		if err != nil {
 			return fmt.Errorf("demo: recording the source state: %w", err)
 		}
-		marks = append(marks, m)
-		out.step("workload phase %d: %d transactions committed; source state at %s recorded (%s)", phase, n, m.at.Format("15:04:05.000000"), m.tables.summary())
+		dm.marks = append(dm.marks, m)
+		dm.out.step("workload phase %d: %d transactions committed; source state at %s recorded (%s)", phase, n, m.at.Format("15:04:05.000000"), m.tables.summary())
 		time.Sleep(20 * time.Millisecond) // distinct commit times between phases
 	}
+	return nil
+}
 
-	// 6. Wait for the pipeline to catch up: everything captured, durable,
-	// applied to the replica and archived.
+// catchUp waits for the pipeline to catch up: everything captured,
+// durable, applied to the replica and archived.
+func (dm *demo) catchUp(ctx context.Context) error {
 	waitCtx, cancelWait := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancelWait()
-	last, err := src.caughtUp(waitCtx, d)
+	last, err := dm.src.caughtUp(waitCtx, dm.d)
 	if err != nil {
 		return fmt.Errorf("demo: waiting for capture: %w", err)
 	}
-	out.step("captured: WAL durable up to LSN %d", last)
-	if err := cons.Consumer().WaitApplied(waitCtx, last); err != nil {
+	dm.last = last
+	dm.out.step("captured: WAL durable up to LSN %d", last)
+	if err := dm.cons.Consumer().WaitApplied(waitCtx, last); err != nil {
 		return fmt.Errorf("demo: waiting for the replica: %w", err)
 	}
-	out.step("replica applied up to LSN %d", last)
-	for d.Positions().Sinks[archivesink.CheckpointName] < last {
+	dm.out.step("replica applied up to LSN %d", last)
+	for dm.d.Positions().Sinks[archivesink.CheckpointName] < last {
 		select {
 		case <-waitCtx.Done():
 			return fmt.Errorf("demo: waiting for the archive: %w", waitCtx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	out.step("archive holds every transaction up to LSN %d", last)
+	dm.out.step("archive holds every transaction up to LSN %d", last)
+	return nil
+}
 
-	// 7. The proof.
-	out.say("\nproof:\n")
-	final := marks[len(marks)-1]
-	got, err := replica.Dump(ctx, "sqlite://"+replicaPath)
+// prove shows that the replica equals the source now, and that restores
+// from the archive to the end of each earlier phase equal the source then;
+// then how to do the same with walreplay.
+func (dm *demo) prove(ctx context.Context) error {
+	dm.out.say("\nproof:\n")
+	if err := dm.proveReplica(ctx); err != nil {
+		return err
+	}
+	if err := dm.proveRestores(ctx); err != nil {
+		return err
+	}
+	keepNote := " (while --hold runs; the directory is removed at the end unless --keep or --dir)"
+	if dm.keep || dm.dirFlag != "" {
+		keepNote = ""
+	}
+	dm.out.say("\nthe same with the command line%s:\n  walreplay list --archive file://%s\n  walreplay restore --archive file://%s --to sqlite://%s --target-time %s\n",
+		keepNote, dm.archiveDir, dm.archiveDir, filepath.Join(dm.dir, "restore-cli.db"), dm.marks[0].at.Format(time.RFC3339Nano))
+	return nil
+}
+
+// proveReplica compares the Kafka replica with the source's final state.
+func (dm *demo) proveReplica(ctx context.Context) error {
+	final := dm.marks[len(dm.marks)-1]
+	got, err := replica.Dump(ctx, "sqlite://"+dm.replicaPath)
 	if err != nil {
 		return err
 	}
 	if diff := replica.Diff(replica.Tables(final.tables), got); diff != "" {
 		return fmt.Errorf("demo: the Kafka replica differs from the source:\n%s", diff)
 	}
-	st, err := replica.ReadState(ctx, "sqlite://"+replicaPath)
+	st, err := replica.ReadState(ctx, "sqlite://"+dm.replicaPath)
 	if err != nil {
 		return err
 	}
-	out.ok("Kafka replica (walship consume, SQLite) == source now: %s; %d transactions applied, each once", final.tables.summary(), st.Txns)
+	dm.out.ok("Kafka replica (walship consume, SQLite) == source now: %s; %d transactions applied, each once", final.tables.summary(), st.Txns)
+	return nil
+}
 
-	ar, err := archive.Open(ctx, "file://"+archiveDir, archive.Options{})
+// proveRestores restores the archive to the end of each phase but the
+// last and compares each restore with the source's state then.
+func (dm *demo) proveRestores(ctx context.Context) error {
+	ar, err := archive.Open(ctx, "file://"+dm.archiveDir, archive.Options{})
 	if err != nil {
 		return err
 	}
 	source := pitr.NewArchiveSource(ar)
-	for i, m := range marks[:len(marks)-1] {
+	for i, m := range dm.marks[:len(dm.marks)-1] {
 		target := pitr.Target{Kind: pitr.Time, Time: m.at}
 		plan, err := pitr.PlanRestore(ctx, source, target, pitr.PlanOptions{})
 		if err != nil {
 			return fmt.Errorf("demo: planning the restore to %s: %w", m.at.Format(time.RFC3339Nano), err)
 		}
-		path := filepath.Join(dir, fmt.Sprintf("restore-phase%d.db", i+1))
+		path := filepath.Join(dm.dir, fmt.Sprintf("restore-phase%d.db", i+1))
 		res, err := pitr.Restore(ctx, source, plan, "sqlite://"+path, pitr.RestoreOptions{})
 		if err != nil {
 			return fmt.Errorf("demo: restore to %s: %w", m.at.Format(time.RFC3339Nano), err)
@@ -250,23 +373,23 @@ http: {listen: %q}
 		if diff := replica.Diff(replica.Tables(m.tables), rt); diff != "" {
 			return fmt.Errorf("demo: the restore to the end of phase %d differs from the source then:\n%s", i+1, diff)
 		}
-		out.ok("walreplay restore --target-time %s == source at the end of phase %d: %s (%d objects, %d transactions replayed)",
+		dm.out.ok("walreplay restore --target-time %s == source at the end of phase %d: %s (%d objects, %d transactions replayed)",
 			m.at.Format(time.RFC3339Nano), i+1, m.tables.summary(), res.Objects, res.Txns)
 	}
-	keepNote := " (while --hold runs; the directory is removed at the end unless --keep or --dir)"
-	if *keep || *dirFlag != "" {
-		keepNote = ""
-	}
-	out.say("\nthe same with the command line%s:\n  walreplay list --archive file://%s\n  walreplay restore --archive file://%s --to sqlite://%s --target-time %s\n",
-		keepNote, archiveDir, archiveDir, filepath.Join(dir, "restore-cli.db"), marks[0].at.Format(time.RFC3339Nano))
-	if *hold > 0 {
-		out.say("holding for %s; status page http://%s/status (Ctrl-C to stop)\n", *hold, d.Addr("http"))
+	return nil
+}
+
+// hold keeps everything running for --hold (or until Ctrl-C), then says
+// the demo is done.
+func (dm *demo) hold(ctx context.Context) error {
+	if dm.holdFor > 0 {
+		dm.out.say("holding for %s; status page http://%s/status (Ctrl-C to stop)\n", dm.holdFor, dm.d.Addr("http"))
 		select {
 		case <-ctx.Done():
-		case <-time.After(*hold):
+		case <-time.After(dm.holdFor):
 		}
 	}
-	out.say("demo finished in %s; stopping and cleaning up\n", time.Since(out.start).Round(time.Millisecond))
+	dm.out.say("demo finished in %s; stopping and cleaning up\n", time.Since(dm.out.start).Round(time.Millisecond))
 	return nil
 }
 
@@ -313,7 +436,7 @@ type demoSource interface {
 
 // pgSource drives a throwaway PostgreSQL cluster.
 type pgSource struct {
-	cluster *pgtest.Cluster
+	cluster *pgcluster.Cluster
 	pool    *pgxpool.Pool
 	rng     *rand.Rand
 	mu      sync.Mutex
@@ -329,7 +452,7 @@ INSERT INTO accounts SELECT g, 'owner-' || g, 1000.00, now(), ARRAY['demo', 'tie
   FROM generate_series(1, 200) g;`
 
 func newPGSource(ctx context.Context, dir string) (*pgSource, error) {
-	c, err := pgtest.New(dir)
+	c, err := pgcluster.New(dir)
 	if err != nil {
 		return nil, err
 	}

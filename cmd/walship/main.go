@@ -8,6 +8,21 @@
 //	walship verify --wal DIR [--json]
 //
 // See docs/DESIGN.md §5.1 and docs/OPERATIONS.md.
+//
+// # Building
+//
+// `walship demo` is part of the command line (the README's tour and
+// scripts/demo.sh run it), so a plain build includes it, and with it what
+// only the demo needs: an in-process Kafka-protocol broker (kfake) and the
+// PostgreSQL cluster runner (internal/pgcluster), about 5.3 MB of a 58 MB
+// binary. The demo imports those two directly, not the test helpers
+// kafkatest and pgtest, so that no package made for tests is linked into
+// the binary. A production build can leave the demo out and change nothing
+// else:
+//
+//	go build -tags nodemo ./cmd/walship
+//
+// Its `walship demo` exits 2 and says how to get the demo.
 package main
 
 import "github.com/walship/walship/internal/cli"

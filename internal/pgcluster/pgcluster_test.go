@@ -1,4 +1,4 @@
-package pgtest
+package pgcluster
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 func TestStartConnectRestartKeepsData(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := Start(t)
+	c := start(t)
 	if err := c.CreateDB(ctx, "app db"); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestStartConnectRestartKeepsData(t *testing.T) {
 func TestCrashKeepsCommittedData(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := Start(t)
+	c := start(t)
 	conn, err := c.Connect(ctx, "postgres")
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestCrashKeepsCommittedData(t *testing.T) {
 func TestPasswordRoleMustAuthenticate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := Start(t, WithoutFsync())
+	c := start(t, WithoutFsync())
 	if err := c.CreateRole(ctx, "secret", "s3cr'et", "REPLICATION"); err != nil {
 		t.Fatal(err)
 	}
@@ -153,4 +153,26 @@ func TestNewInLongDirAndClose(t *testing.T) {
 	if _, err := New(dir); err == nil {
 		t.Fatal("New over an existing data dir succeeded")
 	}
+}
+
+// start is pgtest.Start, which this package cannot import: a fresh
+// cluster, closed and removed when the test ends.
+func start(t *testing.T, opts ...Option) *Cluster {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "walship-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(dir, opts...)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatalf("cannot start PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+		os.RemoveAll(dir)
+	})
+	return c
 }
