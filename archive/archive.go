@@ -17,6 +17,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/walship/walship/internal/fsutil"
 	"github.com/walship/walship/wal"
 )
 
@@ -510,7 +511,7 @@ func (a *Archive) GetSnapshot(ctx context.Context, s SnapshotManifest, dstFile s
 	if err := os.Rename(tmp.Name(), dstFile); err != nil {
 		return fmt.Errorf("archive: snapshot %s: %w", s.Key, err)
 	}
-	return syncDir(dir)
+	return fsutil.SyncDir(dir)
 }
 
 func (a *Archive) getSegmentManifest(ctx context.Context, key string) (SegmentManifest, error) {

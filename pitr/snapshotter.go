@@ -338,8 +338,8 @@ func (s *Snapshotter) snapshot(ctx context.Context) (SnapshotInfo, error) {
 	}
 	defer os.RemoveAll(tmp)
 	f := filepath.Join(tmp, "snapshot.db")
-	if err := snapshotSQLite(ctx, s.path, f); err != nil {
-		return SnapshotInfo{}, err
+	if err := replica.Snapshot(ctx, s.path, f); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("pitr: %w", err)
 	}
 	st, err := replica.ReadState(ctx, "sqlite://"+f)
 	if err != nil {
