@@ -117,7 +117,7 @@ func (e *Encoder) txnParts(t *wal.Txn) *txnCache {
 	b = strconv.AppendUint(b, h.XID, 10)
 	if h.SourceLSN != 0 {
 		b = append(b, `,"source_lsn":"`...)
-		b = appendSourceLSN(b, h.SourceLSN)
+		b = change.AppendSourceLSN(b, h.SourceLSN)
 		b = append(b, '"')
 	}
 	if !h.SourceCommitTime.IsZero() {
@@ -392,29 +392,6 @@ func appendValue(dst, desc []byte, v change.Value) (_, _ []byte, natural bool) {
 		return dst, append(desc, ']'), false
 	}
 	panic(fmt.Sprintf("kafkasink: unknown value kind %v", v.Kind()))
-}
-
-// appendSourceLSN appends lsn as change.FormatSourceLSN does ("%X/%X"),
-// without its allocations.
-func appendSourceLSN(dst []byte, lsn uint64) []byte {
-	dst = appendUpperHex(dst, uint32(lsn>>32))
-	dst = append(dst, '/')
-	return appendUpperHex(dst, uint32(lsn))
-}
-
-func appendUpperHex(dst []byte, v uint32) []byte {
-	const upper = "0123456789ABCDEF"
-	var buf [8]byte
-	i := len(buf)
-	for {
-		i--
-		buf[i] = upper[v&0xf]
-		v >>= 4
-		if v == 0 {
-			break
-		}
-	}
-	return append(dst, buf[i:]...)
 }
 
 // appendString appends s as a JSON string (change's escaping: invalid

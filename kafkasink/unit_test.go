@@ -3,7 +3,6 @@ package kafkasink
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -236,14 +235,6 @@ func equalU(a, b []uint64) bool {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
-
-func TestAppendSourceLSNMatchesFormat(t *testing.T) {
-	for _, lsn := range []uint64{0, 1, 0xf, 0x10, 0x16B3748, 0x1_0000_0000, 0xABCDEF01_23456789, math.MaxUint64} {
-		if got, want := string(appendSourceLSN(nil, lsn)), change.FormatSourceLSN(lsn); got != want {
-			t.Errorf("appendSourceLSN(%#x) = %q, want %q", lsn, got, want)
-		}
-	}
-}
 
 // The encoder keeps the per-transaction parts of the envelope of the last
 // transaction: reused over a stream of transactions (consecutive ones
