@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/walship/walship/archive"
 )
 
 // Gap is a range of LSNs of a lineage that no segment holds although a
@@ -123,7 +125,7 @@ func (r *VerifyReport) Intact() bool {
 // VerifyOptions configure VerifyArchive.
 type VerifyOptions struct {
 	Parallel int // objects read at once; default 4
-	Retry    RetryPolicy
+	Retry    archive.RetryPolicy
 	TempDir  string // snapshots are downloaded here and deleted; default the system's
 	// Progress, if set, is called after each object.
 	Progress func(Progress)
@@ -216,7 +218,7 @@ func VerifyArchive(ctx context.Context, src Source, opts VerifyOptions) (*Verify
 	defer os.RemoveAll(tmp)
 	for i, s := range cat.Snapshots {
 		f := filepath.Join(tmp, "snapshot.db")
-		err := retry(ctx, opts.Retry, func() error {
+		err := retry(ctx, opts.Retry, func(ctx context.Context) error {
 			os.Remove(f)
 			return src.GetSnapshot(ctx, s, f)
 		})

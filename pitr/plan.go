@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/wal"
 )
@@ -296,7 +297,7 @@ func findXID(ctx context.Context, src Source, segs []Segment, xid uint64, parall
 		}
 	}
 	pf := newPrefetcher(ctx, rev, parallel, 2*parallel, func(ctx context.Context, s Segment) ([]wal.Txn, error) {
-		return readSegment(ctx, src, RetryPolicy{}, s)
+		return readSegment(ctx, src, archive.RetryPolicy{}, s)
 	})
 	defer pf.Close()
 	for range rev {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/wal"
 )
 
@@ -254,7 +255,7 @@ func TestTransientErrorsAreRetriedNotTakenForTheEnd(t *testing.T) {
 	res, err := Execute(context.Background(), src, plan, func(ctx context.Context, f string) (Applier, error) {
 		app = &fakeApplier{}
 		return app, nil
-	}, Options{Parallel: 4, Retry: RetryPolicy{Initial: time.Millisecond, Max: 2 * time.Millisecond}})
+	}, Options{Parallel: 4, Retry: archive.RetryPolicy{Initial: time.Millisecond, Max: 2 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +268,7 @@ func TestTransientErrorsAreRetriedNotTakenForTheEnd(t *testing.T) {
 	src.transient[src.cat.Segments[3].Key] = 1 << 30
 	plan, _ = PlanRestore(context.Background(), src, Target{Kind: Latest}, PlanOptions{})
 	_, err = Execute(context.Background(), src, plan, openFake(t, txns),
-		Options{Retry: RetryPolicy{MaxElapsed: 50 * time.Millisecond, Initial: time.Millisecond}})
+		Options{Retry: archive.RetryPolicy{MaxElapsed: 50 * time.Millisecond, Initial: time.Millisecond}})
 	if !errors.Is(err, ErrUnreadable) || !strings.Contains(err.Error(), src.cat.Segments[3].Key) || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("got %v, want the transient error naming %s", err, src.cat.Segments[3].Key)
 	}

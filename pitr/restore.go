@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/wal"
 )
 
@@ -50,7 +51,7 @@ type Options struct {
 	// objects; default the system's temporary directory.
 	TempDir string
 	// Retry bounds the retries of transient fetch errors.
-	Retry RetryPolicy
+	Retry archive.RetryPolicy
 	// Progress, if set, is called after each object is verified or
 	// applied, from the calling goroutine.
 	Progress func(Progress)
@@ -132,7 +133,7 @@ func Verify(ctx context.Context, src Source, plan *Plan, opts Options) (*Verifie
 	if plan.Snapshot != nil {
 		v.snap = filepath.Join(v.tmp, "snapshot.db")
 		s := *plan.Snapshot
-		err := retry(ctx, opts.Retry, func() error {
+		err := retry(ctx, opts.Retry, func(ctx context.Context) error {
 			os.Remove(v.snap)
 			return src.GetSnapshot(ctx, s, v.snap)
 		})
