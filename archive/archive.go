@@ -375,7 +375,7 @@ func (a *Archive) plainOf(key string, obj []byte, rawSize int64) ([]byte, object
 // FetchSegment downloads m's object and verifies its size and checksum
 // against the manifest and its header against the manifest's range. It
 // returns the verified object bytes; errors.Is(err, ErrNotFound) if the
-// object is missing, a *CorruptError naming the key if it does not
+// object is missing, a *walerr.CorruptionError naming the key if it does not
 // verify.
 func (a *Archive) FetchSegment(ctx context.Context, m SegmentManifest) ([]byte, error) {
 	obj, err := a.b.Get(ctx, m.Key)

@@ -16,6 +16,7 @@ import (
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // CheckpointName is the checkpoint the archiver registers and advances.
@@ -393,7 +394,7 @@ func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *rawTxn)
 		}
 		if rec.Aborted {
 			if cur != nil && rec.TxnStart != cur.first {
-				return fmt.Errorf("archive: WAL abort record at LSN %d ends transaction %d inside transaction %d", rec.LSN, rec.TxnStart, cur.first)
+				return fmt.Errorf("archive: %w: WAL abort record at LSN %d ends transaction %d inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, cur.first)
 			}
 			cur, first = nil, false
 			continue
@@ -403,11 +404,11 @@ func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *rawTxn)
 				if first && !rs.strict {
 					continue // retention removed this transaction's start
 				}
-				return fmt.Errorf("archive: WAL record at LSN %d continues transaction %d that was not read", rec.LSN, rec.TxnStart)
+				return fmt.Errorf("archive: %w: WAL record at LSN %d continues transaction %d that was not read", walerr.ErrCorruption, rec.LSN, rec.TxnStart)
 			}
 			cur = &rawTxn{first: rec.LSN, recs: make([]byte, 0, 2*len(rec.Data)+8)}
 		} else if rec.TxnStart != cur.first {
-			return fmt.Errorf("archive: WAL record at LSN %d belongs to transaction %d, inside transaction %d", rec.LSN, rec.TxnStart, cur.first)
+			return fmt.Errorf("archive: %w: WAL record at LSN %d belongs to transaction %d, inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, cur.first)
 		}
 		first = false
 		hasHdr, xid, src, op, ok := peekRecord(rec.Data)
@@ -417,7 +418,7 @@ func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *rawTxn)
 				return fmt.Errorf("archive: WAL record at LSN %d: %w", rec.LSN, err)
 			}
 			if (hdr != nil) != (cur.n == 0) {
-				return fmt.Errorf("archive: WAL record at LSN %d: transaction header misplaced", rec.LSN)
+				return fmt.Errorf("archive: %w: WAL record at LSN %d: transaction header misplaced", walerr.ErrCorruption, rec.LSN)
 			}
 			if hdr != nil {
 				cur.hdr = *hdr

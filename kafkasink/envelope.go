@@ -2,7 +2,6 @@ package kafkasink
 
 import (
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // Header keys carried by every record (values are decimal text, except the
@@ -25,8 +25,10 @@ const (
 // Version is source.version in the envelope.
 const Version = "walship-1"
 
-// ErrMalformed is wrapped by every error of Decode.
-var ErrMalformed = errors.New("kafkasink: malformed record")
+// ErrMalformed is wrapped by every error of Decode. It is a kind of
+// corruption: errors.Is(err, walerr.ErrCorruption) holds for those errors
+// too.
+var ErrMalformed = walerr.Kind("kafkasink: malformed record")
 
 // Encoder builds the key and value of records. It is not safe for
 // concurrent use; its buffers are reused only through the slices it returns

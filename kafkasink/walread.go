@@ -10,6 +10,7 @@ import (
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/segment"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // txnReader reads whole committed, durable transactions from a WAL's log as
@@ -83,7 +84,7 @@ func (r *txnReader) next(ctx context.Context) (*wal.Txn, error) {
 			// of it is part of the log's content.
 			if n > 0 && rec.TxnStart != t.FirstLSN {
 				r.changes = r.changes[:start]
-				return nil, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart, t.FirstLSN)
+				return nil, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, t.FirstLSN)
 			}
 			t, n = wal.Txn{}, 0
 			clear(r.changes[start:])
@@ -92,7 +93,7 @@ func (r *txnReader) next(ctx context.Context) (*wal.Txn, error) {
 		}
 		if n == 0 {
 			if rec.TxnStart != rec.LSN {
-				return nil, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", segment.ErrCorrupt, rec.LSN, rec.TxnStart)
+				return nil, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", walerr.ErrCorruption, rec.LSN, rec.TxnStart)
 			}
 			t.FirstLSN = rec.LSN
 		}
@@ -103,12 +104,12 @@ func (r *txnReader) next(ctx context.Context) (*wal.Txn, error) {
 		}
 		if n == 0 {
 			if hdr == nil {
-				return nil, fmt.Errorf("%w: wal: record at LSN %d starts a transaction but has no transaction header", segment.ErrCorrupt, rec.LSN)
+				return nil, fmt.Errorf("%w: wal: record at LSN %d starts a transaction but has no transaction header", walerr.ErrCorruption, rec.LSN)
 			}
 			t.Header = *hdr
 		} else if hdr != nil {
 			r.changes = r.changes[:start]
-			return nil, fmt.Errorf("%w: wal: record at LSN %d has a transaction header inside transaction %d", segment.ErrCorrupt, rec.LSN, t.FirstLSN)
+			return nil, fmt.Errorf("%w: wal: record at LSN %d has a transaction header inside transaction %d", walerr.ErrCorruption, rec.LSN, t.FirstLSN)
 		}
 		if len(r.changes) == cap(r.changes) {
 			// A new array; the transaction read so far moves to its front.

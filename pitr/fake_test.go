@@ -13,6 +13,7 @@ import (
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // memSource is an in-memory archive: segments built from a list of
@@ -138,7 +139,7 @@ func (m *memSource) FetchSegment(ctx context.Context, s Segment) ([]byte, error)
 	case m.missing[s.Key]:
 		return nil, fmt.Errorf("get %s: %w", s.Key, ErrMissing)
 	case m.corrupt[s.Key]:
-		return nil, fmt.Errorf("%s: checksum mismatch: %w", s.Key, ErrCorrupt)
+		return nil, fmt.Errorf("%s: checksum mismatch: %w", s.Key, walerr.ErrCorruption)
 	case m.transient[s.Key] > 0:
 		m.transient[s.Key]--
 		return nil, errors.New("503 Slow Down")
@@ -154,7 +155,7 @@ func (m *memSource) DecodeSegment(s Segment, obj []byte) ([]wal.Txn, error) {
 	defer m.mu.Unlock()
 	txns, ok := m.txns[string(obj)]
 	if !ok {
-		return nil, fmt.Errorf("%s: %w: undecodable", s.Key, ErrCorrupt)
+		return nil, fmt.Errorf("%s: %w: undecodable", s.Key, walerr.ErrCorruption)
 	}
 	return slices.Clone(txns), nil
 }

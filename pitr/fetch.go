@@ -9,6 +9,7 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // retry calls f with archive.Retry under policy p until it succeeds or
@@ -53,10 +54,10 @@ func fetchRaw(ctx context.Context, src Source, p archive.RetryPolicy, s Segment)
 func decode(src Source, s Segment, obj []byte) ([]wal.Txn, error) {
 	txns, err := src.DecodeSegment(s, obj)
 	if err == nil {
-		err = checkSegment(s, txns) // ErrCorrupt
+		err = checkSegment(s, txns) // walerr.ErrCorruption
 	}
 	if err != nil {
-		if !errors.Is(err, ErrCorrupt) {
+		if !errors.Is(err, walerr.ErrCorruption) {
 			// Not the object's fault: a sealed object without its key,
 			// say. The archive cannot be read with this configuration.
 			err = fmt.Errorf("%w: %w", ErrUnreadable, err)
@@ -81,22 +82,22 @@ func readSegment(ctx context.Context, src Source, p archive.RetryPolicy, s Segme
 // they belong to transactions aborted midway, which the log skips.
 func checkSegment(s Segment, txns []wal.Txn) error {
 	if len(txns) == 0 {
-		return fmt.Errorf("%w: no transactions, manifest says LSNs %d-%d", ErrCorrupt, s.FirstLSN, s.LastLSN)
+		return fmt.Errorf("%w: no transactions, manifest says LSNs %d-%d", walerr.ErrCorruption, s.FirstLSN, s.LastLSN)
 	}
 	next := s.FirstLSN
 	for i := range txns {
 		t := &txns[i]
 		if t.FirstLSN < next || t.CommitLSN < t.FirstLSN || t.CommitLSN-t.FirstLSN+1 != uint64(len(t.Changes)) {
 			return fmt.Errorf("%w: transaction %d spans LSNs %d-%d with %d changes, expected to start at or after LSN %d",
-				ErrCorrupt, i, t.FirstLSN, t.CommitLSN, len(t.Changes), next)
+				walerr.ErrCorruption, i, t.FirstLSN, t.CommitLSN, len(t.Changes), next)
 		}
 		next = t.CommitLSN + 1
 	}
 	if next-1 != s.LastLSN {
-		return fmt.Errorf("%w: transactions end at LSN %d, manifest says %d", ErrCorrupt, next-1, s.LastLSN)
+		return fmt.Errorf("%w: transactions end at LSN %d, manifest says %d", walerr.ErrCorruption, next-1, s.LastLSN)
 	}
 	if s.Txns != 0 && len(txns) != s.Txns {
-		return fmt.Errorf("%w: %d transactions, manifest says %d", ErrCorrupt, len(txns), s.Txns)
+		return fmt.Errorf("%w: %d transactions, manifest says %d", walerr.ErrCorruption, len(txns), s.Txns)
 	}
 	return nil
 }

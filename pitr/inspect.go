@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/archive"
+	"github.com/walship/walship/walerr"
 )
 
 // Gap is a range of LSNs of a lineage that no segment holds although a
@@ -177,7 +178,7 @@ func VerifyArchive(ctx context.Context, src Source, opts VerifyOptions) (*Verify
 		}
 		p := ObjectProblem{Key: key, Error: err.Error()}
 		switch {
-		case errors.Is(err, ErrCorrupt):
+		case errors.Is(err, walerr.ErrCorruption):
 			rep.Corrupt = append(rep.Corrupt, p)
 		case errors.Is(err, ErrMissing):
 			rep.Missing = append(rep.Missing, p)

@@ -12,6 +12,7 @@ import (
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // Plan is a restore computed from manifests alone (plus, for an xid
@@ -152,7 +153,7 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 			continue
 		}
 		if _, last, ok := segmentKeyRange(pr.Key); !ok || last >= p.FromLSN {
-			return nil, &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", ErrCorrupt, pr.Error)}
+			return nil, &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", walerr.ErrCorruption, pr.Error)}
 		}
 	}
 	p.Segments, err = cover(lin, segs, p.FromLSN, p.rule)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // targetsFor returns targets on, around and between the transactions of
@@ -231,7 +232,7 @@ func TestCorruptOrMissingObjectFoundBeforeAnythingIsApplied(t *testing.T) {
 		if !errors.As(err, &oe) || oe.Key != bad {
 			t.Fatalf("%s: got %v, want an ObjectError naming %s", fault, err, bad)
 		}
-		want := map[string]error{"corrupt": ErrCorrupt, "missing": ErrMissing}[fault]
+		want := map[string]error{"corrupt": walerr.ErrCorruption, "missing": ErrMissing}[fault]
 		if !errors.Is(err, want) {
 			t.Fatalf("%s: %v is not %v", fault, err, want)
 		}

@@ -120,7 +120,7 @@ type Verified struct {
 // continuity against the manifest) and keeps every segment object of the
 // plan, opts.Parallel at a time. It applies nothing. A missing or corrupt
 // object is an *ObjectError naming its key (errors.Is ErrMissing or
-// ErrCorrupt); transient errors are retried per opts.Retry.
+// walerr.ErrCorruption); transient errors are retried per opts.Retry.
 func Verify(ctx context.Context, src Source, plan *Plan, opts Options) (*Verified, error) {
 	opts = opts.withDefaults()
 	v := &Verified{plan: plan, src: src, opts: opts, started: time.Now()}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/segment"
+	"github.com/walship/walship/walerr"
 )
 
 // Txn is a committed transaction read from the log.
@@ -78,14 +79,14 @@ func (r *Reader) NextTxn(ctx context.Context) (Txn, error) {
 			// The transaction was aborted midway (WAL.AppendStream): none
 			// of it is part of the log's content.
 			if len(t.Changes) > 0 && rec.TxnStart != t.FirstLSN {
-				return Txn{}, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart, t.FirstLSN)
+				return Txn{}, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, t.FirstLSN)
 			}
 			t = Txn{}
 			continue
 		}
 		if len(t.Changes) == 0 {
 			if rec.TxnStart != rec.LSN {
-				return Txn{}, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", segment.ErrCorrupt, rec.LSN, rec.TxnStart)
+				return Txn{}, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", walerr.ErrCorruption, rec.LSN, rec.TxnStart)
 			}
 			t.FirstLSN = rec.LSN
 		}
@@ -95,11 +96,11 @@ func (r *Reader) NextTxn(ctx context.Context) (Txn, error) {
 		}
 		if len(t.Changes) == 0 {
 			if hdr == nil {
-				return Txn{}, fmt.Errorf("%w: wal: record at LSN %d starts a transaction but has no transaction header", segment.ErrCorrupt, rec.LSN)
+				return Txn{}, fmt.Errorf("%w: wal: record at LSN %d starts a transaction but has no transaction header", walerr.ErrCorruption, rec.LSN)
 			}
 			t.Header = *hdr
 		} else if hdr != nil {
-			return Txn{}, fmt.Errorf("%w: wal: record at LSN %d has a transaction header inside transaction %d", segment.ErrCorrupt, rec.LSN, t.FirstLSN)
+			return Txn{}, fmt.Errorf("%w: wal: record at LSN %d has a transaction header inside transaction %d", walerr.ErrCorruption, rec.LSN, t.FirstLSN)
 		}
 		t.Changes = append(t.Changes, c)
 		if rec.Commit {
