@@ -11,6 +11,7 @@ import (
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/kafkasink/kafkatest"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 func TestWatermarkOutOfOrderAcks(t *testing.T) {
@@ -189,8 +190,8 @@ func TestDecodeRejectsMalformed(t *testing.T) {
 	} {
 		if _, err := Decode(r); err == nil {
 			t.Errorf("%s: no error", name)
-		} else if !errorsIs(err, ErrMalformed) {
-			t.Errorf("%s: %v does not wrap ErrMalformed", name, err)
+		} else if !errorsIs(err, ErrMalformed) || !errorsIs(err, walerr.ErrCorruption) {
+			t.Errorf("%s: %v does not wrap ErrMalformed and walerr.ErrCorruption", name, err)
 		}
 	}
 }
