@@ -18,6 +18,9 @@ import (
 // ErrUnreadable, with the number of attempts. A transient error is never
 // taken for the end of the archive or for a missing object.
 func retry(ctx context.Context, p archive.RetryPolicy, f func(ctx context.Context) error) error {
+	if p.MaxElapsed < 0 {
+		p.MaxElapsed = 0 // a restore always gives up: the default
+	}
 	start := time.Now()
 	attempts := 0
 	var last error

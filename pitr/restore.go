@@ -50,7 +50,9 @@ type Options struct {
 	// TempDir holds the downloaded snapshot until it is used, and spooled
 	// objects; default the system's temporary directory.
 	TempDir string
-	// Retry bounds the retries of transient fetch errors.
+	// Retry bounds the retries of transient fetch errors, per object; a
+	// zero or negative MaxElapsed is archive.DefaultRetryMaxElapsed. It
+	// also bounds the retries of the archive's backend under each fetch.
 	Retry archive.RetryPolicy
 	// Progress, if set, is called after each object is verified or
 	// applied, from the calling goroutine.
