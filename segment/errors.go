@@ -16,7 +16,7 @@ var (
 	// ErrFailed wraps the first write or sync error of a Log. Such an error
 	// is sticky: after it, every write and sync fails, because unsynced data
 	// may have been dropped by the kernel and a retried fsync could report
-	// success for data that is gone (DESIGN.md §4.1).
+	// success for data that is gone.
 	ErrFailed = errors.New("segment: log failed")
 
 	errReadOnly = errors.New("segment: log opened read-only")
