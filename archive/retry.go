@@ -155,7 +155,7 @@ func retryLoop(ctx context.Context, p RetryPolicy, retryable func(error) bool, o
 		if ctx.Err() != nil {
 			return errors.Join(err, ctx.Err())
 		}
-		d := p.wait(attempt)
+		d := p.Backoff(attempt)
 		if !deadline.IsZero() && time.Now().Add(d).After(deadline) {
 			return err
 		}
@@ -172,9 +172,12 @@ func retryLoop(ctx context.Context, p RetryPolicy, retryable func(error) bool, o
 	}
 }
 
-// wait is the wait after attempt: exponential from p.Initial, capped at
-// p.Max, with full jitter (at least half the step).
-func (p RetryPolicy) wait(attempt int) time.Duration {
+// Backoff is the wait after attempt (from 1) under p: exponential from
+// p.Initial, capped at p.Max, with full jitter (at least half the step).
+// Retry waits so; callers with a loop of their own (the archiver's, which
+// must never give up) use it to wait alike.
+func (p RetryPolicy) Backoff(attempt int) time.Duration {
+	p = p.withDefaults()
 	d := p.Initial
 	for i := 1; i < attempt && d < p.Max; i++ {
 		d *= 2
@@ -186,7 +189,7 @@ func (p RetryPolicy) wait(attempt int) time.Duration {
 // backoff is the wait after attempt of the backends' policy, which the
 // archiver's own retries share.
 func backoff(attempt int) time.Duration {
-	return RetryPolicy{Initial: retryBase, Max: retryCap}.wait(attempt)
+	return RetryPolicy{Initial: retryBase, Max: retryCap}.Backoff(attempt)
 }
 
 // retrying wraps a Backend with retryLoop on every call and counts the
