@@ -17,6 +17,8 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/walship/walship/change"
+
+	"github.com/walship/walship/internal/fsutil"
 )
 
 // Sealer is the optional client-side encryption of segment and snapshot
@@ -374,7 +376,7 @@ func (a *Archive) plainOf(key string, obj []byte, rawSize int64) ([]byte, object
 // FetchSegment downloads m's object and verifies its size and checksum
 // against the manifest and its header against the manifest's range. It
 // returns the verified object bytes; errors.Is(err, ErrNotFound) if the
-// object is missing, a *CorruptError naming the key if it does not
+// object is missing, a *walerr.CorruptionError naming the key if it does not
 // verify.
 func (a *Archive) FetchSegment(ctx context.Context, m SegmentManifest) ([]byte, error) {
 	obj, err := a.b.Get(ctx, m.Key)
@@ -510,7 +512,7 @@ func (a *Archive) GetSnapshot(ctx context.Context, s SnapshotManifest, dstFile s
 	if err := os.Rename(tmp.Name(), dstFile); err != nil {
 		return fmt.Errorf("archive: snapshot %s: %w", s.Key, err)
 	}
-	return syncDir(dir)
+	return fsutil.SyncDir(dir)
 }
 
 func (a *Archive) getSegmentManifest(ctx context.Context, key string) (SegmentManifest, error) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
 // xorSealer is a trivial Sealer: it XORs with a key byte and prepends a
@@ -248,8 +249,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		obj[len(obj)/2] ^= 1
 		must(0, a.Backend().Put(ctx, l.Snapshots[0].Key, obj))
 		err := a.GetSnapshot(ctx, l.Snapshots[0], filepath.Join(t.TempDir(), "x.db"))
-		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), l.Snapshots[0].Key) {
-			t.Fatalf("GetSnapshot of a corrupted object: %v, want ErrCorrupt naming %s", err, l.Snapshots[0].Key)
+		if !errors.Is(err, walerr.ErrCorruption) || !strings.Contains(err.Error(), l.Snapshots[0].Key) {
+			t.Fatalf("GetSnapshot of a corrupted object: %v, want walerr.ErrCorruption naming %s", err, l.Snapshots[0].Key)
 		}
 	})
 }
@@ -299,11 +300,11 @@ func TestDamageDetected(t *testing.T) {
 		if fmt.Sprint(l.Gaps) != fmt.Sprint(want) {
 			t.Fatalf("gaps = %v, want %v", l.Gaps, want)
 		}
-		if _, err := a.ReadSegment(ctx, ms[1]); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), ms[1].Key) {
-			t.Fatalf("ReadSegment(corrupt) = %v, want ErrCorrupt naming %s", err, ms[1].Key)
+		if _, err := a.ReadSegment(ctx, ms[1]); !errors.Is(err, walerr.ErrCorruption) || !strings.Contains(err.Error(), ms[1].Key) {
+			t.Fatalf("ReadSegment(corrupt) = %v, want walerr.ErrCorruption naming %s", err, ms[1].Key)
 		}
 		_, err := a.ReadSegment(ctx, ms[2])
-		if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), ms[2].Key) {
+		if !errors.Is(err, ErrNotFound) || errors.Is(err, walerr.ErrCorruption) || !strings.Contains(err.Error(), ms[2].Key) {
 			t.Fatalf("ReadSegment(deleted) = %v, want ErrNotFound naming %s", err, ms[2].Key)
 		}
 		if got, err := a.ReadSegment(ctx, ms[0]); err != nil || len(got) != 5 {

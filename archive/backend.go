@@ -32,7 +32,8 @@ var (
 // Transient failures (connection refused or reset, timeouts, 5xx, 503
 // SlowDown and other throttling) are retried inside the backend with
 // exponential backoff until ctx ends (or BackendOptions.RetryTimeout
-// passes); the error returned then wraps the last failure. A retried
+// passes, or the give-up time of a Retry the call runs in); the error
+// returned then wraps the last failure. A retried
 // PutIfAbsent whose first attempt did reach the server returns ErrExists:
 // callers compare the stored object with theirs (the archiver does).
 type Backend interface {
@@ -175,7 +176,7 @@ func OpenBackend(ctx context.Context, rawURL string, opts BackendOptions) (Backe
 			return nil, err
 		}
 		r := withRetries(s, opts)
-		s.partPolicy = r.policy
+		s.partPolicy, s.partOnRetry = r.policy(), r.onRetry
 		return r, nil
 	default:
 		return nil, fmt.Errorf("archive: archive URL %q: unsupported scheme %q (want file:// or s3://)", rawURL, u.Scheme)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
 // SegmentBuilder accumulates whole transactions into a segment object's
@@ -129,7 +130,7 @@ func NewRawTxn(first, commit uint64, commitTime time.Time, records []byte) (*Raw
 	for b, lsn := records, first; len(b) > 0; lsn++ {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || uint64(len(b)-k) < n {
-			return nil, fmt.Errorf("archive: WAL record at LSN %d: length runs past the transaction's records", lsn)
+			return nil, fmt.Errorf("archive: %w: WAL record at LSN %d: length runs past the transaction's records", walerr.ErrCorruption, lsn)
 		}
 		data := b[k : k+int(n)]
 		b = b[k+int(n):]
@@ -140,7 +141,7 @@ func NewRawTxn(first, commit uint64, commitTime time.Time, records []byte) (*Raw
 				return nil, fmt.Errorf("archive: WAL record at LSN %d: %w", lsn, err)
 			}
 			if (hdr != nil) != (t.n == 0) {
-				return nil, fmt.Errorf("archive: WAL record at LSN %d: transaction header misplaced", lsn)
+				return nil, fmt.Errorf("archive: %w: WAL record at LSN %d: transaction header misplaced", walerr.ErrCorruption, lsn)
 			}
 			if hdr != nil {
 				t.hdr = *hdr
@@ -154,7 +155,7 @@ func NewRawTxn(first, commit uint64, commitTime time.Time, records []byte) (*Raw
 		t.n++
 	}
 	if uint64(t.n) != commit-first+1 {
-		return nil, fmt.Errorf("archive: transaction %d..%d has %d records", first, commit, t.n)
+		return nil, fmt.Errorf("archive: %w: transaction %d..%d has %d records", walerr.ErrCorruption, first, commit, t.n)
 	}
 	return t, nil
 }

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/walship/walship/walerr"
 )
 
 // ProblemKind classifies what Catalog found wrong.
@@ -262,7 +264,7 @@ func (a *Archive) catalogOf(ctx context.Context, keys []string, only string) (*C
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				if errors.Is(err, ErrCorrupt) {
+				if errors.Is(err, walerr.ErrCorruption) {
 					j.l.Problems = append(j.l.Problems, Problem{Key: j.key, Kind: ProblemCorrupt, Err: err})
 				} else if errors.Is(err, ErrNotFound) {
 					// Listed, then gone: deleted meanwhile; the gap check
@@ -331,7 +333,7 @@ func (a *Archive) getJSON(ctx context.Context, key string, v any) error {
 // LastSegment returns the manifest of lineage's newest segment (the one
 // with the highest LSNs) from one listing and one manifest fetch; ok is
 // false if the lineage has no segment. A newest manifest that does not
-// verify is an error (*CorruptError), not skipped.
+// verify is an error (*walerr.CorruptionError), not skipped.
 func (a *Archive) LastSegment(ctx context.Context, lineage string) (m SegmentManifest, ok bool, err error) {
 	if err := CheckLineage(lineage); err != nil {
 		return m, false, err

@@ -29,7 +29,8 @@
 //     part of the archive only when its manifest, written after it,
 //     exists.
 //   - Every fetch checks the object's size and checksum against its
-//     manifest; a mismatch is a *CorruptError naming the key, a missing
+//     manifest; a mismatch is a *walerr.CorruptionError naming the key
+//     (errors.Is walerr.ErrCorruption, like all corruption), a missing
 //     object wraps ErrNotFound with the key.
 //   - Consecutive segments of a lineage are adjacent in LSNs, so Catalog
 //     finds gaps by arithmetic.

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/walship/walship/internal/fsutil"
 )
 
 // fileBackend stores each object as a file under root, its key's slashes
@@ -91,7 +93,7 @@ func (b *fileBackend) put(ctx context.Context, key string, body []byte, ifAbsent
 		_ = os.Remove(tmp)
 		return fmt.Errorf("archive: put %s: %w", key, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := fsutil.SyncDir(dir); err != nil {
 		return fmt.Errorf("archive: put %s: sync directory: %w", key, err)
 	}
 	return nil
@@ -113,18 +115,6 @@ func writeFileSync(name string, body []byte) error {
 	return f.Close()
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // mkdirAllSync creates dir (under root) and fsyncs the parent of every
 // directory it creates, so a new object's directory survives a crash.
 func mkdirAllSync(root, dir string) error {
@@ -141,7 +131,7 @@ func mkdirAllSync(root, dir string) error {
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	return syncDir(parent)
+	return fsutil.SyncDir(parent)
 }
 
 func (b *fileBackend) Get(ctx context.Context, key string) ([]byte, error) {
@@ -212,7 +202,7 @@ func (b *fileBackend) Delete(ctx context.Context, key string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("archive: delete %s: %w", key, err)
 	}
-	if err := syncDir(filepath.Dir(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := fsutil.SyncDir(filepath.Dir(p)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("archive: delete %s: sync directory: %w", key, err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
 // TestPeekRecordAgreesWithDecode: the archiver's shortcut reads the same
@@ -74,8 +75,8 @@ func FuzzDecodeSegment(f *testing.F) {
 		m := SegmentManifest{Key: "k", Lineage: h.lineage, FirstLSN: first, LastLSN: last, RawSize: int64(len(body))}
 		txns, err := decodeTxns("k", body, first, last)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("error %v is not ErrCorrupt", err)
+			if !errors.Is(err, walerr.ErrCorruption) {
+				t.Fatalf("error %v is not walerr.ErrCorruption", err)
 			}
 			return
 		}
@@ -104,8 +105,8 @@ func FuzzDecodeManifest(f *testing.F) {
 	f.Add(mb)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m SegmentManifest
-		if err := decodeManifest("main/wal/x.wsm", b, &m); err != nil && !errors.Is(err, ErrCorrupt) {
-			t.Fatalf("error %v is not ErrCorrupt", err)
+		if err := decodeManifest("main/wal/x.wsm", b, &m); err != nil && !errors.Is(err, walerr.ErrCorruption) {
+			t.Fatalf("error %v is not walerr.ErrCorruption", err)
 		}
 	})
 }
@@ -120,8 +121,8 @@ func TestManifestRejectsTampering(t *testing.T) {
 		t.Fatalf("valid manifest rejected: %v", err)
 	}
 	bad := bytes.Replace(mb, []byte(`"txns":4`), []byte(`"txns":5`), 1)
-	if err := decodeManifest(key, bad, &m); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), key) {
-		t.Fatalf("tampered manifest: %v, want ErrCorrupt naming %s", err, key)
+	if err := decodeManifest(key, bad, &m); !errors.Is(err, walerr.ErrCorruption) || !strings.Contains(err.Error(), key) {
+		t.Fatalf("tampered manifest: %v, want walerr.ErrCorruption naming %s", err, key)
 	}
 	// A valid manifest stored under another key does not describe it.
 	other := SegmentKey("main", 1, 99) + ".wsm"
@@ -129,8 +130,8 @@ func TestManifestRejectsTampering(t *testing.T) {
 	if err := decodeManifest(other, mb, &m); err != nil {
 		t.Fatal(err)
 	}
-	if err := checkSegmentManifest(other, &m); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("manifest under another key: %v, want ErrCorrupt", err)
+	if err := checkSegmentManifest(other, &m); !errors.Is(err, walerr.ErrCorruption) {
+		t.Fatalf("manifest under another key: %v, want walerr.ErrCorruption", err)
 	}
 }
 

@@ -5,13 +5,13 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
 // Key layout (docs/ARCHIVE.md). All numbers are 16 lower-case hex digits,
@@ -35,24 +35,12 @@ const (
 	codecZstd byte = 1
 )
 
-// ErrCorrupt matches every *CorruptError.
-var ErrCorrupt = errors.New("archive: corrupt object")
-
-// CorruptError reports an object or manifest whose bytes cannot be
-// trusted: a checksum mismatch, a bad header, undecodable contents, or
-// contents that disagree with the manifest.
-type CorruptError struct {
-	Key    string
-	Reason string
-}
-
-func (e *CorruptError) Error() string { return "archive: corrupt " + e.Key + ": " + e.Reason }
-
-// Is reports whether target is ErrCorrupt.
-func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
-
+// corruptf reports an object or manifest whose bytes cannot be trusted (a
+// checksum mismatch, a bad header, undecodable contents, or contents that
+// disagree with the manifest): a *walerr.CorruptionError whose Object is
+// the key.
 func corruptf(key, format string, args ...any) error {
-	return &CorruptError{Key: key, Reason: fmt.Sprintf(format, args...)}
+	return &walerr.CorruptionError{Component: "archive", Object: key, Offset: -1, Reason: fmt.Sprintf(format, args...)}
 }
 
 // CheckLineage validates a lineage id: 1 to 64 bytes of [a-z0-9._-],

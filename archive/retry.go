@@ -81,36 +81,88 @@ func IsTransient(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// retryPolicy says how retryLoop waits and reports.
-type retryPolicy struct {
-	timeout time.Duration // 0: until ctx ends
-	onRetry func(attempt int, err error)
+// RetryPolicy says how long and how fast Retry retries one operation. The
+// zero value is valid, and gives up after DefaultRetryMaxElapsed.
+type RetryPolicy struct {
+	// MaxElapsed is how long one operation is retried: Retry gives up
+	// rather than start an attempt after it. Default (0)
+	// DefaultRetryMaxElapsed; negative: until ctx ends (a caller that
+	// must outlast any outage, and bounds ctx itself, such as the
+	// backends of a daemon's archiver).
+	MaxElapsed time.Duration
+	// Initial and Max bound the exponential backoff between attempts,
+	// which has full jitter (each wait is at least half its step);
+	// defaults 100 ms and 5 s.
+	Initial, Max time.Duration
 }
 
-// retryLoop calls f until it succeeds, returns a non-transient error, or
-// ctx ends (or the policy's timeout passes), sleeping with exponential
-// backoff and full jitter between attempts. It returns f's last error,
-// joined with the context's when that is why it stopped.
-func retryLoop(ctx context.Context, p retryPolicy, f func() error) error {
+// DefaultRetryMaxElapsed is RetryPolicy.MaxElapsed's default: finite, so
+// that a zero policy never retries forever.
+const DefaultRetryMaxElapsed = 2 * time.Minute
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.MaxElapsed == 0 {
+		p.MaxElapsed = DefaultRetryMaxElapsed
+	}
+	if p.Initial <= 0 {
+		p.Initial = 100 * time.Millisecond
+	}
+	if p.Max <= 0 {
+		p.Max = retryCap
+	}
+	return p
+}
+
+// giveUpKey keys the give-up time of the innermost Retry in a context.
+type giveUpKey struct{}
+
+// Retry calls f until it succeeds, returns an error that retryable rejects
+// (nil retryable: IsTransient), ctx ends, or the next attempt would start
+// after p.MaxElapsed. It returns f's last error, joined with the context's
+// when that is why it stopped.
+//
+// f gets ctx with Retry's give-up time in it: a Retry nested in f (the
+// retrying backend under an archive read, say) gives up no later than this
+// one, so an outer policy's give-up fires even when the inner one alone
+// would retry until ctx ends.
+func Retry(ctx context.Context, p RetryPolicy, retryable func(error) bool, f func(ctx context.Context) error) error {
+	return retryLoop(ctx, p, retryable, nil, f)
+}
+
+// retryLoop is Retry with onRetry, called (if not nil) before each wait.
+func retryLoop(ctx context.Context, p RetryPolicy, retryable func(error) bool, onRetry func(attempt int, err error),
+	f func(ctx context.Context) error) error {
+	p = p.withDefaults()
+	if retryable == nil {
+		retryable = IsTransient
+	}
 	var deadline time.Time
-	if p.timeout > 0 {
-		deadline = time.Now().Add(p.timeout)
+	if p.MaxElapsed > 0 {
+		deadline = time.Now().Add(p.MaxElapsed)
+	}
+	if outer, ok := ctx.Value(giveUpKey{}).(time.Time); ok && (deadline.IsZero() || outer.Before(deadline)) {
+		deadline = outer
+	}
+	fctx := ctx
+	if !deadline.IsZero() {
+		fctx = context.WithValue(ctx, giveUpKey{}, deadline)
 	}
 	for attempt := 1; ; attempt++ {
-		err := f()
-		if err == nil || !IsTransient(err) {
+		err := f(fctx)
+		if err == nil || !retryable(err) {
 			return err
 		}
 		if ctx.Err() != nil {
 			return errors.Join(err, ctx.Err())
 		}
-		if !deadline.IsZero() && time.Now().After(deadline) {
+		d := p.Backoff(attempt)
+		if !deadline.IsZero() && time.Now().Add(d).After(deadline) {
 			return err
 		}
-		if p.onRetry != nil {
-			p.onRetry(attempt, err)
+		if onRetry != nil {
+			onRetry(attempt, err)
 		}
-		t := time.NewTimer(Backoff(attempt))
+		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -120,13 +172,17 @@ func retryLoop(ctx context.Context, p retryPolicy, f func() error) error {
 	}
 }
 
-// Backoff is the wait before retry attempt+1: exponential from retryBase,
-// capped at retryCap, with full jitter (at least half the step).
-func Backoff(attempt int) time.Duration {
-	d := retryCap
-	if attempt < 20 {
-		d = min(retryBase<<(attempt-1), retryCap)
+// Backoff is the wait after attempt (from 1) under p: exponential from
+// p.Initial, capped at p.Max, with full jitter (at least half the step).
+// Retry waits so; callers with a loop of their own (the archiver's, which
+// must never give up) use it to wait alike.
+func (p RetryPolicy) Backoff(attempt int) time.Duration {
+	p = p.withDefaults()
+	d := p.Initial
+	for i := 1; i < attempt && d < p.Max; i++ {
+		d *= 2
 	}
+	d = min(d, p.Max)
 	return d/2 + rand.N(d/2+1)
 }
 
@@ -154,8 +210,20 @@ func withRetries(b Backend, opts BackendOptions) *retrying {
 // Retries returns how many calls were retried so far.
 func (r *retrying) Retries() uint64 { return r.retries.Load() }
 
-func (r *retrying) policy(op, key string) retryPolicy {
-	return retryPolicy{timeout: r.timeout, onRetry: func(attempt int, err error) {
+// policy is the backend's retry policy: RetryTimeout, or until ctx ends
+// (BackendOptions.RetryTimeout 0), from a shorter first wait than
+// RetryPolicy's default.
+func (r *retrying) policy() RetryPolicy {
+	p := RetryPolicy{MaxElapsed: r.timeout, Initial: retryBase, Max: retryCap}
+	if p.MaxElapsed == 0 {
+		p.MaxElapsed = -1
+	}
+	return p
+}
+
+// onRetry counts a retry of op on key and logs it, rate-limited.
+func (r *retrying) onRetry(op, key string) func(attempt int, err error) {
+	return func(attempt int, err error) {
 		r.retries.Add(1)
 		r.mu.Lock()
 		now := time.Now()
@@ -169,20 +237,20 @@ func (r *retrying) policy(op, key string) retryPolicy {
 		r.mu.Unlock()
 		r.log.Warn("archive: transient failure, retrying", "op", op, "key", key, "attempt", attempt,
 			"err", err, "suppressed", sup)
-	}}
+	}
 }
 
 func (r *retrying) Put(ctx context.Context, key string, body []byte) error {
-	return retryLoop(ctx, r.policy("put", key), func() error { return r.b.Put(ctx, key, body) })
+	return retryLoop(ctx, r.policy(), nil, r.onRetry("put", key), func(ctx context.Context) error { return r.b.Put(ctx, key, body) })
 }
 
 func (r *retrying) PutIfAbsent(ctx context.Context, key string, body []byte) error {
-	return retryLoop(ctx, r.policy("put", key), func() error { return r.b.PutIfAbsent(ctx, key, body) })
+	return retryLoop(ctx, r.policy(), nil, r.onRetry("put", key), func(ctx context.Context) error { return r.b.PutIfAbsent(ctx, key, body) })
 }
 
 func (r *retrying) Get(ctx context.Context, key string) ([]byte, error) {
 	var out []byte
-	err := retryLoop(ctx, r.policy("get", key), func() error {
+	err := retryLoop(ctx, r.policy(), nil, r.onRetry("get", key), func(ctx context.Context) error {
 		var err error
 		out, err = r.b.Get(ctx, key)
 		return err
@@ -192,7 +260,7 @@ func (r *retrying) Get(ctx context.Context, key string) ([]byte, error) {
 
 func (r *retrying) List(ctx context.Context, prefix string) ([]string, error) {
 	var out []string
-	err := retryLoop(ctx, r.policy("list", prefix), func() error {
+	err := retryLoop(ctx, r.policy(), nil, r.onRetry("list", prefix), func(ctx context.Context) error {
 		var err error
 		out, err = r.b.List(ctx, prefix)
 		return err
@@ -201,5 +269,5 @@ func (r *retrying) List(ctx context.Context, prefix string) ([]string, error) {
 }
 
 func (r *retrying) Delete(ctx context.Context, key string) error {
-	return retryLoop(ctx, r.policy("delete", key), func() error { return r.b.Delete(ctx, key) })
+	return retryLoop(ctx, r.policy(), nil, r.onRetry("delete", key), func(ctx context.Context) error { return r.b.Delete(ctx, key) })
 }

@@ -32,9 +32,11 @@ type s3Backend struct {
 	prefix   string // "" or "p/" (with the slash)
 	partSize int64
 	conc     int
-	// partPolicy is the retry policy of one part upload (set by the
-	// retrying wrapper, so part retries are counted and bounded alike).
-	partPolicy func(op, key string) retryPolicy
+	// partPolicy and partOnRetry are the retry policy of one part upload
+	// (set by the retrying wrapper, so part retries are counted and
+	// bounded alike; until ctx ends without it).
+	partPolicy  RetryPolicy
+	partOnRetry func(op, key string) func(attempt int, err error)
 }
 
 var _ Backend = (*s3Backend)(nil)
@@ -103,7 +105,8 @@ func newS3Backend(ctx context.Context, bucket, prefix string, opts BackendOption
 	if prefix != "" {
 		prefix += "/"
 	}
-	return &s3Backend{client: client, bucket: bucket, prefix: prefix, partSize: opts.PartSize, conc: opts.Concurrency}, nil
+	return &s3Backend{client: client, bucket: bucket, prefix: prefix, partSize: opts.PartSize, conc: opts.Concurrency,
+		partPolicy: RetryPolicy{MaxElapsed: -1, Initial: retryBase, Max: retryCap}}, nil
 }
 
 func (b *s3Backend) Put(ctx context.Context, key string, body []byte) error {
@@ -176,11 +179,11 @@ func (b *s3Backend) putMultipart(ctx context.Context, key string, body []byte, i
 			// Parts are retried here individually: one lost part must not
 			// restart the whole object.
 			var out *s3.UploadPartOutput
-			policy := retryPolicy{}
-			if b.partPolicy != nil {
-				policy = b.partPolicy("put part", key)
+			var onRetry func(int, error)
+			if b.partOnRetry != nil {
+				onRetry = b.partOnRetry("put part", key)
 			}
-			err := retryLoop(pctx, policy, func() error {
+			err := retryLoop(pctx, b.partPolicy, nil, onRetry, func(pctx context.Context) error {
 				var err error
 				out, err = b.client.UploadPart(pctx, &s3.UploadPartInput{
 					Bucket: aws.String(b.bucket), Key: k, UploadId: id,

@@ -454,6 +454,10 @@ func (ar *Archiver) buildLoop(ctx context.Context, from uint64, in <-chan *archi
 	}
 }
 
+// storeBackoff spaces the upload loop's own retries, which never give up:
+// from 50 ms up to 5 s.
+var storeBackoff = archive.RetryPolicy{Initial: 50 * time.Millisecond, Max: 5 * time.Second}
+
 func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *archive.EncodedSegment) error {
 	for enc := range in {
 		var m archive.SegmentManifest
@@ -470,7 +474,7 @@ func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *arch
 				return err
 			}
 			ar.noteError("store object", enc.Manifest.Key, attempt, err)
-			if err := sleepCtx(ctx, archive.Backoff(attempt)); err != nil {
+			if err := sleepCtx(ctx, storeBackoff.Backoff(attempt)); err != nil {
 				return err
 			}
 		}
@@ -483,7 +487,7 @@ func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *arch
 				return ctx.Err()
 			}
 			ar.noteError("advance checkpoint", CheckpointName, attempt, err)
-			if err := sleepCtx(ctx, archive.Backoff(attempt)); err != nil {
+			if err := sleepCtx(ctx, storeBackoff.Backoff(attempt)); err != nil {
 				return err
 			}
 		}

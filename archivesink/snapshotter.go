@@ -340,7 +340,7 @@ func (s *Snapshotter) snapshot(ctx context.Context) (SnapshotInfo, error) {
 	defer os.RemoveAll(tmp)
 	f := filepath.Join(tmp, "snapshot.db")
 	if err := replica.Snapshot(ctx, s.path, f); err != nil {
-		return SnapshotInfo{}, err
+		return SnapshotInfo{}, fmt.Errorf("pitr: %w", err)
 	}
 	st, err := replica.ReadState(ctx, "sqlite://"+f)
 	if err != nil {

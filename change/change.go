@@ -344,6 +344,14 @@ func FormatSourceLSN(lsn uint64) string {
 	return fmt.Sprintf("%X/%X", uint32(lsn>>32), uint32(lsn))
 }
 
+// AppendSourceLSN appends lsn to dst as FormatSourceLSN formats it, without
+// its allocations (the encoders call it once per transaction).
+func AppendSourceLSN(dst []byte, lsn uint64) []byte {
+	dst = appendHexUpper(dst, lsn>>32)
+	dst = append(dst, '/')
+	return appendHexUpper(dst, lsn&0xffffffff)
+}
+
 // ParseSourceLSN parses the "X/Y" form of a Postgres LSN: two groups of 1 to
 // 8 hex digits (either case).
 func ParseSourceLSN(s string) (uint64, error) {

@@ -2,6 +2,7 @@ package change
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -175,5 +176,13 @@ func TestRowLookup(t *testing.T) {
 	c := Change{Types: []ColumnType{{"id", "int8"}}}
 	if typ, ok := c.TypeOf("id"); !ok || typ != "int8" {
 		t.Errorf("TypeOf(id) = %q, %v", typ, ok)
+	}
+}
+
+func TestAppendSourceLSNMatchesFormat(t *testing.T) {
+	for _, lsn := range []uint64{0, 1, 0xf, 0x10, 0x16B3748, 0x1_0000_0000, 0xABCDEF01_23456789, math.MaxUint64} {
+		if got, want := string(AppendSourceLSN([]byte("x"), lsn)), "x"+FormatSourceLSN(lsn); got != want {
+			t.Errorf("AppendSourceLSN(%#x) = %q, want %q", lsn, got, want)
+		}
 	}
 }

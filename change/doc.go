@@ -28,7 +28,7 @@
 //   - Safe decoding. DecodeRecord never panics, never reads outside its
 //     input and checks every length against the remaining bytes before
 //     allocating. Any malformed record is a *DecodeError with the byte
-//     offset, wrapping ErrCorrupt (ErrUnsupportedVersion for a newer
+//     offset, wrapping walerr.ErrCorruption (ErrUnsupportedVersion for a newer
 //     format). It does not apply Change.Validate, so a record is never
 //     unreadable because of what its change says.
 //   - JSON round trip. For a valid change, the dump form (AppendDumpJSON)

@@ -4,14 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/walship/walship/walerr"
 )
 
 // Sentinel errors. Test for them with errors.Is; the concrete errors are
-// *DecodeError and *InvalidError, which carry where the problem is.
+// *DecodeError and *InvalidError, which carry where the problem is. A
+// *DecodeError about bytes that are not a well-formed record of a
+// supported version wraps walerr.ErrCorruption, walship's one corruption
+// marker.
 var (
-	// ErrCorrupt is wrapped by every *DecodeError about bytes that are not
-	// a well-formed record of a supported version.
-	ErrCorrupt = errors.New("change: corrupt record")
 	// ErrUnsupportedVersion is wrapped by a *DecodeError whose record
 	// starts with a format version newer than this build reads: the record
 	// may be intact, but a newer walship wrote it.
@@ -29,18 +31,23 @@ type DecodeError struct {
 	// Reason says what is wrong, e.g. "string length 300 exceeds the 5
 	// remaining bytes".
 	Reason string
-	// Err is ErrCorrupt or ErrUnsupportedVersion; nil means ErrCorrupt.
+	// Err is walerr.ErrCorruption or ErrUnsupportedVersion; nil means
+	// walerr.ErrCorruption.
 	Err error
 }
 
 func (e *DecodeError) Error() string {
-	return fmt.Sprintf("%v at offset %d: %s", e.Unwrap(), e.Offset, e.Reason)
+	what := "change: corrupt record"
+	if e.Err != nil && e.Err != walerr.ErrCorruption {
+		what = e.Err.Error()
+	}
+	return fmt.Sprintf("%s at offset %d: %s", what, e.Offset, e.Reason)
 }
 
-// Unwrap returns e.Err, or ErrCorrupt when e.Err is nil.
+// Unwrap returns e.Err, or walerr.ErrCorruption when e.Err is nil.
 func (e *DecodeError) Unwrap() error {
 	if e.Err == nil {
-		return ErrCorrupt
+		return walerr.ErrCorruption
 	}
 	return e.Err
 }

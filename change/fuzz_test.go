@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/walship/walship/walerr"
 )
 
 // FuzzDecodeRecord checks that DecodeRecord never panics, reports only
@@ -28,8 +30,8 @@ func FuzzDecodeRecord(f *testing.F) {
 		hdr, c, err := DecodeRecord(b)
 		if err != nil {
 			var de *DecodeError
-			if !errors.As(err, &de) || !(errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupportedVersion)) {
-				t.Fatalf("DecodeRecord error %#v: want a *DecodeError wrapping ErrCorrupt or ErrUnsupportedVersion", err)
+			if !errors.As(err, &de) || !(errors.Is(err, walerr.ErrCorruption) || errors.Is(err, ErrUnsupportedVersion)) {
+				t.Fatalf("DecodeRecord error %#v: want a *DecodeError wrapping walerr.ErrCorruption or ErrUnsupportedVersion", err)
 			}
 			if de.Offset < 0 || de.Offset > len(b) {
 				t.Fatalf("DecodeRecord error offset %d outside the %d-byte input", de.Offset, len(b))

@@ -232,9 +232,7 @@ func AppendDumpJSON(dst []byte, d DumpLine) []byte {
 	dst = strconv.AppendUint(dst, d.Header.XID, 10)
 	if lsn := d.Header.SourceLSN; lsn != 0 {
 		dst = append(dst, `,"source_lsn":"`...)
-		dst = appendHexUpper(dst, lsn>>32)
-		dst = append(dst, '/')
-		dst = appendHexUpper(dst, lsn&0xffffffff)
+		dst = AppendSourceLSN(dst, lsn)
 		dst = append(dst, '"')
 	}
 	if t := d.Header.SourceCommitTime; !t.IsZero() {

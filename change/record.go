@@ -226,7 +226,7 @@ func stringLen(s string) int  { return uvarintLen(uint64(len(s))) + len(s) }
 // Every length is checked against the bytes that remain before anything is
 // allocated, so the memory used is bounded by a small multiple of len(b).
 // The decoded strings share one copy of b; b is not retained. Errors are
-// *DecodeError wrapping ErrCorrupt (or ErrUnsupportedVersion for a record
+// *DecodeError wrapping walerr.ErrCorruption (or ErrUnsupportedVersion for a record
 // of a newer format); the Offset says where in b the bad element starts.
 //
 // DecodeRecord checks the structure (lengths, flags, kinds, value

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/walship/walship/walerr"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -102,8 +104,8 @@ func TestDecodeRecordTruncated(t *testing.T) {
 		for n := 0; n < len(rec); n += step {
 			_, _, err := DecodeRecord(rec[:n])
 			var de *DecodeError
-			if !errors.As(err, &de) || !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("%s: DecodeRecord(first %d of %d bytes) = %v, want a *DecodeError wrapping ErrCorrupt", s.name, n, len(rec), err)
+			if !errors.As(err, &de) || !errors.Is(err, walerr.ErrCorruption) {
+				t.Fatalf("%s: DecodeRecord(first %d of %d bytes) = %v, want a *DecodeError wrapping walerr.ErrCorruption", s.name, n, len(rec), err)
 			}
 			if de.Offset < 0 || de.Offset > n {
 				t.Fatalf("%s: offset %d outside the %d-byte input", s.name, de.Offset, n)
@@ -121,30 +123,30 @@ func TestDecodeRecordCorrupt(t *testing.T) {
 		reason string
 		err    error
 	}{
-		{"empty", "", 0, "empty record", ErrCorrupt},
-		{"version 0", "00 00", 0, "format version 0", ErrCorrupt},
+		{"empty", "", 0, "empty record", walerr.ErrCorruption},
+		{"version 0", "00 00", 0, "format version 0", walerr.ErrCorruption},
 		{"version 2", "02 00 74 00 00", 0, "format version 2 (this build reads 1)", ErrUnsupportedVersion},
-		{"no flags", "01", 1, "unexpected end of record", ErrCorrupt},
-		{"unknown flags", "01 40 74 00 00", 1, "unknown flags 0x40", ErrCorrupt},
-		{"unknown header flags", "01 01 08 00 74 00 00", 2, "unknown header flags 0x08", ErrCorrupt},
-		{"varint overflow", "01 01 00 ffffffffffffffffffff01", 3, "varint overflows 64 bits", ErrCorrupt},
-		{"commit nsec", "01 01 02 00 02 80a8d6b907 74 00 00", 4, "commit time nanoseconds 2000000000 out of range", ErrCorrupt},
-		{"zero commit time", "01 01 02 00 ffdb8ff9ce03 00 74 00 00", 4, "zero commit time flagged as present", ErrCorrupt},
-		{"string too long", "01 00 74 05 61 62", 3, "length 5 exceeds the 2 remaining bytes", ErrCorrupt},
-		{"huge string", "01 00 74 ffffffffffffffffff01", 3, "length 18446744073709551615 exceeds the 0 remaining bytes", ErrCorrupt},
-		{"huge column count", "01 08 63 00 00 ffffffff0f", 5, "column count 4294967295 exceeds what the 0 remaining bytes can hold", ErrCorrupt},
-		{"huge array", "01 08 63 00 00 01 01 61 09 ffffffff0f 00 00", 9, "array element count 4294967295 exceeds what the 2 remaining bytes can hold", ErrCorrupt},
-		{"unknown kind", "01 08 63 00 00 01 01 61 0b", 8, "unknown value kind 11", ErrCorrupt},
-		{"bool byte", "01 08 63 00 00 01 01 61 01 02", 9, "bool byte 0x02", ErrCorrupt},
-		{"short float", "01 08 63 00 00 01 01 61 03 00000000", 9, "unexpected end of record in float", ErrCorrupt},
-		{"bad numeric", "01 08 63 00 00 01 01 61 04 02 2e35", 8, `invalid numeric ".5"`, ErrCorrupt},
-		{"json not compact", "01 08 63 00 00 01 01 61 08 04 5b 31 20 5d", 8, "JSON value is not valid, compact JSON in UTF-8", ErrCorrupt},
-		{"json lone surrogate", "01 08 63 00 00 01 01 61 08 08 22 5c 75 64 38 30 30 22", 8, "JSON value is not valid, compact JSON in UTF-8", ErrCorrupt},
-		{"json invalid", "01 08 63 00 00 01 01 61 08 02 5b 31", 8, "JSON value is not valid, compact JSON in UTF-8", ErrCorrupt},
-		{"timestamp nsec", "01 08 63 00 00 01 01 61 07 00 80a8d6b907", 8, "timestamp 0.2000000000 out of range", ErrCorrupt},
-		{"timestamp year", "01 08 63 00 00 01 01 61 07 8086a2ffdf0e 00", 8, "timestamp 253402300800.000000000 out of range", ErrCorrupt},
-		{"unknown message flags", "01 20 6d 00 00 02 00 00", 5, "unknown message flags 0x02", ErrCorrupt},
-		{"trailing", "01 00 74 00 00 00", 5, "1 trailing bytes", ErrCorrupt},
+		{"no flags", "01", 1, "unexpected end of record", walerr.ErrCorruption},
+		{"unknown flags", "01 40 74 00 00", 1, "unknown flags 0x40", walerr.ErrCorruption},
+		{"unknown header flags", "01 01 08 00 74 00 00", 2, "unknown header flags 0x08", walerr.ErrCorruption},
+		{"varint overflow", "01 01 00 ffffffffffffffffffff01", 3, "varint overflows 64 bits", walerr.ErrCorruption},
+		{"commit nsec", "01 01 02 00 02 80a8d6b907 74 00 00", 4, "commit time nanoseconds 2000000000 out of range", walerr.ErrCorruption},
+		{"zero commit time", "01 01 02 00 ffdb8ff9ce03 00 74 00 00", 4, "zero commit time flagged as present", walerr.ErrCorruption},
+		{"string too long", "01 00 74 05 61 62", 3, "length 5 exceeds the 2 remaining bytes", walerr.ErrCorruption},
+		{"huge string", "01 00 74 ffffffffffffffffff01", 3, "length 18446744073709551615 exceeds the 0 remaining bytes", walerr.ErrCorruption},
+		{"huge column count", "01 08 63 00 00 ffffffff0f", 5, "column count 4294967295 exceeds what the 0 remaining bytes can hold", walerr.ErrCorruption},
+		{"huge array", "01 08 63 00 00 01 01 61 09 ffffffff0f 00 00", 9, "array element count 4294967295 exceeds what the 2 remaining bytes can hold", walerr.ErrCorruption},
+		{"unknown kind", "01 08 63 00 00 01 01 61 0b", 8, "unknown value kind 11", walerr.ErrCorruption},
+		{"bool byte", "01 08 63 00 00 01 01 61 01 02", 9, "bool byte 0x02", walerr.ErrCorruption},
+		{"short float", "01 08 63 00 00 01 01 61 03 00000000", 9, "unexpected end of record in float", walerr.ErrCorruption},
+		{"bad numeric", "01 08 63 00 00 01 01 61 04 02 2e35", 8, `invalid numeric ".5"`, walerr.ErrCorruption},
+		{"json not compact", "01 08 63 00 00 01 01 61 08 04 5b 31 20 5d", 8, "JSON value is not valid, compact JSON in UTF-8", walerr.ErrCorruption},
+		{"json lone surrogate", "01 08 63 00 00 01 01 61 08 08 22 5c 75 64 38 30 30 22", 8, "JSON value is not valid, compact JSON in UTF-8", walerr.ErrCorruption},
+		{"json invalid", "01 08 63 00 00 01 01 61 08 02 5b 31", 8, "JSON value is not valid, compact JSON in UTF-8", walerr.ErrCorruption},
+		{"timestamp nsec", "01 08 63 00 00 01 01 61 07 00 80a8d6b907", 8, "timestamp 0.2000000000 out of range", walerr.ErrCorruption},
+		{"timestamp year", "01 08 63 00 00 01 01 61 07 8086a2ffdf0e 00", 8, "timestamp 253402300800.000000000 out of range", walerr.ErrCorruption},
+		{"unknown message flags", "01 20 6d 00 00 02 00 00", 5, "unknown message flags 0x02", walerr.ErrCorruption},
+		{"trailing", "01 00 74 00 00 00", 5, "1 trailing bytes", walerr.ErrCorruption},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/walerr"
 )
 
 const (
@@ -47,23 +48,14 @@ var (
 	ErrInvalidName = errors.New("checkpoint: invalid name")
 	// ErrPayloadTooLarge is returned (wrapped) for a payload over MaxPayload.
 	ErrPayloadTooLarge = errors.New("checkpoint: payload too large")
-	// ErrCorrupt matches every *CorruptError with errors.Is.
-	ErrCorrupt = errors.New("checkpoint: corrupt file")
 )
 
-// CorruptError reports a checkpoint file that cannot be trusted. Open returns
-// it (possibly several, joined) rather than skip the file.
-type CorruptError struct {
-	Path   string // the file
-	Reason string // what is wrong with it
+// corrupt reports a checkpoint file that cannot be trusted (Object: its
+// path). Open returns it (possibly several, joined) rather than skip the
+// file.
+func corrupt(path, reason string) error {
+	return &walerr.CorruptionError{Component: "checkpoint", Object: path, Offset: -1, Reason: reason}
 }
-
-func (e *CorruptError) Error() string {
-	return fmt.Sprintf("checkpoint: corrupt file %s: %s", e.Path, e.Reason)
-}
-
-// Is reports whether target is ErrCorrupt.
-func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 
 // Checkpoint is one name's durable position.
 type Checkpoint struct {
@@ -112,7 +104,7 @@ type Store struct {
 // Open reads every checkpoint in dir (creating dir if it does not exist),
 // removes temporary files left by an interrupted write, and returns a Store
 // on which every name with a checkpoint is registered. It fails with a
-// *CorruptError (several joined by errors.Join if several files are
+// *walerr.CorruptionError (several joined by errors.Join if several files are
 // corrupt; errors.As finds the first) if any checkpoint file is damaged, and
 // with a wrapped I/O error if dir cannot be read. ctx is checked between
 // files.
@@ -166,8 +158,7 @@ func Open(ctx context.Context, fsys vfs.FS, dir string, opts Options) (*Store, e
 				continue
 			}
 			c, err := readFile(fsys, path, name)
-			var ce *CorruptError
-			if errors.As(err, &ce) {
+			if errors.Is(err, walerr.ErrCorruption) {
 				corrupt = append(corrupt, err)
 				continue
 			}
@@ -203,7 +194,7 @@ func readFile(fsys vfs.FS, path, name string) (Checkpoint, error) {
 		return Checkpoint{}, fmt.Errorf("checkpoint: read %s: %w", path, err)
 	}
 	if size > maxFileLen {
-		return Checkpoint{}, &CorruptError{Path: path, Reason: fmt.Sprintf("file is %d bytes, more than the largest record (%d)", size, maxFileLen)}
+		return Checkpoint{}, corrupt(path, fmt.Sprintf("file is %d bytes, more than the largest record (%d)", size, maxFileLen))
 	}
 	buf := make([]byte, size)
 	n, err := f.ReadAt(buf, 0)
@@ -212,10 +203,10 @@ func readFile(fsys vfs.FS, path, name string) (Checkpoint, error) {
 	}
 	c, err := decode(buf)
 	if err != nil {
-		return Checkpoint{}, &CorruptError{Path: path, Reason: err.Error()}
+		return Checkpoint{}, corrupt(path, err.Error())
 	}
 	if c.Name != name {
-		return Checkpoint{}, &CorruptError{Path: path, Reason: fmt.Sprintf("record is for name %q, not %q", c.Name, name)}
+		return Checkpoint{}, corrupt(path, fmt.Sprintf("record is for name %q, not %q", c.Name, name))
 	}
 	return c, nil
 }

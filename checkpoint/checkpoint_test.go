@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/walerr"
 )
 
 const dir = "/wal/ckpt"
@@ -285,7 +286,7 @@ func TestCorrupt(t *testing.T) {
 	tests := []struct {
 		name   string
 		mutate func([]byte) []byte
-		reason string // substring of CorruptError.Reason
+		reason string // substring of CorruptionError.Reason
 	}{
 		{"flip magic", flip(0), "magic"},
 		{"flip version", flip(4), "checksum"},
@@ -336,18 +337,18 @@ func TestCorrupt(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err = Open(t.Context(), cfs, dir, Options{})
-			var ce *CorruptError
+			var ce *walerr.CorruptionError
 			if !errors.As(err, &ce) {
-				t.Fatalf("Open: got %v, want *CorruptError", err)
+				t.Fatalf("Open: got %v, want *walerr.CorruptionError", err)
 			}
-			if !errors.Is(err, ErrCorrupt) {
-				t.Errorf("errors.Is(%v, ErrCorrupt) = false", err)
+			if !errors.Is(err, walerr.ErrCorruption) {
+				t.Errorf("errors.Is(%v, walerr.ErrCorruption) = false", err)
 			}
-			if ce.Path != path {
-				t.Errorf("CorruptError.Path = %q, want %q", ce.Path, path)
+			if ce.Object != path {
+				t.Errorf("CorruptionError.Object = %q, want %q", ce.Object, path)
 			}
 			if !strings.Contains(ce.Reason, tt.reason) {
-				t.Errorf("CorruptError.Reason = %q, want it to mention %q", ce.Reason, tt.reason)
+				t.Errorf("CorruptionError.Reason = %q, want it to mention %q", ce.Reason, tt.reason)
 			}
 			if !strings.Contains(err.Error(), path) {
 				t.Errorf("error %q does not name the file", err)

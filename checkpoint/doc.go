@@ -20,7 +20,7 @@
 //   - Forward only. Set refuses to move a position backward (ErrBackward);
 //     SetBackward and Reset do so explicitly.
 //   - Corruption is loud. Open reads back every checkpoint and fails with a
-//     *CorruptError naming the file if any record is damaged; it never skips
+//     *walerr.CorruptionError naming the file if any record is damaged; it never skips
 //     one, since a lost checkpoint would silently lower the watermark (or, for
 //     a consumer, replay from the start). An operator who accepts the loss
 //     deletes the named file.

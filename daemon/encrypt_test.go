@@ -17,6 +17,7 @@ import (
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
+	"github.com/walship/walship/walerr"
 )
 
 // TestEncryptedArchive: with archive.encryption_key_file set, no archive
@@ -93,7 +94,7 @@ func TestEncryptedArchive(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), key.ID) {
 		t.Fatalf("restore without the key: %v; want an error naming key id %s", err, key.ID)
 	}
-	if errors.Is(err, archive.ErrCorrupt) {
+	if errors.Is(err, walerr.ErrCorruption) {
 		t.Fatalf("a missing key reported as corruption: %v", err)
 	}
 }

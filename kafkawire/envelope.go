@@ -2,7 +2,6 @@ package kafkawire
 
 import (
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
 // Header keys carried by every record (values are decimal text, except the
@@ -24,8 +24,10 @@ const (
 // Version is source.version in the envelope.
 const Version = "walship-1"
 
-// ErrMalformed is wrapped by every error of Decode.
-var ErrMalformed = errors.New("kafkawire: malformed record")
+// ErrMalformed is wrapped by every error of Decode. It is a kind of
+// corruption: errors.Is(err, walerr.ErrCorruption) holds for those errors
+// too.
+var ErrMalformed = walerr.Kind("kafkawire: malformed record")
 
 // Encoder builds the key and value of records. It is not safe for
 // concurrent use; its buffers are reused only through the slices it returns
@@ -117,7 +119,7 @@ func (e *Encoder) txnParts(t *change.Committed) *txnCache {
 	b = strconv.AppendUint(b, h.XID, 10)
 	if h.SourceLSN != 0 {
 		b = append(b, `,"source_lsn":"`...)
-		b = appendSourceLSN(b, h.SourceLSN)
+		b = change.AppendSourceLSN(b, h.SourceLSN)
 		b = append(b, '"')
 	}
 	if !h.SourceCommitTime.IsZero() {
@@ -392,29 +394,6 @@ func appendValue(dst, desc []byte, v change.Value) (_, _ []byte, natural bool) {
 		return dst, append(desc, ']'), false
 	}
 	panic(fmt.Sprintf("kafkawire: unknown value kind %v", v.Kind()))
-}
-
-// appendSourceLSN appends lsn as change.FormatSourceLSN does ("%X/%X"),
-// without its allocations.
-func appendSourceLSN(dst []byte, lsn uint64) []byte {
-	dst = appendUpperHex(dst, uint32(lsn>>32))
-	dst = append(dst, '/')
-	return appendUpperHex(dst, uint32(lsn))
-}
-
-func appendUpperHex(dst []byte, v uint32) []byte {
-	const upper = "0123456789ABCDEF"
-	var buf [8]byte
-	i := len(buf)
-	for {
-		i--
-		buf[i] = upper[v&0xf]
-		v >>= 4
-		if v == 0 {
-			break
-		}
-	}
-	return append(dst, buf[i:]...)
 }
 
 // appendString appends s as a JSON string (change's escaping: invalid

@@ -3,13 +3,13 @@ package kafkawire
 import (
 	"errors"
 	"fmt"
-	"math"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/walerr"
 )
 
 // TestEncodeDecodeEveryKind encodes changes with every value kind and
@@ -99,8 +99,8 @@ func TestDecodeRejectsMalformed(t *testing.T) {
 	} {
 		if _, err := Decode(r); err == nil {
 			t.Errorf("%s: no error", name)
-		} else if !errorsIs(err, ErrMalformed) {
-			t.Errorf("%s: %v does not wrap ErrMalformed", name, err)
+		} else if !errorsIs(err, ErrMalformed) || !errorsIs(err, walerr.ErrCorruption) {
+			t.Errorf("%s: %v does not wrap ErrMalformed and walerr.ErrCorruption", name, err)
 		}
 	}
 }
@@ -145,14 +145,6 @@ func equalU(a, b []uint64) bool {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
-
-func TestAppendSourceLSNMatchesFormat(t *testing.T) {
-	for _, lsn := range []uint64{0, 1, 0xf, 0x10, 0x16B3748, 0x1_0000_0000, 0xABCDEF01_23456789, math.MaxUint64} {
-		if got, want := string(appendSourceLSN(nil, lsn)), change.FormatSourceLSN(lsn); got != want {
-			t.Errorf("appendSourceLSN(%#x) = %q, want %q", lsn, got, want)
-		}
-	}
-}
 
 // The encoder keeps the per-transaction parts of the envelope of the last
 // transaction: reused over a stream of transactions (consecutive ones

@@ -119,16 +119,11 @@ func (b *txnBuf) close() {
 	b.changes = nil
 }
 
-// streamAppender is the WAL's whole-transaction streaming append
-// (wal.WAL.AppendStream): it holds the log exclusively while next yields the
-// changes and never exposes part of a transaction.
-type streamAppender interface {
-	AppendStream(ctx context.Context, hdr change.TxHeader, next func() (*change.Change, error)) (wal.Ticket, error)
-}
-
 // appendTo queues the transaction in w without waiting for durability. A
-// spilled transaction is streamed from its file through AppendStream when
-// the WAL has it; otherwise it is read back into memory first.
+// spilled transaction is streamed from its file through w.AppendStream,
+// which holds the log exclusively while next yields the changes and never
+// exposes part of a transaction, so it is never read back into memory
+// whole.
 func (b *txnBuf) appendTo(ctx context.Context, w *wal.WAL) (wal.Ticket, error) {
 	if b.spill == nil {
 		txn := change.Txn{Header: b.hdr, Changes: b.changes}
@@ -167,21 +162,5 @@ func (b *txnBuf) appendTo(ctx context.Context, w *wal.WAL) (wal.Ticket, error) {
 		}
 		return &c, nil
 	}
-	if sa, ok := any(w).(streamAppender); ok {
-		return sa.AppendStream(ctx, b.hdr, next)
-	}
-	// No streaming append in this WAL: the transaction must be whole in
-	// memory once.
-	txn := change.Txn{Header: b.hdr, Changes: make([]change.Change, 0, b.n)}
-	for {
-		c, err := next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return wal.Ticket{}, err
-		}
-		txn.Changes = append(txn.Changes, *c)
-	}
-	return w.AppendAsync(ctx, &txn)
+	return w.AppendStream(ctx, b.hdr, next)
 }

@@ -13,8 +13,8 @@ import (
 
 // ArchiveSource is the Source of an *archive.Archive: it converts the
 // catalog to manifests-only planning input and classifies the archive's
-// errors (archive.ErrNotFound → ErrMissing, archive.ErrCorrupt →
-// ErrCorrupt). Objects are looked up by the manifests of the last Catalog
+// errors (archive.ErrNotFound → ErrMissing; a corrupt object already
+// satisfies errors.Is(err, walerr.ErrCorruption)). Objects are looked up by the manifests of the last Catalog
 // call. Safe for concurrent use.
 type ArchiveSource struct {
 	a  *archive.Archive
@@ -139,8 +139,6 @@ func classify(err error) error {
 		return nil
 	case errors.Is(err, archive.ErrNotFound):
 		return fmt.Errorf("%w: %w", ErrMissing, err)
-	case errors.Is(err, archive.ErrCorrupt):
-		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return err
 }

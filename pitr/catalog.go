@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
 // Segment is what planning needs of one archived segment object: its
@@ -76,7 +77,7 @@ type LineageParent struct {
 // *archive.Archive.
 //
 // Errors must be classified: errors.Is(err, ErrMissing) for an object that
-// does not exist, errors.Is(err, ErrCorrupt) for one whose checksum or
+// does not exist, errors.Is(err, walerr.ErrCorruption) for one whose checksum or
 // content is wrong; every other error is taken as transient and retried.
 type Source interface {
 	Catalog(ctx context.Context) (*Catalog, error)
@@ -101,8 +102,6 @@ var (
 	ErrHole = errors.New("pitr: hole in the archive")
 	// ErrMissing: a manifest names an object that does not exist.
 	ErrMissing = errors.New("pitr: archive object missing")
-	// ErrCorrupt: an object's checksum or content is wrong.
-	ErrCorrupt = errors.New("pitr: archive object corrupt")
 	// ErrUnreadable: the catalog could not be listed, or an object could
 	// not be fetched before the retry policy gave up (transient errors):
 	// nothing is known to be wrong with the archive.
@@ -126,7 +125,7 @@ func (e *HoleError) Error() string {
 func (e *HoleError) Is(target error) bool { return target == ErrHole }
 
 // ObjectError is a failure of one archive object; it wraps the cause,
-// which is ErrMissing, ErrCorrupt or a transient error that retries did not
+// which is ErrMissing, walerr.ErrCorruption or a transient error that retries did not
 // overcome.
 type ObjectError struct {
 	Key string
@@ -139,6 +138,6 @@ func (e *ObjectError) Unwrap() error { return e.Err }
 
 // permanent reports whether retrying err cannot help.
 func permanent(err error) bool {
-	return errors.Is(err, ErrMissing) || errors.Is(err, ErrCorrupt) ||
+	return errors.Is(err, ErrMissing) || errors.Is(err, walerr.ErrCorruption) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

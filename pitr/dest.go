@@ -12,6 +12,7 @@ import (
 	_ "modernc.org/sqlite" // driver "sqlite", to settle a restored file
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/internal/fsutil"
 	"github.com/walship/walship/replica"
 )
 
@@ -133,7 +134,7 @@ func restoreSQLite(ctx context.Context, src Source, plan *Plan, path string, opt
 		return res, fmt.Errorf("pitr: %w", err)
 	}
 	done = true
-	return res, syncDir(filepath.Dir(path))
+	return res, fsutil.SyncDir(filepath.Dir(path))
 }
 
 // settleSQLite checkpoints the file's WAL into it and leaves it a single
@@ -181,15 +182,6 @@ func moveFile(src, dst string) error {
 	return out.Close()
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // ReplicaPosition returns the position of the replica at url and whether
 // it exists (a SQLite file that does not exist is at 0 and does not; a
 // PostgreSQL database always exists once reachable).
@@ -221,36 +213,4 @@ func FollowURL(ctx context.Context, src Source, url string, opts FollowOptions) 
 	}
 	defer app.Close()
 	return Follow(ctx, src, app, opts)
-}
-
-// snapshotSQLite writes a consistent copy of the SQLite replica file src to
-// the new file dst (VACUUM INTO, which reads one committed state, so the
-// walship_applied row matches the data; it does not block a writer in WAL
-// mode), fsynced with its directory. It is replica.Snapshot's job; this
-// local copy exists because replica.Snapshot currently opens its source
-// with query_only, which makes SQLite refuse VACUUM INTO.
-func snapshotSQLite(ctx context.Context, src, dst string) error {
-	if _, err := os.Lstat(dst); err == nil {
-		return fmt.Errorf("pitr: snapshot destination %s exists", dst)
-	}
-	db, err := sql.Open("sqlite", "file:"+src+"?_busy_timeout=10000")
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, dst); err != nil {
-		os.Remove(dst)
-		return fmt.Errorf("pitr: snapshot of %s into %s: %w", src, dst, err)
-	}
-	f, err := os.Open(dst)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("pitr: fsync %s: %w", dst, err)
-	}
-	return syncDir(filepath.Dir(dst))
 }

@@ -28,8 +28,10 @@
 //     or changed (unless Options.StreamVerify).
 //   - Transient is not missing. Only the backend's not-found means
 //     missing; every other fetch error is retried with backoff
-//     (RetryPolicy) and, if it outlasts the policy, fails the restore
-//     (ErrUnreadable) — never taken for the end of the archive.
+//     (Options.Retry, an archive.RetryPolicy: 2 minutes by default, a
+//     bound the archive backend's own retries keep too) and, if it
+//     outlasts the policy, fails the restore (ErrUnreadable) — never
+//     taken for the end of the archive.
 //   - Bounded, parallel, ordered. Segments are fetched and decoded by
 //     Options.Parallel workers at most Options.Window objects ahead of the
 //     applier, and applied strictly in LSN order, in batches that each

@@ -165,7 +165,7 @@ func archiveTxns(t testing.TB, a *archive.Archive, lineage string, txns []change
 		dir := t.TempDir()
 		buildReplica(t, "sqlite://"+filepath.Join(dir, "replica.db"), txns[:k+1])
 		f := filepath.Join(dir, "snap.db")
-		if err := snapshotSQLite(ctx, filepath.Join(dir, "replica.db"), f); err != nil {
+		if err := replica.Snapshot(ctx, filepath.Join(dir, "replica.db"), f); err != nil {
 			t.Fatal(err)
 		}
 		if err := a.PutSnapshot(ctx, lineage, txns[k].CommitLSN, txns[k].CommitTime, f); err != nil {

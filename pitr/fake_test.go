@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
 // memSource is an in-memory archive: segments built from a list of
@@ -137,7 +138,7 @@ func (m *memSource) FetchSegment(ctx context.Context, s Segment) ([]byte, error)
 	case m.missing[s.Key]:
 		return nil, fmt.Errorf("get %s: %w", s.Key, ErrMissing)
 	case m.corrupt[s.Key]:
-		return nil, fmt.Errorf("%s: checksum mismatch: %w", s.Key, ErrCorrupt)
+		return nil, fmt.Errorf("%s: checksum mismatch: %w", s.Key, walerr.ErrCorruption)
 	case m.transient[s.Key] > 0:
 		m.transient[s.Key]--
 		return nil, errors.New("503 Slow Down")
@@ -153,7 +154,7 @@ func (m *memSource) DecodeSegment(s Segment, obj []byte) ([]change.Committed, er
 	defer m.mu.Unlock()
 	txns, ok := m.txns[string(obj)]
 	if !ok {
-		return nil, fmt.Errorf("%s: %w: undecodable", s.Key, ErrCorrupt)
+		return nil, fmt.Errorf("%s: %w: undecodable", s.Key, walerr.ErrCorruption)
 	}
 	return slices.Clone(txns), nil
 }

@@ -4,70 +4,45 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
-// RetryPolicy bounds the retries of a transient fetch error. A transient
-// error is never taken for the end of the archive or for a missing object:
-// after the policy gives up the restore fails with the error.
-type RetryPolicy struct {
-	// MaxElapsed is how long one object is retried; default 2 minutes.
-	MaxElapsed time.Duration
-	// Initial and Max bound the exponential backoff (with jitter) between
-	// attempts; defaults 100 ms and 5 s.
-	Initial, Max time.Duration
-}
-
-func (p RetryPolicy) withDefaults() RetryPolicy {
-	if p.MaxElapsed <= 0 {
-		p.MaxElapsed = 2 * time.Minute
+// retry calls f with archive.Retry under policy p until it succeeds or
+// fails permanently (ErrMissing, ErrCorruption, ctx ended); every other
+// error is retried, and one that p.MaxElapsed does not see overcome is
+// ErrUnreadable, with the number of attempts. A transient error is never
+// taken for the end of the archive or for a missing object.
+func retry(ctx context.Context, p archive.RetryPolicy, f func(ctx context.Context) error) error {
+	if p.MaxElapsed < 0 {
+		p.MaxElapsed = 0 // a restore always gives up: the default
 	}
-	if p.Initial <= 0 {
-		p.Initial = 100 * time.Millisecond
-	}
-	if p.Max <= 0 {
-		p.Max = 5 * time.Second
-	}
-	return p
-}
-
-// retry calls f until it succeeds, fails permanently (ErrMissing,
-// ErrCorrupt, ctx ended) or p.MaxElapsed has passed. It returns f's last
-// error with the number of attempts.
-func retry(ctx context.Context, p RetryPolicy, f func() error) error {
-	p = p.withDefaults()
 	start := time.Now()
-	wait := p.Initial
-	for attempt := 1; ; attempt++ {
-		err := f()
-		if err == nil || permanent(err) {
-			return err
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if time.Since(start)+wait > p.MaxElapsed {
-			return fmt.Errorf("%w: transient error not overcome after %d attempts in %s: %w", ErrUnreadable, attempt, time.Since(start).Round(time.Millisecond), err)
-		}
-		d := wait/2 + rand.N(wait/2+1)
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		wait = min(2*wait, p.Max)
+	attempts := 0
+	var last error
+	err := archive.Retry(ctx, p, func(err error) bool { return !permanent(err) }, func(ctx context.Context) error {
+		attempts++
+		last = f(ctx)
+		return last
+	})
+	switch {
+	case err == nil || permanent(last):
+		return err
+	case ctx.Err() != nil:
+		return ctx.Err()
 	}
+	return fmt.Errorf("%w: transient error not overcome after %d attempts in %s: %w", ErrUnreadable, attempts, time.Since(start).Round(time.Millisecond), err)
 }
 
 // fetchRaw downloads and verifies a segment object from src, retrying
 // transient errors, and names the object in any error.
-func fetchRaw(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]byte, error) {
+func fetchRaw(ctx context.Context, src Source, p archive.RetryPolicy, s Segment) ([]byte, error) {
 	var obj []byte
-	err := retry(ctx, p, func() error {
+	err := retry(ctx, p, func(ctx context.Context) error {
 		var err error
 		obj, err = src.FetchSegment(ctx, s)
 		return err
@@ -82,10 +57,10 @@ func fetchRaw(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]byte
 func decode(src Source, s Segment, obj []byte) ([]change.Committed, error) {
 	txns, err := src.DecodeSegment(s, obj)
 	if err == nil {
-		err = checkSegment(s, txns) // ErrCorrupt
+		err = checkSegment(s, txns) // walerr.ErrCorruption
 	}
 	if err != nil {
-		if !errors.Is(err, ErrCorrupt) {
+		if !errors.Is(err, walerr.ErrCorruption) {
 			// Not the object's fault: a sealed object without its key,
 			// say. The archive cannot be read with this configuration.
 			err = fmt.Errorf("%w: %w", ErrUnreadable, err)
@@ -96,7 +71,7 @@ func decode(src Source, s Segment, obj []byte) ([]change.Committed, error) {
 }
 
 // readSegment fetches, verifies and decodes s.
-func readSegment(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]change.Committed, error) {
+func readSegment(ctx context.Context, src Source, p archive.RetryPolicy, s Segment) ([]change.Committed, error) {
 	obj, err := fetchRaw(ctx, src, p, s)
 	if err != nil {
 		return nil, err
@@ -110,22 +85,22 @@ func readSegment(ctx context.Context, src Source, p RetryPolicy, s Segment) ([]c
 // they belong to transactions aborted midway, which the log skips.
 func checkSegment(s Segment, txns []change.Committed) error {
 	if len(txns) == 0 {
-		return fmt.Errorf("%w: no transactions, manifest says LSNs %d-%d", ErrCorrupt, s.FirstLSN, s.LastLSN)
+		return fmt.Errorf("%w: no transactions, manifest says LSNs %d-%d", walerr.ErrCorruption, s.FirstLSN, s.LastLSN)
 	}
 	next := s.FirstLSN
 	for i := range txns {
 		t := &txns[i]
 		if t.FirstLSN < next || t.CommitLSN < t.FirstLSN || t.CommitLSN-t.FirstLSN+1 != uint64(len(t.Changes)) {
 			return fmt.Errorf("%w: transaction %d spans LSNs %d-%d with %d changes, expected to start at or after LSN %d",
-				ErrCorrupt, i, t.FirstLSN, t.CommitLSN, len(t.Changes), next)
+				walerr.ErrCorruption, i, t.FirstLSN, t.CommitLSN, len(t.Changes), next)
 		}
 		next = t.CommitLSN + 1
 	}
 	if next-1 != s.LastLSN {
-		return fmt.Errorf("%w: transactions end at LSN %d, manifest says %d", ErrCorrupt, next-1, s.LastLSN)
+		return fmt.Errorf("%w: transactions end at LSN %d, manifest says %d", walerr.ErrCorruption, next-1, s.LastLSN)
 	}
 	if s.Txns != 0 && len(txns) != s.Txns {
-		return fmt.Errorf("%w: %d transactions, manifest says %d", ErrCorrupt, len(txns), s.Txns)
+		return fmt.Errorf("%w: %d transactions, manifest says %d", walerr.ErrCorruption, len(txns), s.Txns)
 	}
 	return nil
 }

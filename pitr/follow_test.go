@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/walship/walship/walerr"
 )
 
 // TestFollowWaitsForHolesAndAppliesInOrder publishes segments out of order
@@ -77,7 +79,7 @@ func TestFollowStopsOnCorruption(t *testing.T) {
 	app := &fakeApplier{}
 	err := Follow(context.Background(), src, app, FollowOptions{Interval: time.Millisecond})
 	var oe *ObjectError
-	if !errors.As(err, &oe) || oe.Key != bad.Key || !errors.Is(err, ErrCorrupt) {
+	if !errors.As(err, &oe) || oe.Key != bad.Key || !errors.Is(err, walerr.ErrCorruption) {
 		t.Fatalf("Follow returned %v, want corruption of %s", err, bad.Key)
 	}
 	if app.pos != 0 {

@@ -7,6 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/walerr"
 )
 
 // Gap is a range of LSNs of a lineage that no segment holds although a
@@ -123,7 +126,7 @@ func (r *VerifyReport) Intact() bool {
 // VerifyOptions configure VerifyArchive.
 type VerifyOptions struct {
 	Parallel int // objects read at once; default 4
-	Retry    RetryPolicy
+	Retry    archive.RetryPolicy
 	TempDir  string // snapshots are downloaded here and deleted; default the system's
 	// Progress, if set, is called after each object.
 	Progress func(Progress)
@@ -175,7 +178,7 @@ func VerifyArchive(ctx context.Context, src Source, opts VerifyOptions) (*Verify
 		}
 		p := ObjectProblem{Key: key, Error: err.Error()}
 		switch {
-		case errors.Is(err, ErrCorrupt):
+		case errors.Is(err, walerr.ErrCorruption):
 			rep.Corrupt = append(rep.Corrupt, p)
 		case errors.Is(err, ErrMissing):
 			rep.Missing = append(rep.Missing, p)
@@ -216,7 +219,7 @@ func VerifyArchive(ctx context.Context, src Source, opts VerifyOptions) (*Verify
 	defer os.RemoveAll(tmp)
 	for i, s := range cat.Snapshots {
 		f := filepath.Join(tmp, "snapshot.db")
-		err := retry(ctx, opts.Retry, func() error {
+		err := retry(ctx, opts.Retry, func(ctx context.Context) error {
 			os.Remove(f)
 			return src.GetSnapshot(ctx, s, f)
 		})

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
 // Plan is a restore computed from manifests alone (plus, for an xid
@@ -150,7 +152,7 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 			continue
 		}
 		if _, last, ok := segmentKeyRange(pr.Key); !ok || last >= p.FromLSN {
-			return nil, &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", ErrCorrupt, pr.Error)}
+			return nil, &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", walerr.ErrCorruption, pr.Error)}
 		}
 	}
 	p.Segments, err = cover(lin, segs, p.FromLSN, p.rule)
@@ -295,7 +297,7 @@ func findXID(ctx context.Context, src Source, segs []Segment, xid uint64, parall
 		}
 	}
 	pf := newPrefetcher(ctx, rev, parallel, 2*parallel, func(ctx context.Context, s Segment) ([]change.Committed, error) {
-		return readSegment(ctx, src, RetryPolicy{}, s)
+		return readSegment(ctx, src, archive.RetryPolicy{}, s)
 	})
 	defer pf.Close()
 	for range rev {

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/walerr"
 )
 
 // targetsFor returns targets on, around and between the transactions of
@@ -230,7 +232,7 @@ func TestCorruptOrMissingObjectFoundBeforeAnythingIsApplied(t *testing.T) {
 		if !errors.As(err, &oe) || oe.Key != bad {
 			t.Fatalf("%s: got %v, want an ObjectError naming %s", fault, err, bad)
 		}
-		want := map[string]error{"corrupt": ErrCorrupt, "missing": ErrMissing}[fault]
+		want := map[string]error{"corrupt": walerr.ErrCorruption, "missing": ErrMissing}[fault]
 		if !errors.Is(err, want) {
 			t.Fatalf("%s: %v is not %v", fault, err, want)
 		}
@@ -254,7 +256,7 @@ func TestTransientErrorsAreRetriedNotTakenForTheEnd(t *testing.T) {
 	res, err := Execute(context.Background(), src, plan, func(ctx context.Context, f string) (Applier, error) {
 		app = &fakeApplier{}
 		return app, nil
-	}, Options{Parallel: 4, Retry: RetryPolicy{Initial: time.Millisecond, Max: 2 * time.Millisecond}})
+	}, Options{Parallel: 4, Retry: archive.RetryPolicy{Initial: time.Millisecond, Max: 2 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +269,7 @@ func TestTransientErrorsAreRetriedNotTakenForTheEnd(t *testing.T) {
 	src.transient[src.cat.Segments[3].Key] = 1 << 30
 	plan, _ = PlanRestore(context.Background(), src, Target{Kind: Latest}, PlanOptions{})
 	_, err = Execute(context.Background(), src, plan, openFake(t, txns),
-		Options{Retry: RetryPolicy{MaxElapsed: 50 * time.Millisecond, Initial: time.Millisecond}})
+		Options{Retry: archive.RetryPolicy{MaxElapsed: 50 * time.Millisecond, Initial: time.Millisecond}})
 	if !errors.Is(err, ErrUnreadable) || !strings.Contains(err.Error(), src.cat.Segments[3].Key) || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("got %v, want the transient error naming %s", err, src.cat.Segments[3].Key)
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
 )
 
@@ -49,8 +50,10 @@ type Options struct {
 	// TempDir holds the downloaded snapshot until it is used, and spooled
 	// objects; default the system's temporary directory.
 	TempDir string
-	// Retry bounds the retries of transient fetch errors.
-	Retry RetryPolicy
+	// Retry bounds the retries of transient fetch errors, per object; a
+	// zero or negative MaxElapsed is archive.DefaultRetryMaxElapsed. It
+	// also bounds the retries of the archive's backend under each fetch.
+	Retry archive.RetryPolicy
 	// Progress, if set, is called after each object is verified or
 	// applied, from the calling goroutine.
 	Progress func(Progress)
@@ -119,7 +122,7 @@ type Verified struct {
 // continuity against the manifest) and keeps every segment object of the
 // plan, opts.Parallel at a time. It applies nothing. A missing or corrupt
 // object is an *ObjectError naming its key (errors.Is ErrMissing or
-// ErrCorrupt); transient errors are retried per opts.Retry.
+// walerr.ErrCorruption); transient errors are retried per opts.Retry.
 func Verify(ctx context.Context, src Source, plan *Plan, opts Options) (*Verified, error) {
 	opts = opts.withDefaults()
 	v := &Verified{plan: plan, src: src, opts: opts, started: time.Now()}
@@ -132,7 +135,7 @@ func Verify(ctx context.Context, src Source, plan *Plan, opts Options) (*Verifie
 	if plan.Snapshot != nil {
 		v.snap = filepath.Join(v.tmp, "snapshot.db")
 		s := *plan.Snapshot
-		err := retry(ctx, opts.Retry, func() error {
+		err := retry(ctx, opts.Retry, func(ctx context.Context) error {
 			os.Remove(v.snap)
 			return src.GetSnapshot(ctx, s, v.snap)
 		})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -280,8 +279,7 @@ ORDER BY a.attnum`, pgTableName(src))
 }
 
 func (t *pgTxn) recordType(ctx context.Context, ts *tableSchema, c column) error {
-	return t.queue(ctx, `INSERT INTO walship_columns (tbl, col, type) VALUES ($1, $2, $3) ON CONFLICT (tbl, col) DO UPDATE SET type = excluded.type`,
-		[]any{ts.src.String(), c.name, c.typ.name})
+	return t.queue(ctx, pgDialect.recordType(), []any{ts.src.String(), c.name, c.typ.name})
 }
 
 func (t *pgTxn) createTable(ctx context.Context, ts *tableSchema) error {
@@ -290,26 +288,7 @@ func (t *pgTxn) createTable(ctx context.Context, ts *tableSchema) error {
 			return err
 		}
 	}
-	var b strings.Builder
-	b.WriteString("CREATE TABLE " + pgTableName(ts.src) + " (")
-	for i, c := range ts.cols {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(quoteIdent(c.name) + " " + c.typ.pg)
-	}
-	if len(ts.key) > 0 {
-		b.WriteString(", PRIMARY KEY (")
-		for i, k := range ts.key {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(quoteIdent(k))
-		}
-		b.WriteString(")")
-	}
-	b.WriteString(")")
-	if err := t.exec(ctx, b.String()); err != nil {
+	if err := t.exec(ctx, pgDialect.createTable(ts)); err != nil {
 		return err
 	}
 	for _, c := range ts.cols {
@@ -321,36 +300,28 @@ func (t *pgTxn) createTable(ctx context.Context, ts *tableSchema) error {
 }
 
 func (t *pgTxn) addColumn(ctx context.Context, ts *tableSchema, c column) error {
-	if err := t.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", pgTableName(ts.src), quoteIdent(c.name), c.typ.pg)); err != nil {
+	if err := t.exec(ctx, pgDialect.addColumn(ts, c)); err != nil {
 		return err
 	}
 	return t.recordType(ctx, ts, c)
 }
 
 func (t *pgTxn) dropColumn(ctx context.Context, ts *tableSchema, name string) error {
-	if err := t.exec(ctx, fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", pgTableName(ts.src), quoteIdent(name))); err != nil {
+	if err := t.exec(ctx, pgDialect.dropColumn(ts, name)); err != nil {
 		return err
 	}
-	return t.queue(ctx, `DELETE FROM walship_columns WHERE tbl = $1 AND col = $2`, []any{ts.src.String(), name})
+	return t.queue(ctx, pgDialect.forgetColumn(), []any{ts.src.String(), name})
 }
 
 // retypeColumn converts the column through its text form, as the source's
 // own ALTER TYPE would for compatible types.
 func (t *pgTxn) retypeColumn(ctx context.Context, ts *tableSchema, c column) error {
 	q := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::text::%s",
-		pgTableName(ts.src), quoteIdent(c.name), c.typ.pg, quoteIdent(c.name), c.typ.pg)
+		pgTableName(ts.src), quoteIdent(c.name), c.typ.pg, quoteIdent(c.name), c.typ.pg) // Postgres only: SQLite columns are not retyped
 	if err := t.exec(ctx, q); err != nil {
 		return err
 	}
 	return t.recordType(ctx, ts, c)
-}
-
-// colType returns the Postgres type a value of column name is cast to.
-func (t *pgTxn) colType(ts *tableSchema, name string) string {
-	if i := ts.index(name); i >= 0 {
-		return ts.cols[i].typ.pg
-	}
-	return "text"
 }
 
 // pgArgs converts the values of row to text parameters.
@@ -369,109 +340,21 @@ func pgArgs(args []any, ts *tableSchema, row change.Row) ([]any, error) {
 	return args, nil
 }
 
-func (t *pgTxn) param(b *strings.Builder, n int, typ string) {
-	fmt.Fprintf(b, "$%d::text::%s", n, typ)
-}
-
 func (t *pgTxn) upsert(ctx context.Context, ts *tableSchema, row change.Row) error {
 	if len(row) == 0 {
 		return t.queue(ctx, "INSERT INTO "+pgTableName(ts.src)+" DEFAULT VALUES", nil) // a table without columns
-	}
-	var b strings.Builder
-	b.WriteString("INSERT INTO " + pgTableName(ts.src) + " (")
-	for i, c := range row {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(quoteIdent(c.Name))
-	}
-	b.WriteString(") VALUES (")
-	for i, c := range row {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		t.param(&b, i+1, t.colType(ts, c.Name))
-	}
-	b.WriteString(")")
-	if len(ts.key) > 0 {
-		b.WriteString(" ON CONFLICT (")
-		for i, k := range ts.key {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(quoteIdent(k))
-		}
-		b.WriteString(") DO ")
-		n := 0
-		for _, c := range row {
-			if ts.isKey(c.Name) {
-				continue
-			}
-			if n == 0 {
-				b.WriteString("UPDATE SET ")
-			} else {
-				b.WriteString(", ")
-			}
-			n++
-			b.WriteString(quoteIdent(c.Name) + " = EXCLUDED." + quoteIdent(c.Name))
-		}
-		if n == 0 {
-			b.WriteString("NOTHING")
-		}
 	}
 	args, err := pgArgs(make([]any, 0, len(row)), ts, row)
 	if err != nil {
 		return err
 	}
-	return t.queue(ctx, b.String(), args)
-}
-
-// noEquality lists types without an equality operator: compared as text.
-var noEquality = map[string]bool{"json": true, "xml": true, "point": true, "line": true, "lseg": true, "box": true, "path": true, "polygon": true, "circle": true}
-
-func (t *pgTxn) whereSQL(b *strings.Builder, ts *tableSchema, where change.Row, first int) {
-	table := pgTableName(ts.src)
-	if len(ts.key) == 0 {
-		b.WriteString(" WHERE ctid = (SELECT ctid FROM " + table + " WHERE ")
-	} else {
-		b.WriteString(" WHERE ")
-	}
-	for i, c := range where {
-		if i > 0 {
-			b.WriteString(" AND ")
-		}
-		typ := t.colType(ts, c.Name)
-		i0 := ts.index(c.Name)
-		switch {
-		case len(ts.key) > 0:
-			b.WriteString(quoteIdent(c.Name) + " = ")
-			t.param(b, first+i, typ)
-		case i0 >= 0 && noEquality[ts.cols[i0].typ.name]:
-			b.WriteString(quoteIdent(c.Name) + "::text IS NOT DISTINCT FROM $" + fmt.Sprint(first+i) + "::text::" + typ + "::text")
-		default:
-			b.WriteString(quoteIdent(c.Name) + " IS NOT DISTINCT FROM ")
-			t.param(b, first+i, typ)
-		}
-	}
-	if len(ts.key) == 0 {
-		b.WriteString(" LIMIT 1)")
-	}
+	return t.queue(ctx, pgDialect.upsert(ts, row), args)
 }
 
 func (t *pgTxn) update(ctx context.Context, ts *tableSchema, set, where change.Row) error {
 	if len(set) == 0 || len(where) == 0 {
 		return nil
 	}
-	var b strings.Builder
-	b.WriteString("UPDATE " + pgTableName(ts.src) + " SET ")
-	for i, c := range set {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(quoteIdent(c.Name) + " = ")
-		t.param(&b, i+1, t.colType(ts, c.Name))
-	}
-	t.whereSQL(&b, ts, where, len(set)+1)
 	args, err := pgArgs(make([]any, 0, len(set)+len(where)), ts, set)
 	if err == nil {
 		args, err = pgArgs(args, ts, where)
@@ -479,25 +362,22 @@ func (t *pgTxn) update(ctx context.Context, ts *tableSchema, set, where change.R
 	if err != nil {
 		return err
 	}
-	return t.queue(ctx, b.String(), args)
+	return t.queue(ctx, pgDialect.update(ts, set, where), args)
 }
 
 func (t *pgTxn) delete(ctx context.Context, ts *tableSchema, where change.Row) error {
 	if len(where) == 0 {
 		return nil
 	}
-	var b strings.Builder
-	b.WriteString("DELETE FROM " + pgTableName(ts.src))
-	t.whereSQL(&b, ts, where, 1)
 	args, err := pgArgs(make([]any, 0, len(where)), ts, where)
 	if err != nil {
 		return err
 	}
-	return t.queue(ctx, b.String(), args)
+	return t.queue(ctx, pgDialect.delete(ts, where), args)
 }
 
 func (t *pgTxn) truncate(ctx context.Context, ts *tableSchema) error {
-	return t.queue(ctx, "TRUNCATE "+pgTableName(ts.src), nil)
+	return t.queue(ctx, pgDialect.truncateTable(ts), nil)
 }
 
 func (t *pgTxn) saveState(ctx context.Context, s State) error {
@@ -508,7 +388,7 @@ func (t *pgTxn) saveState(ctx context.Context, s State) error {
 	if !s.CommitTime.IsZero() {
 		ct = s.CommitTime.UTC()
 	}
-	return t.queue(ctx, `UPDATE walship_applied SET lsn = $1, commit_time = $2, txns = $3, changes = $4, lineage = $5 WHERE id = 1`,
+	return t.queue(ctx, pgDialect.saveState(),
 		[]any{int64(s.LSN), ct, int64(s.Txns), int64(s.Changes), s.Lineage})
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/walship/walship/internal/fsutil"
 	"github.com/walship/walship/internal/secret"
 )
 
@@ -49,12 +50,13 @@ func Snapshot(ctx context.Context, src, dst string) error {
 	if err := syncFile(dst); err != nil {
 		return fmt.Errorf("snapshot of %s: %w", path, err)
 	}
-	if err := syncFile(filepath.Dir(dst)); err != nil {
-		return fmt.Errorf("snapshot of %s: %w", path, err)
+	if err := fsutil.SyncDir(filepath.Dir(dst)); err != nil {
+		return fmt.Errorf("snapshot of %s: fsync %s: %w", path, filepath.Dir(dst), err)
 	}
 	return nil
 }
 
+// syncFile fsyncs the file name (a directory goes to fsutil.SyncDir).
 func syncFile(name string) error {
 	f, err := os.Open(name)
 	if err != nil {

@@ -264,40 +264,15 @@ func sqliteFallbackType(decl string) *typeInfo {
 }
 
 func (t *sqliteTxn) recordType(ctx context.Context, ts *tableSchema, c column) error {
-	return t.ddl(ctx, `INSERT INTO walship_columns (tbl, col, type) VALUES (?, ?, ?) ON CONFLICT (tbl, col) DO UPDATE SET type = excluded.type`,
-		sqliteTableName(ts.src), c.name, c.typ.name)
+	return t.ddl(ctx, sqliteDialect.recordType(), sqliteTableName(ts.src), c.name, c.typ.name)
 }
 
 func (t *sqliteTxn) createTable(ctx context.Context, ts *tableSchema) error {
-	var b strings.Builder
-	b.WriteString("CREATE TABLE ")
-	b.WriteString(quoteIdent(sqliteTableName(ts.src)))
-	b.WriteString(" (")
-	for i, c := range ts.cols {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(quoteIdent(c.name) + " " + sqliteDeclType(c.typ.class))
-		if ts.isKey(c.name) {
-			b.WriteString(" NOT NULL")
-		}
-	}
-	if len(ts.key) > 0 {
-		b.WriteString(", PRIMARY KEY (")
-		for i, k := range ts.key {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(quoteIdent(k))
-		}
-		b.WriteString(")")
-	}
-	b.WriteString(")")
 	if len(ts.cols) == 0 {
 		// SQLite needs a column; a Postgres table may have none.
 		return errors.New("a table without columns cannot be created in SQLite")
 	}
-	if err := t.ddl(ctx, b.String()); err != nil {
+	if err := t.ddl(ctx, sqliteDialect.createTable(ts)); err != nil {
 		return err
 	}
 	for _, c := range ts.cols {
@@ -309,19 +284,17 @@ func (t *sqliteTxn) createTable(ctx context.Context, ts *tableSchema) error {
 }
 
 func (t *sqliteTxn) addColumn(ctx context.Context, ts *tableSchema, c column) error {
-	q := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", quoteIdent(sqliteTableName(ts.src)), quoteIdent(c.name), sqliteDeclType(c.typ.class))
-	if err := t.ddl(ctx, q); err != nil {
+	if err := t.ddl(ctx, sqliteDialect.addColumn(ts, c)); err != nil {
 		return err
 	}
 	return t.recordType(ctx, ts, c)
 }
 
 func (t *sqliteTxn) dropColumn(ctx context.Context, ts *tableSchema, name string) error {
-	q := fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", quoteIdent(sqliteTableName(ts.src)), quoteIdent(name))
-	if err := t.ddl(ctx, q); err != nil {
+	if err := t.ddl(ctx, sqliteDialect.dropColumn(ts, name)); err != nil {
 		return err
 	}
-	return t.ddl(ctx, `DELETE FROM walship_columns WHERE tbl = ? AND col = ?`, sqliteTableName(ts.src), name)
+	return t.ddl(ctx, sqliteDialect.forgetColumn(), sqliteTableName(ts.src), name)
 }
 
 // retypeColumn records the new source type. SQLite columns are not
@@ -333,84 +306,22 @@ func (t *sqliteTxn) retypeColumn(ctx context.Context, ts *tableSchema, c column)
 }
 
 func (t *sqliteTxn) upsert(ctx context.Context, ts *tableSchema, row change.Row) error {
-	var b strings.Builder
-	b.WriteString("INSERT INTO ")
-	b.WriteString(quoteIdent(sqliteTableName(ts.src)))
-	b.WriteString(" (")
-	for i, c := range row {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(quoteIdent(c.Name))
-	}
-	b.WriteString(") VALUES (")
-	for i := range row {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("?")
-	}
-	b.WriteString(")")
-	if len(ts.key) > 0 {
-		b.WriteString(" ON CONFLICT (")
-		for i, k := range ts.key {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString(quoteIdent(k))
-		}
-		b.WriteString(") DO ")
-		n := 0
-		for _, c := range row {
-			if ts.isKey(c.Name) {
-				continue
-			}
-			if n == 0 {
-				b.WriteString("UPDATE SET ")
-			} else {
-				b.WriteString(", ")
-			}
-			n++
-			b.WriteString(quoteIdent(c.Name) + " = excluded." + quoteIdent(c.Name))
-		}
-		if n == 0 {
-			b.WriteString("NOTHING")
-		}
-	}
-	args := t.args[:0]
-	for _, c := range row {
-		v, err := sqliteValue(forColumn(ts, c.Name, c.Value))
-		if err != nil {
-			return fmt.Errorf("column %q: %w", c.Name, err)
-		}
-		args = append(args, v)
+	args, err := t.values(t.args[:0], ts, row)
+	if err != nil {
+		return err
 	}
 	t.args = args
-	return t.exec(ctx, b.String(), args)
+	return t.exec(ctx, sqliteDialect.upsert(ts, row), args)
 }
 
-// whereSQL appends the condition finding the row of where: key equality,
-// or for a table without a key the first row equal on every column.
-func (t *sqliteTxn) whereSQL(b *strings.Builder, ts *tableSchema, where change.Row, args []any) ([]any, error) {
-	table := quoteIdent(sqliteTableName(ts.src))
-	if len(ts.key) == 0 {
-		b.WriteString(" WHERE rowid = (SELECT rowid FROM " + table + " WHERE ")
-	} else {
-		b.WriteString(" WHERE ")
-	}
-	for i, c := range where {
-		if i > 0 {
-			b.WriteString(" AND ")
-		}
-		b.WriteString(quoteIdent(c.Name) + " IS ?")
+// values appends the SQLite values of row to args.
+func (t *sqliteTxn) values(args []any, ts *tableSchema, row change.Row) ([]any, error) {
+	for _, c := range row {
 		v, err := sqliteValue(forColumn(ts, c.Name, c.Value))
 		if err != nil {
 			return nil, fmt.Errorf("column %q: %w", c.Name, err)
 		}
 		args = append(args, v)
-	}
-	if len(ts.key) == 0 {
-		b.WriteString(" LIMIT 1)")
 	}
 	return args, nil
 }
@@ -419,44 +330,31 @@ func (t *sqliteTxn) update(ctx context.Context, ts *tableSchema, set, where chan
 	if len(set) == 0 || len(where) == 0 {
 		return nil
 	}
-	var b strings.Builder
-	b.WriteString("UPDATE " + quoteIdent(sqliteTableName(ts.src)) + " SET ")
-	args := t.args[:0]
-	for i, c := range set {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(quoteIdent(c.Name) + " = ?")
-		v, err := sqliteValue(forColumn(ts, c.Name, c.Value))
-		if err != nil {
-			return fmt.Errorf("column %q: %w", c.Name, err)
-		}
-		args = append(args, v)
+	args, err := t.values(t.args[:0], ts, set)
+	if err == nil {
+		args, err = t.values(args, ts, where)
 	}
-	args, err := t.whereSQL(&b, ts, where, args)
 	if err != nil {
 		return err
 	}
 	t.args = args
-	return t.exec(ctx, b.String(), args)
+	return t.exec(ctx, sqliteDialect.update(ts, set, where), args)
 }
 
 func (t *sqliteTxn) delete(ctx context.Context, ts *tableSchema, where change.Row) error {
 	if len(where) == 0 {
 		return nil
 	}
-	var b strings.Builder
-	b.WriteString("DELETE FROM " + quoteIdent(sqliteTableName(ts.src)))
-	args, err := t.whereSQL(&b, ts, where, t.args[:0])
+	args, err := t.values(t.args[:0], ts, where)
 	if err != nil {
 		return err
 	}
 	t.args = args
-	return t.exec(ctx, b.String(), args)
+	return t.exec(ctx, sqliteDialect.delete(ts, where), args)
 }
 
 func (t *sqliteTxn) truncate(ctx context.Context, ts *tableSchema) error {
-	return t.exec(ctx, "DELETE FROM "+quoteIdent(sqliteTableName(ts.src)), nil)
+	return t.exec(ctx, sqliteDialect.truncateTable(ts), nil)
 }
 
 func (t *sqliteTxn) saveState(ctx context.Context, s State) error {
@@ -467,7 +365,7 @@ func (t *sqliteTxn) saveState(ctx context.Context, s State) error {
 	if !s.CommitTime.IsZero() {
 		ct = s.CommitTime.UTC().Format(time.RFC3339Nano)
 	}
-	return t.exec(ctx, `UPDATE walship_applied SET lsn = ?, commit_time = ?, txns = ?, changes = ?, lineage = ? WHERE id = 1`,
+	return t.exec(ctx, sqliteDialect.saveState(),
 		[]any{int64(s.LSN), ct, int64(s.Txns), int64(s.Changes), s.Lineage})
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/walship/walship/segment"
 	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/walerr"
 )
 
 // abortBatch is the abort frame that ends the transaction begun at
@@ -103,11 +104,11 @@ func TestAbortFrameWithDataIsCorrupt(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := readRecords(l, 1); !errors.Is(err, segment.ErrCorrupt) || !strings.Contains(err.Error(), "abort record") {
+	if _, err := readRecords(l, 1); !errors.Is(err, walerr.ErrCorruption) || !strings.Contains(err.Error(), "abort record") {
 		t.Fatalf("reader: %v, want corruption naming the abort record", err)
 	}
 	l.Close()
-	var ce *segment.CorruptionError
+	var ce *walerr.CorruptionError
 	if _, err := segment.Verify(fs, crashDir); !errors.As(err, &ce) || !strings.Contains(err.Error(), "abort record") {
 		t.Fatalf("verify: %v, want a CorruptionError naming the abort record", err)
 	}

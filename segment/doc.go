@@ -15,7 +15,7 @@
 //   - Recovery (Open) truncates a torn tail of the newest segment and an
 //     unfinished transaction at the end of the log, and says so in a
 //     RecoveryReport. Anything else that fails a check is a
-//     *CorruptionError naming the segment file and byte offset; nothing is
+//     *walerr.CorruptionError naming the segment file and byte offset; nothing is
 //     ever skipped.
 //   - Opening costs one header read per segment plus a scan of the newest
 //     segment (and of the one before it when the newest holds no intact
@@ -107,7 +107,7 @@
 // followed by data), recovery searches the rest of the file for a valid
 // frame whose write offset is greater than X. Such a frame was written
 // when X was already durable: X is damaged, so Open fails with a
-// *CorruptionError. If no such frame exists, every byte from X on belongs
+// *walerr.CorruptionError. If no such frame exists, every byte from X on belongs
 // to writes whose sync had not returned, which cannot have been
 // acknowledged: it is a torn tail, truncated and reported. Damage to the last write of an
 // acknowledged batch after its fsync is indistinguishable from a torn

@@ -3,11 +3,11 @@ package segment
 import (
 	"errors"
 	"fmt"
+
+	"github.com/walship/walship/walerr"
 )
 
 var (
-	// ErrCorrupt is matched (errors.Is) by every *CorruptionError.
-	ErrCorrupt = errors.New("corrupt log")
 	// ErrClosed is returned by operations on a closed Log or Reader.
 	ErrClosed = errors.New("segment: log closed")
 	// ErrRemoved is returned when a reader asks for an LSN that retention
@@ -22,26 +22,16 @@ var (
 	errReadOnly = errors.New("segment: log opened read-only")
 )
 
-// CorruptionError reports a bad segment header, frame or record that is not
-// a recoverable torn tail. It names the segment file and the byte offset.
-type CorruptionError struct {
-	Segment string // file name, e.g. 0000000000000001.seg
-	Offset  int64  // byte offset of the bad header, frame or record
-	Reason  string
-}
-
-func (e *CorruptionError) Error() string {
-	return fmt.Sprintf("corrupt log: segment %s offset %d: %s", e.Segment, e.Offset, e.Reason)
-}
-
-// Is makes errors.Is(err, ErrCorrupt) true.
-func (e *CorruptionError) Is(target error) bool { return target == ErrCorrupt }
-
 type failedError struct{ err error }
 
 func (e *failedError) Error() string   { return "segment: log failed: " + e.err.Error() }
 func (e *failedError) Unwrap() []error { return []error{ErrFailed, e.err} }
 func sticky(err error) error           { return &failedError{err} }
-func corruptf(seg string, off int64, format string, args ...any) *CorruptionError {
-	return &CorruptionError{Segment: seg, Offset: off, Reason: fmt.Sprintf(format, args...)}
+
+// corruptf reports a bad segment header, frame or record that is not a
+// recoverable torn tail, naming the segment file (Object, e.g.
+// 0000000000000001.seg) and the byte offset of the bad header, frame or
+// record.
+func corruptf(seg string, off int64, format string, args ...any) *walerr.CorruptionError {
+	return &walerr.CorruptionError{Component: "segment", Object: seg, Offset: off, Reason: fmt.Sprintf(format, args...)}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/walerr"
 )
 
 // memFile is a read-only vfs.File over a byte slice: decoders under fuzz
@@ -215,7 +216,7 @@ func reencodeFrame(t *testing.T, fh *frameHeader, recs []fuzzRecord) {
 // FuzzSegmentHeader decodes arbitrary bytes as a segment header and as the
 // only segment file of a log: decoding never panics; a header that decodes
 // encodes to the same bytes; Verify and Open either succeed or report a
-// *CorruptionError.
+// *walerr.CorruptionError.
 func FuzzSegmentHeader(f *testing.F) {
 	f.Add([]byte{})
 	f.Add((&segmentHeader{lineage: 1, base: 1, id: ID{1}, logID: ID{2}}).encode())
@@ -262,9 +263,9 @@ func FuzzSegmentHeader(f *testing.F) {
 
 func wantCorruption(t *testing.T, what string, err error) {
 	t.Helper()
-	var ce *CorruptionError
-	if !errors.As(err, &ce) || !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("%s: %v (%T), want a *CorruptionError", what, err, err)
+	var ce *walerr.CorruptionError
+	if !errors.As(err, &ce) || !errors.Is(err, walerr.ErrCorruption) {
+		t.Fatalf("%s: %v (%T), want a *walerr.CorruptionError", what, err, err)
 	}
 }
 

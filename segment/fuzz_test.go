@@ -16,6 +16,7 @@ import (
 	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/segment"
 	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/walerr"
 )
 
 var update = flag.Bool("update", false, "rewrite the fuzz fixtures and seed corpora under testdata/ (go test -run TestFuzzFixtures -update)")
@@ -74,7 +75,7 @@ const (
 
 // FuzzSegmentRecover writes arbitrary bytes after a valid segment header as
 // the newest segment of a log and opens it. Open never panics; it either
-// fails with a *CorruptionError, and then Verify agrees, or it succeeds,
+// fails with a *walerr.CorruptionError, and then Verify agrees, or it succeeds,
 // and then the log reads back as whole committed transactions with dense
 // LSNs, Verify finds it clean, and an append survives a reopen. In mode
 // recoverFixed the checksums of every frame are made right first, so the
@@ -132,15 +133,15 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func checkRecover(t *testing.T, fs *vfs.CrashFS) {
 	vrep, verr := segment.Verify(fs, crashDir)
-	if verr != nil && !errors.Is(verr, segment.ErrCorrupt) {
+	if verr != nil && !errors.Is(verr, walerr.ErrCorruption) {
 		t.Fatalf("Verify: %v, want nil or corruption", verr)
 	}
 	opts := segment.Options{FS: fs, SegmentSize: 64 << 10, NoPreallocate: true, Logger: quiet}
 	l, rep, err := segment.Open(crashDir, opts)
 	if err != nil {
-		var ce *segment.CorruptionError
-		if !errors.As(err, &ce) || !errors.Is(err, segment.ErrCorrupt) {
-			t.Fatalf("Open: %v (%T), want a *CorruptionError", err, err)
+		var ce *walerr.CorruptionError
+		if !errors.As(err, &ce) || !errors.Is(err, walerr.ErrCorruption) {
+			t.Fatalf("Open: %v (%T), want a *walerr.CorruptionError", err, err)
 		}
 		if verr == nil {
 			t.Fatalf("Open: %v, but Verify found nothing wrong: %+v", err, vrep)

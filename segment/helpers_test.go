@@ -19,6 +19,7 @@ import (
 	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/segment"
 	"github.com/walship/walship/vfs"
+	"github.com/walship/walship/walerr"
 )
 
 // time0 is an arbitrary commit time to count from.
@@ -309,21 +310,21 @@ func loadCrashFS(t testing.TB, dir string, files map[string][]byte) *vfs.CrashFS
 	return fs
 }
 
-// wantCorrupt checks that err is a *CorruptionError naming segment seg at
+// wantCorrupt checks that err is a *walerr.CorruptionError naming segment seg at
 // an offset in [lo, hi).
 func wantCorrupt(t testing.TB, what string, err error, seg string, lo, hi int64) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("%s: no error, want corruption in %s at [%d,%d)", what, seg, lo, hi)
 	}
-	if !errors.Is(err, segment.ErrCorrupt) {
-		t.Fatalf("%s: %v is not ErrCorrupt", what, err)
+	if !errors.Is(err, walerr.ErrCorruption) {
+		t.Fatalf("%s: %v is not walerr.ErrCorruption", what, err)
 	}
-	var ce *segment.CorruptionError
+	var ce *walerr.CorruptionError
 	if !errors.As(err, &ce) {
-		t.Fatalf("%s: %v is not a *CorruptionError", what, err)
+		t.Fatalf("%s: %v is not a *walerr.CorruptionError", what, err)
 	}
-	if ce.Segment != seg || ce.Offset < lo || ce.Offset >= hi {
+	if ce.Object != seg || ce.Offset < lo || ce.Offset >= hi {
 		t.Fatalf("%s: %v: want segment %s offset in [%d,%d)", what, err, seg, lo, hi)
 	}
 	if !strings.Contains(err.Error(), seg) {

@@ -208,7 +208,7 @@ type Log struct {
 // Open opens the log in dir, creating it if it has no segments, and
 // recovers it: a torn tail of the newest segment is truncated, as is a
 // transaction whose commit never became durable; both are described in the
-// report. Corruption anywhere else is a *CorruptionError and the log is not
+// report. Corruption anywhere else is a *walerr.CorruptionError and the log is not
 // opened: nothing is ever skipped.
 func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 	if err := opts.Validate(); err != nil {

@@ -155,7 +155,7 @@ func (r *Reader) view() (view, error) {
 // Next returns the next record. Its Data is valid until the next call. At
 // the end of the visible log it returns io.EOF, or, for a following reader,
 // waits until more is durable or ctx is done. A bad frame is a
-// *CorruptionError naming segment and offset; a gap between segments too.
+// *walerr.CorruptionError naming segment and offset; a gap between segments too.
 func (r *Reader) Next(ctx context.Context) (Record, error) {
 	for {
 		v, err := r.view()

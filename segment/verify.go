@@ -40,7 +40,7 @@ type SegmentSummary struct {
 // header, every frame's checksums, the density of LSNs within and across
 // segments, transaction boundaries and commit-time order, and that nothing
 // but zeros follows the data of a sealed segment. Corruption is a
-// *CorruptionError (errors.Is ErrCorrupt); a torn tail of the newest segment
+// *walerr.CorruptionError (errors.Is walerr.ErrCorruption); a torn tail of the newest segment
 // is not corruption and is described in the report. Other errors mean the
 // log could not be read.
 func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {

@@ -19,6 +19,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/walship/walship/internal/fsutil"
 )
 
 // File is an open file. Offsets passed to ReadAt and WriteAt are absolute.
@@ -155,17 +157,7 @@ func (osFS) List(dir string) ([]string, error) {
 	return names, nil
 }
 
-func (osFS) SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func (osFS) SyncDir(dir string) error { return fsutil.SyncDir(dir) }
 
 // Join is filepath.Join, re-exported so callers of FS need not import two
 // path packages.

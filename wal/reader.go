@@ -10,6 +10,7 @@ import (
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/segment"
+	"github.com/walship/walship/walerr"
 )
 
 // Reader reads whole committed, durable transactions from the log, in LSN
@@ -93,7 +94,7 @@ func (r *Reader) frame(ctx context.Context, add func(rec *segment.Record, i int)
 			// The transaction was aborted midway (WAL.AppendStream): none
 			// of it is part of the log's content.
 			if n > 0 && rec.TxnStart != first {
-				return 0, 0, 0, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart, first)
+				return 0, 0, 0, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, first)
 			}
 			n = 0
 			reset()
@@ -101,11 +102,11 @@ func (r *Reader) frame(ctx context.Context, add func(rec *segment.Record, i int)
 		}
 		if n == 0 {
 			if rec.TxnStart != rec.LSN {
-				return 0, 0, 0, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", segment.ErrCorrupt, rec.LSN, rec.TxnStart)
+				return 0, 0, 0, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", walerr.ErrCorruption, rec.LSN, rec.TxnStart)
 			}
 			first = rec.LSN
 		} else if rec.TxnStart != first {
-			return 0, 0, 0, fmt.Errorf("%w: wal: record at LSN %d belongs to transaction %d, inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart, first)
+			return 0, 0, 0, fmt.Errorf("%w: wal: record at LSN %d belongs to transaction %d, inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, first)
 		}
 		if err := add(&rec, n); err != nil {
 			return 0, 0, 0, err
@@ -138,9 +139,9 @@ func (r *Reader) Next(ctx context.Context) (*change.Committed, error) {
 		}
 		switch {
 		case i == 0 && h == nil:
-			return fmt.Errorf("%w: wal: record at LSN %d starts a transaction but has no transaction header", segment.ErrCorrupt, rec.LSN)
+			return fmt.Errorf("%w: wal: record at LSN %d starts a transaction but has no transaction header", walerr.ErrCorruption, rec.LSN)
 		case i > 0 && h != nil:
-			return fmt.Errorf("%w: wal: record at LSN %d has a transaction header inside transaction %d", segment.ErrCorrupt, rec.LSN, rec.TxnStart)
+			return fmt.Errorf("%w: wal: record at LSN %d has a transaction header inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart)
 		case i == 0:
 			hdr = *h
 		}

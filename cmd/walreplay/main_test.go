@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -151,14 +150,7 @@ func (f *fixture) snapshot(t *testing.T, i int) {
 		t.Fatal(err)
 	}
 	app.Close()
-	// VACUUM INTO, as replica.Snapshot does (which refuses it for now:
-	// it opens the source query_only).
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "s.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.Exec(`VACUUM INTO ?`, filepath.Join(dir, "snap.db")); err != nil {
+	if err := replica.Snapshot(ctx, filepath.Join(dir, "s.db"), filepath.Join(dir, "snap.db")); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.a.PutSnapshot(ctx, "main", f.txns[i].CommitLSN, f.txns[i].CommitTime, filepath.Join(dir, "snap.db")); err != nil {

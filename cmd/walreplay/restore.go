@@ -12,6 +12,7 @@ import (
 
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
+	"github.com/walship/walship/walerr"
 )
 
 // runRestore plans a restore from the manifests, prints the plan (and stops
@@ -165,7 +166,7 @@ func restoreExit(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, pitr.ErrCorrupt):
+	case errors.Is(err, walerr.ErrCorruption):
 		return cli.Exit(exitFailure, err)
 	case errors.Is(err, pitr.ErrHole), errors.Is(err, pitr.ErrMissing):
 		return cli.Exit(exitHole, err)

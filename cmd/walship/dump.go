@@ -11,8 +11,8 @@ import (
 	"github.com/walship/walship/internal/cli"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/segment"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // runDump prints every change of committed, durable transactions as NDJSON,
@@ -83,7 +83,7 @@ func runDump(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 // classify maps errors to exit codes: corruption 1, unreadable 2.
 func classify(err error) error {
 	switch {
-	case errors.Is(err, segment.ErrCorrupt), errors.Is(err, change.ErrCorrupt):
+	case errors.Is(err, walerr.ErrCorruption):
 		return cli.Exit(1, err)
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
 		return cli.Exit(2, err)

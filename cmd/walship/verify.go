@@ -10,8 +10,8 @@ import (
 
 	"github.com/walship/walship/internal/cli"
 
-	"github.com/walship/walship/segment"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // verifyResult is the --json output of verify.
@@ -145,10 +145,10 @@ func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
 
 func failed(err error) verifyResult {
 	r := verifyResult{Status: "unreadable", Error: err.Error()}
-	var ce *segment.CorruptionError
-	if errors.As(err, &ce) {
-		r.Status, r.Segment, r.Offset = "corrupt", ce.Segment, &ce.Offset
-	} else if errors.Is(err, segment.ErrCorrupt) {
+	var ce *walerr.CorruptionError
+	if errors.As(err, &ce) && ce.Offset >= 0 {
+		r.Status, r.Segment, r.Offset = "corrupt", ce.Object, &ce.Offset
+	} else if errors.Is(err, walerr.ErrCorruption) {
 		r.Status = "corrupt"
 	}
 	return r

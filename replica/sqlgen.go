@@ -1,0 +1,236 @@
+package replica
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/walship/walship/change"
+)
+
+// dialect is what the SQL of the two backends differs in; sqlBuilder
+// writes every statement from it, so both backends state each statement
+// shape once.
+type dialect struct {
+	// table is the quoted name of the replica table of a source table.
+	table func(src change.Table) string
+	// colType is a column's type in CREATE TABLE and ADD COLUMN.
+	colType func(c column) string
+	// keyNotNull declares key columns NOT NULL (SQLite would otherwise
+	// let a key column hold NULL).
+	keyNotNull bool
+	// param appends the placeholder of parameter n, the value of column
+	// col of ts.
+	param func(b *strings.Builder, ts *tableSchema, col string, n int)
+	// match appends the condition that column col of ts equals parameter
+	// n, NULL matching NULL where a table without a key needs it.
+	match func(b *strings.Builder, ts *tableSchema, col string, n int)
+	// placeholder is parameter n of a bookkeeping statement.
+	placeholder func(n int) string
+	// excluded names the proposed row in ON CONFLICT DO UPDATE.
+	excluded string
+	// rowID is the row identity that picks one row of a table without a
+	// key.
+	rowID string
+	// truncate empties a table, before its name.
+	truncate string
+}
+
+var pgDialect = dialect{
+	table:   pgTableName,
+	colType: func(c column) string { return c.typ.pg },
+	param: func(b *strings.Builder, ts *tableSchema, col string, n int) {
+		pgParam(b, n, pgColType(ts, col))
+	},
+	match: func(b *strings.Builder, ts *tableSchema, col string, n int) {
+		typ := pgColType(ts, col)
+		i := ts.index(col)
+		switch {
+		case len(ts.key) > 0:
+			b.WriteString(quoteIdent(col) + " = ")
+			pgParam(b, n, typ)
+		case i >= 0 && noEquality[ts.cols[i].typ.name]:
+			b.WriteString(quoteIdent(col) + "::text IS NOT DISTINCT FROM $" + strconv.Itoa(n) + "::text::" + typ + "::text")
+		default:
+			b.WriteString(quoteIdent(col) + " IS NOT DISTINCT FROM ")
+			pgParam(b, n, typ)
+		}
+	},
+	placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
+	excluded:    "EXCLUDED",
+	rowID:       "ctid",
+	truncate:    "TRUNCATE ",
+}
+
+var sqliteDialect = dialect{
+	table:       func(src change.Table) string { return quoteIdent(sqliteTableName(src)) },
+	colType:     func(c column) string { return sqliteDeclType(c.typ.class) },
+	keyNotNull:  true,
+	param:       func(b *strings.Builder, _ *tableSchema, _ string, _ int) { b.WriteString("?") },
+	match:       func(b *strings.Builder, _ *tableSchema, col string, _ int) { b.WriteString(quoteIdent(col) + " IS ?") },
+	placeholder: func(int) string { return "?" },
+	excluded:    "excluded",
+	rowID:       "rowid",
+	truncate:    "DELETE FROM ",
+}
+
+// pgParam appends parameter n sent as text and cast to typ.
+func pgParam(b *strings.Builder, n int, typ string) {
+	b.WriteString("$" + strconv.Itoa(n) + "::text::" + typ)
+}
+
+// pgColType returns the Postgres type a value of column name is cast to.
+func pgColType(ts *tableSchema, name string) string {
+	if i := ts.index(name); i >= 0 {
+		return ts.cols[i].typ.pg
+	}
+	return "text"
+}
+
+// noEquality lists types without an equality operator: compared as text.
+var noEquality = map[string]bool{"json": true, "xml": true, "point": true, "line": true, "lseg": true, "box": true, "path": true, "polygon": true, "circle": true}
+
+// writeIdents appends the quoted names, comma-separated.
+func writeIdents(b *strings.Builder, names []string) {
+	for i, n := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(n))
+	}
+}
+
+func (d *dialect) createTable(ts *tableSchema) string {
+	var b strings.Builder
+	b.WriteString("CREATE TABLE " + d.table(ts.src) + " (")
+	for i, c := range ts.cols {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.name) + " " + d.colType(c))
+		if d.keyNotNull && ts.isKey(c.name) {
+			b.WriteString(" NOT NULL")
+		}
+	}
+	if len(ts.key) > 0 {
+		b.WriteString(", PRIMARY KEY (")
+		writeIdents(&b, ts.key)
+		b.WriteString(")")
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+func (d *dialect) addColumn(ts *tableSchema, c column) string {
+	return "ALTER TABLE " + d.table(ts.src) + " ADD COLUMN " + quoteIdent(c.name) + " " + d.colType(c)
+}
+
+func (d *dialect) dropColumn(ts *tableSchema, name string) string {
+	return "ALTER TABLE " + d.table(ts.src) + " DROP COLUMN " + quoteIdent(name)
+}
+
+// recordType stores (tbl, col, type) in walship_columns.
+func (d *dialect) recordType() string {
+	return "INSERT INTO walship_columns (tbl, col, type) VALUES (" + d.placeholder(1) + ", " + d.placeholder(2) + ", " +
+		d.placeholder(3) + ") ON CONFLICT (tbl, col) DO UPDATE SET type = excluded.type"
+}
+
+// forgetColumn deletes the walship_columns row of (tbl, col).
+func (d *dialect) forgetColumn() string {
+	return "DELETE FROM walship_columns WHERE tbl = " + d.placeholder(1) + " AND col = " + d.placeholder(2)
+}
+
+// saveState sets the bookkeeping row to (lsn, commit_time, txns, changes,
+// lineage).
+func (d *dialect) saveState() string {
+	return "UPDATE walship_applied SET lsn = " + d.placeholder(1) + ", commit_time = " + d.placeholder(2) + ", txns = " +
+		d.placeholder(3) + ", changes = " + d.placeholder(4) + ", lineage = " + d.placeholder(5) + " WHERE id = 1"
+}
+
+// upsert inserts row (parameters 1..len(row)), or for a table with a key
+// updates the row's other columns in the row with the same key.
+func (d *dialect) upsert(ts *tableSchema, row change.Row) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO " + d.table(ts.src) + " (")
+	for i, c := range row {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.Name))
+	}
+	b.WriteString(") VALUES (")
+	for i, c := range row {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		d.param(&b, ts, c.Name, i+1)
+	}
+	b.WriteString(")")
+	if len(ts.key) > 0 {
+		b.WriteString(" ON CONFLICT (")
+		writeIdents(&b, ts.key)
+		b.WriteString(") DO ")
+		n := 0
+		for _, c := range row {
+			if ts.isKey(c.Name) {
+				continue
+			}
+			if n == 0 {
+				b.WriteString("UPDATE SET ")
+			} else {
+				b.WriteString(", ")
+			}
+			n++
+			b.WriteString(quoteIdent(c.Name) + " = " + d.excluded + "." + quoteIdent(c.Name))
+		}
+		if n == 0 {
+			b.WriteString("NOTHING")
+		}
+	}
+	return b.String()
+}
+
+// where appends the condition finding the row of where (parameters from
+// first on): key equality, or for a table without a key the first row
+// equal on every column.
+func (d *dialect) where(b *strings.Builder, ts *tableSchema, where change.Row, first int) {
+	if len(ts.key) == 0 {
+		b.WriteString(" WHERE " + d.rowID + " = (SELECT " + d.rowID + " FROM " + d.table(ts.src) + " WHERE ")
+	} else {
+		b.WriteString(" WHERE ")
+	}
+	for i, c := range where {
+		if i > 0 {
+			b.WriteString(" AND ")
+		}
+		d.match(b, ts, c.Name, first+i)
+	}
+	if len(ts.key) == 0 {
+		b.WriteString(" LIMIT 1)")
+	}
+}
+
+// update sets the columns of set (parameters 1..len(set)) in the row of
+// where (the parameters after them).
+func (d *dialect) update(ts *tableSchema, set, where change.Row) string {
+	var b strings.Builder
+	b.WriteString("UPDATE " + d.table(ts.src) + " SET ")
+	for i, c := range set {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quoteIdent(c.Name) + " = ")
+		d.param(&b, ts, c.Name, i+1)
+	}
+	d.where(&b, ts, where, len(set)+1)
+	return b.String()
+}
+
+// delete deletes the row of where (parameters 1..len(where)).
+func (d *dialect) delete(ts *tableSchema, where change.Row) string {
+	var b strings.Builder
+	b.WriteString("DELETE FROM " + d.table(ts.src))
+	d.where(&b, ts, where, 1)
+	return b.String()
+}
+
+func (d *dialect) truncateTable(ts *tableSchema) string { return d.truncate + d.table(ts.src) }
