@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/walship/walship/archive"
@@ -25,10 +24,10 @@ func (d *Daemon) buildPostgres(ctx context.Context) error {
 		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
 		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log}, d.wal, d.srcCkpts)
 	if err != nil {
-		return prefixed("source.postgres", err)
+		return fmt.Errorf("source.postgres: %w", err)
 	}
 	d.pg = src
-	d.sources = append(d.sources, component{"source.postgres", src.Run})
+	d.sources = append(d.sources, component{name: "source.postgres", run: src.Run})
 	return nil
 }
 
@@ -43,10 +42,10 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		}
 		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, archivesink.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log})
 		if err != nil {
-			return prefixed("archive", err)
+			return fmt.Errorf("archive: %w", err)
 		}
 		d.archiver, d.archiveHandle = arc, ar
-		d.sinks = append(d.sinks, component{"archive", arc.Run})
+		d.sinks = append(d.sinks, component{name: "archive", run: arc.Run})
 		if a.SnapshotInterval > 0 {
 			sn, err := archivesink.NewSnapshotter(ar, d.wal, d.sinkCkpts, archivesink.SnapshotterOptions{Lineage: Lineage,
 				Dir: vfs.Join(d.cfg.WAL.Dir, "snapshotter"), Interval: a.SnapshotInterval, Logger: d.log})
@@ -54,16 +53,16 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 				return fmt.Errorf("archive.snapshot_interval: %w", err)
 			}
 			d.snapshotter = sn
-			d.sinks = append(d.sinks, component{"snapshotter", sn.Run}, component{"archive retention", d.pruneArchive})
+			d.sinks = append(d.sinks, component{name: "snapshotter", run: sn.Run}, component{name: "archive retention", run: d.pruneArchive})
 		}
 	}
 	if k := d.cfg.Kafka; k != nil {
 		ks, err := kafkasink.New(KafkaSinkConfig(k, d.log), d.wal, d.sinkCkpts, Lineage)
 		if err != nil {
-			return prefixed("kafka", err)
+			return fmt.Errorf("kafka: %w", err)
 		}
 		d.kafka = ks
-		d.sinks = append(d.sinks, component{"kafka", ks.Run})
+		d.sinks = append(d.sinks, component{name: "kafka", run: ks.Run})
 	}
 	return nil
 }
@@ -146,14 +145,4 @@ func (d *Daemon) pruneArchive(ctx context.Context) error {
 		}
 		d.log.Info("archive pruned", "report", rep)
 	}
-}
-
-// prefixed names the component in err unless its message already starts
-// with it (the packages name themselves), so messages never read
-// "archive: archive: ...".
-func prefixed(name string, err error) error {
-	if strings.HasPrefix(err.Error(), name) {
-		return err
-	}
-	return fmt.Errorf("%s: %w", name, err)
 }

@@ -49,6 +49,12 @@ type component struct {
 	run  func(ctx context.Context) error
 }
 
+// failure is err as the daemon reports it: named by the component, which
+// is its config section ("kafka", "archive", "source.postgres"). The
+// package's own prefix may follow ("kafka: kafkasink: ..."): the daemon
+// never reads an error's text to decide.
+func (c component) failure(err error) error { return fmt.Errorf("%s: %w", c.name, err) }
+
 // Daemon is a configured walship run.
 type Daemon struct {
 	cfg *config.Config
@@ -223,7 +229,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Go(func() {
 			err := c.run(ctx)
 			if err != nil && ctx.Err() == nil {
-				failed <- prefixed(c.name, err)
+				failed <- c.failure(err)
 			} else if err != nil && !errors.Is(err, context.Canceled) {
 				failed <- fmt.Errorf("%s (stopping): %w", c.name, err)
 			}
@@ -235,10 +241,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, c := range d.sources {
 		start(&srcWG, srcCtx, c)
 	}
-	start(&sinkWG, sinkCtx, component{"retention", d.retention.run})
-	start(&sinkWG, sinkCtx, component{"metrics", d.observe})
+	start(&sinkWG, sinkCtx, component{name: "retention", run: d.retention.run})
+	start(&sinkWG, sinkCtx, component{name: "metrics", run: d.observe})
 	if d.archiveHandle != nil {
-		start(&sinkWG, sinkCtx, component{"archive catalog", d.watchCatalog})
+		start(&sinkWG, sinkCtx, component{name: "archive catalog", run: d.watchCatalog})
 	}
 	close(d.ready)
 	d.log.Info("walship running", "wal", d.cfg.WAL.Dir, "sources", len(d.sources)+boolInt(d.cfg.Source.HTTP != nil), "sinks", len(d.sinks))
