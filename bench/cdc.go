@@ -294,7 +294,7 @@ func (e *cdcEnv) stream(ctx context.Context) (sample, error) {
 	}
 	defer os.RemoveAll(dir)
 	defer w.Close()
-	src, err := pgsource.New(pgsource.Config{DSN: e.dsn, Slot: fmt.Sprintf("bench_walship_%d", rep),
+	src, err := pgsource.New(pgsource.Options{DSN: e.dsn, Slot: fmt.Sprintf("bench_walship_%d", rep),
 		Publication: "stream_pub", Snapshot: "never", Logger: e.logger()}, w, ck)
 	if err != nil {
 		return nil, err
@@ -371,7 +371,7 @@ func (e *cdcEnv) snapshot(ctx context.Context) (sample, error) {
 	}
 	defer os.RemoveAll(dir)
 	defer w.Close()
-	src, err := pgsource.New(pgsource.Config{DSN: e.dsn, Slot: slot, Publication: "snap_pub", Logger: e.logger()}, w, ck)
+	src, err := pgsource.New(pgsource.Options{DSN: e.dsn, Slot: slot, Publication: "snap_pub", Logger: e.logger()}, w, ck)
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +408,7 @@ func (e *cdcEnv) latency(ctx context.Context) (sample, error) {
 	defer os.RemoveAll(dir)
 	defer w.Close()
 	defer e.dropSlot(context.Background(), slot)
-	src, err := pgsource.New(pgsource.Config{DSN: e.dsn, Slot: slot, Publication: "lat_pub", Snapshot: "never",
+	src, err := pgsource.New(pgsource.Options{DSN: e.dsn, Slot: slot, Publication: "lat_pub", Snapshot: "never",
 		Logger: e.logger()}, w, ck)
 	if err != nil {
 		return nil, err

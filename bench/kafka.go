@@ -242,7 +242,7 @@ func (b *kafkaBench) ship(ctx context.Context, prefix string) (time.Duration, er
 	if err != nil {
 		return 0, err
 	}
-	s, err := kafkasink.New(kafkasink.Config{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Database: "bench", Logger: b.cfg.logger}, b.w, ck, "bench")
+	s, err := kafkasink.New(kafkasink.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Database: "bench", Logger: b.cfg.logger}, b.w, ck, "bench")
 	if err != nil {
 		return 0, err
 	}
@@ -293,7 +293,7 @@ func (b *kafkaBench) apply(ctx context.Context, kind string) (sample, error) {
 	var firstChanges, total int
 	var lastAt time.Time
 	var mu sync.Mutex
-	c, err := consumer.New(ctx, consumer.Config{Brokers: []string{b.cluster.Addr}, TopicPrefix: b.applyTopicPrefix,
+	c, err := consumer.New(ctx, consumer.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: b.applyTopicPrefix,
 		Group: fmt.Sprintf("bench%d", id), ReplicaURL: url, Logger: b.cfg.logger,
 		OnApplied: func(txns []change.Committed) {
 			n := 0
@@ -381,14 +381,14 @@ func (b *kafkaBench) lag(ctx context.Context) (sample, error) {
 	}
 	prefix := fmt.Sprintf("lag%d", id)
 	// Linger 1ms: at 5,000 changes/s batches fill slowly; latency matters.
-	s, err := kafkasink.New(kafkasink.Config{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Linger: time.Millisecond, Logger: b.cfg.logger}, w, ck, "bench")
+	s, err := kafkasink.New(kafkasink.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Linger: time.Millisecond, Logger: b.cfg.logger}, w, ck, "bench")
 	if err != nil {
 		return nil, err
 	}
 	var mu sync.Mutex
 	var lags []float64
 	measureFrom := time.Now().Add(500 * time.Millisecond) // warm-up
-	c, err := consumer.New(ctx, consumer.Config{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Group: prefix,
+	c, err := consumer.New(ctx, consumer.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Group: prefix,
 		ReplicaURL: "sqlite://" + filepath.Join(dir, "replica.db"), Logger: b.cfg.logger,
 		OnApplied: func(txns []change.Committed) {
 			now := time.Now()

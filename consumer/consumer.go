@@ -53,8 +53,8 @@ const (
 	maxPollRecords = 10000
 )
 
-// Config configures a Consumer.
-type Config struct {
+// Options configures a Consumer.
+type Options struct {
 	Brokers []string
 	// Topic is the ordered topic; default kafkawire.OrderedTopic(TopicPrefix).
 	Topic       string
@@ -73,8 +73,8 @@ type Config struct {
 	InstanceID string
 	// SessionTimeout of the group membership; default franz-go's (45s).
 	SessionTimeout time.Duration
-	TLS            kafkawire.TLSConfig
-	SASL           kafkawire.SASLConfig
+	TLS            kafkawire.TLSOptions
+	SASL           kafkawire.SASLOptions
 	Logger         *slog.Logger
 	// OnApplied, if set, is called after each batch is committed to the
 	// replica, with the batch (not to be retained or modified). The bench
@@ -83,7 +83,7 @@ type Config struct {
 }
 
 // Validate checks c and fills in defaults; errors name the config keys.
-func (c *Config) Validate() error {
+func (c *Options) Validate() error {
 	var errs []error
 	if _, err := kafkawire.ClientOptions(c.Brokers, c.TLS, c.SASL); err != nil {
 		errs = append(errs, err)
@@ -132,7 +132,7 @@ type Stats struct {
 
 // Consumer applies the ordered topic to a replica.
 type Consumer struct {
-	cfg     Config
+	cfg     Options
 	log     *slog.Logger
 	applier replica.Applier
 	kopts   []kgo.Opt
@@ -154,7 +154,7 @@ type Consumer struct {
 
 // New validates cfg and opens the replica (creating its bookkeeping
 // table). It does no Kafka I/O. Close releases the replica.
-func New(ctx context.Context, cfg Config) (*Consumer, error) {
+func New(ctx context.Context, cfg Options) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

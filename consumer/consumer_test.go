@@ -61,7 +61,7 @@ func startSink(t *testing.T, dir string, w *wal.WAL, brokers []string) *kafkasin
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := kafkasink.New(kafkasink.Config{Brokers: brokers, Database: "app"}, w, ck, "L1")
+	s, err := kafkasink.New(kafkasink.Options{Brokers: brokers, Database: "app"}, w, ck, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func startSink(t *testing.T, dir string, w *wal.WAL, brokers []string) *kafkasin
 
 // startConsumer runs a consumer until the returned stop is called (or the
 // test ends); stop returns Run's error.
-func startConsumer(t *testing.T, cfg Config) (*Consumer, func() error) {
+func startConsumer(t *testing.T, cfg Options) (*Consumer, func() error) {
 	t.Helper()
 	c, err := New(context.Background(), cfg)
 	if err != nil {
@@ -279,7 +279,7 @@ func roundTrip(t *testing.T, gotURL, wantURL string) {
 		}
 	}
 	startSink(t, dir, w, []string{kc.Addr})
-	c, _ := startConsumer(t, Config{Brokers: []string{kc.Addr}, ReplicaURL: gotURL, Lineage: "L1", MaxBatchTxns: 64})
+	c, _ := startConsumer(t, Options{Brokers: []string{kc.Addr}, ReplicaURL: gotURL, Lineage: "L1", MaxBatchTxns: 64})
 	txns := readWAL(t, w)
 	waitApplied(t, c, txns[len(txns)-1].CommitLSN, 30*time.Second)
 	applyDirect(t, wantURL, txns)
@@ -365,12 +365,12 @@ func TestReplicaDecidesStart(t *testing.T) {
 	txns := readWAL(t, w)
 	last := txns[len(txns)-1].CommitLSN
 	urlA := "sqlite://" + filepath.Join(dir, "a.db")
-	c, stop := startConsumer(t, Config{Brokers: []string{kc.Addr}, ReplicaURL: urlA, Group: "g"})
+	c, stop := startConsumer(t, Options{Brokers: []string{kc.Addr}, ReplicaURL: urlA, Group: "g"})
 	waitApplied(t, c, last, 30*time.Second)
 	stop()
 
 	urlB := "sqlite://" + filepath.Join(dir, "b.db")
-	c, stop = startConsumer(t, Config{Brokers: []string{kc.Addr}, ReplicaURL: urlB, Group: "g"})
+	c, stop = startConsumer(t, Options{Brokers: []string{kc.Addr}, ReplicaURL: urlB, Group: "g"})
 	waitApplied(t, c, last, 30*time.Second)
 	stop()
 	sameReplica(t, urlB, urlA, txns)
@@ -378,7 +378,7 @@ func TestReplicaDecidesStart(t *testing.T) {
 	// Replica C: the first half applied directly, then a new group.
 	urlC := "sqlite://" + filepath.Join(dir, "c.db")
 	applyDirect(t, urlC, txns[:100])
-	c, stop = startConsumer(t, Config{Brokers: []string{kc.Addr}, ReplicaURL: urlC, Group: "fresh"})
+	c, stop = startConsumer(t, Options{Brokers: []string{kc.Addr}, ReplicaURL: urlC, Group: "fresh"})
 	waitApplied(t, c, last, 30*time.Second)
 	if st := c.Stats(); st.Txns != uint64(len(txns)-100) {
 		t.Fatalf("consumer applied %d transactions, want %d (the rest)", st.Txns, len(txns)-100)
@@ -388,14 +388,14 @@ func TestReplicaDecidesStart(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	cfg := Config{Brokers: []string{"x"}, ReplicaURL: "mysql://x", MaxBatchTxns: -1}
+	cfg := Options{Brokers: []string{"x"}, ReplicaURL: "mysql://x", MaxBatchTxns: -1}
 	err := cfg.Validate()
 	for _, want := range []string{"kafka.brokers[0]", "replica.url", "replica.max_batch_txns"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
 		}
 	}
-	ok := Config{Brokers: []string{"127.0.0.1:1"}, ReplicaURL: "sqlite:///tmp/x.db"}
+	ok := Options{Brokers: []string{"127.0.0.1:1"}, ReplicaURL: "sqlite:///tmp/x.db"}
 	if err := ok.Validate(); err != nil || ok.Topic != "walship.ordered" || ok.Group != DefaultGroup {
 		t.Fatalf("%v %+v", err, ok)
 	}
@@ -436,7 +436,7 @@ func TestBrokerOutage(t *testing.T) {
 	appendN(100)
 	startSink(t, dir, w, []string{proxy.Addr})
 	url := "sqlite://" + filepath.Join(dir, "got.db")
-	c, _ := startConsumer(t, Config{Brokers: []string{proxy.Addr}, ReplicaURL: url, Lineage: "L1", SessionTimeout: time.Second})
+	c, _ := startConsumer(t, Options{Brokers: []string{proxy.Addr}, ReplicaURL: url, Lineage: "L1", SessionTimeout: time.Second})
 	waitApplied(t, c, readWAL(t, w)[99].CommitLSN, 30*time.Second)
 	for range 3 {
 		proxy.Down()
@@ -491,7 +491,7 @@ func TestGapAndLineageStop(t *testing.T) {
 	if _, err := kadm.NewClient(cl).DeleteRecords(context.Background(), offs); err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(context.Background(), Config{Brokers: []string{kc.Addr}, ReplicaURL: url, Lineage: "L1", Group: "gap"})
+	c, err := New(context.Background(), Options{Brokers: []string{kc.Addr}, ReplicaURL: url, Lineage: "L1", Group: "gap"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -510,7 +510,7 @@ func TestGapAndLineageStop(t *testing.T) {
 	}
 
 	// Another lineage: a fresh replica of lineage L2 reading L1's records.
-	c, err = New(context.Background(), Config{Brokers: []string{kc.Addr}, ReplicaURL: "sqlite://" + filepath.Join(dir, "l2.db"), Lineage: "L2", Group: "l2"})
+	c, err = New(context.Background(), Options{Brokers: []string{kc.Addr}, ReplicaURL: "sqlite://" + filepath.Join(dir, "l2.db"), Lineage: "L2", Group: "l2"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func childMain(role string) int {
 		if err != nil {
 			return fail(err)
 		}
-		s, err := kafkasink.New(kafkasink.Config{Brokers: brokers, Linger: time.Millisecond, CheckpointInterval: 20 * time.Millisecond}, w, ck, "L1")
+		s, err := kafkasink.New(kafkasink.Options{Brokers: brokers, Linger: time.Millisecond, CheckpointInterval: 20 * time.Millisecond}, w, ck, "L1")
 		if err != nil {
 			return fail(err)
 		}
@@ -82,7 +82,7 @@ func childMain(role string) int {
 		}
 		return fail(<-errc)
 	case "consume":
-		c, err := New(ctx, Config{Brokers: brokers, ReplicaURL: os.Getenv("URL"), Lineage: "L1", Group: "kill",
+		c, err := New(ctx, Options{Brokers: brokers, ReplicaURL: os.Getenv("URL"), Lineage: "L1", Group: "kill",
 			InstanceID: "replica-1", SessionTimeout: time.Second, MaxBatchTxns: 50})
 		if err != nil {
 			return fail(err)

@@ -20,7 +20,7 @@ import (
 
 func (d *Daemon) buildPostgres(ctx context.Context) error {
 	p := d.cfg.Source.Postgres
-	src, err := pgsource.New(pgsource.Config{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables,
+	src, err := pgsource.New(pgsource.Options{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables,
 		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
 		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log}, d.wal, d.srcCkpts)
 	if err != nil {
@@ -57,7 +57,7 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		}
 	}
 	if k := d.cfg.Kafka; k != nil {
-		ks, err := kafkasink.New(KafkaSinkConfig(k, d.log), d.wal, d.sinkCkpts, Lineage)
+		ks, err := kafkasink.New(KafkaSinkOptions(k, d.log), d.wal, d.sinkCkpts, Lineage)
 		if err != nil {
 			return fmt.Errorf("kafka: %w", err)
 		}
@@ -96,13 +96,13 @@ func archiveOptions(a *config.Archive, log *slog.Logger) (archive.Options, error
 	return opts, nil
 }
 
-// KafkaSinkConfig maps the kafka: section to the sink's config.
-func KafkaSinkConfig(k *config.Kafka, log *slog.Logger) kafkasink.Config {
-	return kafkasink.Config{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Mode: k.Mode, Compression: k.Compression,
+// KafkaSinkOptions maps the kafka: section to the sink's config.
+func KafkaSinkOptions(k *config.Kafka, log *slog.Logger) kafkasink.Options {
+	return kafkasink.Options{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Mode: k.Mode, Compression: k.Compression,
 		Linger: k.Linger, Tombstones: k.Tombstones, Logger: log,
-		TLS: kafkawire.TLSConfig{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
+		TLS: kafkawire.TLSOptions{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
 			InsecureSkipVerify: k.TLS.InsecureSkipVerify},
-		SASL: kafkawire.SASLConfig{Mechanism: k.SASL.Mechanism, Username: k.SASL.Username, Password: k.SASL.Password}}
+		SASL: kafkawire.SASLOptions{Mechanism: k.SASL.Mechanism, Username: k.SASL.Username, Password: k.SASL.Password}}
 }
 
 // Positions is a summary of where every part of the pipeline is.

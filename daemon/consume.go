@@ -45,11 +45,11 @@ func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*
 		sum := sha256.Sum256([]byte(cfg.Replica.URL))
 		group = "walship-consume-" + hex.EncodeToString(sum[:4])
 	}
-	kc := KafkaSinkConfig(k, logger)
+	kc := KafkaSinkOptions(k, logger)
 	// A static group member: a restarted walship consume takes its
 	// partition back at once instead of waiting out the old session.
 	host, _ := os.Hostname()
-	c, err := consumer.New(ctx, consumer.Config{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Group: group, InstanceID: group + "-" + host,
+	c, err := consumer.New(ctx, consumer.Options{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Group: group, InstanceID: group + "-" + host,
 		ReplicaURL: cfg.Replica.URL, Lineage: Lineage, MaxBatchTxns: cfg.Replica.MaxBatchTxns, TLS: kc.TLS, SASL: kc.SASL, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("replica %s: %w", secret.URL(cfg.Replica.URL), err)

@@ -208,8 +208,8 @@ func (d *Daemon) listen(name string, l config.Listener, h http.Handler) (*server
 // httpOptions maps a listener section (name is its key, such as "http"
 // or "source.http") to httpx's options. /healthz is public so that load
 // balancers can probe without the token.
-func httpOptions(name string, l config.Listener, log *slog.Logger) httpx.Config {
-	return httpx.Config{Addr: l.Listen, Token: secret.Secret(l.Token), TLSCert: l.TLSCert, TLSKey: l.TLSKey,
+func httpOptions(name string, l config.Listener, log *slog.Logger) httpx.Options {
+	return httpx.Options{Addr: l.Listen, Token: secret.Secret(l.Token), TLSCert: l.TLSCert, TLSKey: l.TLSKey,
 		Public: []string{"/healthz"}, Name: name, Logger: log}
 }
 

@@ -38,5 +38,5 @@
 // Files: sink.go is the pipeline (read, encode, produce, checkpoint),
 // encode.go the encoding jobs and workers, topics.go topic creation,
 // conn.go broker connection health, watermark.go the contiguous
-// watermark, config.go the sink's options.
+// watermark, options.go the sink's options.
 package kafkasink

@@ -52,7 +52,7 @@ type Stats struct {
 
 // Sink ships the WAL to Kafka. Create it with New, run it with Run.
 type Sink struct {
-	cfg     Config
+	cfg     Options
 	w       *wal.WAL
 	ckpts   *checkpoint.Store
 	lineage string
@@ -71,7 +71,7 @@ type Sink struct {
 // New validates cfg and registers the "kafka" checkpoint in ckpts, so that
 // retention holds the local log until the sink has shipped it. It does no
 // network I/O.
-func New(cfg Config, w *wal.WAL, ckpts *checkpoint.Store, lineage string) (*Sink, error) {
+func New(cfg Options, w *wal.WAL, ckpts *checkpoint.Store, lineage string) (*Sink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -168,7 +168,7 @@ func TestOrderedRoundTripExact(t *testing.T) {
 	e := newEnv(t)
 	e.append(kafkatest.NewWorkload(1), 300)
 	want := e.walTxns()
-	s, err := New(Config{Brokers: []string{c.Addr}, Database: "app"}, e.w, e.ckpts, "L1")
+	s, err := New(Options{Brokers: []string{c.Addr}, Database: "app"}, e.w, e.ckpts, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestEnvelopeFields(t *testing.T) {
 	if _, err := e.w.Append(context.Background(), &txn); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Brokers: []string{c.Addr}, Database: "app", Name: "srv"}, e.w, e.ckpts, "L1")
+	s, err := New(Options{Brokers: []string{c.Addr}, Database: "app", Name: "srv"}, e.w, e.ckpts, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +305,7 @@ func TestTablesMode(t *testing.T) {
 	e.append(kafkatest.NewWorkload(2), 200)
 	want := e.walTxns()
 	no := false
-	s, err := New(Config{Brokers: []string{c.Addr}, Mode: kafkawire.ModeTables, TopicPrefix: "tp", Tombstones: &no, Compression: "lz4"}, e.w, e.ckpts, "L1")
+	s, err := New(Options{Brokers: []string{c.Addr}, Mode: kafkawire.ModeTables, TopicPrefix: "tp", Tombstones: &no, Compression: "lz4"}, e.w, e.ckpts, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +363,7 @@ func TestRestartResumes(t *testing.T) {
 	wl := kafkatest.NewWorkload(3)
 	for round := range 8 {
 		e.append(wl, 40)
-		s, err := New(Config{Brokers: []string{c.Addr}, Linger: time.Millisecond, CheckpointInterval: 5 * time.Millisecond}, e.w, e.ckpts, "L1")
+		s, err := New(Options{Brokers: []string{c.Addr}, Linger: time.Millisecond, CheckpointInterval: 5 * time.Millisecond}, e.w, e.ckpts, "L1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -371,7 +371,7 @@ func TestRestartResumes(t *testing.T) {
 		time.Sleep(time.Duration(round*7) * time.Millisecond) // stop at varied points
 		stop()
 	}
-	s, _ := New(Config{Brokers: []string{c.Addr}}, e.w, e.ckpts, "L1")
+	s, _ := New(Options{Brokers: []string{c.Addr}}, e.w, e.ckpts, "L1")
 	runSink(t, s)
 	want := e.walTxns()
 	waitAcked(t, s, want[len(want)-1].CommitLSN, 20*time.Second)
@@ -422,7 +422,7 @@ func TestBrokerOutage(t *testing.T) {
 	wl := kafkatest.NewWorkload(4)
 	e.append(wl, 50)
 	const maxBuf = 64
-	s, err := New(Config{Brokers: []string{proxy.Addr}, MaxBufferedRecords: maxBuf, CheckpointInterval: 10 * time.Millisecond}, e.w, e.ckpts, "L1")
+	s, err := New(Options{Brokers: []string{proxy.Addr}, MaxBufferedRecords: maxBuf, CheckpointInterval: 10 * time.Millisecond}, e.w, e.ckpts, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -510,7 +510,7 @@ func TestKcatReadsTopics(t *testing.T) {
 	}}
 	e.w.Append(context.Background(), &txn)
 	for _, mode := range []string{kafkawire.ModeOrdered, kafkawire.ModeTables} {
-		s, err := New(Config{Brokers: []string{c.Addr}, Mode: mode, TopicPrefix: "k" + mode}, e.w, e.ckpts, "L9")
+		s, err := New(Options{Brokers: []string{c.Addr}, Mode: mode, TopicPrefix: "k" + mode}, e.w, e.ckpts, "L9")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -570,8 +570,8 @@ func TestKcatReadsTopics(t *testing.T) {
 }
 
 func TestValidateNamesKeys(t *testing.T) {
-	bad := Config{Brokers: []string{"nohost"}, Mode: "fast", Compression: "brotli", Linger: -1, TopicPrefix: "a b",
-		SASL: kafkawire.SASLConfig{Mechanism: "gssapi"}, TLS: kafkawire.TLSConfig{CertFile: "x"}}
+	bad := Options{Brokers: []string{"nohost"}, Mode: "fast", Compression: "brotli", Linger: -1, TopicPrefix: "a b",
+		SASL: kafkawire.SASLOptions{Mechanism: "gssapi"}, TLS: kafkawire.TLSOptions{CertFile: "x"}}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("no error")
@@ -581,14 +581,14 @@ func TestValidateNamesKeys(t *testing.T) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
 	}
-	good := Config{Brokers: []string{"127.0.0.1:9092"}}
+	good := Options{Brokers: []string{"127.0.0.1:9092"}}
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if good.Mode != kafkawire.ModeOrdered || good.Compression != "zstd" || !*good.Tombstones || good.Name != "walship" || good.TopicPrefix != "walship" {
 		t.Fatalf("defaults: %+v", good)
 	}
-	if _, err := kafkawire.ClientOptions([]string{"127.0.0.1:1"}, kafkawire.TLSConfig{CAFile: "/nonexistent"}, kafkawire.SASLConfig{}); err == nil || !strings.Contains(err.Error(), "kafka.tls.ca_file") {
+	if _, err := kafkawire.ClientOptions([]string{"127.0.0.1:1"}, kafkawire.TLSOptions{CAFile: "/nonexistent"}, kafkawire.SASLOptions{}); err == nil || !strings.Contains(err.Error(), "kafka.tls.ca_file") {
 		t.Fatalf("missing CA file: %v", err)
 	}
 }
@@ -601,7 +601,7 @@ func TestOrderedRoundTripReusedBuffers(t *testing.T) {
 	e := newEnv(t)
 	e.append(kafkatest.NewWorkload(3), 3000)
 	want := e.walTxns()
-	s, err := New(Config{Brokers: []string{c.Addr}, Database: "app", MaxBufferedRecords: 50, Linger: time.Millisecond}, e.w, e.ckpts, "L1")
+	s, err := New(Options{Brokers: []string{c.Addr}, Database: "app", MaxBufferedRecords: 50, Linger: time.Millisecond}, e.w, e.ckpts, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}

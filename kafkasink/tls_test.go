@@ -59,9 +59,9 @@ func TestTLSAndSASL(t *testing.T) {
 	defer c.Close()
 	e.append(kafkatest.NewWorkload(5), 20)
 	want := e.walTxns()
-	tlsCfg := kafkawire.TLSConfig{Enabled: true, CAFile: caFile}
-	sasl := kafkawire.SASLConfig{Mechanism: "scram-sha-512", Username: "walship", Password: "s3cret"}
-	s, err := New(Config{Brokers: []string{c.Addr}, TLS: tlsCfg, SASL: sasl}, e.w, e.ckpts, "L1")
+	tlsCfg := kafkawire.TLSOptions{Enabled: true, CAFile: caFile}
+	sasl := kafkawire.SASLOptions{Mechanism: "scram-sha-512", Username: "walship", Password: "s3cret"}
+	s, err := New(Options{Brokers: []string{c.Addr}, TLS: tlsCfg, SASL: sasl}, e.w, e.ckpts, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestTLSAndSASL(t *testing.T) {
 	// looks like any network failure; real brokers return
 	// SASL_AUTHENTICATION_FAILED, which kafkawire.IsFatal also stops on.)
 	e.ckpts.Reset(context.Background(), CheckpointName)
-	s, _ = New(Config{Brokers: []string{c.Addr}, TLS: kafkawire.TLSConfig{Enabled: true}, SASL: sasl}, e.w, e.ckpts, "L1")
+	s, _ = New(Options{Brokers: []string{c.Addr}, TLS: kafkawire.TLSOptions{Enabled: true}, SASL: sasl}, e.w, e.ckpts, "L1")
 	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer rcancel()
 	err = s.Run(rctx)

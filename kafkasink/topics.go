@@ -17,7 +17,7 @@ import (
 
 // topicCache creates topics on first use.
 type topicCache struct {
-	cfg   *Config
+	cfg   *Options
 	adm   *kadm.Client
 	log   *slog.Logger
 	known map[string]bool

@@ -48,16 +48,16 @@ func SanitizeTopicPart(s string) string {
 	}, s)
 }
 
-// TLSConfig enables TLS to the brokers.
-type TLSConfig struct {
+// TLSOptions enables TLS to the brokers.
+type TLSOptions struct {
 	Enabled            bool
 	CAFile             string // PEM; default: the system roots
 	CertFile, KeyFile  string // client certificate (both or neither)
 	InsecureSkipVerify bool
 }
 
-// SASLConfig enables SASL authentication.
-type SASLConfig struct {
+// SASLOptions enables SASL authentication.
+type SASLOptions struct {
 	Mechanism          string // "" (none) | plain | scram-sha-256 | scram-sha-512
 	Username, Password string
 }
@@ -77,7 +77,7 @@ func ValidateBrokers(brokers []string) error {
 }
 
 // Validate checks that a client certificate comes with its key.
-func (t *TLSConfig) Validate() error {
+func (t *TLSOptions) Validate() error {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		return errors.New("kafka.tls.cert_file: cert_file and key_file must be given together")
 	}
@@ -85,7 +85,7 @@ func (t *TLSConfig) Validate() error {
 }
 
 // Validate checks the mechanism and that it has a username.
-func (s *SASLConfig) Validate() error {
+func (s *SASLOptions) Validate() error {
 	switch s.Mechanism {
 	case "":
 		return nil
@@ -102,7 +102,7 @@ func (s *SASLConfig) Validate() error {
 // tlsCfg and saslCfg: seed brokers, TLS dialer, SASL mechanism; the sink
 // and the consumer both connect with it. Certificate files are read now; an error names the
 // config key and the file.
-func ClientOptions(brokers []string, tlsCfg TLSConfig, saslCfg SASLConfig) ([]kgo.Opt, error) {
+func ClientOptions(brokers []string, tlsCfg TLSOptions, saslCfg SASLOptions) ([]kgo.Opt, error) {
 	if err := ValidateBrokers(brokers); err != nil {
 		return nil, err
 	}

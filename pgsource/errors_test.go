@@ -18,16 +18,16 @@ import (
 
 func TestConfigValidateNamesTheKey(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  Config
+		cfg  Options
 		want string
 	}{
-		{Config{}, "source.postgres.dsn: missing"},
-		{Config{DSN: "postgres://x@127.0.0.1:1/db?sslmode=bogus"}, "source.postgres.dsn: cannot parse"},
-		{Config{DSN: "postgres://h/db", Slot: "Bad-Slot"}, "source.postgres.slot"},
-		{Config{DSN: "postgres://h/db", Snapshot: "sometimes"}, "source.postgres.snapshot"},
-		{Config{DSN: "postgres://h/db", SnapshotChunkRows: -1}, "source.postgres.snapshot_chunk_rows"},
-		{Config{DSN: "postgres://h/db", MaxTxnMemory: 10}, "source.postgres.max_txn_memory"},
-		{Config{DSN: "postgres://h/db", Tables: []string{"public.ok", `"unterminated`}}, "source.postgres.tables[1]"},
+		{Options{}, "source.postgres.dsn: missing"},
+		{Options{DSN: "postgres://x@127.0.0.1:1/db?sslmode=bogus"}, "source.postgres.dsn: cannot parse"},
+		{Options{DSN: "postgres://h/db", Slot: "Bad-Slot"}, "source.postgres.slot"},
+		{Options{DSN: "postgres://h/db", Snapshot: "sometimes"}, "source.postgres.snapshot"},
+		{Options{DSN: "postgres://h/db", SnapshotChunkRows: -1}, "source.postgres.snapshot_chunk_rows"},
+		{Options{DSN: "postgres://h/db", MaxTxnMemory: 10}, "source.postgres.max_txn_memory"},
+		{Options{DSN: "postgres://h/db", Tables: []string{"public.ok", `"unterminated`}}, "source.postgres.tables[1]"},
 	} {
 		err := tc.cfg.Validate()
 		var ce *ConfigError
@@ -35,7 +35,7 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want a *ConfigError containing %q", tc.cfg, err, tc.want)
 		}
 	}
-	ok := Config{DSN: "postgres://h/db"}
+	ok := Options{DSN: "postgres://h/db"}
 	if err := ok.Validate(); err != nil || ok.Slot != "walship" || ok.Publication != "walship" ||
 		ok.Snapshot != "initial" || ok.SnapshotChunkRows != DefaultSnapshotChunkRows || ok.MaxTxnMemory != DefaultMaxTxnMemory {
 		t.Errorf("defaults: %+v, %v", ok, err)
@@ -43,7 +43,7 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 }
 
 // runErr runs a source expected to fail and returns its error.
-func runErr(t *testing.T, e *env, cfg Config) error {
+func runErr(t *testing.T, e *env, cfg Options) error {
 	t.Helper()
 	src, err := New(cfg, e.w, e.ck)
 	if err != nil {

@@ -83,8 +83,8 @@ func (e *env) exec(sqls ...string) {
 	}
 }
 
-func testConfig(dsn string) Config {
-	return Config{DSN: dsn, Heartbeat: 200 * time.Millisecond, StatusInterval: 100 * time.Millisecond,
+func testConfig(dsn string) Options {
+	return Options{DSN: dsn, Heartbeat: 200 * time.Millisecond, StatusInterval: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
@@ -95,7 +95,7 @@ type running struct {
 	done   chan error
 }
 
-func (e *env) run(cfg Config) *running {
+func (e *env) run(cfg Options) *running {
 	e.t.Helper()
 	src, err := New(cfg, e.w, e.ck)
 	if err != nil {

@@ -51,7 +51,7 @@ func childMain(dir string) int {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 2
 	}
-	cfg := Config{DSN: os.Getenv("PGSOURCE_CHILD_DSN"), Heartbeat: 200 * time.Millisecond,
+	cfg := Options{DSN: os.Getenv("PGSOURCE_CHILD_DSN"), Heartbeat: 200 * time.Millisecond,
 		StatusInterval: 50 * time.Millisecond, MaxTxnMemory: 2 << 20, SpillDir: dir,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	cfg.SnapshotChunkRows, _ = strconv.Atoi(os.Getenv("PGSOURCE_CHILD_CHUNK"))

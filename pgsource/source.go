@@ -67,7 +67,7 @@ type Stats struct {
 // Source captures one PostgreSQL database into a WAL. Create it with New
 // and call Run once; Stats may be called concurrently.
 type Source struct {
-	cfg      Config
+	cfg      Options
 	w        *wal.WAL
 	ckpts    *checkpoint.Store
 	log      *slog.Logger
@@ -119,7 +119,7 @@ type tableProgress struct {
 // New validates cfg (filling in defaults) and returns a Source appending
 // to w and keeping its resume state in ckpts under "pg.<slot>". It does no
 // I/O.
-func New(cfg Config, w *wal.WAL, ckpts *checkpoint.Store) (*Source, error) {
+func New(cfg Options, w *wal.WAL, ckpts *checkpoint.Store) (*Source, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

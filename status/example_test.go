@@ -40,7 +40,7 @@ func Example() {
 		s.AddMetrics(m)
 		return s, nil
 	})
-	srv, err := httpx.Listen(httpx.Config{Addr: "127.0.0.1:0", Name: "http", Token: secret.Secret(""),
+	srv, err := httpx.Listen(httpx.Options{Addr: "127.0.0.1:0", Name: "http", Token: secret.Secret(""),
 		Public: []string{"/healthz"}, Logger: log}, mux)
 	if err != nil {
 		panic(err)

@@ -75,7 +75,7 @@ func TestNoSecretAnywhere(t *testing.T) {
 				s.AddMetrics(m)
 				return s, nil
 			})
-			srv, err := httpx.Listen(httpx.Config{Addr: "127.0.0.1:0", Token: secret.Secret(token), Public: []string{"/healthz"}, Logger: log}, mux)
+			srv, err := httpx.Listen(httpx.Options{Addr: "127.0.0.1:0", Token: secret.Secret(token), Public: []string{"/healthz"}, Logger: log}, mux)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -42,8 +42,8 @@ import (
 // MinTokenLen is the shortest bearer token accepted.
 const MinTokenLen = 16
 
-// Config describes one listener.
-type Config struct {
+// Options describes one listener.
+type Options struct {
 	// Addr is host:port. Empty means "127.0.0.1:" + DefaultPort.
 	Addr string
 	// DefaultPort is used when Addr is empty.
@@ -76,7 +76,7 @@ func IsLoopback(addr string) bool {
 
 // Check validates cfg without binding: the address form, TLS file pairs
 // and the token rule. Errors name the listener and what to change.
-func (cfg *Config) Check() error {
+func (cfg *Options) Check() error {
 	name := cfg.Name
 	if name == "" {
 		name = "http"
@@ -98,7 +98,7 @@ func (cfg *Config) Check() error {
 	return nil
 }
 
-func (cfg *Config) addr() string {
+func (cfg *Options) addr() string {
 	if cfg.Addr != "" {
 		return cfg.Addr
 	}
@@ -123,7 +123,7 @@ type Server struct {
 // Listen checks cfg, binds the address (so "address in use" and TLS file
 // errors surface here, not later) and serves h in a goroutine owned by
 // the returned Server, wrapped by Auth when a token is set.
-func Listen(cfg Config, h http.Handler) (*Server, error) {
+func Listen(cfg Options, h http.Handler) (*Server, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}

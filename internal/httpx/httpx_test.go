@@ -26,37 +26,37 @@ const token = "0123456789abcdef-test-token"
 
 func TestNonLoopbackNeedsToken(t *testing.T) {
 	for _, addr := range []string{"0.0.0.0:7071", ":7071", "10.1.2.3:7071", "[::]:7071", "db.example.com:7071"} {
-		_, err := Listen(Config{Addr: addr, Name: "http"}, http.NotFoundHandler())
+		_, err := Listen(Options{Addr: addr, Name: "http"}, http.NotFoundHandler())
 		if err == nil || !strings.Contains(err.Error(), "bearer token is required") || !strings.Contains(err.Error(), "http.token") {
 			t.Errorf("Listen(%s) without token: err = %v", addr, err)
 		}
-		c := Config{Addr: addr, Token: token}
+		c := Options{Addr: addr, Token: token}
 		if err := c.Check(); err != nil {
 			t.Errorf("Check(%s) with token: %v", addr, err)
 		}
 	}
 	for _, addr := range []string{"127.0.0.1:0", "[::1]:0", "localhost:0", "127.0.0.2:0"} {
-		c := Config{Addr: addr}
+		c := Options{Addr: addr}
 		if err := c.Check(); err != nil {
 			t.Errorf("loopback %s: %v", addr, err)
 		}
 	}
-	c := Config{Addr: "0.0.0.0:1", Token: "short"}
+	c := Options{Addr: "0.0.0.0:1", Token: "short"}
 	if err := c.Check(); err == nil || !strings.Contains(err.Error(), "too short") {
 		t.Errorf("short token: %v", err)
 	}
-	c = Config{Addr: "nonsense"}
+	c = Options{Addr: "nonsense"}
 	if err := c.Check(); err == nil || !strings.Contains(err.Error(), "not host:port") {
 		t.Errorf("bad addr: %v", err)
 	}
-	c = Config{Addr: "127.0.0.1:0", TLSCert: "x.pem"}
+	c = Options{Addr: "127.0.0.1:0", TLSCert: "x.pem"}
 	if err := c.Check(); err == nil || !strings.Contains(err.Error(), "together") {
 		t.Errorf("half TLS: %v", err)
 	}
 }
 
 func TestDefaultIsLoopback(t *testing.T) {
-	s, err := Listen(Config{}, http.NotFoundHandler())
+	s, err := Listen(Options{}, http.NotFoundHandler())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func handler() http.Handler {
 
 func TestTokenRequired(t *testing.T) {
 	var logs bytes.Buffer
-	s, err := Listen(Config{Addr: "127.0.0.1:0", Token: token, Public: []string{"/healthz"}, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, handler())
+	s, err := Listen(Options{Addr: "127.0.0.1:0", Token: token, Public: []string{"/healthz"}, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, handler())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestTokenRequired(t *testing.T) {
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, dir)
-	s, err := Listen(Config{Addr: "127.0.0.1:0", Token: token, TLSCert: certFile, TLSKey: keyFile}, handler())
+	s, err := Listen(Options{Addr: "127.0.0.1:0", Token: token, TLSCert: certFile, TLSKey: keyFile}, handler())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,18 +140,18 @@ func TestTLS(t *testing.T) {
 	if code, body := get(t, c, s.URL()+"/metrics", "Bearer "+token); code != 200 || body != "metrics" {
 		t.Fatalf("TLS GET: %d %q", code, body)
 	}
-	if _, err := Listen(Config{Addr: "127.0.0.1:0", TLSCert: certFile, TLSKey: filepath.Join(dir, "missing.pem")}, handler()); err == nil || !strings.Contains(err.Error(), "missing.pem") {
+	if _, err := Listen(Options{Addr: "127.0.0.1:0", TLSCert: certFile, TLSKey: filepath.Join(dir, "missing.pem")}, handler()); err == nil || !strings.Contains(err.Error(), "missing.pem") {
 		t.Fatalf("missing key file: %v", err)
 	}
 }
 
 func TestAddressInUse(t *testing.T) {
-	s, err := Listen(Config{Addr: "127.0.0.1:0"}, handler())
+	s, err := Listen(Options{Addr: "127.0.0.1:0"}, handler())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, err = Listen(Config{Addr: s.Addr().String(), Name: "source.http"}, handler())
+	_, err = Listen(Options{Addr: s.Addr().String(), Name: "source.http"}, handler())
 	if err == nil || !strings.Contains(err.Error(), "source.http: listen on") {
 		t.Fatalf("second listener on the same port: %v", err)
 	}

@@ -22,8 +22,8 @@ const (
 	CheckpointName = "kafka"
 )
 
-// Config configures a Sink. Validate fills in the defaults.
-type Config struct {
+// Options configures a Sink. Validate fills in the defaults.
+type Options struct {
 	Brokers     []string
 	TopicPrefix string // default "walship"
 	Mode        string // ordered (default) | tables
@@ -42,8 +42,8 @@ type Config struct {
 	Partitions int32
 	// ReplicationFactor of created topics; default -1 (the broker's).
 	ReplicationFactor int16
-	TLS               kafkawire.TLSConfig
-	SASL              kafkawire.SASLConfig
+	TLS               kafkawire.TLSOptions
+	SASL              kafkawire.SASLOptions
 	Database          string // source.db in the envelope
 	Name              string // source.name; default TopicPrefix
 	// CheckpointInterval is the least time between two durable checkpoint
@@ -54,7 +54,7 @@ type Config struct {
 
 // Validate checks c and fills in defaults. Errors name the config key
 // ("kafka.<key>") and are joined.
-func (c *Config) Validate() error {
+func (c *Options) Validate() error {
 	var errs []error
 	fail := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("kafka.%s: %s", key, fmt.Sprintf(format, args...)))

@@ -11,9 +11,9 @@ import (
 	"github.com/walship/walship/change"
 )
 
-// Config configures a Source. Zero fields take the documented defaults
+// Options configures a Source. Zero fields take the documented defaults
 // (Validate fills them in).
-type Config struct {
+type Options struct {
 	// DSN is a libpq URL or key=value string; it must name a database.
 	DSN string
 	// Slot is the logical replication slot (default "walship"); letters
@@ -76,7 +76,7 @@ func cfgErr(key, format string, args ...any) error {
 
 // Validate fills in defaults and checks every field; the error is a
 // *ConfigError naming the key (several are joined).
-func (c *Config) Validate() error {
+func (c *Options) Validate() error {
 	var errs []error
 	if c.Slot == "" {
 		c.Slot = DefaultSlot
