@@ -262,7 +262,7 @@ type encodeBuf struct {
 }
 
 // Open opens (recovering) or creates the log in opts.Dir.
-func Open(opts Options) (*WAL, *segment.RecoveryReport, error) {
+func Open(opts Options) (*WAL, *RecoveryReport, error) {
 	if opts.Dir == "" {
 		return nil, nil, fmt.Errorf("wal: no directory given")
 	}
