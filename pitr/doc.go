@@ -49,4 +49,9 @@
 // Follow and FollowURL keep a replica applying new archive objects (a
 // standby). Execute, Verify and Verified.Apply run a plan against any
 // Applier.
+//
+// The package example is the whole path in one place: it stores segment
+// objects and a base snapshot in a directory archive, plans a restore to a
+// commit time (the snapshot and the one segment after it), restores a
+// SQLite replica and dumps what it holds.
 package pitr

@@ -22,4 +22,14 @@
 // Dump reads the canonical content of a Postgres source or of either kind
 // of replica, so tests compare source and replica table by table; Snapshot
 // copies a live SQLite replica consistently.
+//
+// Use:
+//
+//	app, err := replica.Open(ctx, "sqlite:///var/lib/walship/replica.db", replica.Options{})
+//	from, err := app.Position(ctx) // resume the log after this commit LSN
+//	err = app.Apply(ctx, txns)    // []change.Committed, in log order
+//
+// The package example applies two transactions to a SQLite replica,
+// applies them again to show redelivery skipped, and reads the position
+// (ReadState) and the rows (Dump) back.
 package replica

@@ -18,6 +18,25 @@
 //   - A failed write or fsync is sticky: that append and every later one
 //     fail until the log is reopened, and recovery then truncates what was
 //     never acknowledged (docs/FORMAT.md §4).
+//
+// # Use
+//
+// One process opens the log and appends; each Append returns the LSNs the
+// transaction got, once it is durable:
+//
+//	w, _, err := wal.Open(wal.Options{Dir: dir})
+//	t, err := w.Append(ctx, &change.Txn{Header: hdr, Changes: changes})
+//
+// Readers (the sinks, the tools) read whole committed transactions from an
+// LSN on, following the log or stopping at its end with io.EOF:
+//
+//	r, err := w.NewReader(from, follow)
+//	tx, err := r.Next(ctx) // a *change.Committed, with its LSNs
+//
+// The examples are a runnable tour: Example opens a log, appends, reads the
+// transactions back and reopens it; WAL.AppendStream's example streams a
+// large transaction and shows an aborted one skipped; OpenReadOnly's reads a
+// log beside its live writer, as `walship dump` does.
 package wal
 
 import (
