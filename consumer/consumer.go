@@ -43,6 +43,7 @@ import (
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/replica"
+	"github.com/walship/walship/walerr"
 )
 
 // Defaults.
@@ -392,7 +393,11 @@ func (c *Consumer) position() uint64 {
 }
 
 // startOffset returns a safe offset to start reading topic from, given the
-// replica's position (see the package doc).
+// replica's position (see the package doc). Broker errors that retrying
+// can cure (a broker down or restarting while the group rebalances) are
+// retried with backoff until ctx ends: they must not stop the consumer.
+// A gap (kafkawire.ErrGap), a malformed record and errors that retrying
+// cannot cure (kafkawire.IsFatal) are returned at once.
 func (c *Consumer) startOffset(ctx context.Context, topic string) (int64, error) {
 	pos, err := c.applier.Position(ctx)
 	if err != nil {
@@ -403,6 +408,26 @@ func (c *Consumer) startOffset(ctx context.Context, topic string) (int64, error)
 		c.mu.applied = pos
 	}
 	c.mu.Unlock()
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		off, err := c.searchOffset(ctx, topic, pos)
+		if err == nil || ctx.Err() != nil || errors.Is(err, kafkawire.ErrGap) ||
+			errors.Is(err, walerr.ErrCorruption) || kafkawire.IsFatal(err) {
+			return off, err
+		}
+		c.log.Warn("kafka: cannot find the start offset (retried)", "topic", topic, "attempt", attempt, "next_in", wait, "err", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// searchOffset finds a safe start offset for a replica at pos: the
+// group's committed offset if it is one, else a binary search.
+func (c *Consumer) searchOffset(ctx context.Context, topic string, pos uint64) (int64, error) {
 	cl, err := kgo.NewClient(c.kopts...)
 	if err != nil {
 		return 0, err
