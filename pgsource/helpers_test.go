@@ -155,7 +155,16 @@ func (e *env) catchUp(r *running, timeout time.Duration) {
 	if err := c.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()").Scan(&lsn); err != nil {
 		e.t.Fatal(err)
 	}
-	deadline := time.Now().Add(timeout)
+	// timeout bounds a stall, not the whole catch-up: on a loaded machine
+	// a large transaction can take minutes while the source keeps making
+	// progress, so the deadline moves whenever the source's counters do
+	// (with an overall cap, so a livelock still fails).
+	type progress struct{ confirmed, last, changes, open uint64 }
+	now := func() progress {
+		st := r.src.Stats()
+		return progress{st.ConfirmedLSN, st.LastSourceLSN, uint64(st.Changes), uint64(st.OpenTxnChanges)}
+	}
+	seen, deadline, limit := now(), time.Now().Add(timeout), time.Now().Add(10*time.Minute)
 	for uint64(lsn) > r.src.Stats().ConfirmedLSN {
 		select {
 		case err := <-r.done:
@@ -163,8 +172,11 @@ func (e *env) catchUp(r *running, timeout time.Duration) {
 			e.t.Fatalf("Run returned while catching up: %v", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("source did not reach %s within %v: %+v", lsn, timeout, r.src.Stats())
+		if p := now(); p != seen {
+			seen, deadline = p, time.Now().Add(timeout)
+		}
+		if time.Now().After(deadline) || time.Now().After(limit) {
+			e.t.Fatalf("source did not reach %s (no progress for %v, or 10 minutes in all): %+v", lsn, timeout, r.src.Stats())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
