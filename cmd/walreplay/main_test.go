@@ -573,3 +573,29 @@ func TestEncryptedArchive(t *testing.T) {
 		t.Fatalf("two keys: exit %d: %v", r.code, r.err)
 	}
 }
+
+// TestEmptyTargetFlagsAreUsageErrors: a target flag given with an empty
+// value (an unset shell variable) is bad usage naming the flag, never a
+// quiet restore of the latest state.
+func TestEmptyTargetFlagsAreUsageErrors(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, genLog(t, 10), 5)
+	dir := t.TempDir()
+	for _, flagName := range []string{"target-time", "target-lsn", "target-source-lsn", "target-xid", "target-name", "target"} {
+		for _, form := range [][]string{{"--" + flagName, ""}, {"--" + flagName + "="}} {
+			for _, mode := range [][]string{{"--to", "sqlite://" + filepath.Join(dir, "r.db")}, {"--dry-run"}} {
+				args := append(append([]string{"restore", "--archive", f.url}, mode...), form...)
+				r := walreplay(t, ctx, args...)
+				if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "--"+flagName+": empty value") {
+					t.Errorf("%q: exit %d (%v), want 2 naming --%s", args, r.code, r.err, flagName)
+				}
+				if r.stdout != "" {
+					t.Errorf("%q: printed %q", args, r.stdout)
+				}
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "r.db")); err == nil {
+		t.Fatal("a refused restore created the destination")
+	}
+}
