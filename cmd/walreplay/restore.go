@@ -144,7 +144,7 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 }
 
 // rejectEmptyFlags fails (usage) when one of names was given with an empty
-// value: `--target-time ”` from an unset shell variable must not quietly
+// value (`--target-time "$UNSET"`, an unset shell variable) must not quietly
 // mean "no target", which restores the latest state.
 func rejectEmptyFlags(fs *flag.FlagSet, names ...string) error {
 	var err error
