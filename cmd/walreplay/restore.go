@@ -144,8 +144,8 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 }
 
 // rejectEmptyFlags fails (usage) when one of names was given with an empty
-// value (`--target-time "$UNSET"`, an unset shell variable) must not quietly
-// mean "no target", which restores the latest state.
+// value: an unset shell variable (`--target-time "$UNSET"`) must not
+// quietly mean "no target", which restores the latest state.
 func rejectEmptyFlags(fs *flag.FlagSet, names ...string) error {
 	var err error
 	fs.Visit(func(f *flag.Flag) {
