@@ -487,11 +487,22 @@ func TestPrune(t *testing.T) {
 	f := newFixture(t, txns, 5)
 	f.snapshot(t, 19)
 	f.snapshot(t, 34)
-	r := walreplay(t, ctx, "prune", "--archive", f.url)
-	if r.code != 2 || !strings.Contains(r.err.Error(), "keeps nothing") {
-		t.Fatalf("prune without a policy: exit %d: %v", r.code, r.err)
+	// Bad policies are refused in the flags' words, never the Go fields'.
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{nil, "give --keep-snapshots N and/or --keep-within D"},
+		{[]string{"--keep-snapshots", "-1"}, "--keep-snapshots -1: must not be negative"},
+		{[]string{"--keep-within", "-1h"}, "--keep-within -1h0m0s: must not be negative"},
+	} {
+		r := walreplay(t, ctx, append([]string{"prune", "--archive", f.url}, c.args...)...)
+		if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), c.msg) ||
+			strings.Contains(r.err.Error(), "KeepSnapshots") || strings.Contains(r.err.Error(), "RetentionPolicy") {
+			t.Fatalf("prune %q: exit %d: %v, want 2 with %q", c.args, r.code, r.err, c.msg)
+		}
 	}
-	r = walreplay(t, ctx, "prune", "--archive", f.url, "--keep-snapshots", "1", "--dry-run", "--json")
+	r := walreplay(t, ctx, "prune", "--archive", f.url, "--keep-snapshots", "1", "--dry-run", "--json")
 	var pj pruneJSON
 	if err := json.Unmarshal([]byte(r.stdout), &pj); err != nil || r.code != 0 {
 		t.Fatalf("prune --dry-run: %v %v\n%s", r.err, err, r.stdout)
