@@ -610,3 +610,42 @@ func TestEmptyTargetFlagsAreUsageErrors(t *testing.T) {
 		t.Fatal("a refused restore created the destination")
 	}
 }
+
+// TestVerifyOfADirectoryThatIsNotAnArchive: a directory with nothing of an
+// archive in it (a wrong path, a WAL directory) is an error saying what was
+// expected (exit 2), not "intact, 0 objects"; an archive whose lineage is
+// started but holds no objects yet is intact.
+func TestVerifyOfADirectoryThatIsNotAnArchive(t *testing.T) {
+	ctx := context.Background()
+	empty := t.TempDir()
+	other := t.TempDir()
+	os.MkdirAll(filepath.Join(other, "wal"), 0o755)
+	os.WriteFile(filepath.Join(other, "wal", "0000000000000001.seg"), []byte("not an archive"), 0o644)
+	os.WriteFile(filepath.Join(other, "notes.txt"), []byte("hello"), 0o644)
+	for _, dir := range []string{empty, other} {
+		r := walreplay(t, ctx, "verify", "--archive", "file://"+dir)
+		if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "file://"+dir+" is not a walship archive: expected lineage records") {
+			t.Errorf("verify of %s: exit %d (%v)\n%s", dir, r.code, r.err, r.stdout)
+		}
+		if strings.Contains(r.stdout, "intact") {
+			t.Errorf("verify of %s said intact:\n%s", dir, r.stdout)
+		}
+		r = walreplay(t, ctx, "verify", "--archive", "file://"+dir, "--json")
+		var vj verifyJSON
+		if err := json.Unmarshal([]byte(r.stdout), &vj); err != nil || r.code != 2 || vj.Status != "not_an_archive" {
+			t.Errorf("verify --json of %s: exit %d, %v, %s", dir, r.code, err, r.stdout)
+		}
+	}
+
+	started := t.TempDir()
+	a, err := archive.Open(ctx, "file://"+started, archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateLineage(ctx, archive.LineageRecord{ID: "main", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if r := walreplay(t, ctx, "verify", "--archive", "file://"+started); r.code != 0 || !strings.HasPrefix(r.stdout, "intact:") {
+		t.Fatalf("verify of a started, empty archive: exit %d (%v)\n%s", r.code, r.err, r.stdout)
+	}
+}
