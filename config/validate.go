@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/internal/httpx"
 )
 
 // Defaults filled in by validation.
@@ -73,6 +74,12 @@ func (v *validator) listener(key string, l *Listener, def string) {
 	}
 	if !IsLoopback(l.Listen) && l.Token == "" {
 		v.fail(key+".token", "listening on %s (not loopback) requires a bearer token; set %s.token (for example \"${WALSHIP_TOKEN}\") or listen on 127.0.0.1", l.Listen, key)
+	}
+	// The length rule is the listener's own (httpx.MinTokenLen), checked
+	// here too so that a short token stops the daemon before anything
+	// starts, not after another listener has opened.
+	if l.Token != "" && len(l.Token) < httpx.MinTokenLen {
+		v.fail(key+".token", "too short (%d characters), want at least %d (for example: openssl rand -hex 32)", len(l.Token), httpx.MinTokenLen)
 	}
 }
 
