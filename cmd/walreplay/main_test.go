@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -647,5 +649,62 @@ func TestVerifyOfADirectoryThatIsNotAnArchive(t *testing.T) {
 	}
 	if r := walreplay(t, ctx, "verify", "--archive", "file://"+started); r.code != 0 || !strings.HasPrefix(r.stdout, "intact:") {
 		t.Fatalf("verify of a started, empty archive: exit %d (%v)\n%s", r.code, r.err, r.stdout)
+	}
+}
+
+// TestHelpOfEveryCommand: each command's -h has its summary, a usage line
+// naming only flags that exist, every flag, and an example; and each
+// example runs as printed (against a fixture archive in place of the
+// example's paths).
+func TestHelpOfEveryCommand(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, genLog(t, 20), 5)
+	tmp := t.TempDir()
+	for _, c := range program.Commands {
+		if c.Summary == "" || c.Usage == "" || c.Example == "" {
+			t.Errorf("%s: summary %q, usage %q, example %q", c.Name, c.Summary, c.Usage, c.Example)
+			continue
+		}
+		r := walreplay(t, ctx, c.Name, "-h")
+		if r.code != 0 || !strings.HasPrefix(r.stderr, "walreplay "+c.Name+": "+c.Summary+"\n\nusage: walreplay "+c.Name+" "+c.Usage+"\n\nflags:\n") ||
+			!strings.Contains(r.stderr, "\nexample:\n  walreplay "+c.Name) {
+			t.Errorf("%s -h: exit %d\n%s", c.Name, r.code, r.stderr)
+		}
+		flagsPart, _, _ := strings.Cut(r.stderr, "\nexample:\n")
+		for _, word := range strings.Fields(c.Usage) {
+			if word = strings.Trim(word, "[]()"); strings.HasPrefix(word, "-") && !strings.Contains(flagsPart, "\n  "+word+" ") && !strings.Contains(flagsPart, "\n  "+word+"\n") {
+				t.Errorf("%s: the usage line names %s, which is not among the flags", c.Name, word)
+			}
+		}
+		for _, line := range strings.Split(c.Example, "\n") {
+			if strings.Contains(line, "--follow") {
+				continue // runs until interrupted; TestFollowAppliesNewObjects covers it
+			}
+			line = strings.ReplaceAll(line, "/tmp/", tmp+"/")
+			line = strings.ReplaceAll(line, "file:///var/backups/walship", f.url)
+			args := strings.Fields(line)
+			if args[0] != "walreplay" {
+				t.Fatalf("%s: example %q", c.Name, line)
+			}
+			if args[1] == "restore" && slices.Contains(args, "--target-time") {
+				i := slices.Index(args, "--target-time")
+				args[i+1] = f.txns[10].CommitTime.Format(time.RFC3339Nano) // a time inside the fixture
+			}
+			if r := walreplay(t, ctx, args[1:]...); r.code != 0 {
+				t.Errorf("example %q: exit %d: %v", line, r.code, r.err)
+			}
+		}
+	}
+}
+
+// TestVersion: `walreplay version` and `--version` print the version, the
+// commit and the Go version.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		r := walreplay(t, context.Background(), arg)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "walreplay ") || !strings.Contains(r.stdout, "\ncommit: ") ||
+			!strings.HasSuffix(r.stdout, "\ngo: "+runtime.Version()+"\n") {
+			t.Errorf("%s: exit %d\n%s", arg, r.code, r.stdout)
+		}
 	}
 }
