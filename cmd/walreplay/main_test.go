@@ -207,7 +207,7 @@ func TestListAndJSON(t *testing.T) {
 	}
 	last := txns[len(txns)-1]
 	for _, want := range []string{"lineage main", fmt.Sprintf("segments:    7, LSN 1-%d", last.CommitLSN), "gaps:        none",
-		`"rp-19" at LSN`, "from the empty state"} {
+		`"rp-19" at LSN`, "from the empty state (--target-lsn 1 --exclusive)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("list output lacks %q:\n%s", want, r.stdout)
 		}
@@ -706,5 +706,32 @@ func TestVersion(t *testing.T) {
 			!strings.HasSuffix(r.stdout, "\ngo: "+runtime.Version()+"\n") {
 			t.Errorf("%s: exit %d\n%s", arg, r.code, r.stdout)
 		}
+	}
+}
+
+// TestEmptyStateAsListed: the way `list` names to the empty state works: it
+// restores an empty replica (exit 0), while --target-lsn 0 and a time
+// before the first commit are refused.
+func TestEmptyStateAsListed(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 10)
+	f := newFixture(t, txns, 5)
+	r := walreplay(t, ctx, "list", "--archive", f.url)
+	_, hint, ok := strings.Cut(r.stdout, "from the empty state (")
+	hint, _, _ = strings.Cut(hint, ")")
+	if !ok || hint != "--target-lsn 1 --exclusive" {
+		t.Fatalf("list names no way to the empty state:\n%s", r.stdout)
+	}
+	dst := "sqlite://" + filepath.Join(t.TempDir(), "empty.db")
+	r = walreplay(t, ctx, append([]string{"restore", "--archive", f.url, "--to", dst}, strings.Fields(hint)...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "0 transactions") || !strings.Contains(r.stdout, "position LSN 0") {
+		t.Fatalf("restore %s: exit %d (%v)\n%s", hint, r.code, r.err, r.stdout)
+	}
+	if r := walreplay(t, ctx, "restore", "--archive", f.url, "--dry-run", "--target-lsn", "0"); r.code != 2 || !strings.Contains(r.err.Error(), "lsn 0") {
+		t.Errorf("--target-lsn 0: exit %d (%v), want 2", r.code, r.err)
+	}
+	before := txns[0].CommitTime.Add(-time.Second).Format(time.RFC3339Nano)
+	if r := walreplay(t, ctx, "restore", "--archive", f.url, "--dry-run", "--target-time", before); r.code != 4 || !strings.Contains(r.err.Error(), "before the first archived commit") {
+		t.Errorf("a time before the first commit: exit %d (%v), want 4", r.code, r.err)
 	}
 }
