@@ -67,6 +67,8 @@ func TestErrors(t *testing.T) {
 		{"non-loopback without token", "wal: {dir: /w}\nsource:\n  http: {listen: \"0.0.0.0:7070\"}\n", `source.http.token (line 3): listening on 0.0.0.0:7070 (not loopback) requires a bearer token`},
 		{"short token", "wal: {dir: /w}\nhttp: {token: abc12}\n", `http.token (line 2): too short (5 characters), want at least 16`},
 		{"short source token", "wal: {dir: /w}\nsource:\n  http: {listen: \"0.0.0.0:7070\", token: abc12}\n", `source.http.token (line 3): too short (5 characters)`},
+		{"partitions negative", "wal: {dir: /w}\nkafka: {brokers: [b:1], mode: tables, partitions: -2}\n", `kafka.partitions (line 2): -2: want 1 to 10000`},
+		{"partitions in ordered mode", "wal: {dir: /w}\nkafka:\n  brokers: [b:1]\n  partitions: 4\n", `kafka.partitions (line 4): 4: only for mode: tables`},
 		{"bad archive url", "wal: {dir: /w}\narchive: {url: \"ftp://x\"}\n", `archive.url (line 2): "ftp://x": want file:///abs/dir`},
 		{"relative file archive", "wal: {dir: /w}\narchive: {url: \"file://rel/dir\"}\n", `needs an absolute path`},
 		{"bad table", "wal: {dir: /w}\nsource:\n  postgres: {dsn: x, tables: [\"a.b.c\"]}\n", `source.postgres.tables[0]`},

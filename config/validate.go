@@ -22,6 +22,11 @@ const (
 	DefaultLagWindow      = 5 * time.Minute
 )
 
+// MaxKafkaPartitions bounds kafka.partitions: far above what a table's
+// topic needs, low enough that a typo does not ask the brokers for
+// millions.
+const MaxKafkaPartitions = 10000
+
 // validator collects the first error, with the key's line.
 type validator struct {
 	lines map[string]int
@@ -257,6 +262,12 @@ func (c *Config) validateKafka(v *validator) {
 		k.TopicPrefix = "walship"
 	}
 	v.oneOf("kafka.mode", &k.Mode, "ordered", "ordered", "tables")
+	switch {
+	case k.Partitions < 0 || k.Partitions > MaxKafkaPartitions:
+		v.fail("kafka.partitions", "%d: want 1 to %d", k.Partitions, MaxKafkaPartitions)
+	case k.Partitions > 1 && k.Mode != "tables":
+		v.fail("kafka.partitions", "%d: only for mode: tables (the ordered topic has exactly one partition, for total order)", k.Partitions)
+	}
 	v.oneOf("kafka.compression", &k.Compression, "zstd", "none", "gzip", "snappy", "lz4", "zstd")
 	v.nonNegative("kafka.linger", k.Linger)
 	if k.SASL.Mechanism != "" {
