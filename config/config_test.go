@@ -65,6 +65,10 @@ func TestErrors(t *testing.T) {
 		{"list wanted", "wal: {dir: /w}\nkafka: {brokers: b:1}\n", `kafka.brokers (line 2): want a list`},
 		{"mapping wanted", "wal: /w\n", `wal (line 1): want a mapping`},
 		{"non-loopback without token", "wal: {dir: /w}\nsource:\n  http: {listen: \"0.0.0.0:7070\"}\n", `source.http.token (line 3): listening on 0.0.0.0:7070 (not loopback) requires a bearer token`},
+		{"short token", "wal: {dir: /w}\nhttp: {token: abc12}\n", `http.token (line 2): too short (5 characters), want at least 16`},
+		{"short source token", "wal: {dir: /w}\nsource:\n  http: {listen: \"0.0.0.0:7070\", token: abc12}\n", `source.http.token (line 3): too short (5 characters)`},
+		{"partitions negative", "wal: {dir: /w}\nkafka: {brokers: [b:1], mode: tables, partitions: -2}\n", `kafka.partitions (line 2): -2: want 1 to 10000`},
+		{"partitions in ordered mode", "wal: {dir: /w}\nkafka:\n  brokers: [b:1]\n  partitions: 4\n", `kafka.partitions (line 4): 4: only for mode: tables`},
 		{"bad archive url", "wal: {dir: /w}\narchive: {url: \"ftp://x\"}\n", `archive.url (line 2): "ftp://x": want file:///abs/dir`},
 		{"relative file archive", "wal: {dir: /w}\narchive: {url: \"file://rel/dir\"}\n", `needs an absolute path`},
 		{"bad table", "wal: {dir: /w}\nsource:\n  postgres: {dsn: x, tables: [\"a.b.c\"]}\n", `source.postgres.tables[0]`},
@@ -127,12 +131,12 @@ func TestForRunAndConsume(t *testing.T) {
 }
 
 func TestEnvExpansion(t *testing.T) {
-	y := "wal: {dir: \"/w/${SUB}\", segment_size: \"${SZ}\"}\nhttp: {listen: \"127.0.0.1:${PORT:-9000}\", token: \"$$lit\"}\n"
+	y := "wal: {dir: \"/w/${SUB}\", segment_size: \"${SZ}\"}\nhttp: {listen: \"127.0.0.1:${PORT:-9000}\", token: \"$$literal-token-x\"}\n"
 	c, err := Parse([]byte(y), env(map[string]string{"SUB": "a b", "SZ": "2MiB"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.WAL.Dir != "/w/a b" || c.WAL.SegmentSize != 2<<20 || c.HTTP.Listen != "127.0.0.1:9000" || c.HTTP.Token != "$lit" {
+	if c.WAL.Dir != "/w/a b" || c.WAL.SegmentSize != 2<<20 || c.HTTP.Listen != "127.0.0.1:9000" || c.HTTP.Token != "$literal-token-x" {
 		t.Fatalf("got %+v %+v", c.WAL, c.HTTP)
 	}
 	// A value from the environment cannot inject structure.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/internal/httpx"
 )
 
 // Defaults filled in by validation.
@@ -20,6 +21,11 @@ const (
 	DefaultSnapshotKeep   = 7
 	DefaultLagWindow      = 5 * time.Minute
 )
+
+// MaxKafkaPartitions bounds kafka.partitions: far above what a table's
+// topic needs, low enough that a typo does not ask the brokers for
+// millions.
+const MaxKafkaPartitions = 10000
 
 // validator collects the first error, with the key's line.
 type validator struct {
@@ -73,6 +79,12 @@ func (v *validator) listener(key string, l *Listener, def string) {
 	}
 	if !IsLoopback(l.Listen) && l.Token == "" {
 		v.fail(key+".token", "listening on %s (not loopback) requires a bearer token; set %s.token (for example \"${WALSHIP_TOKEN}\") or listen on 127.0.0.1", l.Listen, key)
+	}
+	// The length rule is the listener's own (httpx.MinTokenLen), checked
+	// here too so that a short token stops the daemon before anything
+	// starts, not after another listener has opened.
+	if l.Token != "" && len(l.Token) < httpx.MinTokenLen {
+		v.fail(key+".token", "too short (%d characters), want at least %d (for example: openssl rand -hex 32)", len(l.Token), httpx.MinTokenLen)
 	}
 }
 
@@ -250,6 +262,12 @@ func (c *Config) validateKafka(v *validator) {
 		k.TopicPrefix = "walship"
 	}
 	v.oneOf("kafka.mode", &k.Mode, "ordered", "ordered", "tables")
+	switch {
+	case k.Partitions < 0 || k.Partitions > MaxKafkaPartitions:
+		v.fail("kafka.partitions", "%d: want 1 to %d", k.Partitions, MaxKafkaPartitions)
+	case k.Partitions > 1 && k.Mode != "tables":
+		v.fail("kafka.partitions", "%d: only for mode: tables (the ordered topic has exactly one partition, for total order)", k.Partitions)
+	}
 	v.oneOf("kafka.compression", &k.Compression, "zstd", "none", "gzip", "snappy", "lz4", "zstd")
 	v.nonNegative("kafka.linger", k.Linger)
 	if k.SASL.Mechanism != "" {

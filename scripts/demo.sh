@@ -12,4 +12,5 @@ cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 mkdir -p .cache/bin
 go build -o .cache/bin/walship ./cmd/walship
+go build -o .cache/bin/walreplay ./cmd/walreplay   # the demo's closing hints run it
 exec .cache/bin/walship demo "$@"

@@ -10,7 +10,7 @@ import (
 )
 
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	return cli.NewFlagSet("walreplay", name, stderr)
+	return program.NewFlagSet(name, stderr)
 }
 func parseFlags(fs *flag.FlagSet, args []string) (bool, error) { return cli.ParseFlags(fs, args) }
 func requireFlag(name, value string) error                     { return cli.RequireFlag(name, value) }

@@ -74,7 +74,7 @@ func printLineage(w io.Writer, li pitr.LineageInfo) {
 	}
 	fmt.Fprintf(w, "  size:        %d bytes\n", li.Bytes)
 	if li.RestorableFrom == 0 && li.Segments > 0 && li.FirstLSN == 1 {
-		fmt.Fprintf(w, "  restorable:  from the empty state (LSN 0) to LSN %d (%s)\n", li.LastLSN, fmtTime(li.LastCommit))
+		fmt.Fprintf(w, "  restorable:  from the empty state (--target-lsn 1 --exclusive) to LSN %d (%s)\n", li.LastLSN, fmtTime(li.LastCommit))
 	} else if li.RestorableFrom > 0 {
 		fmt.Fprintf(w, "  restorable:  from LSN %d (%s) to LSN %d (%s)\n", li.RestorableFrom, fmtTime(li.RestorableFromTime),
 			li.LastLSN, fmtTime(li.LastCommit))

@@ -34,12 +34,30 @@ const (
 	exitOutOfRange = 4 // restore: target outside the archive, or not found
 )
 
-var program = &cli.Program{Name: "walreplay", Commands: []cli.Command{
-	{Name: "list", Summary: "list lineages, snapshots, the LSN and time window and gaps of an archive", Run: runList},
-	{Name: "verify", Summary: "check continuity and checksums of everything: exit 0 intact, 1 corrupt, 3 missing/hole, 2 unreadable", Run: runVerify},
-	{Name: "restore", Summary: "restore a replica to a point in time (or follow the archive as a standby)", Run: runRestore},
-	{Name: "prune", Summary: "delete snapshots beyond a retention policy and the segments no kept snapshot needs", Run: runPrune},
-}}
+// program is set in init, not in its declaration: its commands' flag sets
+// (newFlagSet) read it for their help, which would make an initialization
+// cycle.
+var program *cli.Program
+
+func init() {
+	program = &cli.Program{Name: "walreplay", Commands: []cli.Command{
+		{Name: "list", Summary: "list lineages, snapshots, the LSN and time window and gaps of an archive", Run: runList,
+			Usage:   "--archive URL [--json]",
+			Example: "walreplay list --archive file:///var/backups/walship"},
+		{Name: "verify", Summary: "check continuity and checksums of everything: exit 0 intact, 1 corrupt, 3 missing/hole, 2 unreadable", Run: runVerify,
+			Usage:   "--archive URL [--json] [--parallel N]",
+			Example: "walreplay verify --archive file:///var/backups/walship --parallel 4"},
+		{Name: "restore", Summary: "restore a replica to a point in time (or follow the archive as a standby)", Run: runRestore,
+			Usage: "--archive URL --to TARGET_URL [--target-time RFC3339 | --target-lsn N | --target-source-lsn X/Y | " +
+				"--target-xid N | --target-name NAME | --target latest] [--exclusive] [--dry-run] [--json] [--parallel N] " +
+				"[--follow [--poll-interval D]] [--continue] [--no-snapshot] [--stream-verify]",
+			Example: "walreplay restore --archive file:///var/backups/walship --to sqlite:///tmp/restored.db --target-time 2026-01-02T15:04:05Z\n" +
+				"walreplay restore --archive file:///var/backups/walship --to sqlite:///tmp/standby.db --follow"},
+		{Name: "prune", Summary: "delete snapshots beyond a retention policy and the segments no kept snapshot needs", Run: runPrune,
+			Usage:   "--archive URL (--keep-snapshots N | --keep-within D) [--dry-run] [--json]",
+			Example: "walreplay prune --archive file:///var/backups/walship --keep-snapshots 7 --dry-run"},
+	}}
+}
 
 func main() { program.Main() }
 

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -205,7 +207,7 @@ func TestListAndJSON(t *testing.T) {
 	}
 	last := txns[len(txns)-1]
 	for _, want := range []string{"lineage main", fmt.Sprintf("segments:    7, LSN 1-%d", last.CommitLSN), "gaps:        none",
-		`"rp-19" at LSN`, "from the empty state"} {
+		`"rp-19" at LSN`, "from the empty state (--target-lsn 1 --exclusive)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("list output lacks %q:\n%s", want, r.stdout)
 		}
@@ -487,11 +489,22 @@ func TestPrune(t *testing.T) {
 	f := newFixture(t, txns, 5)
 	f.snapshot(t, 19)
 	f.snapshot(t, 34)
-	r := walreplay(t, ctx, "prune", "--archive", f.url)
-	if r.code != 2 || !strings.Contains(r.err.Error(), "keeps nothing") {
-		t.Fatalf("prune without a policy: exit %d: %v", r.code, r.err)
+	// Bad policies are refused in the flags' words, never the Go fields'.
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{nil, "give --keep-snapshots N and/or --keep-within D"},
+		{[]string{"--keep-snapshots", "-1"}, "--keep-snapshots -1: must not be negative"},
+		{[]string{"--keep-within", "-1h"}, "--keep-within -1h0m0s: must not be negative"},
+	} {
+		r := walreplay(t, ctx, append([]string{"prune", "--archive", f.url}, c.args...)...)
+		if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), c.msg) ||
+			strings.Contains(r.err.Error(), "KeepSnapshots") || strings.Contains(r.err.Error(), "RetentionPolicy") {
+			t.Fatalf("prune %q: exit %d: %v, want 2 with %q", c.args, r.code, r.err, c.msg)
+		}
 	}
-	r = walreplay(t, ctx, "prune", "--archive", f.url, "--keep-snapshots", "1", "--dry-run", "--json")
+	r := walreplay(t, ctx, "prune", "--archive", f.url, "--keep-snapshots", "1", "--dry-run", "--json")
 	var pj pruneJSON
 	if err := json.Unmarshal([]byte(r.stdout), &pj); err != nil || r.code != 0 {
 		t.Fatalf("prune --dry-run: %v %v\n%s", r.err, err, r.stdout)
@@ -571,5 +584,154 @@ func TestEncryptedArchive(t *testing.T) {
 	r = walreplay(t, ctx, "list", "--archive", f.url, "--encryption-key-file", keyFile, "--encryption-key-env", "X")
 	if r.code != 2 || !strings.Contains(r.err.Error(), "both set") {
 		t.Fatalf("two keys: exit %d: %v", r.code, r.err)
+	}
+}
+
+// TestEmptyTargetFlagsAreUsageErrors: a target flag given with an empty
+// value (an unset shell variable) is bad usage naming the flag, never a
+// quiet restore of the latest state.
+func TestEmptyTargetFlagsAreUsageErrors(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, genLog(t, 10), 5)
+	dir := t.TempDir()
+	for _, flagName := range []string{"target-time", "target-lsn", "target-source-lsn", "target-xid", "target-name", "target"} {
+		for _, form := range [][]string{{"--" + flagName, ""}, {"--" + flagName + "="}} {
+			for _, mode := range [][]string{{"--to", "sqlite://" + filepath.Join(dir, "r.db")}, {"--dry-run"}} {
+				args := append(append([]string{"restore", "--archive", f.url}, mode...), form...)
+				r := walreplay(t, ctx, args...)
+				if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "--"+flagName+": empty value") {
+					t.Errorf("%q: exit %d (%v), want 2 naming --%s", args, r.code, r.err, flagName)
+				}
+				if r.stdout != "" {
+					t.Errorf("%q: printed %q", args, r.stdout)
+				}
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "r.db")); err == nil {
+		t.Fatal("a refused restore created the destination")
+	}
+}
+
+// TestVerifyOfADirectoryThatIsNotAnArchive: a directory with nothing of an
+// archive in it (a wrong path, a WAL directory) is an error saying what was
+// expected (exit 2), not "intact, 0 objects"; an archive whose lineage is
+// started but holds no objects yet is intact.
+func TestVerifyOfADirectoryThatIsNotAnArchive(t *testing.T) {
+	ctx := context.Background()
+	empty := t.TempDir()
+	other := t.TempDir()
+	os.MkdirAll(filepath.Join(other, "wal"), 0o755)
+	os.WriteFile(filepath.Join(other, "wal", "0000000000000001.seg"), []byte("not an archive"), 0o644)
+	os.WriteFile(filepath.Join(other, "notes.txt"), []byte("hello"), 0o644)
+	for _, dir := range []string{empty, other} {
+		r := walreplay(t, ctx, "verify", "--archive", "file://"+dir)
+		if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "file://"+dir+" is not a walship archive: expected lineage records") {
+			t.Errorf("verify of %s: exit %d (%v)\n%s", dir, r.code, r.err, r.stdout)
+		}
+		if strings.Contains(r.stdout, "intact") {
+			t.Errorf("verify of %s said intact:\n%s", dir, r.stdout)
+		}
+		r = walreplay(t, ctx, "verify", "--archive", "file://"+dir, "--json")
+		var vj verifyJSON
+		if err := json.Unmarshal([]byte(r.stdout), &vj); err != nil || r.code != 2 || vj.Status != "not_an_archive" {
+			t.Errorf("verify --json of %s: exit %d, %v, %s", dir, r.code, err, r.stdout)
+		}
+	}
+
+	started := t.TempDir()
+	a, err := archive.Open(ctx, "file://"+started, archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateLineage(ctx, archive.LineageRecord{ID: "main", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if r := walreplay(t, ctx, "verify", "--archive", "file://"+started); r.code != 0 || !strings.HasPrefix(r.stdout, "intact:") {
+		t.Fatalf("verify of a started, empty archive: exit %d (%v)\n%s", r.code, r.err, r.stdout)
+	}
+}
+
+// TestHelpOfEveryCommand: each command's -h has its summary, a usage line
+// naming only flags that exist, every flag, and an example; and each
+// example runs as printed (against a fixture archive in place of the
+// example's paths).
+func TestHelpOfEveryCommand(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, genLog(t, 20), 5)
+	tmp := t.TempDir()
+	for _, c := range program.Commands {
+		if c.Summary == "" || c.Usage == "" || c.Example == "" {
+			t.Errorf("%s: summary %q, usage %q, example %q", c.Name, c.Summary, c.Usage, c.Example)
+			continue
+		}
+		r := walreplay(t, ctx, c.Name, "-h")
+		if r.code != 0 || !strings.HasPrefix(r.stderr, "walreplay "+c.Name+": "+c.Summary+"\n\nusage: walreplay "+c.Name+" "+c.Usage+"\n\nflags:\n") ||
+			!strings.Contains(r.stderr, "\nexample:\n  walreplay "+c.Name) {
+			t.Errorf("%s -h: exit %d\n%s", c.Name, r.code, r.stderr)
+		}
+		flagsPart, _, _ := strings.Cut(r.stderr, "\nexample:\n")
+		for _, word := range strings.Fields(c.Usage) {
+			if word = strings.Trim(word, "[]()"); strings.HasPrefix(word, "-") && !strings.Contains(flagsPart, "\n  "+word+" ") && !strings.Contains(flagsPart, "\n  "+word+"\n") {
+				t.Errorf("%s: the usage line names %s, which is not among the flags", c.Name, word)
+			}
+		}
+		for _, line := range strings.Split(c.Example, "\n") {
+			if strings.Contains(line, "--follow") {
+				continue // runs until interrupted; TestFollowAppliesNewObjects covers it
+			}
+			line = strings.ReplaceAll(line, "/tmp/", tmp+"/")
+			line = strings.ReplaceAll(line, "file:///var/backups/walship", f.url)
+			args := strings.Fields(line)
+			if args[0] != "walreplay" {
+				t.Fatalf("%s: example %q", c.Name, line)
+			}
+			if args[1] == "restore" && slices.Contains(args, "--target-time") {
+				i := slices.Index(args, "--target-time")
+				args[i+1] = f.txns[10].CommitTime.Format(time.RFC3339Nano) // a time inside the fixture
+			}
+			if r := walreplay(t, ctx, args[1:]...); r.code != 0 {
+				t.Errorf("example %q: exit %d: %v", line, r.code, r.err)
+			}
+		}
+	}
+}
+
+// TestVersion: `walreplay version` and `--version` print the version, the
+// commit and the Go version.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		r := walreplay(t, context.Background(), arg)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "walreplay ") || !strings.Contains(r.stdout, "\ncommit: ") ||
+			!strings.HasSuffix(r.stdout, "\ngo: "+runtime.Version()+"\n") {
+			t.Errorf("%s: exit %d\n%s", arg, r.code, r.stdout)
+		}
+	}
+}
+
+// TestEmptyStateAsListed: the way `list` names to the empty state works: it
+// restores an empty replica (exit 0), while --target-lsn 0 and a time
+// before the first commit are refused.
+func TestEmptyStateAsListed(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 10)
+	f := newFixture(t, txns, 5)
+	r := walreplay(t, ctx, "list", "--archive", f.url)
+	_, hint, ok := strings.Cut(r.stdout, "from the empty state (")
+	hint, _, _ = strings.Cut(hint, ")")
+	if !ok || hint != "--target-lsn 1 --exclusive" {
+		t.Fatalf("list names no way to the empty state:\n%s", r.stdout)
+	}
+	dst := "sqlite://" + filepath.Join(t.TempDir(), "empty.db")
+	r = walreplay(t, ctx, append([]string{"restore", "--archive", f.url, "--to", dst}, strings.Fields(hint)...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "0 transactions") || !strings.Contains(r.stdout, "position LSN 0") {
+		t.Fatalf("restore %s: exit %d (%v)\n%s", hint, r.code, r.err, r.stdout)
+	}
+	if r := walreplay(t, ctx, "restore", "--archive", f.url, "--dry-run", "--target-lsn", "0"); r.code != 2 || !strings.Contains(r.err.Error(), "lsn 0") {
+		t.Errorf("--target-lsn 0: exit %d (%v), want 2", r.code, r.err)
+	}
+	before := txns[0].CommitTime.Add(-time.Second).Format(time.RFC3339Nano)
+	if r := walreplay(t, ctx, "restore", "--archive", f.url, "--dry-run", "--target-time", before); r.code != 4 || !strings.Contains(r.err.Error(), "before the first archived commit") {
+		t.Errorf("a time before the first commit: exit %d (%v), want 4", r.code, r.err)
 	}
 }

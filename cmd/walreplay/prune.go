@@ -22,10 +22,17 @@ func runPrune(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if help, err := parseFlags(fset, args); help || err != nil {
 		return err
 	}
-	policy := pitr.RetentionPolicy{KeepSnapshots: *keep, KeepWithin: *within, Lineage: af.lineage, DryRun: *dryRun}
-	if err := policy.Validate(); err != nil {
-		return usageError("%v (--keep-snapshots, --keep-within)", err)
+	// The policy is checked here, in the flags' words, rather than by
+	// RetentionPolicy.Validate, whose errors speak of its fields.
+	switch {
+	case *keep < 0:
+		return usageError("--keep-snapshots %d: must not be negative", *keep)
+	case *within < 0:
+		return usageError("--keep-within %v: must not be negative", *within)
+	case *keep == 0 && *within == 0:
+		return usageError("prune needs a retention policy, or it would keep nothing: give --keep-snapshots N and/or --keep-within D")
 	}
+	policy := pitr.RetentionPolicy{KeepSnapshots: *keep, KeepWithin: *within, Lineage: af.lineage, DryRun: *dryRun}
 	src, err := openArchive(ctx, af)
 	if err != nil {
 		return err

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/walship/walship/internal/cli"
@@ -50,6 +52,9 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	if *parallel < 1 {
 		return usageError("--parallel %d: want at least 1", *parallel)
+	}
+	if err := rejectEmptyFlags(fset, "target-time", "target-lsn", "target-source-lsn", "target-xid", "target-name", "target"); err != nil {
+		return err
 	}
 	target, err := parseTarget(map[string]string{"time": *tTime, "lsn": *tLSN, "source-lsn": *tSource, "xid": *tXID,
 		"name": *tName, "latest": *tLatest}, *exclusive)
@@ -136,6 +141,19 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return nil // interrupted: the standby stops cleanly
 	}
 	return restoreExit(err)
+}
+
+// rejectEmptyFlags fails (usage) when one of names was given with an empty
+// value: an unset shell variable (`--target-time "$UNSET"`) must not
+// quietly mean "no target", which restores the latest state.
+func rejectEmptyFlags(fs *flag.FlagSet, names ...string) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if err == nil && slices.Contains(names, f.Name) && f.Value.String() == "" {
+			err = usageError("--%s: empty value (leave the flag out, or give a value)", f.Name)
+		}
+	})
+	return err
 }
 
 // parseTarget builds the target from the one target flag given (latest

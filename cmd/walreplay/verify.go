@@ -46,6 +46,15 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 		return cli.Exit(exitUsage, err)
 	}
+	if len(rep.Lineages) == 0 && rep.Objects == 0 && len(rep.Corrupt)+len(rep.Missing)+len(rep.Unreadable)+len(rep.Notes) == 0 {
+		// Nothing of an archive is there: a wrong path or prefix, not an
+		// intact archive of nothing.
+		err := fmt.Errorf("%s is not a walship archive: expected lineage records (lineages/<lineage>.json) and segment objects (<lineage>/wal/*.wsa) under it (docs/ARCHIVE.md §2); check --archive", af.url)
+		if *asJSON {
+			writeJSON(stdout, verifyJSON{Archive: af.url, Status: "not_an_archive", Error: err.Error()})
+		}
+		return cli.Exit(exitUsage, err)
+	}
 	status, code := "intact", 0
 	switch {
 	case len(rep.Corrupt) > 0:
@@ -100,7 +109,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 
 type verifyJSON struct {
 	Archive    string        `json:"archive"`
-	Status     string        `json:"status"` // intact, corrupt, missing, unreadable
+	Status     string        `json:"status"` // intact, corrupt, missing, unreadable, not_an_archive
 	Error      string        `json:"error,omitempty"`
 	Objects    int           `json:"objects"`
 	Bytes      int64         `json:"bytes"`

@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -172,5 +174,53 @@ func TestAppendLineTooLong(t *testing.T) {
 	}
 	if d := parseDump(t, mustWalship(t, nil, "dump", "--wal", dir).stdout); len(d) != 2 {
 		t.Errorf("dump has %d changes, want 2", len(d))
+	}
+}
+
+// TestHelpOfEveryCommand: each command's -h has its summary, a usage line
+// naming only flags that exist, and an example; the examples of the log
+// tools run as printed (on a temporary directory in place of /tmp/wal).
+// `walship version` and `--version` print the version, commit and Go
+// version.
+func TestHelpOfEveryCommand(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "wal")
+	for _, c := range program.Commands {
+		if c.Summary == "" || c.Usage == "" || c.Example == "" {
+			t.Errorf("%s: summary %q, usage %q, example %q", c.Name, c.Summary, c.Usage, c.Example)
+			continue
+		}
+		res := walship(t, nil, c.Name, "-h")
+		if res.code != 0 || !strings.HasPrefix(res.stderr, "walship "+c.Name+": "+c.Summary+"\n\nusage: walship "+c.Name+" "+c.Usage+"\n\nflags:\n") ||
+			!strings.Contains(res.stderr, "\nexample:\n  ") {
+			t.Errorf("%s -h: %v", c.Name, res)
+		}
+		flagsPart, _, _ := strings.Cut(res.stderr, "\nexample:\n")
+		for _, word := range strings.Fields(c.Usage) {
+			if word = strings.Trim(word, "[]()"); strings.HasPrefix(word, "-") && !strings.Contains(flagsPart, "\n  "+word+" ") && !strings.Contains(flagsPart, "\n  "+word+"\n") {
+				t.Errorf("%s: the usage line names %s, which is not among the flags", c.Name, word)
+			}
+		}
+	}
+	// The log tools' examples, in order: append, then dump and verify.
+	for _, name := range []string{"append", "dump", "verify"} {
+		for _, c := range program.Commands {
+			if c.Name != name {
+				continue
+			}
+			script := strings.ReplaceAll(c.Example, "/tmp/wal", dir)
+			script = strings.ReplaceAll(script, "walship ", walshipBin+" ")
+			out, err := exec.Command("sh", "-c", script).CombinedOutput()
+			if err != nil || len(out) == 0 {
+				t.Errorf("example %q: %v\n%s", c.Example, err, out)
+			}
+		}
+	}
+	for _, arg := range []string{"version", "--version"} {
+		res := walship(t, nil, arg)
+		if res.code != 0 || !strings.HasPrefix(res.stdout, "walship ") || !strings.Contains(res.stdout, "\ncommit: ") ||
+			!strings.HasSuffix(res.stdout, "\ngo: "+runtime.Version()+"\n") {
+			t.Errorf("%s: %v", arg, res)
+		}
 	}
 }

@@ -324,9 +324,27 @@ func (dm *demo) prove(ctx context.Context) error {
 	if dm.keep || dm.dirFlag != "" {
 		keepNote = ""
 	}
-	dm.out.say("\nthe same with the command line%s:\n  walreplay list --archive file://%s\n  walreplay restore --archive file://%s --to sqlite://%s --target-time %s\n",
-		keepNote, dm.archiveDir, dm.archiveDir, filepath.Join(dm.dir, "restore-cli.db"), dm.marks[0].at.Format(time.RFC3339Nano))
+	wr := walreplayCommand(exec.LookPath)
+	dm.out.say("\nthe same with the command line%s:\n  %s list --archive file://%s\n  %s restore --archive file://%s --to sqlite://%s --target-time %s\n",
+		keepNote, wr, dm.archiveDir, wr, dm.archiveDir, filepath.Join(dm.dir, "restore-cli.db"), dm.marks[0].at.Format(time.RFC3339Nano))
 	return nil
+}
+
+// walreplayCommand is how the demo's closing hints run walreplay, so that
+// they work as printed: the walreplay built beside this walship
+// (scripts/demo.sh builds both), else one on $PATH, else `go run`, which
+// works anywhere in the walship source tree.
+func walreplayCommand(lookPath func(string) (string, error)) string {
+	if exe, err := os.Executable(); err == nil {
+		sibling := filepath.Join(filepath.Dir(exe), "walreplay")
+		if fi, err := os.Stat(sibling); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return sibling
+		}
+	}
+	if _, err := lookPath("walreplay"); err == nil {
+		return "walreplay"
+	}
+	return "go run github.com/walship/walship/cmd/walreplay"
 }
 
 // proveReplica compares the Kafka replica with the source's final state.

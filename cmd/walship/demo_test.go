@@ -38,6 +38,24 @@ func TestDemo(t *testing.T) {
 			if out, _ := exec.Command("pgrep", "-f", dir).Output(); len(out) > 0 {
 				t.Fatalf("processes left behind:\n%s", out)
 			}
+			// The closing hints work as printed.
+			_, hints, ok := strings.Cut(res.stdout, "the same with the command line")
+			if !ok {
+				t.Fatalf("no command-line hints:\n%s", res.stdout)
+			}
+			n := 0
+			for _, line := range strings.Split(hints, "\n")[1:] {
+				if !strings.HasPrefix(line, "  ") {
+					break
+				}
+				n++
+				if out, err := exec.Command("sh", "-c", line).CombinedOutput(); err != nil {
+					t.Errorf("hint %q: %v\n%s", line, err, out)
+				}
+			}
+			if n != 2 {
+				t.Errorf("%d hint lines, want 2:\n%s", n, res.stdout)
+			}
 		})
 	}
 }
@@ -87,6 +105,17 @@ func TestDemoInterrupt(t *testing.T) {
 		if strings.HasPrefix(e.Name(), "walship-demo-") {
 			t.Fatalf("temporary directory %s left behind", e.Name())
 		}
+	}
+}
+
+// TestWalreplayCommand: without a walreplay beside walship or on $PATH the
+// demo's hints fall back to a command that works in the source tree.
+func TestWalreplayCommand(t *testing.T) {
+	if got := walreplayCommand(func(string) (string, error) { return "", exec.ErrNotFound }); got != "go run github.com/walship/walship/cmd/walreplay" {
+		t.Errorf("no walreplay anywhere: %q", got)
+	}
+	if got := walreplayCommand(func(string) (string, error) { return "/usr/bin/walreplay", nil }); got != "walreplay" {
+		t.Errorf("walreplay on $PATH: %q", got)
 	}
 }
 

@@ -27,13 +27,32 @@ package main
 
 import "github.com/walship/walship/internal/cli"
 
-var program = &cli.Program{Name: "walship", Commands: []cli.Command{
-	{Name: "run", Summary: "the primary daemon: sources -> WAL -> sinks (--config FILE)", Run: runRun},
-	{Name: "consume", Summary: "the replica daemon: Kafka -> replica, exactly once (--config FILE)", Run: runConsume},
-	{Name: "demo", Summary: "run the whole pipeline locally on embedded defaults and prove replica and restore equal the source", Run: runDemo},
-	{Name: "append", Summary: "append NDJSON transactions from stdin to the WAL, acknowledging each once durable", Run: runAppend},
-	{Name: "dump", Summary: "print the WAL's changes as NDJSON", Run: runDump},
-	{Name: "verify", Summary: "check the WAL's integrity: exit 0 intact, 1 corrupt, 2 unreadable", Run: runVerify},
-}}
+// program is set in init, not in its declaration: its commands' flag sets
+// (newFlagSet) read it for their help, which would make an initialization
+// cycle.
+var program *cli.Program
+
+func init() {
+	program = &cli.Program{Name: "walship", Commands: []cli.Command{
+		{Name: "run", Summary: "the primary daemon: sources -> WAL -> sinks", Run: runRun,
+			Usage:   "--config FILE",
+			Example: "walship run --config /etc/walship/walship.yaml"},
+		{Name: "consume", Summary: "the replica daemon: Kafka -> replica, exactly once", Run: runConsume,
+			Usage:   "--config FILE",
+			Example: "walship consume --config /etc/walship/replica.yaml"},
+		{Name: "demo", Summary: "run the whole pipeline locally on embedded defaults and prove replica and restore equal the source", Run: runDemo,
+			Usage:   "[--txns N] [--dir DIR] [--keep] [--listen ADDR] [--http-source] [--hold DURATION]",
+			Example: "walship demo --txns 30000 --hold 10m"},
+		{Name: "append", Summary: "append NDJSON transactions from stdin to the WAL, acknowledging each once durable", Run: runAppend,
+			Usage:   "--wal DIR [--sync local|off] [--segment-size SIZE] [--compression none|s2|zstd] < NDJSON",
+			Example: `echo '{"table":"public.t","op":"c","key":{"id":1},"after":{"id":1,"v":"x"}}' | walship append --wal /tmp/wal`},
+		{Name: "dump", Summary: "print the WAL's changes as NDJSON", Run: runDump,
+			Usage:   "--wal DIR [--from LSN] [--to LSN]",
+			Example: "walship dump --wal /tmp/wal --from 1 --to 100"},
+		{Name: "verify", Summary: "check the WAL's integrity: exit 0 intact, 1 corrupt, 2 unreadable", Run: runVerify,
+			Usage:   "--wal DIR [--json] [-v]",
+			Example: "walship verify --wal /tmp/wal --json"},
+	}}
+}
 
 func main() { program.Main() }

@@ -54,6 +54,14 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "TestMain: building walship:", err)
 		return 1
 	}
+	// walreplay beside it, as scripts/demo.sh builds it: the demo's
+	// closing hints name it (TestDemo runs them).
+	build = exec.Command(goTool, "build", "-o", filepath.Join(dir, "walreplay"), "../walreplay")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "TestMain: building walreplay:", err)
+		return 1
+	}
 	return m.Run()
 }
 

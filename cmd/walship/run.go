@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 
@@ -39,8 +38,8 @@ func runConsume(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	return c.Run(ctx)
 }
 
-// daemonSetup parses --config, loads and checks the config (a bad one
-// exits 2, like bad usage) and builds the logger. A nil config with a nil
+// daemonSetup parses --config, loads and checks the config (a missing,
+// unreadable or bad one exits 2, like bad usage) and builds the logger. A nil config with a nil
 // error means -h was asked for.
 func daemonSetup(name, usage string, args []string, stderr io.Writer, check func(*config.Config) error) (*config.Config, *slog.Logger, error) {
 	fs := newFlagSet(name, stderr)
@@ -56,11 +55,9 @@ func daemonSetup(name, usage string, args []string, stderr io.Writer, check func
 		err = check(cfg)
 	}
 	if err != nil {
-		var ce *config.Error
-		if errors.As(err, &ce) {
-			return nil, nil, cli.Exit(2, err)
-		}
-		return nil, nil, err
+		// Any config that cannot be used — missing, unreadable or
+		// invalid — is bad usage, exit 2, before anything starts.
+		return nil, nil, cli.Exit(2, err)
 	}
 	logger, err := logx.New(logx.Options{Format: cfg.Log.Format, Level: cfg.Log.Level, Writer: stderr})
 	if err != nil {

@@ -274,4 +274,28 @@ func TestRunBadConfig(t *testing.T) {
 	if res.code != 2 || !strings.Contains(res.stderr, "--config is required") {
 		t.Fatalf("no config: %v", res)
 	}
+	// A config file that does not exist is a bad config too.
+	missing := filepath.Join(dir, "nope.yaml")
+	for _, cmd := range []string{"run", "consume"} {
+		res = walship(t, nil, cmd, "--config", missing)
+		if res.code != 2 || !strings.Contains(res.stderr, missing) {
+			t.Fatalf("%s with a missing config file: %v", cmd, res)
+		}
+	}
+	// A token too short is refused (exit 2, naming the key) before
+	// anything starts: no WAL is created, no listener opened.
+	wal := filepath.Join(dir, "wal")
+	for key, yaml := range map[string]string{
+		"http.token":        "source: {http: {listen: \"127.0.0.1:0\"}}\nhttp: {listen: \"127.0.0.1:0\", token: abc12}\n",
+		"source.http.token": "source: {http: {listen: \"127.0.0.1:0\", token: abc12}}\nhttp: {listen: \"127.0.0.1:0\"}\n",
+	} {
+		os.WriteFile(cfg, []byte("wal: {dir: "+wal+"}\n"+yaml), 0o644)
+		res = walship(t, nil, "run", "--config", cfg)
+		if res.code != 2 || !strings.Contains(res.stderr, key) || !strings.Contains(res.stderr, "too short") || strings.Contains(res.stderr, "listening") {
+			t.Fatalf("%s too short: %v", key, res)
+		}
+		if _, err := os.Stat(wal); err == nil {
+			t.Fatalf("%s too short: the WAL was created before the refusal", key)
+		}
+	}
 }
