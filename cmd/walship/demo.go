@@ -109,7 +109,9 @@ func newDemo(args []string, stdout, stderr io.Writer) (dm *demo, help bool, err 
 	fs.StringVar(&dm.dirFlag, "dir", "", "work directory (default: a temporary one, removed at the end)")
 	fs.BoolVar(&dm.keep, "keep", false, "keep the work directory")
 	fs.IntVar(&dm.txns, "txns", 3000, "transactions of the workload (three phases)")
-	fs.StringVar(&dm.listen, "listen", "127.0.0.1:7071", "status page address (a free port is used if busy)")
+	// Not 7070 or 7071, the defaults of `walship run`: the README's tour
+	// runs the daemon while the demo may still be holding.
+	fs.StringVar(&dm.listen, "listen", "127.0.0.1:7080", "status page address (a free port is used if busy)")
 	fs.BoolVar(&dm.httpOnly, "http-source", false, "use the HTTP source even if PostgreSQL is available")
 	fs.DurationVar(&dm.holdFor, "hold", 0, "keep everything running this long after the proof (to look at the status page)")
 	if help, err := parseFlags(fs, args); help || err != nil {
