@@ -3,6 +3,7 @@
 # besides Go and the PostgreSQL 15 server binaries of the machine image:
 #   kcat      independent Kafka client (librdkafka) for the interop test   (Debian package)
 #   chromium  headless browser for the /status page test                   (Debian package)
+#   curl      the README tour, which the tests run as written              (Debian package)
 #   minio     S3 server for the archive tests, built from source once and cached in $(go env GOPATH)/bin
 #   staticcheck, deadcode   the linters scripts/test.sh runs, pinned, built once into the same place
 # Everything is cached: a second run takes well under a second.
@@ -11,6 +12,7 @@ set -euo pipefail
 need_apt=()
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "deps: installing ${need_apt[*]} (apt)"
   sudo=""

@@ -21,6 +21,7 @@ import (
 	"github.com/walship/walship/internal/cli"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -108,7 +109,9 @@ func newDemo(args []string, stdout, stderr io.Writer) (dm *demo, help bool, err 
 	fs.StringVar(&dm.dirFlag, "dir", "", "work directory (default: a temporary one, removed at the end)")
 	fs.BoolVar(&dm.keep, "keep", false, "keep the work directory")
 	fs.IntVar(&dm.txns, "txns", 3000, "transactions of the workload (three phases)")
-	fs.StringVar(&dm.listen, "listen", "127.0.0.1:7071", "status page address (a free port is used if busy)")
+	// Not 7070 or 7071, the defaults of `walship run`: the README's tour
+	// runs the daemon while the demo may still be holding.
+	fs.StringVar(&dm.listen, "listen", "127.0.0.1:7080", "status page address (a free port is used if busy)")
 	fs.BoolVar(&dm.httpOnly, "http-source", false, "use the HTTP source even if PostgreSQL is available")
 	fs.DurationVar(&dm.holdFor, "hold", 0, "keep everything running this long after the proof (to look at the status page)")
 	if help, err := parseFlags(fs, args); help || err != nil {
@@ -459,22 +462,27 @@ type pgSource struct {
 	rng     *rand.Rand
 	mu      sync.Mutex
 	orders  int64
+
+	accounts int // the workload's accounts: ids 1 to accounts
+	workers  int // connections the workload runs on
 }
 
 const demoSchema = `
 CREATE TABLE accounts (id bigint PRIMARY KEY, owner text NOT NULL, balance numeric(14,2) NOT NULL,
   updated_at timestamptz NOT NULL, tags text[], profile jsonb);
 CREATE TABLE orders (id bigint PRIMARY KEY, account_id bigint NOT NULL, amount numeric(12,2) NOT NULL,
-  status text NOT NULL, placed_at timestamptz NOT NULL, note text);
-INSERT INTO accounts SELECT g, 'owner-' || g, 1000.00, now(), ARRAY['demo', 'tier' || (g % 3)], jsonb_build_object('n', g)
-  FROM generate_series(1, 200) g;`
+  status text NOT NULL, placed_at timestamptz NOT NULL, note text);`
+
+// demoAccountRows fills accounts with ids 1 to $1, 1000.00 each.
+const demoAccountRows = `INSERT INTO accounts SELECT g, 'owner-' || g, 1000.00, now(), ARRAY['demo', 'tier' || (g % 3)], jsonb_build_object('n', g)
+  FROM generate_series(1, $1::int) g`
 
 func newPGSource(ctx context.Context, dir string) (*pgSource, error) {
 	c, err := pgcluster.New(dir)
 	if err != nil {
 		return nil, err
 	}
-	p := &pgSource{cluster: c, rng: rand.New(rand.NewPCG(1, 2))}
+	p := &pgSource{cluster: c, rng: rand.New(rand.NewPCG(1, 2)), accounts: 200, workers: 4}
 	if err := c.CreateDB(ctx, "shop"); err != nil {
 		c.Close()
 		return nil, err
@@ -483,11 +491,20 @@ func newPGSource(ctx context.Context, dir string) (*pgSource, error) {
 		c.Close()
 		return nil, err
 	}
-	if _, err := p.pool.Exec(ctx, demoSchema); err != nil {
+	if err := p.createSchema(ctx); err != nil {
 		p.close()
 		return nil, err
 	}
 	return p, nil
+}
+
+// createSchema creates the workload's tables and p.accounts accounts.
+func (p *pgSource) createSchema(ctx context.Context) error {
+	if _, err := p.pool.Exec(ctx, demoSchema); err != nil {
+		return err
+	}
+	_, err := p.pool.Exec(ctx, demoAccountRows, p.accounts)
+	return err
 }
 
 func (p *pgSource) close() {
@@ -517,46 +534,26 @@ func (p *pgSource) start(ctx context.Context, d *daemon.Daemon) error {
 	return nil
 }
 
-// phase runs n transactions on 4 connections: a transfer between two
-// accounts, a new order, and now and then an order shipped or deleted.
+// phase runs n transactions on p.workers connections: a transfer between
+// two accounts, a new order, and now and then an order shipped or deleted.
 func (p *pgSource) phase(ctx context.Context, n int) (int, error) {
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, p.workers)
 	jobs := make(chan struct{}, n)
 	for range n {
 		jobs <- struct{}{}
 	}
 	close(jobs)
-	for range 4 {
+	for range p.workers {
 		wg.Go(func() {
 			for range jobs {
 				p.mu.Lock()
-				a, b := 1+p.rng.IntN(200), 1+p.rng.IntN(200)
+				a, b := 1+p.rng.IntN(p.accounts), 1+p.rng.IntN(p.accounts)
 				amt := fmt.Sprintf("%d.%02d", p.rng.IntN(100), p.rng.IntN(100))
 				p.orders++
 				oid, roll := p.orders, p.rng.IntN(10)
 				p.mu.Unlock()
-				err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance - $2::numeric, updated_at = clock_timestamp() WHERE id = $1`, a, amt); err != nil {
-						return err
-					}
-					if _, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance + $2::numeric, updated_at = clock_timestamp() WHERE id = $1`, b, amt); err != nil {
-						return err
-					}
-					if _, err := tx.Exec(ctx, `INSERT INTO orders VALUES ($1, $2, $3::numeric, 'new', clock_timestamp(), $4)`, oid, a, amt, fmt.Sprintf("order %d for account %d", oid, a)); err != nil {
-						return err
-					}
-					switch {
-					case roll < 3:
-						_, err := tx.Exec(ctx, `UPDATE orders SET status = 'shipped' WHERE id = $1`, oid-int64(1+roll))
-						return err
-					case roll == 3:
-						_, err := tx.Exec(ctx, `DELETE FROM orders WHERE id = $1`, oid-5)
-						return err
-					}
-					return nil
-				})
-				if err != nil {
+				if err := retryConflicts(ctx, func() error { return p.transfer(ctx, a, b, amt, oid, roll) }); err != nil {
 					errs <- err
 					return
 				}
@@ -566,6 +563,66 @@ func (p *pgSource) phase(ctx context.Context, n int) (int, error) {
 	wg.Wait()
 	close(errs)
 	return n, <-errs
+}
+
+// transfer is one transaction of the workload: amt moves from account a to
+// account b, and order oid is placed (roll picks what else happens).
+//
+// Both accounts are locked in ascending id order, whichever way the money
+// moves, so that two transfers over the same accounts wait for each other
+// instead of deadlocking.
+func (p *pgSource) transfer(ctx context.Context, a, b int, amt string, oid int64, roll int) error {
+	type leg struct {
+		id   int
+		sign string
+	}
+	legs := [2]leg{{a, "-"}, {b, "+"}}
+	if b < a {
+		legs[0], legs[1] = legs[1], legs[0]
+	}
+	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		for _, l := range legs {
+			if _, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance `+l.sign+` $2::numeric, updated_at = clock_timestamp() WHERE id = $1`, l.id, amt); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO orders VALUES ($1, $2, $3::numeric, 'new', clock_timestamp(), $4)`, oid, a, amt, fmt.Sprintf("order %d for account %d", oid, a)); err != nil {
+			return err
+		}
+		switch {
+		case roll < 3:
+			_, err := tx.Exec(ctx, `UPDATE orders SET status = 'shipped' WHERE id = $1`, oid-int64(1+roll))
+			return err
+		case roll == 3:
+			_, err := tx.Exec(ctx, `DELETE FROM orders WHERE id = $1`, oid-5)
+			return err
+		}
+		return nil
+	})
+}
+
+// demoTxnAttempts bounds how often one workload transaction is tried when
+// PostgreSQL aborts it for a deadlock or a serialization failure.
+const demoTxnAttempts = 8
+
+// retryConflicts runs txn, again after a short pause when PostgreSQL
+// aborted it for a deadlock (40P01) or a serialization failure (40001):
+// such a transaction was rolled back whole, and running it again is what
+// PostgreSQL asks of its client. Any other error, or the last attempt's,
+// is returned.
+func retryConflicts(ctx context.Context, txn func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := txn()
+		var pe *pgconn.PgError
+		if err == nil || attempt == demoTxnAttempts || !errors.As(err, &pe) || (pe.Code != "40P01" && pe.Code != "40001") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
+		}
+	}
 }
 
 func (p *pgSource) mark(ctx context.Context) (demoMark, error) {
