@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"sort"
 
 	"github.com/walship/walship/vfs"
@@ -60,11 +59,8 @@ func (r *Reader) position(from uint64) error {
 	indexed := seg.indexed
 	l.mu.Unlock()
 
-	f, err := l.fs.Open(l.path(seg.name))
+	f, err := openListed(l.fs.Open, l.dir, seg.name)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: segment %s for LSN %d is gone", ErrRemoved, seg.name, from)
-		}
 		return err
 	}
 	if !indexed {
