@@ -281,7 +281,7 @@ func copyDir(t testing.TB, src, dst string) {
 		t.Fatal(err)
 	}
 	for _, e := range ents {
-		if !e.Type().IsRegular() || e.Name() == "LOCK" {
+		if !e.Type().IsRegular() || e.Name() == vfs.LockFileName {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(src, e.Name()))
@@ -408,8 +408,8 @@ func (f *fence) List(dir string) ([]string, error) {
 	return fenced(f, func() ([]string, error) { return f.fs.List(dir) })
 }
 
-func (f *fence) Lock(name string) (io.Closer, error) {
-	return fenced(f, func() (io.Closer, error) { return f.fs.Lock(name) })
+func (f *fence) LockDir(dir string) (io.Closer, error) {
+	return fenced(f, func() (io.Closer, error) { return f.fs.LockDir(dir) })
 }
 
 func (f *fence) SyncDir(dir string) error {

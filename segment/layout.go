@@ -1,5 +1,7 @@
 package segment
 
+import "github.com/walship/walship/vfs"
+
 // The byte layout of segment files, in one place. docs/FORMAT.md §1–§3
 // and the package doc describe the same layout byte by byte;
 // format_doc_test.go parses both and fails when they and these constants
@@ -11,8 +13,9 @@ const (
 	// as nameDigits lower-case hex digits, then segmentExt.
 	segmentExt = ".seg"
 	nameDigits = 16
-	// lockName is the file a writer holds an exclusive flock on.
-	lockName = "LOCK"
+	// lockName is the file in which the writer records its pid; the
+	// writer's lock is on the directory itself (vfs.FS.LockDir).
+	lockName = vfs.LockFileName
 )
 
 // PreparedName is the name of the preallocated next segment before it is

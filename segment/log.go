@@ -222,9 +222,9 @@ func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 		if err := l.fs.MkdirAll(dir); err != nil {
 			return nil, nil, err
 		}
-		lock, err := l.fs.Lock(l.path(lockName))
+		lock, err := l.fs.LockDir(dir)
 		if err != nil {
-			return nil, nil, fmt.Errorf("segment: log %s is in use by another writer: %w", dir, err)
+			return nil, nil, fmt.Errorf("segment: open log for writing: %w", err)
 		}
 		l.lock = lock
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"sort"
 
 	"github.com/walship/walship/vfs"
@@ -60,11 +59,8 @@ func (r *Reader) position(from uint64) error {
 	indexed := seg.indexed
 	l.mu.Unlock()
 
-	f, err := l.fs.Open(l.path(seg.name))
+	f, err := openListed(l.fs.Open, l.dir, seg.name)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: segment %s for LSN %d is gone", ErrRemoved, seg.name, from)
-		}
 		return err
 	}
 	if !indexed {
@@ -90,7 +86,12 @@ func (r *Reader) position(from uint64) error {
 }
 
 // buildIndex scans a sealed segment written by an earlier process to build
-// its sparse index.
+// its sparse index. A bad frame ends the index there without an error: the
+// index only speeds up positioning, and a reader positioned anywhere before
+// the damage must still return every record before it (what dump salvages)
+// and then stop at the bad frame with a *walerr.CorruptionError, as a
+// reader positioned after it does when it reads on from the last index
+// entry. Nothing is skipped either way.
 func buildIndex(l *Log, seg *segInfo, f vfs.File) error {
 	fr := newFrameReader(f, seg.name, seg.hdr.salt(), HeaderSize)
 	var ix []indexEntry
@@ -103,7 +104,7 @@ func buildIndex(l *Log, seg *segInfo, f vfs.File) error {
 		}
 		var bf *badFrame
 		if errors.As(err, &bf) {
-			return corruptf(seg.name, bf.off, "%s", bf.reason)
+			break
 		}
 		if err != nil {
 			return err

@@ -65,7 +65,7 @@ func (r *RecoveryReport) String() string {
 // it is returned in torn for the caller to remove.
 func loadHeaders(fsys vfs.FS, dir string, names []string) (segs []*segInfo, torn string, err error) {
 	for i, name := range names {
-		f, err := fsys.Open(vfs.Join(dir, name))
+		f, err := openListed(fsys.Open, dir, name)
 		if err != nil {
 			return nil, "", err
 		}
@@ -468,7 +468,7 @@ func (l *Log) scanFile(seg *segInfo, expect uint64, lastTime int64, trustFirst, 
 	if l.opts.ReadOnly {
 		open = l.fs.Open
 	}
-	f, err := open(l.path(seg.name))
+	f, err := openListed(open, l.dir, seg.name)
 	if err != nil {
 		return scanResult{}, nil, err
 	}

@@ -75,7 +75,7 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 		if s.hdr.base != expect {
 			return nil, corruptf(s.name, hdrBaseOff, "segment starts at LSN %d but the previous one ends before LSN %d (gap)", s.hdr.base, expect)
 		}
-		f, err := fsys.Open(vfs.Join(dir, s.name))
+		f, err := openListed(fsys.Open, dir, s.name)
 		if err != nil {
 			return nil, err
 		}

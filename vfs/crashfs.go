@@ -117,14 +117,15 @@ type CrashFS struct {
 	}
 }
 
-// Lock implements FS.Lock with an in-memory lock table; a crash releases
-// every lock, as process death does.
-func (c *CrashFS) Lock(name string) (io.Closer, error) {
+// LockDir implements FS.LockDir with an in-memory lock table, which no
+// file in the directory affects; a crash releases every lock, as process
+// death does.
+func (c *CrashFS) LockDir(dir string) (io.Closer, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := cleanPath(name)
+	p := cleanPath(dir)
 	if c.mu.locks[p] {
-		return nil, fmt.Errorf("%s: %w", name, ErrLocked)
+		return nil, &LockedError{Dir: dir}
 	}
 	if c.mu.locks == nil {
 		c.mu.locks = map[string]bool{}

@@ -18,6 +18,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/walship/walship/internal/fsutil"
@@ -72,14 +74,39 @@ type FS interface {
 	List(dir string) ([]string, error)
 	// SyncDir makes creates, renames and removes in dir durable.
 	SyncDir(dir string) error
-	// Lock takes an exclusive advisory lock on the named file, creating it
-	// if needed, without waiting: ErrLocked if another holder has it. The
-	// lock is released by closing the returned Closer or by process exit.
-	Lock(name string) (io.Closer, error)
+	// LockDir takes an exclusive lock on the directory dir for one writer,
+	// without waiting: a *LockedError (errors.Is ErrLocked) if another
+	// holder, in this process or another, has it. The lock is held on an
+	// open descriptor, not by a file's existence, so removing or replacing
+	// any file in dir neither releases it nor lets a second holder in. It
+	// is released by closing the returned Closer or by process exit.
+	LockDir(dir string) (io.Closer, error)
 }
 
-// ErrLocked is returned by FS.Lock when the lock is held elsewhere.
-var ErrLocked = errors.New("vfs: locked by another process")
+// LockFileName is the file in a locked directory that names the holder's
+// process id, for the error a second writer gets. It is informative only:
+// the lock does not depend on it.
+const LockFileName = "LOCK"
+
+// ErrLocked is matched (errors.Is) by the error of FS.LockDir when the
+// lock is held elsewhere.
+var ErrLocked = errors.New("vfs: locked by another writer")
+
+// LockedError is the error of FS.LockDir when another holder has the lock.
+type LockedError struct {
+	Dir string
+	PID int // the holder's process id as it recorded it; 0 if unknown
+}
+
+func (e *LockedError) Error() string {
+	if e.PID > 0 {
+		return fmt.Sprintf("vfs: directory %s is in use by another writer (pid %d)", e.Dir, e.PID)
+	}
+	return fmt.Sprintf("vfs: directory %s is in use by another writer (pid unknown)", e.Dir)
+}
+
+// Is makes a *LockedError match ErrLocked.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
 // Default is the operating system's filesystem.
 var Default FS = osFS{}
@@ -163,17 +190,65 @@ func (osFS) SyncDir(dir string) error { return fsutil.SyncDir(dir) }
 // path packages.
 func Join(elem ...string) string { return filepath.Join(elem...) }
 
-func (osFS) Lock(name string) (io.Closer, error) {
+// LockDir implements FS.LockDir with flock(2) on a descriptor of the
+// directory itself. Locking a file in it instead would tie the lock to that
+// file's name: after someone removes it, a second writer creates a new file
+// and locks that. The holder also flocks DIR/LOCK, so that a writer of an
+// older walship, which locked only that file, still conflicts, and records
+// its pid there.
+func (osFS) LockDir(dir string) (io.Closer, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	name := filepath.Join(dir, LockFileName)
+	if err := flock(d); err != nil {
+		d.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, &LockedError{Dir: dir, PID: readLockPID(name)}
+		}
+		return nil, &fs.PathError{Op: "flock", Path: dir, Err: err}
+	}
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
+		d.Close()
 		return nil, err
 	}
 	if err := flock(f); err != nil {
 		f.Close()
+		d.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s: %w", name, ErrLocked)
+			return nil, &LockedError{Dir: dir, PID: readLockPID(name)}
 		}
 		return nil, &fs.PathError{Op: "flock", Path: name, Err: err}
 	}
-	return f, nil
+	// The pid is for people and for the error above; a failure to record
+	// it leaves the lock held and the pid unknown.
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return dirLock{dir: d, file: f}, nil
+}
+
+type dirLock struct{ dir, file *os.File }
+
+func (l dirLock) Close() error {
+	err := l.file.Close()
+	if derr := l.dir.Close(); err == nil {
+		err = derr
+	}
+	return err
+}
+
+// readLockPID returns the pid recorded in the lock file name, or 0.
+func readLockPID(name string) int {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
 }

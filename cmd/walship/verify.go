@@ -16,7 +16,7 @@ import (
 
 // verifyResult is the --json output of verify.
 type verifyResult struct {
-	Status       string          `json:"status"` // intact, corrupt, unreadable
+	Status       string          `json:"status"` // intact, corrupt, unreadable, changed
 	Error        string          `json:"error,omitempty"`
 	Segment      string          `json:"segment,omitempty"` // where corruption is
 	Offset       *int64          `json:"offset,omitempty"`
@@ -60,7 +60,10 @@ type segmentJSON struct {
 // runVerify checks every segment header, frame checksum, LSN, transaction
 // boundary and record encoding without changing anything. Exit 0: intact (a
 // torn tail is reported as recoverable); 1: corruption, naming the segment
-// file and offset; 2: the log cannot be read.
+// file and offset; 2: the log cannot be read, or retention kept removing
+// segments while verify read them. A segment removed between listing and
+// reading is not damage: verify starts again on the log as it now is, and
+// reports what it verified.
 func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fset := newFlagSet("verify", stderr)
 	dir := fset.String("wal", "", "WAL directory")
@@ -72,7 +75,23 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := requireFlag("wal", *dir); err != nil {
 		return err
 	}
-	res, err := verifyWAL(ctx, *dir)
+	var res verifyResult
+	var err error
+	for attempt := 1; ; attempt++ {
+		res, err = verifyWAL(ctx, *dir)
+		if !vanished(err) && !errors.Is(err, errChanged) {
+			break
+		}
+		if attempt == changedAttempts {
+			// Not damage: retention keeps removing segments faster than
+			// verify reads them.
+			err = fmt.Errorf("verify: the log changed while it was read (retention removed segments) %d times in a row; run verify again: %w", attempt, err)
+			res = verifyResult{Status: "changed", Error: err.Error()}
+			break
+		}
+		// Retention removed a segment between listing and reading: verify
+		// the log as it now is, and report that.
+	}
 	if *verbose || *asJSON {
 		// keep the list
 	} else {
@@ -94,7 +113,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 }
 
 func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
-	rep, err := wal.Verify(nil, dir)
+	rep, err := wal.Verify(walFS, dir)
 	if err != nil {
 		return failed(err), err
 	}
@@ -115,11 +134,17 @@ func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
 	}
 	// Second pass: every record must decode as a change, and every
 	// transaction must begin with a transaction header.
-	l, _, err := wal.OpenReadOnly(nil, dir)
+	l, _, err := wal.OpenReadOnly(walFS, dir)
 	if err != nil {
 		return failed(err), err
 	}
 	defer l.Close()
+	if l.FirstLSN() != rep.FirstLSN {
+		// Retention removed segments between the passes: report one
+		// state of the log, not parts of two.
+		err := fmt.Errorf("%w: it starts at LSN %d, not %d", errChanged, l.FirstLSN(), rep.FirstLSN)
+		return verifyResult{Status: "unreadable", Error: err.Error()}, err
+	}
 	r, err := l.NewReader(l.FirstLSN(), false)
 	if err != nil {
 		return failed(err), err
@@ -143,6 +168,9 @@ func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
 	return res, nil
 }
 
+// errChanged is the log changing between verify's two passes.
+var errChanged = errors.New("verify: the log changed while it was read")
+
 func failed(err error) verifyResult {
 	r := verifyResult{Status: "unreadable", Error: err.Error()}
 	var ce *walerr.CorruptionError
@@ -164,6 +192,9 @@ func printVerify(w io.Writer, dir string, r verifyResult, verbose bool) {
 		return
 	case "unreadable":
 		fmt.Fprintf(w, "UNREADABLE: %s\n", r.Error)
+		return
+	case "changed":
+		fmt.Fprintf(w, "CHANGED: %s\n", r.Error)
 		return
 	}
 	fmt.Fprintf(w, "intact: %s: %d segments, LSN %d..%d, %d transactions, %d records, %d bytes",
