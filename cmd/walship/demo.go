@@ -43,6 +43,11 @@ import (
 // equal the source at the same points. Everything runs in this process
 // (PostgreSQL as its child) and is stopped and removed at the end or on
 // Ctrl-C.
+// defaultDemoListen is the demo's status page address: none of walship
+// run's default ports (7070, 7071), so the README tour can run the demo
+// and then a daemon.
+const defaultDemoListen = "127.0.0.1:7080"
+
 func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
 	defer func() {
 		// Ctrl-C is how a user ends the demo: say so, not "context canceled".
@@ -111,7 +116,7 @@ func newDemo(args []string, stdout, stderr io.Writer) (dm *demo, help bool, err 
 	fs.IntVar(&dm.txns, "txns", 3000, "transactions of the workload (three phases)")
 	// Not 7070 or 7071, the defaults of `walship run`: the README's tour
 	// runs the daemon while the demo may still be holding.
-	fs.StringVar(&dm.listen, "listen", "127.0.0.1:7080", "status page address (a free port is used if busy)")
+	fs.StringVar(&dm.listen, "listen", defaultDemoListen, "status page address (a free port is used if busy)")
 	fs.BoolVar(&dm.httpOnly, "http-source", false, "use the HTTP source even if PostgreSQL is available")
 	fs.DurationVar(&dm.holdFor, "hold", 0, "keep everything running this long after the proof (to look at the status page)")
 	if help, err := parseFlags(fs, args); help || err != nil {

@@ -31,8 +31,10 @@ import (
 //   - after the tour, any process it left is killed.
 //
 // The tour must exit 0, the demo too, and every output its comments show
-// must appear. The tour's ports are the README's own (127.0.0.1:7070 and
-// :7071): the demo must not take them.
+// must appear. Every loopback port the tour names is replaced by a free
+// one, and the demo listens on a free one too, so that two runs of the
+// suite on one machine never meet; that the demo's default port is none
+// of the tour's is checked on the README's own text.
 func TestReadmeTour(t *testing.T) {
 	t.Parallel()
 	readme, err := os.ReadFile("../../README.md")
@@ -46,7 +48,7 @@ func TestReadmeTour(t *testing.T) {
 	}
 	dir := searchableTempDir(t)
 	env := append(os.Environ(), "TMPDIR="+dir)
-	waitPortsFree(t, tour)
+	tour = freePorts(t, tour)
 
 	// The lines before the demo, the demo's, and the lines after it.
 	demoAt := slices.IndexFunc(tour, func(l string) bool { return strings.HasPrefix(l, "./walship demo") })
@@ -70,6 +72,7 @@ func TestReadmeTour(t *testing.T) {
 			args[i+1] = "3000"
 		}
 	}
+	args = append(args, "--listen", "127.0.0.1:0")
 	demo := exec.Command(filepath.Join(dir, "walship"), args...)
 	demo.Dir, demo.Env = dir, env
 	var demoOut syncBuffer
@@ -174,25 +177,36 @@ func stripComment(l string) string {
 	return l
 }
 
-// waitPortsFree waits until the loopback ports the tour names are free:
-// another run of this test may still hold them. A bound for that only.
-func waitPortsFree(t *testing.T, tour []string) {
-	ports := regexp.MustCompile(`127\.0\.0\.1:[0-9]+`).FindAllString(strings.Join(tour, "\n"), -1)
-	slices.Sort(ports)
-	deadline := time.Now().Add(5 * time.Minute)
-	for _, p := range slices.Compact(ports) {
-		for {
-			ln, err := net.Listen("tcp", p)
-			if err == nil {
-				ln.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("README tour: %s is in use by another process, and the tour needs it: %v", p, err)
-			}
-			time.Sleep(time.Second)
+// freePorts returns the tour with every 127.0.0.1:PORT it names replaced
+// by a free loopback port (the same port for the same text), after
+// checking that none of them is the demo's default --listen port.
+func freePorts(t *testing.T, tour []string) []string {
+	t.Helper()
+	re := regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
+	text := strings.Join(tour, "\n")
+	var code []string // the commands, without their comments
+	for _, l := range tour {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			code = append(code, stripComment(l))
 		}
 	}
+	if slices.Contains(re.FindAllString(strings.Join(code, "\n"), -1), defaultDemoListen) {
+		t.Fatalf("README tour uses %s, the demo's default --listen: the tour collides with its own step 1", defaultDemoListen)
+	}
+	seen := map[string]string{}
+	text = re.ReplaceAllStringFunc(text, func(p string) string {
+		if q, ok := seen[p]; ok {
+			return q
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		seen[p] = ln.Addr().String()
+		return seen[p]
+	})
+	return strings.Split(text, "\n")
 }
 
 // runTourShell runs lines with bash -euo pipefail in dir, in a process
