@@ -146,6 +146,11 @@ func (c Compression) codec() (segment.Codec, error) {
 	return 0, fmt.Errorf("wal: unknown compression %d", c)
 }
 
+// ErrRemoved is wrapped by the error of a reader positioned in, or a
+// verification reaching, a segment that retention removed meanwhile: the
+// log changed under it, it is not damaged.
+var ErrRemoved = segment.ErrRemoved
+
 // DefaultSegmentSize is the size segments are cut at when Options leave
 // it zero.
 const DefaultSegmentSize = segment.DefaultSegmentSize

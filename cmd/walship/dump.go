@@ -11,7 +11,6 @@ import (
 	"github.com/walship/walship/internal/cli"
 
 	"github.com/walship/walship/change"
-	"github.com/walship/walship/segment"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 	"github.com/walship/walship/walerr"
@@ -26,6 +25,13 @@ import (
 // is; after, it stops at the end of a whole transaction with exit 2,
 // naming the LSN to go on from.
 func runDump(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return dump(ctx, nil, args, stdout, stderr)
+}
+
+// dump is `walship dump` reading the log through fsys (nil: the operating
+// system's); tests pass one that changes the log between listing and
+// reading it.
+func dump(ctx context.Context, fsys vfs.FS, args []string, stdout, stderr io.Writer) error {
 	fset := newFlagSet("dump", stderr)
 	dir := fset.String("wal", "", "WAL directory")
 	from := fset.Uint64("from", 0, "first LSN to print (default: the oldest retained)")
@@ -40,7 +46,7 @@ func runDump(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return usageError("--to %d is before --from %d", *to, *from)
 	}
 	bw := bufio.NewWriterSize(stdout, 256<<10)
-	d := dumper{dir: *dir, from: *from, to: *to, out: bw, stderr: stderr}
+	d := dumper{fsys: fsys, dir: *dir, from: *from, to: *to, out: bw, stderr: stderr}
 	for attempt := 1; ; attempt++ {
 		err := d.run(ctx)
 		if err == nil {
@@ -55,7 +61,7 @@ func runDump(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		if ferr := bw.Flush(); ferr != nil {
 			return ferr
 		}
-		if errors.Is(err, segment.ErrRemoved) && d.printed {
+		if errors.Is(err, wal.ErrRemoved) && d.printed {
 			return cli.Exit(2, fmt.Errorf("dump: retention removed segments while dump read them (not damage): the output stops after LSN %d, the end of a whole transaction; to go on, dump again with --from %d: %w",
 				d.lastCommit, d.lastCommit+1, err))
 		}
@@ -71,17 +77,13 @@ const changedAttempts = 5
 // vanished reports whether err means that a segment file listed moments
 // before is gone: the log changed under a reader, it is not damaged.
 func vanished(err error) bool {
-	return errors.Is(err, segment.ErrRemoved) && errors.Is(err, fs.ErrNotExist)
+	return errors.Is(err, wal.ErrRemoved) && errors.Is(err, fs.ErrNotExist)
 }
-
-// walFS is the filesystem dump and verify read; nil means the operating
-// system's. Tests substitute one that changes the log between listing and
-// reading it.
-var walFS vfs.FS
 
 // dumper is one dump; run may be called again after a failure while
 // nothing is printed, and then reads the log afresh.
 type dumper struct {
+	fsys     vfs.FS // nil: the operating system's
 	dir      string
 	from, to uint64
 	out      *bufio.Writer
@@ -93,7 +95,7 @@ type dumper struct {
 }
 
 func (d *dumper) run(ctx context.Context) error {
-	l, rep, err := wal.OpenReadOnly(walFS, d.dir)
+	l, rep, err := wal.OpenReadOnly(d.fsys, d.dir)
 	if err != nil {
 		return err
 	}

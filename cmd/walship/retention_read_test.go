@@ -46,12 +46,11 @@ func (f *retentionFS) Open(name string) (vfs.File, error) {
 	return f.FS.Open(name)
 }
 
-// withFS runs fn with dump and verify reading through fsys.
-func withFS(t *testing.T, fsys vfs.FS, fn func()) {
-	t.Helper()
-	walFS = fsys
-	defer func() { walFS = nil }()
-	fn()
+// on runs cmd (dump or verify) in this process, reading through fsys.
+func on(fsys vfs.FS, cmd func(context.Context, vfs.FS, []string, io.Writer, io.Writer) error) func(context.Context, []string, io.Reader, io.Writer, io.Writer) error {
+	return func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+		return cmd(ctx, fsys, args, stdout, stderr)
+	}
 }
 
 // inProcess runs a walship command in this process.
@@ -107,7 +106,7 @@ func TestDumpAndVerifyBesideRetention(t *testing.T) {
 		dir := copyDir(t, base.dir)
 		fsys := &retentionFS{FS: vfs.Default, dir: dir, at: func(n int) bool { return n == k }}
 		var r result
-		withFS(t, fsys, func() { r = inProcess(runDump, "--wal", dir) })
+		r = inProcess(on(fsys, dump), "--wal", dir)
 		if fsys.opens < k {
 			break // every open point has been tried
 		}
@@ -145,7 +144,7 @@ func TestDumpAndVerifyBesideRetention(t *testing.T) {
 
 		dir = copyDir(t, base.dir)
 		fsys = &retentionFS{FS: vfs.Default, dir: dir, at: func(n int) bool { return n == k }}
-		withFS(t, fsys, func() { r = inProcess(runVerify, "--wal", dir, "--json") })
+		r = inProcess(on(fsys, verify), "--wal", dir, "--json")
 		var m map[string]any
 		if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
 			t.Fatalf("k=%d: verify --json: %v\n%v", k, err, r)
@@ -165,7 +164,7 @@ func TestDumpAndVerifyBesideRetention(t *testing.T) {
 	dir := copyDir(t, base.dir)
 	fsys := &retentionFS{FS: vfs.Default, dir: dir, at: func(int) bool { return true }}
 	var r result
-	withFS(t, fsys, func() { r = inProcess(runVerify, "--wal", dir, "--json") })
+	r = inProcess(on(fsys, verify), "--wal", dir, "--json")
 	var m map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
 		t.Fatalf("verify --json: %v\n%v", err, r)

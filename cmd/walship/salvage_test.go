@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"github.com/walship/walship/wal"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/walship/walship/wal"
 )
 
 // TestDumpSalvagesBeforeDamage: with a flipped byte in the middle of a

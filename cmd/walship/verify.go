@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/internal/cli"
+	"github.com/walship/walship/vfs"
 
 	"github.com/walship/walship/wal"
 	"github.com/walship/walship/walerr"
@@ -65,6 +66,12 @@ type segmentJSON struct {
 // reading is not damage: verify starts again on the log as it now is, and
 // reports what it verified.
 func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return verify(ctx, nil, args, stdout, stderr)
+}
+
+// verify is `walship verify` reading the log through fsys (nil: the
+// operating system's).
+func verify(ctx context.Context, fsys vfs.FS, args []string, stdout, stderr io.Writer) error {
 	fset := newFlagSet("verify", stderr)
 	dir := fset.String("wal", "", "WAL directory")
 	asJSON := fset.Bool("json", false, "print the result as JSON")
@@ -78,7 +85,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	var res verifyResult
 	var err error
 	for attempt := 1; ; attempt++ {
-		res, err = verifyWAL(ctx, *dir)
+		res, err = verifyWAL(ctx, fsys, *dir)
 		if !vanished(err) && !errors.Is(err, errChanged) {
 			break
 		}
@@ -112,8 +119,8 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	return cli.Exit(2, err)
 }
 
-func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
-	rep, err := wal.Verify(walFS, dir)
+func verifyWAL(ctx context.Context, fsys vfs.FS, dir string) (verifyResult, error) {
+	rep, err := wal.Verify(fsys, dir)
 	if err != nil {
 		return failed(err), err
 	}
@@ -134,7 +141,7 @@ func verifyWAL(ctx context.Context, dir string) (verifyResult, error) {
 	}
 	// Second pass: every record must decode as a change, and every
 	// transaction must begin with a transaction header.
-	l, _, err := wal.OpenReadOnly(walFS, dir)
+	l, _, err := wal.OpenReadOnly(fsys, dir)
 	if err != nil {
 		return failed(err), err
 	}
