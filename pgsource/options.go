@@ -109,7 +109,7 @@ func (c *Options) Validate() error {
 	if c.DSN == "" {
 		errs = append(errs, cfgErr("dsn", "missing"))
 	} else if pc, err := pgconn.ParseConfig(c.DSN); err != nil {
-		errs = append(errs, cfgErr("dsn", "cannot parse: %v", secret.DSNError(c.DSN, err)))
+		errs = append(errs, cfgErr("dsn", "%v", secret.DSNError(c.DSN, err)))
 	} else if pc.Database == "" {
 		errs = append(errs, cfgErr("dsn", "names no database"))
 	}

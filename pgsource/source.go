@@ -271,7 +271,7 @@ func (s *Source) saveCheckpoint(ctx context.Context) error {
 func (s *Source) connConfig(replication bool) (*pgconn.Config, error) {
 	pc, err := pgconn.ParseConfig(s.cfg.DSN)
 	if err != nil {
-		return nil, &FatalError{Err: cfgErr("dsn", "cannot parse: %v", secret.DSNError(s.cfg.DSN, err))}
+		return nil, &FatalError{Err: cfgErr("dsn", "%v", secret.DSNError(s.cfg.DSN, err))}
 	}
 	for k, v := range map[string]string{"TimeZone": "UTC", "DateStyle": "ISO, YMD", "extra_float_digits": "3",
 		"IntervalStyle": "postgres", "bytea_output": "hex", "application_name": "walship"} {

@@ -296,7 +296,9 @@ func (e *dsnError) Error() string {
 		if i := strings.LastIndex(msg, "`: "); i >= 0 {
 			why = msg[i+3:]
 		}
-		msg = fmt.Sprintf("cannot parse connection string %q: %s", DSN(e.dsn), why)
+		// The connection string is already redacted: Text would take a
+		// quote after a trailing password for part of it.
+		return fmt.Sprintf("cannot parse %q: %s", DSN(e.dsn), Text(scrub(why, pieces(e.dsn))))
 	}
 	return Text(scrub(msg, pieces(e.dsn)))
 }

@@ -95,7 +95,7 @@ func TestDSNError(t *testing.T) {
 		if strings.Contains(got.Error(), "hunter2x") {
 			t.Errorf("DSNError for %q leaks: %v", dsn, got)
 		}
-		if !strings.Contains(got.Error(), "cannot parse connection string") {
+		if !strings.Contains(got.Error(), `cannot parse "`) || !strings.Contains(got.Error(), "REDACTED") {
 			t.Errorf("DSNError for %q does not say what failed: %v", dsn, got)
 		}
 		var pce *pgconn.ParseConfigError

@@ -108,8 +108,9 @@ func IsSecretName(name string) bool {
 // their structure, never words by themselves ("the bearer token crosses
 // the network" is left alone):
 //
-//   - every URL (scheme://...) up to the next space or quote, redacted as
-//     DSN redacts a URL (the password, secret query parameters);
+//   - every URL (scheme://...) up to the next space, redacted as DSN
+//     redacts a URL (the password, secret query parameters; a quote that
+//     closes the text around the URL may go with them);
 //   - key=value and key = value where key is a secret name (IsSecretName):
 //     libpq pairs, environment variables; the value is parsed as libpq
 //     does (quotes with backslash escapes, an unterminated quote runs to
@@ -141,7 +142,7 @@ func Text(s string) string {
 			start++
 		}
 		end := j + 3
-		for end < len(s) && !isSpace(s[end]) && strings.IndexByte("\"'<>`", s[end]) < 0 {
+		for end < len(s) && !isSpace(s[end]) {
 			end++
 		}
 		if start < j {
@@ -182,6 +183,11 @@ func Text(s string) string {
 				continue
 			}
 			b, e, quotedKey = q+1, e-1, true
+			if strings.IndexFunc(s[b:e], func(r rune) bool {
+				return !(r < 128 && (isLetter(byte(r)) || isDigit(byte(r)) || strings.ContainsRune("_.-", r)))
+			}) >= 0 {
+				continue // a quoted phrase before a colon, not a JSON key
+			}
 		} else {
 			for b > 0 && (isLetter(s[b-1]) || isDigit(s[b-1]) || strings.IndexByte("_.-", s[b-1]) >= 0) {
 				b--

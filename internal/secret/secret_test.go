@@ -34,6 +34,7 @@ func TestText(t *testing.T) {
 		{"Authorization: Bearer s3cr3t-t0ken", "Authorization: Bearer REDACTED"},
 		{"nothing secret here: key=accounts/1", "nothing secret here: key=accounts/1"},
 		{"if token == nil", "if token == nil"},
+		{`dsn: cannot parse "host=h password=x": failed to parse`, `dsn: cannot parse "host=h password=REDACTED failed to parse`},
 		{"", ""},
 	}
 	for _, tt := range tests {
