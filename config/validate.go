@@ -11,6 +11,7 @@ import (
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/httpx"
+	"github.com/walship/walship/internal/secret"
 )
 
 // Defaults filled in by validation.
@@ -141,7 +142,7 @@ func (c *Config) validate(lines map[string]int) error {
 		if r.URL == "" {
 			v.fail("replica.url", "required: sqlite:///abs/path.db or postgres://...")
 		} else if !strings.HasPrefix(r.URL, "sqlite://") && !strings.HasPrefix(r.URL, "postgres://") && !strings.HasPrefix(r.URL, "postgresql://") {
-			v.fail("replica.url", "%q: want sqlite:///abs/path.db or postgres://...", Redact(r.URL))
+			v.fail("replica.url", "%q: want sqlite:///abs/path.db or postgres://...", secret.URL(r.URL))
 		}
 		if r.MaxBatchTxns < 0 {
 			v.fail("replica.max_batch_txns", "must not be negative")
@@ -221,7 +222,7 @@ func (c *Config) validateArchive(v *validator) {
 	if a.URL == "" {
 		v.fail("archive.url", "required: file:///abs/dir or s3://bucket/prefix")
 	} else if u, err := url.Parse(a.URL); err != nil || (u.Scheme != "file" && u.Scheme != "s3") {
-		v.fail("archive.url", "%q: want file:///abs/dir or s3://bucket/prefix", Redact(a.URL))
+		v.fail("archive.url", "%q: want file:///abs/dir or s3://bucket/prefix", secret.URL(a.URL))
 	} else if u.Scheme == "file" && (u.Host != "" || !filepath.IsAbs(u.Path)) {
 		v.fail("archive.url", "%q: a file archive needs an absolute path (file:///abs/dir)", a.URL)
 	} else if u.Scheme == "s3" && u.Host == "" {
@@ -279,18 +280,6 @@ func (c *Config) validateKafka(v *validator) {
 	if (k.TLS.CertFile == "") != (k.TLS.KeyFile == "") {
 		v.fail("kafka.tls.cert_file", "cert_file and key_file must be given together")
 	}
-}
-
-// Redact returns u with any password replaced by "xxxxx", for messages.
-func Redact(u string) string {
-	p, err := url.Parse(u)
-	if err != nil || p.User == nil {
-		return u
-	}
-	if _, has := p.User.Password(); !has {
-		return u
-	}
-	return p.Redacted()
 }
 
 // The classic replication-lag objective: p50/p95/p99/p99.9 under

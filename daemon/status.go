@@ -65,7 +65,7 @@ func (d *Daemon) setCatalog(cat *archive.Catalog) {
 	if lin == nil {
 		return
 	}
-	sum := &status.Archive{URL: d.cfg.Archive.URL, Segments: len(lin.Segments),
+	sum := &status.Archive{URL: secret.URL(d.cfg.Archive.URL), Segments: len(lin.Segments),
 		Encrypted: d.cfg.Archive.EncryptionKeyFile != "" || d.cfg.Archive.EncryptionKeyEnv != ""}
 	var oldest time.Time
 	if len(lin.Snapshots) > 0 {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/internal/secret"
 )
 
 // Options configures a Source. Zero fields take the documented defaults
@@ -108,7 +109,7 @@ func (c *Options) Validate() error {
 	if c.DSN == "" {
 		errs = append(errs, cfgErr("dsn", "missing"))
 	} else if pc, err := pgconn.ParseConfig(c.DSN); err != nil {
-		errs = append(errs, cfgErr("dsn", "cannot parse: %v", redact(err)))
+		errs = append(errs, cfgErr("dsn", "%v", secret.DSNError(c.DSN, err)))
 	} else if pc.Database == "" {
 		errs = append(errs, cfgErr("dsn", "names no database"))
 	}
@@ -140,7 +141,3 @@ func (c *Options) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// redact returns pgconn's parse error, whose text has the password
-// redacted.
-func redact(err error) string { return err.Error() }

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/wal"
 )
 
@@ -270,7 +271,7 @@ func (s *Source) saveCheckpoint(ctx context.Context) error {
 func (s *Source) connConfig(replication bool) (*pgconn.Config, error) {
 	pc, err := pgconn.ParseConfig(s.cfg.DSN)
 	if err != nil {
-		return nil, &FatalError{Err: cfgErr("dsn", "cannot parse: %v", redact(err))}
+		return nil, &FatalError{Err: cfgErr("dsn", "%v", secret.DSNError(s.cfg.DSN, err))}
 	}
 	for k, v := range map[string]string{"TimeZone": "UTC", "DateStyle": "ISO, YMD", "extra_float_digits": "3",
 		"IntervalStyle": "postgres", "bytea_output": "hex", "application_name": "walship"} {
@@ -316,6 +317,9 @@ func (s *Source) connectRepl(ctx context.Context, first bool) (*pgconn.PgConn, e
 }
 
 func (s *Source) connectErr(err error, first bool) error {
+	// The driver's errors name the host, and a password with an unencoded
+	// '@' makes part of it the host.
+	err = secret.DSNError(s.cfg.DSN, err)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch pe.Code {

@@ -89,7 +89,7 @@ func Dump(ctx context.Context, rawURL string) (Tables, error) {
 		t, err = dumpPostgres(ctx, rawURL)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("dump of %s: %w", secret.URL(rawURL), secret.Error(err))
+		return nil, fmt.Errorf("dump of %s: %w", secret.URL(rawURL), secret.DSNError(rawURL, err))
 	}
 	return t, nil
 }
@@ -117,7 +117,7 @@ func ReadState(ctx context.Context, rawURL string) (State, error) {
 		st, err = readPostgresState(ctx, rawURL)
 	}
 	if err != nil {
-		return State{}, fmt.Errorf("replica %s: %w", secret.URL(rawURL), secret.Error(err))
+		return State{}, fmt.Errorf("replica %s: %w", secret.URL(rawURL), secret.DSNError(rawURL, err))
 	}
 	return st, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/internal/secret"
 )
 
 // pgFlushAt is how many statements are queued before they are sent in
@@ -24,7 +25,7 @@ type postgresBackend struct {
 func connectPostgres(ctx context.Context, rawURL string) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("bad connection string: %w", err)
+		return nil, fmt.Errorf("bad connection string: %w", secret.DSNError(rawURL, err))
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
@@ -34,7 +35,9 @@ func connectPostgres(ctx context.Context, rawURL string) (*pgx.Conn, error) {
 	cfg.RuntimeParams["timezone"] = "UTC"
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, err
+		// The driver's errors name the host, and a password with an
+		// unencoded '@' makes part of it the host.
+		return nil, secret.DSNError(rawURL, err)
 	}
 	return conn, nil
 }

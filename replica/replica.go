@@ -128,12 +128,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (Applier, error) {
 		b, err = openPostgres(ctx, rawURL, opts)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("replica %s: %w", secret.URL(rawURL), secret.Error(err))
+		return nil, fmt.Errorf("replica %s: %w", secret.URL(rawURL), secret.DSNError(rawURL, err))
 	}
 	a, err := newApplier(ctx, b, opts)
 	if err != nil {
 		b.close()
-		return nil, fmt.Errorf("replica %s: %w", secret.URL(rawURL), secret.Error(err))
+		return nil, fmt.Errorf("replica %s: %w", secret.URL(rawURL), secret.DSNError(rawURL, err))
 	}
 	return a, nil
 }

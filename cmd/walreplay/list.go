@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/internal/cli"
+	"github.com/walship/walship/internal/secret"
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/pitr"
@@ -46,14 +47,14 @@ func runList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		infos = keep
 	}
 	if *asJSON {
-		out := listJSON{Archive: af.url, Lineages: []lineageJSON{}}
+		out := listJSON{Archive: secret.URL(af.url), Lineages: []lineageJSON{}}
 		for _, li := range infos {
 			out.Lineages = append(out.Lineages, toLineageJSON(li))
 		}
 		return writeJSON(stdout, out)
 	}
 	if len(infos) == 0 {
-		fmt.Fprintf(stdout, "%s: empty archive\n", af.url)
+		fmt.Fprintf(stdout, "%s: empty archive\n", secret.URL(af.url))
 	}
 	for _, li := range infos {
 		printLineage(stdout, li)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/pitr"
 )
 
@@ -40,7 +41,7 @@ func runPrune(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	rep, err := pitr.Prune(ctx, src.Archive(), policy)
 	if rep != nil {
 		if *asJSON {
-			out := pruneJSON{Archive: af.url, DryRun: *dryRun, Lineages: []prunedJSON{}}
+			out := pruneJSON{Archive: secret.URL(af.url), DryRun: *dryRun, Lineages: []prunedJSON{}}
 			for _, l := range rep.Lineages {
 				out.Lineages = append(out.Lineages, prunedJSON{Lineage: l.Lineage, OldestKept: l.OldestKept,
 					KeptSnapshots: nonNil(l.KeptSnapshots), DeletedSnapshots: nonNil(l.DeletedSnapshots), DeletedSegments: nonNil(l.DeletedSegments)})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/internal/cli"
+	"github.com/walship/walship/internal/secret"
 
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
@@ -93,7 +94,7 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return restoreExit(err)
 	}
-	out := restoreJSON{Archive: af.url, To: *to, DryRun: *dryRun, Plan: toPlanJSON(plan)}
+	out := newRestoreJSON(af.url, *to, *dryRun, plan)
 	if *dryRun {
 		if *asJSON {
 			return writeJSON(stdout, out)
@@ -118,17 +119,12 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			return err
 		}
 	} else {
-		fmt.Fprintf(stdout, "restored %s: %d transactions, %d changes applied (%d skipped) from %d objects (%d bytes) in %s; position LSN %d",
-			*to, res.Txns, res.Changes, res.Skipped, res.Objects, res.Bytes, res.Elapsed.Round(time.Millisecond), res.Position)
-		if !res.LastCommitTime.IsZero() {
-			fmt.Fprintf(stdout, ", last commit %s", fmtTime(res.LastCommitTime))
-		}
-		fmt.Fprintln(stdout)
+		fmt.Fprintln(stdout, restoreSummary(*to, res))
 	}
 	if !*follow {
 		return nil
 	}
-	fmt.Fprintf(stderr, "walreplay: following %s (every %s) until interrupted\n", af.url, *interval)
+	fmt.Fprintf(stderr, "walreplay: following %s (every %s) until interrupted\n", secret.URL(af.url), *interval)
 	err = pitr.FollowURL(ctx, src, *to, pitr.FollowOptions{Options: opts, Lineage: plan.Lineage, Interval: *interval,
 		OnApply: func(r *pitr.Result) {
 			if *asJSON {
@@ -154,6 +150,24 @@ func rejectEmptyFlags(fs *flag.FlagSet, names ...string) error {
 		}
 	})
 	return err
+}
+
+// restoreSummary is the line printed after a restore. The destination is
+// shown with its password redacted: the summary lands in terminals, CI
+// logs and tickets.
+func restoreSummary(to string, res *pitr.Result) string {
+	s := fmt.Sprintf("restored %s: %d transactions, %d changes applied (%d skipped) from %d objects (%d bytes) in %s; position LSN %d",
+		secret.URL(to), res.Txns, res.Changes, res.Skipped, res.Objects, res.Bytes, res.Elapsed.Round(time.Millisecond), res.Position)
+	if !res.LastCommitTime.IsZero() {
+		s += ", last commit " + fmtTime(res.LastCommitTime)
+	}
+	return s
+}
+
+// newRestoreJSON is the --json document of a restore, with the archive
+// and destination URLs' passwords redacted.
+func newRestoreJSON(archiveURL, to string, dryRun bool, plan *pitr.Plan) restoreJSON {
+	return restoreJSON{Archive: secret.URL(archiveURL), To: secret.URL(to), DryRun: dryRun, Plan: toPlanJSON(plan)}
 }
 
 // parseTarget builds the target from the one target flag given (latest

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/walship/walship/internal/cli"
+	"github.com/walship/walship/internal/secret"
 
 	"github.com/walship/walship/pitr"
 )
@@ -42,7 +43,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		err = fmt.Errorf("read the archive: %w", err)
 		if *asJSON {
-			writeJSON(stdout, verifyJSON{Archive: af.url, Status: "unreadable", Error: err.Error()})
+			writeJSON(stdout, verifyJSON{Archive: secret.URL(af.url), Status: "unreadable", Error: err.Error()})
 		}
 		return cli.Exit(exitUsage, err)
 	}
@@ -65,7 +66,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		status, code = "unreadable", exitUsage
 	}
 	if *asJSON {
-		out := verifyJSON{Archive: af.url, Status: status, Objects: rep.Objects, Bytes: rep.Bytes,
+		out := verifyJSON{Archive: secret.URL(af.url), Status: status, Objects: rep.Objects, Bytes: rep.Bytes,
 			Corrupt: problems(rep.Corrupt), Missing: problems(rep.Missing), Unreadable: problems(rep.Unreadable), Notes: problems(rep.Notes),
 			Gaps: []gapJSON{}, Lineages: []lineageJSON{}}
 		for _, g := range rep.Gaps {
@@ -97,12 +98,12 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		for _, li := range rep.Lineages {
 			lins = append(lins, fmt.Sprintf("%s LSN %d-%d", li.Lineage, li.FirstLSN, li.LastLSN))
 		}
-		fmt.Fprintf(stdout, "%s: %s: %d objects (%d bytes) verified; lineages: %s\n", status, af.url, rep.Objects, rep.Bytes,
+		fmt.Fprintf(stdout, "%s: %s: %d objects (%d bytes) verified; lineages: %s\n", status, secret.URL(af.url), rep.Objects, rep.Bytes,
 			strings.Join(lins, ", "))
 	}
 	if code != 0 {
 		return cli.Exit(code, fmt.Errorf("archive %s is %s (%d corrupt, %d missing objects, %d holes, %d unreadable)",
-			af.url, status, len(rep.Corrupt), len(rep.Missing), len(rep.Gaps), len(rep.Unreadable)))
+			secret.URL(af.url), status, len(rep.Corrupt), len(rep.Missing), len(rep.Gaps), len(rep.Unreadable)))
 	}
 	return nil
 }

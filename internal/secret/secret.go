@@ -2,33 +2,40 @@
 // (docs/OBSERVABILITY.md, "Secrets": secrets never appear in logs, errors
 // or /status).
 //
-// Three tools, from strongest to weakest:
+// Tools, from strongest to weakest:
 //
 //   - Secret, a string type that prints as "REDACTED" through fmt, JSON,
 //     text marshalling and log/slog. Hold passwords and tokens in it and
 //     call Reveal only where the value is used.
+//   - DSN (and URL), for a value known to be a connection string or URL:
+//     it parses the value the way the PostgreSQL driver does and replaces
+//     exactly the secret values; what does not parse is hidden from the
+//     first secret-looking word on. DSNError restates an error about a
+//     connection string (the driver's parse errors quote it) so that no
+//     piece of its secrets shows.
 //   - ReplaceAttr, an slog.HandlerOptions.ReplaceAttr that blanks attributes
-//     whose name says they are secret (IsSecretName) and scrubs credentials
-//     out of every other string, error, Stringer and struct value (Text).
-//   - Text and URL, which scrub credentials from free text: the password of
-//     a URL or DSN (postgres://u:pw@h), libpq key=value passwords
-//     (password=pw), S3/AWS secret keys, SASL passwords, bearer tokens and
-//     presigned-URL signatures.
+//     whose name says they are secret (IsSecretName), redacts attributes
+//     named like a DSN or URL with DSN, and scrubs every other string,
+//     error, Stringer and struct value with Text.
+//   - Text, which scrubs credentials from free text by structure only:
+//     URLs, secret-named key=value pairs, JSON members and %+v fields, and
+//     Authorization header values. It never rewrites a word by itself.
 //
-// Guarantee: Text is idempotent and only ever shortens or replaces the
-// secret parts; the user name, host, port and path of a URL stay readable
-// so an operator can still tell which server an error is about.
+// Guarantee: DSN and Text are idempotent and only ever replace the secret
+// parts (or, for what does not parse, everything after a secret word);
+// the user name, host, port and path of a URL stay readable so an
+// operator can still tell which server an error is about.
 //
-// Limits: a secret written into free text without a recognisable marker
-// (no "://user:", no "password=" and the like) cannot be recognised; keep
-// such values in a Secret.
+// Limits: a secret written into free text without a recognisable
+// structure (no "://user:", no "password=", a bare "Bearer x" outside an
+// Authorization header) cannot be recognised; keep such values in a
+// Secret, and pass connection strings through DSN before they reach text.
 package secret
 
 import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 )
 
@@ -96,45 +103,164 @@ func IsSecretName(name string) bool {
 	return false
 }
 
-var (
-	// scheme://user:password@ — the password runs to the last '@' before
-	// the host, so passwords containing '@' or ':' are covered.
-	urlPassword = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@"'<>]*:)([^\s"'<>]*)@`)
-	// key=value and key: value pairs whose key names a secret; the value is
-	// quoted or runs to a separator. Covers libpq DSNs, query strings,
-	// JSON ("password":"x") and Go %+v struct dumps (Password:x).
-	kvSecret = regexp.MustCompile(`(?i)((?:[A-Za-z0-9_.\-]*(?:password|passwd|passphrase|pwd|secret|token|credential|api_?key|access_?key|private_?key|encryption_?key|session_?key|signature)[A-Za-z0-9_\-]*)["']?\s*[=:]\s*)("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&,;"'}\])]+)`)
-	// Authorization: Bearer xxx / Basic xxx.
-	bearer = regexp.MustCompile(`(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=\-]{4,}`)
-)
-
 // Text scrubs credentials from free text (error messages, log messages,
-// rendered pages). See the package doc for what it recognises.
+// rendered pages). It changes only values it can tell are secrets by
+// their structure, never words by themselves ("the bearer token crosses
+// the network" is left alone):
+//
+//   - every URL (scheme://...) up to the next space, redacted as DSN
+//     redacts a URL (the password, secret query parameters; a quote that
+//     closes the text around the URL may go with them);
+//   - key=value and key = value where key is a secret name (IsSecretName):
+//     libpq pairs, environment variables; the value is parsed as libpq
+//     does (quotes with backslash escapes, an unterminated quote runs to
+//     the end of the text);
+//   - JSON members "key": "value" and Go %+v fields Key:value (no space
+//     after the colon) with a secret key;
+//   - the credentials of an Authorization header value ("Authorization:
+//     Bearer x").
+//
+// "key: value" with a space after the colon is prose ("listener.token:
+// too short"), not an assignment, and is left alone.
 func Text(s string) string {
 	if s == "" {
 		return s
 	}
-	s = urlPassword.ReplaceAllString(s, "${1}"+Redacted+"@")
-	s = kvSecret.ReplaceAllStringFunc(s, func(m string) string {
-		sub := kvSecret.FindStringSubmatch(m)
-		v := sub[2]
-		switch {
-		case v == Redacted || v == `"`+Redacted+`"` || v == `'`+Redacted+`'`:
-			return m
-		case strings.HasPrefix(v, `"`):
-			return sub[1] + `"` + Redacted + `"`
-		case strings.HasPrefix(v, `'`):
-			return sub[1] + `'` + Redacted + `'`
+	var sp []span
+	var urls []span
+	for i := 0; ; {
+		j := strings.Index(s[i:], "://")
+		if j < 0 {
+			break
 		}
-		return sub[1] + Redacted
-	})
-	s = bearer.ReplaceAllString(s, "${1}${2}"+Redacted)
-	return s
+		j += i
+		start := j
+		for start > i && (isLetter(s[start-1]) || isDigit(s[start-1]) || strings.IndexByte("+.-", s[start-1]) >= 0) {
+			start--
+		}
+		for start < j && !isLetter(s[start]) {
+			start++
+		}
+		end := j + 3
+		for end < len(s) && !isSpace(s[end]) {
+			end++
+		}
+		if start < j {
+			urls = append(urls, span{start, end})
+			sp = append(sp, urlSpans(s, start, end)...)
+		}
+		i = end
+	}
+	inURL := func(k int) bool {
+		for _, u := range urls {
+			if k >= u.start && k < u.end {
+				return true
+			}
+		}
+		return false
+	}
+	for k := 0; k < len(s); k++ {
+		c := s[k]
+		if (c != '=' && c != ':') || inURL(k) {
+			continue
+		}
+		if c == '=' && (k+1 < len(s) && s[k+1] == '=' || k > 0 && strings.IndexByte("=!<>", s[k-1]) >= 0) {
+			continue
+		}
+		// The key before the separator.
+		e := k
+		if c == '=' {
+			for e > 0 && isSpace(s[e-1]) {
+				e--
+			}
+		}
+		quotedKey := false
+		b := e
+		if c == ':' && e > 0 && s[e-1] == '"' {
+			// A JSON member: "key": value.
+			q := strings.LastIndexByte(s[:e-1], '"')
+			if q < 0 {
+				continue
+			}
+			b, e, quotedKey = q+1, e-1, true
+			if strings.IndexFunc(s[b:e], func(r rune) bool {
+				return !(r < 128 && (isLetter(byte(r)) || isDigit(byte(r)) || strings.ContainsRune("_.-", r)))
+			}) >= 0 {
+				continue // a quoted phrase before a colon, not a JSON key
+			}
+		} else {
+			for b > 0 && (isLetter(s[b-1]) || isDigit(s[b-1]) || strings.IndexByte("_.-", s[b-1]) >= 0) {
+				b--
+			}
+		}
+		key := s[b:e]
+		if key == "" || !IsSecretName(key) {
+			continue
+		}
+		v := k + 1
+		if c == ':' && !quotedKey {
+			// Go's %+v: Key:value, no space; with a space it is prose,
+			// unless the key is an Authorization header.
+			if v < len(s) && isSpace(s[v]) && !strings.EqualFold(key, "authorization") {
+				continue
+			}
+		}
+		for v < len(s) && isSpace(s[v]) {
+			v++
+		}
+		if strings.EqualFold(key, "authorization") {
+			// "Bearer x", "Basic x": the scheme stays readable.
+			w := v
+			for w < len(s) && isLetter(s[w]) {
+				w++
+			}
+			if w > v && w < len(s) && s[w] == ' ' {
+				for w < len(s) && isSpace(s[w]) {
+					w++
+				}
+				v = w
+			}
+		}
+		if ve := valueEnd(s, v, c == ':' && !quotedKey); ve > v {
+			sp = append(sp, span{v, ve})
+		}
+	}
+	return apply(s, merge(sp))
 }
 
-// URL scrubs a single URL or DSN; it is Text under a name that says what
-// the caller holds.
-func URL(u string) string { return Text(u) }
+// valueEnd returns where the value starting at s[v] ends: a quoted value
+// at its closing quote (an unterminated one at the end of s), any other
+// at the next unescaped space as libpq reads it (and a Go %+v field also
+// at '}', ']' or ','). A quote or backquote right after the value is
+// taken with it: the text around may have quoted the value, or the value
+// may hold it, and only the second matters.
+func valueEnd(s string, v int, goField bool) int {
+	if v >= len(s) {
+		return v
+	}
+	if q := s[v]; q == '\'' || q == '"' {
+		i := v + 1
+		for i < len(s) && s[i] != q {
+			if s[i] == '\\' {
+				i++
+			}
+			i++
+		}
+		return min(i+1, len(s))
+	}
+	stop := spaces
+	if goField {
+		stop += "}],"
+	}
+	i := v
+	for i < len(s) && strings.IndexByte(stop, s[i]) < 0 {
+		if s[i] == '\\' {
+			i++
+		}
+		i++
+	}
+	return min(i, len(s))
+}
 
 // Error returns err with its message scrubbed by Text. errors.Is and
 // errors.As still see the original chain; only Error() changes. A nil
@@ -157,6 +283,11 @@ func (e *redactedError) Unwrap() error { return e.err }
 // Secret or other LogValuer is already its safe form here.
 func ReplaceAttr(_ []string, a slog.Attr) slog.Attr {
 	v := a.Value.Resolve()
+	if k := strings.ToLower(a.Key); v.Kind() == slog.KindString && (strings.HasSuffix(k, "dsn") || strings.HasSuffix(k, "url")) {
+		if t := DSN(v.String()); t != v.String() {
+			return slog.String(a.Key, t)
+		}
+	}
 	if a.Key != slog.MessageKey && a.Key != slog.LevelKey && a.Key != slog.TimeKey && IsSecretName(a.Key) {
 		if v.Kind() == slog.KindString && v.String() == "" {
 			return a

@@ -20,12 +20,21 @@ func TestText(t *testing.T) {
 		{"host=db user=walship password=hunter2 dbname=app", "host=db user=walship password=REDACTED dbname=app"},
 		{"host=db password='a b c' dbname=app", "host=db password='REDACTED' dbname=app"},
 		{`{"user":"u","password":"hunter2","n":1}`, `{"user":"u","password":"REDACTED","n":1}`},
-		{"secret_key: wJalrXUtnFEMI/K7MDENG", "secret_key: REDACTED"},
+		{"secret_key=wJalrXUtnFEMI/K7MDENG", "secret_key=REDACTED"},
+		{"cannot parse `host=db password = hunter2 dbname=app`: bad", "cannot parse `host=db password = REDACTED dbname=app`: bad"},
+		{"cannot parse `host=db password=hun\"ter2`: bad", "cannot parse `host=db password=REDACTED bad"},
+		{`cannot parse "host=db password='it\'s secret' dbname=app"`, `cannot parse "host=db password='REDACTED' dbname=app"`},
+		{`dsn password='unterminated and the rest`, `dsn password='REDACTED'`},
+		{`password=hun\ ter2 x`, `password=REDACTED x`},
+		{"Authorization=Bearer s3cr3t-t0ken", "Authorization=Bearer REDACTED"},
+		{`{"authorization":"Bearer s3cr3t-t0ken"}`, `{"authorization":"REDACTED"}`},
 		{"AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI", "AWS_SECRET_ACCESS_KEY=REDACTED"},
 		{"https://b.s3/k?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=abcdef&x=1", "https://b.s3/k?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&x=1"},
 		{"{Username:walship Password:hunter2}", "{Username:walship Password:REDACTED}"},
 		{"Authorization: Bearer s3cr3t-t0ken", "Authorization: Bearer REDACTED"},
 		{"nothing secret here: key=accounts/1", "nothing secret here: key=accounts/1"},
+		{"if token == nil", "if token == nil"},
+		{`dsn: cannot parse "host=h password=x": failed to parse`, `dsn: cannot parse "host=h password=REDACTED failed to parse`},
 		{"", ""},
 	}
 	for _, tt := range tests {
@@ -35,6 +44,28 @@ func TestText(t *testing.T) {
 		}
 		if again := Text(got); again != got {
 			t.Errorf("Text is not idempotent on %q: %q", got, again)
+		}
+	}
+}
+
+// TestTextLeavesProse: words that name secrets are not secrets; only
+// structure (URLs, key=value, JSON, %+v fields, Authorization headers)
+// marks a value.
+func TestTextLeavesProse(t *testing.T) {
+	for _, s := range []string{
+		"the bearer token crosses the network",
+		"Bearer tokens are checked on every request",
+		"basic authentication is not supported",
+		"source.http.token: must be at least 16 bytes",
+		"archive.encryption_key_file: cannot read /etc/walship/key: permission denied",
+		"the password is wrong for user walship",
+		"kafka.sasl.password: required with kafka.sasl.mechanism",
+		"secret: the token and the password are kept in a Secret",
+		"compare password == other",
+		"walreplay: following file:///var/archive (every 5s) until interrupted",
+	} {
+		if got := Text(s); got != s {
+			t.Errorf("Text rewrote prose:\n  in  %q\n  out %q", s, got)
 		}
 	}
 }
@@ -109,7 +140,8 @@ func TestNoSecretInLogs(t *testing.T) {
 		log := slog.New(h)
 		log.Info("connecting to postgres://walship:hunter2@db/app", "dsn", "host=db password=hunter2")
 		log.Error("upload failed", "err", fmt.Errorf("s3: secret_key=wJalrXUtnFEMI rejected"), "key", "segments/0001")
-		log.With("token", "s3cr3t-t0ken").Warn("listener", "header", "Bearer s3cr3t-t0ken")
+		log.With("token", "s3cr3t-t0ken").Warn("listener", "authorization", "Bearer s3cr3t-t0ken", "req", "Authorization: Bearer s3cr3t-t0ken")
+		log.Info("replica", "replica_url", "postgres://u:hunter2 x@h/db", "dsn", "host=h password = hunter2")
 		log.WithGroup("kafka").Info("sasl", "password", "saslpw", "user", "walship")
 		log.Info("typed", "token", Secret("s3cr3t-t0ken"), "url", fmt.Stringer(stringer("postgres://a:hunter2@h")))
 		log.Info("structs", "cfg", struct {
