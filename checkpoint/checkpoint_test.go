@@ -584,9 +584,10 @@ func TestCrashConcurrent(t *testing.T) {
 			crashAt := int64(rng.IntN(200))
 			var syncs atomic.Int64
 			var once sync.Once
+			var crashed atomic.Bool
 			cfs.SetSyncHook(func(string) {
 				if syncs.Add(1)-1 == crashAt {
-					once.Do(func() { cfs.Crash(rng, mode) })
+					once.Do(func() { crashed.Store(true); cfs.Crash(rng, mode) })
 				}
 			})
 			ackedPer := make([]*Checkpoint, len(names))
@@ -596,7 +597,13 @@ func TestCrashConcurrent(t *testing.T) {
 				wg.Go(func() {
 					for j := uint64(1); j <= 30; j++ {
 						c := Checkpoint{Name: name, Pos: j, Payload: []byte(fmt.Sprintf("%s-%d", name, j))}
-						if err := s.Set(ctx, name, c.Pos, c.Payload); err != nil {
+						err := s.Set(ctx, name, c.Pos, c.Payload)
+						// A Set that returns after the crash was in flight
+						// during it: a real process would have died before
+						// its acknowledgement, and CrashFS lets its last
+						// steps (rename, directory fsync) run in the
+						// rebooted filesystem. It may or may not survive.
+						if err != nil || crashed.Load() {
 							failedPer[i] = &c
 							return
 						}
@@ -606,7 +613,7 @@ func TestCrashConcurrent(t *testing.T) {
 			}
 			wg.Wait()
 			cfs.SetSyncHook(nil)
-			once.Do(func() { cfs.Crash(rng, mode) })
+			once.Do(func() { crashed.Store(true); cfs.Crash(rng, mode) })
 
 			acked, failed := map[string]Checkpoint{}, map[string]Checkpoint{}
 			for i, name := range names {
