@@ -25,13 +25,24 @@ type baseLog struct {
 func newBaseLog(t *testing.T, n int) *baseLog {
 	t.Helper()
 	g := newGen(seed(t))
-	b := &baseLog{dir: t.TempDir(), in: g.txns(n, 1)}
-	b.txns = parseTxns(t, b.in)
-	res := mustWalship(t, ndjson(b.in), "append", "--wal", b.dir, "--segment-size", "64KiB")
-	b.acks = parseAcks(t, res.stdout)
-	checkAcks(t, b.acks, b.txns, 1, time.Time{})
-	if segs := readSegments(t, b.dir); len(segs) < 3 {
-		t.Fatalf("base log has %d segments, want 3 or more", len(segs))
+	b := &baseLog{dir: t.TempDir()}
+	// Transactions are of random sizes: some seeds fill fewer than three
+	// 64 KiB segments with n of them, so more are appended until the log
+	// has three (a bound for a generator that makes nothing, not a target).
+	for round := 0; round == 0 || len(readSegments(t, b.dir)) < 3; round++ {
+		if round == 10 {
+			t.Fatalf("base log has %d segments after %d rounds of %d transactions, want 3 or more", len(readSegments(t, b.dir)), round, n)
+		}
+		in := g.txns(n, uint64(len(b.txns))*10+1)
+		txns := parseTxns(t, in)
+		res := mustWalship(t, ndjson(in), "append", "--wal", b.dir, "--segment-size", "64KiB")
+		acks := parseAcks(t, res.stdout)
+		first := uint64(1)
+		if len(b.acks) > 0 {
+			first = b.last().LSN + 1
+		}
+		checkAcks(t, acks, txns, first, time.Time{})
+		b.in, b.txns, b.acks = append(b.in, in...), append(b.txns, txns...), append(b.acks, acks...)
 	}
 	return b
 }
