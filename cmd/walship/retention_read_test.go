@@ -91,7 +91,7 @@ func txnAt(t *testing.T, b *baseLog, lsn uint64) int {
 // else stops at the end of a whole transaction with exit 2 naming the LSN
 // to go on from. When retention outpaces every attempt, verify exits 2.
 func TestDumpAndVerifyBesideRetention(t *testing.T) {
-	base := newFrameLog(t, 1500)
+	base := newFrameLog(t, 1500, changedAttempts+2)
 	if n := len(readSegments(t, base.dir)); n < changedAttempts+2 {
 		t.Fatalf("log has %d segments, want %d or more", n, changedAttempts+2)
 	}

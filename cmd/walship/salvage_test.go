@@ -17,7 +17,7 @@ import (
 // is skipped.
 func TestDumpSalvagesBeforeDamage(t *testing.T) {
 	t.Parallel()
-	base := newFrameLog(t, 1000)
+	base := newFrameLog(t, 1000, 3)
 	dir := base.dir
 	segs := readSegments(t, dir)
 	i := len(segs) / 2
@@ -58,30 +58,36 @@ func TestDumpSalvagesBeforeDamage(t *testing.T) {
 	}
 }
 
-// newFrameLog writes n generated transactions with one append each, so that
-// each is a frame of its own, into a log of 64 KiB segments.
-func newFrameLog(t *testing.T, n int) *baseLog {
+// newFrameLog writes generated transactions with one append each, so that
+// each is a frame of its own, into a log of 64 KiB segments: n of them,
+// and more in rounds of n while the log has fewer than minSegs segments
+// (transactions are of random sizes, so some seeds need more).
+func newFrameLog(t *testing.T, n, minSegs int) *baseLog {
 	t.Helper()
 	g := newGen(seed(t))
-	b := &baseLog{dir: t.TempDir(), in: g.txns(n, 1)}
-	b.txns = parseTxns(t, b.in)
+	b := &baseLog{dir: t.TempDir()}
 	w, _, err := wal.Open(wal.Options{Dir: b.dir, SegmentSize: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	for i := range b.txns {
-		tk, err := w.Append(context.Background(), &b.txns[i])
-		if err != nil {
-			t.Fatal(err)
+	for round := 0; round == 0 || len(readSegments(t, b.dir)) < minSegs; round++ {
+		if round == 10 {
+			t.Fatalf("log has %d segments after %d rounds of %d transactions, want %d or more", len(readSegments(t, b.dir)), round, n, minSegs)
 		}
-		b.acks = append(b.acks, ack{LSN: tk.Last, CommitTime: tk.Time()})
+		in := g.txns(n, uint64(len(b.txns))*10+1)
+		txns := parseTxns(t, in)
+		for i := range txns {
+			tk, err := w.Append(context.Background(), &txns[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.acks = append(b.acks, ack{LSN: tk.Last, CommitTime: tk.Time()})
+		}
+		b.in, b.txns = append(b.in, in...), append(b.txns, txns...)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
-	}
-	if segs := readSegments(t, b.dir); len(segs) < 3 {
-		t.Fatalf("log has %d segments, want 3 or more", len(segs))
 	}
 	return b
 }
