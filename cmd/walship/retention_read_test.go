@@ -163,8 +163,7 @@ func TestDumpAndVerifyBesideRetention(t *testing.T) {
 	// Retention removing a segment under every attempt: exit 2, not 1.
 	dir := copyDir(t, base.dir)
 	fsys := &retentionFS{FS: vfs.Default, dir: dir, at: func(int) bool { return true }}
-	var r result
-	r = inProcess(on(fsys, verify), "--wal", dir, "--json")
+	r := inProcess(on(fsys, verify), "--wal", dir, "--json")
 	var m map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
 		t.Fatalf("verify --json: %v\n%v", err, r)
