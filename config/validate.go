@@ -181,6 +181,7 @@ func (c *Config) validateWAL(v *validator) {
 		v.fail("wal.max_bytes", "%v is less than two segments (%v each)", w.MaxBytes, w.SegmentSize)
 	}
 	v.nonNegative("wal.min_interval", w.MinInterval)
+	v.nonNegative("wal.max_commit_time_skew", w.MaxCommitTimeSkew)
 }
 
 func (c *Config) validateSources(v *validator) {
