@@ -60,7 +60,8 @@ type WAL struct {
 	Compression string        `yaml:"compression"`  // none | s2 | zstd
 	MinInterval time.Duration `yaml:"min_interval"` // least time between fsyncs
 	// MaxCommitTimeSkew is how far ahead of this host's clock a source
-	// commit time may be (wal.Options.MaxCommitTimeSkew); 0 = 5m.
+	// commit time may be (wal.Options.MaxCommitTimeSkew); 0 or unset =
+	// DefaultMaxCommitTimeSkew.
 	MaxCommitTimeSkew time.Duration `yaml:"max_commit_time_skew"`
 	// ZeroFill writes zeros over new segments before use (default true):
 	// see segment.Options.ZeroFill.
