@@ -59,6 +59,10 @@ type WAL struct {
 	SegmentSize ByteSize      `yaml:"segment_size"` // default 64MiB
 	Compression string        `yaml:"compression"`  // none | s2 | zstd
 	MinInterval time.Duration `yaml:"min_interval"` // least time between fsyncs
+	// MaxCommitTimeSkew is how far ahead of this host's clock a source
+	// commit time may be (wal.Options.MaxCommitTimeSkew); 0 or unset =
+	// DefaultMaxCommitTimeSkew.
+	MaxCommitTimeSkew time.Duration `yaml:"max_commit_time_skew"`
 	// ZeroFill writes zeros over new segments before use (default true):
 	// see segment.Options.ZeroFill.
 	ZeroFill *bool `yaml:"zero_fill"`

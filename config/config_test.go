@@ -82,6 +82,7 @@ func TestErrors(t *testing.T) {
 		{"not a mapping", "- a\n- b\n", `line 1: the configuration must be a mapping`},
 		{"syntax", "wal: {dir: /w\n", `did not find expected`},
 		{"empty", "", `empty configuration`},
+		{"negative commit time skew", "wal: {dir: /w, max_commit_time_skew: -1m}\n", `wal.max_commit_time_skew (line 1)`},
 		{"small max bytes", "wal: {dir: /w, segment_size: 8MiB, max_bytes: 10MiB}\n", `wal.max_bytes (line 1): 10MiB is less than two segments`},
 	}
 	for _, tc := range cases {

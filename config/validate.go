@@ -21,6 +21,9 @@ const (
 	DefaultMaxBody        = 64 << 20
 	DefaultSnapshotKeep   = 7
 	DefaultLagWindow      = 5 * time.Minute
+	// DefaultMaxCommitTimeSkew is wal.max_commit_time_skew's default, the
+	// log's own (wal.DefaultMaxCommitTimeSkew).
+	DefaultMaxCommitTimeSkew = 5 * time.Minute
 )
 
 // MaxKafkaPartitions bounds kafka.partitions: far above what a table's
@@ -181,6 +184,10 @@ func (c *Config) validateWAL(v *validator) {
 		v.fail("wal.max_bytes", "%v is less than two segments (%v each)", w.MaxBytes, w.SegmentSize)
 	}
 	v.nonNegative("wal.min_interval", w.MinInterval)
+	v.nonNegative("wal.max_commit_time_skew", w.MaxCommitTimeSkew)
+	if w.MaxCommitTimeSkew == 0 {
+		w.MaxCommitTimeSkew = DefaultMaxCommitTimeSkew
+	}
 }
 
 func (c *Config) validateSources(v *validator) {

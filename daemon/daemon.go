@@ -142,7 +142,7 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 		return nil, err
 	}
 	w, rep, err := wal.Open(wal.Options{Dir: cfg.WAL.Dir, Sync: sm, SegmentSize: int64(cfg.WAL.SegmentSize),
-		Compression: codec, MinInterval: cfg.WAL.MinInterval, ZeroFill: cfg.WAL.ZeroFill == nil || *cfg.WAL.ZeroFill, Logger: logger,
+		Compression: codec, MinInterval: cfg.WAL.MinInterval, MaxCommitTimeSkew: cfg.WAL.MaxCommitTimeSkew, ZeroFill: cfg.WAL.ZeroFill == nil || *cfg.WAL.ZeroFill, Logger: logger,
 		Observe: d.metrics.ObserveWAL})
 	if err != nil {
 		return nil, fmt.Errorf("wal.dir %s: %w", cfg.WAL.Dir, err)

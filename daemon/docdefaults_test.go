@@ -10,6 +10,7 @@ import (
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/consumer"
 	"github.com/walship/walship/internal/bytesize"
+	"github.com/walship/walship/wal"
 )
 
 // TestConfigDocDefaults keeps the defaults docs/CONFIG.md gives equal to
@@ -58,6 +59,9 @@ func TestConfigDocDefaults(t *testing.T) {
 		"kafka.partitions":       integer(int64(sink.Partitions)),
 		"replica.max_batch_txns": integer(int64(cons.MaxBatchTxns)),
 		"lag.window":             duration(c.Lag.Window),
+		"wal.max_commit_time_skew": func(s string) bool {
+			return duration(c.WAL.MaxCommitTimeSkew)(s) && duration(wal.DefaultMaxCommitTimeSkew)(s)
+		},
 	} {
 		d, ok := documented[key]
 		if !ok {

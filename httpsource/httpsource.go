@@ -14,7 +14,9 @@
 // mode "local": fsynced). Guarantees:
 //   - A request is validated whole before anything is appended: a bad line
 //     gets 400 with the line and JSON path named, and nothing of the
-//     request is written.
+//     request is written. A commit_time more than wal.max_commit_time_skew
+//     ahead of this host's clock is such a bad line (commit times never
+//     decrease along the log).
 //   - Transactions of one request get increasing LSNs in request order;
 //     each is atomic in the log.
 //   - 413 if the body exceeds the configured limit, 503 if the WAL has
@@ -179,6 +181,11 @@ func (s *Source) readBody(w http.ResponseWriter, r *http.Request) ([]change.Txn,
 		}
 		if err == nil {
 			err = txn.Validate()
+		}
+		if err == nil {
+			// Checked here, before anything is queued, so that a refused
+			// commit time leaves nothing of the request in the log.
+			err = s.w.CheckCommitTime(&txn.Header)
 		}
 		if err != nil {
 			// The decoder reports a cut body as bad JSON; the real cause

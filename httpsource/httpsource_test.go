@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/wal"
@@ -200,5 +201,54 @@ func TestClosedWALIs503(t *testing.T) {
 	code, out := post(t, srv.URL, `{"table":"public.t","op":"c","after":{"id":1}}`+"\n")
 	if code != http.StatusServiceUnavailable || !strings.Contains(out, "append failed") {
 		t.Fatalf("status %d: %s", code, out)
+	}
+}
+
+// TestFarFutureCommitTimeIs400: a request with a commit_time beyond
+// wal.max_commit_time_skew gets 400 naming the line, the field and the
+// bound's key, and nothing of it is appended (not even its valid first
+// line); a later request gets a current commit time, not the outlier's.
+func TestFarFutureCommitTimeIs400(t *testing.T) {
+	w := openWAL(t)
+	srv := httptest.NewServer(New(w, Options{}).Handler())
+	defer srv.Close()
+
+	good := `{"table":"public.t","op":"c","after":{"id":1}}` + "\n"
+	far := `{"commit_time":"2099-01-01T00:00:00Z","changes":[{"table":"public.t","op":"c","after":{"id":2}}]}` + "\n"
+	code, out := post(t, srv.URL, good+far)
+	if code != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400: %s", code, out)
+	}
+	var eb errorBody
+	if err := json.Unmarshal([]byte(out), &eb); err != nil {
+		t.Fatalf("error body %q: %v", out, err)
+	}
+	for _, s := range []string{"line 2", "commit_time", "2099-01-01T00:00:00Z", "5m0s", "wal.max_commit_time_skew"} {
+		if !strings.Contains(eb.Error, s) {
+			t.Errorf("error %q does not name %q", eb.Error, s)
+		}
+	}
+	if eb.Line != 2 {
+		t.Errorf("error line %d, want 2", eb.Line)
+	}
+	if n := len(readAll(t, w)); n != 0 {
+		t.Fatalf("%d transactions written by the refused request", n)
+	}
+
+	before := time.Now()
+	code, out = post(t, srv.URL, good)
+	if code != http.StatusOK {
+		t.Fatalf("status %d: %s", code, out)
+	}
+	var a ack
+	if err := json.Unmarshal([]byte(out), &a); err != nil {
+		t.Fatalf("ack %q: %v", out, err)
+	}
+	ct, err := time.Parse(time.RFC3339Nano, a.CommitTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct.Before(before) || ct.After(time.Now()) {
+		t.Fatalf("later commit time %v, want the current time (%v..now)", ct, before)
 	}
 }

@@ -407,6 +407,7 @@ func (st *streamer) appender(ctx context.Context) {
 			continue
 		}
 		if !j.skip {
+			s.clampCommitTime(&b.hdr)
 			t, err := b.appendTo(ctx, s.w)
 			if err != nil {
 				stopped = true // stays counted in queued
@@ -805,4 +806,21 @@ func isPrefix(key []int) bool {
 		}
 	}
 	return len(key) > 0
+}
+
+// clampCommitTime replaces a commit time beyond the log's bound
+// (wal.max_commit_time_skew ahead of this host's clock) with this host's
+// clock, and logs it. The database has committed the transaction, so
+// refusing it would stop capture for good (the server sends it again and
+// again); but recorded as it is, the log would give that future time to
+// every later transaction (commit times never decrease along it).
+func (s *Source) clampCommitTime(hdr *change.TxHeader) {
+	bound, ok := s.w.CommitTimeBound()
+	if !ok || !hdr.SourceCommitTime.After(bound) {
+		return
+	}
+	now := time.Now().UTC()
+	s.log.Warn("postgres source: commit time is beyond wal.max_commit_time_skew ahead of this host's clock; recording this host's clock instead (check the database server's clock)",
+		"xid", hdr.XID, "commit_lsn", pglogrepl.LSN(hdr.SourceLSN), "source_commit_time", hdr.SourceCommitTime, "recorded", now)
+	hdr.SourceCommitTime = now
 }

@@ -15,6 +15,10 @@
 //     the log.
 //   - Readers see whole committed, durable transactions only, in LSN
 //     order, never a transaction aborted midway (AppendStream).
+//   - Commit times never decrease along the log, and a source commit time
+//     more than Options.MaxCommitTimeSkew ahead of this host's clock is
+//     refused, so one outlier cannot hold every later commit time in the
+//     future.
 //   - A failed write or fsync is sticky: that append and every later one
 //     fail until the log is reopened, and recovery then truncates what was
 //     never acknowledged (docs/FORMAT.md §4).
@@ -200,7 +204,17 @@ type Options struct {
 	// Zero selects the committer's defaults.
 	MaxPendingBytes int
 	MaxBatchBytes   int
+	// MaxCommitTimeSkew is how far ahead of this host's clock a source's
+	// commit time may be: an append whose SourceCommitTime is later than
+	// now plus this is refused (CheckCommitTime), because commit times
+	// never decrease along the log and one far-future time would be given
+	// to every later transaction. Zero selects DefaultMaxCommitTimeSkew;
+	// negative disables the check.
+	MaxCommitTimeSkew time.Duration
 }
+
+// DefaultMaxCommitTimeSkew is the default Options.MaxCommitTimeSkew.
+const DefaultMaxCommitTimeSkew = 5 * time.Minute
 
 // Validate checks the options without opening anything: the segment
 // size's range, the sync mode and the compression.
@@ -274,6 +288,9 @@ func (l log) Segments() []SegmentInfo { return l.seg.Segments() }
 type WAL struct {
 	log
 	c *groupcommit.Committer
+	// maxSkew is Options.MaxCommitTimeSkew with the default applied;
+	// negative: no bound.
+	maxSkew time.Duration
 
 	scratch sync.Pool // *encodeBuf
 	once    sync.Once
@@ -309,14 +326,47 @@ func Open(opts Options) (*WAL, *RecoveryReport, error) {
 		l.Close()
 		return nil, nil, err
 	}
-	w := &WAL{log: log{l}, c: c}
+	skew := opts.MaxCommitTimeSkew
+	if skew == 0 {
+		skew = DefaultMaxCommitTimeSkew
+	}
+	w := &WAL{log: log{l}, c: c, maxSkew: skew}
 	w.scratch.New = func() any { return &encodeBuf{} }
 	return w, rep, nil
+}
+
+// CommitTimeBound returns the latest source commit time an append made
+// now accepts (now plus Options.MaxCommitTimeSkew), and false if there is
+// no bound.
+func (w *WAL) CommitTimeBound() (time.Time, bool) {
+	if w.maxSkew < 0 {
+		return time.Time{}, false
+	}
+	return time.Now().Add(w.maxSkew), true
+}
+
+// CheckCommitTime refuses a header whose SourceCommitTime is beyond
+// CommitTimeBound, with a *change.InvalidError naming commit_time and the
+// bound (so it matches change.ErrInvalid: the input is at fault). Append,
+// AppendAsync and AppendStream call it; a source that validates a batch
+// before appending any of it calls it too, so that nothing of a refused
+// batch is appended.
+func (w *WAL) CheckCommitTime(hdr *change.TxHeader) error {
+	bound, ok := w.CommitTimeBound()
+	if !ok || hdr.SourceCommitTime.IsZero() || !hdr.SourceCommitTime.After(bound) {
+		return nil
+	}
+	return &change.InvalidError{Path: "commit_time", Reason: fmt.Sprintf(
+		"%s is more than %s ahead of this host's clock (now %s); commit times never decrease along the log, so every later transaction would get it (bound: wal.max_commit_time_skew; walship append --max-commit-time-skew)",
+		hdr.SourceCommitTime.UTC().Format(time.RFC3339Nano), w.maxSkew, time.Now().UTC().Format(time.RFC3339))}
 }
 
 // encode validates txn and encodes its changes, the header on the first.
 func (w *WAL) encode(txn *change.Txn) (*encodeBuf, error) {
 	if err := txn.Validate(); err != nil {
+		return nil, err
+	}
+	if err := w.CheckCommitTime(&txn.Header); err != nil {
 		return nil, err
 	}
 	eb := w.scratch.Get().(*encodeBuf)
@@ -340,7 +390,8 @@ func (w *WAL) encode(txn *change.Txn) (*encodeBuf, error) {
 
 // Append validates and appends txn and waits until it is durable. The
 // commit time recorded is txn.Header.SourceCommitTime if set (raised to
-// the previous commit's if earlier), else now.
+// the previous commit's if earlier), else now. A SourceCommitTime beyond
+// CommitTimeBound is refused (CheckCommitTime) and nothing is appended.
 func (w *WAL) Append(ctx context.Context, txn *change.Txn) (Ticket, error) {
 	t, err := w.AppendAsync(ctx, txn)
 	if err != nil {
@@ -369,7 +420,8 @@ func (w *WAL) AppendAsync(ctx context.Context, txn *change.Txn) (Ticket, error) 
 // frames as they come, with at most groupcommit.StreamPendingBytes of them
 // queued; next is called from the calling goroutine. The first change
 // carries hdr. The commit time is hdr.SourceCommitTime if set (raised to
-// the previous commit's if earlier), else now.
+// the previous commit's if earlier), else now; one beyond CommitTimeBound
+// is refused before anything is written.
 //
 // If next fails, a change is invalid, or ctx ends before the commit record
 // is queued, the transaction is aborted: nothing of it ever becomes
@@ -383,6 +435,9 @@ func (w *WAL) AppendAsync(ctx context.Context, txn *change.Txn) (Ticket, error) 
 // transaction is committed even if ctx ends while waiting for durability.
 func (w *WAL) AppendStream(ctx context.Context, hdr change.TxHeader, next func() (*change.Change, error)) (Ticket, error) {
 	if err := hdr.Validate(); err != nil {
+		return Ticket{}, err
+	}
+	if err := w.CheckCommitTime(&hdr); err != nil {
 		return Ticket{}, err
 	}
 	s, err := w.c.BeginStream(ctx)

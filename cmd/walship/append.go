@@ -16,7 +16,7 @@ import (
 
 // walFlags are the flags shared by commands that open the WAL for writing.
 type walFlags struct {
-	dir, sync, segmentSize, compression string
+	dir, sync, segmentSize, compression, maxSkew string
 }
 
 func (f *walFlags) register(fs interface {
@@ -26,6 +26,7 @@ func (f *walFlags) register(fs interface {
 	fs.StringVar(&f.sync, "sync", "local", "local: acknowledge after fdatasync; off: after write(2)")
 	fs.StringVar(&f.segmentSize, "segment-size", "64MiB", "size at which a segment is sealed")
 	fs.StringVar(&f.compression, "compression", "none", "frame compression: none, s2 or zstd")
+	fs.StringVar(&f.maxSkew, "max-commit-time-skew", "5m", "refuse a commit_time further ahead of this host's clock (like wal.max_commit_time_skew)")
 }
 
 func (f *walFlags) options() (wal.Options, error) {
@@ -47,7 +48,14 @@ func (f *walFlags) options() (wal.Options, error) {
 	if err != nil {
 		return wal.Options{}, usageError("--compression: %v", err)
 	}
-	return wal.Options{Dir: f.dir, Sync: sm, SegmentSize: size, Compression: codec}, nil
+	skew, err := time.ParseDuration(f.maxSkew)
+	if err == nil && skew <= 0 {
+		err = errors.New("must be positive")
+	}
+	if err != nil {
+		return wal.Options{}, usageError("--max-commit-time-skew %q: %v", f.maxSkew, err)
+	}
+	return wal.Options{Dir: f.dir, Sync: sm, SegmentSize: size, Compression: codec, MaxCommitTimeSkew: skew}, nil
 }
 
 // runAppend reads NDJSON transactions from stdin and appends them. Input is

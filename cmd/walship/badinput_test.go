@@ -52,6 +52,8 @@ func TestAppendBadInput(t *testing.T) {
 		{"int out of range", `{"table":"t","op":"c","after":{"i":{"$type":"int","value":"99999999999999999999"}}}`, []string{"after.i", "int64"}},
 		{"bad timestamp", `{"table":"t","op":"c","after":{"ts":{"$type":"timestamp","value":"yesterday"}}}`, []string{"after.ts", "RFC 3339"}},
 		{"bad commit_time", `{"table":"t","op":"c","after":{"id":1},"commit_time":"2024-13-01"}`, []string{"commit_time", "RFC 3339"}},
+		{"far-future commit_time", `{"table":"t","op":"c","after":{"id":1},"commit_time":"2099-01-01T00:00:00Z"}`,
+			[]string{"commit_time", "2099-01-01T00:00:00Z", "5m0s", "--max-commit-time-skew"}},
 		{"bad source_lsn", `{"table":"t","op":"c","after":{"id":1},"source_lsn":"xyz"}`, []string{"source_lsn"}},
 		{"negative xid", `{"table":"t","op":"c","after":{"id":1},"xid":-1}`, []string{"xid"}},
 		{"invalid UTF-8", "{\"table\":\"t\",\"op\":\"c\",\"after\":{\"v\":\"\xff\xfe\"}}", []string{"UTF-8"}},
@@ -119,6 +121,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"append", "--wal", dir, "--segment-size", "1KiB"}, "--segment-size"},
 		{[]string{"append", "--wal", dir, "--segment-size", "8GiB"}, "--segment-size"},
 		{[]string{"append", "--wal", dir, "--compression", "lz4"}, "--compression"},
+		{[]string{"append", "--wal", dir, "--max-commit-time-skew", "soon"}, "--max-commit-time-skew"},
+		{[]string{"append", "--wal", dir, "--max-commit-time-skew", "0s"}, "--max-commit-time-skew"},
 		{[]string{"append"}, "--wal"},
 		{[]string{"append", "--wal", ""}, "--wal"},
 		{[]string{"append", "--wal", dir, "--bogus"}, "bogus"},
@@ -222,5 +226,22 @@ func TestHelpOfEveryCommand(t *testing.T) {
 			!strings.HasSuffix(res.stdout, "\ngo: "+runtime.Version()+"\n") {
 			t.Errorf("%s: %v", arg, res)
 		}
+	}
+}
+
+// TestAppendMaxCommitTimeSkewFlag: --max-commit-time-skew moves the bound
+// on source commit times: a time refused by default is accepted with a
+// bound beyond it.
+func TestAppendMaxCommitTimeSkewFlag(t *testing.T) {
+	t.Parallel()
+	ct := time.Now().Add(time.Hour).Truncate(time.Second).UTC()
+	in := []byte(`{"table":"t","op":"c","after":{"id":1},"commit_time":"` + ct.Format(time.RFC3339) + `"}` + "\n")
+	dir := t.TempDir()
+	if res := walship(t, in, "append", "--wal", dir); res.code == 0 || !strings.Contains(res.stderr, "line 1:") {
+		t.Fatalf("default bound: want a failure naming line 1, got\n%v", res)
+	}
+	res := mustWalship(t, in, "append", "--wal", dir, "--max-commit-time-skew", "2h")
+	if acks := parseAcks(t, res.stdout); len(acks) != 1 || !acks[0].CommitTime.Equal(ct) {
+		t.Fatalf("with --max-commit-time-skew 2h: acks %+v, want one at %v", acks, ct)
 	}
 }

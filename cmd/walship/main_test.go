@@ -345,6 +345,14 @@ func (g *gen) timestamp() string {
 	return t.In(zones[g.r.IntN(len(zones))]).Format(time.RFC3339Nano)
 }
 
+// commitTime returns a random past commit time (walship append refuses one
+// beyond --max-commit-time-skew ahead of the clock), in various zones.
+func (g *gen) commitTime() string {
+	t := time.Unix(g.r.Int64N(1700000000), g.r.Int64N(1e9)) // before November 2023
+	zones := []*time.Location{time.UTC, time.FixedZone("", 5*3600+1800), time.FixedZone("", -8*3600)}
+	return t.In(zones[g.r.IntN(len(zones))]).Format(time.RFC3339Nano)
+}
+
 // value returns a random JSON column value in the input mapping.
 func (g *gen) value(depth int) string {
 	r := g.r
@@ -510,7 +518,7 @@ func (g *gen) header() []string {
 		f = append(f, fmt.Sprintf(`"source_lsn":"%X/%X"`, r.Uint32(), r.Uint32()))
 	}
 	if r.IntN(4) == 0 {
-		f = append(f, `"commit_time":"`+g.timestamp()+`"`)
+		f = append(f, `"commit_time":"`+g.commitTime()+`"`)
 	}
 	if r.IntN(5) == 0 {
 		f = append(f, `"origin":`+quote(g.pick([]string{"app", "pg-primary", "ünïcode 🎉"})))
