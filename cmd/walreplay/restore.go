@@ -76,7 +76,7 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err := requireKey(ctx, src, af); err != nil {
 		return err
 	}
-	planOpts := pitr.PlanOptions{Lineage: af.lineage, ScanParallel: *parallel, NoSnapshot: *noSnapshot}
+	planOpts := pitr.PlanOptions{Lineage: af.lineage, ScanParallel: *parallel, NoSnapshot: *noSnapshot, Retry: archive.RetryPolicy{MaxElapsed: af.timeout}}
 	if *to != "" {
 		if _, _, err := replica.ParseURL(*to); err != nil {
 			return usageError("--to: %v", err)
