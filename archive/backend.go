@@ -70,7 +70,10 @@ type BackendOptions struct {
 	PathStyle bool
 	// AccessKey and SecretKey are static credentials; when empty the
 	// standard AWS chain (environment, shared files, roles) is used.
-	// They are never logged.
+	// They are never logged. With an Endpoint (a non-AWS server) the chain
+	// never asks the EC2 instance-metadata service unless
+	// AWS_EC2_METADATA_DISABLED is set to false, and finding no
+	// credentials is ErrNoCredentials when the backend is opened.
 	AccessKey, SecretKey string
 	// CAFile is a PEM bundle trusted in addition to the system roots for
 	// HTTPS endpoints. Default: $AWS_CA_BUNDLE if set.
@@ -84,12 +87,18 @@ type BackendOptions struct {
 	// PartSize is the multipart part size; objects larger than it are
 	// uploaded in parts. Default 16 MiB, minimum 5 MiB (S3's rule).
 	PartSize int64
-	// RetryTimeout bounds how long one call retries transient failures;
-	// 0 means until ctx ends.
+	// RetryTimeout bounds one call, its retries of transient failures and
+	// its attempts alike (a server that accepts and never answers is given
+	// up on too): past it the call returns an *UnavailableError
+	// (ErrUnavailable). 0 means until ctx ends.
 	RetryTimeout time.Duration
 	// Logger receives rate-limited reports of retried failures. Default:
 	// discard.
 	Logger *slog.Logger
+	// OnRetry, if set, is called before every wait between attempts of a
+	// call (not rate-limited): command-line tools report each retry with
+	// it. It must not block.
+	OnRetry func(RetryEvent)
 }
 
 const (

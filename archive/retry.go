@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -33,7 +34,10 @@ const (
 // ErrNotFound, ErrExists, access errors and bad requests are not
 // transient.
 func IsTransient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	// A transport's own timeout (net/http's for response headers) says it
+	// is context.DeadlineExceeded too; only the context's deadline itself
+	// ends retrying.
+	if err == nil || errors.Is(err, context.Canceled) || holds(err, context.DeadlineExceeded) {
 		return false
 	}
 	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrInvalidKey) {
@@ -79,6 +83,30 @@ func IsTransient(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// holds reports whether target itself is in err's chain (identity, not
+// errors.Is, which some errors answer for others' sake).
+func holds(err, target error) bool {
+	for err != nil {
+		if err == target {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if holds(e, target) {
+					return true
+				}
+			}
+			return false
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // RetryPolicy says how long and how fast Retry retries one operation. The
@@ -129,8 +157,9 @@ func Retry(ctx context.Context, p RetryPolicy, retryable func(error) bool, f fun
 	return retryLoop(ctx, p, retryable, nil, f)
 }
 
-// retryLoop is Retry with onRetry, called (if not nil) before each wait.
-func retryLoop(ctx context.Context, p RetryPolicy, retryable func(error) bool, onRetry func(attempt int, err error),
+// retryLoop is Retry with onRetry, called (if not nil) before each wait
+// with the wait.
+func retryLoop(ctx context.Context, p RetryPolicy, retryable func(error) bool, onRetry func(attempt int, err error, wait time.Duration),
 	f func(ctx context.Context) error) error {
 	p = p.withDefaults()
 	if retryable == nil {
@@ -160,7 +189,7 @@ func retryLoop(ctx context.Context, p RetryPolicy, retryable func(error) bool, o
 			return err
 		}
 		if onRetry != nil {
-			onRetry(attempt, err)
+			onRetry(attempt, err, d)
 		}
 		t := time.NewTimer(d)
 		select {
@@ -188,13 +217,15 @@ func (p RetryPolicy) Backoff(attempt int) time.Duration {
 
 // retrying wraps a Backend with retryLoop on every call and counts the
 // retries. Log lines about retries are rate-limited to one per
-// retryLogEvery (with the number suppressed).
+// retryLogEvery (with the number suppressed); OnRetry hears every one.
 type retrying struct {
-	b       Backend
-	timeout time.Duration
-	log     *slog.Logger
-	retries atomic.Uint64
-	mu      struct {
+	b        Backend
+	timeout  time.Duration
+	log      *slog.Logger
+	hook     func(RetryEvent)
+	endpoint string // for UnavailableError
+	retries  atomic.Uint64
+	mu       struct {
 		sync.Mutex
 		lastLog    time.Time
 		suppressed int
@@ -204,7 +235,68 @@ type retrying struct {
 var _ Backend = (*retrying)(nil)
 
 func withRetries(b Backend, opts BackendOptions) *retrying {
-	return &retrying{b: b, timeout: opts.RetryTimeout, log: opts.Logger}
+	return &retrying{b: b, timeout: opts.RetryTimeout, log: opts.Logger, hook: opts.OnRetry, endpoint: opts.Endpoint}
+}
+
+// RetryEvent describes one retried failure of a backend call: Op ("get",
+// "list", "put", "put part", "delete") on Key (or the listed prefix)
+// failed with Err on attempt Attempt, and the next attempt starts after
+// Wait.
+type RetryEvent struct {
+	Op, Key string
+	Attempt int
+	Err     error
+	Wait    time.Duration
+}
+
+// ErrUnavailable means the archive's server did not answer usefully within
+// BackendOptions.RetryTimeout: every attempt of a call failed transiently
+// (refused, reset, timed out, 5xx, throttled). The error is an
+// *UnavailableError.
+var ErrUnavailable = errors.New("archive: server unavailable")
+
+// UnavailableError is the error a backend call returns when it gave up
+// after BackendOptions.RetryTimeout. It matches ErrUnavailable.
+type UnavailableError struct {
+	Op, Key  string
+	Endpoint string // BackendOptions.Endpoint; "" for the default AWS endpoint
+	Attempts int
+	Timeout  time.Duration
+	Err      error // the last failure
+}
+
+func (e *UnavailableError) Error() string {
+	ep := e.Endpoint
+	if ep == "" {
+		ep = "the default AWS endpoint"
+	}
+	return fmt.Sprintf("archive: %s %q: no answer from %s within %s (%d attempts): %v", e.Op, e.Key, ep, e.Timeout, e.Attempts, e.Err)
+}
+
+func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
+
+// call runs f under retryLoop as op on key. With a RetryTimeout the whole
+// call, attempts included, ends by then (an attempt to a server that
+// accepts and never answers must not hang), and giving up is an
+// *UnavailableError.
+func (r *retrying) call(ctx context.Context, op, key string, f func(ctx context.Context) error) error {
+	if r.timeout <= 0 {
+		return retryLoop(ctx, r.policy(), nil, r.onRetry(op, key), f)
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	attempts := 0
+	err := retryLoop(cctx, r.policy(), nil, r.onRetry(op, key), func(ctx context.Context) error {
+		attempts++
+		return f(ctx)
+	})
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	if IsTransient(err) || (cctx.Err() != nil && errors.Is(err, context.DeadlineExceeded)) {
+		return &UnavailableError{Op: op, Key: key, Endpoint: r.endpoint, Attempts: attempts, Timeout: r.timeout, Err: err}
+	}
+	return err
 }
 
 // Retries returns how many calls were retried so far.
@@ -222,9 +314,12 @@ func (r *retrying) policy() RetryPolicy {
 }
 
 // onRetry counts a retry of op on key and logs it, rate-limited.
-func (r *retrying) onRetry(op, key string) func(attempt int, err error) {
-	return func(attempt int, err error) {
+func (r *retrying) onRetry(op, key string) func(attempt int, err error, wait time.Duration) {
+	return func(attempt int, err error, wait time.Duration) {
 		r.retries.Add(1)
+		if r.hook != nil {
+			r.hook(RetryEvent{Op: op, Key: key, Attempt: attempt, Err: err, Wait: wait})
+		}
 		r.mu.Lock()
 		now := time.Now()
 		if now.Sub(r.mu.lastLog) < retryLogEvery {
@@ -241,16 +336,16 @@ func (r *retrying) onRetry(op, key string) func(attempt int, err error) {
 }
 
 func (r *retrying) Put(ctx context.Context, key string, body []byte) error {
-	return retryLoop(ctx, r.policy(), nil, r.onRetry("put", key), func(ctx context.Context) error { return r.b.Put(ctx, key, body) })
+	return r.call(ctx, "put", key, func(ctx context.Context) error { return r.b.Put(ctx, key, body) })
 }
 
 func (r *retrying) PutIfAbsent(ctx context.Context, key string, body []byte) error {
-	return retryLoop(ctx, r.policy(), nil, r.onRetry("put", key), func(ctx context.Context) error { return r.b.PutIfAbsent(ctx, key, body) })
+	return r.call(ctx, "put", key, func(ctx context.Context) error { return r.b.PutIfAbsent(ctx, key, body) })
 }
 
 func (r *retrying) Get(ctx context.Context, key string) ([]byte, error) {
 	var out []byte
-	err := retryLoop(ctx, r.policy(), nil, r.onRetry("get", key), func(ctx context.Context) error {
+	err := r.call(ctx, "get", key, func(ctx context.Context) error {
 		var err error
 		out, err = r.b.Get(ctx, key)
 		return err
@@ -260,7 +355,7 @@ func (r *retrying) Get(ctx context.Context, key string) ([]byte, error) {
 
 func (r *retrying) List(ctx context.Context, prefix string) ([]string, error) {
 	var out []string
-	err := retryLoop(ctx, r.policy(), nil, r.onRetry("list", prefix), func(ctx context.Context) error {
+	err := r.call(ctx, "list", prefix, func(ctx context.Context) error {
 		var err error
 		out, err = r.b.List(ctx, prefix)
 		return err
@@ -269,5 +364,5 @@ func (r *retrying) List(ctx context.Context, prefix string) ([]string, error) {
 }
 
 func (r *retrying) Delete(ctx context.Context, key string) error {
-	return retryLoop(ctx, r.policy(), nil, r.onRetry("delete", key), func(ctx context.Context) error { return r.b.Delete(ctx, key) })
+	return r.call(ctx, "delete", key, func(ctx context.Context) error { return r.b.Delete(ctx, key) })
 }

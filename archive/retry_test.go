@@ -3,6 +3,9 @@ package archive
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"syscall"
 	"testing"
 	"time"
@@ -56,3 +59,33 @@ type connRefused struct{}
 
 func (*connRefused) Error() string { return "connection refused" }
 func (*connRefused) Unwrap() error { return syscall.ECONNREFUSED }
+
+// TestTransportTimeoutIsTransient: net/http's own timeout awaiting a
+// response's headers (which answers errors.Is(err, DeadlineExceeded)) is a
+// transient failure to retry; the context's deadline is not.
+func TestTransportTimeoutIsTransient(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	client := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 50 * time.Millisecond}}
+	_, err = client.Get("http://" + l.Addr().String() + "/")
+	if err == nil || !IsTransient(err) {
+		t.Fatalf("header timeout %v: IsTransient false", err)
+	}
+	if IsTransient(fmt.Errorf("get: %w", context.DeadlineExceeded)) {
+		t.Fatal("the context's deadline is transient")
+	}
+}

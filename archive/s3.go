@@ -8,16 +8,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -36,10 +39,35 @@ type s3Backend struct {
 	// (set by the retrying wrapper, so part retries are counted and
 	// bounded alike; until ctx ends without it).
 	partPolicy  RetryPolicy
-	partOnRetry func(op, key string) func(attempt int, err error)
+	partOnRetry func(op, key string) func(attempt int, err error, wait time.Duration)
 }
 
 var _ Backend = (*s3Backend)(nil)
+
+// ErrNoCredentials means an S3 archive at a custom endpoint has no
+// credentials: neither BackendOptions.AccessKey nor the standard AWS
+// environment and files give any.
+var ErrNoCredentials = errors.New("archive: no S3 credentials")
+
+// imdsExplicitlyEnabled reports whether AWS_EC2_METADATA_DISABLED is set to
+// false: the one way to have a custom endpoint's credentials looked up in
+// the instance-metadata service.
+func imdsExplicitlyEnabled() bool {
+	v, ok := os.LookupEnv("AWS_EC2_METADATA_DISABLED")
+	return ok && strings.EqualFold(strings.TrimSpace(v), "false")
+}
+
+// attemptWait is how long one attempt waits to connect and for the
+// response's headers under a RetryTimeout (0: no bound of ours): a quarter
+// of it, between 1 s and 30 s, so that a server that accepts and never
+// answers is retried, and reported, several times before the call gives
+// up. Bodies are not bounded by it: a large object may take longer.
+func attemptWait(retryTimeout time.Duration) time.Duration {
+	if retryTimeout <= 0 {
+		return 0
+	}
+	return min(max(retryTimeout/4, time.Second), 30*time.Second)
+}
 
 // newS3Client builds the S3 client for opts.
 func newS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
@@ -51,6 +79,13 @@ func newS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(opts.AccessKey, opts.SecretKey, "")))
 	}
+	// A custom endpoint is not AWS: the instance-metadata service (whose
+	// address answers on any cloud, or hangs off one) cannot hold its
+	// credentials, so it is asked only when the environment says so.
+	noIMDS := opts.Endpoint != "" && !imdsExplicitlyEnabled()
+	if noIMDS {
+		loadOpts = append(loadOpts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	}
 	// AWS_CA_BUNDLE is applied by LoadDefaultConfig to its own HTTP client;
 	// ours is set below through s3.Options (docs/DESIGN.md §6.2), and the bundle
 	// is honoured there through CAFile.
@@ -60,6 +95,15 @@ func newS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
+	}
+	if noIMDS && opts.AccessKey == "" {
+		// Without the metadata service the chain is local (environment,
+		// shared files) but for container and SSO providers the
+		// environment or files ask for: find out now, in plain words,
+		// rather than from the SDK at the first request.
+		if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+			return nil, fmt.Errorf("%w for %s (%v)", ErrNoCredentials, opts.Endpoint, err)
+		}
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.InsecureSkipVerify}
 	if opts.CAFile != "" {
@@ -81,7 +125,13 @@ func newS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
 		tr.TLSClientConfig = tlsCfg
 		tr.MaxIdleConns = conns * 2
 		tr.MaxIdleConnsPerHost = conns
+		if w := attemptWait(opts.RetryTimeout); w > 0 {
+			tr.ResponseHeaderTimeout = w
+		}
 	})
+	if w := attemptWait(opts.RetryTimeout); w > 0 {
+		httpClient = httpClient.WithDialerOptions(func(d *net.Dialer) { d.Timeout = w })
+	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
@@ -179,7 +229,7 @@ func (b *s3Backend) putMultipart(ctx context.Context, key string, body []byte, i
 			// Parts are retried here individually: one lost part must not
 			// restart the whole object.
 			var out *s3.UploadPartOutput
-			var onRetry func(int, error)
+			var onRetry func(int, error, time.Duration)
 			if b.partOnRetry != nil {
 				onRetry = b.partOnRetry("put part", key)
 			}

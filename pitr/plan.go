@@ -63,6 +63,9 @@ type PlanOptions struct {
 	// ScanParallel is the number of segments read at once by an xid
 	// target's scan; default 4.
 	ScanParallel int
+	// Retry bounds the retries of transient errors of that scan, per
+	// segment (as Options.Retry does for the restore).
+	Retry archive.RetryPolicy
 }
 
 // PlanRestore computes the restore of target from src's catalog. It refuses
@@ -273,7 +276,7 @@ func resolve(ctx context.Context, src Source, t Target, segs []Segment, p *Plan,
 		// point: the transactions before it commit below its first LSN.
 		return stopRule{kind: ruleCommitLSN, lsn: at, exclusive: t.Exclusive}, nil
 	case XID:
-		commit, err := findXID(ctx, src, segs, t.XID, opts.ScanParallel)
+		commit, err := findXID(ctx, src, segs, t.XID, opts.ScanParallel, opts.Retry)
 		if err != nil {
 			return stopRule{}, err
 		}
@@ -285,7 +288,7 @@ func resolve(ctx context.Context, src Source, t Target, segs []Segment, p *Plan,
 // findXID returns the commit LSN of the most recent transaction with xid,
 // reading the segments whose xid bounds hold xid, newest first, several at
 // a time.
-func findXID(ctx context.Context, src Source, segs []Segment, xid uint64, parallel int) (uint64, error) {
+func findXID(ctx context.Context, src Source, segs []Segment, xid uint64, parallel int, retry archive.RetryPolicy) (uint64, error) {
 	if parallel <= 0 {
 		parallel = 4
 	}
@@ -297,7 +300,7 @@ func findXID(ctx context.Context, src Source, segs []Segment, xid uint64, parall
 		}
 	}
 	pf := newPrefetcher(ctx, rev, parallel, 2*parallel, func(ctx context.Context, s Segment) ([]change.Committed, error) {
-		return readSegment(ctx, src, archive.RetryPolicy{}, s)
+		return readSegment(ctx, src, retry, s)
 	})
 	defer pf.Close()
 	for range rev {

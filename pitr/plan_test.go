@@ -337,3 +337,24 @@ func TestVerifyPassDownloadsEachObjectOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestXIDScanGivesUpUnderPlanRetry: an xid target's scan over a segment
+// that keeps failing transiently gives up by PlanOptions.Retry (not the
+// 2-minute default), with ErrUnreadable naming the segment.
+func TestXIDScanGivesUpUnderPlanRetry(t *testing.T) {
+	txns := genTxns(50)
+	src := newMemSource(txns, 5)
+	for _, s := range src.cat.Segments {
+		src.transient[s.Key] = 1 << 30
+	}
+	start := time.Now()
+	_, err := PlanRestore(context.Background(), src, Target{Kind: XID, XID: txns[10].Header.XID},
+		PlanOptions{Retry: archive.RetryPolicy{MaxElapsed: 50 * time.Millisecond, Initial: time.Millisecond}})
+	if !errors.Is(err, ErrUnreadable) {
+		t.Fatalf("got %v, want ErrUnreadable", err)
+	}
+	// Generous for a loaded machine; the default policy takes 2 minutes.
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("the scan gave up after %s under a 50ms policy", took)
+	}
+}

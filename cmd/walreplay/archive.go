@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/walship/walship/internal/cli"
 
@@ -14,11 +18,17 @@ import (
 	"github.com/walship/walship/pitr"
 )
 
-// openArchive opens the archive named by the flags. An archive that cannot
-// be opened is exit 2.
-func openArchive(ctx context.Context, af archiveFlags) (*pitr.ArchiveSource, error) {
+// openArchive opens the archive named by the flags, reporting each retried
+// failure on stderr. An archive that cannot be opened is exit 2.
+func openArchive(ctx context.Context, af archiveFlags, stderr io.Writer) (*pitr.ArchiveSource, error) {
 	if err := requireFlag("archive", af.url); err != nil {
 		return nil, err
+	}
+	if af.timeout <= 0 {
+		return nil, usageError("--timeout %s: want a positive duration", af.timeout)
+	}
+	if (af.accessKey == "") != (af.secretKey == "") {
+		return nil, usageError("--s3-access-key and --s3-secret-key go together")
 	}
 	sealer, err := seal.FromConfig(af.keyFile, af.keyEnv)
 	if err != nil {
@@ -26,17 +36,58 @@ func openArchive(ctx context.Context, af archiveFlags) (*pitr.ArchiveSource, err
 	}
 	opts := archive.Options{
 		Backend: archive.BackendOptions{MustExist: true, Endpoint: af.endpoint, Region: af.region, PathStyle: af.pathStyle,
-			CAFile: af.caFile, InsecureSkipVerify: af.insecure},
+			CAFile: af.caFile, InsecureSkipVerify: af.insecure, AccessKey: af.accessKey, SecretKey: af.secretKey,
+			RetryTimeout: af.timeout, OnRetry: retryReporter(stderr)},
 		Logger: slog.New(slog.DiscardHandler),
 	}
 	if sealer != nil {
 		opts.Seal = sealer
 	}
 	a, err := archive.Open(ctx, af.url, opts)
+	if errors.Is(err, archive.ErrNoCredentials) {
+		return nil, cli.Exit(exitUsage, errors.New(noCredentials))
+	}
 	if err != nil {
 		return nil, cli.Exit(exitUsage, err)
 	}
 	return pitr.NewArchiveSource(a), nil
+}
+
+// noCredentials is the whole message for an S3 archive without credentials:
+// what to set, not the SDK's account of its provider chain.
+const noCredentials = "no S3 credentials: set --s3-access-key/--s3-secret-key or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+
+// retryReporter writes one line per retried archive call to stderr: what
+// failed, which attempt, and the wait before the next. A silent wait on a
+// dead server looks like a hang.
+func retryReporter(stderr io.Writer) func(archive.RetryEvent) {
+	var mu sync.Mutex
+	return func(e archive.RetryEvent) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(stderr, "walreplay: attempt %d: %v; retrying in %s\n",
+			e.Attempt, e.Err, e.Wait.Round(time.Millisecond))
+	}
+}
+
+// reachable wraps an archive-reading command: an archive that did not
+// answer within --timeout is exit 2, with what to check.
+func reachable(run func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error) func(
+	ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+		err := run(ctx, args, stdin, stdout, stderr)
+		var ue *archive.UnavailableError
+		if !errors.As(err, &ue) {
+			return err
+		}
+		ep := ue.Endpoint
+		if ep == "" {
+			ep = "the default AWS S3 endpoint"
+		}
+		return cli.Exit(exitUsage, fmt.Errorf("the archive's S3 server at %s did not answer within %s (--timeout, %d attempts; last error: %v): "+
+			"check the endpoint (--s3-endpoint, AWS_ENDPOINT_URL_S3), that the network reaches it, and the credentials",
+			ep, ue.Timeout, ue.Attempts, ue.Err))
+	}
 }
 
 // requireKey fails (exit 2) when the archive holds sealed objects and no

@@ -5,6 +5,9 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"time"
+
+	"github.com/walship/walship/archive"
 
 	"github.com/walship/walship/internal/cli"
 )
@@ -27,6 +30,9 @@ type archiveFlags struct {
 	lineage   string
 	keyFile   string
 	keyEnv    string
+	accessKey string
+	secretKey string
+	timeout   time.Duration
 }
 
 func (a *archiveFlags) register(fs *flag.FlagSet) {
@@ -36,6 +42,9 @@ func (a *archiveFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&a.pathStyle, "s3-path-style", envBool("AWS_S3_USE_PATH_STYLE"), "use path-style S3 addressing (MinIO and most non-AWS servers)")
 	fs.StringVar(&a.caFile, "s3-ca-file", "", "PEM file of CA certificates to trust for an https S3 endpoint")
 	fs.BoolVar(&a.insecure, "s3-insecure-skip-verify", false, "do not verify the S3 server's TLS certificate (tests only)")
+	fs.StringVar(&a.accessKey, "s3-access-key", "", "S3 access key (default from AWS_ACCESS_KEY_ID and the AWS configuration)")
+	fs.StringVar(&a.secretKey, "s3-secret-key", "", "S3 secret key, with --s3-access-key (visible to other local users in the process list: prefer AWS_SECRET_ACCESS_KEY)")
+	fs.DurationVar(&a.timeout, "timeout", archive.DefaultRetryMaxElapsed, "how long one archive request may take, retries included, before walreplay gives up with exit 2")
 	fs.StringVar(&a.lineage, "lineage", "", "lineage to use when the archive holds several")
 	fs.StringVar(&a.keyFile, "encryption-key-file", "", "file holding the archive's encryption key (as archive.encryption_key_file)")
 	fs.StringVar(&a.keyEnv, "encryption-key-env", "", "environment variable holding the archive's encryption key (as archive.encryption_key_env)")

@@ -25,7 +25,7 @@ func runList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if help, err := parseFlags(fset, args); help || err != nil {
 		return err
 	}
-	src, err := openArchive(ctx, af)
+	src, err := openArchive(ctx, af, stderr)
 	if err != nil {
 		return err
 	}

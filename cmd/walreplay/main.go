@@ -10,11 +10,13 @@
 //	walreplay prune   --archive URL (--keep-snapshots N | --keep-within D) [--dry-run] [--json]
 //
 // Archive URLs are file:///abs/dir and s3://bucket/prefix; S3 settings come
-// from --s3-* flags and the standard AWS environment. Replica URLs are
+// from --s3-* flags and the standard AWS environment. Each archive request
+// is retried (a line on stderr per retry) for at most --timeout (default
+// 2m), then walreplay exits 2 naming the endpoint and what to check. Replica URLs are
 // sqlite:///abs/path.db and postgres://... . See docs/PITR.md.
 //
 // Exit codes: 0 success; 1 failure (verify: an object is corrupt); 2 bad
-// usage or the archive cannot be read; 3 (verify, restore) a hole or a
+// usage or the archive cannot be read (or did not answer within --timeout); 3 (verify, restore) a hole or a
 // missing object; 4 (restore) the target is outside the archive or not in
 // it.
 package main
@@ -41,20 +43,20 @@ var program *cli.Program
 
 func init() {
 	program = &cli.Program{Name: "walreplay", Commands: []cli.Command{
-		{Name: "list", Summary: "list lineages, snapshots, the LSN and time window and gaps of an archive", Run: runList,
-			Usage:   "--archive URL [--json]",
+		{Name: "list", Summary: "list lineages, snapshots, the LSN and time window and gaps of an archive", Run: reachable(runList),
+			Usage:   "--archive URL [--json] [--timeout D]",
 			Example: "walreplay list --archive file:///var/backups/walship"},
-		{Name: "verify", Summary: "check continuity and checksums of everything: exit 0 intact, 1 corrupt, 3 missing/hole, 2 unreadable", Run: runVerify,
-			Usage:   "--archive URL [--json] [--parallel N]",
+		{Name: "verify", Summary: "check continuity and checksums of everything: exit 0 intact, 1 corrupt, 3 missing/hole, 2 unreadable", Run: reachable(runVerify),
+			Usage:   "--archive URL [--json] [--parallel N] [--timeout D]",
 			Example: "walreplay verify --archive file:///var/backups/walship --parallel 4"},
-		{Name: "restore", Summary: "restore a replica to a point in time (or follow the archive as a standby)", Run: runRestore,
+		{Name: "restore", Summary: "restore a replica to a point in time (or follow the archive as a standby)", Run: reachable(runRestore),
 			Usage: "--archive URL --to TARGET_URL [--target-time RFC3339 | --target-lsn N | --target-source-lsn X/Y | " +
 				"--target-xid N | --target-name NAME | --target latest] [--exclusive] [--dry-run] [--json] [--parallel N] " +
-				"[--follow [--poll-interval D]] [--continue] [--no-snapshot] [--stream-verify]",
+				"[--follow [--poll-interval D]] [--continue] [--no-snapshot] [--stream-verify] [--timeout D]",
 			Example: "walreplay restore --archive file:///var/backups/walship --to sqlite:///tmp/restored.db --target-time 2026-01-02T15:04:05Z\n" +
 				"walreplay restore --archive file:///var/backups/walship --to sqlite:///tmp/standby.db --follow"},
-		{Name: "prune", Summary: "delete snapshots beyond a retention policy and the segments no kept snapshot needs", Run: runPrune,
-			Usage:   "--archive URL (--keep-snapshots N | --keep-within D) [--dry-run] [--json]",
+		{Name: "prune", Summary: "delete snapshots beyond a retention policy and the segments no kept snapshot needs", Run: reachable(runPrune),
+			Usage:   "--archive URL (--keep-snapshots N | --keep-within D) [--dry-run] [--json] [--timeout D]",
 			Example: "walreplay prune --archive file:///var/backups/walship --keep-snapshots 7 --dry-run"},
 	}}
 }

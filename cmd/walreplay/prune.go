@@ -34,7 +34,7 @@ func runPrune(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return usageError("prune needs a retention policy, or it would keep nothing: give --keep-snapshots N and/or --keep-within D")
 	}
 	policy := pitr.RetentionPolicy{KeepSnapshots: *keep, KeepWithin: *within, Lineage: af.lineage, DryRun: *dryRun}
-	src, err := openArchive(ctx, af)
+	src, err := openArchive(ctx, af, stderr)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/internal/cli"
 	"github.com/walship/walship/internal/secret"
 
@@ -68,14 +69,14 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if *follow && *dryRun {
 		return usageError("--follow and --dry-run exclude each other")
 	}
-	src, err := openArchive(ctx, af)
+	src, err := openArchive(ctx, af, stderr)
 	if err != nil {
 		return err
 	}
 	if err := requireKey(ctx, src, af); err != nil {
 		return err
 	}
-	planOpts := pitr.PlanOptions{Lineage: af.lineage, ScanParallel: *parallel, NoSnapshot: *noSnapshot}
+	planOpts := pitr.PlanOptions{Lineage: af.lineage, ScanParallel: *parallel, NoSnapshot: *noSnapshot, Retry: archive.RetryPolicy{MaxElapsed: af.timeout}}
 	if *to != "" {
 		if _, _, err := replica.ParseURL(*to); err != nil {
 			return usageError("--to: %v", err)
@@ -106,7 +107,7 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		printPlan(stdout, plan)
 	}
 	bar := newProgressBar(stderr)
-	opts := pitr.Options{Parallel: *parallel, StreamVerify: *streamVerify, Progress: bar.update,
+	opts := pitr.Options{Parallel: *parallel, StreamVerify: *streamVerify, Progress: bar.update, Retry: archive.RetryPolicy{MaxElapsed: af.timeout},
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	res, err := pitr.Restore(ctx, src, plan, *to, pitr.RestoreOptions{Options: opts, Continue: *cont})
 	bar.done()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/internal/cli"
 	"github.com/walship/walship/internal/secret"
 
@@ -30,7 +31,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if *parallel < 1 {
 		return usageError("--parallel %d: want at least 1", *parallel)
 	}
-	src, err := openArchive(ctx, af)
+	src, err := openArchive(ctx, af, stderr)
 	if err != nil {
 		return err
 	}
@@ -38,7 +39,7 @@ func runVerify(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return err
 	}
 	bar := newProgressBar(stderr)
-	rep, err := pitr.VerifyArchive(ctx, src, pitr.VerifyOptions{Parallel: *parallel, Progress: bar.update})
+	rep, err := pitr.VerifyArchive(ctx, src, pitr.VerifyOptions{Parallel: *parallel, Progress: bar.update, Retry: archive.RetryPolicy{MaxElapsed: af.timeout}})
 	bar.done()
 	if err != nil {
 		err = fmt.Errorf("read the archive: %w", err)
