@@ -294,6 +294,14 @@ func TestSinks(t *testing.T) {
 			t.Errorf("/status.json lacks %s:\n%s", want, page)
 		}
 	}
+	// A base snapshot is taken every 300ms once the archive holds what it
+	// reflects: wait for one before stopping (on a loaded machine the run
+	// above can end before the first).
+	for deadline := time.Now().Add(60 * time.Second); r.d.snapshotter.Last().LSN == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no base snapshot stored within 60s (snapshot_interval 300ms)")
+		}
+	}
 	r.stop(t)
 
 	a, err := archive.Open(context.Background(), "file://"+arch, archive.Options{})
