@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,20 +56,49 @@ func readWAL(t *testing.T, w *wal.WAL) []change.Committed {
 	}
 }
 
-// startSink runs a sink over w until the test ends.
+// testLogger returns a logger writing to t's log until the test ends (a
+// log line after that would panic).
+func testLogger(t *testing.T) *slog.Logger {
+	tw := &testWriter{t: t}
+	t.Cleanup(func() { tw.mu.Lock(); tw.done = true; tw.mu.Unlock() })
+	return slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// startSink runs a sink over w until the test ends. Run must only end
+// because the test does: any other error fails the test.
 func startSink(t *testing.T, dir string, w *wal.WAL, brokers []string) *kafkasink.Sink {
 	t.Helper()
 	ck, err := checkpoint.Open(context.Background(), vfs.Default, filepath.Join(dir, "ckpt"), checkpoint.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := kafkasink.New(kafkasink.Options{Brokers: brokers, Database: "app"}, w, ck, "L1")
+	s, err := kafkasink.New(kafkasink.Options{Brokers: brokers, Database: "app", Logger: testLogger(t)}, w, ck, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
+	go func() {
+		defer close(done)
+		if err := s.Run(ctx); ctx.Err() == nil || !errors.Is(err, context.Canceled) {
+			t.Errorf("sink Run ended early: %v", err)
+		}
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return s
 }
@@ -270,7 +301,8 @@ func roundTrip(t *testing.T, gotURL, wantURL string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	// Closed after the sink has stopped (cleanups run last-in first-out).
+	t.Cleanup(func() { w.Close() })
 	wl := kafkatest.NewWorkload(11)
 	for range 300 {
 		txn := wl.Next()
@@ -355,7 +387,8 @@ func TestReplicaDecidesStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	// Closed after the sink has stopped (cleanups run last-in first-out).
+	t.Cleanup(func() { w.Close() })
 	wl := kafkatest.NewWorkload(12)
 	for range 200 {
 		txn := wl.Next()
@@ -422,7 +455,8 @@ func TestBrokerOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	// Closed after the sink has stopped (cleanups run last-in first-out).
+	t.Cleanup(func() { w.Close() })
 	wl := kafkatest.NewWorkload(13)
 	wl.NoKinds = true
 	appendN := func(n int) {
@@ -434,14 +468,21 @@ func TestBrokerOutage(t *testing.T) {
 		}
 	}
 	appendN(100)
-	startSink(t, dir, w, []string{proxy.Addr})
+	s := startSink(t, dir, w, []string{proxy.Addr})
 	url := "sqlite://" + filepath.Join(dir, "got.db")
-	c, _ := startConsumer(t, Options{Brokers: []string{proxy.Addr}, ReplicaURL: url, Lineage: "L1", SessionTimeout: time.Second})
+	c, _ := startConsumer(t, Options{Brokers: []string{proxy.Addr}, ReplicaURL: url, Lineage: "L1", SessionTimeout: time.Second, Logger: testLogger(t)})
 	waitApplied(t, c, readWAL(t, w)[99].CommitLSN, 30*time.Second)
 	for range 3 {
+		retries := s.Stats().Retries
 		proxy.Down()
 		appendN(200)
-		time.Sleep(300 * time.Millisecond)
+		// The outage lasts until the sink has failed to reach the broker
+		// with the backlog in hand.
+		for deadline := time.Now().Add(30 * time.Second); s.Stats().Retries == retries; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the sink saw no broker error in 30s of outage: %+v", s.Stats())
+			}
+		}
 		if err := proxy.Up(); err != nil {
 			t.Fatal(err)
 		}
@@ -465,7 +506,8 @@ func TestGapAndLineageStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	// Closed after the sink has stopped (cleanups run last-in first-out).
+	t.Cleanup(func() { w.Close() })
 	wl := kafkatest.NewWorkload(14)
 	wl.NoKinds = true
 	for range 50 {
