@@ -15,12 +15,15 @@
 //     position.
 //   - The replica decides where to start, not Kafka: on every partition
 //     assignment the start offset is derived from the replica's Position.
-//     Any record whose LSN is at most Position+1 is a safe start, because
-//     the sink's restarts overlap (every LSN above a record's LSN appears at
-//     a later offset); the group's committed offset is tried first, then a
-//     binary search over the partition. Group offsets are committed after
-//     each applied batch (the offset after its last commit record) for
-//     monitoring and as that first guess only.
+//     A safe start is a record whose LSN is at most Position, or the first
+//     record of LSN Position+1, because the sink's restarts overlap (every
+//     LSN above a record's LSN appears at a later offset). The tombstone
+//     that follows a delete with the delete's LSN is not a safe start for
+//     LSN Position+1: the delete is before it. The group's committed
+//     offset is tried first, then a binary search over the partition.
+//     Group offsets are committed after each applied batch (the offset
+//     after its last commit record) for monitoring and as that first guess
+//     only.
 //   - A gap (the topic lost records the replica has not applied, e.g. to
 //     Kafka retention) or a record of another lineage stops Run with an
 //     error; nothing is skipped silently.
@@ -33,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -451,32 +455,39 @@ func (c *Consumer) searchOffset(ctx context.Context, topic string, pos uint64) (
 	if pos == 0 || lo >= hi {
 		return lo, nil
 	}
-	target := pos + 1
-	probe := func(o int64) (int64, uint64, error) { return c.probe(ctx, topic, o) }
+	// safe says whether reading from a record of lsn delivers every record
+	// of every LSN above pos: pos is a commit LSN, so pos+1 is the first
+	// LSN of the next transaction, and its first record is the change
+	// itself; a tombstone of pos+1 comes after its delete.
+	safe := func(lsn uint64, tombstone bool) bool { return lsn <= pos || lsn == pos+1 && !tombstone }
 	// The group's committed offset first: normally one probe.
 	if fo, err := adm.FetchOffsets(ctx, c.cfg.Group); err == nil {
 		if co, ok := fo.Lookup(topic, 0); ok && co.Err == nil && co.At > lo && co.At < hi {
-			if off, lsn, err := probe(co.At); err == nil && lsn <= target && off < hi {
+			if off, lsn, tomb, err := c.probe(ctx, topic, co.At); err == nil && safe(lsn, tomb) && off < hi {
 				c.log.Info("starting at the group's offset", "offset", off, "lsn", lsn, "replica_lsn", pos)
 				return off, nil
 			}
 		}
 	}
-	off, lsn, err := probe(lo)
+	off, lsn, tomb, err := c.probe(ctx, topic, lo)
 	if err != nil {
 		return 0, err
 	}
-	if lsn > target {
-		return 0, fmt.Errorf("%w: the replica is at LSN %d but %s starts at LSN %d (offset %d): records lost to Kafka retention; rebuild the replica from the archive (walreplay restore)", kafkawire.ErrGap, pos, topic, lsn, off)
+	if !safe(lsn, tomb) {
+		what := "LSN " + strconv.FormatUint(lsn, 10)
+		if tomb {
+			what += "'s tombstone, not its delete"
+		}
+		return 0, fmt.Errorf("%w: the replica is at LSN %d but %s starts at offset %d with %s: records lost to Kafka retention; rebuild the replica from the archive (walreplay restore)", kafkawire.ErrGap, pos, topic, off, what)
 	}
 	lo = off
 	for hi-lo > 1 {
 		mid := lo + (hi-lo)/2
-		off, lsn, err := probe(mid)
+		off, lsn, tomb, err := c.probe(ctx, topic, mid)
 		if err != nil {
 			return 0, err
 		}
-		if off < hi && lsn <= target {
+		if off < hi && safe(lsn, tomb) {
 			lo = off
 			if off != mid { // records between mid and off are gone: narrow from there
 				continue
@@ -489,14 +500,15 @@ func (c *Consumer) searchOffset(ctx context.Context, topic string, pos uint64) (
 	return lo, nil
 }
 
-// probe returns the offset and LSN of the first record at or after offset o.
-func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uint64, error) {
+// probe returns the offset and LSN of the first record at or after offset o,
+// and whether it is a tombstone.
+func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uint64, bool, error) {
 	opts := append([]kgo.Opt{}, c.kopts...)
 	opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(o)}}),
 		kgo.FetchMaxWait(100*time.Millisecond), kgo.FetchMaxPartitionBytes(1<<16))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, false, err
 	}
 	defer cl.Close()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -504,14 +516,14 @@ func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uin
 	for {
 		fs := cl.PollRecords(pctx, 1)
 		if err := pctx.Err(); err != nil {
-			return 0, 0, fmt.Errorf("consumer: read %s at offset %d: %w", topic, o, err)
+			return 0, 0, false, fmt.Errorf("consumer: read %s at offset %d: %w", topic, o, err)
 		}
 		for _, r := range fs.Records() {
 			lsn, _, _, _, err := kafkawire.DecodeHeaders(r)
 			if err != nil {
-				return 0, 0, fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
+				return 0, 0, false, fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
 			}
-			return r.Offset, lsn, nil
+			return r.Offset, lsn, r.Value == nil, nil
 		}
 	}
 }

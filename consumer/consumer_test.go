@@ -562,3 +562,157 @@ func TestGapAndLineageStop(t *testing.T) {
 		t.Fatalf("Run across lineages = %v", err)
 	}
 }
+
+// TestStartAtDelete: a replica whose next transaction begins with a delete
+// must start at the delete's record, not at the tombstone that follows it
+// with the same LSN: starting there skips the delete, and the rest of the
+// transaction stops the consumer with a gap. Both ways of finding the start
+// are covered: the binary search (no group offset), and a group offset
+// committed by a replica further ahead, pointing at such a tombstone.
+func TestStartAtDelete(t *testing.T) {
+	kc := startCluster(t)
+	dir := t.TempDir()
+	w, err := openWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	wl := kafkatest.NewWorkload(13)
+	wl.NoKinds = true
+	for range 150 {
+		txn := wl.Next()
+		if _, err := w.Append(context.Background(), &txn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txns := readWAL(t, w)
+	last := txns[len(txns)-1].CommitLSN
+	// The two transactions the replicas resume before: the first that
+	// begins with a delete, and the first that is a single delete.
+	startsWithDelete, singleDelete := -1, -1
+	nrecs := 0
+	for i, tx := range txns {
+		if i > 0 && tx.Changes[0].Op == change.Delete {
+			if startsWithDelete < 0 && len(tx.Changes) > 1 {
+				startsWithDelete = i
+			}
+			if singleDelete < 0 && len(tx.Changes) == 1 {
+				singleDelete = i
+			}
+		}
+		for _, c := range tx.Changes {
+			nrecs++
+			if c.Op == change.Delete {
+				nrecs++ // its tombstone
+			}
+		}
+	}
+	if startsWithDelete < 0 || singleDelete < 0 {
+		t.Fatalf("workload has no transaction beginning with a delete (%d) or no single delete (%d)", startsWithDelete, singleDelete)
+	}
+	startSink(t, dir, w, []string{kc.Addr})
+	topic := kafkawire.OrderedTopic("walship")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	recs, err := kafkatest.ReadTopic(ctx, []string{kc.Addr}, topic, nrecs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// tombstoneOf returns the offset of the tombstone of lsn.
+	tombstoneOf := func(lsn uint64) int64 {
+		for _, r := range recs {
+			if l, _, _, _, err := kafkawire.DecodeHeaders(r); err == nil && l == lsn && r.Value == nil {
+				return r.Offset
+			}
+		}
+		t.Fatalf("no tombstone of LSN %d in %s", lsn, topic)
+		return 0
+	}
+
+	// run applies the topic to a replica holding txns[:k] and fails if Run
+	// stops before the replica has everything.
+	run := func(t *testing.T, name string, k int, group string) {
+		url := "sqlite://" + filepath.Join(dir, name+".db")
+		applyDirect(t, url, txns[:k])
+		c, err := New(context.Background(), Options{Brokers: []string{kc.Addr}, ReplicaURL: url, Lineage: "L1", Group: group, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		rctx, stop := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() { errc <- c.Run(rctx) }()
+		waited := make(chan error, 1)
+		go func() {
+			wctx, cancel := context.WithTimeout(rctx, 30*time.Second)
+			defer cancel()
+			waited <- c.WaitApplied(wctx, last)
+		}()
+		select {
+		case err := <-errc:
+			stop()
+			t.Fatalf("replica at LSN %d (next transaction %d-%d begins with a delete): Run = %v before it reached %d",
+				txns[k-1].CommitLSN, txns[k].FirstLSN, txns[k].CommitLSN, err, last)
+		case err := <-waited:
+			stop()
+			if rerr := <-errc; !errors.Is(rerr, context.Canceled) {
+				t.Fatalf("Run = %v, want context.Canceled", rerr)
+			}
+			if err != nil {
+				t.Fatalf("replica at %d, want %d: %v", c.Stats().AppliedLSN, last, err)
+			}
+		}
+		want := "sqlite://" + filepath.Join(dir, name+"-want.db")
+		applyDirect(t, want, txns)
+		sameReplica(t, url, want, txns)
+		if st := c.Stats(); st.Txns != uint64(len(txns)-k) {
+			t.Fatalf("consumer applied %d transactions, want %d (the rest)", st.Txns, len(txns)-k)
+		}
+	}
+
+	t.Run("search", func(t *testing.T) {
+		run(t, "search", startsWithDelete, "search")
+	})
+	t.Run("group-offset", func(t *testing.T) {
+		// A replica that has applied the single delete committed the
+		// offset after it: its tombstone.
+		k := singleDelete
+		cl, err := kgo.NewClient(kgo.SeedBrokers(kc.Addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		var offs kadm.Offsets
+		offs.Add(kadm.Offset{Topic: topic, Partition: 0, At: tombstoneOf(txns[k].CommitLSN), LeaderEpoch: -1})
+		if err := kadm.NewClient(cl).CommitAllOffsets(ctx, "ahead", offs); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "group", k, "ahead")
+	})
+	t.Run("delete-gone", func(t *testing.T) {
+		// Retention removed the delete but kept its tombstone: a gap.
+		k := startsWithDelete
+		url := "sqlite://" + filepath.Join(dir, "gone.db")
+		applyDirect(t, url, txns[:k])
+		cl, err := kgo.NewClient(kgo.SeedBrokers(kc.Addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		var offs kadm.Offsets
+		offs.Add(kadm.Offset{Topic: topic, Partition: 0, At: tombstoneOf(txns[k].FirstLSN)})
+		if _, err := kadm.NewClient(cl).DeleteRecords(ctx, offs); err != nil {
+			t.Fatal(err)
+		}
+		c, err := New(context.Background(), Options{Brokers: []string{kc.Addr}, ReplicaURL: url, Lineage: "L1", Group: "gone", Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		err = c.Run(ctx)
+		if !errors.Is(err, kafkawire.ErrGap) {
+			t.Fatalf("Run = %v, want ErrGap", err)
+		}
+		t.Logf("Run = %v", err)
+	})
+}
