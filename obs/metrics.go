@@ -127,7 +127,7 @@ type Metrics struct {
 	retries, errors                          *prometheus.CounterVec
 	lagAlert, lagPercentile                  *prometheus.GaugeVec
 
-	health health
+	health checks
 
 	mu struct {
 		sync.Mutex
@@ -202,6 +202,9 @@ func New(opts Options) (*Metrics, error) {
 	}
 	m.lag = newLagTracker(opts.Lag, opts.Logger, m.publishLag)
 	m.health.init()
+	if err := m.reg.Register(dependencyCollector{m}); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
