@@ -41,6 +41,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/internal/health"
 	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/replica"
 	"github.com/walship/walship/walerr"
@@ -129,6 +130,9 @@ type Stats struct {
 	// applied commit while records are pending (0 when caught up).
 	LagRecords int64
 	LagSeconds float64
+	// Kafka and Replica are the health of the brokers and of the replica
+	// database, as Run sees them (see health.go).
+	Kafka, Replica health.State
 }
 
 // Consumer applies the ordered topic to a replica.
@@ -144,6 +148,8 @@ type Consumer struct {
 	batches atomic.Uint64
 	skipped atomic.Uint64
 	lag     atomic.Int64
+	kafka   health.Tracker
+	replica health.Tracker
 
 	mu struct {
 		sync.Mutex
@@ -184,6 +190,7 @@ func (c *Consumer) Stats() Stats {
 	st := Stats{AppliedLSN: c.mu.applied, AppliedCommitTime: c.mu.commitTime}
 	c.mu.Unlock()
 	st.Txns, st.Changes, st.Batches, st.Skipped = c.txns.Load(), c.changes.Load(), c.batches.Load(), c.skipped.Load()
+	st.Kafka, st.Replica = c.kafka.State(), c.replica.State()
 	st.LagRecords = max(c.lag.Load(), 0)
 	if st.LagRecords > 0 && !st.AppliedCommitTime.IsZero() {
 		st.LagSeconds = max(time.Since(st.AppliedCommitTime).Seconds(), 0)
@@ -210,6 +217,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.WithHooks(brokerHooks{c}),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AdjustFetchOffsetsFn(func(actx context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 			for t, ps := range offs {
@@ -241,6 +249,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// Leaving the group revokes the partition, which BlockRebalanceOnPoll
 	// would hold up.
 	defer cl.CloseAllowingRebalance()
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	var probeWG sync.WaitGroup
+	probeWG.Go(func() { c.probeReplica(probeCtx) })
+	defer probeWG.Wait()
+	defer stopProbe()
 
 	// Decoding runs here, applying in its own goroutine: the replica's
 	// commit overlaps the next fetch and decode. At most two batches wait.
@@ -362,6 +375,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 func (c *Consumer) apply(ctx context.Context, batch []change.Committed) error {
 	if err := c.applier.Apply(ctx, batch); err != nil {
+		if ctx.Err() == nil {
+			c.replica.Fail(err)
+		}
 		return fmt.Errorf("consumer: apply LSNs %d-%d: %w", batch[0].FirstLSN, batch[len(batch)-1].CommitLSN, err)
 	}
 	var changes uint64
@@ -493,7 +509,8 @@ func (c *Consumer) searchOffset(ctx context.Context, topic string, pos uint64) (
 func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uint64, error) {
 	opts := append([]kgo.Opt{}, c.kopts...)
 	opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(o)}}),
-		kgo.FetchMaxWait(100*time.Millisecond), kgo.FetchMaxPartitionBytes(1<<16))
+		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.WithHooks(brokerHooks{c}), kgo.FetchMaxPartitionBytes(1<<16))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return 0, 0, err
