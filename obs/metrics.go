@@ -134,6 +134,7 @@ type Metrics struct {
 		hist     map[string]*history
 		walWatch bool
 		lastLag  []LagSummary
+		depUp    map[string]bool // each dependency's Up at the last Tick that knew it
 	}
 }
 
@@ -405,7 +406,32 @@ func (m *Metrics) Tick(now time.Time) []LagSummary {
 	m.mu.Lock()
 	m.mu.lastLag = sums
 	m.mu.Unlock()
+	m.logDependencies()
 	return sums
+}
+
+// logDependencies logs each dependency that went down or came back since
+// the last Tick.
+func (m *Metrics) logDependencies() {
+	deps := m.Dependencies()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mu.depUp == nil {
+		m.mu.depUp = map[string]bool{}
+	}
+	for _, d := range deps {
+		if !d.Known {
+			continue
+		}
+		was, seen := m.mu.depUp[d.Name]
+		m.mu.depUp[d.Name] = d.Up
+		switch {
+		case !d.Up && (!seen || was):
+			m.log.Warn("dependency down", "dependency", d.Name, "required_for_readiness", d.Gates, "since", d.Since, "err", d.LastError)
+		case d.Up && seen && !was:
+			m.log.Info("dependency up again", "dependency", d.Name, "since", d.Since)
+		}
+	}
 }
 
 // Run calls Tick every Resolution until ctx ends; it returns ctx.Err().
