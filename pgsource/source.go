@@ -357,12 +357,12 @@ func (s *Source) session(ctx context.Context, first bool) error {
 	if err := s.check(ctx, q); err != nil {
 		return err
 	}
-	s.server.OK()
 	repl, err := s.connectRepl(ctx, first)
 	if err != nil {
 		return err
 	}
 	defer repl.Close(context.Background())
+	s.server.OK() // both connections are made
 
 	snapName, err := s.ensureSlot(ctx, q, repl)
 	if err != nil {
