@@ -126,8 +126,11 @@ type Stats struct {
 	// calls; Skipped counts duplicate records dropped.
 	Txns, Changes, Batches, Skipped uint64
 	// LagRecords is how many records of the topic are not yet consumed
-	// (high watermark - next offset); LagSeconds the age of the last
-	// applied commit while records are pending (0 when caught up).
+	// (high watermark - next offset). LagSeconds is the age of the oldest
+	// transaction fetched and not yet applied, else, while records are
+	// pending in the topic, of the last applied commit (an upper bound);
+	// 0 when caught up. It is computed when Stats is called, so it grows
+	// while anything waits.
 	LagRecords int64
 	LagSeconds float64
 	// Kafka and Replica are the health of the brokers and of the replica
@@ -156,6 +159,9 @@ type Consumer struct {
 		applied    uint64
 		commitTime time.Time
 		advanced   chan struct{} // closed and replaced when applied moves
+		// queued are the batches handed to the applier and not yet
+		// applied, oldest first (at most three: see Run).
+		queued []queuedBatch
 	}
 }
 
@@ -188,11 +194,18 @@ func (c *Consumer) Close() error { return c.applier.Close() }
 func (c *Consumer) Stats() Stats {
 	c.mu.Lock()
 	st := Stats{AppliedLSN: c.mu.applied, AppliedCommitTime: c.mu.commitTime}
+	var oldestQueued time.Time
+	if len(c.mu.queued) > 0 {
+		oldestQueued = c.mu.queued[0].oldest
+	}
 	c.mu.Unlock()
 	st.Txns, st.Changes, st.Batches, st.Skipped = c.txns.Load(), c.changes.Load(), c.batches.Load(), c.skipped.Load()
 	st.Kafka, st.Replica = c.kafka.State(), c.replica.State()
 	st.LagRecords = max(c.lag.Load(), 0)
-	if st.LagRecords > 0 && !st.AppliedCommitTime.IsZero() {
+	switch {
+	case !oldestQueued.IsZero():
+		st.LagSeconds = max(time.Since(oldestQueued).Seconds(), 0)
+	case st.LagRecords > 0 && !st.AppliedCommitTime.IsZero():
 		st.LagSeconds = max(time.Since(st.AppliedCommitTime).Seconds(), 0)
 	}
 	return st
@@ -361,6 +374,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.lag.Store(0)
 		}
 		if len(batch) > 0 {
+			c.queue(batch)
 			select {
 			case jobs <- job{txns: batch, commitOffset: lastCommitOffset + 1}:
 			case err := <-applyErr:
@@ -394,6 +408,9 @@ func (c *Consumer) apply(ctx context.Context, batch []change.Committed) error {
 		c.mu.commitTime = last.CommitTime
 		close(c.mu.advanced)
 		c.mu.advanced = make(chan struct{})
+	}
+	for len(c.mu.queued) > 0 && c.mu.queued[0].last <= c.mu.applied {
+		c.mu.queued = c.mu.queued[1:]
 	}
 	c.mu.Unlock()
 	if c.cfg.OnApplied != nil {

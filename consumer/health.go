@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/walship/walship/change"
 )
 
 // Dependency health: the brokers as the Kafka client sees them (every
@@ -56,4 +57,18 @@ func (c *Consumer) probeReplica(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// queuedBatch is a batch handed to the applier: its last commit LSN and
+// the commit time of its first transaction.
+type queuedBatch struct {
+	last   uint64
+	oldest time.Time
+}
+
+// queue records batch as handed to the applier, for the lag (Stats).
+func (c *Consumer) queue(batch []change.Committed) {
+	c.mu.Lock()
+	c.mu.queued = append(c.mu.queued, queuedBatch{last: batch[len(batch)-1].CommitLSN, oldest: batch[0].CommitTime})
+	c.mu.Unlock()
 }
