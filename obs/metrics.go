@@ -13,6 +13,7 @@
 //	m.SourcePosition("postgres", obs.Position{...}); m.SlotLag("walship", bytes)
 //	m.ArchiveState(obs.Archive{...})            // archive lag, PITR window
 //	m.Retry("kafka", "broker_down"); m.Error("archive", "put")
+//	m.AddDependency("kafka", false, trackerOfTheSink.State) // up/down, since, last error
 //	go m.Run(ctx)                               // history + lag objectives
 //
 // Every setter is safe for concurrent use and never blocks on I/O.
