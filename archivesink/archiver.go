@@ -14,6 +14,7 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/internal/health"
 	"github.com/walship/walship/wal"
 )
 
@@ -84,7 +85,15 @@ type ArchiverStats struct {
 	Retries   uint64 // backend calls retried after transient failures
 	Errors    uint64 // failed attempts to store an object or checkpoint (each retried)
 	LastError string
+	// Backend is the object store's health: every object stored, every
+	// failed attempt and a probe (a listing, every probeInterval while Run
+	// runs) report to it.
+	Backend health.State
 }
+
+// probeInterval is how often Run checks that the archive's backend
+// answers, so that an idle archiver notices an outage (and its end).
+const probeInterval = 5 * time.Second
 
 // Archiver follows the WAL and ships whole transactions to the archive,
 // one object at a time, in LSN order.
@@ -113,6 +122,7 @@ type Archiver struct {
 	opts    ArchiverOptions
 	log     *slog.Logger
 	running atomic.Bool
+	backend health.Tracker
 
 	mu struct {
 		sync.Mutex
@@ -191,7 +201,31 @@ func (ar *Archiver) Stats() ArchiverStats {
 	ar.mu.Unlock()
 	s.DurableLSN = durable
 	s.Retries = ar.a.Retries()
+	s.Backend = ar.backend.State()
 	return s
+}
+
+// probe lists a prefix no object has, every probeInterval until ctx ends,
+// and records the outcome in the backend's health. The backend retries
+// transient failures inside the call: the probe's deadline bounds them.
+func (ar *Archiver) probe(ctx context.Context) {
+	prefix := archive.SegmentKey(ar.opts.Lineage, 0, 0)
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*probeInterval)
+		_, err := ar.a.Backend().List(pctx, prefix)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		ar.backend.Fail(err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // nodeID returns the owner id: the option, else the checkpoint payload,
@@ -230,6 +264,9 @@ func (ar *Archiver) Run(ctx context.Context) error {
 	ar.mu.Lock()
 	ar.mu.progress = time.Now()
 	ar.mu.Unlock()
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go ar.probe(probeCtx)
 
 	node, ckptPos, err := ar.nodeID(ctx)
 	if err != nil {
@@ -473,6 +510,7 @@ func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *arch
 			if errors.Is(err, archive.ErrExists) || errors.Is(err, archive.ErrInvalidKey) {
 				return err
 			}
+			ar.backend.Fail(err)
 			ar.noteError("store object", enc.Manifest.Key, attempt, err)
 			if err := sleepCtx(ctx, storeBackoff.Backoff(attempt)); err != nil {
 				return err
@@ -495,6 +533,7 @@ func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *arch
 		st := &ar.mu.stats
 		st.ArchivedLSN, st.ArchivedCommitTime = m.LastLSN, m.LastCommitTime
 		st.Objects++
+		ar.backend.OK()
 		ar.mu.progress = time.Now()
 		st.Bytes += uint64(m.Size)
 		st.RawBytes += uint64(m.RawSize)

@@ -45,6 +45,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/internal/health"
 	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/replica"
 	"github.com/walship/walship/walerr"
@@ -129,10 +130,16 @@ type Stats struct {
 	// calls; Skipped counts duplicate records dropped.
 	Txns, Changes, Batches, Skipped uint64
 	// LagRecords is how many records of the topic are not yet consumed
-	// (high watermark - next offset); LagSeconds the age of the last
-	// applied commit while records are pending (0 when caught up).
+	// (high watermark - next offset). LagSeconds is the age of the oldest
+	// transaction fetched and not yet applied, else, while records are
+	// pending in the topic, of the last applied commit (an upper bound);
+	// 0 when caught up. It is computed when Stats is called, so it grows
+	// while anything waits.
 	LagRecords int64
 	LagSeconds float64
+	// Kafka and Replica are the health of the brokers and of the replica
+	// database, as Run sees them (see health.go).
+	Kafka, Replica health.State
 }
 
 // Consumer applies the ordered topic to a replica.
@@ -148,12 +155,17 @@ type Consumer struct {
 	batches atomic.Uint64
 	skipped atomic.Uint64
 	lag     atomic.Int64
+	kafka   health.Tracker
+	replica health.Tracker
 
 	mu struct {
 		sync.Mutex
 		applied    uint64
 		commitTime time.Time
 		advanced   chan struct{} // closed and replaced when applied moves
+		// queued are the batches handed to the applier and not yet
+		// applied, oldest first (at most three: see Run).
+		queued []queuedBatch
 	}
 }
 
@@ -186,10 +198,18 @@ func (c *Consumer) Close() error { return c.applier.Close() }
 func (c *Consumer) Stats() Stats {
 	c.mu.Lock()
 	st := Stats{AppliedLSN: c.mu.applied, AppliedCommitTime: c.mu.commitTime}
+	var oldestQueued time.Time
+	if len(c.mu.queued) > 0 {
+		oldestQueued = c.mu.queued[0].oldest
+	}
 	c.mu.Unlock()
 	st.Txns, st.Changes, st.Batches, st.Skipped = c.txns.Load(), c.changes.Load(), c.batches.Load(), c.skipped.Load()
+	st.Kafka, st.Replica = c.kafka.State(), c.replica.State()
 	st.LagRecords = max(c.lag.Load(), 0)
-	if st.LagRecords > 0 && !st.AppliedCommitTime.IsZero() {
+	switch {
+	case !oldestQueued.IsZero():
+		st.LagSeconds = max(time.Since(oldestQueued).Seconds(), 0)
+	case st.LagRecords > 0 && !st.AppliedCommitTime.IsZero():
 		st.LagSeconds = max(time.Since(st.AppliedCommitTime).Seconds(), 0)
 	}
 	return st
@@ -214,6 +234,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.WithHooks(brokerHooks{c}),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AdjustFetchOffsetsFn(func(actx context.Context, offs map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 			for t, ps := range offs {
@@ -245,6 +266,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// Leaving the group revokes the partition, which BlockRebalanceOnPoll
 	// would hold up.
 	defer cl.CloseAllowingRebalance()
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	var probeWG sync.WaitGroup
+	probeWG.Go(func() { c.probeReplica(probeCtx) })
+	defer probeWG.Wait()
+	defer stopProbe()
 
 	// Decoding runs here, applying in its own goroutine: the replica's
 	// commit overlaps the next fetch and decode. At most two batches wait.
@@ -352,6 +378,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.lag.Store(0)
 		}
 		if len(batch) > 0 {
+			c.queue(batch)
 			select {
 			case jobs <- job{txns: batch, commitOffset: lastCommitOffset + 1}:
 			case err := <-applyErr:
@@ -366,6 +393,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 func (c *Consumer) apply(ctx context.Context, batch []change.Committed) error {
 	if err := c.applier.Apply(ctx, batch); err != nil {
+		if ctx.Err() == nil {
+			c.replica.Fail(err)
+		}
 		return fmt.Errorf("consumer: apply LSNs %d-%d: %w", batch[0].FirstLSN, batch[len(batch)-1].CommitLSN, err)
 	}
 	var changes uint64
@@ -382,6 +412,9 @@ func (c *Consumer) apply(ctx context.Context, batch []change.Committed) error {
 		c.mu.commitTime = last.CommitTime
 		close(c.mu.advanced)
 		c.mu.advanced = make(chan struct{})
+	}
+	for len(c.mu.queued) > 0 && c.mu.queued[0].last <= c.mu.applied {
+		c.mu.queued = c.mu.queued[1:]
 	}
 	c.mu.Unlock()
 	if c.cfg.OnApplied != nil {
@@ -505,7 +538,8 @@ func (c *Consumer) searchOffset(ctx context.Context, topic string, pos uint64) (
 func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uint64, bool, error) {
 	opts := append([]kgo.Opt{}, c.kopts...)
 	opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(o)}}),
-		kgo.FetchMaxWait(100*time.Millisecond), kgo.FetchMaxPartitionBytes(1<<16))
+		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.WithHooks(brokerHooks{c}), kgo.FetchMaxPartitionBytes(1<<16))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return 0, 0, false, err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/consumer"
+	"github.com/walship/walship/internal/health"
 	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/obs"
 	"github.com/walship/walship/status"
@@ -68,15 +69,22 @@ func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*
 			return errors.New("starting")
 		}
 	})
+	// Both dependencies gate readiness: without the brokers nothing new
+	// arrives, without the replica database nothing is applied, and
+	// /v1/wait would only time out.
+	m.AddDependency("kafka", true, func() health.State { return c.Stats().Kafka })
+	m.AddDependency("replica", true, func() health.State { return c.Stats().Replica })
 	mux := m.Mux()
 	mux.Handle("/v1/wait", c.WaitHandler())
 	started := time.Now()
 	status.Register(mux, func(ctx context.Context) (status.Snapshot, error) {
 		s := c.Stats()
+		kState, kErr := depState(s.Kafka, "ok")
+		rState, rErr := depState(s.Replica, "ok")
 		snap := status.Snapshot{Title: "walship consume", Role: "replica", Host: host, Version: Version(), Started: started,
-			Source: &status.Source{Kind: "kafka", Name: k.TopicPrefix, LSN: s.AppliedLSN, State: "ok"},
+			Source: &status.Source{Kind: "kafka", Name: k.TopicPrefix, LSN: s.AppliedLSN, State: kState, Error: kErr},
 			Sinks: []status.Sink{{Name: "replica", Kind: "replica", Target: secret.URL(cfg.Replica.URL), LSN: s.AppliedLSN,
-				LagRecords: uint64(max(s.LagRecords, 0)), Lag: status.Duration(time.Duration(s.LagSeconds * float64(time.Second))), State: "ok"}}}
+				LagRecords: uint64(max(s.LagRecords, 0)), Lag: status.Duration(time.Duration(s.LagSeconds * float64(time.Second))), State: rState, Error: rErr}}}
 		snap.AddMetrics(m)
 		return snap, nil
 	})

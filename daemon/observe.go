@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/config"
+	"github.com/walship/walship/internal/health"
 	"github.com/walship/walship/obs"
 )
 
@@ -53,6 +54,7 @@ func (d *Daemon) buildHTTP() error {
 		}
 		return nil
 	})
+	d.addDependencies()
 	mux := d.metrics.Mux()
 	mux.HandleFunc("/v1/positions", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -61,6 +63,33 @@ func (d *Daemon) buildHTTP() error {
 	d.registerStatus(mux)
 	_, err := d.listen("http", d.cfg.HTTP.Listener, mux)
 	return err
+}
+
+// addDependencies registers the external systems walship run uses with
+// the metrics (docs/OBSERVABILITY.md "Dependencies"). Only the PostgreSQL
+// source gates readiness: while it is down nothing is captured. A dead
+// Kafka or archive backend does not stop the log from accepting and
+// keeping writes (retention holds them until the sink catches up): the
+// daemon is degraded then, not unready.
+func (d *Daemon) addDependencies() {
+	if pg := d.pg; pg != nil {
+		d.metrics.AddDependency("postgres", true, func() health.State { return pg.Stats().Server })
+	}
+	if k := d.kafka; k != nil {
+		d.metrics.AddDependency("kafka", false, func() health.State { return k.Stats().Brokers })
+	}
+	if a := d.archiver; a != nil {
+		d.metrics.AddDependency("archive", false, func() health.State { return a.Stats().Backend })
+	}
+}
+
+// depState is the state a status page shows for a component whose
+// dependency is in st: "down" while it is, else ok.
+func depState(st health.State, ok string) (state, errText string) {
+	if st.Known && !st.Up {
+		return "down", st.LastError
+	}
+	return ok, ""
 }
 
 // observe reads every component's position into the metrics each

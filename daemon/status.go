@@ -101,8 +101,9 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 			if !s.SnapshotDone && s.SnapshotTables > 0 {
 				state = "snapshotting"
 			}
+			state, errText := depState(s.Server, state)
 			snap.Source = &status.Source{Kind: "postgres", Name: d.cfg.Source.Postgres.Slot, Position: change.FormatSourceLSN(s.LastSourceLSN),
-				LSN: durable, SlotBytes: s.SlotLagBytes, State: state}
+				LSN: durable, SlotBytes: s.SlotLagBytes, State: state, Error: errText}
 		case d.httpSource != nil:
 			snap.Source = &status.Source{Kind: "http", Name: d.Addr("source.http"), LSN: durable, State: "ok"}
 		}
@@ -112,8 +113,9 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 			if d.cfg.Kafka.Mode == kafkawire.ModeTables {
 				topic = d.cfg.Kafka.TopicPrefix + ".<schema>.<table>"
 			}
+			state, errText := depState(s.Brokers, sinkState(s.LagRecords, s.Retries))
 			snap.Sinks = append(snap.Sinks, status.Sink{Name: topic, Kind: "kafka", Target: strings.Join(d.cfg.Kafka.Brokers, ","),
-				LSN: s.AckedLSN, LagRecords: s.LagRecords, Lag: status.Duration(time.Duration(s.LagSeconds * float64(time.Second))), State: sinkState(s.LagRecords, s.Retries)})
+				LSN: s.AckedLSN, LagRecords: s.LagRecords, Lag: status.Duration(time.Duration(s.LagSeconds * float64(time.Second))), State: state, Error: errText})
 		}
 		if a := d.archiver; a != nil {
 			s := a.Stats()
@@ -125,6 +127,9 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 				LagRecords: lag, Lag: status.Duration(s.Lag), State: "ok", Error: s.LastError}
 			if s.LastError != "" {
 				st.State = "retrying"
+			}
+			if s.Backend.Known && !s.Backend.Up {
+				st.State, st.Error = "down", s.Backend.LastError
 			}
 			snap.Sinks = append(snap.Sinks, st)
 			if sum := d.archiveSummary.Load(); sum != nil {

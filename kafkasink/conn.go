@@ -24,6 +24,7 @@ func (h retryHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.
 	} else {
 		h.s.connErr.Store(nil)
 	}
+	h.s.brokers.Fail(err)
 }
 
 // fatalConnErr returns the last broker connection error if no connection
@@ -39,5 +40,6 @@ func (s *Sink) fatalConnErr() error {
 func (h retryHook) OnBrokerWrite(_ kgo.BrokerMetadata, _ int16, _ int, _, _ time.Duration, err error) {
 	if err != nil {
 		h.s.retries.Add(1)
+		h.s.brokers.Fail(err)
 	}
 }

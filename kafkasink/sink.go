@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/internal/health"
 	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/wal"
 )
@@ -48,6 +49,10 @@ type Stats struct {
 	// Retries counts failed broker connections and writes (each is
 	// retried); Errors counts records failed for good (each ends Run).
 	Retries, Errors uint64
+	// Brokers is the brokers' health as the producer sees it: every
+	// connection, write and probe (each probeInterval while Run runs)
+	// reports to it.
+	Brokers health.State
 }
 
 // Sink ships the WAL to Kafka. Create it with New, run it with Run.
@@ -66,7 +71,20 @@ type Sink struct {
 	errs    atomic.Uint64
 	connErr atomic.Pointer[error]
 	running atomic.Bool
+	brokers health.Tracker
+	// oldest caches the commit time of the first transaction after a
+	// watermark position, read from the WAL (see Stats).
+	oldest atomic.Pointer[oldestAfter]
 }
+
+type oldestAfter struct {
+	pos  uint64
+	time time.Time
+}
+
+// probeInterval is how often Run checks that a broker answers, so that an
+// idle sink notices an outage and a stuck one its end.
+const probeInterval = 2 * time.Second
 
 // New validates cfg and registers the "kafka" checkpoint in ckpts, so that
 // retention holds the local log until the sink has shipped it. It does no
@@ -100,17 +118,58 @@ func (s *Sink) Stats() Stats {
 		Records: s.records.Load(), Bytes: s.bytes.Load(), InFlight: inFlight,
 		Retries: s.retries.Load(), Errors: s.errs.Load(),
 	}
+	st.Brokers = s.brokers.State()
 	if st.DurableLSN > pos {
 		st.LagRecords = st.DurableLSN - pos
-		switch {
-		case !oldest.IsZero():
-			st.LagSeconds = time.Since(oldest).Seconds()
-		case !posTime.IsZero():
-			st.LagSeconds = time.Since(posTime).Seconds()
+		if oldest.IsZero() {
+			// Nothing in flight: the oldest transaction not shipped is
+			// the one after the watermark, not read yet (the brokers
+			// may be down since start-up).
+			oldest = s.commitTimeAfter(pos, posTime)
 		}
-		st.LagSeconds = max(st.LagSeconds, 0)
+		if !oldest.IsZero() {
+			st.LagSeconds = max(time.Since(oldest).Seconds(), 0)
+		}
 	}
 	return st
+}
+
+// commitTimeAfter returns the commit time of the first transaction after
+// pos, read from the WAL once per pos; on a read error, posTime (the
+// commit before it: an upper bound of the lag).
+func (s *Sink) commitTimeAfter(pos uint64, posTime time.Time) time.Time {
+	if c := s.oldest.Load(); c != nil && c.pos == pos {
+		return c.time
+	}
+	t, ok, err := s.w.CommitTimeAfter(pos)
+	if err != nil {
+		return posTime
+	}
+	if ok {
+		s.oldest.Store(&oldestAfter{pos: pos, time: t})
+	}
+	return t
+}
+
+// probe pings the brokers every probeInterval until ctx ends and records
+// the outcome in the brokers' health.
+func (s *Sink) probe(ctx context.Context, cl *kgo.Client) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeInterval*2)
+		err := cl.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		s.brokers.Fail(err)
+	}
 }
 
 // Run ships transactions from the checkpoint on until ctx ends or a record
@@ -151,6 +210,9 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("kafkasink: %w", err)
 	}
 	defer cl.Close()
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go s.probe(probeCtx, cl)
 
 	topics := &topicCache{cfg: &s.cfg, adm: kadm.NewClient(cl), log: s.log, known: map[string]bool{}, fatal: s.fatalConnErr}
 	if s.cfg.Mode == kafkawire.ModeOrdered {

@@ -13,6 +13,7 @@
 //	m.SourcePosition("postgres", obs.Position{...}); m.SlotLag("walship", bytes)
 //	m.ArchiveState(obs.Archive{...})            // archive lag, PITR window
 //	m.Retry("kafka", "broker_down"); m.Error("archive", "put")
+//	m.AddDependency("kafka", false, trackerOfTheSink.State) // up/down, since, last error
 //	go m.Run(ctx)                               // history + lag objectives
 //
 // Every setter is safe for concurrent use and never blocks on I/O.
@@ -127,13 +128,14 @@ type Metrics struct {
 	retries, errors                          *prometheus.CounterVec
 	lagAlert, lagPercentile                  *prometheus.GaugeVec
 
-	health health
+	health checks
 
 	mu struct {
 		sync.Mutex
 		hist     map[string]*history
 		walWatch bool
 		lastLag  []LagSummary
+		depUp    map[string]bool // each dependency's Up at the last Tick that knew it
 	}
 }
 
@@ -202,6 +204,9 @@ func New(opts Options) (*Metrics, error) {
 	}
 	m.lag = newLagTracker(opts.Lag, opts.Logger, m.publishLag)
 	m.health.init()
+	if err := m.reg.Register(dependencyCollector{m}); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -402,7 +407,32 @@ func (m *Metrics) Tick(now time.Time) []LagSummary {
 	m.mu.Lock()
 	m.mu.lastLag = sums
 	m.mu.Unlock()
+	m.logDependencies()
 	return sums
+}
+
+// logDependencies logs each dependency that went down or came back since
+// the last Tick.
+func (m *Metrics) logDependencies() {
+	deps := m.Dependencies()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mu.depUp == nil {
+		m.mu.depUp = map[string]bool{}
+	}
+	for _, d := range deps {
+		if !d.Known {
+			continue
+		}
+		was, seen := m.mu.depUp[d.Name]
+		m.mu.depUp[d.Name] = d.Up
+		switch {
+		case !d.Up && (!seen || was):
+			m.log.Warn("dependency down", "dependency", d.Name, "required_for_readiness", d.Gates, "since", d.Since, "err", d.LastError)
+		case d.Up && seen && !was:
+			m.log.Info("dependency up again", "dependency", d.Name, "since", d.Since)
+		}
+	}
 }
 
 // Run calls Tick every Resolution until ctx ends; it returns ctx.Err().

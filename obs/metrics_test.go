@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/walship/walship/internal/health"
 	"io"
 	"log/slog"
 	"net/http"
@@ -168,6 +169,7 @@ func TestNamingConventions(t *testing.T) {
 	m, _ := New(Options{NoProcessCollectors: true, Logger: slog.New(slog.DiscardHandler)})
 	m.WatchWAL(fakeWAL{})
 	exercise(m)
+	m.AddDependency("kafka", false, (&health.Tracker{}).State)
 	m.Tick(time.Now())
 	mfs, err := m.Registry().Gather()
 	if err != nil {

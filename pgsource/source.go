@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/internal/health"
 	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/wal"
 )
@@ -63,6 +64,10 @@ type Stats struct {
 	SnapshotRows       uint64 // rows copied by this process
 	SnapshotBytes      uint64 // text bytes copied by this process
 	SnapshotDone       bool
+
+	// Server is the PostgreSQL server's health: every session's connection
+	// and stream, and the slot check every few seconds, report to it.
+	Server health.State
 }
 
 // Source captures one PostgreSQL database into a WAL. Create it with New
@@ -93,7 +98,8 @@ type Source struct {
 		snapTables, snapTablesDone                                                  atomic.Int64
 		snapDone                                                                    atomic.Bool
 	}
-	ran atomic.Bool
+	ran    atomic.Bool
+	server health.Tracker
 }
 
 // ckptState is the checkpoint payload (JSON). Pos of the checkpoint is a WAL
@@ -141,7 +147,7 @@ func (s *Source) Stats() Stats {
 		Reconnects: uint64(s.st.reconnects.Load()), OpenTxnChanges: uint64(s.st.openTxn.Load()),
 		SnapshotTables: int(s.st.snapTables.Load()), SnapshotTablesDone: int(s.st.snapTablesDone.Load()),
 		SnapshotRows: uint64(s.st.snapRows.Load()), SnapshotBytes: uint64(s.st.snapBytes.Load()),
-		SnapshotDone: s.st.snapDone.Load(),
+		SnapshotDone: s.st.snapDone.Load(), Server: s.server.State(),
 	}
 }
 
@@ -166,6 +172,9 @@ func (s *Source) Run(ctx context.Context) error {
 	backoff := 250 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		err := s.session(ctx, attempt == 0)
+		if err != nil && ctx.Err() == nil {
+			s.server.Fail(err)
+		}
 		if err == nil {
 			return nil // stopped: everything appended is durable and confirmed
 		}
@@ -353,6 +362,7 @@ func (s *Source) session(ctx context.Context, first bool) error {
 		return err
 	}
 	defer repl.Close(context.Background())
+	s.server.OK() // both connections are made
 
 	snapName, err := s.ensureSlot(ctx, q, repl)
 	if err != nil {
@@ -568,6 +578,9 @@ func (s *Source) health(ctx context.Context, cancel context.CancelCauseFunc, wg 
 		if conn == nil {
 			c, err := s.connect(ctx, false)
 			if err != nil {
+				if ctx.Err() == nil {
+					s.server.Fail(err)
+				}
 				continue // the stream will notice a dead server
 			}
 			conn = c
@@ -583,6 +596,7 @@ func (s *Source) health(ctx context.Context, cancel context.CancelCauseFunc, wg 
 			return
 		case err != nil:
 			if ctx.Err() == nil {
+				s.server.Fail(err)
 				conn.Close(context.Background())
 				conn = nil
 			}
@@ -591,6 +605,7 @@ func (s *Source) health(ctx context.Context, cancel context.CancelCauseFunc, wg 
 				"see max_slot_wal_keep_size)", ErrSlotLost, s.cfg.Slot)})
 			return
 		default:
+			s.server.OK()
 			s.st.slotLag.Store(lag)
 		}
 	}

@@ -23,7 +23,7 @@ th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); 
 th { color:var(--muted); font-weight:500; font-size:12px; }
 .num { text-align:right; }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; color:#fff; background:var(--ok); }
-.badge.warning, .badge.retrying { background:var(--warn); } .badge.critical, .badge.failed { background:var(--crit); }
+.badge.warning, .badge.retrying, .badge.unknown, .badge.degraded { background:var(--warn); } .badge.critical, .badge.failed, .badge.down { background:var(--crit); }
 .warnings { list-style:none; margin:0; padding:0; }
 .warnings li { padding:6px 10px; margin:4px 0; border-left:4px solid var(--warn); background:#fff8e6; }
 .warnings li.critical { border-color:var(--crit); background:#fdecec; }
@@ -46,6 +46,7 @@ svg .small { font-size:11px; fill:var(--muted); }
  <div><h2>Lag, last hour</h2><svg id="chart-lag" class="chart" width="100%" viewBox="0 0 600 220" role="img" aria-label="lag chart"></svg><div class="legend" id="legend-lag"></div></div>
  <div><h2>Throughput, last hour (records/s)</h2><svg id="chart-rate" class="chart" width="100%" viewBox="0 0 600 220" role="img" aria-label="throughput chart"></svg><div class="legend" id="legend-rate"></div></div>
 </div></section>
+<section><h2>Dependencies</h2><table id="dependencies"><thead><tr><th>dependency</th><th>needed for readiness</th><th>state</th><th>since</th><th>last error</th><th>at</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Positions</h2><table id="positions"><thead><tr><th>component</th><th>kind</th><th>target</th><th class="num">LSN</th><th class="num">lag records</th><th class="num">lag bytes</th><th class="num">lag</th><th>state</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Lag objectives</h2><table id="objectives"><thead><tr><th>component</th><th class="num">p50</th><th class="num">p95</th><th class="num">p99</th><th class="num">p99.9</th><th class="num">samples</th><th>state</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Archive</h2><div id="archive" class="muted">no archive configured</div></section>
@@ -83,7 +84,7 @@ function levelOf(s) { return s || "ok"; }
 
 function box(svg, x, y, w, h, title, lines, state, id) {
   const g = el("svg:g", {id: id, "data-state": levelOf(state)});
-  const stroke = state === "failed" || state === "critical" ? "#d0312d" : state === "retrying" || state === "warning" ? "#d48806" : "#1a9a5b";
+  const stroke = state === "failed" || state === "critical" || state === "down" ? "#d0312d" : state === "retrying" || state === "warning" || state === "degraded" ? "#d48806" : "#1a9a5b";
   g.appendChild(el("svg:rect", {x: x, y: y, width: w, height: h, rx: 8, fill: "#fff", stroke: stroke, "stroke-width": 2}));
   g.appendChild(el("svg:text", {x: x + 12, y: y + 20, "font-weight": 600}, title));
   lines.forEach((l, i) => g.appendChild(el("svg:text", {x: x + 12, y: y + 38 + i * 16, class: i ? "small" : ""}, l)));
@@ -198,6 +199,17 @@ function render(s) {
     cell(tr, "").appendChild(badge(r.state));
     tb.appendChild(tr);
   });
+
+  const db = document.querySelector("#dependencies tbody");
+  db.replaceChildren();
+  (s.dependencies || []).forEach(d => {
+    const tr = el("tr", {"data-dependency": d.name, "data-state": d.state});
+    cell(tr, d.name); cell(tr, d.required ? "yes" : "no (degraded when down)");
+    cell(tr, "").appendChild(badge(d.state));
+    cell(tr, fmtTime(d.since)); cell(tr, d.error || "—"); cell(tr, fmtTime(d.error_at));
+    db.appendChild(tr);
+  });
+  if (!db.children.length) { const tr = el("tr"); cell(tr, "no external dependencies", "muted"); db.appendChild(tr); }
 
   const ob = document.querySelector("#objectives tbody");
   ob.replaceChildren();

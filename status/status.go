@@ -48,13 +48,16 @@ type Snapshot struct {
 	Time    time.Time `json:"time"`    // when the snapshot was taken; default now
 	Started time.Time `json:"started"` // process start
 
-	Source   *Source   `json:"source,omitempty"`
-	WAL      *WAL      `json:"wal,omitempty"`
-	Sinks    []Sink    `json:"sinks"` // Kafka, archive, replicas: the right-hand side of the pipeline
-	Archive  *Archive  `json:"archive,omitempty"`
-	Lag      []Lag     `json:"lag"`
-	Series   []Series  `json:"series"`
-	Warnings []Warning `json:"warnings"`
+	Source  *Source  `json:"source,omitempty"`
+	WAL     *WAL     `json:"wal,omitempty"`
+	Sinks   []Sink   `json:"sinks"` // Kafka, archive, replicas: the right-hand side of the pipeline
+	Archive *Archive `json:"archive,omitempty"`
+	// Dependencies are the external systems the process uses and their
+	// health (filled by AddMetrics).
+	Dependencies []Dependency `json:"dependencies"`
+	Lag          []Lag        `json:"lag"`
+	Series       []Series     `json:"series"`
+	Warnings     []Warning    `json:"warnings"`
 }
 
 // Source is where changes come from (Postgres, the HTTP source, or for a
@@ -112,6 +115,20 @@ type SnapshotInfo struct {
 	Size int64     `json:"size"`
 }
 
+// Dependency is one external system (PostgreSQL, Kafka, the archive's
+// backend, the replica database) and its health.
+type Dependency struct {
+	Name string `json:"name"`
+	// Required: while it is down the process is not ready (/readyz 503);
+	// otherwise it is degraded.
+	Required bool   `json:"required"`
+	State    string `json:"state"` // up | down | unknown (not reached yet)
+	// Since is when State began.
+	Since   time.Time `json:"since,omitzero"`
+	Error   string    `json:"error,omitempty"` // the last error, also after recovery
+	ErrorAt time.Time `json:"error_at,omitzero"`
+}
+
 // Lag is one component's lag objective.
 type Lag struct {
 	Component string   `json:"component"`
@@ -146,9 +163,30 @@ type Warning struct {
 	Since     time.Time `json:"since"`
 }
 
-// AddMetrics fills Lag and Series from m and appends a Warning for every
-// breached lag objective.
+// AddMetrics fills Dependencies, Lag and Series from m and appends a
+// Warning for every dependency that is down (critical if it is required)
+// or required and not reached yet, and for every breached lag objective.
 func (s *Snapshot) AddMetrics(m *obs.Metrics) {
+	for _, d := range m.Dependencies() {
+		dep := Dependency{Name: d.Name, Required: d.Gates, State: "unknown", Since: d.Since, Error: d.LastError, ErrorAt: d.LastErrorAt}
+		switch {
+		case d.Known && d.Up:
+			dep.State = "up"
+		case d.Known:
+			dep.State = "down"
+			level, what := "warning", "down (degraded: not required for readiness)"
+			if d.Gates {
+				level, what = "critical", "down (not ready)"
+			}
+			if d.LastError != "" {
+				what += ": " + d.LastError
+			}
+			s.Warnings = append(s.Warnings, Warning{Level: level, Component: "dependency/" + d.Name, Message: what, Since: d.Since})
+		case d.Gates:
+			s.Warnings = append(s.Warnings, Warning{Level: "warning", Component: "dependency/" + d.Name, Message: "not reached yet (not ready)"})
+		}
+		s.Dependencies = append(s.Dependencies, dep)
+	}
 	for _, l := range m.Lag() {
 		s.Lag = append(s.Lag, Lag{Component: l.Component, Samples: l.Samples, P50: Duration(l.P50), P95: Duration(l.P95),
 			P99: Duration(l.P99), P999: Duration(l.P999), Level: l.Level.String(), Breach: l.Breach})
@@ -184,6 +222,9 @@ func render(ctx context.Context, p Provider) ([]byte, error) {
 	}
 	if s.Lag == nil {
 		s.Lag = []Lag{}
+	}
+	if s.Dependencies == nil {
+		s.Dependencies = []Dependency{}
 	}
 	if s.Series == nil {
 		s.Series = []Series{}
