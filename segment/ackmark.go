@@ -124,8 +124,8 @@ type ackWriter struct {
 }
 
 // openAckWriter makes AckedName hold cur, durably, and starts the
-// background writer. prev is the watermark read at recovery (its seq
-// continues), if any.
+// background writer. prev is the watermark read at recovery, if any (its
+// seq continues, so that cur wins even over one of another log).
 func openAckWriter(fsys vfs.FS, dir string, cur ack, prev ack, hadPrev bool, interval time.Duration, log *slog.Logger) (*ackWriter, error) {
 	path := vfs.Join(dir, AckedName)
 	f, err := fsys.OpenReadWrite(path)

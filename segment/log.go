@@ -193,12 +193,13 @@ type Log struct {
 	prep *preparer
 	lock io.Closer
 
-	// acked is the acknowledgement watermark found at Open (ackedOK: one
-	// was found and belongs to this log); ack keeps it up to date (writer
-	// only).
-	acked   ack
-	ackedOK bool
-	ack     *ackWriter
+	// acked is the acknowledgement watermark found at Open (ackedFound:
+	// there is one; ackedOK: and it belongs to this log); ack keeps it up
+	// to date (writer only).
+	acked      ack
+	ackedFound bool
+	ackedOK    bool
+	ack        *ackWriter
 
 	// failed is the sticky write or sync error (also in mu.err), read
 	// without the lock on the write path.
@@ -231,7 +232,10 @@ type Log struct {
 // recovers it: a torn tail of the newest segment is truncated, as is a
 // transaction whose commit never became durable; both are described in the
 // report. Corruption anywhere else is a *walerr.CorruptionError and the log is not
-// opened: nothing is ever skipped.
+// opened: nothing is ever skipped. So is a torn tail, truncation or
+// missing newest segment that would remove transactions at or below the
+// acknowledgement watermark (docs/FORMAT.md §4). A writer writes the
+// watermark for what it recovered before Open returns.
 func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, nil, err
@@ -270,7 +274,7 @@ func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 		// segment; sealed ones were synced at rotation): it is the
 		// watermark a log without one starts from.
 		cur := ack{logID: l.LogID(), lsn: l.mu.visibleLSN, base: l.act.seg.hdr.base, end: l.act.off}
-		if l.ack, err = openAckWriter(l.fs, dir, cur, l.acked, l.ackedOK, opts.AckInterval, l.log); err != nil {
+		if l.ack, err = openAckWriter(l.fs, dir, cur, l.acked, l.ackedFound, opts.AckInterval, l.log); err != nil {
 			l.closeHandles()
 			l.act.f.Close()
 			l.lock.Close()
@@ -834,7 +838,9 @@ func (l *Log) RemoveBefore(lsn uint64) ([]string, error) {
 }
 
 // Close stops the background preparer and closes the active segment.
-// Readers then return ErrClosed. Close is idempotent; it does not sync.
+// Readers then return ErrClosed. Close is idempotent; it does not sync the
+// log, but writes and syncs the newest acknowledgement watermark noted
+// (what earlier syncs made durable).
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.mu.closed {

@@ -148,9 +148,10 @@ func (l *Log) recover() (*RecoveryReport, error) {
 	// The watermark is read before the segments are listed: beside a live
 	// writer (a read-only open) everything it names is durable by then.
 	var err error
-	if l.acked, l.ackedOK, err = readAck(l.fs, l.dir); err != nil {
+	if l.acked, l.ackedFound, err = readAck(l.fs, l.dir); err != nil {
 		return nil, err
 	}
+	l.ackedOK = l.ackedFound
 	segs, tornName, err := l.recoverFiles(rep)
 	if err != nil {
 		return nil, err
