@@ -16,7 +16,10 @@
 //     unfinished transaction at the end of the log, and says so in a
 //     RecoveryReport. Anything else that fails a check is a
 //     *walerr.CorruptionError naming the segment file and byte offset; nothing is
-//     ever skipped.
+//     ever skipped. A cut that would remove transactions at or below the
+//     acknowledgement watermark is such corruption, never a torn tail.
+//   - The acknowledgement watermark is kept off the commit path: nothing
+//     that Write, Sync or SyncTo does waits for it.
 //   - Opening costs one header read per segment plus a scan of the newest
 //     segment (and of the one before it when the newest holds no intact
 //     frame), whatever the size of the log. Sealed segments are checked
@@ -33,6 +36,14 @@
 // previous segment is fsynced before the switch, so only the newest segment
 // can have a torn tail. A sealed segment's preallocated zero tail is trimmed
 // in the background.
+//
+// ACKED (AckedName) is the acknowledgement watermark: the highest commit
+// LSN made durable by a sync, hence acknowledged, the segment and offset
+// it was durable at, and the log id, in two CRC-protected slots written
+// alternately in place. A background goroutine of the writer updates it
+// after the log's syncs (at most once per Options.AckInterval) and
+// fdatasyncs it; Open and Close write it too. Its layout is in
+// docs/FORMAT.md §1.
 //
 // # Segment header (64 bytes at offset 0, little-endian)
 //
@@ -109,10 +120,23 @@
 // when X was already durable: X is damaged, so Open fails with a
 // *walerr.CorruptionError. If no such frame exists, every byte from X on belongs
 // to writes whose sync had not returned, which cannot have been
-// acknowledged: it is a torn tail, truncated and reported. Damage to the last write of an
-// acknowledged batch after its fsync is indistinguishable from a torn
-// write, as in every log of this kind. With sync mode "off" writes are not
-// synced one by one, so a power loss can surface as corruption.
+// acknowledged: it is a torn tail, truncated and reported. With sync mode
+// "off" writes are not synced one by one, so a power loss can surface as
+// corruption.
+//
+// The last write has no later frame to prove it durable, so recovery also
+// checks what it would keep against the acknowledgement watermark, read
+// before anything else (a read-only open beside a live writer can trust
+// it: it is never above what is durable). If the log would end before the
+// watermark's LSN, the segment the watermark names is missing, or a bad
+// frame lies below its durable end, Open and Verify fail with a
+// *walerr.CorruptionError naming the segment, the offset and the first
+// acknowledged LSN lost, before anything is cut or removed. Damage to
+// acknowledged writes newer than the last durable watermark (it lags by
+// AckInterval plus one write and sync of ACKED) stays indistinguishable
+// from a torn write; docs/FORMAT.md §4 states the window. A log without a
+// watermark, or with one of another log id, follows the write-offset rule
+// alone, and a writer gives it one.
 //
 // A new segment's header becomes durable with its first write's fsync, so
 // a crash before it can lose the header's sector while later sectors of

@@ -432,7 +432,7 @@ func TestFormatDocDirectory(t *testing.T) {
 		fields := strings.Fields(line)
 		switch name := fields[0]; {
 		case name == "wal/":
-		case name == lockName, name == PreparedName:
+		case name == lockName, name == PreparedName, name == AckedName:
 			seen[name] = true
 		case strings.HasSuffix(name, segmentExt):
 			lsn := docNumber(t, line, `first record has LSN (\d+)`)
@@ -444,7 +444,7 @@ func TestFormatDocDirectory(t *testing.T) {
 			t.Errorf("docs/FORMAT.md §1 lists %q, which the code does not name", name)
 		}
 	}
-	for _, name := range []string{lockName, PreparedName, segmentExt} {
+	for _, name := range []string{lockName, PreparedName, AckedName, segmentExt} {
 		if !seen[name] {
 			t.Errorf("docs/FORMAT.md §1 does not list a %s file", name)
 		}
@@ -461,4 +461,53 @@ func readPackageDoc(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestFormatDocAckWatermark: docs/FORMAT.md §1 describes the slot of the
+// acknowledgement watermark that encode writes and layout.go lays out.
+func TestFormatDocAckWatermark(t *testing.T) {
+	a := ack{seq: 0x0102030405060708, lsn: 0x1112131415161718, base: 0x2122232425262728, end: 0x3132333435363738}
+	for i := range a.logID {
+		a.logID[i] = byte(0x60 + i)
+	}
+	enc := a.encode()
+	sec := docSection(t, readFormatDoc(t), "### The acknowledgement watermark")
+	if n := docNumber(t, sec, `two slots of (\d+) bytes`); n != ackSlotSize {
+		t.Errorf("docs/FORMAT.md §1: slots of %d bytes, the code has %d", n, ackSlotSize)
+	}
+	if n := docNumber(t, sec, `file of (\d+) bytes`); n != ackFileSize {
+		t.Errorf("docs/FORMAT.md §1: a file of %d bytes, the code has %d", n, ackFileSize)
+	}
+	if n := docNumber(t, sec, `at offsets 0 and\s+(\d+)`); n != ackSlotStride {
+		t.Errorf("docs/FORMAT.md §1: second slot at %d, the code has %d", n, ackSlotStride)
+	}
+	u := func(name string, v uint64) func(*testing.T, string, []byte) {
+		return func(t *testing.T, _ string, b []byte) { wantUint(t, name, b, v) }
+	}
+	fields := []layoutField{
+		{"magic", ackMagicOff, func(t *testing.T, text string, b []byte) {
+			if !strings.Contains(text, "`"+ackMagic+"`") || string(b) != ackMagic {
+				t.Errorf("magic: documented %q, the code wrote %q", text, b)
+			}
+		}},
+		{"format version", ackVersionOff, u("format version", ackVersion)},
+		{"slot size", ackSizeOff, u("slot size", ackSlotSize)},
+		{"sequence", ackSeqOff, u("sequence", a.seq)},
+		{"log id", ackLogIDOff, func(t *testing.T, _ string, b []byte) {
+			if !bytes.Equal(b, a.logID[:]) {
+				t.Errorf("log id: the encoder wrote % x there, want % x", b, a.logID)
+			}
+		}},
+		{"acknowledged LSN", ackLSNOff, u("acknowledged LSN", a.lsn)},
+		{"segment base LSN", ackBaseOff, u("segment base LSN", a.base)},
+		{"durable end", ackEndOff, u("durable end", uint64(a.end))},
+		{"reserved", ackReservedOff, func(t *testing.T, _ string, b []byte) { wantZero(t, "reserved", b) }},
+		{"CRC-32C", ackCRCOff, func(t *testing.T, text string, b []byte) {
+			crcRange(t, "watermark checksum", text, enc, b, 0, ackCRCOff-1)
+		}},
+	}
+	checkLayout(t, "docs/FORMAT.md §1 ACKED", markdownTable(t, sec), fields, ackSlotSize, enc)
+	if got, ok := decodeAck(enc); !ok || got != a {
+		t.Errorf("the sample watermark does not decode: %+v, %v", got, ok)
+	}
 }

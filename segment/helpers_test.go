@@ -418,3 +418,34 @@ func (f *fence) SyncDir(dir string) error {
 	}
 	return f.fs.SyncDir(dir)
 }
+
+// ackSnapshot returns a function that puts the acknowledgement watermark
+// of the log in dir back as it is now, durably: what a crash leaves when
+// the watermark, which lags the log by design, had not caught up with the
+// writes made since (they are then beyond it, as a torn write is).
+func ackSnapshot(t testing.TB, fsys vfs.FS, dir string) (restore func()) {
+	t.Helper()
+	path := vfs.Join(dir, segment.AckedName)
+	if cfs, ok := fsys.(*vfs.CrashFS); ok {
+		b, err := cfs.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() {
+			t.Helper()
+			if err := cfs.WriteFile(path, b, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -22,6 +22,31 @@ const (
 // given its final name at rotation.
 const PreparedName = "next.seg.tmp"
 
+// AckedName is the file of the acknowledgement watermark (docs/FORMAT.md
+// §1): two slots of ackSlotSize bytes at offsets 0 and ackSlotStride,
+// written alternately in place, each CRC-protected.
+const AckedName = "ACKED"
+
+// Acknowledgement watermark slot (docs/FORMAT.md §1).
+const (
+	ackMagic      = "WACK"
+	ackVersion    = 1
+	ackSlotSize   = 64
+	ackSlotStride = 512 // one slot per 512-byte sector
+	ackFileSize   = 2 * ackSlotStride
+
+	ackMagicOff    = 0
+	ackVersionOff  = 4  // uint16
+	ackSizeOff     = 6  // uint16: ackSlotSize
+	ackSeqOff      = 8  // uint64
+	ackLogIDOff    = 16 // ID
+	ackLSNOff      = 32 // uint64
+	ackBaseOff     = 40 // uint64
+	ackEndOff      = 48 // uint64
+	ackReservedOff = 56 // 4 bytes, zero
+	ackCRCOff      = 60 // uint32: CRC-32C of bytes 0..ackCRCOff-1
+)
+
 // Segment header (docs/FORMAT.md §2).
 const (
 	// HeaderSize is the size of the segment header at offset 0.

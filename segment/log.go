@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/walship/walship/vfs"
 )
@@ -53,12 +54,23 @@ type Options struct {
 	FirstLSN uint64
 	// Logger receives recovery and retention events; default slog.Default().
 	Logger *slog.Logger
+	// AckInterval is the least time between two writes of the
+	// acknowledgement watermark (docs/FORMAT.md §1), which a background
+	// goroutine keeps after the log's fdatasyncs, off the commit path: it
+	// bounds the extra fdatasyncs of that small file and, with the time
+	// they take, the acknowledged writes that recovery cannot tell from a
+	// torn tail after a crash (docs/FORMAT.md §4). Default
+	// DefaultAckInterval; negative: no pause between writes.
+	AckInterval time.Duration
 	// ReadOnly opens the log for reading only, as it is durably on disk,
 	// without repairing anything and without the directory lock: for
 	// operator tools that may run beside a live writer. A torn tail or an
 	// unfinished transaction is only hidden from readers. Write fails.
 	ReadOnly bool
 }
+
+// DefaultAckInterval is the default Options.AckInterval.
+const DefaultAckInterval = 10 * time.Millisecond
 
 // DefaultSegmentSize is the default Options.SegmentSize.
 const DefaultSegmentSize = 64 << 20
@@ -92,6 +104,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.AckInterval == 0 {
+		o.AckInterval = DefaultAckInterval
 	}
 	return o
 }
@@ -178,6 +193,14 @@ type Log struct {
 	prep *preparer
 	lock io.Closer
 
+	// acked is the acknowledgement watermark found at Open (ackedFound:
+	// there is one; ackedOK: and it belongs to this log); ack keeps it up
+	// to date (writer only).
+	acked      ack
+	ackedFound bool
+	ackedOK    bool
+	ack        *ackWriter
+
 	// failed is the sticky write or sync error (also in mu.err), read
 	// without the lock on the write path.
 	failed atomic.Pointer[error]
@@ -209,7 +232,10 @@ type Log struct {
 // recovers it: a torn tail of the newest segment is truncated, as is a
 // transaction whose commit never became durable; both are described in the
 // report. Corruption anywhere else is a *walerr.CorruptionError and the log is not
-// opened: nothing is ever skipped.
+// opened: nothing is ever skipped. So is a torn tail, truncation or
+// missing newest segment that would remove transactions at or below the
+// acknowledgement watermark (docs/FORMAT.md §4). A writer writes the
+// watermark for what it recovered before Open returns.
 func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, nil, err
@@ -240,6 +266,16 @@ func Open(dir string, opts Options) (*Log, *RecoveryReport, error) {
 	}
 	if !opts.ReadOnly {
 		if err := l.openHandles(); err != nil {
+			l.act.f.Close()
+			l.lock.Close()
+			return nil, nil, err
+		}
+		// Everything recovery kept is durable now (cutTail synced the active
+		// segment; sealed ones were synced at rotation): it is the
+		// watermark a log without one starts from.
+		cur := ack{logID: l.LogID(), lsn: l.mu.visibleLSN, base: l.act.seg.hdr.base, end: l.act.off}
+		if l.ack, err = openAckWriter(l.fs, dir, cur, l.acked, l.ackedFound, opts.AckInterval, l.log); err != nil {
+			l.closeHandles()
 			l.act.f.Close()
 			l.lock.Close()
 			return nil, nil, err
@@ -610,7 +646,7 @@ func (l *Log) Sync() error {
 	if err := l.act.f.Sync(); err != nil {
 		return l.fail(err)
 	}
-	l.publish(p)
+	l.publish(p, true)
 	return nil
 }
 
@@ -620,7 +656,7 @@ func (l *Log) Publish() {
 	if l.failure() != nil {
 		return
 	}
-	l.publish(l.Mark())
+	l.publish(l.Mark(), false)
 }
 
 // SyncPoint is a position in the log taken by Mark: what SyncTo makes
@@ -675,7 +711,7 @@ func (l *Log) SyncTo(p SyncPoint) error {
 		// Another sync failed meanwhile: nothing is published any more.
 		return err
 	}
-	l.publish(p)
+	l.publish(p, true)
 	return nil
 }
 
@@ -710,12 +746,17 @@ func (l *Log) closeHandles() {
 }
 
 // publish makes p visible; points published out of order (concurrent
-// SyncTo calls) only ever move visibility forward.
-func (l *Log) publish(p SyncPoint) {
+// SyncTo calls) only ever move visibility forward. With synced, p is
+// durable: the acknowledgement watermark may move to it (in the
+// background; this never waits for it).
+func (l *Log) publish(p SyncPoint, synced bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.err != nil {
 		return
+	}
+	if synced && l.ack != nil {
+		l.ack.note(ack{logID: p.seg.hdr.logID, lsn: p.lastCommit, base: p.seg.hdr.base, end: p.off})
 	}
 	l.mu.visibleLSN = max(l.mu.visibleLSN, p.lastCommit)
 	switch {
@@ -797,7 +838,9 @@ func (l *Log) RemoveBefore(lsn uint64) ([]string, error) {
 }
 
 // Close stops the background preparer and closes the active segment.
-// Readers then return ErrClosed. Close is idempotent; it does not sync.
+// Readers then return ErrClosed. Close is idempotent; it does not sync the
+// log, but writes and syncs the newest acknowledgement watermark noted
+// (what earlier syncs made durable).
 func (l *Log) Close() error {
 	l.mu.Lock()
 	if l.mu.closed {
@@ -810,8 +853,17 @@ func (l *Log) Close() error {
 	if l.prep != nil {
 		l.prep.stop()
 	}
+	var ackErr error
+	if l.ack != nil {
+		// Writes the newest durable position first: a log closed cleanly
+		// leaves an exact watermark.
+		ackErr = l.ack.close()
+	}
 	l.closeHandles()
 	err := l.act.f.Close()
+	if err == nil {
+		err = ackErr
+	}
 	if l.lock != nil {
 		if lerr := l.lock.Close(); err == nil {
 			err = lerr

@@ -145,6 +145,13 @@ func restIsZero(f vfs.File, hdr []byte) bool {
 // installs the result. Each step says what it repaired in the report.
 func (l *Log) recover() (*RecoveryReport, error) {
 	rep := &RecoveryReport{}
+	// The watermark is read before the segments are listed: beside a live
+	// writer (a read-only open) everything it names is durable by then.
+	var err error
+	if l.acked, l.ackedFound, err = readAck(l.fs, l.dir); err != nil {
+		return nil, err
+	}
+	l.ackedOK = l.ackedFound
 	segs, tornName, err := l.recoverFiles(rep)
 	if err != nil {
 		return nil, err
@@ -168,6 +175,10 @@ func (l *Log) recoverFiles(rep *RecoveryReport) (segs []*segInfo, tornName strin
 		return nil, "", err
 	}
 	if segs, tornName, err = loadHeaders(l.fs, l.dir, names); err != nil {
+		return nil, "", err
+	}
+	l.ackedOK = trustAck(l.acked, l.ackedOK, segs, l.log, l.dir)
+	if err := ackLossFiles(l.acked, l.ackedOK, segs, tornName); err != nil {
 		return nil, "", err
 	}
 	if tornName != "" {
@@ -252,6 +263,24 @@ func (l *Log) recoverTail(rep *RecoveryReport, segs []*segInfo) (_ *RecoveryRepo
 	}()
 	if err = l.scanNewest(t); err != nil {
 		return nil, err
+	}
+	// Before anything is cut: what would be cut must hold nothing at or
+	// below the acknowledgement watermark.
+	if l.ackedOK {
+		cut := ackCut{seg: t.segs[t.idx], end: t.res.end, retained: t.res.nextLSN - 1, badOff: -1}
+		if t.res.openTxn != 0 {
+			cut.retained = t.res.openTxn - 1
+		}
+		if bad := t.res.bad; bad != nil {
+			cut.badOff, cut.reason = bad.off, bad.reason
+		} else if size, err := t.f.Size(); err == nil {
+			if ext := dataExtent(t.f, t.res.end, size); ext > t.res.end {
+				cut.badOff, cut.reason = t.res.end, "unreadable data after the last frame"
+			}
+		}
+		if err := cut.check(l.acked); err != nil {
+			return nil, err
+		}
 	}
 	l.findTornTail(t, rep)
 	t.nextLSN = t.res.nextLSN

@@ -3,6 +3,7 @@ package segment
 import (
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math"
 
 	"github.com/walship/walship/vfs"
@@ -23,6 +24,18 @@ type VerifyReport struct {
 	Unfinished *DiscardedTxn // records of a transaction with no durable commit
 	// TornCreation names a newest segment whose header was never written.
 	TornCreation string
+	// Watermark is the acknowledgement watermark found (docs/FORMAT.md
+	// §1), nil for a log without one: a torn tail or unfinished
+	// transaction is then beyond it (damage at or below it is corruption).
+	Watermark *Watermark
+}
+
+// Watermark is an acknowledgement watermark: every transaction up to LSN
+// was acknowledged, and Segment was durable up to Offset.
+type Watermark struct {
+	LSN     uint64
+	Segment string
+	Offset  int64
 }
 
 // SegmentSummary describes one verified segment.
@@ -47,18 +60,34 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 	if fsys == nil {
 		fsys = vfs.Default
 	}
+	// Read before the segments are listed, as by a read-only open: beside
+	// a live writer everything it names is durable by then.
+	acked, ackedOK, err := readAck(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
 	names, _, err := listSegments(fsys, dir)
 	if err != nil {
 		return nil, err
 	}
 	if len(names) == 0 {
+		if err := ackLossFiles(acked, ackedOK, nil, ""); err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("segment: no segment files in %s: %w", dir, fs.ErrNotExist)
 	}
 	segs, torn, err := loadHeaders(fsys, dir, names)
 	if err != nil {
 		return nil, err
 	}
+	ackedOK = trustAck(acked, ackedOK, segs, slog.New(slog.DiscardHandler), dir)
+	if err := ackLossFiles(acked, ackedOK, segs, torn); err != nil {
+		return nil, err
+	}
 	rep := &VerifyReport{TornCreation: torn}
+	if ackedOK {
+		rep.Watermark = &Watermark{LSN: acked.lsn, Segment: SegmentName(acked.base), Offset: acked.end}
+	}
 	if len(segs) == 0 {
 		return rep, nil
 	}
@@ -71,6 +100,7 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 	var openOff int64
 	var openMid bool
 	lastTime := int64(math.MinInt64)
+	var lastEnd int64 // end of the newest segment's intact frames
 	for i, s := range segs {
 		if s.hdr.base != expect {
 			return nil, corruptf(s.name, hdrBaseOff, "segment starts at LSN %d but the previous one ends before LSN %d (gap)", s.hdr.base, expect)
@@ -107,6 +137,7 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 			rep.Torn = &TornTail{Segment: s.name, Offset: res.end, Bytes: ext - res.end, Reason: "unreadable data after the last frame"}
 		}
 		f.Close()
+		lastEnd = res.end
 		rep.Segments = append(rep.Segments, SegmentSummary{Name: s.name, Lineage: s.hdr.lineage, ID: s.hdr.id,
 			FirstLSN: s.hdr.base, NextLSN: res.nextLSN, Frames: res.frames, DataEnd: res.end})
 		rep.Frames += res.frames
@@ -133,6 +164,16 @@ func Verify(fsys vfs.FS, dir string) (*VerifyReport, error) {
 	}
 	if rep.LastLSN == 0 {
 		rep.LastLSN = rep.FirstLSN - 1
+	}
+	if ackedOK {
+		// What Open would keep must hold everything acknowledged.
+		cut := ackCut{seg: segs[len(segs)-1], end: lastEnd, retained: rep.LastLSN, badOff: -1}
+		if t := rep.Torn; t != nil {
+			cut.badOff, cut.reason = t.Offset, t.Reason
+		}
+		if err := cut.check(acked); err != nil {
+			return nil, err
+		}
 	}
 	return rep, nil
 }

@@ -17,7 +17,7 @@ import (
 
 // verifyResult is the --json output of verify.
 type verifyResult struct {
-	Status       string          `json:"status"` // intact, corrupt, unreadable, changed
+	Status       string          `json:"status"` // intact, recoverable, corrupt, unreadable, changed
 	Error        string          `json:"error,omitempty"`
 	Segment      string          `json:"segment,omitempty"` // where corruption is
 	Offset       *int64          `json:"offset,omitempty"`
@@ -31,6 +31,8 @@ type verifyResult struct {
 	LastCommit   string          `json:"last_commit_time,omitempty"`
 	TornTail     *tornJSON       `json:"torn_tail,omitempty"`
 	Unfinished   *unfinishedJSON `json:"unfinished_transaction,omitempty"`
+	TornCreation string          `json:"torn_creation,omitempty"` // a newest segment whose header was never written
+	Acked        *ackedJSON      `json:"acknowledged,omitempty"`  // the acknowledgement watermark; absent in a log without one
 	SegmentList  []segmentJSON   `json:"segment_list,omitempty"`
 }
 
@@ -41,6 +43,14 @@ type tornJSON struct {
 	Offset  int64  `json:"offset"`
 	Bytes   int64  `json:"bytes"`
 	Reason  string `json:"reason"`
+}
+
+// ackedJSON is the acknowledgement watermark: every transaction up to LSN
+// was acknowledged, and the segment was durable up to offset.
+type ackedJSON struct {
+	LSN     uint64 `json:"lsn"`
+	Segment string `json:"segment"`
+	Offset  int64  `json:"offset"`
 }
 
 type unfinishedJSON struct {
@@ -59,9 +69,11 @@ type segmentJSON struct {
 }
 
 // runVerify checks every segment header, frame checksum, LSN, transaction
-// boundary and record encoding without changing anything. Exit 0: intact (a
-// torn tail is reported as recoverable); 1: corruption, naming the segment
-// file and offset; 2: the log cannot be read, or retention kept removing
+// boundary and record encoding without changing anything. Exit 0: intact,
+// or recoverable (a torn tail or unfinished transaction beyond the
+// acknowledgement watermark, which the next writer removes: never called
+// intact); 1: corruption, naming the segment file and offset, including
+// damage that would remove acknowledged transactions; 2: the log cannot be read, or retention kept removing
 // segments while verify read them. A segment removed between listing and
 // reading is not damage: verify starts again on the log as it now is, and
 // reports what it verified.
@@ -131,6 +143,14 @@ func verifyWAL(ctx context.Context, fsys vfs.FS, dir string) (verifyResult, erro
 	}
 	if u := rep.Unfinished; u != nil {
 		res.Unfinished = &unfinishedJSON{FirstLSN: u.FirstLSN, Records: u.Records}
+	}
+	res.TornCreation = rep.TornCreation
+	if res.TornTail != nil || res.Unfinished != nil || res.TornCreation != "" {
+		// Opening the log would remove something: not intact.
+		res.Status = "recoverable"
+	}
+	if w := rep.Watermark; w != nil {
+		res.Acked = &ackedJSON{LSN: w.LSN, Segment: w.Segment, Offset: w.Offset}
 	}
 	for _, s := range rep.Segments {
 		res.SegmentList = append(res.SegmentList, segmentJSON{Name: s.Name, Lineage: s.Lineage, ID: s.ID.String(),
@@ -204,8 +224,9 @@ func printVerify(w io.Writer, dir string, r verifyResult, verbose bool) {
 		fmt.Fprintf(w, "CHANGED: %s\n", r.Error)
 		return
 	}
-	fmt.Fprintf(w, "intact: %s: %d segments, LSN %d..%d, %d transactions, %d records, %d bytes",
-		dir, r.Segments, r.FirstLSN, r.LastLSN, r.Transactions, r.Records, r.Bytes)
+	// "intact" only when opening the log would remove nothing.
+	fmt.Fprintf(w, "%s: %s: %d segments, LSN %d..%d, %d transactions, %d records, %d bytes",
+		r.Status, dir, r.Segments, r.FirstLSN, r.LastLSN, r.Transactions, r.Records, r.Bytes)
 	if r.LastCommit != "" {
 		fmt.Fprintf(w, ", last commit %s", r.LastCommit)
 	}
@@ -213,13 +234,23 @@ func printVerify(w io.Writer, dir string, r verifyResult, verbose bool) {
 	if r.Aborted > 0 {
 		fmt.Fprintf(w, "%d aborted transaction(s): streamed transactions whose source failed midway; readers skip them\n", r.Aborted)
 	}
+	beyond := "beyond the acknowledgement watermark"
+	if r.Acked == nil {
+		beyond = "(no acknowledgement watermark: a log written before walship kept one)"
+	}
 	if t := r.TornTail; t != nil {
-		fmt.Fprintf(w, "torn tail (recoverable): segment %s, offset %d, %d bytes: %s; the next writer truncates it\n",
-			t.Segment, t.Offset, t.Bytes, t.Reason)
+		fmt.Fprintf(w, "torn tail of %d bytes %s: unacknowledged writes, removed on next open: segment %s, offset %d: %s\n",
+			t.Bytes, beyond, t.Segment, t.Offset, t.Reason)
 	}
 	if u := r.Unfinished; u != nil {
-		fmt.Fprintf(w, "unfinished transaction (recoverable): %d records from LSN %d with no durable commit; the next writer discards it\n",
-			u.Records, u.FirstLSN)
+		fmt.Fprintf(w, "unfinished transaction %s: %d records from LSN %d with no durable commit, removed on next open\n",
+			beyond, u.Records, u.FirstLSN)
+	}
+	if r.TornCreation != "" {
+		fmt.Fprintf(w, "torn segment creation: segment %s, whose header was never written, removed on next open\n", r.TornCreation)
+	}
+	if a := r.Acked; a != nil && verbose {
+		fmt.Fprintf(w, "acknowledged up to LSN %d (segment %s durable up to offset %d)\n", a.LSN, a.Segment, a.Offset)
 	}
 	if verbose {
 		for _, s := range r.SegmentList {

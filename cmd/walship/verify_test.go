@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -253,6 +254,60 @@ func TestVerifyAndCorruption(t *testing.T) {
 		}
 	})
 
+	// Damage to acknowledged transactions at the very end of the log is
+	// corruption, although no later frame proves the spot durable: the
+	// acknowledgement watermark (the base log was written by processes
+	// that exited cleanly, so it is exact) shows they were acknowledged,
+	// and no torn write can explain losing them.
+	t.Run("acknowledged-tail", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			// damage damages the newest segment s of dir and returns where
+			// the error must point and the first acknowledged LSN lost.
+			damage func(t *testing.T, dir string, s segFile) (seg string, lo, hi int64, first uint64)
+		}{
+			{"last-frame-byte-flipped", func(t *testing.T, dir string, s segFile) (string, int64, int64, uint64) {
+				f := s.frames[len(s.frames)-1]
+				flipByte(t, s.path, f.payloadOff+f.stored/2)
+				return s.name, f.off, f.end, f.txnStart
+			}},
+			{"truncated-at-frame-boundary", func(t *testing.T, dir string, s segFile) (string, int64, int64, uint64) {
+				f := s.frames[len(s.frames)-1]
+				if err := os.Truncate(s.path, f.off); err != nil {
+					t.Fatal(err)
+				}
+				return s.name, f.off, f.off + 1, f.txnStart
+			}},
+			{"newest-segment-deleted", func(t *testing.T, dir string, s segFile) (string, int64, int64, uint64) {
+				if err := os.Remove(s.path); err != nil {
+					t.Fatal(err)
+				}
+				return s.name, 0, 1, s.frames[0].txnStart
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				dir := copyDir(t, base.dir)
+				segs := readSegments(t, dir)
+				s := segs[len(segs)-1]
+				if len(s.frames) == 0 {
+					t.Fatalf("newest segment %s holds no frame", s.name)
+				}
+				seg, lo, hi, first := tc.damage(t, dir, s)
+				lost := fmt.Sprintf("acknowledged transactions at LSN %d..%d", first, base.last().LSN)
+				v := walship(t, nil, "verify", "--wal", dir)
+				if v.code != 1 || strings.Contains(v.stdout, "intact") || !strings.Contains(v.stdout, lost) {
+					t.Errorf("verify: want exit 1 naming %q, never intact; got\n%v", lost, v)
+				}
+				a := walship(t, []byte(`{"table":"t","op":"c","after":{"id":1}}`+"\n"), "append", "--wal", dir, "--segment-size", "64KiB")
+				if a.code != 1 || !strings.Contains(a.stderr, lost) {
+					t.Errorf("append: want exit 1 naming %q; got\n%v", lost, a)
+				}
+				corrupt(t, dir, seg, lo, hi, true)
+			})
+		}
+	})
+
 	t.Run("unreadable", func(t *testing.T) {
 		t.Parallel()
 		missing := filepath.Join(t.TempDir(), "does-not-exist")
@@ -280,13 +335,23 @@ func TestVerifyAndCorruption(t *testing.T) {
 
 // testTornTail appends one more transaction to a copy of base in its own
 // process (so it is the last frame), tears that frame, and checks that
-// verify reports a recoverable torn tail, dump leaves the torn transaction
-// out, and a new append recovers and continues.
+// verify reports a recoverable torn tail (never "intact"), dump leaves the
+// torn transaction out, and a new append recovers and continues. The
+// acknowledgement watermark is put back as it was before that append: a
+// crash before the watermark caught up, so the torn write is beyond it,
+// as a write torn by a crash always is.
 func testTornTail(t *testing.T, base *baseLog, tear func(t *testing.T, path string, f frame)) {
 	dir := copyDir(t, base.dir)
 	g := newGen(uint64(time.Now().UnixNano()))
 	torn := g.txn(1 << 40)
+	acked, err := os.ReadFile(filepath.Join(dir, "ACKED"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := mustWalship(t, []byte(torn+"\n"), "append", "--wal", dir, "--segment-size", "64KiB")
+	if err := os.WriteFile(filepath.Join(dir, "ACKED"), acked, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tornTxn := parseTxns(t, []string{torn})
 	tornAck := parseAcks(t, r.stdout)
 	checkAcks(t, tornAck, tornTxn, base.last().LSN+1, base.last().CommitTime)
@@ -308,15 +373,18 @@ func testTornTail(t *testing.T, base *baseLog, tear func(t *testing.T, path stri
 	if v.code != 0 {
 		t.Fatalf("verify of a log with a torn tail: want exit 0, got\n%v", v)
 	}
-	if !strings.Contains(v.stdout, "torn tail (recoverable)") || reportedOffset(t, v.stdout[strings.Index(v.stdout, "torn"):], s.name) != f.off {
-		t.Errorf("verify does not report the torn tail of %s at offset %d as recoverable:\n%v", s.name, f.off, v)
+	if !strings.HasPrefix(v.stdout, "recoverable: ") || strings.Contains(v.stdout, "intact") ||
+		!strings.Contains(v.stdout, "beyond the acknowledgement watermark: unacknowledged writes, removed on next open") ||
+		reportedOffset(t, v.stdout[strings.Index(v.stdout, "torn"):], s.name) != f.off {
+		t.Errorf("verify does not report the torn tail of %s at offset %d as unacknowledged and recoverable (and never intact):\n%v", s.name, f.off, v)
 	}
 	m, vj := verifyJSON(t, dir)
 	tt, _ := m["torn_tail"].(map[string]any)
-	if vj.code != 0 || m["status"] != "intact" || tt == nil || tt["segment"] != s.name || tt["offset"] != float64(f.off) ||
-		m["last_lsn"] != float64(base.last().LSN) {
-		t.Errorf("verify --json of a log with a torn tail: want status intact, torn_tail in %s at %d, last_lsn %d; got\n%v",
-			s.name, f.off, base.last().LSN, vj)
+	ak, _ := m["acknowledged"].(map[string]any)
+	if vj.code != 0 || m["status"] != "recoverable" || tt == nil || tt["segment"] != s.name || tt["offset"] != float64(f.off) ||
+		m["last_lsn"] != float64(base.last().LSN) || ak == nil || ak["lsn"] != float64(base.last().LSN) {
+		t.Errorf("verify --json of a log with a torn tail: want status recoverable, torn_tail in %s at %d, last_lsn %d, acknowledged up to %d; got\n%v",
+			s.name, f.off, base.last().LSN, base.last().LSN, vj)
 	}
 
 	// Read-only tools change nothing.
