@@ -327,7 +327,7 @@ func (a *Archive) getJSON(ctx context.Context, key string, v any) error {
 	if err != nil {
 		return err
 	}
-	return decodeManifest(key, b, v)
+	return a.decodeDoc(key, b, v)
 }
 
 // LastSegment returns the manifest of lineage's newest segment (the one
@@ -371,7 +371,7 @@ func (a *Archive) CreateLineage(ctx context.Context, rec LineageRecord) error {
 	if rec.Created.IsZero() {
 		rec.Created = a.opts.Now().UTC()
 	}
-	b, err := encodeManifest(&rec)
+	b, err := a.encodeDoc(lineageKey(rec.ID), &rec)
 	if err != nil {
 		return err
 	}
@@ -418,7 +418,7 @@ func (a *Archive) Claim(ctx context.Context, lineage, node string) error {
 	if node == "" {
 		return errors.New("archive: Claim: empty node id")
 	}
-	b, err := encodeManifest(&ownerRecord{Lineage: lineage, Node: node, Created: a.opts.Now().UTC()})
+	b, err := a.encodeDoc(ownerKey(lineage), &ownerRecord{Lineage: lineage, Node: node, Created: a.opts.Now().UTC()})
 	if err != nil {
 		return err
 	}
