@@ -3,6 +3,7 @@ package pitr
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -89,6 +90,10 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 	}
 	segs, snaps := lineageObjects(cat, lin)
 	if len(segs) == 0 && len(snaps) == 0 {
+		// Manifests that do not verify are not "no segments".
+		if err := corruptFrom(cat, lin, opts.FromLSN); err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: lineage %s has no segments and no snapshots", ErrOutOfRange, lin)
 	}
 	p := &Plan{Target: target, Lineage: lin}
@@ -103,6 +108,10 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 		}
 	}
 	if p.rule, err = resolve(ctx, src, target, segs, p, opts); err != nil {
+		// A target beyond what verifies may lie in what does not.
+		if cerr := corruptFrom(cat, lin, opts.FromLSN); cerr != nil && (errors.Is(err, ErrOutOfRange) || errors.Is(err, ErrTargetNotFound)) {
+			return nil, cerr
+		}
 		return nil, err
 	}
 	p.Rule = p.rule.String()
@@ -150,13 +159,8 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 	// it would silently shorten the archive. Refuse any the restore may
 	// need — from FromLSN on, or whose range the key does not tell — as
 	// corrupt, naming the key.
-	for _, pr := range cat.Problems {
-		if pr.Kind != "corrupt" || (pr.Lineage != lin && pr.Lineage != "") {
-			continue
-		}
-		if _, last, ok := segmentKeyRange(pr.Key); !ok || last >= p.FromLSN {
-			return nil, &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", walerr.ErrCorruption, pr.Error)}
-		}
+	if err := corruptFrom(cat, lin, p.FromLSN); err != nil {
+		return nil, err
 	}
 	p.Segments, err = cover(lin, segs, p.FromLSN, p.rule)
 	if err != nil {
@@ -186,6 +190,21 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 		}
 	}
 	return p, nil
+}
+
+// corruptFrom is an *ObjectError for the first manifest of lineage lin
+// that does not verify and may hold LSNs from `from` on (or whose range
+// its key does not tell), nil if there is none.
+func corruptFrom(cat *Catalog, lin string, from uint64) error {
+	for _, pr := range cat.Problems {
+		if pr.Kind != "corrupt" || (pr.Lineage != lin && pr.Lineage != "") {
+			continue
+		}
+		if _, last, ok := segmentKeyRange(pr.Key); !ok || last >= from {
+			return &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", walerr.ErrCorruption, pr.Error)}
+		}
+	}
+	return nil
 }
 
 func chooseLineage(cat *Catalog, want string) (string, error) {
