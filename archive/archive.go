@@ -22,8 +22,7 @@ import (
 )
 
 // Sealer is the optional client-side encryption of segment and snapshot
-// bodies (after compression) and of manifests and lineage records: an
-// AEAD. Seal binds the sealed bytes to ad, the object's identity; Open
+// bodies (after compression) and of their manifests: an AEAD. Seal binds the sealed bytes to ad, the object's identity; Open
 // must fail unless given the same ad. KeyID names the key (derived from
 // it, never the key itself); it is recorded in the object header and
 // manifest, and must be at most 255 bytes. Seal and Open must be safe for
@@ -49,10 +48,10 @@ type Options struct {
 	// bench/README.md, bench/archive.go).
 	// Reading does not depend on it.
 	CompressionLevel int
-	// Seal, if set, encrypts and authenticates what is written, and
-	// every object, manifest and lineage record read must then be sealed
-	// by it under its own key (name): anything else is refused as a
-	// *SealError (docs/ARCHIVE.md §6).
+	// Seal, if set, encrypts and authenticates the segments, snapshots
+	// and manifests written, and every one read must then be sealed by
+	// it under its own key (name): anything else is refused as a
+	// *SealError (docs/ARCHIVE.md §10).
 	Seal Sealer
 	// Concurrency is how many manifests Catalog fetches at once. Default
 	// 32.
@@ -240,7 +239,7 @@ func (a *Archive) unpack(key string, h objectHeader, obj, body []byte, rawSize i
 	if h.keyID != "" {
 		plain, err := a.opts.Seal.Open(body, objectAD(key, obj[:len(obj)-len(body)]))
 		if err != nil {
-			return nil, &SealError{Key: key, Kind: ErrUnauthentic, Err: err}
+			return nil, &SealError{Key: key, Kind: ErrUnauthentic, Err: err, KeyID: h.keyID}
 		}
 		body = plain
 	}

@@ -327,7 +327,9 @@ func (a *Archive) getJSON(ctx context.Context, key string, v any) error {
 	if err != nil {
 		return err
 	}
-	return a.decodeDoc(key, b, v)
+	// Lineage and owner records are plain even in an encrypted archive:
+	// they decide nothing a restore applies (docs/ARCHIVE.md §10).
+	return decodeManifest(key, b, v)
 }
 
 // LastSegment returns the manifest of lineage's newest segment (the one
@@ -348,6 +350,16 @@ func (a *Archive) LastSegment(ctx context.Context, lineage string) (m SegmentMan
 			continue
 		}
 		m, err = a.getSegmentManifest(ctx, keys[i])
+		var se *SealError
+		if errors.As(err, &se) && se.KeyID != "" && se.KeyID != a.opts.Seal.KeyID() {
+			// Sealed with the key this writer had before a key change:
+			// the range is its key's, which is all a resume needs (a
+			// reader with the new key refuses these objects).
+			first, last, _ := parseSegmentName(name)
+			a.log.Warn("archive: newest segment is sealed with another key; resuming after the range its name gives",
+				"key", keys[i], "key_id", se.KeyID)
+			return SegmentManifest{Lineage: lineage, FirstLSN: first, LastLSN: last, Key: SegmentKey(lineage, first, last)}, true, nil
+		}
 		if err != nil {
 			return m, false, fmt.Errorf("archive: newest segment manifest of lineage %q: %w", lineage, err)
 		}
@@ -371,7 +383,7 @@ func (a *Archive) CreateLineage(ctx context.Context, rec LineageRecord) error {
 	if rec.Created.IsZero() {
 		rec.Created = a.opts.Now().UTC()
 	}
-	b, err := a.encodeDoc(lineageKey(rec.ID), &rec)
+	b, err := encodeManifest(&rec)
 	if err != nil {
 		return err
 	}
@@ -418,7 +430,7 @@ func (a *Archive) Claim(ctx context.Context, lineage, node string) error {
 	if node == "" {
 		return errors.New("archive: Claim: empty node id")
 	}
-	b, err := a.encodeDoc(ownerKey(lineage), &ownerRecord{Lineage: lineage, Node: node, Created: a.opts.Now().UTC()})
+	b, err := encodeManifest(&ownerRecord{Lineage: lineage, Node: node, Created: a.opts.Now().UTC()})
 	if err != nil {
 		return err
 	}

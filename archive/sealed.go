@@ -14,7 +14,7 @@ import (
 // reader's configuration, not anything stored in the bucket, says that
 // the archive is encrypted, so a bucket writer cannot downgrade it by
 // writing plain objects, by deleting a marker or by moving authentic
-// objects (docs/ARCHIVE.md §6).
+// objects (docs/ARCHIVE.md §10).
 
 var (
 	// ErrEncrypted matches every *EncryptedError: a sealed object met
@@ -55,6 +55,8 @@ type SealError struct {
 	Key  string
 	Kind error
 	Err  error
+	// KeyID is the key id the object names ("" if it is plain).
+	KeyID string
 }
 
 func (e *SealError) Error() string {
@@ -87,7 +89,7 @@ func objectAD(key string, header []byte) []byte {
 	return append(out, header...)
 }
 
-// docAD is the identity a sealed manifest or lineage record is bound to:
+// docAD is the identity a sealed manifest is bound to:
 // its key and its frame head (magic and key id).
 func docAD(key string, head []byte) []byte {
 	out := make([]byte, 0, 32+len(key)+len(head))
@@ -107,12 +109,12 @@ func (a *Archive) checkSealed(key, keyID string, oldFormat bool) error {
 	case a.opts.Seal != nil && keyID == "":
 		return &SealError{Key: key, Kind: ErrUnsealed}
 	case keyID != "" && oldFormat:
-		return &SealError{Key: key, Kind: ErrOldFormat}
+		return &SealError{Key: key, Kind: ErrOldFormat, KeyID: keyID}
 	}
 	return nil
 }
 
-// encodeDoc frames a manifest or lineage record stored at key: plain
+// encodeDoc frames a manifest stored at key: plain
 // (encodeManifest) without a Sealer; with one,
 //
 //	"WSM2" keyidLen:u8 keyid sealed(JSON, ad = docAD(key, head))
@@ -136,7 +138,7 @@ func (a *Archive) encodeDoc(key string, v any) ([]byte, error) {
 	return append(head, sealed...), nil
 }
 
-// decodeDoc reads what encodeDoc wrote at key into v, applying the
+// decodeDoc reads what encodeDoc wrote at key (a manifest) into v, applying the
 // encrypted-archive rule: with a Sealer only a sealed document bound to
 // key is accepted; without one, a sealed document is an *EncryptedError.
 func (a *Archive) decodeDoc(key string, b []byte, v any) error {
@@ -169,7 +171,7 @@ func (a *Archive) decodeDoc(key string, b []byte, v any) error {
 	}
 	js, err := a.opts.Seal.Open(b[hlen:], docAD(key, b[:hlen]))
 	if err != nil {
-		return &SealError{Key: key, Kind: ErrUnauthentic, Err: err}
+		return &SealError{Key: key, Kind: ErrUnauthentic, Err: err, KeyID: id}
 	}
 	dec := json.NewDecoder(strings.NewReader(string(js)))
 	dec.DisallowUnknownFields()

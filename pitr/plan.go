@@ -193,14 +193,21 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 }
 
 // corruptFrom is an *ObjectError for the first manifest of lineage lin
-// that does not verify and may hold LSNs from `from` on (or whose range
-// its key does not tell), nil if there is none.
+// that does not verify and may hold LSNs from `from` on (a segment
+// reaching `from`, a snapshot at or after it, or one whose range its key
+// does not tell), nil if there is none. Those wholly before `from` are
+// not needed (in an encrypted archive after a key change, they are the
+// ones sealed with the old key).
 func corruptFrom(cat *Catalog, lin string, from uint64) error {
 	for _, pr := range cat.Problems {
 		if pr.Kind != "corrupt" || (pr.Lineage != lin && pr.Lineage != "") {
 			continue
 		}
-		if _, last, ok := segmentKeyRange(pr.Key); !ok || last >= from {
+		last, ok := snapshotKeyLSN(pr.Key)
+		if !ok {
+			_, last, ok = segmentKeyRange(pr.Key)
+		}
+		if !ok || last >= from {
 			return &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", walerr.ErrCorruption, pr.Error)}
 		}
 	}
@@ -438,6 +445,21 @@ func lastCommit(out []Segment) time.Time {
 		return time.Time{}
 	}
 	return out[len(out)-1].LastCommitTime
+}
+
+// snapshotKeyLSN parses the LSN of a snapshot object or manifest key,
+// "<lineage>/snap/<lsn>.wss" or ".wsm".
+func snapshotKeyLSN(key string) (uint64, bool) {
+	i := strings.LastIndex(key, "/snap/")
+	if i < 0 {
+		return 0, false
+	}
+	name, _, _ := strings.Cut(key[i+len("/snap/"):], ".")
+	if len(name) != 16 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name, 16, 64)
+	return n, err == nil
 }
 
 // segmentKeyRange parses the LSN range of a segment object or manifest key,
