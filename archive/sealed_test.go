@@ -172,3 +172,31 @@ func TestSealedArchiveRefusesForgeries(t *testing.T) {
 		}
 	})
 }
+
+// TestKeyChange: after the writer's key changes, the newest segment sealed
+// with the old key still tells the writer where to resume (by its name),
+// while a reader with the new key refuses the old key's manifests as
+// "not among the configured keys".
+func TestKeyChange(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	oldKey := must(Open(ctx, "file://"+dir, Options{Seal: realSealer(t)}))
+	m, err := oldKey.StoreSegment(ctx, must(oldKey.EncodeSegment("main", 0, mkTxns(1, 10, time.Now()))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := must(Open(ctx, "file://"+dir, Options{Seal: realSealer(t)}))
+	last, ok, err := newKey.LastSegment(ctx, "main")
+	if err != nil || !ok || last.FirstLSN != m.FirstLSN || last.LastLSN != m.LastLSN || last.Key != m.Key {
+		t.Fatalf("LastSegment after a key change: %+v %v %v, want LSNs %d..%d", last, ok, err, m.FirstLSN, m.LastLSN)
+	}
+	n, err := newKey.StoreSegment(ctx, must(newKey.EncodeSegment("main", m.LastLSN+1, mkTxns(m.LastLSN+1, 5, time.Now()))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := must(newKey.LineageCatalog(ctx, "main"))
+	if len(l.Segments) != 1 || l.Segments[0].Key != n.Key {
+		t.Fatalf("new key's catalog: %+v", l)
+	}
+	wantRefused(t, "old key's manifest", problemOf(t, l, ManifestKey(m.Key)), ManifestKey(m.Key), ErrUnauthentic, seal.ErrUnknownKey)
+}
