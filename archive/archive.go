@@ -22,12 +22,15 @@ import (
 )
 
 // Sealer is the optional client-side encryption of segment and snapshot
-// bodies (after compression). KeyID names the key; it is recorded in the
-// object header and manifest, and must be at most 255 bytes. Seal and
-// Open must be safe for concurrent use and must not retain their input.
+// bodies (after compression) and of their manifests: an AEAD. Seal binds the sealed bytes to ad, the object's identity; Open
+// must fail unless given the same ad. KeyID names the key (derived from
+// it, never the key itself); it is recorded in the object header and
+// manifest, and must be at most 255 bytes. Seal and Open must be safe for
+// concurrent use and must not retain their input. package internal/seal
+// implements it.
 type Sealer interface {
-	Seal(plain []byte) ([]byte, error)
-	Open(sealed []byte) ([]byte, error)
+	Seal(plain, ad []byte) ([]byte, error)
+	Open(sealed, ad []byte) ([]byte, error)
 	KeyID() string
 }
 
@@ -45,7 +48,10 @@ type Options struct {
 	// bench/README.md, bench/archive.go).
 	// Reading does not depend on it.
 	CompressionLevel int
-	// Seal, if set, encrypts bodies; objects are read with it too.
+	// Seal, if set, encrypts and authenticates the segments, snapshots
+	// and manifests written, and every one read must then be sealed by
+	// it under its own key (name): anything else is refused as a
+	// *SealError (docs/ARCHIVE.md §10).
 	Seal Sealer
 	// Concurrency is how many manifests Catalog fetches at once. Default
 	// 32.
@@ -173,20 +179,21 @@ func (a *Archive) keyID() string {
 	return a.opts.Seal.KeyID()
 }
 
-// pack compresses and seals plain behind header h.
-func (a *Archive) pack(h objectHeader, plain []byte) ([]byte, error) {
+// pack compresses and seals plain behind header h, as the object key.
+func (a *Archive) pack(key string, h objectHeader, plain []byte) ([]byte, error) {
 	h.codec, h.keyID = a.codec, a.keyID()
 	body := plain
 	if a.codec == codecZstd {
 		body = a.compress(plain)
 	}
-	if a.opts.Seal != nil {
-		var err error
-		if body, err = a.opts.Seal.Seal(body); err != nil {
-			return nil, fmt.Errorf("archive: seal: %w", err)
-		}
-	}
 	out := h.append(make([]byte, 0, 64+len(body)))
+	if a.opts.Seal != nil {
+		sealed, err := a.opts.Seal.Seal(body, objectAD(key, out))
+		if err != nil {
+			return nil, fmt.Errorf("archive: seal %s: %w", key, err)
+		}
+		body = sealed
+	}
 	return append(out, body...), nil
 }
 
@@ -222,16 +229,17 @@ func (a *Archive) compress(plain []byte) []byte {
 	return out
 }
 
-// unpack opens and decompresses the body of a verified object.
-func (a *Archive) unpack(key string, h objectHeader, body []byte, rawSize int64) ([]byte, error) {
+// unpack opens and decompresses the body of a verified object (obj is
+// the whole object, body its part after the header h). With a Sealer the
+// object must be sealed and authentic under key.
+func (a *Archive) unpack(key string, h objectHeader, obj, body []byte, rawSize int64) ([]byte, error) {
+	if err := a.checkSealed(key, h.keyID, h.version < sealedFormatVersion); err != nil {
+		return nil, err
+	}
 	if h.keyID != "" {
-		if a.opts.Seal == nil {
-			return nil, fmt.Errorf("archive: %s is sealed with key %q but no Seal is configured", key, h.keyID)
-		}
-		plain, err := a.opts.Seal.Open(body)
+		plain, err := a.opts.Seal.Open(body, objectAD(key, obj[:len(obj)-len(body)]))
 		if err != nil {
-			return nil, fmt.Errorf("archive: %s: open sealed body (object key %q, configured key %q): %w",
-				key, h.keyID, a.opts.Seal.KeyID(), err)
+			return nil, &SealError{Key: key, Kind: ErrUnauthentic, Err: err, KeyID: h.keyID}
 		}
 		body = plain
 	}
@@ -313,7 +321,7 @@ func (a *Archive) StoreSegment(ctx context.Context, s *EncodedSegment) (SegmentM
 	if err != nil {
 		return SegmentManifest{}, err
 	}
-	mb, err := encodeManifest(&m)
+	mb, err := a.encodeDoc(ManifestKey(m.Key), &m)
 	if err != nil {
 		return SegmentManifest{}, err
 	}
@@ -369,7 +377,7 @@ func (a *Archive) plainOf(key string, obj []byte, rawSize int64) ([]byte, object
 	if err != nil {
 		return nil, h, err
 	}
-	p, err := a.unpack(key, h, body, rawSize)
+	p, err := a.unpack(key, h, obj, body, rawSize)
 	return p, h, err
 }
 
@@ -406,7 +414,7 @@ func (a *Archive) DecodeSegment(m SegmentManifest, obj []byte) ([]change.Committ
 	if err != nil {
 		return nil, err
 	}
-	plain, err := a.unpack(m.Key, h, body, m.RawSize)
+	plain, err := a.unpack(m.Key, h, obj, body, m.RawSize)
 	if err != nil {
 		return nil, err
 	}
@@ -445,19 +453,20 @@ func (a *Archive) PutSnapshot(ctx context.Context, lineage string, lsn uint64, c
 	if err != nil {
 		return fmt.Errorf("archive: snapshot: %w", err)
 	}
-	obj, err := a.pack(objectHeader{magic: snapshotMagic, lineage: lineage, a: lsn, b: uint64(commitTime.UnixNano())}, plain)
+	key := SnapshotKey(lineage, lsn)
+	obj, err := a.pack(key, objectHeader{magic: snapshotMagic, lineage: lineage, a: lsn, b: uint64(commitTime.UnixNano())}, plain)
 	if err != nil {
 		return err
 	}
 	m := SnapshotManifest{
-		Lineage: lineage, LSN: lsn, CommitTime: commitTime.UTC(), Key: SnapshotKey(lineage, lsn),
+		Lineage: lineage, LSN: lsn, CommitTime: commitTime.UTC(), Key: key,
 		Size: int64(len(obj)), RawSize: int64(len(plain)), Checksum: checksum(obj),
 		Codec: codecName(a.codec), KeyID: a.keyID(), Created: a.opts.Now().UTC(),
 	}
 	if err := a.b.PutIfAbsent(ctx, m.Key, obj); err != nil {
 		return fmt.Errorf("archive: snapshot: %w", err)
 	}
-	mb, err := encodeManifest(&m)
+	mb, err := a.encodeDoc(ManifestKey(m.Key), &m)
 	if err != nil {
 		return err
 	}
@@ -488,7 +497,7 @@ func (a *Archive) GetSnapshot(ctx context.Context, s SnapshotManifest, dstFile s
 	if h.lineage != s.Lineage || h.a != s.LSN {
 		return corruptf(s.Key, "header says lineage %q LSN %d, manifest %q %d", h.lineage, h.a, s.Lineage, s.LSN)
 	}
-	plain, err := a.unpack(s.Key, h, body, s.RawSize)
+	plain, err := a.unpack(s.Key, h, obj, body, s.RawSize)
 	if err != nil {
 		return err
 	}
@@ -521,7 +530,7 @@ func (a *Archive) getSegmentManifest(ctx context.Context, key string) (SegmentMa
 	if err != nil {
 		return m, err
 	}
-	if err := decodeManifest(key, b, &m); err != nil {
+	if err := a.decodeDoc(key, b, &m); err != nil {
 		return m, err
 	}
 	return m, checkSegmentManifest(key, &m)
@@ -552,7 +561,7 @@ func (a *Archive) getSnapshotManifest(ctx context.Context, key string) (Snapshot
 	if err != nil {
 		return m, err
 	}
-	if err := decodeManifest(key, b, &m); err != nil {
+	if err := a.decodeDoc(key, b, &m); err != nil {
 		return m, err
 	}
 	lineage, rest, _ := strings.Cut(key, snapDir)

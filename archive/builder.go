@@ -180,11 +180,11 @@ func (a *Archive) Finish(b *SegmentBuilder) (*EncodedSegment, error) {
 		return nil, errors.New("archive: EncodeSegment: no transactions")
 	}
 	m := b.m
-	obj, err := a.pack(objectHeader{magic: segmentMagic, lineage: m.Lineage, a: m.FirstLSN, b: m.LastLSN}, b.plain)
+	m.Key = SegmentKey(m.Lineage, m.FirstLSN, m.LastLSN)
+	obj, err := a.pack(m.Key, objectHeader{magic: segmentMagic, lineage: m.Lineage, a: m.FirstLSN, b: m.LastLSN}, b.plain)
 	if err != nil {
 		return nil, err
 	}
-	m.Key = SegmentKey(m.Lineage, m.FirstLSN, m.LastLSN)
 	m.Size, m.RawSize, m.Checksum = int64(len(obj)), int64(len(b.plain)), checksum(obj)
 	m.Codec, m.KeyID = codecName(a.codec), a.keyID()
 	m.Created = a.opts.Now().UTC()

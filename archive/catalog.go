@@ -327,6 +327,8 @@ func (a *Archive) getJSON(ctx context.Context, key string, v any) error {
 	if err != nil {
 		return err
 	}
+	// Lineage and owner records are plain even in an encrypted archive:
+	// they decide nothing a restore applies (docs/ARCHIVE.md §10).
 	return decodeManifest(key, b, v)
 }
 
@@ -348,6 +350,16 @@ func (a *Archive) LastSegment(ctx context.Context, lineage string) (m SegmentMan
 			continue
 		}
 		m, err = a.getSegmentManifest(ctx, keys[i])
+		var se *SealError
+		if errors.As(err, &se) && se.KeyID != "" && se.KeyID != a.opts.Seal.KeyID() {
+			// Sealed with the key this writer had before a key change:
+			// the range is its key's, which is all a resume needs (a
+			// reader with the new key refuses these objects).
+			first, last, _ := parseSegmentName(name)
+			a.log.Warn("archive: newest segment is sealed with another key; resuming after the range its name gives",
+				"key", keys[i], "key_id", se.KeyID)
+			return SegmentManifest{Lineage: lineage, FirstLSN: first, LastLSN: last, Key: SegmentKey(lineage, first, last)}, true, nil
+		}
 		if err != nil {
 			return m, false, fmt.Errorf("archive: newest segment manifest of lineage %q: %w", lineage, err)
 		}

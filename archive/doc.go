@@ -35,4 +35,10 @@
 //   - Consecutive segments of a lineage are adjacent in LSNs, so Catalog
 //     finds gaps by arithmetic.
 //   - A writer writes only into a lineage it owns (Claim, *OwnerError).
+//   - With Options.Seal, every segment, snapshot and manifest written is
+//     sealed and bound to its own key, and every one read must be: a
+//     plain one, one sealed with another key, or an authentic one moved
+//     to another key is refused as a *SealError naming the key (damage);
+//     without a Sealer, a sealed one is an *EncryptedError (not damage).
+//     docs/ARCHIVE.md §10.
 package archive

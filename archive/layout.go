@@ -29,7 +29,13 @@ const (
 	segmentMagic  = "WSEG"
 	snapshotMagic = "WSNP"
 	manifestMagic = "WSM1"
-	formatVersion = 1
+	// sealedManifestMagic frames a manifest sealed with Options.Seal.
+	sealedManifestMagic = "WSM2"
+	// formatVersion is the header version of a plain object;
+	// sealedFormatVersion that of a sealed one, whose body is bound to
+	// its key and header (version 1 sealed objects were not: refused).
+	formatVersion       = 1
+	sealedFormatVersion = 2
 
 	codecNone byte = 0
 	codecZstd byte = 1
@@ -225,9 +231,11 @@ func decodeManifest(key string, b []byte, v any) error {
 //	a:u64le b:u64le
 //
 // (segments: a,b = first,last LSN; snapshots: a = LSN, b = commit time in
-// Unix nanoseconds).
+// Unix nanoseconds). Version 1 for a plain object (keyidLen 0), 2 for a
+// sealed one.
 type objectHeader struct {
 	magic   string
+	version byte
 	codec   byte
 	keyID   string
 	lineage string
@@ -236,7 +244,11 @@ type objectHeader struct {
 
 func (h *objectHeader) append(dst []byte) []byte {
 	dst = append(dst, h.magic...)
-	dst = append(dst, formatVersion, h.codec, byte(len(h.keyID)))
+	v := byte(formatVersion)
+	if h.keyID != "" {
+		v = sealedFormatVersion
+	}
+	dst = append(dst, v, h.codec, byte(len(h.keyID)))
 	dst = append(dst, h.keyID...)
 	dst = append(dst, byte(len(h.lineage)))
 	dst = append(dst, h.lineage...)
@@ -249,10 +261,10 @@ func parseObjectHeader(key, magic string, b []byte) (objectHeader, []byte, error
 	if len(b) < 7 || string(b[:4]) != magic {
 		return h, nil, corruptf(key, "bad magic (want %q)", magic)
 	}
-	if b[4] != formatVersion {
+	if b[4] != formatVersion && b[4] != sealedFormatVersion {
 		return h, nil, corruptf(key, "unsupported format version %d", b[4])
 	}
-	h.magic, h.codec = magic, b[5]
+	h.magic, h.version, h.codec = magic, b[4], b[5]
 	if h.codec != codecNone && h.codec != codecZstd {
 		return h, nil, corruptf(key, "unknown codec %d", h.codec)
 	}
@@ -267,6 +279,9 @@ func parseObjectHeader(key, magic string, b []byte) (objectHeader, []byte, error
 		return h, nil, corruptf(key, "header truncated")
 	}
 	h.lineage, rest = string(rest[1:1+n]), rest[1+n:]
+	if h.version == sealedFormatVersion && h.keyID == "" {
+		return h, nil, corruptf(key, "format version %d without a key id", h.version)
+	}
 	h.a = binary.LittleEndian.Uint64(rest)
 	h.b = binary.LittleEndian.Uint64(rest[8:])
 	return h, rest[16:], nil

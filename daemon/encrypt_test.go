@@ -14,6 +14,7 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/archivesink"
+	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
@@ -96,5 +97,68 @@ func TestEncryptedArchive(t *testing.T) {
 	}
 	if errors.Is(err, walerr.ErrCorruption) {
 		t.Fatalf("a missing key reported as corruption: %v", err)
+	}
+}
+
+// TestEncryptedArchiveRefusesForgedNewestSegment: the daemon's own read of
+// its encrypted archive (where the archiver resumes) refuses a newest
+// segment replaced by one written without the key, naming it, instead of
+// archiving after it.
+func TestEncryptedArchiveRefusesForgedNewestSegment(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key")
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("cd", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	arch := filepath.Join(dir, "archive")
+	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 200ms, encryption_key_file: %q}\n", arch, keyFile))
+	r := start(t, cfg)
+	appendN(t, r.d.Addr("source.http"), 0, 10)
+	last := r.d.wal.Durable()
+	for deadline := time.Now().Add(20 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
+		if time.Now().After(deadline) {
+			t.Fatal("archive did not catch up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r.stop(t)
+
+	// Replace the newest segment (object and manifest) by one written
+	// without the key, covering the same LSNs.
+	sealed, err := OpenArchive(ctx, cfg.Archive, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, ok, err := sealed.LastSegment(ctx, Lineage)
+	if err != nil || !ok {
+		t.Fatalf("newest segment: %v %v", ok, err)
+	}
+	plain, err := archive.Open(ctx, "file://"+arch, archive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := change.Committed{FirstLSN: newest.LastLSN, CommitLSN: newest.LastLSN, CommitTime: newest.LastCommitTime, Txn: change.Txn{Changes: []change.Change{{
+		Table: change.Table{Schema: "public", Name: "t"}, Op: change.Insert, Key: change.Row{{Name: "id", Value: change.IntValue(666)}},
+		After: change.Row{{Name: "id", Value: change.IntValue(666)}}}}}}
+	enc, err := plain.EncodeSegment(Lineage, newest.FirstLSN, []change.Committed{forged})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := enc.Manifest
+	os.Remove(filepath.Join(arch, archive.ManifestKey(m.Key)))
+	os.Remove(filepath.Join(arch, m.Key))
+	if m, err = plain.StoreSegment(ctx, enc); err != nil || m.Key != newest.Key {
+		t.Fatalf("forging %s: %v (%s)", newest.Key, err, m.Key)
+	}
+
+	d, err := New(ctx, cfg, nil)
+	if err == nil {
+		runCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		err = d.Run(runCtx)
+	}
+	if !errors.Is(err, archive.ErrUnsealed) || !strings.Contains(err.Error(), archive.ManifestKey(m.Key)) {
+		t.Fatalf("daemon on an archive with a forged newest segment: %v; want it refused naming %s", err, archive.ManifestKey(m.Key))
 	}
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/walerr"
 )
 
 // FollowOptions configure Follow.
@@ -21,7 +24,9 @@ type FollowOptions struct {
 // catalog every opts.Interval, plans the objects after app's position and
 // applies them (each round verified before it is applied, as Verify). It
 // returns when ctx ends (with ctx's error) or on an error retrying cannot
-// fix: a missing or corrupt object. A catalog that cannot be read, or a
+// fix: a missing or corrupt object or manifest (in an encrypted archive,
+// one that is not sealed and bound to its key: archive.SealError), or an
+// encrypted archive read without its key. A catalog that cannot be read, or a
 // hole (objects after a missing range, which an archiver uploading in
 // parallel may still fill), is logged and polled again; the end of the
 // archive is never confused with a failure.
@@ -55,6 +60,8 @@ func Follow(ctx context.Context, src Source, app Applier, opts FollowOptions) er
 		case err == nil:
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case errors.Is(err, walerr.ErrCorruption), errors.Is(err, archive.ErrEncrypted):
+			return err
 		case errors.Is(err, ErrHole):
 			log.Warn("pitr: follow: waiting for a hole in the archive to be filled", "err", err)
 		case errors.Is(err, ErrOutOfRange) && pos == 0:

@@ -3,6 +3,7 @@ package pitr
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -89,6 +90,10 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 	}
 	segs, snaps := lineageObjects(cat, lin)
 	if len(segs) == 0 && len(snaps) == 0 {
+		// Manifests that do not verify are not "no segments".
+		if err := corruptFrom(cat, lin, opts.FromLSN); err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: lineage %s has no segments and no snapshots", ErrOutOfRange, lin)
 	}
 	p := &Plan{Target: target, Lineage: lin}
@@ -103,6 +108,10 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 		}
 	}
 	if p.rule, err = resolve(ctx, src, target, segs, p, opts); err != nil {
+		// A target beyond what verifies may lie in what does not.
+		if cerr := corruptFrom(cat, lin, opts.FromLSN); cerr != nil && (errors.Is(err, ErrOutOfRange) || errors.Is(err, ErrTargetNotFound)) {
+			return nil, cerr
+		}
 		return nil, err
 	}
 	p.Rule = p.rule.String()
@@ -150,13 +159,8 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 	// it would silently shorten the archive. Refuse any the restore may
 	// need — from FromLSN on, or whose range the key does not tell — as
 	// corrupt, naming the key.
-	for _, pr := range cat.Problems {
-		if pr.Kind != "corrupt" || (pr.Lineage != lin && pr.Lineage != "") {
-			continue
-		}
-		if _, last, ok := segmentKeyRange(pr.Key); !ok || last >= p.FromLSN {
-			return nil, &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", walerr.ErrCorruption, pr.Error)}
-		}
+	if err := corruptFrom(cat, lin, p.FromLSN); err != nil {
+		return nil, err
 	}
 	p.Segments, err = cover(lin, segs, p.FromLSN, p.rule)
 	if err != nil {
@@ -186,6 +190,28 @@ func PlanRestore(ctx context.Context, src Source, target Target, opts PlanOption
 		}
 	}
 	return p, nil
+}
+
+// corruptFrom is an *ObjectError for the first manifest of lineage lin
+// that does not verify and may hold LSNs from `from` on (a segment
+// reaching `from`, a snapshot at or after it, or one whose range its key
+// does not tell), nil if there is none. Those wholly before `from` are
+// not needed (in an encrypted archive after a key change, they are the
+// ones sealed with the old key).
+func corruptFrom(cat *Catalog, lin string, from uint64) error {
+	for _, pr := range cat.Problems {
+		if pr.Kind != "corrupt" || (pr.Lineage != lin && pr.Lineage != "") {
+			continue
+		}
+		last, ok := snapshotKeyLSN(pr.Key)
+		if !ok {
+			_, last, ok = segmentKeyRange(pr.Key)
+		}
+		if !ok || last >= from {
+			return &ObjectError{Key: pr.Key, Op: "plan", Err: fmt.Errorf("%w: %s", walerr.ErrCorruption, pr.Error)}
+		}
+	}
+	return nil
 }
 
 func chooseLineage(cat *Catalog, want string) (string, error) {
@@ -419,6 +445,21 @@ func lastCommit(out []Segment) time.Time {
 		return time.Time{}
 	}
 	return out[len(out)-1].LastCommitTime
+}
+
+// snapshotKeyLSN parses the LSN of a snapshot object or manifest key,
+// "<lineage>/snap/<lsn>.wss" or ".wsm".
+func snapshotKeyLSN(key string) (uint64, bool) {
+	i := strings.LastIndex(key, "/snap/")
+	if i < 0 {
+		return 0, false
+	}
+	name, _, _ := strings.Cut(key[i+len("/snap/"):], ".")
+	if len(name) != 16 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name, 16, 64)
+	return n, err == nil
 }
 
 // segmentKeyRange parses the LSN range of a segment object or manifest key,

@@ -90,15 +90,28 @@ func reachable(run func(ctx context.Context, args []string, stdin io.Reader, std
 	}
 }
 
+// catalogExit is exit 2 for a catalog that cannot be read, saying so
+// plainly when it is because the archive is encrypted and no key was given.
+func catalogExit(err error) error {
+	var ee *archive.EncryptedError
+	if errors.As(err, &ee) {
+		return cli.Exit(exitUsage, fmt.Errorf("the archive is encrypted (key id %s): give its key with --encryption-key-file or --encryption-key-env (%s is sealed)",
+			ee.KeyID, ee.Key))
+	}
+	return cli.Exit(exitUsage, fmt.Errorf("read the archive's catalog: %w", err))
+}
+
 // requireKey fails (exit 2) when the archive holds sealed objects and no
-// key was given: they cannot be read, and are not corrupt.
+// key was given: they cannot be read, and are not corrupt. (With a key,
+// every object must be sealed with it: the archive package refuses the
+// others as damage.)
 func requireKey(ctx context.Context, src *pitr.ArchiveSource, af archiveFlags) error {
 	if af.keyFile != "" || af.keyEnv != "" {
 		return nil
 	}
 	cat, err := src.Catalog(ctx)
 	if err != nil {
-		return cli.Exit(exitUsage, fmt.Errorf("read the archive's catalog: %w", err))
+		return catalogExit(err)
 	}
 	ids := map[string]bool{}
 	for _, s := range cat.Segments {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/walship/walship/internal/cli"
 	"github.com/walship/walship/internal/secret"
 
 	"github.com/walship/walship/change"
@@ -31,7 +30,7 @@ func runList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	cat, err := src.Catalog(ctx)
 	if err != nil {
-		return cli.Exit(exitUsage, fmt.Errorf("read the archive's catalog: %w", err))
+		return catalogExit(err)
 	}
 	infos := pitr.Describe(cat)
 	if af.lineage != "" {

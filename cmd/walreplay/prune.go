@@ -38,6 +38,9 @@ func runPrune(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
+	if err := requireKey(ctx, src, af); err != nil {
+		return err
+	}
 	rep, err := pitr.Prune(ctx, src.Archive(), policy)
 	if rep != nil {
 		if *asJSON {

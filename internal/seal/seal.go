@@ -8,7 +8,7 @@
 //
 //	offset  size  field
 //	0       4     magic "WSEL"
-//	4       1     version (1)
+//	4       1     version (2)
 //	5       1     key id length n (1..64)
 //	6       n     key id (ASCII)
 //	6+n     4     chunk size c in bytes (plaintext per chunk, 4 KiB..64 MiB)
@@ -21,14 +21,25 @@
 // # Cryptography
 //
 // Each object gets its own AES-256 key, HKDF-SHA256(master key, salt =
-// object nonce, info = "walship seal v1 " + key id), so GCM nonces never
+// object nonce, info = "walship seal v2 " + key id), so GCM nonces never
 // repeat across objects without any coordination. Chunk i is sealed with
 // the 12-byte nonce uint64(i) || 0x000000 || final, where final is 1 for
-// the last chunk and 0 otherwise, and with the whole header as additional
-// data. Hence: a flipped bit anywhere, a changed header (key id, chunk
-// size), reordered, dropped or appended chunks and a truncated object all
-// fail Open with ErrTampered. Chunking keeps each GCM message far below
-// its 64 GiB limit and bounds the work wasted on a corrupt object.
+// the last chunk and 0 otherwise, and with additional data
+//
+//	header || uint32(len(ad)) || ad
+//
+// where ad is the caller's associated data: the identity of the object
+// (the archive binds its name and clear-text header), so that an object
+// opened under any other identity fails. Hence: a flipped bit anywhere, a
+// changed header (version, key id, chunk size), reordered, dropped or
+// appended chunks, a truncated object and an object moved to another
+// identity all fail Open with ErrTampered. Chunking keeps each GCM message
+// far below its 64 GiB limit and bounds the work wasted on a corrupt
+// object.
+//
+// Version 1 (an earlier walship) had no associated data, so an object
+// could be moved undetected; Open refuses it with ErrOldFormat, never
+// falling back to it (a downgraded version byte is refused the same way).
 //
 // # Keys
 //
@@ -59,7 +70,7 @@ import (
 
 const (
 	magic        = "WSEL"
-	version      = 1
+	version      = 2
 	nonceSize    = 24
 	tagSize      = 16
 	maxKeyIDLen  = 64
@@ -82,6 +93,10 @@ var (
 	// truncated or extended, or the key bytes differ from the ones that
 	// sealed it although the key id matches.
 	ErrTampered = errors.New("seal: object failed authentication (tampered, truncated or wrong key)")
+	// ErrOldFormat: the object is in sealed-object version 1, which did
+	// not bind the object's identity, so it cannot be trusted where it
+	// lies; it is refused.
+	ErrOldFormat = errors.New("seal: sealed-object version 1 does not bind the object to its name and is refused (re-archive it with this version)")
 	// ErrNoKey: no key is configured (an empty file or unset variable).
 	ErrNoKey = errors.New("seal: no encryption key")
 )
@@ -93,7 +108,7 @@ type KeyIDError struct {
 }
 
 func (e *KeyIDError) Error() string {
-	return fmt.Sprintf("seal: object sealed with key id %q, but the configured key ids are %q: configure that key (archive.encryption_key_file or encryption_key_env)", e.Want, e.Have)
+	return fmt.Sprintf("seal: sealed with key id %s, not among the configured keys (%s)", e.Want, strings.Join(e.Have, ", "))
 }
 
 func (e *KeyIDError) Unwrap() error { return ErrUnknownKey }
@@ -241,7 +256,7 @@ func FromConfig(keyFile, keyEnv string) (*Sealer, error) {
 
 // Sealer seals with its first key and opens with any of its keys. It is
 // safe for concurrent use. It satisfies the archive package's
-// { Seal(plain []byte) ([]byte, error); Open(sealed []byte) ([]byte, error); KeyID() string }.
+// { Seal(plain, ad []byte) ([]byte, error); Open(sealed, ad []byte) ([]byte, error); KeyID() string }.
 type Sealer struct {
 	keys      []Key
 	chunkSize int
@@ -303,8 +318,12 @@ func ParseHeader(data []byte) (Header, error) {
 	if len(data) < 6 {
 		return Header{}, fmt.Errorf("%w: header cut at %d bytes", ErrTampered, len(data))
 	}
-	if data[4] != version {
-		return Header{}, fmt.Errorf("seal: sealed-object version %d is not supported (this build reads version %d)", data[4], version)
+	switch data[4] {
+	case version:
+	case 1:
+		return Header{}, ErrOldFormat
+	default:
+		return Header{}, fmt.Errorf("%w: sealed-object version %d is not supported (this build reads version %d)", ErrTampered, data[4], version)
 	}
 	n := int(data[5])
 	hlen := 6 + n + 4 + nonceSize
@@ -328,7 +347,7 @@ func ParseHeader(data []byte) (Header, error) {
 }
 
 func objectAEAD(k *Key, keyID string, nonce []byte) (cipher.AEAD, error) {
-	sub, err := hkdf.Key(sha256.New, k.bytes[:], nonce, "walship seal v1 "+keyID, KeySize)
+	sub, err := hkdf.Key(sha256.New, k.bytes[:], nonce, "walship seal v2 "+keyID, KeySize)
 	if err != nil {
 		return nil, err
 	}
@@ -348,8 +367,19 @@ func chunkNonce(i uint64, final bool) []byte {
 	return n[:]
 }
 
-// Seal encrypts plain into a new sealed object; plain is not modified.
-func (s *Sealer) Seal(plain []byte) ([]byte, error) {
+// additionalData is what every chunk authenticates besides its bytes:
+// the header and the caller's associated data, length-prefixed so that
+// the two cannot be shifted into one another.
+func additionalData(header, ad []byte) []byte {
+	out := make([]byte, 0, len(header)+4+len(ad))
+	out = append(out, header...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(ad)))
+	return append(out, ad...)
+}
+
+// Seal encrypts plain into a new sealed object bound to ad (the object's
+// identity: Open must be given the same ad); plain is not modified.
+func (s *Sealer) Seal(plain, ad []byte) ([]byte, error) {
 	k := &s.keys[0]
 	chunks := (len(plain) + s.chunkSize - 1) / s.chunkSize
 	if chunks == 0 {
@@ -370,7 +400,7 @@ func (s *Sealer) Seal(plain []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	header := out[:hlen:hlen]
+	header := additionalData(out[:hlen], ad)
 	for i := 0; i < chunks; i++ {
 		lo, hi := i*s.chunkSize, min((i+1)*s.chunkSize, len(plain))
 		out = aead.Seal(out, chunkNonce(uint64(i), i == chunks-1), plain[lo:hi], header)
@@ -378,11 +408,12 @@ func (s *Sealer) Seal(plain []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Open authenticates and decrypts a sealed object. Errors: ErrNotSealed
-// (no header), a *KeyIDError (errors.Is ErrUnknownKey) when the key id is
-// not configured, ErrTampered (with the chunk and offset) when any byte
-// fails authentication.
-func (s *Sealer) Open(sealed []byte) ([]byte, error) {
+// Open authenticates and decrypts a sealed object sealed with the same
+// ad. Errors: ErrNotSealed (no header), ErrOldFormat (version 1), a
+// *KeyIDError (errors.Is ErrUnknownKey) when the key id is not
+// configured, ErrTampered (with the chunk and offset) when any byte fails
+// authentication or ad differs from the one it was sealed with.
+func (s *Sealer) Open(sealed, ad []byte) ([]byte, error) {
 	h, err := ParseHeader(sealed)
 	if err != nil {
 		return nil, err
@@ -404,7 +435,7 @@ func (s *Sealer) Open(sealed []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	header, body := sealed[:h.Len], sealed[h.Len:]
+	header, body := additionalData(sealed[:h.Len], ad), sealed[h.Len:]
 	full := h.ChunkSize + tagSize
 	chunks := (len(body) + full - 1) / full
 	if chunks == 0 || len(body)%full != 0 && len(body)%full < tagSize {
@@ -415,7 +446,7 @@ func (s *Sealer) Open(sealed []byte) ([]byte, error) {
 		lo, hi := i*full, min((i+1)*full, len(body))
 		out, err = aead.Open(out, chunkNonce(uint64(i), i == chunks-1), body[lo:hi], header)
 		if err != nil {
-			return nil, fmt.Errorf("%w: chunk %d of %d at offset %d (key id %s)", ErrTampered, i, chunks, h.Len+lo, h.KeyID)
+			return nil, fmt.Errorf("%w: chunk %d of %d at offset %d (key id %s; or the object was moved from another name)", ErrTampered, i, chunks, h.Len+lo, h.KeyID)
 		}
 	}
 	return out, nil

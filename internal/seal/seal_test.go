@@ -16,12 +16,15 @@ import (
 // The archive package's interface, checked here so a change on either
 // side fails to compile.
 type archiveSealer interface {
-	Seal(plain []byte) ([]byte, error)
-	Open(sealed []byte) ([]byte, error)
+	Seal(plain, ad []byte) ([]byte, error)
+	Open(sealed, ad []byte) ([]byte, error)
 	KeyID() string
 }
 
 var _ archiveSealer = (*Sealer)(nil)
+
+// testAD stands for an object's identity, as the archive gives it.
+var testAD = []byte("lineage main, segment 1-10")
 
 func mustNew(t *testing.T, opts Options, keys ...Key) *Sealer {
 	t.Helper()
@@ -42,14 +45,14 @@ func TestRoundTripSizes(t *testing.T) {
 	s := mustNew(t, Options{ChunkSize: minChunkSize}, GenerateKey())
 	for _, n := range []int{0, 1, 15, 16, minChunkSize - 1, minChunkSize, minChunkSize + 1, 3 * minChunkSize, 3*minChunkSize + 7} {
 		plain := randBytes(n)
-		sealed, err := s.Seal(plain)
+		sealed, err := s.Seal(plain, testAD)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if n >= 16 && bytes.Contains(sealed, plain[:16]) {
 			t.Fatalf("n=%d: plaintext visible in sealed object", n)
 		}
-		got, err := s.Open(sealed)
+		got, err := s.Open(sealed, testAD)
 		if err != nil {
 			t.Fatalf("n=%d: %v", n, err)
 		}
@@ -62,14 +65,14 @@ func TestRoundTripSizes(t *testing.T) {
 func TestLargeObject(t *testing.T) {
 	s := mustNew(t, Options{}, GenerateKey())
 	plain := randBytes(64<<20 + 123) // a full segment plus a bit
-	sealed, err := s.Seal(plain)
+	sealed, err := s.Seal(plain, testAD)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := len(plain) + 65*tagSize + 6 + len(s.KeyID()) + 4 + nonceSize; len(sealed) != want {
 		t.Fatalf("sealed size %d, want %d", len(sealed), want)
 	}
-	got, err := s.Open(sealed)
+	got, err := s.Open(sealed, testAD)
 	if err != nil || !bytes.Equal(got, plain) {
 		t.Fatalf("open: %v equal=%v", err, bytes.Equal(got, plain))
 	}
@@ -77,8 +80,8 @@ func TestLargeObject(t *testing.T) {
 
 func TestSameInputDifferentOutput(t *testing.T) {
 	s := mustNew(t, Options{}, GenerateKey())
-	a, _ := s.Seal([]byte("same"))
-	b, _ := s.Seal([]byte("same"))
+	a, _ := s.Seal([]byte("same"), testAD)
+	b, _ := s.Seal([]byte("same"), testAD)
 	if bytes.Equal(a, b) {
 		t.Fatal("two seals of the same plaintext are identical (nonce reuse)")
 	}
@@ -87,7 +90,7 @@ func TestSameInputDifferentOutput(t *testing.T) {
 func TestTampered(t *testing.T) {
 	s := mustNew(t, Options{ChunkSize: minChunkSize}, GenerateKey())
 	plain := randBytes(3*minChunkSize + 100)
-	sealed, _ := s.Seal(plain)
+	sealed, _ := s.Seal(plain, testAD)
 	h, err := ParseHeader(sealed)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +118,7 @@ func TestTampered(t *testing.T) {
 	}()
 	cases["header only"] = sealed[:h.Len]
 	for name, b := range cases {
-		_, err := s.Open(b)
+		_, err := s.Open(b, testAD)
 		if !errors.Is(err, ErrTampered) {
 			t.Errorf("%s: err = %v, want ErrTampered", name, err)
 		}
@@ -124,9 +127,9 @@ func TestTampered(t *testing.T) {
 
 func TestWrongKey(t *testing.T) {
 	k1, k2 := GenerateKey(), GenerateKey()
-	sealed, _ := mustNew(t, Options{}, k1).Seal([]byte("payload"))
+	sealed, _ := mustNew(t, Options{}, k1).Seal([]byte("payload"), testAD)
 
-	_, err := mustNew(t, Options{}, k2).Open(sealed)
+	_, err := mustNew(t, Options{}, k2).Open(sealed, testAD)
 	var kerr *KeyIDError
 	if !errors.Is(err, ErrUnknownKey) || !errors.As(err, &kerr) || kerr.Want != k1.ID {
 		t.Fatalf("other key: err = %v", err)
@@ -137,20 +140,20 @@ func TestWrongKey(t *testing.T) {
 
 	// Same id, different bytes: authentication fails.
 	imposter, _ := NewKey(k1.ID, randBytes(KeySize))
-	if _, err := mustNew(t, Options{}, imposter).Open(sealed); !errors.Is(err, ErrTampered) {
+	if _, err := mustNew(t, Options{}, imposter).Open(sealed, testAD); !errors.Is(err, ErrTampered) {
 		t.Fatalf("same id, other bytes: err = %v", err)
 	}
 
 	// Rotation: new key first, old key kept for reading.
 	rot := mustNew(t, Options{}, k2, k1)
-	if got, err := rot.Open(sealed); err != nil || string(got) != "payload" {
+	if got, err := rot.Open(sealed, testAD); err != nil || string(got) != "payload" {
 		t.Fatalf("rotated sealer: %q %v", got, err)
 	}
 	if rot.KeyID() != k2.ID {
 		t.Fatalf("KeyID = %s, want the first key %s", rot.KeyID(), k2.ID)
 	}
 
-	if _, err := mustNew(t, Options{}, k1).Open([]byte("plain text object")); !errors.Is(err, ErrNotSealed) {
+	if _, err := mustNew(t, Options{}, k1).Open([]byte("plain text object"), testAD); !errors.Is(err, ErrNotSealed) {
 		t.Fatalf("plain object: err = %v", err)
 	}
 	if _, err := New(Options{}); !errors.Is(err, ErrNoKey) {
@@ -232,8 +235,8 @@ func TestFromConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, _ := a.Seal([]byte("x"))
-	if got, err := b.Open(sealed); err != nil || string(got) != "x" || a.KeyID() != b.KeyID() {
+	sealed, _ := a.Seal([]byte("x"), testAD)
+	if got, err := b.Open(sealed, testAD); err != nil || string(got) != "x" || a.KeyID() != b.KeyID() {
 		t.Fatalf("file and env keys differ: %v %q", err, got)
 	}
 	if s, err := FromConfig("", ""); s != nil || err != nil {
@@ -246,16 +249,45 @@ func TestFromConfig(t *testing.T) {
 
 func FuzzOpen(f *testing.F) {
 	s, _ := New(Options{ChunkSize: minChunkSize}, GenerateKey())
-	good, _ := s.Seal([]byte("hello"))
+	good, _ := s.Seal([]byte("hello"), testAD)
 	f.Add(good)
 	f.Add([]byte("WSEL"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if _, err := ParseHeader(b); err == nil {
-			s.Open(b) // must not panic
+			s.Open(b, testAD) // must not panic
 		}
-		if out, err := s.Open(b); err == nil && !bytes.Equal(b, good) {
+		if out, err := s.Open(b, testAD); err == nil && !bytes.Equal(b, good) {
 			t.Fatalf("forged object opened: %q", out)
 		}
 	})
+}
+
+// TestBoundToItsIdentity: an object opened under another identity (an
+// authentic object moved to another name) fails authentication; version 1
+// objects, and a version 2 object whose version byte was set to 1, are
+// refused with ErrOldFormat, never opened without the binding.
+func TestBoundToItsIdentity(t *testing.T) {
+	s := mustNew(t, Options{}, GenerateKey())
+	sealed, err := s.Seal([]byte("payload"), []byte("main/wal/1-10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, other := range [][]byte{[]byte("main/wal/11-20"), []byte("copy/wal/1-10"), nil} {
+		if _, err := s.Open(sealed, other); !errors.Is(err, ErrTampered) {
+			t.Errorf("opened as %q: err = %v, want ErrTampered", other, err)
+		}
+	}
+	// A shifted boundary between header and identity is not the same AD.
+	if got, err := s.Open(sealed, []byte("main/wal/1-10")); err != nil || string(got) != "payload" {
+		t.Fatalf("own identity: %q %v", got, err)
+	}
+	downgraded := bytes.Clone(sealed)
+	downgraded[4] = 1
+	if _, err := s.Open(downgraded, []byte("main/wal/1-10")); !errors.Is(err, ErrOldFormat) {
+		t.Fatalf("version byte set to 1: err = %v, want ErrOldFormat", err)
+	}
+	if _, err := ParseHeader(downgraded); !errors.Is(err, ErrOldFormat) {
+		t.Fatalf("ParseHeader of version 1: err = %v, want ErrOldFormat", err)
+	}
 }

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/archive"
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/internal/seal"
+	"github.com/walship/walship/replica"
+)
+
+// newSealedFixture archives txns in segments of per, sealed with a new
+// key, and returns the fixture and the path of a file holding the key.
+func newSealedFixture(t *testing.T, txns []change.Committed, per int) (*fixture, string) {
+	t.Helper()
+	k, keyFile := newKeyFile(t)
+	f := &fixture{dir: t.TempDir(), txns: txns}
+	f.url = "file://" + f.dir
+	var err error
+	if f.a, err = archive.Open(context.Background(), f.url, archive.Options{Seal: mustSealer(t, k)}); err != nil {
+		t.Fatal(err)
+	}
+	f.add(t, 0, len(txns), per)
+	return f, keyFile
+}
+
+func mustSealer(t *testing.T, k seal.Key) *seal.Sealer {
+	t.Helper()
+	s, err := seal.New(seal.Options{}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newKeyFile makes a random key and writes it, in hex, to a new file.
+func newKeyFile(t *testing.T) (seal.Key, string) {
+	t.Helper()
+	raw := make([]byte, seal.KeySize)
+	rand.Read(raw)
+	k, err := seal.ParseKey([]byte(hex.EncodeToString(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(p, []byte(hex.EncodeToString(raw)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return k, p
+}
+
+// forgeTxns returns txns with every public.kv value replaced: what a
+// bucket writer would rather have restored.
+func forgeTxns(txns []change.Committed) []change.Committed {
+	out := make([]change.Committed, len(txns))
+	for i, tx := range txns {
+		tx.Changes = append([]change.Change(nil), tx.Changes...)
+		for j, c := range tx.Changes {
+			if c.Table.Name == "kv" {
+				c.After = change.Row{c.After[0], {Name: "v", Value: change.TextValue("forged")}}
+				tx.Changes[j] = c
+			}
+		}
+		out[i] = tx
+	}
+	return out
+}
+
+// storeAt archives txns as one segment of lineage "main" in the archive at
+// dir, opened with opts, and returns its manifest.
+func storeAt(t *testing.T, dir string, opts archive.Options, txns []change.Committed) archive.SegmentManifest {
+	t.Helper()
+	ctx := context.Background()
+	a, err := archive.Open(ctx, "file://"+dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	enc, err := a.EncodeSegment("main", 0, txns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := a.StoreSegment(ctx, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// copyObject writes the object and manifest of srcKey in srcDir under
+// dstKey's names in dstDir, replacing what is there.
+func copyObject(t *testing.T, srcDir, srcKey, dstDir, dstKey string) {
+	t.Helper()
+	for _, p := range [][2]string{{srcKey, dstKey}, {archive.ManifestKey(srcKey), archive.ManifestKey(dstKey)}} {
+		b, err := os.ReadFile(filepath.Join(srcDir, p[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(filepath.Join(dstDir, p[1])), 0o755)
+		if err := os.WriteFile(filepath.Join(dstDir, p[1]), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestEncryptedArchiveRefusesForgedObjects is a bucket writer's attack on
+// an encrypted archive: one segment's object and manifest replaced by ones
+// written without a key, or sealed with another key, or an authentic pair
+// copied over another segment's names or into another lineage. With the key,
+// verify exits 1 naming the manifest and saying why, and restore refuses
+// (exit 1) before it creates the destination; without the key, both exit 2
+// saying that the archive is encrypted.
+func TestEncryptedArchiveRefusesForgedObjects(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 30)
+	other := seal.GenerateKey()
+	for _, c := range []struct {
+		name    string
+		attack  func(t *testing.T, f *fixture) (refused string) // returns the key refused
+		lineage string
+		want    string
+	}{
+		{"written without a key", func(t *testing.T, f *fixture) string {
+			dir := t.TempDir()
+			m := storeAt(t, dir, archive.Options{}, forgeTxns(txns[10:15]))
+			copyObject(t, dir, m.Key, f.dir, f.segs[2].Key)
+			return archive.ManifestKey(f.segs[2].Key)
+		}, "", "not sealed, but an encryption key is configured"},
+		{"sealed with another key", func(t *testing.T, f *fixture) string {
+			dir := t.TempDir()
+			m := storeAt(t, dir, archive.Options{Seal: mustSealer(t, other)}, forgeTxns(txns[10:15]))
+			copyObject(t, dir, m.Key, f.dir, f.segs[2].Key)
+			return archive.ManifestKey(f.segs[2].Key)
+		}, "", "sealed with key id " + other.ID + ", not among the configured keys"},
+		{"authentic, copied over another segment", func(t *testing.T, f *fixture) string {
+			copyObject(t, f.dir, f.segs[3].Key, f.dir, f.segs[2].Key)
+			return archive.ManifestKey(f.segs[2].Key)
+		}, "", "failed authentication"},
+		{"authentic, copied into another lineage", func(t *testing.T, f *fixture) string {
+			for _, m := range f.segs {
+				copyObject(t, f.dir, m.Key, f.dir, archive.SegmentKey("copy", m.FirstLSN, m.LastLSN))
+			}
+			return archive.ManifestKey(archive.SegmentKey("copy", f.segs[0].FirstLSN, f.segs[0].LastLSN))
+		}, "copy", "failed authentication"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, keyFile := newSealedFixture(t, txns, 5)
+			refused := c.attack(t, f)
+
+			r := walreplay(t, ctx, "verify", "--archive", f.url, "--encryption-key-file", keyFile)
+			if r.code != 1 || !strings.Contains(r.stdout, "CORRUPT: "+refused+": ") || !strings.Contains(r.stdout, c.want) || strings.Contains(r.stdout, "intact") {
+				t.Fatalf("verify: exit %d (%v), want 1 naming %s and saying %q:\n%s", r.code, r.err, refused, c.want, r.stdout)
+			}
+			dst := filepath.Join(t.TempDir(), "r.db")
+			args := []string{"restore", "--archive", f.url, "--encryption-key-file", keyFile, "--to", "sqlite://" + dst}
+			if c.lineage != "" {
+				args = append(args, "--lineage", c.lineage)
+			}
+			r = walreplay(t, ctx, args...)
+			if r.code != 1 || r.err == nil || !strings.Contains(r.err.Error(), refused) {
+				t.Fatalf("restore: exit %d (%v), want 1 naming %s", r.code, r.err, refused)
+			}
+			if _, err := os.Stat(dst); !os.IsNotExist(err) {
+				t.Fatalf("a refused restore created or changed the destination (%v)", err)
+			}
+
+			for _, cmd := range [][]string{{"verify"}, {"list"}, {"restore", "--to", "sqlite://" + dst}} {
+				r = walreplay(t, ctx, append(cmd, "--archive", f.url)...)
+				if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "the archive is encrypted") || !strings.Contains(r.err.Error(), "--encryption-key-file") {
+					t.Fatalf("%s without the key: exit %d (%v), want 2: the archive is encrypted", cmd[0], r.code, r.err)
+				}
+			}
+		})
+	}
+}
+
+// TestFollowRefusesForgedObjects: a standby following an encrypted archive
+// stops (exit 1) at a newer segment written without the key, naming it, and
+// applies nothing of it.
+func TestFollowRefusesForgedObjects(t *testing.T) {
+	txns := genLog(t, 30)
+	f, keyFile := newSealedFixture(t, txns[:20], 5)
+	dst := "sqlite://" + filepath.Join(t.TempDir(), "standby.db")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan result, 1)
+	go func() {
+		done <- walreplay(t, ctx, "restore", "--archive", f.url, "--encryption-key-file", keyFile, "--to", dst, "--follow", "--poll-interval", "20ms")
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if st, err := replica.ReadState(ctx, dst); err == nil && st.LSN == txns[19].CommitLSN {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("standby did not reach LSN %d", txns[19].CommitLSN)
+		}
+	}
+	forged := storeAt(t, f.dir, archive.Options{}, forgeTxns(txns[20:25]))
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("follow did not stop at the forged segment")
+	}
+	if r.code != 1 || r.err == nil || !strings.Contains(r.err.Error(), archive.ManifestKey(forged.Key)) || !strings.Contains(r.err.Error(), "not sealed") {
+		t.Fatalf("follow: exit %d (%v), want 1 naming %s", r.code, r.err, archive.ManifestKey(forged.Key))
+	}
+	if st, err := replica.ReadState(context.Background(), dst); err != nil || st.LSN != txns[19].CommitLSN {
+		t.Fatalf("standby at LSN %d (%v), want %d: the forged segment was applied", st.LSN, err, txns[19].CommitLSN)
+	}
+	sameReplica(t, dst, expected(t, txns[:20]))
+}
