@@ -198,7 +198,7 @@ func TestS3ServerDownIsNotNotFound(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	b := must(OpenBackend(context.Background(), "s3://b/p", BackendOptions{
-		Endpoint: "http://" + addr, PathStyle: true, AccessKey: "a", SecretKey: "b", RetryTimeout: 300 * time.Millisecond}))
+		Endpoint: "http://" + addr, PathStyle: true, AccessKey: "a", SecretKey: "b", RetryTimeout: 3 * time.Second}))
 	_, err = b.Get(context.Background(), "k")
 	if err == nil || errors.Is(err, ErrNotFound) || !IsTransient(err) {
 		t.Fatalf("Get from a dead server = %v, want a transient error, not ErrNotFound", err)
@@ -206,9 +206,12 @@ func TestS3ServerDownIsNotNotFound(t *testing.T) {
 	if r := b.(interface{ Retries() uint64 }).Retries(); r == 0 {
 		t.Fatal("no retries against a dead server")
 	}
+	// The context, not the (default, long) retry timeout, bounds the call.
+	// Opened before the deadline starts, so a slow open under load cannot
+	// use it up.
+	b = must(OpenBackend(context.Background(), "s3://b/p", BackendOptions{Endpoint: "http://" + addr, PathStyle: true, AccessKey: "a", SecretKey: "b"}))
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	b = must(OpenBackend(ctx, "s3://b/p", BackendOptions{Endpoint: "http://" + addr, PathStyle: true, AccessKey: "a", SecretKey: "b"}))
 	if _, err := b.Get(ctx, "k"); !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get bounded by ctx = %v, want DeadlineExceeded", err)
 	}
