@@ -93,10 +93,10 @@ func longNameLater() []change.Committed {
 
 func longNameWant() Tables {
 	return Tables{
-		longA: {`{"` + colX + `":"ax","` + colY + `":"ay'","id":"1","v":"a1'"}`, `{"` + colX + `":"ax2","` + colY + `":"ay2","id":"2","v":"a2"}`},
-		longB: {`{"` + colX + `":"bx","` + colY + `":"by","id":"1","v":"b1"}`},
-		utfA:  {`{"id":"1","v":"u1"}`},
-		utfB:  {`{"id":"1","v":"u2"}`},
+		longA:                 {`{"` + colX + `":"ax","` + colY + `":"ay'","id":"1","v":"a1'"}`, `{"` + colX + `":"ax2","` + colY + `":"ay2","id":"2","v":"a2"}`},
+		longB:                 {`{"` + colX + `":"bx","` + colY + `":"by","id":"1","v":"b1"}`},
+		utfA:                  {`{"id":"1","v":"u1"}`},
+		utfB:                  {`{"id":"1","v":"u2"}`},
 		longSch + "." + longA: {`{"id":"1","` + utfA + `":"s1'","` + utfB + `":"s2"}`},
 	}
 }
