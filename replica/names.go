@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/walship/walship/change"
@@ -164,57 +165,68 @@ func (e *NameConflictError) Error() string {
 		e.Kind, other, name, in, e.Kind, e.Target)
 }
 
+// nameSet holds the replica names of the source names seen so far, to find
+// two that share one before anything is written.
+type nameSet struct {
+	d       *dialect
+	schemas map[string]string            // replica schema -> source schema
+	tables  map[target]change.Table      // replica table -> source table
+	cols    map[target]map[string]string // replica table -> replica column -> source column
+}
+
+func newNameSet(d *dialect) *nameSet {
+	return &nameSet{d: d, schemas: map[string]string{}, tables: map[target]change.Table{}, cols: map[target]map[string]string{}}
+}
+
 // planNames checks, before anything of txns is applied, that no two source
 // names of txns share a replica name. Names already in the replica are
-// checked as each table is first used (batch.table, batch.create and
-// batch.evolve).
+// checked as each table is first used (batch.claimTable, claimColumn).
 func (d *dialect) planNames(txns []change.Committed) error {
-	irregular := func(s string) bool { return d.maxIdent > 0 && len(s) > d.maxIdent }
-	tableIrregular := func(t change.Table) bool {
-		if d.schemas {
-			return irregular(t.Schema) || irregular(t.Name)
-		}
-		return d.ownSource(d.target(t)) != t
-	}
 	// Only a name that is not its own replica name can collide: look for
 	// one first, so the common case costs a length check per name.
-	found := false
-scan:
+	if !d.anyMapped(txns) {
+		return nil
+	}
+	return newNameSet(d).add(txns)
+}
+
+// anyMapped reports whether a source name of txns is not its own replica
+// name.
+func (d *dialect) anyMapped(txns []change.Committed) bool {
+	long := func(s string) bool { return d.maxIdent > 0 && len(s) > d.maxIdent }
 	for i := range txns {
 		for j := range txns[i].Changes {
 			c := &txns[i].Changes[j]
 			if c.Table.IsZero() {
 				continue
 			}
-			if tableIrregular(c.Table) {
-				found = true
-				break scan
+			if d.schemas && (long(c.Table.Schema) || long(c.Table.Name)) || !d.schemas && d.ownSource(d.target(c.Table)) != c.Table {
+				return true
 			}
 			if d.maxIdent == 0 {
 				continue
 			}
 			for _, r := range []change.Row{c.After, c.Before, c.Key} {
 				for _, col := range r {
-					if irregular(col.Name) {
-						found = true
-						break scan
+					if long(col.Name) {
+						return true
 					}
 				}
 			}
 			for _, t := range c.Types {
-				if irregular(t.Name) {
-					found = true
-					break scan
+				if long(t.Name) {
+					return true
 				}
 			}
 		}
 	}
-	if !found {
-		return nil
-	}
-	schemas := map[string]string{}
-	tables := map[target]change.Table{}
-	cols := map[target]map[string]string{}
+	return false
+}
+
+// add adds the names of txns, failing at the first that shares a replica
+// name with another.
+func (s *nameSet) add(txns []change.Committed) error {
+	d := s.d
 	for i := range txns {
 		for j := range txns[i].Changes {
 			c := &txns[i].Changes[j]
@@ -222,27 +234,27 @@ scan:
 				continue
 			}
 			dst := d.target(c.Table)
-			if d.schemas {
-				if prev, ok := schemas[dst.schema]; ok && prev != c.Table.Schema {
-					return &NameConflictError{Kind: kindSchema, Name: c.Table.Schema, Other: prev, Target: quoteIdent(dst.schema)}
-				}
-				schemas[dst.schema] = c.Table.Schema
-			}
-			if prev, ok := tables[dst]; ok && prev != c.Table {
-				return &NameConflictError{Kind: kindTable, Name: c.Table.String(), Other: prev.String(), Target: dst.sql()}
-			}
-			tables[dst] = c.Table
-			m := cols[dst]
+			m := s.cols[dst]
 			if m == nil {
+				if d.schemas {
+					if prev, ok := s.schemas[dst.schema]; ok && prev != c.Table.Schema {
+						return &NameConflictError{Kind: kindSchema, Name: c.Table.Schema, Other: prev, Target: quoteIdent(dst.schema)}
+					}
+					s.schemas[dst.schema] = c.Table.Schema
+				}
 				m = map[string]string{}
-				cols[dst] = m
+				s.cols[dst] = m
+				s.tables[dst] = c.Table
+			} else if prev := s.tables[dst]; prev != c.Table {
+				return &NameConflictError{Kind: kindTable, Name: c.Table.String(), Other: prev.String(), Target: dst.sql()}
 			}
 			check := func(name string) error {
 				t := d.column(name)
-				if prev, ok := m[t]; ok && prev != name {
+				if prev, ok := m[t]; !ok {
+					m[t] = name
+				} else if prev != name {
 					return &NameConflictError{Kind: kindColumn, Table: c.Table, Name: name, Other: prev, Target: quoteIdent(t)}
 				}
-				m[t] = name
 				return nil
 			}
 			for _, r := range []change.Row{c.After, c.Before, c.Key} {
@@ -258,6 +270,40 @@ scan:
 				}
 			}
 		}
+	}
+	return nil
+}
+
+// NameCheck finds two source names that would share one replica name in
+// a replica of a given kind, across everything added to it: a restore
+// adds its whole plan while it verifies it, so such a pair is refused
+// before the destination is opened. It is safe for concurrent use.
+type NameCheck struct {
+	mu sync.Mutex
+	s  *nameSet
+}
+
+// NewNameCheck returns an empty NameCheck for replicas like the one at
+// rawURL (sqlite:// or postgres://).
+func NewNameCheck(rawURL string) (*NameCheck, error) {
+	kind, _, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	d := &sqliteDialect
+	if kind == "postgres" {
+		d = &pgDialect
+	}
+	return &NameCheck{s: newNameSet(d)}, nil
+}
+
+// Add adds the source names of txns; a *NameConflictError names the two
+// source names that share a replica name.
+func (c *NameCheck) Add(txns []change.Committed) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.s.add(txns); err != nil {
+		return fmt.Errorf("replica: %w", err)
 	}
 	return nil
 }
