@@ -12,7 +12,7 @@ import (
 	"github.com/walship/walship/change"
 )
 
-// Replica names (docs/REPLICA.md §Names). Every replica, whichever path
+// Replica names (docs/REPLICA.md, Names). Every replica, whichever path
 // writes it (restore, consume, base snapshots), names a source schema,
 // table or column by the one function mapIdent:
 //

@@ -54,6 +54,10 @@ func TestMapIdent(t *testing.T) {
 			t.Errorf("MapIdent(%q, 0) changed the name", n)
 		}
 	}
+	// The example of docs/REPLICA.md.
+	if got := MapIdent("orders_by_customer_and_region_and_quarter_and_product_category_2024", 63); got != "orders_by_customer_and_region_and_quarter_and_product__0a4244ad" {
+		t.Errorf("the documented example maps to %q", got)
+	}
 	if MapIdent(longA, 63) == MapIdent(longB, 63) || MapIdent(utfA, 63) == MapIdent(utfB, 63) {
 		t.Error("names sharing a prefix map alike")
 	}
