@@ -142,10 +142,10 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 func pgSourceNames(ctx context.Context, tx pgx.Tx) (map[[2]string]string, error) {
 	out := map[[2]string]string{}
 	var exists bool
-	if err := tx.QueryRow(ctx, `SELECT to_regclass('public.walship_names') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('walship_names') IS NOT NULL`).Scan(&exists); err != nil || !exists {
 		return out, err
 	}
-	rows, err := tx.Query(ctx, `SELECT kind, tbl, target, source FROM public.walship_names WHERE kind IN ('table', 'column')`)
+	rows, err := tx.Query(ctx, `SELECT kind, tbl, target, source FROM walship_names WHERE kind IN ('table', 'column')`)
 	if err != nil {
 		return nil, err
 	}
