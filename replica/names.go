@@ -132,6 +132,13 @@ func (d *dialect) ownSource(t target) change.Table {
 	return sqliteTable(t.name)
 }
 
+// flattenedAmbiguous reports whether the flattened SQLite name of t reads
+// back as another table (sqliteTable): a dot in the name of a table of
+// schema public, or in a schema name.
+func flattenedAmbiguous(t change.Table) bool {
+	return strings.Contains(t.Schema, ".") || t.Schema == change.DefaultSchema && strings.Contains(t.Name, ".")
+}
+
 // sqliteTable reads a SQLite replica table name as its own source table:
 // a bare name is schema public, "<schema>.<table>" splits at the first dot.
 func sqliteTable(name string) change.Table {
@@ -200,7 +207,7 @@ func (d *dialect) anyMapped(txns []change.Committed) bool {
 			if c.Table.IsZero() {
 				continue
 			}
-			if d.schemas && (long(c.Table.Schema) || long(c.Table.Name)) || !d.schemas && d.ownSource(d.target(c.Table)) != c.Table {
+			if d.schemas && (long(c.Table.Schema) || long(c.Table.Name)) || !d.schemas && flattenedAmbiguous(c.Table) {
 				return true
 			}
 			if d.maxIdent == 0 {

@@ -234,3 +234,12 @@ func TestNearCollidingNamesAreRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestFlattenedAmbiguous(t *testing.T) {
+	for _, tb := range []change.Table{{Schema: "public", Name: "a.b"}, {Schema: "a.b", Name: "c"}, {Schema: "a", Name: "b.c"}, {Schema: "public", Name: "t"}, {Schema: "s", Name: "t"}} {
+		want := sqliteTable(sqliteTableName(tb)) != tb
+		if got := flattenedAmbiguous(tb); got != want {
+			t.Errorf("flattenedAmbiguous(%s) = %v, want %v", tb, got, want)
+		}
+	}
+}
