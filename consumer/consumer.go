@@ -281,11 +281,16 @@ func (c *Consumer) Run(ctx context.Context) error {
 	jobs := make(chan job, 2)
 	applyErr := make(chan error, 1)
 	applierDone := make(chan struct{})
+	// A failed apply ends the poll at once: with nothing more to fetch it
+	// would wait for ctx.
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	defer stopPoll()
 	go func() {
 		defer close(applierDone)
 		for j := range jobs {
 			if err := c.apply(ctx, j.txns); err != nil {
 				applyErr <- err
+				stopPoll()
 				for range jobs { // let the reader stop
 				}
 				return
@@ -306,7 +311,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	asm := kafkawire.NewAssembler(c.position())
 	for {
-		fs := cl.PollRecords(ctx, maxPollRecords)
+		fs := cl.PollRecords(pollCtx, maxPollRecords)
 		select {
 		case err := <-applyErr:
 			return err

@@ -53,6 +53,13 @@ func Restore(ctx context.Context, src Source, plan *Plan, url string, opts Resto
 	}
 	ropts := opts.Replica
 	ropts.Lineage = plan.Lineage
+	if opts.CheckNames == nil && !opts.StreamVerify {
+		nc, err := replica.NewNameCheck(url)
+		if err != nil {
+			return nil, err
+		}
+		opts.CheckNames = nc.Add
+	}
 	switch kind {
 	case "sqlite":
 		return restoreSQLite(ctx, src, plan, path, opts, ropts)

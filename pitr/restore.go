@@ -59,6 +59,14 @@ type Options struct {
 	Progress func(Progress)
 	// Logger receives retries and phase changes; default discard.
 	Logger *slog.Logger
+	// CheckNames, if set, is given the tables of the base snapshot and the
+	// planned transactions of every segment object during the verify pass
+	// (not with StreamVerify), concurrently; an error stops the restore
+	// before the destination is opened. Restore sets it to a
+	// replica.NameCheck for its destination, so that two source names
+	// that would share one replica name are refused before anything is
+	// written.
+	CheckNames func(txns []change.Committed) error
 }
 
 func (o Options) withDefaults() Options {
@@ -143,6 +151,16 @@ func Verify(ctx context.Context, src Source, plan *Plan, opts Options) (*Verifie
 			v.Close()
 			return nil, &ObjectError{Key: s.Key, Op: "get snapshot", Err: err}
 		}
+		if opts.CheckNames != nil {
+			names, err := snapshotNames(ctx, v.snap)
+			if err == nil {
+				err = opts.CheckNames(names)
+			}
+			if err != nil {
+				v.Close()
+				return nil, fmt.Errorf("pitr: snapshot %s: %w", s.Key, err)
+			}
+		}
 	}
 	if opts.StreamVerify {
 		return v, nil
@@ -158,8 +176,14 @@ func Verify(ctx context.Context, src Source, plan *Plan, opts Options) (*Verifie
 		if err != nil {
 			return struct{}{}, err
 		}
-		if _, err := decode(src, s, obj); err != nil {
+		txns, err := decode(src, s, obj)
+		if err != nil {
 			return struct{}{}, err
+		}
+		if opts.CheckNames != nil {
+			if err := opts.CheckNames(plan.planned(txns)); err != nil {
+				return struct{}{}, fmt.Errorf("pitr: segment %s: %w", s.Key, err)
+			}
 		}
 		if memUsed.Add(int64(len(obj))) <= opts.VerifyMemory {
 			v.mu.Lock()
@@ -195,6 +219,20 @@ func Verify(ctx context.Context, src Source, plan *Plan, opts Options) (*Verifie
 		}
 	}
 	return v, nil
+}
+
+// planned returns the transactions of one segment object that the plan
+// applies: from FromLSN, up to the target.
+func (p *Plan) planned(txns []change.Committed) []change.Committed {
+	for len(txns) > 0 && txns[0].CommitLSN < p.FromLSN {
+		txns = txns[1:]
+	}
+	for i := range txns {
+		if p.rule.beyond(&txns[i]) {
+			return txns[:i]
+		}
+	}
+	return txns
 }
 
 // SnapshotFile is the downloaded base snapshot ("" if the plan has none).

@@ -64,36 +64,109 @@ func snapshotTxn(ctx context.Context, file string) (change.Committed, error) {
 	if err := rows.Err(); err != nil {
 		return fail(err)
 	}
-	var tables []string
-	rows, err = db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'walship\_%' ESCAPE '\' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
+	tables, err := snapshotTables(ctx, db)
 	if err != nil {
 		return fail(err)
 	}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return fail(err)
-		}
-		tables = append(tables, n)
-	}
-	rows.Close()
-
 	txn := change.Committed{FirstLSN: st.LSN, CommitLSN: st.LSN, CommitTime: st.CommitTime}
 	txn.Changes = append(txn.Changes, change.Change{Op: change.Message,
 		Message: &change.LogicalMessage{Prefix: snapshotLoadPrefix, Content: []byte(strconv.FormatUint(st.LSN, 10))}})
-	for _, name := range tables {
-		cs, err := tableChanges(ctx, db, name, types[name])
+	for _, t := range tables {
+		cs, err := tableChanges(ctx, db, t.name, t.src, types[t.name], true)
 		if err != nil {
-			return fail(fmt.Errorf("table %s: %w", name, err))
+			return fail(fmt.Errorf("table %s: %w", t.name, err))
 		}
 		txn.Changes = append(txn.Changes, cs...)
 	}
 	return txn, nil
 }
 
-// sqliteTable maps a SQLite replica's table name back to the source table:
-// bare names are schema public, others "<schema>.<table>".
+// snapshotNames returns one change per table of a SQLite snapshot file,
+// with its source name and its columns' names (Types) and no rows: what a
+// restore checks for names that would clash in its destination before it
+// opens it.
+func snapshotNames(ctx context.Context, file string) ([]change.Committed, error) {
+	db, err := sql.Open("sqlite", "file:"+file+"?mode=ro")
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	tables, err := snapshotTables(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("pitr: read snapshot %s: %w", file, err)
+	}
+	var txn change.Committed
+	for _, t := range tables {
+		cs, err := tableChanges(ctx, db, t.name, t.src, nil, false)
+		if err != nil {
+			return nil, fmt.Errorf("pitr: read snapshot %s: table %s: %w", file, t.name, err)
+		}
+		txn.Changes = append(txn.Changes, cs...)
+	}
+	return []change.Committed{txn}, nil
+}
+
+// snapTable is a table of a SQLite snapshot: its name there and its source
+// table.
+type snapTable struct {
+	name string
+	src  change.Table
+}
+
+// snapshotTables lists the tables of a SQLite snapshot (a replica) with
+// their source tables: a table that walship_names records has the source
+// name recorded there (docs/REPLICA.md, Names); any other bare name is
+// schema public, and "<schema>.<table>" splits at the first dot.
+func snapshotTables(ctx context.Context, db *sql.DB) ([]snapTable, error) {
+	recorded := map[string]string{}
+	var hasNames bool
+	if err := db.QueryRowContext(ctx, `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'walship_names'`).Scan(&hasNames); err != nil {
+		return nil, err
+	}
+	if hasNames { // snapshots taken before walship_names existed have none
+		rows, err := db.QueryContext(ctx, `SELECT target, source FROM walship_names WHERE kind = 'table'`)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var tgt, src string
+			if err := rows.Scan(&tgt, &src); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			recorded[tgt] = src
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	var tables []snapTable
+	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'walship\_%' ESCAPE '\' AND name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		t := snapTable{name: n, src: sqliteTable(n)}
+		if src, ok := recorded[n]; ok {
+			if t.src, err = change.ParseTable(src); err != nil {
+				return nil, fmt.Errorf("walship_names: table %s: %w", n, err)
+			}
+		}
+		tables = append(tables, t)
+	}
+	return tables, rows.Err()
+}
+
+// sqliteTable reads a SQLite replica's table name that walship_names does
+// not record as its source table: bare names are schema public, others
+// "<schema>.<table>".
 func sqliteTable(name string) change.Table {
 	if s, n, ok := strings.Cut(name, "."); ok {
 		return change.Table{Schema: s, Name: n}
@@ -101,7 +174,10 @@ func sqliteTable(name string) change.Table {
 	return change.Table{Schema: change.DefaultSchema, Name: name}
 }
 
-func tableChanges(ctx context.Context, db *sql.DB, name string, types map[string]string) ([]change.Change, error) {
+// tableChanges returns the rows of the snapshot table name as snapshot
+// reads of source table table; without withRows, one change with the
+// columns (Types) and no row.
+func tableChanges(ctx context.Context, db *sql.DB, name string, table change.Table, types map[string]string, withRows bool) ([]change.Change, error) {
 	type col struct {
 		name, decl, typ string
 		pk              int
@@ -136,6 +212,9 @@ func tableChanges(ctx context.Context, db *sql.DB, name string, types map[string
 		}
 	}
 	sort.Slice(pkIdx, func(a, b int) bool { return cols[pkIdx[a]].pk < cols[pkIdx[b]].pk })
+	if !withRows {
+		return []change.Change{{Table: table, Op: change.Read, Types: colTypes}}, nil
+	}
 	var b strings.Builder
 	b.WriteString("SELECT ")
 	for i, c := range cols {
@@ -150,7 +229,6 @@ func tableChanges(ctx context.Context, db *sql.DB, name string, types map[string
 		return nil, err
 	}
 	defer rows.Close()
-	table := sqliteTable(name)
 	var out []change.Change
 	vals := make([]any, len(cols))
 	ptrs := make([]any, len(cols))

@@ -15,6 +15,14 @@
 //     types, key) and follow schema changes: added, dropped and retyped
 //     columns. Values keep their exact representation (see
 //     docs/REPLICA.md for the type mapping).
+//   - Source names map to replica names by one deterministic function
+//     (MapIdent): a name that fits the target's identifier limit
+//     (PostgreSQL: 63 bytes; SQLite: none) is its own name, a longer one
+//     is cut on a UTF-8 boundary and ends in "_" and 8 hex digits of its
+//     SHA-256. Two source names that would share a replica name are
+//     refused (*NameConflictError, naming both) before anything of the
+//     transaction that brings the second is written; names that are not
+//     their own are recorded in walship_names (docs/REPLICA.md, Names).
 //   - Inserts and snapshot reads are upserts, and updates converge when
 //     the row is missing, so a replica built from an overlapping snapshot
 //     converges.

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/walship/walship/change"
 )
 
 // dumpPostgres reads every user table of a Postgres database (a source or
@@ -60,14 +62,25 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	names, err := pgSourceNames(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
 	out := Tables{}
 	for _, t := range tables {
 		if isInternal(t.name) {
 			continue
 		}
-		key := t.name
-		if t.schema != "public" {
-			key = t.schema + "." + t.name
+		dst := target{schema: t.schema, name: t.name}
+		src := pgDialect.ownSource(dst)
+		if s, ok := names[[2]string{kindTable, dst.key()}]; ok {
+			if src, err = change.ParseTable(s); err != nil {
+				return nil, fmt.Errorf("walship_names: table %s: %w", dst.key(), err)
+			}
+		}
+		key := src.Name
+		if src.Schema != change.DefaultSchema {
+			key = src.Schema + "." + src.Name
 		}
 		var sel strings.Builder
 		sel.WriteString("SELECT ")
@@ -100,7 +113,11 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 					if err != nil {
 						return nil, fmt.Errorf("column %s: %w", c.name, err)
 					}
-					row[c.name] = v
+					name := c.name
+					if s, ok := names[[2]string{dst.key(), c.name}]; ok {
+						name = s
+					}
+					row[name] = v
 				}
 				b, err := json.Marshal(row)
 				if err != nil {
@@ -117,4 +134,32 @@ ORDER BY n.nspname, c.relname, a.attnum`)
 		out[key] = list
 	}
 	return out, nil
+}
+
+// pgSourceNames reads a replica's walship_names (none in a database that
+// is not a replica): by {"table", replica table} and by {replica table,
+// replica column}, the source name.
+func pgSourceNames(ctx context.Context, tx pgx.Tx) (map[[2]string]string, error) {
+	out := map[[2]string]string{}
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('walship_names') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return out, err
+	}
+	rows, err := tx.Query(ctx, `SELECT kind, tbl, target, source FROM walship_names WHERE kind IN ('table', 'column')`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind, tbl, tgt, src string
+		if err := rows.Scan(&kind, &tbl, &tgt, &src); err != nil {
+			return nil, err
+		}
+		if kind == kindTable {
+			out[[2]string{kindTable, tgt}] = src
+		} else {
+			out[[2]string{tbl, tgt}] = src
+		}
+	}
+	return out, rows.Err()
 }

@@ -18,6 +18,8 @@ type backend interface {
 	// readState reads the bookkeeping row.
 	readState(ctx context.Context) (State, error)
 	begin(ctx context.Context) (dbTxn, error)
+	// dialect is the SQL and the naming of the backend.
+	dialect() *dialect
 	close() error
 }
 
@@ -28,8 +30,16 @@ type dbTxn interface {
 	// loadState reads the bookkeeping row, locking it against other
 	// writers until the transaction ends.
 	loadState(ctx context.Context) (State, error)
-	// loadTable returns the replica's shape of table t, nil if absent.
-	loadTable(ctx context.Context, t change.Table) (*tableSchema, error)
+	// loadTable returns the replica's shape of source table src, whose
+	// replica table is dst, nil if absent; columns carry source names.
+	loadTable(ctx context.Context, src change.Table, dst target) (*tableSchema, error)
+	// lookupName returns the source name that walship_names records for
+	// (kind, tbl, target), and whether there is one.
+	lookupName(ctx context.Context, kind, tbl, target string) (string, bool, error)
+	recordName(ctx context.Context, kind, tbl, target, source string) error
+	forgetName(ctx context.Context, kind, tbl, target string) error
+	// schemaExists reports whether the replica has the schema name.
+	schemaExists(ctx context.Context, name string) (bool, error)
 	createTable(ctx context.Context, t *tableSchema) error
 	addColumn(ctx context.Context, t *tableSchema, c column) error
 	dropColumn(ctx context.Context, t *tableSchema, name string) error
@@ -54,6 +64,7 @@ type dbTxn interface {
 
 type applier struct {
 	b    backend
+	d    *dialect
 	opts Options
 	log  *slog.Logger
 
@@ -74,7 +85,7 @@ func newApplier(ctx context.Context, b backend, opts Options) (*applier, error) 
 	if err != nil {
 		return nil, err
 	}
-	a := &applier{b: b, opts: opts, log: opts.Logger}
+	a := &applier{b: b, d: b.dialect(), opts: opts, log: opts.Logger}
 	if opts.Lineage != "" && st.Lineage != opts.Lineage {
 		if st.Lineage != "" {
 			return nil, fmt.Errorf("%w: replica holds lineage %q at LSN %d, the log is lineage %q", ErrLineage, st.Lineage, st.LSN, opts.Lineage)
@@ -141,6 +152,11 @@ func (a *applier) Apply(ctx context.Context, txns []change.Committed) error {
 		if txns[i].CommitLSN <= txns[i-1].CommitLSN {
 			return fmt.Errorf("replica: %w: commit LSN %d after %d", ErrOrder, txns[i].CommitLSN, txns[i-1].CommitLSN)
 		}
+	}
+	// Two source names that would share a replica name are refused before
+	// any of txns is written.
+	if err := a.d.planNames(txns); err != nil {
+		return fmt.Errorf("replica: %w", err)
 	}
 	for len(txns) > 0 {
 		if err := ctx.Err(); err != nil {
@@ -265,9 +281,9 @@ func (w *batch) table(ctx context.Context, t change.Table) (*tableSchema, error)
 	if ts, ok := w.a.mu.tables[t]; ok {
 		return ts, nil
 	}
-	ts, err := w.tx.loadTable(ctx, t)
+	ts, err := w.claimTable(ctx, t)
 	if err != nil {
-		return nil, fmt.Errorf("reading the shape of the table: %w", err)
+		return nil, err
 	}
 	if ts != nil {
 		w.tables[t] = ts
@@ -408,11 +424,20 @@ func keyChanged(ts *tableSchema, where, after change.Row) bool {
 func (w *batch) create(ctx context.Context, c *change.Change) (*tableSchema, error) {
 	ts := &tableSchema{src: c.Table}
 	for _, t := range c.Types {
+		if ts.index(t.Name) >= 0 {
+			continue
+		}
+		if err := w.claimColumn(ts, t.Name); err != nil {
+			return nil, err
+		}
 		ts.cols = append(ts.cols, column{name: t.Name, typ: parseType(t.Type)})
 	}
 	for _, r := range []change.Row{c.After, c.Key, c.Before} {
 		for _, col := range r {
 			if ts.index(col.Name) < 0 {
+				if err := w.claimColumn(ts, col.Name); err != nil {
+					return nil, err
+				}
 				ts.cols = append(ts.cols, column{name: col.Name, typ: inferType(col.Value)})
 			}
 		}
@@ -422,6 +447,9 @@ func (w *batch) create(ctx context.Context, c *change.Change) (*tableSchema, err
 	}
 	if err := w.tx.createTable(ctx, ts); err != nil {
 		return nil, fmt.Errorf("creating the table: %w", err)
+	}
+	if err := w.recordTable(ctx, ts); err != nil {
+		return nil, fmt.Errorf("recording the table's names: %w", err)
 	}
 	w.tables[c.Table] = ts
 	w.stats.SchemaChanges++
@@ -452,8 +480,14 @@ func (w *batch) evolve(ctx context.Context, ts *tableSchema, c *change.Change, o
 		nt := parseType(t.Type)
 		if i < 0 {
 			col := column{name: t.Name, typ: nt}
+			if err := w.claimColumn(cur(), t.Name); err != nil {
+				return nil, err
+			}
 			if err := w.tx.addColumn(ctx, cur(), col); err != nil {
 				return nil, fmt.Errorf("adding column %q (%s): %w", t.Name, t.Type, err)
+			}
+			if err := w.recordColumn(ctx, cur(), t.Name); err != nil {
+				return nil, err
 			}
 			n := mut()
 			n.cols = append(n.cols, col)
@@ -475,8 +509,14 @@ func (w *batch) evolve(ctx context.Context, ts *tableSchema, c *change.Change, o
 				continue
 			}
 			nc := column{name: col.Name, typ: inferType(col.Value)}
+			if err := w.claimColumn(cur(), col.Name); err != nil {
+				return nil, err
+			}
 			if err := w.tx.addColumn(ctx, cur(), nc); err != nil {
 				return nil, fmt.Errorf("adding column %q (%s): %w", nc.name, nc.typ.name, err)
+			}
+			if err := w.recordColumn(ctx, cur(), col.Name); err != nil {
+				return nil, err
 			}
 			n := mut()
 			n.cols = append(n.cols, nc)
@@ -504,6 +544,11 @@ func (w *batch) evolve(ctx context.Context, ts *tableSchema, c *change.Change, o
 			}
 			if err := w.tx.dropColumn(ctx, cur(), dropped); err != nil {
 				return nil, fmt.Errorf("dropping column %q: %w", dropped, err)
+			}
+			if t := w.a.d.column(dropped); t != dropped {
+				if err := w.tx.forgetName(ctx, kindColumn, w.a.d.target(c.Table).key(), t); err != nil {
+					return nil, err
+				}
 			}
 			n := mut()
 			n.cols = slices.DeleteFunc(n.cols, func(x column) bool { return x.name == dropped })

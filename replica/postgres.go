@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS walship_columns (
 	col  text NOT NULL,
 	type text NOT NULL,
 	PRIMARY KEY (tbl, col)
-);`
+);` + namesTable
 
 func (b *postgresBackend) init(ctx context.Context) (State, error) {
 	// A multi-statement simple query runs as one transaction.
@@ -205,9 +205,38 @@ func (t *pgTxn) exec(ctx context.Context, sql string, args ...any) error {
 	return err
 }
 
-func pgTableName(t change.Table) string { return quoteIdent(t.Schema) + "." + quoteIdent(t.Name) }
+func (b *postgresBackend) dialect() *dialect { return &pgDialect }
 
-func (t *pgTxn) loadTable(ctx context.Context, src change.Table) (*tableSchema, error) {
+func (t *pgTxn) lookupName(ctx context.Context, kind, tbl, target string) (string, bool, error) {
+	if err := t.flush(ctx); err != nil {
+		return "", false, err
+	}
+	var src string
+	err := t.tx.QueryRow(ctx, pgDialect.lookupName(), kind, tbl, target).Scan(&src)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", false, nil
+	}
+	return src, err == nil, err
+}
+
+func (t *pgTxn) recordName(ctx context.Context, kind, tbl, target, source string) error {
+	return t.queue(ctx, pgDialect.recordName(), []any{kind, tbl, target, source})
+}
+
+func (t *pgTxn) forgetName(ctx context.Context, kind, tbl, target string) error {
+	return t.queue(ctx, pgDialect.forgetName(), []any{kind, tbl, target})
+}
+
+func (t *pgTxn) schemaExists(ctx context.Context, name string) (bool, error) {
+	if err := t.flush(ctx); err != nil {
+		return false, err
+	}
+	var exists bool
+	err := t.tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, name).Scan(&exists)
+	return exists, err
+}
+
+func (t *pgTxn) loadTable(ctx context.Context, src change.Table, dst target) (*tableSchema, error) {
 	if err := t.flush(ctx); err != nil {
 		return nil, err
 	}
@@ -218,7 +247,7 @@ FROM pg_attribute a
 JOIN pg_type ty ON ty.oid = a.atttypid
 LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum`, pgTableName(src))
+ORDER BY a.attnum`, dst.sql())
 	if err != nil {
 		return nil, err
 	}
@@ -246,11 +275,39 @@ ORDER BY a.attnum`, pgTableName(src))
 	}
 	var exists bool
 	if len(ts.cols) == 0 {
-		if err := t.tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgTableName(src)).Scan(&exists); err != nil {
+		if err := t.tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, dst.sql()).Scan(&exists); err != nil {
 			return nil, err
 		}
 		if !exists {
 			return nil, nil
+		}
+	}
+	// Columns whose replica names are not their own.
+	nrows, err := t.tx.Query(ctx, pgDialect.columnNames(), dst.key())
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]string{}
+	for nrows.Next() {
+		var tgt, source string
+		if err := nrows.Scan(&tgt, &source); err != nil {
+			nrows.Close()
+			return nil, err
+		}
+		names[tgt] = source
+	}
+	nrows.Close()
+	if err := nrows.Err(); err != nil {
+		return nil, err
+	}
+	for i := range ts.cols {
+		if source, ok := names[ts.cols[i].name]; ok {
+			for k, name := range pks {
+				if name == ts.cols[i].name {
+					pks[k] = source
+				}
+			}
+			ts.cols[i].name = source
 		}
 	}
 	keys := make([]int, 0, len(pks))
@@ -286,8 +343,8 @@ func (t *pgTxn) recordType(ctx context.Context, ts *tableSchema, c column) error
 }
 
 func (t *pgTxn) createTable(ctx context.Context, ts *tableSchema) error {
-	if ts.src.Schema != "public" {
-		if err := t.exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+quoteIdent(ts.src.Schema)); err != nil {
+	if dst := pgDialect.target(ts.src); dst.schema != "public" {
+		if err := t.exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+quoteIdent(dst.schema)); err != nil {
 			return err
 		}
 	}
@@ -320,7 +377,7 @@ func (t *pgTxn) dropColumn(ctx context.Context, ts *tableSchema, name string) er
 // own ALTER TYPE would for compatible types.
 func (t *pgTxn) retypeColumn(ctx context.Context, ts *tableSchema, c column) error {
 	q := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::text::%s",
-		pgTableName(ts.src), quoteIdent(c.name), c.typ.pg, quoteIdent(c.name), c.typ.pg) // Postgres only: SQLite columns are not retyped
+		pgDialect.table(ts.src), pgDialect.ident(c.name), c.typ.pg, pgDialect.ident(c.name), c.typ.pg) // Postgres only: SQLite columns are not retyped
 	if err := t.exec(ctx, q); err != nil {
 		return err
 	}
@@ -345,7 +402,7 @@ func pgArgs(args []any, ts *tableSchema, row change.Row) ([]any, error) {
 
 func (t *pgTxn) upsert(ctx context.Context, ts *tableSchema, row change.Row) error {
 	if len(row) == 0 {
-		return t.queue(ctx, "INSERT INTO "+pgTableName(ts.src)+" DEFAULT VALUES", nil) // a table without columns
+		return t.queue(ctx, "INSERT INTO "+pgDialect.table(ts.src)+" DEFAULT VALUES", nil) // a table without columns
 	}
 	args, err := pgArgs(make([]any, 0, len(row)), ts, row)
 	if err != nil {

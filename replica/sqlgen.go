@@ -11,8 +11,12 @@ import (
 // writes every statement from it, so both backends state each statement
 // shape once.
 type dialect struct {
-	// table is the quoted name of the replica table of a source table.
-	table func(src change.Table) string
+	// maxIdent is the longest identifier the target keeps, in bytes (0:
+	// no limit); longer source names are mapped (names.go).
+	maxIdent int
+	// schemas: a source schema is a schema of the target (PostgreSQL);
+	// otherwise it is flattened into the table name (SQLite).
+	schemas bool
 	// colType is a column's type in CREATE TABLE and ADD COLUMN.
 	colType func(c column) string
 	// keyNotNull declares key columns NOT NULL (SQLite would otherwise
@@ -36,22 +40,24 @@ type dialect struct {
 }
 
 var pgDialect = dialect{
-	table:   pgTableName,
-	colType: func(c column) string { return c.typ.pg },
+	maxIdent: pgMaxIdent,
+	schemas:  true,
+	colType:  func(c column) string { return c.typ.pg },
 	param: func(b *strings.Builder, ts *tableSchema, col string, n int) {
 		pgParam(b, n, pgColType(ts, col))
 	},
 	match: func(b *strings.Builder, ts *tableSchema, col string, n int) {
 		typ := pgColType(ts, col)
 		i := ts.index(col)
+		ident := quoteIdent(mapIdent(col, pgMaxIdent))
 		switch {
 		case len(ts.key) > 0:
-			b.WriteString(quoteIdent(col) + " = ")
+			b.WriteString(ident + " = ")
 			pgParam(b, n, typ)
 		case i >= 0 && noEquality[ts.cols[i].typ.name]:
-			b.WriteString(quoteIdent(col) + "::text IS NOT DISTINCT FROM $" + strconv.Itoa(n) + "::text::" + typ + "::text")
+			b.WriteString(ident + "::text IS NOT DISTINCT FROM $" + strconv.Itoa(n) + "::text::" + typ + "::text")
 		default:
-			b.WriteString(quoteIdent(col) + " IS NOT DISTINCT FROM ")
+			b.WriteString(ident + " IS NOT DISTINCT FROM ")
 			pgParam(b, n, typ)
 		}
 	},
@@ -62,7 +68,6 @@ var pgDialect = dialect{
 }
 
 var sqliteDialect = dialect{
-	table:       func(src change.Table) string { return quoteIdent(sqliteTableName(src)) },
 	colType:     func(c column) string { return sqliteDeclType(c.typ.class) },
 	keyNotNull:  true,
 	param:       func(b *strings.Builder, _ *tableSchema, _ string, _ int) { b.WriteString("?") },
@@ -71,6 +76,28 @@ var sqliteDialect = dialect{
 	excluded:    "excluded",
 	rowID:       "rowid",
 	truncate:    "DELETE FROM ",
+}
+
+// recordName stores (kind, tbl, target, source) in walship_names.
+func (d *dialect) recordName() string {
+	return "INSERT INTO walship_names (kind, tbl, target, source) VALUES (" + d.placeholder(1) + ", " + d.placeholder(2) + ", " +
+		d.placeholder(3) + ", " + d.placeholder(4) + ") ON CONFLICT (kind, tbl, target) DO UPDATE SET source = excluded.source"
+}
+
+// lookupName reads the source of (kind, tbl, target) from walship_names.
+func (d *dialect) lookupName() string {
+	return "SELECT source FROM walship_names WHERE kind = " + d.placeholder(1) + " AND tbl = " + d.placeholder(2) + " AND target = " + d.placeholder(3)
+}
+
+// forgetName deletes the walship_names row of (kind, tbl, target).
+func (d *dialect) forgetName() string {
+	return "DELETE FROM walship_names WHERE kind = " + d.placeholder(1) + " AND tbl = " + d.placeholder(2) + " AND target = " + d.placeholder(3)
+}
+
+// columnNames reads the source names of the columns of table tbl whose
+// replica names are not their own.
+func (d *dialect) columnNames() string {
+	return "SELECT target, source FROM walship_names WHERE kind = 'column' AND tbl = " + d.placeholder(1)
 }
 
 // pgParam appends parameter n sent as text and cast to typ.
@@ -89,13 +116,14 @@ func pgColType(ts *tableSchema, name string) string {
 // noEquality lists types without an equality operator: compared as text.
 var noEquality = map[string]bool{"json": true, "xml": true, "point": true, "line": true, "lseg": true, "box": true, "path": true, "polygon": true, "circle": true}
 
-// writeIdents appends the quoted names, comma-separated.
-func writeIdents(b *strings.Builder, names []string) {
+// writeIdents appends the quoted replica names of the source columns
+// names, comma-separated.
+func (d *dialect) writeIdents(b *strings.Builder, names []string) {
 	for i, n := range names {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(quoteIdent(n))
+		b.WriteString(d.ident(n))
 	}
 }
 
@@ -106,14 +134,14 @@ func (d *dialect) createTable(ts *tableSchema) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(quoteIdent(c.name) + " " + d.colType(c))
+		b.WriteString(d.ident(c.name) + " " + d.colType(c))
 		if d.keyNotNull && ts.isKey(c.name) {
 			b.WriteString(" NOT NULL")
 		}
 	}
 	if len(ts.key) > 0 {
 		b.WriteString(", PRIMARY KEY (")
-		writeIdents(&b, ts.key)
+		d.writeIdents(&b, ts.key)
 		b.WriteString(")")
 	}
 	b.WriteString(")")
@@ -121,11 +149,11 @@ func (d *dialect) createTable(ts *tableSchema) string {
 }
 
 func (d *dialect) addColumn(ts *tableSchema, c column) string {
-	return "ALTER TABLE " + d.table(ts.src) + " ADD COLUMN " + quoteIdent(c.name) + " " + d.colType(c)
+	return "ALTER TABLE " + d.table(ts.src) + " ADD COLUMN " + d.ident(c.name) + " " + d.colType(c)
 }
 
 func (d *dialect) dropColumn(ts *tableSchema, name string) string {
-	return "ALTER TABLE " + d.table(ts.src) + " DROP COLUMN " + quoteIdent(name)
+	return "ALTER TABLE " + d.table(ts.src) + " DROP COLUMN " + d.ident(name)
 }
 
 // recordType stores (tbl, col, type) in walship_columns.
@@ -155,7 +183,7 @@ func (d *dialect) upsert(ts *tableSchema, row change.Row) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(quoteIdent(c.Name))
+		b.WriteString(d.ident(c.Name))
 	}
 	b.WriteString(") VALUES (")
 	for i, c := range row {
@@ -167,7 +195,7 @@ func (d *dialect) upsert(ts *tableSchema, row change.Row) string {
 	b.WriteString(")")
 	if len(ts.key) > 0 {
 		b.WriteString(" ON CONFLICT (")
-		writeIdents(&b, ts.key)
+		d.writeIdents(&b, ts.key)
 		b.WriteString(") DO ")
 		n := 0
 		for _, c := range row {
@@ -180,7 +208,7 @@ func (d *dialect) upsert(ts *tableSchema, row change.Row) string {
 				b.WriteString(", ")
 			}
 			n++
-			b.WriteString(quoteIdent(c.Name) + " = " + d.excluded + "." + quoteIdent(c.Name))
+			b.WriteString(d.ident(c.Name) + " = " + d.excluded + "." + d.ident(c.Name))
 		}
 		if n == 0 {
 			b.WriteString("NOTHING")
@@ -218,7 +246,7 @@ func (d *dialect) update(ts *tableSchema, set, where change.Row) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(quoteIdent(c.Name) + " = ")
+		b.WriteString(d.ident(c.Name) + " = ")
 		d.param(&b, ts, c.Name, i+1)
 	}
 	d.where(&b, ts, where, len(set)+1)

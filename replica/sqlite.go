@@ -88,7 +88,7 @@ CREATE TABLE IF NOT EXISTS walship_columns (
 	col  TEXT NOT NULL,
 	type TEXT NOT NULL,
 	PRIMARY KEY (tbl, col)
-);`
+);` + namesTable
 
 func (b *sqliteBackend) init(ctx context.Context) (State, error) {
 	if _, err := b.db.ExecContext(ctx, sqliteBookkeeping); err != nil {
@@ -186,8 +186,31 @@ func (t *sqliteTxn) loadState(ctx context.Context) (State, error) {
 	return readSQLiteState(ctx, t.tx)
 }
 
-func (t *sqliteTxn) loadTable(ctx context.Context, src change.Table) (*tableSchema, error) {
-	ts, err := loadSQLiteTable(ctx, t.tx, sqliteTableName(src), true)
+func (b *sqliteBackend) dialect() *dialect { return &sqliteDialect }
+
+func (t *sqliteTxn) lookupName(ctx context.Context, kind, tbl, target string) (string, bool, error) {
+	var src string
+	err := t.tx.QueryRowContext(ctx, sqliteDialect.lookupName(), kind, tbl, target).Scan(&src)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return src, err == nil, err
+}
+
+func (t *sqliteTxn) recordName(ctx context.Context, kind, tbl, target, source string) error {
+	return t.ddl(ctx, sqliteDialect.recordName(), kind, tbl, target, source)
+}
+
+func (t *sqliteTxn) forgetName(ctx context.Context, kind, tbl, target string) error {
+	return t.ddl(ctx, sqliteDialect.forgetName(), kind, tbl, target)
+}
+
+// schemaExists: SQLite has no schemas (they are flattened into table
+// names), so no schema name is ever taken.
+func (t *sqliteTxn) schemaExists(context.Context, string) (bool, error) { return false, nil }
+
+func (t *sqliteTxn) loadTable(ctx context.Context, src change.Table, dst target) (*tableSchema, error) {
+	ts, err := loadSQLiteTable(ctx, t.tx, dst.name, true)
 	if ts != nil {
 		ts.src = src
 	}
