@@ -70,7 +70,8 @@ func TestLongNamesThroughKafka(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Close()
+	// Closed after the sink has stopped (cleanups run last-in first-out).
+	t.Cleanup(func() { w.Close() })
 	for i := range work {
 		if _, err := w.Append(ctx, &work[i]); err != nil {
 			t.Fatal(err)
