@@ -259,7 +259,7 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		case err != nil:
 			return // the client went away while the key's first request was in flight
 		case claim.Replayed:
-			s.replay(w, r, claim)
+			s.replay(w, r, claim, true)
 			return
 		case claim.Start > 0:
 			// An earlier attempt was cut short by a crash: append the rest.
@@ -303,6 +303,11 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, b, err)
 		return
 	}
+	if claim != nil && claim.Start > 0 {
+		// The answer covers the whole request, the earlier part's too.
+		s.replay(w, r, claim, false)
+		return
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	buf := make([]byte, 0, 64<<10)
 	b.Tickets(func(t wal.Ticket) {
@@ -315,9 +320,10 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 	w.Write(buf)
 }
 
-// replay answers a retry of a request already in the log with its
-// original acknowledgements, read back from the log.
-func (s *Source) replay(w http.ResponseWriter, r *http.Request, claim *wal.Claim) {
+// replay answers a keyed request with the acknowledgements of all its
+// transactions, read back from the log: a retry of a request already there
+// (replayed), or one whose earlier part an interrupted attempt appended.
+func (s *Source) replay(w http.ResponseWriter, r *http.Request, claim *wal.Claim, replayed bool) {
 	var buf []byte
 	err := claim.Tickets(r.Context(), func(t wal.Ticket) { buf = appendAck(buf, t) })
 	if err != nil {
@@ -329,9 +335,11 @@ func (s *Source) replay(w http.ResponseWriter, r *http.Request, claim *wal.Claim
 		writeError(w, http.StatusConflict, 0, "this Idempotency-Key's request was appended earlier, but its transactions can no longer be read back from the log: nothing appended again ("+err.Error()+")")
 		return
 	}
-	s.replayed.Add(1)
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Idempotency-Replayed", "true")
+	if replayed {
+		s.replayed.Add(1)
+		w.Header().Set("Idempotency-Replayed", "true")
+	}
 	w.Write(buf)
 }
 

@@ -56,7 +56,7 @@ func (b *Batch) Bytes() int {
 
 // Add validates txn (Txn.Validate, WAL.CheckCommitTime) and encodes it.
 // An invalid transaction, or a change whose encoded record would exceed
-// MaxRecordBytes, is refused with a *change.InvalidError naming the part
+// Options.MaxRecordBytes, is refused with a *change.InvalidError naming the part
 // at fault, and the batch is unchanged. txn is not retained, except the
 // first one, which the caller must not change afterwards.
 func (b *Batch) Add(txn *change.Txn) error {
@@ -74,8 +74,8 @@ func (b *Batch) Add(txn *change.Txn) error {
 		if i == 0 {
 			hdr = &txn.Header
 		}
-		if n := change.RecordSize(hdr, &txn.Changes[i]); n > MaxRecordBytes {
-			return tooLarge(i, n)
+		if n := change.RecordSize(hdr, &txn.Changes[i]); n > b.w.maxRecord {
+			return b.tooLarge(i, n)
 		}
 	}
 	if b.head == nil {
@@ -96,9 +96,9 @@ func (b *Batch) Add(txn *change.Txn) error {
 	return nil
 }
 
-func tooLarge(i, n int) error {
+func (b *Batch) tooLarge(i, n int) error {
 	return &change.InvalidError{Path: fmt.Sprintf("changes[%d]", i), Reason: fmt.Sprintf(
-		"encoded record of %d bytes exceeds the log's record limit of %d bytes", n, MaxRecordBytes)}
+		"encoded record of %d bytes exceeds the log's record limit of %d bytes", n, b.w.maxRecord)}
 }
 
 // encode appends txn's records to the batch.
@@ -196,8 +196,8 @@ func (w *WAL) AppendBatchAsync(ctx context.Context, b *Batch) error {
 			h = &hdr
 		}
 		sz := change.RecordSize(h, &b.head.Changes[i])
-		if sz > MaxRecordBytes {
-			return tooLarge(i, sz)
+		if sz > w.maxRecord {
+			return b.tooLarge(i, sz)
 		}
 		n += sz
 	}

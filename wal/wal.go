@@ -211,6 +211,11 @@ type Options struct {
 	// to every later transaction. Zero selects DefaultMaxCommitTimeSkew;
 	// negative disables the check.
 	MaxCommitTimeSkew time.Duration
+	// MaxRecordBytes bounds one encoded change in a Batch (WAL.NewBatch):
+	// a larger one is refused as invalid input. Zero (or anything larger)
+	// selects MaxRecordBytes, the most a record can hold; a smaller bound
+	// suits callers whose readers take smaller records.
+	MaxRecordBytes int
 }
 
 // DefaultMaxCommitTimeSkew is the default Options.MaxCommitTimeSkew.
@@ -291,6 +296,8 @@ type WAL struct {
 	// maxSkew is Options.MaxCommitTimeSkew with the default applied;
 	// negative: no bound.
 	maxSkew time.Duration
+	// maxRecord is Options.MaxRecordBytes with the default applied.
+	maxRecord int
 
 	scratch sync.Pool // *encodeBuf
 	once    sync.Once
@@ -330,7 +337,11 @@ func Open(opts Options) (*WAL, *RecoveryReport, error) {
 	if skew == 0 {
 		skew = DefaultMaxCommitTimeSkew
 	}
-	w := &WAL{log: log{l}, c: c, maxSkew: skew}
+	maxRecord := opts.MaxRecordBytes
+	if maxRecord <= 0 || maxRecord > MaxRecordBytes {
+		maxRecord = MaxRecordBytes
+	}
+	w := &WAL{log: log{l}, c: c, maxSkew: skew, maxRecord: maxRecord}
 	w.scratch.New = func() any { return &encodeBuf{} }
 	return w, rep, nil
 }
