@@ -400,34 +400,24 @@ type body struct {
 	r        io.Reader
 	chunked  bool
 	reserved int64 // bytes of the budget held
-	read     int64
 	hash     hash.Hash
 	err      error
 }
-
-// grain is how much of the budget a chunked body reserves at a time.
-const grain = 64 << 10
 
 func (b *body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.chunked && b.read+int64(len(p)) > b.reserved {
-		// Reserve before reading, so that the bytes read never exceed
-		// what is reserved.
-		n := max(grain, b.read+int64(len(p))-b.reserved)
-		n = min(n, b.s.opts.MaxBody+1-b.reserved)
-		if n > 0 && !b.s.reserve(n) {
+	n, err := b.r.Read(p)
+	// A chunked body's bytes are reserved as they arrive: the overshoot
+	// is at most one read, into the decoder's buffer.
+	if b.chunked && n > 0 {
+		if !b.s.reserve(int64(n)) {
 			b.err = errOverloaded
 			return 0, b.err
 		}
-		b.reserved += max(n, 0)
-		if room := b.reserved - b.read; int64(len(p)) > room {
-			p = p[:room]
-		}
+		b.reserved += int64(n)
 	}
-	n, err := b.r.Read(p)
-	b.read += int64(n)
 	if b.hash != nil {
 		b.hash.Write(p[:n])
 	}
