@@ -152,14 +152,6 @@ func (x *KeyIndex) pruneLocked() {
 	}
 }
 
-// Len returns the number of keys remembered.
-func (x *KeyIndex) Len() int {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.pruneLocked()
-	return len(x.m)
-}
-
 // Floor returns the lowest LSN the live keys' transactions start at, and
 // false if no key is live: retention should keep the log from there on.
 func (x *KeyIndex) Floor() (uint64, bool) {

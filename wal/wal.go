@@ -13,6 +13,10 @@
 //     an fdatasync covering it completed) or written (SyncOff).
 //   - A transaction's changes get consecutive LSNs; LSNs are dense along
 //     the log.
+//   - A Batch of several transactions (a client's request) is validated
+//     and encoded whole before AppendBatchAsync queues all of it as one
+//     unit, or none of it; KeyIndex remembers, from the log itself, the
+//     idempotency keys such requests carried within a window.
 //   - Readers see whole committed, durable transactions only, in LSN
 //     order, never a transaction aborted midway (AppendStream).
 //   - Commit times never decrease along the log, and a source commit time
