@@ -119,18 +119,18 @@ func TestInflightBoundIs429(t *testing.T) {
 // (source.http.max_inflight_bytes, the WAL's queue) plus a fixed base,
 // and every transaction is appended exactly once.
 func TestPeakHeapBounded(t *testing.T) {
-	const (
-		maxBody     = 4 << 20
-		maxInflight = 8 << 20
-		maxPending  = 4 << 20
-		clients     = 4
-	)
+	const clients = 4
+	maxBody := 4 << 20
+	if raceEnabled {
+		maxBody = 1 << 20 // the race detector slows each append tenfold
+	}
+	maxInflight, maxPending := 2*maxBody, maxBody
 	w, _, err := wal.Open(wal.Options{Dir: t.TempDir(), Sync: wal.SyncOff, MaxPendingBytes: maxPending})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	s := New(w, Options{MaxBody: maxBody, MaxInflight: maxInflight})
+	s := New(w, Options{MaxBody: int64(maxBody), MaxInflight: int64(maxInflight)})
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 
