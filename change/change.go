@@ -284,6 +284,12 @@ type TxHeader struct {
 	// request appended whole under an idempotency key (IdempotencyMark).
 	// The Kafka envelope and the dump output do not carry it.
 	Idempotency *IdempotencyMark
+	// InRequest marks each later transaction of such a request: it belongs
+	// to the request begun by the nearest earlier transaction with an
+	// Idempotency mark. Reading the log back, the request's run ends at
+	// the first transaction without it, so that transactions appended
+	// after a crash cut a request short are never counted as its own.
+	InRequest bool
 }
 
 // MaxIdempotencyKey is the longest idempotency key, in bytes.
@@ -336,7 +342,7 @@ func ValidateIdempotencyKey(k string) error {
 
 // Equal reports whether h and o are equal (times compare as instants).
 func (h TxHeader) Equal(o TxHeader) bool {
-	if (h.Idempotency == nil) != (o.Idempotency == nil) ||
+	if h.InRequest != o.InRequest || (h.Idempotency == nil) != (o.Idempotency == nil) ||
 		(h.Idempotency != nil && *h.Idempotency != *o.Idempotency) {
 		return false
 	}

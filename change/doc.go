@@ -59,7 +59,7 @@
 //	          [origin:string]                         if hflags bit 2
 //	          [key:string hash:32 bytes start:uvarint count:uvarint]
 //	                                                  if hflags bit 3 (IdempotencyMark)
-//	          (hflags bits 4-7 zero)
+//	          (hflags bit 4: TxHeader.InRequest, no payload; bits 5-7 zero)
 //	change  = op:byte schema:string name:string
 //	          [key:row] [before:row] [after:row]      each if its flag is set
 //	          [types] [message]                       each if its flag is set

@@ -30,7 +30,8 @@ const (
 	hdrCommitTime = 1 << 1
 	hdrOrigin     = 1 << 2
 	hdrIdem       = 1 << 3
-	hdrKnown      = 1<<4 - 1
+	hdrInRequest  = 1 << 4
+	hdrKnown      = 1<<5 - 1
 )
 
 // Message flags.
@@ -84,6 +85,9 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 		if hdr.Idempotency != nil {
 			hf |= hdrIdem
 		}
+		if hdr.InRequest {
+			hf |= hdrInRequest
+		}
 		dst = append(dst, hf)
 		dst = binary.AppendUvarint(dst, hdr.XID)
 		if hf&hdrSourceLSN != 0 {
@@ -133,6 +137,17 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 		dst = append(dst, m.Content...)
 	}
 	return dst
+}
+
+// SetInRequest sets TxHeader.InRequest in rec, the encoded first record of
+// a transaction (made by AppendRecord with a header), in place. It reports
+// false, changing nothing, if rec carries no header.
+func SetInRequest(rec []byte) bool {
+	if len(rec) < 3 || rec[0] != RecordVersion || rec[1]&flagHeader == 0 {
+		return false
+	}
+	rec[2] |= hdrInRequest
+	return true
 }
 
 func appendString(dst []byte, s string) []byte {
@@ -439,6 +454,7 @@ func (d *decoder) header() (*TxHeader, error) {
 			return nil, err
 		}
 	}
+	h.InRequest = hf&hdrInRequest != 0
 	return h, nil
 }
 

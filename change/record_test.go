@@ -128,7 +128,7 @@ func TestDecodeRecordCorrupt(t *testing.T) {
 		{"version 2", "02 00 74 00 00", 0, "format version 2 (this build reads 1)", ErrUnsupportedVersion},
 		{"no flags", "01", 1, "unexpected end of record", walerr.ErrCorruption},
 		{"unknown flags", "01 40 74 00 00", 1, "unknown flags 0x40", walerr.ErrCorruption},
-		{"unknown header flags", "01 01 10 00 74 00 00", 2, "unknown header flags 0x10", walerr.ErrCorruption},
+		{"unknown header flags", "01 01 20 00 74 00 00", 2, "unknown header flags 0x20", walerr.ErrCorruption},
 		{"varint overflow", "01 01 00 ffffffffffffffffffff01", 3, "varint overflows 64 bits", walerr.ErrCorruption},
 		{"commit nsec", "01 01 02 00 02 80a8d6b907 74 00 00", 4, "commit time nanoseconds 2000000000 out of range", walerr.ErrCorruption},
 		{"zero commit time", "01 01 02 00 ffdb8ff9ce03 00 74 00 00", 4, "zero commit time flagged as present", walerr.ErrCorruption},
@@ -255,6 +255,16 @@ func TestRecordIdempotencyMark(t *testing.T) {
 	}
 	if hdr, _, err := DecodeRecord(old); err != nil || hdr.Idempotency != nil {
 		t.Errorf("unmarked record: header %+v, err %v", hdr, err)
+	}
+	in := AppendRecord(nil, plain, &c)
+	if !SetInRequest(in) {
+		t.Fatal("SetInRequest refused a first record")
+	}
+	if hdr, _, err := DecodeRecord(in); err != nil || !hdr.InRequest || hdr.Idempotency != nil {
+		t.Errorf("record set in a request: header %+v, err %v", hdr, err)
+	}
+	if SetInRequest(AppendRecord(nil, nil, &c)) {
+		t.Error("SetInRequest took a record without a header")
 	}
 	bad := *marked.Idempotency
 	bad.Start = bad.Count

@@ -225,6 +225,15 @@ func (w *WAL) AppendBatchAsync(ctx context.Context, b *Batch) error {
 	b.gb.Txns = slices.Insert(b.gb.Txns[:restTxns], 0, groupcommit.BatchTxn{Records: uint32(len(b.head.Changes)), CommitTime: ct})
 	b.head, b.size = nil, 0
 
+	if b.mark != nil {
+		// The later transactions belong to the marked request.
+		rec := int(b.gb.Txns[0].Records)
+		for _, t := range b.gb.Txns[1:] {
+			start := b.gb.Ends[rec-1]
+			change.SetInRequest(b.gb.Data[start:b.gb.Ends[rec]])
+			rec += int(t.Records)
+		}
+	}
 	first, err := w.c.AppendBatchAsync(ctx, &b.gb)
 	if err != nil {
 		b.gb.Data, b.gb.Ends, b.gb.Txns = nil, nil, nil

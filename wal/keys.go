@@ -104,9 +104,11 @@ func (w *WAL) LoadKeys(ctx context.Context, window time.Duration) (*KeyIndex, er
 		}
 		m := tx.Header.Idempotency
 		if m == nil {
-			if left > 0 {
+			if left > 0 && tx.Header.InRequest {
 				cur.n++
 				left--
+			} else {
+				left = 0 // the run ended: a crash cut it short
 			}
 			continue
 		}
