@@ -241,6 +241,7 @@ func TestIdempotencyResumesCutRequest(t *testing.T) {
 	if code, _, out := postKey(t, srv.URL, "", lines(1, 100)); code != 200 {
 		t.Fatalf("unkeyed request: status %d: %s", code, out)
 	}
+	_, srv = keyedSource(t, w, Options{}) // the keys read back again
 	code, replayed, out := postKey(t, srv.URL, "cut", body)
 	if code != 200 || replayed != "" {
 		t.Fatalf("status %d, replayed %q: %s", code, replayed, out)
