@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
 
@@ -259,5 +261,41 @@ func TestIdempotencyResumesCutRequest(t *testing.T) {
 	}
 	if code, replayed, again := postKey(t, srv.URL, "cut", body); code != 200 || replayed != "true" || again != out {
 		t.Fatalf("retry: status %d, replayed %q: %s", code, replayed, again)
+	}
+}
+
+// TestFsyncFailureListsDurableLSNs: a server fault after the request was
+// queued (a failed fsync) is 503 whose answer lists exactly which of the
+// request's LSNs are durable: here none, since the fsync covering them
+// failed; the first request, acknowledged before, stays durable.
+func TestFsyncFailureListsDurableLSNs(t *testing.T) {
+	fsys := vfs.NewCrashFS()
+	w, _, err := wal.Open(wal.Options{Dir: "/wal", FS: fsys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	srv := httptest.NewServer(New(w, Options{}).Handler())
+	defer srv.Close()
+	if code, out := post(t, srv.URL, lines(2, 1)); code != 200 {
+		t.Fatalf("first request: status %d: %s", code, out)
+	}
+	fsys.InjectSyncError("", errors.New("injected EIO"))
+	code, out := post(t, srv.URL, lines(3, 10))
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503: %s", code, out)
+	}
+	var eb errorBody
+	if err := json.Unmarshal([]byte(out), &eb); err != nil {
+		t.Fatalf("error body %q: %v", out, err)
+	}
+	if eb.DurableLSNs == nil || len(*eb.DurableLSNs) != 0 || !strings.Contains(eb.Error, "0 of this request's 3 transaction(s) are durable") {
+		t.Fatalf("answer %+v, want durable_lsns [] and the count named", eb)
+	}
+	if !strings.Contains(out, `"durable_lsns":[]`) {
+		t.Fatalf("answer %s does not list durable_lsns", out)
+	}
+	if w.Durable() != 2 {
+		t.Fatalf("durable LSN %d, want 2", w.Durable())
 	}
 }
