@@ -280,10 +280,72 @@ type TxHeader struct {
 	// Origin names the source (a replication origin, an HTTP client); ""
 	// if none.
 	Origin string
+	// Idempotency, if set, marks this transaction as the first of a
+	// request appended whole under an idempotency key (IdempotencyMark).
+	// The Kafka envelope and the dump output do not carry it.
+	Idempotency *IdempotencyMark
+	// InRequest marks each later transaction of such a request: it belongs
+	// to the request begun by the nearest earlier transaction with an
+	// Idempotency mark. Reading the log back, the request's run ends at
+	// the first transaction without it, so that transactions appended
+	// after a crash cut a request short are never counted as its own.
+	InRequest bool
+}
+
+// MaxIdempotencyKey is the longest idempotency key, in bytes.
+const MaxIdempotencyKey = 128
+
+// IdempotencyMark is carried by the first transaction of a request
+// appended whole under a client's idempotency key (the HTTP source's
+// Idempotency-Key header, `walship append --idempotency-key`), so that the
+// key is remembered in the log itself: a retry of the request finds it
+// there, even after a restart, and gets the original LSNs instead of a
+// second copy. The transactions the request appended are this one and the
+// Count-Start-1 that follow it in the log.
+type IdempotencyMark struct {
+	// Key is the client's key: 1 to MaxIdempotencyKey bytes of printable
+	// ASCII (0x21-0x7e).
+	Key string
+	// Hash is the SHA-256 of the request (the body as sent), so that a
+	// reuse of the key for another request is told from a retry.
+	Hash [32]byte
+	// Start is the index in the request of this transaction (0 unless an
+	// earlier attempt was cut short by a crash and this appends the
+	// rest); Count is the number of transactions in the whole request.
+	Start, Count uint32
+}
+
+// Validate checks the key's length and characters and Start < Count.
+func (m *IdempotencyMark) Validate() error {
+	if err := ValidateIdempotencyKey(m.Key); err != nil {
+		return err
+	}
+	if m.Start >= m.Count {
+		return &InvalidError{Path: "idempotency", Reason: fmt.Sprintf("start %d not below count %d", m.Start, m.Count)}
+	}
+	return nil
+}
+
+// ValidateIdempotencyKey checks an idempotency key: 1 to
+// MaxIdempotencyKey bytes of printable ASCII (0x21-0x7e).
+func ValidateIdempotencyKey(k string) error {
+	if k == "" || len(k) > MaxIdempotencyKey {
+		return &InvalidError{Path: "idempotency key", Reason: fmt.Sprintf("%d bytes; want 1 to %d", len(k), MaxIdempotencyKey)}
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return &InvalidError{Path: "idempotency key", Reason: fmt.Sprintf("byte %d is %#02x; want printable ASCII without spaces", i, k[i])}
+		}
+	}
+	return nil
 }
 
 // Equal reports whether h and o are equal (times compare as instants).
 func (h TxHeader) Equal(o TxHeader) bool {
+	if h.InRequest != o.InRequest || (h.Idempotency == nil) != (o.Idempotency == nil) ||
+		(h.Idempotency != nil && *h.Idempotency != *o.Idempotency) {
+		return false
+	}
 	return h.XID == o.XID && h.SourceLSN == o.SourceLSN && h.Origin == o.Origin &&
 		h.SourceCommitTime.Equal(o.SourceCommitTime)
 }
@@ -296,6 +358,9 @@ func (h *TxHeader) Validate() error {
 	}
 	if !h.SourceCommitTime.IsZero() && !timeInRange(h.SourceCommitTime) {
 		return &InvalidError{Path: "commit_time", Reason: "outside years 0000-9999"}
+	}
+	if h.Idempotency != nil {
+		return h.Idempotency.Validate()
 	}
 	return nil
 }

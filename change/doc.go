@@ -57,7 +57,9 @@
 //	          [source_lsn:uvarint]                    if hflags bit 0
 //	          [commit_sec:varint commit_nsec:uvarint] if hflags bit 1 (Unix time, UTC)
 //	          [origin:string]                         if hflags bit 2
-//	          (hflags bits 3-7 zero)
+//	          [key:string hash:32 bytes start:uvarint count:uvarint]
+//	                                                  if hflags bit 3 (IdempotencyMark)
+//	          (hflags bit 4: TxHeader.InRequest, no payload; bits 5-7 zero)
 //	change  = op:byte schema:string name:string
 //	          [key:row] [before:row] [after:row]      each if its flag is set
 //	          [types] [message]                       each if its flag is set

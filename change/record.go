@@ -29,7 +29,9 @@ const (
 	hdrSourceLSN  = 1 << 0
 	hdrCommitTime = 1 << 1
 	hdrOrigin     = 1 << 2
-	hdrKnown      = 1<<3 - 1
+	hdrIdem       = 1 << 3
+	hdrInRequest  = 1 << 4
+	hdrKnown      = 1<<5 - 1
 )
 
 // Message flags.
@@ -80,6 +82,12 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 		if hdr.Origin != "" {
 			hf |= hdrOrigin
 		}
+		if hdr.Idempotency != nil {
+			hf |= hdrIdem
+		}
+		if hdr.InRequest {
+			hf |= hdrInRequest
+		}
 		dst = append(dst, hf)
 		dst = binary.AppendUvarint(dst, hdr.XID)
 		if hf&hdrSourceLSN != 0 {
@@ -91,6 +99,12 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 		}
 		if hf&hdrOrigin != 0 {
 			dst = appendString(dst, hdr.Origin)
+		}
+		if m := hdr.Idempotency; m != nil {
+			dst = appendString(dst, m.Key)
+			dst = append(dst, m.Hash[:]...)
+			dst = binary.AppendUvarint(dst, uint64(m.Start))
+			dst = binary.AppendUvarint(dst, uint64(m.Count))
 		}
 	}
 	dst = append(dst, byte(c.Op))
@@ -123,6 +137,17 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 		dst = append(dst, m.Content...)
 	}
 	return dst
+}
+
+// SetInRequest sets TxHeader.InRequest in rec, the encoded first record of
+// a transaction (made by AppendRecord with a header), in place. It reports
+// false, changing nothing, if rec carries no header.
+func SetInRequest(rec []byte) bool {
+	if len(rec) < 3 || rec[0] != RecordVersion || rec[1]&flagHeader == 0 {
+		return false
+	}
+	rec[2] |= hdrInRequest
+	return true
 }
 
 func appendString(dst []byte, s string) []byte {
@@ -169,6 +194,9 @@ func RecordSize(hdr *TxHeader, c *Change) int {
 		}
 		if hdr.Origin != "" {
 			n += stringLen(hdr.Origin)
+		}
+		if m := hdr.Idempotency; m != nil {
+			n += stringLen(m.Key) + len(m.Hash) + uvarintLen(uint64(m.Start)) + uvarintLen(uint64(m.Count))
 		}
 	}
 	n += 1 + stringLen(c.Table.Schema) + stringLen(c.Table.Name)
@@ -421,7 +449,38 @@ func (d *decoder) header() (*TxHeader, error) {
 			return nil, err
 		}
 	}
+	if hf&hdrIdem != 0 {
+		if h.Idempotency, err = d.idempotency(); err != nil {
+			return nil, err
+		}
+	}
+	h.InRequest = hf&hdrInRequest != 0
 	return h, nil
+}
+
+func (d *decoder) idempotency() (*IdempotencyMark, error) {
+	at := d.off
+	m := new(IdempotencyMark)
+	var err error
+	if m.Key, err = d.str(); err != nil {
+		return nil, err
+	}
+	if len(d.b)-d.off < len(m.Hash) {
+		return nil, d.fail("unexpected end of record in idempotency hash")
+	}
+	d.off += copy(m.Hash[:], d.b[d.off:])
+	var start, count uint64
+	if start, err = d.uvarint(); err != nil {
+		return nil, err
+	}
+	if count, err = d.uvarint(); err != nil {
+		return nil, err
+	}
+	if count > 1<<32-1 || start >= count {
+		return nil, d.failAt(at, "idempotency mark start %d, count %d", start, count)
+	}
+	m.Start, m.Count = uint32(start), uint32(count)
+	return m, nil
 }
 
 func (d *decoder) row() (Row, error) {

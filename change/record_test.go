@@ -128,7 +128,7 @@ func TestDecodeRecordCorrupt(t *testing.T) {
 		{"version 2", "02 00 74 00 00", 0, "format version 2 (this build reads 1)", ErrUnsupportedVersion},
 		{"no flags", "01", 1, "unexpected end of record", walerr.ErrCorruption},
 		{"unknown flags", "01 40 74 00 00", 1, "unknown flags 0x40", walerr.ErrCorruption},
-		{"unknown header flags", "01 01 08 00 74 00 00", 2, "unknown header flags 0x08", walerr.ErrCorruption},
+		{"unknown header flags", "01 01 20 00 74 00 00", 2, "unknown header flags 0x20", walerr.ErrCorruption},
 		{"varint overflow", "01 01 00 ffffffffffffffffffff01", 3, "varint overflows 64 bits", walerr.ErrCorruption},
 		{"commit nsec", "01 01 02 00 02 80a8d6b907 74 00 00", 4, "commit time nanoseconds 2000000000 out of range", walerr.ErrCorruption},
 		{"zero commit time", "01 01 02 00 ffdb8ff9ce03 00 74 00 00", 4, "zero commit time flagged as present", walerr.ErrCorruption},
@@ -222,6 +222,59 @@ func TestAppendRecordAllocs(t *testing.T) {
 		})
 		if allocs != 1 {
 			t.Errorf("%s: AppendRecord(nil, ...) allocates %v times, want 1", s.name, allocs)
+		}
+	}
+}
+
+// TestRecordIdempotencyMark: a header's idempotency mark round-trips, is
+// flagged by header bit 3 (so records without it keep their bytes), and a
+// mark whose start is not below its count is corruption.
+func TestRecordIdempotencyMark(t *testing.T) {
+	c := Change{Op: Insert, Table: Table{Schema: "public", Name: "t"}, After: Row{{Name: "id", Value: IntValue(1)}}}
+	plain := &TxHeader{XID: 7, Origin: "app"}
+	marked := &TxHeader{XID: 7, Origin: "app", Idempotency: &IdempotencyMark{Key: "req-1", Start: 1, Count: 3}}
+	marked.Idempotency.Hash[0], marked.Idempotency.Hash[31] = 0xAB, 0xCD
+	if err := marked.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	rec := AppendRecord(nil, marked, &c)
+	if got, want := len(rec), RecordSize(marked, &c); got != want {
+		t.Errorf("len(record) = %d, RecordSize = %d", got, want)
+	}
+	hdr, _, err := DecodeRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkHeader(t, hdr, marked)
+	if hdr.Equal(*plain) {
+		t.Error("a marked header equals an unmarked one")
+	}
+	old := AppendRecord(nil, plain, &c)
+	if old[2]&hdrIdem != 0 {
+		t.Error("an unmarked header sets the idempotency flag")
+	}
+	if hdr, _, err := DecodeRecord(old); err != nil || hdr.Idempotency != nil {
+		t.Errorf("unmarked record: header %+v, err %v", hdr, err)
+	}
+	in := AppendRecord(nil, plain, &c)
+	if !SetInRequest(in) {
+		t.Fatal("SetInRequest refused a first record")
+	}
+	if hdr, _, err := DecodeRecord(in); err != nil || !hdr.InRequest || hdr.Idempotency != nil {
+		t.Errorf("record set in a request: header %+v, err %v", hdr, err)
+	}
+	if SetInRequest(AppendRecord(nil, nil, &c)) {
+		t.Error("SetInRequest took a record without a header")
+	}
+	bad := *marked.Idempotency
+	bad.Start = bad.Count
+	_, _, err = DecodeRecord(AppendRecord(nil, &TxHeader{Idempotency: &bad}, &c))
+	if !errors.Is(err, walerr.ErrCorruption) {
+		t.Errorf("start == count: err %v, want corruption", err)
+	}
+	for _, k := range []string{"", "has space", strings.Repeat("k", MaxIdempotencyKey+1), "é"} {
+		if err := ValidateIdempotencyKey(k); !errors.Is(err, ErrInvalid) {
+			t.Errorf("key %q: err %v, want ErrInvalid", k, err)
 		}
 	}
 }

@@ -99,6 +99,12 @@ type Postgres struct {
 type HTTPSource struct {
 	Listener `yaml:",inline"`
 	MaxBody  ByteSize `yaml:"max_body"` // default 64MiB
+	// MaxInflightBytes bounds the body bytes of all requests being served
+	// at once; default 128MiB (at least max_body).
+	MaxInflightBytes ByteSize `yaml:"max_inflight_bytes"`
+	// IdempotencyWindow is how long an Idempotency-Key is remembered;
+	// default 24h.
+	IdempotencyWindow time.Duration `yaml:"idempotency_window"`
 }
 
 // Listener is an HTTP listen address with its security settings.

@@ -19,8 +19,14 @@ const (
 	DefaultSegmentSize    = 64 << 20
 	DefaultArchiveTimeout = 60 * time.Second
 	DefaultMaxBody        = 64 << 20
-	DefaultSnapshotKeep   = 7
-	DefaultLagWindow      = 5 * time.Minute
+	// DefaultMaxInflightBytes is source.http.max_inflight_bytes's default:
+	// two bodies of the default largest size.
+	DefaultMaxInflightBytes = 128 << 20
+	// DefaultIdempotencyWindow is source.http.idempotency_window's
+	// default.
+	DefaultIdempotencyWindow = 24 * time.Hour
+	DefaultSnapshotKeep      = 7
+	DefaultLagWindow         = 5 * time.Minute
 	// DefaultMaxCommitTimeSkew is wal.max_commit_time_skew's default, the
 	// log's own (wal.DefaultMaxCommitTimeSkew).
 	DefaultMaxCommitTimeSkew = 5 * time.Minute
@@ -217,6 +223,16 @@ func (c *Config) validateSources(v *validator) {
 		v.listener("source.http", &h.Listener, "127.0.0.1:7070")
 		if h.MaxBody == 0 {
 			h.MaxBody = DefaultMaxBody
+		}
+		if h.MaxInflightBytes == 0 {
+			h.MaxInflightBytes = max(DefaultMaxInflightBytes, h.MaxBody)
+		}
+		if h.MaxInflightBytes < h.MaxBody {
+			v.fail("source.http.max_inflight_bytes", "%s is below source.http.max_body (%s): a largest request could never be served", h.MaxInflightBytes, h.MaxBody)
+		}
+		v.nonNegative("source.http.idempotency_window", h.IdempotencyWindow)
+		if h.IdempotencyWindow == 0 {
+			h.IdempotencyWindow = DefaultIdempotencyWindow
 		}
 	}
 }

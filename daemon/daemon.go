@@ -78,6 +78,7 @@ type Daemon struct {
 	snapshotter *archivesink.Snapshotter
 
 	httpSource *httpsource.Source
+	keys       *wal.KeyIndex // the HTTP source's idempotency keys
 	pg         *pgsource.Source
 	// archiveOldest is the oldest restorable commit time, refreshed from
 	// the archive's catalog now and then.
@@ -168,6 +169,9 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 		return nil, err
 	}
 	d.retention = newRetention(w, d.sinkCkpts, cfg.WAL, logger)
+	if d.keys != nil {
+		d.retention.floor = d.keys.Floor
+	}
 	if err := d.buildHTTP(); err != nil {
 		return nil, err
 	}
@@ -176,7 +180,15 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 
 func (d *Daemon) buildSources(ctx context.Context) error {
 	if h := d.cfg.Source.HTTP; h != nil {
-		src := httpsource.New(d.wal, httpsource.Options{MaxBody: int64(h.MaxBody), Logger: d.log})
+		// The idempotency keys of the window are read back from the log
+		// before the source takes a request.
+		keys, err := d.wal.LoadKeys(ctx, h.IdempotencyWindow)
+		if err != nil {
+			return err
+		}
+		d.keys = keys
+		src := httpsource.New(d.wal, httpsource.Options{MaxBody: int64(h.MaxBody), MaxInflight: int64(h.MaxInflightBytes),
+			Keys: keys, Logger: d.log})
 		d.httpSource = src
 		s, err := d.listen("source.http", h.Listener, src.Handler())
 		if err != nil {

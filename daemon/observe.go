@@ -118,6 +118,9 @@ func (d *Daemon) pollOnce() {
 	}
 	if d.httpSource != nil {
 		d.metrics.SourcePosition("http", obs.Position{LSN: durable})
+		s := d.httpSource.Stats()
+		d.metrics.HTTPSourceState(obs.HTTPSource{Rejected: s.Rejected, RejectedLoad: s.RejectedLoad,
+			Replayed: s.Replayed, InflightBytes: s.InflightBytes})
 	}
 	if d.pg != nil {
 		d.pollPostgres()

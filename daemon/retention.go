@@ -27,11 +27,17 @@ const retentionInterval = 2 * time.Second
 //     if a sink still needs them; each removal is logged as an error naming
 //     the sink and the LSNs it lost, and that sink then fails with
 //     segment.ErrRemoved instead of silently skipping.
+//
+// The HTTP source's idempotency keys hold back the removal of segments the
+// sinks have passed (floor): a key is remembered in the log itself, so the
+// transactions of the window stay until their keys expire. wal.max_bytes
+// does not wait for them.
 type retention struct {
 	w     *wal.WAL
 	ckpts *checkpoint.Store
 	cfg   config.WAL
 	log   *slog.Logger
+	floor func() (uint64, bool) // lowest LSN to keep, if any
 
 	overLimit  atomic.Bool
 	removed    atomic.Uint64 // segments removed
@@ -64,13 +70,19 @@ func (r *retention) once() error {
 	l := r.w
 	pos, holder, constrained := r.ckpts.Min()
 	if constrained && pos > 0 {
-		names, err := l.RemoveBefore(pos + 1)
+		below := pos + 1
+		if r.floor != nil {
+			if f, ok := r.floor(); ok {
+				below = min(below, f)
+			}
+		}
+		names, err := l.RemoveBefore(below)
 		r.removed.Add(uint64(len(names)))
 		if err != nil {
 			return fmt.Errorf("removing segments passed by every sink: %w", err)
 		}
 		if len(names) > 0 {
-			r.log.Debug("retention removed segments", "count", len(names), "below_lsn", pos+1)
+			r.log.Debug("retention removed segments", "count", len(names), "below_lsn", below)
 		}
 	}
 	size, err := wal.DiskBytes(r.cfg.Dir)

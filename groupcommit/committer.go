@@ -322,6 +322,100 @@ func (c *Committer) enqueue(ctx context.Context, records [][]byte, commitTime ti
 	return Ticket{First: first, Last: first + uint64(len(records)) - 1, CommitTime: ct}, nil
 }
 
+// Batch is several transactions queued as one unit by AppendBatchAsync,
+// held flat so that a batch of many small transactions costs no slice per
+// record.
+type Batch struct {
+	// Data holds the records back to back; Ends[i] is the end offset in
+	// Data of record i.
+	Data []byte
+	Ends []uint32
+	// Txns has one entry per transaction, in order: its number of records
+	// and its commit time (Unix nanoseconds; zero means now), which
+	// AppendBatchAsync replaces with the commit time the log recorded.
+	Txns []BatchTxn
+}
+
+// BatchTxn is one transaction of a Batch.
+type BatchTxn struct {
+	Records    uint32
+	CommitTime int64
+}
+
+// AppendBatchAsync queues every transaction of b at once and returns the
+// LSN of its first record, without waiting for durability: the
+// transactions get consecutive LSNs in order, with nothing between them,
+// and either all of them are queued or, on error, none. It blocks only
+// while MaxPendingBytes are queued (a batch larger than that is accepted
+// alone). The records are copied; the caller keeps b.
+func (c *Committer) AppendBatchAsync(ctx context.Context, b *Batch) (uint64, error) {
+	n := 0
+	for _, t := range b.Txns {
+		if t.Records == 0 {
+			return 0, ErrEmpty
+		}
+		n += int(t.Records)
+	}
+	if n == 0 || n != len(b.Ends) {
+		return 0, fmt.Errorf("%w: batch of %d records, its transactions count %d", ErrEmpty, len(b.Ends), n)
+	}
+	start := uint32(0)
+	for _, e := range b.Ends {
+		if int(e-start) > segment.MaxFramePayload-segment.RecordOverhead {
+			return 0, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, e-start, segment.MaxFramePayload-segment.RecordOverhead)
+		}
+		start = e
+	}
+	size := len(b.Data) + len(b.Ends)*segment.RecordOverhead
+	now := c.opts.Now().UnixNano()
+
+	c.mu.Lock()
+	if err := c.waitLocked(ctx, func() bool {
+		return c.mu.stream != nil || (c.mu.bytes > 0 && c.mu.bytes+size > c.opts.MaxPendingBytes)
+	}); err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	if c.mu.err != nil {
+		err := c.mu.err
+		c.mu.Unlock()
+		return 0, err
+	}
+	if c.mu.closed {
+		c.mu.Unlock()
+		return 0, ErrClosed
+	}
+	first := c.mu.nextLSN
+	rec, off := 0, uint32(0)
+	var records [][]byte
+	for i := range b.Txns {
+		t := &b.Txns[i]
+		records = records[:0]
+		for range t.Records {
+			records = append(records, b.Data[off:b.Ends[rec]])
+			off = b.Ends[rec]
+			rec++
+		}
+		ct := t.CommitTime
+		if ct == 0 {
+			ct = now
+		}
+		ct = max(ct, c.mu.lastTime)
+		c.mu.lastTime = ct
+		t.CommitTime = ct
+		sz := 0
+		for _, r := range records {
+			sz += len(r) + segment.RecordOverhead
+		}
+		c.encodeLocked(records, sz, c.mu.nextLSN, ct)
+		c.mu.nextLSN += uint64(t.Records)
+	}
+	c.mu.bytes += size
+	c.mu.Unlock()
+	c.signal()
+	return first, nil
+}
+
 // waitLocked waits on c.mu.space while blocked() holds. It returns the
 // sticky error, ErrClosed or ctx's error if one of them ends the wait
 // first. The caller holds c.mu.

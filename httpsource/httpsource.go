@@ -4,7 +4,9 @@
 //
 // Request: the body is NDJSON, one transaction per line, exactly the input
 // of `walship append` (a single change object, or {"changes":[...]}, with
-// optional xid, source_lsn, commit_time and origin).
+// optional xid, source_lsn, commit_time and origin). An optional
+// Idempotency-Key header (1 to 128 bytes of printable ASCII) makes a retry
+// safe.
 //
 // Response: 200 with one line per transaction, in request order,
 //
@@ -12,27 +14,44 @@
 //
 // written only after every transaction of the request is durable (sync
 // mode "local": fsynced). Guarantees:
-//   - A request is validated whole before anything is appended: a bad line
-//     gets 400 with the line and JSON path named, and nothing of the
-//     request is written. A commit_time more than wal.max_commit_time_skew
-//     ahead of this host's clock is such a bad line (commit times never
-//     decrease along the log).
-//   - Transactions of one request get increasing LSNs in request order;
-//     each is atomic in the log.
-//   - 413 if the body exceeds the configured limit, 503 if the WAL has
-//     failed (a failed fsync is sticky) or is closing; nothing is
-//     acknowledged that is not durable.
+//   - A request is all or nothing. Every line is decoded, validated and
+//     encoded before anything is appended; a bad line (including a change
+//     whose encoded record exceeds the log's record limit, and a
+//     commit_time more than wal.max_commit_time_skew ahead of this host's
+//     clock) gets 400 naming the line and JSON path, and nothing of the
+//     request is written. The request's transactions are then queued as
+//     one unit (wal.WAL.AppendBatchAsync): increasing, consecutive LSNs in
+//     request order, nothing between them, each transaction atomic.
+//   - 5xx only for a fault of the server: 503 if the WAL has failed (a
+//     failed fsync is sticky) or is closing. If that happens after the
+//     request was queued, the answer lists exactly which of its LSNs are
+//     durable ("durable_lsns"); nothing is acknowledged that is not durable.
+//   - Memory is bounded by configuration whatever the input: a body is
+//     decoded line by line and only its encoded records are kept, and the
+//     body bytes of all requests in flight are bounded by
+//     Options.MaxInflight (source.http.max_inflight_bytes). A request that
+//     would exceed it gets 429 with Retry-After and nothing appended: at
+//     once when its Content-Length says so, else as soon as the bytes read
+//     of its chunked body do. 413 if a body exceeds Options.MaxBody.
+//   - Idempotency: a request with an Idempotency-Key is remembered in the
+//     log itself (wal.KeyIndex) for the idempotency window. A retry with the
+//     same key and the same body appends nothing and gets the original
+//     answer, with the header Idempotency-Replayed: true, also after a
+//     restart; a request with the key in flight waits for the first; the
+//     same key with another body gets 422 and nothing appended. Keys are
+//     never logged.
 //   - A client that disconnects after its transactions were queued gets no
-//     answer, but the transactions stay in the log (at-least-once for that
-//     client): a client that retries should make its changes idempotent or
-//     pass an "origin" it can look up with `walship dump`.
+//     answer, but the transactions stay in the log: retry with the same
+//     Idempotency-Key to get their LSNs instead of a second copy.
 package httpsource
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -44,16 +63,33 @@ import (
 	"github.com/walship/walship/wal"
 )
 
+// Defaults of Options.
+const (
+	DefaultMaxBody     = 64 << 20
+	DefaultMaxInflight = 128 << 20
+)
+
 // Options configure the handler.
 type Options struct {
-	// MaxBody bounds a request body in bytes; default 64 MiB.
+	// MaxBody bounds a request body in bytes; default DefaultMaxBody.
 	MaxBody int64
-	Logger  *slog.Logger
+	// MaxInflight bounds the body bytes of all requests being served at
+	// once (source.http.max_inflight_bytes); default DefaultMaxInflight,
+	// and never below MaxBody.
+	MaxInflight int64
+	// Keys remembers idempotency keys; nil refuses requests that carry an
+	// Idempotency-Key (400).
+	Keys   *wal.KeyIndex
+	Logger *slog.Logger
 }
 
-// Stats are the source's counters.
+// Stats are the source's counters. Rejected counts every refused request,
+// RejectedLoad those refused for MaxInflight (429), Replayed the
+// idempotent retries answered from the log.
 type Stats struct {
-	Requests, Txns, Changes, Rejected uint64
+	Requests, Txns, Changes, Rejected, RejectedLoad, Replayed uint64
+	// InflightBytes is the body bytes reserved by requests now.
+	InflightBytes int64
 }
 
 // Source serves POST /v1/append into a WAL.
@@ -62,14 +98,19 @@ type Source struct {
 	opts Options
 	log  *slog.Logger
 
-	requests, txns, changes, rejected atomic.Uint64
+	inflight                                                  atomic.Int64
+	requests, txns, changes, rejected, rejectedLoad, replayed atomic.Uint64
 }
 
 // New returns the source writing to w.
 func New(w *wal.WAL, opts Options) *Source {
 	if opts.MaxBody <= 0 {
-		opts.MaxBody = 64 << 20
+		opts.MaxBody = DefaultMaxBody
 	}
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = DefaultMaxInflight
+	}
+	opts.MaxInflight = max(opts.MaxInflight, opts.MaxBody)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -78,7 +119,9 @@ func New(w *wal.WAL, opts Options) *Source {
 
 // Stats returns the counters.
 func (s *Source) Stats() Stats {
-	return Stats{Requests: s.requests.Load(), Txns: s.txns.Load(), Changes: s.changes.Load(), Rejected: s.rejected.Load()}
+	return Stats{Requests: s.requests.Load(), Txns: s.txns.Load(), Changes: s.changes.Load(),
+		Rejected: s.rejected.Load(), RejectedLoad: s.rejectedLoad.Load(), Replayed: s.replayed.Load(),
+		InflightBytes: s.inflight.Load()}
 }
 
 // Handler returns the HTTP handler (mount it at /v1/append, or at / to
@@ -93,12 +136,49 @@ func (s *Source) Handler() http.Handler {
 type errorBody struct {
 	Error string `json:"error"`
 	Line  int    `json:"line,omitempty"`
+	// DurableLSNs lists, on a server fault after the request was queued,
+	// the commit LSNs of its transactions that are durable (possibly
+	// none); absent when nothing of the request was appended.
+	DurableLSNs *[]uint64 `json:"durable_lsns,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, code int, line int, msg string) {
+	writeErrorBody(w, code, errorBody{Error: msg, Line: line})
+}
+
+func writeErrorBody(w http.ResponseWriter, code int, b errorBody) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(errorBody{Error: msg, Line: line})
+	json.NewEncoder(w).Encode(b)
+}
+
+// errOverloaded ends the reading of a body that would take the bytes in
+// flight beyond MaxInflight.
+var errOverloaded = errors.New("httpsource: too many request bytes in flight")
+
+// retryAfter is the Retry-After of a 429, in seconds: requests in flight
+// end within a flush or two, so a short wait is enough.
+const retryAfter = "1"
+
+func (s *Source) overloaded(w http.ResponseWriter) {
+	s.rejected.Add(1)
+	s.rejectedLoad.Add(1)
+	w.Header().Set("Retry-After", retryAfter)
+	writeError(w, http.StatusTooManyRequests, 0, fmt.Sprintf(
+		"too many request bytes in flight (source.http.max_inflight_bytes %d): retry after %s s", s.opts.MaxInflight, retryAfter))
+}
+
+// reserve takes n bytes of the in-flight budget, or reports false.
+func (s *Source) reserve(n int64) bool {
+	for {
+		cur := s.inflight.Load()
+		if cur+n > s.opts.MaxInflight {
+			return false
+		}
+		if s.inflight.CompareAndSwap(cur, cur+n) {
+			return true
+		}
+	}
 }
 
 func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
@@ -108,90 +188,199 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, 0, "use POST with an NDJSON body of transactions")
 		return
 	}
-	txns, line, err := s.readBody(w, r)
-	if err != nil {
-		s.rejected.Add(1)
-		code := http.StatusBadRequest
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			code = http.StatusRequestEntityTooLarge
-			err = fmt.Errorf("request body larger than %d bytes (source.http.max_body)", mbe.Limit)
+	keys := r.Header.Values("Idempotency-Key")
+	if len(keys) > 0 {
+		var err error
+		switch {
+		case len(keys) > 1:
+			err = errors.New("more than one Idempotency-Key header")
+		case s.opts.Keys == nil:
+			err = errors.New("Idempotency-Key is not enabled on this source")
+		default:
+			err = change.ValidateIdempotencyKey(keys[0])
 		}
-		writeError(w, code, line, err.Error())
+		if err != nil {
+			s.rejected.Add(1)
+			writeError(w, http.StatusBadRequest, 0, "Idempotency-Key: "+err.Error())
+			return
+		}
+	}
+	// The memory bound: a declared body is reserved whole before a byte
+	// of it is read; a chunked one as it is read (body.Read).
+	if r.ContentLength > s.opts.MaxBody {
+		s.rejected.Add(1)
+		writeError(w, http.StatusRequestEntityTooLarge, 0, fmt.Sprintf("request body of %d bytes larger than %d bytes (source.http.max_body)", r.ContentLength, s.opts.MaxBody))
 		return
 	}
-	if len(txns) == 0 {
+	body := &body{s: s, r: http.MaxBytesReader(w, r.Body, s.opts.MaxBody), chunked: r.ContentLength < 0}
+	defer func() { s.inflight.Add(-body.reserved) }()
+	if !body.chunked {
+		if !s.reserve(r.ContentLength) {
+			s.overloaded(w)
+			return
+		}
+		body.reserved = r.ContentLength
+	}
+	if len(keys) > 0 {
+		body.hash = sha256.New()
+	}
+
+	b, line, err := s.readBody(body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.Is(err, errOverloaded):
+			s.overloaded(w)
+		case errors.As(err, &mbe):
+			s.rejected.Add(1)
+			writeError(w, http.StatusRequestEntityTooLarge, 0, fmt.Sprintf("request body larger than %d bytes (source.http.max_body)", mbe.Limit))
+		default:
+			s.rejected.Add(1)
+			writeError(w, http.StatusBadRequest, line, err.Error())
+		}
+		return
+	}
+	if b.Len() == 0 {
 		s.rejected.Add(1)
 		writeError(w, http.StatusBadRequest, 0, "empty body: want one transaction per line")
 		return
 	}
 
-	// Queue every transaction, then wait once for the last: the group
-	// committer makes them durable together. Queuing is not cancelled by
-	// the client going away, so a request is never cut in half.
-	tickets := make([]wal.Ticket, 0, len(txns))
-	for i := range txns {
-		t, err := s.w.AppendAsync(context.WithoutCancel(r.Context()), &txns[i])
-		if err != nil {
-			s.fail(w, len(tickets), err)
+	var claim *wal.Claim
+	if len(keys) > 0 {
+		var sum [32]byte
+		body.hash.Sum(sum[:0])
+		claim, err = s.opts.Keys.Claim(r.Context(), keys[0], sum, b.Len())
+		switch {
+		case errors.Is(err, wal.ErrKeyConflict):
+			s.rejected.Add(1)
+			writeError(w, http.StatusUnprocessableEntity, 0, "Idempotency-Key was already used, within the idempotency window (source.http.idempotency_window), for a request with a different body: nothing appended")
+			return
+		case err != nil:
+			return // the client went away while the key's first request was in flight
+		case claim.Replayed:
+			s.replay(w, r, claim, true)
+			return
+		case claim.Start > 0:
+			// An earlier attempt was cut short by a crash: append the rest.
+			if err := b.Skip(int(claim.Start)); err != nil {
+				claim.Release()
+				s.fail(w, nil, err)
+				return
+			}
+		}
+		if err := b.SetMark(claim.Mark()); err != nil {
+			claim.Release()
+			s.fail(w, nil, err)
 			return
 		}
-		tickets = append(tickets, t)
-		s.txns.Add(1)
-		s.changes.Add(uint64(len(txns[i].Changes)))
 	}
-	if err := s.w.Wait(r.Context(), tickets[len(tickets)-1].Last); err != nil {
-		if r.Context().Err() != nil {
-			return // the client went away; the transactions stay queued
+
+	// Queue the whole request as one unit, then wait once for its last
+	// transaction. Neither is cut short by the client going away, so a
+	// request is never cut in half and its key is settled.
+	ctx := context.WithoutCancel(r.Context())
+	if err := s.w.AppendBatchAsync(ctx, b); err != nil {
+		if claim != nil {
+			claim.Release()
 		}
-		s.fail(w, len(tickets), err)
+		if errors.Is(err, change.ErrInvalid) {
+			// Only the idempotency mark can make a record too large here.
+			s.rejected.Add(1)
+			writeError(w, http.StatusBadRequest, 1, err.Error())
+			return
+		}
+		s.fail(w, nil, err)
+		return
+	}
+	s.txns.Add(uint64(b.Len()))
+	b.Tickets(func(t wal.Ticket) { s.changes.Add(t.Last - t.First + 1) })
+	err = s.w.Wait(ctx, b.Last())
+	if claim != nil {
+		claim.Done(b)
+	}
+	if err != nil {
+		s.fail(w, b, err)
+		return
+	}
+	if claim != nil && claim.Start > 0 {
+		// The answer covers the whole request, the earlier part's too.
+		s.replay(w, r, claim, false)
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	buf := make([]byte, 0, 64*len(tickets))
-	for _, t := range tickets {
+	buf := make([]byte, 0, 64<<10)
+	b.Tickets(func(t wal.Ticket) {
 		buf = appendAck(buf, t)
+		if len(buf) >= 60<<10 {
+			w.Write(buf)
+			buf = buf[:0]
+		}
+	})
+	w.Write(buf)
+}
+
+// replay answers a keyed request with the acknowledgements of all its
+// transactions, read back from the log: a retry of a request already there
+// (replayed), or one whose earlier part an interrupted attempt appended.
+func (s *Source) replay(w http.ResponseWriter, r *http.Request, claim *wal.Claim, replayed bool) {
+	var buf []byte
+	err := claim.Tickets(r.Context(), func(t wal.Ticket) { buf = appendAck(buf, t) })
+	if err != nil {
+		if r.Context().Err() != nil {
+			return
+		}
+		s.rejected.Add(1)
+		s.log.Warn("http source: an idempotent retry's original transactions cannot be read back", "err", err)
+		writeError(w, http.StatusConflict, 0, "this Idempotency-Key's request was appended earlier, but its transactions can no longer be read back from the log: nothing appended again ("+err.Error()+")")
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	if replayed {
+		s.replayed.Add(1)
+		w.Header().Set("Idempotency-Replayed", "true")
 	}
 	w.Write(buf)
 }
 
 // fail answers an append or durability error: 503, since the WAL's
 // failures (a sticky fsync error, a closed log) are the server's, not the
-// request's. queued says how many transactions had been queued; they may
-// still be durable, so the client is told so.
-func (s *Source) fail(w http.ResponseWriter, queued int, err error) {
-	s.log.Error("http source: append failed", "err", err, "queued", queued)
-	msg := "append failed: " + err.Error()
-	if queued > 0 {
-		msg += fmt.Sprintf(" (%d transaction(s) of this request were queued and may be durable)", queued)
+// request's. b is the request's batch if it was queued: the answer then
+// lists which of its transactions are durable.
+func (s *Source) fail(w http.ResponseWriter, b *wal.Batch, err error) {
+	s.log.Error("http source: append failed", "err", err, "queued", b != nil)
+	body := errorBody{Error: "append failed: " + err.Error() + ": nothing of this request was appended"}
+	if b != nil {
+		durable := []uint64{}
+		upTo := s.w.Durable()
+		b.Tickets(func(t wal.Ticket) {
+			if t.Last <= upTo {
+				durable = append(durable, t.Last)
+			}
+		})
+		body.Error = fmt.Sprintf("append failed: %v: %d of this request's %d transaction(s) are durable, listed in durable_lsns; the others are not acknowledged", err, len(durable), b.Len())
+		body.DurableLSNs = &durable
 	}
-	writeError(w, http.StatusServiceUnavailable, 0, msg)
+	writeErrorBody(w, http.StatusServiceUnavailable, body)
 }
 
-// readBody parses and validates the whole body. On error it returns the
-// 1-based line it concerns.
-func (s *Source) readBody(w http.ResponseWriter, r *http.Request) ([]change.Txn, int, error) {
-	body := &errTracker{r: http.MaxBytesReader(w, r.Body, s.opts.MaxBody)}
+// readBody decodes, validates and encodes the whole body into a batch,
+// line by line. On error it returns the 1-based line it concerns.
+func (s *Source) readBody(body *body) (*wal.Batch, int, error) {
 	dec := change.NewDecoder(body)
-	var txns []change.Txn
+	b := s.w.NewBatch()
 	for {
 		line, txn, err := dec.Next()
 		if errors.Is(err, io.EOF) {
-			return txns, 0, nil
+			return b, 0, nil
 		}
 		if err == nil {
-			err = txn.Validate()
-		}
-		if err == nil {
-			// Checked here, before anything is queued, so that a refused
-			// commit time leaves nothing of the request in the log.
-			err = s.w.CheckCommitTime(&txn.Header)
+			err = b.Add(&txn)
 		}
 		if err != nil {
 			// The decoder reports a cut body as bad JSON; the real cause
-			// is the size limit.
-			var mbe *http.MaxBytesError
-			if errors.As(body.err, &mbe) {
+			// is the size limit or the load.
+			if body.err != nil {
 				return nil, 0, body.err
 			}
 			var ie *change.InvalidError
@@ -200,20 +389,40 @@ func (s *Source) readBody(w http.ResponseWriter, r *http.Request) ([]change.Txn,
 			}
 			return nil, line, err
 		}
-		txns = append(txns, txn)
 	}
 }
 
-// errTracker remembers the first read error other than io.EOF.
-type errTracker struct {
-	r   io.Reader
-	err error
+// body reads a request body: it remembers the first read error other than
+// io.EOF, hashes what it reads if asked, and reserves the bytes of a
+// chunked body in the in-flight budget as they arrive.
+type body struct {
+	s        *Source
+	r        io.Reader
+	chunked  bool
+	reserved int64 // bytes of the budget held
+	hash     hash.Hash
+	err      error
 }
 
-func (t *errTracker) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if err != nil && err != io.EOF && t.err == nil {
-		t.err = err
+func (b *body) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	// A chunked body's bytes are reserved as they arrive: the overshoot
+	// is at most one read, into the decoder's buffer.
+	if b.chunked && n > 0 {
+		if !b.s.reserve(int64(n)) {
+			b.err = errOverloaded
+			return 0, b.err
+		}
+		b.reserved += int64(n)
+	}
+	if b.hash != nil {
+		b.hash.Write(p[:n])
+	}
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
 	}
 	return n, err
 }

@@ -127,6 +127,9 @@ type Metrics struct {
 	pitrOldest, pitrNewest, archSnapshots    prometheus.Gauge
 	retries, errors                          *prometheus.CounterVec
 	lagAlert, lagPercentile                  *prometheus.GaugeVec
+	httpRejected                             *prometheus.CounterVec
+	httpReplayed                             prometheus.Counter
+	httpInflight                             prometheus.Gauge
 
 	health checks
 
@@ -136,6 +139,7 @@ type Metrics struct {
 		walWatch bool
 		lastLag  []LagSummary
 		depUp    map[string]bool // each dependency's Up at the last Tick that knew it
+		lastHTTP HTTPSource
 	}
 }
 
@@ -199,6 +203,9 @@ func New(opts Options) (*Metrics, error) {
 	m.errors = f.counterVec("walship_errors_total", "Errors by component and kind.", "component", "kind")
 	m.lagAlert = f.gaugeVec("walship_lag_alert", "1 while the component's lag objective is breached at this level (warning, critical), else 0.", "component", "level")
 	m.lagPercentile = f.gaugeVec("walship_lag_percentile_seconds", "Lag percentile (label percentile: 50, 95, 99, 99.9) over the sliding window.", "component", "percentile")
+	m.httpRejected = f.counterVec("walship_http_rejected_total", "Requests the HTTP source refused, by reason: load (429, source.http.max_inflight_bytes) or request (4xx: the request's fault).", "reason")
+	m.httpReplayed = f.counter("walship_http_replayed_total", "Idempotent retries the HTTP source answered from the log, appending nothing.")
+	m.httpInflight = f.gauge("walship_http_inflight_bytes", "Body bytes reserved by the HTTP source's requests in flight (bounded by source.http.max_inflight_bytes).")
 	if f.err != nil {
 		return nil, f.err
 	}
@@ -319,6 +326,26 @@ func (m *Metrics) report(component string, p Position) {
 	h.maxLag = max(h.maxLag, p.Lag)
 	h.lastLag, h.reported = p.Lag, true
 	m.mu.Unlock()
+}
+
+// HTTPSource is what the HTTP source reports: its counters since start
+// and the bytes it holds now.
+type HTTPSource struct {
+	Rejected, RejectedLoad, Replayed uint64
+	InflightBytes                    int64
+}
+
+// HTTPSourceState publishes the HTTP source's counters (s holds totals
+// since start; the metrics add what is new since the last call).
+func (m *Metrics) HTTPSourceState(s HTTPSource) {
+	m.mu.Lock()
+	last := m.mu.lastHTTP
+	m.mu.lastHTTP = s
+	m.mu.Unlock()
+	m.httpRejected.WithLabelValues("load").Add(float64(s.RejectedLoad - last.RejectedLoad))
+	m.httpRejected.WithLabelValues("request").Add(float64((s.Rejected - s.RejectedLoad) - (last.Rejected - last.RejectedLoad)))
+	m.httpReplayed.Add(float64(s.Replayed - last.Replayed))
+	m.httpInflight.Set(float64(s.InflightBytes))
 }
 
 // SinkPosition reports a sink's position (label sink=name; component

@@ -13,6 +13,10 @@
 //     an fdatasync covering it completed) or written (SyncOff).
 //   - A transaction's changes get consecutive LSNs; LSNs are dense along
 //     the log.
+//   - A Batch of several transactions (a client's request) is validated
+//     and encoded whole before AppendBatchAsync queues all of it as one
+//     unit, or none of it; KeyIndex remembers, from the log itself, the
+//     idempotency keys such requests carried within a window.
 //   - Readers see whole committed, durable transactions only, in LSN
 //     order, never a transaction aborted midway (AppendStream).
 //   - Commit times never decrease along the log, and a source commit time
@@ -211,6 +215,11 @@ type Options struct {
 	// to every later transaction. Zero selects DefaultMaxCommitTimeSkew;
 	// negative disables the check.
 	MaxCommitTimeSkew time.Duration
+	// MaxRecordBytes bounds one encoded change in a Batch (WAL.NewBatch):
+	// a larger one is refused as invalid input. Zero (or anything larger)
+	// selects MaxRecordBytes, the most a record can hold; a smaller bound
+	// suits callers whose readers take smaller records.
+	MaxRecordBytes int
 }
 
 // DefaultMaxCommitTimeSkew is the default Options.MaxCommitTimeSkew.
@@ -291,6 +300,8 @@ type WAL struct {
 	// maxSkew is Options.MaxCommitTimeSkew with the default applied;
 	// negative: no bound.
 	maxSkew time.Duration
+	// maxRecord is Options.MaxRecordBytes with the default applied.
+	maxRecord int
 
 	scratch sync.Pool // *encodeBuf
 	once    sync.Once
@@ -330,7 +341,11 @@ func Open(opts Options) (*WAL, *RecoveryReport, error) {
 	if skew == 0 {
 		skew = DefaultMaxCommitTimeSkew
 	}
-	w := &WAL{log: log{l}, c: c, maxSkew: skew}
+	maxRecord := opts.MaxRecordBytes
+	if maxRecord <= 0 || maxRecord > MaxRecordBytes {
+		maxRecord = MaxRecordBytes
+	}
+	w := &WAL{log: log{l}, c: c, maxSkew: skew, maxRecord: maxRecord}
 	w.scratch.New = func() any { return &encodeBuf{} }
 	return w, rep, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -64,10 +65,16 @@ func (f *walFlags) options() (wal.Options, error) {
 // once its transaction is durable. On bad input, everything before the bad
 // line is still made durable and acknowledged, then the command fails
 // naming the line.
+//
+// With --idempotency-key the whole input is one request instead, appended
+// all or nothing (appendKeyed).
 func runAppend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("append", stderr)
 	var wf walFlags
 	wf.register(fs)
+	var key, window string
+	fs.StringVar(&key, "idempotency-key", "", "append the whole input as one request, all or nothing, remembered under this key (1 to 128 printable ASCII bytes): a retry with the same key and input appends nothing and prints the original acknowledgements")
+	fs.StringVar(&window, "idempotency-window", "24h", "how long --idempotency-key is remembered (like source.http.idempotency_window)")
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
@@ -75,12 +82,29 @@ func runAppend(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
+	var win time.Duration
+	if key != "" {
+		if err := change.ValidateIdempotencyKey(key); err != nil {
+			return usageError("--idempotency-key: %v", err)
+		}
+		win, err = time.ParseDuration(window)
+		if err == nil && win <= 0 {
+			err = errors.New("must be positive")
+		}
+		if err != nil {
+			return usageError("--idempotency-window %q: %v", window, err)
+		}
+	}
 	w, rep, err := wal.Open(opts)
 	if err != nil {
 		return err
 	}
 	if !rep.Clean() {
 		fmt.Fprintf(stderr, "walship: recovered %s: %s\n", opts.Dir, rep)
+	}
+	if key != "" {
+		err := appendKeyed(ctx, w, key, win, stdin, stdout, stderr)
+		return errors.Join(err, w.Close())
 	}
 
 	acks := make(chan wal.Ticket, 1<<14)
@@ -142,6 +166,92 @@ loop:
 	return errors.Join(inErr, perr, cerr)
 }
 
+// appendKeyed appends all of stdin as one request under an idempotency
+// key: every line is decoded, validated and encoded first, and on bad input
+// nothing is appended. A key already used for the same input appends
+// nothing and prints the original acknowledgements; for other input it
+// fails.
+func appendKeyed(ctx context.Context, w *wal.WAL, key string, window time.Duration, stdin io.Reader, stdout, stderr io.Writer) error {
+	keys, err := w.LoadKeys(ctx, window)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	dec := change.NewDecoder(io.TeeReader(stdin, h))
+	b := w.NewBatch()
+	for {
+		line, txn, err := dec.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err == nil {
+			err = b.Add(&txn)
+		}
+		if err != nil {
+			if ie, ok := errors.AsType[*change.InvalidError](err); ok && ie.Line == 0 {
+				ie.Line = line
+			}
+			return fmt.Errorf("input: %w (nothing appended)", err)
+		}
+	}
+	if b.Len() == 0 {
+		return errors.New("input: no transactions (nothing appended)")
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	claim, err := keys.Claim(ctx, key, sum, b.Len())
+	if errors.Is(err, wal.ErrKeyConflict) {
+		return fmt.Errorf("--idempotency-key was already used, within --idempotency-window, for different input: nothing appended")
+	}
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	var buf []byte
+	print := func(t wal.Ticket) { buf = appendAck(buf[:0], t); bw.Write(buf) }
+	if claim.Replayed {
+		fmt.Fprintln(stderr, "walship: this input was already appended under --idempotency-key: printing the original acknowledgements, appending nothing")
+		if err := claim.Tickets(ctx, print); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	if claim.Start > 0 {
+		if err := b.Skip(int(claim.Start)); err != nil {
+			claim.Release()
+			return err
+		}
+	}
+	if err := b.SetMark(claim.Mark()); err != nil {
+		claim.Release()
+		return err
+	}
+	if err := w.AppendBatchAsync(context.WithoutCancel(ctx), b); err != nil {
+		claim.Release()
+		return fmt.Errorf("append: %w (nothing appended)", err)
+	}
+	err = w.Wait(context.WithoutCancel(ctx), b.Last())
+	claim.Done(b)
+	if err != nil {
+		return fmt.Errorf("append: %w", err)
+	}
+	if claim.Start > 0 {
+		err = claim.Tickets(ctx, print)
+	} else {
+		b.Tickets(print)
+	}
+	return errors.Join(err, bw.Flush())
+}
+
+// appendAck appends an acknowledgement line.
+func appendAck(buf []byte, t wal.Ticket) []byte {
+	buf = append(buf, `{"lsn":`...)
+	buf = strconv.AppendUint(buf, t.Last, 10)
+	buf = append(buf, `,"commit_time":"`...)
+	buf = t.Time().AppendFormat(buf, time.RFC3339Nano)
+	return append(buf, "\"}\n"...)
+}
+
 // printAcks prints one line per ticket once it is durable, flushing stdout
 // before each wait so an acknowledgement is never held back.
 func printAcks(w *wal.WAL, acks <-chan wal.Ticket, stdout io.Writer) error {
@@ -160,11 +270,7 @@ func printAcks(w *wal.WAL, acks <-chan wal.Ticket, stdout io.Writer) error {
 				continue
 			}
 		}
-		buf = append(buf[:0], `{"lsn":`...)
-		buf = strconv.AppendUint(buf, t.Last, 10)
-		buf = append(buf, `,"commit_time":"`...)
-		buf = t.Time().AppendFormat(buf, time.RFC3339Nano)
-		buf = append(buf, "\"}\n"...)
+		buf = appendAck(buf[:0], t)
 		_, err = bw.Write(buf)
 	}
 	if ferr := bw.Flush(); err == nil {

@@ -44,7 +44,7 @@ func init() {
 			Usage:   "[--txns N] [--dir DIR] [--keep] [--listen ADDR] [--http-source] [--hold DURATION]",
 			Example: "walship demo --txns 30000 --hold 10m"},
 		{Name: "append", Summary: "append NDJSON transactions from stdin to the WAL, acknowledging each once durable", Run: runAppend,
-			Usage:   "--wal DIR [--sync local|off] [--segment-size SIZE] [--compression none|s2|zstd] < NDJSON",
+			Usage:   "--wal DIR [--sync local|off] [--segment-size SIZE] [--compression none|s2|zstd] [--idempotency-key KEY] < NDJSON",
 			Example: `echo '{"table":"public.t","op":"c","key":{"id":1},"after":{"id":1,"v":"x"}}' | walship append --wal /tmp/wal`},
 		{Name: "dump", Summary: "print the WAL's changes as NDJSON", Run: runDump,
 			Usage:   "--wal DIR [--from LSN] [--to LSN]",

@@ -1,0 +1,5 @@
+//go:build !race
+
+package httpsource
+
+const raceEnabled = false
