@@ -336,6 +336,13 @@ func (a *Archive) getJSON(ctx context.Context, key string, v any) error {
 // with the highest LSNs) from one listing and one manifest fetch; ok is
 // false if the lineage has no segment. A newest manifest that does not
 // verify is an error (*walerr.CorruptionError), not skipped.
+//
+// A newest manifest sealed with another key than a's is the one case that
+// returns both: m holds only the range its name gives (FirstLSN, LastLSN,
+// Key), ok is true, and err is the *SealError. Nothing authenticates that
+// range; a writer may trust it only where it knows by other means that
+// it stored that object itself before its key changed (the archiver
+// checks its checkpoint).
 func (a *Archive) LastSegment(ctx context.Context, lineage string) (m SegmentManifest, ok bool, err error) {
 	if err := CheckLineage(lineage); err != nil {
 		return m, false, err
@@ -352,13 +359,10 @@ func (a *Archive) LastSegment(ctx context.Context, lineage string) (m SegmentMan
 		m, err = a.getSegmentManifest(ctx, keys[i])
 		var se *SealError
 		if errors.As(err, &se) && se.KeyID != "" && se.KeyID != a.opts.Seal.KeyID() {
-			// Sealed with the key this writer had before a key change:
-			// the range is its key's, which is all a resume needs (a
-			// reader with the new key refuses these objects).
+			// Perhaps sealed with the key this writer had before a key
+			// change, perhaps by anyone else: the caller decides.
 			first, last, _ := parseSegmentName(name)
-			a.log.Warn("archive: newest segment is sealed with another key; resuming after the range its name gives",
-				"key", keys[i], "key_id", se.KeyID)
-			return SegmentManifest{Lineage: lineage, FirstLSN: first, LastLSN: last, Key: SegmentKey(lineage, first, last)}, true, nil
+			return SegmentManifest{Lineage: lineage, FirstLSN: first, LastLSN: last, Key: SegmentKey(lineage, first, last)}, true, err
 		}
 		if err != nil {
 			return m, false, fmt.Errorf("archive: newest segment manifest of lineage %q: %w", lineage, err)

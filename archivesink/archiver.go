@@ -361,6 +361,20 @@ type resume struct {
 // archived object, checked against the checkpoint and the local WAL.
 func (ar *Archiver) resumePoint(ctx context.Context, ckptPos uint64, node string) (resume, error) {
 	seg, found, err := ar.a.LastSegment(ctx, ar.opts.Lineage)
+	if se := (*archive.SealError)(nil); errors.As(err, &se) && found {
+		// The newest segment is sealed with a key this writer does not
+		// hold. After a key change that is this writer's own object, and
+		// its checkpoint covers it; anything beyond the checkpoint was not
+		// stored by this writer, so its name cannot be trusted to skip
+		// transactions (they would never be archived).
+		if seg.LastLSN > ckptPos {
+			return resume{}, fmt.Errorf("%w: this node's archive checkpoint (LSN %d) does not cover it, so it was not stored here before a key change: "+
+				"remove the object and its manifest if they are not yours, or give archive.encryption_key_file the key that sealed them", err, ckptPos)
+		}
+		ar.log.Warn("archive: newest segment is sealed with another key, within this node's checkpoint (a key change); resuming after it",
+			"key", seg.Key, "key_id", se.KeyID, "checkpoint", ckptPos)
+		err = nil
+	}
 	if err != nil {
 		return resume{}, err
 	}
