@@ -18,6 +18,7 @@ import (
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/replica"
+	"github.com/walship/walship/wal"
 	"github.com/walship/walship/walerr"
 )
 
@@ -161,4 +162,121 @@ func TestEncryptedArchiveRefusesForgedNewestSegment(t *testing.T) {
 	if !errors.Is(err, archive.ErrUnsealed) || !strings.Contains(err.Error(), archive.ManifestKey(m.Key)) {
 		t.Fatalf("daemon on an archive with a forged newest segment: %v; want it refused naming %s", err, archive.ManifestKey(m.Key))
 	}
+}
+
+// TestArchiveForeignKeyBeyondCheckpoint: a newest segment sealed with a key
+// the daemon does not hold is trusted to say where archiving resumes only
+// within the node's archive checkpoint (the daemon's own objects from
+// before a key change). One placed beyond it by someone else, covering
+// transactions this node has not archived, would make the archiver skip
+// them for good: the daemon refuses to start, naming the object. After the
+// forgery is removed, a real key change resumes after the old key's
+// segments and archives on.
+func TestArchiveForeignKeyBeyondCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	keyA, keyB := filepath.Join(dir, "keyA"), filepath.Join(dir, "keyB")
+	for f, hex := range map[string]string{keyA: "ab", keyB: "cd"} {
+		if err := os.WriteFile(f, []byte(strings.Repeat(hex, 32)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arch := filepath.Join(dir, "archive")
+	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 200ms, encryption_key_file: %q}\n", arch, keyA))
+	waitArchived := func(r *running) {
+		t.Helper()
+		last := r.d.wal.Durable()
+		for deadline := time.Now().Add(60 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
+			if time.Now().After(deadline) {
+				t.Fatal("archive did not catch up")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	r := start(t, cfg)
+	appendN(t, r.d.Addr("source.http"), 0, 10)
+	waitArchived(r)
+	archived := r.d.wal.Durable()
+	r.stop(t)
+
+	// Three more transactions in the log, not archived (the daemon is
+	// down), and a segment covering them sealed with a stranger's key.
+	w, _, err := wal.Open(wal.Options{Dir: cfg.WAL.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var txns []change.Committed
+	for i := range 3 {
+		row := change.Row{{Name: "id", Value: change.IntValue(int64(100 + i))}}
+		txn := change.Txn{Changes: []change.Change{{Table: change.Table{Schema: "public", Name: "t"}, Op: change.Insert, Key: row, After: row}}}
+		tk, err := w.Append(ctx, &txn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		txns = append(txns, change.Committed{FirstLSN: tk.First, CommitLSN: tk.Last, CommitTime: tk.Time(), Txn: txn})
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := seal.New(seal.Options{}, seal.GenerateKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forger, err := archive.Open(ctx, "file://"+arch, archive.Options{Seal: stranger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := forger.EncodeSegment(Lineage, archived+1, txns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := forger.StoreSegment(ctx, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d, err := New(ctx, cfg, nil)
+	if err == nil {
+		runCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		err = d.Run(runCtx)
+	}
+	var se *archive.SealError
+	if !errors.As(err, &se) || !errors.Is(err, seal.ErrUnknownKey) || !strings.Contains(err.Error(), archive.ManifestKey(forged.Key)) {
+		t.Fatalf("daemon over a stranger's newest segment beyond its checkpoint: %v; want it refused naming %s", err, archive.ManifestKey(forged.Key))
+	}
+
+	// Without the forgery, a key change: the newest segment is the
+	// daemon's own, sealed with key A, within its checkpoint.
+	for _, k := range []string{forged.Key, archive.ManifestKey(forged.Key)} {
+		if err := os.Remove(filepath.Join(arch, k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.Archive.EncryptionKeyFile = keyB
+	r = start(t, cfg)
+	waitArchived(r)
+	r.stop(t)
+	b, err := archive.Open(ctx, "file://"+arch, archive.Options{Seal: mustSealer(t, keyB)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, ok, err := b.LastSegment(ctx, Lineage)
+	if err != nil || !ok || newest.FirstLSN != archived+1 || newest.LastLSN < txns[2].CommitLSN {
+		t.Fatalf("after the key change the newest segment is %+v (%v, %v); want one sealed with the new key from LSN %d through %d",
+			newest, ok, err, archived+1, txns[2].CommitLSN)
+	}
+}
+
+func mustSealer(t *testing.T, keyFile string) *seal.Sealer {
+	t.Helper()
+	key, err := seal.LoadKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := seal.New(seal.Options{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
