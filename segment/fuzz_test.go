@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walship/walship/groupcommit"
 	"github.com/walship/walship/segment"
@@ -82,6 +83,10 @@ const (
 // fuzzer reaches the LSN, transaction, flag and commit-time checks.
 func FuzzSegmentRecover(f *testing.F) {
 	fx := loadRecoverFixture(f)
+	// No writer runs beside these reads: damage need not be watched for
+	// 300 ms to tell it from a writer's moving end, which would make every
+	// damaged input cost that long and starve the fuzzer.
+	segment.SetLiveScanSettle(f, time.Millisecond)
 	f.Add(byte(recoverAfterSealed), []byte{})
 	f.Add(byte(recoverSingle), []byte{})
 	f.Fuzz(func(t *testing.T, mode byte, data []byte) {

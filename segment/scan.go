@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/walship/walship/vfs"
@@ -407,17 +408,24 @@ func firstNonZero(b []byte) int {
 // bad spot keeps moving forward a writer is appending, and the data from
 // the bad spot on is its unfinished, not yet durable, end.
 const (
-	liveScanTries  = 30
-	liveScanPause  = 10 * time.Millisecond
-	liveScanSettle = 300 * time.Millisecond // longer than any single write
+	liveScanTries = 30
+	liveScanPause = 10 * time.Millisecond
 )
+
+// liveScanSettle is longer than any single write. A variable only so that
+// the fuzz tests, which have no writer, need not wait for it on every
+// damaged input.
+var liveScanSettle atomic.Int64
+
+func init() { liveScanSettle.Store(int64(300 * time.Millisecond)) }
 
 // scanLive is scanSegment for the newest segment of a log that a writer may
 // be appending to.
 func scanLive(f vfs.File, name string, h *segmentHeader, expectLSN, openTxn uint64, lastTime int64, last bool) (scanResult, error) {
 	res, err := scanSegment(f, name, h, expectLSN, openTxn, lastTime, last)
 	var stableFor time.Duration
-	pause := liveScanPause
+	settle := time.Duration(liveScanSettle.Load())
+	pause := min(liveScanPause, settle)
 	for try := 0; err == nil && res.bad != nil && !res.torn; try++ {
 		if try == liveScanTries {
 			res.torn = true // still moving: a live writer's unfinished end
@@ -430,12 +438,12 @@ func scanLive(f vfs.File, name string, h *segmentHeader, expectLSN, openTxn uint
 		}
 		if again.bad != nil && again.bad.off == res.bad.off && again.bad.reason == res.bad.reason {
 			stableFor += pause
-			if stableFor >= liveScanSettle {
+			if stableFor >= settle {
 				return again, nil // stable: real damage
 			}
-			pause = min(2*pause, liveScanSettle)
+			pause = min(2*pause, settle)
 		} else {
-			stableFor, pause = 0, liveScanPause
+			stableFor, pause = 0, min(liveScanPause, settle)
 		}
 		res = again
 	}
