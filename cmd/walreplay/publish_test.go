@@ -47,8 +47,8 @@ func startKafka(t *testing.T) *kafkatest.Cluster {
 }
 
 // newSource appends n workload transactions to a WAL, ships them with the
-// Kafka sink in mode (parts partitions per table topic) until every LSN is
-// acknowledged, and archives the log in segments of 20 transactions.
+// Kafka sink in mode (ordered, tables or both; parts partitions per table
+// topic) until every LSN is acknowledged, and archives the log in segments of 20 transactions.
 func newSource(t *testing.T, mode string, parts, n int, noKinds bool) *source {
 	t.Helper()
 	ctx := context.Background()
@@ -71,22 +71,35 @@ func newSource(t *testing.T, mode string, parts, n int, noKinds bool) *source {
 		}
 	}
 	c := startKafka(t)
-	s, err := kafkasink.New(kafkasink.Options{Brokers: []string{c.Addr}, Mode: mode, Partitions: int32(parts)}, w, ck, "main")
-	if err != nil {
-		t.Fatal(err)
+	// "both": two sinks, as two daemons with the two modes, into one cluster.
+	modes := []string{mode}
+	if mode == "both" {
+		modes = []string{kafkawire.ModeOrdered, kafkawire.ModeTables}
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(rctx) }()
-	deadline := time.Now().Add(2 * time.Minute) // only catches a hang
-	for s.Stats().CheckpointLSN < w.Durable() {
-		if time.Now().After(deadline) {
-			t.Fatalf("sink stuck: %+v", s.Stats())
+	for i, m := range modes {
+		ck := ck
+		if i > 0 {
+			if ck, err = checkpoint.Open(ctx, vfs.Default, filepath.Join(dir, "ckpt-"+m), checkpoint.Options{}); err != nil {
+				t.Fatal(err)
+			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		s, err := kafkasink.New(kafkasink.Options{Brokers: []string{c.Addr}, Mode: m, Partitions: int32(parts)}, w, ck, "main")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() { errc <- s.Run(rctx) }()
+		deadline := time.Now().Add(2 * time.Minute) // only catches a hang
+		for s.Stats().CheckpointLSN < w.Durable() {
+			if time.Now().After(deadline) {
+				t.Fatalf("sink stuck: %+v", s.Stats())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		<-errc
 	}
-	cancel()
-	<-errc
 
 	rd, err := w.NewReader(1, false)
 	if err != nil {
@@ -256,12 +269,13 @@ func all(*kgo.Record) bool { return true }
 // TestPublishRebuildsTheTopicsExactly: publishing the archive into an
 // empty cluster gives, in ordered and in tables mode (three partitions per
 // table), every record of the daemon's topics — topic, partition, key,
-// value, headers, timestamp — in order; publishing again adds nothing.
+// value, headers, timestamp — in order, and both at once; publishing again
+// adds nothing.
 func TestPublishRebuildsTheTopicsExactly(t *testing.T) {
 	for _, tc := range []struct {
 		mode  string
 		parts int
-	}{{kafkawire.ModeOrdered, 1}, {kafkawire.ModeTables, 3}} {
+	}{{kafkawire.ModeOrdered, 1}, {kafkawire.ModeTables, 3}, {"both", 2}} {
 		t.Run(tc.mode, func(t *testing.T) {
 			src := newSource(t, tc.mode, tc.parts, 200, false)
 			orig := topicRecords(t, src.cluster.Addr)
