@@ -126,6 +126,12 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	defer pub.Close()
 	readFrom := pub.ReadFrom()
+	if target.Kind == pitr.LSN && readFrom > target.LSN {
+		// Everything up to the target is in the topics already, or before
+		// the start asked for.
+		fmt.Fprintf(stdout, "published lineage %s to %s topics: 0 records produced: nothing to publish up to LSN %d (the topics end after it, or the start asked for is after it)\n", lineage, *topics, target.LSN)
+		return nil
+	}
 	plan, err := pitr.PlanRestore(ctx, src, target, pitr.PlanOptions{Lineage: lineage, FromLSN: readFrom,
 		Retry: archive.RetryPolicy{MaxElapsed: af.timeout}})
 	if err != nil {

@@ -414,6 +414,11 @@ func TestPublishFromTheMiddle(t *testing.T) {
 		t.Fatalf("publish --force: exit %d: %v", r.code, r.err)
 	}
 	sameTopics(t, orig, topicRecords(t, holed.Addr), func(r *kgo.Record) bool { return recordLSN(r) <= end || recordLSN(r) >= after })
+
+	// An end the topic is already past: nothing to do.
+	if r := src.publish(t, dst.Addr, "--to-lsn", strconv.FormatUint(end, 10)); r.code != 0 || !strings.Contains(r.stdout, " 0 records produced") {
+		t.Fatalf("publish --to-lsn before the topic's end: exit %d: %v\n%s", r.code, r.err, r.stdout)
+	}
 }
 
 // TestPublishStopsAtDamage: a corrupt segment object stops publish with
