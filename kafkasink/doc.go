@@ -34,9 +34,18 @@
 //     "<prefix>.ordered" in LSN order, so transaction boundaries and the
 //     total order survive; tables mode writes each table's changes to
 //     "<prefix>.<schema>.<table>" keyed by primary key (per-key order only).
+//     A record's partition depends on the record alone (its key, or for a
+//     keyless record its walship.lsn header).
+//   - Rebuilding: Publisher produces, for transactions read elsewhere (the
+//     archive, by walreplay publish), the records the Sink produced — the
+//     same encoder, topics, partitions, headers and timestamps; only the
+//     envelope's ts_ms, the processing time, differs — and skips a record
+//     its partition already holds (the partition's last walship.lsn says
+//     so), so a rebuild re-run or resumed adds nothing twice; a start that
+//     would leave a hole in a partition is refused (HoleError).
 //
 // Files: sink.go is the pipeline (read, encode, produce, checkpoint),
 // encode.go the encoding jobs and workers, topics.go topic creation,
 // conn.go broker connection health, watermark.go the contiguous
-// watermark, options.go the sink's options.
+// watermark, options.go the sink's options, publish.go the Publisher.
 package kafkasink

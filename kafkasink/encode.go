@@ -104,8 +104,9 @@ const (
 const chunkSize = 32 << 10
 
 // encodeWorker encodes jobs; each worker has its own Encoder.
+// The daemon's sink and Publisher encode with it alike.
 type encodeWorker struct {
-	s            *Sink
+	tombstones   bool
 	enc          *kafkawire.Encoder
 	lineage      []byte
 	orderedTopic string
@@ -139,7 +140,7 @@ func (w *encodeWorker) encode(job *encJob) {
 	w.job = job
 	w.enc.NowMS = time.Now().UnixMilli() // ts_ms: the time the job is encoded
 	defer func() { w.job = nil }()
-	tombstones := *w.s.cfg.Tombstones
+	tombstones := w.tombstones
 	nrecs, nsent := 0, 0
 	k := 0
 	for _, sp := range job.spans {
@@ -212,4 +213,55 @@ func (w *encodeWorker) topic(job *encJob, k int) string {
 		return w.orderedTopic
 	}
 	return job.topics[k]
+}
+
+// newEncodeWorker returns a worker encoding as cfg says, with lineage in
+// every record's header and envelope.
+func newEncodeWorker(cfg *Options, lineage string) *encodeWorker {
+	return &encodeWorker{tombstones: *cfg.Tombstones, enc: &kafkawire.Encoder{Database: cfg.Database, Name: cfg.Name, Lineage: lineage},
+		lineage: []byte(lineage), orderedTopic: kafkawire.OrderedTopic(cfg.TopicPrefix)}
+}
+
+// changeTopic is the topic of change c: in ordered mode the ordered topic,
+// in tables mode its table's topic, or "" for none (a logical message has
+// no table: its LSN passes without a record).
+func changeTopic(ordered bool, prefix string, c *change.Change) string {
+	if ordered {
+		return kafkawire.OrderedTopic(prefix)
+	}
+	if c.Op == change.Message || c.Table.IsZero() {
+		return ""
+	}
+	return kafkawire.TablesTopic(prefix, c.Table.Schema, c.Table.Name)
+}
+
+// tableOrdinals sets dst to the data_collection_order of each change of t:
+// its 1-based rank among the changes of t with the same table that have a
+// record (0 for one without). counts is scratch space: small transactions
+// count by scanning, large ones with the map.
+func tableOrdinals(dst []int32, t *change.Committed, ordered bool, counts map[change.Table]int32) []int32 {
+	dst = dst[:0]
+	useMap := len(t.Changes) > 16
+	if useMap {
+		clear(counts)
+	}
+	for i := range t.Changes {
+		c := &t.Changes[i]
+		var ord int32
+		if ordered || (c.Op != change.Message && !c.Table.IsZero()) {
+			if useMap {
+				counts[c.Table]++
+				ord = counts[c.Table]
+			} else {
+				ord = 1
+				for k := range i {
+					if o := &t.Changes[k]; o.Table == c.Table && (ordered || o.Op != change.Message) {
+						ord++
+					}
+				}
+			}
+		}
+		dst = append(dst, ord)
+	}
+	return dst
 }

@@ -286,28 +286,52 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 }
 
 func (s *Sink) clientOptions() ([]kgo.Opt, error) {
-	opts, err := kafkawire.ClientOptions(s.cfg.Brokers, s.cfg.TLS, s.cfg.SASL)
+	opts, err := producerOptions(&s.cfg)
 	if err != nil {
 		return nil, err
 	}
-	codec, _ := compressionCodec(s.cfg.Compression)
-	opts = append(opts,
-		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence requires acks=all; explicit for the reader
-		kgo.ProducerBatchCompression(codec),
-		kgo.ProducerLinger(s.cfg.Linger),
-		kgo.ProducerBatchMaxBytes(s.cfg.MaxBatchBytes),
-		kgo.MaxBufferedRecords(s.cfg.MaxBufferedRecords),
-		kgo.WithHooks(retryHook{s}),
-	)
+	opts = append(opts, kgo.WithHooks(retryHook{s}))
 	if s.cfg.Mode == kafkawire.ModeOrdered {
 		// One partition, and the record says which: order never depends on
 		// a partitioner.
 		opts = append(opts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	} else {
-		// Kafka's murmur2 key hashing, as Java clients: per-key order.
-		opts = append(opts, kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+		opts = append(opts, kgo.RecordPartitioner(tablesPartitioner))
 	}
 	return opts, nil
+}
+
+// tablesPartitioner places tables-mode records: by key with Kafka's
+// murmur2 hashing, as Java clients (per-key order); a record without a key
+// by its walship.lsn header, hashed the same way. Either way the partition
+// depends on the record alone, so walreplay publish places each record
+// where the sink did.
+var tablesPartitioner = kgo.BasicConsistentPartitioner(func(topic string) func(*kgo.Record, int) int {
+	byKey := kgo.StickyKeyPartitioner(nil).ForTopic(topic) // stateless for keyed records
+	return func(r *kgo.Record, n int) int {
+		if r.Key == nil {
+			return byKey.Partition(&kgo.Record{Key: r.Headers[0].Value}, n) // the encoder's first header
+		}
+		return byKey.Partition(r, n)
+	}
+})
+
+// producerOptions are the client settings of the daemon's producer and
+// Publisher alike: idempotent, acks from all in-sync replicas, cfg's
+// compression, linger, batch size and buffer bound.
+func producerOptions(cfg *Options) ([]kgo.Opt, error) {
+	opts, err := kafkawire.ClientOptions(cfg.Brokers, cfg.TLS, cfg.SASL)
+	if err != nil {
+		return nil, err
+	}
+	codec, _ := compressionCodec(cfg.Compression)
+	return append(opts,
+		kgo.RequiredAcks(kgo.AllISRAcks()), // idempotence requires acks=all; explicit for the reader
+		kgo.ProducerBatchCompression(codec),
+		kgo.ProducerLinger(cfg.Linger),
+		kgo.ProducerBatchMaxBytes(cfg.MaxBatchBytes),
+		kgo.MaxBufferedRecords(cfg.MaxBufferedRecords),
+	), nil
 }
 
 // produceLoop reads transactions and hands their records to the producer
@@ -395,8 +419,7 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := &encodeWorker{s: s, enc: &kafkawire.Encoder{Database: s.cfg.Database, Name: s.cfg.Name, Lineage: s.lineage},
-				lineage: []byte(s.lineage), orderedTopic: kafkawire.OrderedTopic(s.cfg.TopicPrefix)}
+			w := newEncodeWorker(&s.cfg, s.lineage)
 			for job := range work {
 				w.encode(job)
 				close(job.done)
@@ -430,6 +453,7 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 		}
 	}
 	counts := map[change.Table]int32{}
+	var ords []int32
 	for {
 		txn, err := rd.Next(ctx)
 		if err != nil {
@@ -439,48 +463,25 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 			return fmt.Errorf("kafkasink: read WAL: %w", err)
 		}
 		t := txn
-		// data_collection_order: small transactions count by scanning,
-		// large ones with a map.
-		useMap := len(t.Changes) > 16
-		if useMap {
-			clear(counts)
-		}
+		ords = tableOrdinals(ords, t, ordered, counts)
 		for i := range t.Changes {
 			c := &t.Changes[i]
 			topic := ""
 			if !ordered {
-				if c.Op == change.Message || c.Table.IsZero() {
-					// Tables mode has no topic for logical messages: the
-					// LSN passes without a record.
-				} else {
-					topic = kafkawire.TablesTopic(s.cfg.TopicPrefix, c.Table.Schema, c.Table.Name)
-					if !topics.known[topic] {
-						if !flush() {
+				topic = changeTopic(false, s.cfg.TopicPrefix, c)
+				if topic != "" && !topics.known[topic] {
+					if !flush() {
+						return nil
+					}
+					if err := topics.ensure(ctx, topic, s.cfg.Partitions); err != nil {
+						if ctx.Err() != nil {
 							return nil
 						}
-						if err := topics.ensure(ctx, topic, s.cfg.Partitions); err != nil {
-							if ctx.Err() != nil {
-								return nil
-							}
-							return err
-						}
+						return err
 					}
 				}
 			}
-			var ord int32
-			if topic != "" || ordered {
-				if useMap {
-					counts[c.Table]++
-					ord = counts[c.Table]
-				} else {
-					ord = 1
-					for k := range i {
-						if o := &t.Changes[k]; o.Table == c.Table && (ordered || o.Op != change.Message) {
-							ord++
-						}
-					}
-				}
-			}
+			ord := ords[i]
 			if job == nil {
 				job = jobs.get()
 			}

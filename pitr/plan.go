@@ -485,3 +485,7 @@ func segmentKeyRange(key string) (first, last uint64, ok bool) {
 	}
 	return f, l, true
 }
+
+// ChooseLineage returns want if the catalog holds it, else (want empty)
+// the catalog's only lineage; an archive with several needs one named.
+func (c *Catalog) ChooseLineage(want string) (string, error) { return chooseLineage(c, want) }

@@ -8,6 +8,8 @@
 //	         --target-xid N | --target-name NAME | --target latest]
 //	        [--exclusive] [--dry-run] [--json] [--parallel N] [--follow]
 //	walreplay prune   --archive URL (--keep-snapshots N | --keep-within D) [--dry-run] [--json]
+//	walreplay publish --archive URL --brokers B [--topics ordered|tables|both]
+//	        [--from-lsn N | --from-time RFC3339] [--to-lsn N | --to-time RFC3339] [--force]
 //
 // Archive URLs are file:///abs/dir and s3://bucket/prefix; S3 settings come
 // from --s3-* flags and the standard AWS environment. Each archive request
@@ -16,9 +18,9 @@
 // sqlite:///abs/path.db and postgres://... . See docs/PITR.md.
 //
 // Exit codes: 0 success; 1 failure (verify: an object is corrupt); 2 bad
-// usage or the archive cannot be read (or did not answer within --timeout); 3 (verify, restore) a hole or a
-// missing object; 4 (restore) the target is outside the archive or not in
-// it.
+// usage or the archive cannot be read (or did not answer within --timeout); 3 (verify, restore, publish) a hole or a
+// missing object (publish: also a hole the topic would get); 4 (restore, publish) the target is outside the
+// archive or not in it.
 package main
 
 import (
@@ -58,6 +60,10 @@ func init() {
 		{Name: "prune", Summary: "delete snapshots beyond a retention policy and the segments no kept snapshot needs", Run: reachable(runPrune),
 			Usage:   "--archive URL (--keep-snapshots N | --keep-within D) [--dry-run] [--json] [--timeout D]",
 			Example: "walreplay prune --archive file:///var/backups/walship --keep-snapshots 7 --dry-run"},
+		{Name: "publish", Summary: "rebuild the Kafka topics from the archive: the daemon's records, from any point, skipping what the topics hold", Run: reachable(runPublish),
+			Usage: "--archive URL --brokers B [--topics ordered|tables|both] [--topic-prefix P] [--partitions N] " +
+				"[--from-lsn N | --from-time RFC3339] [--to-lsn N | --to-time RFC3339] [--force] [--parallel N] [--timeout D]",
+			Example: "walreplay publish --archive file:///var/backups/walship --brokers localhost:9092 --topics ordered"},
 	}}
 }
 

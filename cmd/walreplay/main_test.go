@@ -660,6 +660,7 @@ func TestHelpOfEveryCommand(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, genLog(t, 20), 5)
 	tmp := t.TempDir()
+	kafka := startKafka(t)
 	for _, c := range program.Commands {
 		if c.Summary == "" || c.Usage == "" || c.Example == "" {
 			t.Errorf("%s: summary %q, usage %q, example %q", c.Name, c.Summary, c.Usage, c.Example)
@@ -682,6 +683,7 @@ func TestHelpOfEveryCommand(t *testing.T) {
 			}
 			line = strings.ReplaceAll(line, "/tmp/", tmp+"/")
 			line = strings.ReplaceAll(line, "file:///var/backups/walship", f.url)
+			line = strings.ReplaceAll(line, "localhost:9092", kafka.Addr)
 			args := strings.Fields(line)
 			if args[0] != "walreplay" {
 				t.Fatalf("%s: example %q", c.Name, line)

@@ -1,0 +1,486 @@
+package kafkasink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/kafkawire"
+)
+
+// Publishing: the records the Sink would send for transactions read from
+// elsewhere (walreplay publish reads them from the archive), produced with
+// the Sink's own encoder, partitioner and producer settings, and skipping
+// what the topics already hold.
+
+// DefaultPublishTimeout bounds each broker operation of a Publisher.
+const DefaultPublishTimeout = 2 * time.Minute
+
+// PublishOptions configure a Publisher.
+type PublishOptions struct {
+	// Kafka are the daemon's kafka settings (brokers, topic prefix,
+	// partitions, tombstones, source.db and source.name, compression, TLS,
+	// SASL): records are built from them exactly as the Sink builds its
+	// own. Kafka.Mode is used when Modes is empty.
+	Kafka Options
+	// Modes are the topics to publish: ordered, tables or both.
+	Modes []string
+	// Lineage is written in every record, as the daemon's.
+	Lineage string
+	// FromLSN and FromTime select the records to publish: those whose LSN
+	// is at least FromLSN and whose transaction committed at or after
+	// FromTime (zero values select all).
+	FromLSN  uint64
+	FromTime time.Time
+	// Force produces every selected record, whatever the topics hold: no
+	// skipping, no hole or lineage check.
+	Force bool
+	// Timeout bounds each broker operation (reading the topics' ends,
+	// creating topics, producing a batch); default DefaultPublishTimeout.
+	Timeout time.Duration
+}
+
+// ErrTopicHole marks a publish refused because it would leave a hole in a
+// topic (HoleError says where).
+var ErrTopicHole = errors.New("kafkasink: publish would leave a hole in a topic")
+
+// ErrTopicMismatch marks a topic whose records cannot be continued: another
+// lineage's, without walship's headers, or whose end is unknown.
+var ErrTopicMismatch = errors.New("kafkasink: topic cannot be continued")
+
+// HoleError: a partition ends at LSN End, and the record of LSN LSN, which
+// it lacks, is before the start asked for.
+type HoleError struct {
+	Topic     string
+	Partition int32
+	End, LSN  uint64
+}
+
+func (e *HoleError) Error() string {
+	return fmt.Sprintf("kafkasink: topic %s partition %d ends at LSN %d, and publishing from the start asked for would leave out LSN %d: "+
+		"start at or before LSN %d (or give --force to publish with the hole)", e.Topic, e.Partition, e.End, e.LSN, e.End+1)
+}
+
+// Is makes errors.Is(err, ErrTopicHole) true.
+func (e *HoleError) Is(target error) bool { return target == ErrTopicHole }
+
+// PartitionEnd is the last record of a partition: its LSN, whether it is
+// a tombstone, and its lineage.
+type PartitionEnd struct {
+	LSN       uint64
+	Tombstone bool
+	Lineage   string
+}
+
+// PublishStats count what a Publisher did.
+type PublishStats struct {
+	Produced, Skipped int    // records
+	LastLSN           uint64 // of the last record produced
+}
+
+// Publisher produces the records of transactions given in log order. Not
+// safe for concurrent use.
+//
+// Exactly once into the topics: each record goes to the partition the Sink
+// would choose, and is skipped when that partition already holds it — its
+// last record has a higher LSN, or the same LSN and is the record itself
+// or the tombstone that follows it (a partition holds a prefix, in LSN
+// order, of the records sent to it). An empty partition, or a topic that does not exist, holds
+// nothing and starts wherever publishing starts. A record a partition
+// lacks that is before the selected start is a hole: Publish refuses it
+// (*HoleError) before producing anything after it.
+type Publisher struct {
+	opts   PublishOptions
+	cl     *kgo.Client
+	adm    *kadm.Client
+	modes  []*publishMode
+	parts  map[string]int32           // partitions of the topics in use
+	ends   map[string][]*PartitionEnd // per topic and partition; nil: empty
+	tparts map[string]kgo.TopicPartitioner
+	stats  PublishStats
+	counts map[change.Table]int32
+	ords   []int32
+}
+
+type publishMode struct {
+	ordered bool
+	topics  *topicCache
+	enc     *encodeWorker
+}
+
+// NewPublisher validates opts, connects, creates the ordered topic if it is
+// published, and reads where each existing topic of opts.Modes ends
+// (walship.lsn of the last record of each partition). Unless opts.Force, a
+// topic of another lineage, without walship's headers, or whose records
+// are all deleted is refused (ErrTopicMismatch).
+func NewPublisher(ctx context.Context, opts PublishOptions) (*Publisher, error) {
+	if len(opts.Modes) == 0 {
+		opts.Modes = []string{opts.Kafka.Mode}
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultPublishTimeout
+	}
+	var errs []error
+	for _, m := range opts.Modes {
+		cfg := opts.Kafka
+		cfg.Mode = m
+		errs = append(errs, cfg.Validate())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	opts.Kafka.Mode = opts.Modes[0]
+	_ = opts.Kafka.Validate() // fill in the defaults
+	copts, err := producerOptions(&opts.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	// Partitions are chosen here, with the Sink's partitioner, so that what
+	// a partition holds can be compared before producing.
+	copts = append(copts, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	cl, err := kgo.NewClient(copts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafkasink: %w", err)
+	}
+	p := &Publisher{opts: opts, cl: cl, adm: kadm.NewClient(cl), parts: map[string]int32{}, ends: map[string][]*PartitionEnd{},
+		tparts: map[string]kgo.TopicPartitioner{}, counts: map[change.Table]int32{}}
+	for _, m := range opts.Modes {
+		cfg := opts.Kafka
+		cfg.Mode = m
+		mc := &cfg
+		p.modes = append(p.modes, &publishMode{ordered: m == kafkawire.ModeOrdered,
+			topics: &topicCache{cfg: mc, adm: p.adm, log: cfg.Logger, known: map[string]bool{}},
+			enc:    newEncodeWorker(mc, opts.Lineage)})
+	}
+	if err := p.readEnds(ctx); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Close closes the client.
+func (p *Publisher) Close() { p.cl.Close() }
+
+// Stats returns what Publish did so far.
+func (p *Publisher) Stats() PublishStats { return p.stats }
+
+// Ends returns where each existing topic in use ended when the Publisher
+// started (nil for an empty partition).
+func (p *Publisher) Ends() map[string][]*PartitionEnd { return p.ends }
+
+// ReadFrom is the first LSN whose transaction must be read: FromLSN (1 if
+// unset in tables mode), lowered to the end of every non-empty partition
+// so that a record a partition lacks is never passed by; in ordered mode
+// alone with FromLSN unset, the end of the ordered topic (1 if empty).
+func (p *Publisher) ReadFrom() uint64 {
+	from := max(p.opts.FromLSN, 1)
+	if p.opts.FromLSN == 0 && !p.opts.Force && len(p.modes) == 1 && p.modes[0].ordered {
+		from = 1
+		if e := p.ends[kafkawire.OrderedTopic(p.opts.Kafka.TopicPrefix)]; len(e) == 1 && e[0] != nil {
+			from = e[0].LSN
+		}
+		return from
+	}
+	if p.opts.Force {
+		return from
+	}
+	for _, parts := range p.ends {
+		for _, e := range parts {
+			if e != nil {
+				from = min(from, max(e.LSN, 1))
+			}
+		}
+	}
+	return from
+}
+
+// timeout returns a context bounded by opts.Timeout.
+func (p *Publisher) timeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, p.opts.Timeout)
+}
+
+// readEnds lists the topics of the modes published and reads the last
+// record of each of their partitions.
+func (p *Publisher) readEnds(ctx context.Context) error {
+	ctx, cancel := p.timeout(ctx)
+	defer cancel()
+	prefix := p.opts.Kafka.TopicPrefix
+	ordered := kafkawire.OrderedTopic(prefix)
+	for _, m := range p.modes {
+		if m.ordered {
+			if err := m.topics.ensure(ctx, ordered, 1); err != nil {
+				return err
+			}
+		}
+	}
+	details, err := p.adm.ListTopics(ctx)
+	if err != nil {
+		return fmt.Errorf("kafkasink: list topics: %w", err)
+	}
+	var topics []string
+	for _, m := range p.modes {
+		for name, d := range details {
+			if d.Err != nil {
+				continue
+			}
+			if (m.ordered && name == ordered) || (!m.ordered && name != ordered && strings.HasPrefix(name, prefix+".")) {
+				topics = append(topics, name)
+				p.parts[name] = int32(len(d.Partitions))
+				m.topics.known[name] = true
+			}
+		}
+	}
+	slices.Sort(topics)
+	if len(topics) == 0 {
+		return nil
+	}
+	starts, err := p.adm.ListStartOffsets(ctx, topics...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("kafkasink: list start offsets: %w", err)
+	}
+	endOffs, err := p.adm.ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = endOffs.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("kafkasink: list end offsets: %w", err)
+	}
+	last := map[string]map[int32]kgo.Offset{}
+	want := 0
+	for _, t := range topics {
+		p.ends[t] = make([]*PartitionEnd, p.parts[t])
+		for part := range p.parts[t] {
+			e, ok := endOffs.Lookup(t, part)
+			s, _ := starts.Lookup(t, part)
+			switch {
+			case !ok || e.Offset <= 0:
+			case s.Offset >= e.Offset:
+				if !p.opts.Force {
+					return fmt.Errorf("%w: topic %s partition %d: its records up to offset %d are deleted, so where it ends is unknown: "+
+						"give --from-lsn with --force", ErrTopicMismatch, t, part, e.Offset)
+				}
+			default:
+				if last[t] == nil {
+					last[t] = map[int32]kgo.Offset{}
+				}
+				last[t][part] = kgo.NewOffset().At(e.Offset - 1)
+				want++
+			}
+		}
+	}
+	if want == 0 {
+		return nil
+	}
+	rd, err := kgo.NewClient(append(p.readerOptions(), kgo.ConsumePartitions(last))...)
+	if err != nil {
+		return fmt.Errorf("kafkasink: %w", err)
+	}
+	defer rd.Close()
+	for want > 0 {
+		fs := rd.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return fmt.Errorf("kafkasink: read the last record of %d partitions: %w", want, ctx.Err())
+		}
+		var ferr error
+		fs.EachError(func(t string, part int32, err error) {
+			if kafkawire.IsFatal(err) && ferr == nil {
+				ferr = fmt.Errorf("kafkasink: read topic %s partition %d: %w", t, part, err)
+			}
+		})
+		if ferr != nil {
+			return ferr
+		}
+		var rerr error
+		fs.EachRecord(func(r *kgo.Record) {
+			endAt, ok := last[r.Topic][r.Partition]
+			if !ok || rerr != nil || r.Offset < endAt.EpochOffset().Offset {
+				return
+			}
+			delete(last[r.Topic], r.Partition)
+			want--
+			lsn, _, _, lineage, err := kafkawire.DecodeHeaders(r)
+			if err != nil {
+				rerr = fmt.Errorf("%w: topic %s partition %d offset %d: not a walship record: %w", ErrTopicMismatch, r.Topic, r.Partition, r.Offset, err)
+				return
+			}
+			if lineage != p.opts.Lineage && !p.opts.Force {
+				rerr = fmt.Errorf("%w: topic %s partition %d holds lineage %q, the archive's is %q (give --force to publish anyway)",
+					ErrTopicMismatch, r.Topic, r.Partition, lineage, p.opts.Lineage)
+				return
+			}
+			p.ends[r.Topic][r.Partition] = &PartitionEnd{LSN: lsn, Tombstone: r.Value == nil, Lineage: lineage}
+		})
+		if rerr != nil {
+			return rerr
+		}
+	}
+	return nil
+}
+
+// readerOptions are the client settings for reading the topics' ends.
+func (p *Publisher) readerOptions() []kgo.Opt {
+	opts, _ := kafkawire.ClientOptions(p.opts.Kafka.Brokers, p.opts.Kafka.TLS, p.opts.Kafka.SASL) // checked by NewPublisher
+	return opts
+}
+
+// Publish produces the records of txns (whole transactions, in log order,
+// continuing those given before) that the topics lack, and waits until the
+// brokers acknowledge them. On error, a prefix of the records was produced.
+func (p *Publisher) Publish(ctx context.Context, txns []change.Committed) error {
+	for _, m := range p.modes {
+		recs, err := p.encode(ctx, m, txns)
+		if err != nil {
+			return err
+		}
+		if err := p.produce(ctx, m, recs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// encode builds the records of txns in mode m, as the Sink does, creating
+// the topics they need.
+func (p *Publisher) encode(ctx context.Context, m *publishMode, txns []change.Committed) ([]kgo.Record, error) {
+	job := &encJob{}
+	if !m.ordered {
+		job.topics = []string{}
+	}
+	for i := range txns {
+		t := &txns[i]
+		if len(t.Changes) == 0 {
+			continue
+		}
+		job.spans = append(job.spans, span{txn: t, from: 0, to: len(t.Changes)})
+		p.ords = tableOrdinals(p.ords, t, m.ordered, p.counts)
+		job.ordinals = append(job.ordinals, p.ords...)
+		if m.ordered {
+			continue
+		}
+		for j := range t.Changes {
+			topic := changeTopic(false, p.opts.Kafka.TopicPrefix, &t.Changes[j])
+			job.topics = append(job.topics, topic)
+			if topic != "" && !m.topics.known[topic] {
+				if err := p.ensure(ctx, m, topic); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	m.enc.encode(job)
+	return job.recs, nil
+}
+
+// ensure creates topic (or finds it) and learns its partitions.
+func (p *Publisher) ensure(ctx context.Context, m *publishMode, topic string) error {
+	ctx, cancel := p.timeout(ctx)
+	defer cancel()
+	if err := m.topics.ensure(ctx, topic, m.topics.cfg.Partitions); err != nil {
+		return err
+	}
+	details, err := p.adm.ListTopics(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("kafkasink: describe topic %s: %w", topic, err)
+	}
+	d, ok := details[topic]
+	if !ok || d.Err != nil || len(d.Partitions) == 0 {
+		return fmt.Errorf("kafkasink: describe topic %s: %v", topic, d.Err)
+	}
+	p.parts[topic] = int32(len(d.Partitions))
+	return nil
+}
+
+// partition returns the partition the Sink sends r to in mode m.
+func (p *Publisher) partition(m *publishMode, r *kgo.Record) int32 {
+	n := p.parts[r.Topic]
+	if m.ordered || n <= 1 {
+		return 0
+	}
+	tp := p.tparts[r.Topic]
+	if tp == nil {
+		tp = tablesPartitioner.ForTopic(r.Topic)
+		p.tparts[r.Topic] = tp
+	}
+	return int32(tp.Partition(r, int(n)))
+}
+
+// produce sends recs that the topics lack, in order, and waits for them.
+func (p *Publisher) produce(ctx context.Context, m *publishMode, recs []kgo.Record) error {
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	promise := func(r *kgo.Record, err error) {
+		if err == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = fmt.Errorf("kafkasink: produce to %s partition %d: %w", r.Topic, r.Partition, err)
+		}
+	}
+	pctx, cancel := p.timeout(ctx)
+	defer cancel()
+	produced := 0
+	var last uint64
+	for i := range recs {
+		r := &recs[i]
+		lsn, _ := strconv.ParseUint(string(r.Headers[0].Value), 10, 64) // the encoder's first header
+		part := p.partition(m, r)
+		var e *PartitionEnd
+		if ends := p.ends[r.Topic]; int(part) < len(ends) {
+			e = ends[part]
+		}
+		lacking := e == nil || lsn > e.LSN || (lsn == e.LSN && r.Value == nil && !e.Tombstone)
+		selected := lsn >= p.opts.FromLSN && !r.Timestamp.Before(p.opts.FromTime)
+		switch {
+		case !selected:
+			if lacking && e != nil && !p.opts.Force {
+				p.flush(pctx, &produced, last)
+				return &HoleError{Topic: r.Topic, Partition: part, End: e.LSN, LSN: lsn}
+			}
+			continue
+		case !lacking && !p.opts.Force:
+			p.stats.Skipped++
+			continue
+		}
+		r.Partition = part
+		r.Context = pctx
+		p.cl.Produce(pctx, r, promise)
+		produced++
+		last = lsn
+	}
+	if err := p.flush(pctx, &produced, last); err != nil {
+		return err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return firstErr
+}
+
+// flush waits for the records produced and counts them.
+func (p *Publisher) flush(ctx context.Context, produced *int, last uint64) error {
+	err := p.cl.Flush(ctx)
+	if *produced > 0 {
+		p.stats.Produced += *produced
+		p.stats.LastLSN = last
+		*produced = 0
+	}
+	if err != nil {
+		return fmt.Errorf("kafkasink: wait for the brokers' acknowledgements: %w", err)
+	}
+	return nil
+}
