@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -216,4 +218,101 @@ func TestFollowRefusesForgedObjects(t *testing.T) {
 		t.Fatalf("standby at LSN %d (%v), want %d: the forged segment was applied", st.LSN, err, txns[19].CommitLSN)
 	}
 	sameReplica(t, dst, expected(t, txns[:20]))
+}
+
+// TestListAndPruneNameRefusedObjects: with the key, list and prune of an
+// encrypted archive whose manifests were replaced by plain ones name
+// every refused manifest and exit 1, in text and --json, whether one
+// segment (which would otherwise show only as a gap) or every object was
+// replaced (which would otherwise look like an empty lineage). Prune
+// deletes none of them.
+func TestListAndPruneNameRefusedObjects(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 30)
+	for _, c := range []struct {
+		name   string
+		forged func(f *fixture) []archive.SegmentManifest
+	}{
+		{"one segment", func(f *fixture) []archive.SegmentManifest { return f.segs[2:3] }},
+		{"every segment", func(f *fixture) []archive.SegmentManifest { return f.segs }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, keyFile := newSealedFixture(t, txns, 5)
+			f.snapshot(t, 4)
+			f.snapshot(t, 24)
+			plain := t.TempDir()
+			var refused []string
+			for _, m := range c.forged(f) {
+				i := slicesIndex(f.segs, m)
+				forged := storeAt(t, plain, archive.Options{}, forgeTxns(txns[i*5:i*5+5]))
+				copyObject(t, plain, forged.Key, f.dir, m.Key)
+				refused = append(refused, archive.ManifestKey(m.Key))
+			}
+			if c.name == "every segment" { // and the snapshots: every object of the archive
+				for _, lsn := range []uint64{txns[4].CommitLSN, txns[24].CommitLSN} {
+					key := archive.SnapshotKey("main", lsn)
+					pa, err := archive.Open(ctx, "file://"+plain, archive.Options{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					snapshotInto(t, pa, txns, lsn)
+					pa.Close()
+					copyObject(t, plain, key, f.dir, key)
+					refused = append(refused, archive.ManifestKey(key))
+				}
+			}
+
+			r := walreplay(t, ctx, "list", "--archive", f.url, "--encryption-key-file", keyFile)
+			if r.code != 1 || r.err == nil {
+				t.Fatalf("list: exit %d (%v), want 1\n%s", r.code, r.err, r.stdout)
+			}
+			for _, k := range refused {
+				if !strings.Contains(r.stdout, "CORRUPT: "+k+": ") || !strings.Contains(r.stdout, "not sealed, but an encryption key is configured") {
+					t.Fatalf("list does not name %s as refused:\n%s", k, r.stdout)
+				}
+			}
+			r = walreplay(t, ctx, "list", "--archive", f.url, "--encryption-key-file", keyFile, "--json")
+			var out listJSON
+			if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != 1 {
+				t.Fatalf("list --json: exit %d (%v) %v\n%s", r.code, r.err, err, r.stdout)
+			}
+			var got []string
+			for _, p := range out.Problems {
+				if p.Kind == "corrupt" && strings.Contains(p.Error, "not sealed") {
+					got = append(got, p.Key)
+				}
+			}
+			slices.Sort(got)
+			slices.Sort(refused)
+			if !slices.Equal(got, refused) {
+				t.Fatalf("list --json problems name %v, want %v:\n%s", got, refused, r.stdout)
+			}
+
+			r = walreplay(t, ctx, "prune", "--archive", f.url, "--encryption-key-file", keyFile, "--keep-snapshots", "1")
+			if r.code != 1 || r.err == nil {
+				t.Fatalf("prune: exit %d (%v), want 1\n%s", r.code, r.err, r.stderr)
+			}
+			for _, k := range refused {
+				if !strings.Contains(r.stderr, "walreplay: prune: ignored "+k+": ") {
+					t.Fatalf("prune does not name %s as ignored:\n%s", k, r.stderr)
+				}
+				if _, err := os.Stat(filepath.Join(f.dir, k)); err != nil {
+					t.Fatalf("prune deleted the refused %s: %v", k, err)
+				}
+			}
+		})
+	}
+}
+
+func slicesIndex(segs []archive.SegmentManifest, m archive.SegmentManifest) int {
+	return slices.IndexFunc(segs, func(s archive.SegmentManifest) bool { return s.Key == m.Key })
+}
+
+// snapshotInto stores in a a snapshot of the replica holding the
+// transactions up to lsn.
+func snapshotInto(t *testing.T, a *archive.Archive, txns []change.Committed, lsn uint64) {
+	t.Helper()
+	i := slices.IndexFunc(txns, func(tx change.Committed) bool { return tx.CommitLSN == lsn })
+	g := &fixture{a: a, txns: txns}
+	g.snapshot(t, i)
 }
