@@ -316,3 +316,31 @@ func snapshotInto(t *testing.T, a *archive.Archive, txns []change.Committed, lsn
 	g := &fixture{a: a, txns: txns}
 	g.snapshot(t, i)
 }
+
+// TestBadKeyFileIsUsage: a key file that holds no usable key (a zero
+// placeholder, a password, more than a key file holds, a device) is bad
+// usage, exit 2, naming the file and why, before the archive is read.
+func TestBadKeyFileIsUsage(t *testing.T) {
+	ctx := context.Background()
+	f, _ := newSealedFixture(t, genLog(t, 5), 5)
+	dir := t.TempDir()
+	for name, c := range map[string]struct{ content, want string }{
+		"zero.key":     {strings.Repeat("0", 64) + "\n", "all equal to 0x00: a placeholder, not a random key"},
+		"password.key": {"correct horse battery staple 123\n", "32 printable characters: that is a password"},
+		"short.key":    {"Ke382Fp4sfQByyJ/w5Daxl2c\n", "base64 of 18 bytes"},
+		"big.key":      {strings.Repeat("0", seal.MaxKeyFileSize+1), "is larger than 4096 bytes: not a key file"},
+	} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(c.content), 0o600)
+		for _, cmd := range []string{"list", "verify"} {
+			r := walreplay(t, ctx, cmd, "--archive", f.url, "--encryption-key-file", p)
+			if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), c.want) || !strings.Contains(r.err.Error(), p) {
+				t.Errorf("%s --encryption-key-file %s: exit %d (%v), want 2 naming it: %s", cmd, name, r.code, r.err, c.want)
+			}
+		}
+	}
+	r := walreplay(t, ctx, "list", "--archive", f.url, "--encryption-key-file", "/dev/zero")
+	if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "key file /dev/zero is a device, not a regular file") {
+		t.Errorf("--encryption-key-file /dev/zero: exit %d (%v), want 2", r.code, r.err)
+	}
+}
