@@ -344,3 +344,74 @@ func TestBadKeyFileIsUsage(t *testing.T) {
 		t.Errorf("--encryption-key-file /dev/zero: exit %d (%v), want 2", r.code, r.err)
 	}
 }
+
+// TestSealedRefusalsAsDocumented keeps docs/ARCHIVE.md §10 honest: for
+// each attack, some row of its refusal table whose first cell names the
+// attack quotes (in backticks, "…" standing for any text) what verify
+// really says about the object, and verify names the object (exit 1).
+func TestSealedRefusalsAsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/ARCHIVE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, _ := strings.Cut(string(doc), "\n## 10.")
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	var rows [][2]string // what is found, refusal
+	for _, line := range strings.Split(sec, "\n") {
+		if cells := strings.Split(line, "|"); len(cells) == 4 && !strings.HasPrefix(cells[1], "---") {
+			rows = append(rows, [2]string{cells[1], cells[2]})
+		}
+	}
+	quoted := func(out, cell string) bool { // a backticked quote of cell is in out
+		parts := strings.Split(cell, "`")
+		for i := 1; i < len(parts); i += 2 {
+			ok := true
+			for _, frag := range strings.Split(parts[i], "…") {
+				ok = ok && strings.Contains(out, strings.TrimSpace(frag))
+			}
+			if ok {
+				return true
+			}
+		}
+		return false
+	}
+	ctx := context.Background()
+	txns := genLog(t, 10)
+	for _, c := range []struct {
+		name, phrase string
+		key          func(f *fixture) string // the object attacked
+		attack       func(b []byte)
+	}{
+		{"segment version byte set back to 1", "version byte set back to 1", func(f *fixture) string { return f.segs[1].Key },
+			func(b []byte) { b[4] = 1 }},
+		{"snapshot version byte set back to 1", "version byte set back to 1", func(f *fixture) string { return archive.SnapshotKey("main", txns[4].CommitLSN) },
+			func(b []byte) { b[4] = 1 }},
+		{"manifest's seal version byte set back to 1", "version byte set back to 1", func(f *fixture) string { return archive.ManifestKey(f.segs[0].Key) },
+			func(b []byte) { b[len("WSM2")+1+int(b[4])+4] = 1 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, keyFile := newSealedFixture(t, txns, 5)
+			f.snapshot(t, 4)
+			key := c.key(f)
+			p := filepath.Join(f.dir, key)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.attack(b)
+			os.WriteFile(p, b, 0o644)
+			r := walreplay(t, ctx, "verify", "--archive", f.url, "--encryption-key-file", keyFile)
+			_, line, _ := strings.Cut(r.stdout, "CORRUPT: "+key+": ")
+			line, _, _ = strings.Cut(line, "\n")
+			if r.code != 1 || line == "" {
+				t.Fatalf("verify: exit %d (%v), want 1 naming %s:\n%s", r.code, r.err, key, r.stdout)
+			}
+			for _, row := range rows {
+				if strings.Contains(row[0], c.phrase) && quoted(line, row[1]) {
+					return
+				}
+			}
+			t.Fatalf("no row of docs/ARCHIVE.md §10 naming %q quotes what verify says about %s: %s", c.phrase, key, line)
+		})
+	}
+}
