@@ -28,7 +28,7 @@ func TestEncryptedArchive(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("ab01", 16)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	arch := filepath.Join(dir, "archive")
@@ -108,7 +108,7 @@ func TestEncryptedArchiveRefusesForgedNewestSegment(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(strings.Repeat("cd", 32)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("cd02", 16)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	arch := filepath.Join(dir, "archive")

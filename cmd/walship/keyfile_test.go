@@ -29,11 +29,11 @@ func TestRunBadEncryptionKey(t *testing.T) {
 	wal := filepath.Join(dir, "wal")
 	cfg := filepath.Join(dir, "c.yaml")
 	for key, want := range map[string]string{
-		"encryption_key_file: " + zero:              zero + ")",
+		"encryption_key_file: " + zero:              "all equal to 0x00: a placeholder, not a random key; want 64 hex characters or base64 of 32 random bytes (for example: head -c32 /dev/urandom | base64) (key file " + zero + ")",
 		"encryption_key_file: " + password:          "that is a password",
 		"encryption_key_file: " + fifo:              "key file " + fifo + " is a FIFO, not a regular file",
 		"encryption_key_file: /dev/zero":            "key file /dev/zero is a device, not a regular file",
-		"encryption_key_env: WALSHIP_TEST_ZERO_KEY": "(environment variable WALSHIP_TEST_ZERO_KEY)",
+		"encryption_key_env: WALSHIP_TEST_ZERO_KEY": "/urandom | base64) (environment variable WALSHIP_TEST_ZERO_KEY)",
 	} {
 		os.WriteFile(cfg, []byte("wal: {dir: "+wal+"}\nsource: {http: {listen: \"127.0.0.1:0\"}}\nhttp: {listen: \"127.0.0.1:0\"}\n"+
 			"archive: {url: \"file://"+filepath.Join(dir, "arch")+"\", "+key+"}\n"), 0o644)
