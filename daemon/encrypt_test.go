@@ -29,7 +29,7 @@ func TestEncryptedArchive(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("ab01", 16)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	arch := filepath.Join(dir, "archive")
@@ -109,7 +109,7 @@ func TestEncryptedArchiveRefusesForgedNewestSegment(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte(strings.Repeat("cd", 32)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte(strings.Repeat("cd02", 16)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	arch := filepath.Join(dir, "archive")
@@ -176,8 +176,8 @@ func TestArchiveForeignKeyBeyondCheckpoint(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	keyA, keyB := filepath.Join(dir, "keyA"), filepath.Join(dir, "keyB")
-	for f, hex := range map[string]string{keyA: "ab", keyB: "cd"} {
-		if err := os.WriteFile(f, []byte(strings.Repeat(hex, 32)+"\n"), 0o600); err != nil {
+	for f, hex := range map[string]string{keyA: "0123456789abcdef", keyB: "fedcba9876543210"} {
+		if err := os.WriteFile(f, []byte(strings.Repeat(hex, 4)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

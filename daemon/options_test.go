@@ -64,7 +64,7 @@ func TestArchiveOptions(t *testing.T) {
 		t.Fatalf("no key configured, but objects are sealed with %v", o.Seal)
 	}
 
-	t.Setenv("WALSHIP_TEST_ARCHIVE_KEY", strings.Repeat("ab", 32))
+	t.Setenv("WALSHIP_TEST_ARCHIVE_KEY", strings.Repeat("ab01", 16))
 	a.EncryptionKeyEnv = "WALSHIP_TEST_ARCHIVE_KEY"
 	if o, err = archiveOptions(a, nil); err != nil || o.Seal == nil {
 		t.Fatalf("key from the environment: %v %v", o.Seal, err)

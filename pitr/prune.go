@@ -44,6 +44,12 @@ func (p *RetentionPolicy) Validate() error {
 // PruneReport says what Prune deleted (or would delete, with DryRun).
 type PruneReport struct {
 	Lineages []LineagePrune
+	// Ignored are the manifests and records Prune left out, neither
+	// counted nor deleted: refused in an encrypted archive (plain, sealed
+	// with another key, moved) or corrupt. Prune decides only by what it
+	// can trust, so they never make it delete more; they are damage the
+	// caller should report (Kind "corrupt").
+	Ignored []CatalogProblem
 }
 
 // LineagePrune is what Prune did to one lineage.
@@ -84,6 +90,19 @@ func Prune(ctx context.Context, a *archive.Archive, policy RetentionPolicy) (*Pr
 		return nil, fmt.Errorf("pitr: prune: read the catalog: %w", err)
 	}
 	rep := &PruneReport{}
+	ignore := func(lineage string, ps []archive.Problem) {
+		for _, p := range ps {
+			if p.Kind == archive.ProblemCorrupt {
+				rep.Ignored = append(rep.Ignored, convProblem(lineage, p))
+			}
+		}
+	}
+	ignore("", cat.Problems)
+	for _, l := range cat.Lineages {
+		if policy.Lineage == "" || l.ID == policy.Lineage {
+			ignore(l.ID, l.Problems)
+		}
+	}
 	b := a.Backend()
 	del := func(key string) error {
 		if policy.DryRun {

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+
+	"github.com/walship/walship/internal/cli"
 
 	"github.com/walship/walship/internal/secret"
 
@@ -15,7 +18,12 @@ import (
 
 // runList prints each lineage of the archive: its segments, LSN, time and
 // source-LSN window, the earliest restorable point, snapshots, restore
-// points and gaps. It reads manifests only.
+// points and gaps. It reads manifests only. Every manifest or record it
+// had to leave out (refused in an encrypted archive, or damaged) and every
+// missing object is printed with its key and reason, and sets the exit
+// code as verify's would: 1 for a refused or corrupt manifest, else 3 for
+// a missing object or a hole; left out silently, a forged manifest would
+// only show as a gap, or not at all.
 func runList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fset := newFlagSet("list", stderr)
 	var af archiveFlags
@@ -33,6 +41,7 @@ func runList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return catalogExit(err)
 	}
 	infos := pitr.Describe(cat)
+	probs := cat.Problems
 	if af.lineage != "" {
 		var keep []pitr.LineageInfo
 		for _, li := range infos {
@@ -44,21 +53,77 @@ func runList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return usageError("the archive has no lineage %q", af.lineage)
 		}
 		infos = keep
+		probs = nil
+		for _, p := range cat.Problems {
+			if p.Lineage == "" || p.Lineage == af.lineage {
+				probs = append(probs, p)
+			}
+		}
 	}
 	if *asJSON {
-		out := listJSON{Archive: secret.URL(af.url), Lineages: []lineageJSON{}}
+		out := listJSON{Archive: secret.URL(af.url), Lineages: []lineageJSON{}, Problems: []catalogProblemJSON{}}
 		for _, li := range infos {
 			out.Lineages = append(out.Lineages, toLineageJSON(li))
 		}
-		return writeJSON(stdout, out)
+		for _, p := range probs {
+			out.Problems = append(out.Problems, catalogProblemJSON{Lineage: p.Lineage, Key: p.Key, Kind: p.Kind, Error: p.Error})
+		}
+		if err := writeJSON(stdout, out); err != nil {
+			return err
+		}
+	} else {
+		if len(infos) == 0 {
+			fmt.Fprintf(stdout, "%s: empty archive\n", secret.URL(af.url))
+		}
+		for _, li := range infos {
+			printLineage(stdout, li)
+		}
+		for _, p := range probs {
+			fmt.Fprintln(stdout, problemLine(p))
+		}
 	}
-	if len(infos) == 0 {
-		fmt.Fprintf(stdout, "%s: empty archive\n", secret.URL(af.url))
+	return listExit(af.url, infos, probs)
+}
+
+// problemLine is one catalog problem as list and prune print it: damage
+// in capitals like verify's, harmless findings as notes.
+func problemLine(p pitr.CatalogProblem) string {
+	switch p.Kind {
+	case "corrupt", "missing":
+		return strings.ToUpper(p.Kind) + ": " + p.Key + ": " + p.Error
+	}
+	return "note: " + p.Key + ": " + p.Kind + ": " + p.Error
+}
+
+// listExit is list's exit code, by verify's rule over what the manifests
+// show: 1 if a manifest or record was refused or is corrupt, else 3 if an
+// object is missing or a range of LSNs is in no segment, else 0. Orphans
+// and overlaps are notes.
+func listExit(url string, infos []pitr.LineageInfo, probs []pitr.CatalogProblem) error {
+	var corrupt, missing, gaps int
+	for _, p := range probs {
+		switch p.Kind {
+		case "corrupt":
+			corrupt++
+		case "missing":
+			missing++
+		}
 	}
 	for _, li := range infos {
-		printLineage(stdout, li)
+		gaps += len(li.Gaps)
 	}
-	return nil
+	code := 0
+	switch {
+	case corrupt > 0:
+		code = exitFailure
+	case missing+gaps > 0:
+		code = exitHole
+	}
+	if code == 0 {
+		return nil
+	}
+	return cli.Exit(code, fmt.Errorf("archive %s is damaged: %d refused or corrupt manifests, %d missing objects, %d holes (each named in the output; walreplay verify also checks the objects)",
+		secret.URL(url), corrupt, missing, gaps))
 }
 
 func printLineage(w io.Writer, li pitr.LineageInfo) {
@@ -113,6 +178,16 @@ func fmtTime(t time.Time) string {
 type listJSON struct {
 	Archive  string        `json:"archive"`
 	Lineages []lineageJSON `json:"lineages"`
+	// Problems are the manifests and records left out of Lineages
+	// (refused or corrupt), missing objects and notes (orphans, overlaps).
+	Problems []catalogProblemJSON `json:"problems"`
+}
+
+type catalogProblemJSON struct {
+	Lineage string `json:"lineage,omitempty"`
+	Key     string `json:"key"`
+	Kind    string `json:"kind"` // corrupt, missing, overlap, orphan
+	Error   string `json:"error"`
 }
 
 type lineageJSON struct {

@@ -17,10 +17,12 @@
 // 2m), then walreplay exits 2 naming the endpoint and what to check. Replica URLs are
 // sqlite:///abs/path.db and postgres://... . See docs/PITR.md.
 //
-// Exit codes: 0 success; 1 failure (verify: an object is corrupt); 2 bad
-// usage or the archive cannot be read (or did not answer within --timeout); 3 (verify, restore, publish) a hole or a
-// missing object (publish: also a hole the topic would get); 4 (restore, publish) the target is outside the
-// archive or not in it.
+// Exit codes: 0 success; 1 failure (verify: an object is corrupt; list,
+// prune: a manifest is refused or corrupt); 2 bad usage or the archive
+// cannot be read (or did not answer within --timeout); 3 (verify, list,
+// restore, publish) a hole or a missing object (publish: also a hole the
+// topic would get); 4 (restore, publish) the target is outside the archive
+// or not in it.
 package main
 
 import (

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/walship/walship/internal/cli"
 	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/pitr"
 )
@@ -12,6 +13,9 @@ import (
 // runPrune applies a retention policy to the archive (pitr.Prune): it keeps
 // the newest --keep-snapshots snapshots and those within --keep-within,
 // and deletes older snapshots and the segments no kept snapshot needs.
+// Manifests it ignored (refused in an encrypted archive, or corrupt) are
+// a line each on stderr and make the exit code 1 once the pruning is done:
+// damage, as list and verify report it.
 func runPrune(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fset := newFlagSet("prune", stderr)
 	var af archiveFlags
@@ -44,7 +48,10 @@ func runPrune(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	rep, err := pitr.Prune(ctx, src.Archive(), policy)
 	if rep != nil {
 		if *asJSON {
-			out := pruneJSON{Archive: secret.URL(af.url), DryRun: *dryRun, Lineages: []prunedJSON{}}
+			out := pruneJSON{Archive: secret.URL(af.url), DryRun: *dryRun, Lineages: []prunedJSON{}, Ignored: []catalogProblemJSON{}}
+			for _, p := range rep.Ignored {
+				out.Ignored = append(out.Ignored, catalogProblemJSON{Lineage: p.Lineage, Key: p.Key, Kind: p.Kind, Error: p.Error})
+			}
 			for _, l := range rep.Lineages {
 				out.Lineages = append(out.Lineages, prunedJSON{Lineage: l.Lineage, OldestKept: l.OldestKept,
 					KeptSnapshots: nonNil(l.KeptSnapshots), DeletedSnapshots: nonNil(l.DeletedSnapshots), DeletedSegments: nonNil(l.DeletedSegments)})
@@ -66,8 +73,17 @@ func runPrune(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			}
 		}
 	}
+	if rep != nil {
+		for _, p := range rep.Ignored {
+			fmt.Fprintf(stderr, "walreplay: prune: ignored %s: %s\n", p.Key, p.Error)
+		}
+	}
 	if err != nil {
 		return restoreExit(err)
+	}
+	if len(rep.Ignored) > 0 {
+		return cli.Exit(exitFailure, fmt.Errorf("archive %s is damaged: prune ignored %d refused or corrupt manifests (named above), deleting nothing of them",
+			secret.URL(af.url), len(rep.Ignored)))
 	}
 	return nil
 }
@@ -76,6 +92,8 @@ type pruneJSON struct {
 	Archive  string       `json:"archive"`
 	DryRun   bool         `json:"dry_run"`
 	Lineages []prunedJSON `json:"lineages"`
+	// Ignored: manifests left out, neither counted nor deleted (damage).
+	Ignored []catalogProblemJSON `json:"ignored"`
 }
 
 type prunedJSON struct {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -216,4 +218,200 @@ func TestFollowRefusesForgedObjects(t *testing.T) {
 		t.Fatalf("standby at LSN %d (%v), want %d: the forged segment was applied", st.LSN, err, txns[19].CommitLSN)
 	}
 	sameReplica(t, dst, expected(t, txns[:20]))
+}
+
+// TestListAndPruneNameRefusedObjects: with the key, list and prune of an
+// encrypted archive whose manifests were replaced by plain ones name
+// every refused manifest and exit 1, in text and --json, whether one
+// segment (which would otherwise show only as a gap) or every object was
+// replaced (which would otherwise look like an empty lineage). Prune
+// deletes none of them.
+func TestListAndPruneNameRefusedObjects(t *testing.T) {
+	ctx := context.Background()
+	txns := genLog(t, 30)
+	for _, c := range []struct {
+		name   string
+		forged func(f *fixture) []archive.SegmentManifest
+	}{
+		{"one segment", func(f *fixture) []archive.SegmentManifest { return f.segs[2:3] }},
+		{"every segment", func(f *fixture) []archive.SegmentManifest { return f.segs }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, keyFile := newSealedFixture(t, txns, 5)
+			f.snapshot(t, 4)
+			f.snapshot(t, 24)
+			plain := t.TempDir()
+			var refused []string
+			for _, m := range c.forged(f) {
+				i := slicesIndex(f.segs, m)
+				forged := storeAt(t, plain, archive.Options{}, forgeTxns(txns[i*5:i*5+5]))
+				copyObject(t, plain, forged.Key, f.dir, m.Key)
+				refused = append(refused, archive.ManifestKey(m.Key))
+			}
+			if c.name == "every segment" { // and the snapshots: every object of the archive
+				for _, lsn := range []uint64{txns[4].CommitLSN, txns[24].CommitLSN} {
+					key := archive.SnapshotKey("main", lsn)
+					pa, err := archive.Open(ctx, "file://"+plain, archive.Options{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					snapshotInto(t, pa, txns, lsn)
+					pa.Close()
+					copyObject(t, plain, key, f.dir, key)
+					refused = append(refused, archive.ManifestKey(key))
+				}
+			}
+
+			r := walreplay(t, ctx, "list", "--archive", f.url, "--encryption-key-file", keyFile)
+			if r.code != 1 || r.err == nil {
+				t.Fatalf("list: exit %d (%v), want 1\n%s", r.code, r.err, r.stdout)
+			}
+			for _, k := range refused {
+				if !strings.Contains(r.stdout, "CORRUPT: "+k+": ") || !strings.Contains(r.stdout, "not sealed, but an encryption key is configured") {
+					t.Fatalf("list does not name %s as refused:\n%s", k, r.stdout)
+				}
+			}
+			r = walreplay(t, ctx, "list", "--archive", f.url, "--encryption-key-file", keyFile, "--json")
+			var out listJSON
+			if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != 1 {
+				t.Fatalf("list --json: exit %d (%v) %v\n%s", r.code, r.err, err, r.stdout)
+			}
+			var got []string
+			for _, p := range out.Problems {
+				if p.Kind == "corrupt" && strings.Contains(p.Error, "not sealed") {
+					got = append(got, p.Key)
+				}
+			}
+			slices.Sort(got)
+			slices.Sort(refused)
+			if !slices.Equal(got, refused) {
+				t.Fatalf("list --json problems name %v, want %v:\n%s", got, refused, r.stdout)
+			}
+
+			r = walreplay(t, ctx, "prune", "--archive", f.url, "--encryption-key-file", keyFile, "--keep-snapshots", "1")
+			if r.code != 1 || r.err == nil {
+				t.Fatalf("prune: exit %d (%v), want 1\n%s", r.code, r.err, r.stderr)
+			}
+			for _, k := range refused {
+				if !strings.Contains(r.stderr, "walreplay: prune: ignored "+k+": ") {
+					t.Fatalf("prune does not name %s as ignored:\n%s", k, r.stderr)
+				}
+				if _, err := os.Stat(filepath.Join(f.dir, k)); err != nil {
+					t.Fatalf("prune deleted the refused %s: %v", k, err)
+				}
+			}
+		})
+	}
+}
+
+func slicesIndex(segs []archive.SegmentManifest, m archive.SegmentManifest) int {
+	return slices.IndexFunc(segs, func(s archive.SegmentManifest) bool { return s.Key == m.Key })
+}
+
+// snapshotInto stores in a a snapshot of the replica holding the
+// transactions up to lsn.
+func snapshotInto(t *testing.T, a *archive.Archive, txns []change.Committed, lsn uint64) {
+	t.Helper()
+	i := slices.IndexFunc(txns, func(tx change.Committed) bool { return tx.CommitLSN == lsn })
+	g := &fixture{a: a, txns: txns}
+	g.snapshot(t, i)
+}
+
+// TestBadKeyFileIsUsage: a key file that holds no usable key (a zero
+// placeholder, a password, more than a key file holds, a device) is bad
+// usage, exit 2, naming the file and why, before the archive is read.
+func TestBadKeyFileIsUsage(t *testing.T) {
+	ctx := context.Background()
+	f, _ := newSealedFixture(t, genLog(t, 5), 5)
+	dir := t.TempDir()
+	for name, c := range map[string]struct{ content, want string }{
+		"zero.key":     {strings.Repeat("0", 64) + "\n", "all equal to 0x00: a placeholder, not a random key"},
+		"password.key": {"correct horse battery staple 123\n", "32 printable characters: that is a password"},
+		"short.key":    {"Ke382Fp4sfQByyJ/w5Daxl2c\n", "base64 of 18 bytes"},
+		"big.key":      {strings.Repeat("0", seal.MaxKeyFileSize+1), "is larger than 4096 bytes: not a key file"},
+	} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(c.content), 0o600)
+		for _, cmd := range []string{"list", "verify"} {
+			r := walreplay(t, ctx, cmd, "--archive", f.url, "--encryption-key-file", p)
+			if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), c.want) || !strings.Contains(r.err.Error(), p) {
+				t.Errorf("%s --encryption-key-file %s: exit %d (%v), want 2 naming it: %s", cmd, name, r.code, r.err, c.want)
+			}
+		}
+	}
+	r := walreplay(t, ctx, "list", "--archive", f.url, "--encryption-key-file", "/dev/zero")
+	if r.code != 2 || r.err == nil || !strings.Contains(r.err.Error(), "key file /dev/zero is a device, not a regular file") {
+		t.Errorf("--encryption-key-file /dev/zero: exit %d (%v), want 2", r.code, r.err)
+	}
+}
+
+// TestSealedRefusalsAsDocumented keeps docs/ARCHIVE.md §10 honest: for
+// each attack, some row of its refusal table whose first cell names the
+// attack quotes (in backticks, "…" standing for any text) what verify
+// really says about the object, and verify names the object (exit 1).
+func TestSealedRefusalsAsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/ARCHIVE.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, _ := strings.Cut(string(doc), "\n## 10.")
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	var rows [][2]string // what is found, refusal
+	for _, line := range strings.Split(sec, "\n") {
+		if cells := strings.Split(line, "|"); len(cells) == 4 && !strings.HasPrefix(cells[1], "---") {
+			rows = append(rows, [2]string{cells[1], cells[2]})
+		}
+	}
+	quoted := func(out, cell string) bool { // a backticked quote of cell is in out
+		parts := strings.Split(cell, "`")
+		for i := 1; i < len(parts); i += 2 {
+			ok := true
+			for _, frag := range strings.Split(parts[i], "…") {
+				ok = ok && strings.Contains(out, strings.TrimSpace(frag))
+			}
+			if ok {
+				return true
+			}
+		}
+		return false
+	}
+	ctx := context.Background()
+	txns := genLog(t, 10)
+	for _, c := range []struct {
+		name, phrase string
+		key          func(f *fixture) string // the object attacked
+		attack       func(b []byte)
+	}{
+		{"segment version byte set back to 1", "version byte set back to 1", func(f *fixture) string { return f.segs[1].Key },
+			func(b []byte) { b[4] = 1 }},
+		{"snapshot version byte set back to 1", "version byte set back to 1", func(f *fixture) string { return archive.SnapshotKey("main", txns[4].CommitLSN) },
+			func(b []byte) { b[4] = 1 }},
+		{"manifest's seal version byte set back to 1", "version byte set back to 1", func(f *fixture) string { return archive.ManifestKey(f.segs[0].Key) },
+			func(b []byte) { b[len("WSM2")+1+int(b[4])+4] = 1 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, keyFile := newSealedFixture(t, txns, 5)
+			f.snapshot(t, 4)
+			key := c.key(f)
+			p := filepath.Join(f.dir, key)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.attack(b)
+			os.WriteFile(p, b, 0o644)
+			r := walreplay(t, ctx, "verify", "--archive", f.url, "--encryption-key-file", keyFile)
+			_, line, _ := strings.Cut(r.stdout, "CORRUPT: "+key+": ")
+			line, _, _ = strings.Cut(line, "\n")
+			if r.code != 1 || line == "" {
+				t.Fatalf("verify: exit %d (%v), want 1 naming %s:\n%s", r.code, r.err, key, r.stdout)
+			}
+			for _, row := range rows {
+				if strings.Contains(row[0], c.phrase) && quoted(line, row[1]) {
+					return
+				}
+			}
+			t.Fatalf("no row of docs/ARCHIVE.md §10 naming %q quotes what verify says about %s: %s", c.phrase, key, line)
+		})
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 
@@ -10,11 +11,12 @@ import (
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/daemon"
 	"github.com/walship/walship/internal/logx"
+	"github.com/walship/walship/internal/seal"
 )
 
 // runRun is `walship run --config FILE`: the primary daemon.
 func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	cfg, logger, err := daemonSetup("run", "YAML config file (see docs/CONFIG.md)", args, stderr, (*config.Config).ForRun)
+	cfg, logger, err := daemonSetup("run", "YAML config file (see docs/CONFIG.md)", args, stderr, checkRun)
 	if cfg == nil || err != nil {
 		return err
 	}
@@ -23,6 +25,21 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		return err
 	}
 	return d.Run(ctx)
+}
+
+// checkRun checks a config for `walship run`, including the archive's
+// encryption key: a key file or variable that holds no usable key is a
+// bad config (exit 2), refused before any listener opens.
+func checkRun(cfg *config.Config) error {
+	if err := cfg.ForRun(); err != nil {
+		return err
+	}
+	if a := cfg.Archive; a != nil {
+		if _, err := seal.FromConfig(a.EncryptionKeyFile, a.EncryptionKeyEnv); err != nil {
+			return fmt.Errorf("archive encryption key: %w", err)
+		}
+	}
+	return nil
 }
 
 // runConsume is `walship consume --config FILE`: the replica daemon.

@@ -64,8 +64,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"syscall"
 )
 
 const (
@@ -99,6 +101,9 @@ var (
 	ErrOldFormat = errors.New("seal: sealed-object version 1 does not bind the object to its name and is refused (re-archive it with this version)")
 	// ErrNoKey: no key is configured (an empty file or unset variable).
 	ErrNoKey = errors.New("seal: no encryption key")
+	// ErrBadKey: the key file or variable does not hold a usable key (a
+	// password, a placeholder, the wrong size, not a regular file).
+	ErrBadKey = errors.New("seal: not a usable key")
 )
 
 // KeyIDError says which key an object needs; errors.Is(err, ErrUnknownKey).
@@ -168,30 +173,70 @@ func GenerateKey() Key {
 }
 
 // ParseKey decodes key material, accepted as: exactly 32 raw (binary)
-// bytes — 32 printable characters are refused, since that is a password,
-// not a random key (a random key is all printable with probability 1e-14);
-// 64 hexadecimal characters; or standard or URL-safe base64 (padded or
-// not) of 32 bytes. Surrounding whitespace (a trailing newline) is
-// ignored for the text forms. Errors never include the material.
+// bytes that are not text (printable characters and whitespace); 64 hexadecimal characters; or standard or URL-safe base64 (padded
+// or not) of 32 bytes. Surrounding whitespace (a trailing newline) is
+// ignored for the text forms. 32 printable characters are refused, since
+// that is a password, not a random key (a random key is all printable
+// with probability 1e-14), and so is a key whose bytes are all equal (32
+// zero bytes, 64 '0's: a placeholder, not a secret). Sizes in errors count
+// what was decoded, and errors never include the material; every refusal
+// but an empty one (ErrNoKey) is errors.Is(err, ErrBadKey).
 func ParseKey(data []byte) (Key, error) {
-	if len(data) == KeySize && !printable(data) {
-		return NewKey("", data)
-	}
 	s := strings.TrimSpace(string(data))
 	if s == "" {
 		return Key{}, ErrNoKey
 	}
+	if !printable([]byte(s)) {
+		// Binary. Printable text with a newline is never taken for 32
+		// raw bytes: that would make a 31-character password a key.
+		if len(data) == KeySize {
+			return checkedKey(data)
+		}
+		return Key{}, badKeyf("key material is %d bytes that are not text: want exactly 32 raw bytes, %s", len(data), keyForms)
+	}
 	if len(s) == 2*KeySize {
 		if b, err := hex.DecodeString(s); err == nil {
-			return NewKey("", b)
+			return checkedKey(b)
 		}
 	}
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		if b, err := enc.DecodeString(s); err == nil && len(b) == KeySize {
-			return NewKey("", b)
+			return checkedKey(b)
 		}
 	}
-	return Key{}, fmt.Errorf("seal: key material is %d bytes: want 32 raw bytes, 64 hex characters or base64 of 32 bytes (for example: head -c32 /dev/urandom | base64)", len(data))
+	// Not a key: say why, counting what was read after trimming.
+	if len(s) == KeySize {
+		return Key{}, badKeyf("key material is 32 printable characters: that is a password, not a random key; want %s", keyForms)
+	}
+	if isHex(s) && len(s)%2 == 0 {
+		return Key{}, badKeyf("key material is %d hexadecimal characters (%d bytes): want 64 (32 bytes), or base64 of 32 bytes (for example: head -c32 /dev/urandom | base64)", len(s), len(s)/2)
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return Key{}, badKeyf("key material is base64 of %d bytes: want %s", len(b), keyForms)
+		}
+	}
+	return Key{}, badKeyf("key material is %d characters, neither hexadecimal nor base64: want %s", len(s), keyForms)
+}
+
+// badKey is a refused key; errors.Is(err, ErrBadKey).
+type badKey struct{ msg string }
+
+func badKeyf(format string, args ...any) error { return badKey{fmt.Sprintf(format, args...)} }
+
+func (e badKey) Error() string        { return "seal: " + e.msg }
+func (e badKey) Is(target error) bool { return target == ErrBadKey }
+
+// keyForms is what a key may look like, and how to make one.
+const keyForms = "64 hex characters or base64 of 32 random bytes (for example: head -c32 /dev/urandom | base64)"
+
+// checkedKey makes a key of 32 decoded bytes, refusing one whose bytes
+// are all equal.
+func checkedKey(b []byte) (Key, error) {
+	if bytes.Count(b, b[:1]) == len(b) {
+		return Key{}, badKeyf("key material is 32 bytes all equal to 0x%02x: a placeholder, not a random key; want %s", b[0], keyForms)
+	}
+	return NewKey("", b)
 }
 
 func printable(b []byte) bool {
@@ -203,10 +248,30 @@ func printable(b []byte) bool {
 	return true
 }
 
-// LoadKeyFile reads a key from a file (see ParseKey).
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxKeyFileSize bounds what LoadKeyFile reads: a key file is at most a
+// line of base64 or hex and whitespace, so anything larger is not one (and
+// /dev/zero must not exhaust memory).
+const MaxKeyFileSize = 4 << 10
+
+// LoadKeyFile reads a key from a file (see ParseKey). The file must be a
+// regular file (a FIFO would block, a device never end) of at most
+// MaxKeyFileSize bytes; errors name the file.
 func LoadKeyFile(path string) (Key, error) {
-	data, err := os.ReadFile(path)
+	data, err := readKeyFile(path)
 	if err != nil {
+		var bad badKey
+		if errors.As(err, &bad) {
+			return Key{}, badKeyf("key file %s %s", path, bad.msg)
+		}
 		return Key{}, fmt.Errorf("seal: key file: %w", err)
 	}
 	k, err := ParseKey(data)
@@ -216,12 +281,62 @@ func LoadKeyFile(path string) (Key, error) {
 	return k, nil
 }
 
+func readKeyFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, badKey{"is " + fileKind(fi.Mode()) + ", not a regular file"}
+	}
+	// O_NONBLOCK: should the path become a FIFO between Stat and Open,
+	// opening it must not wait for a writer; the opened file is checked
+	// again below.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, badKey{"is " + fileKind(fi.Mode()) + ", not a regular file"}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxKeyFileSize {
+		return nil, badKey{fmt.Sprintf("is larger than %d bytes: not a key file", MaxKeyFileSize)}
+	}
+	return data, nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + m.String()
+}
+
 // LoadKeyEnv reads a key from an environment variable (see ParseKey);
-// an unset or empty variable is ErrNoKey.
+// an unset or empty variable is ErrNoKey, and a value longer than
+// MaxKeyFileSize is not a key.
 func LoadKeyEnv(name string) (Key, error) {
 	v, ok := os.LookupEnv(name)
 	if !ok || strings.TrimSpace(v) == "" {
 		return Key{}, fmt.Errorf("%w: environment variable %s is unset or empty", ErrNoKey, name)
+	}
+	if len(v) > MaxKeyFileSize {
+		return Key{}, badKeyf("environment variable %s is larger than %d bytes: not a key", name, MaxKeyFileSize)
 	}
 	k, err := ParseKey([]byte(v))
 	if err != nil {

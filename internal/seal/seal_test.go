@@ -222,6 +222,65 @@ func TestLoadKey(t *testing.T) {
 	}
 }
 
+// TestParseKeyRefusals: a password, a placeholder key (every byte equal)
+// and wrong sizes are refused (ErrBadKey) with a message that says why,
+// counting what was decoded, not the trailing newline; from a file and
+// from a variable alike, never repeating the material.
+func TestParseKeyRefusals(t *testing.T) {
+	raw := randBytes(KeySize)
+	for in, want := range map[string]string{
+		"correct horse battery staple 123\n":                     "key material is 32 printable characters: that is a password",
+		"correct horse battery staple 12\n":                      "key material is 31 characters, neither hexadecimal nor base64",
+		string(make([]byte, KeySize)):                            "key material is 32 bytes all equal to 0x00: a placeholder",
+		strings.Repeat("0", 2*KeySize) + "\n":                    "key material is 32 bytes all equal to 0x00: a placeholder",
+		strings.Repeat("ff", KeySize):                            "key material is 32 bytes all equal to 0xff: a placeholder",
+		base64.StdEncoding.EncodeToString(make([]byte, KeySize)): "key material is 32 bytes all equal to 0x00: a placeholder",
+		base64.StdEncoding.EncodeToString(raw[:18]) + "\n":       "key material is base64 of 18 bytes: want",
+		hex.EncodeToString(raw[:31]) + "\n":                      "key material is 62 hexadecimal characters (31 bytes): want 64",
+		string(raw) + "\n\x00":                                   "key material is 34 bytes that are not text",
+		"not a key!":                                             "key material is 10 characters, neither hexadecimal nor base64",
+	} {
+		_, err := ParseKey([]byte(in))
+		if !errors.Is(err, ErrBadKey) || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseKey(%q): %v, want ErrBadKey: %q", in, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), strings.TrimSpace(in)) {
+			t.Errorf("error repeats the key material: %v", err)
+		}
+		path := filepath.Join(t.TempDir(), "k")
+		os.WriteFile(path, []byte(in), 0o600)
+		if _, err := LoadKeyFile(path); !errors.Is(err, ErrBadKey) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "(key file "+path+")") {
+			t.Errorf("LoadKeyFile(%q): %v, want %q naming the file", in, err, want)
+		}
+		if !strings.Contains(in, "\x00") {
+			t.Setenv("WALSHIP_TEST_BAD_KEY", in)
+			if _, err := LoadKeyEnv("WALSHIP_TEST_BAD_KEY"); !errors.Is(err, ErrBadKey) || !strings.Contains(err.Error(), want) ||
+				!strings.Contains(err.Error(), "environment variable WALSHIP_TEST_BAD_KEY") {
+				t.Errorf("LoadKeyEnv(%q): %v, want %q naming the variable", in, err, want)
+			}
+		}
+	}
+}
+
+// TestLoadKeyFileBounded: a key file is read up to MaxKeyFileSize bytes;
+// a larger one (or variable) is not a key, whatever it holds.
+func TestLoadKeyFileBounded(t *testing.T) {
+	key := hex.EncodeToString(randBytes(KeySize))
+	path := filepath.Join(t.TempDir(), "k")
+	os.WriteFile(path, []byte(key+strings.Repeat(" ", MaxKeyFileSize-len(key))), 0o600)
+	if _, err := LoadKeyFile(path); err != nil {
+		t.Fatalf("a key file of exactly %d bytes: %v", MaxKeyFileSize, err)
+	}
+	os.WriteFile(path, []byte(key+strings.Repeat(" ", MaxKeyFileSize+1-len(key))), 0o600)
+	if _, err := LoadKeyFile(path); !errors.Is(err, ErrBadKey) || !strings.Contains(err.Error(), "key file "+path+" is larger than 4096 bytes") {
+		t.Fatalf("a key file of %d bytes: %v", MaxKeyFileSize+1, err)
+	}
+	t.Setenv("WALSHIP_TEST_BIG_KEY", key+strings.Repeat(" ", MaxKeyFileSize))
+	if _, err := LoadKeyEnv("WALSHIP_TEST_BIG_KEY"); !errors.Is(err, ErrBadKey) || !strings.Contains(err.Error(), "WALSHIP_TEST_BIG_KEY") {
+		t.Fatalf("a big variable: %v", err)
+	}
+}
+
 func TestFromConfig(t *testing.T) {
 	raw := randBytes(KeySize)
 	path := filepath.Join(t.TempDir(), "k")
