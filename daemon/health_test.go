@@ -45,6 +45,7 @@ type statusView struct {
 	Sinks []struct {
 		Kind, State, Error string
 	}
+	WAL          *status.WAL
 	Dependencies []status.Dependency
 	Warnings     []status.Warning
 }
