@@ -44,6 +44,23 @@ type ArchiverOptions struct {
 	NodeID string
 	// Logger defaults to discard.
 	Logger *slog.Logger
+	// Backend, if set, is the tracker the archiver records the object
+	// store's health in (Stats().Backend reads it); default its own. The
+	// archiver sees a failure only when a call returns, and the backend
+	// retries transient failures inside a call (for as long as its
+	// RetryTimeout, or ctx, allows), so also pass it to
+	// archive.BackendOptions.OnRetry (BackendRetried) when opening the
+	// archive: then the first failed attempt of any call marks the store
+	// down at once.
+	Backend *health.Tracker
+}
+
+// BackendRetried returns an archive.BackendOptions.OnRetry hook that
+// records every retried failure in t: an attempt that failed means the
+// store is down now, whether or not a later attempt succeeds (that one
+// marks it up again). It does not block.
+func BackendRetried(t *health.Tracker) func(archive.RetryEvent) {
+	return func(e archive.RetryEvent) { t.Fail(e.Err) }
 }
 
 // Validate reports the first bad field.
@@ -86,8 +103,9 @@ type ArchiverStats struct {
 	Errors    uint64 // failed attempts to store an object or checkpoint (each retried)
 	LastError string
 	// Backend is the object store's health: every object stored, every
-	// failed attempt and a probe (a listing, every probeInterval while Run
-	// runs) report to it.
+	// failed attempt, a probe (a listing, every probeInterval while Run
+	// runs) and, through ArchiverOptions.Backend, every retried attempt
+	// of the backend's own calls report to it.
 	Backend health.State
 }
 
@@ -122,7 +140,7 @@ type Archiver struct {
 	opts    ArchiverOptions
 	log     *slog.Logger
 	running atomic.Bool
-	backend health.Tracker
+	backend *health.Tracker
 
 	mu struct {
 		sync.Mutex
@@ -177,7 +195,10 @@ func NewArchiver(a *archive.Archive, w *wal.WAL, ckpts *checkpoint.Store, opts A
 	if err := ckpts.Register(CheckpointName); err != nil {
 		return nil, err
 	}
-	ar := &Archiver{a: a, w: w, ckpts: ckpts, opts: opts, log: opts.Logger}
+	ar := &Archiver{a: a, w: w, ckpts: ckpts, opts: opts, log: opts.Logger, backend: opts.Backend}
+	if ar.backend == nil {
+		ar.backend = &health.Tracker{}
+	}
 	ar.mu.stats.Lineage = opts.Lineage
 	if c, ok := ckpts.Get(CheckpointName); ok {
 		ar.mu.stats.ArchivedLSN = c.Pos

@@ -81,7 +81,7 @@ func (v *validator) listener(key string, l *Listener, def string) {
 		l.Listen = def
 	}
 	if _, port, err := net.SplitHostPort(l.Listen); err != nil || port == "" {
-		v.fail(key+".listen", "%q is not host:port (for example 127.0.0.1:7070)", l.Listen)
+		v.fail(key+".listen", "%q is not host:port (for example 127.0.0.1:7070)", secret.Addr(l.Listen))
 		return
 	}
 	if (l.TLSCert == "") != (l.TLSKey == "") {
@@ -247,9 +247,9 @@ func (c *Config) validateArchive(v *validator) {
 	} else if u, err := url.Parse(a.URL); err != nil || (u.Scheme != "file" && u.Scheme != "s3") {
 		v.fail("archive.url", "%q: want file:///abs/dir or s3://bucket/prefix", secret.URL(a.URL))
 	} else if u.Scheme == "file" && (u.Host != "" || !filepath.IsAbs(u.Path)) {
-		v.fail("archive.url", "%q: a file archive needs an absolute path (file:///abs/dir)", a.URL)
+		v.fail("archive.url", "%q: a file archive needs an absolute path (file:///abs/dir)", secret.URL(a.URL))
 	} else if u.Scheme == "s3" && u.Host == "" {
-		v.fail("archive.url", "%q: no bucket (s3://bucket/prefix)", a.URL)
+		v.fail("archive.url", "%q: no bucket (s3://bucket/prefix)", secret.URL(a.URL))
 	}
 	if a.Timeout == 0 {
 		a.Timeout = DefaultArchiveTimeout
@@ -278,8 +278,10 @@ func (c *Config) validateKafka(v *validator) {
 		v.fail("kafka.brokers", "required: a list of host:port")
 	}
 	for i, b := range k.Brokers {
-		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
-			v.fail(fmt.Sprintf("kafka.brokers[%d]", i), "%q is not host:port", b)
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" || strings.Contains(b, "@") {
+			// A broker given as user:password@host:port is refused without
+			// echoing the password: credentials belong in kafka.sasl.
+			v.fail(fmt.Sprintf("kafka.brokers[%d]", i), "%q is not host:port (credentials go in kafka.sasl)", secret.Addr(b))
 		}
 	}
 	if k.TopicPrefix == "" {

@@ -9,6 +9,7 @@ import (
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/config"
+	"github.com/walship/walship/internal/health"
 	"github.com/walship/walship/internal/seal"
 	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/kafkasink"
@@ -36,11 +37,16 @@ const Lineage = "main"
 
 func (d *Daemon) buildSinks(ctx context.Context) error {
 	if a := d.cfg.Archive; a != nil {
-		ar, err := OpenArchive(ctx, a, d.log)
+		// Every retried attempt of any archive call (the archiver's, the
+		// snapshotter's, the catalog's) marks the store down at once:
+		// /readyz and /status must not wait for a call to give up.
+		backend := &health.Tracker{}
+		ar, err := openArchive(ctx, a, d.log, archivesink.BackendRetried(backend))
 		if err != nil {
 			return err
 		}
-		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, archivesink.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log})
+		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, archivesink.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log,
+			Backend: backend})
 		if err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
@@ -69,10 +75,17 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 
 // OpenArchive opens the archive of an archive: section.
 func OpenArchive(ctx context.Context, a *config.Archive, log *slog.Logger) (*archive.Archive, error) {
+	return openArchive(ctx, a, log, nil)
+}
+
+// openArchive is OpenArchive with a hook that hears every retried backend
+// call (archive.BackendOptions.OnRetry; nil for none).
+func openArchive(ctx context.Context, a *config.Archive, log *slog.Logger, onRetry func(archive.RetryEvent)) (*archive.Archive, error) {
 	opts, err := archiveOptions(a, log)
 	if err != nil {
 		return nil, err
 	}
+	opts.Backend.OnRetry = onRetry
 	ar, err := archive.Open(ctx, a.URL, opts)
 	if err != nil {
 		return nil, fmt.Errorf("archive.url %s: %w", secret.URL(a.URL), err)

@@ -45,6 +45,7 @@ type statusView struct {
 	Sinks []struct {
 		Kind, State, Error string
 	}
+	WAL          *status.WAL
 	Dependencies []status.Dependency
 	Warnings     []status.Warning
 }
@@ -165,8 +166,16 @@ func TestRunKafkaDown(t *testing.T) {
 	})
 }
 
-// TestRunArchiveDown: with the object store refusing connections, walship
-// run is degraded and says why; once it answers again the archive is up
+// archiveDownBound is how soon after the object store stops answering
+// walship run must say it is degraded: the first failed attempt counts,
+// not the end of a call's retries (the probe alone gives up on a call
+// only after 10 s; uploads retry until they succeed).
+const archiveDownBound = 8 * time.Second
+
+// TestRunArchiveDown: with the object store refusing connections, at
+// start and under a running daemon, walship run is degraded and says why
+// within archiveDownBound; the status page never shows the archive sink
+// "ok" while its store is not up; once it answers again the archive is up
 // and catches up.
 func TestRunArchiveDown(t *testing.T) {
 	t.Parallel()
@@ -182,17 +191,41 @@ func TestRunArchiveDown(t *testing.T) {
 	defer proxy.Close()
 	s3 := fmt.Sprintf("{endpoint: %q, region: %s, path_style: true, access_key: %s, secret_key: %q}", proxy.Endpoint, miniotest.Region, miniotest.AccessKey, miniotest.SecretKey)
 	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"s3://health/walship\", timeout: 1s, s3: %s}\n", s3))
+	// Dead at start: degraded within the bound, and meanwhile the archive
+	// sink is never "ok".
+	if err := proxy.Set(miniotest.Down); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
 	r := start(t, cfg)
 	defer r.stop(t)
 	addr := r.d.Addr("http")
+	waitObserved(t, addr, "archive", "archive down at start", func(o observed) bool {
+		for _, s := range o.snap.Sinks {
+			if s.Kind == "archive" && s.State == "ok" && o.dep.State != "up" {
+				t.Errorf("archive sink %q while its store is %q", s.State, o.dep.State)
+			}
+		}
+		return isDown("archive", false)(o)
+	})
+	if took := time.Since(began); took > archiveDownBound {
+		t.Errorf("dead at start: degraded only after %v, want within %v", took, archiveDownBound)
+	}
+	if err := proxy.Set(miniotest.Pass); err != nil {
+		t.Fatal(err)
+	}
 	appendN(t, r.d.Addr("source.http"), 0, 10)
 	waitObserved(t, addr, "archive", "archive up", isUp("archive"))
 
 	if err := proxy.Set(miniotest.Down); err != nil {
 		t.Fatal(err)
 	}
+	began = time.Now()
 	appendN(t, r.d.Addr("source.http"), 10, 10)
 	o := waitObserved(t, addr, "archive", "archive down", isDown("archive", false))
+	if took := time.Since(began); took > archiveDownBound {
+		t.Errorf("stopped under a running daemon: degraded only after %v, want within %v", took, archiveDownBound)
+	}
 	for _, s := range o.snap.Sinks {
 		if s.Kind == "archive" && (s.State != "down" || s.Error == "") {
 			t.Errorf("archive sink on the status page: %+v", s)

@@ -48,12 +48,7 @@ func (d *Daemon) buildHTTP() error {
 			return errors.New("starting")
 		}
 	})
-	d.metrics.AddReadiness("wal", func(context.Context) error {
-		if d.retention.overLimit.Load() {
-			return errors.New("wal.max_bytes exceeded: a sink is behind (see the log)")
-		}
-		return nil
-	})
+	d.metrics.AddReadiness("wal", func(context.Context) error { return d.walProblem() })
 	d.addDependencies()
 	mux := d.metrics.Mux()
 	mux.HandleFunc("/v1/positions", func(w http.ResponseWriter, r *http.Request) {
@@ -63,6 +58,15 @@ func (d *Daemon) buildHTTP() error {
 	d.registerStatus(mux)
 	_, err := d.listen("http", d.cfg.HTTP.Listener, mux)
 	return err
+}
+
+// walProblem is why the log makes the daemon not ready, nil when it does
+// not: /readyz's "wal" check and the status page's WAL state both read it.
+func (d *Daemon) walProblem() error {
+	if d.retention.overLimit.Load() {
+		return errors.New("wal.max_bytes exceeded: a sink is behind (see the log)")
+	}
+	return nil
 }
 
 // addDependencies registers the external systems walship run uses with
@@ -84,9 +88,13 @@ func (d *Daemon) addDependencies() {
 }
 
 // depState is the state a status page shows for a component whose
-// dependency is in st: "down" while it is, else ok.
+// dependency is in st: "down" while it is, "unknown" until it was first
+// reached (a component whose dependency is not up is never "ok"), else ok.
 func depState(st health.State, ok string) (state, errText string) {
-	if st.Known && !st.Up {
+	switch {
+	case !st.Known:
+		return "unknown", ""
+	case !st.Up:
 		return "down", st.LastError
 	}
 	return ok, ""

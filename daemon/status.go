@@ -92,7 +92,10 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 		snap := status.Snapshot{Title: "walship run", Role: "primary", Host: host, Version: Version(), Started: started}
 		segs := d.wal.Segments()
 		snap.WAL = &status.WAL{Dir: d.cfg.WAL.Dir, FirstLSN: d.wal.FirstLSN(), VisibleLSN: d.wal.Durable(),
-			Segments: len(segs), SizeBytes: d.retention.walBytes.Load()}
+			Segments: len(segs), SizeBytes: d.retention.walBytes.Load(), State: "ok"}
+		if err := d.walProblem(); err != nil {
+			snap.WAL.State, snap.WAL.Error = "critical", err.Error()
+		}
 		durable := d.wal.Durable()
 		switch {
 		case d.pg != nil:
@@ -124,12 +127,14 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 				lag = durable - s.ArchivedLSN
 			}
 			st := status.Sink{Name: Lineage, Kind: "archive", Target: secret.URL(d.cfg.Archive.URL), LSN: s.ArchivedLSN,
-				LagRecords: lag, Lag: status.Duration(s.Lag), State: "ok", Error: s.LastError}
-			if s.LastError != "" {
-				st.State = "retrying"
+				LagRecords: lag, Lag: status.Duration(s.Lag), Error: s.LastError}
+			ok := "ok"
+			if s.LastError != "" && lag > 0 {
+				ok = "retrying"
 			}
-			if s.Backend.Known && !s.Backend.Up {
-				st.State, st.Error = "down", s.Backend.LastError
+			var depErr string
+			if st.State, depErr = depState(s.Backend, ok); depErr != "" {
+				st.Error = depErr
 			}
 			snap.Sinks = append(snap.Sinks, st)
 			if sum := d.archiveSummary.Load(); sum != nil {

@@ -216,7 +216,8 @@ func HealthzHandler() http.Handler {
 // passes and every dependency is up; 200 "degraded" followed by one
 // "name: problem" line per dependency that is down but does not gate
 // readiness; else 503 with one "name: error" line per failing check or
-// dependency (and the degraded ones after them).
+// dependency (and the degraded ones after them). An error that spans lines
+// is folded onto its one line (health.OneLine).
 func (m *Metrics) ReadyzHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fail := m.Ready(r.Context())
@@ -230,7 +231,7 @@ func (m *Metrics) ReadyzHandler() http.Handler {
 			}
 			sort.Strings(names)
 			for _, n := range names {
-				fmt.Fprintf(&b, "%s: %s\n", n, secret.Text(set[n]))
+				fmt.Fprintf(&b, "%s: %s\n", n, health.OneLine(secret.Text(set[n])))
 			}
 		}
 		switch {

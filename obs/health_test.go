@@ -1,6 +1,7 @@
 package obs
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -82,5 +83,28 @@ func TestDependencies(t *testing.T) {
 	deps := m.Dependencies()
 	if len(deps) != 2 || deps[0].Name != "kafka" || deps[1].Name != "postgres" || !deps[1].Gates || deps[1].LastError == "" {
 		t.Fatalf("Dependencies: %+v", deps)
+	}
+}
+
+// TestReadyzOneLinePerProblem: a readiness check or dependency whose error
+// spans lines still makes exactly one "name: problem" line in /readyz.
+func TestReadyzOneLinePerProblem(t *testing.T) {
+	now := time.Unix(10_000, 0)
+	m, _ := New(Options{NoProcessCollectors: true, Now: func() time.Time { return now }})
+	srv := httptest.NewServer(m.Mux())
+	defer srv.Close()
+	dep := &health.Tracker{Now: func() time.Time { return now }}
+	m.AddDependency("archive", true, dep.State)
+	dep.Fail(errors.New("put x: connection refused\ncontext deadline exceeded"))
+	m.AddReadiness("wal", func(context.Context) error { return errors.New("first\nsecond") })
+	resp, err := http.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	want := "archive: down since 1970-01-01T02:46:40Z (0s): put x: connection refused; context deadline exceeded\nwal: first; second\n"
+	if resp.StatusCode != 503 || string(b) != want {
+		t.Fatalf("/readyz %d %q, want 503 %q", resp.StatusCode, b, want)
 	}
 }

@@ -285,3 +285,67 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Error("the feed did not run during the test")
 	}
 }
+
+var (
+	nodeRe  = regexp.MustCompile(`<g id="(node-[^"]+)" data-state="([^"]*)"><rect [^>]*stroke="(#[0-9a-f]+)"`)
+	rowRe   = regexp.MustCompile(`<tr data-component="([^"]+)">(?:<td[^>]*>[^<]*</td>)*<td><span class="badge ([^"]+)">`)
+	depRowR = regexp.MustCompile(`<tr data-dependency="([^"]+)" data-state="([^"]*)">`)
+)
+
+// TestStatusPageNeverGreenUnlessOK: in the browser, only a state that says
+// all is well is drawn green. A WAL over its bound (its state from the
+// readiness check), a sink whose dependency was not reached yet
+// ("unknown"), a sink without a state and a retrying one are not; an ok
+// one is.
+func TestStatusPageNeverGreenUnlessOK(t *testing.T) {
+	mux := http.NewServeMux()
+	Register(mux, func(context.Context) (Snapshot, error) {
+		return Snapshot{Title: "walship run", Role: "primary",
+			WAL: &WAL{Dir: "/w", State: "critical", Error: "wal.max_bytes exceeded"},
+			Sinks: []Sink{{Name: "main", Kind: "archive", State: "unknown"}, {Name: "t", Kind: "kafka", State: ""},
+				{Name: "r", Kind: "replica", State: "retrying"}, {Name: "ok", Kind: "replica", State: "ok"}},
+			Dependencies: []Dependency{{Name: "archive", State: "unknown"}}}, nil
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	dom := string(chromium(t, srv.URL+"/status", "--dump-dom"))
+	const green, red, amber = "#1a9a5b", "#d0312d", "#d48806"
+	wantBox := map[string][2]string{
+		"node-wal":          {"critical", red},
+		"node-archive-main": {"unknown", amber},
+		"node-kafka-t":      {"unknown", amber},
+		"node-replica-r":    {"retrying", amber},
+		"node-replica-ok":   {"ok", green},
+	}
+	seen := 0
+	for _, m := range nodeRe.FindAllStringSubmatch(dom, -1) {
+		if w, ok := wantBox[m[1]]; ok {
+			seen++
+			if m[2] != w[0] || m[3] != w[1] {
+				t.Errorf("%s: state %q stroke %s, want %q %s", m[1], m[2], m[3], w[0], w[1])
+			}
+		}
+	}
+	if seen != len(wantBox) {
+		t.Errorf("found %d of %d boxes in:\n%.3000s", seen, len(wantBox), dom)
+	}
+	wantRow := map[string]string{"wal": "critical", "archive/main": "unknown", "kafka/t": "unknown", "replica/ok": "ok"}
+	seen = 0
+	for _, m := range rowRe.FindAllStringSubmatch(dom, -1) {
+		if w, ok := wantRow[m[1]]; ok {
+			seen++
+			if m[2] != w {
+				t.Errorf("row %s: badge %q, want %q", m[1], m[2], w)
+			}
+		}
+	}
+	if seen != len(wantRow) {
+		t.Errorf("found %d of %d rows in:\n%.3000s", seen, len(wantRow), dom)
+	}
+	if m := depRowR.FindStringSubmatch(dom); m == nil || m[2] != "unknown" {
+		t.Errorf("dependency row %v", m)
+	}
+	if !strings.Contains(dom, "wal: not ready: wal.max_bytes exceeded") {
+		t.Errorf("no warning for the wal")
+	}
+}

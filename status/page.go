@@ -22,8 +22,8 @@ table { border-collapse:collapse; width:100%; }
 th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); font-variant-numeric:tabular-nums; }
 th { color:var(--muted); font-weight:500; font-size:12px; }
 .num { text-align:right; }
-.badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; color:#fff; background:var(--ok); }
-.badge.warning, .badge.retrying, .badge.unknown, .badge.degraded { background:var(--warn); } .badge.critical, .badge.failed, .badge.down { background:var(--crit); }
+.badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; color:#fff; background:var(--warn); }
+.badge.ok, .badge.up, .badge.snapshotting { background:var(--ok); } .badge.critical, .badge.failed, .badge.down { background:var(--crit); }
 .warnings { list-style:none; margin:0; padding:0; }
 .warnings li { padding:6px 10px; margin:4px 0; border-left:4px solid var(--warn); background:#fff8e6; }
 .warnings li.critical { border-color:var(--crit); background:#fdecec; }
@@ -80,12 +80,20 @@ function fmtBytes(b) {
 }
 function fmtRate(r) { return r >= 1000 ? (r / 1000).toFixed(1) + "k" : r >= 10 ? r.toFixed(0) : r.toFixed(1); }
 function fmtTime(t) { if (!t || t.startsWith("0001")) return "—"; return new Date(t).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z"); }
-function levelOf(s) { return s || "ok"; }
+// levelOf is the state to show: a missing one is "unknown", never ok.
+function levelOf(s) { return s || "unknown"; }
+// colourOf: only a state that says all is well is green; down or failed
+// is red; anything else (unknown, retrying, degraded, ...) is amber.
+function colourOf(s) {
+  s = levelOf(s);
+  if (s === "ok" || s === "up" || s === "snapshotting") return "#1a9a5b";
+  if (s === "failed" || s === "critical" || s === "down") return "#d0312d";
+  return "#d48806";
+}
 
 function box(svg, x, y, w, h, title, lines, state, id) {
   const g = el("svg:g", {id: id, "data-state": levelOf(state)});
-  const stroke = state === "failed" || state === "critical" || state === "down" ? "#d0312d" : state === "retrying" || state === "warning" || state === "degraded" ? "#d48806" : "#1a9a5b";
-  g.appendChild(el("svg:rect", {x: x, y: y, width: w, height: h, rx: 8, fill: "#fff", stroke: stroke, "stroke-width": 2}));
+  g.appendChild(el("svg:rect", {x: x, y: y, width: w, height: h, rx: 8, fill: "#fff", stroke: colourOf(state), "stroke-width": 2}));
   g.appendChild(el("svg:text", {x: x + 12, y: y + 20, "font-weight": 600}, title));
   lines.forEach((l, i) => g.appendChild(el("svg:text", {x: x + 12, y: y + 38 + i * 16, class: i ? "small" : ""}, l)));
   svg.appendChild(g);
@@ -112,7 +120,7 @@ function drawPipeline(s) {
   if (s.wal) {
     const w = s.wal;
     box(svg, 362, mid - bh / 2, 280, bh, "WAL", ["LSN " + fmtNum(w.first_lsn) + " … " + fmtNum(w.visible_lsn),
-      w.segments + " segments  ·  " + fmtBytes(w.size_bytes)], "ok", "node-wal");
+      w.segments + " segments  ·  " + fmtBytes(w.size_bytes) + (w.error ? "  ·  " + w.error : "")], w.state, "node-wal");
   }
   sinks.forEach((k, i) => {
     const y = 10 + i * (bh + gap) + (H - 20 - sinks.length * (bh + gap) + gap) / 2;
@@ -190,7 +198,7 @@ function render(s) {
   tb.replaceChildren();
   const rows = [];
   if (s.source) rows.push({c: "source/" + s.source.kind, kind: s.source.kind, target: s.source.name, lsn: s.source.lsn, lr: "", lb: s.source.slot_bytes ? fmtBytes(s.source.slot_bytes) : "", lag: s.source.lag, state: s.source.state});
-  if (s.wal) rows.push({c: "wal", kind: "wal", target: s.wal.dir, lsn: s.wal.visible_lsn, lr: "", lb: fmtBytes(s.wal.size_bytes), lag: null, state: "ok"});
+  if (s.wal) rows.push({c: "wal", kind: "wal", target: s.wal.dir, lsn: s.wal.visible_lsn, lr: "", lb: fmtBytes(s.wal.size_bytes), lag: null, state: s.wal.state});
   (s.sinks || []).forEach(k => rows.push({c: k.kind + "/" + k.name, kind: k.kind, target: k.target, lsn: k.lsn, lr: fmtNum(k.lag_records), lb: fmtBytes(k.lag_bytes), lag: k.lag, state: k.state}));
   rows.forEach(r => {
     const tr = el("tr", {"data-component": r.c});

@@ -81,6 +81,12 @@ type WAL struct {
 	Segments   int       `json:"segments"`
 	SizeBytes  int64     `json:"size_bytes"`
 	LastCommit time.Time `json:"last_commit,omitzero"`
+	// State is what the process's own readiness check of the log says:
+	// "ok", or "critical" with Error (e.g. wal.max_bytes exceeded) while
+	// it makes /readyz 503; a critical WAL also gets a Warning. "" is
+	// "unknown": the page never shows an unreported state as ok.
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
 }
 
 // Sink is one consumer of the log: a Kafka producer, the archiver, a
@@ -93,8 +99,10 @@ type Sink struct {
 	LagRecords uint64   `json:"lag_records"`
 	LagBytes   int64    `json:"lag_bytes"`
 	Lag        Duration `json:"lag"`
-	State      string   `json:"state"` // ok | retrying | failed
-	Error      string   `json:"error,omitempty"`
+	// State: ok | retrying | failed | down | unknown (its dependency not
+	// reached yet). Only "ok", "up" and "snapshotting" are drawn green.
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
 }
 
 // Archive is the archive's PITR window and snapshots.
@@ -215,6 +223,11 @@ func render(ctx context.Context, p Provider) ([]byte, error) {
 	}
 	if s.Time.IsZero() {
 		s.Time = time.Now()
+	}
+	if w := s.WAL; w != nil && w.State != "" && w.State != "ok" {
+		// The log failing its readiness check makes the process not
+		// ready: say so where people look first.
+		s.Warnings = append(s.Warnings, Warning{Level: "critical", Component: "wal", Message: "not ready: " + w.Error})
 	}
 	// Empty lists as [] keep the page's code simple.
 	if s.Sinks == nil {

@@ -139,3 +139,29 @@ func TestProviderError(t *testing.T) {
 		t.Fatalf("%d %q", code, body)
 	}
 }
+
+// TestWALStateInJSON: the WAL's state and error reach status.json, and a
+// WAL that is not ok gets a critical warning (it makes /readyz 503).
+func TestWALStateInJSON(t *testing.T) {
+	mux := http.NewServeMux()
+	Register(mux, func(context.Context) (Snapshot, error) {
+		return Snapshot{WAL: &WAL{Dir: "/w", State: "critical", Error: "wal.max_bytes exceeded: a sink is behind"}}, nil
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	_, _, body := get(t, srv.URL+"/status.json")
+	var back struct {
+		WAL      WAL
+		Warnings []Warning
+	}
+	if err := json.Unmarshal([]byte(body), &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.WAL.State != "critical" || back.WAL.Error != "wal.max_bytes exceeded: a sink is behind" {
+		t.Errorf("wal in status.json: %+v", back.WAL)
+	}
+	if len(back.Warnings) != 1 || back.Warnings[0].Component != "wal" || back.Warnings[0].Level != "critical" ||
+		back.Warnings[0].Message != "not ready: wal.max_bytes exceeded: a sink is behind" {
+		t.Errorf("warnings %+v, want one critical for the wal", back.Warnings)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/internal/seal"
+	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/pitr"
 )
 
@@ -65,8 +66,10 @@ func retryReporter(stderr io.Writer) func(archive.RetryEvent) {
 	return func(e archive.RetryEvent) {
 		mu.Lock()
 		defer mu.Unlock()
-		fmt.Fprintf(stderr, "walreplay: attempt %d: %v; retrying in %s\n",
-			e.Attempt, e.Err, e.Wait.Round(time.Millisecond))
+		// Redacted like the final error line: the SDK's text quotes the
+		// endpoint, user information and query included.
+		fmt.Fprint(stderr, secret.Text(fmt.Sprintf("walreplay: attempt %d: %v; retrying in %s",
+			e.Attempt, e.Err, e.Wait.Round(time.Millisecond)))+"\n")
 	}
 }
 
@@ -80,7 +83,7 @@ func reachable(run func(ctx context.Context, args []string, stdin io.Reader, std
 		if !errors.As(err, &ue) {
 			return err
 		}
-		ep := ue.Endpoint
+		ep := secret.URL(ue.Endpoint)
 		if ep == "" {
 			ep = "the default AWS S3 endpoint"
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/url"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/walship/walship/config"
+	"github.com/walship/walship/internal/cli"
 	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/pgsource"
 	"github.com/walship/walship/pitr"
@@ -84,7 +86,8 @@ func genDSN(seed uint64, shape uint8) string {
 
 // FuzzRedactDSN builds random connection strings around a marker
 // password and checks that the marker shows nowhere walship prints a
-// connection string: the redactor's output, pgsource's DSN validation,
+// connection string: the redactor's output, the final error line of a
+// program (cli.ErrorLine), pgsource's DSN validation,
 // replica.ParseURL and replica.Open, config validation of
 // source.postgres.dsn and replica.url, and walreplay restore's summary and
 // --json.
@@ -115,6 +118,16 @@ func checkNoMarker(t *testing.T, dsn string) {
 		// In free text a space ends a URL or value: only a connection
 		// string without one can be told whole.
 		leak("secret.Text", secret.Text(dsn))
+		// The line a program exits with, for an error that quotes the
+		// connection string as SDKs and the standard library do.
+		leak("the final error line", cli.ErrorLine("walreplay", fmt.Errorf("connect `%s` failed", dsn)))
+		leak("the final error line", cli.ErrorLine("walreplay", fmt.Errorf("connect %s: refused", dsn)))
+		if strings.Contains(dsn, "://") {
+			// %q escapes backslashes, which changes how a keyword/value
+			// string reads (such errors go through secret.DSNError); a
+			// URL's parts stay where they were.
+			leak("the final error line", cli.ErrorLine("walreplay", fmt.Errorf("connect %q: refused", dsn)))
+		}
 	}
 
 	o := pgsource.Options{DSN: dsn}

@@ -4,7 +4,8 @@
 //
 // Conventions: exit 0 on success, 1 on failure, 2 on bad usage (and on
 // what each program documents as "cannot read"); a program may define
-// more. Errors are printed once, prefixed with the program's name.
+// more. Errors are printed once, prefixed with the program's name and
+// redacted like log lines (ErrorLine).
 package cli
 
 import (
@@ -19,6 +20,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/walship/walship/internal/secret"
 )
 
 // ExitError carries a process exit code other than 1.
@@ -81,9 +84,17 @@ func (p *Program) Main() {
 	err := p.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", p.Name, err)
+		fmt.Fprint(os.Stderr, ErrorLine(p.Name, err))
 		os.Exit(Code(err))
 	}
+}
+
+// ErrorLine is the line a program prints for the error it exits with:
+// "<program>: <error>", scrubbed by secret.Text as every log line is, so
+// that a URL, DSN or token an error quotes (an S3 endpoint with user
+// information, an SDK message naming it) shows REDACTED here too.
+func ErrorLine(program string, err error) string {
+	return secret.Text(fmt.Sprintf("%s: %v", program, err)) + "\n"
 }
 
 // Run dispatches args to a subcommand.

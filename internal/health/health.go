@@ -5,10 +5,12 @@
 //
 // Guarantees: a Tracker never does I/O and never blocks, so readiness
 // checks, metrics and status pages may read it at any time; the error
-// text it keeps is redacted (secret.Text), so it may be shown anywhere.
+// text it keeps is redacted (secret.Text) and on one line (OneLine), so it
+// may be shown anywhere, including in line-oriented formats like /readyz.
 package health
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -64,13 +66,31 @@ func (t *Tracker) Fail(err error) {
 		return
 	}
 	now := t.now()
-	msg := secret.Text(err.Error())
+	msg := OneLine(secret.Text(err.Error()))
 	t.mu.Lock()
 	if !t.st.Known || t.st.Up {
 		t.st.Known, t.st.Up, t.st.Since = true, false, now
 	}
 	t.st.LastError, t.st.LastErrorAt = msg, now
 	t.mu.Unlock()
+}
+
+// OneLine returns s on one line: each line break (with the blanks around
+// it; empty lines are dropped) becomes "; ", so an error that spans lines
+// (a joined error, a server's multi-line answer) stays one entry of a
+// line-per-item format such as /readyz's "name: problem".
+func OneLine(s string) string {
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	parts := strings.Split(strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(s), "\n")
+	out := parts[:0]
+	for _, p := range parts {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // State returns the current state.

@@ -39,3 +39,13 @@ func TestTracker(t *testing.T) {
 		t.Fatalf("after recovery: %+v", st)
 	}
 }
+
+// TestTrackerOneLine: an error spanning lines is kept on one line, its
+// lines joined by "; ", so that line-per-dependency formats stay whole.
+func TestTrackerOneLine(t *testing.T) {
+	tr := &Tracker{}
+	tr.Fail(errors.New("dial tcp 127.0.0.1:9: connect: connection refused\ncontext deadline exceeded\r\n\n  retry 3 \r"))
+	if got, want := tr.State().LastError, "dial tcp 127.0.0.1:9: connect: connection refused; context deadline exceeded; retry 3"; got != want {
+		t.Fatalf("LastError %q, want %q", got, want)
+	}
+}

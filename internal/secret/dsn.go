@@ -39,6 +39,34 @@ func DSN(s string) string { return apply(s, dsnSpans(s)) }
 // URL is DSN under a name that says what the caller holds.
 func URL(u string) string { return DSN(u) }
 
+// Addr returns a network address (host:port, a broker or listener
+// address) with any user information before its last '@' redacted: such
+// a value is no valid address, but a user who pastes user:password@host
+// into it must not see the password echoed. "user:pw@h:1" gives
+// "user:REDACTED@h:1"; "tok@h:1" gives "REDACTED@h:1" (a lone word may be
+// a token). A value that holds a URL is redacted as DSN does. Addr is
+// idempotent.
+func Addr(s string) string {
+	if schemeEnd(s, 0) >= 0 {
+		return DSN(s)
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	user := s[:at]
+	if c := strings.IndexByte(user, ':'); c >= 0 {
+		if user[c+1:] == Redacted {
+			return s
+		}
+		return user[:c+1] + Redacted + s[at:]
+	}
+	if user == Redacted {
+		return s
+	}
+	return Redacted + s[at:]
+}
+
 // dsnSpans returns the secret parts of a connection string, merged and in
 // order.
 func dsnSpans(s string) []span {

@@ -113,3 +113,24 @@ func TestDSNError(t *testing.T) {
 		t.Error("DSNError(nil) != nil")
 	}
 }
+
+// TestAddr: user information pasted into a host:port value is hidden; a
+// plain address is left alone.
+func TestAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:9092":               "127.0.0.1:9092",
+		"[::1]:9092":                   "[::1]:9092",
+		"kuser:KPASS42@127.0.0.1:2":    "kuser:REDACTED@127.0.0.1:2",
+		"kuser:KP@SS42@127.0.0.1:2":    "kuser:REDACTED@127.0.0.1:2",
+		"TOKEN42@broker:9092":          "REDACTED@broker:9092",
+		"kafka://u:KPASS42@broker:909": "kafka://u:REDACTED@broker:909",
+	} {
+		got := Addr(in)
+		if got != want {
+			t.Errorf("Addr(%q) = %q, want %q", in, got, want)
+		}
+		if again := Addr(got); again != got {
+			t.Errorf("Addr is not idempotent on %q: %q", got, again)
+		}
+	}
+}

@@ -108,9 +108,10 @@ func IsSecretName(name string) bool {
 // their structure, never words by themselves ("the bearer token crosses
 // the network" is left alone):
 //
-//   - every URL (scheme://...) up to the next space, redacted as DSN
-//     redacts a URL (the password, secret query parameters; a quote that
-//     closes the text around the URL may go with them);
+//   - every URL (scheme://...) up to the next space, or, when a quote or
+//     backquote opens it, up to the last matching quote before that space,
+//     redacted as DSN redacts a URL (the password, secret query
+//     parameters; the closing quote stays);
 //   - key=value and key = value where key is a secret name (IsSecretName):
 //     libpq pairs, environment variables; the value is parsed as libpq
 //     does (quotes with backslash escapes, an unterminated quote runs to
@@ -144,6 +145,15 @@ func Text(s string) string {
 		end := j + 3
 		for end < len(s) && !isSpace(s[end]) {
 			end++
+		}
+		if start > 0 && strings.IndexByte("`\"'", s[start-1]) >= 0 {
+			// A URL quoted by the text around it ("…", `…`, '…') ends at
+			// the last closing quote before the space: the quote is not
+			// part of its password or query value, and must not be
+			// redacted with them.
+			if q := strings.LastIndexByte(s[j+3:end], s[start-1]); q >= 0 {
+				end = j + 3 + q
+			}
 		}
 		if start < j {
 			urls = append(urls, span{start, end})

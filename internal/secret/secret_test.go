@@ -35,6 +35,11 @@ func TestText(t *testing.T) {
 		{"nothing secret here: key=accounts/1", "nothing secret here: key=accounts/1"},
 		{"if token == nil", "if token == nil"},
 		{`dsn: cannot parse "host=h password=x": failed to parse`, `dsn: cannot parse "host=h password=REDACTED failed to parse`},
+		// A URL quoted by the text around it keeps its closing quote.
+		{"Custom endpoint `http://ak:SKPASS77@nonexistent.invalid:9000/?token=QTOKEN55` was not found",
+			"Custom endpoint `http://ak:REDACTED@nonexistent.invalid:9000/?token=REDACTED` was not found"},
+		{`Put "http://u:pw@h:9000/b/k?X-Amz-Signature=abc": dial tcp`, `Put "http://u:REDACTED@h:9000/b/k?X-Amz-Signature=REDACTED": dial tcp`},
+		{`endpoint 'http://u:p'w@h/?token=t'x' bad`, `endpoint 'http://u:REDACTED@h/?token=REDACTED' bad`},
 		{"", ""},
 	}
 	for _, tt := range tests {
