@@ -42,7 +42,8 @@ type Dependency struct {
 	Name string
 	// Gates: while the dependency is down, or not reached yet, /readyz is
 	// 503 naming it. A dependency that does not gate readiness makes the
-	// process "degraded" while it is down: /readyz stays 200 but says so.
+	// process "degraded" while it is down or not reached yet: /readyz
+	// stays 200 but says so (never "ready" before it answered).
 	Gates bool
 	health.State
 }
@@ -87,12 +88,12 @@ func (m *Metrics) Dependencies() []Dependency {
 }
 
 // Degraded returns the dependencies that do not gate readiness but are
-// down, with their problem, by name; empty means none.
+// down or not reached yet, with their problem, by name; empty means none.
 func (m *Metrics) Degraded() map[string]string {
 	now := m.opts.Now()
 	out := map[string]string{}
 	for _, d := range m.Dependencies() {
-		if !d.Gates && d.Known && !d.Up {
+		if !d.Gates && !d.Up {
 			out[d.Name] = d.Problem(now)
 		}
 	}

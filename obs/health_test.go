@@ -37,12 +37,17 @@ func TestDependencies(t *testing.T) {
 	m.AddDependency("postgres", true, pg.State)
 	m.AddDependency("kafka", false, kafka.State)
 
-	if c, b := get(); c != 503 || b != "postgres: not reached yet\n" {
+	if c, b := get(); c != 503 || b != "postgres: not reached yet\ndegraded:\nkafka: not reached yet\n" {
 		t.Fatalf("before first contact: %d %q", c, b)
 	}
 	pg.OK()
-	if c, b := get(); c != 200 || b != "ready\n" {
+	// Not "ready" before kafka was reached: ok only when it is.
+	if c, b := get(); c != 200 || b != "degraded\nkafka: not reached yet\n" {
 		t.Fatalf("postgres up, kafka not reached yet: %d %q", c, b)
+	}
+	kafka.OK()
+	if c, b := get(); c != 200 || b != "ready\n" {
+		t.Fatalf("postgres and kafka up: %d %q", c, b)
 	}
 	kafka.Fail(errors.New("dial tcp 127.0.0.1:9: connect: connection refused"))
 	if c, b := get(); c != 200 || b != "degraded\nkafka: down since 1970-01-01T02:46:40Z (0s): dial tcp 127.0.0.1:9: connect: connection refused\n" {
