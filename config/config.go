@@ -54,11 +54,17 @@ type Config struct {
 
 // WAL is the local log.
 type WAL struct {
-	Dir         string        `yaml:"dir"`
-	Sync        string        `yaml:"sync"`         // local | off
-	SegmentSize ByteSize      `yaml:"segment_size"` // default 64MiB
-	Compression string        `yaml:"compression"`  // none | s2 | zstd
-	MinInterval time.Duration `yaml:"min_interval"` // least time between fsyncs
+	Dir string `yaml:"dir"`
+	// Sync is the replication level (off | local | shipped): when a
+	// transaction is acknowledged over HTTP and confirmed to PostgreSQL.
+	// off also stops the log's fsyncs.
+	Sync string `yaml:"sync"`
+	// ShippedSinks names the sinks (kafka, archive) whose stored position
+	// counts for the level shipped; default every configured one.
+	ShippedSinks []string      `yaml:"shipped_sinks"`
+	SegmentSize  ByteSize      `yaml:"segment_size"` // default 64MiB
+	Compression  string        `yaml:"compression"`  // none | s2 | zstd
+	MinInterval  time.Duration `yaml:"min_interval"` // least time between fsyncs
 	// MaxCommitTimeSkew is how far ahead of this host's clock a source
 	// commit time may be (wal.Options.MaxCommitTimeSkew); 0 or unset =
 	// DefaultMaxCommitTimeSkew.
@@ -105,6 +111,9 @@ type HTTPSource struct {
 	// IdempotencyWindow is how long an Idempotency-Key is remembered;
 	// default 24h.
 	IdempotencyWindow time.Duration `yaml:"idempotency_window"`
+	// SyncTimeout bounds a request's wait for a replication level beyond
+	// local; default 30s.
+	SyncTimeout time.Duration `yaml:"sync_timeout"`
 }
 
 // Listener is an HTTP listen address with its security settings.

@@ -22,7 +22,8 @@ func (d *Daemon) buildPostgres(ctx context.Context) error {
 	p := d.cfg.Source.Postgres
 	src, err := pgsource.New(pgsource.Options{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables,
 		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
-		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log}, d.wal, d.srcCkpts)
+		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log,
+		Confirmable: func() uint64 { return d.levels.Position(d.levels.Level()) }}, d.wal, d.srcCkpts)
 	if err != nil {
 		return fmt.Errorf("source.postgres: %w", err)
 	}
@@ -40,7 +41,8 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, archivesink.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log})
+		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, archivesink.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log,
+			Stored: func(lsn uint64) { d.levels.Report(archivesink.CheckpointName, lsn) }})
 		if err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
@@ -57,7 +59,9 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		}
 	}
 	if k := d.cfg.Kafka; k != nil {
-		ks, err := kafkasink.New(KafkaSinkOptions(k, d.log), d.wal, d.sinkCkpts, Lineage)
+		opts := KafkaSinkOptions(k, d.log)
+		opts.Acked = func(lsn uint64) { d.levels.Report(kafkasink.CheckpointName, lsn) }
+		ks, err := kafkasink.New(opts, d.wal, d.sinkCkpts, Lineage)
 		if err != nil {
 			return fmt.Errorf("kafka: %w", err)
 		}
