@@ -1,0 +1,231 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/httpsource"
+	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/kafkawire"
+)
+
+// levelWait bounds the waits for conditions in these tests: generous, only
+// to catch hangs on a loaded machine.
+const levelWait = 60 * time.Second
+
+type appendResult struct {
+	code   int
+	header string // Walship-Sync of the answer
+	body   string
+}
+
+// postOne appends one transaction (id) with the Walship-Sync header level
+// ("" for none).
+func postOne(t *testing.T, addr string, id int, level string) appendResult {
+	t.Helper()
+	body := fmt.Sprintf(`{"table":"public.t","op":"c","key":{"id":%d},"after":{"id":%d}}`+"\n", id, id)
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/append", strings.NewReader(body))
+	if err != nil {
+		t.Error(err)
+		return appendResult{}
+	}
+	if level != "" {
+		req.Header.Set(httpsource.SyncHeader, level)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return appendResult{}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return appendResult{code: resp.StatusCode, header: resp.Header.Get(httpsource.SyncHeader), body: string(b)}
+}
+
+func ackLSN(t *testing.T, r appendResult) uint64 {
+	t.Helper()
+	var a struct {
+		LSN uint64 `json:"lsn"`
+	}
+	if r.code != 200 || json.Unmarshal([]byte(r.body), &a) != nil || a.LSN == 0 {
+		t.Fatalf("append: %d %q", r.code, r.body)
+	}
+	return a.LSN
+}
+
+// waitFor polls cond until it holds, failing after levelWait.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(levelWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, levelWait)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestShippedHTTPWaitsForKafka: with wal.sync: shipped an HTTP append is
+// not answered while Kafka is down, although it is durable locally; once
+// the brokers are back it is answered 200, and what was acknowledged is in
+// Kafka. A request that lowers its level (Walship-Sync: local) is answered
+// at once meanwhile, and the shipped level's metric shows how far it got.
+func TestShippedHTTPWaitsForKafka(t *testing.T) {
+	t.Parallel()
+	kc, proxy, err := kafkatest.StartBehindProxy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { proxy.Close(); kc.Close() }()
+	cfg := testConfig(t, fmt.Sprintf("kafka: {brokers: [%q], topic_prefix: lv}\n", proxy.Addr))
+	cfg.WAL.Sync = "shipped"
+	cfg.WAL.ShippedSinks = []string{"kafka"}
+	r := start(t, cfg)
+	defer r.stop(t)
+	src := r.d.Addr("source.http")
+
+	first := postOne(t, src, 1, "")
+	lsn1 := ackLSN(t, first)
+	if first.header != "shipped" {
+		t.Fatalf("answer's %s %q, want shipped", httpsource.SyncHeader, first.header)
+	}
+	if got := r.d.kafka.Stats().AckedLSN; got < lsn1 {
+		t.Fatalf("answered 200 at LSN %d with Kafka acknowledged only up to %d", lsn1, got)
+	}
+
+	proxy.Down()
+	durableBefore := r.d.wal.Durable()
+	done := make(chan appendResult, 1)
+	go func() { done <- postOne(t, src, 2, "") }()
+	// The transaction becomes durable locally, and still no answer.
+	waitFor(t, "the second transaction durable locally", func() bool { return r.d.wal.Durable() > durableBefore })
+	lsn2 := r.d.wal.Durable()
+	select {
+	case res := <-done:
+		t.Fatalf("answered while Kafka is down: %d %q", res.code, res.body)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if got := r.d.levels.Position(r.d.levels.Level()); got >= lsn2 {
+		t.Fatalf("shipped level at %d past the unshipped LSN %d", got, lsn2)
+	}
+	// Lowering the level per request: answered once durable locally.
+	local := postOne(t, src, 3, "local")
+	lsn3 := ackLSN(t, local)
+	if local.header != "local" {
+		t.Fatalf("answer's %s %q, want local", httpsource.SyncHeader, local.header)
+	}
+	select {
+	case res := <-done:
+		t.Fatalf("answered while Kafka is down: %d %q", res.code, res.body)
+	default:
+	}
+	// The metrics show the shipped level stopped before the transaction
+	// and the local one past it.
+	waitObserved(t, r.d.Addr("http"), "kafka", "levels metric with Kafka down", func(o observed) bool {
+		sh := o.metrics[`walship_replication_level_lsn{level="shipped"}`]
+		return sh >= float64(lsn1) && sh < float64(lsn2) && o.metrics[`walship_replication_level_lsn{level="local"}`] >= float64(lsn3)
+	})
+
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	var second appendResult
+	select {
+	case second = <-done:
+	case <-time.After(levelWait):
+		t.Fatal("no answer after Kafka came back")
+	}
+	if got := ackLSN(t, second); got != lsn2 {
+		t.Fatalf("second answer LSN %d, want %d", got, lsn2)
+	}
+	// Everything acknowledged is in Kafka: one record per change, LSNs
+	// 1..lsn3 in order.
+	recs, err := kafkatest.ReadTopic(context.Background(), []string{kc.Addr}, kafkawire.OrderedTopic("lv"), int(lsn3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, rec := range recs[:lsn3] {
+		got, _ := strconv.ParseUint(string(rec.Headers[0].Value), 10, 64)
+		if got != uint64(i+1) {
+			t.Fatalf("record %d has LSN %d, want %d", i, got, i+1)
+		}
+	}
+	waitObserved(t, r.d.Addr("http"), "kafka", "shipped level metric caught up", func(o observed) bool {
+		return o.metrics[`walship_replication_level_lsn{level="shipped"}`] == float64(lsn3) &&
+			o.metrics[`walship_replication_level_lsn{level="local"}`] == float64(lsn3)
+	})
+}
+
+// TestShippedTimeoutAnswers504: a request that raises its level to
+// shipped (over wal.sync: local) while Kafka is down is answered 504 after
+// source.http.sync_timeout, listing what is durable locally and how far
+// the level got, never 200; the same request with its Idempotency-Key,
+// retried once Kafka is back, gets the original LSN (nothing appended
+// twice) with 200 at shipped.
+func TestShippedTimeoutAnswers504(t *testing.T) {
+	t.Parallel()
+	kc, proxy, err := kafkatest.StartBehindProxy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { proxy.Close(); kc.Close() }()
+	cfg := testConfig(t, fmt.Sprintf("kafka: {brokers: [%q], topic_prefix: lt}\n", proxy.Addr))
+	cfg.Source.HTTP.SyncTimeout = 500 * time.Millisecond
+	proxy.Down()
+	r := start(t, cfg)
+	defer r.stop(t)
+	src := r.d.Addr("source.http")
+
+	post := func() (int, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+src+"/v1/append",
+			strings.NewReader(`{"table":"public.t","op":"c","key":{"id":1},"after":{"id":1}}`+"\n"))
+		req.Header.Set(httpsource.SyncHeader, "shipped")
+		req.Header.Set("Idempotency-Key", "raise-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := post()
+	if code != http.StatusGatewayTimeout {
+		t.Fatalf("raised to shipped with Kafka down: %d %q, want 504", code, body)
+	}
+	var e struct {
+		DurableLSNs []uint64 `json:"durable_lsns"`
+		Level       string   `json:"level"`
+		LevelLSN    *uint64  `json:"level_lsn"`
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatal(err)
+	}
+	durable := r.d.wal.Durable()
+	if len(e.DurableLSNs) != 1 || e.DurableLSNs[0] != durable || e.Level != "shipped" || e.LevelLSN == nil || *e.LevelLSN >= durable {
+		t.Fatalf("504 body %q: want durable_lsns [%d], level shipped, level_lsn below it", body, durable)
+	}
+	// The configured level is still local: a request without the header
+	// is answered at once.
+	if res := postOne(t, src, 2, ""); res.code != 200 || res.header != "local" {
+		t.Fatalf("local append with Kafka down: %d %q (%s %q)", res.code, res.body, httpsource.SyncHeader, res.header)
+	}
+
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	code, body = post()
+	if code != 200 || !strings.HasPrefix(body, fmt.Sprintf(`{"lsn":%d,`, e.DurableLSNs[0])) {
+		t.Fatalf("retry after Kafka came back: %d %q, want 200 with LSN %d", code, body, e.DurableLSNs[0])
+	}
+	if got := r.d.kafka.Stats().AckedLSN; got < e.DurableLSNs[0] {
+		t.Fatalf("retry answered 200 with Kafka acknowledged only up to %d", got)
+	}
+}
