@@ -11,7 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/walship/walship/config"
 	"github.com/walship/walship/httpsource"
+	"github.com/walship/walship/internal/pgtest"
 	"github.com/walship/walship/kafkasink/kafkatest"
 	"github.com/walship/walship/kafkawire"
 )
@@ -227,5 +231,96 @@ func TestShippedTimeoutAnswers504(t *testing.T) {
 	}
 	if got := r.d.kafka.Stats().AckedLSN; got < e.DurableLSNs[0] {
 		t.Fatalf("retry answered 200 with Kafka acknowledged only up to %d", got)
+	}
+}
+
+// TestShippedPostgresConfirmation: with wal.sync: shipped the replication
+// slot's confirmed_flush_lsn does not pass a transaction that is durable
+// in the local log but not yet in Kafka; once the brokers are back it
+// does, and the transaction is in Kafka.
+func TestShippedPostgresConfirmation(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t, pgtest.WithoutFsync())
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	kc, proxy, err := kafkatest.StartBehindProxy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { proxy.Close(); kc.Close() }()
+	// No heartbeats: the only transactions are the test's.
+	y := fmt.Sprintf("wal: {dir: %q, sync: shipped}\nsource:\n  postgres: {dsn: %q, snapshot: never, heartbeat: 1h, status_interval: 50ms}\n"+
+		"kafka: {brokers: [%q], topic_prefix: lp}\nhttp: {listen: \"127.0.0.1:0\"}\n", t.TempDir(), pg.DSN("postgres"), proxy.Addr)
+	cfg, err := config.Parse([]byte(y), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, cfg)
+	defer r.stop(t)
+	confirmed := func() uint64 {
+		var s string
+		if err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'walship'").Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		lsn, err := pglogrepl.ParseLSN(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return uint64(lsn)
+	}
+	waitFor(t, "the slot created and streaming", func() bool {
+		var n int
+		err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walship' AND active").Scan(&n)
+		return err == nil && n == 1
+	})
+	// insert commits one transaction and returns its source commit LSN
+	// once it is durable in walship's log.
+	insert := func(id int) uint64 {
+		t.Helper()
+		before, prev := r.d.pg.Stats().Txns, r.d.wal.Durable()
+		if _, err := conn.Exec(ctx, "INSERT INTO t VALUES ($1)", id); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("row %d captured", id), func() bool { return r.d.pg.Stats().Txns > before })
+		waitFor(t, fmt.Sprintf("row %d durable", id), func() bool { return r.d.wal.Durable() > prev })
+		return r.d.pg.Stats().LastSourceLSN
+	}
+	commit1 := insert(1)
+	waitFor(t, "the slot confirmed past the first transaction (Kafka up)", func() bool { return confirmed() > commit1 })
+
+	proxy.Down()
+	commit2 := insert(2)
+	local := r.d.wal.Durable()
+	// Durable locally, not in Kafka: over many status intervals the slot
+	// stays at or before the transaction's commit.
+	for range 20 {
+		if c := confirmed(); c > commit2 {
+			t.Fatalf("slot confirmed %s, past the commit %s of a transaction not in Kafka", pglogrepl.LSN(c), pglogrepl.LSN(commit2))
+		}
+		if got := r.d.kafka.Stats().AckedLSN; got >= local {
+			t.Fatalf("Kafka acknowledged LSN %d while down", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the slot confirmed past the second transaction (Kafka back)", func() bool { return confirmed() > commit2 })
+	if got := r.d.kafka.Stats().AckedLSN; got < local {
+		t.Fatalf("slot confirmed with Kafka acknowledged only up to %d < %d", got, local)
+	}
+	recs, err := kafkatest.ReadTopic(ctx, []string{kc.Addr}, kafkawire.OrderedTopic("lp"), int(local))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := strconv.ParseUint(string(recs[local-1].Headers[0].Value), 10, 64); got != local {
+		t.Fatalf("record %d in Kafka has LSN %d", local, got)
 	}
 }
