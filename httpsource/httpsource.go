@@ -12,8 +12,11 @@
 //
 //	{"lsn":<last LSN of the transaction>,"commit_time":"<RFC3339Nano>"}
 //
-// written only after every transaction of the request is durable (sync
-// mode "local": fsynced). Guarantees:
+// written only after every transaction of the request has reached the
+// request's replication level: the Walship-Sync header's (off, local or
+// shipped) if it has one, else the configured one (wal.sync; default
+// local: fsynced). A header may lower or raise the level, as SET
+// synchronous_commit does in a PostgreSQL session. Guarantees:
 //   - A request is all or nothing. Every line is decoded, validated and
 //     encoded before anything is appended; a bad line (including a change
 //     whose encoded record exceeds the log's record limit, and a
@@ -26,6 +29,12 @@
 //     failed fsync is sticky) or is closing. If that happens after the
 //     request was queued, the answer lists exactly which of its LSNs are
 //     durable ("durable_lsns"); nothing is acknowledged that is not durable.
+//   - A level is never claimed before it is reached. If shipped is not
+//     reached within Options.SyncTimeout the answer is 504 (503 if the
+//     daemon stops waiting) listing the durable LSNs and how far the level
+//     got; a retry with the Idempotency-Key waits again and appends
+//     nothing. A level the source cannot reach (shipped with no sink,
+//     local on a log that does not fsync) is 400 with nothing appended.
 //   - Memory is bounded by configuration whatever the input: a body is
 //     decoded line by line and only its encoded records are kept, and the
 //     body bytes of all requests in flight are bounded by
