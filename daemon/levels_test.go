@@ -324,3 +324,27 @@ func TestShippedPostgresConfirmation(t *testing.T) {
 		t.Fatalf("record %d in Kafka has LSN %d", local, got)
 	}
 }
+
+// TestShippedArchive: with wal.sync: shipped and the archive as the only
+// sink (a directory archive), an HTTP append is answered once the archive
+// has stored the object holding it, not before.
+func TestShippedArchive(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 1s}\n", t.TempDir()))
+	cfg.WAL.Sync = "shipped"
+	if len(cfg.WAL.ShippedSinks) != 1 || cfg.WAL.ShippedSinks[0] != "archive" {
+		t.Fatalf("default wal.shipped_sinks %v, want [archive]", cfg.WAL.ShippedSinks)
+	}
+	r := start(t, cfg)
+	defer r.stop(t)
+	for id := 1; id <= 3; id++ {
+		res := postOne(t, r.d.Addr("source.http"), id, "")
+		lsn := ackLSN(t, res)
+		if res.header != "shipped" {
+			t.Fatalf("answer's %s %q, want shipped", httpsource.SyncHeader, res.header)
+		}
+		if got := r.d.archiver.Stats().ArchivedLSN; got < lsn {
+			t.Fatalf("answered 200 at LSN %d with the archive stored only up to %d", lsn, got)
+		}
+	}
+}
