@@ -225,12 +225,24 @@ func TestShippedTimeoutAnswers504(t *testing.T) {
 	if err := proxy.Up(); err != nil {
 		t.Fatal(err)
 	}
-	code, body = post()
+	// Retried until the brokers have it (each retry waits at most the
+	// short sync_timeout, and appends nothing).
+	waitFor(t, "the retry answered 200", func() bool {
+		code, body = post()
+		if code != 200 && code != http.StatusGatewayTimeout {
+			t.Fatalf("retry: %d %q", code, body)
+		}
+		return code == 200
+	})
 	if code != 200 || !strings.HasPrefix(body, fmt.Sprintf(`{"lsn":%d,`, e.DurableLSNs[0])) {
 		t.Fatalf("retry after Kafka came back: %d %q, want 200 with LSN %d", code, body, e.DurableLSNs[0])
 	}
 	if got := r.d.kafka.Stats().AckedLSN; got < e.DurableLSNs[0] {
 		t.Fatalf("retry answered 200 with Kafka acknowledged only up to %d", got)
+	}
+	// Two transactions of one change each: LSNs 1 and 2, nothing more.
+	if got := r.d.wal.Durable(); got != 2 {
+		t.Fatalf("the log ends at LSN %d, want 2: a retry appended again", got)
 	}
 }
 
