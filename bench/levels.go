@@ -94,7 +94,7 @@ func (b *levelBench) run(ctx context.Context, lv wal.Level) (sample, error) {
 	if err != nil {
 		return nil, err
 	}
-	levels, err := wal.NewLevels(w, wal.LevelLocal, []string{kafkasink.CheckpointName})
+	levels, err := wal.NewLevels(w, wal.LevelLocal, []string{kafkasink.CheckpointName}, nil)
 	if err != nil {
 		return nil, err
 	}

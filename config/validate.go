@@ -12,6 +12,7 @@ import (
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/httpx"
 	"github.com/walship/walship/internal/secret"
+	"github.com/walship/walship/wal"
 )
 
 // Defaults filled in by validation.
@@ -176,7 +177,7 @@ func (c *Config) validateWAL(v *validator) {
 	if w.Dir != "" && !filepath.IsAbs(w.Dir) && c.Path != "" {
 		w.Dir = filepath.Join(filepath.Dir(c.Path), w.Dir)
 	}
-	v.oneOf("wal.sync", &w.Sync, "local", "local", "off", "shipped")
+	v.oneOf("wal.sync", &w.Sync, "local", "local", "off", "shipped", "applied")
 	v.oneOf("wal.compression", &w.Compression, "none", "none", "s2", "zstd")
 	v.oneOf("wal.retention_policy", &w.RetentionPolicy, "keep", "keep", "drop")
 	if w.SegmentSize == 0 {
@@ -229,6 +230,19 @@ func (c *Config) validateShipped(v *validator) {
 	}
 	if w.Sync == "shipped" && len(w.ShippedSinks) == 0 {
 		v.fail("wal.sync", "shipped needs a sink to ship to: configure kafka and/or archive")
+	}
+	if w.AppliedQuorum != "" {
+		if _, err := wal.ParseQuorum(w.AppliedQuorum); err != nil {
+			v.fail("wal.applied_quorum", "%v", err)
+		} else if c.Kafka == nil {
+			v.fail("wal.applied_quorum", "replicas report what they applied through Kafka: configure kafka")
+		}
+	}
+	if w.Sync == "applied" && w.AppliedQuorum == "" {
+		v.fail("wal.sync", "applied needs wal.applied_quorum, such as \"ANY 1 (replica-a, replica-b)\"")
+	}
+	if n := c.Consumer.Name; n != "" && (len(n) > 128 || strings.IndexFunc(n, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0) {
+		v.fail("consumer.name", "%q: want 1 to 128 printable characters", n)
 	}
 }
 

@@ -157,7 +157,13 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 		return nil, fmt.Errorf("wal.dir %s: %w", cfg.WAL.Dir, err)
 	}
 	d.wal = w
-	if d.levels, err = wal.NewLevels(w, level, cfg.WAL.ShippedSinks); err != nil {
+	var quorum *wal.Quorum
+	if cfg.WAL.AppliedQuorum != "" {
+		if quorum, err = wal.ParseQuorum(cfg.WAL.AppliedQuorum); err != nil {
+			return nil, fmt.Errorf("wal.applied_quorum: %w", err)
+		}
+	}
+	if d.levels, err = wal.NewLevels(w, level, cfg.WAL.ShippedSinks, quorum); err != nil {
 		return nil, fmt.Errorf("wal.sync: %w", err)
 	}
 	if !rep.Clean() {

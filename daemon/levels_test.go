@@ -360,3 +360,90 @@ func TestShippedArchive(t *testing.T) {
 		}
 	}
 }
+
+// consumeNamed starts walship consume named name on kc with topic prefix
+// prefix, into its own SQLite replica.
+func consumeNamed(t *testing.T, kc *kafkatest.Cluster, prefix, name string) *Consume {
+	t.Helper()
+	return startConsume(t, fmt.Sprintf("kafka: {brokers: [%q], topic_prefix: %s}\nreplica: {url: \"sqlite://%s/r.db\"}\nconsumer: {name: %s}\nhttp: {listen: \"127.0.0.1:0\"}\n",
+		kc.Addr, prefix, t.TempDir(), name))
+}
+
+// TestAppliedQuorum: with wal.sync: applied, an HTTP append is answered
+// once the quorum of named walship consume processes has applied it, as
+// they report on the positions topic. ANY 1 (r1, r2) is met by r1 alone;
+// FIRST 2 (r1, r2) is not (504 after source.http.sync_timeout, nothing
+// acknowledged) until r2 runs too, and then the same request, retried
+// with its Idempotency-Key, is answered 200 with both replicas past it.
+func TestAppliedQuorum(t *testing.T) {
+	t.Parallel()
+	kc, err := kafkatest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	run := func(prefix, quorum string) *running {
+		cfg := testConfig(t, fmt.Sprintf("kafka: {brokers: [%q], topic_prefix: %s}\n", kc.Addr, prefix))
+		cfg.WAL.Sync = "applied"
+		cfg.WAL.AppliedQuorum = quorum
+		cfg.Source.HTTP.SyncTimeout = time.Second
+		return start(t, cfg)
+	}
+	// post appends the same keyed transaction to r's HTTP source: retries
+	// append nothing.
+	post := func(r *running) (int, string, string) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+r.d.Addr("source.http")+"/v1/append",
+			strings.NewReader(`{"table":"public.t","op":"c","key":{"id":1},"after":{"id":1}}`+"\n"))
+		req.Header.Set("Idempotency-Key", "quorum-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 && resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("append: %d %q", resp.StatusCode, body)
+		}
+		return resp.StatusCode, string(body), resp.Header.Get(httpsource.SyncHeader)
+	}
+
+	// ANY 1: one replica is enough.
+	a := run("qa", "ANY 1 (r1, r2)")
+	defer a.stop(t)
+	r1 := consumeNamed(t, kc, "qa", "r1")
+	var code int
+	var body, level string
+	waitFor(t, "ANY 1 answered", func() bool { code, body, level = post(a); return code == 200 })
+	if !strings.HasPrefix(body, `{"lsn":1,`) || level != "applied" {
+		t.Fatalf("ANY 1: %q (%s %q), want LSN 1 at applied", body, httpsource.SyncHeader, level)
+	}
+	if got := r1.Consumer().Stats().AppliedLSN; got < 1 {
+		t.Fatalf("ANY 1 answered with r1 applied only up to %d", got)
+	}
+
+	// FIRST 2: r1 alone is not enough.
+	b := run("qb", "FIRST 2 (r1, r2)")
+	defer b.stop(t)
+	b1 := consumeNamed(t, kc, "qb", "r1")
+	code, body, _ = post(b)
+	if code != http.StatusGatewayTimeout || !strings.Contains(body, `"level":"applied"`) {
+		t.Fatalf("FIRST 2 with one replica: %d %q, want 504", code, body)
+	}
+	waitFor(t, "r1 applied the transaction", func() bool { return b1.Consumer().Stats().AppliedLSN >= 1 })
+	if got := b.d.levels.Position(b.d.levels.Level()); got != 0 {
+		t.Fatalf("FIRST 2 position %d with one replica", got)
+	}
+	b2 := consumeNamed(t, kc, "qb", "r2")
+	waitFor(t, "FIRST 2 answered once r2 runs", func() bool { code, body, _ = post(b); return code == 200 })
+	if !strings.HasPrefix(body, `{"lsn":1,`) {
+		t.Fatalf("retry answered %q, want the original LSN 1", body)
+	}
+	for name, c := range map[string]*Consume{"r1": b1, "r2": b2} {
+		if got := c.Consumer().Stats().AppliedLSN; got < 1 {
+			t.Fatalf("FIRST 2 answered with %s applied only up to %d", name, got)
+		}
+	}
+	if got := b.d.wal.Durable(); got != 1 {
+		t.Fatalf("the log ends at LSN %d, want 1: a retry appended again", got)
+	}
+}

@@ -115,6 +115,9 @@ func (d *Daemon) pollOnce() {
 	if len(d.levels.Sinks()) > 0 {
 		d.metrics.ReplicationLevel(wal.LevelShipped.String(), d.levels.Position(wal.LevelShipped))
 	}
+	if d.levels.Quorum() != nil {
+		d.metrics.ReplicationLevel(wal.LevelApplied.String(), d.levels.Position(wal.LevelApplied))
+	}
 	behind := func(lsn uint64) uint64 {
 		if durable > lsn {
 			return durable - lsn

@@ -13,8 +13,8 @@
 //	{"lsn":<last LSN of the transaction>,"commit_time":"<RFC3339Nano>"}
 //
 // written only after every transaction of the request has reached the
-// request's replication level: the Walship-Sync header's (off, local or
-// shipped) if it has one, else the configured one (wal.sync; default
+// request's replication level: the Walship-Sync header's (off, local,
+// shipped or applied) if it has one, else the configured one (wal.sync; default
 // local: fsynced). A header may lower or raise the level, as SET
 // synchronous_commit does in a PostgreSQL session. Guarantees:
 //   - A request is all or nothing. Every line is decoded, validated and
@@ -29,12 +29,14 @@
 //     failed fsync is sticky) or is closing. If that happens after the
 //     request was queued, the answer lists exactly which of its LSNs are
 //     durable ("durable_lsns"); nothing is acknowledged that is not durable.
-//   - A level is never claimed before it is reached. If shipped is not
+//   - A level is never claimed before it is reached. If shipped (or
+//     applied) is not
 //     reached within Options.SyncTimeout the answer is 504 (503 if the
 //     daemon stops waiting) listing the durable LSNs and how far the level
 //     got; a retry with the Idempotency-Key waits again and appends
 //     nothing. A level the source cannot reach (shipped with no sink,
-//     local on a log that does not fsync) is 400 with nothing appended.
+//     applied with no quorum, local on a log that does not fsync) is 400
+//     with nothing appended.
 //   - Memory is bounded by configuration whatever the input: a body is
 //     decoded line by line and only its encoded records are kept, and the
 //     body bytes of all requests in flight are bounded by
@@ -80,7 +82,7 @@ const (
 )
 
 // SyncHeader is the request header that sets the replication level of one
-// request ("off", "local" or "shipped"), overriding the configured one in
+// request ("off", "local", "shipped" or "applied"), overriding the configured one in
 // either direction; the answer carries it back with the level reached.
 const SyncHeader = "Walship-Sync"
 
@@ -140,9 +142,9 @@ func New(w *wal.WAL, opts Options) *Source {
 	}
 	if opts.Levels == nil {
 		// A log without fsync cannot promise local: its level is off.
-		lv, err := wal.NewLevels(w, wal.LevelLocal, nil)
+		lv, err := wal.NewLevels(w, wal.LevelLocal, nil, nil)
 		if err != nil {
-			lv, _ = wal.NewLevels(w, wal.LevelOff, nil)
+			lv, _ = wal.NewLevels(w, wal.LevelOff, nil, nil)
 		}
 		opts.Levels = lv
 	}
@@ -418,7 +420,7 @@ func (s *Source) requestLevel(r *http.Request) (wal.Level, error) {
 	}
 	level, err := wal.ParseLevel(vals[0])
 	if err != nil || vals[0] == "" {
-		return 0, fmt.Errorf("%s: %q is not one of off, local, shipped", SyncHeader, vals[0])
+		return 0, fmt.Errorf("%s: %q is not one of off, local, shipped, applied", SyncHeader, vals[0])
 	}
 	if err := s.opts.Levels.Check(level); err != nil {
 		return 0, fmt.Errorf("%s: %v: nothing appended", SyncHeader, err)

@@ -40,7 +40,7 @@ func TestSyncHeader(t *testing.T) {
 	w := openWAL(t)
 	srv := httptest.NewServer(New(w, Options{}).Handler())
 	defer srv.Close()
-	for _, lv := range []string{"applied", "always", "Local"} {
+	for _, lv := range []string{"always", "Local", "remote_apply"} {
 		resp, body := postLevel(t, srv.URL, lv)
 		if resp.StatusCode != 400 || !strings.Contains(body, SyncHeader+": ") {
 			t.Errorf("%s: %s: %d %q, want 400 naming the header", SyncHeader, lv, resp.StatusCode, body)
@@ -49,6 +49,10 @@ func TestSyncHeader(t *testing.T) {
 	resp, body := postLevel(t, srv.URL, "shipped")
 	if resp.StatusCode != 400 || !strings.Contains(body, SyncHeader) || !strings.Contains(body, "none is configured") {
 		t.Errorf("shipped without sinks: %d %q, want 400", resp.StatusCode, body)
+	}
+	resp, body = postLevel(t, srv.URL, "applied")
+	if resp.StatusCode != 400 || !strings.Contains(body, SyncHeader) || !strings.Contains(body, "none is configured") {
+		t.Errorf("applied without a quorum: %d %q, want 400", resp.StatusCode, body)
 	}
 	if w.Durable() != 0 {
 		t.Fatalf("refused requests appended up to LSN %d", w.Durable())
@@ -64,7 +68,7 @@ func TestSyncHeader(t *testing.T) {
 		t.Errorf("no header: %d %q (%s %q)", resp.StatusCode, body, SyncHeader, resp.Header.Get(SyncHeader))
 	}
 
-	levels, err := wal.NewLevels(w, wal.LevelShipped, []string{"kafka"})
+	levels, err := wal.NewLevels(w, wal.LevelShipped, []string{"kafka"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,10 +26,14 @@ const (
 	// acknowledged it with acks=all, the archive has stored its object and
 	// manifest. Losing this host then loses nothing acknowledged.
 	LevelShipped
+	// LevelApplied waits, after LevelLocal, until the replicas of the
+	// quorum (Quorum) have applied the transaction, as they report it
+	// (Levels.ReportApplied). Replicas read Kafka, so it is in Kafka too.
+	LevelApplied
 )
 
 // ParseLevel parses the config and header spelling: "off", "local" (or
-// "") and "shipped".
+// ""), "shipped" and "applied".
 func ParseLevel(s string) (Level, error) {
 	switch s {
 	case "off":
@@ -38,8 +42,10 @@ func ParseLevel(s string) (Level, error) {
 		return LevelLocal, nil
 	case "shipped":
 		return LevelShipped, nil
+	case "applied":
+		return LevelApplied, nil
 	}
-	return 0, fmt.Errorf("wal: unknown replication level %q (want off, local or shipped)", s)
+	return 0, fmt.Errorf("wal: unknown replication level %q (want off, local, shipped or applied)", s)
 }
 
 func (l Level) String() string {
@@ -50,13 +56,15 @@ func (l Level) String() string {
 		return "local"
 	case LevelShipped:
 		return "shipped"
+	case LevelApplied:
+		return "applied"
 	}
 	return fmt.Sprintf("Level(%d)", uint8(l))
 }
 
 // ErrLevelUnavailable is returned by Levels.Wait for a level this log can
 // never reach: LevelLocal or above on a log that does not fsync (SyncOff),
-// LevelShipped with no sink counted.
+// LevelShipped with no sink counted, LevelApplied with no quorum.
 var ErrLevelUnavailable = errors.New("wal: replication level not available")
 
 // ErrLevelsClosed is returned by Levels.Wait once Levels.Close was called
@@ -76,16 +84,21 @@ type Levels struct {
 	mu      sync.Mutex
 	sinks   map[string]uint64 // each counted sink's reported position
 	shipped uint64            // their minimum
-	changed chan struct{}     // closed and replaced when shipped grows
+	quorum  *Quorum
+	replica map[string]uint64 // each replica's reported applied position
+	applied uint64            // the quorum's position
+	changed chan struct{}     // closed and replaced when shipped or applied grows
 	closed  bool
 }
 
 // NewLevels returns the tracker of w's levels. level is the configured
 // one (Levels.Level); shippedBy names the sinks whose positions count for
 // LevelShipped (at least one if level is LevelShipped). Every named sink
-// starts at position 0 until it reports.
-func NewLevels(w *WAL, level Level, shippedBy []string) (*Levels, error) {
-	if level > LevelShipped {
+// starts at position 0 until it reports. quorum is the rule of
+// LevelApplied (required if level is LevelApplied; nil: applied is not
+// available).
+func NewLevels(w *WAL, level Level, shippedBy []string, quorum *Quorum) (*Levels, error) {
+	if level > LevelApplied {
 		return nil, fmt.Errorf("wal: unknown replication level %d", level)
 	}
 	if level >= LevelLocal && w.sync == SyncOff {
@@ -94,7 +107,10 @@ func NewLevels(w *WAL, level Level, shippedBy []string) (*Levels, error) {
 	if level == LevelShipped && len(shippedBy) == 0 {
 		return nil, fmt.Errorf("%w: shipped needs at least one sink to count", ErrLevelUnavailable)
 	}
-	l := &Levels{w: w, level: level, sinks: map[string]uint64{}, changed: make(chan struct{})}
+	if level == LevelApplied && quorum == nil {
+		return nil, fmt.Errorf("%w: applied needs a quorum of replicas", ErrLevelUnavailable)
+	}
+	l := &Levels{w: w, level: level, sinks: map[string]uint64{}, quorum: quorum, replica: map[string]uint64{}, changed: make(chan struct{})}
 	for _, s := range shippedBy {
 		l.sinks[s] = 0
 	}
@@ -139,10 +155,34 @@ func (l *Levels) Report(sink string, pos uint64) {
 	}
 }
 
+// ReportApplied records that replica has applied every transaction up to
+// and including commit LSN pos. Positions lower than one already reported
+// change nothing; replicas outside the quorum are kept but do not count.
+func (l *Levels) ReportApplied(replica string, pos uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur, ok := l.replica[replica]; ok && pos <= cur {
+		return
+	}
+	l.replica[replica] = pos
+	if l.quorum == nil {
+		return
+	}
+	if q := l.quorum.Position(l.replica); q > l.applied {
+		l.applied = q
+		close(l.changed)
+		l.changed = make(chan struct{})
+	}
+}
+
+// Quorum returns the rule of LevelApplied, nil if there is none.
+func (l *Levels) Quorum() *Quorum { return l.quorum }
+
 // Position returns the highest LSN the level has reached: for LevelOff
 // and LevelLocal the log's durable position (written, with SyncOff), for
-// LevelShipped the lowest counted sink's position, never above the local
-// one (0 with no sink counted).
+// LevelShipped the lowest counted sink's position (0 with no sink
+// counted), for LevelApplied the quorum's (0 without one); never above the
+// local one.
 func (l *Levels) Position(lv Level) uint64 {
 	d := l.w.Durable()
 	if lv < LevelShipped {
@@ -150,6 +190,9 @@ func (l *Levels) Position(lv Level) uint64 {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if lv == LevelApplied {
+		return min(l.applied, d)
+	}
 	if len(l.sinks) == 0 {
 		return 0
 	}
@@ -173,7 +216,11 @@ func (l *Levels) Wait(ctx context.Context, lv Level, lsn uint64) error {
 	}
 	for {
 		l.mu.Lock()
-		reached, closed, ch := l.shipped >= lsn, l.closed, l.changed
+		pos := l.shipped
+		if lv == LevelApplied {
+			pos = l.applied
+		}
+		reached, closed, ch := pos >= lsn, l.closed, l.changed
 		l.mu.Unlock()
 		switch {
 		case reached:
@@ -193,7 +240,7 @@ func (l *Levels) Wait(ctx context.Context, lv Level, lsn uint64) error {
 // wrapping ErrLevelUnavailable that says why.
 func (l *Levels) Check(lv Level) error {
 	switch {
-	case lv > LevelShipped:
+	case lv > LevelApplied:
 		return fmt.Errorf("wal: unknown replication level %d", lv)
 	case lv >= LevelLocal && l.w.sync == SyncOff:
 		return fmt.Errorf("%w: %s needs a log that fsyncs, and this one does not (sync off)", ErrLevelUnavailable, lv)
@@ -204,11 +251,13 @@ func (l *Levels) Check(lv Level) error {
 		if n == 0 {
 			return fmt.Errorf("%w: shipped needs a sink, and none is configured", ErrLevelUnavailable)
 		}
+	case lv == LevelApplied && l.quorum == nil:
+		return fmt.Errorf("%w: applied needs a quorum of replicas, and none is configured", ErrLevelUnavailable)
 	}
 	return nil
 }
 
-// Close ends every Wait for LevelShipped that has not been satisfied,
+// Close ends every Wait for LevelShipped or LevelApplied not yet satisfied,
 // with ErrLevelsClosed: for a shutdown that cannot wait for the sinks.
 func (l *Levels) Close() {
 	l.mu.Lock()

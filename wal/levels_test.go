@@ -19,7 +19,7 @@ func TestLevelsShippedWaitsForEverySink(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	lv, err := NewLevels(w, LevelShipped, []string{"kafka", "archive"})
+	lv, err := NewLevels(w, LevelShipped, []string{"kafka", "archive"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,14 +81,14 @@ func TestLevelsShippedWaitsForEverySink(t *testing.T) {
 		t.Fatalf("cancelled wait: %v", err)
 	}
 
-	none, err := NewLevels(w, LevelLocal, nil)
+	none, err := NewLevels(w, LevelLocal, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := none.Wait(ctx, LevelShipped, 1); !errors.Is(err, ErrLevelUnavailable) {
 		t.Fatalf("shipped without sinks: %v, want ErrLevelUnavailable", err)
 	}
-	if _, err := NewLevels(w, LevelShipped, nil); !errors.Is(err, ErrLevelUnavailable) {
+	if _, err := NewLevels(w, LevelShipped, nil, nil); !errors.Is(err, ErrLevelUnavailable) {
 		t.Fatalf("NewLevels shipped without sinks: %v", err)
 	}
 }
@@ -102,10 +102,10 @@ func TestLevelsOffLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	if _, err := NewLevels(w, LevelLocal, nil); !errors.Is(err, ErrLevelUnavailable) {
+	if _, err := NewLevels(w, LevelLocal, nil, nil); !errors.Is(err, ErrLevelUnavailable) {
 		t.Fatalf("NewLevels local on an off log: %v", err)
 	}
-	lv, err := NewLevels(w, LevelOff, []string{"kafka"})
+	lv, err := NewLevels(w, LevelOff, []string{"kafka"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,13 +123,66 @@ func TestLevelsOffLog(t *testing.T) {
 	if w.Durable() < tk.Last {
 		t.Fatalf("off returned before the write: durable %d < %d", w.Durable(), tk.Last)
 	}
-	for _, s := range []string{"off", "local", "shipped", ""} {
+	for _, s := range []string{"off", "local", "shipped", "applied", ""} {
 		l, err := ParseLevel(s)
 		if err != nil || (s != "" && l.String() != s) {
 			t.Errorf("ParseLevel(%q) = %v, %v", s, l, err)
 		}
 	}
-	if _, err := ParseLevel("applied"); err == nil {
-		t.Error("ParseLevel(applied): no error")
+	if _, err := ParseLevel("remote_apply"); err == nil {
+		t.Error("ParseLevel(remote_apply): no error")
+	}
+}
+
+// TestLevelsApplied: a Wait for LevelApplied returns once the quorum's
+// position passes the LSN: ANY 1 on the first replica's report, FIRST 2
+// only on the second's; without a quorum applied is unavailable.
+func TestLevelsApplied(t *testing.T) {
+	ctx := context.Background()
+	w, _, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := NewLevels(w, LevelApplied, nil, nil); !errors.Is(err, ErrLevelUnavailable) {
+		t.Fatalf("applied without a quorum: %v", err)
+	}
+	tx := txnOf(1, 2)
+	tk, err := w.Append(ctx, &tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		quorum string
+		needs  int // reports (r1, then r2) before the wait returns
+	}{{"ANY 1 (r1, r2)", 1}, {"FIRST 2 (r1, r2)", 2}} {
+		q, err := ParseQuorum(tc.quorum)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lv, err := NewLevels(w, LevelApplied, nil, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- lv.Wait(ctx, LevelApplied, tk.Last) }()
+		for i, r := range []string{"r1", "r2"} {
+			select {
+			case err := <-done:
+				t.Fatalf("%s: released after %d report(s), want %d: %v", tc.quorum, i, tc.needs, err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			lv.ReportApplied("other", tk.Last) // not in the quorum
+			lv.ReportApplied(r, tk.Last)
+			if i+1 == tc.needs {
+				break
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("%s: %v", tc.quorum, err)
+		}
+		if got := lv.Position(LevelApplied); got != tk.Last {
+			t.Fatalf("%s: applied position %d, want %d", tc.quorum, got, tk.Last)
+		}
 	}
 }
