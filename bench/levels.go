@@ -3,7 +3,9 @@ package main
 // Cases kafka/ack-<level>: commit-to-acknowledgement latency of HTTP
 // appends at a fixed rate under each replication level (wal.sync), through
 // the HTTP source into a WAL (fsync on) shipped by the Kafka sink to an
-// in-process broker (kfake). See README.md.
+// in-process broker (kfake); for applied, one named consumer applies the
+// topic to SQLite and reports its position on the positions topic, read
+// back as the daemon does (quorum ANY 1 (bench)). See README.md.
 
 import (
 	"context"
@@ -20,9 +22,11 @@ import (
 	"time"
 
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/consumer"
 	"github.com/walship/walship/httpsource"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
@@ -40,7 +44,7 @@ func levelCases(cfg *config) []*benchCase {
 	setup := func(context.Context) error { return setupOnce() }
 	cleanup := sync.OnceFunc(lb.cleanup)
 	var cases []*benchCase
-	for _, lv := range []wal.Level{wal.LevelOff, wal.LevelLocal, wal.LevelShipped} {
+	for _, lv := range []wal.Level{wal.LevelOff, wal.LevelLocal, wal.LevelShipped, wal.LevelApplied} {
 		c := &benchCase{name: kAckPrefix + lv.String(), primary: mMillis, extra: []string{mAckP50}, setup: setup, cleanup: cleanup,
 			run: func(ctx context.Context) (sample, error) { return lb.run(ctx, lv) }}
 		if lv != wal.LevelLocal {
@@ -94,20 +98,48 @@ func (b *levelBench) run(ctx context.Context, lv wal.Level) (sample, error) {
 	if err != nil {
 		return nil, err
 	}
-	levels, err := wal.NewLevels(w, wal.LevelLocal, []string{kafkasink.CheckpointName}, nil)
+	quorum, err := wal.ParseQuorum("ANY 1 (bench)")
 	if err != nil {
 		return nil, err
 	}
+	levels, err := wal.NewLevels(w, wal.LevelLocal, []string{kafkasink.CheckpointName}, quorum)
+	if err != nil {
+		return nil, err
+	}
+	prefix := fmt.Sprintf("ack%d", b.seq)
 	// Linger 1ms, as the lag case: at this rate batches fill slowly.
-	sink, err := kafkasink.New(kafkasink.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: fmt.Sprintf("ack%d", b.seq),
+	sink, err := kafkasink.New(kafkasink.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix,
 		Linger: time.Millisecond, Logger: b.cfg.logger, Acked: func(lsn uint64) { levels.Report(kafkasink.CheckpointName, lsn) }}, w, ck, "bench")
 	if err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	sinkDone := make(chan error, 1)
-	go func() { sinkDone <- sink.Run(rctx) }()
-	defer func() { cancel(); <-sinkDone }()
+	var bg sync.WaitGroup
+	var closeAfter func() error // the consumer: closed once its Run has returned
+	defer func() {
+		cancel()
+		bg.Wait()
+		if closeAfter != nil {
+			closeAfter()
+		}
+	}()
+	bg.Go(func() { sink.Run(rctx) })
+	if lv == wal.LevelApplied {
+		c, err := consumer.New(ctx, consumer.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Group: prefix,
+			ReplicaURL: "sqlite://" + filepath.Join(dir, "replica.db"), Name: "bench", Logger: b.cfg.logger})
+		if err != nil {
+			return nil, err
+		}
+		closeAfter = c.Close
+		bg.Go(func() { c.Run(rctx) })
+		copts, err := kafkawire.ClientOptions([]string{b.cluster.Addr}, kafkawire.TLSOptions{}, kafkawire.SASLOptions{})
+		if err != nil {
+			return nil, err
+		}
+		bg.Go(func() {
+			kafkawire.WatchAppliedPositions(rctx, copts, kafkawire.PositionsTopic(prefix), levels.ReportApplied, func(int64, error) {})
+		})
+	}
 	srv := httptest.NewServer(httpsource.New(w, httpsource.Options{Levels: levels, SyncTimeout: time.Minute}).Handler())
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}

@@ -16,9 +16,6 @@ import (
 	"github.com/walship/walship/pgsource"
 	"github.com/walship/walship/pitr"
 	"github.com/walship/walship/vfs"
-
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func (d *Daemon) buildPostgres(ctx context.Context) error {
@@ -78,10 +75,8 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 }
 
 // watchApplied reads the positions topic, where each named walship
-// consume reports what its replica applied, from its start and then as it
-// grows, into the replication level applied. Broker failures are retried
-// by the client; a malformed record is skipped with a warning (it can
-// only delay acknowledgements, never advance them wrongly).
+// consume reports what its replica applied, into the replication level
+// applied (kafkawire.WatchAppliedPositions).
 func (d *Daemon) watchApplied(ctx context.Context) error {
 	k := d.cfg.Kafka
 	topic := kafkawire.PositionsTopic(k.TopicPrefix)
@@ -90,40 +85,9 @@ func (d *Daemon) watchApplied(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
-		kgo.FetchMaxWait(100*time.Millisecond))
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("kafka: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	for attempt := 0; ; attempt++ {
-		if err := kafkawire.EnsurePositionsTopic(ctx, adm, topic); err == nil {
-			break
-		} else if ctx.Err() == nil && attempt%50 == 0 {
-			d.log.Warn("cannot create the positions topic; retrying", "topic", topic, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	for {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			p, err := kafkawire.DecodeAppliedPosition(r.Value)
-			if err != nil {
-				d.log.Warn("skipping a malformed applied position", "topic", topic, "offset", r.Offset, "err", err)
-				return
-			}
-			d.levels.ReportApplied(string(r.Key), p.LSN)
-		})
-	}
+	return kafkawire.WatchAppliedPositions(ctx, opts, topic, d.levels.ReportApplied, func(offset int64, err error) {
+		d.log.Warn("skipping a malformed applied position", "topic", topic, "offset", offset, "err", err)
+	})
 }
 
 // OpenArchive opens the archive of an archive: section.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // PositionsTopic is the compacted topic on which each named `walship
@@ -53,4 +54,44 @@ func EnsurePositionsTopic(ctx context.Context, adm *kadm.Client, topic string) e
 		return fmt.Errorf("kafkawire: create topic %s: %w", topic, err)
 	}
 	return nil
+}
+
+// WatchAppliedPositions reads topic (a PositionsTopic) from its start, and
+// then as it grows, until ctx ends (returning nil), calling report with
+// each record's consumer name and applied LSN in topic order. opts are the
+// client's connection options (ClientOptions). It creates the topic if
+// absent, retrying while the brokers cannot be reached; broker failures
+// later are retried by the client. A malformed record is passed to bad
+// and skipped: it can only delay what waits for a position.
+func WatchAppliedPositions(ctx context.Context, opts []kgo.Opt, topic string, report func(name string, lsn uint64), bad func(offset int64, err error)) error {
+	opts = append(append([]kgo.Opt{}, opts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
+		kgo.FetchMaxWait(100*time.Millisecond))
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("kafkawire: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	for EnsurePositionsTopic(ctx, adm, topic) != nil {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			p, err := DecodeAppliedPosition(r.Value)
+			if err != nil {
+				bad(r.Offset, err)
+				return
+			}
+			report(string(r.Key), p.LSN)
+		})
+	}
 }
