@@ -42,6 +42,11 @@ type ArchiverOptions struct {
 	// kept in the archive checkpoint's payload, generated (random) and
 	// stored there on the first run.
 	NodeID string
+	// Stored, if set, is called with the last LSN of the archive each time
+	// it grows (an object and its manifest stored, the checkpoint
+	// advanced), and once when Run finds the archive's end: the
+	// replication level shipped counts it. It must not block.
+	Stored func(lsn uint64)
 	// Logger defaults to discard.
 	Logger *slog.Logger
 	// Backend, if set, is the tracker the archiver records the object
@@ -421,6 +426,9 @@ func (ar *Archiver) resumePoint(ctx context.Context, ckptPos uint64, node string
 		ar.mu.Lock()
 		ar.mu.stats.ArchivedLSN, ar.mu.stats.ArchivedCommitTime = last, seg.LastCommitTime
 		ar.mu.Unlock()
+		if ar.opts.Stored != nil {
+			ar.opts.Stored(last)
+		}
 		return resume{from: last + 1, strict: true}, nil
 	}
 	if ckptPos > 0 {
@@ -578,6 +586,9 @@ func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *arch
 		}
 		ar.mu.seen = append(ar.mu.seen[:0], ar.mu.seen[i:]...)
 		ar.mu.Unlock()
+		if ar.opts.Stored != nil {
+			ar.opts.Stored(m.LastLSN)
+		}
 	}
 	return ctx.Err()
 }

@@ -444,7 +444,7 @@ func metricUnit(key string) string {
 		return "MB/s"
 	case "changes":
 		return "changes"
-	case "lag_p50_ms", "lag_p95_ms", "lag_p99_ms", "lag_p999_ms":
+	case "lag_p50_ms", "lag_p95_ms", "lag_p99_ms", "lag_p999_ms", mAckP50:
 		return "ms"
 	}
 	return ""

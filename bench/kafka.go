@@ -57,7 +57,7 @@ func init() { register("kafka", kafkaSuite) }
 func kafkaSuite() *suite {
 	return &suite{
 		name:    "kafka",
-		summary: "Kafka sink vs bare franz-go producer; replay apply into SQLite/PostgreSQL; commit-to-apply lag",
+		summary: "Kafka sink vs bare franz-go producer; replay apply into SQLite/PostgreSQL; commit-to-apply lag; commit-to-acknowledgement per replication level",
 		cases:   kafkaCases,
 		targets: kafkaTargets,
 	}
@@ -87,7 +87,7 @@ func kafkaCases(cfg *config) []*benchCase {
 	setupOnce := sync.OnceValue(func() error { return b.setup(context.Background(), n) })
 	setup := func(context.Context) error { return setupOnce() }
 	cleanup := sync.OnceFunc(b.cleanup)
-	return []*benchCase{
+	return append([]*benchCase{
 		{name: kBareName, primary: mRecordsPerSec, setup: setup, cleanup: cleanup,
 			run: b.bareProduce},
 		{name: kSinkName, primary: mRecordsPerSec, setup: setup, cleanup: cleanup,
@@ -99,7 +99,7 @@ func kafkaCases(cfg *config) []*benchCase {
 			run: func(ctx context.Context) (sample, error) { return b.apply(ctx, "postgres") }},
 		{name: kLagName, primary: mMillis, extra: []string{mLagP50, mLagP95, mLagP999}, setup: setup, cleanup: cleanup,
 			run: b.lag},
-	}
+	}, levelCases(cfg)...)
 }
 
 func (b *kafkaBench) setup(ctx context.Context, n int) error {

@@ -42,9 +42,12 @@ type Config struct {
 	Archive *Archive `yaml:"archive"`
 	Kafka   *Kafka   `yaml:"kafka"`
 	Replica *Replica `yaml:"replica"`
-	HTTP    HTTP     `yaml:"http"`
-	Log     Log      `yaml:"log"`
-	Lag     Lag      `yaml:"lag"`
+	// Consumer names this walship consume (consumer.name) for the
+	// primary's replication level applied.
+	Consumer Consumer `yaml:"consumer"`
+	HTTP     HTTP     `yaml:"http"`
+	Log      Log      `yaml:"log"`
+	Lag      Lag      `yaml:"lag"`
 
 	// Path is the file the config was read from ("" if from bytes).
 	Path string `yaml:"-"`
@@ -54,11 +57,21 @@ type Config struct {
 
 // WAL is the local log.
 type WAL struct {
-	Dir         string        `yaml:"dir"`
-	Sync        string        `yaml:"sync"`         // local | off
-	SegmentSize ByteSize      `yaml:"segment_size"` // default 64MiB
-	Compression string        `yaml:"compression"`  // none | s2 | zstd
-	MinInterval time.Duration `yaml:"min_interval"` // least time between fsyncs
+	Dir string `yaml:"dir"`
+	// Sync is the replication level (off | local | shipped): when a
+	// transaction is acknowledged over HTTP and confirmed to PostgreSQL.
+	// off also stops the log's fsyncs.
+	Sync string `yaml:"sync"`
+	// ShippedSinks names the sinks (kafka, archive) whose stored position
+	// counts for the level shipped; default every configured one.
+	ShippedSinks []string `yaml:"shipped_sinks"`
+	// AppliedQuorum is the quorum of named consumers the level applied
+	// waits for, as PostgreSQL's synchronous_standby_names:
+	// "FIRST n (a, b)" or "ANY n (a, b)".
+	AppliedQuorum string        `yaml:"applied_quorum"`
+	SegmentSize   ByteSize      `yaml:"segment_size"` // default 64MiB
+	Compression   string        `yaml:"compression"`  // none | s2 | zstd
+	MinInterval   time.Duration `yaml:"min_interval"` // least time between fsyncs
 	// MaxCommitTimeSkew is how far ahead of this host's clock a source
 	// commit time may be (wal.Options.MaxCommitTimeSkew); 0 or unset =
 	// DefaultMaxCommitTimeSkew.
@@ -105,6 +118,9 @@ type HTTPSource struct {
 	// IdempotencyWindow is how long an Idempotency-Key is remembered;
 	// default 24h.
 	IdempotencyWindow time.Duration `yaml:"idempotency_window"`
+	// SyncTimeout bounds a request's wait for a replication level beyond
+	// local; default 30s.
+	SyncTimeout time.Duration `yaml:"sync_timeout"`
 }
 
 // Listener is an HTTP listen address with its security settings.
@@ -177,6 +193,13 @@ type KafkaSASL struct {
 type Replica struct {
 	URL          string `yaml:"url"` // sqlite:///abs/path.db | postgres://...
 	MaxBatchTxns int    `yaml:"max_batch_txns"`
+}
+
+// Consumer is walship consume's identity.
+type Consumer struct {
+	// Name is reported with the applied position on the positions topic;
+	// empty: none is reported.
+	Name string `yaml:"name"`
 }
 
 // HTTP is the operator listener: /metrics, /healthz, /readyz, /status and,

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,18 @@ func TestErrors(t *testing.T) {
 	cases := []struct{ name, yaml, want string }{
 		{"unknown key", "wal:\n  dir: /w\n  segmnt_size: 1MiB\n", `wal.segmnt_size (line 3): unknown key; did you mean "segment_size"?`},
 		{"unknown section", "wal: {dir: /w}\nkafak: {}\n", `kafak (line 2): unknown key; did you mean "kafka"?`},
-		{"bad sync", "wal: {dir: /w, sync: always}\n", `wal.sync (line 1): "always" is not one of local, off`},
+		{"bad sync word", "wal: {dir: /w, sync: always}\n", `wal.sync (line 1): "always" is not one of local, off, shipped`},
+		{"shipped without sinks", "wal: {dir: /w, sync: shipped}\n", `wal.sync (line 1): shipped needs a sink to ship to: configure kafka and/or archive`},
+		{"shipped sink not configured", "wal:\n  dir: /w\n  sync: shipped\n  shipped_sinks: [kafka, archive]\nkafka: {brokers: [b:1]}\n", `wal.shipped_sinks[1] (line 4): archive is not configured`},
+		{"shipped sink unknown", "wal:\n  dir: /w\n  shipped_sinks: [s3]\narchive: {url: \"file:///a\"}\n", `wal.shipped_sinks[0] (line 3): "s3" is not one of kafka, archive`},
+		{"shipped sinks empty", "wal:\n  dir: /w\n  shipped_sinks: []\narchive: {url: \"file:///a\"}\n", `wal.shipped_sinks (line 3): empty`},
+		{"bad sync", "wal: {dir: /w, sync: remote_apply}\n", `wal.sync (line 1): "remote_apply" is not one of local, off, shipped, applied`},
+		{"applied without quorum", "wal: {dir: /w, sync: applied}\nkafka: {brokers: [b:1]}\n", `wal.sync (line 1): applied needs wal.applied_quorum`},
+		{"bad quorum", "wal:\n  dir: /w\n  applied_quorum: \"FIRST 3 (a, b)\"\nkafka: {brokers: [b:1]}\n", `wal.applied_quorum (line 3): wal: bad quorum "FIRST 3 (a, b)": 3 of 2 replicas`},
+		{"quorum syntax", "wal:\n  dir: /w\n  applied_quorum: \"ANY 1 (a b)\"\nkafka: {brokers: [b:1]}\n", `wal.applied_quorum (line 3): wal: bad quorum "ANY 1 (a b)": want ',' or ')'`},
+		{"quorum without kafka", "wal: {dir: /w, applied_quorum: \"ANY 1 (a)\"}\n", `wal.applied_quorum (line 1): replicas report what they applied through Kafka`},
+		{"consumer name", "wal: {dir: /w}\nconsumer: {name: \"a\\tb\"}\n", `consumer.name (line 2)`},
+		{"negative sync timeout", "wal: {dir: /w}\nsource:\n  http: {sync_timeout: -1s}\n", `source.http.sync_timeout (line 3)`},
 		{"bad size", "wal:\n  dir: /w\n  segment_size: lots\n", `wal.segment_size (line 3)`},
 		{"bad duration", "wal: {dir: /w}\narchive:\n  url: file:///a\n  timeout: soon\n", `archive.timeout (line 4)`},
 		{"unset env", "wal: {dir: /w}\nsource:\n  postgres: {dsn: \"${NOPE}\"}\n", `source.postgres.dsn (line 3): environment variable NOPE is not set`},
@@ -212,6 +224,28 @@ func TestDocsNameEveryKey(t *testing.T) {
 	for _, m := range regexp.MustCompile("`((?:wal|source|archive|kafka|replica|http|log|lag)\\.[a-z0-9_.]+)`").FindAllStringSubmatch(string(doc), -1) {
 		if !known[m[1]] {
 			t.Errorf("docs/CONFIG.md names `%s`, which the code does not accept", m[1])
+		}
+	}
+}
+
+// TestShippedSinksDefault: wal.shipped_sinks defaults to every configured
+// sink, and wal.sync takes shipped when one is.
+func TestShippedSinksDefault(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want []string
+	}{
+		{"wal: {dir: /w, sync: shipped}\nkafka: {brokers: [b:1]}\narchive: {url: \"file:///a\"}\n", []string{"kafka", "archive"}},
+		{"wal: {dir: /w, sync: shipped}\narchive: {url: \"file:///a\"}\n", []string{"archive"}},
+		{"wal: {dir: /w, sync: shipped, shipped_sinks: [archive]}\nkafka: {brokers: [b:1]}\narchive: {url: \"file:///a\"}\n", []string{"archive"}},
+		{"wal: {dir: /w}\n", nil},
+	} {
+		c, err := Parse([]byte(tc.yaml), env(nil))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if !slices.Equal(c.WAL.ShippedSinks, tc.want) {
+			t.Errorf("%q: shipped_sinks %v, want %v", tc.yaml, c.WAL.ShippedSinks, tc.want)
 		}
 	}
 }

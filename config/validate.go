@@ -12,6 +12,7 @@ import (
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/httpx"
 	"github.com/walship/walship/internal/secret"
+	"github.com/walship/walship/wal"
 )
 
 // Defaults filled in by validation.
@@ -25,8 +26,10 @@ const (
 	// DefaultIdempotencyWindow is source.http.idempotency_window's
 	// default.
 	DefaultIdempotencyWindow = 24 * time.Hour
-	DefaultSnapshotKeep      = 7
-	DefaultLagWindow         = 5 * time.Minute
+	// DefaultSyncTimeout is source.http.sync_timeout's default.
+	DefaultSyncTimeout  = 30 * time.Second
+	DefaultSnapshotKeep = 7
+	DefaultLagWindow    = 5 * time.Minute
 	// DefaultMaxCommitTimeSkew is wal.max_commit_time_skew's default, the
 	// log's own (wal.DefaultMaxCommitTimeSkew).
 	DefaultMaxCommitTimeSkew = 5 * time.Minute
@@ -147,6 +150,7 @@ func (c *Config) validate(lines map[string]int) error {
 	c.validateSources(v)
 	c.validateArchive(v)
 	c.validateKafka(v)
+	c.validateShipped(v)
 	if r := c.Replica; r != nil {
 		if r.URL == "" {
 			v.fail("replica.url", "required: sqlite:///abs/path.db or postgres://...")
@@ -173,7 +177,7 @@ func (c *Config) validateWAL(v *validator) {
 	if w.Dir != "" && !filepath.IsAbs(w.Dir) && c.Path != "" {
 		w.Dir = filepath.Join(filepath.Dir(c.Path), w.Dir)
 	}
-	v.oneOf("wal.sync", &w.Sync, "local", "local", "off")
+	v.oneOf("wal.sync", &w.Sync, "local", "local", "off", "shipped", "applied")
 	v.oneOf("wal.compression", &w.Compression, "none", "none", "s2", "zstd")
 	v.oneOf("wal.retention_policy", &w.RetentionPolicy, "keep", "keep", "drop")
 	if w.SegmentSize == 0 {
@@ -193,6 +197,52 @@ func (c *Config) validateWAL(v *validator) {
 	v.nonNegative("wal.max_commit_time_skew", w.MaxCommitTimeSkew)
 	if w.MaxCommitTimeSkew == 0 {
 		w.MaxCommitTimeSkew = DefaultMaxCommitTimeSkew
+	}
+}
+
+// validateShipped checks wal.shipped_sinks against the sinks configured
+// and fills in its default, every configured sink; wal.sync: shipped
+// needs at least one.
+func (c *Config) validateShipped(v *validator) {
+	w := &c.WAL
+	configured := map[string]bool{"kafka": c.Kafka != nil, "archive": c.Archive != nil}
+	if w.ShippedSinks == nil {
+		for _, s := range []string{"kafka", "archive"} {
+			if configured[s] {
+				w.ShippedSinks = append(w.ShippedSinks, s)
+			}
+		}
+	} else if len(w.ShippedSinks) == 0 {
+		v.fail("wal.shipped_sinks", "empty: name kafka and/or archive, or leave it out to count every configured sink")
+	}
+	seen := map[string]bool{}
+	for i, s := range w.ShippedSinks {
+		key := fmt.Sprintf("wal.shipped_sinks[%d]", i)
+		switch {
+		case s != "kafka" && s != "archive":
+			v.fail(key, "%q is not one of kafka, archive", s)
+		case !configured[s]:
+			v.fail(key, "%s is not configured: add the %s section or leave %s out", s, s, s)
+		case seen[s]:
+			v.fail(key, "%s is named twice", s)
+		}
+		seen[s] = true
+	}
+	if w.Sync == "shipped" && len(w.ShippedSinks) == 0 {
+		v.fail("wal.sync", "shipped needs a sink to ship to: configure kafka and/or archive")
+	}
+	if w.AppliedQuorum != "" {
+		if _, err := wal.ParseQuorum(w.AppliedQuorum); err != nil {
+			v.fail("wal.applied_quorum", "%v", err)
+		} else if c.Kafka == nil {
+			v.fail("wal.applied_quorum", "replicas report what they applied through Kafka: configure kafka")
+		}
+	}
+	if w.Sync == "applied" && w.AppliedQuorum == "" {
+		v.fail("wal.sync", "applied needs wal.applied_quorum, such as \"ANY 1 (replica-a, replica-b)\"")
+	}
+	if n := c.Consumer.Name; n != "" && (len(n) > 128 || strings.IndexFunc(n, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0) {
+		v.fail("consumer.name", "%q: want 1 to 128 printable characters", n)
 	}
 }
 
@@ -233,6 +283,10 @@ func (c *Config) validateSources(v *validator) {
 		v.nonNegative("source.http.idempotency_window", h.IdempotencyWindow)
 		if h.IdempotencyWindow == 0 {
 			h.IdempotencyWindow = DefaultIdempotencyWindow
+		}
+		v.nonNegative("source.http.sync_timeout", h.SyncTimeout)
+		if h.SyncTimeout == 0 {
+			h.SyncTimeout = DefaultSyncTimeout
 		}
 	}
 }

@@ -29,6 +29,10 @@
 //     error; nothing is skipped silently.
 //   - Read-your-writes: WaitHandler answers once the replica's position
 //     reaches a given LSN.
+//   - Reported positions: with Options.Name, the replica's position is
+//     produced to the compacted positions topic after it is committed to
+//     the replica, never before, so a primary waiting for the level
+//     applied never counts a transaction the replica could still lose.
 package consumer
 
 import (
@@ -86,6 +90,11 @@ type Options struct {
 	// replica, with the batch (not to be retained or modified). The bench
 	// measures commit-to-apply lag with it.
 	OnApplied func(txns []change.Committed)
+	// Name, if set (consumer.name), makes the consumer report its applied
+	// position on kafkawire.PositionsTopic(TopicPrefix), keyed by Name,
+	// after each applied batch (coalesced while a report is in flight),
+	// for the replication level applied of the primary.
+	Name string
 }
 
 // Validate checks c and fills in defaults; errors name the config keys.
@@ -269,6 +278,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	var probeWG sync.WaitGroup
 	probeWG.Go(func() { c.probeReplica(probeCtx) })
+	if c.cfg.Name != "" {
+		probeWG.Go(func() { c.reportPositions(probeCtx, cl) })
+	}
 	defer probeWG.Wait()
 	defer stopProbe()
 
@@ -563,6 +575,58 @@ func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uin
 				return 0, 0, false, fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
 			}
 			return r.Offset, lsn, r.Value == nil, nil
+		}
+	}
+}
+
+// reportPositions produces the replica's applied position to the positions
+// topic each time it moves (the latest only, if it moved several times
+// while a report was in flight), until ctx ends. Failures are retried: a
+// report only lets the primary acknowledge sooner.
+func (c *Consumer) reportPositions(ctx context.Context, cl *kgo.Client) {
+	topic := kafkawire.PositionsTopic(c.cfg.TopicPrefix)
+	adm := kadm.NewClient(cl)
+	for attempt := 0; ; attempt++ {
+		err := kafkawire.EnsurePositionsTopic(ctx, adm, topic)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("consumer: cannot create the positions topic; retrying", "topic", topic, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 5*time.Second)):
+		}
+	}
+	var sent uint64
+	first := true
+	for {
+		c.mu.Lock()
+		pos, advanced := c.mu.applied, c.mu.advanced
+		c.mu.Unlock()
+		if first || pos > sent {
+			rec := &kgo.Record{Topic: topic, Key: []byte(c.cfg.Name), Value: kafkawire.AppliedPosition{LSN: pos, Time: time.Now().UTC()}.Encode()}
+			if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				c.log.Warn("consumer: reporting the applied position failed; retrying", "topic", topic, "lsn", pos, "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			sent, first = pos, false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-advanced:
 		}
 	}
 }

@@ -23,7 +23,8 @@ func (d *Daemon) buildPostgres(ctx context.Context) error {
 	p := d.cfg.Source.Postgres
 	src, err := pgsource.New(pgsource.Options{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables,
 		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
-		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log}, d.wal, d.srcCkpts)
+		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log,
+		Confirmable: func() uint64 { return d.levels.Position(d.levels.Level()) }}, d.wal, d.srcCkpts)
 	if err != nil {
 		return fmt.Errorf("source.postgres: %w", err)
 	}
@@ -46,7 +47,7 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 			return err
 		}
 		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, archivesink.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log,
-			Backend: backend})
+			Backend: backend, Stored: func(lsn uint64) { d.levels.Report(archivesink.CheckpointName, lsn) }})
 		if err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
@@ -63,14 +64,35 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		}
 	}
 	if k := d.cfg.Kafka; k != nil {
-		ks, err := kafkasink.New(KafkaSinkOptions(k, d.log), d.wal, d.sinkCkpts, Lineage)
+		opts := KafkaSinkOptions(k, d.log)
+		opts.Acked = func(lsn uint64) { d.levels.Report(kafkasink.CheckpointName, lsn) }
+		ks, err := kafkasink.New(opts, d.wal, d.sinkCkpts, Lineage)
 		if err != nil {
 			return fmt.Errorf("kafka: %w", err)
 		}
 		d.kafka = ks
 		d.sinks = append(d.sinks, component{name: "kafka", run: ks.Run})
+		if d.levels.Quorum() != nil {
+			d.sinks = append(d.sinks, component{name: "wal.applied_quorum", run: d.watchApplied})
+		}
 	}
 	return nil
+}
+
+// watchApplied reads the positions topic, where each named walship
+// consume reports what its replica applied, into the replication level
+// applied (kafkawire.WatchAppliedPositions).
+func (d *Daemon) watchApplied(ctx context.Context) error {
+	k := d.cfg.Kafka
+	topic := kafkawire.PositionsTopic(k.TopicPrefix)
+	kc := KafkaSinkOptions(k, d.log)
+	opts, err := kafkawire.ClientOptions(k.Brokers, kc.TLS, kc.SASL)
+	if err != nil {
+		return err
+	}
+	return kafkawire.WatchAppliedPositions(ctx, opts, topic, d.levels.ReportApplied, func(offset int64, err error) {
+		d.log.Warn("skipping a malformed applied position", "topic", topic, "offset", offset, "err", err)
+	})
 }
 
 // OpenArchive opens the archive of an archive: section.

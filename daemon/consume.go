@@ -51,7 +51,8 @@ func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*
 	// partition back at once instead of waiting out the old session.
 	host, _ := os.Hostname()
 	c, err := consumer.New(ctx, consumer.Options{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Group: group, InstanceID: group + "-" + host,
-		ReplicaURL: cfg.Replica.URL, Lineage: Lineage, MaxBatchTxns: cfg.Replica.MaxBatchTxns, TLS: kc.TLS, SASL: kc.SASL, Logger: logger})
+		ReplicaURL: cfg.Replica.URL, Lineage: Lineage, MaxBatchTxns: cfg.Replica.MaxBatchTxns, TLS: kc.TLS, SASL: kc.SASL, Logger: logger,
+		Name: cfg.Consumer.Name})
 	if err != nil {
 		return nil, fmt.Errorf("replica %s: %w", secret.URL(cfg.Replica.URL), err)
 	}

@@ -61,6 +61,9 @@ type Daemon struct {
 	log *slog.Logger
 
 	wal *wal.WAL
+	// levels tracks the replication levels (wal.sync): the HTTP source
+	// answers and the Postgres source confirms by them.
+	levels *wal.Levels
 	// sinkCkpts holds the sinks' positions: retention follows their
 	// minimum. srcCkpts holds the sources' own bookkeeping (resume points,
 	// snapshot progress), which must not hold retention back.
@@ -131,9 +134,14 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 	if err := cfg.ForRun(); err != nil {
 		return nil, err
 	}
-	sm, err := wal.ParseSyncMode(cfg.WAL.Sync)
+	level, err := wal.ParseLevel(cfg.WAL.Sync)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("wal.sync: %w", err)
+	}
+	// Every level but off fsyncs the log: shipped is local first.
+	sm := wal.SyncLocal
+	if level == wal.LevelOff {
+		sm = wal.SyncOff
 	}
 	codec, err := wal.ParseCompression(cfg.WAL.Compression)
 	if err != nil {
@@ -149,6 +157,15 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 		return nil, fmt.Errorf("wal.dir %s: %w", cfg.WAL.Dir, err)
 	}
 	d.wal = w
+	var quorum *wal.Quorum
+	if cfg.WAL.AppliedQuorum != "" {
+		if quorum, err = wal.ParseQuorum(cfg.WAL.AppliedQuorum); err != nil {
+			return nil, fmt.Errorf("wal.applied_quorum: %w", err)
+		}
+	}
+	if d.levels, err = wal.NewLevels(w, level, cfg.WAL.ShippedSinks, quorum); err != nil {
+		return nil, fmt.Errorf("wal.sync: %w", err)
+	}
 	if !rep.Clean() {
 		logger.Warn("wal recovered", "dir", cfg.WAL.Dir, "report", rep.String())
 	}
@@ -167,6 +184,11 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 	}
 	if err := d.buildSinks(ctx); err != nil {
 		return nil, err
+	}
+	// What the sinks stored before this start counts for shipped; they
+	// report their progress from here on.
+	for _, c := range d.sinkCkpts.All() {
+		d.levels.Report(c.Name, c.Pos)
 	}
 	d.retention = newRetention(w, d.sinkCkpts, cfg.WAL, logger)
 	if d.keys != nil {
@@ -188,7 +210,7 @@ func (d *Daemon) buildSources(ctx context.Context) error {
 		}
 		d.keys = keys
 		src := httpsource.New(d.wal, httpsource.Options{MaxBody: int64(h.MaxBody), MaxInflight: int64(h.MaxInflightBytes),
-			Keys: keys, Logger: d.log})
+			Keys: keys, Levels: d.levels, SyncTimeout: h.SyncTimeout, Logger: d.log})
 		d.httpSource = src
 		s, err := d.listen("source.http", h.Listener, src.Handler())
 		if err != nil {
@@ -277,6 +299,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			s.srv.Shutdown(shutdownCtx) // waits for in-flight appends to be acknowledged
 		}
 	}
+	// Requests still waiting for a level (the sinks are down) are answered
+	// 503 with what is durable locally.
+	d.levels.Close()
 	stopSources()
 	srcWG.Wait()
 	// 2. Sinks ship what they can, checkpoint and stop.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/consumer"
+	"github.com/walship/walship/httpsource"
 	"github.com/walship/walship/internal/bytesize"
 	"github.com/walship/walship/wal"
 )
@@ -49,9 +50,12 @@ func TestConfigDocDefaults(t *testing.T) {
 	}
 	text := func(want string) func(string) bool { return func(s string) bool { return s == want } }
 	for key, inEffect := range map[string]func(string) bool{
-		"wal.segment_size":       size(int64(c.WAL.SegmentSize)),
-		"wal.sync":               text(c.WAL.Sync),
-		"source.http.max_body":   size(int64(c.Source.HTTP.MaxBody)),
+		"wal.segment_size":     size(int64(c.WAL.SegmentSize)),
+		"wal.sync":             text(c.WAL.Sync),
+		"source.http.max_body": size(int64(c.Source.HTTP.MaxBody)),
+		"source.http.sync_timeout": func(s string) bool {
+			return duration(c.Source.HTTP.SyncTimeout)(s) && duration(httpsource.DefaultSyncTimeout)(s)
+		},
 		"archive.timeout":        duration(c.Archive.Timeout),
 		"archive.snapshot_keep":  integer(int64(c.Archive.SnapshotKeep)),
 		"kafka.topic_prefix":     text(c.Kafka.TopicPrefix),

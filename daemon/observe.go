@@ -10,6 +10,7 @@ import (
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/internal/health"
 	"github.com/walship/walship/obs"
+	"github.com/walship/walship/wal"
 )
 
 // pollInterval is how often component positions are read into the
@@ -118,6 +119,13 @@ func (d *Daemon) observe(ctx context.Context) error {
 
 func (d *Daemon) pollOnce() {
 	durable := d.wal.Durable()
+	d.metrics.ReplicationLevel(wal.LevelLocal.String(), d.levels.Position(wal.LevelLocal))
+	if len(d.levels.Sinks()) > 0 {
+		d.metrics.ReplicationLevel(wal.LevelShipped.String(), d.levels.Position(wal.LevelShipped))
+	}
+	if d.levels.Quorum() != nil {
+		d.metrics.ReplicationLevel(wal.LevelApplied.String(), d.levels.Position(wal.LevelApplied))
+	}
 	behind := func(lsn uint64) uint64 {
 		if durable > lsn {
 			return durable - lsn

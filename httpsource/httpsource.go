@@ -12,8 +12,11 @@
 //
 //	{"lsn":<last LSN of the transaction>,"commit_time":"<RFC3339Nano>"}
 //
-// written only after every transaction of the request is durable (sync
-// mode "local": fsynced). Guarantees:
+// written only after every transaction of the request has reached the
+// request's replication level: the Walship-Sync header's (off, local,
+// shipped or applied) if it has one, else the configured one (wal.sync; default
+// local: fsynced). A header may lower or raise the level, as SET
+// synchronous_commit does in a PostgreSQL session. Guarantees:
 //   - A request is all or nothing. Every line is decoded, validated and
 //     encoded before anything is appended; a bad line (including a change
 //     whose encoded record exceeds the log's record limit, and a
@@ -26,6 +29,14 @@
 //     failed fsync is sticky) or is closing. If that happens after the
 //     request was queued, the answer lists exactly which of its LSNs are
 //     durable ("durable_lsns"); nothing is acknowledged that is not durable.
+//   - A level is never claimed before it is reached. If shipped (or
+//     applied) is not
+//     reached within Options.SyncTimeout the answer is 504 (503 if the
+//     daemon stops waiting) listing the durable LSNs and how far the level
+//     got; a retry with the Idempotency-Key waits again and appends
+//     nothing. A level the source cannot reach (shipped with no sink,
+//     applied with no quorum, local on a log that does not fsync) is 400
+//     with nothing appended.
 //   - Memory is bounded by configuration whatever the input: a body is
 //     decoded line by line and only its encoded records are kept, and the
 //     body bytes of all requests in flight are bounded by
@@ -67,7 +78,13 @@ import (
 const (
 	DefaultMaxBody     = 64 << 20
 	DefaultMaxInflight = 128 << 20
+	DefaultSyncTimeout = 30 * time.Second
 )
+
+// SyncHeader is the request header that sets the replication level of one
+// request ("off", "local", "shipped" or "applied"), overriding the configured one in
+// either direction; the answer carries it back with the level reached.
+const SyncHeader = "Walship-Sync"
 
 // Options configure the handler.
 type Options struct {
@@ -79,8 +96,17 @@ type Options struct {
 	MaxInflight int64
 	// Keys remembers idempotency keys; nil refuses requests that carry an
 	// Idempotency-Key (400).
-	Keys   *wal.KeyIndex
-	Logger *slog.Logger
+	Keys *wal.KeyIndex
+	// Levels is the log's replication levels: the configured one
+	// (wal.sync) is each request's unless its Walship-Sync header asks for
+	// another. Nil: the log's own level (local, or off if it does not
+	// fsync) and no sinks, so shipped is refused.
+	Levels *wal.Levels
+	// SyncTimeout bounds how long a request waits for a level beyond
+	// local (source.http.sync_timeout); default DefaultSyncTimeout. Past
+	// it the answer is 504 with what is durable locally.
+	SyncTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // Stats are the source's counters. Rejected counts every refused request,
@@ -111,6 +137,17 @@ func New(w *wal.WAL, opts Options) *Source {
 		opts.MaxInflight = DefaultMaxInflight
 	}
 	opts.MaxInflight = max(opts.MaxInflight, opts.MaxBody)
+	if opts.SyncTimeout <= 0 {
+		opts.SyncTimeout = DefaultSyncTimeout
+	}
+	if opts.Levels == nil {
+		// A log without fsync cannot promise local: its level is off.
+		lv, err := wal.NewLevels(w, wal.LevelLocal, nil, nil)
+		if err != nil {
+			lv, _ = wal.NewLevels(w, wal.LevelOff, nil, nil)
+		}
+		opts.Levels = lv
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -140,6 +177,10 @@ type errorBody struct {
 	// the commit LSNs of its transactions that are durable (possibly
 	// none); absent when nothing of the request was appended.
 	DurableLSNs *[]uint64 `json:"durable_lsns,omitempty"`
+	// Level and LevelLSN, when the request's replication level was not
+	// reached: the level and the highest LSN it has reached.
+	Level    string  `json:"level,omitempty"`
+	LevelLSN *uint64 `json:"level_lsn,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, code int, line int, msg string) {
@@ -205,6 +246,12 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	level, err := s.requestLevel(r)
+	if err != nil {
+		s.rejected.Add(1)
+		writeError(w, http.StatusBadRequest, 0, err.Error())
+		return
+	}
 	// The memory bound: a declared body is reserved whole before a byte
 	// of it is read; a chunked one as it is read (body.Read).
 	if r.ContentLength > s.opts.MaxBody {
@@ -259,7 +306,7 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		case err != nil:
 			return // the client went away while the key's first request was in flight
 		case claim.Replayed:
-			s.replay(w, r, claim, true)
+			s.replay(w, r, claim, level, true)
 			return
 		case claim.Start > 0:
 			// An earlier attempt was cut short by a crash: append the rest.
@@ -295,7 +342,7 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 	}
 	s.txns.Add(uint64(b.Len()))
 	b.Tickets(func(t wal.Ticket) { s.changes.Add(t.Last - t.First + 1) })
-	err = s.w.Wait(ctx, b.Last())
+	err = s.opts.Levels.Wait(ctx, min(level, wal.LevelLocal), b.Last())
 	if claim != nil {
 		claim.Done(b)
 	}
@@ -305,9 +352,17 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 	}
 	if claim != nil && claim.Start > 0 {
 		// The answer covers the whole request, the earlier part's too.
-		s.replay(w, r, claim, false)
+		s.replay(w, r, claim, level, false)
 		return
 	}
+	if level > wal.LevelLocal {
+		var lsns []uint64
+		b.Tickets(func(t wal.Ticket) { lsns = append(lsns, t.Last) })
+		if !s.waitLevel(w, r, level, lsns) {
+			return
+		}
+	}
+	w.Header().Set(SyncHeader, level.String())
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	buf := make([]byte, 0, 64<<10)
 	b.Tickets(func(t wal.Ticket) {
@@ -323,9 +378,10 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 // replay answers a keyed request with the acknowledgements of all its
 // transactions, read back from the log: a retry of a request already there
 // (replayed), or one whose earlier part an interrupted attempt appended.
-func (s *Source) replay(w http.ResponseWriter, r *http.Request, claim *wal.Claim, replayed bool) {
+func (s *Source) replay(w http.ResponseWriter, r *http.Request, claim *wal.Claim, level wal.Level, replayed bool) {
 	var buf []byte
-	err := claim.Tickets(r.Context(), func(t wal.Ticket) { buf = appendAck(buf, t) })
+	var lsns []uint64
+	err := claim.Tickets(r.Context(), func(t wal.Ticket) { buf = appendAck(buf, t); lsns = append(lsns, t.Last) })
 	if err != nil {
 		if r.Context().Err() != nil {
 			return
@@ -335,12 +391,82 @@ func (s *Source) replay(w http.ResponseWriter, r *http.Request, claim *wal.Claim
 		writeError(w, http.StatusConflict, 0, "this Idempotency-Key's request was appended earlier, but its transactions can no longer be read back from the log: nothing appended again ("+err.Error()+")")
 		return
 	}
+	// Read back from the log, so durable: a retry is answered only once
+	// the request's level is reached, as the first attempt would be.
+	if level > wal.LevelLocal && !s.waitLevel(w, r, level, lsns) {
+		return
+	}
+	w.Header().Set(SyncHeader, level.String())
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	if replayed {
 		s.replayed.Add(1)
 		w.Header().Set("Idempotency-Replayed", "true")
 	}
 	w.Write(buf)
+}
+
+// requestLevel returns the request's replication level: its Walship-Sync
+// header if it has one, else the configured level. A level the log cannot
+// reach (shipped without a sink, local or above on a log that does not
+// fsync) is an error naming the header.
+func (s *Source) requestLevel(r *http.Request) (wal.Level, error) {
+	vals := r.Header.Values(SyncHeader)
+	switch len(vals) {
+	case 0:
+		return s.opts.Levels.Level(), nil
+	case 1:
+	default:
+		return 0, errors.New(SyncHeader + ": more than one header")
+	}
+	level, err := wal.ParseLevel(vals[0])
+	if err != nil || vals[0] == "" {
+		return 0, fmt.Errorf("%s: %q is not one of off, local, shipped, applied", SyncHeader, vals[0])
+	}
+	if err := s.opts.Levels.Check(level); err != nil {
+		return 0, fmt.Errorf("%s: %v: nothing appended", SyncHeader, err)
+	}
+	return level, nil
+}
+
+// waitLevel waits until the request's transactions (commit LSNs lsns, in
+// order; all durable locally) reach level, bounded by SyncTimeout and the
+// client's connection. If they do not, it answers (504 on the timeout,
+// 503 when the daemon stops waiting, nothing if the client went away)
+// and reports false: the answer lists what is durable locally, since
+// nothing is acknowledged at a level it has not reached.
+func (s *Source) waitLevel(w http.ResponseWriter, r *http.Request, level wal.Level, lsns []uint64) bool {
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.SyncTimeout)
+	defer cancel()
+	err := s.opts.Levels.Wait(ctx, level, lsns[len(lsns)-1])
+	if err == nil {
+		return true
+	}
+	if r.Context().Err() != nil {
+		return false // the client went away: its transactions stay in the log
+	}
+	reached := s.opts.Levels.Position(level)
+	code := http.StatusServiceUnavailable
+	what := "was not reached: walship is stopping"
+	if errors.Is(err, context.DeadlineExceeded) {
+		code = http.StatusGatewayTimeout
+		what = fmt.Sprintf("not reached within %v (source.http.sync_timeout)", s.opts.SyncTimeout)
+	} else if !errors.Is(err, wal.ErrLevelsClosed) {
+		what = "not reached: " + err.Error()
+	}
+	s.log.Warn("http source: replication level not reached", "level", level.String(), "level_lsn", reached, "want", lsns[len(lsns)-1], "err", err)
+	durable := []uint64{}
+	upTo := s.w.Durable()
+	for _, l := range lsns {
+		if l <= upTo {
+			durable = append(durable, l)
+		}
+	}
+	writeErrorBody(w, code, errorBody{
+		Error: fmt.Sprintf("replication level %s %s; it has reached LSN %d. This request's %d transaction(s) are durable in the local log (durable_lsns) but not acknowledged at level %s: "+
+			"retry with the same Idempotency-Key to wait again without appending twice", level, what, reached, len(lsns), level),
+		DurableLSNs: &durable, Level: level.String(), LevelLSN: &reached,
+	})
+	return false
 }
 
 // fail answers an append or durability error: 503, since the WAL's

@@ -49,7 +49,14 @@ type Options struct {
 	// CheckpointInterval is the least time between two durable checkpoint
 	// writes; default 200ms.
 	CheckpointInterval time.Duration
-	Logger             *slog.Logger
+	// Acked, if set, is called with the watermark each time it advances:
+	// every LSN up to it is acknowledged by the brokers with acks=all (the
+	// replication level shipped counts it). It is called from the
+	// producer's callbacks, possibly concurrently, so a call may bring a
+	// position lower than one already given (to be ignored); it must not
+	// block.
+	Acked  func(lsn uint64)
+	Logger *slog.Logger
 }
 
 // Validate checks c and fills in defaults. Errors name the config key

@@ -352,7 +352,9 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		}
 		s.records.Add(1)
 		s.bytes.Add(uint64(len(r.Key) + len(r.Value)))
-		wm.ack(lsn)
+		if pos, moved := wm.ack(lsn); moved && s.cfg.Acked != nil {
+			s.cfg.Acked(pos)
+		}
 		// The client is done with r once its promise is called: the last
 		// record of a job returns the job's buffers for reuse. (A record
 		// that fails leaves its job to the garbage collector.)
@@ -385,7 +387,9 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		}
 		// Every LSN of the job is issued before any of its records is
 		// produced: an acknowledgement never precedes its issue.
-		wm.issueAll(job.entries)
+		if pos, moved := wm.issueAll(job.entries); moved && s.cfg.Acked != nil {
+			s.cfg.Acked(pos)
+		}
 		recs := job.recs
 		if len(recs) == 0 {
 			jobs.put(job)

@@ -50,13 +50,15 @@ func (w *watermark) issue(lsn uint64, n int, commit bool, commitTime time.Time) 
 	w.advanceLocked()
 }
 
-// issueAll issues es (in LSN order, each as by issue) under one lock.
-func (w *watermark) issueAll(es []wmEntry) {
+// issueAll issues es (in LSN order, each as by issue) under one lock. It
+// returns the position and whether it advanced (entries without records
+// pass at once).
+func (w *watermark) issueAll(es []wmEntry) (uint64, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.makeRoomLocked(len(es))
 	w.mu.pending = append(w.mu.pending, es...)
-	w.advanceLocked()
+	return w.mu.pos, w.advanceLocked()
 }
 
 // makeRoomLocked moves the pending entries to the front of their array
@@ -79,8 +81,9 @@ func (w *watermark) makeRoomLocked(n int) {
 	w.mu.pending = full[:copy(full, p)]
 }
 
-// ack records the acknowledgement of one record of lsn.
-func (w *watermark) ack(lsn uint64) {
+// ack records the acknowledgement of one record of lsn. It returns the
+// position and whether this acknowledgement advanced it.
+func (w *watermark) ack(lsn uint64) (uint64, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	p := w.mu.pending
@@ -92,13 +95,17 @@ func (w *watermark) ack(lsn uint64) {
 		panic("kafkasink: acknowledgement of an LSN not in flight")
 	}
 	p[i].left--
-	if i == 0 {
-		w.advanceLocked()
+	if i == 0 && w.advanceLocked() {
+		return w.mu.pos, true
 	}
+	return w.mu.pos, false
 }
 
-func (w *watermark) advanceLocked() {
+// advanceLocked passes the acknowledged front and reports whether the
+// position moved.
+func (w *watermark) advanceLocked() bool {
 	p := w.mu.pending
+	before := w.mu.pos
 	n := 0
 	for n < len(p) && p[n].left == 0 {
 		// A resumed sink re-sends the start of the transaction holding
@@ -117,6 +124,7 @@ func (w *watermark) advanceLocked() {
 			w.mu.pending = w.mu.array[:0]
 		}
 	}
+	return w.mu.pos != before
 }
 
 // position returns the watermark, the commit time of its transaction, the

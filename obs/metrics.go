@@ -123,6 +123,7 @@ type Metrics struct {
 
 	posLSN, lagRecords, lagBytes, lagSeconds map[string]*prometheus.GaugeVec // by kind: sink, consumer, source
 	slotLag                                  *prometheus.GaugeVec
+	levelLSN                                 *prometheus.GaugeVec
 	archLSN, archLagRecords, archLagSeconds  prometheus.Gauge
 	pitrOldest, pitrNewest, archSnapshots    prometheus.Gauge
 	retries, errors                          *prometheus.CounterVec
@@ -192,6 +193,7 @@ func New(opts Options) (*Metrics, error) {
 		m.lagBytes[kind] = f.gaugeVec("walship_"+kind+"_lag_bytes", "Bytes the "+kind+" is behind, where known.", kind)
 		m.lagSeconds[kind] = f.gaugeVec("walship_"+kind+"_lag_seconds", "Age of the oldest transaction the "+kind+" has not handled.", kind)
 	}
+	m.levelLSN = f.gaugeVec("walship_replication_level_lsn", "Highest LSN each replication level has reached: local (durable in the log), shipped (stored by every sink of wal.shipped_sinks), applied (applied by the quorum of wal.applied_quorum).", "level")
 	m.slotLag = f.gaugeVec("walship_postgres_slot_lag_bytes", "Bytes of Postgres WAL retained by the replication slot (pg_current_wal_lsn - confirmed_flush_lsn).", "slot")
 	m.archLSN = f.gauge("walship_archive_position_lsn", "Last walship LSN stored in the archive.")
 	m.archLagRecords = f.gauge("walship_archive_lag_records", "Records not yet archived.")
@@ -369,6 +371,12 @@ func (m *Metrics) SourcePosition(name string, p Position) {
 // SlotLag reports the Postgres replication slot's retained WAL in bytes.
 func (m *Metrics) SlotLag(slot string, bytes int64) {
 	m.slotLag.WithLabelValues(slot).Set(float64(bytes))
+}
+
+// ReplicationLevel reports the highest LSN a replication level ("local",
+// "shipped", "applied") has reached.
+func (m *Metrics) ReplicationLevel(level string, lsn uint64) {
+	m.levelLSN.WithLabelValues(level).Set(float64(lsn))
 }
 
 // ArchiveState reports the archive's position and PITR window.

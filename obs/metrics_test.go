@@ -212,6 +212,7 @@ func exercise(m *Metrics) {
 	m.ConsumerPosition("replica", Position{LSN: 4, LagRecords: 6, Lag: 30 * time.Millisecond})
 	m.SourcePosition("postgres", Position{LSN: 10})
 	m.SlotLag("walship", 4096)
+	m.ReplicationLevel("shipped", 3)
 	m.ArchiveState(Archive{Position: Position{LSN: 3, LagRecords: 7, Lag: time.Second}, Oldest: time.Unix(100, 0), Newest: time.Unix(200, 0), Snapshots: 2})
 	m.Retry("kafka", "broker_unavailable")
 	m.Error("archive", "put")

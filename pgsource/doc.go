@@ -11,8 +11,10 @@
 //     by a crash or disconnect leaves nothing.
 //   - Durable before acknowledged. The position confirmed to PostgreSQL
 //     (standby status flush LSN) only moves over transactions whose log
-//     tickets are durable (WAL.Durable() >= ticket.Last), in commit order, or,
-//     when nothing is in flight, to the server's keepalive position.
+//     tickets are durable (WAL.Durable() >= ticket.Last) and have reached
+//     the configured replication level (Options.Confirmable: with shipped,
+//     stored by every counted sink), in commit order, or, when nothing is in
+//     flight, to the server's keepalive position.
 //   - Exactly once across restarts. The checkpoint "pg.<slot>" plus a scan of
 //     the log tail give the newest source commit already in the log; a
 //     re-sent transaction at or below it is skipped.

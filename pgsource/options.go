@@ -45,6 +45,12 @@ type Options struct {
 	// ToastCacheBytes bounds the cache of large column values used to fill
 	// in unchanged TOAST values (default 64 MiB; negative disables it).
 	ToastCacheBytes int64
+	// Confirmable, if set, returns the log position up to which
+	// transactions may be confirmed to the server: the configured
+	// replication level's position (wal.Levels.Position). A transaction
+	// is confirmed only once it is durable in the log and at or below
+	// this position. Nil: durable is enough (the level local).
+	Confirmable func() uint64
 	// Logger receives operational messages (default: discard).
 	Logger *slog.Logger
 }

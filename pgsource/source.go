@@ -87,7 +87,10 @@ type Source struct {
 	// floor is the newest commit LSN of this source's transactions already
 	// in the log: received transactions at or below it are skipped.
 	floor uint64
-	state ckptState
+	// recoveredEnd is the last log LSN recovery scanned: a skipped
+	// transaction's copy lies at or below it.
+	recoveredEnd uint64
+	state        ckptState
 	// ckptPos is the WAL LSN the state is valid up to (scan start).
 	ckptPos      uint64
 	lastCkptSave time.Time
@@ -253,6 +256,9 @@ func (s *Source) recover(ctx context.Context) error {
 		}
 	}
 	s.state.SourceLSN, s.ckptPos = s.floor, end
+	if end > 0 {
+		s.recoveredEnd = end - 1
+	}
 	s.st.lastSource.Store(int64(s.floor))
 	s.log.Info("postgres source: resuming", "log_scanned_from", s.ckptPos, "newest_commit_in_log", pglogrepl.LSN(s.floor))
 	return nil

@@ -38,7 +38,11 @@ type relCol struct {
 
 // pending is a transaction appended but perhaps not yet durable.
 type pending struct {
-	last   uint64        // WAL LSN of its commit record; 0 if nothing was appended
+	last uint64 // WAL LSN of its commit record; 0 if nothing was appended
+	// need is the log position that must be confirmable before it is
+	// confirmed: last, or for a transaction skipped as already in the
+	// log, the end of what recovery found there (its copy is at or below).
+	need   uint64
 	end    pglogrepl.LSN // source end LSN to confirm once durable
 	commit uint64        // source commit LSN
 }
@@ -155,15 +159,19 @@ func (s *Source) slotErr(err error) error {
 	return err
 }
 
-// advance moves the confirmed position over the transactions now durable.
+// advance moves the confirmed position over the transactions now durable
+// and at the configured replication level (Options.Confirmable).
 func (st *streamer) advance() {
 	// queued is read before pending: a job leaves queued only after it is
 	// in pending, so none can be missed in between.
 	queued := st.queued.Load()
 	durable := st.s.w.Durable()
+	if c := st.s.cfg.Confirmable; c != nil {
+		durable = min(durable, c())
+	}
 	st.app.Lock()
 	i := 0
-	for ; i < len(st.app.pending) && st.app.pending[i].last <= durable; i++ {
+	for ; i < len(st.app.pending) && st.app.pending[i].need <= durable; i++ {
 		p := st.app.pending[i]
 		st.confirmed = max(st.confirmed, p.end)
 		if p.last > 0 {
@@ -400,7 +408,7 @@ func (st *streamer) appender(ctx context.Context) {
 	for j := range st.jobs {
 		b := j.b
 		commit := b.hdr.SourceLSN
-		p := pending{end: j.end, commit: commit}
+		p := pending{end: j.end, commit: commit, need: s.recoveredEnd}
 		if stopped || (!j.skip && (st.appErr.Load() != nil || ctx.Err() != nil)) {
 			stopped = true // stays counted in queued: nothing after it is confirmed
 			b.close()
@@ -419,7 +427,7 @@ func (st *streamer) appender(ctx context.Context) {
 				}
 				continue
 			}
-			p.last = t.Last
+			p.last, p.need = t.Last, t.Last
 			s.st.txns.Add(1)
 			s.st.changes.Add(int64(b.n))
 			if cap(b.changes) <= 4096 {

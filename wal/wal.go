@@ -297,6 +297,8 @@ func (l log) Segments() []SegmentInfo { return l.seg.Segments() }
 type WAL struct {
 	log
 	c *groupcommit.Committer
+	// sync is Options.Sync: whether the log fsyncs at all.
+	sync SyncMode
 	// maxSkew is Options.MaxCommitTimeSkew with the default applied;
 	// negative: no bound.
 	maxSkew time.Duration
@@ -345,7 +347,7 @@ func Open(opts Options) (*WAL, *RecoveryReport, error) {
 	if maxRecord <= 0 || maxRecord > MaxRecordBytes {
 		maxRecord = MaxRecordBytes
 	}
-	w := &WAL{log: log{l}, c: c, maxSkew: skew, maxRecord: maxRecord}
+	w := &WAL{log: log{l}, c: c, sync: opts.Sync, maxSkew: skew, maxRecord: maxRecord}
 	w.scratch.New = func() any { return &encodeBuf{} }
 	return w, rep, nil
 }
