@@ -200,7 +200,7 @@ func TestArchiverEndToEnd(t *testing.T) {
 		}
 		r := start(ar)
 		nd.appendN(t, 1000, 300)
-		waitArchived(t, ar, r, nd.w, 30*time.Second)
+		waitArchived(t, ar, r, nd.w, 90*time.Second)
 
 		// RPO: one more small transaction, which fills no object, is
 		// archived by the timer. The archiver cuts at Timeout/4 so that
@@ -237,7 +237,7 @@ func TestArchiverEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		r2 := start(ar2)
-		waitArchived(t, ar2, r2, nd.w, 30*time.Second)
+		waitArchived(t, ar2, r2, nd.w, 90*time.Second)
 		r2.stop(t)
 		archivetest.TxnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
 	})
@@ -254,7 +254,7 @@ func TestArchiverResume(t *testing.T) {
 	ar := must(NewArchiver(a, nd.w, nd.ckpts, opts))
 	r := start(ar)
 	nd.appendN(t, 1, 100)
-	waitArchived(t, ar, r, nd.w, 20*time.Second)
+	waitArchived(t, ar, r, nd.w, 90*time.Second)
 	r.stop(t)
 	objects := ar.Stats().Objects
 	last := ar.Stats().ArchivedLSN
@@ -293,7 +293,7 @@ func TestArchiverOwnership(t *testing.T) {
 		ar := must(NewArchiver(a, nd.w, nd.ckpts, ArchiverOptions{Timeout: 200 * time.Millisecond}))
 		r := start(ar)
 		nd.appendN(t, 1, 20)
-		waitArchived(t, ar, r, nd.w, 20*time.Second)
+		waitArchived(t, ar, r, nd.w, 90*time.Second)
 		r.stop(t)
 		c, _ := nd.ckpts.Get(CheckpointName)
 		owner := string(c.Payload)
@@ -314,7 +314,7 @@ func TestArchiverOwnership(t *testing.T) {
 		nd.appendN(t, 100, 10)
 		ar3 := must(NewArchiver(a, nd.w, nd.ckpts, ArchiverOptions{Timeout: 200 * time.Millisecond}))
 		r3 := start(ar3)
-		waitArchived(t, ar3, r3, nd.w, 20*time.Second)
+		waitArchived(t, ar3, r3, nd.w, 90*time.Second)
 		r3.stop(t)
 		archivetest.TxnsEqual(t, archivedTxns(t, a, "main"), nd.walTxns(t))
 	})
@@ -371,7 +371,7 @@ func TestArchiverFaults(t *testing.T) {
 	if err := <-appended; err != nil {
 		t.Fatal(err)
 	}
-	waitArchived(t, ar, r, nd.w, 30*time.Second)
+	waitArchived(t, ar, r, nd.w, 90*time.Second)
 	r.stop(t)
 	st := ar.Stats()
 	if st.Retries == 0 || proxy.Faults() == 0 {
@@ -396,7 +396,7 @@ func TestArchiverRestorePoints(t *testing.T) {
 	nd.appendN(t, 100, 10)
 	ar := must(NewArchiver(a, nd.w, nd.ckpts, ArchiverOptions{Timeout: 200 * time.Millisecond}))
 	r := start(ar)
-	waitArchived(t, ar, r, nd.w, 20*time.Second)
+	waitArchived(t, ar, r, nd.w, 90*time.Second)
 	r.stop(t)
 	var got []archive.RestorePoint
 	for _, m := range must(a.Catalog(ctx)).Lineage("main").Segments {
