@@ -27,12 +27,16 @@
 //     request was queued, the answer lists exactly which of its LSNs are
 //     durable ("durable_lsns"); nothing is acknowledged that is not durable.
 //   - Memory is bounded by configuration whatever the input: a body is
-//     decoded line by line and only its encoded records are kept, and the
-//     body bytes of all requests in flight are bounded by
-//     Options.MaxInflight (source.http.max_inflight_bytes). A request that
-//     would exceed it gets 429 with Retry-After and nothing appended: at
-//     once when its Content-Length says so, else as soon as the bytes read
-//     of its chunked body do. 413 if a body exceeds Options.MaxBody.
+//     decoded line by line and only its encoded records are kept, and
+//     Options.MaxInflight (source.http.max_inflight_bytes) bounds, over
+//     all requests in flight, their body bytes plus the decoded form of
+//     the line each is decoding and of its first line (an estimate,
+//     counted as the line is decoded). A request that would exceed it gets
+//     429 with Retry-After and nothing appended: at once when its
+//     Content-Length says so, else as soon as the bytes read of its
+//     chunked body, or a line's decoded form, do. 413 if a body exceeds
+//     Options.MaxBody, or if a line's decoded form could not fit beside
+//     its request even with nothing else in flight (naming the line).
 //   - Idempotency: a request with an Idempotency-Key is remembered in the
 //     log itself (wal.KeyIndex) for the idempotency window. A retry with the
 //     same key and the same body appends nothing and gets the original
@@ -156,6 +160,10 @@ func writeErrorBody(w http.ResponseWriter, code int, b errorBody) {
 // flight beyond MaxInflight.
 var errOverloaded = errors.New("httpsource: too many request bytes in flight")
 
+// errLineTooLarge ends the decoding of a line whose decoded form alone
+// would take the request beyond MaxInflight.
+var errLineTooLarge = errors.New("httpsource: line too large to decode within the in-flight bound")
+
 // retryAfter is the Retry-After of a 429, in seconds: requests in flight
 // end within a flush or two, so a short wait is enough.
 const retryAfter = "1"
@@ -231,6 +239,11 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case errors.Is(err, errOverloaded):
 			s.overloaded(w)
+		case errors.Is(err, errLineTooLarge):
+			s.rejected.Add(1)
+			writeError(w, http.StatusRequestEntityTooLarge, line, fmt.Sprintf(
+				"line %d: its decoded form does not fit source.http.max_inflight_bytes (%d) beside the request's body (%d bytes) and first line: split it into smaller transactions or lines, or raise source.http.max_inflight_bytes; nothing appended",
+				line, s.opts.MaxInflight, max(r.ContentLength, 0)))
 		case errors.As(err, &mbe):
 			s.rejected.Add(1)
 			writeError(w, http.StatusRequestEntityTooLarge, 0, fmt.Sprintf("request body larger than %d bytes (source.http.max_body)", mbe.Limit))
@@ -368,6 +381,7 @@ func (s *Source) fail(w http.ResponseWriter, b *wal.Batch, err error) {
 // line by line. On error it returns the 1-based line it concerns.
 func (s *Source) readBody(body *body) (*wal.Batch, int, error) {
 	dec := change.NewDecoder(body)
+	dec.SetCharge(body.charge)
 	b := s.w.NewBatch()
 	for {
 		line, txn, err := dec.Next()
@@ -377,11 +391,18 @@ func (s *Source) readBody(body *body) (*wal.Batch, int, error) {
 		if err == nil {
 			err = b.Add(&txn)
 		}
+		if err == nil && b.Len() > 1 {
+			// Only the line's encoded records stay; the batch keeps the
+			// first transaction decoded until it is appended, so its
+			// charge stays too.
+			body.release(body.decoded)
+		}
+		body.decoded = 0
 		if err != nil {
 			// The decoder reports a cut body as bad JSON; the real cause
 			// is the size limit or the load.
 			if body.err != nil {
-				return nil, 0, body.err
+				return nil, line, body.err
 			}
 			var ie *change.InvalidError
 			if errors.As(err, &ie) && ie.Line == 0 {
@@ -400,8 +421,35 @@ type body struct {
 	r        io.Reader
 	chunked  bool
 	reserved int64 // bytes of the budget held
+	decoded  int64 // of which charged for the line being decoded
 	hash     hash.Hash
 	err      error
+}
+
+// charge reserves n more bytes of the budget for the decoded form of the
+// line being decoded (change.Decoder.SetCharge): errOverloaded if the
+// budget has not that much left now, errLineTooLarge if it never could
+// have beside what this request holds.
+func (b *body) charge(n int) error {
+	if b.err != nil {
+		return b.err
+	}
+	switch {
+	case b.reserved+int64(n) > b.s.opts.MaxInflight:
+		b.err = errLineTooLarge
+	case !b.s.reserve(int64(n)):
+		b.err = errOverloaded
+	default:
+		b.reserved += int64(n)
+		b.decoded += int64(n)
+	}
+	return b.err
+}
+
+// release gives n bytes of the budget back.
+func (b *body) release(n int64) {
+	b.s.inflight.Add(-n)
+	b.reserved -= n
 }
 
 func (b *body) Read(p []byte) (int, error) {
