@@ -25,6 +25,13 @@ const (
 	// DefaultIdempotencyWindow is source.http.idempotency_window's
 	// default.
 	DefaultIdempotencyWindow = 24 * time.Hour
+	// MinIdempotencyWindow is the shortest source.http.idempotency_window
+	// accepted: a shorter one forgets a key before a client's retry.
+	MinIdempotencyWindow = time.Minute
+	// DefaultHTTPReadTimeout is source.http.read_timeout's default.
+	DefaultHTTPReadTimeout = 30 * time.Second
+	// DefaultHTTPMaxConnections is source.http.max_connections's default.
+	DefaultHTTPMaxConnections = 512
 	DefaultSnapshotKeep      = 7
 	DefaultLagWindow         = 5 * time.Minute
 	// DefaultMaxCommitTimeSkew is wal.max_commit_time_skew's default, the
@@ -231,8 +238,21 @@ func (c *Config) validateSources(v *validator) {
 			v.fail("source.http.max_inflight_bytes", "%s is below source.http.max_body (%s): a largest request could never be served", h.MaxInflightBytes, h.MaxBody)
 		}
 		v.nonNegative("source.http.idempotency_window", h.IdempotencyWindow)
-		if h.IdempotencyWindow == 0 {
+		switch {
+		case h.IdempotencyWindow == 0:
 			h.IdempotencyWindow = DefaultIdempotencyWindow
+		case h.IdempotencyWindow < MinIdempotencyWindow:
+			v.fail("source.http.idempotency_window", "%v is below the minimum of %v: a key would be forgotten before a client's retry (0 means the default, %v)", h.IdempotencyWindow, MinIdempotencyWindow, DefaultIdempotencyWindow)
+		}
+		v.nonNegative("source.http.read_timeout", h.ReadTimeout)
+		if h.ReadTimeout == 0 {
+			h.ReadTimeout = DefaultHTTPReadTimeout
+		}
+		switch {
+		case h.MaxConnections < 0:
+			v.fail("source.http.max_connections", "must not be negative, got %d", h.MaxConnections)
+		case h.MaxConnections == 0:
+			h.MaxConnections = DefaultHTTPMaxConnections
 		}
 	}
 }

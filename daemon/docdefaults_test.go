@@ -49,16 +49,19 @@ func TestConfigDocDefaults(t *testing.T) {
 	}
 	text := func(want string) func(string) bool { return func(s string) bool { return s == want } }
 	for key, inEffect := range map[string]func(string) bool{
-		"wal.segment_size":       size(int64(c.WAL.SegmentSize)),
-		"wal.sync":               text(c.WAL.Sync),
-		"source.http.max_body":   size(int64(c.Source.HTTP.MaxBody)),
-		"archive.timeout":        duration(c.Archive.Timeout),
-		"archive.snapshot_keep":  integer(int64(c.Archive.SnapshotKeep)),
-		"kafka.topic_prefix":     text(c.Kafka.TopicPrefix),
-		"kafka.compression":      text(c.Kafka.Compression),
-		"kafka.partitions":       integer(int64(sink.Partitions)),
-		"replica.max_batch_txns": integer(int64(cons.MaxBatchTxns)),
-		"lag.window":             duration(c.Lag.Window),
+		"wal.segment_size":               size(int64(c.WAL.SegmentSize)),
+		"wal.sync":                       text(c.WAL.Sync),
+		"source.http.max_body":           size(int64(c.Source.HTTP.MaxBody)),
+		"source.http.read_timeout":       duration(c.Source.HTTP.ReadTimeout),
+		"source.http.max_connections":    integer(int64(c.Source.HTTP.MaxConnections)),
+		"source.http.idempotency_window": duration(c.Source.HTTP.IdempotencyWindow),
+		"archive.timeout":                duration(c.Archive.Timeout),
+		"archive.snapshot_keep":          integer(int64(c.Archive.SnapshotKeep)),
+		"kafka.topic_prefix":             text(c.Kafka.TopicPrefix),
+		"kafka.compression":              text(c.Kafka.Compression),
+		"kafka.partitions":               integer(int64(sink.Partitions)),
+		"replica.max_batch_txns":         integer(int64(cons.MaxBatchTxns)),
+		"lag.window":                     duration(c.Lag.Window),
 		"wal.max_commit_time_skew": func(s string) bool {
 			return duration(c.WAL.MaxCommitTimeSkew)(s) && duration(wal.DefaultMaxCommitTimeSkew)(s)
 		},

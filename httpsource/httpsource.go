@@ -59,6 +59,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,7 @@ import (
 const (
 	DefaultMaxBody     = 64 << 20
 	DefaultMaxInflight = 128 << 20
+	DefaultReadTimeout = 30 * time.Second
 )
 
 // Options configure the handler.
@@ -81,6 +83,10 @@ type Options struct {
 	// once (source.http.max_inflight_bytes); default DefaultMaxInflight,
 	// and never below MaxBody.
 	MaxInflight int64
+	// ReadTimeout (source.http.read_timeout) ends a request whose body
+	// makes no progress for that long (408), so that a client that stalls
+	// gives its share of MaxInflight back; default DefaultReadTimeout.
+	ReadTimeout time.Duration
 	// Keys remembers idempotency keys; nil refuses requests that carry an
 	// Idempotency-Key (400).
 	Keys   *wal.KeyIndex
@@ -115,6 +121,9 @@ func New(w *wal.WAL, opts Options) *Source {
 		opts.MaxInflight = DefaultMaxInflight
 	}
 	opts.MaxInflight = max(opts.MaxInflight, opts.MaxBody)
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -220,7 +229,8 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, 0, fmt.Sprintf("request body of %d bytes larger than %d bytes (source.http.max_body)", r.ContentLength, s.opts.MaxBody))
 		return
 	}
-	body := &body{s: s, r: http.MaxBytesReader(w, r.Body, s.opts.MaxBody), chunked: r.ContentLength < 0}
+	body := &body{s: s, r: http.MaxBytesReader(w, r.Body, s.opts.MaxBody), chunked: r.ContentLength < 0,
+		rc: http.NewResponseController(w)}
 	defer func() { s.inflight.Add(-body.reserved) }()
 	if !body.chunked {
 		if !s.reserve(r.ContentLength) {
@@ -239,6 +249,10 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case errors.Is(err, errOverloaded):
 			s.overloaded(w)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.rejected.Add(1)
+			writeError(w, http.StatusRequestTimeout, 0, fmt.Sprintf(
+				"no body bytes for %v (source.http.read_timeout): nothing appended", s.opts.ReadTimeout))
 		case errors.Is(err, errLineTooLarge):
 			s.rejected.Add(1)
 			writeError(w, http.StatusRequestEntityTooLarge, line, fmt.Sprintf(
@@ -420,6 +434,7 @@ type body struct {
 	s        *Source
 	r        io.Reader
 	chunked  bool
+	rc       *http.ResponseController
 	reserved int64 // bytes of the budget held
 	decoded  int64 // of which charged for the line being decoded
 	hash     hash.Hash
@@ -455,6 +470,13 @@ func (b *body) release(n int64) {
 func (b *body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
+	}
+	// Each read may wait read_timeout for the body's next bytes: the
+	// deadline moves on as they arrive. Without one, a client that
+	// declares a body and never sends it would hold its budget forever.
+	if err := b.rc.SetReadDeadline(time.Now().Add(b.s.opts.ReadTimeout)); err != nil && b.err == nil {
+		b.err = err
+		return 0, err
 	}
 	n, err := b.r.Read(p)
 	// A chunked body's bytes are reserved as they arrive: the overshoot
