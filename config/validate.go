@@ -32,8 +32,8 @@ const (
 	DefaultHTTPReadTimeout = 30 * time.Second
 	// DefaultHTTPMaxConnections is source.http.max_connections's default.
 	DefaultHTTPMaxConnections = 512
-	DefaultSnapshotKeep      = 7
-	DefaultLagWindow         = 5 * time.Minute
+	DefaultSnapshotKeep       = 7
+	DefaultLagWindow          = 5 * time.Minute
 	// DefaultMaxCommitTimeSkew is wal.max_commit_time_skew's default, the
 	// log's own (wal.DefaultMaxCommitTimeSkew).
 	DefaultMaxCommitTimeSkew = 5 * time.Minute
