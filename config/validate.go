@@ -25,6 +25,15 @@ const (
 	// DefaultIdempotencyWindow is source.http.idempotency_window's
 	// default.
 	DefaultIdempotencyWindow = 24 * time.Hour
+	DefaultSnapshotKeep      = 7
+	DefaultLagWindow         = 5 * time.Minute
+	// DefaultMaxCommitTimeSkew is wal.max_commit_time_skew's default, the
+	// log's own (wal.DefaultMaxCommitTimeSkew).
+	DefaultMaxCommitTimeSkew = 5 * time.Minute
+)
+
+// The HTTP source's limits filled in or enforced by validation.
+const (
 	// MinIdempotencyWindow is the shortest source.http.idempotency_window
 	// accepted: a shorter one forgets a key before a client's retry.
 	MinIdempotencyWindow = time.Minute
@@ -32,11 +41,6 @@ const (
 	DefaultHTTPReadTimeout = 30 * time.Second
 	// DefaultHTTPMaxConnections is source.http.max_connections's default.
 	DefaultHTTPMaxConnections = 512
-	DefaultSnapshotKeep       = 7
-	DefaultLagWindow          = 5 * time.Minute
-	// DefaultMaxCommitTimeSkew is wal.max_commit_time_skew's default, the
-	// log's own (wal.DefaultMaxCommitTimeSkew).
-	DefaultMaxCommitTimeSkew = 5 * time.Minute
 )
 
 // MaxKafkaPartitions bounds kafka.partitions: far above what a table's
