@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -82,8 +83,12 @@ func runAppend(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
+	// An empty key given explicitly is refused like any other bad key,
+	// rather than quietly meaning "no key".
+	keyed := false
+	fs.Visit(func(f *flag.Flag) { keyed = keyed || f.Name == "idempotency-key" })
 	var win time.Duration
-	if key != "" {
+	if keyed {
 		if err := change.ValidateIdempotencyKey(key); err != nil {
 			return usageError("--idempotency-key: %v", err)
 		}
@@ -102,7 +107,7 @@ func runAppend(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if !rep.Clean() {
 		fmt.Fprintf(stderr, "walship: recovered %s: %s\n", opts.Dir, rep)
 	}
-	if key != "" {
+	if keyed {
 		err := appendKeyed(ctx, w, key, win, stdin, stdout, stderr)
 		return errors.Join(err, w.Close())
 	}
