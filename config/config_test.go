@@ -214,3 +214,21 @@ func TestDocsNameEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotencyWindowZeroIsDefault: source.http.idempotency_window 0 (or
+// absent) means the documented default; 1m, the minimum, is kept.
+func TestIdempotencyWindowZeroIsDefault(t *testing.T) {
+	for yaml, want := range map[string]time.Duration{
+		"{idempotency_window: 0s}": DefaultIdempotencyWindow,
+		"{}":                       DefaultIdempotencyWindow,
+		"{idempotency_window: 1m}": time.Minute,
+	} {
+		c, err := Parse([]byte("wal: {dir: /w}\nsource:\n  http: "+yaml+"\n"), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatalf("%s: %v", yaml, err)
+		}
+		if got := c.Source.HTTP.IdempotencyWindow; got != want {
+			t.Errorf("%s: window %v, want %v", yaml, got, want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/config"
 	"github.com/walship/walship/internal/bytesize"
 	"github.com/walship/walship/wal"
 )
@@ -93,8 +94,8 @@ func runAppend(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			return usageError("--idempotency-key: %v", err)
 		}
 		win, err = time.ParseDuration(window)
-		if err == nil && win <= 0 {
-			err = errors.New("must be positive")
+		if err == nil && win < config.MinIdempotencyWindow {
+			err = fmt.Errorf("below the minimum of %v: the key would be forgotten before a retry", config.MinIdempotencyWindow)
 		}
 		if err != nil {
 			return usageError("--idempotency-window %q: %v", window, err)

@@ -38,6 +38,9 @@ func TestAppendIdempotencyKey(t *testing.T) {
 	if usage := walship(t, in, "append", "--wal", dir, "--idempotency-key", "has space"); usage.code != 2 {
 		t.Fatalf("a key with a space: %v, want exit 2", usage)
 	}
+	if usage := walship(t, in, "append", "--wal", dir, "--idempotency-key", "k", "--idempotency-window", "1ns"); usage.code != 2 || !strings.Contains(usage.stderr, "--idempotency-window") {
+		t.Fatalf("a window of 1ns: %v, want exit 2 naming --idempotency-window", usage)
+	}
 	// An empty key given is a usage error, not "no key".
 	for _, args := range [][]string{{"--idempotency-key", ""}, {"--idempotency-key="}} {
 		usage := walship(t, in, append([]string{"append", "--wal", dir}, args...)...)
