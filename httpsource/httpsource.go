@@ -243,7 +243,7 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		body.hash = sha256.New()
 	}
 
-	b, line, err := s.readBody(body)
+	b, lines, line, err := s.readBody(body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {
@@ -311,10 +311,16 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		if claim != nil {
 			claim.Release()
 		}
-		if errors.Is(err, change.ErrInvalid) {
-			// Only the idempotency mark can make a record too large here.
+		if ie, ok := errors.AsType[*change.InvalidError](err); ok {
+			// Only the idempotency mark can make a record too large here,
+			// in the first transaction appended: the claim's Start.
+			start := 0
+			if claim != nil {
+				start = int(claim.Start)
+			}
+			ie.Line = int(lines[start])
 			s.rejected.Add(1)
-			writeError(w, http.StatusBadRequest, 1, err.Error())
+			writeError(w, http.StatusBadRequest, ie.Line, err.Error())
 			return
 		}
 		s.fail(w, nil, err)
@@ -392,18 +398,23 @@ func (s *Source) fail(w http.ResponseWriter, b *wal.Batch, err error) {
 }
 
 // readBody decodes, validates and encodes the whole body into a batch,
-// line by line. On error it returns the 1-based line it concerns.
-func (s *Source) readBody(body *body) (*wal.Batch, int, error) {
+// line by line, and returns the line of each transaction. On error it
+// returns the 1-based line it concerns.
+func (s *Source) readBody(body *body) (*wal.Batch, []int32, int, error) {
 	dec := change.NewDecoder(body)
 	dec.SetCharge(body.charge)
 	b := s.w.NewBatch()
+	var lines []int32
 	for {
 		line, txn, err := dec.Next()
 		if errors.Is(err, io.EOF) {
-			return b, 0, nil
+			return b, lines, 0, nil
 		}
 		if err == nil {
 			err = b.Add(&txn)
+		}
+		if err == nil {
+			lines = append(lines, int32(line))
 		}
 		if err == nil && b.Len() > 1 {
 			// Only the line's encoded records stay; the batch keeps the
@@ -416,13 +427,13 @@ func (s *Source) readBody(body *body) (*wal.Batch, int, error) {
 			// The decoder reports a cut body as bad JSON; the real cause
 			// is the size limit or the load.
 			if body.err != nil {
-				return nil, line, body.err
+				return nil, nil, line, body.err
 			}
 			var ie *change.InvalidError
 			if errors.As(err, &ie) && ie.Line == 0 {
 				ie.Line = line
 			}
-			return nil, line, err
+			return nil, nil, line, err
 		}
 	}
 }

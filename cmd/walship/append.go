@@ -185,6 +185,7 @@ func appendKeyed(ctx context.Context, w *wal.WAL, key string, window time.Durati
 	h := sha256.New()
 	dec := change.NewDecoder(io.TeeReader(stdin, h))
 	b := w.NewBatch()
+	var lines []int32 // of each transaction
 	for {
 		line, txn, err := dec.Next()
 		if errors.Is(err, io.EOF) {
@@ -192,6 +193,9 @@ func appendKeyed(ctx context.Context, w *wal.WAL, key string, window time.Durati
 		}
 		if err == nil {
 			err = b.Add(&txn)
+		}
+		if err == nil {
+			lines = append(lines, int32(line))
 		}
 		if err != nil {
 			if ie, ok := errors.AsType[*change.InvalidError](err); ok && ie.Line == 0 {
@@ -234,6 +238,11 @@ func appendKeyed(ctx context.Context, w *wal.WAL, key string, window time.Durati
 	}
 	if err := w.AppendBatchAsync(context.WithoutCancel(ctx), b); err != nil {
 		claim.Release()
+		if ie, ok := errors.AsType[*change.InvalidError](err); ok {
+			// The mark made the first transaction appended too large.
+			ie.Line = int(lines[claim.Start])
+			return fmt.Errorf("input: %w (nothing appended)", err)
+		}
 		return fmt.Errorf("append: %w (nothing appended)", err)
 	}
 	err = w.Wait(context.WithoutCancel(ctx), b.Last())
