@@ -313,6 +313,11 @@ type IdempotencyMark struct {
 	// earlier attempt was cut short by a crash and this appends the
 	// rest); Count is the number of transactions in the whole request.
 	Start, Count uint32
+	// AppendedAt is when the writer appended the request, by its own
+	// clock, in Unix nanoseconds (the idempotency window counts from it,
+	// not from the request's commit_time); 0 in marks written before it
+	// was recorded.
+	AppendedAt int64
 }
 
 // Validate checks the key's length and characters and Start < Count.

@@ -22,7 +22,16 @@ type Decoder struct {
 	maxLine int
 	line    int   // number of the last line read
 	err     error // sticky: io.EOF, a read error or a too-long line
+	charge  func(int) error
 }
+
+// SetCharge makes Next tell fn, as it decodes a line, about the memory the
+// decoded transaction takes: an estimate in bytes, counted as its changes,
+// columns and values are decoded, in steps of up to 64 KiB. An error from
+// fn ends the decoding of the line: Next returns that error as it is.
+// Nothing is counted for the line being read, nor for what the caller
+// keeps after Next returns.
+func (d *Decoder) SetCharge(fn func(n int) error) { d.charge = fn }
 
 // NewDecoder returns a Decoder reading from r. It buffers: it may read
 // more of r than the lines it has returned.
@@ -57,7 +66,7 @@ func (d *Decoder) Next() (line int, txn Txn, err error) {
 		if len(bytes.Trim(b, " \t\r")) == 0 {
 			continue
 		}
-		txn, err := ParseTxnLine(b)
+		txn, err := parseTxnLine(b, d.charge)
 		if err != nil {
 			if ie, ok := errors.AsType[*InvalidError](err); ok {
 				ie.Line = d.line

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // ParseTxnLine parses one line of `walship append` input into a
@@ -36,11 +37,17 @@ import (
 // "changes". Errors are *InvalidError whose Path is the JSON path of the
 // offending element, e.g. `changes[2].after.v`; Line is left 0 for the
 // caller to set. The returned Txn does not share memory with line.
-func ParseTxnLine(line []byte) (Txn, error) {
+func ParseTxnLine(line []byte) (Txn, error) { return parseTxnLine(line, nil) }
+
+// parseTxnLine is ParseTxnLine, telling charge (if not nil) about the
+// memory the decoded transaction takes as it is decoded (see
+// Decoder.SetCharge).
+func parseTxnLine(line []byte, charge func(int) error) (Txn, error) {
 	p, err := newParser(line)
 	if err != nil {
 		return Txn{}, err
 	}
+	p.charge = charge
 	if err := p.open('{', "a JSON object"); err != nil {
 		return Txn{}, err
 	}
@@ -215,6 +222,17 @@ func ParseValue(data []byte) (Value, error) {
 	return v, nil
 }
 
+// The sizes of the decoded forms, for parser.use: a slice's element counts
+// twice, for the room append leaves; a column's name, once more for the
+// duplicate check of a wide row (Row.validate).
+const (
+	changeBytes     = int(unsafe.Sizeof(Change{}))
+	columnBytes     = int(unsafe.Sizeof(Column{}))
+	columnTypeBytes = int(unsafe.Sizeof(ColumnType{}))
+	valueBytes      = int(unsafe.Sizeof(Value{}))
+	dupCheckBytes   = 48
+)
+
 var changeFields = []string{"table", "op", "key", "before", "after", "types", "message"}
 
 func isChangeField(k string) bool { return slices.Contains(changeFields, k) }
@@ -281,6 +299,9 @@ func (p *parser) changes() ([]Change, error) {
 			return cs, nil
 		}
 		p.push(pidx(i))
+		if err := p.use(2 * changeBytes); err != nil {
+			return nil, err
+		}
 		if err := p.open('{', "a change object"); err != nil {
 			return nil, err
 		}
@@ -382,6 +403,9 @@ func (p *parser) row() (Row, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := p.use(2*columnBytes + len(name) + dupCheckBytes); err != nil {
+			return nil, err
+		}
 		p.push(pkey(name))
 		v, err := p.value(0)
 		if err != nil {
@@ -415,6 +439,9 @@ func (p *parser) types() ([]ColumnType, error) {
 		p.push(pkey(name))
 		typ, err := p.string()
 		if err != nil {
+			return nil, err
+		}
+		if err := p.use(2*columnTypeBytes + len(name) + len(typ) + dupCheckBytes); err != nil {
 			return nil, err
 		}
 		ts = append(ts, ColumnType{Name: name, Type: typ})
@@ -480,8 +507,17 @@ func (p *parser) message() (*LogicalMessage, error) {
 	}
 }
 
-// value reads a JSON value, inside depth arrays, in the input mapping.
+// value reads a JSON value, inside depth arrays, in the input mapping,
+// and counts the memory it takes beyond its Value (parser.use).
 func (p *parser) value(depth int) (Value, error) {
+	v, err := p.value1(depth)
+	if err == nil {
+		err = p.use(len(v.str) + len(v.typ))
+	}
+	return v, err
+}
+
+func (p *parser) value1(depth int) (Value, error) {
 	switch c := p.peek(); c {
 	case 't', 'f', 'n':
 		l, err := p.literal()
@@ -546,6 +582,9 @@ func (p *parser) array(depth int) (Value, error) {
 			return Value{kind: KindArray, arr: elems}, nil
 		}
 		p.push(pidx(i))
+		if err := p.use(2 * valueBytes); err != nil {
+			return Value{}, err
+		}
 		v, err := p.value(depth + 1)
 		if err != nil {
 			return Value{}, err

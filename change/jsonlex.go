@@ -17,6 +17,28 @@ type parser struct {
 	data []byte // the whole input, valid UTF-8
 	pos  int
 	path []pathSeg
+	// charge, if set, is told the memory the decoded values take, in
+	// steps of chargeStep bytes (pending holds the rest): its error ends
+	// the parse.
+	charge  func(n int) error
+	pending int
+}
+
+// chargeStep is how many bytes of decoded memory the parser counts before
+// it calls charge.
+const chargeStep = 64 << 10
+
+// use counts n bytes of decoded memory.
+func (p *parser) use(n int) error {
+	if p.charge == nil {
+		return nil
+	}
+	p.pending += n
+	if p.pending < chargeStep {
+		return nil
+	}
+	n, p.pending = p.pending, 0
+	return p.charge(n)
 }
 
 // maxJSONDepth bounds the nesting of JSON objects and arrays (as

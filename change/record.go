@@ -31,7 +31,8 @@ const (
 	hdrOrigin     = 1 << 2
 	hdrIdem       = 1 << 3
 	hdrInRequest  = 1 << 4
-	hdrKnown      = 1<<5 - 1
+	hdrIdemAt     = 1 << 5 // the idempotency mark has appended_at
+	hdrKnown      = 1<<6 - 1
 )
 
 // Message flags.
@@ -84,6 +85,9 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 		}
 		if hdr.Idempotency != nil {
 			hf |= hdrIdem
+			if hdr.Idempotency.AppendedAt != 0 {
+				hf |= hdrIdemAt
+			}
 		}
 		if hdr.InRequest {
 			hf |= hdrInRequest
@@ -105,6 +109,9 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 			dst = append(dst, m.Hash[:]...)
 			dst = binary.AppendUvarint(dst, uint64(m.Start))
 			dst = binary.AppendUvarint(dst, uint64(m.Count))
+			if m.AppendedAt != 0 {
+				dst = binary.AppendVarint(dst, m.AppendedAt)
+			}
 		}
 	}
 	dst = append(dst, byte(c.Op))
@@ -197,6 +204,9 @@ func RecordSize(hdr *TxHeader, c *Change) int {
 		}
 		if m := hdr.Idempotency; m != nil {
 			n += stringLen(m.Key) + len(m.Hash) + uvarintLen(uint64(m.Start)) + uvarintLen(uint64(m.Count))
+			if m.AppendedAt != 0 {
+				n += varintLen(m.AppendedAt)
+			}
 		}
 	}
 	n += 1 + stringLen(c.Table.Schema) + stringLen(c.Table.Name)
@@ -452,6 +462,18 @@ func (d *decoder) header() (*TxHeader, error) {
 	if hf&hdrIdem != 0 {
 		if h.Idempotency, err = d.idempotency(); err != nil {
 			return nil, err
+		}
+	}
+	if hf&hdrIdemAt != 0 {
+		at := d.off
+		if hf&hdrIdem == 0 {
+			return nil, d.failAt(at, "idempotency append time without a mark")
+		}
+		if h.Idempotency.AppendedAt, err = d.varint(); err != nil {
+			return nil, err
+		}
+		if h.Idempotency.AppendedAt == 0 {
+			return nil, d.failAt(at, "zero idempotency append time flagged as present")
 		}
 	}
 	h.InRequest = hf&hdrInRequest != 0

@@ -128,7 +128,7 @@ func TestDecodeRecordCorrupt(t *testing.T) {
 		{"version 2", "02 00 74 00 00", 0, "format version 2 (this build reads 1)", ErrUnsupportedVersion},
 		{"no flags", "01", 1, "unexpected end of record", walerr.ErrCorruption},
 		{"unknown flags", "01 40 74 00 00", 1, "unknown flags 0x40", walerr.ErrCorruption},
-		{"unknown header flags", "01 01 20 00 74 00 00", 2, "unknown header flags 0x20", walerr.ErrCorruption},
+		{"unknown header flags", "01 01 40 00 74 00 00", 2, "unknown header flags 0x40", walerr.ErrCorruption},
 		{"varint overflow", "01 01 00 ffffffffffffffffffff01", 3, "varint overflows 64 bits", walerr.ErrCorruption},
 		{"commit nsec", "01 01 02 00 02 80a8d6b907 74 00 00", 4, "commit time nanoseconds 2000000000 out of range", walerr.ErrCorruption},
 		{"zero commit time", "01 01 02 00 ffdb8ff9ce03 00 74 00 00", 4, "zero commit time flagged as present", walerr.ErrCorruption},
@@ -265,6 +265,21 @@ func TestRecordIdempotencyMark(t *testing.T) {
 	}
 	if SetInRequest(AppendRecord(nil, nil, &c)) {
 		t.Error("SetInRequest took a record without a header")
+	}
+	// The append time is flagged by header bit 5, only with a mark.
+	stamped := *marked
+	stamped.Idempotency = &IdempotencyMark{Key: "req-1", Count: 1, AppendedAt: 1_700_000_000_123_456_789}
+	rec = AppendRecord(nil, &stamped, &c)
+	if got, want := len(rec), RecordSize(&stamped, &c); got != want {
+		t.Errorf("stamped: len(record) = %d, RecordSize = %d", got, want)
+	}
+	if hdr, _, err := DecodeRecord(rec); err != nil || !hdr.Equal(stamped) || hdr.Idempotency.AppendedAt != stamped.Idempotency.AppendedAt {
+		t.Errorf("stamped mark: header %+v, err %v", hdr, err)
+	}
+	forged := AppendRecord(nil, plain, &c)
+	forged[2] |= hdrIdemAt
+	if _, _, err := DecodeRecord(forged); !errors.Is(err, walerr.ErrCorruption) {
+		t.Errorf("append time without a mark: err %v, want corruption", err)
 	}
 	bad := *marked.Idempotency
 	bad.Start = bad.Count

@@ -116,11 +116,16 @@ type HTTPSource struct {
 	// at once; default 128MiB (at least max_body).
 	MaxInflightBytes ByteSize `yaml:"max_inflight_bytes"`
 	// IdempotencyWindow is how long an Idempotency-Key is remembered;
-	// default 24h.
+	// default 24h (also when 0), at least MinIdempotencyWindow.
 	IdempotencyWindow time.Duration `yaml:"idempotency_window"`
 	// SyncTimeout bounds a request's wait for a replication level beyond
 	// local; default 30s.
 	SyncTimeout time.Duration `yaml:"sync_timeout"`
+	// ReadTimeout ends a request whose body sends nothing for that long;
+	// default 30s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// MaxConnections caps the connections open at once; default 512.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // Listener is an HTTP listen address with its security settings.

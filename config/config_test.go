@@ -78,6 +78,8 @@ func TestErrors(t *testing.T) {
 		{"mapping wanted", "wal: /w\n", `wal (line 1): want a mapping`},
 		{"non-loopback without token", "wal: {dir: /w}\nsource:\n  http: {listen: \"0.0.0.0:7070\"}\n", `source.http.token (line 3): listening on 0.0.0.0:7070 (not loopback) requires a bearer token`},
 		{"short token", "wal: {dir: /w}\nhttp: {token: abc12}\n", `http.token (line 2): too short (5 characters), want at least 16`},
+		{"tiny idempotency window", "wal: {dir: /w}\nsource:\n  http: {idempotency_window: 1ns}\n", `source.http.idempotency_window (line 3): 1ns is below the minimum of 1m0s`},
+		{"negative max connections", "wal: {dir: /w}\nsource:\n  http: {max_connections: -1}\n", `source.http.max_connections (line 3): must not be negative`},
 		{"short source token", "wal: {dir: /w}\nsource:\n  http: {listen: \"0.0.0.0:7070\", token: abc12}\n", `source.http.token (line 3): too short (5 characters)`},
 		{"partitions negative", "wal: {dir: /w}\nkafka: {brokers: [b:1], mode: tables, partitions: -2}\n", `kafka.partitions (line 2): -2: want 1 to 10000`},
 		{"partitions in ordered mode", "wal: {dir: /w}\nkafka:\n  brokers: [b:1]\n  partitions: 4\n", `kafka.partitions (line 4): 4: only for mode: tables`},
@@ -246,6 +248,24 @@ func TestShippedSinksDefault(t *testing.T) {
 		}
 		if !slices.Equal(c.WAL.ShippedSinks, tc.want) {
 			t.Errorf("%q: shipped_sinks %v, want %v", tc.yaml, c.WAL.ShippedSinks, tc.want)
+		}
+	}
+}
+
+// TestIdempotencyWindowZeroIsDefault: source.http.idempotency_window 0 (or
+// absent) means the documented default; 1m, the minimum, is kept.
+func TestIdempotencyWindowZeroIsDefault(t *testing.T) {
+	for yaml, want := range map[string]time.Duration{
+		"{idempotency_window: 0s}": DefaultIdempotencyWindow,
+		"{}":                       DefaultIdempotencyWindow,
+		"{idempotency_window: 1m}": time.Minute,
+	} {
+		c, err := Parse([]byte("wal: {dir: /w}\nsource:\n  http: "+yaml+"\n"), func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatalf("%s: %v", yaml, err)
+		}
+		if got := c.Source.HTTP.IdempotencyWindow; got != want {
+			t.Errorf("%s: window %v, want %v", yaml, got, want)
 		}
 	}
 }

@@ -35,6 +35,17 @@ const (
 	DefaultMaxCommitTimeSkew = 5 * time.Minute
 )
 
+// The HTTP source's limits filled in or enforced by validation.
+const (
+	// MinIdempotencyWindow is the shortest source.http.idempotency_window
+	// accepted: a shorter one forgets a key before a client's retry.
+	MinIdempotencyWindow = time.Minute
+	// DefaultHTTPReadTimeout is source.http.read_timeout's default.
+	DefaultHTTPReadTimeout = 30 * time.Second
+	// DefaultHTTPMaxConnections is source.http.max_connections's default.
+	DefaultHTTPMaxConnections = 512
+)
+
 // MaxKafkaPartitions bounds kafka.partitions: far above what a table's
 // topic needs, low enough that a typo does not ask the brokers for
 // millions.
@@ -281,8 +292,21 @@ func (c *Config) validateSources(v *validator) {
 			v.fail("source.http.max_inflight_bytes", "%s is below source.http.max_body (%s): a largest request could never be served", h.MaxInflightBytes, h.MaxBody)
 		}
 		v.nonNegative("source.http.idempotency_window", h.IdempotencyWindow)
-		if h.IdempotencyWindow == 0 {
+		switch {
+		case h.IdempotencyWindow == 0:
 			h.IdempotencyWindow = DefaultIdempotencyWindow
+		case h.IdempotencyWindow < MinIdempotencyWindow:
+			v.fail("source.http.idempotency_window", "%v is below the minimum of %v: a key would be forgotten before a client's retry (0 means the default, %v)", h.IdempotencyWindow, MinIdempotencyWindow, DefaultIdempotencyWindow)
+		}
+		v.nonNegative("source.http.read_timeout", h.ReadTimeout)
+		if h.ReadTimeout == 0 {
+			h.ReadTimeout = DefaultHTTPReadTimeout
+		}
+		switch {
+		case h.MaxConnections < 0:
+			v.fail("source.http.max_connections", "must not be negative, got %d", h.MaxConnections)
+		case h.MaxConnections == 0:
+			h.MaxConnections = DefaultHTTPMaxConnections
 		}
 		v.nonNegative("source.http.sync_timeout", h.SyncTimeout)
 		if h.SyncTimeout == 0 {

@@ -210,9 +210,11 @@ func (d *Daemon) buildSources(ctx context.Context) error {
 		}
 		d.keys = keys
 		src := httpsource.New(d.wal, httpsource.Options{MaxBody: int64(h.MaxBody), MaxInflight: int64(h.MaxInflightBytes),
-			Keys: keys, Levels: d.levels, SyncTimeout: h.SyncTimeout, Logger: d.log})
+			ReadTimeout: h.ReadTimeout, Keys: keys, Levels: d.levels, SyncTimeout: h.SyncTimeout, Logger: d.log})
 		d.httpSource = src
-		s, err := d.listen("source.http", h.Listener, src.Handler())
+		opts := httpOptions("source.http", h.Listener, d.log)
+		opts.MaxConns = h.MaxConnections
+		s, err := d.listenWith("source.http", h.Listener, opts, src.Handler())
 		if err != nil {
 			return err
 		}
@@ -230,7 +232,12 @@ func (d *Daemon) buildSources(ctx context.Context) error {
 // a start-up error naming the key. Security (loopback by default, a token
 // elsewhere, TLS) is httpx's.
 func (d *Daemon) listen(name string, l config.Listener, h http.Handler) (*server, error) {
-	srv, err := httpx.Listen(httpOptions(name, l, d.log), h)
+	return d.listenWith(name, l, httpOptions(name, l, d.log), h)
+}
+
+// listenWith is listen with httpx's options given.
+func (d *Daemon) listenWith(name string, l config.Listener, opts httpx.Options, h http.Handler) (*server, error) {
+	srv, err := httpx.Listen(opts, h)
 	if err != nil {
 		return nil, fmt.Errorf("%s.listen %s: %w", name, l.Listen, err)
 	}

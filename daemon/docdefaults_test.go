@@ -56,13 +56,16 @@ func TestConfigDocDefaults(t *testing.T) {
 		"source.http.sync_timeout": func(s string) bool {
 			return duration(c.Source.HTTP.SyncTimeout)(s) && duration(httpsource.DefaultSyncTimeout)(s)
 		},
-		"archive.timeout":        duration(c.Archive.Timeout),
-		"archive.snapshot_keep":  integer(int64(c.Archive.SnapshotKeep)),
-		"kafka.topic_prefix":     text(c.Kafka.TopicPrefix),
-		"kafka.compression":      text(c.Kafka.Compression),
-		"kafka.partitions":       integer(int64(sink.Partitions)),
-		"replica.max_batch_txns": integer(int64(cons.MaxBatchTxns)),
-		"lag.window":             duration(c.Lag.Window),
+		"archive.timeout":                duration(c.Archive.Timeout),
+		"archive.snapshot_keep":          integer(int64(c.Archive.SnapshotKeep)),
+		"kafka.topic_prefix":             text(c.Kafka.TopicPrefix),
+		"kafka.compression":              text(c.Kafka.Compression),
+		"kafka.partitions":               integer(int64(sink.Partitions)),
+		"replica.max_batch_txns":         integer(int64(cons.MaxBatchTxns)),
+		"lag.window":                     duration(c.Lag.Window),
+		"source.http.read_timeout":       duration(c.Source.HTTP.ReadTimeout),
+		"source.http.max_connections":    integer(int64(c.Source.HTTP.MaxConnections)),
+		"source.http.idempotency_window": duration(c.Source.HTTP.IdempotencyWindow),
 		"wal.max_commit_time_skew": func(s string) bool {
 			return duration(c.WAL.MaxCommitTimeSkew)(s) && duration(wal.DefaultMaxCommitTimeSkew)(s)
 		},

@@ -38,12 +38,16 @@
 //     applied with no quorum, local on a log that does not fsync) is 400
 //     with nothing appended.
 //   - Memory is bounded by configuration whatever the input: a body is
-//     decoded line by line and only its encoded records are kept, and the
-//     body bytes of all requests in flight are bounded by
-//     Options.MaxInflight (source.http.max_inflight_bytes). A request that
-//     would exceed it gets 429 with Retry-After and nothing appended: at
-//     once when its Content-Length says so, else as soon as the bytes read
-//     of its chunked body do. 413 if a body exceeds Options.MaxBody.
+//     decoded line by line and only its encoded records are kept, and
+//     Options.MaxInflight (source.http.max_inflight_bytes) bounds, over
+//     all requests in flight, their body bytes plus the decoded form of
+//     the line each is decoding and of its first line (an estimate,
+//     counted as the line is decoded). A request that would exceed it gets
+//     429 with Retry-After and nothing appended: at once when its
+//     Content-Length says so, else as soon as the bytes read of its
+//     chunked body, or a line's decoded form, do. 413 if a body exceeds
+//     Options.MaxBody, or if a line's decoded form could not fit beside
+//     its request even with nothing else in flight (naming the line).
 //   - Idempotency: a request with an Idempotency-Key is remembered in the
 //     log itself (wal.KeyIndex) for the idempotency window. A retry with the
 //     same key and the same body appends nothing and gets the original
@@ -66,6 +70,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -79,6 +84,7 @@ const (
 	DefaultMaxBody     = 64 << 20
 	DefaultMaxInflight = 128 << 20
 	DefaultSyncTimeout = 30 * time.Second
+	DefaultReadTimeout = 30 * time.Second
 )
 
 // SyncHeader is the request header that sets the replication level of one
@@ -94,6 +100,10 @@ type Options struct {
 	// once (source.http.max_inflight_bytes); default DefaultMaxInflight,
 	// and never below MaxBody.
 	MaxInflight int64
+	// ReadTimeout (source.http.read_timeout) ends a request whose body
+	// makes no progress for that long (408), so that a client that stalls
+	// gives its share of MaxInflight back; default DefaultReadTimeout.
+	ReadTimeout time.Duration
 	// Keys remembers idempotency keys; nil refuses requests that carry an
 	// Idempotency-Key (400).
 	Keys *wal.KeyIndex
@@ -137,6 +147,9 @@ func New(w *wal.WAL, opts Options) *Source {
 		opts.MaxInflight = DefaultMaxInflight
 	}
 	opts.MaxInflight = max(opts.MaxInflight, opts.MaxBody)
+	if opts.ReadTimeout <= 0 {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
 	if opts.SyncTimeout <= 0 {
 		opts.SyncTimeout = DefaultSyncTimeout
 	}
@@ -196,6 +209,10 @@ func writeErrorBody(w http.ResponseWriter, code int, b errorBody) {
 // errOverloaded ends the reading of a body that would take the bytes in
 // flight beyond MaxInflight.
 var errOverloaded = errors.New("httpsource: too many request bytes in flight")
+
+// errLineTooLarge ends the decoding of a line whose decoded form alone
+// would take the request beyond MaxInflight.
+var errLineTooLarge = errors.New("httpsource: line too large to decode within the in-flight bound")
 
 // retryAfter is the Retry-After of a 429, in seconds: requests in flight
 // end within a flush or two, so a short wait is enough.
@@ -259,7 +276,8 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, 0, fmt.Sprintf("request body of %d bytes larger than %d bytes (source.http.max_body)", r.ContentLength, s.opts.MaxBody))
 		return
 	}
-	body := &body{s: s, r: http.MaxBytesReader(w, r.Body, s.opts.MaxBody), chunked: r.ContentLength < 0}
+	body := &body{s: s, r: http.MaxBytesReader(w, r.Body, s.opts.MaxBody), chunked: r.ContentLength < 0,
+		rc: http.NewResponseController(w)}
 	defer func() { s.inflight.Add(-body.reserved) }()
 	if !body.chunked {
 		if !s.reserve(r.ContentLength) {
@@ -272,12 +290,21 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		body.hash = sha256.New()
 	}
 
-	b, line, err := s.readBody(body)
+	b, lines, line, err := s.readBody(body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.Is(err, errOverloaded):
 			s.overloaded(w)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.rejected.Add(1)
+			writeError(w, http.StatusRequestTimeout, 0, fmt.Sprintf(
+				"no body bytes for %v (source.http.read_timeout): nothing appended", s.opts.ReadTimeout))
+		case errors.Is(err, errLineTooLarge):
+			s.rejected.Add(1)
+			writeError(w, http.StatusRequestEntityTooLarge, line, fmt.Sprintf(
+				"line %d: its decoded form does not fit source.http.max_inflight_bytes (%d) beside the request's body (%d bytes) and first line: split it into smaller transactions or lines, or raise source.http.max_inflight_bytes; nothing appended",
+				line, s.opts.MaxInflight, max(r.ContentLength, 0)))
 		case errors.As(err, &mbe):
 			s.rejected.Add(1)
 			writeError(w, http.StatusRequestEntityTooLarge, 0, fmt.Sprintf("request body larger than %d bytes (source.http.max_body)", mbe.Limit))
@@ -331,10 +358,16 @@ func (s *Source) serveAppend(w http.ResponseWriter, r *http.Request) {
 		if claim != nil {
 			claim.Release()
 		}
-		if errors.Is(err, change.ErrInvalid) {
-			// Only the idempotency mark can make a record too large here.
+		if ie, ok := errors.AsType[*change.InvalidError](err); ok {
+			// Only the idempotency mark can make a record too large here,
+			// in the first transaction appended: the claim's Start.
+			start := 0
+			if claim != nil {
+				start = int(claim.Start)
+			}
+			ie.Line = int(lines[start])
 			s.rejected.Add(1)
-			writeError(w, http.StatusBadRequest, 1, err.Error())
+			writeError(w, http.StatusBadRequest, ie.Line, err.Error())
 			return
 		}
 		s.fail(w, nil, err)
@@ -491,29 +524,42 @@ func (s *Source) fail(w http.ResponseWriter, b *wal.Batch, err error) {
 }
 
 // readBody decodes, validates and encodes the whole body into a batch,
-// line by line. On error it returns the 1-based line it concerns.
-func (s *Source) readBody(body *body) (*wal.Batch, int, error) {
+// line by line, and returns the line of each transaction. On error it
+// returns the 1-based line it concerns.
+func (s *Source) readBody(body *body) (*wal.Batch, []int32, int, error) {
 	dec := change.NewDecoder(body)
+	dec.SetCharge(body.charge)
 	b := s.w.NewBatch()
+	var lines []int32
 	for {
 		line, txn, err := dec.Next()
 		if errors.Is(err, io.EOF) {
-			return b, 0, nil
+			return b, lines, 0, nil
 		}
 		if err == nil {
 			err = b.Add(&txn)
 		}
+		if err == nil {
+			lines = append(lines, int32(line))
+		}
+		if err == nil && b.Len() > 1 {
+			// Only the line's encoded records stay; the batch keeps the
+			// first transaction decoded until it is appended, so its
+			// charge stays too.
+			body.release(body.decoded)
+		}
+		body.decoded = 0
 		if err != nil {
 			// The decoder reports a cut body as bad JSON; the real cause
 			// is the size limit or the load.
 			if body.err != nil {
-				return nil, 0, body.err
+				return nil, nil, line, body.err
 			}
 			var ie *change.InvalidError
 			if errors.As(err, &ie) && ie.Line == 0 {
 				ie.Line = line
 			}
-			return nil, line, err
+			return nil, nil, line, err
 		}
 	}
 }
@@ -525,14 +571,49 @@ type body struct {
 	s        *Source
 	r        io.Reader
 	chunked  bool
+	rc       *http.ResponseController
 	reserved int64 // bytes of the budget held
+	decoded  int64 // of which charged for the line being decoded
 	hash     hash.Hash
 	err      error
+}
+
+// charge reserves n more bytes of the budget for the decoded form of the
+// line being decoded (change.Decoder.SetCharge): errOverloaded if the
+// budget has not that much left now, errLineTooLarge if it never could
+// have beside what this request holds.
+func (b *body) charge(n int) error {
+	if b.err != nil {
+		return b.err
+	}
+	switch {
+	case b.reserved+int64(n) > b.s.opts.MaxInflight:
+		b.err = errLineTooLarge
+	case !b.s.reserve(int64(n)):
+		b.err = errOverloaded
+	default:
+		b.reserved += int64(n)
+		b.decoded += int64(n)
+	}
+	return b.err
+}
+
+// release gives n bytes of the budget back.
+func (b *body) release(n int64) {
+	b.s.inflight.Add(-n)
+	b.reserved -= n
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
+	}
+	// Each read may wait read_timeout for the body's next bytes: the
+	// deadline moves on as they arrive. Without one, a client that
+	// declares a body and never sends it would hold its budget forever.
+	if err := b.rc.SetReadDeadline(time.Now().Add(b.s.opts.ReadTimeout)); err != nil && b.err == nil {
+		b.err = err
+		return 0, err
 	}
 	n, err := b.r.Read(p)
 	// A chunked body's bytes are reserved as they arrive: the overshoot

@@ -113,13 +113,15 @@ func TestInflightBoundIs429(t *testing.T) {
 	}
 }
 
-// TestPeakHeapBounded: several clients post maximum-size bodies of tiny
-// transactions at once, retrying on 429; the heap's peak, sampled
-// throughout, stays under a bound derived from the configuration
-// (source.http.max_inflight_bytes, the WAL's queue) plus a fixed base,
-// and every transaction is appended exactly once.
+// TestPeakHeapBounded: several clients post maximum-size bodies at once,
+// retrying on 429: bodies of tiny transactions, of wide lines (one change
+// of a thousand columns each) and of lines of thousands of changes, each
+// decoded many times its size, and single lines as large as a body whose
+// decoded form can never fit (413). The heap's peak, sampled throughout,
+// stays under a bound derived from the configuration
+// (source.http.max_inflight_bytes, the WAL's queue) plus a fixed base, and
+// every accepted transaction is appended exactly once.
 func TestPeakHeapBounded(t *testing.T) {
-	const clients = 4
 	maxBody := 4 << 20
 	if raceEnabled {
 		maxBody = 1 << 20 // the race detector slows each append tenfold
@@ -134,22 +136,48 @@ func TestPeakHeapBounded(t *testing.T) {
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 
-	// Tiny transactions, as many as fit a maximum body.
-	bodies := make([]string, clients)
-	total := 0
-	for c := range clients {
+	// fill repeats line(i) (i from 0) as often as it fits a maximum body.
+	fill := func(line func(i int) string) (string, int) {
 		var sb strings.Builder
 		n := 0
 		for {
-			line := fmt.Sprintf(`{"table":"t","op":"c","after":{"i":%d}}`+"\n", c*10_000_000+n)
-			if sb.Len()+len(line) > maxBody {
-				break
+			l := line(n)
+			if sb.Len()+len(l) > maxBody {
+				return sb.String(), n
 			}
-			sb.WriteString(line)
+			sb.WriteString(l)
 			n++
 		}
-		bodies[c] = sb.String()
+	}
+	type post struct {
+		body   string
+		txns   int // appended if accepted
+		status int
+	}
+	var posts []post
+	total := 0
+	for c := range 4 {
+		body, n := fill(func(i int) string {
+			return fmt.Sprintf(`{"table":"t","op":"c","after":{"i":%d}}`+"\n", c*10_000_000+i)
+		})
+		posts = append(posts, post{body, n, 200})
 		total += n
+	}
+	for c := range 2 {
+		body, n := fill(func(i int) string { return wideLine(1000, c*10_000_000+i) })
+		posts = append(posts, post{body, n, 200})
+		total += n
+		body, n = fill(func(int) string { return manyChangesLine(2000) })
+		posts = append(posts, post{body, n, 200})
+		total += n
+	}
+	posts = append(posts,
+		post{wideLine(maxBody/12, 1), 0, http.StatusRequestEntityTooLarge},
+		post{manyChangesLine(maxBody/23 - 10), 0, http.StatusRequestEntityTooLarge})
+	for _, p := range posts {
+		if len(p.body) > maxBody {
+			t.Fatalf("test body of %d bytes over the maximum", len(p.body))
+		}
 	}
 
 	// Keep garbage small, so that the heap measures what is held.
@@ -177,11 +205,11 @@ func TestPeakHeapBounded(t *testing.T) {
 
 	var wg sync.WaitGroup
 	var throttled atomic.Int64
-	errs := make(chan error, clients)
-	for c := range clients {
+	errs := make(chan error, len(posts))
+	for c, p := range posts {
 		wg.Go(func() {
 			for attempt := 0; ; attempt++ {
-				resp, err := http.Post(srv.URL+"/v1/append", "application/x-ndjson", strings.NewReader(bodies[c]))
+				resp, err := http.Post(srv.URL+"/v1/append", "application/x-ndjson", strings.NewReader(p.body))
 				if err != nil {
 					errs <- err
 					return
@@ -189,13 +217,13 @@ func TestPeakHeapBounded(t *testing.T) {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				switch {
-				case resp.StatusCode == 200:
+				case resp.StatusCode == p.status:
 					return
 				case resp.StatusCode == http.StatusTooManyRequests && attempt < 100_000:
 					throttled.Add(1)
 					time.Sleep(time.Millisecond) // back off, as Retry-After asks
 				default:
-					errs <- fmt.Errorf("client %d: status %d", c, resp.StatusCode)
+					errs <- fmt.Errorf("client %d: status %d, want %d", c, resp.StatusCode, p.status)
 					return
 				}
 			}

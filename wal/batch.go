@@ -96,7 +96,7 @@ func (b *Batch) Add(txn *change.Txn) error {
 	return nil
 }
 
-func (b *Batch) tooLarge(i, n int) error {
+func (b *Batch) tooLarge(i, n int) *change.InvalidError {
 	return &change.InvalidError{Path: fmt.Sprintf("changes[%d]", i), Reason: fmt.Sprintf(
 		"encoded record of %d bytes exceeds the log's record limit of %d bytes", n, b.w.maxRecord)}
 }
@@ -197,7 +197,9 @@ func (w *WAL) AppendBatchAsync(ctx context.Context, b *Batch) error {
 		}
 		sz := change.RecordSize(h, &b.head.Changes[i])
 		if sz > w.maxRecord {
-			return b.tooLarge(i, sz)
+			err := b.tooLarge(i, sz)
+			err.Reason += " once it carries the idempotency mark"
+			return err
 		}
 		n += sz
 	}

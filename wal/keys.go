@@ -27,9 +27,10 @@ var ErrKeyGone = errors.New("wal: the transactions of an idempotency key cannot 
 // the transactions of the window, so it survives restarts; it holds a few
 // dozen bytes per key, never the transactions.
 //
-// A key is remembered from the commit time the log recorded for the
-// request's first transaction until window later (a request that set an
-// old commit_time is forgotten sooner). Retention must keep the
+// A key is remembered from when the request was appended, by this host's
+// clock (the mark's AppendedAt, whatever commit_time the request set),
+// until window later; a mark written before that was recorded counts
+// from the commit time the log recorded for the request. Retention must keep the
 // transactions of live keys (Floor), or a retry can only be told that
 // they are gone.
 //
@@ -47,7 +48,7 @@ type keyEntry struct {
 	hash  [32]byte
 	count uint32 // transactions in the request
 	parts []keyPart
-	at    time.Time // commit time of the first part's first transaction
+	at    time.Time // when the first part was appended (markTime)
 	// busy is closed when the request holding the key in flight ends; nil
 	// when none is in flight.
 	busy chan struct{}
@@ -114,7 +115,7 @@ func (w *WAL) LoadKeys(ctx context.Context, window time.Duration) (*KeyIndex, er
 		}
 		e := x.m[m.Key]
 		if e == nil || e.hash != m.Hash || e.at.Before(cutoff) {
-			e = &keyEntry{hash: m.Hash, count: m.Count, at: tx.CommitTime}
+			e = &keyEntry{hash: m.Hash, count: m.Count, at: markTime(m, tx.CommitTime)}
 			x.m[m.Key] = e
 		}
 		e.parts = append(e.parts, keyPart{first: tx.FirstLSN, start: m.Start, n: 1})
@@ -124,6 +125,15 @@ func (w *WAL) LoadKeys(ctx context.Context, window time.Duration) (*KeyIndex, er
 	x.pruneLocked()
 	x.mu.Unlock()
 	return x, nil
+}
+
+// markTime is when the request of mark m was appended: its AppendedAt,
+// or for a mark without one the commit time recorded for it.
+func markTime(m *change.IdempotencyMark, commit time.Time) time.Time {
+	if m.AppendedAt != 0 {
+		return time.Unix(0, m.AppendedAt).UTC()
+	}
+	return commit
 }
 
 // firstCommitTime returns the commit time of the first transaction at or
@@ -178,6 +188,8 @@ type Claim struct {
 	e      *keyEntry
 	fresh  bool // the key was unknown: Release forgets it
 	closed bool
+	// appendedAt is the Mark's AppendedAt, once Mark was called.
+	appendedAt int64
 
 	// Replayed says the whole request is in the log already: append
 	// nothing and answer with Tickets.
@@ -238,7 +250,10 @@ func (x *KeyIndex) Claim(ctx context.Context, key string, hash [32]byte, count i
 // Mark returns the idempotency mark for the batch that appends the claimed
 // request from Start on.
 func (c *Claim) Mark() *change.IdempotencyMark {
-	return &change.IdempotencyMark{Key: c.key, Hash: c.e.hash, Start: c.Start, Count: c.e.count}
+	if c.appendedAt == 0 {
+		c.appendedAt = c.x.now().UnixNano()
+	}
+	return &change.IdempotencyMark{Key: c.key, Hash: c.e.hash, Start: c.Start, Count: c.e.count, AppendedAt: c.appendedAt}
 }
 
 // Done records that b, carrying Mark, was queued (and, as far as the log
@@ -251,12 +266,11 @@ func (c *Claim) Done(b *Batch) {
 		return
 	}
 	c.closed = true
-	if len(c.e.parts) == 0 {
-		b.Tickets(func(t Ticket) {
-			if c.e.at.IsZero() {
-				c.e.at = t.Time()
-			}
-		})
+	if len(c.e.parts) == 0 && c.e.at.IsZero() {
+		c.e.at = c.x.now()
+		if c.appendedAt != 0 {
+			c.e.at = time.Unix(0, c.appendedAt).UTC()
+		}
 	}
 	c.e.parts = append(c.e.parts, keyPart{first: b.first, start: c.Start, n: uint32(len(b.gb.Txns))})
 	close(c.e.busy)

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/config"
 	"github.com/walship/walship/internal/bytesize"
 	"github.com/walship/walship/wal"
 )
@@ -82,14 +84,18 @@ func runAppend(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
+	// An empty key given explicitly is refused like any other bad key,
+	// rather than quietly meaning "no key".
+	keyed := false
+	fs.Visit(func(f *flag.Flag) { keyed = keyed || f.Name == "idempotency-key" })
 	var win time.Duration
-	if key != "" {
+	if keyed {
 		if err := change.ValidateIdempotencyKey(key); err != nil {
 			return usageError("--idempotency-key: %v", err)
 		}
 		win, err = time.ParseDuration(window)
-		if err == nil && win <= 0 {
-			err = errors.New("must be positive")
+		if err == nil && win < config.MinIdempotencyWindow {
+			err = fmt.Errorf("below the minimum of %v: the key would be forgotten before a retry", config.MinIdempotencyWindow)
 		}
 		if err != nil {
 			return usageError("--idempotency-window %q: %v", window, err)
@@ -102,7 +108,7 @@ func runAppend(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if !rep.Clean() {
 		fmt.Fprintf(stderr, "walship: recovered %s: %s\n", opts.Dir, rep)
 	}
-	if key != "" {
+	if keyed {
 		err := appendKeyed(ctx, w, key, win, stdin, stdout, stderr)
 		return errors.Join(err, w.Close())
 	}
@@ -179,6 +185,7 @@ func appendKeyed(ctx context.Context, w *wal.WAL, key string, window time.Durati
 	h := sha256.New()
 	dec := change.NewDecoder(io.TeeReader(stdin, h))
 	b := w.NewBatch()
+	var lines []int32 // of each transaction
 	for {
 		line, txn, err := dec.Next()
 		if errors.Is(err, io.EOF) {
@@ -186,6 +193,9 @@ func appendKeyed(ctx context.Context, w *wal.WAL, key string, window time.Durati
 		}
 		if err == nil {
 			err = b.Add(&txn)
+		}
+		if err == nil {
+			lines = append(lines, int32(line))
 		}
 		if err != nil {
 			if ie, ok := errors.AsType[*change.InvalidError](err); ok && ie.Line == 0 {
@@ -228,6 +238,11 @@ func appendKeyed(ctx context.Context, w *wal.WAL, key string, window time.Durati
 	}
 	if err := w.AppendBatchAsync(context.WithoutCancel(ctx), b); err != nil {
 		claim.Release()
+		if ie, ok := errors.AsType[*change.InvalidError](err); ok {
+			// The mark made the first transaction appended too large.
+			ie.Line = int(lines[claim.Start])
+			return fmt.Errorf("input: %w (nothing appended)", err)
+		}
 		return fmt.Errorf("append: %w (nothing appended)", err)
 	}
 	err = w.Wait(context.WithoutCancel(ctx), b.Last())

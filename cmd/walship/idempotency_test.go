@@ -38,6 +38,16 @@ func TestAppendIdempotencyKey(t *testing.T) {
 	if usage := walship(t, in, "append", "--wal", dir, "--idempotency-key", "has space"); usage.code != 2 {
 		t.Fatalf("a key with a space: %v, want exit 2", usage)
 	}
+	if usage := walship(t, in, "append", "--wal", dir, "--idempotency-key", "k", "--idempotency-window", "1ns"); usage.code != 2 || !strings.Contains(usage.stderr, "--idempotency-window") {
+		t.Fatalf("a window of 1ns: %v, want exit 2 naming --idempotency-window", usage)
+	}
+	// An empty key given is a usage error, not "no key".
+	for _, args := range [][]string{{"--idempotency-key", ""}, {"--idempotency-key="}} {
+		usage := walship(t, in, append([]string{"append", "--wal", dir}, args...)...)
+		if usage.code != 2 || !strings.Contains(usage.stderr, "--idempotency-key") || !strings.Contains(usage.stderr, "1 to 128") {
+			t.Fatalf("append %q: %v, want exit 2 naming --idempotency-key and 1 to 128 bytes", args, usage)
+		}
+	}
 	if n := len(parseDump(t, mustWalship(t, nil, "dump", "--wal", dir).stdout)); n != 3 {
 		t.Fatalf("the log has %d changes, want the first run's 3", n)
 	}

@@ -14,6 +14,9 @@
 //     without TLS is allowed (e.g. behind a TLS-terminating proxy) but
 //     logged as a warning because the token then crosses the network in
 //     clear.
+//   - Memory before authentication is bounded: request headers are at
+//     most MaxHeaderBytes, and Options.MaxConns caps the connections open
+//     at once (further ones wait in the kernel's accept queue).
 //   - Paths listed in Config.Public (typically /healthz, so that load
 //     balancers and orchestrators can probe without the token) are served
 //     without authentication. Public paths must not reveal anything.
@@ -42,6 +45,12 @@ import (
 // MinTokenLen is the shortest bearer token accepted.
 const MinTokenLen = 16
 
+// MaxHeaderBytes bounds a request's header block (net/http's default is
+// 1 MiB): every header walship needs, a bearer token and an
+// Idempotency-Key among them, is short, and headers are held before the
+// token is checked.
+const MaxHeaderBytes = 64 << 10
+
 // Options describes one listener.
 type Options struct {
 	// Addr is host:port. Empty means "127.0.0.1:" + DefaultPort.
@@ -54,6 +63,8 @@ type Options struct {
 	TLSCert, TLSKey string
 	// Public lists exact paths served without the token (e.g. "/healthz").
 	Public []string
+	// MaxConns caps the connections open at once; 0 means no cap.
+	MaxConns int
 	// Name names the listener in errors and logs ("http", "source.http").
 	Name string
 	// Logger; default slog.Default().
@@ -151,11 +162,15 @@ func Listen(cfg Options, h http.Handler) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 	}
+	if cfg.MaxConns > 0 {
+		ln = &limitListener{Listener: ln, slots: make(chan struct{}, cfg.MaxConns)}
+	}
 	s := &Server{
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    MaxHeaderBytes,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
 		ln:     ln,
@@ -244,4 +259,34 @@ func bearerToken(h string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(h[len(prefix):]), true
+}
+
+// limitListener accepts a connection only while fewer than cap(slots)
+// are open; a slot is freed when the connection is closed.
+type limitListener struct {
+	net.Listener
+	slots chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	l.slots <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+// limitConn frees its listener's slot once, on the first Close.
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

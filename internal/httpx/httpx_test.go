@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -178,4 +179,63 @@ func selfSigned(t *testing.T, dir string) (string, string, *x509.CertPool) {
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// TestHeaderAndConnectionBounds: headers beyond MaxHeaderBytes get 431
+// before authentication, and with MaxConns open connections a further
+// one is served only once one of them closes.
+func TestHeaderAndConnectionBounds(t *testing.T) {
+	s, err := Listen(Options{Token: token, MaxConns: 2}, http.NotFoundHandler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	addr := s.Addr().String()
+
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		// The server may answer and close before the whole block is sent.
+		io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: x\r\nX-Big: "+strings.Repeat("a", 100<<10)+"\r\n\r\n")
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("100 KiB of headers: status %d, want 431", resp.StatusCode)
+	}
+	conn.Close()
+
+	// Two connections hold both slots without sending a byte.
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	third := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(s.URL() + "/healthz")
+		if err != nil {
+			third <- -1
+			return
+		}
+		resp.Body.Close()
+		third <- resp.StatusCode
+	}()
+	select {
+	case code := <-third:
+		t.Fatalf("a third connection was served (status %d) while two held both slots", code)
+	case <-time.After(300 * time.Millisecond): // only a wrong pass is possible under load
+	}
+	held[0].Close()
+	if code := <-third; code != http.StatusUnauthorized {
+		t.Fatalf("third connection after a slot freed: status %d, want 401", code)
+	}
 }
