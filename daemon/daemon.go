@@ -185,10 +185,16 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 	if err := d.buildSinks(ctx); err != nil {
 		return nil, err
 	}
-	// What the sinks stored before this start counts for shipped; they
-	// report their progress from here on.
+	// What the Kafka sink stored before this start counts for shipped (it
+	// resumes from its checkpoint too); they report their progress from
+	// here on. The archive is not seeded from its checkpoint: the archiver
+	// reports where the archive really ends once it has checked at resume
+	// (the archive may end before the checkpoint, and then that range is
+	// archived again, not shipped).
 	for _, c := range d.sinkCkpts.All() {
-		d.levels.Report(c.Name, c.Pos)
+		if c.Name != archivesink.CheckpointName {
+			d.levels.Report(c.Name, c.Pos)
+		}
 	}
 	d.retention = newRetention(w, d.sinkCkpts, cfg.WAL, logger)
 	if d.keys != nil {

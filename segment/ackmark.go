@@ -117,6 +117,8 @@ type ackWriter struct {
 	stop     chan struct{}
 	done     chan struct{}
 
+	lastErr error // the final flush's, set by run before done is closed
+
 	mu      sync.Mutex
 	want    ack // the newest durable position noted
 	written ack // the last one written and synced
@@ -203,7 +205,7 @@ func (w *ackWriter) run() {
 		select {
 		case <-w.kick:
 		case <-w.stop:
-			w.flush()
+			w.lastErr = w.flush()
 			return
 		}
 		w.flush()
@@ -217,7 +219,7 @@ func (w *ackWriter) run() {
 			case <-pace.C:
 			case <-w.stop:
 				pace.Stop()
-				w.flush()
+				w.lastErr = w.flush()
 				return
 			}
 		}
@@ -226,13 +228,14 @@ func (w *ackWriter) run() {
 
 // flush writes the newest noted watermark if it is not written yet. A
 // failure leaves the older watermark in place, which stays true (it is
-// below what is durable); the next note tries again.
-func (w *ackWriter) flush() {
+// below what is durable); the next note tries again. It returns the
+// write's error.
+func (w *ackWriter) flush() error {
 	w.mu.Lock()
 	a, pending := w.want, w.want.newer(w.written)
 	w.mu.Unlock()
 	if !pending {
-		return
+		return nil
 	}
 	err := w.write(a)
 	w.mu.Lock()
@@ -242,13 +245,16 @@ func (w *ackWriter) flush() {
 	if first {
 		w.log.Warn("wal acknowledgement watermark not updated; recovery treats damage to newer acknowledged writes as a torn tail until it is", "err", err)
 	}
+	return err
 }
 
-// close writes the newest noted watermark and stops the writer.
+// close writes the newest noted watermark and stops the writer; it
+// returns the last write's error, so that a log closed without an exact
+// watermark does not say it closed cleanly.
 func (w *ackWriter) close() error {
 	close(w.stop)
 	<-w.done
-	return w.f.Close()
+	return errors.Join(w.lastErr, w.f.Close())
 }
 
 func isEOF(err error) bool {
