@@ -37,7 +37,7 @@ func TestEncryptedArchive(t *testing.T) {
 	r := start(t, cfg)
 	appendN(t, r.d.Addr("source.http"), 0, 50)
 	last := r.d.wal.Durable()
-	for deadline := time.Now().Add(20 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
+	for deadline := time.Now().Add(90 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
 		if time.Now().After(deadline) {
 			t.Fatal("archive did not catch up")
 		}
@@ -117,7 +117,7 @@ func TestEncryptedArchiveRefusesForgedNewestSegment(t *testing.T) {
 	r := start(t, cfg)
 	appendN(t, r.d.Addr("source.http"), 0, 10)
 	last := r.d.wal.Durable()
-	for deadline := time.Now().Add(20 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
+	for deadline := time.Now().Add(90 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
 		if time.Now().After(deadline) {
 			t.Fatal("archive did not catch up")
 		}

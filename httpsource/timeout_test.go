@@ -20,7 +20,7 @@ import (
 // longer than the timeout in all.
 func TestStalledBodyReleasesBudget(t *testing.T) {
 	w := openWAL(t)
-	s := New(w, Options{MaxBody: 64 << 10, MaxInflight: 64 << 10, ReadTimeout: 300 * time.Millisecond})
+	s := New(w, Options{MaxBody: 64 << 10, MaxInflight: 64 << 10, ReadTimeout: time.Second})
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 
@@ -48,7 +48,7 @@ func TestStalledBodyReleasesBudget(t *testing.T) {
 	}
 
 	// A slow body: no gap as long as the timeout, more than it in all.
-	s2 := New(w, Options{MaxBody: 64 << 10, ReadTimeout: 2 * time.Second})
+	s2 := New(w, Options{MaxBody: 64 << 10, ReadTimeout: 5 * time.Second})
 	srv2 := httptest.NewServer(s2.Handler())
 	defer srv2.Close()
 	slow := lines(5, 200)
@@ -57,7 +57,7 @@ func TestStalledBodyReleasesBudget(t *testing.T) {
 		per := len(slow) / 5
 		for i := range 5 {
 			if i > 0 {
-				time.Sleep(700 * time.Millisecond)
+				time.Sleep(1500 * time.Millisecond) // well inside the timeout; 6 s in all
 			}
 			end := (i + 1) * per
 			if i == 4 {
