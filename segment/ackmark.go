@@ -310,7 +310,10 @@ type ackCut struct {
 func (c ackCut) check(a ack) error {
 	name, base := c.seg.name, c.seg.hdr.base
 	switch {
-	case a.base > base:
+	case a.base > base && a.lsn > c.retained:
+		// (A newer segment the watermark names may go without loss: one
+		// that held only frames of a transaction that never committed,
+		// removed by a recovery that crashed before it rewrote ACKED.)
 		return ackLoss(a, SegmentName(a.base), 0, c.retained+1, "segment file is missing")
 	case a.lsn > c.retained:
 		off, reason := c.end, "the log ends here"
