@@ -252,6 +252,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 						continue
 					}
 					o, err := c.startOffset(actx, topic)
+					if err != nil && actx.Err() != nil && ctx.Err() == nil {
+						// The group session ended during the search (a
+						// broker lost, a rebalance): the client joins
+						// again and asks again; nothing is wrong.
+						c.log.Info("start offset search cut short by a group change; it runs again on the next assignment", "err", err)
+						return nil, err
+					}
 					if err != nil {
 						adjustErr.Store(&err)
 						return nil, err
@@ -336,7 +343,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return *p
 		}
 		for _, fe := range fs.Errors() {
-			if errors.Is(fe.Err, context.Canceled) {
+			if errors.Is(fe.Err, context.Canceled) && ctx.Err() != nil {
 				return ctx.Err()
 			}
 			if kafkawire.IsFatal(fe.Err) {
