@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,11 +15,13 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/httpsource"
 	"github.com/walship/walship/internal/pgtest"
 	"github.com/walship/walship/kafkasink/kafkatest"
 	"github.com/walship/walship/kafkawire"
+	"github.com/walship/walship/wal"
 )
 
 // levelWait bounds the waits for conditions in these tests: generous, only
@@ -445,5 +449,38 @@ func TestAppliedQuorum(t *testing.T) {
 	}
 	if got := b.d.wal.Durable(); got != 1 {
 		t.Fatalf("the log ends at LSN %d, want 1: a retry appended again", got)
+	}
+}
+
+// TestShippedNotSeededFromArchiveCheckpoint: at start, shipped does not
+// take the archive's word from its checkpoint: the archive may end before
+// it (objects lost, the bucket rolled back), and then what lies between is
+// archived again, not shipped. Only the archiver, once it has checked
+// where the archive ends, reports a position.
+func TestShippedNotSeededFromArchiveCheckpoint(t *testing.T) {
+	t.Parallel()
+	arch := t.TempDir()
+	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 1s}\n", arch))
+	cfg.WAL.Sync = "shipped"
+	r := start(t, cfg)
+	var last uint64
+	for id := 1; id <= 3; id++ {
+		last = ackLSN(t, postOne(t, r.d.Addr("source.http"), id, ""))
+	}
+	r.stop(t)
+	// The bucket rolled back to nothing: the checkpoint still says last.
+	if err := os.RemoveAll(filepath.Join(arch, Lineage, "wal")); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.closeAll()
+	if got := d.Positions().Sinks[archivesink.CheckpointName]; got != last {
+		t.Fatalf("archive checkpoint %d, want %d (the test's premise)", got, last)
+	}
+	if got := d.levels.Position(wal.LevelShipped); got != 0 {
+		t.Fatalf("shipped at %d before the archiver checked the archive, which holds nothing", got)
 	}
 }
