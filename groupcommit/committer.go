@@ -297,20 +297,9 @@ func (c *Committer) enqueue(ctx context.Context, records [][]byte, commitTime ti
 	}
 
 	c.mu.Lock()
-	if err := c.waitLocked(ctx, func() bool {
-		return c.mu.stream != nil || (c.mu.bytes > 0 && c.mu.bytes+size > c.opts.MaxPendingBytes)
-	}); err != nil {
+	if err := c.admitLocked(ctx, size); err != nil {
 		c.mu.Unlock()
 		return Ticket{}, err
-	}
-	if c.mu.err != nil {
-		err := c.mu.err
-		c.mu.Unlock()
-		return Ticket{}, err
-	}
-	if c.mu.closed {
-		c.mu.Unlock()
-		return Ticket{}, ErrClosed
 	}
 	ct = max(ct, c.mu.lastTime)
 	c.mu.lastTime = ct
@@ -370,26 +359,16 @@ func (c *Committer) AppendBatchAsync(ctx context.Context, b *Batch) (uint64, err
 	now := c.opts.Now().UnixNano()
 
 	c.mu.Lock()
-	if err := c.waitLocked(ctx, func() bool {
-		return c.mu.stream != nil || (c.mu.bytes > 0 && c.mu.bytes+size > c.opts.MaxPendingBytes)
-	}); err != nil {
+	if err := c.admitLocked(ctx, size); err != nil {
 		c.mu.Unlock()
 		return 0, err
-	}
-	if c.mu.err != nil {
-		err := c.mu.err
-		c.mu.Unlock()
-		return 0, err
-	}
-	if c.mu.closed {
-		c.mu.Unlock()
-		return 0, ErrClosed
 	}
 	first := c.mu.nextLSN
 	rec, off := 0, uint32(0)
 	var records [][]byte
 	for i := range b.Txns {
 		t := &b.Txns[i]
+		txnStart := off
 		records = records[:0]
 		for range t.Records {
 			records = append(records, b.Data[off:b.Ends[rec]])
@@ -403,10 +382,7 @@ func (c *Committer) AppendBatchAsync(ctx context.Context, b *Batch) (uint64, err
 		ct = max(ct, c.mu.lastTime)
 		c.mu.lastTime = ct
 		t.CommitTime = ct
-		sz := 0
-		for _, r := range records {
-			sz += len(r) + segment.RecordOverhead
-		}
+		sz := len(b.Data[txnStart:off]) + len(records)*segment.RecordOverhead
 		c.encodeLocked(records, sz, c.mu.nextLSN, ct)
 		c.mu.nextLSN += uint64(t.Records)
 	}
@@ -414,6 +390,25 @@ func (c *Committer) AppendBatchAsync(ctx context.Context, b *Batch) (uint64, err
 	c.mu.Unlock()
 	c.signal()
 	return first, nil
+}
+
+// admitLocked waits until size more bytes may be queued (no stream in
+// progress, MaxPendingBytes not exceeded unless nothing is queued), then
+// returns the sticky error or ErrClosed if either ends appending. The
+// caller holds c.mu, and still does when it returns.
+func (c *Committer) admitLocked(ctx context.Context, size int) error {
+	if err := c.waitLocked(ctx, func() bool {
+		return c.mu.stream != nil || (c.mu.bytes > 0 && c.mu.bytes+size > c.opts.MaxPendingBytes)
+	}); err != nil {
+		return err
+	}
+	if c.mu.err != nil {
+		return c.mu.err
+	}
+	if c.mu.closed {
+		return ErrClosed
+	}
+	return nil
 }
 
 // waitLocked waits on c.mu.space while blocked() holds. It returns the
