@@ -36,13 +36,7 @@ func TestEncryptedArchive(t *testing.T) {
 	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 200ms, encryption_key_file: %q}\n", arch, keyFile))
 	r := start(t, cfg)
 	appendN(t, r.d.Addr("source.http"), 0, 50)
-	last := r.d.wal.Durable()
-	for deadline := time.Now().Add(90 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
-		if time.Now().After(deadline) {
-			t.Fatal("archive did not catch up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitArchivedAll(t, r)
 	r.stop(t)
 
 	// appendN pads every row with 200 'x': nothing stored may show them.
@@ -116,13 +110,7 @@ func TestEncryptedArchiveRefusesForgedNewestSegment(t *testing.T) {
 	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 200ms, encryption_key_file: %q}\n", arch, keyFile))
 	r := start(t, cfg)
 	appendN(t, r.d.Addr("source.http"), 0, 10)
-	last := r.d.wal.Durable()
-	for deadline := time.Now().Add(90 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
-		if time.Now().After(deadline) {
-			t.Fatal("archive did not catch up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitArchivedAll(t, r)
 	r.stop(t)
 
 	// Replace the newest segment (object and manifest) by one written
@@ -183,19 +171,9 @@ func TestArchiveForeignKeyBeyondCheckpoint(t *testing.T) {
 	}
 	arch := filepath.Join(dir, "archive")
 	cfg := testConfig(t, fmt.Sprintf("archive: {url: \"file://%s\", timeout: 200ms, encryption_key_file: %q}\n", arch, keyA))
-	waitArchived := func(r *running) {
-		t.Helper()
-		last := r.d.wal.Durable()
-		for deadline := time.Now().Add(60 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
-			if time.Now().After(deadline) {
-				t.Fatal("archive did not catch up")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	r := start(t, cfg)
 	appendN(t, r.d.Addr("source.http"), 0, 10)
-	waitArchived(r)
+	waitArchivedAll(t, r)
 	archived := r.d.wal.Durable()
 	r.stop(t)
 
@@ -255,7 +233,7 @@ func TestArchiveForeignKeyBeyondCheckpoint(t *testing.T) {
 	}
 	cfg.Archive.EncryptionKeyFile = keyB
 	r = start(t, cfg)
-	waitArchived(r)
+	waitArchivedAll(t, r)
 	r.stop(t)
 	b, err := archive.Open(ctx, "file://"+arch, archive.Options{Seal: mustSealer(t, keyB)})
 	if err != nil {
@@ -279,4 +257,17 @@ func mustSealer(t *testing.T, keyFile string) *seal.Sealer {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// waitArchivedAll waits until r's archive checkpoint covers every durable
+// LSN of its log.
+func waitArchivedAll(t *testing.T, r *running) {
+	t.Helper()
+	last := r.d.wal.Durable()
+	for deadline := time.Now().Add(90 * time.Second); r.d.Positions().Sinks[archivesink.CheckpointName] < last; {
+		if time.Now().After(deadline) {
+			t.Fatal("archive did not catch up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
