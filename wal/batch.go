@@ -69,25 +69,25 @@ func (b *Batch) Add(txn *change.Txn) error {
 	if err := b.w.CheckCommitTime(&txn.Header); err != nil {
 		return err
 	}
+	// One pass: each record's size is checked against the limit (the
+	// first with the transaction header it carries) and summed without
+	// headers.
+	n := 0
 	for i := range txn.Changes {
-		var hdr *change.TxHeader
+		size := change.RecordSize(nil, &txn.Changes[i])
+		full := size
 		if i == 0 {
-			hdr = &txn.Header
+			full = change.RecordSize(&txn.Header, &txn.Changes[i])
 		}
-		if n := change.RecordSize(hdr, &txn.Changes[i]); n > b.w.maxRecord {
-			return b.tooLarge(i, n)
+		if full > b.w.maxRecord {
+			return b.tooLarge(i, full)
 		}
+		n += size
 	}
 	if b.head == nil {
 		b.head = txn
-		for i := range txn.Changes {
-			b.size += change.RecordSize(nil, &txn.Changes[i])
-		}
+		b.size += n
 		return nil
-	}
-	n := 0
-	for i := range txn.Changes {
-		n += change.RecordSize(nil, &txn.Changes[i])
 	}
 	if len(b.gb.Data)+b.size+n+len(txn.Changes)*16 > math.MaxUint32 {
 		return &change.InvalidError{Reason: "request larger than 4 GiB encoded"}
