@@ -46,8 +46,11 @@ type Config struct {
 	// primary's replication level applied.
 	Consumer Consumer `yaml:"consumer"`
 	HTTP     HTTP     `yaml:"http"`
-	Log      Log      `yaml:"log"`
-	Lag      Lag      `yaml:"lag"`
+	// HA makes this walship run a member of a group of standbys: one
+	// leads, the others follow (docs/HA.md). nil: a single daemon.
+	HA  *HA `yaml:"ha"`
+	Log Log `yaml:"log"`
+	Lag Lag `yaml:"lag"`
 
 	// Path is the file the config was read from ("" if from bytes).
 	Path string `yaml:"-"`
@@ -211,6 +214,17 @@ type Consumer struct {
 // for walship consume, /v1/wait.
 type HTTP struct {
 	Listener `yaml:",inline"`
+}
+
+// HA is the membership of a group of walship run instances that share one
+// pipeline (the same source, kafka and archive sections): exactly one
+// leads, the others keep an LSN-identical copy of the log and take over
+// when the leader's lease lapses. The group is kafka.topic_prefix.
+type HA struct {
+	// Name identifies this member, unique in the group.
+	Name string `yaml:"name"`
+	// Lease is how long a leader leads without renewing; default 6s.
+	Lease time.Duration `yaml:"lease"`
 }
 
 // Log configures logging.

@@ -162,6 +162,7 @@ func (c *Config) validate(lines map[string]int) error {
 	c.validateArchive(v)
 	c.validateKafka(v)
 	c.validateShipped(v)
+	c.validateHA(v)
 	if r := c.Replica; r != nil {
 		if r.URL == "" {
 			v.fail("replica.url", "required: sqlite:///abs/path.db or postgres://...")
@@ -383,6 +384,49 @@ func (c *Config) validateKafka(v *validator) {
 	if (k.TLS.CertFile == "") != (k.TLS.KeyFile == "") {
 		v.fail("kafka.tls.cert_file", "cert_file and key_file must be given together")
 	}
+}
+
+// Limits of the ha section.
+const (
+	DefaultHALease = 6 * time.Second
+	MinHALease     = time.Second
+	MaxHALease     = 5 * time.Minute
+)
+
+func (c *Config) validateHA(v *validator) {
+	h := c.HA
+	if h == nil {
+		return
+	}
+	if !validMemberName(h.Name) {
+		v.fail("ha.name", "%q: want 1 to 64 of A-Z a-z 0-9 . _ - (unique in the group)", h.Name)
+	}
+	switch {
+	case h.Lease == 0:
+		h.Lease = DefaultHALease
+	case h.Lease < MinHALease || h.Lease > MaxHALease:
+		v.fail("ha.lease", "%v: want %v to %v", h.Lease, MinHALease, MaxHALease)
+	}
+	switch {
+	case c.Kafka == nil:
+		v.fail("ha", "the group's lease and its shared log live in Kafka: configure kafka (mode ordered)")
+	case c.Kafka.Mode != "ordered":
+		v.fail("kafka.mode", "%q: ha needs mode ordered (followers copy the log from the ordered topic)", c.Kafka.Mode)
+	}
+}
+
+// validMemberName: what ha.name may be (it travels in Kafka keys, metrics
+// and headers).
+func validMemberName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // The classic replication-lag objective: p50/p95/p99/p99.9 under
