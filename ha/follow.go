@@ -159,6 +159,7 @@ func (f *Follower) follow(ctx context.Context, catchUp bool) error {
 	defer rd.Close()
 
 	asm := kafkawire.NewAssembler(done)
+	var warned time.Time // the last fetch error logged: at most one every 10s
 	verified := last == nil
 	pos := off // the next offset to read
 	var queued uint64
@@ -171,7 +172,8 @@ func (f *Follower) follow(ctx context.Context, catchUp bool) error {
 		fs.EachError(func(t string, p int32, err error) {
 			if ferr == nil && (kafkawire.IsFatal(err) || errors.Is(err, context.Canceled)) {
 				ferr = fmt.Errorf("ha: read %s partition %d: %w", t, p, err)
-			} else {
+			} else if time.Since(warned) >= 10*time.Second {
+				warned = time.Now()
 				f.log.Warn("reading the topic failed; retrying", "partition", p, "err", err)
 			}
 		})

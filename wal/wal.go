@@ -26,6 +26,11 @@
 //   - A failed write or fsync is sticky: that append and every later one
 //     fail until the log is reopened, and recovery then truncates what was
 //     never acknowledged (docs/FORMAT.md §4).
+//   - A batch Options.Gate refuses writes nothing: exactly its appends fail
+//     (ErrGateRefused) and the log goes on; the refusal is not sticky.
+//   - AppendReplica copies a transaction of another log of the same history
+//     exactly — LSNs, commit time, whole header — or refuses it, appending
+//     nothing: a standby's log reads back as its leader's (docs/HA.md).
 //
 // # Use
 //
