@@ -282,7 +282,8 @@ type TxHeader struct {
 	Origin string
 	// Idempotency, if set, marks this transaction as the first of a
 	// request appended whole under an idempotency key (IdempotencyMark).
-	// The Kafka envelope and the dump output do not carry it.
+	// The Kafka records carry it in a header of the transaction's first
+	// record (docs/KAFKA.md); the dump output does not.
 	Idempotency *IdempotencyMark
 	// InRequest marks each later transaction of such a request: it belongs
 	// to the request begun by the nearest earlier transaction with an

@@ -185,6 +185,9 @@ func New(ctx context.Context, cfg Options) (*Consumer, error) {
 		return nil, err
 	}
 	kopts, _ := kafkawire.ClientOptions(cfg.Brokers, cfg.TLS, cfg.SASL)
+	// Only committed records: a transactional producer's aborted records
+	// (a fenced leader's) never reach the replica.
+	kopts = append(kopts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	ap, err := replica.Open(ctx, cfg.ReplicaURL, replica.Options{MaxBatchTxns: cfg.MaxBatchTxns, Lineage: cfg.Lineage, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("consumer: %w", err)
@@ -499,7 +502,9 @@ func (c *Consumer) searchOffset(ctx context.Context, topic string, pos uint64) (
 	if err != nil {
 		return 0, fmt.Errorf("consumer: list offsets of %s: %w", topic, err)
 	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
+	// The last stable offset: a read_committed reader sees nothing beyond
+	// it until the open transactions end.
+	ends, err := adm.ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		return 0, fmt.Errorf("consumer: list offsets of %s: %w", topic, err)
 	}
@@ -520,15 +525,18 @@ func (c *Consumer) searchOffset(ctx context.Context, topic string, pos uint64) (
 	// The group's committed offset first: normally one probe.
 	if fo, err := adm.FetchOffsets(ctx, c.cfg.Group); err == nil {
 		if co, ok := fo.Lookup(topic, 0); ok && co.Err == nil && co.At > lo && co.At < hi {
-			if off, lsn, tomb, err := c.probe(ctx, topic, co.At); err == nil && safe(lsn, tomb) && off < hi {
+			if off, lsn, tomb, err := c.probe(ctx, topic, co.At, hi); err == nil && safe(lsn, tomb) && off < hi {
 				c.log.Info("starting at the group's offset", "offset", off, "lsn", lsn, "replica_lsn", pos)
 				return off, nil
 			}
 		}
 	}
-	off, lsn, tomb, err := c.probe(ctx, topic, lo)
+	off, lsn, tomb, err := c.probe(ctx, topic, lo, hi)
 	if err != nil {
 		return 0, err
+	}
+	if off >= hi {
+		return lo, nil // nothing committed to read below hi
 	}
 	if !safe(lsn, tomb) {
 		what := "LSN " + strconv.FormatUint(lsn, 10)
@@ -540,7 +548,7 @@ func (c *Consumer) searchOffset(ctx context.Context, topic string, pos uint64) (
 	lo = off
 	for hi-lo > 1 {
 		mid := lo + (hi-lo)/2
-		off, lsn, tomb, err := c.probe(ctx, topic, mid)
+		off, lsn, tomb, err := c.probe(ctx, topic, mid, hi)
 		if err != nil {
 			return 0, err
 		}
@@ -558,10 +566,13 @@ func (c *Consumer) searchOffset(ctx context.Context, topic string, pos uint64) (
 }
 
 // probe returns the offset and LSN of the first record at or after offset o,
-// and whether it is a tombstone.
-func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uint64, bool, error) {
+// and whether it is a tombstone; an offset of hi or more if there is none
+// below hi (the last stable offset). Control records (transaction markers)
+// are read, so that a range holding only markers and aborted records is
+// told at once, not waited on.
+func (c *Consumer) probe(ctx context.Context, topic string, o, hi int64) (int64, uint64, bool, error) {
 	opts := append([]kgo.Opt{}, c.kopts...)
-	opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(o)}}),
+	opts = append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().At(o)}}), kgo.KeepControlRecords(),
 		kgo.FetchMaxWait(100*time.Millisecond),
 		kgo.WithHooks(brokerHooks{c}), kgo.FetchMaxPartitionBytes(1<<16))
 	cl, err := kgo.NewClient(opts...)
@@ -577,6 +588,12 @@ func (c *Consumer) probe(ctx context.Context, topic string, o int64) (int64, uin
 			return 0, 0, false, fmt.Errorf("consumer: read %s at offset %d: %w", topic, o, err)
 		}
 		for _, r := range fs.Records() {
+			if r.Offset >= hi {
+				return r.Offset, 0, false, nil
+			}
+			if r.Attrs.IsControl() {
+				continue
+			}
 			lsn, _, _, _, err := kafkawire.DecodeHeaders(r)
 			if err != nil {
 				return 0, 0, false, fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)

@@ -16,6 +16,9 @@
 //     decreases (the caller's time is raised to the previous commit's).
 //   - Memory is bounded: when Options.MaxPendingBytes are waiting for the
 //     flusher, appenders block (backpressure) until it takes them.
+//   - A batch Options.Gate refuses reaches no disk: its appenders fail with
+//     the gate's error, its LSNs are given again to the next appends, and
+//     the committer stays usable (the refusal is not sticky).
 //
 // No mutex is held across a write or fsync: appenders keep filling the next
 // batch while a batch is written and synced. One flush (write, then
@@ -79,6 +82,16 @@ type Options struct {
 	// with the number of records and bytes in it and the time the write and
 	// sync took (for metrics and benchmarks).
 	Observe func(records, bytes int, took time.Duration)
+	// Gate, if set, is called right before each batch is written, with the
+	// committer's lock held (it must be quick and must not call the
+	// committer): a leader's check that it still holds its lease. If it
+	// returns an error the batch — everything queued and not yet written —
+	// is dropped before any of it reaches the disk, its appenders (and
+	// their Waits) fail with an error wrapping ErrRefused and the gate's
+	// error, its LSNs are given to the next appends, and an active stream
+	// can then only be aborted. The refusal is not sticky: the next batch
+	// is written if Gate then returns nil.
+	Gate func() error
 }
 
 // Validate checks the options.
@@ -105,6 +118,15 @@ var (
 	ErrTooLarge = errors.New("groupcommit: record too large")
 	// ErrEmpty is returned for a transaction with no records.
 	ErrEmpty = errors.New("groupcommit: empty transaction")
+	// ErrRefused is wrapped (with the gate's error) by the error of every
+	// append of a batch Options.Gate refused.
+	ErrRefused = errors.New("groupcommit: batch refused by the gate, nothing of it written")
+	// ErrNotNext is wrapped by AppendAt's error for a transaction that does
+	// not start at the log's next LSN.
+	ErrNotNext = errors.New("groupcommit: transaction does not start at the log's next LSN")
+	// ErrCommitTimeOrder is wrapped by AppendAt's error for a commit time
+	// before the log's last.
+	ErrCommitTimeOrder = errors.New("groupcommit: commit time before the log's last")
 )
 
 // chunk is one future frame. raw begins with segment.FrameHeaderSize bytes
@@ -161,6 +183,9 @@ type Committer struct {
 
 	durable atomic.Uint64 // last durable commit LSN
 	failed  atomic.Pointer[error]
+	// refused is the last batch Options.Gate refused: a Wait for one of its
+	// LSNs not given again since fails with its error.
+	refused atomic.Pointer[refusal]
 	stopped atomic.Bool // the flusher has ended: no LSN becomes durable any more
 	// waking counts the waiters a flush released that have not run yet;
 	// when it drops to 0 and wokenWanted is set, allWoken is signalled
@@ -277,17 +302,62 @@ func (c *Committer) AppendAsync(ctx context.Context, records [][]byte, commitTim
 	return t, err
 }
 
-// enqueue encodes one transaction into the pending batch.
-func (c *Committer) enqueue(ctx context.Context, records [][]byte, commitTime time.Time) (Ticket, error) {
+// AppendAt queues one transaction copied from another log of the same
+// history, like AppendAsync but at exactly the LSNs and commit time given:
+// its first record must get LSN first, the log's next (else an error
+// wrapping ErrNotNext naming both), and commitTime (Unix nanoseconds) is
+// recorded as is, so it must not be before the log's last commit time
+// (else an error wrapping ErrCommitTimeOrder naming both). Nothing is
+// queued on error.
+func (c *Committer) AppendAt(ctx context.Context, first uint64, records [][]byte, commitTime int64) (Ticket, error) {
+	size, err := txnSize(records)
+	if err != nil {
+		return Ticket{}, err
+	}
+	c.mu.Lock()
+	if err := c.admitLocked(ctx, size); err != nil {
+		c.mu.Unlock()
+		return Ticket{}, err
+	}
+	if next := c.mu.nextLSN; first != next {
+		c.mu.Unlock()
+		return Ticket{}, fmt.Errorf("%w: transaction at LSN %d, the log's next LSN is %d", ErrNotNext, first, next)
+	}
+	if last := c.mu.lastTime; commitTime < last {
+		c.mu.Unlock()
+		return Ticket{}, fmt.Errorf("%w: commit time %s (LSN %d) is before the log's last commit time %s",
+			ErrCommitTimeOrder, time.Unix(0, commitTime).UTC().Format(time.RFC3339Nano), first, time.Unix(0, last).UTC().Format(time.RFC3339Nano))
+	}
+	c.mu.lastTime = commitTime
+	c.encodeLocked(records, size, first, commitTime)
+	c.mu.nextLSN += uint64(len(records))
+	c.mu.bytes += size
+	c.mu.Unlock()
+	c.signal()
+	return Ticket{First: first, Last: first + uint64(len(records)) - 1, CommitTime: commitTime}, nil
+}
+
+// txnSize checks one transaction's records and returns their size in a
+// frame.
+func txnSize(records [][]byte) (int, error) {
 	if len(records) == 0 {
-		return Ticket{}, ErrEmpty
+		return 0, ErrEmpty
 	}
 	size := 0
 	for _, r := range records {
 		if len(r) > segment.MaxFramePayload-segment.RecordOverhead {
-			return Ticket{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, len(r), segment.MaxFramePayload-segment.RecordOverhead)
+			return 0, fmt.Errorf("%w: %d bytes (limit %d)", ErrTooLarge, len(r), segment.MaxFramePayload-segment.RecordOverhead)
 		}
 		size += len(r) + segment.RecordOverhead
+	}
+	return size, nil
+}
+
+// enqueue encodes one transaction into the pending batch.
+func (c *Committer) enqueue(ctx context.Context, records [][]byte, commitTime time.Time) (Ticket, error) {
+	size, err := txnSize(records)
+	if err != nil {
+		return Ticket{}, err
 	}
 	var ct int64
 	if commitTime.IsZero() {
@@ -486,6 +556,14 @@ func (c *Committer) newChunkLocked(firstLSN, txnStart uint64) *chunk {
 func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
 	done := ctx.Done()
 	for {
+		r := c.refused.Load()
+		if r != nil {
+			// Before the durable check: an abort frame that ended a
+			// refused stream takes the LSN of a refused commit.
+			if err := c.refusedErr(r, lsn); err != nil {
+				return err
+			}
+		}
 		if c.durable.Load() >= lsn {
 			return nil
 		}
@@ -500,7 +578,7 @@ func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
 			return ErrClosed
 		}
 		w := waiterPool.Get().(*waiter)
-		if !c.park(w, lsn) {
+		if !c.park(w, lsn, r) {
 			waiterPool.Put(w)
 			continue // durable, failed or stopped meanwhile
 		}
@@ -517,25 +595,58 @@ func (c *Committer) Wait(ctx context.Context, lsn uint64) error {
 				return ctx.Err()
 			}
 		}
+		err := w.err
+		w.err = nil
 		waiterPool.Put(w)
 		c.resumed()
+		if err != nil {
+			return err // its batch was refused: its LSN may be given again
+		}
 	}
 }
 
-// waiter is one parked Wait: its flush sends one token on ch (capacity 1).
+// refusedErr returns the error of r, the last refused batch, if it held
+// lsn and lsn has not been given to another transaction since.
+func (c *Committer) refusedErr(r *refusal, lsn uint64) error {
+	if r == nil || lsn < r.first {
+		return nil
+	}
+	if lsn == r.abort {
+		return r.err // no transaction commits at the abort frame's LSN
+	}
+	c.mu.Lock()
+	given := lsn < c.mu.nextLSN
+	c.mu.Unlock()
+	if given {
+		return nil
+	}
+	return r.err
+}
+
+// refusal is a batch Options.Gate refused.
+type refusal struct {
+	first uint64 // its first LSN
+	abort uint64 // the LSN of the abort frame that ended a stream's written part; 0 if none
+	err   error
+}
+
+// waiter is one parked Wait: its flush sends one token on ch (capacity 1),
+// after setting err if its batch was refused.
 type waiter struct {
-	ch chan struct{}
+	ch  chan struct{}
+	err error
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan struct{}, 1)} }}
 
 // park lists w with the first taken flush whose last commit is at or after
-// lsn, or with the next take. It reports false if lsn is durable or the
-// committer failed or stopped (the caller looks again).
-func (c *Committer) park(w *waiter, lsn uint64) bool {
+// lsn, or with the next take. It reports false if lsn is durable, the
+// committer failed or stopped, or a batch was refused since the caller
+// loaded refused (the caller looks again).
+func (c *Committer) park(w *waiter, lsn uint64, refused *refusal) bool {
 	c.w.Lock()
 	defer c.w.Unlock()
-	if c.w.released || c.durable.Load() >= lsn {
+	if c.w.released || c.durable.Load() >= lsn || c.refused.Load() != refused {
 		return false
 	}
 	for i := range c.w.gens {
@@ -577,6 +688,14 @@ func remove(list *[]*waiter, w *waiter) bool {
 
 // Durable returns the LSN of the last durable commit.
 func (c *Committer) Durable() uint64 { return c.durable.Load() }
+
+// NextLSN returns the LSN the next append's first record gets (unless
+// another append comes first).
+func (c *Committer) NextLSN() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.nextLSN
+}
 
 // Err returns the sticky error, if the committer has failed.
 func (c *Committer) Err() error {
@@ -737,6 +856,12 @@ func (c *Committer) writeLocked() (syncJob, bool) {
 		c.mu.Unlock()
 		return syncJob{}, false
 	}
+	if c.opts.Gate != nil {
+		if err := c.opts.Gate(); err != nil {
+			c.refuseLocked(err)
+			return syncJob{}, false
+		}
+	}
 	f.taken = append(f.taken[:0], c.mu.pending...)
 	c.mu.pending = c.mu.pending[:0]
 	c.mu.takes++
@@ -770,6 +895,55 @@ func (c *Committer) writeLocked() (syncJob, bool) {
 		return syncJob{}, false
 	}
 	return syncJob{p: c.log.Mark(), records: records, bytes: n, start: start}, true
+}
+
+// refuseLocked drops every pending chunk, which Options.Gate refused with
+// gerr, and gives their LSNs back; it fails the waiters of those LSNs and
+// an active stream. The caller holds the flushing token (so the log's last
+// written commit time is stable) and c.mu, which refuseLocked unlocks.
+func (c *Committer) refuseLocked(gerr error) {
+	first := c.mu.pending[0].first
+	// A stream's transaction begun in a batch already written continues
+	// in the refused one (only a stream spans batches).
+	begun := c.mu.pending[0].txnStart
+	partial := begun < first
+	err := fmt.Errorf("%w (LSNs %d to %d): %w", ErrRefused, first, c.mu.nextLSN-1, gerr)
+	c.mu.free = append(c.mu.free, c.mu.pending...)
+	clear(c.mu.pending)
+	c.mu.pending = c.mu.pending[:0]
+	c.mu.bytes = 0
+	c.mu.nextLSN = first
+	c.mu.lastTime = c.log.LastCommitTime()
+	if s := c.mu.stream; s != nil {
+		s.refusedLocked(err)
+	}
+	if partial {
+		// Its written records must never be read as part of what comes
+		// next: end them with an abort frame, which the next batch writes
+		// once the gate passes (docs/FORMAT.md §3).
+		c.queueAbortLocked(begun)
+	}
+	r := &refusal{first: first, err: err}
+	if partial {
+		r.abort = first
+	}
+	c.refused.Store(r)
+	c.mu.space.Broadcast()
+	// The waiters of untaken LSNs are the refused batch's: taken flushes
+	// are written already.
+	c.w.Lock()
+	var wake []*waiter
+	if !c.w.released {
+		wake, c.w.next = c.w.next, nil
+		for _, w := range wake {
+			w.err = err
+		}
+		c.waking.Add(int64(len(wake)))
+	}
+	c.w.Unlock()
+	c.mu.Unlock()
+	release(wake)
+	c.opts.Logger.Warn("group commit: batch refused by the gate; nothing written", "first_lsn", first, "err", gerr)
 }
 
 // takeGenLocked moves the waiters parked for the next take into a new gen

@@ -685,7 +685,7 @@ func TestUnparkAfterRelease(t *testing.T) {
 	// Park a waiter by hand on that flush, then let the flush release it
 	// without the waiter running.
 	w := &waiter{ch: make(chan struct{}, 1)}
-	if !c.park(w, tk.Last) {
+	if !c.park(w, tk.Last, nil) {
 		t.Fatal("park: the LSN of a flush still in fdatasync counted as durable")
 	}
 	fsys.blocked.Store(false)

@@ -44,6 +44,9 @@ type Stream struct {
 	firstTakes uint64 // c.mu.takes when firstChunk was created
 	bytes      int    // bytes this stream queued since firstTakes
 	ended      bool
+	// refused is the error of a batch Options.Gate refused with some of
+	// the stream's records: the stream can then only be aborted.
+	refused error
 }
 
 // StreamPendingBytes is the most bytes of a stream's encoded records
@@ -183,24 +186,43 @@ func (s *Stream) Abort() error {
 		}
 		panic("groupcommit: stream's first chunk missing from pending")
 	}
+	c.queueAbortLocked(s.first)
+	return nil
+}
+
+// queueAbortLocked queues an abort frame ending the transaction begun at
+// LSN txnStart, some of whose records were written: it takes the next LSN.
+func (c *Committer) queueAbortLocked(txnStart uint64) {
 	// The abort record carries a real time, like a commit: the log's commit
 	// times (archive manifests, time targets) must never hold the "no
 	// commit yet" sentinel of an empty log.
 	c.mu.lastTime = max(c.opts.Now().UnixNano(), c.mu.lastTime)
 	lsn := c.mu.nextLSN
-	ch := c.newChunkLocked(lsn, s.first)
+	ch := c.newChunkLocked(lsn, txnStart)
 	ch.raw = segment.AppendRecord(ch.raw, nil, true, c.mu.lastTime)
 	ch.count, ch.endsTxn, ch.aborted = 1, true, true
 	ch.lastCommit, ch.lastCommitTime = lsn, c.mu.lastTime
 	c.mu.nextLSN++
 	c.mu.bytes += len(ch.raw) - segment.FrameHeaderSize
-	return nil
+}
+
+// refusedLocked records that Options.Gate refused a batch holding the
+// stream's pending records, which the committer dropped (and, if some of
+// the stream's records were written already, ended with an abort frame):
+// Abort has nothing more to do.
+func (s *Stream) refusedLocked(err error) {
+	s.refused = err
+	s.cur = nil
+	s.hasHeld = false
+	s.firstChunk, s.bytes = nil, 0
 }
 
 func (s *Stream) usableLocked() error {
 	switch {
 	case s.ended:
 		return ErrStreamEnded
+	case s.refused != nil:
+		return s.refused
 	case s.c.mu.err != nil:
 		return s.c.mu.err
 	case s.c.mu.closed:

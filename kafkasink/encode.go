@@ -141,9 +141,12 @@ func (w *encodeWorker) encode(job *encJob) {
 	w.enc.NowMS = time.Now().UnixMilli() // ts_ms: the time the job is encoded
 	defer func() { w.job = nil }()
 	tombstones := w.tombstones
-	nrecs, nsent := 0, 0
+	nrecs, nsent, nfirst := 0, 0, 0
 	k := 0
 	for _, sp := range job.spans {
+		if sp.from == 0 && w.topic(job, k) != "" {
+			nfirst++ // the transaction's first record may carry 2 more headers
+		}
 		for i := sp.from; i < sp.to; i++ {
 			if w.topic(job, k) != "" {
 				nsent++
@@ -159,7 +162,7 @@ func (w *encodeWorker) encode(job *encJob) {
 	job.entries = slices.Grow(job.entries[:0], job.len())
 	job.recs = slices.Grow(job.recs[:0], nrecs)
 	// Records point into headers: it must not grow below.
-	headers := slices.Grow(job.headers[:0], 4*nsent)
+	headers := slices.Grow(job.headers[:0], 4*nsent+2*nfirst)
 	defer func() { job.headers = headers }()
 	k = 0
 	for _, sp := range job.spans {
@@ -193,6 +196,11 @@ func (w *encodeWorker) encode(job *encJob) {
 				kgo.RecordHeader{Key: kafkawire.HeaderTxnFirstLSN, Value: hdrFirst},
 				kgo.RecordHeader{Key: kafkawire.HeaderLineage, Value: w.lineage},
 			)
+			if i == 0 {
+				// The idempotency mark and in-request flag, for a
+				// follower's log (kafkawire.AppendTxnHeaders).
+				headers = kafkawire.AppendTxnHeaders(headers, &t.Header)
+			}
 			hdrs := headers[h:len(headers):len(headers)]
 			// The record timestamp is the commit time (non-decreasing in
 			// LSN order), which lets consumers seek by time.

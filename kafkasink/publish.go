@@ -332,7 +332,9 @@ func (p *Publisher) readEnds(ctx context.Context) error {
 // readerOptions are the client settings for reading the topics' ends.
 func (p *Publisher) readerOptions() []kgo.Opt {
 	opts, _ := kafkawire.ClientOptions(p.opts.Kafka.Brokers, p.opts.Kafka.TLS, p.opts.Kafka.SASL) // checked by NewPublisher
-	return opts
+	// Only committed records: what a transactional producer aborted is
+	// not part of the topic.
+	return append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 }
 
 // Publish produces the records of txns (whole transactions, in log order,

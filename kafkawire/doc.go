@@ -13,7 +13,10 @@
 //     Decode of a record built by Encoder (AppendKey, AppendValue) gives
 //     back the change Equal to t.Changes[i], with its LSN, commit LSN,
 //     first LSN and lineage from the record headers (HeaderLSN,
-//     HeaderCommitLSN, HeaderTxnFirstLSN, HeaderLineage).
+//     HeaderCommitLSN, HeaderTxnFirstLSN, HeaderLineage); the Assembler
+//     gives back the transaction's whole header, its idempotency mark and
+//     in-request flag included (HeaderIdempotency, HeaderInRequest, on its
+//     first record only).
 //   - Safe decoding: Decode never panics on any input; every malformed
 //     record is an error wrapping ErrMalformed that says what is wrong.
 //   - Whole transactions, once: Assembler returns a transaction only when

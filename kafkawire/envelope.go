@@ -594,6 +594,9 @@ func Decode(r *kgo.Record) (Event, error) {
 			return fail("walship.source_lsn: %v", err)
 		}
 	}
+	if err := decodeTxnHeaders(r, &ev.Header); err != nil {
+		return ev, fmt.Errorf("lsn %d: %w", ev.LSN, err)
+	}
 	c := &ev.Change
 	if c.Op, err = change.ParseOp(op); err != nil {
 		return fail("op: %v", err)
@@ -663,6 +666,9 @@ func (e *Encoder) OrderedRecords(t *change.Committed, prefix string, tombstones 
 			{Key: HeaderCommitLSN, Value: commit},
 			{Key: HeaderTxnFirstLSN, Value: first},
 			{Key: HeaderLineage, Value: []byte(e.Lineage)},
+		}
+		if i == 0 {
+			headers = AppendTxnHeaders(headers, &t.Header)
 		}
 		value := e.AppendValue(nil, Position{Txn: t, Index: i, TableOrdinal: ordinals[c.Table]})
 		out = append(out, &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: t.CommitTime})

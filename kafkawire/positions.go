@@ -66,6 +66,7 @@ func EnsurePositionsTopic(ctx context.Context, adm *kadm.Client, topic string) e
 func WatchAppliedPositions(ctx context.Context, opts []kgo.Opt, topic string, report func(name string, lsn uint64), bad func(offset int64, err error)) error {
 	opts = append(append([]kgo.Opt{}, opts...),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxWait(100*time.Millisecond))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

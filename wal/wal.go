@@ -26,6 +26,11 @@
 //   - A failed write or fsync is sticky: that append and every later one
 //     fail until the log is reopened, and recovery then truncates what was
 //     never acknowledged (docs/FORMAT.md §4).
+//   - A batch Options.Gate refuses writes nothing: exactly its appends fail
+//     (ErrGateRefused) and the log goes on; the refusal is not sticky.
+//   - AppendReplica copies a transaction of another log of the same history
+//     exactly — LSNs, commit time, whole header — or refuses it, appending
+//     nothing: a standby's log reads back as its leader's (docs/HA.md).
 //
 // # Use
 //
@@ -220,7 +225,32 @@ type Options struct {
 	// selects MaxRecordBytes, the most a record can hold; a smaller bound
 	// suits callers whose readers take smaller records.
 	MaxRecordBytes int
+	// FirstLSN is the LSN of the first record of a new log (default 1): a
+	// follower starting its log where the Kafka topic it copies begins
+	// (AppendReplica). It is ignored when the log exists.
+	FirstLSN uint64
+	// Gate, if set, is checked right before each batch is written: if it
+	// returns an error, nothing of that batch reaches the disk and exactly
+	// the appends of that batch fail, with an error wrapping
+	// ErrGateRefused and the gate's error. It is not sticky: the next batch
+	// is written if Gate then returns nil. A leader of a group uses it to
+	// write nothing once its lease is lost (docs/HA.md). It is called with
+	// the committer's lock held: it must be quick and must not use the WAL.
+	Gate func() error
 }
+
+// ErrGateRefused is wrapped by the error of an append whose batch
+// Options.Gate refused: nothing of it was written, and its LSNs are given
+// to later appends.
+var ErrGateRefused = groupcommit.ErrRefused
+
+// ErrNotNext and ErrCommitTimeOrder are wrapped by AppendReplica's refusal
+// of a transaction not at the log's next LSN (a gap or an overlap) and of
+// a commit time before the log's last.
+var (
+	ErrNotNext         = groupcommit.ErrNotNext
+	ErrCommitTimeOrder = groupcommit.ErrCommitTimeOrder
+)
 
 // DefaultMaxCommitTimeSkew is the default Options.MaxCommitTimeSkew.
 const DefaultMaxCommitTimeSkew = 5 * time.Minute
@@ -329,12 +359,12 @@ func Open(opts Options) (*WAL, *RecoveryReport, error) {
 		return nil, nil, err
 	}
 	l, rep, err := segment.Open(opts.Dir, segment.Options{FS: opts.FS, SegmentSize: opts.SegmentSize,
-		Codec: codec, Logger: opts.Logger, ZeroFill: opts.ZeroFill})
+		Codec: codec, Logger: opts.Logger, ZeroFill: opts.ZeroFill, FirstLSN: opts.FirstLSN})
 	if err != nil {
 		return nil, nil, err
 	}
 	c, err := groupcommit.New(l, groupcommit.Options{Sync: sm, MinInterval: opts.MinInterval,
-		Logger: opts.Logger, Observe: opts.Observe, MaxPendingBytes: opts.MaxPendingBytes, MaxBatchBytes: opts.MaxBatchBytes})
+		Logger: opts.Logger, Observe: opts.Observe, MaxPendingBytes: opts.MaxPendingBytes, MaxBatchBytes: opts.MaxBatchBytes, Gate: opts.Gate})
 	if err != nil {
 		l.Close()
 		return nil, nil, err
@@ -386,6 +416,12 @@ func (w *WAL) encode(txn *change.Txn) (*encodeBuf, error) {
 	if err := w.CheckCommitTime(&txn.Header); err != nil {
 		return nil, err
 	}
+	return w.encodeRecords(txn), nil
+}
+
+// encodeRecords encodes txn's changes, the header on the first, into a
+// scratch buffer the caller puts back.
+func (w *WAL) encodeRecords(txn *change.Txn) *encodeBuf {
 	eb := w.scratch.Get().(*encodeBuf)
 	eb.buf, eb.recs = eb.buf[:0], eb.recs[:0]
 	ends := make([]int, 0, 8)
@@ -402,7 +438,7 @@ func (w *WAL) encode(txn *change.Txn) (*encodeBuf, error) {
 		eb.recs = append(eb.recs, eb.buf[start:e])
 		start = e
 	}
-	return eb, nil
+	return eb
 }
 
 // Append validates and appends txn and waits until it is durable. The
@@ -427,6 +463,46 @@ func (w *WAL) AppendAsync(ctx context.Context, txn *change.Txn) (Ticket, error) 
 	t, err := w.c.AppendAsync(ctx, eb.recs, txn.Header.SourceCommitTime)
 	w.scratch.Put(eb)
 	return ticket(t), err
+}
+
+// AppendReplica appends t, a transaction read from another log of the same
+// history (a leader's, through the Kafka topic), exactly as that log holds
+// it: at its LSNs (t.FirstLSN must be this log's next LSN, else an error
+// naming both), with its commit time (recorded as is: it must not be
+// before this log's last, else an error naming both) and its whole header,
+// idempotency mark and in-request flag included, so that KeyIndex finds the
+// same keys at the same LSNs. It waits until t is durable, like Append.
+// t must be whole: CommitLSN-FirstLSN+1 == len(t.Changes). The source
+// commit time is not bounded by MaxCommitTimeSkew: the other log's writer
+// did that.
+func (w *WAL) AppendReplica(ctx context.Context, t *change.Committed) (Ticket, error) {
+	tk, err := w.AppendReplicaAsync(ctx, t)
+	if err != nil {
+		return tk, err
+	}
+	return tk, w.c.Wait(ctx, tk.Last)
+}
+
+// AppendReplicaAsync is AppendReplica without waiting for durability;
+// Wait(ctx, t.Last) waits. A follower queues the transactions of a fetch
+// this way and waits once for the last.
+func (w *WAL) AppendReplicaAsync(ctx context.Context, t *change.Committed) (Ticket, error) {
+	if n := uint64(len(t.Changes)); n == 0 || t.CommitLSN < t.FirstLSN || t.CommitLSN-t.FirstLSN+1 != n {
+		return Ticket{}, fmt.Errorf("wal: replica transaction at LSNs %d-%d has %d changes", t.FirstLSN, t.CommitLSN, n)
+	}
+	if t.CommitTime.IsZero() {
+		return Ticket{}, fmt.Errorf("wal: replica transaction at LSN %d has no commit time", t.FirstLSN)
+	}
+	if err := t.Txn.Validate(); err != nil {
+		return Ticket{}, fmt.Errorf("wal: replica transaction at LSN %d: %w", t.FirstLSN, err)
+	}
+	eb := w.encodeRecords(&t.Txn)
+	defer w.scratch.Put(eb)
+	tk, err := w.c.AppendAt(ctx, t.FirstLSN, eb.recs, t.CommitTime.UnixNano())
+	if err != nil {
+		return Ticket{}, fmt.Errorf("wal: replica transaction: %w", err)
+	}
+	return ticket(tk), nil
 }
 
 // AppendStream appends one transaction whose changes come from next
@@ -511,6 +587,11 @@ func (w *WAL) Wait(ctx context.Context, lsn uint64) error { return w.c.Wait(ctx,
 
 // Durable returns the LSN of the last durable commit.
 func (w *WAL) Durable() uint64 { return w.c.Durable() }
+
+// NextLSN returns the LSN the next append's first record gets (unless
+// another append comes first): Options.FirstLSN for a new log, one past
+// the last record otherwise (an aborted stream's records count).
+func (w *WAL) NextLSN() uint64 { return w.c.NextLSN() }
 
 // Close flushes and syncs queued transactions and closes the log. It is
 // idempotent.

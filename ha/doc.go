@@ -1,0 +1,30 @@
+// Package ha makes several walship daemons of one pipeline a group with one
+// leader and standbys (docs/HA.md). This part is the follower side: a
+// standby keeps a local log that is LSN-identical to the leader's, built
+// from the ordered Kafka topic the leader ships to.
+//
+// # Guarantees
+//
+//   - Same log: a Follower appends each whole transaction of the ordered
+//     topic (read_committed: records a fenced producer aborted are never
+//     seen) with wal.AppendReplica, at the LSNs, with the commit time and
+//     with every header field (XID, source LSN and commit time, origin,
+//     idempotency mark, in-request flag) the leader's log holds, so that
+//     the follower's log reads back transaction by transaction as the
+//     leader's, and wal.LoadKeys on it finds the leader's idempotency keys
+//     at their original LSNs.
+//   - Prefix or error: before appending, the Follower reads from the topic
+//     the transaction at the LSNs of its own last one and compares every
+//     field (header, commit time, changes). A difference, or a local log
+//     that ends beyond the topic's end once CatchUp has read to the end,
+//     is ErrDiverged naming the LSN: the local tail was never shipped (a
+//     deposed leader's), and the log must be rebuilt from the topic.
+//   - Nothing skipped: a transaction the log needs that the topic no
+//     longer holds (Kafka retention) is an error wrapping kafkawire.ErrGap;
+//     TopicStart says where a fresh log can start instead.
+//   - CatchUp returns only when every transaction committed in the topic
+//     when it was called (below the partition's last stable offset) is in
+//     the log and durable; a transaction whose records are only partly
+//     committed there yet is left for later.
+//   - Records of another lineage are an error naming both lineages.
+package ha
