@@ -411,6 +411,7 @@ func (l *Lease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 		lost:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
+	t.mu.renewed = make(chan struct{})
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	if err := t.renew(true); err != nil {
 		t.cancel()
@@ -425,20 +426,37 @@ func (l *Lease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 		t.abandon()
 		return nil, err
 	}
+	// Wait out the lease announced by the renewal before ours (none if it
+	// released the lease), and at least half a lease: a member that saw
+	// the lapse when we did and is still within its jitter may fence us
+	// yet, and it should do so while we campaign, not once we lead. So
+	// also wait for a renewal that started after the jitter window.
 	wait := l.o.Lease // no renewal before ours was read: assume one
 	if prev >= 0 {
 		wait = time.Duration(prev) * time.Millisecond
 	}
-	timer := time.NewTimer(time.Until(committed.Add(wait)))
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		t.abandon()
-		return nil, ctx.Err()
-	case <-t.lost:
-		t.abandon()
-		return nil, t.Gate()
-	case <-timer.C:
+	wait = max(wait, l.o.Lease/2)
+	until, settleAfter := committed.Add(wait), committed.Add(l.o.Lease/4)
+	for {
+		t.mu.Lock()
+		renewed, settled := t.mu.renewed, t.mu.lastStart.After(settleAfter)
+		t.mu.Unlock()
+		var timeout <-chan time.Time
+		if d := time.Until(until); d > 0 {
+			timeout = time.After(d)
+		} else if settled {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.abandon()
+			return nil, ctx.Err()
+		case <-t.lost:
+			t.abandon()
+			return nil, t.Gate()
+		case <-renewed:
+		case <-timeout:
+		}
 	}
 	now := time.Now()
 	t.mu.Lock()
@@ -495,8 +513,10 @@ type Term struct {
 		validFrom time.Time
 		validTo   time.Time // when it stopped being valid (≤ deadline)
 		takeover  time.Duration
-		renewals  int   // committed renewals
-		renewErr  error // the error of the last renewal that failed
+		renewals  int           // committed renewals
+		lastStart time.Time     // start of the last committed renewal
+		renewed   chan struct{} // closed and replaced on each committed renewal
+		renewErr  error         // the error of the last renewal that failed
 		watchdog  *time.Timer
 	}
 }
@@ -636,13 +656,11 @@ func (t *Term) run() {
 // (first) sets the term's number to its offset.
 func (t *Term) renew(first bool) error {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(t.ctx, t.lease)
-	defer cancel()
 	r := renewal{Member: t.l.o.Member, Term: t.number, LeaseMS: t.lease.Milliseconds()}
 	if t.l.o.Info != nil {
 		r.Info = t.l.o.Info()
 	}
-	offset, err := t.commit(ctx, r)
+	offset, err := t.commit(t.ctx, r)
 	if err != nil {
 		return err
 	}
@@ -655,6 +673,9 @@ func (t *Term) renew(first bool) error {
 		return fmt.Errorf("committed after the term's deadline")
 	}
 	t.mu.renewals++
+	t.mu.lastStart = start
+	close(t.mu.renewed)
+	t.mu.renewed = make(chan struct{})
 	t.mu.deadline = start.Add(t.lease - margin(t.lease))
 	d := time.Until(t.mu.deadline)
 	if t.mu.watchdog == nil {
@@ -671,15 +692,16 @@ func (t *Term) renew(first bool) error {
 
 // release commits a renewal with lease_ms 0.
 func (t *Term) release() {
-	ctx, cancel := context.WithTimeout(context.Background(), t.lease)
-	defer cancel()
-	if _, err := t.commit(ctx, renewal{Member: t.l.o.Member, Term: t.number}); err != nil {
+	if _, err := t.commit(context.Background(), renewal{Member: t.l.o.Member, Term: t.number}); err != nil {
 		t.l.log.Warn("ha: releasing the lease failed; the others wait for it to lapse",
 			"member", t.l.o.Member, "term", t.number, "err", err)
 	}
 }
 
-// commit writes r in one transaction and returns its offset.
+// commit writes r in one transaction and returns its offset. The produce
+// and the commit each get a lease's time; the commit is sent even if the
+// term expired meanwhile (the process was paused between the two, say):
+// the broker's answer then says whether a newer leader fenced this one.
 func (t *Term) commit(ctx context.Context, r renewal) (int64, error) {
 	v, err := json.Marshal(r)
 	if err != nil {
@@ -688,18 +710,21 @@ func (t *Term) commit(ctx context.Context, r renewal) (int64, error) {
 	if err := t.cl.BeginTransaction(); err != nil {
 		return 0, err
 	}
-	res := t.cl.ProduceSync(ctx, &kgo.Record{Key: []byte(keyLease), Value: v})
-	rec, err := res.First()
+	pctx, cancel := context.WithTimeout(ctx, t.lease)
+	rec, err := t.cl.ProduceSync(pctx, &kgo.Record{Key: []byte(keyLease), Value: v}).First()
+	cancel()
+	if f := t.freeze.Load(); err == nil && f != nil {
+		<-*f
+	}
+	cctx, cancel := context.WithTimeout(ctx, t.lease)
+	defer cancel()
 	if err != nil {
 		// The abort's own error adds nothing: the producer is closed
 		// with the term.
-		_ = t.cl.EndTransaction(ctx, kgo.TryAbort)
+		_ = t.cl.EndTransaction(cctx, kgo.TryAbort)
 		return 0, err
 	}
-	if f := t.freeze.Load(); f != nil {
-		<-*f
-	}
-	if err := t.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+	if err := t.cl.EndTransaction(cctx, kgo.TryCommit); err != nil {
 		return 0, err
 	}
 	return rec.Offset, nil
