@@ -13,7 +13,7 @@
 //     "lease_ms", "info"}, each written in its own committed transaction by
 //     a producer whose transactional id is the topic's name. A renewal with
 //     lease_ms 0 releases the lease. The first renewal of a term carries no
-//     "term": its term number is its own offset.
+//     "term": its term number is its own offset plus one.
 //   - key "member/<name>": each member's heartbeat, JSON {"name", "role",
 //     "position"}, written every Lease/2 by a separate client that is not
 //     transactional, so heartbeats never fence anything.
@@ -34,8 +34,8 @@
 //     read_committed reader: its transaction is aborted and its commits
 //     fail with PRODUCER_FENCED or INVALID_PRODUCER_EPOCH.
 //   - Term numbers strictly increase from term to term of the group, as
-//     long as the lease topic is not deleted: a term's number is the
-//     offset of its first renewal.
+//     long as the lease topic is not deleted: a term's number is one more
+//     than the offset of its first renewal.
 package ha
 
 import (
@@ -142,7 +142,7 @@ type Member struct {
 // renewal is the JSON of a "lease" record.
 type renewal struct {
 	Member  string          `json:"member"`
-	Term    int64           `json:"term,omitempty"` // absent in a term's first renewal: its offset
+	Term    int64           `json:"term,omitempty"` // absent in a term's first renewal: its offset + 1
 	LeaseMS int64           `json:"lease_ms"`
 	Info    json.RawMessage `json:"info,omitempty"`
 }
@@ -308,9 +308,13 @@ func (l *Lease) Close() error {
 // initialises the lease's transactional producer (InitProducerID, which
 // fences the previous leader's producer), commits its first renewal, and
 // renews every Lease/4 while it waits, from that commit, for the lease the
-// renewal before its own announced (none if that one released the lease).
-// Only then is the previous leader's term surely over by the previous
-// leader's own clock, and the Term is returned, valid.
+// renewal before its own announced (none if that one released the lease; a
+// whole Lease if none was read). Only then is the previous leader's term
+// surely over by the previous leader's own clock, and the Term is
+// returned, valid. It also waits at least Lease/2, and for a renewal that
+// started more than Lease/4 after the first one: a rival that saw the same
+// lapse and is still in its jitter fences this member while it campaigns,
+// not once it leads.
 func (l *Lease) Campaign(ctx context.Context) (*Term, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -421,7 +425,7 @@ func (l *Lease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 	committed := time.Now()
 	go t.run()
 
-	prev, err := l.obs.awaitFirst(ctx, t.number, t.lost)
+	prev, err := l.obs.awaitFirst(ctx, t.number-1, t.lost)
 	if err != nil {
 		t.abandon()
 		return nil, err
@@ -493,10 +497,9 @@ type Term struct {
 	cl     *kgo.Client // the lease's transactional producer; used only by the renewer
 	number int64
 	lease  time.Duration
-	ctx    context.Context // ends on Resign (or abandon): stops the renewer
+	ctx    context.Context // ends when the renewer exits, or on abandon (stopping it)
 	cancel context.CancelFunc
 	lost   chan struct{}
-	once   sync.Once
 	done   chan struct{} // closed when the renewer has exited and closed cl
 
 	// freeze, a test seam standing for SIGSTOP: while it holds a channel,
@@ -521,8 +524,9 @@ type Term struct {
 	}
 }
 
-// Number is the term's number: strictly increasing from term to term of
-// the group (the offset of the term's first renewal in the lease topic).
+// Number is the term's number, at least 1 and strictly increasing from
+// term to term of the group: one more than the offset of the term's first
+// renewal in the lease topic.
 func (t *Term) Number() int64 { return t.number }
 
 // Takeover is how long this member took from seeing the lease lapse to
@@ -653,12 +657,15 @@ func (t *Term) run() {
 
 // renew commits one renewal and, if it committed before the deadline,
 // moves the deadline to its start + lease − margin. The first renewal
-// (first) sets the term's number to its offset.
+// (first) sets the term's number from its offset.
 func (t *Term) renew(first bool) error {
 	start := time.Now()
 	r := renewal{Member: t.l.o.Member, Term: t.number, LeaseMS: t.lease.Milliseconds()}
 	if t.l.o.Info != nil {
-		r.Info = t.l.o.Info()
+		// Invalid JSON would fail the renewal, and the term with it.
+		if info := t.l.o.Info(); json.Valid(info) {
+			r.Info = info
+		}
 	}
 	offset, err := t.commit(t.ctx, r)
 	if err != nil {
@@ -668,7 +675,7 @@ func (t *Term) renew(first bool) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if first {
-		t.number = offset
+		t.number = offset + 1
 	} else if !t.validLocked(now) {
 		return fmt.Errorf("committed after the term's deadline")
 	}
@@ -809,7 +816,7 @@ func (o *observer) apply(r *kgo.Record) {
 			return
 		}
 		if v.Term == 0 {
-			v.Term = r.Offset
+			v.Term = r.Offset + 1
 			if v.Member == o.self {
 				prev := int64(-1)
 				if o.mu.last != nil {
