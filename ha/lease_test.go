@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -394,5 +395,39 @@ func TestResignHandsOverQuickly(t *testing.T) {
 	}
 	if tb.Number() <= ta.Number() {
 		t.Fatalf("term numbers %d then %d: not increasing", ta.Number(), tb.Number())
+	}
+}
+
+// TestValidSeesTheDeadlineBeforeAnyTimer stands for the first instant after
+// SIGCONT: the deadline has passed on the monotonic clock but no timer or
+// renewal has run yet. The first check already sees the term lost.
+func TestValidSeesTheDeadlineBeforeAnyTimer(t *testing.T) {
+	term := &Term{
+		l:      &Lease{o: LeaseOptions{Member: "a"}, log: slog.New(slog.DiscardHandler)},
+		number: 7,
+		lease:  testLease,
+		lost:   make(chan struct{}),
+	}
+	term.mu.returned = true
+	term.mu.deadline = time.Now().Add(50 * time.Millisecond)
+	if !term.Valid() || term.Gate() != nil {
+		t.Fatal("term not valid before its deadline")
+	}
+	for time.Now().Before(term.mu.deadline) {
+		time.Sleep(time.Millisecond) // let the deadline pass: the process is "stopped"
+	}
+	if isClosed(term.Lost()) {
+		t.Fatal("Lost closed before anything looked")
+	}
+	if term.Valid() {
+		t.Fatal("term valid after its deadline")
+	}
+	if !isClosed(term.Lost()) {
+		t.Fatal("Lost not closed by the check that saw the deadline")
+	}
+	err := term.Gate()
+	if !errors.Is(err, ErrLeaseLost) || !strings.Contains(err.Error(), "member a, term 7") ||
+		!strings.Contains(err.Error(), "deadline") {
+		t.Fatalf("Gate: %v", err)
 	}
 }
