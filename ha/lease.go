@@ -89,14 +89,18 @@ type LeaseOptions struct {
 	Member string
 	// Lease is how long a renewal keeps the leader's term; at least 1s,
 	// default 6s. Every member of a group should use the same value; a
-	// new leader waits for the longest lease it saw announced.
+	// new leader waits out the lease the previous renewal announced, so a
+	// member with a shorter one is still safe.
 	Lease time.Duration
 	// Client are the Kafka client options: seeds, TLS, SASL.
 	Client []kgo.Opt
 	// Info, if set, is called for each renewal; what it returns travels in
-	// the renewal record (Member.Info of Leader).
+	// the renewal record (Member.Info of Leader); invalid JSON is left out.
+	// It is called from the renewer's goroutine and must not block.
 	Info func() json.RawMessage
-	// Position, if set, is this member's log position, sent in its heartbeat.
+	// Position, if set, is this member's log position, sent in its
+	// heartbeat. It is called from the heartbeat's goroutine and must not
+	// block.
 	Position func() uint64
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -275,7 +279,7 @@ func (l *Lease) Members() []Member {
 }
 
 // Close resigns the term Campaign returned if it is still held (so another
-// member takes over at once), stops the heartbeat and the observer, and
+// member takes over without waiting for the lease to lapse), stops the heartbeat and the observer, and
 // waits for them. It is idempotent.
 func (l *Lease) Close() error {
 	l.mu.Lock()
