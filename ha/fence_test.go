@@ -12,7 +12,7 @@ import (
 	"github.com/walship/walship/kafkasink/kafkatest"
 )
 
-func startKafka(t *testing.T) *kafkatest.Cluster {
+func leaseTestKafka(t *testing.T) *kafkatest.Cluster {
 	t.Helper()
 	c, err := kafkatest.Start()
 	if err != nil {
@@ -22,7 +22,7 @@ func startKafka(t *testing.T) *kafkatest.Cluster {
 	return c
 }
 
-func createTopic(t *testing.T, c *kafkatest.Cluster, topic string) {
+func leaseTestTopic(t *testing.T, c *kafkatest.Cluster, topic string) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addr))
 	if err != nil {
@@ -36,7 +36,7 @@ func createTopic(t *testing.T, c *kafkatest.Cluster, topic string) {
 	}
 }
 
-func txnProducer(t *testing.T, c *kafkatest.Cluster, id, topic string) *kgo.Client {
+func leaseTestProducer(t *testing.T, c *kafkatest.Cluster, id, topic string) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addr), kgo.TransactionalID(id), kgo.DefaultProduceTopic(topic))
 	if err != nil {
@@ -46,19 +46,19 @@ func txnProducer(t *testing.T, c *kafkatest.Cluster, id, topic string) *kgo.Clie
 	return cl
 }
 
-// isFenced reports whether err is how a fenced producer's request fails.
+// leaseTestFenced reports whether err is how a fenced producer's request fails.
 // Kafka answers PRODUCER_FENCED or INVALID_PRODUCER_EPOCH; kfake answers an
 // EndTxn (v5) whose epoch is exactly one below the current one, with no
 // transaction open, INVALID_TXN_STATE: it takes the commit for a retry of
 // an EndTxn that already completed as an abort, which is what the fence did.
-func isFenced(err error) bool {
+func leaseTestFenced(err error) bool {
 	return errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
 		errors.Is(err, kerr.InvalidTxnState)
 }
 
-// committedRecords reads partition 0 of topic read_committed up to its
+// leaseTestCommitted reads partition 0 of topic read_committed up to its
 // last stable offset and returns its data records.
-func committedRecords(t *testing.T, c *kafkatest.Cluster, topic string) []*kgo.Record {
+func leaseTestCommitted(t *testing.T, c *kafkatest.Cluster, topic string) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -89,10 +89,10 @@ func committedRecords(t *testing.T, c *kafkatest.Cluster, topic string) []*kgo.R
 	return out
 }
 
-func committedValues(t *testing.T, c *kafkatest.Cluster, topic string) []string {
+func leaseTestValues(t *testing.T, c *kafkatest.Cluster, topic string) []string {
 	t.Helper()
 	var out []string
-	for _, r := range committedRecords(t, c, topic) {
+	for _, r := range leaseTestCommitted(t, c, topic) {
 		out = append(out, string(r.Value))
 	}
 	return out
@@ -104,12 +104,12 @@ func committedValues(t *testing.T, c *kafkatest.Cluster, topic string) []string 
 // had produced in its open transaction is aborted, invisible to a
 // read_committed reader.
 func TestKfakeFencesOldTransactionalProducer(t *testing.T) {
-	c := startKafka(t)
-	createTopic(t, c, "fence.exp")
+	c := leaseTestKafka(t)
+	leaseTestTopic(t, c, "fence.exp")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	old := txnProducer(t, c, "fence.exp", "fence.exp")
+	old := leaseTestProducer(t, c, "fence.exp", "fence.exp")
 	if err := old.BeginTransaction(); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestKfakeFencesOldTransactionalProducer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	newer := txnProducer(t, c, "fence.exp", "fence.exp")
+	newer := leaseTestProducer(t, c, "fence.exp", "fence.exp")
 	_, newEpoch, err := newer.ProducerID(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +141,7 @@ func TestKfakeFencesOldTransactionalProducer(t *testing.T) {
 
 	err = old.EndTransaction(ctx, kgo.TryCommit)
 	t.Logf("commit of the fenced producer: %v", err)
-	if !isFenced(err) {
+	if !leaseTestFenced(err) {
 		t.Fatalf("old producer's commit after the second InitProducerID: %v, want PRODUCER_FENCED or INVALID_PRODUCER_EPOCH", err)
 	}
 	// kgo keeps a transaction whose commit failed open until it is aborted
@@ -158,7 +158,7 @@ func TestKfakeFencesOldTransactionalProducer(t *testing.T) {
 		t.Fatal("the fenced producer produced again")
 	}
 
-	got := committedValues(t, c, "fence.exp")
+	got := leaseTestValues(t, c, "fence.exp")
 	if len(got) != 1 || got[0] != "committed" {
 		t.Fatalf("read_committed sees %q, want only [committed]", got)
 	}
@@ -168,12 +168,12 @@ func TestKfakeFencesOldTransactionalProducer(t *testing.T) {
 // a transactional producer with the same id fail on its next commit and its
 // next produce, and what it had produced stays invisible.
 func TestFenceFailsTheProducerWithTheSameID(t *testing.T) {
-	c := startKafka(t)
-	createTopic(t, c, "fence.data")
+	c := leaseTestKafka(t)
+	leaseTestTopic(t, c, "fence.data")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	p := txnProducer(t, c, "fence.data", "fence.data")
+	p := leaseTestProducer(t, c, "fence.data", "fence.data")
 	if err := p.BeginTransaction(); err != nil {
 		t.Fatal(err)
 	}
@@ -183,11 +183,11 @@ func TestFenceFailsTheProducerWithTheSameID(t *testing.T) {
 	if err := Fence(ctx, []kgo.Opt{kgo.SeedBrokers(c.Addr)}, "fence.data"); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.EndTransaction(ctx, kgo.TryCommit); !isFenced(err) {
+	if err := p.EndTransaction(ctx, kgo.TryCommit); !leaseTestFenced(err) {
 		t.Fatalf("commit after Fence: %v, want a fencing error", err)
 	}
 
-	q := txnProducer(t, c, "fence.data", "fence.data")
+	q := leaseTestProducer(t, c, "fence.data", "fence.data")
 	if err := q.BeginTransaction(); err != nil {
 		t.Fatal(err)
 	}
@@ -197,10 +197,10 @@ func TestFenceFailsTheProducerWithTheSameID(t *testing.T) {
 	if err := Fence(ctx, []kgo.Opt{kgo.SeedBrokers(c.Addr)}, "fence.data"); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.ProduceSync(ctx, kgo.StringRecord("zombie3")).FirstErr(); !isFenced(err) {
+	if err := q.ProduceSync(ctx, kgo.StringRecord("zombie3")).FirstErr(); !leaseTestFenced(err) {
 		t.Fatalf("produce after Fence: %v, want a fencing error", err)
 	}
-	if got := committedValues(t, c, "fence.data"); len(got) != 0 {
+	if got := leaseTestValues(t, c, "fence.data"); len(got) != 0 {
 		t.Fatalf("read_committed sees %q after fencing, want nothing", got)
 	}
 

@@ -17,24 +17,24 @@ import (
 	"github.com/walship/walship/kafkasink/kafkatest"
 )
 
-const testLease = time.Second
+const leaseTestLength = time.Second
 
-// member is one test member: its Lease and the position it announces.
-type member struct {
+// leaseTestMember is one test member: its Lease and the position it announces.
+type leaseTestMember struct {
 	*Lease
 	pos atomic.Uint64
 }
 
-func openMember(t *testing.T, c *kafkatest.Cluster, topic, name string, pos uint64) *member {
+func leaseTestOpen(t *testing.T, c *kafkatest.Cluster, topic, name string, pos uint64) *leaseTestMember {
 	t.Helper()
-	m := &member{}
+	m := &leaseTestMember{}
 	m.pos.Store(pos)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	l, err := OpenLease(ctx, LeaseOptions{
 		Topic:    topic,
 		Member:   name,
-		Lease:    testLease,
+		Lease:    leaseTestLength,
 		Client:   []kgo.Opt{kgo.SeedBrokers(c.Addr)},
 		Info:     func() json.RawMessage { return json.RawMessage(fmt.Sprintf(`{"http":%q}`, name+".example:8080")) },
 		Position: m.pos.Load,
@@ -47,8 +47,8 @@ func openMember(t *testing.T, c *kafkatest.Cluster, topic, name string, pos uint
 	return m
 }
 
-// waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// leaseTestWait polls cond until it holds or a generous deadline passes.
+func leaseTestWait(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for !cond() {
@@ -59,7 +59,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func campaign(t *testing.T, m *member) *Term {
+func leaseTestCampaign(t *testing.T, m *leaseTestMember) *Term {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -70,9 +70,9 @@ func campaign(t *testing.T, m *member) *Term {
 	return term
 }
 
-// campaignAsync campaigns in the background; the term arrives on the
+// leaseTestCampaignAsync campaigns in the background; the term arrives on the
 // channel.
-func campaignAsync(t *testing.T, m *member) <-chan *Term {
+func leaseTestCampaignAsync(t *testing.T, m *leaseTestMember) <-chan *Term {
 	ch := make(chan *Term, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -91,7 +91,7 @@ func campaignAsync(t *testing.T, m *member) <-chan *Term {
 	return ch
 }
 
-func awaitTerm(t *testing.T, ch <-chan *Term) *Term {
+func leaseTestAwait(t *testing.T, ch <-chan *Term) *Term {
 	t.Helper()
 	select {
 	case term := <-ch:
@@ -123,7 +123,7 @@ func (t *Term) interval() (from, to time.Time) {
 	return t.mu.validFrom, t.mu.validTo
 }
 
-func isClosed(ch <-chan struct{}) bool {
+func leaseTestClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
 		return true
@@ -133,24 +133,24 @@ func isClosed(ch <-chan struct{}) bool {
 }
 
 func TestOneMemberLeads(t *testing.T) {
-	c := startKafka(t)
-	a := openMember(t, c, "one.ha", "a", 42)
-	term := campaign(t, a)
+	c := leaseTestKafka(t)
+	a := leaseTestOpen(t, c, "one.ha", "a", 42)
+	term := leaseTestCampaign(t, a)
 	t.Logf("takeover on an empty topic: %v", term.Takeover())
-	if !term.Valid() || term.Gate() != nil || isClosed(term.Lost()) {
+	if !term.Valid() || term.Gate() != nil || leaseTestClosed(term.Lost()) {
 		t.Fatalf("fresh term: Valid %v, Gate %v", term.Valid(), term.Gate())
 	}
-	waitFor(t, "a seen as leader", func() bool {
+	leaseTestWait(t, "a seen as leader", func() bool {
 		l, ok := a.Leader()
 		return ok && l.Name == "a" && l.Term == term.Number() && strings.Contains(string(l.Info), "a.example:8080")
 	})
-	waitFor(t, "a's heartbeat as leader", func() bool {
+	leaseTestWait(t, "a's heartbeat as leader", func() bool {
 		ms := a.Members()
 		return len(ms) == 1 && ms[0].Name == "a" && ms[0].Role == RoleLeader && ms[0].Position == 42 &&
 			ms[0].Term == term.Number()
 	})
 	// It keeps leading over several leases.
-	deadline := time.Now().Add(3 * testLease)
+	deadline := time.Now().Add(3 * leaseTestLength)
 	for time.Now().Before(deadline) {
 		if err := term.Gate(); err != nil {
 			t.Fatalf("term lost while renewing alone: %v", err)
@@ -165,7 +165,7 @@ func TestOneMemberLeads(t *testing.T) {
 	}
 
 	a.Close()
-	if term.Valid() || !isClosed(term.Lost()) {
+	if term.Valid() || !leaseTestClosed(term.Lost()) {
 		t.Fatal("term still valid after Close")
 	}
 	err := term.Gate()
@@ -176,16 +176,16 @@ func TestOneMemberLeads(t *testing.T) {
 }
 
 func TestMembersShowHeartbeats(t *testing.T) {
-	c := startKafka(t)
-	ms := []*member{
-		openMember(t, c, "members.ha", "a", 10),
-		openMember(t, c, "members.ha", "b", 20),
-		openMember(t, c, "members.ha", "c", 30),
+	c := leaseTestKafka(t)
+	ms := []*leaseTestMember{
+		leaseTestOpen(t, c, "members.ha", "a", 10),
+		leaseTestOpen(t, c, "members.ha", "b", 20),
+		leaseTestOpen(t, c, "members.ha", "c", 30),
 	}
-	term := campaign(t, ms[1])
+	term := leaseTestCampaign(t, ms[1])
 	ms[2].pos.Store(35)
 	for _, m := range ms {
-		waitFor(t, m.o.Member+" seeing every heartbeat", func() bool {
+		leaseTestWait(t, m.o.Member+" seeing every heartbeat", func() bool {
 			got := m.Members()
 			return len(got) == 3 &&
 				got[0].Name == "a" && got[0].Position == 10 && got[0].Role == RoleFollower && got[0].Term == 0 &&
@@ -200,11 +200,11 @@ func TestMembersShowHeartbeats(t *testing.T) {
 // loses its term. No two terms' validity intervals overlap, a sampler never
 // sees two valid terms, and term numbers increase.
 func TestOneTermValidAtATime(t *testing.T) {
-	c := startKafka(t)
-	ms := []*member{
-		openMember(t, c, "turns.ha", "a", 1),
-		openMember(t, c, "turns.ha", "b", 2),
-		openMember(t, c, "turns.ha", "c", 3),
+	c := leaseTestKafka(t)
+	ms := []*leaseTestMember{
+		leaseTestOpen(t, c, "turns.ha", "a", 1),
+		leaseTestOpen(t, c, "turns.ha", "b", 2),
+		leaseTestOpen(t, c, "turns.ha", "c", 3),
 	}
 	const want = 6
 	var (
@@ -234,7 +234,7 @@ func TestOneTermValidAtATime(t *testing.T) {
 				mu.Unlock()
 				select { // lead for a while
 				case <-ctx.Done():
-				case <-time.After(testLease):
+				case <-time.After(leaseTestLength):
 				}
 				if n%2 == 0 {
 					term.Resign()
@@ -309,24 +309,24 @@ func TestOneTermValidAtATime(t *testing.T) {
 // leases plus jitter; once unfrozen it is invalid, its renewal fails
 // fenced, and nothing of it beyond its committed renewals is visible.
 func TestFrozenLeaderLosesAndIsFenced(t *testing.T) {
-	c := startKafka(t)
-	a := openMember(t, c, "frozen.ha", "a", 1)
-	b := openMember(t, c, "frozen.ha", "b", 2)
-	ta := campaign(t, a)
-	bTerm := campaignAsync(t, b)
+	c := leaseTestKafka(t)
+	a := leaseTestOpen(t, c, "frozen.ha", "a", 1)
+	b := leaseTestOpen(t, c, "frozen.ha", "b", 2)
+	ta := leaseTestCampaign(t, a)
+	bTerm := leaseTestCampaignAsync(t, b)
 
 	unfreeze := ta.freezeRenewals()
 	defer unfreeze()
 	frozen := time.Now()
-	tb := awaitTerm(t, bTerm)
+	tb := leaseTestAwait(t, bTerm)
 	took := time.Since(frozen)
 	t.Logf("frozen leader replaced after %v (takeover, lapse seen to leading: %v)", took, tb.Takeover())
 	const slack = 3 * time.Second
-	if limit := 2*testLease + testLease/4 + slack; took > limit {
+	if limit := 2*leaseTestLength + leaseTestLength/4 + slack; took > limit {
 		t.Errorf("takeover from a frozen leader took %v, want at most %v", took, limit)
 	}
-	if ta.Valid() || ta.Gate() == nil || !isClosed(ta.Lost()) {
-		t.Fatalf("frozen leader's term: Valid %v, Lost closed %v, after another member leads", ta.Valid(), isClosed(ta.Lost()))
+	if ta.Valid() || ta.Gate() == nil || !leaseTestClosed(ta.Lost()) {
+		t.Fatalf("frozen leader's term: Valid %v, Lost closed %v, after another member leads", ta.Valid(), leaseTestClosed(ta.Lost()))
 	}
 	if !tb.Valid() {
 		t.Fatal("the new leader's term is not valid")
@@ -344,7 +344,7 @@ func TestFrozenLeaderLosesAndIsFenced(t *testing.T) {
 	renewErr, renewals := ta.mu.renewErr, ta.mu.renewals
 	ta.mu.Unlock()
 	t.Logf("unfrozen leader's renewal: %v", renewErr)
-	if !isFenced(renewErr) {
+	if !leaseTestFenced(renewErr) {
 		t.Fatalf("unfrozen leader's renewal: %v, want it fenced", renewErr)
 	}
 	if err := ta.Gate(); !errors.Is(err, ErrLeaseLost) {
@@ -352,7 +352,7 @@ func TestFrozenLeaderLosesAndIsFenced(t *testing.T) {
 	}
 
 	visible := 0
-	for _, r := range committedRecords(t, c, "frozen.ha") {
+	for _, r := range leaseTestCommitted(t, c, "frozen.ha") {
 		var v renewal
 		if string(r.Key) != keyLease || json.Unmarshal(r.Value, &v) != nil || v.Member != "a" {
 			continue
@@ -370,28 +370,28 @@ func TestFrozenLeaderLosesAndIsFenced(t *testing.T) {
 }
 
 func TestResignHandsOverQuickly(t *testing.T) {
-	c := startKafka(t)
-	a := openMember(t, c, "resign.ha", "a", 1)
-	b := openMember(t, c, "resign.ha", "b", 2)
-	ta := campaign(t, a)
-	bTerm := campaignAsync(t, b)
+	c := leaseTestKafka(t)
+	a := leaseTestOpen(t, c, "resign.ha", "a", 1)
+	b := leaseTestOpen(t, c, "resign.ha", "b", 2)
+	ta := leaseTestCampaign(t, a)
+	bTerm := leaseTestCampaignAsync(t, b)
 	// b must have read a's renewals, so it is waiting on a live lease.
-	waitFor(t, "b seeing a lead", func() bool {
+	leaseTestWait(t, "b seeing a lead", func() bool {
 		l, ok := b.Leader()
 		return ok && l.Name == "a" && l.Term == ta.Number()
 	})
 	start := time.Now()
 	ta.Resign()
-	if ta.Valid() || !isClosed(ta.Lost()) || !errors.Is(ta.Gate(), ErrLeaseLost) {
+	if ta.Valid() || !leaseTestClosed(ta.Lost()) || !errors.Is(ta.Gate(), ErrLeaseLost) {
 		t.Fatal("term still valid after Resign")
 	}
-	tb := awaitTerm(t, bTerm)
+	tb := leaseTestAwait(t, bTerm)
 	took := time.Since(start)
 	t.Logf("handover after Resign: %v (takeover %v)", took, tb.Takeover())
 	// Without the release b would wait for the lease to lapse and then one
 	// more lease: at least two leases.
-	if took >= 2*testLease {
-		t.Errorf("handover after Resign took %v, want less than %v", took, 2*testLease)
+	if took >= 2*leaseTestLength {
+		t.Errorf("handover after Resign took %v, want less than %v", took, 2*leaseTestLength)
 	}
 	if tb.Number() <= ta.Number() {
 		t.Fatalf("term numbers %d then %d: not increasing", ta.Number(), tb.Number())
@@ -405,7 +405,7 @@ func TestValidSeesTheDeadlineBeforeAnyTimer(t *testing.T) {
 	term := &Term{
 		l:      &Lease{o: LeaseOptions{Member: "a"}, log: slog.New(slog.DiscardHandler)},
 		number: 7,
-		lease:  testLease,
+		lease:  leaseTestLength,
 		lost:   make(chan struct{}),
 	}
 	term.mu.returned = true
@@ -416,13 +416,13 @@ func TestValidSeesTheDeadlineBeforeAnyTimer(t *testing.T) {
 	for time.Now().Before(term.mu.deadline) {
 		time.Sleep(time.Millisecond) // let the deadline pass: the process is "stopped"
 	}
-	if isClosed(term.Lost()) {
+	if leaseTestClosed(term.Lost()) {
 		t.Fatal("Lost closed before anything looked")
 	}
 	if term.Valid() {
 		t.Fatal("term valid after its deadline")
 	}
-	if !isClosed(term.Lost()) {
+	if !leaseTestClosed(term.Lost()) {
 		t.Fatal("Lost not closed by the check that saw the deadline")
 	}
 	err := term.Gate()
