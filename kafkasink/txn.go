@@ -241,9 +241,15 @@ func (s *Sink) rewindTxn(runCtx, produceCtx context.Context, cl *kgo.Client, tx 
 
 // finishTxn ends the open transaction when Run stops: committed if Run
 // stops cleanly at a log-transaction boundary (so a restart re-sends
-// nothing), aborted otherwise. It returns ErrFenced if the broker says so.
+// nothing), aborted otherwise, left alone if the sink was fenced. It
+// returns ErrFenced if the broker says so.
 func (s *Sink) finishTxn(ctx context.Context, cl *kgo.Client, wm *watermark, tx *txn, loopErr error) error {
-	if !tx.open {
+	if !tx.open || errors.Is(loopErr, ErrFenced) {
+		// Fenced: the broker aborted the open transaction when the id was
+		// taken. The sink sends nothing more under the id: ending the
+		// transaction would have the client re-initialise its producer
+		// id, and a broker that accepts a stale epoch (kfake does) would
+		// hand the id back to this sink, fencing the new producer.
 		return nil
 	}
 	if loopErr == nil && tx.boundary {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -185,7 +186,7 @@ func TestTxnAbortedInvisible(t *testing.T) {
 
 // fence initialises transactional id as a new producer would (ha.Fence):
 // the broker bumps the id's epoch and aborts its open transaction.
-func fence(t *testing.T, addr, id string) {
+func fence(t *testing.T, addr, id string) (epoch int16) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	if err != nil {
@@ -205,6 +206,29 @@ func fence(t *testing.T, addr, id string) {
 	if err != nil {
 		t.Fatalf("InitProducerID %q: %v", id, err)
 	}
+	return resp.ProducerEpoch
+}
+
+// txnEpoch returns the transactional id's current producer epoch and
+// transaction state.
+func txnEpoch(t *testing.T, addr, id string) (int16, string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := kadm.NewClient(cl).DescribeTransactions(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, ok := d[id]
+	if !ok || tx.Err != nil {
+		t.Fatalf("describe transaction %q: %+v", id, tx)
+	}
+	return tx.ProducerEpoch, tx.State
 }
 
 // TestTxnFenced: a second producer initialising the sink's transactional
@@ -233,7 +257,7 @@ func TestTxnFenced(t *testing.T) {
 	go func() { errc <- s.Run(ctx) }()
 	e.append(wl, 100)
 	waitCommitted(t, s, e.w.Durable())
-	fence(t, c.Addr, testTxnID)
+	epoch := fence(t, c.Addr, testTxnID)
 	// The sink goes on reading; its next produce or commit is refused.
 	stopAppend := make(chan struct{})
 	appended := make(chan struct{})
@@ -274,6 +298,10 @@ func TestTxnFenced(t *testing.T) {
 		t.Fatalf("checkpoint %d, reported %d, durable %d, committed %d: want checkpoint == reported < durable", ck.Pos, rep, e.w.Durable(), visible)
 	}
 	t.Logf("fenced at %d of %d", visible, e.w.Durable())
+	// The fenced sink left the id alone: it did not take it back.
+	if got, state := txnEpoch(t, c.Addr, testTxnID); got != epoch {
+		t.Fatalf("epoch %d (state %s) after the fenced sink stopped, want the fencing producer's %d", got, state, epoch)
+	}
 
 	// Restart from the checkpoint (the sink bumps the epoch in turn).
 	s2, err := New(txnOptions(c.Addr), e.w, e.ckpts, "L1")
