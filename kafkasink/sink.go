@@ -491,13 +491,13 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 			s.cfg.Acked(pos)
 		}
 		recs := job.recs
+		if tx != nil && len(job.entries) > 0 {
+			tx.records += len(recs)
+			tx.boundary = job.entries[len(job.entries)-1].commit
+		}
 		if len(recs) == 0 {
 			jobs.put(job)
 			continue
-		}
-		if tx != nil {
-			tx.records += len(recs)
-			tx.boundary = job.entries[len(job.entries)-1].commit
 		}
 		// Once the last record is produced, its promise may have put the
 		// job back already: only recs (this slice header) is used below.

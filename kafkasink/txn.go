@@ -98,7 +98,7 @@ func isAbortable(err error) bool {
 }
 
 func (s *Sink) fencedErr(err error) error {
-	return fmt.Errorf("kafkasink: transactional id %q: %w (%w)", s.cfg.TransactionalID, ErrFenced, err)
+	return fmt.Errorf("%w %q: %w", ErrFenced, s.cfg.TransactionalID, err)
 }
 
 // gate calls Options.Gate; its error is wrapped naming the sink.
