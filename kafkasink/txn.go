@@ -20,8 +20,8 @@ import (
 //
 // A transaction holds whole runs of encoded records (jobs) and is
 // committed at a log-transaction boundary when the sink has caught up with
-// the log, when it holds MaxBufferedRecords records or when it has been
-// open commitAge; inside a log transaction only when it has been open
+// the log, when it holds commitRecordsFactor × MaxBufferedRecords records
+// or when it has been open minCommitAge (or Linger); inside a log transaction only when it has been open
 // maxTxnAge, so that a very large log transaction never outlives
 // txnTimeout. Committing is Flush (every record acknowledged), Gate, then
 // EndTransaction(TryCommit); the committed position is the watermark after
@@ -44,7 +44,10 @@ const (
 	// minCommitAge is the least commit interval under a constant backlog
 	// (at least Linger): fewer, larger transactions keep the throughput
 	// close to the non-transactional sink's (bench/README.md, kafka suite).
-	minCommitAge = 50 * time.Millisecond
+	minCommitAge = 100 * time.Millisecond
+	// commitRecordsFactor: a transaction of this many times
+	// MaxBufferedRecords is committed (at a boundary) whatever its age.
+	commitRecordsFactor = 4
 	// maxRewindBackoff caps the wait between aborted transactions that
 	// follow each other without a commit between them.
 	maxRewindBackoff = 5 * time.Second
@@ -140,7 +143,7 @@ func (s *Sink) commitDue(tx *txn, caughtUp bool) bool {
 	if age >= maxTxnAge {
 		return true
 	}
-	return tx.boundary && (caughtUp || tx.records >= s.cfg.MaxBufferedRecords || age >= max(s.cfg.Linger, minCommitAge))
+	return tx.boundary && (caughtUp || tx.records >= commitRecordsFactor*s.cfg.MaxBufferedRecords || age >= max(s.cfg.Linger, minCommitAge))
 }
 
 // commitTxn flushes the open transaction, checks Gate and commits it; then
