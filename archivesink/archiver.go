@@ -58,6 +58,18 @@ type ArchiverOptions struct {
 	// archive: then the first failed attempt of any call marks the store
 	// down at once.
 	Backend *health.Tracker
+	// Gate, if set, is called right before each object, manifest or
+	// record the archiver puts (archive.Archive.WithPutGate). Its error
+	// stops the archiver: Run returns it (matching archive.ErrGateClosed
+	// and the gate's error). It must be cheap and must not block (HA: the
+	// leader's term, ha.Term.Gate).
+	Gate func() error
+	// Through, if set, bounds what is archived: only transactions whose
+	// commit LSN is at most Through() (HA: the Kafka sink's committed
+	// position, so that the archive never holds what the group's Kafka
+	// history lacks). The archiver waits for it to advance, polling it
+	// every throughPoll at most. Nil: no bound.
+	Through func() uint64
 }
 
 // BackendRetried returns an archive.BackendOptions.OnRetry hook that
@@ -200,7 +212,7 @@ func NewArchiver(a *archive.Archive, w *wal.WAL, ckpts *checkpoint.Store, opts A
 	if err := ckpts.Register(CheckpointName); err != nil {
 		return nil, err
 	}
-	ar := &Archiver{a: a, w: w, ckpts: ckpts, opts: opts, log: opts.Logger, backend: opts.Backend}
+	ar := &Archiver{a: a.WithPutGate(opts.Gate), w: w, ckpts: ckpts, opts: opts, log: opts.Logger, backend: opts.Backend}
 	if ar.backend == nil {
 		ar.backend = &health.Tracker{}
 	}
@@ -280,8 +292,9 @@ func (ar *Archiver) nodeID(ctx context.Context) (string, uint64, error) {
 // Run archives until ctx ends, then returns ctx's error; or returns
 // early with an error it cannot retry: the lineage is owned by another
 // node (*OwnerError), the archive and the local WAL disagree (a hole
-// would result), a local WAL read fails, or an object exists under a key
-// with different contents. Run may be called once at a time.
+// would result), a local WAL read fails, an object exists under a key
+// with different contents, or the Gate closed (archive.ErrGateClosed:
+// nothing more is put). Run may be called once at a time.
 func (ar *Archiver) Run(ctx context.Context) error {
 	if !ar.running.CompareAndSwap(false, true) {
 		return errors.New("archive: Archiver.Run is already running")
@@ -470,6 +483,9 @@ func (ar *Archiver) readLoop(ctx context.Context, rs resume, out chan<- *archive
 		if err != nil {
 			return err
 		}
+		if err := waitThrough(ctx, ar.opts.Through, raw.CommitLSN); err != nil {
+			return err
+		}
 		now := time.Now()
 		ar.mu.Lock()
 		if n := len(ar.mu.seen); n == 0 || now.Sub(ar.mu.seen[n-1].at) >= seenSampleEvery {
@@ -550,7 +566,7 @@ func (ar *Archiver) uploadLoop(ctx context.Context, node string, in <-chan *arch
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, archive.ErrExists) || errors.Is(err, archive.ErrInvalidKey) {
+			if errors.Is(err, archive.ErrExists) || errors.Is(err, archive.ErrInvalidKey) || errors.Is(err, archive.ErrGateClosed) {
 				return err
 			}
 			ar.backend.Fail(err)
@@ -607,6 +623,25 @@ func (ar *Archiver) noteError(what, key string, attempt int, err error) {
 	ar.mu.lastLog, ar.mu.suppressed = now, 0
 	ar.mu.Unlock()
 	ar.log.Error("archive: "+what+" failed; retrying", "key", key, "attempt", attempt, "err", err, "suppressed", sup)
+}
+
+// throughPoll is the longest wait between two reads of a Through bound
+// that holds a transaction back; the first ones come sooner.
+const throughPoll = 50 * time.Millisecond
+
+// waitThrough returns once through (if not nil) reaches lsn, or ctx ends.
+// Through is a plain function with no notification, so it is polled,
+// backing off from 1ms to throughPoll.
+func waitThrough(ctx context.Context, through func() uint64, lsn uint64) error {
+	if through == nil {
+		return nil
+	}
+	for d := time.Millisecond; through() < lsn; d = min(2*d, throughPoll) {
+		if err := sleepCtx(ctx, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -20,6 +20,10 @@
 //   - Retention waits for both: each registers its checkpoint (archiver:
 //     CheckpointName; snapshotter: SnapshotterCheckpoint) before it reads,
 //     so local segments they still need are kept.
+//   - Gate and bound (HA): with a Gate, nothing is put once it fails
+//     (checked right before each object, manifest and record; Run returns
+//     its error, matching archive.ErrGateClosed); with Through, nothing
+//     past Through() is archived or applied to the snapshot replica.
 //   - A snapshot is a consistent copy of the local replica at a
 //     transaction boundary, stored with the LSN and commit time it
 //     reflects, and only after the segments up to that LSN are archived.

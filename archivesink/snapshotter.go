@@ -36,6 +36,15 @@ type SnapshotterOptions struct {
 	// BatchTxns is the most transactions applied in one replica
 	// transaction; default 1000.
 	BatchTxns int
+	// Gate, if set, is called right before each snapshot object or
+	// manifest is put (archive.Archive.WithPutGate). Its error stops the
+	// snapshotter: Run returns it (matching archive.ErrGateClosed and the
+	// gate's error). It must be cheap and must not block.
+	Gate func() error
+	// Through, if set, bounds what the local replica applies, and so what
+	// a snapshot holds: only transactions whose commit LSN is at most
+	// Through() (HA: as ArchiverOptions.Through). Nil: no bound.
+	Through func() uint64
 	// Logger defaults to discard.
 	Logger *slog.Logger
 }
@@ -134,7 +143,7 @@ func NewSnapshotter(a *archive.Archive, w *wal.WAL, ckpts *checkpoint.Store, opt
 	if err := ckpts.Register(SnapshotterCheckpoint); err != nil {
 		return nil, err
 	}
-	s := &Snapshotter{a: a, w: w, ckpts: ckpts, opts: opts, log: opts.Logger,
+	s := &Snapshotter{a: a.WithPutGate(opts.Gate), w: w, ckpts: ckpts, opts: opts, log: opts.Logger,
 		path: filepath.Join(opts.Dir, "replica.db"), reqs: make(chan snapReq)}
 	if err := s.seed(context.Background()); err != nil {
 		return nil, err
@@ -194,7 +203,8 @@ func (s *Snapshotter) Last() SnapshotInfo {
 
 // Run applies the WAL to the local replica, following it, takes a snapshot
 // every opts.Interval and serves TakeSnapshot, until ctx ends (it returns
-// ctx's error) or an error: a WAL read, replica or checkpoint error. A
+// ctx's error) or an error: a WAL read, replica or checkpoint error, or
+// the Gate closed (archive.ErrGateClosed) before a snapshot's put. A
 // failed scheduled snapshot (e.g. the archive unreachable) is logged and
 // tried again at the next tick; it does not stop Run.
 func (s *Snapshotter) Run(ctx context.Context) error {
@@ -230,6 +240,9 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 		defer r.Close()
 		for {
 			t, err := r.Next(ctx)
+			if err == nil {
+				err = waitThrough(ctx, s.opts.Through, t.CommitLSN)
+			}
 			if err != nil {
 				readErr <- err
 				return
@@ -278,7 +291,9 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 			if s.Position() == s.Last().LSN {
 				continue // nothing new
 			}
-			if info, err := s.snapshot(ctx); err != nil {
+			if info, err := s.snapshot(ctx); errors.Is(err, archive.ErrGateClosed) {
+				return err
+			} else if err != nil {
 				s.log.Warn("pitr: scheduled snapshot failed; retrying at the next tick", "err", err)
 			} else {
 				s.log.Info("pitr: snapshot stored", "lineage", info.Lineage, "lsn", info.LSN, "bytes", info.Bytes)
@@ -286,6 +301,9 @@ func (s *Snapshotter) Run(ctx context.Context) error {
 		case req := <-s.reqs:
 			info, err := s.snapshot(req.ctx)
 			req.resp <- snapResp{info, err}
+			if errors.Is(err, archive.ErrGateClosed) {
+				return err
+			}
 		case err := <-readErr:
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -13,6 +13,9 @@ package main
 // decoding the WAL and encoding the envelopes, which the bare producer gets
 // prebuilt. On a loaded 2-core machine the ratio follows mostly the CPU
 // each side spends per record; compare medians of several repetitions.
+//
+// kafka/sink-produce-txn is the sink in transactional mode (HA), timed to
+// its last commit and compared with the plain sink.
 
 import (
 	"context"
@@ -42,6 +45,7 @@ import (
 const (
 	kBareName     = "kafka/bare-produce"
 	kSinkName     = "kafka/sink-produce"
+	kSinkTxnName  = "kafka/sink-produce-txn"
 	kSQLiteName   = "kafka/apply-sqlite"
 	kPGName       = "kafka/apply-postgres"
 	kLagName      = "kafka/e2e-lag-5k"
@@ -93,6 +97,9 @@ func kafkaCases(cfg *config) []*benchCase {
 		{name: kSinkName, primary: mRecordsPerSec, setup: setup, cleanup: cleanup,
 			compare: []comparison{{metric: mRecordsPerSec, base: kBareName, baseMetric: mRecordsPerSec}},
 			run:     b.sinkProduce},
+		{name: kSinkTxnName, primary: mRecordsPerSec, setup: setup, cleanup: cleanup,
+			compare: []comparison{{metric: mRecordsPerSec, base: kSinkName, baseMetric: mRecordsPerSec}},
+			run:     b.sinkProduceTxn},
 		{name: kSQLiteName, primary: mRecordsPerSec, extra: []string{mChangesTotal}, setup: setup, cleanup: cleanup,
 			run: func(ctx context.Context) (sample, error) { return b.apply(ctx, "sqlite") }},
 		{name: kPGName, primary: mRecordsPerSec, extra: []string{mChangesTotal}, setup: setup, cleanup: cleanup,
@@ -156,7 +163,7 @@ func (b *kafkaBench) setup(ctx context.Context, n int) error {
 	}
 	// The topic the apply cases read: shipped once by the sink.
 	b.applyTopicPrefix = "apply"
-	if _, err := b.ship(ctx, b.applyTopicPrefix); err != nil {
+	if _, err := b.ship(ctx, b.applyTopicPrefix, ""); err != nil {
 		return err
 	}
 	b.pg, err = pgtest.New(filepath.Join(b.dir, "pg"), pgtest.WithoutFsync())
@@ -231,8 +238,9 @@ func (b *kafkaBench) bareProduce(ctx context.Context) (sample, error) {
 }
 
 // ship runs a sink over the prebuilt WAL to topic prefix until every LSN is
-// acknowledged and returns how long that took.
-func (b *kafkaBench) ship(ctx context.Context, prefix string) (time.Duration, error) {
+// acknowledged (with a transactional id: committed) and returns how long
+// that took.
+func (b *kafkaBench) ship(ctx context.Context, prefix, txnID string) (time.Duration, error) {
 	ckdir, err := os.MkdirTemp(b.dir, "ckpt-")
 	if err != nil {
 		return 0, err
@@ -242,7 +250,8 @@ func (b *kafkaBench) ship(ctx context.Context, prefix string) (time.Duration, er
 	if err != nil {
 		return 0, err
 	}
-	s, err := kafkasink.New(kafkasink.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Database: "bench", Logger: b.cfg.logger}, b.w, ck, "bench")
+	s, err := kafkasink.New(kafkasink.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix, Database: "bench", Logger: b.cfg.logger,
+		TransactionalID: txnID}, b.w, ck, "bench")
 	if err != nil {
 		return 0, err
 	}
@@ -265,7 +274,18 @@ func (b *kafkaBench) ship(ctx context.Context, prefix string) (time.Duration, er
 }
 
 func (b *kafkaBench) sinkProduce(ctx context.Context) (sample, error) {
-	took, err := b.ship(ctx, fmt.Sprintf("sink%d", b.seq.Add(1)))
+	took, err := b.ship(ctx, fmt.Sprintf("sink%d", b.seq.Add(1)), "")
+	if err != nil {
+		return nil, err
+	}
+	return sample{mRecordsPerSec: float64(len(b.records)) / took.Seconds()}, nil
+}
+
+// sinkProduceTxn is sinkProduce in transactional mode (the HA leader's
+// sink): the clock stops when the last transaction is committed.
+func (b *kafkaBench) sinkProduceTxn(ctx context.Context) (sample, error) {
+	prefix := fmt.Sprintf("sinktxn%d", b.seq.Add(1))
+	took, err := b.ship(ctx, prefix, kafkawire.OrderedTopic(prefix))
 	if err != nil {
 		return nil, err
 	}

@@ -36,6 +36,17 @@
 //     "<prefix>.<schema>.<table>" keyed by primary key (per-key order only).
 //     A record's partition depends on the record alone (its key, or for a
 //     keyless record its walship.lsn header).
+//   - Transactional mode (Options.TransactionalID; docs/KAFKA.md,
+//     "Transactional mode"): records are produced in Kafka transactions,
+//     one open at a time; the checkpoint, Acked and Stats.AckedLSN move
+//     only over records whose transaction committed; a failed transaction
+//     is aborted and its records produced again from the committed
+//     position; another producer initialising the id ends Run with
+//     ErrFenced; Options.Gate is checked before each run of records, each
+//     begin and each commit. After Run returns, the checkpoint is the
+//     committed position, so a restart sends each LSN once to
+//     read_committed readers (after a crash, the committed records past
+//     the last checkpoint write are sent again).
 //   - Rebuilding: Publisher produces, for transactions read elsewhere (the
 //     archive, by walreplay publish), the records the Sink produced — the
 //     same encoder, topics, partitions, headers and timestamps; only the
@@ -47,5 +58,6 @@
 // Files: sink.go is the pipeline (read, encode, produce, checkpoint),
 // encode.go the encoding jobs and workers, topics.go topic creation,
 // conn.go broker connection health, watermark.go the contiguous
-// watermark, options.go the sink's options, publish.go the Publisher.
+// watermark, txn.go the transactional mode, options.go the sink's
+// options, publish.go the Publisher.
 package kafkasink

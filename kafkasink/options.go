@@ -55,7 +55,20 @@ type Options struct {
 	// producer's callbacks, possibly concurrently, so a call may bring a
 	// position lower than one already given (to be ignored); it must not
 	// block.
-	Acked  func(lsn uint64)
+	Acked func(lsn uint64)
+	// TransactionalID, if set, makes the sink produce in Kafka
+	// transactions under this id (docs/KAFKA.md, "Transactional mode"):
+	// the checkpoint, Acked and Stats.AckedLSN move only over records whose
+	// transaction committed, and another producer initialising the same id
+	// ends Run with an error matching ErrFenced. Empty (the default):
+	// idempotent, non-transactional producing.
+	TransactionalID string
+	// Gate, if set, is called before each run of records is produced and,
+	// with a TransactionalID, before each transaction begins and before
+	// each commit. An error stops the sink: the open transaction is
+	// aborted and Run returns the error, wrapped. It must be cheap and must
+	// not block (HA: the leader's term, ha.Term.Gate).
+	Gate   func() error
 	Logger *slog.Logger
 }
 

@@ -63,15 +63,19 @@ type Sink struct {
 	lineage string
 	log     *slog.Logger
 
-	wm      atomic.Pointer[watermark]
-	ckptLSN atomic.Uint64
-	records atomic.Uint64
-	bytes   atomic.Uint64
-	retries atomic.Uint64
-	errs    atomic.Uint64
-	connErr atomic.Pointer[error]
-	running atomic.Bool
-	brokers health.Tracker
+	wm atomic.Pointer[watermark]
+	// committed is, with a TransactionalID, the highest commit LSN every
+	// LSN up to which is in committed Kafka transactions: it, not the
+	// watermark, is what the sink reports shipped.
+	committed atomic.Uint64
+	ckptLSN   atomic.Uint64
+	records   atomic.Uint64
+	bytes     atomic.Uint64
+	retries   atomic.Uint64
+	errs      atomic.Uint64
+	connErr   atomic.Pointer[error]
+	running   atomic.Bool
+	brokers   health.Tracker
 	// oldest caches the commit time of the first transaction after a
 	// watermark position, read from the WAL (see Stats).
 	oldest atomic.Pointer[oldestAfter]
@@ -105,6 +109,7 @@ func New(cfg Options, w *wal.WAL, ckpts *checkpoint.Store, lineage string) (*Sin
 		pos = c.Pos
 	}
 	s.ckptLSN.Store(pos)
+	s.committed.Store(pos)
 	s.wm.Store(newWatermark(pos))
 	return s, nil
 }
@@ -113,6 +118,11 @@ func New(cfg Options, w *wal.WAL, ckpts *checkpoint.Store, lineage string) (*Sin
 // any time, concurrently with Run.
 func (s *Sink) Stats() Stats {
 	pos, posTime, inFlight, oldest := s.wm.Load().position()
+	if s.cfg.TransactionalID != "" {
+		// What is acknowledged but not committed is not shipped; the
+		// lag runs from the first transaction after the committed one.
+		pos, posTime, oldest = s.committed.Load(), time.Time{}, time.Time{}
+	}
 	st := Stats{
 		AckedLSN: pos, CheckpointLSN: s.ckptLSN.Load(), DurableLSN: s.w.Durable(),
 		Records: s.records.Load(), Bytes: s.bytes.Load(), InFlight: inFlight,
@@ -200,6 +210,11 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 	wm := newWatermark(pos)
 	s.wm.Store(wm)
 	s.ckptLSN.Store(pos)
+	s.committed.Store(pos)
+	var tx *txn
+	if s.cfg.TransactionalID != "" {
+		tx = &txn{id: s.cfg.TransactionalID}
+	}
 
 	opts, err := s.clientOptions()
 	if err != nil {
@@ -225,7 +240,11 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("kafkasink: open WAL reader at %d: %w", pos+1, err)
 	}
-	defer rd.Close()
+	defer func() {
+		if rd != nil { // replaced when a transaction is produced again
+			rd.Close()
+		}
+	}()
 
 	// runCtx ends on ctx or on the first record failed for good.
 	runCtx, cancelRun := context.WithCancelCause(ctx)
@@ -258,11 +277,45 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 		ckErr <- err
 	}()
 
-	loopErr := s.produceLoop(runCtx, produceCtx, cl, rd, wm, topics, cancelRun)
+	var loopErr error
+	for {
+		loopErr = s.produceLoop(runCtx, produceCtx, cl, rd, wm, topics, cancelRun, tx)
+		var rw *rewindError
+		if tx == nil || !errors.As(loopErr, &rw) {
+			break
+		}
+		// The transaction failed: abort it and produce again, from the
+		// committed position, after a backoff that grows while
+		// transactions keep failing.
+		s.retries.Add(1)
+		committed := s.committed.Load()
+		s.log.Warn("kafka transaction aborted; producing again from the committed position",
+			"transactional_id", tx.id, "committed_lsn", committed, "err", rw.cause)
+		if loopErr = s.rewindTxn(runCtx, produceCtx, cl, tx); loopErr != nil || runCtx.Err() != nil {
+			break
+		}
+		rd.Close()
+		if rd, err = s.w.NewReader(committed+1, true); err != nil {
+			loopErr = fmt.Errorf("kafkasink: open WAL reader at %d: %w", committed+1, err)
+			break
+		}
+		wm = newWatermark(committed)
+		s.wm.Store(wm)
+	}
 
-	// Drain: wait (bounded) for what is in flight, then a final checkpoint.
+	// Drain: wait (bounded) for what is in flight (with a transaction:
+	// commit or abort it), then a final checkpoint.
 	flushCtx, cancelFlush := context.WithTimeout(produceCtx, flushGrace)
-	if ferr := cl.Flush(flushCtx); ferr != nil {
+	if tx != nil {
+		if loopErr == nil {
+			if cause := context.Cause(runCtx); cause != nil && !errors.Is(cause, context.Canceled) {
+				loopErr = cause
+			}
+		}
+		if ferr := s.finishTxn(flushCtx, cl, wm, tx, loopErr); ferr != nil && (loopErr == nil || errors.Is(loopErr, context.Canceled)) {
+			loopErr = ferr
+		}
+	} else if ferr := cl.Flush(flushCtx); ferr != nil {
 		s.log.Warn("kafka flush at shutdown incomplete", "err", ferr)
 	}
 	cancelFlush()
@@ -291,6 +344,9 @@ func (s *Sink) clientOptions() ([]kgo.Opt, error) {
 		return nil, err
 	}
 	opts = append(opts, kgo.WithHooks(retryHook{s}))
+	if s.cfg.TransactionalID != "" {
+		opts = append(opts, kgo.TransactionalID(s.cfg.TransactionalID), kgo.TransactionTimeout(txnTimeout))
+	}
 	if s.cfg.Mode == kafkawire.ModeOrdered {
 		// One partition, and the record says which: order never depends on
 		// a partitioner.
@@ -335,8 +391,10 @@ func producerOptions(cfg *Options) ([]kgo.Opt, error) {
 }
 
 // produceLoop reads transactions and hands their records to the producer
-// until runCtx ends or reading fails.
-func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *wal.Reader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc) error {
+// until runCtx ends or reading fails. With tx (TransactionalID) it
+// produces in transactions and commits them (see txn.go); a
+// *rewindError asks Run to abort the open one and produce again.
+func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, rd *wal.Reader, wm *watermark, topics *topicCache, fail context.CancelCauseFunc, tx *txn) error {
 	jobs := &jobPool{produceCtx: produceCtx, ordered: s.cfg.Mode == kafkawire.ModeOrdered}
 	promise := func(r *kgo.Record, err error) {
 		// The LSN is the first header (set below): parsing it back costs
@@ -346,13 +404,27 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 			if errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed) {
 				return // shutdown: not acknowledged, re-sent after restart
 			}
+			if tx != nil {
+				if errors.Is(err, kgo.ErrAborting) {
+					return // the sink aborts the transaction
+				}
+				if isFenced(err) {
+					tx.fail(err)
+					fail(s.fencedErr(err))
+					return
+				}
+				if isAbortable(err) {
+					tx.fail(err) // abort and produce again
+					return
+				}
+			}
 			s.errs.Add(1)
 			fail(fmt.Errorf("kafkasink: produce lsn %d to %s: %w", lsn, r.Topic, err))
 			return
 		}
 		s.records.Add(1)
 		s.bytes.Add(uint64(len(r.Key) + len(r.Value)))
-		if pos, moved := wm.ack(lsn); moved && s.cfg.Acked != nil {
+		if pos, moved := wm.ack(lsn); moved && s.cfg.Acked != nil && tx == nil {
 			s.cfg.Acked(pos)
 		}
 		// The client is done with r once its promise is called: the last
@@ -379,18 +451,50 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 		for range ready { // let the reader stop
 		}
 	}()
-	for job := range ready {
+	for {
+		if tx != nil && s.commitDue(tx, len(ready) == 0) {
+			if err := s.commitTxn(produceCtx, cl, wm, tx); err != nil {
+				return err
+			}
+		}
+		var job *encJob
+		select {
+		case j, ok := <-ready:
+			if !ok {
+				return s.readEnd(runCtx, encErr)
+			}
+			job = j
+		case <-runCtx.Done():
+			return nil
+		}
 		select {
 		case <-job.done:
 		case <-runCtx.Done():
 			return nil
 		}
+		if err := s.gate(); err != nil {
+			return err
+		}
+		if tx != nil {
+			if err := tx.err(); err != nil {
+				return &rewindError{err}
+			}
+			if !tx.open {
+				if err := s.beginTxn(cl, tx); err != nil {
+					return err
+				}
+			}
+		}
 		// Every LSN of the job is issued before any of its records is
 		// produced: an acknowledgement never precedes its issue.
-		if pos, moved := wm.issueAll(job.entries); moved && s.cfg.Acked != nil {
+		if pos, moved := wm.issueAll(job.entries); moved && s.cfg.Acked != nil && tx == nil {
 			s.cfg.Acked(pos)
 		}
 		recs := job.recs
+		if tx != nil && len(job.entries) > 0 {
+			tx.records += len(recs)
+			tx.boundary = job.entries[len(job.entries)-1].commit
+		}
 		if len(recs) == 0 {
 			jobs.put(job)
 			continue
@@ -404,6 +508,10 @@ func (s *Sink) produceLoop(runCtx, produceCtx context.Context, cl *kgo.Client, r
 			}
 		}
 	}
+}
+
+// readEnd returns the reading goroutine's error once it has stopped.
+func (s *Sink) readEnd(runCtx context.Context, encErr <-chan error) error {
 	if err := <-encErr; err != nil && runCtx.Err() == nil {
 		return err
 	}
@@ -546,6 +654,9 @@ func (s *Sink) checkpointLoop(ctx context.Context, wm *watermark) error {
 
 func (s *Sink) checkpoint(ctx context.Context, wm *watermark) error {
 	pos, _, _, _ := wm.position()
+	if s.cfg.TransactionalID != "" {
+		pos = s.committed.Load()
+	}
 	if pos <= s.ckptLSN.Load() {
 		return nil
 	}
