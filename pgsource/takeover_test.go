@@ -252,6 +252,23 @@ func TestTakeOverSlotFromPausedLeader(t *testing.T) {
 	if st := r1.src.Stats(); st.Txns != 0 || st.ConfirmedLSN > uint64(confirmed) {
 		t.Fatalf("without TakeOverSlot the busy slot was used: %+v", st)
 	}
+	// What a new leader compares to find a loss: here none (the copy
+	// reaches past the confirmed position).
+	if st := r1.src.Stats(); !st.LogScanned || st.LoggedSourceLSN != inCopy {
+		t.Errorf("LoggedSourceLSN %s (scanned %v), want the copy's newest commit %s", pglogrepl.LSN(st.LoggedSourceLSN), st.LogScanned, pglogrepl.LSN(inCopy))
+	}
+	if got, err := r1.src.SlotConfirmed(ctx); err != nil || got != uint64(confirmed) {
+		t.Errorf("SlotConfirmed = %s, %v; want %s", pglogrepl.LSN(got), err, confirmed)
+	}
+	cfgNone := testConfig(e.dsn)
+	cfgNone.Slot = "no_such_slot"
+	none, err := New(cfgNone, w1, ck1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := none.SlotConfirmed(ctx); !errors.Is(err, ErrSlotNotFound) || !strings.Contains(err.Error(), "no_such_slot") {
+		t.Errorf("SlotConfirmed of a missing slot: %v, want ErrSlotNotFound naming it", err)
+	}
 
 	// With TakeOverSlot.
 	logs := &syncBuf{}
