@@ -18,6 +18,16 @@
 //   - Exactly once across restarts. The checkpoint "pg.<slot>" plus a scan of
 //     the log tail give the newest source commit already in the log; a
 //     re-sent transaction at or below it is skipped.
+//   - Exactly once on a copy of the log. Without the checkpoint (a new HA
+//     leader's log, built by a follower) the whole log is scanned for that
+//     position, and the state of the initial snapshot is read from the log:
+//     an end marker (a logical message SnapshotDonePrefix) or a streamed
+//     transaction after the last chunk means done; chunks last mean cut
+//     short, and the tables are copied again from a fresh snapshot.
+//   - Takeover and fencing. Options.TakeOverSlot terminates a backend
+//     holding the slot (an old leader) before streaming; Options.Gate is
+//     asked before every standby status update and every append, and once it
+//     fails nothing more is confirmed or appended.
 //   - Resumable, consistent snapshot. Tables are copied from the slot's
 //     exported snapshot in primary-key chunks of `r` changes whose progress is
 //     checkpointed; after a crash only the chunks not done are copied again

@@ -182,7 +182,24 @@ func (e *env) catchUp(r *running, timeout time.Duration) {
 	}
 }
 
+// readLog returns the log's transactions without the end-of-snapshot
+// markers (readLogAll keeps them).
 func readLog(t testing.TB, w *wal.WAL) []change.Committed {
+	t.Helper()
+	var out []change.Committed
+	for _, txn := range readLogAll(t, w) {
+		if !isSnapshotMarker(&txn) {
+			out = append(out, txn)
+		}
+	}
+	return out
+}
+
+func isSnapshotMarker(t *change.Committed) bool {
+	return len(t.Changes) == 1 && t.Changes[0].Op == change.Message && t.Changes[0].Message.Prefix == SnapshotDonePrefix
+}
+
+func readLogAll(t testing.TB, w *wal.WAL) []change.Committed {
 	t.Helper()
 	r, err := w.NewReader(w.FirstLSN(), false)
 	if err != nil {

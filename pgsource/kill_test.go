@@ -55,6 +55,9 @@ func childMain(dir string) int {
 		StatusInterval: 50 * time.Millisecond, MaxTxnMemory: 2 << 20, SpillDir: dir,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}
 	cfg.SnapshotChunkRows, _ = strconv.Atoi(os.Getenv("PGSOURCE_CHILD_CHUNK"))
+	if v := os.Getenv("PGSOURCE_CHILD_STATUS"); v != "" {
+		cfg.StatusInterval, _ = time.ParseDuration(v)
+	}
 	src, err := New(cfg, w, ck)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
@@ -92,11 +95,12 @@ type child struct {
 	exited chan error
 }
 
-func startChild(t *testing.T, dir, dsn string, chunk int) *child {
+func startChild(t *testing.T, dir, dsn string, chunk int, env ...string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "PGSOURCE_CHILD_DIR="+dir, "PGSOURCE_CHILD_DSN="+dsn,
 		"PGSOURCE_CHILD_CHUNK="+strconv.Itoa(chunk))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -51,6 +51,24 @@ type Options struct {
 	// is confirmed only once it is durable in the log and at or below
 	// this position. Nil: durable is enough (the level local).
 	Confirmable func() uint64
+	// TakeOverSlot makes the source take the slot from whoever holds it:
+	// before START_REPLICATION, a backend holding the slot
+	// (pg_replication_slots.active_pid) is terminated with
+	// pg_terminate_backend (logged at WARN with its pid) and the source
+	// waits, up to 30s, until the slot is free. For a new HA leader whose
+	// predecessor may still be connected, paused or dead. Without it a
+	// busy slot is waited for: START_REPLICATION fails with "replication
+	// slot is active" and the session is retried with backoff until the
+	// holder lets go. Needs superuser, the role that holds the slot or
+	// pg_signal_backend.
+	TakeOverSlot bool
+	// Gate, if set, is called right before each standby status update
+	// (every one confirms a flush position to the server) and before each
+	// append to the log. An error sends nothing and appends nothing more:
+	// Run stops and returns it wrapped in a *FatalError (errors.Is finds
+	// it). For an HA leader, the term's validity (docs/POSTGRES.md,
+	// "Takeover").
+	Gate func() error
 	// Logger receives operational messages (default: discard).
 	Logger *slog.Logger
 }

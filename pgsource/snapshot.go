@@ -179,10 +179,38 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 	if _, err := q.Exec(ctx, "COMMIT"); err != nil {
 		return err
 	}
+	if err := s.markSnapshotDone(ctx, len(tables)); err != nil {
+		return err
+	}
 	ss.Done = true
 	s.st.snapDone.Store(true)
 	s.log.Info("postgres source: snapshot done", "tables", len(tables), "rows", s.st.snapRows.Load())
 	return s.saveCheckpoint(ctx)
+}
+
+// markSnapshotDone appends the end-of-snapshot marker (SnapshotDonePrefix)
+// and waits until it is durable. A crash before the checkpoint records
+// the snapshot done appends a second one on the next start: harmless, and
+// rare (it takes the crash in between).
+func (s *Source) markSnapshotDone(ctx context.Context, tables int) error {
+	if err := s.gate(func() string { return "append the end of the snapshot to the log" }); err != nil {
+		return err
+	}
+	content, err := json.Marshal(struct {
+		Tables int `json:"tables"`
+	}{tables})
+	if err != nil {
+		return err
+	}
+	t, err := s.w.Append(ctx, &change.Txn{Header: change.TxHeader{Origin: s.origin}, Changes: []change.Change{{
+		Op: change.Message, Message: &change.LogicalMessage{Prefix: SnapshotDonePrefix, Content: content, Transactional: true}}}})
+	if err != nil {
+		return &FatalError{Err: fmt.Errorf("pgsource: append the end of the snapshot to the log: %w", err)}
+	}
+	s.st.txns.Add(1)
+	s.st.changes.Add(1)
+	s.ckptPos = max(s.ckptPos, t.Last+1)
+	return nil
 }
 
 // copyTable copies one table from prog on, calling appended after each
@@ -247,6 +275,12 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 		for j := range jobs {
 			if failed {
 				j.buf.close()
+				continue
+			}
+			if err := s.gate(func() string { return "append a snapshot chunk of " + rel.table.String() + " to the log" }); err != nil {
+				j.buf.close()
+				failed = true
+				results <- chunkResult{err: err}
 				continue
 			}
 			t, err := j.buf.appendTo(appCtx, s.w)

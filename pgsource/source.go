@@ -41,10 +41,26 @@ func fatalf(format string, args ...any) error {
 	return &FatalError{Err: fmt.Errorf(format, args...)}
 }
 
+// GateError is the error of Options.Gate (Unwrap gives it) with what was
+// not done; Run returns it inside a *FatalError.
+type GateError struct {
+	What string // e.g. "confirm 0/16B3748 to the server", "append transaction 7 (commit 0/16B3700) to the log"
+	Err  error
+}
+
+func (e *GateError) Error() string {
+	return "pgsource: gate shut, did not " + e.What + ": " + e.Err.Error()
+}
+func (e *GateError) Unwrap() error { return e.Err }
+
 // ErrSlotLost matches (errors.Is) the error of a replication slot that was
 // dropped or invalidated after walship began using it: the changes it
 // retained are gone and the log cannot be continued without a new snapshot.
 var ErrSlotLost = errors.New("replication slot lost")
+
+// ErrSlotNotFound matches (errors.Is) the error of SlotConfirmed when the
+// slot does not exist.
+var ErrSlotNotFound = errors.New("replication slot not found")
 
 // Stats is a point-in-time view of a Source.
 type Stats struct {
@@ -58,6 +74,15 @@ type Stats struct {
 	// OpenTxnChanges counts the changes received of the transaction being
 	// received (not yet committed); 0 between transactions.
 	OpenTxnChanges uint64
+	// LoggedSourceLSN is the commit LSN (change.TxHeader.SourceLSN) of this
+	// source's newest transaction in the log: found by the scan of the
+	// log on start (LogScanned), then moved by each append. Received
+	// transactions at or below it are skipped. A new HA leader compares it
+	// with SlotConfirmed to find transactions confirmed but not in its log.
+	LoggedSourceLSN uint64
+	// LogScanned: Run's start-up scan of the log is done; LoggedSourceLSN
+	// is meaningful.
+	LogScanned bool
 
 	SnapshotTables     int    // tables to copy
 	SnapshotTablesDone int    // tables copied
@@ -99,10 +124,13 @@ type Source struct {
 		slotLag, confirmed, lastSource, txns, changes, skipped, reconnects, openTxn atomic.Int64
 		snapRows, snapBytes                                                         atomic.Int64
 		snapTables, snapTablesDone                                                  atomic.Int64
-		snapDone                                                                    atomic.Bool
+		logged                                                                      atomic.Int64
+		snapDone, scanned                                                           atomic.Bool
 	}
 	ran    atomic.Bool
 	server health.Tracker
+	// takeOverWait bounds the wait for a terminated slot holder to let go.
+	takeOverWait time.Duration
 }
 
 // ckptState is the checkpoint payload (JSON). Pos of the checkpoint is a WAL
@@ -138,7 +166,7 @@ func New(cfg Options, w *wal.WAL, ckpts *checkpoint.Store) (*Source, error) {
 	}
 	return &Source{cfg: cfg, w: w, ckpts: ckpts, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot),
 		ckptName: "pg." + cfg.Slot, origin: "pg/" + cfg.Slot, types: newTypeCache(),
-		toast: newToastCache(cfg.ToastCacheBytes), rels: map[uint32]*relation{}}, nil
+		toast: newToastCache(cfg.ToastCacheBytes), rels: map[uint32]*relation{}, takeOverWait: 30 * time.Second}, nil
 }
 
 // Stats returns current counters; safe for concurrent use.
@@ -151,6 +179,7 @@ func (s *Source) Stats() Stats {
 		SnapshotTables: int(s.st.snapTables.Load()), SnapshotTablesDone: int(s.st.snapTablesDone.Load()),
 		SnapshotRows: uint64(s.st.snapRows.Load()), SnapshotBytes: uint64(s.st.snapBytes.Load()),
 		SnapshotDone: s.st.snapDone.Load(), Server: s.server.State(),
+		LoggedSourceLSN: uint64(s.st.logged.Load()), LogScanned: s.st.scanned.Load(),
 	}
 }
 
@@ -227,8 +256,14 @@ func retryable(err error) bool {
 
 // recover loads the checkpoint and scans the log from its position for this
 // source's newest commit already written (docs/DESIGN.md §4.4).
+//
+// Without the checkpoint (a new HA leader's log, built by a follower, has
+// the old leader's transactions but not its checkpoints) the whole log is
+// scanned, and the state of the initial snapshot is read from it too
+// (snapshotInLog).
 func (s *Source) recover(ctx context.Context) error {
-	if c, ok := s.ckpts.Get(s.ckptName); ok {
+	c, haveCkpt := s.ckpts.Get(s.ckptName)
+	if haveCkpt {
 		if err := json.Unmarshal(c.Payload, &s.state); err != nil {
 			return fatalf("pgsource: checkpoint %s: %v", s.ckptName, err)
 		}
@@ -242,6 +277,7 @@ func (s *Source) recover(ctx context.Context) error {
 	}
 	defer r.Close()
 	end := s.ckptPos
+	snap := snapUnknown
 	for {
 		t, err := r.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -251,17 +287,143 @@ func (s *Source) recover(ctx context.Context) error {
 			return fmt.Errorf("pgsource: scan the log for transactions already captured: %w", err)
 		}
 		end = t.CommitLSN + 1
-		if s.mine(&t.Header) && t.Header.SourceLSN > s.floor {
+		if !s.mine(&t.Header) {
+			continue
+		}
+		if t.Header.SourceLSN > s.floor {
 			s.floor = t.Header.SourceLSN
 		}
+		if e := snapshotEvent(t); e != snapUnknown {
+			snap = e
+		}
 	}
+	scannedFrom := s.ckptPos
 	s.state.SourceLSN, s.ckptPos = s.floor, end
 	if end > 0 {
 		s.recoveredEnd = end - 1
 	}
+	if !haveCkpt {
+		switch snap {
+		case snapDone:
+			s.state.Snapshot = &snapState{Done: true, Tables: map[string]*tableProgress{}}
+			s.log.Info("postgres source: no checkpoint " + s.ckptName + "; the log shows this source's initial snapshot complete, it is not taken again")
+		case snapPartial:
+			s.log.Warn("postgres source: no checkpoint " + s.ckptName + " and the log holds part of this source's initial snapshot: " +
+				"if the slot exists, the snapshot is taken again whole, from a fresh snapshot (docs/POSTGRES.md, \"Takeover\")")
+		}
+	}
 	s.st.lastSource.Store(int64(s.floor))
-	s.log.Info("postgres source: resuming", "log_scanned_from", s.ckptPos, "newest_commit_in_log", pglogrepl.LSN(s.floor))
+	s.st.logged.Store(int64(s.floor))
+	s.st.scanned.Store(true)
+	s.log.Info("postgres source: resuming", "log_scanned_from", scannedFrom, "newest_commit_in_log", pglogrepl.LSN(s.floor))
 	return nil
+}
+
+// SnapshotDonePrefix is the prefix of the logical message that ends an
+// initial snapshot in the log: one transaction of one `m` change (origin
+// "pg/<slot>", no source LSN, content {"tables":N}), appended once
+// every chunk is durable. Appliers ignore it like any logical message; it
+// lets any copy of the log (a follower's, built from Kafka) know that the
+// snapshot finished, without the checkpoint (docs/POSTGRES.md, "Takeover").
+const SnapshotDonePrefix = "walship.snapshot_done"
+
+// logSnap is what a transaction of this source says about its initial
+// snapshot.
+type logSnap int
+
+const (
+	snapUnknown logSnap = iota // says nothing
+	snapPartial                // a snapshot chunk: a snapshot was under way
+	snapDone                   // the end marker, or a streamed transaction
+)
+
+// snapshotEvent classifies a transaction of this source. A streamed
+// transaction (it has a source LSN) means the snapshot was done: a session
+// streams only after its snapshot finished. The last event in log order
+// wins, so chunks after a marker (a slot dropped and recreated) mean a
+// snapshot under way again.
+func snapshotEvent(t *change.Committed) logSnap {
+	switch {
+	case t.Header.SourceLSN != 0:
+		return snapDone
+	case len(t.Changes) == 1 && t.Changes[0].Op == change.Message && t.Changes[0].Message != nil &&
+		t.Changes[0].Message.Prefix == SnapshotDonePrefix:
+		return snapDone
+	case len(t.Changes) > 0 && t.Changes[0].Op == change.Read:
+		return snapPartial
+	}
+	return snapUnknown
+}
+
+// SlotConfirmed returns the slot's confirmed_flush_lsn: every transaction
+// whose commit LSN (change.TxHeader.SourceLSN) is below it has been
+// confirmed to the server by some holder of the slot, and the server will
+// not send it again. With Stats.LoggedSourceLSN it gives a new HA leader
+// the range confirmed but missing from its log. It opens a connection of
+// its own (blocks for one query); safe to call at any time, before Run or
+// concurrently with it. A slot that does not exist gives an error matching
+// ErrSlotNotFound.
+func (s *Source) SlotConfirmed(ctx context.Context) (uint64, error) {
+	q, err := s.connect(ctx, false)
+	if err != nil {
+		return 0, fmt.Errorf("pgsource: read the confirmed position of slot %q: %w", s.cfg.Slot, err)
+	}
+	defer q.Close(context.Background())
+	var lsn pglogrepl.LSN
+	err = q.QueryRow(ctx, "SELECT coalesce(confirmed_flush_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = $1",
+		s.cfg.Slot).Scan(&lsn)
+	if err == pgx.ErrNoRows {
+		return 0, fmt.Errorf("source.postgres.slot: %w: slot %q does not exist", ErrSlotNotFound, s.cfg.Slot)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pgsource: read the confirmed position of slot %q: %w", s.cfg.Slot, err)
+	}
+	return uint64(lsn), nil
+}
+
+// takeOver terminates the backend holding the slot, unless it is own (this
+// session's replication connection), and waits until the slot is free,
+// terminating again whoever takes it meanwhile (an old leader that
+// reconnects). A missing slot is left to START_REPLICATION to report.
+func (s *Source) takeOver(ctx context.Context, q *pgx.Conn, own uint32) error {
+	deadline := time.Now().Add(s.takeOverWait)
+	var last int32 // the last holder terminated
+	for {
+		var pid *int32
+		err := q.QueryRow(ctx, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", s.cfg.Slot).Scan(&pid)
+		if err == pgx.ErrNoRows || err == nil && (pid == nil || uint32(*pid) == own) {
+			if last != 0 {
+				s.log.Info("postgres source: replication slot taken over", "old_pid", last)
+			}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fatalf("source.postgres.slot: take over slot %q: the backend holding it (pid %d) was terminated "+
+				"but still holds it after %v", s.cfg.Slot, *pid, s.takeOverWait)
+		}
+		if *pid != last {
+			s.log.Warn("postgres source: taking over the replication slot: terminating the backend holding it",
+				"pid", *pid)
+			var ok bool
+			if err := q.QueryRow(ctx, "SELECT pg_terminate_backend($1)", *pid).Scan(&ok); err != nil {
+				var pe *pgconn.PgError
+				if errors.As(err, &pe) && pe.Code == "42501" {
+					return fatalf("source.postgres.slot: take over slot %q: cannot terminate the backend holding it "+
+						"(pid %d): %s: the role needs superuser, pg_signal_backend, or to be the holder's role", s.cfg.Slot, *pid, pe.Message)
+				}
+				return err
+			}
+			last = *pid
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (s *Source) mine(h *change.TxHeader) bool {
@@ -541,6 +703,9 @@ func (s *Source) ensureSlot(ctx context.Context, q *pgx.Conn, repl *pgconn.PgCon
 	}
 	s.log.Info("postgres source: replication slot created", "consistent_point", res.ConsistentPoint)
 	s.state.Started = true
+	// A new slot starts a new history: whatever the log said of an
+	// earlier snapshot, this slot's must be taken (from its export).
+	s.state.Snapshot = nil
 	if err := s.saveCheckpoint(ctx); err != nil {
 		return "", err
 	}

@@ -93,6 +93,11 @@ func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) e
 		wg.Wait()
 	}()
 
+	if s.cfg.TakeOverSlot {
+		if err := s.takeOver(sessCtx, q, repl.PID()); err != nil {
+			return err
+		}
+	}
 	pub := sqlLiteral(pgx.Identifier{s.cfg.Publication}.Sanitize())
 	err := pglogrepl.StartReplication(sessCtx, repl, pgx.Identifier{s.cfg.Slot}.Sanitize(), 0, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
@@ -130,8 +135,12 @@ func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) e
 		return &FatalError{Err: fmt.Errorf("pgsource: waiting for appended transactions to become durable: %w", werr)}
 	}
 	st.advance()
-	if err == nil || ctx.Err() != nil {
-		if serr := st.sendStatus(); serr != nil && err == nil && ctx.Err() == nil {
+	var gateErr *GateError
+	if errors.As(err, &gateErr) {
+		// The gate is shut: nothing more is confirmed, and Run returns
+		// the error even if ctx ended meanwhile.
+	} else if err == nil || ctx.Err() != nil {
+		if serr := st.sendStatus(); serr != nil && (errors.As(serr, &gateErr) || err == nil && ctx.Err() == nil) {
 			err = serr
 		}
 	}
@@ -142,10 +151,21 @@ func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) e
 			err = cerr
 		}
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && gateErr == nil {
 		return nil
 	}
 	return err
+}
+
+// gate calls Options.Gate before an external write described by what.
+func (s *Source) gate(what func() string) error {
+	if s.cfg.Gate == nil {
+		return nil
+	}
+	if err := s.cfg.Gate(); err != nil {
+		return &FatalError{Err: &GateError{What: what(), Err: err}}
+	}
+	return nil
 }
 
 func (s *Source) slotErr(err error) error {
@@ -193,6 +213,9 @@ func (st *streamer) advance() {
 }
 
 func (st *streamer) sendStatus() error {
+	if err := st.s.gate(func() string { return "confirm " + st.confirmed.String() + " to the server" }); err != nil {
+		return err
+	}
 	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), st.repl, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: st.confirmed, WALFlushPosition: st.confirmed, WALApplyPosition: st.confirmed})
 	if err != nil {
@@ -416,6 +439,15 @@ func (st *streamer) appender(ctx context.Context) {
 		}
 		if !j.skip {
 			s.clampCommitTime(&b.hdr)
+			err := s.gate(func() string {
+				return fmt.Sprintf("append transaction %d (commit %s) to the log", b.hdr.XID, pglogrepl.LSN(commit))
+			})
+			if err != nil {
+				stopped = true // stays counted in queued
+				b.close()
+				st.appErr.Store(&err)
+				continue
+			}
 			t, err := b.appendTo(ctx, s.w)
 			if err != nil {
 				stopped = true // stays counted in queued
@@ -428,6 +460,7 @@ func (st *streamer) appender(ctx context.Context) {
 				continue
 			}
 			p.last, p.need = t.Last, t.Last
+			s.st.logged.Store(int64(commit))
 			s.st.txns.Add(1)
 			s.st.changes.Add(int64(b.n))
 			if cap(b.changes) <= 4096 {
