@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/config"
@@ -21,10 +23,16 @@ import (
 
 func (d *Daemon) buildPostgres(ctx context.Context) error {
 	p := d.cfg.Source.Postgres
-	src, err := pgsource.New(pgsource.Options{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables,
+	opts := pgsource.Options{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables,
 		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
 		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log,
-		Confirmable: func() uint64 { return d.levels.Position(d.levels.Level()) }}, d.wal, d.srcCkpts)
+		Confirmable: func() uint64 { return d.levels.Position(d.levels.Level()) }}
+	if d.ha != nil {
+		// A new leader ends the old one's walsender if it still holds the
+		// slot; no confirmation leaves a member whose term lapsed.
+		opts.TakeOverSlot, opts.Gate = true, d.gate
+	}
+	src, err := pgsource.New(opts, d.wal, d.srcCkpts)
 	if err != nil {
 		return fmt.Errorf("source.postgres: %w", err)
 	}
@@ -46,16 +54,29 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, archivesink.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log,
-			Backend: backend, Stored: func(lsn uint64) { d.levels.Report(archivesink.CheckpointName, lsn) }})
+		aopts := archivesink.ArchiverOptions{Lineage: Lineage, Timeout: a.Timeout, Logger: d.log,
+			Backend: backend, Stored: func(lsn uint64) { d.levels.Report(archivesink.CheckpointName, lsn) }}
+		if d.ha != nil {
+			// The group owns the lineage, whichever member leads; the
+			// archive never holds what the group's history (the ordered
+			// topic) lacks, and no put leaves a member whose term lapsed.
+			aopts.NodeID = "ha:" + d.cfg.Kafka.TopicPrefix
+			aopts.Through = d.kafkaShipped.Load
+			aopts.Gate = d.gate
+		}
+		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, aopts)
 		if err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
 		d.archiver, d.archiveHandle = arc, ar
 		d.sinks = append(d.sinks, component{name: "archive", run: arc.Run})
 		if a.SnapshotInterval > 0 {
-			sn, err := archivesink.NewSnapshotter(ar, d.wal, d.sinkCkpts, archivesink.SnapshotterOptions{Lineage: Lineage,
-				Dir: vfs.Join(d.cfg.WAL.Dir, "snapshotter"), Interval: a.SnapshotInterval, Logger: d.log})
+			sopts := archivesink.SnapshotterOptions{Lineage: Lineage,
+				Dir: vfs.Join(d.cfg.WAL.Dir, "snapshotter"), Interval: a.SnapshotInterval, Logger: d.log}
+			if d.ha != nil {
+				sopts.Gate = d.gate
+			}
+			sn, err := archivesink.NewSnapshotter(ar, d.wal, d.sinkCkpts, sopts)
 			if err != nil {
 				return fmt.Errorf("archive.snapshot_interval: %w", err)
 			}
@@ -65,7 +86,16 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 	}
 	if k := d.cfg.Kafka; k != nil {
 		opts := KafkaSinkOptions(k, d.log)
-		opts.Acked = func(lsn uint64) { d.levels.Report(kafkasink.CheckpointName, lsn) }
+		opts.Acked = func(lsn uint64) {
+			d.kafkaShipped.Store(lsn)
+			d.levels.Report(kafkasink.CheckpointName, lsn)
+		}
+		if d.ha != nil {
+			// Transactions with the group's id: a new leader's producer
+			// fences this one's, and readers see only committed records.
+			opts.TransactionalID = d.ha.topic
+			opts.Gate = d.gate
+		}
 		ks, err := kafkasink.New(opts, d.wal, d.sinkCkpts, Lineage)
 		if err != nil {
 			return fmt.Errorf("kafka: %w", err)
@@ -85,14 +115,20 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 func (d *Daemon) watchApplied(ctx context.Context) error {
 	k := d.cfg.Kafka
 	topic := kafkawire.PositionsTopic(k.TopicPrefix)
-	kc := KafkaSinkOptions(k, d.log)
-	opts, err := kafkawire.ClientOptions(k.Brokers, kc.TLS, kc.SASL)
+	opts, err := kafkaClientOptions(k)
 	if err != nil {
 		return err
 	}
 	return kafkawire.WatchAppliedPositions(ctx, opts, topic, d.levels.ReportApplied, func(offset int64, err error) {
 		d.log.Warn("skipping a malformed applied position", "topic", topic, "offset", offset, "err", err)
 	})
+}
+
+// kafkaClientOptions are the franz-go options (brokers, TLS, SASL) of the
+// kafka: section, for the daemon's own clients.
+func kafkaClientOptions(k *config.Kafka) ([]kgo.Opt, error) {
+	kc := KafkaSinkOptions(k, nil)
+	return kafkawire.ClientOptions(k.Brokers, kc.TLS, kc.SASL)
 }
 
 // OpenArchive opens the archive of an archive: section.
@@ -146,6 +182,32 @@ type Positions struct {
 	FirstLSN   uint64            `json:"first_lsn"`
 	WALBytes   int64             `json:"wal_bytes"`
 	Sinks      map[string]uint64 `json:"sinks"`
+	// Role is "leader" or "follower" in an HA group, "" for a single
+	// daemon; HA describes the group as this member sees it.
+	Role string      `json:"role,omitempty"`
+	HA   *HAPosition `json:"ha,omitempty"`
+}
+
+// HAPosition is a member's view of its group.
+type HAPosition struct {
+	Name   string `json:"name"`
+	Term   int64  `json:"term"`
+	Leader string `json:"leader"`
+	// LeaseExpiresInMS is how long this member's term stays valid
+	// without a renewal (0 unless it leads).
+	LeaseExpiresInMS int64       `json:"lease_expires_in_ms"`
+	Takeovers        int64       `json:"takeovers"`
+	TakeoverMS       int64       `json:"takeover_ms"`
+	Members          []HAMember  `json:"members"`
+	Loss             *LossReport `json:"loss,omitempty"`
+}
+
+// HAMember is one member as last heard from.
+type HAMember struct {
+	Name     string    `json:"name"`
+	Role     string    `json:"role"`
+	Position uint64    `json:"position"`
+	Seen     time.Time `json:"seen"`
 }
 
 // Positions returns the current positions.
@@ -153,6 +215,10 @@ func (d *Daemon) Positions() Positions {
 	p := Positions{DurableLSN: d.wal.Durable(), FirstLSN: d.wal.FirstLSN(), WALBytes: d.retention.walBytes.Load(), Sinks: map[string]uint64{}}
 	for _, c := range d.sinkCkpts.All() {
 		p.Sinks[c.Name] = c.Pos
+	}
+	if m := d.ha; m != nil {
+		p.Role = m.role()
+		p.HA = m.position()
 	}
 	return p
 }

@@ -80,9 +80,15 @@ type Daemon struct {
 	// snapshotter keeps a local replica and stores base snapshots.
 	snapshotter *archivesink.Snapshotter
 
-	httpSource *httpsource.Source
+	httpSource atomic.Pointer[httpsource.Source]
 	keys       *wal.KeyIndex // the HTTP source's idempotency keys
-	pg         *pgsource.Source
+	// kafkaShipped is the Kafka sink's stored position: in a group, as far
+	// as the archiver may go (the group's history is the ordered topic).
+	kafkaShipped atomic.Uint64
+	// ha is this daemon's membership of an HA group; nil for a single
+	// daemon.
+	ha *haMember
+	pg *pgsource.Source
 	// archiveOldest is the oldest restorable commit time, refreshed from
 	// the archive's catalog now and then.
 	archiveOldest  atomicTime
@@ -150,9 +156,18 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 	if d.metrics, err = obs.New(obs.Options{Lag: lagOptions(cfg.Lag, cfg.Archive), Logger: logger}); err != nil {
 		return nil, err
 	}
-	w, rep, err := wal.Open(wal.Options{Dir: cfg.WAL.Dir, Sync: sm, SegmentSize: int64(cfg.WAL.SegmentSize),
+	wopts := wal.Options{Dir: cfg.WAL.Dir, Sync: sm, SegmentSize: int64(cfg.WAL.SegmentSize),
 		Compression: codec, MinInterval: cfg.WAL.MinInterval, MaxCommitTimeSkew: cfg.WAL.MaxCommitTimeSkew, ZeroFill: cfg.WAL.ZeroFill == nil || *cfg.WAL.ZeroFill, Logger: logger,
-		Observe: d.metrics.ObserveWAL})
+		Observe: d.metrics.ObserveWAL}
+	if cfg.HA != nil {
+		// Every batch a member writes checks its term (a follower's
+		// copies pass: it has none).
+		wopts.Gate = d.gate
+		if wopts.FirstLSN, err = haFirstLSN(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	w, rep, err := wal.Open(wopts)
 	if err != nil {
 		return nil, fmt.Errorf("wal.dir %s: %w", cfg.WAL.Dir, err)
 	}
@@ -179,6 +194,11 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 	if err := checkNotBehindSinks(w, d.sinkCkpts, rep); err != nil {
 		return nil, err
 	}
+	if cfg.HA != nil {
+		if err := d.buildHA(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := d.buildSources(ctx); err != nil {
 		return nil, err
 	}
@@ -195,6 +215,9 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 		if c.Name != archivesink.CheckpointName {
 			d.levels.Report(c.Name, c.Pos)
 		}
+		if c.Name == kafkasink.CheckpointName {
+			d.kafkaShipped.Store(c.Pos)
+		}
 	}
 	d.retention = newRetention(w, d.sinkCkpts, cfg.WAL, logger)
 	if d.keys != nil {
@@ -208,19 +231,21 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Daemo
 
 func (d *Daemon) buildSources(ctx context.Context) error {
 	if h := d.cfg.Source.HTTP; h != nil {
-		// The idempotency keys of the window are read back from the log
-		// before the source takes a request.
-		keys, err := d.wal.LoadKeys(ctx, h.IdempotencyWindow)
-		if err != nil {
-			return err
+		var handler http.Handler
+		if d.ha != nil {
+			// The source itself is built when this member leads, on the
+			// log as it is then.
+			handler = http.HandlerFunc(d.ha.serveSource)
+		} else {
+			src, err := d.newHTTPSource(ctx)
+			if err != nil {
+				return err
+			}
+			handler = src.Handler()
 		}
-		d.keys = keys
-		src := httpsource.New(d.wal, httpsource.Options{MaxBody: int64(h.MaxBody), MaxInflight: int64(h.MaxInflightBytes),
-			ReadTimeout: h.ReadTimeout, Keys: keys, Levels: d.levels, SyncTimeout: h.SyncTimeout, Logger: d.log})
-		d.httpSource = src
 		opts := httpOptions("source.http", h.Listener, d.log)
 		opts.MaxConns = h.MaxConnections
-		s, err := d.listenWith("source.http", h.Listener, opts, src.Handler())
+		s, err := d.listenWith("source.http", h.Listener, opts, handler)
 		if err != nil {
 			return err
 		}
@@ -232,6 +257,22 @@ func (d *Daemon) buildSources(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// newHTTPSource builds the HTTP source on the log as it is now: the
+// idempotency keys of the window are read back from the log before the
+// source takes a request.
+func (d *Daemon) newHTTPSource(ctx context.Context) (*httpsource.Source, error) {
+	h := d.cfg.Source.HTTP
+	keys, err := d.wal.LoadKeys(ctx, h.IdempotencyWindow)
+	if err != nil {
+		return nil, err
+	}
+	d.keys = keys
+	src := httpsource.New(d.wal, httpsource.Options{MaxBody: int64(h.MaxBody), MaxInflight: int64(h.MaxInflightBytes),
+		ReadTimeout: h.ReadTimeout, Keys: keys, Levels: d.levels, SyncTimeout: h.SyncTimeout, Logger: d.log})
+	d.httpSource.Store(src)
+	return src, nil
 }
 
 // listen binds and serves an HTTP listener now, so that a port in use is
@@ -261,8 +302,19 @@ func httpOptions(name string, l config.Listener, log *slog.Logger) httpx.Options
 }
 
 // Run runs every component until ctx ends or one fails, then shuts down in
-// order (sources, sinks, listeners, WAL) and returns the first failure.
+// order (sources, sinks, listeners, WAL) and returns the first failure. A
+// member of an HA group follows the group's log until it leads, then runs
+// as a single daemon until its term is lost (an error matching ErrHA).
 func (d *Daemon) Run(ctx context.Context) error {
+	if d.ha != nil {
+		return d.runHA(ctx)
+	}
+	return d.runComponents(ctx, nil)
+}
+
+// runComponents is Run once this daemon writes: lost, when not nil, ends
+// it like a failed component (an HA term that lapsed).
+func (d *Daemon) runComponents(ctx context.Context, lost <-chan error) error {
 	srcCtx, stopSources := context.WithCancel(context.WithoutCancel(ctx))
 	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSources()
@@ -289,11 +341,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		start(&srcWG, srcCtx, c)
 	}
 	start(&sinkWG, sinkCtx, component{name: "retention", run: d.retention.run})
-	start(&sinkWG, sinkCtx, component{name: "metrics", run: d.observe})
+	if d.ha == nil { // a group member observes from its start (runHA)
+		start(&sinkWG, sinkCtx, component{name: "metrics", run: d.observe})
+	}
 	if d.archiveHandle != nil {
 		start(&sinkWG, sinkCtx, component{name: "archive catalog", run: d.watchCatalog})
 	}
-	close(d.ready)
+	if d.ha == nil {
+		close(d.ready)
+	}
 	d.log.Info("walship running", "wal", d.cfg.WAL.Dir, "sources", len(d.sources)+boolInt(d.cfg.Source.HTTP != nil), "sinks", len(d.sinks))
 
 	var first error
@@ -302,6 +358,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("shutting down")
 	case first = <-failed:
 		d.log.Error("component failed; shutting down", "err", first)
+	case first = <-lost:
+		d.log.Error("shutting down", "err", first)
 	}
 
 	// 1. Sources: stop taking input, drain to durability, confirm.
@@ -321,9 +379,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopSinks()
 	sinkWG.Wait()
 	// 3. Operator listeners, then the WAL.
-	for _, s := range d.servers {
-		s.srv.Shutdown(shutdownCtx)
-	}
 	close(failed)
 	for err := range failed {
 		if first == nil {
@@ -332,8 +387,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.log.Error("during shutdown", "err", err)
 		}
 	}
+	if err := d.closeRest(shutdownCtx); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
+
+// closeRest shuts the listeners down and closes the snapshotter, the
+// archive and the WAL: the end of every Run.
+func (d *Daemon) closeRest(ctx context.Context) error {
+	for _, s := range d.servers {
+		s.srv.Shutdown(ctx)
+	}
+	var first error
 	if d.snapshotter != nil {
-		if err := d.snapshotter.Close(); err != nil && first == nil {
+		if err := d.snapshotter.Close(); err != nil {
 			first = fmt.Errorf("closing the snapshotter: %w", err)
 		}
 	}

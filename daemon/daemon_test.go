@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -44,7 +46,11 @@ type running struct {
 func start(t *testing.T, cfg *config.Config) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := New(ctx, cfg, nil)
+	var logger *slog.Logger
+	if os.Getenv("WALSHIP_TEST_LOG") != "" { // debugging a test: the daemon's log on stderr
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("config", cfg.Path, "wal", cfg.WAL.Dir)
+	}
+	d, err := New(ctx, cfg, logger)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -50,7 +50,11 @@ func (d *Daemon) buildHTTP() error {
 		}
 	})
 	d.metrics.AddReadiness("wal", func(context.Context) error { return d.walProblem() })
-	d.addDependencies()
+	if d.ha == nil {
+		// A group member's sources and sinks are its dependencies only
+		// once it leads (lead).
+		d.addDependencies()
+	}
 	mux := d.metrics.Mux()
 	mux.HandleFunc("/v1/positions", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -132,15 +136,22 @@ func (d *Daemon) pollOnce() {
 		}
 		return 0
 	}
-	if d.httpSource != nil {
+	if !d.leading() {
+		// A follower runs no source and no sink: their positions would
+		// only say how far behind a component is that does not run.
+		d.pollHA()
+		return
+	}
+	if src := d.httpSource.Load(); src != nil {
 		d.metrics.SourcePosition("http", obs.Position{LSN: durable})
-		s := d.httpSource.Stats()
+		s := src.Stats()
 		d.metrics.HTTPSourceState(obs.HTTPSource{Rejected: s.Rejected, RejectedLoad: s.RejectedLoad,
 			Replayed: s.Replayed, InflightBytes: s.InflightBytes})
 	}
 	if d.pg != nil {
 		d.pollPostgres()
 	}
+	d.pollHA()
 	if k := d.kafka; k != nil {
 		s := k.Stats()
 		d.metrics.SinkPosition("kafka", obs.Position{LSN: s.AckedLSN, LagRecords: s.LagRecords,
@@ -151,4 +162,23 @@ func (d *Daemon) pollOnce() {
 		d.metrics.ArchiveState(obs.Archive{Position: obs.Position{LSN: s.ArchivedLSN, LagRecords: behind(s.ArchivedLSN), Lag: s.Lag},
 			Oldest: d.archiveOldest.Load(), Newest: s.ArchivedCommitTime})
 	}
+}
+
+// leading reports whether this daemon writes: a single daemon always, a
+// group member while it leads.
+func (d *Daemon) leading() bool { return d.ha == nil || d.ha.leader.Load() }
+
+// pollHA reports a group member's state to the metrics.
+func (d *Daemon) pollHA() {
+	m := d.ha
+	if m == nil {
+		return
+	}
+	p := m.position()
+	lost := 0
+	if p.Loss != nil {
+		lost = 1
+	}
+	d.metrics.HAState(obs.HA{Leader: m.leader.Load(), Term: p.Term, Takeovers: p.Takeovers,
+		Takeover: time.Duration(p.TakeoverMS) * time.Millisecond, LostRanges: lost})
 }

@@ -97,7 +97,11 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 			snap.WAL.State, snap.WAL.Error = "critical", err.Error()
 		}
 		durable := d.wal.Durable()
+		leading := d.leading()
 		switch {
+		case !leading:
+			// A follower runs no source and no sink (the group section says
+			// who does).
 		case d.pg != nil:
 			s := d.pg.Stats()
 			state := "ok"
@@ -107,10 +111,10 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 			state, errText := depState(s.Server, state)
 			snap.Source = &status.Source{Kind: "postgres", Name: d.cfg.Source.Postgres.Slot, Position: change.FormatSourceLSN(s.LastSourceLSN),
 				LSN: durable, SlotBytes: s.SlotLagBytes, State: state, Error: errText}
-		case d.httpSource != nil:
+		case d.httpSource.Load() != nil:
 			snap.Source = &status.Source{Kind: "http", Name: d.Addr("source.http"), LSN: durable, State: "ok"}
 		}
-		if k := d.kafka; k != nil {
+		if k := d.kafka; k != nil && leading {
 			s := k.Stats()
 			topic := kafkawire.OrderedTopic(d.cfg.Kafka.TopicPrefix)
 			if d.cfg.Kafka.Mode == kafkawire.ModeTables {
@@ -120,7 +124,7 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 			snap.Sinks = append(snap.Sinks, status.Sink{Name: topic, Kind: "kafka", Target: strings.Join(d.cfg.Kafka.Brokers, ","),
 				LSN: s.AckedLSN, LagRecords: s.LagRecords, Lag: status.Duration(time.Duration(s.LagSeconds * float64(time.Second))), State: state, Error: errText})
 		}
-		if a := d.archiver; a != nil {
+		if a := d.archiver; a != nil && leading {
 			s := a.Stats()
 			lag := uint64(0)
 			if durable > s.ArchivedLSN {
@@ -139,6 +143,14 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 			snap.Sinks = append(snap.Sinks, st)
 			if sum := d.archiveSummary.Load(); sum != nil {
 				snap.Archive = sum
+			}
+		}
+		if m := d.ha; m != nil {
+			snap.Role = m.role()
+			snap.Group = m.statusGroup(d.cfg.Kafka.TopicPrefix)
+			if snap.Group.Loss != "" {
+				snap.Warnings = append(snap.Warnings, status.Warning{Level: "critical", Component: "ha",
+					Message: "transactions lost at takeover: " + snap.Group.Loss + " (walship ha check)"})
 			}
 		}
 		snap.AddMetrics(d.metrics)

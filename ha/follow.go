@@ -449,6 +449,10 @@ func probe(ctx context.Context, o *FollowOptions, at, end int64) (*kgo.Record, e
 				return nil, nil
 			case !r.Attrs.IsControl():
 				return r, nil
+			case r.Offset+1 >= end:
+				// A marker ends the range: nothing after it is below end
+				// (and nothing after it may come soon, to be waited for).
+				return nil, nil
 			}
 		}
 	}

@@ -541,6 +541,14 @@ func (t *Term) Takeover() time.Duration {
 	return t.mu.takeover
 }
 
+// Deadline is when the term stops being valid unless a renewal commits
+// first (on the monotonic clock; see Valid).
+func (t *Term) Deadline() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.mu.deadline
+}
+
 // Valid reports whether the term still holds: it was not lost and its
 // deadline, on the monotonic clock, has not passed. A term whose deadline
 // passed is lost from the first call that sees it, even if no renewal

@@ -124,6 +124,9 @@ type Metrics struct {
 	posLSN, lagRecords, lagBytes, lagSeconds map[string]*prometheus.GaugeVec // by kind: sink, consumer, source
 	slotLag                                  *prometheus.GaugeVec
 	levelLSN                                 *prometheus.GaugeVec
+	haRole                                   *prometheus.GaugeVec
+	haTerm, haTakeover, haLost               prometheus.Gauge
+	haTakeovers                              prometheus.Counter
 	archLSN, archLagRecords, archLagSeconds  prometheus.Gauge
 	pitrOldest, pitrNewest, archSnapshots    prometheus.Gauge
 	retries, errors                          *prometheus.CounterVec
@@ -141,6 +144,9 @@ type Metrics struct {
 		lastLag  []LagSummary
 		depUp    map[string]bool // each dependency's Up at the last Tick that knew it
 		lastHTTP HTTPSource
+		// lastTakeovers is the takeover count last reported (HAState adds
+		// the difference to the counter).
+		lastTakeovers int64
 	}
 }
 
@@ -194,6 +200,11 @@ func New(opts Options) (*Metrics, error) {
 		m.lagSeconds[kind] = f.gaugeVec("walship_"+kind+"_lag_seconds", "Age of the oldest transaction the "+kind+" has not handled.", kind)
 	}
 	m.levelLSN = f.gaugeVec("walship_replication_level_lsn", "Highest LSN each replication level has reached: local (durable in the log), shipped (stored by every sink of wal.shipped_sinks), applied (applied by the quorum of wal.applied_quorum).", "level")
+	m.haRole = f.gaugeVec("walship_ha_role", "1 for this HA group member's current role (leader or follower), 0 for the other.", "role")
+	m.haTerm = f.gauge("walship_ha_term", "The HA group's current leadership term as this member sees it.")
+	m.haTakeovers = f.counter("walship_ha_takeovers_total", "Times this member took over the lead of its HA group since it started.")
+	m.haTakeover = f.gauge("walship_ha_takeover_seconds", "Time of this member's last takeover, from winning the lease to leading (fencing the old producer and catching up included).")
+	m.haLost = f.gauge("walship_ha_lost_ranges", "Ranges of source positions this member found confirmed to PostgreSQL by a previous leader and missing from the group's log (lost transactions; wal.sync local).")
 	m.slotLag = f.gaugeVec("walship_postgres_slot_lag_bytes", "Bytes of Postgres WAL retained by the replication slot (pg_current_wal_lsn - confirmed_flush_lsn).", "slot")
 	m.archLSN = f.gauge("walship_archive_position_lsn", "Last walship LSN stored in the archive.")
 	m.archLagRecords = f.gauge("walship_archive_lag_records", "Records not yet archived.")
@@ -377,6 +388,33 @@ func (m *Metrics) SlotLag(slot string, bytes int64) {
 // "shipped", "applied") has reached.
 func (m *Metrics) ReplicationLevel(level string, lsn uint64) {
 	m.levelLSN.WithLabelValues(level).Set(float64(lsn))
+}
+
+// HA is an HA group member's state for the metrics.
+type HA struct {
+	Leader     bool
+	Term       int64
+	Takeovers  int64
+	Takeover   time.Duration
+	LostRanges int
+}
+
+// HAState reports an HA group member's state.
+func (m *Metrics) HAState(h HA) {
+	leader, follower := 0.0, 1.0
+	if h.Leader {
+		leader, follower = 1, 0
+	}
+	m.haRole.WithLabelValues("leader").Set(leader)
+	m.haRole.WithLabelValues("follower").Set(follower)
+	m.haTerm.Set(float64(h.Term))
+	m.mu.Lock()
+	last := m.mu.lastTakeovers
+	m.mu.lastTakeovers = h.Takeovers
+	m.mu.Unlock()
+	m.haTakeovers.Add(float64(h.Takeovers - last))
+	m.haTakeover.Set(h.Takeover.Seconds())
+	m.haLost.Set(float64(h.LostRanges))
 }
 
 // ArchiveState reports the archive's position and PITR window.

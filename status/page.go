@@ -47,6 +47,7 @@ svg .small { font-size:11px; fill:var(--muted); }
  <div><h2>Throughput, last hour (records/s)</h2><svg id="chart-rate" class="chart" width="100%" viewBox="0 0 600 220" role="img" aria-label="throughput chart"></svg><div class="legend" id="legend-rate"></div></div>
 </div></section>
 <section><h2>Dependencies</h2><table id="dependencies"><thead><tr><th>dependency</th><th>needed for readiness</th><th>state</th><th>since</th><th>last error</th><th>at</th></tr></thead><tbody></tbody></table></section>
+<section id="group-section" style="display:none"><h2>HA group</h2><p id="group"></p><table id="members"><thead><tr><th>member</th><th>role</th><th class="num">position</th><th>last heard</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Positions</h2><table id="positions"><thead><tr><th>component</th><th>kind</th><th>target</th><th class="num">LSN</th><th class="num">lag records</th><th class="num">lag bytes</th><th class="num">lag</th><th>state</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Lag objectives</h2><table id="objectives"><thead><tr><th>component</th><th class="num">p50</th><th class="num">p95</th><th class="num">p99</th><th class="num">p99.9</th><th class="num">samples</th><th>state</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Archive</h2><div id="archive" class="muted">no archive configured</div></section>
@@ -218,6 +219,21 @@ function render(s) {
     db.appendChild(tr);
   });
   if (!db.children.length) { const tr = el("tr"); cell(tr, "no external dependencies", "muted"); db.appendChild(tr); }
+
+  const g = s.group;
+  document.getElementById("group-section").style.display = g ? "" : "none";
+  if (g) {
+    document.getElementById("group").textContent = "group " + g.name + " · this member " + g.member + " is " + g.role +
+      " · leader " + (g.leader || "none") + " · term " + g.term + (g.role === "leader" ? " · lease left " + fmtDur(g.lease_left) : "") +
+      (g.loss ? " · LOST: " + g.loss : "");
+    const mb = document.querySelector("#members tbody");
+    mb.replaceChildren();
+    (g.members || []).forEach(m => {
+      const tr = el("tr", {"data-member": m.name, "data-role": m.role});
+      cell(tr, m.name); cell(tr, m.role); cell(tr, fmtNum(m.position), "num"); cell(tr, fmtTime(m.seen));
+      mb.appendChild(tr);
+    });
+  }
 
   const ob = document.querySelector("#objectives tbody");
   ob.replaceChildren();

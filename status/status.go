@@ -55,9 +55,11 @@ type Snapshot struct {
 	// Dependencies are the external systems the process uses and their
 	// health (filled by AddMetrics).
 	Dependencies []Dependency `json:"dependencies"`
-	Lag          []Lag        `json:"lag"`
-	Series       []Series     `json:"series"`
-	Warnings     []Warning    `json:"warnings"`
+	// Group is the HA group this process is a member of, nil if none.
+	Group    *Group    `json:"group,omitempty"`
+	Lag      []Lag     `json:"lag"`
+	Series   []Series  `json:"series"`
+	Warnings []Warning `json:"warnings"`
 }
 
 // Source is where changes come from (Postgres, the HTTP source, or for a
@@ -161,6 +163,30 @@ type Point struct {
 	Lag      Duration  `json:"lag"`
 	Rate     float64   `json:"rate"`      // records/s
 	ByteRate float64   `json:"byte_rate"` // bytes/s
+}
+
+// Group is an HA group as one member sees it.
+type Group struct {
+	Name   string `json:"name"`   // the group (the Kafka topic prefix)
+	Member string `json:"member"` // this member
+	Role   string `json:"role"`   // leader | follower
+	Leader string `json:"leader"`
+	Term   int64  `json:"term"`
+	// LeaseLeft is how long this member's term stays valid without a
+	// renewal (leader only).
+	LeaseLeft Duration      `json:"lease_left"`
+	Members   []GroupMember `json:"members"`
+	// Loss names transactions this member found lost when it took over
+	// (empty when none).
+	Loss string `json:"loss,omitempty"`
+}
+
+// GroupMember is a member of an HA group as last heard from.
+type GroupMember struct {
+	Name     string    `json:"name"`
+	Role     string    `json:"role"`
+	Position uint64    `json:"position"`
+	Seen     time.Time `json:"seen"`
 }
 
 // Warning is shown at the top of the page.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,7 +25,14 @@ func runRun(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	return d.Run(ctx)
+	if err := d.Run(ctx); errors.Is(err, daemon.ErrHA) {
+		// Lost the lease, or the log diverged: a supervisor restarts it
+		// and it rejoins as a follower.
+		return cli.Exit(daemon.ExitHA, err)
+	} else if err != nil {
+		return err
+	}
+	return nil
 }
 
 // checkRun checks a config for `walship run`, including the archive's

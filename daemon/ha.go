@@ -1,0 +1,488 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/config"
+	"github.com/walship/walship/ha"
+	"github.com/walship/walship/kafkasink"
+	"github.com/walship/walship/kafkawire"
+	"github.com/walship/walship/pgsource"
+	"github.com/walship/walship/status"
+	"github.com/walship/walship/wal"
+)
+
+// ExitHA is the exit status of a walship run that stopped because of its
+// place in an HA group: it lost its lease, or its log diverged from the
+// group's. Started again, it rejoins as a follower (docs/HA.md).
+const ExitHA = 4
+
+// ErrHA marks the errors Run returns for ExitHA.
+var ErrHA = errors.New("ha")
+
+// Roles of a member of an HA group.
+const (
+	RoleFollower = "follower"
+	RoleLeader   = "leader"
+)
+
+// haMember is the daemon's part in a group of standbys (config ha): the
+// lease, the follower that keeps the log a copy of the group's history,
+// and, once leading, the term every write checks.
+type haMember struct {
+	name     string
+	lease    *ha.Lease
+	follower *ha.Follower
+	kopts    []kgo.Opt
+	topic    string // the ordered topic: the data producer's transactional id
+
+	term      atomic.Pointer[ha.Term]
+	leader    atomic.Bool
+	takeovers atomic.Int64
+	// takeoverSeconds is the last takeover's time, from the lease's lapse
+	// seen to leading, in milliseconds.
+	takeoverSeconds atomic.Int64
+	loss            atomic.Pointer[LossReport]
+
+	// handler is the source.http handler: 503 naming the leader while
+	// following, the HTTP source once leading.
+	handler atomic.Pointer[http.Handler]
+}
+
+// LossReport is a range of source positions that the previous leader
+// confirmed to PostgreSQL and that are not in the group's log: the
+// transactions committed there are lost (wal.sync local lets this happen
+// when a leader's host dies between its fsync and its shipping).
+type LossReport struct {
+	Term int64 `json:"term"`
+	// After and Through bound the range (After, Through] of source
+	// positions (PostgreSQL LSNs as X/Y).
+	After    string    `json:"after"`
+	Through  string    `json:"through"`
+	Member   string    `json:"member"`
+	Detected time.Time `json:"detected"`
+}
+
+func (r LossReport) String() string {
+	return fmt.Sprintf("source positions after %s through %s (term %d)", r.After, r.Through, r.Term)
+}
+
+// leaderInfo is what a leader puts in each lease renewal: the source
+// position it has confirmed to PostgreSQL, and the log position by which
+// everything up to that source position is in its log. A new leader whose
+// log reaches LogLSN knows nothing up to SourceConfirmed is missing.
+type leaderInfo struct {
+	SourceConfirmed uint64 `json:"source_confirmed"`
+	LogLSN          uint64 `json:"log_lsn"`
+}
+
+// gate is what every write checks when the daemon is in a group: nil
+// while this member holds a valid term (or has never led: a follower's
+// copies are not gated), the term's error after it lapsed.
+func (d *Daemon) gate() error {
+	if d.ha == nil {
+		return nil
+	}
+	if t := d.ha.term.Load(); t != nil {
+		return t.Gate()
+	}
+	return nil
+}
+
+// buildHA makes the lease and the follower. The log was opened; nothing
+// runs until Run.
+func (d *Daemon) buildHA(ctx context.Context) error {
+	h, k := d.cfg.HA, d.cfg.Kafka
+	kopts, err := kafkaClientOptions(k)
+	if err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	m := &haMember{name: h.Name, kopts: kopts, topic: kafkawire.OrderedTopic(k.TopicPrefix)}
+	if m.follower, err = ha.NewFollower(d.wal, ha.FollowOptions{Topic: m.topic, Lineage: Lineage, Client: kopts, Logger: d.log}); err != nil {
+		return fmt.Errorf("ha: %w", err)
+	}
+	m.lease, err = ha.OpenLease(ctx, ha.LeaseOptions{Topic: haTopic(k.TopicPrefix), Member: h.Name, Lease: h.Lease, Client: kopts,
+		Logger: d.log, Position: d.wal.Durable, Info: d.leaderInfo})
+	if err != nil {
+		return fmt.Errorf("ha: %w", err)
+	}
+	var follow http.Handler = http.HandlerFunc(m.notLeader)
+	m.handler.Store(&follow)
+	d.ha = m
+	return nil
+}
+
+// haTopic is the group's lease topic.
+func haTopic(prefix string) string { return prefix + ".ha" }
+
+// leaderInfo is the renewal's payload (see leaderInfo). The source's
+// confirmed position is read before the log's durable position: whatever
+// was confirmed was durable then, so it is at or below the LSN read after.
+func (d *Daemon) leaderInfo() json.RawMessage {
+	var li leaderInfo
+	if d.pg != nil {
+		li.SourceConfirmed = d.pg.Stats().ConfirmedLSN
+	}
+	li.LogLSN = d.wal.Durable()
+	b, _ := json.Marshal(li)
+	return b
+}
+
+// notLeader answers source.http requests on a follower: the client must
+// send them to the leader (docs/OPERATIONS.md, "Clients of an HA group").
+func (m *haMember) notLeader(w http.ResponseWriter, r *http.Request) {
+	leader := ""
+	if l, ok := m.lease.Leader(); ok {
+		leader = l.Name
+	}
+	w.Header().Set("Walship-Leader", leader)
+	w.Header().Set("Retry-After", "1")
+	msg := "this walship is a follower in its HA group: send writes to the leader"
+	if leader != "" {
+		msg += " (" + leader + ")"
+	}
+	http.Error(w, msg, http.StatusServiceUnavailable)
+}
+
+// serveSource is the source.http listener's handler in a group.
+func (m *haMember) serveSource(w http.ResponseWriter, r *http.Request) {
+	(*m.handler.Load()).ServeHTTP(w, r)
+}
+
+// runHA follows the group's log until this member wins the lease, takes
+// over, then runs every component as a single daemon would, until the term
+// is lost (ErrHA, exit status ExitHA) or ctx ends.
+func (d *Daemon) runHA(ctx context.Context) error {
+	m := d.ha
+	defer m.lease.Close()
+	go d.observe(ctx) // the metrics and the status page, whatever the role
+	close(d.ready)    // a follower is doing its job
+	d.log.Info("walship following its HA group", "member", m.name, "topic", m.topic, "wal", d.cfg.WAL.Dir)
+
+	term, err := d.follow(ctx)
+	if err != nil {
+		d.closeForExit()
+		if errors.Is(err, ha.ErrDiverged) {
+			return d.divergedExit(err)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	return d.lead(ctx, term)
+}
+
+// follow tails the group's log while campaigning; it returns the term
+// when this member leads, after fencing the old leader's producer and
+// reading the log to the end of the group's history.
+func (d *Daemon) follow(ctx context.Context) (*ha.Term, error) {
+	m := d.ha
+	fctx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	followed := make(chan error, 1)
+	go func() { followed <- m.follower.Run(fctx) }()
+	type won struct {
+		t   *ha.Term
+		err error
+	}
+	cctx, stopCampaign := context.WithCancel(ctx)
+	defer stopCampaign()
+	campaign := make(chan won, 1)
+	go func() {
+		t, err := m.lease.Campaign(cctx)
+		campaign <- won{t, err}
+	}()
+	var w won
+	select {
+	case err := <-followed:
+		stopCampaign()
+		if w := <-campaign; w.t != nil {
+			w.t.Resign()
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	case w = <-campaign:
+	}
+	stopFollowing()
+	if err := <-followed; err != nil && !errors.Is(err, context.Canceled) {
+		w.t.Resign()
+		return nil, err
+	}
+	if w.err != nil {
+		return nil, w.err
+	}
+	start := time.Now()
+	// Fence the old leader's data producer first: from here nothing more
+	// of its can commit, so the end of the topic is the end of history.
+	if err := ha.Fence(ctx, m.kopts, m.topic); err != nil {
+		w.t.Resign()
+		return nil, fmt.Errorf("ha: fencing the previous leader's producer: %w", err)
+	}
+	if err := m.follower.CatchUp(ctx); err != nil {
+		w.t.Resign()
+		return nil, err
+	}
+	// From the lapse seen to leading: the campaign's part (waiting out the
+	// old term) and this one (fencing, catching up).
+	m.takeoverSeconds.Store((w.t.Takeover() + time.Since(start)).Milliseconds())
+	return w.t, nil
+}
+
+// lead runs the daemon's components under term.
+func (d *Daemon) lead(ctx context.Context, term *ha.Term) error {
+	m := d.ha
+	m.term.Store(term)
+	durable := d.wal.Durable()
+	// Everything in the log came from the topic: the Kafka sink resumes
+	// after it. The archive checks where it really ends itself.
+	if d.kafka != nil {
+		if err := d.sinkCkpts.Set(ctx, kafkasink.CheckpointName, durable, nil); err != nil {
+			return fmt.Errorf("ha: %w", err)
+		}
+		d.levels.Report(kafkasink.CheckpointName, durable)
+		d.kafkaShipped.Store(durable)
+	}
+	if err := d.reportLoss(ctx, term); err != nil {
+		return err
+	}
+	if err := d.startHTTPSource(ctx); err != nil {
+		return err
+	}
+	// Leader from here on: the HTTP source takes requests, and the
+	// sources' and sinks' dependencies count for readiness.
+	d.addDependencies()
+	m.leader.Store(true)
+	m.takeovers.Add(1)
+	d.log.Info("walship leads its HA group", "member", m.name, "term", term.Number(), "durable_lsn", durable)
+	lost := make(chan error, 1)
+	go func() {
+		select {
+		case <-term.Lost():
+			err := term.Gate()
+			if err == nil {
+				err = ha.ErrLeaseLost
+			}
+			lost <- fmt.Errorf("%w: lost the lease (term %d): stopped writing; start it again to rejoin as a follower: %w", ErrHA, term.Number(), err)
+		case <-ctx.Done():
+		}
+	}()
+	return d.runComponents(ctx, lost)
+}
+
+// reportLoss computes, for a PostgreSQL source, the range of source
+// positions the slot has confirmed that are not in the log, and reports it
+// loudly: log, metric, status page, and a record in the lease topic that
+// `walship ha check` reads.
+func (d *Daemon) reportLoss(ctx context.Context, term *ha.Term) error {
+	if d.pg == nil {
+		return nil
+	}
+	m := d.ha
+	confirmed, err := d.pg.SlotConfirmed(ctx)
+	if errors.Is(err, pgsource.ErrSlotNotFound) {
+		return nil // the group's first leader: nothing was ever confirmed
+	}
+	if err != nil {
+		return fmt.Errorf("ha: reading the slot's confirmed position: %w", err)
+	}
+	have, err := lastSourceLSN(ctx, d.wal)
+	if err != nil {
+		return fmt.Errorf("ha: %w", err)
+	}
+	if l, ok := m.lease.Leader(); ok && len(l.Info) > 0 {
+		var li leaderInfo
+		if json.Unmarshal(l.Info, &li) == nil && li.LogLSN <= d.wal.Durable() {
+			have = max(have, li.SourceConfirmed)
+		}
+	}
+	if confirmed <= have {
+		return nil
+	}
+	r := LossReport{Term: term.Number(), After: change.FormatSourceLSN(have), Through: change.FormatSourceLSN(confirmed),
+		Member: m.name, Detected: time.Now().UTC()}
+	m.loss.Store(&r)
+	d.log.Error("ha: transactions lost: the previous leader confirmed source positions to PostgreSQL that are not in the group's log (wal.sync local lets a leader's lost host take them)",
+		"after", r.After, "through", r.Through, "term", r.Term)
+	if err := recordLoss(ctx, m.kopts, haTopic(d.cfg.Kafka.TopicPrefix), r); err != nil {
+		d.log.Error("ha: could not record the loss in the lease topic", "err", err)
+	}
+	return nil
+}
+
+// lossKey is the lease-topic key of a loss report.
+func lossKey(term int64) string { return "loss/" + strconv.FormatInt(term, 10) }
+
+// recordLoss writes r to the lease topic under lossKey.
+func recordLoss(ctx context.Context, kopts []kgo.Opt, topic string, r LossReport) error {
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	v, _ := json.Marshal(r)
+	return cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(lossKey(r.Term)), Value: v}).FirstErr()
+}
+
+// lastSourceLSN is the newest source position in the log: the last
+// transaction carrying one, read from the newest segment back.
+func lastSourceLSN(ctx context.Context, w *wal.WAL) (uint64, error) {
+	segs := w.Segments()
+	for i := len(segs) - 1; i >= 0; i-- {
+		r, err := w.NewReader(max(segs[i].BaseLSN, w.FirstLSN()), false)
+		if err != nil {
+			return 0, err
+		}
+		var last uint64
+		for {
+			tx, err := r.Next(ctx)
+			if err != nil {
+				r.Close()
+				if !errors.Is(err, io.EOF) {
+					return 0, err
+				}
+				break
+			}
+			if tx.Header.SourceLSN != 0 {
+				last = tx.Header.SourceLSN
+			}
+		}
+		if last != 0 {
+			return last, nil
+		}
+	}
+	return 0, nil
+}
+
+// divergedExit moves the log aside after ha.ErrDiverged, so that the next
+// start rebuilds it from the group's history, and returns the exit error.
+func (d *Daemon) divergedExit(cause error) error {
+	dir := d.cfg.WAL.Dir
+	aside := fmt.Sprintf("%s.diverged-%s", dir, time.Now().UTC().Format("20060102T150405Z"))
+	if err := os.Rename(dir, aside); err != nil {
+		return fmt.Errorf("%w: %w; and moving the log aside failed: %w", ErrHA, cause, err)
+	}
+	d.log.Error("ha: this member's log diverged from the group's (a tail written after it lost the lease); moved aside: start it again to rebuild from the group's log",
+		"moved_to", aside, "err", cause)
+	return fmt.Errorf("%w: %w: the log was moved to %s; start walship again to rebuild it from the group's log", ErrHA, cause, aside)
+}
+
+// startHTTPSource builds the HTTP source when this member leads (keys read
+// back from the log as it is now, a copy of the group's) and switches the
+// listener from answering 503 to it.
+func (d *Daemon) startHTTPSource(ctx context.Context) error {
+	if d.cfg.Source.HTTP == nil {
+		return nil
+	}
+	src, err := d.newHTTPSource(ctx)
+	if err != nil {
+		return err
+	}
+	d.retention.floor = d.keys.Floor
+	h := src.Handler()
+	d.ha.handler.Store(&h)
+	return nil
+}
+
+// closeForExit ends a Run that stops before any component started.
+func (d *Daemon) closeForExit() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d.levels.Close()
+	if err := d.closeRest(ctx); err != nil {
+		d.log.Error("during shutdown", "err", err)
+	}
+}
+
+// haFirstLSN is the first LSN of a member's new log: where the group's
+// history starts in the ordered topic (1 unless retention removed its
+// head). An existing log keeps its own.
+func haFirstLSN(ctx context.Context, cfg *config.Config) (uint64, error) {
+	if !walIsNew(cfg.WAL.Dir) {
+		return 0, nil
+	}
+	k := cfg.Kafka
+	kopts, err := kafkaClientOptions(k)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: %w", err)
+	}
+	first, empty, err := ha.TopicStart(ctx, ha.FollowOptions{Topic: kafkawire.OrderedTopic(k.TopicPrefix), Lineage: Lineage, Client: kopts})
+	if err != nil {
+		return 0, fmt.Errorf("ha: where the group's log starts: %w", err)
+	}
+	if empty {
+		return 0, nil
+	}
+	return first, nil
+}
+
+// walIsNew reports whether dir holds no log yet (absent, or nothing in it
+// but the checkpoints directory).
+func walIsNew(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	for _, e := range ents {
+		if e.Name() != "checkpoints" {
+			return false
+		}
+	}
+	return true
+}
+
+// role is this member's role now.
+func (m *haMember) role() string {
+	if m.leader.Load() {
+		return RoleLeader
+	}
+	return RoleFollower
+}
+
+// position is the member's view of the group for /v1/positions and the
+// status page.
+func (m *haMember) position() *HAPosition {
+	p := &HAPosition{Name: m.name, Takeovers: m.takeovers.Load(), TakeoverMS: m.takeoverSeconds.Load(), Loss: m.loss.Load(),
+		Members: []HAMember{}}
+	if l, ok := m.lease.Leader(); ok {
+		p.Leader, p.Term = l.Name, l.Term
+	}
+	if t := m.term.Load(); t != nil {
+		p.Term = t.Number()
+		if left := time.Until(t.Deadline()); left > 0 && t.Valid() {
+			p.LeaseExpiresInMS = left.Milliseconds()
+		}
+	}
+	for _, mb := range m.lease.Members() {
+		p.Members = append(p.Members, HAMember{Name: mb.Name, Role: mb.Role, Position: mb.Position, Seen: mb.Seen})
+	}
+	return p
+}
+
+// statusGroup is the group for the status page.
+func (m *haMember) statusGroup(group string) *status.Group {
+	p := m.position()
+	g := &status.Group{Name: group, Member: m.name, Role: m.role(), Leader: p.Leader, Term: p.Term,
+		LeaseLeft: status.Duration(time.Duration(p.LeaseExpiresInMS) * time.Millisecond)}
+	for _, mb := range p.Members {
+		g.Members = append(g.Members, status.GroupMember{Name: mb.Name, Role: mb.Role, Position: mb.Position, Seen: mb.Seen})
+	}
+	if p.Loss != nil {
+		g.Loss = p.Loss.String()
+	}
+	return g
+}
