@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -252,4 +253,20 @@ func (m *member) positions(ctx context.Context) (status, error) {
 	}
 	err = json.NewDecoder(resp.Body).Decode(&st)
 	return st, err
+}
+
+// logTail returns the last line the member's processes wrote before the
+// supervisor's last note, for failure messages.
+func (m *member) logTail() string {
+	b, err := os.ReadFile(filepath.Join(m.dir, "walship.log"))
+	if err != nil {
+		return err.Error()
+	}
+	var last string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if !strings.HasPrefix(l, "=== chaos supervisor") {
+			last = l
+		}
+	}
+	return clip(last)
 }

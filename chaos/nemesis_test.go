@@ -101,7 +101,13 @@ func (n *nemesis) waitLeader() (*member, int64) {
 	waitFor(n.t, "a leader", 90*time.Second, func() (bool, string) {
 		var ok bool
 		m, term, ok = n.obs.leader()
-		return ok, fmt.Sprintf("no member says it leads: %v", n.obs.lastObs())
+		why := "no member says it leads"
+		for _, m := range n.members {
+			if ex := m.exits(); len(ex) > 0 {
+				why += fmt.Sprintf("; %s exited %d times, last %s: %s", m.name, len(ex), ex[len(ex)-1], m.logTail())
+			}
+		}
+		return ok, why
 	})
 	return m, term
 }
