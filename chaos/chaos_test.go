@@ -135,7 +135,7 @@ func TestChaos(t *testing.T) {
 		exits = append(exits, m.exits()...)
 		puts = append(puts, m.s3.puts()...)
 	}
-	rep.checkPuts(puts, obs.intervals(time.Now()), exits, nem.zombies)
+	rep.checkPuts(puts, obs.intervals(time.Now(), exits), nem.zombies)
 
 	t.Logf("chaos summary (seed %d):\n%s", seed, rep.summary(exits))
 	for _, f := range rep.failures {

@@ -67,15 +67,14 @@ func TestChecksCatchTwoWriters(t *testing.T) {
 		{member: "m2", path: "/c", start: at(1200), end: at(1300), status: 200},
 	}
 	r := newReport()
-	r.checkPuts(handover, ivs, nil, nil)
+	r.checkPuts(handover, ivs, nil)
 	expectFailures(t, r, nil)
 
 	bad := append(handover,
 		put{member: "m1", path: "/late", start: at(1250), end: at(1400), status: 200}, // m1 after its term, beside m2
 	)
 	r = newReport()
-	exits := []exit{{member: "m1", at: at(2500), code: 4}}
-	r.checkPuts(bad, ivs, exits, []zombie{{member: "m1", term: 1, resumed: at(1240), exited: at(2500)}})
+	r.checkPuts(bad, ivs, []zombie{{member: "m1", term: 1, resumed: at(1240), exited: at(2500)}})
 	expectFailures(t, r, []string{"two archive writers at once", "m1 PUT /late at", "zombie m1 (term 1) sent PUT /late"})
 }
 
@@ -91,6 +90,39 @@ func expectFailures(t *testing.T, r *report, want []string) {
 		}
 		if !found {
 			t.Errorf("no failure says %q; failures: %q", w, r.failures)
+		}
+	}
+}
+
+// TestIntervalsFromPolls checks how leadership intervals are built from the
+// polls: a poll without an answer neither ends nor extends one, an exit
+// ends one, and a member seen leading again after a restart starts another.
+func TestIntervalsFromPolls(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	o := newObserver([]*member{{name: "m1"}, {name: "m2"}}, true)
+	o.mu.obs = []observation{
+		{at: at(100), member: "m1", up: true},
+		{at: at(200), member: "m1", up: true, leader: true, term: 1},
+		{at: at(300), member: "m1"}, // no answer
+		{at: at(400), member: "m1", up: true, leader: true, term: 1},
+		{at: at(700), member: "m1", up: true, leader: true, term: 1}, // after a restart at 500
+		{at: at(800), member: "m1", up: true},
+		{at: at(100), member: "m2", up: true},
+		{at: at(900), member: "m2", up: true, leader: true, term: 2},
+	}
+	got := o.intervals(at(1000), []exit{{member: "m1", at: at(500)}})
+	want := []interval{
+		{member: "m1", term: 1, from: at(100), to: at(500)},
+		{member: "m1", term: 1, from: at(500), to: at(800)},
+		{member: "m2", term: 2, from: at(100), to: at(1000)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("intervals %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("interval %d: %+v, want %+v", i, got[i], want[i])
 		}
 	}
 }

@@ -90,7 +90,7 @@ func (r *report) checkAcked(reqs []*request, tl *topicLog, strict bool) {
 // checkPuts checks the archive's PUT log: writes (2xx PUTs) of two members
 // never overlap in time, each falls within a leadership interval of its
 // member, and a zombie writes nothing from SIGCONT until it exits.
-func (r *report) checkPuts(puts []put, ivs []interval, exits []exit, zombies []zombie) {
+func (r *report) checkPuts(puts []put, ivs []interval, zombies []zombie) {
 	var writes []put
 	for _, p := range puts {
 		if p.status >= 200 && p.status < 300 {
@@ -111,7 +111,7 @@ func (r *report) checkPuts(puts []put, ivs []interval, exits []exit, zombies []z
 	for _, w := range writes {
 		ok := false
 		for _, iv := range ivs {
-			if iv.member == w.member && w.start.After(iv.from) && w.start.Before(endOfInterval(iv, exits)) {
+			if iv.member == w.member && w.start.After(iv.from) && w.start.Before(iv.to) {
 				ok = true
 				break
 			}
@@ -128,18 +128,6 @@ func (r *report) checkPuts(puts []put, ivs []interval, exits []exit, zombies []z
 			}
 		}
 	}
-}
-
-// endOfInterval ends a leadership interval at the member's first exit
-// inside it, if that comes before the poll that saw it no longer lead.
-func endOfInterval(iv interval, exits []exit) time.Time {
-	end := iv.to
-	for _, e := range exits {
-		if e.member == iv.member && e.at.After(iv.from) && e.at.Before(end) {
-			end = e.at
-		}
-	}
-	return end
 }
 
 func stamp(t time.Time) string { return t.Format("15:04:05.000") }

@@ -85,48 +85,64 @@ func (o *observer) leader() (*member, int64, bool) {
 	return best, term, best != nil
 }
 
-// interval is one stretch of leadership of one member, widened to the polls
-// around it: the member was not seen leading at from (or nothing was seen
-// before), nor at to (or the run ended), and led in between.
+// interval is one stretch of leadership of one member, widened to what
+// the polls can tell: the member was not seen leading at from (or nothing
+// was seen before), and at to it was seen not leading, or its process
+// exited, or the run ended. A poll that got no answer says nothing.
 type interval struct {
 	member   string
 	term     int64
 	from, to time.Time
 }
 
-// intervals returns every member's leadership intervals.
-func (o *observer) intervals(end time.Time) []interval {
+// intervals returns every member's leadership intervals; exits are the
+// supervisors' records (a process that exits leads no more).
+func (o *observer) intervals(end time.Time, exits []exit) []interval {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	var out []interval
 	for _, m := range o.members {
 		var cur *interval
-		var lastNot time.Time
+		var lastNot, prev time.Time
+		closeAt := func(at time.Time) {
+			if cur != nil {
+				cur.to = at
+				out = append(out, *cur)
+				cur = nil
+			}
+			lastNot = at
+		}
 		for _, ob := range o.mu.obs {
 			if ob.member != m.name {
 				continue
 			}
-			switch {
-			case ob.leader && cur != nil && cur.term == ob.term:
-			case ob.leader:
-				if cur != nil {
-					cur.to = ob.at
-					out = append(out, *cur)
-				}
-				cur = &interval{member: m.name, term: ob.term, from: lastNot}
-			default:
-				lastNot = ob.at
-				if cur != nil {
-					cur.to = ob.at
-					out = append(out, *cur)
-					cur = nil
+			for _, e := range exits {
+				if e.member == m.name && e.at.After(prev) && !e.at.After(ob.at) {
+					closeAt(e.at)
 				}
 			}
+			switch {
+			case !ob.up:
+			case ob.leader && cur != nil && cur.term == ob.term:
+			case ob.leader:
+				from := lastNot
+				if cur != nil { // a new term without a poll in between: it began after the last poll of the old one
+					from = prev
+					closeAt(ob.at)
+				}
+				cur = &interval{member: m.name, term: ob.term, from: from}
+			default:
+				closeAt(ob.at)
+			}
+			prev = ob.at
 		}
-		if cur != nil {
-			cur.to = end
-			out = append(out, *cur)
+		for _, e := range exits {
+			if e.member == m.name && e.at.After(prev) {
+				closeAt(e.at)
+				break
+			}
 		}
+		closeAt(end)
 	}
 	return out
 }
