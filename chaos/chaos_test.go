@@ -1,0 +1,179 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/replica"
+)
+
+// TestChaos runs the group under the nemesis and then proves, once every
+// fault is healed and the pipeline has caught up, that no acknowledged
+// transaction was lost or duplicated: in the ordered topic, in the replica,
+// in the archive and its restores; that at most one member wrote to the
+// archive at any moment, each only within its term; and that a zombie
+// leader wrote nothing and exited 4 (docs/RELIABILITY.md).
+func TestChaos(t *testing.T) {
+	seed := runSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	root := t.TempDir()
+	if *flagKeep {
+		var err error
+		if root, err = os.MkdirTemp("", "walship-chaos-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("run directory kept: %s", root)
+	}
+	srv := startServers(t)
+	ctx := context.Background()
+	createBank(ctx, t, srv.pg.DSN(bankDB))
+
+	ha := *flagMembers > 1
+	var members []*member
+	for i := range *flagMembers {
+		members = append(members, newMember(t, srv, root, fmt.Sprintf("m%d", i+1), ha))
+	}
+	replicaDB := filepath.Join(root, "replica.db")
+	consumer := newConsumer(t, srv, root, replicaDB)
+
+	// The processes live until runCtx ends; the supervisors then stop them
+	// cleanly and return.
+	runCtx, stopRun := context.WithCancel(ctx)
+	var procs sync.WaitGroup
+	for _, m := range append([]*member{consumer}, members...) {
+		procs.Add(1)
+		go func() { defer procs.Done(); m.supervise(runCtx, t) }()
+	}
+	defer func() { stopRun(); procs.Wait() }()
+	obs := newObserver(members, ha)
+	procs.Add(1)
+	go func() { defer procs.Done(); obs.run(runCtx) }()
+
+	rep := newReport()
+	wr := newWriters(t, members, obs)
+	nem := &nemesis{t: t, rng: rng, srv: srv, members: members, obs: obs, wr: wr, rep: rep, ha: ha}
+	nem.waitLeader()
+
+	// Workloads until the nemesis is done; writers then finish the request
+	// they have in flight (hardCtx bounds that).
+	workCtx, stopWork := context.WithCancel(ctx)
+	hardCtx, stopHard := context.WithTimeout(ctx, time.Hour)
+	defer stopHard()
+	bk := &bank{dsn: srv.pg.DSN(bankDB)}
+	var work sync.WaitGroup
+	work.Add(2)
+	go func() { defer work.Done(); bk.run(workCtx, seed, 2) }()
+	go func() { defer work.Done(); wr.run(workCtx, hardCtx, seed, 3) }()
+
+	func() {
+		defer nem.heal()
+		nem.run(ctx, nem.plan(*flagFaults))
+	}()
+	stopWork()
+	finished := make(chan struct{})
+	go func() { work.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(120 * time.Second):
+		stopHard()
+		<-finished
+		t.Errorf("the writers did not finish their last requests within 120s of the faults' end")
+	}
+	if msg := wr.bad.Load(); msg != nil {
+		rep.fail("a writer got an answer the contract never gives: %s", *msg)
+	}
+	rep.transfers = bk.transfers.Load()
+
+	// Quiesce: PostgreSQL no longer changes, so the replica catches up to it
+	// and the leader's sinks to its log; only then is anything compared.
+	want, err := accounts(ctx, srv.pg.DSN(bankDB))
+	must(t, err)
+	if why := conserved(want); why != "" {
+		t.Fatalf("PostgreSQL itself: %s", why)
+	}
+	waitFor(t, "the replica to equal PostgreSQL", 120*time.Second, func() (bool, string) {
+		got, err := accounts(ctx, "sqlite://"+replicaDB)
+		if err != nil {
+			return false, err.Error()
+		}
+		return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprintf("replica %v, PostgreSQL %v", got, want)
+	})
+	var through uint64
+	waitFor(t, "the leader's sinks to ship its whole log", 120*time.Second, func() (bool, string) {
+		m, _, ok := obs.leader()
+		if !ok {
+			return false, "no leader"
+		}
+		st, err := m.positions(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		through = st.durable()
+		return st.Sinks["kafka"] >= through && st.Sinks["archive"] >= through, fmt.Sprintf("%s: durable %d, sinks %v", m.name, through, st.Sinks)
+	})
+
+	tl, err := readTopic(ctx, []string{srv.kafka.Addr}, through)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.checkAcked(wr.requests(), tl, ha)
+	rep.checkReplicaRows(ctx, replicaDB, wr.requests())
+	rep.checkArchive(ctx, srv, tl, rng, root, want)
+
+	stopRun()
+	procs.Wait()
+	var exits []exit
+	var puts []put
+	for _, m := range members {
+		exits = append(exits, m.exits()...)
+		puts = append(puts, m.s3.puts()...)
+	}
+	rep.checkPuts(puts, obs.intervals(time.Now(), exits), nem.zombies)
+
+	t.Logf("chaos summary (seed %d):\n%s", seed, rep.summary(exits))
+	for _, f := range rep.failures {
+		t.Error(f)
+	}
+	if rep.acked == 0 || rep.transfers == 0 {
+		t.Errorf("nothing was acknowledged (%d requests) or transferred (%d): the run proves nothing", rep.acked, rep.transfers)
+	}
+}
+
+// checkReplicaRows checks that the replica holds every acknowledged row of
+// the HTTP writers (the topic check proves each is there once).
+func (r *report) checkReplicaRows(ctx context.Context, db string, reqs []*request) {
+	tables, err := replica.Dump(ctx, "sqlite://"+db)
+	if err != nil {
+		r.fail("replica: %v", err)
+		return
+	}
+	have := map[string]bool{}
+	for _, row := range tables["events"] {
+		var e struct{ ID string }
+		if err := json.Unmarshal([]byte(row), &e); err != nil {
+			r.fail("replica events row %s: %v", row, err)
+			return
+		}
+		have[e.ID] = true
+	}
+	for _, q := range reqs {
+		if !q.acked {
+			continue
+		}
+		for _, ids := range q.rows {
+			for _, id := range ids {
+				if !have[id] {
+					r.losses++
+					r.fail("request %s: acknowledged row %s is not in the replica", q.key, id)
+				}
+			}
+		}
+	}
+}

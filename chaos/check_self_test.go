@@ -1,0 +1,128 @@
+package chaos
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walship/walship/change"
+)
+
+// eventTxn is a transaction inserting the given public.events rows.
+func eventTxn(commit uint64, ids ...string) change.Committed {
+	t := change.Committed{FirstLSN: commit - uint64(len(ids)) + 1, CommitLSN: commit}
+	for _, id := range ids {
+		t.Changes = append(t.Changes, change.Change{Table: change.Table{Schema: "public", Name: "events"}, Op: change.Insert,
+			After: change.Row{{Name: "id", Value: change.TextValue(id)}}})
+	}
+	return t
+}
+
+func topicOf(txns ...change.Committed) *topicLog {
+	tl := &topicLog{lineages: map[string]bool{"l": true}, byCommit: map[uint64]int{}}
+	for i, t := range txns {
+		tl.byCommit[t.CommitLSN] = i
+		tl.txns = append(tl.txns, t)
+	}
+	return tl
+}
+
+// TestChecksCatchLossAndDuplicates proves the checks of the suite fail
+// when they must: an acknowledged transaction missing or holding other
+// rows, a row twice, a gap in a strict topic.
+func TestChecksCatchLossAndDuplicates(t *testing.T) {
+	reqs := []*request{
+		{key: "a", rows: [][]string{{"a/0/0"}}, lsns: []uint64{1}, acked: true},
+		{key: "b", rows: [][]string{{"b/0/0"}}, lsns: []uint64{5}, acked: true},          // lost
+		{key: "c", rows: [][]string{{"c/0/0", "c/0/1"}}, lsns: []uint64{3}, acked: true}, // other rows there
+		{key: "d", rows: [][]string{{"d/0/0"}}},                                          // not acknowledged
+	}
+	tl := topicOf(eventTxn(1, "a/0/0"), eventTxn(3, "c/0/0", "x"), eventTxn(4, "a/0/0"))
+	tl.gaps = []string{"offset 9: LSN 7 after 4"}
+	r := newReport()
+	r.checkAcked(reqs, tl, true)
+	want := []string{"request b: transaction 0 acknowledged at LSN 5 is not in the topic",
+		"request c: transaction 0 acknowledged at LSN 3 holds rows",
+		"row a/0/0 in the topic twice", "ordered topic not dense"}
+	expectFailures(t, r, want)
+	if r.losses != 2 || r.duplicates != 2 || r.acked != 3 || r.ackedTxns != 3 {
+		t.Errorf("losses %d duplicates %d acked %d/%d, want 2 2 3/3", r.losses, r.duplicates, r.acked, r.ackedTxns)
+	}
+
+	clean := newReport()
+	clean.checkAcked(reqs[:1], topicOf(eventTxn(1, "a/0/0")), true)
+	expectFailures(t, clean, nil)
+}
+
+// TestChecksCatchTwoWriters proves the PUT-log check fails on overlapping
+// writers, a write outside its member's terms and a zombie's write after
+// SIGCONT, and passes a clean handover.
+func TestChecksCatchTwoWriters(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	ivs := []interval{{member: "m1", term: 1, from: at(0), to: at(1000)}, {member: "m2", term: 2, from: at(1000), to: at(3000)}}
+	handover := []put{
+		{member: "m1", path: "/a", start: at(100), end: at(200), status: 200},
+		{member: "m1", path: "/b", start: at(900), end: at(1100), status: 502}, // cut: not a write
+		{member: "m2", path: "/c", start: at(1200), end: at(1300), status: 200},
+	}
+	r := newReport()
+	r.checkPuts(handover, ivs, nil)
+	expectFailures(t, r, nil)
+
+	bad := append(handover,
+		put{member: "m1", path: "/late", start: at(1250), end: at(1400), status: 200}, // m1 after its term, beside m2
+	)
+	r = newReport()
+	r.checkPuts(bad, ivs, []zombie{{member: "m1", term: 1, resumed: at(1240), exited: at(2500)}})
+	expectFailures(t, r, []string{"two archive writers at once", "m1 PUT /late at", "zombie m1 (term 1) sent PUT /late"})
+}
+
+func expectFailures(t *testing.T, r *report, want []string) {
+	t.Helper()
+	if len(want) == 0 && len(r.failures) > 0 {
+		t.Errorf("unexpected failures: %q", r.failures)
+	}
+	for _, w := range want {
+		found := false
+		for _, f := range r.failures {
+			found = found || strings.Contains(f, w)
+		}
+		if !found {
+			t.Errorf("no failure says %q; failures: %q", w, r.failures)
+		}
+	}
+}
+
+// TestIntervalsFromPolls checks how leadership intervals are built from the
+// polls: a poll without an answer neither ends nor extends one, an exit
+// ends one, and a member seen leading again after a restart starts another.
+func TestIntervalsFromPolls(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	o := newObserver([]*member{{name: "m1"}, {name: "m2"}}, true)
+	o.mu.obs = []observation{
+		{at: at(100), member: "m1", up: true},
+		{at: at(200), member: "m1", up: true, leader: true, term: 1},
+		{at: at(300), member: "m1"}, // no answer
+		{at: at(400), member: "m1", up: true, leader: true, term: 1},
+		{at: at(700), member: "m1", up: true, leader: true, term: 1}, // after a restart at 500
+		{at: at(800), member: "m1", up: true},
+		{at: at(100), member: "m2", up: true},
+		{at: at(900), member: "m2", up: true, leader: true, term: 2},
+	}
+	got := o.intervals(at(1000), []exit{{member: "m1", at: at(500)}})
+	want := []interval{
+		{member: "m1", term: 1, from: at(100), to: at(500)},
+		{member: "m1", term: 1, from: at(500), to: at(800)},
+		{member: "m2", term: 2, from: at(100), to: at(1000)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("intervals %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("interval %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}

@@ -1,0 +1,239 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"syscall"
+	"testing"
+	"time"
+
+	toxiclient "github.com/Shopify/toxiproxy/v2/client"
+)
+
+// Fault kinds. The first three are the ones every run injects first.
+const (
+	faultHostLoss    = "host-loss"    // SIGKILL the leader, its wal.dir deleted
+	faultZombie      = "zombie"       // SIGSTOP the leader for 2-3 leases, then SIGCONT
+	faultPGCut       = "pg-cut"       // the leader's PostgreSQL connection cut for a few seconds
+	faultPGRestart   = "pg-restart"   // PostgreSQL stopped (fast or immediate) and started
+	faultPGLatency   = "pg-latency"   // latency on the leader's PostgreSQL connection
+	faultPGSlice     = "pg-slice"     // the leader's PostgreSQL stream sliced into small delayed pieces
+	faultS3SlowDown  = "s3-503"       // the leader's archive answers 503 SlowDown
+	faultS3Latency   = "s3-latency"   // the leader's archive answers late
+	faultKafkaOutage = "kafka-outage" // the broker unreachable for a few seconds
+)
+
+// leaderFaults need a group: with one member they would lose what the
+// operator contract says only a group keeps.
+var leaderFaults = map[string]bool{faultHostLoss: true, faultZombie: true}
+
+var allFaults = []string{faultHostLoss, faultZombie, faultPGCut, faultPGRestart, faultPGLatency, faultPGSlice,
+	faultS3SlowDown, faultS3Latency, faultKafkaOutage}
+
+// zombie records one paused leader: its term, when it resumed and when it
+// then exited (zero if it did not).
+type zombie struct {
+	member  string
+	term    int64
+	resumed time.Time
+	exited  time.Time
+	code    int
+}
+
+// nemesis injects faults at random moments, from its seed.
+type nemesis struct {
+	t       *testing.T
+	rng     *rand.Rand
+	srv     *servers
+	members []*member
+	obs     *observer
+	wr      *writers
+	rep     *report
+	ha      bool
+	zombies []zombie
+}
+
+// plan returns the kinds of n faults: the mandatory ones first (those a
+// single member can take), then random ones.
+func (n *nemesis) plan(count int) []string {
+	var kinds []string
+	for _, k := range allFaults {
+		if n.ha || !leaderFaults[k] {
+			kinds = append(kinds, k)
+		}
+	}
+	var out []string
+	for _, k := range []string{faultHostLoss, faultZombie, faultPGCut} {
+		if len(out) < count && (n.ha || !leaderFaults[k]) {
+			out = append(out, k)
+		}
+	}
+	for len(out) < count {
+		out = append(out, kinds[n.rng.IntN(len(kinds))])
+	}
+	return out
+}
+
+// run injects the planned faults one after another, each after a random
+// quiet time, and measures how long the group took to answer again.
+func (n *nemesis) run(ctx context.Context, kinds []string) {
+	for i, kind := range kinds {
+		quiet := time.Duration(1000+n.rng.IntN(2000)) * time.Millisecond
+		select { // the random moment of the next fault, not a wait for an event
+		case <-ctx.Done():
+			return
+		case <-time.After(quiet):
+		}
+		leader, term := n.waitLeader()
+		n.t.Logf("fault %d/%d: %s (leader %s, term %d)", i+1, len(kinds), kind, leader.name, term)
+		at := time.Now()
+		n.inject(kind, leader, term)
+		n.rep.faults[kind]++
+		n.measure(kind, at, term)
+	}
+}
+
+// waitLeader waits until the group has a leader that answers.
+func (n *nemesis) waitLeader() (*member, int64) {
+	var m *member
+	var term int64
+	waitFor(n.t, "a leader", 90*time.Second, func() (bool, string) {
+		var ok bool
+		m, term, ok = n.obs.leader()
+		why := "no member says it leads"
+		for _, m := range n.members {
+			if ex := m.exits(); len(ex) > 0 {
+				why += fmt.Sprintf("; %s exited %d times, last %s: %s", m.name, len(ex), ex[len(ex)-1], m.logTail())
+			}
+		}
+		return ok, why
+	})
+	return m, term
+}
+
+// measure records the takeover time (to a leader of a higher term, for
+// faults that remove the leader) and the write outage (to the first
+// acknowledged write that started after the fault).
+func (n *nemesis) measure(kind string, at time.Time, oldTerm int64) {
+	if leaderFaults[kind] {
+		waitFor(n.t, kind+": a new leader", 90*time.Second, func() (bool, string) {
+			_, term, ok := n.obs.leader()
+			return ok && term > oldTerm, fmt.Sprintf("last polls: %v", n.obs.lastObs())
+		})
+		n.rep.takeovers[kind] = append(n.rep.takeovers[kind], time.Since(at))
+	}
+	var ackAt time.Time
+	waitFor(n.t, kind+": an acknowledged write", 90*time.Second, func() (bool, string) {
+		var ok bool
+		ackAt, ok = n.wr.firstAckAfter(at)
+		return ok, "no write acknowledged since the fault"
+	})
+	n.rep.outages[kind] = append(n.rep.outages[kind], ackAt.Sub(at))
+}
+
+func (n *nemesis) between(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(n.rng.Int64N(int64(hi-lo)))
+}
+
+// hold keeps a fault on for d: the fault's length is part of its
+// definition, so this is a timer, not a wait for a condition.
+func hold(d time.Duration) { <-time.After(d) }
+
+func (n *nemesis) inject(kind string, leader *member, term int64) {
+	t := n.t
+	switch kind {
+	case faultHostLoss:
+		leader.signal(syscall.SIGKILL, kind, true)
+	case faultZombie:
+		n.zombie(leader, term)
+	case faultPGCut:
+		must(t, leader.pg.Disable())
+		hold(n.between(2*time.Second, 5*time.Second))
+		must(t, leader.pg.Enable())
+	case faultPGRestart:
+		if n.rng.IntN(2) == 0 {
+			must(t, n.srv.pg.Crash())
+		} else {
+			must(t, n.srv.pg.Stop())
+		}
+		hold(n.between(500*time.Millisecond, 2*time.Second))
+		must(t, n.srv.pg.Start())
+	case faultPGLatency:
+		n.toxic(leader.pg, "latency", toxiclient.Attributes{"latency": 300, "jitter": 200})
+	case faultPGSlice:
+		n.toxic(leader.pg, "slicer", toxiclient.Attributes{"average_size": 64, "size_variation": 48, "delay": 2000})
+	case faultS3SlowDown:
+		leader.s3.set(s3SlowDown)
+		hold(n.between(2*time.Second, 5*time.Second))
+		leader.s3.set(s3Pass)
+	case faultS3Latency:
+		leader.s3.set(s3Latency)
+		hold(n.between(2*time.Second, 5*time.Second))
+		leader.s3.set(s3Pass)
+	case faultKafkaOutage:
+		n.srv.kproxy.Down()
+		hold(n.between(2*time.Second, 4*time.Second))
+		must(t, n.srv.kproxy.Up())
+	default:
+		t.Fatalf("unknown fault %q", kind)
+	}
+}
+
+// toxic adds a Toxiproxy toxic downstream (PostgreSQL to the member) for a
+// few seconds.
+func (n *nemesis) toxic(p *toxiclient.Proxy, typ string, attrs toxiclient.Attributes) {
+	_, err := p.AddToxic("chaos", typ, "downstream", 1, attrs)
+	must(n.t, err)
+	hold(n.between(3*time.Second, 5*time.Second))
+	must(n.t, p.RemoveToxic("chaos"))
+}
+
+// zombie pauses the leader past its lease, lets it run again and waits for
+// it to exit with status 4 ("ha: lost the lease"), as the contract says.
+func (n *nemesis) zombie(leader *member, term int64) {
+	drain(leader.exited)
+	leader.signal(syscall.SIGSTOP, "", false)
+	hold(n.between(2*leaseLength, 3*leaseLength))
+	z := zombie{member: leader.name, term: term, resumed: time.Now(), code: -2}
+	leader.signal(syscall.SIGCONT, "", false)
+	select {
+	case e := <-leader.exited:
+		z.exited, z.code = e.at, e.code
+	case <-time.After(60 * time.Second):
+	}
+	if z.code != 4 {
+		n.rep.fail("zombie %s (term %d): after SIGCONT it exited with %d, want 4 (lost the lease); -2: it did not exit within 60s", z.member, term, z.code)
+	}
+	n.zombies = append(n.zombies, z)
+}
+
+// heal undoes every fault that may still be on (the run ended in the middle
+// of one, or a step failed).
+func (n *nemesis) heal() {
+	for _, m := range n.members {
+		m.signal(syscall.SIGCONT, "", false)
+		_ = m.pg.Enable()
+		_ = m.pg.RemoveToxic("chaos")
+		m.s3.set(s3Pass)
+	}
+	_ = n.srv.kproxy.Up()
+	_ = n.srv.pg.Start()
+}
+
+func drain(c chan exit) {
+	for {
+		select {
+		case <-c:
+		default:
+			return
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,102 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/walship/walship/change"
+	"github.com/walship/walship/kafkawire"
+)
+
+// topicLog is the ordered topic as a read_committed consumer sees it.
+type topicLog struct {
+	records  int
+	lineages map[string]bool
+	txns     []change.Committed // assembled, in order
+	byCommit map[uint64]int     // commit LSN -> index in txns
+	skipped  uint64             // records the assembler dropped as re-sent
+	// gaps lists every place where a record's LSN is not the one after the
+	// previous record's (tombstones aside): in a group with a
+	// transactional sink there must be none.
+	gaps []string
+}
+
+// readTopic reads the ordered topic from its start, read_committed, until it
+// has the transaction ending at LSN through (the group's durable end once
+// quiesced) or ctx ends.
+func readTopic(ctx context.Context, brokers []string, through uint64) (*topicLog, error) {
+	topic := kafkawire.OrderedTopic(topicPrefix)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	out := &topicLog{lineages: map[string]bool{}, byCommit: map[uint64]int{}}
+	asm := kafkawire.NewAssembler(0)
+	var prev uint64
+	for asm.Done() < through {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("topic %s: read through LSN %d of %d: %w", topic, asm.Done(), through, ctx.Err())
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				ferr = err
+			}
+		})
+		if ferr != nil && kafkawire.IsFatal(ferr) {
+			return out, fmt.Errorf("topic %s: %w", topic, ferr)
+		}
+		for _, r := range fs.Records() {
+			out.records++
+			ev, err := kafkawire.Decode(r)
+			if err != nil {
+				return out, fmt.Errorf("topic %s offset %d: %w", topic, r.Offset, err)
+			}
+			out.lineages[ev.Lineage] = true
+			if !ev.Tombstone {
+				if ev.LSN != prev+1 && prev != 0 {
+					out.gaps = append(out.gaps, fmt.Sprintf("offset %d: LSN %d after %d", r.Offset, ev.LSN, prev))
+				}
+				prev = ev.LSN
+			}
+			txn, complete, err := asm.Add(&ev)
+			if err != nil {
+				return out, fmt.Errorf("topic %s offset %d: %w", topic, r.Offset, err)
+			}
+			if complete {
+				out.byCommit[txn.CommitLSN] = len(out.txns)
+				out.txns = append(out.txns, txn)
+			}
+		}
+	}
+	out.skipped = asm.Skipped
+	return out, nil
+}
+
+// eventRows returns the ids of the public.events rows a transaction
+// inserts, in order ("" for other changes).
+func eventRows(t *change.Committed) []string {
+	var ids []string
+	for i := range t.Changes {
+		c := &t.Changes[i]
+		if c.Table.Name != "events" || c.Table.Schema != "public" {
+			continue
+		}
+		for _, col := range c.After {
+			if s, ok := col.Value.Text(); ok && col.Name == "id" {
+				ids = append(ids, s)
+			}
+		}
+	}
+	return ids
+}
