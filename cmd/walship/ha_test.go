@@ -45,13 +45,26 @@ func TestHACheck(t *testing.T) {
 	if _, err := kadm.NewClient(cl).CreateTopic(context.Background(), 1, 1, nil, "hc.ha"); err != nil {
 		t.Fatal(err)
 	}
-	for _, rec := range []*kgo.Record{
-		{Topic: "hc.ha", Key: []byte("lease"), Value: []byte(`{"member":"b","lease_ms":1000}`)},
-		{Topic: "hc.ha", Key: []byte("loss/7"), Value: []byte(`{"term":7,"after":"0/10","through":"0/20","member":"b","detected":"2026-12-07T10:00:00Z"}`)},
-	} {
-		if err := cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+	ctx := context.Background()
+	loss := &kgo.Record{Topic: "hc.ha", Key: []byte("loss/7"), Value: []byte(`{"term":7,"after":"0/10","through":"0/20","member":"b","detected":"2026-12-07T10:00:00Z"}`)}
+	if err := cl.ProduceSync(ctx, loss).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// A renewal, in a transaction as leaders write them: the topic then
+	// ends with a commit marker, which a reader never gets as a record.
+	tx, err := kgo.NewClient(kgo.SeedBrokers(kc.Addr), kgo.TransactionalID("hc.ha"), kgo.DefaultProduceTopic("hc.ha"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if err := tx.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.ProduceSync(ctx, &kgo.Record{Key: []byte("lease"), Value: []byte(`{"member":"b","lease_ms":1000}`)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
 	}
 	r := walship(t, nil, "ha", "check", "--config", cfg)
 	if r.code != 1 || !strings.Contains(r.stdout, "LOST: source positions after 0/10 through 0/20 (term 7), found by b") {
