@@ -123,6 +123,7 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkKcat(t, srv.kafka.Addr, tl)
 	rep.checkAcked(wr.requests(), tl, ha)
 	rep.checkReplicaRows(ctx, replicaDB, wr.requests())
 	rep.checkArchive(ctx, srv, tl, rng, root, want)

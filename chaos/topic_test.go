@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -99,4 +102,30 @@ func eventRows(t *change.Committed) []string {
 		}
 	}
 	return ids
+}
+
+// checkKcat reads the ordered topic with kcat (librdkafka, an independent
+// client), read_committed, and checks that it sees the records the suite's
+// reader saw: the group's transactional topic is readable by stock
+// clients, and what they read is what was checked.
+func checkKcat(t *testing.T, broker string, tl *topicLog) {
+	t.Helper()
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat not found: run scripts/deps.sh (Debian package kcat)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, "-C", "-b", broker, "-t", kafkawire.OrderedTopic(topicPrefix), "-o", "beginning", "-e", "-q",
+		"-X", "isolation.level=read_committed", "-f", "%h\n").Output()
+	if err != nil {
+		t.Fatalf("kcat: %v", err)
+	}
+	lines := strings.Count(string(out), "\n")
+	if lines != tl.records {
+		t.Errorf("kcat read %d committed records of the ordered topic, the suite's reader %d", lines, tl.records)
+	}
+	if !strings.Contains(string(out), "walship.lsn=") {
+		t.Errorf("kcat's records carry no walship.lsn header:\n%.300s", out)
+	}
 }
