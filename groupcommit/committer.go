@@ -347,10 +347,12 @@ func (c *Committer) AppendAt(ctx context.Context, first uint64, records [][]byte
 // that readers skip the range exactly as they skip it in the other log and
 // LSNs continue at last+1. first must be the log's next LSN (else an error
 // wrapping ErrNotNext) and last > first (an abort frame follows at least
-// one record). The abort record carries the log's last commit time
+// one record). The abort record carries abortTime (Unix nanoseconds: the
+// abort's time in the other log, as far as it is known), raised to the
+// log's last commit time if earlier, so that commit times never decrease
 // (docs/FORMAT.md §3). Committer.Wait(ctx, last) waits for it to be
 // durable. Nothing is queued on error.
-func (c *Committer) AppendAbortedAt(ctx context.Context, first, last uint64) (Ticket, error) {
+func (c *Committer) AppendAbortedAt(ctx context.Context, first, last uint64, abortTime int64) (Ticket, error) {
 	if last <= first || last-first >= math.MaxUint32 {
 		return Ticket{}, fmt.Errorf("groupcommit: aborted range %d-%d: want 2 to 2^32-1 LSNs", first, last)
 	}
@@ -364,7 +366,8 @@ func (c *Committer) AppendAbortedAt(ctx context.Context, first, last uint64) (Ti
 		c.mu.Unlock()
 		return Ticket{}, fmt.Errorf("%w: aborted range at LSN %d, the log's next LSN is %d", ErrNotNext, first, next)
 	}
-	ct := c.mu.lastTime
+	ct := max(abortTime, c.mu.lastTime)
+	c.mu.lastTime = ct
 	ch := c.newChunkLocked(first, first)
 	ch.raw = segment.AppendRecord(ch.raw, nil, true, ct)
 	ch.count, ch.endsTxn, ch.aborted, ch.abortedRange = int(last-first+1), true, true, true

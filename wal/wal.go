@@ -480,8 +480,8 @@ func (w *WAL) AppendAsync(ctx context.Context, txn *change.Txn) (Ticket, error) 
 // it aborted midway, read there with Reader.ReportAborted) is written as
 // such at exactly t.FirstLSN..t.CommitLSN (docs/FORMAT.md §3, aborted-range
 // frame): readers of this log skip it as they skip it in the other, and
-// LSNs continue after it. t then has no changes; its commit time is not
-// recorded (the abort record carries this log's last commit time).
+// LSNs continue after it. t then has no changes, and its commit time (the
+// abort's, which readers skip) is raised to this log's last if earlier.
 func (w *WAL) AppendReplica(ctx context.Context, t *change.Committed) (Ticket, error) {
 	tk, err := w.AppendReplicaAsync(ctx, t)
 	if err != nil {
@@ -498,7 +498,10 @@ func (w *WAL) AppendReplicaAsync(ctx context.Context, t *change.Committed) (Tick
 		if len(t.Changes) != 0 || t.CommitLSN <= t.FirstLSN {
 			return Ticket{}, fmt.Errorf("wal: replica aborted range at LSNs %d-%d with %d changes: want at least 2 LSNs and no change", t.FirstLSN, t.CommitLSN, len(t.Changes))
 		}
-		tk, err := w.c.AppendAbortedAt(ctx, t.FirstLSN, t.CommitLSN)
+		if t.CommitTime.IsZero() {
+			return Ticket{}, fmt.Errorf("wal: replica aborted range at LSN %d has no time", t.FirstLSN)
+		}
+		tk, err := w.c.AppendAbortedAt(ctx, t.FirstLSN, t.CommitLSN, t.CommitTime.UnixNano())
 		if err != nil {
 			return Ticket{}, fmt.Errorf("wal: replica aborted range: %w", err)
 		}
