@@ -437,8 +437,8 @@ type Event struct {
 	// CommitTime is the record's timestamp (the abort's time, to the
 	// millisecond); Header and Change are empty.
 	Aborted bool
-	Header    change.TxHeader
-	Change    change.Change
+	Header  change.TxHeader
+	Change  change.Change
 }
 
 // headerUint returns the decimal header key of r.
