@@ -30,7 +30,8 @@
 //     (ErrGateRefused) and the log goes on; the refusal is not sticky.
 //   - AppendReplica copies a transaction of another log of the same history
 //     exactly — LSNs, commit time, whole header — or refuses it, appending
-//     nothing: a standby's log reads back as its leader's (docs/HA.md).
+//     nothing: a standby's log reads back as its leader's (docs/HA.md). It
+//     copies an aborted range (Reader.ReportAborted) at exactly its LSNs.
 //
 // # Use
 //
