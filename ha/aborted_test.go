@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkasink/kafkatest"
+	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
@@ -102,7 +105,8 @@ func sameLSNs(t *testing.T, follower, leader *wal.WAL) {
 // range at exactly its LSNs, so that its log reads back as the leader's
 // (the same transactions, the same skipped ranges, the same next LSN).
 // Restarted on a log that ends with an aborted range, the follower checks
-// that range against the topic and goes on.
+// that range against the topic and goes on; a fresh log copying a topic
+// whose head (after retention) is a marker starts at the marker's range.
 func TestFollowerCopiesAbortedRanges(t *testing.T) {
 	ctx := context.Background()
 	c, err := kafkatest.Start()
@@ -177,4 +181,59 @@ func TestFollowerCopiesAbortedRanges(t *testing.T) {
 		t.Fatalf("CatchUp after a restart on a log ending with an aborted range: %v", err)
 	}
 	sameLSNs(t, fw, lw)
+
+	// A topic whose retention left a marker at its head: a fresh log
+	// starts at the marker's range and copies it.
+	var markerOff int64 = -1
+	var rangeFirst uint64
+	end := endOffset(t, c.Addr)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addr), kgo.KeepControlRecords(), // the transactional sink's markers take offsets too
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for next := int64(0); markerOff < 0 && next < end; {
+		fs := cl.PollFetches(rctx)
+		if err := rctx.Err(); err != nil {
+			t.Fatalf("reading %s up to offset %d: %v", topic, end, err)
+		}
+		for _, r := range fs.Records() {
+			next = r.Offset + 1
+			if markerOff < 0 && kafkawire.IsAbortedMarker(r) {
+				markerOff = r.Offset
+				rangeFirst, _, _, _, _ = kafkawire.DecodeHeaders(r)
+			}
+		}
+	}
+	if markerOff < 0 {
+		t.Fatal("no marker in the topic")
+	}
+	offs := kadm.Offsets{}
+	offs.Add(kadm.Offset{Topic: topic, Partition: 0, At: markerOff})
+	if resp, err := kadm.NewClient(cl).DeleteRecords(ctx, offs); err != nil || resp.Error() != nil {
+		t.Fatalf("delete records before offset %d: %v %v", markerOff, err, resp.Error())
+	}
+	first, empty, err := TopicStart(ctx, l.follow())
+	if err != nil || empty || first != rangeFirst {
+		t.Fatalf("TopicStart of a topic starting with a marker: %d, empty %v, %v; want %d", first, empty, err, rangeFirst)
+	}
+	fresh := openLog(t, wal.Options{FirstLSN: first})
+	if err := newFollower(t, fresh, l.follow()).CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, want := withAborted(t, fresh), withAborted(t, lw)
+	for len(want) > 0 && want[0].FirstLSN < first {
+		want = want[1:]
+	}
+	if len(got) != len(want) || !got[0].Aborted || got[0].FirstLSN != first || fresh.NextLSN() != lw.NextLSN() {
+		t.Fatalf("fresh log from LSN %d: %d entries (first %+v), next LSN %d; want %d, next LSN %d", first, len(got), got[0], fresh.NextLSN(), len(want), lw.NextLSN())
+	}
+	for i := range want {
+		if got[i].FirstLSN != want[i].FirstLSN || got[i].CommitLSN != want[i].CommitLSN || got[i].Aborted != want[i].Aborted || !got[i].Txn.Equal(&want[i].Txn) {
+			t.Fatalf("fresh log entry %d: %d-%d aborted %v, want %d-%d aborted %v", i, got[i].FirstLSN, got[i].CommitLSN, got[i].Aborted, want[i].FirstLSN, want[i].CommitLSN, want[i].Aborted)
+		}
+	}
 }
