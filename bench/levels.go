@@ -46,12 +46,17 @@ func levelCases(cfg *config) []*benchCase {
 	var cases []*benchCase
 	for _, lv := range []wal.Level{wal.LevelOff, wal.LevelLocal, wal.LevelShipped, wal.LevelApplied} {
 		c := &benchCase{name: kAckPrefix + lv.String(), primary: mMillis, extra: []string{mAckP50}, setup: setup, cleanup: cleanup,
-			run: func(ctx context.Context) (sample, error) { return lb.run(ctx, lv) }}
+			run: func(ctx context.Context) (sample, error) { return lb.run(ctx, lv, false) }}
 		if lv != wal.LevelLocal {
 			c.compare = []comparison{{metric: mMillis, base: kAckPrefix + "local", baseMetric: mMillis}}
 		}
 		cases = append(cases, c)
 	}
+	// shipped as an HA group's leader ships: in Kafka transactions, so an
+	// acknowledgement waits for the commit, not the produce.
+	cases = append(cases, &benchCase{name: kAckPrefix + "shipped-txn", primary: mMillis, extra: []string{mAckP50}, setup: setup, cleanup: cleanup,
+		run:     func(ctx context.Context) (sample, error) { return lb.run(ctx, wal.LevelShipped, true) },
+		compare: []comparison{{metric: mMillis, base: kAckPrefix + "shipped", baseMetric: mMillis}}})
 	return cases
 }
 
@@ -86,7 +91,8 @@ func (b *levelBench) cleanup() {
 // from sending a request to its 200. The level off is asked per request
 // of a log that fsyncs (the configured wal.sync: off would also stop the
 // fsyncs, and so measure another log).
-func (b *levelBench) run(ctx context.Context, lv wal.Level) (sample, error) {
+// With txn the sink is transactional, as an HA group's leader's is.
+func (b *levelBench) run(ctx context.Context, lv wal.Level, txn bool) (sample, error) {
 	b.seq++
 	dir := filepath.Join(b.dir, fmt.Sprint(b.seq))
 	w, _, err := wal.Open(wal.Options{Dir: filepath.Join(dir, "wal")})
@@ -108,8 +114,12 @@ func (b *levelBench) run(ctx context.Context, lv wal.Level) (sample, error) {
 	}
 	prefix := fmt.Sprintf("ack%d", b.seq)
 	// Linger 1ms, as the lag case: at this rate batches fill slowly.
-	sink, err := kafkasink.New(kafkasink.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix,
-		Linger: time.Millisecond, Logger: b.cfg.logger, Acked: func(lsn uint64) { levels.Report(kafkasink.CheckpointName, lsn) }}, w, ck, "bench")
+	sopts := kafkasink.Options{Brokers: []string{b.cluster.Addr}, TopicPrefix: prefix,
+		Linger: time.Millisecond, Logger: b.cfg.logger, Acked: func(lsn uint64) { levels.Report(kafkasink.CheckpointName, lsn) }}
+	if txn {
+		sopts.TransactionalID = kafkawire.OrderedTopic(prefix)
+	}
+	sink, err := kafkasink.New(sopts, w, ck, "bench")
 	if err != nil {
 		return nil, err
 	}

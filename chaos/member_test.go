@@ -82,7 +82,7 @@ func newMember(t *testing.T, s *servers, root, name string, ha bool) *member {
 	var pgAddr string
 	m.pg, pgAddr = s.pgProxy(t, name)
 	m.s3 = newS3Proxy(t, name, s.minio.Endpoint)
-	y := fmt.Sprintf(`wal: {dir: %q, sync: shipped, segment_size: 1MiB, zero_fill: false}
+	y := fmt.Sprintf(`wal: {dir: %q, sync: shipped, shipped_sinks: [kafka], segment_size: 1MiB, zero_fill: false}
 source:
   postgres: {dsn: "postgres://postgres@%s/%s?sslmode=disable&connect_timeout=5", tables: [public.accounts], heartbeat: 1s, status_interval: 200ms}
   http: {listen: %q, sync_timeout: 20s}

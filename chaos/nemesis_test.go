@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -68,6 +70,19 @@ func (n *nemesis) plan(count int) []string {
 		if len(out) < count && (n.ha || !leaderFaults[k]) {
 			out = append(out, k)
 		}
+	}
+	if *flagKinds != "" {
+		// Given kinds are injected in turn, so that a long run has as many
+		// of each as it asks for.
+		given := strings.Split(*flagKinds, ",")
+		for i := 0; len(out) < count; i++ {
+			k := strings.TrimSpace(given[i%len(given)])
+			if !slices.Contains(kinds, k) {
+				n.t.Fatalf("-chaos.kinds: %q is not one of %s", k, strings.Join(kinds, ", "))
+			}
+			out = append(out, k)
+		}
+		return out
 	}
 	for len(out) < count {
 		out = append(out, kinds[n.rng.IntN(len(kinds))])

@@ -26,7 +26,7 @@ func (d *Daemon) buildPostgres(ctx context.Context) error {
 	opts := pgsource.Options{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables,
 		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
 		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log,
-		Confirmable: func() uint64 { return d.levels.Position(d.levels.Level()) }}
+		Confirmable: d.confirmable}
 	if d.ha != nil {
 		// A new leader ends the old one's walsender if it still holds the
 		// slot; no confirmation leaves a member whose term lapsed.
@@ -74,7 +74,7 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 			sopts := archivesink.SnapshotterOptions{Lineage: Lineage,
 				Dir: vfs.Join(d.cfg.WAL.Dir, "snapshotter"), Interval: a.SnapshotInterval, Logger: d.log}
 			if d.ha != nil {
-				sopts.Gate = d.gate
+				sopts.Gate, sopts.Through = d.gate, d.kafkaShipped.Load
 			}
 			sn, err := archivesink.NewSnapshotter(ar, d.wal, d.sinkCkpts, sopts)
 			if err != nil {

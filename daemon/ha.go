@@ -48,9 +48,15 @@ type haMember struct {
 	kopts    []kgo.Opt
 	topic    string // the ordered topic: the data producer's transactional id
 
-	term      atomic.Pointer[ha.Term]
-	leader    atomic.Bool
+	term   atomic.Pointer[ha.Term]
+	leader atomic.Bool
+	// allowed is the allowance of this member's last committed renewal
+	// (leaderInfo.LogLSN): how far its source may confirm.
+	allowed   atomic.Uint64
 	takeovers atomic.Int64
+	// started is set once lead runs the components (which then close
+	// what they use themselves).
+	started atomic.Bool
 	// takeoverSeconds is the last takeover's time, from the lease's lapse
 	// seen to leading, in milliseconds.
 	takeoverSeconds atomic.Int64
@@ -79,13 +85,16 @@ func (r LossReport) String() string {
 	return fmt.Sprintf("source positions after %s through %s (term %d)", r.After, r.Through, r.Term)
 }
 
-// leaderInfo is what a leader puts in each lease renewal: the source
-// position it has confirmed to PostgreSQL, and the log position by which
-// everything up to that source position is in its log. A new leader whose
-// log reaches LogLSN knows nothing up to SourceConfirmed is missing.
+// leaderInfo is what a leader puts in each lease renewal. LogLSN is its
+// allowance: once the renewal has committed, the PostgreSQL source may
+// confirm transactions up to that log LSN, never beyond (so the next leader
+// knows, from the previous term's last renewal, how far the old leader can
+// have confirmed). SourceConfirmed and Shipped are what it had confirmed to
+// PostgreSQL and shipped to Kafka then, for people reading the topic.
 type leaderInfo struct {
-	SourceConfirmed uint64 `json:"source_confirmed"`
 	LogLSN          uint64 `json:"log_lsn"`
+	SourceConfirmed uint64 `json:"source_confirmed"`
+	Shipped         uint64 `json:"shipped"`
 }
 
 // gate is what every write checks when the daemon is in a group: nil
@@ -114,7 +123,7 @@ func (d *Daemon) buildHA(ctx context.Context) error {
 		return fmt.Errorf("ha: %w", err)
 	}
 	m.lease, err = ha.OpenLease(ctx, ha.LeaseOptions{Topic: haTopic(k.TopicPrefix), Member: h.Name, Lease: h.Lease, Client: kopts,
-		Logger: d.log, Position: d.wal.Durable, Info: d.leaderInfo})
+		Logger: d.log, Position: d.wal.Durable, Info: d.leaderInfo, Renewed: m.renewed})
 	if err != nil {
 		return fmt.Errorf("ha: %w", err)
 	}
@@ -127,17 +136,35 @@ func (d *Daemon) buildHA(ctx context.Context) error {
 // haTopic is the group's lease topic.
 func haTopic(prefix string) string { return prefix + ".ha" }
 
-// leaderInfo is the renewal's payload (see leaderInfo). The source's
-// confirmed position is read before the log's durable position: whatever
-// was confirmed was durable then, so it is at or below the LSN read after.
+// leaderInfo is the renewal's payload (see leaderInfo): the allowance is
+// the replication level's position, what the source could confirm now
+// without the allowance.
 func (d *Daemon) leaderInfo() json.RawMessage {
-	var li leaderInfo
+	li := leaderInfo{LogLSN: d.levels.Position(d.levels.Level()), Shipped: d.kafkaShipped.Load()}
 	if d.pg != nil {
 		li.SourceConfirmed = d.pg.Stats().ConfirmedLSN
 	}
-	li.LogLSN = d.wal.Durable()
 	b, _ := json.Marshal(li)
 	return b
+}
+
+// renewed records the allowance of a renewal that committed.
+func (m *haMember) renewed(info json.RawMessage) {
+	var li leaderInfo
+	if json.Unmarshal(info, &li) == nil {
+		m.allowed.Store(li.LogLSN)
+	}
+}
+
+// confirmable is how far, in log LSNs, the PostgreSQL source of a group
+// member may confirm: the replication level's position, capped by the
+// allowance of its term's last committed renewal (leaderInfo).
+func (d *Daemon) confirmable() uint64 {
+	pos := d.levels.Position(d.levels.Level())
+	if d.ha != nil {
+		pos = min(pos, d.ha.allowed.Load())
+	}
+	return pos
 }
 
 // notLeader answers source.http requests on a follower: the client must
@@ -174,7 +201,10 @@ func (d *Daemon) runHA(ctx context.Context) error {
 	term, err := d.follow(ctx)
 	if err != nil {
 		d.closeForExit()
-		if errors.Is(err, ha.ErrDiverged) {
+		if errors.Is(err, ha.ErrDiverged) || errors.Is(err, kafkawire.ErrGap) {
+			// A log that is not a prefix of the group's history, or that
+			// needs records the topic no longer holds: rebuilt from the
+			// topic at the next start.
 			return d.divergedExit(err)
 		}
 		if ctx.Err() != nil {
@@ -182,7 +212,13 @@ func (d *Daemon) runHA(ctx context.Context) error {
 		}
 		return err
 	}
-	return d.lead(ctx, term)
+	err = d.lead(ctx, term)
+	if !d.ha.started.Load() {
+		// lead failed before the components ran (and closed what they use).
+		term.Resign()
+		d.closeForExit()
+	}
+	return err
 }
 
 // follow tails the group's log while campaigning; it returns the term
@@ -260,6 +296,15 @@ func (d *Daemon) lead(ctx context.Context, term *ha.Term) error {
 	if err := d.reportLoss(ctx, term); err != nil {
 		return err
 	}
+	if d.pg != nil {
+		// The source's checkpoint describes the log as it was when this
+		// member last led; the log has grown since under other leaders.
+		// Without it the source reads its resume point and its snapshot's
+		// state from the log itself.
+		if err := d.srcCkpts.Reset(ctx, "pg."+d.cfg.Source.Postgres.Slot); err != nil {
+			return fmt.Errorf("ha: %w", err)
+		}
+	}
 	if err := d.startHTTPSource(ctx); err != nil {
 		return err
 	}
@@ -270,9 +315,11 @@ func (d *Daemon) lead(ctx context.Context, term *ha.Term) error {
 	m.takeovers.Add(1)
 	d.log.Info("walship leads its HA group", "member", m.name, "term", term.Number(), "durable_lsn", durable)
 	lost := make(chan error, 1)
+	m.started.Store(true)
 	go func() {
 		select {
 		case <-term.Lost():
+			m.leader.Store(false) // no longer, whatever the shutdown takes
 			err := term.Gate()
 			if err == nil {
 				err = ha.ErrLeaseLost
@@ -281,45 +328,70 @@ func (d *Daemon) lead(ctx context.Context, term *ha.Term) error {
 		case <-ctx.Done():
 		}
 	}()
-	return d.runComponents(ctx, lost)
+	err := d.runComponents(ctx, lost)
+	if err != nil && !errors.Is(err, ErrHA) && term.Gate() != nil {
+		// A component stopped by its gate (an archive put, a batch)
+		// before the watcher above said why: the cause is the lost term.
+		err = fmt.Errorf("%w: lost the lease (term %d): stopped writing; start it again to rejoin as a follower: %w", ErrHA, term.Number(), err)
+	}
+	return err
 }
 
-// reportLoss computes, for a PostgreSQL source, the range of source
-// positions the slot has confirmed that are not in the log, and reports it
-// loudly: log, metric, status page, and a record in the lease topic that
-// `walship ha check` reads.
+// reportLoss looks for transactions the previous leader confirmed to
+// PostgreSQL that are not in the group's log, and reports them loudly: the
+// log, the metric, the status page, and a record in the lease topic that
+// `walship ha check` reads. The previous term's last renewal says how far
+// its source could have confirmed (its allowance, a log LSN): if this log
+// reaches it, nothing confirmed is missing. If it does not (wal.sync local
+// and a host lost before shipping), the transactions the slot will not send
+// again are those that committed after the newest source position in this
+// log and before the slot's confirmed position.
 func (d *Daemon) reportLoss(ctx context.Context, term *ha.Term) error {
 	if d.pg == nil {
 		return nil
 	}
 	m := d.ha
-	confirmed, err := d.pg.SlotConfirmed(ctx)
-	if errors.Is(err, pgsource.ErrSlotNotFound) {
-		return nil // the group's first leader: nothing was ever confirmed
-	}
-	if err != nil {
-		return fmt.Errorf("ha: reading the slot's confirmed position: %w", err)
-	}
 	have, err := lastSourceLSN(ctx, d.wal)
 	if err != nil {
 		return fmt.Errorf("ha: %w", err)
 	}
-	if l, ok := m.lease.Leader(); ok && len(l.Info) > 0 {
-		var li leaderInfo
-		if json.Unmarshal(l.Info, &li) == nil && li.LogLSN <= d.wal.Durable() {
-			have = max(have, li.SourceConfirmed)
+	confirmed, err := d.pg.SlotConfirmed(ctx)
+	if errors.Is(err, pgsource.ErrSlotNotFound) {
+		if have == 0 {
+			return nil // nothing captured yet: the source creates the slot
 		}
+		// The slot the group captured through is gone (dropped, or lost
+		// with a PostgreSQL failover): a new one would silently skip what
+		// committed in between. Walship never recreates it behind the
+		// user's back (docs/POSTGRES.md).
+		return fmt.Errorf("ha: source.postgres: the replication slot %q is gone but the group's log holds transactions captured through it (the newest at source position %s): changes since may be lost; recreate the slot on purpose (a new initial snapshot) after checking",
+			d.cfg.Source.Postgres.Slot, change.FormatSourceLSN(have))
 	}
-	if confirmed <= have {
+	if err != nil {
+		return fmt.Errorf("ha: reading the slot's confirmed position: %w", err)
+	}
+	prev, ok := term.Previous()
+	var li leaderInfo
+	if !ok || json.Unmarshal(prev.Info, &li) != nil {
+		return nil // the group's first term, or a leader that confirmed nothing
+	}
+	if d.wal.Durable() >= li.LogLSN || confirmed <= have {
 		return nil
 	}
 	r := LossReport{Term: term.Number(), After: change.FormatSourceLSN(have), Through: change.FormatSourceLSN(confirmed),
 		Member: m.name, Detected: time.Now().UTC()}
 	m.loss.Store(&r)
 	d.log.Error("ha: transactions lost: the previous leader confirmed source positions to PostgreSQL that are not in the group's log (wal.sync local lets a leader's lost host take them)",
-		"after", r.After, "through", r.Through, "term", r.Term)
-	if err := recordLoss(ctx, m.kopts, haTopic(d.cfg.Kafka.TopicPrefix), r); err != nil {
-		d.log.Error("ha: could not record the loss in the lease topic", "err", err)
+		"after", r.After, "through", r.Through, "term", r.Term, "previous_leader", prev.Name, "log_lsn", d.wal.Durable(), "previous_allowance", li.LogLSN)
+	var rerr error
+	for attempt := range 5 {
+		if rerr = recordLoss(ctx, m.kopts, haTopic(d.cfg.Kafka.TopicPrefix), r); rerr == nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond) // backoff between attempts, not a wait for a condition
+	}
+	if rerr != nil {
+		d.log.Error("ha: could not record the loss in the lease topic: walship ha check will not show it; the log line above and the status page do", "err", rerr)
 	}
 	return nil
 }

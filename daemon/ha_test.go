@@ -93,6 +93,7 @@ func TestHATakeoverKeepsHistory(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("post to the leader: %d", code)
 	}
+	waitFor(t, "b knows a leads", func() bool { return b.d.Positions().HA.Leader == "a" })
 	code, leader, _, msg := postKeyed(t, b.d.Addr("source.http"), "", rows(500, 1))
 	if code != http.StatusServiceUnavailable || leader != "a" {
 		t.Fatalf("post to the follower: %d, Walship-Leader %q, want 503 naming a: %s", code, leader, msg)
@@ -173,43 +174,24 @@ func header(r *kgo.Record, k string) string {
 // until acknowledged.
 func TestHALossReported(t *testing.T) {
 	t.Parallel()
-	pg := pgtest.Start(t, pgtest.WithoutFsync())
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
-		t.Fatal(err)
-	}
-	kc, err := kafkatest.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
-	src := fmt.Sprintf("source:\n  postgres: {dsn: %q, snapshot: never, heartbeat: 1h, status_interval: 50ms}\n", pg.DSN("postgres"))
-	cfg1 := haConfig(t, kc.Addr, "hl", "m1", src)
-	cfg1.WAL.Sync = "local"
-	m1 := start(t, cfg1)
-	waitFor(t, "m1 leads", func() bool { return m1.role() == RoleLeader })
-	waitFor(t, "the slot streaming", func() bool {
-		var n int
-		err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walship' AND active").Scan(&n)
-		return err == nil && n == 1
-	})
-	for i := range 5 {
-		if _, err := conn.Exec(ctx, "INSERT INTO t VALUES ($1)", i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, "m1 captured and shipped five transactions", func() bool {
-		return m1.d.wal.Durable() >= 5 && m1.d.kafkaShipped.Load() == m1.d.wal.Durable()
-	})
+	conn, kc, src := pgGroup(t)
+	m1 := leadAndCapture(t, conn, syncAt(haConfig(t, kc.Addr, "hl", "m1", src), "local"))
 	m1.stop(t)
 
-	// What m1 "confirmed and lost": three more transactions, the slot
-	// advanced past them.
+	// What m1 "confirmed and lost": three more transactions that were
+	// durable in m1's log (its last renewal allowed confirming up to LSN
+	// 8) and never shipped, the slot advanced past them. m1's host is
+	// gone: its last word in the lease topic says so.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kc.Addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	last := `{"member":"m1","term":99,"lease_ms":1000,"info":{"log_lsn":8,"source_confirmed":0,"shipped":5}}`
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "hl.ha", Key: []byte("lease"), Value: []byte(last)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
 		if _, err := conn.Exec(ctx, "INSERT INTO t VALUES ($1)", 100+i); err != nil {
 			t.Fatal(err)
@@ -234,8 +216,7 @@ func TestHALossReported(t *testing.T) {
 		return throughLSN >= targetLSN
 	})
 
-	cfg2 := haConfig(t, kc.Addr, "hl", "m2", src)
-	cfg2.WAL.Sync = "local"
+	cfg2 := syncAt(haConfig(t, kc.Addr, "hl", "m2", src), "local")
 	m2 := start(t, cfg2)
 	defer m2.stop(t)
 	waitFor(t, "m2 leads", func() bool { return m2.role() == RoleLeader })
@@ -270,6 +251,89 @@ func TestHALossReported(t *testing.T) {
 	}
 	if got, err := HALosses(ctx, cfg2, false); err != nil || len(got) != 0 {
 		t.Fatalf("after acknowledging: %+v, %v", got, err)
+	}
+}
+
+// pgGroup starts PostgreSQL with a table t and a broker for a group whose
+// members capture t; src is their source section.
+func pgGroup(t *testing.T) (conn *pgx.Conn, kc *kafkatest.Cluster, src string) {
+	t.Helper()
+	pg := pgtest.Start(t, pgtest.WithoutFsync())
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	if _, err := conn.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if kc, err = kafkatest.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	src = fmt.Sprintf("source:\n  postgres: {dsn: %q, snapshot: never, heartbeat: 1h, status_interval: 50ms}\n", pg.DSN("postgres"))
+	return conn, kc, src
+}
+
+// syncAt sets cfg's wal.sync.
+func syncAt(cfg *config.Config, level string) *config.Config {
+	cfg.WAL.Sync = level
+	return cfg
+}
+
+// leadAndCapture starts the first member of a pgGroup, waits until it
+// leads and streams, inserts ids 0 to 4 and waits until they are shipped.
+func leadAndCapture(t *testing.T, conn *pgx.Conn, cfg *config.Config) *running {
+	t.Helper()
+	ctx := context.Background()
+	m := start(t, cfg)
+	waitFor(t, cfg.HA.Name+" leads", func() bool { return m.role() == RoleLeader })
+	waitFor(t, "the slot streaming", func() bool {
+		var n int
+		err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walship' AND active").Scan(&n)
+		return err == nil && n == 1
+	})
+	for i := range 5 {
+		if _, err := conn.Exec(ctx, "INSERT INTO t VALUES ($1)", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, cfg.HA.Name+" captured and shipped five transactions", func() bool {
+		return m.d.wal.Durable() >= 5 && m.d.kafkaShipped.Load() == m.d.wal.Durable()
+	})
+	return m
+}
+
+// TestHATakeoverWithPostgresNoLoss: a takeover of a PostgreSQL source's
+// group reports no loss when nothing was lost (the previous term's last
+// renewal allows no more than the group's log holds, whatever the slot's
+// confirmed position says), and the new leader goes on capturing, each
+// transaction once.
+func TestHATakeoverWithPostgresNoLoss(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, level := range []string{"shipped", "local"} {
+		conn, kc, src := pgGroup(t)
+		m1 := leadAndCapture(t, conn, syncAt(haConfig(t, kc.Addr, "hn", "m1", src), level))
+		m2 := start(t, syncAt(haConfig(t, kc.Addr, "hn", "m2", src), level))
+		m1.stop(t)
+		waitFor(t, "m2 leads", func() bool { return m2.role() == RoleLeader })
+		if _, err := conn.Exec(ctx, "INSERT INTO t VALUES (200)"); err != nil {
+			t.Fatal(err)
+		}
+		var ids []int64
+		waitFor(t, "m2 captures a new transaction", func() bool {
+			ids = capturedIDs(t, m2.d)
+			return len(ids) > 0 && ids[len(ids)-1] == 200
+		})
+		if want := []int64{0, 1, 2, 3, 4, 200}; fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Fatalf("%s: m2's log holds ids %v, want %v", level, ids, want)
+		}
+		if loss := m2.d.Positions().HA.Loss; loss != nil {
+			t.Fatalf("%s: a loss reported where none happened: %+v", level, *loss)
+		}
+		m2.stop(t)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -13,11 +14,17 @@ import (
 	"github.com/walship/walship/config"
 )
 
+// haCheckTimeout bounds `walship ha check`: Kafka unreachable is an error,
+// not a hang.
+const haCheckTimeout = time.Minute
+
 // HALosses reads the loss reports recorded in the HA group's lease topic
 // (by new leaders that found transactions lost: LossReport), oldest term
 // first. With acknowledge, it then deletes them (a tombstone per report,
 // so the compacted topic forgets them) and returns what it deleted.
 func HALosses(ctx context.Context, cfg *config.Config, acknowledge bool) ([]LossReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, haCheckTimeout)
+	defer cancel()
 	if cfg.Kafka == nil {
 		return nil, fmt.Errorf("kafka: the HA group's records live in Kafka: configure kafka")
 	}
@@ -31,7 +38,9 @@ func HALosses(ctx context.Context, cfg *config.Config, acknowledge bool) ([]Loss
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	// The last stable offset: the end of what a read_committed reader
+	// can read (the lease topic's renewals are transactional).
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: the end of %s: %w", topic, err)
 	}
@@ -46,7 +55,8 @@ func HALosses(ctx context.Context, cfg *config.Config, acknowledge bool) ([]Loss
 		return nil, nil
 	}
 	rd, err := kgo.NewClient(append(kopts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
+		// Markers too: the topic may end with one.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
 	}
@@ -55,7 +65,7 @@ func HALosses(ctx context.Context, cfg *config.Config, acknowledge bool) ([]Loss
 	for done := false; !done; {
 		fs := rd.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("kafka: reading %s to offset %d: %w", topic, end.Offset, err)
 		}
 		if err := fs.Err0(); err != nil {
 			return nil, fmt.Errorf("kafka: reading %s: %w", topic, err)
@@ -63,6 +73,9 @@ func HALosses(ctx context.Context, cfg *config.Config, acknowledge bool) ([]Loss
 		fs.EachRecord(func(r *kgo.Record) {
 			if r.Offset >= end.Offset-1 {
 				done = true
+			}
+			if r.Attrs.IsControl() {
+				return
 			}
 			k := string(r.Key)
 			if !strings.HasPrefix(k, "loss/") {

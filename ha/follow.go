@@ -163,6 +163,16 @@ func (f *Follower) follow(ctx context.Context, catchUp bool) error {
 	verified := last == nil
 	pos := off // the next offset to read
 	var queued uint64
+	defer func() {
+		// Appends queued are written even if ctx ended: wait until they are
+		// durable, so that whoever reads the log next (CatchUp, after a
+		// Run stopped for a takeover) sees them all.
+		if queued > 0 {
+			wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			f.w.Wait(wctx, queued)
+		}
+	}()
 	for !catchUp || pos < end {
 		fs := rd.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -317,12 +327,27 @@ func TopicStart(ctx context.Context, o FollowOptions) (firstLSN uint64, empty bo
 	if err != nil {
 		return 0, false, err
 	}
+	// A topic whose records were all removed by retention does not say
+	// where the group's history ends: a log started at 1 would reuse LSNs.
+	removed := func() error {
+		return fmt.Errorf("%w: %s holds no committed record, but retention removed records before offset %d: where the group's history ends is unknown here; start this member with the log of another member (a copy of its wal.dir)",
+			kafkawire.ErrGap, o.Topic, lo)
+	}
 	if lo >= end {
+		if lo > 0 {
+			return 0, false, removed()
+		}
 		return 0, true, nil
 	}
 	r, err := probe(ctx, &o, lo, end)
-	if err != nil || r == nil {
-		return 0, r == nil && err == nil, err
+	if err != nil {
+		return 0, false, err
+	}
+	if r == nil {
+		if lo > 0 {
+			return 0, false, removed()
+		}
+		return 0, true, nil
 	}
 	lsn, commit, first, lineage, err := kafkawire.DecodeHeaders(r)
 	if err != nil {

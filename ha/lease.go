@@ -98,6 +98,11 @@ type LeaseOptions struct {
 	// the renewal record (Member.Info of Leader); invalid JSON is left out.
 	// It is called from the renewer's goroutine and must not block.
 	Info func() json.RawMessage
+	// Renewed, if set, is called after each renewal of this member's
+	// terms commits, with the Info it carried: from then on every other
+	// member can read it (a new leader reads it as Term.Previous). It is
+	// called from the renewer's goroutine and must not block.
+	Renewed func(info json.RawMessage)
 	// Position, if set, is this member's log position, sent in its
 	// heartbeat. It is called from the heartbeat's goroutine and must not
 	// block.
@@ -440,8 +445,9 @@ func (l *Lease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 	// yet, and it should do so while we campaign, not once we lead. So
 	// also wait for a renewal that started after the jitter window.
 	wait := l.o.Lease // no renewal before ours was read: assume one
-	if prev >= 0 {
-		wait = time.Duration(prev) * time.Millisecond
+	if prev != nil {
+		wait = time.Duration(prev.LeaseMS) * time.Millisecond
+		t.prev = &Member{Name: prev.Member, Role: RoleLeader, Term: prev.Term, Info: prev.Info}
 	}
 	wait = max(wait, l.o.Lease/2)
 	until, settleAfter := committed.Add(wait), committed.Add(l.o.Lease/4)
@@ -497,7 +503,10 @@ func (l *Lease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 // Term is one leadership term of this member, returned by Campaign. Its
 // methods are safe for concurrent use.
 type Term struct {
-	l      *Lease
+	l *Lease
+	// prev is the last renewal of the group before this term's first,
+	// set before Campaign returns the term (nil: none).
+	prev   *Member
 	cl     *kgo.Client // the lease's transactional producer; used only by the renewer
 	number int64
 	lease  time.Duration
@@ -539,6 +548,16 @@ func (t *Term) Takeover() time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.mu.takeover
+}
+
+// Previous is the last renewal the group's lease topic held before this
+// term's first (the previous term's last word: its member, term and
+// Info), and false if there was none (this is the group's first term).
+func (t *Term) Previous() (Member, bool) {
+	if t.prev == nil {
+		return Member{}, false
+	}
+	return *t.prev, true
 }
 
 // Deadline is when the term stops being valid unless a renewal commits
@@ -672,16 +691,13 @@ func (t *Term) run() {
 // (first) sets the term's number from its offset.
 func (t *Term) renew(first bool) error {
 	start := time.Now()
-	r := renewal{Member: t.l.o.Member, Term: t.number, LeaseMS: t.lease.Milliseconds()}
-	if t.l.o.Info != nil {
-		// Invalid JSON would fail the renewal, and the term with it.
-		if info := t.l.o.Info(); json.Valid(info) {
-			r.Info = info
-		}
-	}
+	r := renewal{Member: t.l.o.Member, Term: t.number, LeaseMS: t.lease.Milliseconds(), Info: t.info()}
 	offset, err := t.commit(t.ctx, r)
 	if err != nil {
 		return err
+	}
+	if t.l.o.Renewed != nil {
+		defer t.l.o.Renewed(r.Info)
 	}
 	now := time.Now()
 	t.mu.Lock()
@@ -709,9 +725,21 @@ func (t *Term) renew(first bool) error {
 	return nil
 }
 
-// release commits a renewal with lease_ms 0.
+// info is LeaseOptions.Info's answer, nil if none or invalid JSON (which
+// would fail the renewal, and the term with it).
+func (t *Term) info() json.RawMessage {
+	if t.l.o.Info != nil {
+		if info := t.l.o.Info(); json.Valid(info) {
+			return info
+		}
+	}
+	return nil
+}
+
+// release commits a renewal with lease_ms 0. It carries Info too: it is
+// the term's last word, which the next leader reads (Previous).
 func (t *Term) release() {
-	if _, err := t.commit(context.Background(), renewal{Member: t.l.o.Member, Term: t.number}); err != nil {
+	if _, err := t.commit(context.Background(), renewal{Member: t.l.o.Member, Term: t.number, Info: t.info()}); err != nil {
 		t.l.log.Warn("ha: releasing the lease failed; the others wait for it to lapse",
 			"member", t.l.o.Member, "term", t.number, "err", err)
 	}
@@ -766,8 +794,8 @@ type observer struct {
 		received time.Time
 		members  map[string]Member
 		// firsts maps the offsets of this member's first renewals to the
-		// lease_ms of the renewal read just before (-1: none).
-		firsts map[int64]int64
+		// renewal read just before (nil: none).
+		firsts map[int64]*renewal
 	}
 }
 
@@ -786,7 +814,7 @@ func newObserver(opts []kgo.Opt, topic, self string, log *slog.Logger) (*observe
 	o.mu.advanced = make(chan struct{})
 	o.mu.renewed = make(chan struct{})
 	o.mu.members = map[string]Member{}
-	o.mu.firsts = map[int64]int64{}
+	o.mu.firsts = map[int64]*renewal{}
 	return o, nil
 }
 
@@ -830,11 +858,7 @@ func (o *observer) apply(r *kgo.Record) {
 		if v.Term == 0 {
 			v.Term = r.Offset + 1
 			if v.Member == o.self {
-				prev := int64(-1)
-				if o.mu.last != nil {
-					prev = o.mu.last.LeaseMS
-				}
-				o.mu.firsts[r.Offset] = prev
+				o.mu.firsts[r.Offset] = o.mu.last
 			}
 		}
 		o.mu.last, o.mu.received = &v, now
@@ -923,8 +947,8 @@ func (o *observer) expiry() time.Time {
 }
 
 // awaitFirst waits until this member's first renewal at offset has been
-// read and returns the lease_ms of the renewal read before it (-1: none).
-func (o *observer) awaitFirst(ctx context.Context, offset int64, lost <-chan struct{}) (int64, error) {
+// read and returns the renewal read before it (nil: none).
+func (o *observer) awaitFirst(ctx context.Context, offset int64, lost <-chan struct{}) (*renewal, error) {
 	for {
 		o.mu.Lock()
 		prev, ok := o.mu.firsts[offset]
@@ -936,13 +960,13 @@ func (o *observer) awaitFirst(ctx context.Context, offset int64, lost <-chan str
 		case ok:
 			return prev, nil
 		case read:
-			return 0, fmt.Errorf("ha: lease topic %s: our first renewal at offset %d was not read back", o.topic, offset)
+			return nil, fmt.Errorf("ha: lease topic %s: our first renewal at offset %d was not read back", o.topic, offset)
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return nil, ctx.Err()
 		case <-lost:
-			return 0, errors.New("term lost before our first renewal was read back")
+			return nil, errors.New("term lost before our first renewal was read back")
 		case <-advanced:
 		}
 	}

@@ -41,7 +41,7 @@ type PublishOptions struct {
 	FromLSN  uint64
 	FromTime time.Time
 	// Force produces every selected record, whatever the topics hold: no
-	// skipping, no hole or lineage check.
+	// skipping, no hole, lineage or open-transaction check.
 	Force bool
 	// Timeout bounds each broker operation (reading the topics' ends,
 	// creating topics, producing a batch); default DefaultPublishTimeout.
@@ -55,6 +55,11 @@ var ErrTopicHole = errors.New("kafkasink: publish would leave a hole in a topic"
 // ErrTopicMismatch marks a topic whose records cannot be continued: another
 // lineage's, without walship's headers, or whose end is unknown.
 var ErrTopicMismatch = errors.New("kafkasink: topic cannot be continued")
+
+// ErrTopicInUse marks a topic refused because a transactional producer —
+// an HA group's leader (docs/HA.md) — has a transaction open in it:
+// publishing into a live group's topic would interleave with its writes.
+var ErrTopicInUse = errors.New("kafkasink: a transactional producer is writing the topic")
 
 // HoleError: a partition ends at LSN End, and the record of LSN LSN, which
 // it lacks, is before the start asked for.
@@ -92,9 +97,12 @@ type PublishStats struct {
 //
 // Exactly once into the topics: each record goes to the partition the Sink
 // would choose, and is skipped when that partition already holds it — its
-// last record has a higher LSN, or the same LSN and is the record itself
-// or the tombstone that follows it (a partition holds a prefix, in LSN
-// order, of the records sent to it). An empty partition, or a topic that does not exist, holds
+// last committed record has a higher LSN, or the same LSN and is the record
+// itself or the tombstone that follows it (a partition holds a prefix, in
+// LSN order, of the records sent to it). A topic written by the
+// transactional Sink holds transaction markers and aborted records too:
+// neither is history, so where a partition ends is its last committed data
+// record, as a read_committed reader sees it. An empty partition, or a topic that does not exist, holds
 // nothing and starts wherever publishing starts. A record a partition
 // lacks that is before the selected start is a hole: Publish refuses it
 // (*HoleError) before producing anything after it.
@@ -119,9 +127,14 @@ type publishMode struct {
 
 // NewPublisher validates opts, connects, creates the ordered topic if it is
 // published, and reads where each existing topic of opts.Modes ends
-// (walship.lsn of the last record of each partition). Unless opts.Force, a
-// topic of another lineage, without walship's headers, or whose records
-// are all deleted is refused (ErrTopicMismatch).
+// (walship.lsn of the last committed data record of each partition, found
+// by reading backwards from the last stable offset over transaction
+// markers and aborted records). Unless opts.Force, a topic of another
+// lineage, without walship's headers, or whose records are all deleted is
+// refused (ErrTopicMismatch), and so is a topic with a transaction open —
+// an HA group's leader writing it (ErrTopicInUse): Publisher's producer is
+// not transactional and cannot fence that writer, so its records would
+// interleave with the group's. Forced, such a partition's end is not read.
 func NewPublisher(ctx context.Context, opts PublishOptions) (*Publisher, error) {
 	if len(opts.Modes) == 0 {
 		opts.Modes = []string{opts.Kafka.Mode}
@@ -210,12 +223,13 @@ func (p *Publisher) timeout(ctx context.Context) (context.Context, context.Cance
 }
 
 // readEnds lists the topics of the modes published and reads the last
-// record of each of their partitions.
+// committed data record of each of their partitions.
 func (p *Publisher) readEnds(ctx context.Context) error {
 	ctx, cancel := p.timeout(ctx)
 	defer cancel()
 	prefix := p.opts.Kafka.TopicPrefix
 	ordered := kafkawire.OrderedTopic(prefix)
+	lease := prefix + ".ha" // an HA group's lease topic (docs/HA.md), not a table's
 	for _, m := range p.modes {
 		if m.ordered {
 			if err := m.topics.ensure(ctx, ordered, 1); err != nil {
@@ -233,7 +247,7 @@ func (p *Publisher) readEnds(ctx context.Context) error {
 			if d.Err != nil {
 				continue
 			}
-			if (m.ordered && name == ordered) || (!m.ordered && name != ordered && strings.HasPrefix(name, prefix+".")) {
+			if (m.ordered && name == ordered) || (!m.ordered && name != ordered && name != lease && strings.HasPrefix(name, prefix+".")) {
 				topics = append(topics, name)
 				p.parts[name] = int32(len(d.Partitions))
 				m.topics.known[name] = true
@@ -251,48 +265,160 @@ func (p *Publisher) readEnds(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kafkasink: list start offsets: %w", err)
 	}
-	endOffs, err := p.adm.ListEndOffsets(ctx, topics...)
+	// The last stable offset first, then the high watermark: both only
+	// grow and the first is never above the second, so equal values mean
+	// that no transaction was open when the first was listed — and then
+	// every record below it is decided, and the one just below it is a
+	// transaction marker or a committed record, which a read_committed
+	// reader keeping markers is sure to be given (lastCommitted).
+	stables, err := p.adm.ListCommittedOffsets(ctx, topics...)
 	if err == nil {
-		err = endOffs.Error()
+		err = stables.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("kafkasink: list last stable offsets: %w", err)
+	}
+	highs, err := p.adm.ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = highs.Error()
 	}
 	if err != nil {
 		return fmt.Errorf("kafkasink: list end offsets: %w", err)
 	}
-	last := map[string]map[int32]kgo.Offset{}
-	want := 0
+	var parts []*endSearch
 	for _, t := range topics {
 		p.ends[t] = make([]*PartitionEnd, p.parts[t])
 		for part := range p.parts[t] {
-			e, ok := endOffs.Lookup(t, part)
-			s, _ := starts.Lookup(t, part)
+			e, ok := stables.Lookup(t, part)
+			h, _ := highs.Lookup(t, part)
+			st, _ := starts.Lookup(t, part)
 			switch {
+			case ok && e.Offset < h.Offset:
+				// A transactional producer is writing: an HA group's
+				// leader (or a crashed one whose transaction the broker
+				// has not yet timed out).
+				if !p.opts.Force {
+					return fmt.Errorf("%w: topic %s partition %d has a transaction open (last stable offset %d, end %d): "+
+						"a transactional producer, an HA group's leader (docs/HA.md), is writing it, and publishing into a live group's topic "+
+						"would interleave with it; stop every member of the group (a crashed producer's transaction is aborted by the broker "+
+						"after its transaction timeout), or give --force", ErrTopicInUse, t, part, e.Offset, h.Offset)
+				}
+				// Forced: where it ends is not needed (nothing is skipped).
 			case !ok || e.Offset <= 0:
-			case s.Offset >= e.Offset:
+			case st.Offset >= e.Offset:
 				if !p.opts.Force {
 					return fmt.Errorf("%w: topic %s partition %d: its records up to offset %d are deleted, so where it ends is unknown: "+
 						"give --from-lsn with --force", ErrTopicMismatch, t, part, e.Offset)
 				}
 			default:
-				if last[t] == nil {
-					last[t] = map[int32]kgo.Offset{}
-				}
-				last[t][part] = kgo.NewOffset().At(e.Offset - 1)
-				want++
+				parts = append(parts, &endSearch{topic: t, part: part, start: st.Offset, end: e.Offset})
 			}
 		}
 	}
-	if want == 0 {
-		return nil
+	if err := p.lastCommitted(ctx, parts); err != nil {
+		return err
 	}
-	rd, err := kgo.NewClient(append(p.readerOptions(), kgo.ConsumePartitions(last))...)
+	for _, es := range parts {
+		r := es.found
+		if r == nil {
+			// Only transaction markers and aborted records: no history.
+			if es.start > 0 && !p.opts.Force {
+				return fmt.Errorf("%w: topic %s partition %d holds no committed record from offset %d (its start) to %d, only transaction markers "+
+					"and aborted records, and those before are deleted, so where it ends is unknown: give --from-lsn with --force",
+					ErrTopicMismatch, es.topic, es.part, es.start, es.end)
+			}
+			continue
+		}
+		lsn, _, _, lineage, err := kafkawire.DecodeHeaders(r)
+		if err != nil {
+			return fmt.Errorf("%w: topic %s partition %d offset %d: not a walship record: %w", ErrTopicMismatch, r.Topic, r.Partition, r.Offset, err)
+		}
+		if lineage != p.opts.Lineage && !p.opts.Force {
+			return fmt.Errorf("%w: topic %s partition %d holds lineage %q, the archive's is %q (give --force to publish anyway)",
+				ErrTopicMismatch, r.Topic, r.Partition, lineage, p.opts.Lineage)
+		}
+		p.ends[r.Topic][r.Partition] = &PartitionEnd{LSN: lsn, Tombstone: r.Value == nil, Lineage: lineage}
+	}
+	return nil
+}
+
+// endSearch is the search for the last committed data record of a
+// partition below its last stable offset end.
+type endSearch struct {
+	topic      string
+	part       int32
+	start, end int64 // the partition's start and last stable offsets
+	// The window read next: records at offsets [from, limit); reading it
+	// is done once a record at stop or above arrives.
+	from, limit, stop int64
+	found             *kgo.Record
+	done              bool
+}
+
+// firstEndWindow is how many offsets below the end the search reads
+// first; each further window, below the one before, is four times larger.
+const firstEndWindow = 64
+
+// lastCommitted finds, for each partition of parts, its last committed
+// data record below its end (nil if it has none), reading windows of
+// offsets backwards from the end, all partitions at once, read_committed
+// with the transaction markers kept: aborted records are not returned, and
+// a window holding only markers and aborted records is told at once
+// rather than waited on.
+//
+// A window's reading ends at a record the reader is sure to be given: for
+// the first, the record just below the end (a marker or a committed
+// record, readEnds says why); for each further one, the first record
+// returned at or above its limit, which the window above returned.
+func (p *Publisher) lastCommitted(ctx context.Context, parts []*endSearch) error {
+	for _, es := range parts {
+		es.from, es.limit, es.stop = max(es.start, es.end-firstEndWindow), es.end, es.end-1
+	}
+	for width := int64(firstEndWindow); ; width *= 4 {
+		want := map[string]map[int32]kgo.Offset{}
+		open := map[string]map[int32]*endSearch{}
+		left := 0
+		for _, es := range parts {
+			if es.done {
+				continue
+			}
+			if want[es.topic] == nil {
+				want[es.topic], open[es.topic] = map[int32]kgo.Offset{}, map[int32]*endSearch{}
+			}
+			want[es.topic][es.part], open[es.topic][es.part] = kgo.NewOffset().At(es.from), es
+			left++
+		}
+		if left == 0 {
+			return nil
+		}
+		if err := p.readWindows(ctx, want, open, left); err != nil {
+			return err
+		}
+		for _, es := range parts {
+			switch {
+			case es.done:
+			case es.found != nil || es.from <= es.start:
+				es.done = true
+			default:
+				es.from, es.limit, es.stop = max(es.start, es.from-4*width), es.from, es.from
+			}
+		}
+	}
+}
+
+// readWindows reads the current window of each of the left partitions
+// searched (open), consuming from the offsets want.
+func (p *Publisher) readWindows(ctx context.Context, want map[string]map[int32]kgo.Offset, open map[string]map[int32]*endSearch, left int) error {
+	rd, err := kgo.NewClient(append(p.readerOptions(), kgo.ConsumePartitions(want), kgo.KeepControlRecords(),
+		kgo.FetchMaxWait(100*time.Millisecond))...)
 	if err != nil {
 		return fmt.Errorf("kafkasink: %w", err)
 	}
 	defer rd.Close()
-	for want > 0 {
+	for left > 0 {
 		fs := rd.PollFetches(ctx)
 		if ctx.Err() != nil {
-			return fmt.Errorf("kafkasink: read the last record of %d partitions: %w", want, ctx.Err())
+			return fmt.Errorf("kafkasink: read the last committed record of %d partitions: %w", left, ctx.Err())
 		}
 		var ferr error
 		fs.EachError(func(t string, part int32, err error) {
@@ -303,29 +429,19 @@ func (p *Publisher) readEnds(ctx context.Context) error {
 		if ferr != nil {
 			return ferr
 		}
-		var rerr error
 		fs.EachRecord(func(r *kgo.Record) {
-			endAt, ok := last[r.Topic][r.Partition]
-			if !ok || rerr != nil || r.Offset < endAt.EpochOffset().Offset {
+			es := open[r.Topic][r.Partition]
+			if es == nil || r.Offset < es.from {
 				return
 			}
-			delete(last[r.Topic], r.Partition)
-			want--
-			lsn, _, _, lineage, err := kafkawire.DecodeHeaders(r)
-			if err != nil {
-				rerr = fmt.Errorf("%w: topic %s partition %d offset %d: not a walship record: %w", ErrTopicMismatch, r.Topic, r.Partition, r.Offset, err)
-				return
+			if r.Offset < es.limit && !r.Attrs.IsControl() {
+				es.found = r
 			}
-			if lineage != p.opts.Lineage && !p.opts.Force {
-				rerr = fmt.Errorf("%w: topic %s partition %d holds lineage %q, the archive's is %q (give --force to publish anyway)",
-					ErrTopicMismatch, r.Topic, r.Partition, lineage, p.opts.Lineage)
-				return
+			if r.Offset >= es.stop {
+				delete(open[r.Topic], r.Partition)
+				left--
 			}
-			p.ends[r.Topic][r.Partition] = &PartitionEnd{LSN: lsn, Tombstone: r.Value == nil, Lineage: lineage}
 		})
-		if rerr != nil {
-			return rerr
-		}
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 const (
 	HeaderLSN         = "walship.lsn"           // the change's own LSN
 	HeaderCommitLSN   = "walship.commit_lsn"    // the last LSN of its transaction
-	HeaderTxnFirstLSN = "walship.Txn_first_lsn" // the first LSN of its transaction
+	HeaderTxnFirstLSN = "walship.txn_first_lsn" // the first LSN of its transaction
 	HeaderLineage     = "walship.lineage"
 	// HeaderAborted ("true") marks an aborted-range marker: a record of the
 	// ordered topic with no key and a null value that stands for the LSNs
@@ -41,6 +41,13 @@ func IsAbortedMarker(r *kgo.Record) bool {
 	}
 	return false
 }
+
+// headerTxnFirstLSNOld is how earlier builds spelled HeaderTxnFirstLSN on
+// the wire, against their own documentation. Writers
+// no longer emit it; DecodeHeaders still reads it, because topics written
+// by those builds stay readable for as long as Kafka keeps them
+// (docs/KAFKA.md "Headers").
+const headerTxnFirstLSNOld = "walship.Txn_first_lsn"
 
 // Version is source.version in the envelope.
 const Version = "walship-1"
@@ -441,10 +448,11 @@ type Event struct {
 	Change  change.Change
 }
 
-// headerUint returns the decimal header key of r.
+// headerUint returns the decimal header key of r (or, if key is
+// HeaderTxnFirstLSN, of its old spelling headerTxnFirstLSNOld).
 func headerUint(r *kgo.Record, key string) (uint64, bool, error) {
 	for _, h := range r.Headers {
-		if h.Key == key {
+		if h.Key == key || key == HeaderTxnFirstLSN && h.Key == headerTxnFirstLSNOld {
 			v, err := strconv.ParseUint(string(h.Value), 10, 64)
 			if err != nil {
 				return 0, true, fmt.Errorf("%w: header %s: %q is not a decimal LSN", ErrMalformed, key, h.Value)
@@ -456,7 +464,9 @@ func headerUint(r *kgo.Record, key string) (uint64, bool, error) {
 }
 
 // DecodeHeaders reads the position headers of r: its LSN, commit LSN, first
-// LSN of its transaction and lineage.
+// LSN of its transaction and lineage. The first LSN is read from
+// HeaderTxnFirstLSN or, in a record written by an earlier build, from its
+// old spelling "walship.Txn_first_lsn".
 func DecodeHeaders(r *kgo.Record) (lsn, commitLSN, firstLSN uint64, lineage string, err error) {
 	var ok bool
 	for _, k := range []struct {

@@ -9,13 +9,18 @@ import (
 	"github.com/walship/walship/kafkasink/kafkatest"
 )
 
-func fuzzRecord(value []byte) *kgo.Record {
+func fuzzRecord(value []byte) *kgo.Record { return fuzzRecordFirst(value, HeaderTxnFirstLSN) }
+
+// fuzzRecordFirst is fuzzRecord with the first-LSN header named firstKey.
+func fuzzRecordFirst(value []byte, firstKey string) *kgo.Record {
 	return &kgo.Record{Value: value, Headers: []kgo.RecordHeader{
-		{Key: HeaderLSN, Value: []byte("2")}, {Key: HeaderCommitLSN, Value: []byte("3")}, {Key: HeaderTxnFirstLSN, Value: []byte("1")}}}
+		{Key: HeaderLSN, Value: []byte("2")}, {Key: HeaderCommitLSN, Value: []byte("3")}, {Key: firstKey, Value: []byte("1")}}}
 }
 
-// FuzzDecode: Decode never panics, and what it accepts (and what passes
-// change validation) re-encodes to a record that decodes Equal.
+// FuzzDecode: Decode never panics, decodes a record whose first-LSN header
+// has the old spelling exactly as one with the new, and what it accepts
+// (and what passes change validation) re-encodes to a record that decodes
+// Equal.
 func FuzzDecode(f *testing.F) {
 	wl := kafkatest.NewWorkload(9)
 	enc := &Encoder{Lineage: "L", Now: func() time.Time { return time.Unix(0, 0) }}
@@ -29,6 +34,10 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, value []byte) {
 		ev, err := Decode(fuzzRecord(value))
+		old, oldErr := Decode(fuzzRecordFirst(value, headerTxnFirstLSNOld))
+		if (err == nil) != (oldErr == nil) || err == nil && (!old.Change.Equal(&ev.Change) || old.FirstLSN != ev.FirstLSN) {
+			t.Fatalf("old header spelling: %v, %+v; new: %v, %+v", oldErr, old, err, ev)
+		}
 		if err != nil {
 			return
 		}

@@ -263,6 +263,9 @@ func retryable(err error) bool {
 // (snapshotInLog).
 func (s *Source) recover(ctx context.Context) error {
 	c, haveCkpt := s.ckpts.Get(s.ckptName)
+	// A reset checkpoint (no payload: a new HA leader resets it, the log
+	// having grown under other leaders) is none.
+	haveCkpt = haveCkpt && len(c.Payload) > 0
 	if haveCkpt {
 		if err := json.Unmarshal(c.Payload, &s.state); err != nil {
 			return fatalf("pgsource: checkpoint %s: %v", s.ckptName, err)

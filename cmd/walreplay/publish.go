@@ -45,7 +45,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	fromTime := fset.String("from-time", "", "publish the transactions committed at or after this RFC 3339 time")
 	toLSN := fset.String("to-lsn", "", "stop after the transactions with a commit LSN at or before N (default: the end of the archive)")
 	toTime := fset.String("to-time", "", "stop after the transactions committed at or before this RFC 3339 time")
-	force := fset.Bool("force", false, "produce every selected record even if the topics hold it, and allow a hole or another lineage")
+	force := fset.Bool("force", false, "produce every selected record even if the topics hold it, and allow a hole, another lineage or a topic with a transaction open (a live HA group's)")
 	parallel := fset.Int("parallel", 4, "segment objects fetched at once")
 	if help, err := parseFlags(fset, args); help || err != nil {
 		return err
