@@ -12,8 +12,16 @@ import "time"
 // record (one record per change, so CommitLSN-FirstLSN+1 == len(Changes)
 // for a transaction read from the log). CommitTime is the commit time the
 // log recorded, in UTC; it never decreases along the log.
+//
+// Aborted marks not a transaction but the LSN range FirstLSN..CommitLSN
+// of one the log aborted midway (wal.WAL.AppendStream, docs/FORMAT.md §3):
+// it has no changes and is no part of the log's content, but its LSNs are
+// used. Only readers that ask for such ranges see one (wal.Reader's
+// ReportAborted, kafkawire.Assembler), so that a copy of the log
+// accounts for every LSN; CommitTime is then the time of the abort.
 type Committed struct {
 	FirstLSN, CommitLSN uint64
 	CommitTime          time.Time
 	Txn
+	Aborted bool
 }

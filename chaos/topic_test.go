@@ -71,12 +71,15 @@ func readTopic(ctx context.Context, brokers []string, through uint64) (*topicLog
 					out.gaps = append(out.gaps, fmt.Sprintf("offset %d: LSN %d after %d", r.Offset, ev.LSN, prev))
 				}
 				prev = ev.LSN
+				if ev.Aborted {
+					prev = ev.CommitLSN // a marker stands for its whole range
+				}
 			}
 			txn, complete, err := asm.Add(&ev)
 			if err != nil {
 				return out, fmt.Errorf("topic %s offset %d: %w", topic, r.Offset, err)
 			}
-			if complete {
+			if complete && !txn.Aborted {
 				out.byCommit[txn.CommitLSN] = len(out.txns)
 				out.txns = append(out.txns, txn)
 			}

@@ -26,7 +26,10 @@
 //     only.
 //   - A gap (the topic lost records the replica has not applied, e.g. to
 //     Kafka retention) or a record of another lineage stops Run with an
-//     error; nothing is skipped silently.
+//     error; nothing is skipped silently. The LSNs of a transaction the
+//     log aborted midway are no gap: the topic accounts for them with an
+//     aborted-range marker (docs/KAFKA.md), which has nothing to apply; the
+//     replica's position passes it with the next transaction applied.
 //   - Read-your-writes: WaitHandler answers once the replica's position
 //     reaches a given LSN.
 //   - Reported positions: with Options.Name, the replica's position is
@@ -388,7 +391,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				perr = fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
 				return
 			}
-			if ok {
+			if ok && !txn.Aborted { // an aborted range has nothing to apply
 				batch = append(batch, txn)
 				lastCommitOffset = r.Offset
 			}
@@ -598,7 +601,7 @@ func (c *Consumer) probe(ctx context.Context, topic string, o, hi int64) (int64,
 			if err != nil {
 				return 0, 0, false, fmt.Errorf("consumer: %s offset %d: %w", topic, r.Offset, err)
 			}
-			return r.Offset, lsn, r.Value == nil, nil
+			return r.Offset, lsn, r.Value == nil && !kafkawire.IsAbortedMarker(r), nil
 		}
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
@@ -139,6 +140,7 @@ type chunk struct {
 	count          int
 	endsTxn        bool
 	aborted        bool // an abort frame (see Stream.Abort)
+	abortedRange   bool // an aborted-range frame (see AppendAbortedAt)
 	lastCommit     uint64
 	lastCommitTime int64
 }
@@ -335,6 +337,46 @@ func (c *Committer) AppendAt(ctx context.Context, first uint64, records [][]byte
 	c.mu.Unlock()
 	c.signal()
 	return Ticket{First: first, Last: first + uint64(len(records)) - 1, CommitTime: commitTime}, nil
+}
+
+// AppendAbortedAt queues an aborted range copied from another log of the
+// same history: the LSNs first..last of a transaction that log aborted
+// midway (a streamed transaction ended by an abort frame), whose records
+// this log never had. It is written as one aborted-range frame
+// (segment.Batch.AbortedRange) holding only the abort record at last, so
+// that readers skip the range exactly as they skip it in the other log and
+// LSNs continue at last+1. first must be the log's next LSN (else an error
+// wrapping ErrNotNext) and last > first (an abort frame follows at least
+// one record). The abort record carries abortTime (Unix nanoseconds: the
+// abort's time in the other log, as far as it is known), raised to the
+// log's last commit time if earlier, so that commit times never decrease
+// (docs/FORMAT.md §3). Committer.Wait(ctx, last) waits for it to be
+// durable. Nothing is queued on error.
+func (c *Committer) AppendAbortedAt(ctx context.Context, first, last uint64, abortTime int64) (Ticket, error) {
+	if last <= first || last-first >= math.MaxUint32 {
+		return Ticket{}, fmt.Errorf("groupcommit: aborted range %d-%d: want 2 to 2^32-1 LSNs", first, last)
+	}
+	size := segment.RecordOverhead
+	c.mu.Lock()
+	if err := c.admitLocked(ctx, size); err != nil {
+		c.mu.Unlock()
+		return Ticket{}, err
+	}
+	if next := c.mu.nextLSN; first != next {
+		c.mu.Unlock()
+		return Ticket{}, fmt.Errorf("%w: aborted range at LSN %d, the log's next LSN is %d", ErrNotNext, first, next)
+	}
+	ct := max(abortTime, c.mu.lastTime)
+	c.mu.lastTime = ct
+	ch := c.newChunkLocked(first, first)
+	ch.raw = segment.AppendRecord(ch.raw, nil, true, ct)
+	ch.count, ch.endsTxn, ch.aborted, ch.abortedRange = int(last-first+1), true, true, true
+	ch.lastCommit, ch.lastCommitTime = last, ct
+	c.mu.nextLSN = last + 1
+	c.mu.bytes += len(ch.raw) - segment.FrameHeaderSize
+	c.mu.Unlock()
+	c.signal()
+	return Ticket{First: first, Last: last, CommitTime: ct}, nil
 }
 
 // txnSize checks one transaction's records and returns their size in a
@@ -875,7 +917,7 @@ func (c *Committer) writeLocked() (syncJob, bool) {
 	records := 0
 	for _, ch := range f.taken {
 		f.batches = append(f.batches, segment.Batch{Raw: ch.raw, Count: ch.count, FirstLSN: ch.first, TxnStart: ch.txnStart,
-			EndsTxn: ch.endsTxn, Aborted: ch.aborted, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime, Framed: true})
+			EndsTxn: ch.endsTxn, Aborted: ch.aborted, AbortedRange: ch.abortedRange, LastCommit: ch.lastCommit, LastCommitTime: ch.lastCommitTime, Framed: true})
 		records += ch.count
 	}
 	start := time.Now()

@@ -12,7 +12,10 @@
 //     idempotency mark, in-request flag) the leader's log holds, so that
 //     the follower's log reads back transaction by transaction as the
 //     leader's, and wal.LoadKeys on it finds the leader's idempotency keys
-//     at their original LSNs.
+//     at their original LSNs. A range of LSNs the leader's log used for a
+//     transaction it aborted midway arrives as a marker and is written at
+//     the same LSNs as an aborted range, which readers skip as they do in
+//     the leader's log: both logs have the same next LSN.
 //   - Prefix or error: before appending, the Follower reads from the topic
 //     the transaction at the LSNs of its own last one and compares every
 //     field (header, commit time, changes). A difference, or a local log

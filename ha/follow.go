@@ -269,6 +269,9 @@ func (f *Follower) lastTxn(ctx context.Context) (*change.Committed, error) {
 		return nil, fmt.Errorf("ha: read the log's last transaction: %w", err)
 	}
 	defer rd.Close()
+	// The log may end with an aborted range: it is compared with the
+	// topic's marker like a transaction.
+	rd.ReportAborted()
 	t, err := rd.Next(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ha: read the log's last transaction (commit LSN %d): %w", d, err)
@@ -283,9 +286,17 @@ func (f *Follower) lastTxn(ctx context.Context) (*change.Committed, error) {
 // one before local (read at offset), is local, field by field.
 func compareTxn(local, remote *change.Committed, topic string, offset int64) error {
 	var what string
+	kind := func(t *change.Committed) string {
+		if t.Aborted {
+			return "an aborted range"
+		}
+		return "a transaction"
+	}
 	switch {
-	case remote.FirstLSN != local.FirstLSN || remote.CommitLSN != local.CommitLSN:
-		what = fmt.Sprintf("the topic's transaction there spans LSNs %d-%d, the local one %d-%d", remote.FirstLSN, remote.CommitLSN, local.FirstLSN, local.CommitLSN)
+	case remote.FirstLSN != local.FirstLSN || remote.CommitLSN != local.CommitLSN || remote.Aborted != local.Aborted:
+		what = fmt.Sprintf("the topic has %s there, spanning LSNs %d-%d, the local log %s spanning %d-%d", kind(remote), remote.FirstLSN, remote.CommitLSN, kind(local), local.FirstLSN, local.CommitLSN)
+	case local.Aborted:
+		return nil // the abort's time is not part of the log's content
 	case !remote.CommitTime.Equal(local.CommitTime):
 		what = fmt.Sprintf("commit time %s in the topic, %s locally", remote.CommitTime.UTC().Format(time.RFC3339Nano), local.CommitTime.UTC().Format(time.RFC3339Nano))
 	case !remote.Header.Equal(local.Header):
@@ -345,7 +356,7 @@ func TopicStart(ctx context.Context, o FollowOptions) (firstLSN uint64, empty bo
 	if lineage != o.Lineage {
 		return 0, false, fmt.Errorf("%w: %s offset %d (LSN %d) is of lineage %q, this group's is %q", ErrLineage, o.Topic, r.Offset, lsn, lineage, o.Lineage)
 	}
-	if lsn == first && r.Value != nil {
+	if lsn == first && (r.Value != nil || kafkawire.IsAbortedMarker(r)) {
 		return first, false, nil
 	}
 	// Retention cut the head transaction: the next one is the first whole.
@@ -403,7 +414,7 @@ func startOffset(ctx context.Context, o *FollowOptions, done uint64, lo, end int
 		if err != nil {
 			return false, 0, fmt.Errorf("ha: %s offset %d: %w", o.Topic, r.Offset, err)
 		}
-		return lsn <= done || lsn == done+1 && r.Value != nil, lsn, nil
+		return lsn <= done || lsn == done+1 && (r.Value != nil || kafkawire.IsAbortedMarker(r)), lsn, nil
 	}
 	r, err := probe(ctx, o, lo, end)
 	if err != nil || r == nil {

@@ -7,7 +7,13 @@
 //
 //   - Only durable data leaves the host: the sink reads the log with a
 //     following wal.Reader, which returns whole durable committed
-//     transactions only (aborted ones skipped; docs/DESIGN.md §4.2).
+//     transactions only (docs/DESIGN.md §4.2).
+//   - Every LSN accounted for: a transaction the log aborted midway is not
+//     shipped, but its LSN range is (the reader's ReportAborted): one marker
+//     record in the ordered topic (no key, null value, header
+//     walship.aborted: true; docs/KAFKA.md, "Aborted ranges"), nothing in
+//     tables mode; the watermark passes the range either way. A gap in the
+//     log for any other reason is an error, never a marker.
 //   - At least once, deduplicable exactly: every record carries the headers
 //     walship.lsn, walship.commit_lsn, walship.txn_first_lsn and
 //     walship.lineage. The producer is idempotent with acks=all, so within a

@@ -141,9 +141,13 @@ func (w *encodeWorker) encode(job *encJob) {
 	w.enc.NowMS = time.Now().UnixMilli() // ts_ms: the time the job is encoded
 	defer func() { w.job = nil }()
 	tombstones := w.tombstones
-	nrecs, nsent, nfirst := 0, 0, 0
+	nrecs, nsent, nfirst, nmarkers := 0, 0, 0, 0
 	k := 0
 	for _, sp := range job.spans {
+		if sp.txn.Aborted {
+			nmarkers++ // at most one record (ordered mode)
+			continue
+		}
 		if sp.from == 0 && w.topic(job, k) != "" {
 			nfirst++ // the transaction's first record may carry 2 more headers
 		}
@@ -158,15 +162,19 @@ func (w *encodeWorker) encode(job *encJob) {
 			k++
 		}
 	}
-	nrecs += nsent
-	job.entries = slices.Grow(job.entries[:0], job.len())
+	nrecs += nsent + nmarkers
+	job.entries = slices.Grow(job.entries[:0], job.len()+2*nmarkers)
 	job.recs = slices.Grow(job.recs[:0], nrecs)
 	// Records point into headers: it must not grow below.
-	headers := slices.Grow(job.headers[:0], 4*nsent+2*nfirst)
+	headers := slices.Grow(job.headers[:0], 4*nsent+2*nfirst+5*nmarkers)
 	defer func() { job.headers = headers }()
 	k = 0
 	for _, sp := range job.spans {
 		t := sp.txn
+		if t.Aborted {
+			headers = w.marker(job, t, headers)
+			continue
+		}
 		var hdrCommit, hdrFirst []byte
 		for i := sp.from; i < sp.to; i, k = i+1, k+1 {
 			c := &t.Changes[i]
@@ -213,6 +221,25 @@ func (w *encodeWorker) encode(job *encJob) {
 			job.entries = append(job.entries, e)
 		}
 	}
+}
+
+// marker adds the entries of the aborted range t to the job and, in
+// ordered mode, its marker record (kafkawire.AbortedMarkerHeaders: no
+// key, a null value, the abort's time), whose LSN is the range's first.
+// The range's last LSN is issued as a commit without a record, so the
+// watermark passes the whole range once the marker is acknowledged (in
+// tables mode, at once). It returns headers with the marker's.
+func (w *encodeWorker) marker(job *encJob, t *change.Committed, headers []kgo.RecordHeader) []kgo.RecordHeader {
+	if job.topics == nil {
+		first := w.carve(func(b []byte) []byte { return strconv.AppendUint(b, t.FirstLSN, 10) })
+		last := w.carve(func(b []byte) []byte { return strconv.AppendUint(b, t.CommitLSN, 10) })
+		h := len(headers)
+		headers = kafkawire.AbortedMarkerHeaders(headers, first, last, w.lineage)
+		job.recs = append(job.recs, kgo.Record{Topic: w.orderedTopic, Headers: headers[h:len(headers):len(headers)], Timestamp: t.CommitTime, Context: &job.ctx})
+		job.entries = append(job.entries, wmEntry{lsn: t.FirstLSN, left: 1, commitTime: t.CommitTime})
+	}
+	job.entries = append(job.entries, wmEntry{lsn: t.CommitLSN, commit: true, commitTime: t.CommitTime})
+	return headers
 }
 
 // topic returns the topic of the job's k-th change, "" for none.

@@ -77,8 +77,9 @@ func (e *HoleError) Error() string {
 // Is makes errors.Is(err, ErrTopicHole) true.
 func (e *HoleError) Is(target error) bool { return target == ErrTopicHole }
 
-// PartitionEnd is the last record of a partition: its LSN, whether it is
-// a tombstone, and its lineage.
+// PartitionEnd is the last record of a partition: its LSN, whether it has
+// a null value (a tombstone, or an aborted-range marker: either is the
+// last record of its LSN), and its lineage.
 type PartitionEnd struct {
 	LSN       uint64
 	Tombstone bool
@@ -456,6 +457,9 @@ func (p *Publisher) readerOptions() []kgo.Opt {
 // Publish produces the records of txns (whole transactions, in log order,
 // continuing those given before) that the topics lack, and waits until the
 // brokers acknowledge them. On error, a prefix of the records was produced.
+// An aborted range among txns (change.Committed.Aborted) becomes the
+// ordered topic's aborted-range marker, as the Sink sends it; its
+// timestamp is the range's CommitTime.
 func (p *Publisher) Publish(ctx context.Context, txns []change.Committed) error {
 	for _, m := range p.modes {
 		recs, err := p.encode(ctx, m, txns)
@@ -478,6 +482,14 @@ func (p *Publisher) encode(ctx context.Context, m *publishMode, txns []change.Co
 	}
 	for i := range txns {
 		t := &txns[i]
+		if t.Aborted {
+			// The ordered topic's marker, as the Sink sends it; nothing in
+			// tables mode.
+			if m.ordered {
+				job.spans = append(job.spans, span{txn: t})
+			}
+			continue
+		}
 		if len(t.Changes) == 0 {
 			continue
 		}

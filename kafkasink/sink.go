@@ -240,6 +240,7 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("kafkasink: open WAL reader at %d: %w", pos+1, err)
 	}
+	rd.ReportAborted()
 	defer func() {
 		if rd != nil { // replaced when a transaction is produced again
 			rd.Close()
@@ -299,6 +300,7 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 			loopErr = fmt.Errorf("kafkasink: open WAL reader at %d: %w", committed+1, err)
 			break
 		}
+		rd.ReportAborted()
 		wm = newWatermark(committed)
 		s.wm.Store(wm)
 	}
@@ -575,6 +577,18 @@ func (s *Sink) readLoop(ctx context.Context, rd *wal.Reader, topics *topicCache,
 			return fmt.Errorf("kafkasink: read WAL: %w", err)
 		}
 		t := txn
+		if t.Aborted {
+			// An aborted range: one marker in the ordered topic, nothing in
+			// tables mode; either way the watermark passes its LSNs.
+			if job == nil {
+				job = jobs.get()
+			}
+			job.spans = append(job.spans, span{txn: txn})
+			if t.CommitLSN >= s.w.Durable() && !flush() {
+				return nil
+			}
+			continue
+		}
 		ords = tableOrdinals(ords, t, ordered, counts)
 		for i := range t.Changes {
 			c := &t.Changes[i]

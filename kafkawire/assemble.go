@@ -22,6 +22,11 @@ var ErrGap = errors.New("kafkawire: gap in the ordered stream")
 // already have sent), and a transaction may be cut short by a sink crash
 // before being sent again whole. The rules:
 //   - a tombstone is ignored (it repeats its delete's position);
+//   - an aborted-range marker (Event.Aborted) completes its whole range at
+//     once: it is returned as a change.Committed with Aborted set and no
+//     changes, which has nothing to apply but moves Done past the range
+//     (a duplicate is skipped, one past a missing LSN is a gap, as for a
+//     transaction's first record);
 //   - a record of a transaction whose commit LSN is at or below the last
 //     completed one is a duplicate and is skipped;
 //   - a record with lsn == txn_first_lsn starts the transaction afresh,
@@ -56,6 +61,17 @@ func (a *Assembler) Add(ev *Event) (txn change.Committed, complete bool, err err
 	if ev.CommitLSN <= a.done {
 		a.Skipped++
 		return txn, false, nil
+	}
+	if ev.Aborted {
+		// A whole range at once, nothing to apply: it completes like a
+		// transaction, and whatever partial transaction came before it was
+		// cut short (it is sent again whole, before this marker).
+		if a.done > 0 && ev.FirstLSN > a.done+1 {
+			return txn, false, fmt.Errorf("%w: after commit LSN %d the next aborted range starts at LSN %d", ErrGap, a.done, ev.FirstLSN)
+		}
+		a.cur = nil
+		a.done = ev.CommitLSN
+		return change.Committed{FirstLSN: ev.FirstLSN, CommitLSN: ev.CommitLSN, CommitTime: ev.CommitTime, Aborted: true}, true, nil
 	}
 	switch {
 	case ev.LSN == ev.FirstLSN:

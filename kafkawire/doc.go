@@ -22,7 +22,10 @@
 //   - Whole transactions, once: Assembler returns a transaction only when
 //     all its changes have arrived, drops records at or below what was
 //     already returned (redelivery), and reports a gap in the ordered
-//     stream as ErrGap rather than skipping it.
+//     stream as ErrGap rather than skipping it. An aborted-range marker
+//     (HeaderAborted) accounts for the LSNs of a transaction the log
+//     aborted midway: the Assembler returns it as a range with nothing to
+//     apply (change.Committed.Aborted), never as a gap.
 //
 // docs/KAFKA.md describes the envelope, the value encoding and where
 // walship differs from Debezium.

@@ -19,7 +19,28 @@ const (
 	HeaderCommitLSN   = "walship.commit_lsn"    // the last LSN of its transaction
 	HeaderTxnFirstLSN = "walship.txn_first_lsn" // the first LSN of its transaction
 	HeaderLineage     = "walship.lineage"
+	// HeaderAborted ("true") marks an aborted-range marker: a record of the
+	// ordered topic with no key and a null value that stands for the LSNs
+	// HeaderLSN (== HeaderTxnFirstLSN) through HeaderCommitLSN of a
+	// transaction the log aborted midway, so that the topic accounts for
+	// every LSN (docs/KAFKA.md, "Aborted ranges").
+	HeaderAborted = "walship.aborted"
 )
+
+// IsAbortedMarker reports whether r is an aborted-range marker: a null
+// value with HeaderAborted "true". It looks at the headers only for a
+// null value.
+func IsAbortedMarker(r *kgo.Record) bool {
+	if r.Value != nil {
+		return false
+	}
+	for _, h := range r.Headers {
+		if h.Key == HeaderAborted {
+			return string(h.Value) == "true"
+		}
+	}
+	return false
+}
 
 // headerTxnFirstLSNOld is how earlier builds spelled HeaderTxnFirstLSN on
 // the wire, against their own documentation. Writers
@@ -418,8 +439,13 @@ type Event struct {
 	// Tombstone: the null-value record that follows a delete; Header and
 	// Change are empty.
 	Tombstone bool
-	Header    change.TxHeader
-	Change    change.Change
+	// Aborted: an aborted-range marker (IsAbortedMarker) for the LSNs
+	// FirstLSN (== LSN) through CommitLSN, which hold nothing to apply;
+	// CommitTime is the record's timestamp (the abort's time, to the
+	// millisecond); Header and Change are empty.
+	Aborted bool
+	Header  change.TxHeader
+	Change  change.Change
 }
 
 // headerUint returns the decimal header key of r (or, if key is
@@ -478,6 +504,13 @@ func Decode(r *kgo.Record) (Event, error) {
 		return ev, err
 	}
 	if r.Value == nil {
+		if IsAbortedMarker(r) {
+			if ev.LSN != ev.FirstLSN || ev.CommitLSN == ev.LSN {
+				return ev, fmt.Errorf("%w: aborted-range marker at lsn %d: want lsn == txn_first_lsn < commit_lsn %d", ErrMalformed, ev.LSN, ev.CommitLSN)
+			}
+			ev.Aborted, ev.CommitTime = true, r.Timestamp.UTC()
+			return ev, nil
+		}
 		ev.Tombstone = true
 		return ev, nil
 	}
@@ -662,6 +695,9 @@ func (e *Encoder) OrderedRecords(t *change.Committed, prefix string, tombstones 
 	topic := OrderedTopic(prefix)
 	commit := []byte(strconv.FormatUint(t.CommitLSN, 10))
 	first := []byte(strconv.FormatUint(t.FirstLSN, 10))
+	if t.Aborted {
+		return []*kgo.Record{{Topic: topic, Headers: AbortedMarkerHeaders(nil, first, commit, []byte(e.Lineage)), Timestamp: t.CommitTime}}
+	}
 	ordinals := map[change.Table]int{}
 	var out []*kgo.Record
 	for i := range t.Changes {
@@ -688,3 +724,20 @@ func (e *Encoder) OrderedRecords(t *change.Committed, prefix string, tombstones 
 	}
 	return out
 }
+
+// AbortedMarkerHeaders appends the headers of the aborted-range marker for
+// the LSNs first..last (decimal text) to dst: HeaderLSN first (the
+// producer reads the LSN back from the first header), HeaderCommitLSN,
+// HeaderTxnFirstLSN, HeaderLineage and HeaderAborted. The marker itself
+// has no key and a null value, in the ordered topic only.
+func AbortedMarkerHeaders(dst []kgo.RecordHeader, first, last, lineage []byte) []kgo.RecordHeader {
+	return append(dst,
+		kgo.RecordHeader{Key: HeaderLSN, Value: first},
+		kgo.RecordHeader{Key: HeaderCommitLSN, Value: last},
+		kgo.RecordHeader{Key: HeaderTxnFirstLSN, Value: first},
+		kgo.RecordHeader{Key: HeaderLineage, Value: lineage},
+		kgo.RecordHeader{Key: HeaderAborted, Value: abortedTrue},
+	)
+}
+
+var abortedTrue = []byte("true")

@@ -52,3 +52,27 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeMarker: Decode never panics on any headers and null or
+// non-null value, and what it takes for an aborted-range marker has a null
+// value, lsn == txn_first_lsn < commit_lsn, and is no tombstone.
+func FuzzDecodeMarker(f *testing.F) {
+	f.Add("3", "9", "3", "true", true, []byte(nil))
+	f.Add("3", "3", "3", "true", true, []byte(nil))
+	f.Add("4", "9", "3", "true", false, []byte(`{}`))
+	f.Add("1", "2", "1", "false", true, []byte(nil))
+	f.Fuzz(func(t *testing.T, lsn, commit, first, aborted string, null bool, value []byte) {
+		r := &kgo.Record{Headers: []kgo.RecordHeader{{Key: HeaderLSN, Value: []byte(lsn)}, {Key: HeaderCommitLSN, Value: []byte(commit)},
+			{Key: HeaderTxnFirstLSN, Value: []byte(first)}, {Key: HeaderAborted, Value: []byte(aborted)}}}
+		if !null {
+			r.Value = append([]byte{}, value...)
+		}
+		ev, err := Decode(r)
+		if err != nil || !ev.Aborted {
+			return
+		}
+		if r.Value != nil || ev.Tombstone || ev.LSN != ev.FirstLSN || ev.CommitLSN <= ev.LSN || !IsAbortedMarker(r) {
+			t.Fatalf("accepted as a marker: %+v (value %q)", ev, r.Value)
+		}
+	})
+}

@@ -81,7 +81,8 @@
 //	 40    4 salt: first 4 bytes of the segment id (rejects stale frames)
 //	 44    1 codec: 0 none, 1 s2, 2 zstd (github.com/klauspost/compress)
 //	 45    1 flags: bit 0 = the frame's last record is a commit record;
-//	         bit 1 = abort frame (see below)
+//	         bit 1 = abort frame (see below); bit 2 = aborted range (an
+//	         abort frame covering a whole transaction, see below)
 //	 46    2 reserved, zero
 //	 48    n stored payload, then zero padding to a multiple of 8
 //
@@ -107,6 +108,13 @@
 // frames were written. The abort record takes one LSN and is returned by
 // readers with Record.Aborted set; readers that assemble transactions drop
 // the whole transaction when they reach it. LSNs stay dense.
+//
+// An aborted-range frame (flags bits 0, 1 and 2; txn start == first LSN;
+// record count >= 2) covers a whole aborted transaction of count LSNs but
+// stores only its abort record, at its last LSN: a log copying another
+// (a standby's) writes it for a transaction the other log aborted, whose
+// records it never had (Batch.AbortedRange). Readers see the same abort
+// record, ending the same transaction, as in the other log.
 //
 // # Recovery: torn tail versus corruption
 //

@@ -360,6 +360,8 @@ func frameFields(h frameHeader, enc []byte) []layoutField {
 				switch {
 				case strings.Contains(m[2], "commit"):
 					want = flagEndsTxn
+				case strings.Contains(m[2], "aborted range"):
+					want = flagAbortedRange
 				case strings.Contains(m[2], "abort"):
 					want = flagAbort
 				}

@@ -48,6 +48,15 @@ type frameHeader struct {
 
 func (h *frameHeader) lastLSN() uint64 { return h.firstLSN + uint64(h.count) - 1 }
 
+// storedRecords is the number of records in the frame's payload: count,
+// except in an aborted-range frame, which stores only its abort record.
+func (h *frameHeader) storedRecords() uint32 {
+	if h.flags&flagAbortedRange != 0 {
+		return 1
+	}
+	return h.count
+}
+
 // frameSize is the number of bytes the frame occupies in the segment,
 // header and padding included.
 func (h *frameHeader) frameSize() int64 {
@@ -96,7 +105,9 @@ func decodeFrameHeader(b []byte) (frameHeader, string) {
 	switch {
 	case b[frReservedOff] != 0 || b[frReservedOff+1] != 0 || h.flags&^knownFlags != 0:
 		return h, "unknown frame flags"
-	case h.flags&flagAbort != 0 && (h.flags&flagEndsTxn == 0 || h.count != 1):
+	case h.flags&flagAbortedRange != 0 && (h.flags&flagAbort == 0 || h.flags&flagEndsTxn == 0 || h.count < 2 || h.txnStart != h.firstLSN):
+		return h, "aborted-range frame must be an abort frame covering a whole transaction of at least two LSNs"
+	case h.flags&flagAbort != 0 && h.flags&flagAbortedRange == 0 && (h.flags&flagEndsTxn == 0 || h.count != 1):
 		return h, "abort frame must hold exactly one transaction-ending record"
 	case h.codec > CodecZstd:
 		return h, fmt.Sprintf("unknown codec %d", h.codec)
@@ -110,7 +121,7 @@ func decodeFrameHeader(b []byte) (frameHeader, string) {
 		return h, "frame payload too large"
 	case h.codec == CodecNone && h.storedLen != h.rawLen:
 		return h, "uncompressed frame with differing lengths"
-	case uint64(h.rawLen) < uint64(h.count):
+	case uint64(h.rawLen) < uint64(h.storedRecords()):
 		return h, "frame payload shorter than its record count"
 	}
 	return h, ""

@@ -66,6 +66,7 @@ func FuzzFrameDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(make([]byte, FrameHeaderSize))
 	f.Add(abortFrameSeed())
+	f.Add(abortedRangeSeed())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkFrameBytes(t, b)
 		checkFrameBytes(t, fixChecksums(b))
@@ -78,6 +79,18 @@ func abortFrameSeed() []byte {
 	payload := AppendRecord(nil, nil, true, 5)
 	h := frameHeader{payloadCRC: crc(payload), storedLen: uint32(len(payload)), rawLen: uint32(len(payload)),
 		firstLSN: 3, txnStart: 1, count: 1, writeOffset: HeaderSize, flags: flagEndsTxn | flagAbort}
+	b := make([]byte, FrameHeaderSize, h.frameSize())
+	h.encode(b)
+	b = append(b, payload...)
+	return append(b, make([]byte, h.frameSize()-int64(len(b)))...)
+}
+
+// abortedRangeSeed is an aborted-range frame (doc.go) covering LSNs 3 to
+// 9, its abort record at 9.
+func abortedRangeSeed() []byte {
+	payload := AppendRecord(nil, nil, true, 5)
+	h := frameHeader{payloadCRC: crc(payload), storedLen: uint32(len(payload)), rawLen: uint32(len(payload)),
+		firstLSN: 3, txnStart: 3, count: 7, writeOffset: HeaderSize, flags: flagEndsTxn | flagAbort | flagAbortedRange}
 	b := make([]byte, FrameHeaderSize, h.frameSize())
 	h.encode(b)
 	b = append(b, payload...)
@@ -142,8 +155,11 @@ func checkFrameBytes(t *testing.T, b []byte) {
 		recs = append(recs, fuzzRecord{rec.LSN, bytes.Clone(rec.Data), rec.Commit, rec.CommitTime, rec.TxnStart})
 		lastCommit = rec.Commit
 	}
-	if uint32(len(recs)) != fh.count {
-		t.Fatalf("%d records in a frame of %d", len(recs), fh.count)
+	if uint32(len(recs)) != fh.storedRecords() {
+		t.Fatalf("%d records in a frame of %d (count %d)", len(recs), fh.storedRecords(), fh.count)
+	}
+	if n := len(recs); n > 0 && recs[n-1].lsn != fh.lastLSN() {
+		t.Fatalf("last record at LSN %d in a frame ending at %d", recs[n-1].lsn, fh.lastLSN())
 	}
 	if lastCommit != (fh.flags&flagEndsTxn != 0) {
 		if res.frames != 0 {
@@ -170,8 +186,8 @@ func reencodeFrame(t *testing.T, fh *frameHeader, recs []fuzzRecord) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	bt := Batch{Count: len(recs), FirstLSN: fh.firstLSN, TxnStart: fh.txnStart, EndsTxn: fh.flags&flagEndsTxn != 0,
-		Aborted: fh.flags&flagAbort != 0}
+	bt := Batch{Count: int(fh.count), FirstLSN: fh.firstLSN, TxnStart: fh.txnStart, EndsTxn: fh.flags&flagEndsTxn != 0,
+		Aborted: fh.flags&flagAbort != 0, AbortedRange: fh.flags&flagAbortedRange != 0}
 	for _, r := range recs {
 		bt.Raw = AppendRecord(bt.Raw, r.data, r.commit, r.commitTime)
 		if r.commit {

@@ -102,8 +102,15 @@ const (
 	// aborted (with flagEndsTxn): readers skip every record of that
 	// transaction, which keep their LSNs so numbering stays dense. Logs
 	// written before this flag existed never carry it.
-	flagAbort  = 1 << 1
-	knownFlags = flagEndsTxn | flagAbort
+	flagAbort = 1 << 1
+	// flagAbortedRange: an abort frame (with flagEndsTxn and flagAbort)
+	// that covers a whole aborted transaction, txn start == first LSN
+	// through its last LSN, storing only the abort record (the last LSN):
+	// the other records are absent. A log copying another (a standby's)
+	// writes it for a transaction the other log aborted midway, whose
+	// records it never had (docs/FORMAT.md §3).
+	flagAbortedRange = 1 << 2
+	knownFlags       = flagEndsTxn | flagAbort | flagAbortedRange
 )
 
 // Codecs (docs/FORMAT.md §3, the frame header's codec byte). Values are

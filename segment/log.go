@@ -149,6 +149,12 @@ type Batch struct {
 	// it ends the transaction begun at TxnStart as aborted, and readers
 	// skip that transaction's records. See doc.go.
 	Aborted bool
+	// AbortedRange makes an abort batch cover a whole transaction aborted
+	// in another log this one copies (a standby's): Count is the number of
+	// LSNs it covers (at least 2), TxnStart == FirstLSN, Aborted and
+	// EndsTxn are set and Raw is the one abort record, which takes the last
+	// LSN; the records before it are absent (docs/FORMAT.md §3).
+	AbortedRange bool
 	// LastCommit is the LSN of the batch's last commit record, 0 if none,
 	// and LastCommitTime its commit time.
 	LastCommit     uint64
@@ -406,7 +412,10 @@ func (l *Log) Write(batches []Batch) error {
 			return l.fail(fmt.Errorf("segment: batch LSN %d (txn %d, %d records) does not follow next LSN %d",
 				b.FirstLSN, b.TxnStart, b.Count, l.nextLSN))
 		}
-		if b.Aborted && (b.Count != 1 || !b.EndsTxn) {
+		if b.AbortedRange && (!b.Aborted || !b.EndsTxn || b.Count < 2 || b.TxnStart != b.FirstLSN || b.Count > math.MaxUint32) {
+			return l.fail(fmt.Errorf("segment: aborted-range batch at LSN %d must be an abort batch covering a whole transaction of 2 to 2^32-1 LSNs", b.FirstLSN))
+		}
+		if b.Aborted && !b.AbortedRange && (b.Count != 1 || !b.EndsTxn) {
 			return l.fail(fmt.Errorf("segment: abort batch at LSN %d must be one transaction-ending record", b.FirstLSN))
 		}
 		raw := b.Raw
@@ -455,6 +464,9 @@ func (l *Log) Write(batches []Batch) error {
 		}
 		if b.Aborted {
 			h.flags |= flagAbort
+		}
+		if b.AbortedRange {
+			h.flags |= flagAbortedRange
 		}
 		size := h.frameSize()
 		// Rotate before a frame that would overflow a non-empty segment.
@@ -520,6 +532,9 @@ func (l *Log) writeFramed(b *Batch, raw []byte, durable int64) (int64, error) {
 	}
 	if b.Aborted {
 		h.flags |= flagAbort
+	}
+	if b.AbortedRange {
+		h.flags |= flagAbortedRange
 	}
 	size := h.frameSize()
 	if err := l.flush(); err != nil {

@@ -180,6 +180,10 @@ type recordIter struct {
 
 func (it *recordIter) reset(h *frameHeader, raw []byte) {
 	*it = recordIter{raw: raw, lsn: h.firstLSN, txnStart: h.txnStart, left: h.count, abort: h.flags&flagAbort != 0}
+	if h.flags&flagAbortedRange != 0 {
+		// Only the abort record is stored, at the frame's last LSN.
+		it.lsn, it.left = h.lastLSN(), 1
+	}
 }
 
 // next returns the next record; ok is false when the frame is exhausted.

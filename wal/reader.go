@@ -30,7 +30,18 @@ type Reader struct {
 	// read; a transaction returned is never written to again.
 	changes []change.Change
 	txns    []change.Committed
+
+	// reportAborted: Next returns aborted ranges (ReportAborted).
+	reportAborted bool
 }
+
+// ReportAborted makes Next return each transaction aborted midway, instead
+// of skipping it, as a change.Committed with Aborted set, no changes, its
+// LSN range (from its first record through its abort record) and the
+// abort's time: for readers that must account for every LSN of the log
+// (the Kafka sink's ordered topic, which a standby copies). NextRaw still
+// skips them. Call it before the first Next.
+func (r *Reader) ReportAborted() { r.reportAborted = true }
 
 const (
 	readerChangeArena = 256
@@ -82,38 +93,47 @@ func newReader(l *segment.Log, from uint64, follow bool) (*Reader, error) {
 // framing rules, and hands each to add with its index in the transaction.
 // An abort record discards what was added so far: reset is called and
 // reading goes on with the next transaction. It returns the transaction's
-// first and commit LSNs and its commit time in Unix nanoseconds.
-func (r *Reader) frame(ctx context.Context, add func(rec *segment.Record, i int) error, reset func()) (first, commit uint64, commitTime int64, err error) {
+// first and commit LSNs and its commit time in Unix nanoseconds. With
+// aborted set, reset was called and the range is not skipped but returned
+// (first..commit, the abort's time): when the caller asks, with
+// reportAborted.
+func (r *Reader) frame(ctx context.Context, reportAborted bool, add func(rec *segment.Record, i int) error, reset func()) (first, commit uint64, commitTime int64, aborted bool, err error) {
 	n := 0 // records of the transaction so far
 	for {
 		rec, err := r.r.Next(ctx)
 		if err != nil {
-			return 0, 0, 0, err
+			return 0, 0, 0, false, err
 		}
 		if rec.Aborted {
 			// The transaction was aborted midway (WAL.AppendStream): none
 			// of it is part of the log's content.
 			if n > 0 && rec.TxnStart != first {
-				return 0, 0, 0, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, first)
+				return 0, 0, 0, false, fmt.Errorf("%w: wal: abort record at LSN %d ends transaction %d inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, first)
 			}
 			n = 0
 			reset()
+			if reportAborted {
+				// TxnStart is the range's start even when its records
+				// were not read: an aborted-range frame stores none, and
+				// a reader never starts inside a transaction (newReader).
+				return rec.TxnStart, rec.LSN, rec.CommitTime, true, nil
+			}
 			continue
 		}
 		if n == 0 {
 			if rec.TxnStart != rec.LSN {
-				return 0, 0, 0, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", walerr.ErrCorruption, rec.LSN, rec.TxnStart)
+				return 0, 0, 0, false, fmt.Errorf("%w: wal: record at LSN %d continues transaction %d that was not read", walerr.ErrCorruption, rec.LSN, rec.TxnStart)
 			}
 			first = rec.LSN
 		} else if rec.TxnStart != first {
-			return 0, 0, 0, fmt.Errorf("%w: wal: record at LSN %d belongs to transaction %d, inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, first)
+			return 0, 0, 0, false, fmt.Errorf("%w: wal: record at LSN %d belongs to transaction %d, inside transaction %d", walerr.ErrCorruption, rec.LSN, rec.TxnStart, first)
 		}
 		if err := add(&rec, n); err != nil {
-			return 0, 0, 0, err
+			return 0, 0, 0, false, err
 		}
 		n++
 		if rec.Commit {
-			return first, rec.LSN, rec.CommitTime, nil
+			return first, rec.LSN, rec.CommitTime, false, nil
 		}
 	}
 }
@@ -121,7 +141,7 @@ func (r *Reader) frame(ctx context.Context, add func(rec *segment.Record, i int)
 // Next returns the next whole transaction, io.EOF at the end of the
 // visible log (or waits for one, if following, until ctx ends), or an
 // error naming the LSN of an undecodable or misplaced record. Transactions
-// aborted midway are skipped; like committed ones they are read whole
+// aborted midway are skipped (returned as ranges after ReportAborted); like committed ones they are read whole
 // before the abort record that ends them is seen, so skipping one costs
 // its size in memory. The transaction returned stays valid and unchanged
 // after later calls; the caller may keep it.
@@ -132,7 +152,7 @@ func (r *Reader) Next(ctx context.Context) (*change.Committed, error) {
 		clear(r.changes[start:])
 		r.changes = r.changes[:start]
 	}
-	first, commit, commitTime, err := r.frame(ctx, func(rec *segment.Record, i int) error {
+	first, commit, commitTime, aborted, err := r.frame(ctx, r.reportAborted, func(rec *segment.Record, i int) error {
 		h, c, err := change.DecodeRecord(rec.Data)
 		if err != nil {
 			return fmt.Errorf("wal: record at LSN %d: %w", rec.LSN, err)
@@ -159,12 +179,16 @@ func (r *Reader) Next(ctx context.Context) (*change.Committed, error) {
 		discard()
 		return nil, err
 	}
+	if aborted {
+		hdr = change.TxHeader{} // the aborted transaction's, read before its abort record
+	}
 	if len(r.txns) == cap(r.txns) {
 		r.txns = make([]change.Committed, 0, readerTxnArena)
 	}
 	r.txns = append(r.txns, change.Committed{
 		FirstLSN: first, CommitLSN: commit, CommitTime: time.Unix(0, commitTime).UTC(),
-		Txn: change.Txn{Header: hdr, Changes: r.changes[start:len(r.changes):len(r.changes)]},
+		Txn:     change.Txn{Header: hdr, Changes: r.changes[start:len(r.changes):len(r.changes)]},
+		Aborted: aborted,
 	})
 	return &r.txns[len(r.txns)-1], nil
 }
@@ -185,7 +209,7 @@ type RawTxn struct {
 // that decodes a record checks it.
 func (r *Reader) NextRaw(ctx context.Context) (*RawTxn, error) {
 	var buf []byte
-	first, commit, commitTime, err := r.frame(ctx, func(rec *segment.Record, i int) error {
+	first, commit, commitTime, _, err := r.frame(ctx, false, func(rec *segment.Record, i int) error {
 		if buf == nil {
 			buf = make([]byte, 0, 2*len(rec.Data)+8)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/segment"
 )
 
 // allTxns reads the whole visible log of w.
@@ -306,5 +308,151 @@ func TestGateRefusesAStream(t *testing.T) {
 			defer w.Close()
 			check()
 		})
+	}
+}
+
+// abortStream appends to w (opened with a small MaxPendingBytes, so that
+// the stream's first records are written before it fails) a streamed
+// transaction of n changes whose source fails at the last: the log keeps
+// its LSNs, ended by an abort frame.
+func abortStream(t *testing.T, w *WAL, n int) {
+	t.Helper()
+	_, err := w.AppendStream(context.Background(), change.TxHeader{XID: 900}, streamOf(n+1, 300, func(i int) error {
+		if i == n {
+			return errBoom
+		}
+		return nil
+	}))
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("AppendStream: %v, want %v", err, errBoom)
+	}
+	// The abort frame is queued, not waited for.
+	if err := w.Wait(context.Background(), w.NextLSN()-1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readAll reads w from its first LSN with ReportAborted.
+func readAll(t *testing.T, w *WAL) []change.Committed {
+	t.Helper()
+	r, err := w.NewReader(w.FirstLSN(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.ReportAborted()
+	var out []change.Committed
+	for {
+		tx, err := r.Next(context.Background())
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, *tx)
+	}
+}
+
+// TestAppendReplicaCopiesAbortedRanges: a reader with ReportAborted
+// returns each transaction aborted midway as its whole LSN range; a log
+// built with AppendReplica from what it returns (aborted ranges included)
+// reads back exactly as the original, with or without ReportAborted, has
+// the same next LSN, survives reopening and verification, and takes the
+// next transaction after the range. An aborted range not at the next LSN
+// is refused.
+func TestAppendReplicaCopiesAbortedRanges(t *testing.T) {
+	ctx := context.Background()
+	opts := func(dir string) Options {
+		return Options{Dir: dir, MaxPendingBytes: 4 << 10, MaxBatchBytes: 2 << 10, SegmentSize: 64 << 10}
+	}
+	src, _, err := Open(opts(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for x := uint64(1); x <= 2; x++ {
+		tx := txnOf(x, 2)
+		if _, err := src.Append(ctx, &tx); err != nil {
+			t.Fatal(err)
+		}
+		abortStream(t, src, 120) // between the two, and at the end of the log
+	}
+	want := readAll(t, src)
+	if len(want) != 4 || want[0].Aborted || !want[1].Aborted || want[2].Aborted || !want[3].Aborted {
+		t.Fatalf("read with ReportAborted: %+v, want a transaction, a range, a transaction, a range", want)
+	}
+	if r := want[1]; r.FirstLSN != want[0].CommitLSN+1 || r.CommitLSN != want[2].FirstLSN-1 || len(r.Changes) != 0 || r.CommitLSN-r.FirstLSN < 10 {
+		t.Fatalf("aborted range %d-%d (%d changes) between transactions ending at %d and starting at %d", r.FirstLSN, r.CommitLSN, len(r.Changes), want[0].CommitLSN, want[2].FirstLSN)
+	}
+	if r := want[3]; r.CommitLSN != src.NextLSN()-1 || src.Durable() != r.CommitLSN {
+		t.Fatalf("last aborted range ends at %d; the log's next LSN is %d, durable %d", r.CommitLSN, src.NextLSN(), src.Durable())
+	}
+	// A reader starting inside a range gets it whole.
+	r, err := src.NewReader(want[1].FirstLSN+5, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ReportAborted()
+	if tx, err := r.Next(ctx); err != nil || !tx.Aborted || tx.FirstLSN != want[1].FirstLSN || tx.CommitLSN != want[1].CommitLSN {
+		t.Fatalf("reading from inside the range: %+v, %v", tx, err)
+	}
+	r.Close()
+
+	dir := t.TempDir()
+	dst, _, err := Open(opts(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { dst.Close() }()
+	if _, err := dst.AppendReplica(ctx, &want[0]); err != nil {
+		t.Fatal(err)
+	}
+	bad := want[3] // not at the next LSN
+	if _, err := dst.AppendReplica(ctx, &bad); !errors.Is(err, ErrNotNext) {
+		t.Fatalf("aborted range at LSN %d with next LSN %d: %v, want ErrNotNext", bad.FirstLSN, dst.NextLSN(), err)
+	}
+	for i := 1; i < len(want); i++ {
+		tk, err := dst.AppendReplica(ctx, &want[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.First != want[i].FirstLSN || tk.Last != want[i].CommitLSN {
+			t.Fatalf("ticket %+v for %d-%d", tk, want[i].FirstLSN, want[i].CommitLSN)
+		}
+	}
+	same := func(stage string) {
+		t.Helper()
+		if dst.NextLSN() != src.NextLSN() || dst.Durable() != src.Durable() {
+			t.Fatalf("%s: next LSN %d durable %d, the original's %d and %d", stage, dst.NextLSN(), dst.Durable(), src.NextLSN(), src.Durable())
+		}
+		sameTxns(t, allTxns(t, dst), allTxns(t, src))
+		got := readAll(t, dst)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d read back with ReportAborted, want %d", stage, len(got), len(want))
+		}
+		for i := range want {
+			g, w := &got[i], &want[i]
+			if g.Aborted != w.Aborted || g.FirstLSN != w.FirstLSN || g.CommitLSN != w.CommitLSN || !g.Txn.Equal(&w.Txn) {
+				t.Fatalf("%s: %d: got %d-%d aborted %v, want %d-%d aborted %v", stage, i, g.FirstLSN, g.CommitLSN, g.Aborted, w.FirstLSN, w.CommitLSN, w.Aborted)
+			}
+		}
+	}
+	same("copied")
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := segment.Verify(nil, dir)
+	if err != nil || rep.Aborted != 2 || rep.LastLSN != src.NextLSN()-1 {
+		t.Fatalf("verify the copy: %+v, %v; want 2 aborted, last LSN %d", rep, err, src.NextLSN()-1)
+	}
+	dst, rep2, err := Open(opts(dir))
+	if err != nil || !rep2.Clean() {
+		t.Fatalf("reopen the copy: %v, %v", rep2, err)
+	}
+	same("reopened")
+	tx := txnOf(3, 2)
+	if tk, err := dst.Append(ctx, &tx); err != nil || tk.First != src.NextLSN() {
+		t.Fatalf("append after the copied range: %+v, %v; want first LSN %d", tk, err, src.NextLSN())
 	}
 }

@@ -30,7 +30,8 @@
 //     (ErrGateRefused) and the log goes on; the refusal is not sticky.
 //   - AppendReplica copies a transaction of another log of the same history
 //     exactly — LSNs, commit time, whole header — or refuses it, appending
-//     nothing: a standby's log reads back as its leader's (docs/HA.md).
+//     nothing: a standby's log reads back as its leader's (docs/HA.md). It
+//     copies an aborted range (Reader.ReportAborted) at exactly its LSNs.
 //
 // # Use
 //
@@ -475,6 +476,13 @@ func (w *WAL) AppendAsync(ctx context.Context, txn *change.Txn) (Ticket, error) 
 // t must be whole: CommitLSN-FirstLSN+1 == len(t.Changes). The source
 // commit time is not bounded by MaxCommitTimeSkew: the other log's writer
 // did that.
+//
+// An aborted range (t.Aborted: LSNs the other log used for a transaction
+// it aborted midway, read there with Reader.ReportAborted) is written as
+// such at exactly t.FirstLSN..t.CommitLSN (docs/FORMAT.md §3, aborted-range
+// frame): readers of this log skip it as they skip it in the other, and
+// LSNs continue after it. t then has no changes, and its commit time (the
+// abort's, which readers skip) is raised to this log's last if earlier.
 func (w *WAL) AppendReplica(ctx context.Context, t *change.Committed) (Ticket, error) {
 	tk, err := w.AppendReplicaAsync(ctx, t)
 	if err != nil {
@@ -487,6 +495,19 @@ func (w *WAL) AppendReplica(ctx context.Context, t *change.Committed) (Ticket, e
 // Wait(ctx, t.Last) waits. A follower queues the transactions of a fetch
 // this way and waits once for the last.
 func (w *WAL) AppendReplicaAsync(ctx context.Context, t *change.Committed) (Ticket, error) {
+	if t.Aborted {
+		if len(t.Changes) != 0 || t.CommitLSN <= t.FirstLSN {
+			return Ticket{}, fmt.Errorf("wal: replica aborted range at LSNs %d-%d with %d changes: want at least 2 LSNs and no change", t.FirstLSN, t.CommitLSN, len(t.Changes))
+		}
+		if t.CommitTime.IsZero() {
+			return Ticket{}, fmt.Errorf("wal: replica aborted range at LSN %d has no time", t.FirstLSN)
+		}
+		tk, err := w.c.AppendAbortedAt(ctx, t.FirstLSN, t.CommitLSN, t.CommitTime.UnixNano())
+		if err != nil {
+			return Ticket{}, fmt.Errorf("wal: replica aborted range: %w", err)
+		}
+		return ticket(tk), nil
+	}
 	if n := uint64(len(t.Changes)); n == 0 || t.CommitLSN < t.FirstLSN || t.CommitLSN-t.FirstLSN+1 != n {
 		return Ticket{}, fmt.Errorf("wal: replica transaction at LSNs %d-%d has %d changes", t.FirstLSN, t.CommitLSN, n)
 	}

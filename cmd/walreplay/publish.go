@@ -132,7 +132,11 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		fmt.Fprintf(stdout, "published lineage %s to %s topics: 0 records produced: nothing to publish up to LSN %d (the topics end after it, or the start asked for is after it)\n", lineage, *topics, target.LSN)
 		return nil
 	}
-	plan, err := pitr.PlanRestore(ctx, src, target, pitr.PlanOptions{Lineage: lineage, FromLSN: readFrom,
+	// Read from the start of the segment holding readFrom: an aborted
+	// range ending at or after readFrom is then seen whole (see
+	// publishApplier).
+	planFrom := segmentStart(cat, lineage, readFrom)
+	plan, err := pitr.PlanRestore(ctx, src, target, pitr.PlanOptions{Lineage: lineage, FromLSN: planFrom,
 		Retry: archive.RetryPolicy{MaxElapsed: af.timeout}})
 	if err != nil {
 		return restoreExit(err)
@@ -142,7 +146,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	start := time.Now()
 	res, err := pitr.Execute(ctx, src, plan, func(context.Context, string) (pitr.Applier, error) {
-		return &publishApplier{pub: pub, pos: plan.FromLSN - 1}, nil
+		return &publishApplier{pub: pub, pos: plan.FromLSN - 1, from: readFrom}, nil
 	}, opts)
 	bar.done()
 	st := pub.Stats()
@@ -157,20 +161,65 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	return publishExit(err)
 }
 
-// publishApplier hands the transactions pitr reads to the Publisher.
+// publishApplier hands the transactions pitr reads to the Publisher, with
+// the aborted ranges between them: in the archive, LSNs a segment covers
+// that no transaction of it holds belong to transactions the log aborted
+// midway (docs/ARCHIVE.md), and pitr refuses a hole between segments, so
+// every LSN between two transactions it delivers is such a range. The
+// Publisher makes them the ordered topic's aborted-range markers, as the
+// Sink does. Transactions and ranges ending before from (where reading
+// needed to start) are not published.
 type publishApplier struct {
-	pub *kafkasink.Publisher
-	pos uint64
+	pub  *kafkasink.Publisher
+	pos  uint64 // the commit LSN of the last transaction read
+	from uint64
+	out  []change.Committed
 }
 
 func (a *publishApplier) Position(context.Context) (uint64, error) { return a.pos, nil }
 
 func (a *publishApplier) Apply(ctx context.Context, txns []change.Committed) error {
-	if err := a.pub.Publish(ctx, txns); err != nil {
-		return err
+	out := a.out[:0]
+	pos := a.pos
+	for i := range txns {
+		t := &txns[i]
+		if t.FirstLSN > pos+1 {
+			if t.FirstLSN == pos+2 {
+				// An aborted transaction takes at least two LSNs (a record
+				// and its abort record): this is no range of the log.
+				return fmt.Errorf("walreplay: publish: the archive holds no transaction at LSN %d, which cannot be an aborted transaction's alone (it ends before LSN %d)", pos+1, t.FirstLSN)
+			}
+			if r := (change.Committed{FirstLSN: pos + 1, CommitLSN: t.FirstLSN - 1, CommitTime: t.CommitTime, Aborted: true}); r.CommitLSN >= a.from {
+				// The abort's time is not archived: the next commit's,
+				// which is no earlier, stands for it.
+				out = append(out, r)
+			}
+		}
+		if t.CommitLSN >= a.from {
+			out = append(out, *t)
+		}
+		pos = max(pos, t.CommitLSN)
 	}
-	a.pos = txns[len(txns)-1].CommitLSN
+	a.out = out
+	if len(out) > 0 {
+		if err := a.pub.Publish(ctx, out); err != nil {
+			return err
+		}
+	}
+	a.pos = pos
+	clear(a.out)
 	return nil
+}
+
+// segmentStart is the first LSN of lineage's segment that covers lsn, or
+// lsn if none does.
+func segmentStart(cat *pitr.Catalog, lineage string, lsn uint64) uint64 {
+	for _, s := range cat.Segments {
+		if s.Lineage == lineage && s.FirstLSN <= lsn && lsn <= s.LastLSN {
+			return s.FirstLSN
+		}
+	}
+	return lsn
 }
 
 // firstLSNAt is the first LSN of lineage's first segment that holds a
