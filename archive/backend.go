@@ -55,6 +55,13 @@ type Backend interface {
 // BackendOptions configure OpenBackend. The zero value is valid: every
 // field has a default. Fields that do not apply to a backend are ignored.
 type BackendOptions struct {
+	// WriteGate, if set, is checked by an S3 backend's connections right
+	// before every write to the network: once it returns an error, no byte
+	// more leaves for the store, not even of a request already under way
+	// (the HA leader whose term lapsed while paused mid-put; WithPutGate
+	// checks before each put starts). Requests then fail with an error
+	// matching ErrGateClosed.
+	WriteGate func() error
 	// MustExist makes a file:// archive whose directory does not exist an
 	// error (readers: a mistyped path must not pass for an empty
 	// archive). By default the directory is created, as writers want.

@@ -40,7 +40,7 @@ func IsTransient(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) || holds(err, context.DeadlineExceeded) {
 		return false
 	}
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrInvalidKey) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrInvalidKey) || errors.Is(err, ErrGateClosed) {
 		return false
 	}
 	var api smithy.APIError

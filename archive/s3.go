@@ -132,6 +132,18 @@ func newS3Client(ctx context.Context, opts BackendOptions) (*s3.Client, error) {
 	if w := attemptWait(opts.RetryTimeout); w > 0 {
 		httpClient = httpClient.WithDialerOptions(func(d *net.Dialer) { d.Timeout = w })
 	}
+	if gate := opts.WriteGate; gate != nil {
+		httpClient = httpClient.WithTransportOptions(func(tr *http.Transport) {
+			dial := tr.DialContext
+			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dial(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return gatedConn{Conn: c, gate: gate}, nil
+			}
+		})
+	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
@@ -364,4 +376,17 @@ func mapS3Error(err error) error {
 		}
 	}
 	return err
+}
+
+// gatedConn checks its gate before every write (BackendOptions.WriteGate).
+type gatedConn struct {
+	net.Conn
+	gate func() error
+}
+
+func (c gatedConn) Write(p []byte) (int, error) {
+	if err := c.gate(); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrGateClosed, err)
+	}
+	return c.Conn.Write(p)
 }

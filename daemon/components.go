@@ -50,7 +50,11 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		// snapshotter's, the catalog's) marks the store down at once:
 		// /readyz and /status must not wait for a call to give up.
 		backend := &health.Tracker{}
-		ar, err := openArchive(ctx, a, d.log, archivesink.BackendRetried(backend))
+		var gate func() error
+		if d.ha != nil {
+			gate = d.gate
+		}
+		ar, err := openArchive(ctx, a, d.log, archivesink.BackendRetried(backend), gate)
 		if err != nil {
 			return err
 		}
@@ -133,17 +137,19 @@ func kafkaClientOptions(k *config.Kafka) ([]kgo.Opt, error) {
 
 // OpenArchive opens the archive of an archive: section.
 func OpenArchive(ctx context.Context, a *config.Archive, log *slog.Logger) (*archive.Archive, error) {
-	return openArchive(ctx, a, log, nil)
+	return openArchive(ctx, a, log, nil, nil)
 }
 
 // openArchive is OpenArchive with a hook that hears every retried backend
 // call (archive.BackendOptions.OnRetry; nil for none).
-func openArchive(ctx context.Context, a *config.Archive, log *slog.Logger, onRetry func(archive.RetryEvent)) (*archive.Archive, error) {
+// writeGate, when not nil, is checked before every byte written to an S3
+// store (BackendOptions.WriteGate).
+func openArchive(ctx context.Context, a *config.Archive, log *slog.Logger, onRetry func(archive.RetryEvent), writeGate func() error) (*archive.Archive, error) {
 	opts, err := archiveOptions(a, log)
 	if err != nil {
 		return nil, err
 	}
-	opts.Backend.OnRetry = onRetry
+	opts.Backend.OnRetry, opts.Backend.WriteGate = onRetry, writeGate
 	ar, err := archive.Open(ctx, a.URL, opts)
 	if err != nil {
 		return nil, fmt.Errorf("archive.url %s: %w", secret.URL(a.URL), err)
