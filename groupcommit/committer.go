@@ -304,6 +304,18 @@ func (c *Committer) AppendAsync(ctx context.Context, records [][]byte, commitTim
 	return t, err
 }
 
+// admitAtLocked is admitLocked for a copy from another log (AppendAt,
+// AppendAbortedAt): what must also start at the log's next LSN, first.
+func (c *Committer) admitAtLocked(ctx context.Context, size int, first uint64, what string) error {
+	if err := c.admitLocked(ctx, size); err != nil {
+		return err
+	}
+	if next := c.mu.nextLSN; first != next {
+		return fmt.Errorf("%w: %s at LSN %d, the log's next LSN is %d", ErrNotNext, what, first, next)
+	}
+	return nil
+}
+
 // AppendAt queues one transaction copied from another log of the same
 // history, like AppendAsync but at exactly the LSNs and commit time given:
 // its first record must get LSN first, the log's next (else an error
@@ -317,13 +329,9 @@ func (c *Committer) AppendAt(ctx context.Context, first uint64, records [][]byte
 		return Ticket{}, err
 	}
 	c.mu.Lock()
-	if err := c.admitLocked(ctx, size); err != nil {
+	if err := c.admitAtLocked(ctx, size, first, "transaction"); err != nil {
 		c.mu.Unlock()
 		return Ticket{}, err
-	}
-	if next := c.mu.nextLSN; first != next {
-		c.mu.Unlock()
-		return Ticket{}, fmt.Errorf("%w: transaction at LSN %d, the log's next LSN is %d", ErrNotNext, first, next)
 	}
 	if last := c.mu.lastTime; commitTime < last {
 		c.mu.Unlock()
@@ -358,13 +366,9 @@ func (c *Committer) AppendAbortedAt(ctx context.Context, first, last uint64, abo
 	}
 	size := segment.RecordOverhead
 	c.mu.Lock()
-	if err := c.admitLocked(ctx, size); err != nil {
+	if err := c.admitAtLocked(ctx, size, first, "aborted range"); err != nil {
 		c.mu.Unlock()
 		return Ticket{}, err
-	}
-	if next := c.mu.nextLSN; first != next {
-		c.mu.Unlock()
-		return Ticket{}, fmt.Errorf("%w: aborted range at LSN %d, the log's next LSN is %d", ErrNotNext, first, next)
 	}
 	ct := max(abortTime, c.mu.lastTime)
 	c.mu.lastTime = ct
