@@ -103,9 +103,16 @@ func (n *nemesis) run(ctx context.Context, kinds []string) {
 		leader, term := n.waitLeader()
 		n.t.Logf("fault %d/%d: %s (leader %s, term %d)", i+1, len(kinds), kind, leader.name, term)
 		at := time.Now()
+		// The takeover is timed while the fault goes on (a zombie is
+		// paused for longer than a takeover takes).
+		var took chan time.Duration
+		if leaderFaults[kind] {
+			took = make(chan time.Duration, 1)
+			go func() { took <- n.untilNewLeader(at, term) }()
+		}
 		n.inject(kind, leader, term)
 		n.rep.faults[kind]++
-		n.measure(kind, at, term)
+		n.measure(kind, at, took)
 	}
 }
 
@@ -127,16 +134,28 @@ func (n *nemesis) waitLeader() (*member, int64) {
 	return m, term
 }
 
-// measure records the takeover time (to a leader of a higher term, for
-// faults that remove the leader) and the write outage (to the first
+// untilNewLeader polls until a leader of a higher term than oldTerm
+// answers and returns the time since at, or -1 after 90 s.
+func (n *nemesis) untilNewLeader(at time.Time, oldTerm int64) time.Duration {
+	for time.Since(at) < 90*time.Second {
+		if _, term, ok := n.obs.leader(); ok && term > oldTerm {
+			return time.Since(at)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the observer's last answers
+	}
+	return -1
+}
+
+// measure records the takeover time (took: to a leader of a higher term,
+// for faults that remove the leader) and the write outage (to the first
 // acknowledged write that started after the fault).
-func (n *nemesis) measure(kind string, at time.Time, oldTerm int64) {
-	if leaderFaults[kind] {
-		waitFor(n.t, kind+": a new leader", 90*time.Second, func() (bool, string) {
-			_, term, ok := n.obs.leader()
-			return ok && term > oldTerm, fmt.Sprintf("last polls: %v", n.obs.lastObs())
-		})
-		n.rep.takeovers[kind] = append(n.rep.takeovers[kind], time.Since(at))
+func (n *nemesis) measure(kind string, at time.Time, took chan time.Duration) {
+	if took != nil {
+		d := <-took
+		if d < 0 {
+			n.t.Fatalf("%s: no new leader within 90s of the fault; last polls: %v", kind, n.obs.lastObs())
+		}
+		n.rep.takeovers[kind] = append(n.rep.takeovers[kind], d)
 	}
 	var ackAt time.Time
 	waitFor(n.t, kind+": an acknowledged write", 90*time.Second, func() (bool, string) {
