@@ -52,7 +52,10 @@ type haMember struct {
 	leader atomic.Bool
 	// allowed is the allowance of this member's last committed renewal
 	// (leaderInfo.LogLSN): how far its source may confirm.
-	allowed   atomic.Uint64
+	allowed atomic.Uint64
+	// inherited and checked: see leaderInfo.Inherited.
+	inherited atomic.Uint64
+	checked   atomic.Bool
 	takeovers atomic.Int64
 	// started is set once lead runs the components (which then close
 	// what they use themselves).
@@ -92,7 +95,13 @@ func (r LossReport) String() string {
 // have confirmed). SourceConfirmed and Shipped are what it had confirmed to
 // PostgreSQL and shipped to Kafka then, for people reading the topic.
 type leaderInfo struct {
-	LogLSN          uint64 `json:"log_lsn"`
+	LogLSN uint64 `json:"log_lsn"`
+	// Inherited is the allowance of the terms before this one that no
+	// loss check has covered yet: a member carries it on from the last
+	// renewal it read until its own check is done (and recorded), so that
+	// a term that ends before checking (fenced by a rival, failed while
+	// catching up, killed) does not hide the loss of the term before.
+	Inherited       uint64 `json:"inherited,omitempty"`
 	SourceConfirmed uint64 `json:"source_confirmed"`
 	Shipped         uint64 `json:"shipped"`
 }
@@ -141,6 +150,18 @@ func haTopic(prefix string) string { return prefix + ".ha" }
 // without the allowance.
 func (d *Daemon) leaderInfo() json.RawMessage {
 	li := leaderInfo{LogLSN: d.levels.Position(d.levels.Level()), Shipped: d.kafkaShipped.Load()}
+	if m := d.ha; m != nil && !m.checked.Load() {
+		// Until this member's loss check is done: the allowance of the
+		// renewal before (Leader is the last one read; this member's own
+		// once it has renewed, which carries it on).
+		if l, _ := m.lease.Leader(); l.Name != "" {
+			var prev leaderInfo
+			if json.Unmarshal(l.Info, &prev) == nil {
+				m.inherited.Store(max(m.inherited.Load(), prev.LogLSN, prev.Inherited))
+			}
+		}
+		li.Inherited = m.inherited.Load()
+	}
 	if d.pg != nil {
 		li.SourceConfirmed = d.pg.Stats().ConfirmedLSN
 	}
@@ -348,6 +369,7 @@ func (d *Daemon) lead(ctx context.Context, term *ha.Term) error {
 // log and before the slot's confirmed position.
 func (d *Daemon) reportLoss(ctx context.Context, term *ha.Term) error {
 	if d.pg == nil {
+		d.ha.checked.Store(true) // nothing is confirmed to a source
 		return nil
 	}
 	m := d.ha
@@ -373,9 +395,11 @@ func (d *Daemon) reportLoss(ctx context.Context, term *ha.Term) error {
 	prev, ok := term.Previous()
 	var li leaderInfo
 	if !ok || json.Unmarshal(prev.Info, &li) != nil {
+		m.checked.Store(true)
 		return nil // the group's first term, or a leader that confirmed nothing
 	}
-	if d.wal.Durable() >= li.LogLSN || confirmed <= have {
+	if allowance := max(li.LogLSN, li.Inherited); d.wal.Durable() >= allowance || confirmed <= have {
+		m.checked.Store(true)
 		return nil
 	}
 	r := LossReport{Term: term.Number(), After: change.FormatSourceLSN(have), Through: change.FormatSourceLSN(confirmed),
@@ -392,6 +416,8 @@ func (d *Daemon) reportLoss(ctx context.Context, term *ha.Term) error {
 	}
 	if rerr != nil {
 		d.log.Error("ha: could not record the loss in the lease topic: walship ha check will not show it; the log line above and the status page do", "err", rerr)
+	} else {
+		m.checked.Store(true)
 	}
 	return nil
 }

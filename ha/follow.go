@@ -115,7 +115,7 @@ func (f *Follower) Run(ctx context.Context) error {
 func (f *Follower) CatchUp(ctx context.Context) error { return f.follow(ctx, true) }
 
 // follow is Run (catchUp false: until ctx ends) and CatchUp.
-func (f *Follower) follow(ctx context.Context, catchUp bool) error {
+func (f *Follower) follow(ctx context.Context, catchUp bool) (err error) {
 	if !f.busy.TryLock() {
 		return errors.New("ha: the follower is already running (Run or CatchUp)")
 	}
@@ -168,9 +168,9 @@ func (f *Follower) follow(ctx context.Context, catchUp bool) error {
 		// durable, so that whoever reads the log next (CatchUp, after a
 		// Run stopped for a takeover) sees them all.
 		if queued > 0 {
-			wctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			f.w.Wait(wctx, queued)
+			if werr := f.w.Wait(context.WithoutCancel(ctx), queued); werr != nil && err == nil {
+				err = fmt.Errorf("ha: waiting for LSN %d to be durable: %w", queued, werr)
+			}
 		}
 	}()
 	for !catchUp || pos < end {

@@ -372,6 +372,14 @@ func (s *Source) SlotConfirmed(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("pgsource: read the confirmed position of slot %q: %w", s.cfg.Slot, err)
 	}
 	defer q.Close(context.Background())
+	if s.cfg.TakeOverSlot {
+		// End any other holder first: a confirmation it sent before its
+		// term lapsed, still in flight, must not move the slot after the
+		// position is read (a new HA leader's loss check).
+		if err := s.takeOver(ctx, q, 0); err != nil {
+			return 0, err
+		}
+	}
 	var lsn pglogrepl.LSN
 	err = q.QueryRow(ctx, "SELECT coalesce(confirmed_flush_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = $1",
 		s.cfg.Slot).Scan(&lsn)

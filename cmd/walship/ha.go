@@ -17,14 +17,18 @@ import (
 // when none is recorded, 1 when some are (each range named), 2 on bad
 // usage or config.
 func runHA(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "check" {
-		return cli.UsageError("walship ha: want the subcommand check (walship ha check --config FILE)")
-	}
-	fs := newFlagSet("ha check", stderr)
+	fs := newFlagSet("ha", stderr)
 	path := fs.String("config", "", "the walship run config of a member of the group")
 	ack := fs.Bool("acknowledge", false, "after printing them, forget the recorded losses (the next check exits 0)")
 	asJSON := fs.Bool("json", false, "print the losses as JSON")
-	if help, err := parseFlags(fs, args[1:]); help || err != nil {
+	if len(args) > 0 && args[0] == "check" {
+		args = args[1:]
+	} else if help, err := parseFlags(fs, args); help || err != nil {
+		return err // -h: the command's help
+	} else {
+		return cli.UsageError("walship ha: want the subcommand check (walship ha check --config FILE)")
+	}
+	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
 	if err := requireFlag("config", *path); err != nil {
