@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -21,7 +20,6 @@ import (
 	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/pgsource"
 	"github.com/walship/walship/status"
-	"github.com/walship/walship/wal"
 )
 
 // ExitHA is the exit status of a walship run that stopped because of its
@@ -373,7 +371,7 @@ func (d *Daemon) reportLoss(ctx context.Context, term *ha.Term) error {
 		return nil
 	}
 	m := d.ha
-	have, err := lastSourceLSN(ctx, d.wal)
+	have, err := d.pg.NewestInLog(ctx)
 	if err != nil {
 		return fmt.Errorf("ha: %w", err)
 	}
@@ -434,36 +432,6 @@ func recordLoss(ctx context.Context, kopts []kgo.Opt, topic string, r LossReport
 	defer cl.Close()
 	v, _ := json.Marshal(r)
 	return cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(lossKey(r.Term)), Value: v}).FirstErr()
-}
-
-// lastSourceLSN is the newest source position in the log: the last
-// transaction carrying one, read from the newest segment back.
-func lastSourceLSN(ctx context.Context, w *wal.WAL) (uint64, error) {
-	segs := w.Segments()
-	for i := len(segs) - 1; i >= 0; i-- {
-		r, err := w.NewReader(max(segs[i].BaseLSN, w.FirstLSN()), false)
-		if err != nil {
-			return 0, err
-		}
-		var last uint64
-		for {
-			tx, err := r.Next(ctx)
-			if err != nil {
-				r.Close()
-				if !errors.Is(err, io.EOF) {
-					return 0, err
-				}
-				break
-			}
-			if tx.Header.SourceLSN != 0 {
-				last = tx.Header.SourceLSN
-			}
-		}
-		if last != 0 {
-			return last, nil
-		}
-	}
-	return 0, nil
 }
 
 // divergedExit moves the log aside after ha.ErrDiverged, so that the next

@@ -381,20 +381,15 @@ func offsetRange(ctx context.Context, o *FollowOptions) (start, end int64, err e
 	if err != nil {
 		return 0, 0, fmt.Errorf("ha: list the start offsets of %s: %w", o.Topic, err)
 	}
-	// The last stable offset: what a read_committed reader can read now.
-	ends, err := adm.ListCommittedOffsets(ctx, o.Topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return 0, 0, fmt.Errorf("ha: list the last stable offsets of %s: %w", o.Topic, err)
-	}
-	s, ok1 := starts.Lookup(o.Topic, 0)
-	e, ok2 := ends.Lookup(o.Topic, 0)
-	if !ok1 || !ok2 {
+	s, ok := starts.Lookup(o.Topic, 0)
+	if !ok {
 		return 0, 0, fmt.Errorf("ha: %s has no partition 0", o.Topic)
 	}
-	return s.Offset, e.Offset, nil
+	e, err := lastStableOffset(ctx, cl, o.Topic)
+	if err != nil {
+		return 0, 0, err
+	}
+	return s.Offset, e, nil
 }
 
 // startOffset finds where to read the topic from so that every record of

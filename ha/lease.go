@@ -55,7 +55,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // ErrLeaseLost marks every error a Term returns once it is no longer
@@ -899,33 +898,21 @@ func (o *observer) catchUp(ctx context.Context, timeout time.Duration) error {
 }
 
 // lastStableOffset asks for partition 0's last stable offset: the end of
-// what a read_committed reader can read now.
+// what a read_committed reader can read now (the lease topic's, and the
+// ordered topic's for a follower).
 func lastStableOffset(ctx context.Context, cl *kgo.Client, topic string) (int64, error) {
-	req := kmsg.NewPtrListOffsetsRequest()
-	req.IsolationLevel = 1 // read_committed: the last stable offset
-	rt := kmsg.NewListOffsetsRequestTopic()
-	rt.Topic = topic
-	rp := kmsg.NewListOffsetsRequestTopicPartition()
-	rp.Partition = 0
-	rp.Timestamp = -1 // the end
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
+	ends, err := kadm.NewClient(cl).ListCommittedOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
 	if err != nil {
-		return 0, fmt.Errorf("ha: lease topic %s: list offsets: %w", topic, err)
+		return 0, fmt.Errorf("ha: %s: list the last stable offset: %w", topic, err)
 	}
-	for _, t := range resp.Topics {
-		for _, p := range t.Partitions {
-			if p.Partition != 0 {
-				continue
-			}
-			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
-				return 0, fmt.Errorf("ha: lease topic %s: list offsets: %w", topic, err)
-			}
-			return p.Offset, nil
-		}
+	e, ok := ends.Lookup(topic, 0)
+	if !ok {
+		return 0, fmt.Errorf("ha: %s has no partition 0", topic)
 	}
-	return 0, fmt.Errorf("ha: lease topic %s: list offsets: no answer for partition 0", topic)
+	return e.Offset, nil
 }
 
 func (o *observer) renewedCh() <-chan struct{} {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -433,6 +434,54 @@ func (s *Source) takeOver(ctx context.Context, q *pgx.Conn, own uint32) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// NewestInLog returns the newest source commit position among this
+// source's transactions in the log, 0 if it holds none. It reads the
+// segments from the newest back, each up to the next, and stops at the
+// first that holds one: what a new HA leader compares with the slot's
+// confirmed position before the source runs (the same position Run's
+// start-up scan finds, LoggedSourceLSN). Transactions of other sources
+// (another slot, the HTTP source's, whatever source_lsn they carry) do
+// not count.
+func (s *Source) NewestInLog(ctx context.Context) (uint64, error) {
+	segs := s.w.Segments()
+	for i := len(segs) - 1; i >= 0; i-- {
+		end := uint64(math.MaxUint64)
+		if i+1 < len(segs) {
+			end = segs[i+1].BaseLSN
+		}
+		newest, err := s.newestIn(ctx, max(segs[i].BaseLSN, s.w.FirstLSN()), end)
+		if err != nil || newest != 0 {
+			return newest, err
+		}
+	}
+	return 0, nil
+}
+
+// newestIn is NewestInLog over the transactions that begin in [from, end).
+func (s *Source) newestIn(ctx context.Context, from, end uint64) (uint64, error) {
+	r, err := s.w.NewReader(from, false)
+	if err != nil {
+		return 0, fmt.Errorf("pgsource: read the log for this source's newest commit: %w", err)
+	}
+	defer r.Close()
+	var newest uint64
+	for {
+		t, err := r.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return newest, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("pgsource: read the log for this source's newest commit: %w", err)
+		}
+		if t.FirstLSN >= end {
+			return newest, nil
+		}
+		if s.mine(&t.Header) {
+			newest = max(newest, t.Header.SourceLSN)
 		}
 	}
 }

@@ -160,6 +160,11 @@ func TestSnapshotStateReadFromLog(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// A new HA leader's loss check reads the same position before
+			// the source runs.
+			if newest, err := s.NewestInLog(context.Background()); err != nil || newest != tc.floor {
+				t.Errorf("NewestInLog = %d, %v; want %d", newest, err, tc.floor)
+			}
 			if err := s.recover(context.Background()); err != nil {
 				t.Fatal(err)
 			}
