@@ -151,7 +151,11 @@ func Text(s string) string {
 			// the last closing quote before the space: the quote is not
 			// part of its password or query value, and must not be
 			// redacted with them.
-			if q := strings.LastIndexByte(s[j+3:end], s[start-1]); q >= 0 {
+			// Only punctuation may follow that quote: a letter, digit,
+			// '@' or '%' after it means the quote is inside the URL (a
+			// password or query value holding one), and cutting there
+			// would show the rest.
+			if q := strings.LastIndexByte(s[j+3:end], s[start-1]); q >= 0 && onlyTrailingPunct(s[j+3+q+1:end]) {
 				end = j + 3 + q
 			}
 		}
@@ -236,6 +240,17 @@ func Text(s string) string {
 		}
 	}
 	return apply(s, merge(sp))
+}
+
+// onlyTrailingPunct reports whether t holds nothing but the punctuation
+// that prose puts after a quoted value (":", ",", ".", ")", ...).
+func onlyTrailingPunct(t string) bool {
+	for i := 0; i < len(t); i++ {
+		if strings.IndexByte(":;,.!?)]}>", t[i]) < 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // valueEnd returns where the value starting at s[v] ends: a quoted value

@@ -40,6 +40,10 @@ func TestText(t *testing.T) {
 			"Custom endpoint `http://ak:REDACTED@nonexistent.invalid:9000/?token=REDACTED` was not found"},
 		{`Put "http://u:pw@h:9000/b/k?X-Amz-Signature=abc": dial tcp`, `Put "http://u:REDACTED@h:9000/b/k?X-Amz-Signature=REDACTED": dial tcp`},
 		{`endpoint 'http://u:p'w@h/?token=t'x' bad`, `endpoint 'http://u:REDACTED@h/?token=REDACTED' bad`},
+		// A quote inside the password, not closing the URL: the cut at
+		// the quote would have shown it (found by FuzzText).
+		{"`postgres://0:00000`@db.example:5432/app", "`postgres://0:REDACTED@db.example:5432/app"},
+		{"`http://h/?token=a`b` c", "`http://h/?token=REDACTED` c"},
 		{"", ""},
 	}
 	for _, tt := range tests {
