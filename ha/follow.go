@@ -19,13 +19,14 @@ import (
 )
 
 var (
-	// ErrDiverged is wrapped by a Follower's error when the local log is not
-	// a prefix of the topic: its last transaction differs from the topic's
-	// transaction at the same LSNs, or (CatchUp) the local log ends beyond
-	// the topic's end. The error names the LSN. The local tail was never
-	// shipped (a deposed leader's): the log must be moved aside and rebuilt
-	// from the topic (TopicStart).
-	ErrDiverged = errors.New("ha: the local log is not a prefix of the topic")
+	// ErrDiverged is wrapped by a Follower's (or an ArchiveFollower's)
+	// error when the local log is not a prefix of the group's history (the
+	// topic, or the archive): its last transaction differs from the
+	// history's transaction at the same LSNs, or (CatchUp) the local log
+	// ends beyond the history's end. The error names the LSN. The local
+	// tail was never shipped (a deposed leader's): the log must be moved
+	// aside and rebuilt (TopicStart, ArchiveStart).
+	ErrDiverged = errors.New("ha: the local log is not a prefix of the group's history")
 	// ErrLineage is wrapped by a Follower's error for a record of another
 	// lineage than FollowOptions.Lineage (another pipeline's topic).
 	ErrLineage = errors.New("ha: record of another lineage")
@@ -125,7 +126,7 @@ func (f *Follower) follow(ctx context.Context, catchUp bool) (err error) {
 	if err != nil {
 		return err
 	}
-	last, err := f.lastTxn(ctx)
+	last, err := lastTxn(ctx, f.w)
 	if err != nil {
 		return err
 	}
@@ -206,7 +207,7 @@ func (f *Follower) follow(ctx context.Context, catchUp bool) (err error) {
 				continue
 			}
 			if !verified {
-				if err := compareTxn(last, &txn, topic, r.Offset); err != nil {
+				if err := compareTxn(last, &txn, fmt.Sprintf("%s offset %d", topic, r.Offset), "the topic"); err != nil {
 					return err
 				}
 				verified = true
@@ -257,14 +258,14 @@ func (f *Follower) assemble(asm *kafkawire.Assembler, r *kgo.Record) (change.Com
 	return txn, complete, nil
 }
 
-// lastTxn returns the log's last committed transaction, or nil if it has
-// none.
-func (f *Follower) lastTxn(ctx context.Context) (*change.Committed, error) {
-	d := f.w.Durable()
-	if d == 0 || d < f.w.FirstLSN() {
+// lastTxn returns w's last committed transaction (or aborted range), or
+// nil if it has none.
+func lastTxn(ctx context.Context, w *wal.WAL) (*change.Committed, error) {
+	d := w.Durable()
+	if d == 0 || d < w.FirstLSN() {
 		return nil, nil
 	}
-	rd, err := f.w.NewReader(d, false)
+	rd, err := w.NewReader(d, false)
 	if err != nil {
 		return nil, fmt.Errorf("ha: read the log's last transaction: %w", err)
 	}
@@ -282,9 +283,10 @@ func (f *Follower) lastTxn(ctx context.Context) (*change.Committed, error) {
 	return t, nil
 }
 
-// compareTxn checks that remote, the topic's first transaction after the
-// one before local (read at offset), is local, field by field.
-func compareTxn(local, remote *change.Committed, topic string, offset int64) error {
+// compareTxn checks that remote, the history's first transaction after
+// the one before local (read at where, in history: "the topic" or "the
+// archive"), is local, field by field.
+func compareTxn(local, remote *change.Committed, where, history string) error {
 	var what string
 	kind := func(t *change.Committed) string {
 		if t.Aborted {
@@ -294,13 +296,13 @@ func compareTxn(local, remote *change.Committed, topic string, offset int64) err
 	}
 	switch {
 	case remote.FirstLSN != local.FirstLSN || remote.CommitLSN != local.CommitLSN || remote.Aborted != local.Aborted:
-		what = fmt.Sprintf("the topic has %s there, spanning LSNs %d-%d, the local log %s spanning %d-%d", kind(remote), remote.FirstLSN, remote.CommitLSN, kind(local), local.FirstLSN, local.CommitLSN)
+		what = fmt.Sprintf("%s has %s there, spanning LSNs %d-%d, the local log %s spanning %d-%d", history, kind(remote), remote.FirstLSN, remote.CommitLSN, kind(local), local.FirstLSN, local.CommitLSN)
 	case local.Aborted:
 		return nil // the abort's time is not part of the log's content
 	case !remote.CommitTime.Equal(local.CommitTime):
-		what = fmt.Sprintf("commit time %s in the topic, %s locally", remote.CommitTime.UTC().Format(time.RFC3339Nano), local.CommitTime.UTC().Format(time.RFC3339Nano))
+		what = fmt.Sprintf("commit time %s in %s, %s locally", remote.CommitTime.UTC().Format(time.RFC3339Nano), history, local.CommitTime.UTC().Format(time.RFC3339Nano))
 	case !remote.Header.Equal(local.Header):
-		what = fmt.Sprintf("transaction header %+v in the topic, %+v locally", remote.Header, local.Header)
+		what = fmt.Sprintf("transaction header %+v in %s, %+v locally", remote.Header, history, local.Header)
 	default:
 		for i := range local.Changes {
 			if !local.Changes[i].Equal(&remote.Changes[i]) {
@@ -312,7 +314,7 @@ func compareTxn(local, remote *change.Committed, topic string, offset int64) err
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: at LSN %d (%s offset %d): %s; rebuild the log from the topic", ErrDiverged, local.FirstLSN, topic, offset, what)
+	return fmt.Errorf("%w: at LSN %d (%s): %s; rebuild the log from %s", ErrDiverged, local.FirstLSN, where, what, history)
 }
 
 // TopicStart returns the first LSN of the first whole transaction the
