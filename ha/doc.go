@@ -30,4 +30,11 @@
 //     the log and durable; a transaction whose records are only partly
 //     committed there yet is left for later.
 //   - Records of another lineage are an error naming both lineages.
+//   - Without Kafka, an ArchiveFollower builds the same log from the
+//     archive's segments (those whose manifest exists), with the same
+//     guarantees: LSNs between two archived transactions are written as
+//     one aborted range; a segment the log needs that the archive lacks
+//     is an error wrapping kafkawire.ErrGap (ArchiveStart says where a
+//     fresh log starts); a corrupt object's *walerr.CorruptionError is
+//     passed on.
 package ha
