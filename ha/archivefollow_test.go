@@ -218,7 +218,7 @@ func TestArchiveFollowerLogEqualsLeaders(t *testing.T) {
 	l.append(20)
 
 	reach(t, done, f, l.w.Durable())
-	if n := len(l.segments()); n < 5 {
+	if n := len(l.segments()); n < 4 {
 		t.Fatalf("the archive holds %d segments: the test wants many", n)
 	}
 	want := txns(t, l.w)
