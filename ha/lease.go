@@ -2,7 +2,10 @@
 // high-availability group: one member leads (captures, appends, ships), the
 // others follow. This file and fence.go hold leadership: a lease kept in a
 // Kafka topic and fenced by a Kafka transactional producer's epoch
-// (docs/HA.md, "Leadership and fencing").
+// (docs/HA.md, "Leadership and fencing"); archivelease.go holds the same
+// lease in the archive, by conditional writes, for groups without Kafka
+// (ArchiveLease; docs/HA.md, "Archive-only groups: the lease in the
+// archive").
 //
 // # The lease topic
 //
