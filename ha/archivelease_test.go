@@ -140,6 +140,7 @@ func TestArchiveLease(t *testing.T) {
 		t.Run("FrozenLeaderIsFenced", func(t *testing.T) { archLeaseFrozen(t, open(t)) })
 		t.Run("ResignHandsOverQuickly", func(t *testing.T) { archLeaseResign(t, open(t)) })
 		t.Run("RetriedPutIsOurs", func(t *testing.T) { archLeaseRetriedPut(t, open(t)) })
+		t.Run("LossReports", func(t *testing.T) { archLeaseLosses(t, open(t)) })
 	})
 }
 
@@ -451,5 +452,36 @@ func archLeaseRetriedPut(t *testing.T, b archive.Backend) {
 	case tb := <-bTerm:
 		t.Fatalf("b leads (term %d) while a renews", tb.Number())
 	default:
+	}
+}
+
+// archLeaseLosses: reports recorded by a member are read back by key
+// until acknowledged.
+func archLeaseLosses(t *testing.T, b archive.Backend) {
+	a := archLeaseOpen(t, b, "a", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, term := range []string{"3", "7"} {
+		if err := a.RecordLoss(ctx, term, []byte(`{"term":`+term+`}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := ArchiveLosses(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || string(got["3"]) != `{"term":3}` || string(got["7"]) != `{"term":7}` {
+		t.Fatalf("losses %q, want terms 3 and 7", got)
+	}
+	if err := AcknowledgeArchiveLoss(ctx, b, "3"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = ArchiveLosses(ctx, b); err != nil || len(got) != 1 || got["7"] == nil {
+		t.Fatalf("losses after acknowledging 3: %q, %v; want 7 alone", got, err)
+	}
+	// The reports are not renewals: the lease is still free.
+	term := archLeaseCampaign(t, a)
+	if term.Number() != 1 {
+		t.Fatalf("first term %d after loss reports, want 1", term.Number())
 	}
 }
