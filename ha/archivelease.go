@@ -358,7 +358,7 @@ func (l *ArchiveLease) lapsed(ctx context.Context) (bool, error) {
 // it is the newest, and waits until the previous term is surely over.
 func (l *ArchiveLease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 	seq, prev := l.obs.newest()
-	store := &archiveStore{b: l.o.Backend, lease: l.o.Lease, first: seq + 1, next: seq + 1, log: l.log, member: l.o.Member}
+	store := &archiveStore{b: l.o.Backend, lease: l.o.Lease, next: seq + 1, log: l.log, member: l.o.Member}
 	t := newTerm(store, l.o.Member, l.o.Lease, l.log, l.o.Info, l.o.Renewed)
 	if err := t.renew(true); err != nil {
 		t.cancel()
@@ -440,10 +440,12 @@ func AcknowledgeArchiveLoss(ctx context.Context, b archive.Backend, key string) 
 // archiveStore writes a term's renewals to the archive, each with
 // PutIfAbsent at the sequence number after the last.
 type archiveStore struct {
-	b      archive.Backend
-	lease  time.Duration
-	first  int64 // the term's first sequence number
-	next   int64 // used only by the renewer
+	b     archive.Backend
+	lease time.Duration
+	next  int64 // used only by the renewer
+	// tidy is false after a term's first renewal and after a failed
+	// prune: the next prune lists what to delete.
+	tidy   bool
 	log    *slog.Logger
 	member string
 }
@@ -488,15 +490,18 @@ func (s *archiveStore) commit(ctx context.Context, r renewal, hold func()) (int6
 }
 
 // prune deletes, best effort, the renewals keepRenewals older than seq:
-// after a term's first renewal all of them (earlier leaders may have left
-// some), then one per renewal.
+// after a term's first renewal or a failed prune all of them (earlier
+// leaders may have left some), else the one. It gives up after Lease/8, so
+// that a slow delete never delays the next renewal much.
 func (s *archiveStore) prune(ctx context.Context, seq int64) {
 	old := seq - keepRenewals
 	if old <= 0 {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.lease/8)
+	defer cancel()
 	doomed := []string{archiveLeaseKey(old)}
-	if seq == s.first {
+	if !s.tidy {
 		keys, err := s.b.List(ctx, archiveLeasePrefix)
 		if err != nil {
 			s.log.Debug("ha: listing old renewals to delete", "member", s.member, "err", err)
@@ -513,6 +518,7 @@ func (s *archiveStore) prune(ctx context.Context, seq int64) {
 			return
 		}
 	}
+	s.tidy = true
 }
 
 // archiveObserver keeps what the listed renewals and heartbeats say.
