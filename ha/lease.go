@@ -2,7 +2,10 @@
 // high-availability group: one member leads (captures, appends, ships), the
 // others follow. This file and fence.go hold leadership: a lease kept in a
 // Kafka topic and fenced by a Kafka transactional producer's epoch
-// (docs/HA.md, "Leadership and fencing").
+// (docs/HA.md, "Leadership and fencing"); archivelease.go holds the same
+// lease in the archive, by conditional writes, for groups without Kafka
+// (ArchiveLease; docs/HA.md, "Archive-only groups: the lease in the
+// archive").
 //
 // # The lease topic
 //
@@ -150,9 +153,12 @@ type Member struct {
 // renewal is the JSON of a "lease" record.
 type renewal struct {
 	Member  string          `json:"member"`
-	Term    int64           `json:"term,omitempty"` // absent in a term's first renewal: its offset + 1
+	Term    int64           `json:"term,omitempty"` // Kafka: absent in a term's first renewal (its offset + 1)
 	LeaseMS int64           `json:"lease_ms"`
 	Info    json.RawMessage `json:"info,omitempty"`
+	// Nonce makes each renewal written to the archive unique, so that a
+	// writer recognises its own object (ArchiveLease); absent in Kafka.
+	Nonce string `json:"nonce,omitempty"`
 }
 
 // heartbeat is the JSON of a "member/<name>" record.
@@ -160,6 +166,9 @@ type heartbeat struct {
 	Name     string `json:"name"`
 	Role     string `json:"role"`
 	Position uint64 `json:"position"`
+	// Nonce changes with every heartbeat written to the archive, where a
+	// heartbeat replaces the last (ArchiveLease); absent in Kafka.
+	Nonce string `json:"nonce,omitempty"`
 }
 
 // Lease is a member's view of its group's lease: it observes the lease
@@ -416,15 +425,7 @@ func (l *Lease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 		cl.Close()
 		return nil, fmt.Errorf("fence the lease (InitProducerID %q): %w", l.o.Topic, err)
 	}
-	t := &Term{
-		l:     l,
-		cl:    cl,
-		lease: l.o.Lease,
-		lost:  make(chan struct{}),
-		done:  make(chan struct{}),
-	}
-	t.mu.renewed = make(chan struct{})
-	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t := newTerm(&kafkaStore{cl: cl, lease: l.o.Lease}, l.o.Member, l.o.Lease, l.log, l.o.Info, l.o.Renewed)
 	if err := t.renew(true); err != nil {
 		t.cancel()
 		cl.Close()
@@ -438,18 +439,42 @@ func (l *Lease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 		t.abandon()
 		return nil, err
 	}
+	waited, err := t.waitOutPrevious(ctx, committed, prev, lapse)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	closed := l.mu.closed
+	if !closed {
+		l.mu.term = t
+	}
+	l.mu.Unlock()
+	if closed {
+		t.Resign()
+		return nil, errors.New("lease closed")
+	}
+	l.log.Info("ha: leading", "member", l.o.Member, "term", t.number,
+		"takeover", t.Takeover(), "waited", waited)
+	return t, nil
+}
+
+// waitOutPrevious waits, from committed (when the term's first renewal
+// was written), until the term prev (the renewal before the term's first;
+// nil: none read) is surely over, then marks the term returned and valid.
+// On failure the term is abandoned.
+func (t *Term) waitOutPrevious(ctx context.Context, committed time.Time, prev *renewal, lapse time.Time) (time.Duration, error) {
 	// Wait out the lease announced by the renewal before ours (none if it
 	// released the lease), and at least half a lease: a member that saw
 	// the lapse when we did and is still within its jitter may fence us
 	// yet, and it should do so while we campaign, not once we lead. So
 	// also wait for a renewal that started after the jitter window.
-	wait := l.o.Lease // no renewal before ours was read: assume one
+	wait := t.lease // no renewal before ours was read: assume one
 	if prev != nil {
 		wait = time.Duration(prev.LeaseMS) * time.Millisecond
 		t.prev = &Member{Name: prev.Member, Role: RoleLeader, Term: prev.Term, Info: prev.Info}
 	}
-	wait = max(wait, l.o.Lease/2)
-	until, settleAfter := committed.Add(wait), committed.Add(l.o.Lease/4)
+	wait = max(wait, t.lease/2)
+	until, settleAfter := committed.Add(wait), committed.Add(t.lease/4)
 	for {
 		t.mu.Lock()
 		renewed, settled := t.mu.renewed, t.mu.lastStart.After(settleAfter)
@@ -463,10 +488,10 @@ func (l *Lease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 		select {
 		case <-ctx.Done():
 			t.abandon()
-			return nil, ctx.Err()
+			return 0, ctx.Err()
 		case <-t.lost:
 			t.abandon()
-			return nil, t.Gate()
+			return 0, t.Gate()
 		case <-renewed:
 		case <-timeout:
 		}
@@ -482,41 +507,33 @@ func (l *Lease) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
 	t.mu.Unlock()
 	if !valid {
 		t.abandon()
-		return nil, fmt.Errorf("term %d expired while waiting out the previous lease", t.number)
+		return 0, fmt.Errorf("term %d expired while waiting out the previous lease", t.number)
 	}
-	l.mu.Lock()
-	closed := l.mu.closed
-	if !closed {
-		l.mu.term = t
-	}
-	l.mu.Unlock()
-	if closed {
-		t.Resign()
-		return nil, errors.New("lease closed")
-	}
-	l.log.Info("ha: leading", "member", l.o.Member, "term", t.number,
-		"takeover", now.Sub(lapse), "waited", wait)
-	return t, nil
+	return wait, nil
 }
 
-// Term is one leadership term of this member, returned by Campaign. Its
-// methods are safe for concurrent use.
+// Term is one leadership term of this member, returned by Campaign (of a
+// Lease or an ArchiveLease). Its methods are safe for concurrent use.
 type Term struct {
-	l *Lease
+	member  string
+	log     *slog.Logger
+	infoFn  func() json.RawMessage     // LeaseOptions.Info
+	renewFn func(info json.RawMessage) // LeaseOptions.Renewed
 	// prev is the last renewal of the group before this term's first,
 	// set before Campaign returns the term (nil: none).
 	prev   *Member
-	cl     *kgo.Client // the lease's transactional producer; used only by the renewer
+	store  leaseStore // where renewals are written; used only by the renewer
 	number int64
 	lease  time.Duration
 	ctx    context.Context // ends when the renewer exits, or on abandon (stopping it)
 	cancel context.CancelFunc
 	lost   chan struct{}
-	done   chan struct{} // closed when the renewer has exited and closed cl
+	done   chan struct{} // closed when the renewer has exited and closed the store
 
 	// freeze, a test seam standing for SIGSTOP: while it holds a channel,
-	// the renewer stops between producing a renewal and committing it,
-	// until the channel is closed.
+	// the renewer stops inside a renewal's write (Kafka: between producing
+	// it and committing; archive: before the conditional put), until the
+	// channel is closed.
 	freeze atomic.Pointer[chan struct{}]
 
 	mu struct {
@@ -538,7 +555,8 @@ type Term struct {
 
 // Number is the term's number, at least 1 and strictly increasing from
 // term to term of the group: one more than the offset of the term's first
-// renewal in the lease topic.
+// renewal in the lease topic (Lease), or its first renewal's sequence
+// number (ArchiveLease).
 func (t *Term) Number() int64 { return t.number }
 
 // Takeover is how long this member took from seeing the lease lapse to
@@ -549,7 +567,7 @@ func (t *Term) Takeover() time.Duration {
 	return t.mu.takeover
 }
 
-// Previous is the last renewal the group's lease topic held before this
+// Previous is the last renewal the group's lease held before this
 // term's first (the previous term's last word: its member, term and
 // Info), and false if there was none (this is the group's first term).
 func (t *Term) Previous() (Member, bool) {
@@ -604,7 +622,7 @@ func (t *Term) Gate() error {
 	if cause == nil {
 		cause = errors.New("not yet won")
 	}
-	return fmt.Errorf("%w: member %s, term %d: %v", ErrLeaseLost, t.l.o.Member, t.number, cause)
+	return fmt.Errorf("%w: member %s, term %d: %v", ErrLeaseLost, t.member, t.number, cause)
 }
 
 // Lost is closed once the term is lost: expired (closed at the deadline by
@@ -649,7 +667,7 @@ func (t *Term) loseLocked(now time.Time, cause error) {
 	}
 	close(t.lost)
 	if t.mu.returned {
-		t.l.log.Warn("ha: lost the lease", "member", t.l.o.Member, "term", t.number, "err", cause)
+		t.log.Warn("ha: lost the lease", "member", t.member, "term", t.number, "err", cause)
 	}
 }
 
@@ -657,7 +675,7 @@ func (t *Term) loseLocked(now time.Time, cause error) {
 // then the release if Resign asked for it, then closing the producer.
 func (t *Term) run() {
 	defer close(t.done)
-	defer t.cl.Close()
+	defer t.store.close()
 	defer t.cancel()
 	next := time.NewTimer(t.lease / 4)
 	defer next.Stop()
@@ -687,22 +705,22 @@ func (t *Term) run() {
 
 // renew commits one renewal and, if it committed before the deadline,
 // moves the deadline to its start + lease − margin. The first renewal
-// (first) sets the term's number from its offset.
+// (first) sets the term's number.
 func (t *Term) renew(first bool) error {
 	start := time.Now()
-	r := renewal{Member: t.l.o.Member, Term: t.number, LeaseMS: t.lease.Milliseconds(), Info: t.info()}
-	offset, err := t.commit(t.ctx, r)
+	r := renewal{Member: t.member, Term: t.number, LeaseMS: t.lease.Milliseconds(), Info: t.info()}
+	number, err := t.store.commit(t.ctx, r, t.hold)
 	if err != nil {
 		return err
 	}
-	if t.l.o.Renewed != nil {
-		defer t.l.o.Renewed(r.Info)
+	if t.renewFn != nil {
+		defer t.renewFn(r.Info)
 	}
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if first {
-		t.number = offset + 1
+		t.number = number
 	} else if !t.validLocked(now) {
 		return fmt.Errorf("committed after the term's deadline")
 	}
@@ -727,8 +745,8 @@ func (t *Term) renew(first bool) error {
 // info is LeaseOptions.Info's answer, nil if none or invalid JSON (which
 // would fail the renewal, and the term with it).
 func (t *Term) info() json.RawMessage {
-	if t.l.o.Info != nil {
-		if info := t.l.o.Info(); json.Valid(info) {
+	if t.infoFn != nil {
+		if info := t.infoFn(); json.Valid(info) {
 			return info
 		}
 	}
@@ -738,42 +756,91 @@ func (t *Term) info() json.RawMessage {
 // release commits a renewal with lease_ms 0. It carries Info too: it is
 // the term's last word, which the next leader reads (Previous).
 func (t *Term) release() {
-	if _, err := t.commit(context.Background(), renewal{Member: t.l.o.Member, Term: t.number, Info: t.info()}); err != nil {
-		t.l.log.Warn("ha: releasing the lease failed; the others wait for it to lapse",
-			"member", t.l.o.Member, "term", t.number, "err", err)
+	if _, err := t.store.commit(context.Background(), renewal{Member: t.member, Term: t.number, Info: t.info()}, t.hold); err != nil {
+		t.log.Warn("ha: releasing the lease failed; the others wait for it to lapse",
+			"member", t.member, "term", t.number, "err", err)
 	}
 }
 
-// commit writes r in one transaction and returns its offset. The produce
-// and the commit each get a lease's time; the commit is sent even if the
-// term expired meanwhile (the process was paused between the two, say):
-// the broker's answer then says whether a newer leader fenced this one.
-func (t *Term) commit(ctx context.Context, r renewal) (int64, error) {
+// hold is the freeze test seam: it blocks while a freeze is set.
+func (t *Term) hold() {
+	if f := t.freeze.Load(); f != nil {
+		<-*f
+	}
+}
+
+// leaseStore is where a term writes its renewals: the lease topic through
+// a transactional producer (kafkaStore), or the archive through
+// conditional puts (archiveStore).
+type leaseStore interface {
+	// commit writes r as the term's next renewal, calling hold (the
+	// freeze test seam) at the point of the write where a paused process
+	// is most exposed, and returns the number a term whose first renewal
+	// this is gets. An error means the renewal may not count: the term is
+	// lost.
+	commit(ctx context.Context, r renewal, hold func()) (int64, error)
+	// close releases the store once the renewer stops.
+	close()
+}
+
+// newTerm returns a term that is not valid yet, writing its renewals to
+// store; its renewer is not started.
+func newTerm(store leaseStore, member string, lease time.Duration, log *slog.Logger, info func() json.RawMessage, renewed func(json.RawMessage)) *Term {
+	t := &Term{
+		member:  member,
+		log:     log,
+		infoFn:  info,
+		renewFn: renewed,
+		store:   store,
+		lease:   lease,
+		lost:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	t.mu.renewed = make(chan struct{})
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	return t
+}
+
+// kafkaStore writes renewals to the lease topic, each in its own
+// transaction of the lease's transactional producer.
+type kafkaStore struct {
+	cl    *kgo.Client
+	lease time.Duration
+}
+
+func (s *kafkaStore) close() { s.cl.Close() }
+
+// commit writes r in one transaction and returns its offset plus one. The
+// produce and the commit each get a lease's time; the commit is sent even
+// if the term expired meanwhile (the process was paused between the two,
+// say): the broker's answer then says whether a newer leader fenced this
+// one.
+func (s *kafkaStore) commit(ctx context.Context, r renewal, hold func()) (int64, error) {
 	v, err := json.Marshal(r)
 	if err != nil {
 		return 0, err
 	}
-	if err := t.cl.BeginTransaction(); err != nil {
+	if err := s.cl.BeginTransaction(); err != nil {
 		return 0, err
 	}
-	pctx, cancel := context.WithTimeout(ctx, t.lease)
-	rec, err := t.cl.ProduceSync(pctx, &kgo.Record{Key: []byte(keyLease), Value: v}).First()
+	pctx, cancel := context.WithTimeout(ctx, s.lease)
+	rec, err := s.cl.ProduceSync(pctx, &kgo.Record{Key: []byte(keyLease), Value: v}).First()
 	cancel()
-	if f := t.freeze.Load(); err == nil && f != nil {
-		<-*f
+	if err == nil {
+		hold()
 	}
-	cctx, cancel := context.WithTimeout(ctx, t.lease)
+	cctx, cancel := context.WithTimeout(ctx, s.lease)
 	defer cancel()
 	if err != nil {
 		// The abort's own error adds nothing: the producer is closed
 		// with the term.
-		_ = t.cl.EndTransaction(cctx, kgo.TryAbort)
+		_ = s.cl.EndTransaction(cctx, kgo.TryAbort)
 		return 0, err
 	}
-	if err := t.cl.EndTransaction(cctx, kgo.TryCommit); err != nil {
+	if err := s.cl.EndTransaction(cctx, kgo.TryCommit); err != nil {
 		return 0, err
 	}
-	return rec.Offset, nil
+	return rec.Offset + 1, nil
 }
 
 // observer reads the lease topic read_committed and keeps what it says.

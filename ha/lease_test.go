@@ -284,7 +284,7 @@ func TestOneTermValidAtATime(t *testing.T) {
 	})
 	for i, term := range terms {
 		from, to := term.interval()
-		t.Logf("term %d of %s: valid %v, takeover %v", term.Number(), term.l.o.Member, to.Sub(from), term.Takeover())
+		t.Logf("term %d of %s: valid %v, takeover %v", term.Number(), term.member, to.Sub(from), term.Takeover())
 		if to.Before(from) {
 			t.Errorf("term %d: validity ends before it starts", term.Number())
 		}
@@ -295,7 +295,7 @@ func TestOneTermValidAtATime(t *testing.T) {
 		_, prevTo := prev.interval()
 		if from.Before(prevTo) {
 			t.Errorf("term %d of %s valid from %v, before term %d of %s ended (%v later)",
-				term.Number(), term.l.o.Member, from, prev.Number(), prev.l.o.Member, prevTo.Sub(from))
+				term.Number(), term.member, from, prev.Number(), prev.member, prevTo.Sub(from))
 		}
 		if term.Number() <= prev.Number() {
 			t.Errorf("term numbers %d then %d: not increasing", prev.Number(), term.Number())
@@ -403,7 +403,8 @@ func TestResignHandsOverQuickly(t *testing.T) {
 // renewal has run yet. The first check already sees the term lost.
 func TestValidSeesTheDeadlineBeforeAnyTimer(t *testing.T) {
 	term := &Term{
-		l:      &Lease{o: LeaseOptions{Member: "a"}, log: slog.New(slog.DiscardHandler)},
+		member: "a",
+		log:    slog.New(slog.DiscardHandler),
 		number: 7,
 		lease:  leaseTestLength,
 		lost:   make(chan struct{}),
