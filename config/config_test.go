@@ -69,7 +69,7 @@ func TestErrors(t *testing.T) {
 		{"quorum syntax", "wal:\n  dir: /w\n  applied_quorum: \"ANY 1 (a b)\"\nkafka: {brokers: [b:1]}\n", `wal.applied_quorum (line 3): wal: bad quorum "ANY 1 (a b)": want ',' or ')'`},
 		{"quorum without kafka", "wal: {dir: /w, applied_quorum: \"ANY 1 (a)\"}\n", `wal.applied_quorum (line 1): replicas report what they applied through Kafka`},
 		{"consumer name", "wal: {dir: /w}\nconsumer: {name: \"a\\tb\"}\n", `consumer.name (line 2)`},
-		{"ha without kafka", "wal: {dir: /w}\nha: {name: a}\n", `ha (line 2): the group's lease and its shared log live in Kafka`},
+		{"ha without kafka or archive", "wal: {dir: /w}\nha: {name: a}\n", `ha (line 2): the group's lease and its shared log live in Kafka (mode ordered) or, without Kafka, in the archive`},
 		{"ha name", "wal: {dir: /w}\nkafka: {brokers: [b:1]}\nha: {name: \"a b\"}\n", `ha.name (line 3): "a b": want 1 to 64 of`},
 		{"ha name missing", "wal: {dir: /w}\nkafka: {brokers: [b:1]}\nha: {lease: 2s}\n", `ha.name (line 3): "": want 1 to 64 of`},
 		{"ha lease", "wal: {dir: /w}\nkafka: {brokers: [b:1]}\nha: {name: a, lease: 100ms}\n", `ha.lease (line 3): 100ms: want 1s to 5m0s`},

@@ -408,9 +408,9 @@ func (c *Config) validateHA(v *validator) {
 		v.fail("ha.lease", "%v: want %v to %v", h.Lease, MinHALease, MaxHALease)
 	}
 	switch {
-	case c.Kafka == nil:
-		v.fail("ha", "the group's lease and its shared log live in Kafka: configure kafka (mode ordered)")
-	case c.Kafka.Mode != "ordered":
+	case c.Kafka == nil && c.Archive == nil:
+		v.fail("ha", "the group's lease and its shared log live in Kafka (mode ordered) or, without Kafka, in the archive: configure kafka or archive")
+	case c.Kafka != nil && c.Kafka.Mode != "ordered":
 		v.fail("kafka.mode", "%q: ha needs mode ordered (followers copy the log from the ordered topic)", c.Kafka.Mode)
 	}
 }

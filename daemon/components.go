@@ -44,6 +44,10 @@ func (d *Daemon) buildPostgres(ctx context.Context) error {
 // Lineage is the lineage id the daemon archives and ships under.
 const Lineage = "main"
 
+// archiveGroupNode is the archive owner (archive.Claim) of a group without
+// Kafka: the group, whichever member leads.
+const archiveGroupNode = "ha:archive"
+
 func (d *Daemon) buildSinks(ctx context.Context) error {
 	if a := d.cfg.Archive; a != nil {
 		// Every retried attempt of any archive call (the archiver's, the
@@ -64,9 +68,14 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 			// The group owns the lineage, whichever member leads; the
 			// archive never holds what the group's history (the ordered
 			// topic) lacks, and no put leaves a member whose term lapsed.
-			aopts.NodeID = "ha:" + d.cfg.Kafka.TopicPrefix
-			aopts.Through = d.kafkaShipped.Load
 			aopts.Gate = d.gate
+			if k := d.cfg.Kafka; k != nil {
+				aopts.NodeID = "ha:" + k.TopicPrefix
+				aopts.Through = d.kafkaShipped.Load
+			} else {
+				// The archive is the group's history itself.
+				aopts.NodeID = archiveGroupNode
+			}
 		}
 		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, aopts)
 		if err != nil {
@@ -78,7 +87,10 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 			sopts := archivesink.SnapshotterOptions{Lineage: Lineage,
 				Dir: vfs.Join(d.cfg.WAL.Dir, "snapshotter"), Interval: a.SnapshotInterval, Logger: d.log}
 			if d.ha != nil {
-				sopts.Gate, sopts.Through = d.gate, d.kafkaShipped.Load
+				sopts.Gate = d.gate
+				if d.cfg.Kafka != nil {
+					sopts.Through = d.kafkaShipped.Load
+				}
 			}
 			sn, err := archivesink.NewSnapshotter(ar, d.wal, d.sinkCkpts, sopts)
 			if err != nil {

@@ -7,19 +7,18 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"strconv"
 	"sync/atomic"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/ha"
+	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/kafkasink"
 	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/pgsource"
 	"github.com/walship/walship/status"
+	"github.com/walship/walship/wal"
 )
 
 // ExitHA is the exit status of a walship run that stopped because of its
@@ -36,15 +35,45 @@ const (
 	RoleLeader   = "leader"
 )
 
+// groupLease is where a group's lease lives: a Kafka topic (ha.Lease) or
+// the archive (ha.ArchiveLease, for groups without Kafka). Both give the
+// same ha.Term.
+type groupLease interface {
+	Campaign(ctx context.Context) (*ha.Term, error)
+	Leader() (ha.Member, bool)
+	Members() []ha.Member
+	Close() error
+}
+
+// groupLog keeps the member's log a copy of the group's history: the
+// ordered topic (ha.Follower) or the archive (ha.ArchiveFollower).
+type groupLog interface {
+	Run(ctx context.Context) error
+	CatchUp(ctx context.Context) error
+	Position() uint64
+}
+
 // haMember is the daemon's part in a group of standbys (config ha): the
 // lease, the follower that keeps the log a copy of the group's history,
 // and, once leading, the term every write checks.
 type haMember struct {
 	name     string
-	lease    *ha.Lease
-	follower *ha.Follower
-	kopts    []kgo.Opt
-	topic    string // the ordered topic: the data producer's transactional id
+	lease    groupLease
+	follower groupLog
+	// history names what the follower copies, for logs: the ordered
+	// topic, or the archive.
+	history string
+	// fence stops the previous leader's writes to the history before the
+	// new leader reads it to its end (Kafka: its data producer's epoch);
+	// nil when the history has no fence beyond the lease (the archive).
+	fence func(ctx context.Context) error
+	// records stores loss reports and reads them back (walship ha check).
+	records lossRecords
+	// closeHistory closes what the lease and the follower use.
+	closeHistory func()
+	// topic is the ordered topic, the Kafka sink's transactional id;
+	// empty in a group without Kafka.
+	topic string
 
 	term   atomic.Pointer[ha.Term]
 	leader atomic.Bool
@@ -102,6 +131,12 @@ type leaderInfo struct {
 	Inherited       uint64 `json:"inherited,omitempty"`
 	SourceConfirmed uint64 `json:"source_confirmed"`
 	Shipped         uint64 `json:"shipped"`
+	// KeepFrom is the first LSN the leader's log still holds: its
+	// retention keeps what a sink has not stored yet (the archive may lag
+	// the ordered topic) and what live idempotency keys need. Followers
+	// remove what is below it, so that a follower's log holds what the
+	// leader's does, and not the whole history.
+	KeepFrom uint64 `json:"keep_from,omitempty"`
 }
 
 // gate is what every write checks when the daemon is in a group: nil
@@ -117,20 +152,17 @@ func (d *Daemon) gate() error {
 	return nil
 }
 
-// buildHA makes the lease and the follower. The log was opened; nothing
-// runs until Run.
+// buildHA makes the lease and the follower: in Kafka when the pipeline
+// ships to Kafka (mode ordered), else in the archive. The log was opened;
+// nothing runs until Run.
 func (d *Daemon) buildHA(ctx context.Context) error {
-	h, k := d.cfg.HA, d.cfg.Kafka
-	kopts, err := kafkaClientOptions(k)
-	if err != nil {
-		return fmt.Errorf("kafka: %w", err)
+	var m *haMember
+	var err error
+	if d.cfg.Kafka != nil {
+		m, err = d.kafkaGroup(ctx)
+	} else {
+		m, err = d.archiveGroup(ctx)
 	}
-	m := &haMember{name: h.Name, kopts: kopts, topic: kafkawire.OrderedTopic(k.TopicPrefix)}
-	if m.follower, err = ha.NewFollower(d.wal, ha.FollowOptions{Topic: m.topic, Lineage: Lineage, Client: kopts, Logger: d.log}); err != nil {
-		return fmt.Errorf("ha: %w", err)
-	}
-	m.lease, err = ha.OpenLease(ctx, ha.LeaseOptions{Topic: haTopic(k.TopicPrefix), Member: h.Name, Lease: h.Lease, Client: kopts,
-		Logger: d.log, Position: d.wal.Durable, Info: d.leaderInfo, Renewed: m.renewed})
 	if err != nil {
 		return fmt.Errorf("ha: %w", err)
 	}
@@ -140,6 +172,57 @@ func (d *Daemon) buildHA(ctx context.Context) error {
 	return nil
 }
 
+// kafkaGroup is a group whose lease is the topic <prefix>.ha and whose
+// history is the ordered topic.
+func (d *Daemon) kafkaGroup(ctx context.Context) (*haMember, error) {
+	h, k := d.cfg.HA, d.cfg.Kafka
+	kopts, err := kafkaClientOptions(k)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	topic := kafkawire.OrderedTopic(k.TopicPrefix)
+	m := &haMember{name: h.Name, topic: topic, history: "topic " + topic,
+		fence:        func(ctx context.Context) error { return ha.Fence(ctx, kopts, topic) },
+		records:      kafkaLossRecords{kopts: kopts, topic: haTopic(k.TopicPrefix)},
+		closeHistory: func() {}}
+	if m.follower, err = ha.NewFollower(d.wal, ha.FollowOptions{Topic: topic, Lineage: Lineage, Client: kopts, Logger: d.log}); err != nil {
+		return nil, err
+	}
+	lease, err := ha.OpenLease(ctx, ha.LeaseOptions{Topic: haTopic(k.TopicPrefix), Member: h.Name, Lease: h.Lease, Client: kopts,
+		Logger: d.log, Position: d.wal.Durable, Info: d.leaderInfo, Renewed: m.renewed})
+	if err != nil {
+		return nil, err
+	}
+	m.lease = lease
+	return m, nil
+}
+
+// archiveGroup is a group without Kafka: the lease and the history are in
+// the archive. It opens its own handle on the archive, without the term's
+// gate: renewals and copies are not the leader's data writes.
+func (d *Daemon) archiveGroup(ctx context.Context) (*haMember, error) {
+	h := d.cfg.HA
+	ar, err := OpenArchive(ctx, d.cfg.Archive, d.log)
+	if err != nil {
+		return nil, err
+	}
+	m := &haMember{name: h.Name, history: "archive " + secret.URL(d.cfg.Archive.URL),
+		closeHistory: func() { ar.Close() }}
+	if m.follower, err = ha.NewArchiveFollower(d.wal, ha.ArchiveFollowOptions{Archive: ar, Lineage: Lineage, Logger: d.log}); err != nil {
+		ar.Close()
+		return nil, err
+	}
+	lease, err := ha.OpenArchiveLease(ctx, ha.ArchiveLeaseOptions{Backend: ar.Backend(), Member: h.Name, Lease: h.Lease,
+		Logger: d.log, Position: d.wal.Durable, Info: d.leaderInfo, Renewed: m.renewed})
+	if err != nil {
+		ar.Close()
+		return nil, err
+	}
+	m.lease = lease
+	m.records = archiveLossRecords{b: ar.Backend(), lease: lease}
+	return m, nil
+}
+
 // haTopic is the group's lease topic.
 func haTopic(prefix string) string { return prefix + ".ha" }
 
@@ -147,7 +230,7 @@ func haTopic(prefix string) string { return prefix + ".ha" }
 // the replication level's position, what the source could confirm now
 // without the allowance.
 func (d *Daemon) leaderInfo() json.RawMessage {
-	li := leaderInfo{LogLSN: d.levels.Position(d.levels.Level()), Shipped: d.kafkaShipped.Load()}
+	li := leaderInfo{LogLSN: d.levels.Position(d.levels.Level()), Shipped: d.kafkaShipped.Load(), KeepFrom: d.wal.FirstLSN()}
 	if m := d.ha; m != nil && !m.checked.Load() {
 		// Until this member's loss check is done: the allowance of the
 		// renewal before (Leader is the last one read; this member's own
@@ -212,10 +295,11 @@ func (m *haMember) serveSource(w http.ResponseWriter, r *http.Request) {
 // is lost (ErrHA, exit status ExitHA) or ctx ends.
 func (d *Daemon) runHA(ctx context.Context) error {
 	m := d.ha
+	defer m.closeHistory()
 	defer m.lease.Close()
 	go d.observe(ctx) // the metrics and the status page, whatever the role
 	close(d.ready)    // a follower is doing its job
-	d.log.Info("walship following its HA group", "member", m.name, "topic", m.topic, "wal", d.cfg.WAL.Dir)
+	d.log.Info("walship following its HA group", "member", m.name, "history", m.history, "wal", d.cfg.WAL.Dir)
 
 	term, err := d.follow(ctx)
 	if err != nil {
@@ -249,6 +333,12 @@ func (d *Daemon) follow(ctx context.Context) (*ha.Term, error) {
 	defer stopFollowing()
 	followed := make(chan error, 1)
 	go func() { followed <- m.follower.Run(fctx) }()
+	trimmed := make(chan struct{})
+	go func() {
+		defer close(trimmed)
+		d.trimAsFollower(fctx)
+	}()
+	defer func() { <-trimmed }()
 	type won struct {
 		t   *ha.Term
 		err error
@@ -284,9 +374,13 @@ func (d *Daemon) follow(ctx context.Context) (*ha.Term, error) {
 	start := time.Now()
 	// Fence the old leader's data producer first: from here nothing more
 	// of its can commit, so the end of the topic is the end of history.
-	if err := ha.Fence(ctx, m.kopts, m.topic); err != nil {
-		w.t.Resign()
-		return nil, fmt.Errorf("ha: fencing the previous leader's producer: %w", err)
+	// (An archive's history has no fence of its own: the old leader's
+	// term, which every put checks, ended before Campaign returned.)
+	if m.fence != nil {
+		if err := m.fence(ctx); err != nil {
+			w.t.Resign()
+			return nil, fmt.Errorf("ha: fencing the previous leader's producer: %w", err)
+		}
 	}
 	if err := m.follower.CatchUp(ctx); err != nil {
 		w.t.Resign()
@@ -296,6 +390,72 @@ func (d *Daemon) follow(ctx context.Context) (*ha.Term, error) {
 	// old term) and this one (fencing, catching up).
 	m.takeoverSeconds.Store((w.t.Takeover() + time.Since(start)).Milliseconds())
 	return w.t, nil
+}
+
+// trimAsFollower is a follower's retention, every retentionInterval until
+// ctx ends: it removes the segments below the first LSN the leader's log
+// holds (leaderInfo.KeepFrom), never beyond its own durable end. What the
+// leader keeps for a lagging sink or for live idempotency keys, the
+// follower keeps too, so that it can serve both once it leads.
+func (d *Daemon) trimAsFollower(ctx context.Context) {
+	t := time.NewTicker(retentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		l, ok := d.ha.lease.Leader()
+		var li leaderInfo
+		if !ok || l.Name == d.ha.name || json.Unmarshal(l.Info, &li) != nil || li.KeepFrom <= 1 {
+			continue
+		}
+		below := min(li.KeepFrom, d.wal.Durable()+1)
+		if below <= d.wal.FirstLSN() {
+			continue
+		}
+		// The follower reads its last transaction back to check that the
+		// log is a prefix of the history: keep all of it.
+		last, err := d.lastTxnStart(ctx)
+		if err != nil {
+			d.log.Warn("ha: reading the log's last transaction", "err", err)
+			continue
+		}
+		below = min(below, last)
+		names, err := d.wal.RemoveBefore(below)
+		d.retention.removed.Add(uint64(len(names)))
+		if err != nil {
+			d.log.Warn("ha: removing the segments the leader no longer holds", "below_lsn", below, "err", err)
+			continue
+		}
+		if len(names) > 0 {
+			d.log.Debug("ha: removed the segments the leader no longer holds", "count", len(names), "below_lsn", below)
+		}
+		if size, err := wal.DiskBytes(d.cfg.WAL.Dir); err == nil {
+			d.retention.walBytes.Store(size)
+		}
+	}
+}
+
+// lastTxnStart is the first LSN of the log's last durable transaction
+// (aborted range included), or the next LSN if the log holds none.
+func (d *Daemon) lastTxnStart(ctx context.Context) (uint64, error) {
+	durable := d.wal.Durable()
+	if durable == 0 || durable < d.wal.FirstLSN() {
+		return durable + 1, nil
+	}
+	rd, err := d.wal.NewReader(durable, false)
+	if err != nil {
+		return 0, err
+	}
+	defer rd.Close()
+	rd.ReportAborted()
+	t, err := rd.Next(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return t.FirstLSN, nil
 }
 
 // lead runs the daemon's components under term.
@@ -407,31 +567,17 @@ func (d *Daemon) reportLoss(ctx context.Context, term *ha.Term) error {
 		"after", r.After, "through", r.Through, "term", r.Term, "previous_leader", prev.Name, "log_lsn", d.wal.Durable(), "previous_allowance", li.LogLSN)
 	var rerr error
 	for attempt := range 5 {
-		if rerr = recordLoss(ctx, m.kopts, haTopic(d.cfg.Kafka.TopicPrefix), r); rerr == nil {
+		if rerr = m.records.record(ctx, r); rerr == nil {
 			break
 		}
 		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond) // backoff between attempts, not a wait for a condition
 	}
 	if rerr != nil {
-		d.log.Error("ha: could not record the loss in the lease topic: walship ha check will not show it; the log line above and the status page do", "err", rerr)
+		d.log.Error("ha: could not record the loss with the group's lease: walship ha check will not show it; the log line above and the status page do", "err", rerr)
 	} else {
 		m.checked.Store(true)
 	}
 	return nil
-}
-
-// lossKey is the lease-topic key of a loss report.
-func lossKey(term int64) string { return "loss/" + strconv.FormatInt(term, 10) }
-
-// recordLoss writes r to the lease topic under lossKey.
-func recordLoss(ctx context.Context, kopts []kgo.Opt, topic string, r LossReport) error {
-	cl, err := kgo.NewClient(kopts...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	v, _ := json.Marshal(r)
-	return cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(lossKey(r.Term)), Value: v}).FirstErr()
 }
 
 // divergedExit moves the log aside after ha.ErrDiverged, so that the next
@@ -475,20 +621,33 @@ func (d *Daemon) closeForExit() {
 }
 
 // haFirstLSN is the first LSN of a member's new log: where the group's
-// history starts in the ordered topic (1 unless retention removed its
-// head). An existing log keeps its own.
+// history starts in the ordered topic, or in the archive of a group
+// without Kafka (1 unless retention removed its head). An existing log
+// keeps its own.
 func haFirstLSN(ctx context.Context, cfg *config.Config) (uint64, error) {
 	if !walIsNew(cfg.WAL.Dir) {
 		return 0, nil
 	}
-	k := cfg.Kafka
-	kopts, err := kafkaClientOptions(k)
-	if err != nil {
-		return 0, fmt.Errorf("kafka: %w", err)
-	}
-	first, empty, err := ha.TopicStart(ctx, ha.FollowOptions{Topic: kafkawire.OrderedTopic(k.TopicPrefix), Lineage: Lineage, Client: kopts})
-	if err != nil {
-		return 0, fmt.Errorf("ha: where the group's log starts: %w", err)
+	var first uint64
+	var empty bool
+	if k := cfg.Kafka; k != nil {
+		kopts, err := kafkaClientOptions(k)
+		if err != nil {
+			return 0, fmt.Errorf("kafka: %w", err)
+		}
+		first, empty, err = ha.TopicStart(ctx, ha.FollowOptions{Topic: kafkawire.OrderedTopic(k.TopicPrefix), Lineage: Lineage, Client: kopts})
+		if err != nil {
+			return 0, fmt.Errorf("ha: where the group's log starts: %w", err)
+		}
+	} else {
+		ar, err := OpenArchive(ctx, cfg.Archive, nil)
+		if err != nil {
+			return 0, err
+		}
+		defer ar.Close()
+		if first, empty, err = ha.ArchiveStart(ctx, ar, Lineage); err != nil {
+			return 0, fmt.Errorf("ha: where the group's log starts: %w", err)
+		}
 	}
 	if empty {
 		return 0, nil

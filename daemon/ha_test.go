@@ -367,3 +367,60 @@ func capturedIDs(t *testing.T, d *Daemon) []int64 {
 		}
 	}
 }
+
+// TestHAFollowerTrimsItsLog: a follower removes the segments the leader's
+// log no longer holds (what every sink has stored), so that its log does
+// not keep the whole history; it keeps its last transaction, and it takes
+// over with a log that continues at the same LSNs.
+func TestHAFollowerTrimsItsLog(t *testing.T) {
+	t.Parallel()
+	kc, err := kafkatest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	src := "source:\n  http: {listen: \"127.0.0.1:0\"}\n"
+	cfgA := haConfig(t, kc.Addr, "trim", "a", src)
+	cfgB := haConfig(t, kc.Addr, "trim", "b", src)
+	a := start(t, cfgA)
+	waitFor(t, "a leads", func() bool { return a.role() == RoleLeader })
+	b := start(t, cfgB)
+	defer func() { b.stop(t) }()
+
+	// Rows of about 1 KiB: a request of 1000 fills a 1 MiB segment, and
+	// the leader's retention removes what Kafka has stored.
+	pad := strings.Repeat("x", 1000)
+	for i := 0; a.d.wal.FirstLSN() == 1; i++ {
+		if i > 50 {
+			t.Fatalf("the leader's log still starts at LSN 1 after %d requests of 1 MiB", i)
+		}
+		var body strings.Builder
+		for j := range 1000 {
+			fmt.Fprintf(&body, `{"table":"public.t","op":"c","key":{"id":%d},"after":{"id":%d,"pad":%q}}`+"\n", i*1000+j, i*1000+j, pad)
+		}
+		if code, _, _, msg := postKeyed(t, a.d.Addr("source.http"), "", body.String()); code != 200 {
+			t.Fatalf("post to the leader: %d %s", code, msg)
+		}
+		if i >= 3 {
+			// Four segments: wait for the retention pass (every 2s).
+			waitFor(t, "the leader's retention removes shipped segments", func() bool { return a.d.wal.FirstLSN() > 1 })
+		}
+	}
+	endA := a.d.wal.Durable()
+	waitFor(t, "the follower copies the log and removes what the leader no longer holds", func() bool {
+		return b.d.wal.Durable() == endA && b.d.wal.FirstLSN() > 1
+	})
+	if fb, fa := b.d.wal.FirstLSN(), a.d.wal.FirstLSN(); fb > fa {
+		t.Fatalf("the follower's log starts at LSN %d, after the leader's (%d)", fb, fa)
+	}
+
+	a.stop(t)
+	waitFor(t, "b takes over", func() bool { return b.role() == RoleLeader })
+	code, _, _, next := postKeyed(t, b.d.Addr("source.http"), "", rows(1_000_000, 1))
+	var ack struct {
+		LSN uint64 `json:"lsn"`
+	}
+	if code != 200 || json.Unmarshal([]byte(strings.TrimSpace(next)), &ack) != nil || ack.LSN != endA+1 {
+		t.Fatalf("first write to the new leader: %d %q, want LSN %d", code, next, endA+1)
+	}
+}

@@ -3,36 +3,82 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/walship/walship/archive"
 	"github.com/walship/walship/config"
+	"github.com/walship/walship/ha"
 )
 
-// haCheckTimeout bounds `walship ha check`: Kafka unreachable is an error,
-// not a hang.
+// haCheckTimeout bounds `walship ha check`: Kafka or the archive
+// unreachable is an error, not a hang.
 const haCheckTimeout = time.Minute
 
-// HALosses reads the loss reports recorded in the HA group's lease topic
-// (by new leaders that found transactions lost: LossReport), oldest term
-// first. With acknowledge, it then deletes them (a tombstone per report,
-// so the compacted topic forgets them) and returns what it deleted.
+// lossRecords is where a group keeps its loss reports, next to its lease:
+// the lease topic, or the archive of a group without Kafka.
+type lossRecords interface {
+	record(ctx context.Context, r LossReport) error
+	// list returns the reports not yet acknowledged, oldest term first;
+	// with acknowledge it then deletes them.
+	list(ctx context.Context, acknowledge bool) ([]LossReport, error)
+}
+
+// lossKey is the key of a loss report: in the lease topic, and under the
+// archive's ha/ prefix.
+func lossKey(term int64) string { return "loss/" + strconv.FormatInt(term, 10) }
+
+// HALosses reads the loss reports recorded by the HA group's new leaders
+// that found transactions lost (LossReport), oldest term first: in the
+// lease topic, or in the archive of a group without Kafka. With
+// acknowledge, it then deletes them and returns what it deleted.
 func HALosses(ctx context.Context, cfg *config.Config, acknowledge bool) ([]LossReport, error) {
 	ctx, cancel := context.WithTimeout(ctx, haCheckTimeout)
 	defer cancel()
-	if cfg.Kafka == nil {
-		return nil, fmt.Errorf("kafka: the HA group's records live in Kafka: configure kafka")
+	switch {
+	case cfg.Kafka != nil:
+		kopts, err := kafkaClientOptions(cfg.Kafka)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: %w", err)
+		}
+		return kafkaLossRecords{kopts: kopts, topic: haTopic(cfg.Kafka.TopicPrefix)}.list(ctx, acknowledge)
+	case cfg.Archive != nil:
+		ar, err := OpenArchive(ctx, cfg.Archive, nil)
+		if err != nil {
+			return nil, err
+		}
+		defer ar.Close()
+		return archiveLossRecords{b: ar.Backend()}.list(ctx, acknowledge)
 	}
-	kopts, err := kafkaClientOptions(cfg.Kafka)
+	return nil, errors.New("ha: the HA group's records live in Kafka or in the archive: configure kafka or archive")
+}
+
+// kafkaLossRecords keeps loss reports in the lease topic, keyed lossKey
+// (the topic is compacted: a tombstone acknowledges one).
+type kafkaLossRecords struct {
+	kopts []kgo.Opt
+	topic string
+}
+
+func (k kafkaLossRecords) record(ctx context.Context, r LossReport) error {
+	cl, err := kgo.NewClient(k.kopts...)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: %w", err)
+		return err
 	}
-	topic := haTopic(cfg.Kafka.TopicPrefix)
+	defer cl.Close()
+	v, _ := json.Marshal(r)
+	return cl.ProduceSync(ctx, &kgo.Record{Topic: k.topic, Key: []byte(lossKey(r.Term)), Value: v}).FirstErr()
+}
+
+func (k kafkaLossRecords) list(ctx context.Context, acknowledge bool) ([]LossReport, error) {
+	kopts, topic := k.kopts, k.topic
 	cl, err := kgo.NewClient(kopts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: %w", err)
@@ -100,6 +146,43 @@ func HALosses(ctx context.Context, cfg *config.Config, acknowledge bool) ([]Loss
 		for _, r := range out {
 			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(lossKey(r.Term))}).FirstErr(); err != nil {
 				return nil, fmt.Errorf("kafka: acknowledging the loss of term %d: %w", r.Term, err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// archiveLossRecords keeps loss reports in the archive of a group without
+// Kafka (ha.ArchiveLease.RecordLoss: ha/loss/<term>); acknowledging one
+// deletes it. lease is nil when only reading (walship ha check).
+type archiveLossRecords struct {
+	b     archive.Backend
+	lease *ha.ArchiveLease
+}
+
+func (a archiveLossRecords) record(ctx context.Context, r LossReport) error {
+	v, _ := json.Marshal(r)
+	return a.lease.RecordLoss(ctx, strconv.FormatInt(r.Term, 10), v)
+}
+
+func (a archiveLossRecords) list(ctx context.Context, acknowledge bool) ([]LossReport, error) {
+	found, err := ha.ArchiveLosses(ctx, a.b)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]LossReport, 0, len(found))
+	for key, v := range found {
+		var r LossReport
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, fmt.Errorf("ha: the archive's loss report %s is not one: %w", key, err)
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Term < out[j].Term })
+	if acknowledge {
+		for _, r := range out {
+			if err := ha.AcknowledgeArchiveLoss(ctx, a.b, strconv.FormatInt(r.Term, 10)); err != nil {
+				return nil, err
 			}
 		}
 	}
