@@ -3,6 +3,7 @@ package chaos
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -61,4 +62,23 @@ func fillDisk(dir string) (string, int64, error) {
 		}
 	}
 	return path, size, nil
+}
+
+// keepDiverged moves the logs a member moved aside (wal.diverged-*) from its
+// tmpfs to its directory on disk, so that a long run's copies do not fill
+// the tmpfs and a post-mortem still has them.
+func keepDiverged(m *member) error {
+	old, err := filepath.Glob(filepath.Join(m.disk, "wal.diverged-*"))
+	if err != nil || len(old) == 0 {
+		return err
+	}
+	for _, d := range old {
+		if out, err := exec.Command("cp", "-a", d, m.dir).CombinedOutput(); err != nil {
+			return fmt.Errorf("cp -a %s %s: %v: %s", d, m.dir, err, out)
+		}
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -167,6 +167,11 @@ func (m *member) supervise(ctx context.Context, t *testing.T) {
 			}
 			m.mu.wipe = false
 		}
+		if m.disk != "" {
+			if err := keepDiverged(m); err != nil {
+				t.Errorf("%s: %v", m.name, err)
+			}
+		}
 		name, args := m.kafka.command(walshipBin, m.args...)
 		cmd := exec.Command(name, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf

@@ -293,9 +293,12 @@ func (n *nemesis) proxies(also func(*member) []*toxiclient.Proxy) []*toxiclient.
 	return ps
 }
 
-// diskFull fills the wal.dir disk of a follower for a few seconds, then
-// frees it. The follower may fail (and be restarted); it must not corrupt
-// its log: the final checks want it caught up with the leader.
+// diskFull fills the wal.dir disk of a follower, then frees it. Segments
+// are preallocated, so a follower only needs new space when it starts
+// one: the disk stays full for 3 to 5 s and then until the follower shows
+// it ran out (it exited, or its log stood still for 3 s while the
+// leader's grew), at most 90 s. The follower may fail (and be restarted);
+// it must not corrupt its log: the final checks want it caught up.
 func (n *nemesis) diskFull(leader *member) {
 	var followers []*member
 	for _, m := range n.members {
@@ -307,13 +310,35 @@ func (n *nemesis) diskFull(leader *member) {
 		n.t.Fatalf("disk-full: no follower with a tmpfs wal.dir")
 	}
 	m := followers[n.rng.IntN(len(followers))]
+	before := len(m.exits())
+	at := time.Now()
 	path, size, err := fillDisk(m.disk)
 	if err != nil {
 		n.t.Fatalf("%s: %v", m.name, err)
 	}
-	n.t.Logf("disk-full: %s's disk full (%d MiB of filler)", m.name, size>>20)
 	hold(n.between(3*time.Second, 5*time.Second))
+	felt := ""
+	var lsn uint64
+	moved := time.Now()
+	for felt == "" && time.Since(at) < 90*time.Second {
+		obs := n.obs.lastObs()
+		f, l := obs[m.name], obs[leader.name]
+		switch {
+		case len(m.exits()) > before:
+			felt = fmt.Sprintf("it exited (%s)", m.exits()[len(m.exits())-1])
+		case f.up && f.durable != lsn:
+			lsn, moved = f.durable, time.Now()
+		case time.Since(moved) > 3*time.Second && l.durable > lsn:
+			felt = fmt.Sprintf("its log stood still at LSN %d while the leader's reached %d", lsn, l.durable)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the observer's last answers
+	}
 	must(n.t, os.Remove(path))
+	if felt == "" {
+		felt = "WARNING: it neither exited nor stalled"
+		n.rep.note("disk-full on %s at %s: %s within 90 s", m.name, stamp(at), felt)
+	}
+	n.t.Logf("disk-full: %s's disk full (%d MiB of filler) for %v: %s", m.name, size>>20, time.Since(at).Round(100*time.Millisecond), felt)
 }
 
 // zombie pauses the leader past its lease, lets it run again and waits for
