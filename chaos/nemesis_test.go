@@ -234,7 +234,8 @@ func (n *nemesis) inject(kind string, leader *member, term int64) {
 		// answers come back in small ones.
 		n.toxic([]*toxiclient.Proxy{leader.s3toxi}, "slicer", "upstream", toxiclient.Attributes{"average_size": 1024, "size_variation": 512, "delay": 500})
 	case faultKafkaOutage:
-		n.cut(n.proxies(nil))
+		// The leader's first: the write outage is timed from the fault's start.
+		n.cut(n.proxies(nil, leader))
 	case faultKafkaCut:
 		n.cut(leader.kafka.proxies)
 	case faultKafkaLat:
@@ -274,11 +275,12 @@ func (n *nemesis) cut(ps []*toxiclient.Proxy) {
 }
 
 // proxies returns every Kafka proxy of the run once (views may share
-// theirs), and the proxies also returns for each member.
-func (n *nemesis) proxies(also func(*member) []*toxiclient.Proxy) []*toxiclient.Proxy {
+// theirs), and the proxies also returns for each member; first's come
+// first.
+func (n *nemesis) proxies(also func(*member) []*toxiclient.Proxy, first ...*member) []*toxiclient.Proxy {
 	seen := map[string]bool{}
 	var ps []*toxiclient.Proxy
-	for _, m := range append(slices.Clone(n.members), n.others...) {
+	for _, m := range slices.Concat(first, n.members, n.others) {
 		more := m.kafka.proxies
 		if also != nil {
 			more = append(slices.Clone(more), also(m)...)
