@@ -25,7 +25,7 @@
 // Faults (docs/RELIABILITY.md): host-loss, zombie, pg-cut, pg-restart,
 // pg-latency, pg-slice, s3-503, s3-latency, s3-cut, s3-slice, kafka-outage,
 // kafka-cut, kafka-latency, kafka-slice, disk-full (a follower's wal.dir
-// full for a few seconds).
+// tmpfs full until the follower runs out of space, at most 90 s).
 //
 // The short run, a few faults (at least one host loss, one zombie and one
 // PostgreSQL connection cut), takes a few minutes on a 2-core machine:
