@@ -31,7 +31,7 @@ func TestChaos(t *testing.T) {
 		}
 		t.Logf("run directory kept: %s", root)
 	}
-	srv := startServers(t)
+	srv := startServers(t, root)
 	ctx := context.Background()
 	createBank(ctx, t, srv.pg.DSN(bankDB))
 
@@ -58,7 +58,7 @@ func TestChaos(t *testing.T) {
 
 	rep := newReport()
 	wr := newWriters(t, members, obs)
-	nem := &nemesis{t: t, rng: rng, srv: srv, members: members, obs: obs, wr: wr, rep: rep, ha: ha}
+	nem := &nemesis{t: t, rng: rng, srv: srv, members: members, others: []*member{consumer}, obs: obs, wr: wr, rep: rep, ha: ha}
 	nem.waitLeader()
 
 	// Workloads until the nemesis is done; writers then finish the request
@@ -119,11 +119,27 @@ func TestChaos(t *testing.T) {
 		return st.Sinks["kafka"] >= through && st.Sinks["archive"] >= through, fmt.Sprintf("%s: durable %d, sinks %v", m.name, through, st.Sinks)
 	})
 
-	tl, err := readTopic(ctx, []string{srv.kafka.Addr}, through)
+	// Every standby too, whatever happened to it (disk-full): its log ends
+	// where the leader's does.
+	waitFor(t, "every member's log to end at the leader's", 120*time.Second, func() (bool, string) {
+		var behind []string
+		for _, m := range members {
+			st, err := m.positions(ctx)
+			if err != nil {
+				behind = append(behind, err.Error())
+			} else if st.durable() != through {
+				behind = append(behind, fmt.Sprintf("%s (%s) at %d", m.name, st.Role, st.durable()))
+			}
+		}
+		return len(behind) == 0, fmt.Sprintf("leader at %d; %v", through, behind)
+	})
+
+	checkOrderedTopic(ctx, t, srv)
+	tl, err := readTopic(ctx, srv.brokers, through)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkKcat(t, srv.kafka.Addr, tl)
+	checkKcat(t, srv, tl)
 	rep.checkAcked(wr.requests(), tl, ha)
 	rep.checkReplicaRows(ctx, replicaDB, wr.requests())
 	rep.checkArchive(ctx, srv, tl, rng, root, want)

@@ -24,10 +24,15 @@ type report struct {
 	puts       int
 	restores   int
 	failures   []string
+	notes      []string // what the run could not do on this machine, printed first
 }
 
 func newReport() *report {
 	return &report{faults: map[string]int{}, takeovers: map[string][]time.Duration{}, outages: map[string][]time.Duration{}}
+}
+
+func (r *report) note(format string, args ...any) {
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
 }
 
 func (r *report) fail(format string, args ...any) {
@@ -142,6 +147,9 @@ func (r *report) summary(exits []exit) string {
 		total += n
 	}
 	sort.Strings(kinds)
+	for _, n := range r.notes {
+		fmt.Fprintln(&b, n)
+	}
 	fmt.Fprintf(&b, "faults injected: %d\n", total)
 	for _, k := range kinds {
 		fmt.Fprintf(&b, "  %-14s %3d  takeover p50 %-8s max %-8s  write outage p50 %-8s max %s\n", k, r.faults[k],

@@ -1,17 +1,31 @@
 // Package chaos holds the fault-injection suite of walship's high-availability
 // group (docs/RELIABILITY.md): it proves that no acknowledged transaction is
 // lost or duplicated while members are killed, paused, cut off from
-// PostgreSQL, and while PostgreSQL, the archive and Kafka fail under them.
+// PostgreSQL, Kafka and the archive, while a standby's disk fills up, and
+// while PostgreSQL, the archive and Kafka fail under them.
 // The package has no non-test code; this file only documents how to run it.
 //
 // The suite runs real processes and servers, all on loopback: a PostgreSQL 15
-// cluster (internal/pgtest), an in-process Kafka-protocol broker behind an
-// outage proxy (kafkasink/kafkatest), MinIO (internal/miniotest) behind one
-// fault-injecting, PUT-logging proxy per member, an in-process Toxiproxy
-// server with one proxy per member in front of PostgreSQL, three `walship
-// run` members (each with its own wal.dir and ha.name, wal.sync: shipped,
+// cluster (internal/pgtest), an in-process Kafka-protocol cluster of three
+// brokers (kfake), MinIO (internal/miniotest) behind one fault-injecting,
+// PUT-logging HTTP proxy per member, an in-process Toxiproxy server with,
+// for every member, one proxy in front of PostgreSQL, one in front of its
+// archive proxy and one per broker, three `walship run` members (each with
+// its own wal.dir on a tmpfs of its own and ha.name, wal.sync: shipped,
 // ha.lease: 2s) under a supervisor that restarts a member whenever it exits,
 // as systemd would, and one `walship consume` into a SQLite replica.
+//
+// The brokers advertise names; each member runs in a mount namespace of its
+// own whose /etc/hosts resolves them to its own proxies, so the nemesis can
+// cut, delay or slice the leader's Kafka connections only. Namespaces and
+// tmpfs need root with CAP_SYS_ADMIN: without, the run says so (a WARNING in
+// the log and the summary), leaves disk-full out and shares one proxy per
+// broker between all members.
+//
+// Faults (docs/RELIABILITY.md): host-loss, zombie, pg-cut, pg-restart,
+// pg-latency, pg-slice, s3-503, s3-latency, s3-cut, s3-slice, kafka-outage,
+// kafka-cut, kafka-latency, kafka-slice, disk-full (a follower's wal.dir
+// tmpfs full until the follower runs out of space, at most 90 s).
 //
 // The short run, a few faults (at least one host loss, one zombie and one
 // PostgreSQL connection cut), takes a few minutes on a 2-core machine:
@@ -25,6 +39,7 @@
 // Flags (after the package): -chaos.faults N (faults to inject), -chaos.seed S
 // (repeat a run; the seed is always printed; WALSHIP_CHAOS_SEED works too),
 // -chaos.members N (1 runs a single daemon without an ha section and only the
-// faults that a single daemon must survive without loss), -chaos.keep (keep
+// faults that a single daemon must survive without loss), -chaos.kinds K,L
+// (after the mandatory faults, these kinds in turn), -chaos.keep (keep
 // the run's directory, with every member's log, for a post-mortem).
 package chaos

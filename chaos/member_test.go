@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,7 +35,10 @@ type member struct {
 	httpAddr string   // operator listener: /v1/positions
 	srcAddr  string   // source.http: POST /v1/append
 	pg       *toxiclient.Proxy
-	s3       *s3Proxy
+	s3       *s3Proxy          // the archive's HTTP fault proxy and PUT log
+	s3toxi   *toxiclient.Proxy // in front of s3: the member's TCP connections to the archive
+	kafka    *kafkaView
+	disk     string // the tmpfs that holds wal.dir ("" without namespaces)
 
 	mu struct {
 		sync.Mutex
@@ -79,19 +83,29 @@ func newMember(t *testing.T, s *servers, root, name string, ha bool) *member {
 	if err := os.MkdirAll(m.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var pgAddr string
-	m.pg, pgAddr = s.pgProxy(t, name)
+	if s.ns {
+		m.disk = filepath.Join(m.dir, "disk")
+		mountTmpfs(t, m.disk)
+		// A subdirectory: a host loss removes wal.dir, never the mount point.
+		m.walDir = filepath.Join(m.disk, "wal")
+	}
+	var pgAddr, s3Addr string
+	m.pg, pgAddr = s.proxy(t, "pg-"+name, fmt.Sprintf("127.0.0.1:%d", s.pg.Port()))
 	m.s3 = newS3Proxy(t, name, s.minio.Endpoint)
+	// Toxiproxy in front of the HTTP proxy: the member's own connections are
+	// cut and sliced, and the PUT log still sees every request MinIO gets.
+	m.s3toxi, s3Addr = s.proxy(t, "s3-"+name, m.s3.addr)
+	m.kafka = s.kafkaView(t, name)
 	y := fmt.Sprintf(`wal: {dir: %q, sync: shipped, shipped_sinks: [kafka], segment_size: 1MiB, zero_fill: false}
 source:
   postgres: {dsn: "postgres://postgres@%s/%s?sslmode=disable&connect_timeout=5", tables: [public.accounts], heartbeat: 1s, status_interval: 200ms}
   http: {listen: %q, sync_timeout: 20s}
 archive: {url: "s3://%s/walship", timeout: 1s, s3: {endpoint: %q, path_style: true, region: %s, access_key: %s, secret_key: %s}}
-kafka: {brokers: [%q], topic_prefix: %s, mode: ordered}
+kafka: {brokers: [%s], topic_prefix: %s, mode: ordered}
 http: {listen: %q}
 log: {format: json, level: info}
-`, m.walDir, pgAddr, bankDB, m.srcAddr, s.bucket, m.s3.endpoint, miniotest.Region, miniotest.AccessKey, miniotest.SecretKey,
-		s.kafka.Addr, topicPrefix, m.httpAddr)
+`, m.walDir, pgAddr, bankDB, m.srcAddr, s.bucket, "http://"+s3Addr, miniotest.Region, miniotest.AccessKey, miniotest.SecretKey,
+		quoted(m.kafka.seeds), topicPrefix, m.httpAddr)
 	if ha {
 		y += fmt.Sprintf("ha: {name: %s, lease: %s}\n", name, leaseLength)
 	}
@@ -109,9 +123,19 @@ func newConsumer(t *testing.T, s *servers, root, db string) *member {
 	if err := os.MkdirAll(m.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m.writeConfig(t, "consume", fmt.Sprintf("kafka: {brokers: [%q], topic_prefix: %s}\nreplica: {url: \"sqlite://%s\"}\nhttp: {listen: %q}\nlog: {format: json}\n",
-		s.kafka.Addr, topicPrefix, db, m.httpAddr))
+	m.kafka = s.kafkaView(t, m.name)
+	m.writeConfig(t, "consume", fmt.Sprintf("kafka: {brokers: [%s], topic_prefix: %s}\nreplica: {url: \"sqlite://%s\"}\nhttp: {listen: %q}\nlog: {format: json}\n",
+		quoted(m.kafka.seeds), topicPrefix, db, m.httpAddr))
 	return m
+}
+
+// quoted is a YAML flow sequence's items: every string quoted.
+func quoted(ss []string) string {
+	var q []string
+	for _, s := range ss {
+		q = append(q, strconv.Quote(s))
+	}
+	return strings.Join(q, ", ")
 }
 
 func (m *member) writeConfig(t *testing.T, cmd, y string) {
@@ -143,7 +167,13 @@ func (m *member) supervise(ctx context.Context, t *testing.T) {
 			}
 			m.mu.wipe = false
 		}
-		cmd := exec.Command(walshipBin, m.args...)
+		if m.disk != "" {
+			if err := keepDiverged(m); err != nil {
+				t.Errorf("%s: %v", m.name, err)
+			}
+		}
+		name, args := m.kafka.command(walshipBin, m.args...)
+		cmd := exec.Command(name, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		// Its own process group, so a SIGSTOP of the member stops no one else;
 		// Pdeathsig so a crashed test leaves no member behind.

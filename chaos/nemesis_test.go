@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -23,15 +25,29 @@ const (
 	faultPGSlice     = "pg-slice"     // the leader's PostgreSQL stream sliced into small delayed pieces
 	faultS3SlowDown  = "s3-503"       // the leader's archive answers 503 SlowDown
 	faultS3Latency   = "s3-latency"   // the leader's archive answers late
-	faultKafkaOutage = "kafka-outage" // the broker unreachable for a few seconds
+	faultKafkaOutage = "kafka-outage" // every broker unreachable from every process for a few seconds
+	faultKafkaCut    = "kafka-cut"    // the leader's Kafka connections cut for a few seconds
+	faultKafkaLat    = "kafka-latency"
+	faultKafkaSlice  = "kafka-slice"
+	faultS3Cut       = "s3-cut" // the leader's archive connections cut for a few seconds
+	faultS3Slice     = "s3-slice"
+	faultDiskFull    = "disk-full" // a follower's wal.dir full for a few seconds
 )
 
 // leaderFaults need a group: with one member they would lose what the
 // operator contract says only a group keeps.
 var leaderFaults = map[string]bool{faultHostLoss: true, faultZombie: true}
 
+// groupFaults are the faults that need a group: the leader faults, and
+// those that hit a follower.
+var groupFaults = map[string]bool{faultHostLoss: true, faultZombie: true, faultDiskFull: true}
+
+// nsFaults need the mount namespaces and tmpfs of servers.ns.
+var nsFaults = map[string]bool{faultDiskFull: true}
+
 var allFaults = []string{faultHostLoss, faultZombie, faultPGCut, faultPGRestart, faultPGLatency, faultPGSlice,
-	faultS3SlowDown, faultS3Latency, faultKafkaOutage}
+	faultS3SlowDown, faultS3Latency, faultS3Cut, faultS3Slice, faultKafkaOutage, faultKafkaCut, faultKafkaLat, faultKafkaSlice,
+	faultDiskFull}
 
 // zombie records one paused leader: its term, when it resumed and when it
 // then exited (zero if it did not).
@@ -49,6 +65,7 @@ type nemesis struct {
 	rng     *rand.Rand
 	srv     *servers
 	members []*member
+	others  []*member // the other processes that reach Kafka (the consumer)
 	obs     *observer
 	wr      *writers
 	rep     *report
@@ -61,13 +78,18 @@ type nemesis struct {
 func (n *nemesis) plan(count int) []string {
 	var kinds []string
 	for _, k := range allFaults {
-		if n.ha || !leaderFaults[k] {
+		if nsFaults[k] && !n.srv.ns {
+			n.rep.note("WARNING: %s left out of the plan: %s", k, n.srv.nsWhy)
+			n.t.Logf("WARNING: %s left out of the plan: %s", k, n.srv.nsWhy)
+			continue
+		}
+		if n.ha || !groupFaults[k] {
 			kinds = append(kinds, k)
 		}
 	}
 	var out []string
 	for _, k := range []string{faultHostLoss, faultZombie, faultPGCut} {
-		if len(out) < count && (n.ha || !leaderFaults[k]) {
+		if len(out) < count && (n.ha || !groupFaults[k]) {
 			out = append(out, k)
 		}
 	}
@@ -194,9 +216,9 @@ func (n *nemesis) inject(kind string, leader *member, term int64) {
 		hold(n.between(500*time.Millisecond, 2*time.Second))
 		must(t, n.srv.pg.Start())
 	case faultPGLatency:
-		n.toxic(leader.pg, "latency", toxiclient.Attributes{"latency": 300, "jitter": 200})
+		n.toxic([]*toxiclient.Proxy{leader.pg}, "latency", "downstream", toxiclient.Attributes{"latency": 300, "jitter": 200})
 	case faultPGSlice:
-		n.toxic(leader.pg, "slicer", toxiclient.Attributes{"average_size": 64, "size_variation": 48, "delay": 2000})
+		n.toxic([]*toxiclient.Proxy{leader.pg}, "slicer", "downstream", toxiclient.Attributes{"average_size": 64, "size_variation": 48, "delay": 2000})
 	case faultS3SlowDown:
 		leader.s3.set(s3SlowDown)
 		hold(n.between(2*time.Second, 5*time.Second))
@@ -205,22 +227,120 @@ func (n *nemesis) inject(kind string, leader *member, term int64) {
 		leader.s3.set(s3Latency)
 		hold(n.between(2*time.Second, 5*time.Second))
 		leader.s3.set(s3Pass)
+	case faultS3Cut:
+		n.cut([]*toxiclient.Proxy{leader.s3toxi})
+	case faultS3Slice:
+		// Both ways: a segment's PUT crawls up in ~1 KiB pieces, the
+		// answers come back in small ones.
+		n.toxic([]*toxiclient.Proxy{leader.s3toxi}, "slicer", "upstream", toxiclient.Attributes{"average_size": 1024, "size_variation": 512, "delay": 500})
 	case faultKafkaOutage:
-		n.srv.kproxy.Down()
-		hold(n.between(2*time.Second, 4*time.Second))
-		must(t, n.srv.kproxy.Up())
+		// The leader's first: the write outage is timed from the fault's start.
+		n.cut(n.proxies(nil, leader))
+	case faultKafkaCut:
+		n.cut(leader.kafka.proxies)
+	case faultKafkaLat:
+		n.toxic(leader.kafka.proxies, "latency", "downstream", toxiclient.Attributes{"latency": 200, "jitter": 100})
+	case faultKafkaSlice:
+		n.toxic(leader.kafka.proxies, "slicer", "downstream", toxiclient.Attributes{"average_size": 64, "size_variation": 48, "delay": 1000})
+	case faultDiskFull:
+		n.diskFull(leader)
 	default:
 		t.Fatalf("unknown fault %q", kind)
 	}
 }
 
-// toxic adds a Toxiproxy toxic downstream (PostgreSQL to the member) for a
-// few seconds.
-func (n *nemesis) toxic(p *toxiclient.Proxy, typ string, attrs toxiclient.Attributes) {
-	_, err := p.AddToxic("chaos", typ, "downstream", 1, attrs)
-	must(n.t, err)
+// toxic adds a Toxiproxy toxic to every proxy of ps on stream (downstream:
+// from the server to the member) for a few seconds.
+func (n *nemesis) toxic(ps []*toxiclient.Proxy, typ, stream string, attrs toxiclient.Attributes) {
+	for _, p := range ps {
+		_, err := p.AddToxic("chaos", typ, stream, 1, attrs)
+		must(n.t, err)
+	}
 	hold(n.between(3*time.Second, 5*time.Second))
-	must(n.t, p.RemoveToxic("chaos"))
+	for _, p := range ps {
+		must(n.t, p.RemoveToxic("chaos"))
+	}
+}
+
+// cut disables every proxy of ps for a few seconds: their connections are
+// cut and new ones refused.
+func (n *nemesis) cut(ps []*toxiclient.Proxy) {
+	for _, p := range ps {
+		must(n.t, p.Disable())
+	}
+	hold(n.between(2*time.Second, 5*time.Second))
+	for _, p := range ps {
+		must(n.t, p.Enable())
+	}
+}
+
+// proxies returns every Kafka proxy of the run once (views may share
+// theirs), and the proxies also returns for each member; first's come
+// first.
+func (n *nemesis) proxies(also func(*member) []*toxiclient.Proxy, first ...*member) []*toxiclient.Proxy {
+	seen := map[string]bool{}
+	var ps []*toxiclient.Proxy
+	for _, m := range slices.Concat(first, n.members, n.others) {
+		more := m.kafka.proxies
+		if also != nil {
+			more = append(slices.Clone(more), also(m)...)
+		}
+		for _, p := range more {
+			if !seen[p.Name] {
+				seen[p.Name] = true
+				ps = append(ps, p)
+			}
+		}
+	}
+	return ps
+}
+
+// diskFull fills the wal.dir disk of a follower, then frees it. Segments
+// are preallocated, so a follower only needs new space when it starts
+// one: the disk stays full for 3 to 5 s and then until the follower shows
+// it ran out (it exited, or its log stood still for 3 s while the
+// leader's grew), at most 90 s. The follower may fail (and be restarted);
+// it must not corrupt its log: the final checks want it caught up.
+func (n *nemesis) diskFull(leader *member) {
+	var followers []*member
+	for _, m := range n.members {
+		if m != leader && m.disk != "" {
+			followers = append(followers, m)
+		}
+	}
+	if len(followers) == 0 {
+		n.t.Fatalf("disk-full: no follower with a tmpfs wal.dir")
+	}
+	m := followers[n.rng.IntN(len(followers))]
+	before := len(m.exits())
+	at := time.Now()
+	path, size, err := fillDisk(m.disk)
+	if err != nil {
+		n.t.Fatalf("%s: %v", m.name, err)
+	}
+	hold(n.between(3*time.Second, 5*time.Second))
+	felt := ""
+	var lsn uint64
+	moved := time.Now()
+	for felt == "" && time.Since(at) < 90*time.Second {
+		obs := n.obs.lastObs()
+		f, l := obs[m.name], obs[leader.name]
+		switch {
+		case len(m.exits()) > before:
+			felt = fmt.Sprintf("it exited (%s)", m.exits()[len(m.exits())-1])
+		case f.up && f.durable != lsn:
+			lsn, moved = f.durable, time.Now()
+		case time.Since(moved) > 3*time.Second && l.durable > lsn:
+			felt = fmt.Sprintf("its log stood still at LSN %d while the leader's reached %d", lsn, l.durable)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the observer's last answers
+	}
+	must(n.t, os.Remove(path))
+	if felt == "" {
+		felt = "WARNING: it neither exited nor stalled"
+		n.rep.note("disk-full on %s at %s: %s within 90 s", m.name, stamp(at), felt)
+	}
+	n.t.Logf("disk-full: %s's disk full (%d MiB of filler) for %v: %s", m.name, size>>20, time.Since(at).Round(100*time.Millisecond), felt)
 }
 
 // zombie pauses the leader past its lease, lets it run again and waits for
@@ -247,11 +367,20 @@ func (n *nemesis) zombie(leader *member, term int64) {
 func (n *nemesis) heal() {
 	for _, m := range n.members {
 		m.signal(syscall.SIGCONT, "", false)
-		_ = m.pg.Enable()
-		_ = m.pg.RemoveToxic("chaos")
 		m.s3.set(s3Pass)
+		if m.disk != "" {
+			_ = os.Remove(filepath.Join(m.disk, "chaos-filler"))
+		}
 	}
-	_ = n.srv.kproxy.Up()
+	for _, p := range n.proxies(func(m *member) []*toxiclient.Proxy {
+		if m.pg == nil {
+			return nil
+		}
+		return []*toxiclient.Proxy{m.pg, m.s3toxi}
+	}) {
+		_ = p.Enable()
+		_ = p.RemoveToxic("chaos")
+	}
 	_ = n.srv.pg.Start()
 }
 

@@ -38,12 +38,12 @@ type put struct {
 // moment; none outside its term). Requests keep their Host header, so the
 // member's S3 signatures made for the proxy's address verify at MinIO.
 type s3Proxy struct {
-	member   string
-	endpoint string
-	rp       *httputil.ReverseProxy
-	mode     atomic.Int32
-	srv      *http.Server
-	mu       struct {
+	member string
+	addr   string // where it listens
+	rp     *httputil.ReverseProxy
+	mode   atomic.Int32
+	srv    *http.Server
+	mu     struct {
 		sync.Mutex
 		puts []put
 	}
@@ -59,7 +59,7 @@ func newS3Proxy(t *testing.T, member, target string) *s3Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &s3Proxy{member: member, endpoint: "http://" + l.Addr().String(), rp: httputil.NewSingleHostReverseProxy(u)}
+	p := &s3Proxy{member: member, addr: l.Addr().String(), rp: httputil.NewSingleHostReverseProxy(u)}
 	p.rp.Transport = &http.Transport{MaxIdleConnsPerHost: 16}
 	p.srv = &http.Server{Handler: http.HandlerFunc(p.handle)}
 	go func() { _ = p.srv.Serve(l) }()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/walship/walship/change"
@@ -33,7 +34,7 @@ type topicLog struct {
 // quiesced) or ctx ends.
 func readTopic(ctx context.Context, brokers []string, through uint64) (*topicLog, error) {
 	topic := kafkawire.OrderedTopic(topicPrefix)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.Dialer(directDial),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
 	if err != nil {
@@ -111,7 +112,7 @@ func eventRows(t *change.Committed) []string {
 // client), read_committed, and checks that it sees the records the suite's
 // reader saw: the group's transactional topic is readable by stock
 // clients, and what they read is what was checked.
-func checkKcat(t *testing.T, broker string, tl *topicLog) {
+func checkKcat(t *testing.T, s *servers, tl *topicLog) {
 	t.Helper()
 	kcat, err := exec.LookPath("kcat")
 	if err != nil {
@@ -119,8 +120,9 @@ func checkKcat(t *testing.T, broker string, tl *topicLog) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, kcat, "-C", "-b", broker, "-t", kafkawire.OrderedTopic(topicPrefix), "-o", "beginning", "-e", "-q",
-		"-X", "isolation.level=read_committed", "-f", "%h\n").Output()
+	name, args := s.directCommand(kcat, "-C", "-b", strings.Join(s.brokers, ","), "-t", kafkawire.OrderedTopic(topicPrefix), "-o", "beginning", "-e", "-q",
+		"-X", "isolation.level=read_committed", "-f", "%h\n")
+	out, err := exec.CommandContext(ctx, name, args...).Output()
 	if err != nil {
 		t.Fatalf("kcat: %v", err)
 	}
@@ -130,5 +132,33 @@ func checkKcat(t *testing.T, broker string, tl *topicLog) {
 	}
 	if !strings.Contains(string(out), "walship.lsn=") {
 		t.Errorf("kcat's records carry no walship.lsn header:\n%.300s", out)
+	}
+}
+
+// checkOrderedTopic checks what the group's order rests on with several
+// brokers: the ordered topic has one partition, replicated to every broker.
+func checkOrderedTopic(ctx context.Context, t *testing.T, s *servers) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.brokers...), kgo.Dialer(directDial))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	topic := kafkawire.OrderedTopic(topicPrefix)
+	td, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatalf("describe %s: %v", topic, err)
+	}
+	d, ok := td[topic]
+	if !ok || d.Err != nil {
+		t.Fatalf("describe %s: %v", topic, d.Err)
+	}
+	if len(d.Partitions) != 1 {
+		t.Errorf("ordered topic %s has %d partitions, want 1", topic, len(d.Partitions))
+	}
+	for _, p := range d.Partitions {
+		if len(p.Replicas) != numBrokers || len(p.ISR) != numBrokers {
+			t.Errorf("ordered topic %s partition %d: replicas %v, in-sync %v; want all %d brokers", topic, p.Partition, p.Replicas, p.ISR, numBrokers)
+		}
 	}
 }
