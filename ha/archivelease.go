@@ -31,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -283,75 +282,17 @@ func (l *ArchiveLease) Close() error {
 // first renewal, for the lease the renewal before announced, as
 // Lease.Campaign does.
 func (l *ArchiveLease) Campaign(ctx context.Context) (*Term, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(l.runCtx, cancel)()
-	for {
-		lapse, err := l.awaitLapse(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("ha: campaign of %s: %w", l.o.Member, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("ha: campaign of %s: %w", l.o.Member, ctx.Err())
-		case <-time.After(mrand.N(l.o.Lease/4 + 1)):
-		}
-		ok, err := l.lapsed(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("ha: campaign of %s: %w", l.o.Member, ctx.Err())
-			}
-			l.log.Warn("ha: campaign: reading the lease in the archive", "member", l.o.Member, "err", err)
-			continue
-		}
-		if !ok {
-			continue
-		}
-		t, err := l.tryLead(ctx, lapse)
-		if err == nil {
-			return t, nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("ha: campaign of %s: %w", l.o.Member, ctx.Err())
-		}
-		l.log.Info("ha: campaign lost, observing again", "member", l.o.Member, "err", err)
-	}
+	return campaign(ctx, l.runCtx, archiveContest{l}, l.o.Member, l.o.Lease, l.log, "the lease in the archive")
 }
 
-// awaitLapse waits until lapsed, and returns when it saw the lapse.
-func (l *ArchiveLease) awaitLapse(ctx context.Context) (time.Time, error) {
-	for {
-		renewed := l.obs.renewedCh()
-		ok, err := l.lapsed(ctx)
-		if ctx.Err() != nil {
-			return time.Time{}, ctx.Err()
-		}
-		if err != nil {
-			l.log.Warn("ha: campaign: reading the lease in the archive", "member", l.o.Member, "err", err)
-		}
-		if ok {
-			return time.Now(), nil
-		}
-		wait := l.o.Lease / 4
-		if err == nil {
-			wait = time.Until(l.obs.expiry())
-		}
-		select {
-		case <-ctx.Done():
-			return time.Time{}, ctx.Err()
-		case <-renewed:
-		case <-time.After(wait):
-		}
-	}
-}
+// archiveContest is the archive lease's side of a campaign.
+type archiveContest struct{ l *ArchiveLease }
 
-// lapsed lists the renewals now and reports whether the lease has lapsed
-// by this member's clock.
-func (l *ArchiveLease) lapsed(ctx context.Context) (bool, error) {
-	if err := l.obs.poll(ctx); err != nil {
-		return false, err
-	}
-	return !time.Now().Before(l.obs.expiry()), nil
+func (c archiveContest) refresh(ctx context.Context) error { return c.l.obs.poll(ctx) }
+func (c archiveContest) expiry() time.Time                 { return c.l.obs.expiry() }
+func (c archiveContest) renewedCh() <-chan struct{}        { return c.l.obs.renewedCh() }
+func (c archiveContest) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
+	return c.l.tryLead(ctx, lapse)
 }
 
 // tryLead writes the first renewal after the newest observed, checks that

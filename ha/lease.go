@@ -47,7 +47,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"regexp"
 	"slices"
 	"strings"
@@ -333,75 +332,17 @@ func (l *Lease) Close() error {
 // lapse and is still in its jitter fences this member while it campaigns,
 // not once it leads.
 func (l *Lease) Campaign(ctx context.Context) (*Term, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(l.runCtx, cancel)()
-	for {
-		lapse, err := l.awaitLapse(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("ha: campaign of %s: %w", l.o.Member, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("ha: campaign of %s: %w", l.o.Member, ctx.Err())
-		case <-time.After(rand.N(l.o.Lease/4 + 1)):
-		}
-		ok, err := l.lapsed(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("ha: campaign of %s: %w", l.o.Member, ctx.Err())
-			}
-			l.log.Warn("ha: campaign: reading the lease topic", "member", l.o.Member, "err", err)
-			continue
-		}
-		if !ok {
-			continue
-		}
-		t, err := l.tryLead(ctx, lapse)
-		if err == nil {
-			return t, nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("ha: campaign of %s: %w", l.o.Member, ctx.Err())
-		}
-		l.log.Info("ha: campaign lost, observing again", "member", l.o.Member, "err", err)
-	}
+	return campaign(ctx, l.runCtx, leaseContest{l}, l.o.Member, l.o.Lease, l.log, "the lease topic")
 }
 
-// awaitLapse waits until lapsed, and returns when it saw the lapse.
-func (l *Lease) awaitLapse(ctx context.Context) (time.Time, error) {
-	for {
-		renewed := l.obs.renewedCh()
-		ok, err := l.lapsed(ctx)
-		if ctx.Err() != nil {
-			return time.Time{}, ctx.Err()
-		}
-		if err != nil {
-			l.log.Warn("ha: campaign: reading the lease topic", "member", l.o.Member, "err", err)
-		}
-		if ok {
-			return time.Now(), nil
-		}
-		wait := l.o.Lease / 4
-		if err == nil {
-			wait = time.Until(l.obs.expiry())
-		}
-		select {
-		case <-ctx.Done():
-			return time.Time{}, ctx.Err()
-		case <-renewed:
-		case <-time.After(wait):
-		}
-	}
-}
+// leaseContest is the Kafka lease's side of a campaign.
+type leaseContest struct{ l *Lease }
 
-// lapsed reads the topic to its current end and reports whether the lease
-// has lapsed by this member's clock.
-func (l *Lease) lapsed(ctx context.Context) (bool, error) {
-	if err := l.obs.catchUp(ctx, l.o.Lease); err != nil {
-		return false, err
-	}
-	return !time.Now().Before(l.obs.expiry()), nil
+func (c leaseContest) refresh(ctx context.Context) error { return c.l.obs.catchUp(ctx, c.l.o.Lease) }
+func (c leaseContest) expiry() time.Time                 { return c.l.obs.expiry() }
+func (c leaseContest) renewedCh() <-chan struct{}        { return c.l.obs.renewedCh() }
+func (c leaseContest) tryLead(ctx context.Context, lapse time.Time) (*Term, error) {
+	return c.l.tryLead(ctx, lapse)
 }
 
 // tryLead fences the lease's producer, commits the first renewal and waits
