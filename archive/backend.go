@@ -59,8 +59,10 @@ type BackendOptions struct {
 	// before every write to the network: once it returns an error, no byte
 	// more leaves for the store, not even of a request already under way
 	// (the HA leader whose term lapsed while paused mid-put; WithPutGate
-	// checks before each put starts). Requests then fail with an error
-	// matching ErrGateClosed.
+	// checks before each put starts). A directory backend checks it right
+	// before the link or rename that makes a put visible, after writing
+	// and syncing the put's temporary file. Requests then fail with an
+	// error matching ErrGateClosed.
 	WriteGate func() error
 	// MustExist makes a file:// archive whose directory does not exist an
 	// error (readers: a mistyped path must not pass for an empty
@@ -176,7 +178,7 @@ func OpenBackend(ctx context.Context, rawURL string, opts BackendOptions) (Backe
 		if u.Path == "" || !strings.HasPrefix(u.Path, "/") {
 			return nil, fmt.Errorf("archive: archive URL %q: want an absolute path (file:///abs/dir)", rawURL)
 		}
-		return newFileBackend(u.Path, opts.MustExist)
+		return newFileBackend(u.Path, opts.MustExist, opts.WriteGate)
 	case "s3":
 		if u.Host == "" {
 			return nil, fmt.Errorf("archive: archive URL %q: missing bucket (s3://bucket/prefix)", rawURL)

@@ -25,13 +25,17 @@ import (
 // object. Temporary files are named ".tmp-*" and are never listed.
 type fileBackend struct {
 	root string
+	// gate is BackendOptions.WriteGate: checked right before the link or
+	// rename that makes a put visible, after the (possibly slow) write
+	// and fsync of its temporary file.
+	gate func() error
 }
 
 var _ Backend = (*fileBackend)(nil)
 
 const fileTmpPrefix = ".tmp-"
 
-func newFileBackend(root string, mustExist bool) (*fileBackend, error) {
+func newFileBackend(root string, mustExist bool, gate func() error) (*fileBackend, error) {
 	root = filepath.Clean(root)
 	if mustExist {
 		fi, err := os.Stat(root)
@@ -41,12 +45,12 @@ func newFileBackend(root string, mustExist bool) (*fileBackend, error) {
 		if !fi.IsDir() {
 			return nil, fmt.Errorf("archive: archive directory %s is not a directory", root)
 		}
-		return &fileBackend{root: root}, nil
+		return &fileBackend{root: root, gate: gate}, nil
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("archive: create archive directory: %w", err)
 	}
-	return &fileBackend{root: root}, nil
+	return &fileBackend{root: root, gate: gate}, nil
 }
 
 func (b *fileBackend) path(key string) string {
@@ -79,6 +83,12 @@ func (b *fileBackend) put(ctx context.Context, key string, body []byte, ifAbsent
 	if err := writeFileSync(tmp, body); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("archive: put %s: %w", key, err)
+	}
+	if b.gate != nil {
+		if err := b.gate(); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("archive: put %s: %w: %w", key, ErrGateClosed, err)
+		}
 	}
 	if ifAbsent {
 		err := os.Link(tmp, dst)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 )
@@ -44,5 +46,41 @@ func TestS3WriteGate(t *testing.T) {
 		if _, err := openBackend(t, tb).Get(ctx, "during"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("the object of a put cut by the gate: %v, want ErrNotFound", err)
 		}
+	}
+}
+
+// TestFileWriteGate: a directory backend checks its write gate right
+// before the link or rename that makes a put visible, so a writer whose
+// gate closed while it wrote and synced the temporary file (a stalled
+// disk) publishes nothing, and leaves no temporary file.
+func TestFileWriteGate(t *testing.T) {
+	dir := t.TempDir()
+	var closed atomic.Bool
+	errLost := errors.New("term lost")
+	b, err := OpenBackend(context.Background(), "file://"+dir, BackendOptions{WriteGate: func() error {
+		if closed.Load() {
+			return errLost
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := b.Put(ctx, "a/before", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	closed.Store(true)
+	for _, put := range []func(context.Context, string, []byte) error{b.Put, b.PutIfAbsent} {
+		if err := put(ctx, "a/after", []byte("y")); !errors.Is(err, ErrGateClosed) || !errors.Is(err, errLost) {
+			t.Fatalf("put with the gate closed: %v, want ErrGateClosed wrapping the gate's error", err)
+		}
+	}
+	if _, err := b.Get(ctx, "a/after"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the object of a put refused by the gate: %v, want ErrNotFound", err)
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, "a"))
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("the directory holds %d entries (%v), want only the object put before", len(ents), err)
 	}
 }

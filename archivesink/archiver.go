@@ -70,6 +70,13 @@ type ArchiverOptions struct {
 	// history lacks). The archiver waits for it to advance, polling it
 	// every throughPoll at most. Nil: no bound.
 	Through func() uint64
+	// Copied, if set, is the LSN through which the log was copied from
+	// this archive when this node started to write it (HA without Kafka:
+	// the new leader's catch-up). A newest segment ending beyond both it
+	// and the archive checkpoint was stored by no one this node followed
+	// (a replaced leader's put that landed late): Run refuses to resume
+	// after it, since its transactions are not this log's.
+	Copied func() uint64
 }
 
 // BackendRetried returns an archive.BackendOptions.OnRetry hook that
@@ -426,6 +433,10 @@ func (ar *Archiver) resumePoint(ctx context.Context, ckptPos uint64, node string
 	case last > durable:
 		return resume{}, fmt.Errorf("archive: lineage %q in the archive ends at LSN %d, beyond this WAL's durable end %d: "+
 			"the archive holds another history (use another lineage)", ar.opts.Lineage, last, durable)
+	case ar.opts.Copied != nil && last > max(ckptPos, ar.opts.Copied()):
+		return resume{}, fmt.Errorf("archive: lineage %q in the archive ends at LSN %d (segment %s), beyond both this node's archive checkpoint (LSN %d) and what it copied from the archive when it took over (LSN %d): "+
+			"another writer stored it after this node took over (a replaced leader's late put); its transactions are not this log's: remove that segment after checking (walreplay inspect)",
+			ar.opts.Lineage, last, seg.Key, ckptPos, ar.opts.Copied())
 	case last > ckptPos:
 		// Stored before a crash that prevented the checkpoint update.
 		if err := ar.ckpts.Set(ctx, CheckpointName, last, []byte(node)); err != nil {

@@ -283,6 +283,23 @@ func TestArchiverResume(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "beyond this WAL's durable end") {
 		t.Fatalf("Run with a WAL behind the archive: %v", err)
 	}
+
+	// An HA leader without Kafka copied the archive through LSN 3 when
+	// it took over; the archive now ends beyond that and beyond its
+	// checkpoint: a replaced leader's late put, whose transactions are
+	// not this log's. It refuses to resume after it.
+	if err := nd.ckpts.SetBackward(ctx, CheckpointName, 3, []byte("n1")); err != nil {
+		t.Fatal(err)
+	}
+	copiedOpts := opts
+	copiedOpts.Copied = func() uint64 { return 3 }
+	err = must(NewArchiver(a, nd.w, nd.ckpts, copiedOpts)).Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "another writer stored it") {
+		t.Fatalf("Run over a segment beyond what it copied: %v", err)
+	}
+	copiedOpts.Copied = func() uint64 { return last }
+	r4 := start(must(NewArchiver(a, nd.w, nd.ckpts, copiedOpts)))
+	r4.stop(t)
 }
 
 func TestArchiverOwnership(t *testing.T) {

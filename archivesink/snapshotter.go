@@ -159,12 +159,29 @@ func NewSnapshotter(a *archive.Archive, w *wal.WAL, ckpts *checkpoint.Store, opt
 // seed starts a missing local replica from the archive's newest snapshot
 // when the WAL no longer holds LSN 1 (snapshots enabled on a running
 // deployment, or the replica's directory lost): the WAL must still hold
-// what follows the snapshot.
+// what follows the snapshot. An existing replica the WAL can no longer
+// continue (its next LSN was removed: a standby of an HA group trims its
+// log while its replica stands still) is replaced the same way.
 func (s *Snapshotter) seed(ctx context.Context) error {
-	if _, err := os.Stat(s.path); err == nil || !errors.Is(err, os.ErrNotExist) {
-		return err // an existing replica continues from its position
-	}
 	first := s.w.FirstLSN()
+	if _, err := os.Stat(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	} else if err == nil {
+		pos, err := s.replicaPosition(ctx)
+		if err != nil {
+			return err
+		}
+		if pos+1 >= first {
+			return nil // the WAL continues it
+		}
+		s.log.Warn("pitr: snapshotter replica is behind the WAL's first LSN; replacing it with an archived snapshot",
+			"replica_lsn", pos, "wal_first_lsn", first)
+		for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+			if err := os.Remove(s.path + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("pitr: snapshotter: remove the stale replica: %w", err)
+			}
+		}
+	}
 	if first <= 1 {
 		return nil // the WAL holds the whole history: build from LSN 1
 	}
@@ -185,6 +202,20 @@ func (s *Snapshotter) seed(ctx context.Context) error {
 	}
 	return fmt.Errorf("pitr: snapshotter: the WAL starts at LSN %d and lineage %s has no snapshot from LSN %d on to start the local replica from; "+
 		"restore one into %s (walreplay restore --to sqlite://%s)", first, s.opts.Lineage, first-1, s.path, s.path)
+}
+
+// replicaPosition is the commit LSN the replica file at s.path has applied.
+func (s *Snapshotter) replicaPosition(ctx context.Context) (uint64, error) {
+	app, err := replica.Open(ctx, "sqlite://"+s.path, replica.Options{Lineage: s.opts.Lineage})
+	if err != nil {
+		return 0, fmt.Errorf("pitr: snapshotter replica: %w", err)
+	}
+	defer app.Close()
+	pos, err := app.Position(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("pitr: snapshotter replica: %w", err)
+	}
+	return pos, nil
 }
 
 // Position is the commit LSN the local replica has applied.

@@ -73,8 +73,10 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 				aopts.NodeID = "ha:" + k.TopicPrefix
 				aopts.Through = d.kafkaShipped.Load
 			} else {
-				// The archive is the group's history itself.
+				// The archive is the group's history itself: what it holds
+				// beyond the leader's catch-up is a replaced leader's.
 				aopts.NodeID = archiveGroupNode
+				aopts.Copied = d.ha.copied.Load
 			}
 		}
 		arc, err := archivesink.NewArchiver(ar, d.wal, d.sinkCkpts, aopts)
@@ -83,21 +85,12 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 		}
 		d.archiver, d.archiveHandle = arc, ar
 		d.sinks = append(d.sinks, component{name: "archive", run: arc.Run})
-		if a.SnapshotInterval > 0 {
-			sopts := archivesink.SnapshotterOptions{Lineage: Lineage,
-				Dir: vfs.Join(d.cfg.WAL.Dir, "snapshotter"), Interval: a.SnapshotInterval, Logger: d.log}
-			if d.ha != nil {
-				sopts.Gate = d.gate
-				if d.cfg.Kafka != nil {
-					sopts.Through = d.kafkaShipped.Load
-				}
+		if a.SnapshotInterval > 0 && d.ha == nil {
+			// A member of a group builds it when it leads (lead): a
+			// follower's log is trimmed under a replica that stands still.
+			if err := d.buildSnapshotter(); err != nil {
+				return err
 			}
-			sn, err := archivesink.NewSnapshotter(ar, d.wal, d.sinkCkpts, sopts)
-			if err != nil {
-				return fmt.Errorf("archive.snapshot_interval: %w", err)
-			}
-			d.snapshotter = sn
-			d.sinks = append(d.sinks, component{name: "snapshotter", run: sn.Run}, component{name: "archive retention", run: d.pruneArchive})
 		}
 	}
 	if k := d.cfg.Kafka; k != nil {
@@ -122,6 +115,31 @@ func (d *Daemon) buildSinks(ctx context.Context) error {
 			d.sinks = append(d.sinks, component{name: "wal.applied_quorum", run: d.watchApplied})
 		}
 	}
+	return nil
+}
+
+// buildSnapshotter makes the snapshotter (archive.snapshot_interval) and
+// its archive retention, over the archive the archiver uses. In a group it
+// stores only what the group's history holds: what the ordered topic has
+// committed, or, without Kafka, what the archiver has stored.
+func (d *Daemon) buildSnapshotter() error {
+	a := d.cfg.Archive
+	sopts := archivesink.SnapshotterOptions{Lineage: Lineage,
+		Dir: vfs.Join(d.cfg.WAL.Dir, "snapshotter"), Interval: a.SnapshotInterval, Logger: d.log}
+	if d.ha != nil {
+		sopts.Gate = d.gate
+		if d.cfg.Kafka != nil {
+			sopts.Through = d.kafkaShipped.Load
+		} else {
+			sopts.Through = func() uint64 { return d.archiver.Stats().ArchivedLSN }
+		}
+	}
+	sn, err := archivesink.NewSnapshotter(d.archiveHandle, d.wal, d.sinkCkpts, sopts)
+	if err != nil {
+		return fmt.Errorf("archive.snapshot_interval: %w", err)
+	}
+	d.snapshotter = sn
+	d.sinks = append(d.sinks, component{name: "snapshotter", run: sn.Run}, component{name: "archive retention", run: d.pruneArchive})
 	return nil
 }
 

@@ -74,6 +74,9 @@ type haMember struct {
 	// topic is the ordered topic, the Kafka sink's transactional id;
 	// empty in a group without Kafka.
 	topic string
+	// copied is the log's durable LSN when this member's catch-up ended
+	// (archivesink.ArchiverOptions.Copied).
+	copied atomic.Uint64
 
 	term   atomic.Pointer[ha.Term]
 	leader atomic.Bool
@@ -137,6 +140,11 @@ type leaderInfo struct {
 	// remove what is below it, so that a follower's log holds what the
 	// leader's does, and not the whole history.
 	KeepFrom uint64 `json:"keep_from,omitempty"`
+	// Snapshot is the LSN of the newest base snapshot this leader stored
+	// (archive.snapshot_interval). A follower keeps the log from just
+	// after it, so that once it leads its snapshotter can start from that
+	// snapshot and continue from its log.
+	Snapshot uint64 `json:"snapshot,omitempty"`
 }
 
 // gate is what every write checks when the daemon is in a group: nil
@@ -245,6 +253,10 @@ func (d *Daemon) leaderInfo() json.RawMessage {
 	}
 	if d.pg != nil {
 		li.SourceConfirmed = d.pg.Stats().ConfirmedLSN
+	}
+	if m := d.ha; m != nil && m.started.Load() && d.snapshotter != nil {
+		// started is set after lead built the snapshotter.
+		li.Snapshot = d.snapshotter.Last().LSN
 	}
 	b, _ := json.Marshal(li)
 	return b
@@ -386,6 +398,7 @@ func (d *Daemon) follow(ctx context.Context) (*ha.Term, error) {
 		w.t.Resign()
 		return nil, err
 	}
+	m.copied.Store(d.wal.Durable())
 	// From the lapse seen to leading: the campaign's part (waiting out the
 	// old term) and this one (fencing, catching up).
 	m.takeoverSeconds.Store((w.t.Takeover() + time.Since(start)).Milliseconds())
@@ -412,6 +425,11 @@ func (d *Daemon) trimAsFollower(ctx context.Context) {
 			continue
 		}
 		below := min(li.KeepFrom, d.wal.Durable()+1)
+		if a := d.cfg.Archive; a != nil && a.SnapshotInterval > 0 {
+			// Keep what follows the newest snapshot: the snapshotter this
+			// member builds when it leads starts from it.
+			below = min(below, li.Snapshot+1)
+		}
 		if below <= d.wal.FirstLSN() {
 			continue
 		}
@@ -486,6 +504,13 @@ func (d *Daemon) lead(ctx context.Context, term *ha.Term) error {
 	}
 	if err := d.startHTTPSource(ctx); err != nil {
 		return err
+	}
+	if a := d.cfg.Archive; a != nil && a.SnapshotInterval > 0 {
+		// Built now, over the log as this member holds it (a replica
+		// the trimmed log cannot continue starts again from a snapshot).
+		if err := d.buildSnapshotter(); err != nil {
+			return fmt.Errorf("ha: %w", err)
+		}
 	}
 	// Leader from here on: the HTTP source takes requests, and the
 	// sources' and sinks' dependencies count for readiness.

@@ -160,3 +160,107 @@ func TestHALossesInArchive(t *testing.T) {
 		t.Fatalf("after acknowledging: %+v, %v; want none", got, err)
 	}
 }
+
+// archiveHAConfigWith is archiveHAConfig with other archive settings.
+func archiveHAConfigWith(t *testing.T, url, name, sync, archiveExtra string) *config.Config {
+	t.Helper()
+	y := fmt.Sprintf("wal: {dir: %q, segment_size: 1MiB, sync: %s}\nhttp: {listen: \"127.0.0.1:0\"}\n"+
+		"source:\n  http: {listen: \"127.0.0.1:0\"}\narchive: {url: %q, %s}\nha: {name: %s, lease: 3s}\n", t.TempDir(), sync, url, archiveExtra, name)
+	cfg, err := config.Parse([]byte(y), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestHAArchiveSnapshotsStayBehindHistory: in a group without Kafka the
+// archive's segments are the group's history; a base snapshot is never
+// stored at an LSN they do not reach yet (a leader lost before archiving
+// would leave a snapshot of transactions the history lacks).
+func TestHAArchiveSnapshotsStayBehindHistory(t *testing.T) {
+	t.Parallel()
+	cfg := archiveHAConfigWith(t, "file://"+t.TempDir(), "a", "local", "timeout: 8s, snapshot_interval: 300ms")
+	a := start(t, cfg)
+	defer a.stop(t)
+	waitFor(t, "a leads", func() bool { return a.role() == RoleLeader })
+	if code, _, _, msg := postKeyed(t, a.d.Addr("source.http"), "", rows(1, 20)); code != 200 {
+		t.Fatalf("post: %d %s", code, msg)
+	}
+	end := a.d.wal.Durable()
+	ctx := context.Background()
+	ar, err := OpenArchive(ctx, cfg.Archive, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ar.Close()
+	catalog := func() *archive.Lineage {
+		lin, err := ar.LineageCatalog(ctx, Lineage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lin
+	}
+	waitFor(t, "a snapshot at the log's end, once archived", func() bool {
+		snaps := catalog().Snapshots
+		// Segments read after the snapshots: they only grow, so a
+		// snapshot beyond them was stored beyond the history.
+		var segEnd uint64
+		for _, m := range catalog().Segments {
+			segEnd = max(segEnd, m.LastLSN)
+		}
+		for _, s := range snaps {
+			if s.LSN > segEnd {
+				t.Fatalf("snapshot at LSN %d stored while the archive's segments end at LSN %d", s.LSN, segEnd)
+			}
+		}
+		return len(snaps) > 0 && snaps[len(snaps)-1].LSN == end
+	})
+}
+
+// TestHAFollowerTrimKeepsSnapshotter: with base snapshots on, a follower
+// trims its log only up to the leader's newest snapshot, and builds its
+// snapshotter when it leads: its replica, which stood still while it
+// followed, starts again from that snapshot and the new leader goes on
+// taking snapshots.
+func TestHAFollowerTrimKeepsSnapshotter(t *testing.T) {
+	t.Parallel()
+	url := "file://" + t.TempDir()
+	extra := "timeout: 1s, snapshot_interval: 1s"
+	a := start(t, archiveHAConfigWith(t, url, "a", "shipped", extra))
+	waitFor(t, "a leads", func() bool { return a.role() == RoleLeader })
+	b := start(t, archiveHAConfigWith(t, url, "b", "shipped", extra))
+	defer func() { b.stop(t) }()
+	pad := strings.Repeat("x", 1000)
+	for i := 0; a.d.wal.FirstLSN() == 1; i++ {
+		if i > 50 {
+			t.Fatalf("the leader's log still starts at LSN 1 after %d requests of 1 MiB", i)
+		}
+		var body strings.Builder
+		for j := range 1000 {
+			fmt.Fprintf(&body, `{"table":"public.t","op":"c","key":{"id":%d},"after":{"id":%d,"pad":%q}}`+"\n", i*1000+j, i*1000+j, pad)
+		}
+		if code, _, _, msg := postKeyed(t, a.d.Addr("source.http"), "", body.String()); code != 200 {
+			t.Fatalf("post to the leader: %d %s", code, msg)
+		}
+		if i >= 3 {
+			waitFor(t, "the leader's retention removes archived segments", func() bool { return a.d.wal.FirstLSN() > 1 })
+		}
+	}
+	endA := a.d.wal.Durable()
+	waitFor(t, "the follower copies the log and trims it", func() bool {
+		return b.d.wal.Durable() == endA && b.d.wal.FirstLSN() > 1
+	})
+	a.stop(t)
+	waitFor(t, "b takes over", func() bool { return b.role() == RoleLeader })
+	if code, _, _, msg := postKeyed(t, b.d.Addr("source.http"), "", rows(1_000_000, 1)); code != 200 {
+		t.Fatalf("post to the new leader: %d %s", code, msg)
+	}
+	waitFor(t, "the new leader's snapshotter stores a snapshot of its writes", func() bool {
+		select {
+		case err := <-b.done:
+			t.Fatalf("the new leader stopped: %v", err)
+		default:
+		}
+		return b.d.snapshotter.Last().LSN > endA
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/kafkawire"
 	"github.com/walship/walship/wal"
+	"github.com/walship/walship/walerr"
 )
 
 // ArchiveFollowOptions configure an ArchiveFollower.
@@ -181,6 +182,16 @@ func (c *archiveCopy) round(ctx context.Context) (end uint64, err error) {
 	}
 	if len(segs) > 0 {
 		end = segs[len(segs)-1].LastLSN
+	}
+	for i := 1; i < len(segs); i++ {
+		// Two segments covering a common LSN are two histories (a
+		// replaced leader's put that landed late, docs/HA.md "Limits"):
+		// copying from both would mix them.
+		if p, s := segs[i-1], segs[i]; s.FirstLSN <= p.LastLSN {
+			return end, &walerr.CorruptionError{Component: "archive", Object: archive.SegmentKey(f.o.Lineage, s.FirstLSN, s.LastLSN), Offset: -1,
+				Reason: fmt.Sprintf("segment of LSNs %d-%d overlaps segment %s (LSNs %d-%d): the archive holds two histories; remove the one that is not the group's (walreplay inspect) before standbys can copy it",
+					s.FirstLSN, s.LastLSN, archive.SegmentKey(f.o.Lineage, p.FirstLSN, p.LastLSN), p.FirstLSN, p.LastLSN)}
+		}
 	}
 	for _, s := range segs {
 		if s.LastLSN < c.next {

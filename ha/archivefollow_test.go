@@ -625,3 +625,35 @@ func TestArchiveFollowerCopiesAbortedRanges(t *testing.T) {
 		t.Fatalf("CatchUp of a log whose last aborted range covers an archived transaction: %v, want ErrDiverged at LSN %d", err, wrong.FirstLSN)
 	}
 }
+
+// TestArchiveFollowerRefusesOverlap: two segments covering a common LSN
+// (a replaced leader's put that landed late) are two histories; the
+// follower refuses to copy either, naming both, rather than mixing them.
+func TestArchiveFollowerRefusesOverlap(t *testing.T) {
+	ctx := context.Background()
+	l := startArchLeader(t, wal.Options{}, archivetest.Backend{})
+	for range 3 {
+		l.append(10)
+		l.archived()
+	}
+	segs := l.segments()
+	if len(segs) < 3 {
+		t.Fatalf("%d segments, want at least 3", len(segs))
+	}
+	// A manifest is part of the archive's listing; its content is read
+	// only when copying, which the overlap must prevent.
+	late := archive.SegmentKey(archLineage, segs[1].FirstLSN, segs[1].LastLSN+1)
+	path := filepath.Join(l.dir, filepath.FromSlash(archive.ManifestKey(late)))
+	if err := os.WriteFile(path, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fw := openLog(t, wal.Options{})
+	var ce *walerr.CorruptionError
+	err := newArchiveFollower(t, fw, l.follow()).CatchUp(ctx)
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "overlaps") || !strings.Contains(err.Error(), late) {
+		t.Fatalf("CatchUp over overlapping segments: %v, want a CorruptionError naming %s", err, late)
+	}
+	if fw.Durable() != 0 {
+		t.Fatalf("the follower copied up to LSN %d from an archive holding two histories", fw.Durable())
+	}
+}

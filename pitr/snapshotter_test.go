@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/walship/walship/archivesink"
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/replica"
 	"github.com/walship/walship/vfs"
 	"github.com/walship/walship/wal"
 )
@@ -444,6 +446,36 @@ func TestSnapshotterSeedsFromTheArchive(t *testing.T) {
 	exp := "sqlite://" + filepath.Join(t.TempDir(), "e.db")
 	buildReplica(t, exp, txns)
 	compareReplicasCounts(t, "seeded snapshotter", "sqlite://"+filepath.Join(dir, "replica.db"), exp, true)
+
+	// A replica left behind the WAL's first LSN (an HA standby trims its
+	// log while its replica stands still) is replaced the same way.
+	stale := filepath.Join(t.TempDir(), "stale")
+	if err := os.MkdirAll(stale, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	app, err := replica.Open(ctx, "sqlite://"+filepath.Join(stale, "replica.db"), replica.Options{Lineage: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app.Close()
+	sn, err = archivesink.NewSnapshotter(a, w, ckpts, archivesink.SnapshotterOptions{Lineage: "main", Dir: stale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel = context.WithCancel(ctx)
+	go func() { done <- sn.Run(rctx) }()
+	deadline = time.Now().Add(20 * time.Second)
+	for sn.Position() != w.Durable() {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("snapshotter over a stale replica at %d, want %d (Run: %v)", sn.Position(), w.Durable(), <-done)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	sn.Close()
+	compareReplicasCounts(t, "replaced stale replica", "sqlite://"+filepath.Join(stale, "replica.db"), exp, true)
 
 	// With no usable snapshot it refuses clearly.
 	if _, err := archivesink.NewSnapshotter(archiveWithout(t), w, ckpts, archivesink.SnapshotterOptions{Lineage: "main", Dir: t.TempDir()}); err == nil ||
