@@ -350,7 +350,12 @@ func (d *Daemon) follow(ctx context.Context) (*ha.Term, error) {
 		defer close(trimmed)
 		d.trimAsFollower(fctx)
 	}()
-	defer func() { <-trimmed }()
+	// Stop following before waiting for the trimmer: an error return
+	// reaches here before the deferred stopFollowing would.
+	defer func() {
+		stopFollowing()
+		<-trimmed
+	}()
 	type won struct {
 		t   *ha.Term
 		err error

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/walship/walship/archive"
 	"github.com/walship/walship/change"
@@ -263,4 +266,36 @@ func TestHAFollowerTrimKeepsSnapshotter(t *testing.T) {
 		}
 		return b.d.snapshotter.Last().LSN > endA
 	})
+}
+
+// TestHAFollowerErrorStopsMember: a follower that cannot go on copying the
+// history (here: the archive holds two overlapping segments) stops with
+// the error, so that its supervisor sees it, instead of standing still.
+func TestHAFollowerErrorStopsMember(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	url := "file://" + dir
+	a := start(t, archiveHAConfig(t, url, "a"))
+	defer a.stop(t)
+	waitFor(t, "a leads", func() bool { return a.role() == RoleLeader })
+	if code, _, _, msg := postKeyed(t, a.d.Addr("source.http"), "", rows(1, 20)); code != 200 {
+		t.Fatalf("post: %d %s", code, msg)
+	}
+	b := start(t, archiveHAConfig(t, url, "b"))
+	end := a.d.wal.Durable()
+	waitFor(t, "b copies the log", func() bool { return b.d.wal.Durable() == end })
+	late := archive.ManifestKey(archive.SegmentKey(Lineage, 1, end+5))
+	if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(late)), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-b.done:
+		if err == nil || !strings.Contains(err.Error(), "overlaps") {
+			t.Fatalf("the follower stopped with %v, want the overlap named", err)
+		}
+	case <-time.After(time.Minute):
+		b.stop(t)
+		t.Fatal("the follower did not stop within a minute of the archive holding two histories")
+	}
+	b.cancel()
 }
