@@ -76,6 +76,8 @@ type Encoder struct {
 	NowMS int64
 	// Scratch buffers for the kinds object and a row's part of it.
 	kinds, desc []byte
+	// img holds a key image while it is written (appendKeyImage).
+	img change.Row
 }
 
 // txnCache holds the per-transaction parts of the envelope and what they
@@ -196,7 +198,12 @@ func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
 	c := &t.Changes[p.Index]
 	kinds := e.kinds[:0] // the "kinds" object's members, if any
 	dst = append(dst, `{"before":`...)
-	dst, kinds = e.appendRowKinds(dst, kinds, "before", c.Before)
+	beforeFromKey := keyImage(c)
+	if beforeFromKey {
+		dst, kinds = e.appendKeyImage(dst, kinds, c)
+	} else {
+		dst, kinds = e.appendRowKinds(dst, kinds, "before", c.Before)
+	}
 	dst = append(dst, `,"after":`...)
 	dst, kinds = e.appendRowKinds(dst, kinds, "after", c.After)
 
@@ -256,6 +263,9 @@ func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
 		dst = append(dst, `,"key":`...)
 		dst, kinds = e.appendRowKinds(dst, kinds, "key", c.Key)
 	}
+	if beforeFromKey {
+		dst = append(dst, `,"before_from_key":true`...)
+	}
 	e.kinds = kinds[:0]
 	if len(kinds) > 0 {
 		dst = append(dst, `,"kinds":{`...)
@@ -275,6 +285,55 @@ func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
 		dst = append(dst, '}')
 	}
 	return append(dst, "}}"...)
+}
+
+// keyImage reports whether the envelope's before of c is the key image
+// Debezium writes where PostgreSQL sent only the old key (REPLICA IDENTITY
+// DEFAULT or USING INDEX): a delete, or an update that changed the key,
+// with a key and no old row. An update that kept its key has no before,
+// as PostgreSQL sends no old tuple for it.
+func keyImage(c *change.Change) bool {
+	if c.Before != nil || c.Key == nil {
+		return false
+	}
+	switch c.Op {
+	case change.Delete:
+		return true
+	case change.Update:
+		for _, k := range c.Key {
+			if v, ok := c.After.Get(k.Name); !ok || !v.Equal(k.Value) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// appendKeyImage appends the key image of c as before: every column of
+// the table (c.Types, in order) with the key's value for a key column and
+// null for the others, as Debezium builds it from PostgreSQL's old-key
+// tuple; the key alone when c.Types does not name every key column (a
+// change from another source). Its kinds go to kinds as "before".
+func (e *Encoder) appendKeyImage(dst, kinds []byte, c *change.Change) ([]byte, []byte) {
+	covered := len(c.Types) > 0
+	for _, k := range c.Key {
+		if _, ok := c.TypeOf(k.Name); !ok {
+			covered = false
+			break
+		}
+	}
+	if !covered {
+		return e.appendRowKinds(dst, kinds, "before", c.Key)
+	}
+	img := e.img[:0]
+	for _, t := range c.Types {
+		v, _ := c.Key.Get(t.Name) // the zero Value is null
+		img = append(img, change.Column{Name: t.Name, Value: v})
+	}
+	dst, kinds = e.appendRowKinds(dst, kinds, "before", img)
+	clear(img)
+	e.img = img[:0]
+	return dst, kinds
 }
 
 // appendTxnID writes transaction.id: Debezium's "<txId>:<lsn>" when the
@@ -525,6 +584,7 @@ func Decode(r *kgo.Record) (Event, error) {
 		wLSN, wCommit, wFirst                 uint64
 		kinds                                 = map[string]rawKinds{}
 		sourceLSN                             string
+		beforeFromKey                         bool
 	)
 	s := &scanner{b: r.Value}
 	err = s.object(func(k string) error {
@@ -596,6 +656,8 @@ func Decode(r *kgo.Record) (Event, error) {
 					ev.Header.Origin, err = s.str()
 				case "key":
 					rawKey, err = s.skip(0)
+				case "before_from_key":
+					beforeFromKey, err = s.boolean()
 				case "kinds":
 					err = s.object(func(k string) error {
 						var err error
@@ -662,6 +724,14 @@ func Decode(r *kgo.Record) (Event, error) {
 		if *part.dst, err = (&scanner{b: part.raw}).row(k); err != nil {
 			return fail("%s: %v", part.name, err)
 		}
+	}
+	if beforeFromKey {
+		if c.Key == nil {
+			return fail("walship.before_from_key without walship.key")
+		}
+		// before is the key image the envelope shows Debezium consumers;
+		// the change itself has no old row (its key is walship.key).
+		c.Before = nil
 	}
 	if rawTypes != nil {
 		ts := &scanner{b: rawTypes}
