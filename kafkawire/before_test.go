@@ -3,6 +3,7 @@ package kafkawire
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -85,5 +86,70 @@ func TestBeforeOfOlderRecords(t *testing.T) {
 	bad := `{"before":{"id":1},"after":null,"source":{"schema":"public","table":"t"},"op":"d","walship":{"lsn":5,"commit_lsn":5,"first_lsn":5,"commit_time":"2024-05-01T12:00:00Z","xid":0,"before_from_key":true}}`
 	if _, err := Decode(&kgo.Record{Value: []byte(bad), Headers: h}); err == nil {
 		t.Error("before_from_key without a key decoded")
+	}
+}
+
+// TestSnapshotMarkers: source.snapshot of the reads of snapshot chunks, by
+// where the chunk lies, as Debezium sets it; the position travels in the
+// walship object, so the decoded header equals the log's.
+func TestSnapshotMarkers(t *testing.T) {
+	tab := change.Table{Schema: "public", Name: "t"}
+	read := func(id int64) change.Change {
+		return change.Change{Table: tab, Op: change.Read, Key: change.Row{{Name: "id", Value: change.IntValue(id)}},
+			After: change.Row{{Name: "id", Value: change.IntValue(id)}}}
+	}
+	const (
+		tf, tl, ft, lt = change.SnapshotTableFirst, change.SnapshotTableLast, change.SnapshotFirstTable, change.SnapshotLastTable
+	)
+	for _, tc := range []struct {
+		pos  change.SnapshotPos
+		rows int
+		want string
+	}{
+		{tf | ft, 3, "first true true"},                         // first chunk of the first table
+		{tf | tl | ft, 3, "first true last_in_data_collection"}, // the whole first table
+		{tf, 3, "first_in_data_collection true true"},           // a later table's first chunk
+		{tl, 2, "true last_in_data_collection"},                 // its last chunk
+		{tl | lt, 2, "true last"},                               // the last table's last chunk
+		{tf | tl | ft | lt, 2, "first last"},                    // the only table
+		{tf | tl | ft | lt, 1, "last"},                          // a one-row snapshot
+		{tf | tl, 1, "last_in_data_collection"},                 // a one-row table
+		{ft | lt, 2, "true true"},                               // a middle chunk
+		{0, 2, "true true"},                                     // no position (older logs)
+	} {
+		txn := change.Committed{FirstLSN: 1, CommitLSN: uint64(tc.rows), Txn: change.Txn{Header: change.TxHeader{Origin: "pg", Snapshot: tc.pos}}}
+		for i := range tc.rows {
+			txn.Changes = append(txn.Changes, read(int64(i)))
+		}
+		enc := &Encoder{Database: "db", Name: "n", Lineage: "L"}
+		var got []string
+		for i := range txn.Changes {
+			r := &kgo.Record{Value: enc.AppendValue(nil, Position{Txn: &txn, Index: i, TableOrdinal: i + 1}), Headers: []kgo.RecordHeader{
+				{Key: HeaderLSN, Value: []byte(itoa(uint64(i + 1)))}, {Key: HeaderCommitLSN, Value: []byte(itoa(txn.CommitLSN))}, {Key: HeaderTxnFirstLSN, Value: []byte("1")}}}
+			var v struct{ Source struct{ Snapshot string } }
+			if err := json.Unmarshal(r.Value, &v); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, v.Source.Snapshot)
+			ev, err := Decode(r)
+			if err != nil || !ev.Header.Equal(txn.Header) {
+				t.Errorf("position %d: decoded header %+v, %v; want %+v", tc.pos, ev.Header, err, txn.Header)
+			}
+		}
+		if g := strings.Join(got, " "); g != tc.want {
+			t.Errorf("position %d, %d rows: snapshot %s, want %s", tc.pos, tc.rows, g, tc.want)
+		}
+	}
+	// A streamed change is "false"; a bad position is malformed.
+	c := read(1)
+	c.Op = change.Insert
+	txn := change.Committed{FirstLSN: 1, CommitLSN: 1, Txn: change.Txn{Changes: []change.Change{c}}}
+	if v := (&Encoder{}).AppendValue(nil, Position{Txn: &txn}); !strings.Contains(string(v), `"snapshot":"false"`) {
+		t.Errorf("insert: %s", v)
+	}
+	bad := `{"before":null,"after":{"id":1},"source":{"schema":"public","table":"t"},"op":"r","walship":{"lsn":5,"commit_lsn":5,"first_lsn":5,"commit_time":"2024-05-01T12:00:00Z","xid":0,"snapshot":16}}`
+	h := []kgo.RecordHeader{{Key: HeaderLSN, Value: []byte("5")}, {Key: HeaderCommitLSN, Value: []byte("5")}, {Key: HeaderTxnFirstLSN, Value: []byte("5")}}
+	if _, err := Decode(&kgo.Record{Value: []byte(bad), Headers: h}); err == nil {
+		t.Error("snapshot position 16 decoded")
 	}
 }

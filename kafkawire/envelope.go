@@ -161,6 +161,10 @@ func (e *Encoder) txnParts(t *change.Committed) *txnCache {
 		b = append(b, `,"origin":`...)
 		b = appendString(b, h.Origin)
 	}
+	if h.Snapshot != 0 {
+		b = append(b, `,"snapshot":`...)
+		b = strconv.AppendUint(b, uint64(h.Snapshot), 10)
+	}
 	c.walshipTx = b
 	return c
 }
@@ -211,11 +215,9 @@ func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
 	dst = append(dst, `,"source":{"version":"`+Version+`","connector":"postgresql","name":`...)
 	dst = appendString(dst, e.Name)
 	dst = append(dst, tc.srcTS...)
-	if c.Op == change.Read {
-		dst = append(dst, `,"snapshot":"true"`...)
-	} else {
-		dst = append(dst, `,"snapshot":"false"`...)
-	}
+	dst = append(dst, `,"snapshot":"`...)
+	dst = append(dst, snapshotMarker(p)...)
+	dst = append(dst, '"')
 	dst = append(dst, `,"db":`...)
 	dst = appendString(dst, e.Database)
 	dst = append(dst, `,"sequence":"[`...)
@@ -285,6 +287,37 @@ func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
 		dst = append(dst, '}')
 	}
 	return append(dst, "}}"...)
+}
+
+// snapshotBits are the bits of a snapshot position.
+const snapshotBits = change.SnapshotTableFirst | change.SnapshotTableLast | change.SnapshotFirstTable | change.SnapshotLastTable
+
+// snapshotMarker returns source.snapshot for change p as Debezium sets it:
+// "false" for a streamed change; for a snapshot read "last" (the last row
+// of the snapshot), "first" (its first row), "last_in_data_collection" and
+// "first_in_data_collection" (a table's last and first row), else "true",
+// checked in that order. Where a row lies comes from the transaction's
+// snapshot position (a chunk holds rows of one table); reads without one
+// (logs written before it was recorded, other sources) are "true".
+func snapshotMarker(p Position) string {
+	t := p.Txn
+	if t.Changes[p.Index].Op != change.Read {
+		return "false"
+	}
+	pos := t.Header.Snapshot
+	first := pos&change.SnapshotTableFirst != 0 && p.Index == 0
+	last := pos&change.SnapshotTableLast != 0 && p.Index == len(t.Changes)-1
+	switch {
+	case last && pos&change.SnapshotLastTable != 0:
+		return "last"
+	case first && pos&change.SnapshotFirstTable != 0:
+		return "first"
+	case last:
+		return "last_in_data_collection"
+	case first:
+		return "first_in_data_collection"
+	}
+	return "true"
 }
 
 // keyImage reports whether the envelope's before of c is the key image
@@ -654,6 +687,14 @@ func Decode(r *kgo.Record) (Event, error) {
 					ev.Header.SourceCommitTime, err = s.timestamp()
 				case "origin":
 					ev.Header.Origin, err = s.str()
+				case "snapshot":
+					var v uint64
+					if v, err = s.uint(); err == nil {
+						ev.Header.Snapshot = change.SnapshotPos(v)
+						if v == 0 || v&^uint64(snapshotBits) != 0 {
+							err = fmt.Errorf("snapshot position %d: want a set of the bits %d", v, snapshotBits)
+						}
+					}
 				case "key":
 					rawKey, err = s.skip(0)
 				case "before_from_key":
