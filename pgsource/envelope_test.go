@@ -140,3 +140,35 @@ func TestEnvelopeGoldenReplicaIdentity(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvelopeSnapshotMarkers: the initial snapshot's reads carry
+// source.snapshot as Debezium sets it, over tables copied in chunks (one
+// ending exactly at a chunk's end) with empty tables between and after
+// them; a change streamed after it is "false".
+func TestEnvelopeSnapshotMarkers(t *testing.T) {
+	e := newEnv(t, pgtest.WithoutFsync())
+	e.exec(`CREATE TABLE a (id int PRIMARY KEY)`, `INSERT INTO a SELECT generate_series(1, 3)`,
+		`CREATE TABLE b (id int PRIMARY KEY)`,
+		`CREATE TABLE c (id int PRIMARY KEY)`, `INSERT INTO c VALUES (1)`,
+		`CREATE TABLE d (id int PRIMARY KEY)`, `INSERT INTO d SELECT generate_series(1, 4)`,
+		`CREATE TABLE e (v int)`)
+	cfg := testConfig(e.dsn)
+	cfg.SnapshotChunkRows = 2
+	r := e.run(cfg)
+	e.waitSlot("walship")
+	e.exec(`INSERT INTO a VALUES (4)`)
+	e.catchUp(r, 60*time.Second)
+	r.stop()
+	var got []string
+	for _, tab := range []string{"a", "b", "c", "d", "e"} {
+		vals, _ := envelopes(t, readLog(t, e.w), tab)
+		for _, v := range vals {
+			got = append(got, tab+":"+v.Op+":"+v.Source["snapshot"].(string))
+		}
+	}
+	want := "a:r:first a:r:true a:r:last_in_data_collection a:c:false c:r:last_in_data_collection " +
+		"d:r:first_in_data_collection d:r:true d:r:true d:r:last"
+	if g := strings.Join(got, " "); g != want {
+		t.Errorf("events\n got %s\nwant %s", g, want)
+	}
+}
