@@ -291,7 +291,31 @@ type TxHeader struct {
 	// the first transaction without it, so that transactions appended
 	// after a crash cut a request short are never counted as its own.
 	InRequest bool
+	// Snapshot marks a transaction of the initial snapshot (its changes
+	// are `r` reads of one table) with where it lies in the snapshot, so
+	// that the Kafka envelope's source.snapshot can say "first", "last"
+	// and their per-table variants as Debezium does; 0 otherwise.
+	Snapshot SnapshotPos
 }
+
+// SnapshotPos says where a snapshot transaction lies: a set of the
+// Snapshot* bits.
+type SnapshotPos uint8
+
+const (
+	// SnapshotTableFirst: the transaction holds the first row copied of
+	// its table.
+	SnapshotTableFirst SnapshotPos = 1 << iota
+	// SnapshotTableLast: it holds the last row copied of its table.
+	SnapshotTableLast
+	// SnapshotFirstTable: its table is the first the snapshot copied
+	// rows of.
+	SnapshotFirstTable
+	// SnapshotLastTable: its table is the last the snapshot copied rows
+	// of.
+	SnapshotLastTable
+	snapshotKnown = 1<<iota - 1
+)
 
 // MaxIdempotencyKey is the longest idempotency key, in bytes.
 const MaxIdempotencyKey = 128
@@ -352,7 +376,7 @@ func (h TxHeader) Equal(o TxHeader) bool {
 		(h.Idempotency != nil && *h.Idempotency != *o.Idempotency) {
 		return false
 	}
-	return h.XID == o.XID && h.SourceLSN == o.SourceLSN && h.Origin == o.Origin &&
+	return h.XID == o.XID && h.SourceLSN == o.SourceLSN && h.Origin == o.Origin && h.Snapshot == o.Snapshot &&
 		h.SourceCommitTime.Equal(o.SourceCommitTime)
 }
 
@@ -364,6 +388,9 @@ func (h *TxHeader) Validate() error {
 	}
 	if !h.SourceCommitTime.IsZero() && !timeInRange(h.SourceCommitTime) {
 		return &InvalidError{Path: "commit_time", Reason: "outside years 0000-9999"}
+	}
+	if h.Snapshot&^snapshotKnown != 0 {
+		return &InvalidError{Path: "snapshot", Reason: fmt.Sprintf("unknown position bits %#02x", uint8(h.Snapshot&^snapshotKnown))}
 	}
 	if h.Idempotency != nil {
 		return h.Idempotency.Validate()

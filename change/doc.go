@@ -60,7 +60,8 @@
 //	          [key:string hash:32 bytes start:uvarint count:uvarint]
 //	                                                  if hflags bit 3 (IdempotencyMark)
 //	          [appended_at:varint]                    if hflags bit 5 (with bit 3; Unix ns)
-//	          (hflags bit 4: TxHeader.InRequest, no payload; bits 6-7 zero)
+//	          [snapshot:byte]                         if hflags bit 6 (TxHeader.Snapshot, not 0)
+//	          (hflags bit 4: TxHeader.InRequest, no payload; bit 7 zero)
 //	change  = op:byte schema:string name:string
 //	          [key:row] [before:row] [after:row]      each if its flag is set
 //	          [types] [message]                       each if its flag is set

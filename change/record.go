@@ -32,7 +32,8 @@ const (
 	hdrIdem       = 1 << 3
 	hdrInRequest  = 1 << 4
 	hdrIdemAt     = 1 << 5 // the idempotency mark has appended_at
-	hdrKnown      = 1<<6 - 1
+	hdrSnapshot   = 1 << 6 // a snapshot position byte follows
+	hdrKnown      = 1<<7 - 1
 )
 
 // Message flags.
@@ -92,6 +93,9 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 		if hdr.InRequest {
 			hf |= hdrInRequest
 		}
+		if hdr.Snapshot != 0 {
+			hf |= hdrSnapshot
+		}
 		dst = append(dst, hf)
 		dst = binary.AppendUvarint(dst, hdr.XID)
 		if hf&hdrSourceLSN != 0 {
@@ -112,6 +116,9 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 			if m.AppendedAt != 0 {
 				dst = binary.AppendVarint(dst, m.AppendedAt)
 			}
+		}
+		if hf&hdrSnapshot != 0 {
+			dst = append(dst, byte(hdr.Snapshot))
 		}
 	}
 	dst = append(dst, byte(c.Op))
@@ -207,6 +214,9 @@ func RecordSize(hdr *TxHeader, c *Change) int {
 			if m.AppendedAt != 0 {
 				n += varintLen(m.AppendedAt)
 			}
+		}
+		if hdr.Snapshot != 0 {
+			n++
 		}
 	}
 	n += 1 + stringLen(c.Table.Schema) + stringLen(c.Table.Name)
@@ -475,6 +485,17 @@ func (d *decoder) header() (*TxHeader, error) {
 		if h.Idempotency.AppendedAt == 0 {
 			return nil, d.failAt(at, "zero idempotency append time flagged as present")
 		}
+	}
+	if hf&hdrSnapshot != 0 {
+		at := d.off
+		b, err := d.byte()
+		if err != nil {
+			return nil, err
+		}
+		if b == 0 || b&^snapshotKnown != 0 {
+			return nil, d.failAt(at, "snapshot position %#02x: want known bits, not none", b)
+		}
+		h.Snapshot = SnapshotPos(b)
 	}
 	h.InRequest = hf&hdrInRequest != 0
 	return h, nil

@@ -128,7 +128,9 @@ func TestDecodeRecordCorrupt(t *testing.T) {
 		{"version 2", "02 00 74 00 00", 0, "format version 2 (this build reads 1)", ErrUnsupportedVersion},
 		{"no flags", "01", 1, "unexpected end of record", walerr.ErrCorruption},
 		{"unknown flags", "01 40 74 00 00", 1, "unknown flags 0x40", walerr.ErrCorruption},
-		{"unknown header flags", "01 01 40 00 74 00 00", 2, "unknown header flags 0x40", walerr.ErrCorruption},
+		{"unknown header flags", "01 01 80 00 74 00 00", 2, "unknown header flags 0x80", walerr.ErrCorruption},
+		{"zero snapshot position", "01 01 40 00 00 74 00 00", 4, "snapshot position 0x00: want known bits, not none", walerr.ErrCorruption},
+		{"unknown snapshot position", "01 01 40 00 10 74 00 00", 4, "snapshot position 0x10: want known bits, not none", walerr.ErrCorruption},
 		{"varint overflow", "01 01 00 ffffffffffffffffffff01", 3, "varint overflows 64 bits", walerr.ErrCorruption},
 		{"commit nsec", "01 01 02 00 02 80a8d6b907 74 00 00", 4, "commit time nanoseconds 2000000000 out of range", walerr.ErrCorruption},
 		{"zero commit time", "01 01 02 00 ffdb8ff9ce03 00 74 00 00", 4, "zero commit time flagged as present", walerr.ErrCorruption},
@@ -223,6 +225,36 @@ func TestAppendRecordAllocs(t *testing.T) {
 		if allocs != 1 {
 			t.Errorf("%s: AppendRecord(nil, ...) allocates %v times, want 1", s.name, allocs)
 		}
+	}
+}
+
+// TestRecordSnapshotPosition: a header's snapshot position round-trips
+// with the other fields, flagged by header bit 6 (records without it keep
+// their bytes); unknown position bits are invalid.
+func TestRecordSnapshotPosition(t *testing.T) {
+	c := Change{Op: Read, Table: Table{Schema: "public", Name: "t"}, After: Row{{Name: "id", Value: IntValue(1)}}}
+	for _, h := range []*TxHeader{
+		{Origin: "pg", Snapshot: SnapshotTableFirst | SnapshotFirstTable},
+		{XID: 3, SourceLSN: 9, Snapshot: SnapshotTableLast | SnapshotLastTable | SnapshotTableFirst | SnapshotFirstTable},
+		{Origin: "pg", Snapshot: SnapshotTableLast, Idempotency: &IdempotencyMark{Key: "k", Count: 1, AppendedAt: 5}},
+	} {
+		rec := AppendRecord(nil, h, &c)
+		if got, want := len(rec), RecordSize(h, &c); got != want {
+			t.Errorf("%+v: len(record) = %d, RecordSize = %d", h, got, want)
+		}
+		hdr, _, err := DecodeRecord(rec)
+		if err != nil || !hdr.Equal(*h) || hdr.Snapshot != h.Snapshot {
+			t.Errorf("%+v: decoded %+v, %v", h, hdr, err)
+		}
+		if plain := (TxHeader{Origin: h.Origin, XID: h.XID, SourceLSN: h.SourceLSN}); plain.Equal(*h) {
+			t.Error("headers differing in snapshot position are equal")
+		}
+	}
+	if rec := AppendRecord(nil, &TxHeader{Origin: "pg"}, &c); rec[2]&hdrSnapshot != 0 {
+		t.Error("a header without a snapshot position sets its flag")
+	}
+	if err := (&TxHeader{Snapshot: 1 << 4}).Validate(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown position bits: err %v, want ErrInvalid", err)
 	}
 }
 

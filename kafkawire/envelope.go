@@ -76,6 +76,8 @@ type Encoder struct {
 	NowMS int64
 	// Scratch buffers for the kinds object and a row's part of it.
 	kinds, desc []byte
+	// img holds a key image while it is written (appendKeyImage).
+	img change.Row
 }
 
 // txnCache holds the per-transaction parts of the envelope and what they
@@ -159,6 +161,10 @@ func (e *Encoder) txnParts(t *change.Committed) *txnCache {
 		b = append(b, `,"origin":`...)
 		b = appendString(b, h.Origin)
 	}
+	if h.Snapshot != 0 {
+		b = append(b, `,"snapshot":`...)
+		b = strconv.AppendUint(b, uint64(h.Snapshot), 10)
+	}
 	c.walshipTx = b
 	return c
 }
@@ -196,7 +202,12 @@ func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
 	c := &t.Changes[p.Index]
 	kinds := e.kinds[:0] // the "kinds" object's members, if any
 	dst = append(dst, `{"before":`...)
-	dst, kinds = e.appendRowKinds(dst, kinds, "before", c.Before)
+	beforeFromKey := keyImage(c)
+	if beforeFromKey {
+		dst, kinds = e.appendKeyImage(dst, kinds, c)
+	} else {
+		dst, kinds = e.appendRowKinds(dst, kinds, "before", c.Before)
+	}
 	dst = append(dst, `,"after":`...)
 	dst, kinds = e.appendRowKinds(dst, kinds, "after", c.After)
 
@@ -204,11 +215,9 @@ func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
 	dst = append(dst, `,"source":{"version":"`+Version+`","connector":"postgresql","name":`...)
 	dst = appendString(dst, e.Name)
 	dst = append(dst, tc.srcTS...)
-	if c.Op == change.Read {
-		dst = append(dst, `,"snapshot":"true"`...)
-	} else {
-		dst = append(dst, `,"snapshot":"false"`...)
-	}
+	dst = append(dst, `,"snapshot":"`...)
+	dst = append(dst, snapshotMarker(p)...)
+	dst = append(dst, '"')
 	dst = append(dst, `,"db":`...)
 	dst = appendString(dst, e.Database)
 	dst = append(dst, `,"sequence":"[`...)
@@ -256,6 +265,9 @@ func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
 		dst = append(dst, `,"key":`...)
 		dst, kinds = e.appendRowKinds(dst, kinds, "key", c.Key)
 	}
+	if beforeFromKey {
+		dst = append(dst, `,"before_from_key":true`...)
+	}
 	e.kinds = kinds[:0]
 	if len(kinds) > 0 {
 		dst = append(dst, `,"kinds":{`...)
@@ -275,6 +287,86 @@ func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
 		dst = append(dst, '}')
 	}
 	return append(dst, "}}"...)
+}
+
+// snapshotBits are the bits of a snapshot position.
+const snapshotBits = change.SnapshotTableFirst | change.SnapshotTableLast | change.SnapshotFirstTable | change.SnapshotLastTable
+
+// snapshotMarker returns source.snapshot for change p as Debezium sets it:
+// "false" for a streamed change; for a snapshot read "last" (the last row
+// of the snapshot), "first" (its first row), "last_in_data_collection" and
+// "first_in_data_collection" (a table's last and first row), else "true",
+// checked in that order. Where a row lies comes from the transaction's
+// snapshot position (a chunk holds rows of one table); reads without one
+// (logs written before it was recorded, other sources) are "true".
+func snapshotMarker(p Position) string {
+	t := p.Txn
+	if t.Changes[p.Index].Op != change.Read {
+		return "false"
+	}
+	pos := t.Header.Snapshot
+	first := pos&change.SnapshotTableFirst != 0 && p.Index == 0
+	last := pos&change.SnapshotTableLast != 0 && p.Index == len(t.Changes)-1
+	switch {
+	case last && pos&change.SnapshotLastTable != 0:
+		return "last"
+	case first && pos&change.SnapshotFirstTable != 0:
+		return "first"
+	case last:
+		return "last_in_data_collection"
+	case first:
+		return "first_in_data_collection"
+	}
+	return "true"
+}
+
+// keyImage reports whether the envelope's before of c is the key image
+// Debezium writes where PostgreSQL sent only the old key (REPLICA IDENTITY
+// DEFAULT or USING INDEX): a delete, or an update that changed the key,
+// with a key and no old row. An update that kept its key has no before,
+// as PostgreSQL sends no old tuple for it.
+func keyImage(c *change.Change) bool {
+	if c.Before != nil || c.Key == nil {
+		return false
+	}
+	switch c.Op {
+	case change.Delete:
+		return true
+	case change.Update:
+		for _, k := range c.Key {
+			if v, ok := c.After.Get(k.Name); !ok || !v.Equal(k.Value) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// appendKeyImage appends the key image of c as before: every column of
+// the table (c.Types, in order) with the key's value for a key column and
+// null for the others, as Debezium builds it from PostgreSQL's old-key
+// tuple; the key alone when c.Types does not name every key column (a
+// change from another source). Its kinds go to kinds as "before".
+func (e *Encoder) appendKeyImage(dst, kinds []byte, c *change.Change) ([]byte, []byte) {
+	covered := len(c.Types) > 0
+	for _, k := range c.Key {
+		if _, ok := c.TypeOf(k.Name); !ok {
+			covered = false
+			break
+		}
+	}
+	if !covered {
+		return e.appendRowKinds(dst, kinds, "before", c.Key)
+	}
+	img := e.img[:0]
+	for _, t := range c.Types {
+		v, _ := c.Key.Get(t.Name) // the zero Value is null
+		img = append(img, change.Column{Name: t.Name, Value: v})
+	}
+	dst, kinds = e.appendRowKinds(dst, kinds, "before", img)
+	clear(img)
+	e.img = img[:0]
+	return dst, kinds
 }
 
 // appendTxnID writes transaction.id: Debezium's "<txId>:<lsn>" when the
@@ -525,6 +617,7 @@ func Decode(r *kgo.Record) (Event, error) {
 		wLSN, wCommit, wFirst                 uint64
 		kinds                                 = map[string]rawKinds{}
 		sourceLSN                             string
+		beforeFromKey                         bool
 	)
 	s := &scanner{b: r.Value}
 	err = s.object(func(k string) error {
@@ -594,8 +687,18 @@ func Decode(r *kgo.Record) (Event, error) {
 					ev.Header.SourceCommitTime, err = s.timestamp()
 				case "origin":
 					ev.Header.Origin, err = s.str()
+				case "snapshot":
+					var v uint64
+					if v, err = s.uint(); err == nil {
+						ev.Header.Snapshot = change.SnapshotPos(v)
+						if v == 0 || v&^uint64(snapshotBits) != 0 {
+							err = fmt.Errorf("snapshot position %d: want a set of the bits %d", v, snapshotBits)
+						}
+					}
 				case "key":
 					rawKey, err = s.skip(0)
+				case "before_from_key":
+					beforeFromKey, err = s.boolean()
 				case "kinds":
 					err = s.object(func(k string) error {
 						var err error
@@ -662,6 +765,14 @@ func Decode(r *kgo.Record) (Event, error) {
 		if *part.dst, err = (&scanner{b: part.raw}).row(k); err != nil {
 			return fail("%s: %v", part.name, err)
 		}
+	}
+	if beforeFromKey {
+		if c.Key == nil {
+			return fail("walship.before_from_key without walship.key")
+		}
+		// before is the key image the envelope shows Debezium consumers;
+		// the change itself has no old row (its key is walship.key).
+		c.Before = nil
 	}
 	if rawTypes != nil {
 		ts := &scanner{b: rawTypes}

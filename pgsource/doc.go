@@ -32,7 +32,9 @@
 //     exported snapshot in primary-key chunks of `r` changes whose progress is
 //     checkpointed; after a crash only the chunks not done are copied again
 //     (from a fresh snapshot), and replaying the stream from the slot's start
-//     over them converges for upserting appliers.
+//     over them converges for upserting appliers. Each chunk's header records
+//     its snapshot position (change.TxHeader.Snapshot) for the Kafka
+//     envelope's source.snapshot; a table's last chunk is never empty.
 //   - Complete after images. Unchanged TOAST values are filled in (old row
 //     under REPLICA IDENTITY FULL, a bounded cache, else a read by key),
 //     never left as placeholders or nulls.

@@ -145,12 +145,43 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 		return nil
 	}
 
-	for _, t := range tables {
+	// The first and last tables with rows to copy, for the snapshot
+	// position of their chunks (source.snapshot "first" and "last"); the
+	// first only for a snapshot that starts from nothing.
+	fresh := true
+	for _, p := range ss.Tables {
+		fresh = fresh && !p.Done && p.Last == nil
+	}
+	firstTable, lastTable := -1, -1
+	for i, t := range tables {
+		if ss.Tables[t.String()].Done {
+			continue
+		}
+		var rows bool
+		if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+quoteTable(t)+")").Scan(&rows); err != nil {
+			return fmt.Errorf("snapshot of %s: %w", t, err)
+		}
+		if rows {
+			if firstTable < 0 && fresh {
+				firstTable = i
+			}
+			lastTable = i
+		}
+	}
+
+	for i, t := range tables {
 		p := ss.Tables[t.String()]
 		if p.Done {
 			continue
 		}
-		err := s.copyTable(ctx, q, t, *p, func(last uint64, prog tableProgress) error {
+		var pos change.SnapshotPos
+		if i == firstTable {
+			pos |= change.SnapshotFirstTable
+		}
+		if i == lastTable {
+			pos |= change.SnapshotLastTable
+		}
+		err := s.copyTable(ctx, q, t, *p, pos, func(last uint64, prog tableProgress) error {
 			queue = append(queue, chunkDone{last: last, table: t.String(), prog: prog})
 			return settle(len(queue) > 2)
 		})
@@ -214,9 +245,14 @@ func (s *Source) markSnapshotDone(ctx context.Context, tables int) error {
 }
 
 // copyTable copies one table from prog on, calling appended after each
-// chunk is queued in the log.
-func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, prog tableProgress,
+// chunk is queued in the log. Each chunk's header has the snapshot
+// position pos plus SnapshotTableFirst (the table's first chunk, if prog
+// is its start) and SnapshotTableLast (its last).
+func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, prog tableProgress, pos change.SnapshotPos,
 	appended func(last uint64, prog tableProgress) error) error {
+	if prog.Last == nil {
+		pos |= change.SnapshotTableFirst
+	}
 	rel, from, err := s.snapshotRelation(ctx, q, t)
 	if err != nil {
 		return err
@@ -340,6 +376,11 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 			return appended(0, tableProgress{Done: done, Last: prog.Last})
 		}
 		prog = tableProgress{Done: done, Last: cp.lastKey}
+		cp.buf.hdr.Snapshot = pos
+		if done {
+			cp.buf.hdr.Snapshot |= change.SnapshotTableLast
+		}
+		pos &^= change.SnapshotTableFirst
 		select {
 		case jobs <- chunkJob{buf: cp.buf, n: cp.n, prog: prog}:
 		case <-ctx.Done():
@@ -405,6 +446,14 @@ func (p *copyParser) Write(b []byte) (int, error) {
 
 func (p *copyParser) row(line []byte) error {
 	rel := p.rel
+	// A full chunk is handed over when the next row comes, not at once, so
+	// that the table's last chunk is never empty: it carries the table's
+	// last row (SnapshotTableLast).
+	if p.limit > 0 && p.n == p.limit {
+		if err := p.chunk(false); err != nil {
+			return err
+		}
+	}
 	p.fields, p.isNull = p.fields[:0], p.isNull[:0]
 	for start := 0; ; {
 		i := bytes.IndexByte(line[start:], '\t')
@@ -443,13 +492,7 @@ func (p *copyParser) row(line []byte) error {
 	p.n++
 	p.s.st.snapRows.Add(1)
 	p.s.st.snapBytes.Add(int64(len(line) + 1))
-	if err := p.buf.add(change.Change{Table: rel.table, Op: change.Read, Key: keyOf(rel, row), After: row, Types: rel.types}); err != nil {
-		return err
-	}
-	if p.limit > 0 && p.n == p.limit {
-		return p.chunk(false)
-	}
-	return nil
+	return p.buf.add(change.Change{Table: rel.table, Op: change.Read, Key: keyOf(rel, row), After: row, Types: rel.types})
 }
 
 // unescapeCopy decodes one field of COPY text format.

@@ -516,12 +516,24 @@ func (st *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessage) 
 	return nil
 }
 
-// keyColumns picks the columns of Change.Key: the primary key if the
-// relation has all its columns, else (REPLICA IDENTITY USING INDEX) the
-// identity columns; FULL without a primary key has no key (appliers match
-// on the before image).
+// keyColumns picks the columns of Change.Key: under REPLICA IDENTITY
+// USING INDEX the index's columns (PostgreSQL's old-key tuple of a delete
+// holds only those: a primary key on other columns would be null there;
+// Debezium keys such a table by the index too), else the primary key if
+// the relation has all its columns, else the identity columns; FULL
+// without a primary key has no key (appliers match on the before image).
 func keyColumns(rel *relation, pk []string) []int {
 	var key []int
+	if rel.ident == 'i' {
+		for i, c := range rel.cols {
+			if c.ident {
+				key = append(key, i)
+			}
+		}
+		if len(key) > 0 {
+			return key
+		}
+	}
 	for _, name := range pk {
 		for i, c := range rel.cols {
 			if c.name == name {
