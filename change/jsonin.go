@@ -157,6 +157,14 @@ func ParseDumpLine(line []byte) (DumpLine, error) {
 			err = p.headerField(&d.Header, k)
 		case "source_commit_time":
 			d.Header.SourceCommitTime, err = p.time()
+		case "snapshot":
+			var n uint64
+			if n, err = p.uint64(); err == nil {
+				if n > 0xff {
+					err = p.fail(fmt.Sprintf("snapshot position %d out of range", n))
+				}
+				d.Header.Snapshot = SnapshotPos(n)
+			}
 		default:
 			if !isChangeField(k) {
 				p.pop()

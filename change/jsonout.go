@@ -207,6 +207,7 @@ type DumpLine struct {
 //	source_lsn              "X/Y", only if Header.SourceLSN != 0
 //	source_commit_time      like commit_time, only if Header.SourceCommitTime is set
 //	origin                  string, only if Header.Origin != ""
+//	snapshot                number, only if Header.Snapshot != 0 (its bits)
 //	table                   "schema.name" (Table.String), null for none
 //	op                      one letter
 //	key, before, after      objects (see Value.AppendJSON), null when absent
@@ -243,6 +244,10 @@ func AppendDumpJSON(dst []byte, d DumpLine) []byte {
 	if d.Header.Origin != "" {
 		dst = append(dst, `,"origin":`...)
 		dst = appendJSONString(dst, d.Header.Origin)
+	}
+	if d.Header.Snapshot != 0 {
+		dst = append(dst, `,"snapshot":`...)
+		dst = strconv.AppendUint(dst, uint64(d.Header.Snapshot), 10)
 	}
 	dst = append(dst, `,"table":`...)
 	if c.Table.IsZero() {

@@ -487,7 +487,7 @@ func (p *copyParser) row(line []byte) error {
 		for _, k := range rel.key {
 			p.lastKey = append(p.lastKey, p.fields[k])
 		}
-		p.s.toast.put(func() string { return rel.prefix + keyTextOf(rel, p.fields) }, row)
+		p.s.toast.put(func() string { return rel.rowPrefix + keyTextOf(rel, p.fields) }, row)
 	}
 	p.n++
 	p.s.st.snapRows.Add(1)
@@ -611,6 +611,7 @@ func (s *Source) snapshotRelation(ctx context.Context, q *pgx.Conn, t change.Tab
 		rel.key = nil
 	}
 	rel.keyPrefix = isPrefix(rel.key)
+	rel.rowPrefix = rowPrefix(rel)
 	return rel, "SELECT " + strings.Join(sel, ", ") + " FROM " + quoteTable(t), nil
 }
 

@@ -27,7 +27,13 @@ type relation struct {
 	keyPrefix bool
 	ident     byte // replica identity: d(efault), f(ull), i(ndex), n(othing)
 	sqlTypes  map[string]string
-	prefix    string // toast cache key prefix
+	prefix    string // the table's part of a toast cache key ("schema.table\x00")
+	// rowPrefix is prefix and the names of the key columns: the snapshot
+	// keys rows by the primary key and the stream, under REPLICA
+	// IDENTITY USING INDEX, by the index, so the two kinds of key text
+	// must never meet in the cache (one row's key value could be another
+	// row's index value).
+	rowPrefix string
 }
 
 type relCol struct {
@@ -512,8 +518,24 @@ func (st *streamer) relation(ctx context.Context, m *pglogrepl.RelationMessage) 
 	rel.sqlTypes = sqlTypes
 	rel.key = keyColumns(rel, pk)
 	rel.keyPrefix = isPrefix(rel.key)
+	rel.rowPrefix = rowPrefix(rel)
 	st.s.rels[m.RelationID] = rel
 	return nil
+}
+
+// rowPrefix is the toast cache key prefix of rel's rows: the table and the
+// names of its key columns.
+func rowPrefix(rel *relation) string {
+	var b strings.Builder
+	b.WriteString(rel.prefix)
+	for i, k := range rel.key {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(rel.cols[k].name)
+	}
+	b.WriteByte(0)
+	return b.String()
 }
 
 // keyColumns picks the columns of Change.Key: under REPLICA IDENTITY
@@ -689,7 +711,7 @@ func (st *streamer) rowChange(ctx context.Context, s string) error {
 	switch s[0] {
 	case 'I':
 		row, _ := rowOf(rel, nw)
-		st.s.toast.put(func() string { return rel.prefix + keyText(rel, nw) }, row)
+		st.s.toast.put(func() string { return rel.rowPrefix + keyText(rel, nw) }, row)
 		return st.add(change.Change{Table: rel.table, Op: change.Insert, After: row, Types: rel.types, Key: keyOf(rel, row)})
 	case 'D':
 		if old == nil {
@@ -700,7 +722,7 @@ func (st *streamer) rowChange(ctx context.Context, s string) error {
 		if oldKind == 'O' {
 			c.Before = row
 		}
-		st.s.toast.remove(rel.prefix + keyText(rel, old))
+		st.s.toast.remove(rel.rowPrefix + keyText(rel, old))
 		return st.add(c)
 	}
 	return st.update(ctx, rel, oldKind, old, nw)
@@ -768,7 +790,7 @@ func (st *streamer) update(ctx context.Context, rel *relation, oldKind byte, old
 	} else {
 		c.Key = keyOf(rel, row)
 	}
-	oldKey := rel.prefix + keyText(rel, keyT)
+	oldKey := rel.rowPrefix + keyText(rel, keyT)
 	if len(toast) > 0 {
 		var missing []int
 		for _, i := range toast {
@@ -788,7 +810,7 @@ func (st *streamer) update(ctx context.Context, rel *relation, oldKind byte, old
 		}
 	}
 	s.toast.remove(oldKey)
-	s.toast.put(func() string { return rel.prefix + keyText(rel, newT) }, row)
+	s.toast.put(func() string { return rel.rowPrefix + keyText(rel, newT) }, row)
 	return st.add(withAfter(c, row))
 }
 
