@@ -93,6 +93,15 @@ func TestChaos(t *testing.T) {
 
 	// Quiesce: PostgreSQL no longer changes, so the replica catches up to it
 	// and the leader's sinks to its log; only then is anything compared.
+	// No client is in a transaction on the bank any more (one whose
+	// worker gave up waiting would still commit).
+	waitFor(t, "PostgreSQL's bank clients to be idle", 120*time.Second, func() (bool, string) {
+		n, err := busyClients(ctx, srv.pg.DSN(bankDB))
+		if err != nil {
+			return false, err.Error()
+		}
+		return n == 0, fmt.Sprintf("%d client backends of the bank database not idle", n)
+	})
 	want, err := accounts(ctx, srv.pg.DSN(bankDB))
 	must(t, err)
 	if why := conserved(want); why != "" {

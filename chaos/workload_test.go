@@ -80,7 +80,7 @@ func (b *bank) worker(ctx context.Context, rng *rand.Rand) {
 		case <-tick.C:
 		}
 		if conn == nil {
-			c, err := pgx.Connect(ctx, b.dsn)
+			c, err := connectBank(ctx, b.dsn)
 			if err != nil {
 				b.errors.Add(1)
 				continue
@@ -92,13 +92,18 @@ func (b *bank) worker(ctx context.Context, rng *rand.Rand) {
 			to++
 		}
 		amount := 1 + rng.IntN(50)
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance - $1 WHERE id = $2`, amount, from); err != nil {
+		// A transfer under way is not cut when the run ends: a COMMIT sent,
+		// then interrupted by ctx, may still commit on the server after the
+		// run has read the final balances it compares every copy with.
+		tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := pgx.BeginFunc(tctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(tctx, `UPDATE accounts SET balance = balance - $1 WHERE id = $2`, amount, from); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, `UPDATE accounts SET balance = balance + $1 WHERE id = $2`, amount, to)
+			_, err := tx.Exec(tctx, `UPDATE accounts SET balance = balance + $1 WHERE id = $2`, amount, to)
 			return err
 		})
+		cancel()
 		if err != nil {
 			b.errors.Add(1)
 			conn.Close(context.Background())
@@ -309,4 +314,31 @@ func (w *writers) firstAckAfter(at time.Time) (time.Time, bool) {
 		}
 	}
 	return best, !best.IsZero()
+}
+
+// bankApp is the application_name of the bank workers' connections.
+const bankApp = "chaos-bank"
+
+// connectBank connects a bank worker, named bankApp.
+func connectBank(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["application_name"] = bankApp
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// busyClients counts the bank workers' backends that are not idle: a
+// transfer still under way on the server, whatever its client saw.
+func busyClients(ctx context.Context, dsn string) (int, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE application_name = $1 AND state <> 'idle'`, bankApp).Scan(&n)
+	return n, err
 }
