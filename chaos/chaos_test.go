@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -47,6 +48,14 @@ func TestChaosArchiveGroup(t *testing.T) {
 func runChaos(t *testing.T, group string) {
 	withKafka := group == groupKafka
 	t.Logf("chaos group: %s", group)
+	if !withKafka {
+		// Refused before anything starts (plan refuses them too).
+		for _, k := range strings.Split(*flagKinds, ",") {
+			if kafkaFaults[strings.TrimSpace(k)] {
+				t.Fatalf("-chaos.kinds: %q needs Kafka, and an archive-only group (-chaos.group=archive) has none", strings.TrimSpace(k))
+			}
+		}
+	}
 	seed := runSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	root := t.TempDir()
