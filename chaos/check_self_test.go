@@ -98,13 +98,15 @@ func TestChecksCatchZombieArchiveWrites(t *testing.T) {
 		{member: "m2", path: lease + "3", start: at(2000), end: at(2010), status: 200}, // m2's first renewal: m1's term ended before
 		{member: "m2", path: lease + "3", start: at(2000), end: at(2010), status: 412}, // a rival's try
 		{member: "m1", path: hb + "m1", start: at(5100), end: at(5110), status: 200},   // the resumed zombie's heartbeat
+		{member: "m1", path: lease + "3", start: at(5105), end: at(5110), status: 412}, // ... and its renewal, refused
 		{member: "m2", path: data + "b", start: at(6100), end: at(6200), status: 200},
 	}
 	r := newReport()
 	r.checkPuts(clean, ivs, z)
 	expectFailures(t, r, nil)
-	if r.zombieTerms != 1 || r.zombieHeartbeats != 1 || r.puts != 2 || r.groupPuts != 5 {
-		t.Errorf("zombie terms %d, heartbeats %d, writes %d, group objects %d; want 1, 1, 2, 5", r.zombieTerms, r.zombieHeartbeats, r.puts, r.groupPuts)
+	if r.zombieTerms != 1 || r.zombieHeartbeats != 1 || r.zombieRenewals != [2]int{1, 0} || r.puts != 2 || r.groupPuts != 5 {
+		t.Errorf("zombie terms %d, heartbeats %d, renewals %v, writes %d, group objects %d; want 1, 1, [1 0], 2, 5",
+			r.zombieTerms, r.zombieHeartbeats, r.zombieRenewals, r.puts, r.groupPuts)
 	}
 
 	bad := append(clean,

@@ -26,9 +26,11 @@ type report struct {
 	groupPuts  int // 2xx PUTs of an archive-only group's own objects (ha/)
 	restores   int
 	// Archive-only groups: zombies whose term's end the PUT log bounds,
-	// heartbeats they sent once resumed, members' logs equal to the archive.
+	// heartbeats and lease renewals (refused, landed) they sent once
+	// resumed, members' logs equal to the archive.
 	zombieTerms      int
 	zombieHeartbeats int
+	zombieRenewals   [2]int
 	logsChecked      int
 	failures         []string
 	notes            []string // what the run could not do on this machine, printed first
@@ -101,8 +103,10 @@ func (r *report) checkAcked(reqs []*request, tl *topicLog, strict bool) {
 
 // checkPuts checks the archive's PUT log: writes (2xx PUTs) of two members
 // to the lineage never overlap in time, each falls within a leadership
-// interval of its member, and a zombie writes nothing from SIGCONT until it
-// exits. The group's own objects under ha/ (an archive-only group's lease
+// interval of its member, and a zombie sends nothing to the lineage from
+// SIGCONT until it exits (an archive-only group's zombie may still send a
+// heartbeat and one lease renewal, which is how it learns its term is
+// over). The group's own objects under ha/ (an archive-only group's lease
 // renewals, heartbeats and loss reports) are not writes to the lineage:
 // candidates renew before they lead, every member sends heartbeats.
 func (r *report) checkPuts(puts []put, ivs []interval, zombies []zombie) {
@@ -150,6 +154,19 @@ func (r *report) checkPuts(puts []put, ivs []interval, zombies []zombie) {
 				r.zombieHeartbeats++
 				continue
 			}
+			if leaseRenewal(w.path) {
+				// How a resumed leader learns it was replaced: a conditional
+				// put of its next number, refused (412) when the new leader
+				// holds it. One that lands (no one took the number yet) does
+				// not count: its deadline check refuses it (docs/HA.md, "The
+				// protocol"); the summary says how many did.
+				if w.status >= 200 && w.status < 300 {
+					r.zombieRenewals[1]++
+				} else {
+					r.zombieRenewals[0]++
+				}
+				continue
+			}
 			landed := ""
 			if w.status >= 200 && w.status < 300 {
 				landed = `; it landed: the window of docs/HA.md "Limits" (a leader paused between its term check and the write it allows)`
@@ -168,7 +185,7 @@ func (r *report) checkPuts(puts []put, ivs []interval, zombies []zombie) {
 // less a margin, and it started that renewal before the proxy saw it, so
 // the term ended at most leaseLength after the renewal's arrival; it also
 // ended before another member's next renewal arrived (written only after
-// that member saw the lapse, docs/HA.md). A 2xx PUT (not a heartbeat) of
+// that member saw the lapse, docs/HA.md). A 2xx PUT to the lineage of
 // the zombie's process answered after that bound fails the run: arrived
 // after it, it landed after the term (proven); arrived before and answered
 // after, it may have landed on either side (the log cannot tell when in
@@ -206,7 +223,7 @@ func (r *report) checkZombieTerm(puts []put, z zombie) {
 	}
 	r.zombieTerms++
 	for _, w := range puts {
-		if w.member != z.member || w.status < 200 || w.status >= 300 || heartbeat(w.path) || !w.end.After(bound) ||
+		if w.member != z.member || w.status < 200 || w.status >= 300 || groupObject(w.path) || !w.end.After(bound) ||
 			(!z.exited.IsZero() && !w.start.Before(z.exited)) || w.end.Before(z.paused) {
 			continue
 		}
@@ -256,8 +273,8 @@ func (r *report) summary(exits []exit) string {
 		r.requests, r.acked, r.ackedTxns, r.history, r.topicTxns)
 	fmt.Fprintf(&b, "bank transfers committed: %d; archive writes (PUT 2xx): %d; restores checked: %d\n", r.transfers, r.puts, r.restores)
 	if r.groupPuts > 0 {
-		fmt.Fprintf(&b, "group objects (ha/ PUT 2xx): %d; zombie terms bounded by the PUT log: %d; heartbeats of resumed zombies: %d; members' logs identical to the archive: %d\n",
-			r.groupPuts, r.zombieTerms, r.zombieHeartbeats, r.logsChecked)
+		fmt.Fprintf(&b, "group objects (ha/ PUT 2xx): %d; zombie terms bounded by the PUT log: %d; resumed zombies' heartbeats: %d, lease renewals refused: %d, landed (not counted): %d; members' logs identical to the archive: %d\n",
+			r.groupPuts, r.zombieTerms, r.zombieHeartbeats, r.zombieRenewals[0], r.zombieRenewals[1], r.logsChecked)
 	}
 	fmt.Fprintf(&b, "losses: %d, duplicates: %d\n", r.losses, r.duplicates)
 	codes := map[string]int{}
