@@ -1,11 +1,13 @@
 package chaos
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/walship/walship/change"
+	"github.com/walship/walship/wal"
 )
 
 // eventTxn is a transaction inserting the given public.events rows.
@@ -173,5 +175,48 @@ func TestIntervalsFromPolls(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("interval %d: %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+// TestChecksCompareMembersLogs proves the end check of an archive-only
+// group: a member's log equal to the archive passes, one that ends early or
+// holds another transaction at the same LSNs fails, naming the member.
+func TestChecksCompareMembersLogs(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	txn := func(commit uint64, sec int, ids ...string) change.Committed {
+		c := eventTxn(commit, ids...)
+		c.CommitTime = t0.Add(time.Duration(sec) * time.Second)
+		return c
+	}
+	history := []change.Committed{txn(1, 1, "a"), txn(3, 2, "b", "c"), txn(4, 3, "d")}
+	logs := map[string][]change.Committed{
+		"same":  history,
+		"short": history[:2],
+		"other": {history[0], txn(3, 2, "b", "x"), history[2]},
+	}
+	var members []*member
+	for _, name := range []string{"same", "short", "other"} {
+		m := &member{name: name, walDir: t.TempDir()}
+		w, _, err := wal.Open(wal.Options{Dir: m.walDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range logs[name] {
+			if _, err := w.AppendReplica(context.Background(), &logs[name][i]); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, m)
+	}
+	tl := topicOf(history...)
+	tl.what = "archive"
+	r := newReport()
+	r.checkMemberLogs(context.Background(), members, tl)
+	expectFailures(t, r, []string{"short's log ends at LSN 3, the archive at 4", "other's log: transaction 1 at LSNs 2-3"})
+	if len(r.failures) != 2 || r.logsChecked != 1 {
+		t.Errorf("failures %q, logs equal %d; want 2 failures and 1 log equal", r.failures, r.logsChecked)
 	}
 }
