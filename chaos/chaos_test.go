@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -209,6 +210,9 @@ func runChaos(t *testing.T, group string) {
 		exits = append(exits, m.exits()...)
 		puts = append(puts, m.s3.puts()...)
 	}
+	if *flagKeep {
+		keepPuts(t, filepath.Join(root, "puts.tsv"), puts)
+	}
 	rep.checkPuts(puts, obs.intervals(time.Now(), exits), nem.zombies)
 
 	t.Logf("chaos summary (seed %d):\n%s", seed, rep.summary(exits))
@@ -249,5 +253,19 @@ func (r *report) checkReplicaRows(ctx context.Context, db string, reqs []*reques
 				}
 			}
 		}
+	}
+}
+
+// keepPuts writes the PUT log, in arrival order, for a post-mortem.
+func keepPuts(t *testing.T, path string, puts []put) {
+	sorted := slices.Clone(puts)
+	slices.SortFunc(sorted, func(a, b put) int { return a.start.Compare(b.start) })
+	var b strings.Builder
+	b.WriteString("member\tstart\tend\tstatus\tpath\n")
+	for _, p := range sorted {
+		fmt.Fprintf(&b, "%s\t%s\t%s\t%d\t%s\n", p.member, p.start.Format(time.RFC3339Nano), p.end.Format(time.RFC3339Nano), p.status, p.path)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Errorf("keep the PUT log: %v", err)
 	}
 }

@@ -101,13 +101,14 @@ func TestChecksCatchZombieArchiveWrites(t *testing.T) {
 		{member: "m2", path: lease + "3", start: at(2000), end: at(2010), status: 412}, // a rival's try
 		{member: "m1", path: hb + "m1", start: at(5100), end: at(5110), status: 200},   // the resumed zombie's heartbeat
 		{member: "m1", path: lease + "3", start: at(5105), end: at(5110), status: 412}, // ... and its renewal, refused
+		{member: "m2", path: lease + "4", start: at(5900), end: at(5910), status: 200},
 		{member: "m2", path: data + "b", start: at(6100), end: at(6200), status: 200},
 	}
 	r := newReport()
 	r.checkPuts(clean, ivs, z)
 	expectFailures(t, r, nil)
-	if r.zombieTerms != 1 || r.zombieHeartbeats != 1 || r.zombieRenewals != [2]int{1, 0} || r.puts != 2 || r.groupPuts != 5 {
-		t.Errorf("zombie terms %d, heartbeats %d, renewals %v, writes %d, group objects %d; want 1, 1, [1 0], 2, 5",
+	if r.zombieTerms != 1 || r.zombieHeartbeats != 1 || r.zombieRenewals != [2]int{1, 0} || r.puts != 2 || r.groupPuts != 6 {
+		t.Errorf("zombie terms %d, heartbeats %d, renewals %v, writes %d, group objects %d; want 1, 1, [1 0], 2, 6",
 			r.zombieTerms, r.zombieHeartbeats, r.zombieRenewals, r.puts, r.groupPuts)
 	}
 
@@ -121,6 +122,22 @@ func TestChecksCatchZombieArchiveWrites(t *testing.T) {
 	expectFailures(t, r, []string{"PUT " + data + "after arrived at 00:00:02.100, after its term had ended (at 00:00:02.000 at the latest",
 		"PUT " + data + "across arrived at 00:00:00.900 and was answered at 00:00:02.700, across the end of its term",
 		"zombie m1 (term 1) sent PUT " + data + "resumed", `it landed: the window of docs/HA.md "Limits"`})
+
+	// Any lineage write: one that reached the proxy after its member
+	// stopped saying it leads but within its term's bound was in flight (a
+	// note); one after the bound fails.
+	solo := []put{{member: "m1", path: lease + "1", start: at(100), end: at(110), status: 200},
+		{member: "m1", path: data + "inflight", start: at(1100), end: at(1200), status: 200}}
+	short := []interval{{member: "m1", term: 1, from: at(0), to: at(1000)}}
+	r = newReport()
+	r.checkPuts(solo, short, nil)
+	expectFailures(t, r, nil)
+	if r.inFlight != 1 || len(r.notes) != 1 {
+		t.Errorf("in flight %d, notes %q; want one", r.inFlight, r.notes)
+	}
+	r = newReport()
+	r.checkPuts(append(solo, put{member: "m1", path: data + "late", start: at(2200), end: at(2300), status: 200}), short, nil)
+	expectFailures(t, r, []string{"m1 PUT " + data + "late arrived at 00:00:02.200 (status 200), after its term had ended (at 00:00:02.100 at the latest"})
 
 	// No renewal of the zombie before its pause: the bound cannot be drawn,
 	// which an archive-only group's log must allow.

@@ -31,6 +31,7 @@ type report struct {
 	zombieTerms      int
 	zombieHeartbeats int
 	zombieRenewals   [2]int
+	inFlight         int // lineage writes that reached the proxy after their member stopped saying it leads, within its term's bound
 	logsChecked      int
 	failures         []string
 	notes            []string // what the run could not do on this machine, printed first
@@ -103,7 +104,10 @@ func (r *report) checkAcked(reqs []*request, tl *topicLog, strict bool) {
 
 // checkPuts checks the archive's PUT log: writes (2xx PUTs) of two members
 // to the lineage never overlap in time, each falls within a leadership
-// interval of its member, and a zombie sends nothing to the lineage from
+// interval of its member (in an archive-only group, whose lease renewals
+// are in the PUT log too: arrives before its term's end bound, termBound;
+// one in flight when its member stopped saying it leads is a note), and a
+// zombie sends nothing to the lineage from
 // SIGCONT until it exits (an archive-only group's zombie may still send a
 // heartbeat and one lease renewal, which is how it learns its term is
 // over). The group's own objects under ha/ (an archive-only group's lease
@@ -131,6 +135,7 @@ func (r *report) checkPuts(puts []put, ivs []interval, zombies []zombie) {
 			}
 		}
 	}
+	renewals := slices.ContainsFunc(puts, func(p put) bool { return leaseRenewal(p.path) })
 	for _, w := range writes {
 		ok := false
 		for _, iv := range ivs {
@@ -139,8 +144,27 @@ func (r *report) checkPuts(puts []put, ivs []interval, zombies []zombie) {
 				break
 			}
 		}
-		if !ok {
-			r.fail("%s PUT %s at %s outside any of its leadership terms", w.member, w.path, stamp(w.start))
+		if !renewals {
+			if !ok {
+				r.fail("%s PUT %s at %s outside any of its leadership terms", w.member, w.path, stamp(w.start))
+			}
+			continue
+		}
+		// An archive-only group: the term itself is in the PUT log.
+		bound, last := termBound(puts, w.member, w.start)
+		switch {
+		case last.IsZero():
+			r.fail("%s PUT %s at %s (status %d) with no lease renewal of its own before it", w.member, w.path, stamp(w.start), w.status)
+		case w.start.After(bound):
+			r.fail("%s PUT %s arrived at %s (status %d), after its term had ended (at %s at the latest: last renewal %s)",
+				w.member, w.path, stamp(w.start), w.status, stamp(bound), stamp(last))
+		case !ok:
+			// The member had stopped saying it leads (it saw its deadline
+			// pass) when the PUT reached the proxy, but the PUT log cannot
+			// place it after the term: sent before, it was in flight.
+			r.inFlight++
+			r.note("%s PUT %s arrived at %s (answered %s, status %d), after the member stopped saying it leads, before its term's end bound %s (last renewal %s)",
+				w.member, w.path, stamp(w.start), stamp(w.end), w.status, stamp(bound), stamp(last))
 		}
 	}
 	for _, z := range zombies {
@@ -195,31 +219,13 @@ func (r *report) checkPuts(puts []put, ivs []interval, zombies []zombie) {
 // proxy (nothing of that landed). A Kafka group holds no renewal in the
 // archive; there the check is the SIGCONT one alone.
 func (r *report) checkZombieTerm(puts []put, z zombie) {
-	var last, next time.Time
-	renewals := false
-	for _, p := range puts {
-		if leaseRenewal(p.path) && p.status >= 200 && p.status < 300 {
-			renewals = true
-			if p.member == z.member && p.start.Before(z.paused) && p.start.After(last) {
-				last = p.start
-			}
-		}
-	}
-	if !renewals {
+	if !slices.ContainsFunc(puts, func(p put) bool { return leaseRenewal(p.path) }) {
 		return
 	}
+	bound, last := termBound(puts, z.member, z.paused)
 	if last.IsZero() {
 		r.fail("zombie %s (term %d): no lease renewal of its own in the PUT log before its pause at %s", z.member, z.term, stamp(z.paused))
 		return
-	}
-	for _, p := range puts {
-		if leaseRenewal(p.path) && p.status >= 200 && p.status < 300 && p.member != z.member && p.start.After(last) && (next.IsZero() || p.start.Before(next)) {
-			next = p.start
-		}
-	}
-	bound := last.Add(leaseLength)
-	if !next.IsZero() && next.Before(bound) {
-		bound = next
 	}
 	r.zombieTerms++
 	for _, w := range puts {
@@ -235,6 +241,31 @@ func (r *report) checkZombieTerm(puts []put, z zombie) {
 				z.member, z.term, w.path, stamp(w.start), stamp(w.end), stamp(bound))
 		}
 	}
+}
+
+// termBound bounds from above, from the PUT log, the end of member's term
+// as of at: last is the arrival of its last successful lease renewal
+// before at (zero if none), and the term ended at most leaseLength after
+// it (the leader's deadline is the renewal's start on its own clock plus
+// the lease less a margin, and it started the renewal before the proxy saw
+// it), and before another member's next successful renewal arrived
+// (written only once that member saw the lapse, docs/HA.md).
+func termBound(puts []put, member string, at time.Time) (bound, last time.Time) {
+	for _, p := range puts {
+		if leaseRenewal(p.path) && p.status >= 200 && p.status < 300 && p.member == member && p.start.Before(at) && p.start.After(last) {
+			last = p.start
+		}
+	}
+	if last.IsZero() {
+		return time.Time{}, last
+	}
+	bound = last.Add(leaseLength)
+	for _, p := range puts {
+		if leaseRenewal(p.path) && p.status >= 200 && p.status < 300 && p.member != member && p.start.After(last) && p.start.Before(bound) {
+			bound = p.start
+		}
+	}
+	return bound, last
 }
 
 // groupObject, leaseRenewal and heartbeat tell an archive-only group's own
@@ -273,8 +304,8 @@ func (r *report) summary(exits []exit) string {
 		r.requests, r.acked, r.ackedTxns, r.history, r.topicTxns)
 	fmt.Fprintf(&b, "bank transfers committed: %d; archive writes (PUT 2xx): %d; restores checked: %d\n", r.transfers, r.puts, r.restores)
 	if r.groupPuts > 0 {
-		fmt.Fprintf(&b, "group objects (ha/ PUT 2xx): %d; zombie terms bounded by the PUT log: %d; resumed zombies' heartbeats: %d, lease renewals refused: %d, landed (not counted): %d; members' logs identical to the archive: %d\n",
-			r.groupPuts, r.zombieTerms, r.zombieHeartbeats, r.zombieRenewals[0], r.zombieRenewals[1], r.logsChecked)
+		fmt.Fprintf(&b, "group objects (ha/ PUT 2xx): %d; zombie terms bounded by the PUT log: %d; resumed zombies' heartbeats: %d, lease renewals refused: %d, landed (not counted): %d; lineage writes in flight after their member stopped leading: %d; members' logs identical to the archive: %d\n",
+			r.groupPuts, r.zombieTerms, r.zombieHeartbeats, r.zombieRenewals[0], r.zombieRenewals[1], r.inFlight, r.logsChecked)
 	}
 	fmt.Fprintf(&b, "losses: %d, duplicates: %d\n", r.losses, r.duplicates)
 	codes := map[string]int{}
