@@ -147,6 +147,25 @@ func runChaos(t *testing.T, group string) {
 			return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprintf("replica %v, PostgreSQL %v", got, want)
 		})
 	}
+	if !withKafka {
+		// No replica tells when capture has caught up with PostgreSQL: the
+		// archive's latest restore does (the archive is the sink that
+		// counts, so all of the leader's log is there once shipped).
+		attempt := 0
+		waitFor(t, "the archive's latest restore to equal PostgreSQL", 180*time.Second, func() (bool, string) {
+			attempt++
+			dst := "sqlite://" + filepath.Join(root, fmt.Sprintf("caught-up-%d.db", attempt))
+			res, err := runTool(ctx, walreplayBin, append(append([]string{"restore"}, srv.archiveArgs()...), "--to", dst)...)
+			if err != nil || res.code != 0 {
+				return false, fmt.Sprintf("walreplay restore: %v %v", err, res)
+			}
+			got, err := accounts(ctx, dst)
+			if err != nil {
+				return false, err.Error()
+			}
+			return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprintf("restore %v, PostgreSQL %v", got, want)
+		})
+	}
 	var through uint64
 	waitFor(t, "the leader's sinks to ship its whole log", 120*time.Second, func() (bool, string) {
 		m, _, ok := obs.leader()
