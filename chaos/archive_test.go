@@ -13,10 +13,13 @@ import (
 	"github.com/walship/walship/replica"
 )
 
+// archiveRoot is the prefix of the group's archive in the bucket.
+const archiveRoot = "walship"
+
 // archiveArgs are walreplay's flags to read the group's archive straight
 // from MinIO (no fault proxy: the checks are not under test).
 func (s *servers) archiveArgs() []string {
-	return []string{"--archive", "s3://" + s.bucket + "/walship", "--s3-endpoint", s.minio.Endpoint, "--s3-path-style",
+	return []string{"--archive", "s3://" + s.bucket + "/" + archiveRoot, "--s3-endpoint", s.minio.Endpoint, "--s3-path-style",
 		"--s3-region", miniotest.Region, "--s3-access-key", miniotest.AccessKey, "--s3-secret-key", miniotest.SecretKey}
 }
 
@@ -76,7 +79,7 @@ func (r *report) checkArchive(ctx context.Context, s *servers, tl *topicLog, rng
 		}
 	}
 	if from < 0 {
-		r.fail("no snapshot of public.accounts in the ordered topic")
+		r.fail("no snapshot of public.accounts in the %s", tl.name())
 		return
 	}
 	var points []string

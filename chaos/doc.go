@@ -22,13 +22,23 @@
 // the log and the summary), leaves disk-full out and shares one proxy per
 // broker between all members.
 //
+// TestChaosArchiveGroup runs the same group without Kafka (no kafka section:
+// the lease, the heartbeats and the history are objects in the archive,
+// docs/HA.md "Without Kafka"): no brokers and no replica, the Kafka faults
+// left out, and the checks made on the archive instead of the topic: every
+// acknowledged transaction once and in order in it, the bank conserved at
+// point-in-time restores, every member's log identical to it, one writer of
+// the lineage at a time, and no zombie write after its term as far as the
+// PUT log can tell.
+//
 // Faults (docs/RELIABILITY.md): host-loss, zombie, pg-cut, pg-restart,
 // pg-latency, pg-slice, s3-503, s3-latency, s3-cut, s3-slice, kafka-outage,
 // kafka-cut, kafka-latency, kafka-slice, disk-full (a follower's wal.dir
 // tmpfs full until the follower runs out of space, at most 90 s).
 //
 // The short run, a few faults (at least one host loss, one zombie and one
-// PostgreSQL connection cut), takes a few minutes on a 2-core machine:
+// PostgreSQL connection cut) in a Kafka group and then in an archive-only
+// one, takes a few minutes on a 2-core machine:
 //
 //	go test ./chaos
 //
@@ -36,7 +46,13 @@
 //
 //	go test ./chaos -run TestChaos -chaos.faults=100 -timeout 3h
 //
-// Flags (after the package): -chaos.faults N (faults to inject), -chaos.seed S
+// The archive-only group's long run:
+//
+//	go test ./chaos -run 'TestChaos$' -chaos.group=archive -chaos.faults=40 -chaos.kinds=host-loss,zombie -timeout 1h
+//
+// Flags (after the package): -chaos.group G (kafka, the default, or archive:
+// the group TestChaos runs; with archive TestChaosArchiveGroup skips, as
+// TestChaos is that run), -chaos.faults N (faults to inject), -chaos.seed S
 // (repeat a run; the seed is always printed; WALSHIP_CHAOS_SEED works too),
 // -chaos.members N (1 runs a single daemon without an ha section and only the
 // faults that a single daemon must survive without loss), -chaos.kinds K,L

@@ -21,6 +21,7 @@ var (
 	flagSeed    = flag.Uint64("chaos.seed", 0, "seed of the nemesis and the workloads (0: random, printed; or $WALSHIP_CHAOS_SEED)")
 	flagMembers = flag.Int("chaos.members", 3, "members of the group (1: a single daemon without ha, and only faults it must survive alone)")
 	flagKinds   = flag.String("chaos.kinds", "", "comma-separated fault kinds to inject in turn, after the mandatory ones (default: all kinds, at random)")
+	flagGroup   = flag.String("chaos.group", groupKafka, "the group TestChaos runs: kafka (the lease and the history in Kafka) or archive (no kafka section: the lease and the history in the archive; TestChaosArchiveGroup then leaves it to TestChaos)")
 	flagKeep    = flag.Bool("chaos.keep", false, "keep the run's directory (members' logs, configs, replica) and print where it is")
 )
 

@@ -72,7 +72,7 @@ func (e exit) String() string {
 }
 
 // newMember writes the member's configuration. Every member has the same
-// source, kafka and archive sections; only the directories, listeners,
+// source, kafka (none in an archive-only group) and archive sections; only the directories, listeners,
 // proxies and ha.name differ (docs/CONFIG.md, the operator contract).
 func newMember(t *testing.T, s *servers, root, name string, ha bool) *member {
 	t.Helper()
@@ -96,16 +96,22 @@ func newMember(t *testing.T, s *servers, root, name string, ha bool) *member {
 	// cut and sliced, and the PUT log still sees every request MinIO gets.
 	m.s3toxi, s3Addr = s.proxy(t, "s3-"+name, m.s3.addr)
 	m.kafka = s.kafkaView(t, name)
-	y := fmt.Sprintf(`wal: {dir: %q, sync: shipped, shipped_sinks: [kafka], segment_size: 1MiB, zero_fill: false}
+	// An archive-only group has no kafka section: the archive is the sink
+	// that counts for shipped, and the group's lease and history.
+	shipped, kafka := "archive", ""
+	if s.kafka != nil {
+		shipped = "kafka"
+		kafka = fmt.Sprintf("kafka: {brokers: [%s], topic_prefix: %s, mode: ordered}\n", quoted(m.kafka.seeds), topicPrefix)
+	}
+	y := fmt.Sprintf(`wal: {dir: %q, sync: shipped, shipped_sinks: [%s], segment_size: 1MiB, zero_fill: false}
 source:
   postgres: {dsn: "postgres://postgres@%s/%s?sslmode=disable&connect_timeout=5", tables: [public.accounts], heartbeat: 1s, status_interval: 200ms}
   http: {listen: %q, sync_timeout: 20s}
-archive: {url: "s3://%s/walship", timeout: 1s, s3: {endpoint: %q, path_style: true, region: %s, access_key: %s, secret_key: %s}}
-kafka: {brokers: [%s], topic_prefix: %s, mode: ordered}
-http: {listen: %q}
+archive: {url: "s3://%s/%s", timeout: 1s, s3: {endpoint: %q, path_style: true, region: %s, access_key: %s, secret_key: %s}}
+%shttp: {listen: %q}
 log: {format: json, level: info}
-`, m.walDir, pgAddr, bankDB, m.srcAddr, s.bucket, "http://"+s3Addr, miniotest.Region, miniotest.AccessKey, miniotest.SecretKey,
-		quoted(m.kafka.seeds), topicPrefix, m.httpAddr)
+`, m.walDir, shipped, pgAddr, bankDB, m.srcAddr, s.bucket, archiveRoot, "http://"+s3Addr, miniotest.Region, miniotest.AccessKey, miniotest.SecretKey,
+		kafka, m.httpAddr)
 	if ha {
 		y += fmt.Sprintf("ha: {name: %s, lease: %s}\n", name, leaseLength)
 	}

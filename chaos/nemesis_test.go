@@ -42,6 +42,10 @@ var leaderFaults = map[string]bool{faultHostLoss: true, faultZombie: true}
 // those that hit a follower.
 var groupFaults = map[string]bool{faultHostLoss: true, faultZombie: true, faultDiskFull: true}
 
+// kafkaFaults need Kafka: an archive-only group has none, so they are not
+// drawn, and asking for one with -chaos.kinds fails the run.
+var kafkaFaults = map[string]bool{faultKafkaOutage: true, faultKafkaCut: true, faultKafkaLat: true, faultKafkaSlice: true}
+
 // nsFaults need the mount namespaces and tmpfs of servers.ns.
 var nsFaults = map[string]bool{faultDiskFull: true}
 
@@ -54,6 +58,7 @@ var allFaults = []string{faultHostLoss, faultZombie, faultPGCut, faultPGRestart,
 type zombie struct {
 	member  string
 	term    int64
+	paused  time.Time
 	resumed time.Time
 	exited  time.Time
 	code    int
@@ -70,6 +75,7 @@ type nemesis struct {
 	wr      *writers
 	rep     *report
 	ha      bool
+	noKafka bool // an archive-only group: no Kafka fault applies
 	zombies []zombie
 }
 
@@ -77,7 +83,12 @@ type nemesis struct {
 // single member can take), then random ones.
 func (n *nemesis) plan(count int) []string {
 	var kinds []string
+	var refused []string
 	for _, k := range allFaults {
+		if kafkaFaults[k] && n.noKafka {
+			refused = append(refused, k)
+			continue
+		}
 		if nsFaults[k] && !n.srv.ns {
 			n.rep.note("WARNING: %s left out of the plan: %s", k, n.srv.nsWhy)
 			n.t.Logf("WARNING: %s left out of the plan: %s", k, n.srv.nsWhy)
@@ -97,12 +108,17 @@ func (n *nemesis) plan(count int) []string {
 		// Given kinds are injected in turn, so that a long run has as many
 		// of each as it asks for.
 		given := strings.Split(*flagKinds, ",")
-		for i := 0; len(out) < count; i++ {
-			k := strings.TrimSpace(given[i%len(given)])
-			if !slices.Contains(kinds, k) {
-				n.t.Fatalf("-chaos.kinds: %q is not one of %s", k, strings.Join(kinds, ", "))
+		for i, k := range given {
+			given[i] = strings.TrimSpace(k)
+			if slices.Contains(refused, given[i]) {
+				n.t.Fatalf("-chaos.kinds: %q needs Kafka, and an archive-only group (-chaos.group=archive) has none; the kinds that apply: %s", given[i], strings.Join(kinds, ", "))
 			}
-			out = append(out, k)
+			if !slices.Contains(kinds, given[i]) {
+				n.t.Fatalf("-chaos.kinds: %q is not one of %s", given[i], strings.Join(kinds, ", "))
+			}
+		}
+		for i := 0; len(out) < count; i++ {
+			out = append(out, given[i%len(given)])
 		}
 		return out
 	}
@@ -347,9 +363,10 @@ func (n *nemesis) diskFull(leader *member) {
 // it to exit with status 4 ("ha: lost the lease"), as the contract says.
 func (n *nemesis) zombie(leader *member, term int64) {
 	drain(leader.exited)
+	paused := time.Now()
 	leader.signal(syscall.SIGSTOP, "", false)
 	hold(n.between(2*leaseLength, 3*leaseLength))
-	z := zombie{member: leader.name, term: term, resumed: time.Now(), code: -2}
+	z := zombie{member: leader.name, term: term, paused: paused, resumed: time.Now(), code: -2}
 	leader.signal(syscall.SIGCONT, "", false)
 	select {
 	case e := <-leader.exited:

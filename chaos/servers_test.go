@@ -56,7 +56,9 @@ const (
 	brokerHost = "walship-chaos-kafka-%d"
 )
 
-func startServers(t *testing.T, dir string) *servers {
+// startServers starts the group's dependencies; an archive-only group
+// (withKafka false) gets no Kafka cluster.
+func startServers(t *testing.T, dir string, withKafka bool) *servers {
 	t.Helper()
 	ctx := context.Background()
 	s := &servers{bucket: "chaos", dir: dir}
@@ -72,7 +74,9 @@ func startServers(t *testing.T, dir string) *servers {
 		t.Fatal(err)
 	}
 	s.toxi = startToxiproxy(t)
-	s.startKafka(t)
+	if withKafka {
+		s.startKafka(t)
+	}
 	s.minio = miniotest.Start(t, miniotest.Options{})
 	if err := s.minio.MakeBucket(ctx, s.bucket); err != nil {
 		t.Fatal(err)
@@ -206,6 +210,10 @@ type kafkaView struct {
 
 func (s *servers) kafkaView(t *testing.T, name string) *kafkaView {
 	t.Helper()
+	if s.kafka == nil {
+		// An archive-only group: no brokers, nothing to reach them through.
+		return &kafkaView{name: name}
+	}
 	if !s.ns {
 		return s.shared
 	}

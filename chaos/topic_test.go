@@ -16,8 +16,10 @@ import (
 	"github.com/walship/walship/kafkawire"
 )
 
-// topicLog is the ordered topic as a read_committed consumer sees it.
+// topicLog is the ordered topic as a read_committed consumer sees it, or
+// the archive's lineage in an archive-only group (what says which).
 type topicLog struct {
+	what     string // "" for the ordered topic
 	records  int
 	lineages map[string]bool
 	txns     []change.Committed // assembled, in order
@@ -88,6 +90,15 @@ func readTopic(ctx context.Context, brokers []string, through uint64) (*topicLog
 	}
 	out.skipped = asm.Skipped
 	return out, nil
+}
+
+// name is what the failure messages call the history: the topic or the
+// archive.
+func (tl *topicLog) name() string {
+	if tl.what == "" {
+		return "topic"
+	}
+	return tl.what
 }
 
 // eventRows returns the ids of the public.events rows a transaction
