@@ -363,9 +363,15 @@ func runCases(ctx context.Context, cfg *config, cases []*benchCase) (*resultSet,
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			resetPeakRSS()
 			s, err := r.c.run(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("%s (repetition %d): %w", r.c.name, rep, err)
+			}
+			if _, own := s[mPeakRSS]; !own {
+				// A case whose work runs in a child process reports the
+				// child's peak itself.
+				s[mPeakRSS] = peakRSSMiB()
 			}
 			r.reps = append(r.reps, s)
 			cfg.progressf("rep %d/%d %-28s %s %s", rep, cfg.reps, r.c.name,
@@ -415,7 +421,23 @@ const (
 	// waiter's latency is built from.
 	mWriteP99Ms = "pwrite_p99_ms"
 	mSyncP99Ms  = "fdatasync_p99_ms"
+	// peak_rss_MiB is the peak resident set of the process doing the
+	// case's work during one measurement (the bench process, or the
+	// reference tool's own process); every case reports it.
+	mPeakRSS = "peak_rss_MiB"
+	// cpu_s_per_M is CPU seconds (user plus system) of the process doing
+	// the work, per million changes.
+	mCPUPerM = "cpu_s_per_M"
 )
+
+// extras is the case's extra metrics and peak_rss_MiB, which every case
+// reports.
+func (c *benchCase) extras() []string {
+	if slices.Contains(c.extra, mPeakRSS) || c.primary == mPeakRSS {
+		return c.extra
+	}
+	return append(slices.Clip(c.extra), mPeakRSS)
+}
 
 // metricUnit returns the unit of a metric (as written to JSON).
 func metricUnit(key string) string {
@@ -444,6 +466,10 @@ func metricUnit(key string) string {
 		return "MB/s"
 	case "changes":
 		return "changes"
+	case mPeakRSS:
+		return "MiB"
+	case mCPUPerM:
+		return "s"
 	case "lag_p50_ms", "lag_p95_ms", "lag_p99_ms", "lag_p999_ms", mAckP50:
 		return "ms"
 	}
@@ -668,7 +694,7 @@ func printOtherRatios(w io.Writer, rs *resultSet) {
 	}
 	rows = [][]string{{"case", "metric", "value", "unit", "spread"}}
 	for _, r := range rs.cases {
-		for _, m := range r.c.extra {
+		for _, m := range r.c.extras() {
 			rows = append(rows, []string{r.c.name, m, formatValue(r.median(m), m), metricUnit(m), formatPercent(r.spread(m))})
 		}
 	}
@@ -848,7 +874,7 @@ func jsonResults(suiteName string, rs *resultSet) []jsonResult {
 				metrics = append(metrics, col.key)
 			}
 		}
-		metrics = append(metrics, r.c.extra...)
+		metrics = append(metrics, r.c.extras()...)
 		for _, m := range metrics {
 			name := r.c.name
 			if m != r.c.primary {
