@@ -250,7 +250,7 @@ func cdcCases(cfg *config) []*benchCase {
 		{name: cdcStream, primary: mRecordsPerSec, extra: []string{mCPUPerM}, setup: setup, cleanup: cleanup,
 			compare: []comparison{{metric: mRecordsPerSec, base: cdcRecv, baseMetric: mRecordsPerSec},
 				{label: "cpu", metric: mCPUPerM, base: cdcRecv, baseMetric: mCPUPerM}},
-			run:     func(ctx context.Context) (sample, error) { return e.stream(ctx) }},
+			run: func(ctx context.Context) (sample, error) { return e.stream(ctx) }},
 		{name: cdcCopy, primary: mMBps, setup: setup, cleanup: cleanup,
 			run: func(ctx context.Context) (sample, error) { return e.copyBaseline(ctx) }},
 		{name: cdcSnapshot, primary: mMBps, setup: setup, cleanup: cleanup, extra: []string{mRecordsPerSec},

@@ -7,7 +7,7 @@ import (
 	"os/exec"
 )
 
-func resetPeakRSS()                            {}
-func peakRSSMiB() float64                      { return math.NaN() }
-func cpuSeconds() float64                      { return math.NaN() }
+func resetPeakRSS()                           {}
+func peakRSSMiB() float64                     { return math.NaN() }
+func cpuSeconds() float64                     { return math.NaN() }
 func childUsage(*exec.Cmd) (float64, float64) { return math.NaN(), math.NaN() }
