@@ -97,7 +97,8 @@ func (c *Change) validate(prefix []pathSeg) error {
 	if !op.Valid() {
 		return fail(fmt.Sprintf("unknown op %q (want one of c, u, d, t, r, m)", string(rune(op))), pkey("op"))
 	}
-	opDesc := fmt.Sprintf("op %q (%s)", op.String(), op.Name())
+	// Built only for an error: this runs for every change appended.
+	opDesc := func() string { return fmt.Sprintf("op %q (%s)", op.String(), op.Name()) }
 	if op == Message {
 		if !c.Table.IsZero() {
 			if err := validateTable(c.Table); err != "" {
@@ -114,13 +115,13 @@ func (c *Change) validate(prefix []pathSeg) error {
 	}
 	required := func(name string, r Row) error {
 		if r == nil {
-			return fail("required for "+opDesc, pkey(name))
+			return fail("required for "+opDesc(), pkey(name))
 		}
 		return nil
 	}
 	forbidden := func(name string, r Row) error {
 		if r != nil {
-			return fail("not allowed for "+opDesc, pkey(name))
+			return fail("not allowed for "+opDesc(), pkey(name))
 		}
 		return nil
 	}
@@ -131,11 +132,11 @@ func (c *Change) validate(prefix []pathSeg) error {
 	case Update:
 		err = required("after", c.After)
 		if err == nil && c.Key == nil && c.Before == nil {
-			err = fail(opDesc+" needs key or before", pkey("key"))
+			err = fail(opDesc()+" needs key or before", pkey("key"))
 		}
 	case Delete:
 		if c.Key == nil && c.Before == nil {
-			err = fail(opDesc+" needs key or before", pkey("key"))
+			err = fail(opDesc()+" needs key or before", pkey("key"))
 		}
 		err = firstErr(err, forbidden("after", c.After))
 	case Truncate, Message:
@@ -146,19 +147,19 @@ func (c *Change) validate(prefix []pathSeg) error {
 	}
 	if op == Message {
 		if c.Message == nil {
-			return fail("required for "+opDesc, pkey("message"))
+			return fail("required for "+opDesc(), pkey("message"))
 		}
 		if !utf8.ValidString(c.Message.Prefix) {
 			return fail("invalid UTF-8", pkey("message"), pkey("prefix"))
 		}
 	} else if c.Message != nil {
-		return fail("not allowed for "+opDesc+`; only for op "m"`, pkey("message"))
+		return fail("not allowed for "+opDesc()+`; only for op "m"`, pkey("message"))
 	}
-	for _, r := range []struct {
+	for _, r := range [...]struct {
 		name string
 		row  Row
 	}{{"key", c.Key}, {"before", c.Before}, {"after", c.After}} {
-		if err := validateRow(r.row, append(prefix[:len(prefix):len(prefix)], pkey(r.name))); err != nil {
+		if err := validateRow(r.row, prefix, r.name); err != nil {
 			return err
 		}
 	}
@@ -205,31 +206,39 @@ func validateTable(t Table) string {
 }
 
 // validateRow checks column names and values of r; path names r.
-func validateRow(r Row, path []pathSeg) error {
+// validateRow checks r, found at prefix plus the key name (if not
+// empty). The path is built only for an error: this runs for every row.
+func validateRow(r Row, prefix []pathSeg, name string) error {
+	fail := func(reason string, segs ...pathSeg) error {
+		path := prefix[:len(prefix):len(prefix)]
+		if name != "" {
+			path = append(path, pkey(name))
+		}
+		return &InvalidError{Path: renderPath(path, segs...), Reason: reason}
+	}
 	for i, c := range r {
 		if c.Name == "" {
-			return &InvalidError{Path: renderPath(path, pidx(i)), Reason: "empty column name"}
+			return fail("empty column name", pidx(i))
 		}
 		if !utf8.ValidString(c.Name) {
-			return &InvalidError{Path: renderPath(path, pidx(i)), Reason: "column name is not valid UTF-8"}
+			return fail("column name is not valid UTF-8", pidx(i))
 		}
 		if len(r) <= 32 {
 			for _, d := range r[:i] {
 				if d.Name == c.Name {
-					return &InvalidError{Path: renderPath(path, pkey(c.Name)), Reason: "duplicate column"}
+					return fail("duplicate column", pkey(c.Name))
 				}
 			}
 		}
 		if reason, at := validateValue(c.Value, 0); reason != "" {
-			segs := append([]pathSeg{pkey(c.Name)}, at...)
-			return &InvalidError{Path: renderPath(path, segs...), Reason: reason}
+			return fail(reason, append([]pathSeg{pkey(c.Name)}, at...)...)
 		}
 	}
 	if len(r) > 32 {
 		seen := make(map[string]struct{}, len(r))
 		for _, c := range r {
 			if _, dup := seen[c.Name]; dup {
-				return &InvalidError{Path: renderPath(path, pkey(c.Name)), Reason: "duplicate column"}
+				return fail("duplicate column", pkey(c.Name))
 			}
 			seen[c.Name] = struct{}{}
 		}

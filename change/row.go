@@ -62,7 +62,7 @@ func (r *Row) UnmarshalJSON(data []byte) error {
 		err = p.end()
 	}
 	if err == nil {
-		err = validateRow(row, nil)
+		err = validateRow(row, nil, "")
 	}
 	if err != nil {
 		return err
