@@ -83,3 +83,13 @@ func indexOf(b []byte, s string) int {
 	}
 	return -1
 }
+
+func BenchmarkValidate(b *testing.B) {
+	_, c := benchChange(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Validate(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
