@@ -53,6 +53,11 @@ func Restore(ctx context.Context, src Source, plan *Plan, url string, opts Resto
 	}
 	ropts := opts.Replica
 	ropts.Lineage = plan.Lineage
+	// Nothing upstream waits on a restore's position, so its commits need
+	// not be synced one by one: Close makes them durable at the end (a
+	// crash before that takes back the last ones with their position, and
+	// --continue goes on from there).
+	ropts.Unsynced = true
 	if opts.CheckNames == nil && !opts.StreamVerify {
 		nc, err := replica.NewNameCheck(url)
 		if err != nil {
@@ -161,7 +166,19 @@ func settleSQLite(ctx context.Context, path string) error {
 	if mode != "delete" {
 		return fmt.Errorf("pitr: settle %s: journal mode stays %q", path, mode)
 	}
-	return db.Close()
+	if err := db.Close(); err != nil {
+		return err
+	}
+	// The file is renamed into place next: it must be on disk first.
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("pitr: settle %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("pitr: settle %s: %w", path, err)
+	}
+	return nil
 }
 
 // moveFile renames src to dst, copying (and fsyncing) across file systems.

@@ -131,7 +131,7 @@ func openSQLiteExisting(ctx context.Context, path string, readOnly bool) (*sql.D
 	if _, err := os.Stat(path); err != nil {
 		return nil, err // never create a database by reading it
 	}
-	db, err := sql.Open("sqlite", sqliteDSN(path, defaultBusy, readOnly))
+	db, err := sql.Open("sqlite", sqliteDSN(path, defaultBusy, readOnly, false))
 	if err != nil {
 		return nil, err
 	}

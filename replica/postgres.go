@@ -18,11 +18,18 @@ import (
 const pgFlushAt = 1024
 
 type postgresBackend struct {
-	url  string
-	conn *pgx.Conn // replaced when the server closed it (a restart)
+	url      string
+	conn     *pgx.Conn // replaced when the server closed it (a restart)
+	unsynced bool      // Options.Unsynced: commits do not wait for the WAL flush
 }
 
 func connectPostgres(ctx context.Context, rawURL string) (*pgx.Conn, error) {
+	return connectPostgresWith(ctx, rawURL, false)
+}
+
+// connectPostgresWith connects; unsynced sets synchronous_commit off for
+// the session (Options.Unsynced).
+func connectPostgresWith(ctx context.Context, rawURL string, unsynced bool) (*pgx.Conn, error) {
 	cfg, err := pgx.ParseConfig(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("bad connection string: %w", secret.DSNError(rawURL, err))
@@ -33,6 +40,9 @@ func connectPostgres(ctx context.Context, rawURL string) (*pgx.Conn, error) {
 	// Values are sent as text and converted by casts in the statements;
 	// the session time zone only shapes what Dump reads.
 	cfg.RuntimeParams["timezone"] = "UTC"
+	if unsynced {
+		cfg.RuntimeParams["synchronous_commit"] = "off"
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		// The driver's errors name the host, and a password with an
@@ -43,11 +53,11 @@ func connectPostgres(ctx context.Context, rawURL string) (*pgx.Conn, error) {
 }
 
 func openPostgres(ctx context.Context, rawURL string, opts Options) (backend, error) {
-	conn, err := connectPostgres(ctx, rawURL)
+	conn, err := connectPostgresWith(ctx, rawURL, opts.Unsynced)
 	if err != nil {
 		return nil, err
 	}
-	return &postgresBackend{url: rawURL, conn: conn}, nil
+	return &postgresBackend{url: rawURL, conn: conn, unsynced: opts.Unsynced}, nil
 }
 
 const pgBookkeeping = `
@@ -111,7 +121,17 @@ func readPostgresState(ctx context.Context, rawURL string) (State, error) {
 func (b *postgresBackend) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return b.conn.Close(ctx)
+	var err error
+	if b.unsynced && !b.conn.IsClosed() {
+		// A synchronous commit waits until the server's WAL is flushed
+		// up to it, and so past every unsynced commit before it.
+		_, err = b.conn.Exec(ctx, "SET synchronous_commit = on; UPDATE walship_applied SET lsn = lsn WHERE id = 1",
+			pgx.QueryExecModeSimpleProtocol)
+		if err != nil {
+			err = fmt.Errorf("make the applied transactions durable: %w", err)
+		}
+	}
+	return errors.Join(err, b.conn.Close(ctx))
 }
 
 // reconnect replaces a connection the server closed (a restart). It died
@@ -120,7 +140,7 @@ func (b *postgresBackend) reconnect(ctx context.Context) error {
 	if !b.conn.IsClosed() {
 		return nil
 	}
-	conn, err := connectPostgres(ctx, b.url)
+	conn, err := connectPostgresWith(ctx, b.url, b.unsynced)
 	if err != nil {
 		return err
 	}

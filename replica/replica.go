@@ -31,7 +31,9 @@ type Applier interface {
 	// Stats returns counters since Open.
 	Stats() Stats
 	// Close releases the database; an open DB transaction is never left
-	// behind (Apply commits or rolls back before it returns). Idempotent.
+	// behind (Apply commits or rolls back before it returns). With
+	// Options.Unsynced it first makes every applied transaction durable.
+	// Idempotent.
 	Close() error
 }
 
@@ -70,6 +72,14 @@ type Options struct {
 	// BusyTimeout is how long SQLite waits for a lock held by another
 	// connection (a reader, a snapshot); default 10s.
 	BusyTimeout time.Duration
+	// Unsynced lets commits return before they are on disk: SQLite runs
+	// with synchronous=NORMAL, PostgreSQL with synchronous_commit off. A
+	// crash can then take back the last applied transactions, with their
+	// position (never one without the other), and Close makes everything
+	// applied durable, returning an error if it cannot. For appliers
+	// whose position is acknowledged to no one, such as a restore; never
+	// for a consumer that commits its position upstream.
+	Unsynced bool
 	// Logger receives schema changes; default discard.
 	Logger *slog.Logger
 }

@@ -199,7 +199,7 @@ func sqliteSQL(t *testing.T, ops []sqlOp) map[string][]string {
 	}
 	b.close()
 	sqliteTraceOnce.Do(func() { sql.Register("sqlite-trace", traceDriver{&sqlite.Driver{}}) })
-	db, err := sql.Open("sqlite-trace", sqliteDSN(path, time.Second, false))
+	db, err := sql.Open("sqlite-trace", sqliteDSN(path, time.Second, false, false))
 	if err != nil {
 		t.Fatal(err)
 	}

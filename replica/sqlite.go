@@ -20,7 +20,11 @@ import (
 // power loss, so the replica never goes back behind a position the
 // consumer has acknowledged upstream), immediate transactions (the write
 // lock is taken at BEGIN, so the busy timeout covers it).
-func sqliteDSN(path string, busy time.Duration, readOnly bool) string {
+//
+// Unsynced (Options.Unsynced) sets synchronous=NORMAL instead: in WAL mode a
+// commit is then not synced, only checkpoints are, and a power loss can take
+// back the last commits but never leaves the file inconsistent.
+func sqliteDSN(path string, busy time.Duration, readOnly, unsynced bool) string {
 	q := url.Values{}
 	q.Set("_busy_timeout", fmt.Sprint(busy.Milliseconds()))
 	if readOnly {
@@ -28,14 +32,18 @@ func sqliteDSN(path string, busy time.Duration, readOnly bool) string {
 	} else {
 		q.Set("_journal_mode", "WAL")
 		q.Set("_synchronous", "FULL")
+		if unsynced {
+			q.Set("_synchronous", "NORMAL")
+		}
 		q.Set("_txlock", "immediate")
 	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
 
 type sqliteBackend struct {
-	db   *sql.DB
-	path string
+	db       *sql.DB
+	path     string
+	unsynced bool // Options.Unsynced: synchronous=NORMAL
 }
 
 func openSQLite(ctx context.Context, path string, opts Options) (*sqliteBackend, error) {
@@ -47,7 +55,7 @@ func openSQLite(ctx context.Context, path string, opts Options) (*sqliteBackend,
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return nil, fmt.Errorf("%s is a directory", path)
 	}
-	db, err := sql.Open("sqlite", sqliteDSN(path, opts.BusyTimeout, false))
+	db, err := sql.Open("sqlite", sqliteDSN(path, opts.BusyTimeout, false, opts.Unsynced))
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +78,7 @@ func openSQLite(ctx context.Context, path string, opts Options) (*sqliteBackend,
 		db.Close()
 		return nil, fmt.Errorf("opening %s: journal mode is %q, not wal", path, mode)
 	}
-	return &sqliteBackend{db: db, path: path}, nil
+	return &sqliteBackend{db: db, path: path, unsynced: opts.Unsynced}, nil
 }
 
 const sqliteBookkeeping = `
@@ -125,7 +133,17 @@ func (b *sqliteBackend) readState(ctx context.Context) (State, error) {
 	return readSQLiteState(ctx, b.db)
 }
 
-func (b *sqliteBackend) close() error { return b.db.Close() }
+func (b *sqliteBackend) close() error {
+	var err error
+	if b.unsynced {
+		// Under synchronous=NORMAL a checkpoint syncs the WAL, copies it
+		// into the database file and syncs that.
+		if _, err = b.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+			err = fmt.Errorf("make the applied transactions durable: %w", err)
+		}
+	}
+	return errors.Join(err, b.db.Close())
+}
 
 func (b *sqliteBackend) begin(ctx context.Context) (dbTxn, error) {
 	tx, err := b.db.BeginTx(ctx, nil)
