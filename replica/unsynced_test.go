@@ -54,6 +54,13 @@ func TestUnsyncedSQLite(t *testing.T) {
 	if sync != 2 {
 		t.Fatalf("PRAGMA synchronous = %d by default, want 2 (FULL)", sync)
 	}
+	var cache int
+	if err := b.(*applier).b.(*sqliteBackend).db.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&cache); err != nil {
+		t.Fatal(err)
+	}
+	if cache != -65536 {
+		t.Fatalf("PRAGMA cache_size = %d, want -65536 (64 MiB)", cache)
+	}
 }
 
 // TestUnsyncedPostgres: the session runs with synchronous_commit off, and
