@@ -571,13 +571,13 @@ func TestKcatReadsTopics(t *testing.T) {
 }
 
 func TestValidateNamesKeys(t *testing.T) {
-	bad := Options{Brokers: []string{"nohost"}, Mode: "fast", Compression: "brotli", Linger: -1, TopicPrefix: "a b",
+	bad := Options{Brokers: []string{"nohost"}, Mode: "fast", Format: "avro", Compression: "brotli", Linger: -1, TopicPrefix: "a b",
 		SASL: kafkawire.SASLOptions{Mechanism: "gssapi"}, TLS: kafkawire.TLSOptions{CertFile: "x"}}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"kafka.brokers[0]", "kafka.mode", "kafka.compression", "kafka.linger", "kafka.topic_prefix", "kafka.sasl.mechanism", "kafka.tls.cert_file"} {
+	for _, want := range []string{"kafka.brokers[0]", "kafka.mode", "kafka.format", "kafka.compression", "kafka.linger", "kafka.topic_prefix", "kafka.sasl.mechanism", "kafka.tls.cert_file"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
