@@ -22,9 +22,6 @@ const (
 	FormatJSONSchemas = "json-schemas"
 )
 
-// ValidFormat reports whether f is a record format ("" is FormatJSON).
-func ValidFormat(f string) bool { return f == "" || f == FormatJSON || f == FormatJSONSchemas }
-
 const secondsPerDay = 86400
 
 // convMode says how a timestamp value is written (appendValue).
