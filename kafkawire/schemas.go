@@ -207,6 +207,7 @@ type colPlan struct {
 	ct       *connectType
 	key      bool
 	required bool
+	misfit   bool // a value does not fit ct (or ct is nil and a value is not null)
 }
 
 // colPlans are the columns of the change being encoded, in the order of
@@ -214,18 +215,14 @@ type colPlan struct {
 type colPlans struct {
 	cols    []colPlan
 	scratch []byte
+	arrays  map[string]*connectType // typeOfName of array type names
 }
 
 // conv returns how the values of column name, the i-th of its row, are
 // written.
 func (p *colPlans) conv(i int, name string) convMode {
-	if i < len(p.cols) && p.cols[i].name == name {
-		return p.cols[i].ct.leafConv()
-	}
-	for k := range p.cols {
-		if p.cols[k].name == name {
-			return p.cols[k].ct.leafConv()
-		}
+	if k := p.index(i, name); k >= 0 {
+		return p.cols[k].ct.leafConv()
 	}
 	return convNone
 }
@@ -253,58 +250,90 @@ func (p *colPlans) plan(c *change.Change) {
 	clear(p.cols)
 	p.cols = p.cols[:0]
 	for _, t := range c.Types {
-		p.cols = append(p.cols, colPlan{name: t.Name, ct: typeOfName(t.Type)})
+		p.cols = append(p.cols, colPlan{name: t.Name, ct: p.typeOfName(t.Type)})
 	}
+	// One pass over the values: rows usually list their columns in the
+	// order of Types, so the i-th column is tried first.
 	rows := [...]change.Row{c.Key, c.Before, c.After}
-	for _, r := range rows {
-		for _, col := range r {
-			if p.find(col.Name) < 0 {
+	for ri, r := range rows {
+		for i, col := range r {
+			k := p.index(i, col.Name)
+			if k < 0 {
+				k = len(p.cols)
 				p.cols = append(p.cols, colPlan{name: col.Name})
 			}
-		}
-	}
-	for _, col := range c.Key {
-		if k := p.find(col.Name); k >= 0 {
-			p.cols[k].key, p.cols[k].required = true, true
+			cp := &p.cols[k]
+			if ri == 0 && !cp.key {
+				cp.key, cp.required = true, true
+			}
+			v := col.Value
+			if v.IsNull() {
+				cp.required = false
+			} else if cp.ct == nil || !cp.ct.fits(v) {
+				cp.misfit = true
+			}
 		}
 	}
 	for k := range p.cols {
-		cp := &p.cols[k]
-		fitsAll := func(ct *connectType) bool {
-			for _, r := range rows {
-				if v, ok := r.Get(cp.name); ok && !ct.fits(v) {
-					return false
-				}
-			}
-			return true
-		}
-		var fromValue *connectType
-		for _, r := range rows {
-			v, ok := r.Get(cp.name)
-			if !ok {
-				continue
-			}
-			if v.IsNull() {
-				cp.required = false
-			} else if fromValue == nil {
-				fromValue = typeOfValue(v)
-			}
-		}
-		ct := cp.ct
-		ok := ct != nil && fitsAll(ct)
-		for d := 0; !ok && ct != nil && ct.typ == "array" && d < change.MaxNesting; d++ {
-			ct = deeper(ct) // a multidimensional array
-			ok = fitsAll(ct)
-		}
-		switch {
-		case ok:
-			cp.ct = ct
-		case fromValue != nil:
-			cp.ct = fromValue
-		default:
-			cp.ct = ctString // only nulls
+		switch cp := &p.cols[k]; {
+		case cp.misfit:
+			cp.ct = refit(cp.ct, cp.name, &rows)
+		case cp.ct == nil:
+			cp.ct = ctString // no type name, only nulls
 		}
 	}
+}
+
+// refit returns the type of column name when its values in rows do not
+// all fit ct (nil: no type name): ct with more array levels (a
+// multidimensional array), else the type of its first non-null value.
+func refit(ct *connectType, name string, rows *[3]change.Row) *connectType {
+	fitsAll := func(ct *connectType) bool {
+		for _, r := range rows {
+			if v, ok := r.Get(name); ok && !ct.fits(v) {
+				return false
+			}
+		}
+		return true
+	}
+	for d := 0; ct != nil && ct.typ == "array" && d < change.MaxNesting; d++ {
+		if ct = deeper(ct); fitsAll(ct) {
+			return ct
+		}
+	}
+	for _, r := range rows {
+		if v, ok := r.Get(name); ok && !v.IsNull() {
+			return typeOfValue(v)
+		}
+	}
+	return ctString
+}
+
+// index returns the index of column name, trying i first; -1 if absent.
+func (p *colPlans) index(i int, name string) int {
+	if i < len(p.cols) && p.cols[i].name == name {
+		return i
+	}
+	return p.find(name)
+}
+
+// typeOfName is the package's typeOfName, remembering array types.
+func (p *colPlans) typeOfName(name string) *connectType {
+	if ct, ok := pgTypes[name]; ok {
+		return ct
+	}
+	if ct, ok := p.arrays[name]; ok {
+		return ct
+	}
+	ct := typeOfName(name)
+	if len(p.arrays) >= 1024 {
+		clear(p.arrays) // bounded: type names come from the source
+	}
+	if p.arrays == nil {
+		p.arrays = map[string]*connectType{}
+	}
+	p.arrays[name] = ct
+	return ct
 }
 
 // deeper returns ct with one more array level around its leaf.
