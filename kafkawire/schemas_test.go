@@ -177,3 +177,30 @@ func TestDecodeSchemasWrapper(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSchemaPayloadCatches: the checker the schema tests rely on
+// rejects each kind of mismatch.
+func TestCheckSchemaPayloadCatches(t *testing.T) {
+	st := func(fields string) string { return `{"type":"struct","fields":[` + fields + `],"optional":false}` }
+	ok := `{"schema":` + st(`{"type":"int64","optional":false,"field":"a"},{"type":"string","optional":true,"field":"b"}`) + `,"payload":{"a":1,"b":null}}`
+	if err := kafkatest.CheckSchemaPayload([]byte(ok)); err != nil {
+		t.Fatalf("a matching record: %v", err)
+	}
+	for _, bad := range []string{
+		`{"schema":` + st(`{"type":"int64","optional":false,"field":"a"}`) + `,"payload":{}}`,                                       // required field missing
+		`{"schema":` + st(`{"type":"int64","optional":false,"field":"a"}`) + `,"payload":{"a":null}}`,                               // null for a required field
+		`{"schema":` + st(`{"type":"int64","optional":true,"field":"a"}`) + `,"payload":{"a":1,"x":2}}`,                             // member not in the schema
+		`{"schema":` + st(`{"type":"int64","optional":true,"field":"a"}`) + `,"payload":{"a":"1"}}`,                                 // string for an int
+		`{"schema":` + st(`{"type":"int32","optional":true,"field":"a"}`) + `,"payload":{"a":4294967296}}`,                          // out of int32
+		`{"schema":` + st(`{"type":"int16","optional":true,"field":"a"}`) + `,"payload":{"a":1.5}}`,                                 // not an integer
+		`{"schema":` + st(`{"type":"bytes","optional":true,"field":"a"}`) + `,"payload":{"a":"!!"}}`,                                // not base64
+		`{"schema":` + st(`{"type":"string","optional":true,"name":"io.debezium.data.Json","field":"a"}`) + `,"payload":{"a":"{"}}`, // not JSON
+		`{"schema":` + st(`{"type":"array","items":{"type":"int64","optional":false},"optional":true,"field":"a"}`) + `,"payload":{"a":[1,null]}}`,
+		`{"schema":` + st(`{"type":"float64","optional":true,"field":"a"}`) + `,"payload":{"a":"nan"}}`,
+		`{"schema":` + st(``) + `}`,
+	} {
+		if err := kafkatest.CheckSchemaPayload([]byte(bad)); err == nil {
+			t.Errorf("no error for %s", bad)
+		}
+	}
+}
