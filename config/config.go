@@ -172,6 +172,7 @@ type Kafka struct {
 	Brokers     []string      `yaml:"brokers"`
 	TopicPrefix string        `yaml:"topic_prefix"` // default walship
 	Mode        string        `yaml:"mode"`         // ordered | tables
+	Format      string        `yaml:"format"`       // json | json-schemas; default json
 	Partitions  int           `yaml:"partitions"`   // of each topic created in tables mode; default 1
 	Compression string        `yaml:"compression"`  // none|gzip|snappy|lz4|zstd; default zstd
 	Linger      time.Duration `yaml:"linger"`

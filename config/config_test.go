@@ -73,6 +73,7 @@ func TestErrors(t *testing.T) {
 		{"ha name", "wal: {dir: /w}\nkafka: {brokers: [b:1]}\nha: {name: \"a b\"}\n", `ha.name (line 3): "a b": want 1 to 64 of`},
 		{"ha name missing", "wal: {dir: /w}\nkafka: {brokers: [b:1]}\nha: {lease: 2s}\n", `ha.name (line 3): "": want 1 to 64 of`},
 		{"ha lease", "wal: {dir: /w}\nkafka: {brokers: [b:1]}\nha: {name: a, lease: 100ms}\n", `ha.lease (line 3): 100ms: want 1s to 5m0s`},
+		{"kafka format", "wal: {dir: /w}\nkafka: {brokers: [b:1], format: avro}\n", `kafka.format (line 2): "avro" is not one of json, json-schemas`},
 		{"ha tables", "wal: {dir: /w}\nkafka: {brokers: [b:1], mode: tables}\nha: {name: a}\n", `kafka.mode (line 2): "tables": ha needs mode ordered`},
 		{"negative sync timeout", "wal: {dir: /w}\nsource:\n  http: {sync_timeout: -1s}\n", `source.http.sync_timeout (line 3)`},
 		{"bad size", "wal:\n  dir: /w\n  segment_size: lots\n", `wal.segment_size (line 3)`},

@@ -373,6 +373,7 @@ func (c *Config) validateKafka(v *validator) {
 	case k.Partitions > 1 && k.Mode != "tables":
 		v.fail("kafka.partitions", "%d: only for mode: tables (the ordered topic has exactly one partition, for total order)", k.Partitions)
 	}
+	v.oneOf("kafka.format", &k.Format, "json", "json", "json-schemas")
 	v.oneOf("kafka.compression", &k.Compression, "zstd", "none", "gzip", "snappy", "lz4", "zstd")
 	v.nonNegative("kafka.linger", k.Linger)
 	if k.SASL.Mechanism != "" {

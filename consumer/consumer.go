@@ -1,7 +1,9 @@
 // Package consumer is walship's replay consumer (`walship consume`): it reads
 // the ordered topic written by kafkasink with a franz-go consumer group and
 // applies it to a SQLite or PostgreSQL replica through the replica package's
-// Applier, exactly once (docs/DESIGN.md §4.7).
+// Applier, exactly once (docs/DESIGN.md §4.7). It reads records in either
+// kafka.format, json or json-schemas (kafkawire.Decode tells them apart),
+// whatever the consumer's own config says.
 //
 // # Guarantees
 //

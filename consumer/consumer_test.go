@@ -83,11 +83,17 @@ func (w *testWriter) Write(p []byte) (int, error) {
 // because the test does: any other error fails the test.
 func startSink(t *testing.T, dir string, w *wal.WAL, brokers []string) *kafkasink.Sink {
 	t.Helper()
+	return startSinkFormat(t, dir, w, brokers, "")
+}
+
+// startSinkFormat is startSink writing records in format (kafka.format).
+func startSinkFormat(t *testing.T, dir string, w *wal.WAL, brokers []string, format string) *kafkasink.Sink {
+	t.Helper()
 	ck, err := checkpoint.Open(context.Background(), vfs.Default, filepath.Join(dir, "ckpt"), checkpoint.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := kafkasink.New(kafkasink.Options{Brokers: brokers, Database: "app", Logger: testLogger(t)}, w, ck, "L1")
+	s, err := kafkasink.New(kafkasink.Options{Brokers: brokers, Database: "app", Format: format, Logger: testLogger(t)}, w, ck, "L1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +301,12 @@ func startCluster(t *testing.T) *kafkatest.Cluster {
 }
 
 func roundTrip(t *testing.T, gotURL, wantURL string) {
+	roundTripFormat(t, gotURL, wantURL, "")
+}
+
+// roundTripFormat is roundTrip with the sink writing format; json-schemas
+// adds transactions over a table with a column of every supported type.
+func roundTripFormat(t *testing.T, gotURL, wantURL, format string) {
 	kc := startCluster(t)
 	dir := t.TempDir()
 	w, err := openWAL(dir)
@@ -310,7 +322,14 @@ func roundTrip(t *testing.T, gotURL, wantURL string) {
 			t.Fatal(err)
 		}
 	}
-	startSink(t, dir, w, []string{kc.Addr})
+	if format == kafkawire.FormatJSONSchemas {
+		for _, txn := range kafkatest.EveryTypeTxns(30) {
+			if _, err := w.Append(context.Background(), &txn); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	startSinkFormat(t, dir, w, []string{kc.Addr}, format)
 	c, _ := startConsumer(t, Options{Brokers: []string{kc.Addr}, ReplicaURL: gotURL, Lineage: "L1", MaxBatchTxns: 64})
 	txns := readWAL(t, w)
 	waitApplied(t, c, txns[len(txns)-1].CommitLSN, 30*time.Second)
@@ -363,6 +382,13 @@ func roundTrip(t *testing.T, gotURL, wantURL string) {
 func TestRoundTripSQLite(t *testing.T) {
 	dir := t.TempDir()
 	roundTrip(t, "sqlite://"+filepath.Join(dir, "got.db"), "sqlite://"+filepath.Join(dir, "want.db"))
+}
+
+// TestRoundTripSQLiteJSONSchemas: walship consume applies a json-schemas
+// topic to SQLite, which then equals the source.
+func TestRoundTripSQLiteJSONSchemas(t *testing.T) {
+	dir := t.TempDir()
+	roundTripFormat(t, "sqlite://"+filepath.Join(dir, "got.db"), "sqlite://"+filepath.Join(dir, "want.db"), kafkawire.FormatJSONSchemas)
 }
 
 func TestRoundTripPostgres(t *testing.T) {

@@ -205,7 +205,7 @@ func archiveOptions(a *config.Archive, log *slog.Logger) (archive.Options, error
 
 // KafkaSinkOptions maps the kafka: section to the sink's config.
 func KafkaSinkOptions(k *config.Kafka, log *slog.Logger) kafkasink.Options {
-	return kafkasink.Options{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Mode: k.Mode, Compression: k.Compression,
+	return kafkasink.Options{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Mode: k.Mode, Format: k.Format, Compression: k.Compression,
 		Linger: k.Linger, Tombstones: k.Tombstones, Partitions: int32(k.Partitions), Logger: log, // bounded by config
 		TLS: kafkawire.TLSOptions{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
 			InsecureSkipVerify: k.TLS.InsecureSkipVerify},

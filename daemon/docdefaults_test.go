@@ -60,6 +60,7 @@ func TestConfigDocDefaults(t *testing.T) {
 		"archive.snapshot_keep":          integer(int64(c.Archive.SnapshotKeep)),
 		"kafka.topic_prefix":             text(c.Kafka.TopicPrefix),
 		"kafka.compression":              text(c.Kafka.Compression),
+		"kafka.format":                   text(c.Kafka.Format),
 		"kafka.partitions":               integer(int64(sink.Partitions)),
 		"replica.max_batch_txns":         integer(int64(cons.MaxBatchTxns)),
 		"lag.window":                     duration(c.Lag.Window),

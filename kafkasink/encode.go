@@ -253,7 +253,7 @@ func (w *encodeWorker) topic(job *encJob, k int) string {
 // newEncodeWorker returns a worker encoding as cfg says, with lineage in
 // every record's header and envelope.
 func newEncodeWorker(cfg *Options, lineage string) *encodeWorker {
-	return &encodeWorker{tombstones: *cfg.Tombstones, enc: &kafkawire.Encoder{Database: cfg.Database, Name: cfg.Name, Lineage: lineage},
+	return &encodeWorker{tombstones: *cfg.Tombstones, enc: &kafkawire.Encoder{Database: cfg.Database, Name: cfg.Name, Lineage: lineage, Format: cfg.Format},
 		lineage: []byte(lineage), orderedTopic: kafkawire.OrderedTopic(cfg.TopicPrefix)}
 }
 

@@ -27,6 +27,9 @@ type Options struct {
 	Brokers     []string
 	TopicPrefix string // default "walship"
 	Mode        string // ordered (default) | tables
+	// Format of record keys and values: kafkawire.FormatJSON (default) or
+	// kafkawire.FormatJSONSchemas.
+	Format      string
 	Compression string // none | gzip | snappy | lz4 | zstd (default)
 	// Linger is how long the producer waits to fill a batch; default 5ms.
 	Linger time.Duration
@@ -91,6 +94,13 @@ func (c *Options) Validate() error {
 	case kafkawire.ModeOrdered, kafkawire.ModeTables:
 	default:
 		fail("mode", "%q: want ordered or tables", c.Mode)
+	}
+	switch c.Format {
+	case "":
+		c.Format = kafkawire.FormatJSON
+	case kafkawire.FormatJSON, kafkawire.FormatJSONSchemas:
+	default:
+		fail("format", "%q: want json or json-schemas", c.Format)
 	}
 	if c.Compression == "" {
 		c.Compression = DefaultCompression

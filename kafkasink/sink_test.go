@@ -571,13 +571,13 @@ func TestKcatReadsTopics(t *testing.T) {
 }
 
 func TestValidateNamesKeys(t *testing.T) {
-	bad := Options{Brokers: []string{"nohost"}, Mode: "fast", Compression: "brotli", Linger: -1, TopicPrefix: "a b",
+	bad := Options{Brokers: []string{"nohost"}, Mode: "fast", Format: "avro", Compression: "brotli", Linger: -1, TopicPrefix: "a b",
 		SASL: kafkawire.SASLOptions{Mechanism: "gssapi"}, TLS: kafkawire.TLSOptions{CertFile: "x"}}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"kafka.brokers[0]", "kafka.mode", "kafka.compression", "kafka.linger", "kafka.topic_prefix", "kafka.sasl.mechanism", "kafka.tls.cert_file"} {
+	for _, want := range []string{"kafka.brokers[0]", "kafka.mode", "kafka.format", "kafka.compression", "kafka.linger", "kafka.topic_prefix", "kafka.sasl.mechanism", "kafka.tls.cert_file"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
@@ -617,5 +617,63 @@ func TestOrderedRoundTripReusedBuffers(t *testing.T) {
 	sameTxns(t, rebuild(t, recs), want)
 	if err := stop(); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+}
+
+// TestKcatReadsJSONSchemas: kcat (librdkafka) reads a json-schemas topic
+// written by the sink; every key and value it prints is a schema and a
+// payload that match, over a workload of every supported column type.
+func TestKcatReadsJSONSchemas(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat not found: run scripts/deps.sh (Debian package kcat)")
+	}
+	c := startCluster(t)
+	e := newEnv(t)
+	txns := kafkatest.EveryTypeTxns(12)
+	n := 0
+	for i := range txns {
+		e.w.Append(context.Background(), &txns[i])
+		n += len(txns[i].Changes)
+	}
+	s, err := New(Options{Brokers: []string{c.Addr}, TopicPrefix: "ks", Format: kafkawire.FormatJSONSchemas}, e.w, e.ckpts, "L9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := runSink(t, s)
+	waitAcked(t, s, uint64(n), 30*time.Second)
+	stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, "-C", "-b", c.Addr, "-t", kafkawire.OrderedTopic("ks"), "-o", "beginning", "-e", "-q", "-J").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	var values, timestamps int
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var m struct {
+			Key     *string `json:"key"`
+			Payload *string `json:"payload"`
+		}
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("kcat line %q: %v", l, err)
+		}
+		for _, b := range []*string{m.Key, m.Payload} {
+			if b == nil {
+				continue
+			}
+			if err := kafkatest.CheckSchemaPayload([]byte(*b)); err != nil {
+				t.Fatalf("%v\n%s", err, *b)
+			}
+		}
+		if m.Payload != nil {
+			values++
+			if strings.Contains(*m.Payload, `"name":"io.debezium.time.MicroTimestamp"`) {
+				timestamps++
+			}
+		}
+	}
+	if values != n || timestamps == 0 {
+		t.Fatalf("kcat read %d values (%d with a MicroTimestamp), want %d", values, timestamps, n)
 	}
 }

@@ -421,6 +421,30 @@ func (s *scanner) value(desc []byte, depth int) (change.Value, error) {
 	if err != nil {
 		return change.Value{}, fmt.Errorf("kind descriptor %s: %w", desc, err)
 	}
+	if len(kind) > 0 && kind[0] == '[' {
+		// An array's descriptor as a string (FormatJSONSchemas).
+		return s.value([]byte(kind), depth)
+	}
+	if kind == "micros" || kind == "days" {
+		// A timestamp as its Kafka Connect semantic type's integer.
+		n, err := s.number()
+		if err != nil {
+			return change.Value{}, err
+		}
+		i, err := strconv.ParseInt(string(n), 10, 64)
+		if err != nil {
+			return change.Value{}, s.fail(kind + ": want an integer")
+		}
+		var t time.Time
+		if kind == "micros" {
+			t = time.UnixMicro(i).UTC()
+		} else if i > -maxDays && i < maxDays {
+			t = time.Unix(i*secondsPerDay, 0).UTC()
+		} else {
+			return change.Value{}, fmt.Errorf("days: %d out of range", i)
+		}
+		return change.TimestampValue(t)
+	}
 	if kind == "float" && s.peek() != '"' {
 		n, err := s.number()
 		if err != nil {
@@ -468,4 +492,49 @@ func (s *scanner) value(desc []byte, depth int) (change.Value, error) {
 		return change.UnknownValue(typ, str), nil
 	}
 	return change.Value{}, fmt.Errorf("unknown kind descriptor %q", kind)
+}
+
+// maxDays bounds a date's days since the epoch well past the years
+// change.TimestampValue accepts, so that days*secondsPerDay cannot
+// overflow.
+const maxDays = 1 << 32
+
+// unwrapSchemas returns the payload of a FormatJSONSchemas value
+// ({"schema":...,"payload":...}, in either order, the schema checked for
+// well-formedness only), or v itself if v is not such a wrapper: a
+// FormatJSON envelope has neither member.
+func unwrapSchemas(v []byte) ([]byte, error) {
+	s := &scanner{b: v}
+	if s.expect('{') != nil {
+		return v, nil
+	}
+	if k, err := s.str(); err != nil || (k != "schema" && k != "payload") {
+		return v, nil
+	}
+	s = &scanner{b: v}
+	var payload []byte
+	var schema bool
+	err := s.object(func(k string) error {
+		var err error
+		switch k {
+		case "schema":
+			schema = true
+			_, err = s.skip(0)
+		case "payload":
+			payload, err = s.skip(0)
+		default:
+			err = fmt.Errorf("member %q beside schema and payload", k)
+		}
+		return err
+	})
+	if err == nil && (s.peek() != 0 || s.pos != len(s.b)) {
+		err = s.fail("data after the value")
+	}
+	if err == nil && (!schema || payload == nil) {
+		err = errors.New(`want both "schema" and "payload"`)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("schema wrapper: %w", err)
+	}
+	return payload, nil
 }

@@ -1,6 +1,7 @@
 // Package kafkawire is what both ends of a walship topic share: the
 // record format, compatible with Debezium's PostgreSQL connector (JSON
-// converter, schemas.enable=false), its decoding, the assembly of whole
+// converter, schemas.enable=false, or with FormatJSONSchemas true), its
+// decoding (of either), the assembly of whole
 // transactions from records, topic names, and the settings of a Kafka
 // client (brokers, TLS, SASL) with the one classifier of errors retrying
 // cannot cure. The producer (package kafkasink) encodes with it and the
@@ -17,6 +18,8 @@
 //     gives back the transaction's whole header, its idempotency mark and
 //     in-request flag included (HeaderIdempotency, HeaderInRequest, on its
 //     first record only).
+//   - Schemas: in FormatJSONSchemas every key and value schema describes
+//     its payload exactly (each field present or optional, of its type).
 //   - Safe decoding: Decode never panics on any input; every malformed
 //     record is an error wrapping ErrMalformed that says what is wrong.
 //   - Whole transactions, once: Assembler returns a transaction only when

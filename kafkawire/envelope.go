@@ -78,6 +78,15 @@ type Encoder struct {
 	kinds, desc []byte
 	// img holds a key image while it is written (appendKeyImage).
 	img change.Row
+
+	// Format is the record format: FormatJSON (the default, "") or
+	// FormatJSONSchemas (schemas.go).
+	Format string
+	// plans, in FormatJSONSchemas, are the columns of the change being
+	// encoded with their Kafka Connect schema and how their values are
+	// written (nil in FormatJSON: every value in its natural form).
+	plans   *colPlans
+	planBuf *colPlans
 }
 
 // txnCache holds the per-transaction parts of the envelope and what they
@@ -182,6 +191,9 @@ func (p Position) lsn() uint64 { return p.Txn.FirstLSN + uint64(p.Index) }
 // ({"prefix":...} for a logical message), or nothing (a null key) when c has
 // no key. ok reports whether a key was written.
 func (e *Encoder) AppendKey(dst []byte, c *change.Change) (out []byte, ok bool) {
+	if e.Format == FormatJSONSchemas {
+		return e.appendKeySchemas(dst, c)
+	}
 	if c.Op == change.Message && c.Message != nil {
 		dst = append(dst, `{"prefix":`...)
 		dst = appendString(dst, c.Message.Prefix)
@@ -191,13 +203,23 @@ func (e *Encoder) AppendKey(dst []byte, c *change.Change) (out []byte, ok bool) 
 		return dst, false
 	}
 	var desc []byte
-	dst, desc = appendRow(dst, e.desc[:0], c.Key)
+	dst, desc = appendRow(dst, e.desc[:0], c.Key, e.plans)
 	e.desc = desc[:0]
 	return dst, true
 }
 
-// AppendValue appends the JSON envelope of change p (see docs/KAFKA.md).
+// AppendValue appends the JSON envelope of change p (see docs/KAFKA.md),
+// in FormatJSONSchemas wrapped with its schema.
 func (e *Encoder) AppendValue(dst []byte, p Position) []byte {
+	if e.Format == FormatJSONSchemas {
+		return e.appendValueSchemas(dst, p)
+	}
+	return e.appendEnvelope(dst, p)
+}
+
+// appendEnvelope appends the envelope of change p, its values as e.plans
+// says.
+func (e *Encoder) appendEnvelope(dst []byte, p Position) []byte {
 	t := p.Txn
 	c := &t.Changes[p.Index]
 	kinds := e.kinds[:0] // the "kinds" object's members, if any
@@ -398,7 +420,7 @@ func (e *Encoder) appendRowKinds(dst, kinds []byte, name string, r change.Row) (
 		return append(dst, "null"...), kinds
 	}
 	var desc []byte
-	dst, desc = appendRow(dst, e.desc[:0], r)
+	dst, desc = appendRow(dst, e.desc[:0], r, e.plans)
 	e.desc = desc[:0] // desc is copied to kinds below, before its next use
 	if len(desc) > 0 {
 		if len(kinds) > 0 {
@@ -414,8 +436,8 @@ func (e *Encoder) appendRowKinds(dst, kinds []byte, name string, r change.Row) (
 }
 
 // appendRow appends r as a JSON object and the members of its kinds object
-// to desc.
-func appendRow(dst, desc []byte, r change.Row) ([]byte, []byte) {
+// to desc; plans (nil: none) say how to write each column's values.
+func appendRow(dst, desc []byte, r change.Row, plans *colPlans) ([]byte, []byte) {
 	dst = append(dst, '{')
 	for i, col := range r {
 		if i > 0 {
@@ -430,9 +452,23 @@ func appendRow(dst, desc []byte, r change.Row) ([]byte, []byte) {
 		desc = appendString(desc, col.Name)
 		desc = append(desc, ':')
 		var natural bool
-		dst, desc, natural = appendValue(dst, desc, col.Value)
-		if natural {
+		if plans == nil {
+			dst, desc, natural = appendValue(dst, desc, col.Value, convNone)
+			if natural {
+				desc = desc[:mark]
+			}
+			continue
+		}
+		d := len(desc)
+		dst, desc, natural = appendValue(dst, desc, col.Value, plans.conv(i, col.Name))
+		switch {
+		case natural:
 			desc = desc[:mark]
+		case desc[d] == '[':
+			// An array's descriptor, as a string: a Kafka Connect map
+			// holds values of one type.
+			plans.scratch = append(plans.scratch[:0], desc[d:]...)
+			desc = appendString(desc[:d], string(plans.scratch))
 		}
 	}
 	return append(dst, '}'), desc
@@ -442,7 +478,11 @@ func appendRow(dst, desc []byte, r change.Row) ([]byte, []byte) {
 // descriptor to desc; natural reports that v needs none (null, bool, int,
 // text, and arrays of those), in which case what was appended to desc is
 // garbage for the caller to cut.
-func appendValue(dst, desc []byte, v change.Value) (_, _ []byte, natural bool) {
+//
+// conv says how a timestamp is written: as RFC 3339 text (convNone), or as
+// the integer Kafka Connect's semantic type holds (convMicros, convDays;
+// the caller checked that the value is exact in it).
+func appendValue(dst, desc []byte, v change.Value, conv convMode) (_, _ []byte, natural bool) {
 	switch v.Kind() {
 	case change.KindNull:
 		return append(dst, "null"...), desc, true
@@ -478,6 +518,12 @@ func appendValue(dst, desc []byte, v change.Value) (_, _ []byte, natural bool) {
 		return append(dst, '"'), append(desc, `"bytes"`...), false
 	case change.KindTimestamp:
 		t, _ := v.Timestamp()
+		switch conv {
+		case convMicros:
+			return strconv.AppendInt(dst, t.UnixMicro(), 10), append(desc, `"micros"`...), false
+		case convDays:
+			return strconv.AppendInt(dst, t.Unix()/secondsPerDay, 10), append(desc, `"days"`...), false
+		}
 		dst = append(dst, '"')
 		dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
 		return append(dst, '"'), append(desc, `"timestamp"`...), false
@@ -500,7 +546,7 @@ func appendValue(dst, desc []byte, v change.Value) (_, _ []byte, natural bool) {
 			}
 			em := len(desc)
 			var nat bool
-			dst, desc, nat = appendValue(dst, desc, el)
+			dst, desc, nat = appendValue(dst, desc, el, conv)
 			if nat {
 				desc = append(desc[:em], "null"...)
 			} else {
@@ -609,6 +655,10 @@ func Decode(r *kgo.Record) (Event, error) {
 	fail := func(format string, args ...any) (Event, error) {
 		return ev, fmt.Errorf("%w: lsn %d: %s", ErrMalformed, ev.LSN, fmt.Sprintf(format, args...))
 	}
+	value, err := unwrapSchemas(r.Value)
+	if err != nil {
+		return fail("value: %v", err)
+	}
 	var (
 		rawBefore, rawAfter, rawKey, rawTypes []byte
 		op, schema, table                     string
@@ -619,7 +669,7 @@ func Decode(r *kgo.Record) (Event, error) {
 		sourceLSN                             string
 		beforeFromKey                         bool
 	)
-	s := &scanner{b: r.Value}
+	s := &scanner{b: value}
 	err = s.object(func(k string) error {
 		var err error
 		switch k {

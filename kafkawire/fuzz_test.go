@@ -32,6 +32,11 @@ func FuzzDecode(f *testing.F) {
 		txn := change.Committed{FirstLSN: 1, CommitLSN: uint64(len(ct.Changes)), CommitTime: time.Unix(5, 6).UTC(), Txn: ct}
 		f.Add(enc.AppendValue(nil, Position{Txn: &txn, Index: 1, TableOrdinal: 1}))
 	}
+	schemas := &Encoder{Lineage: "L", NowMS: 1, Format: FormatJSONSchemas}
+	for _, ct := range kafkatest.EveryTypeTxns(8) {
+		txn := change.Committed{FirstLSN: 1, CommitLSN: uint64(len(ct.Changes)), CommitTime: time.Unix(5, 6).UTC(), Txn: ct}
+		f.Add(schemas.AppendValue(nil, Position{Txn: &txn, Index: 1, TableOrdinal: 1}))
+	}
 	f.Fuzz(func(t *testing.T, value []byte) {
 		ev, err := Decode(fuzzRecord(value))
 		old, oldErr := Decode(fuzzRecordFirst(value, headerTxnFirstLSNOld))

@@ -33,6 +33,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	prefix := fset.String("topic-prefix", kafkawire.DefaultTopicPrefix, "topic prefix (as kafka.topic_prefix)")
 	partitions := fset.Int("partitions", 1, "partitions of the per-table topics created (as kafka.partitions)")
 	tombstones := fset.Bool("tombstones", true, "a null-value record after each delete (as kafka.tombstones)")
+	format := fset.String("format", kafkawire.FormatJSON, "record format: json or json-schemas (as kafka.format)")
 	compression := fset.String("compression", kafkasink.DefaultCompression, "none, gzip, snappy, lz4 or zstd (as kafka.compression)")
 	tlsOn := fset.Bool("kafka-tls", false, "connect to the brokers with TLS (as kafka.tls.enabled)")
 	caFile := fset.String("kafka-ca-file", "", "PEM CA certificates for the brokers (as kafka.tls.ca_file)")
@@ -80,7 +81,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return err
 	}
-	kopts := kafkasink.Options{Brokers: strings.Split(*brokers, ","), TopicPrefix: *prefix, Compression: *compression,
+	kopts := kafkasink.Options{Brokers: strings.Split(*brokers, ","), TopicPrefix: *prefix, Format: *format, Compression: *compression,
 		Tombstones: tombstones, Partitions: int32(min(*partitions, 1<<20)),
 		TLS:  kafkawire.TLSOptions{Enabled: *tlsOn, CAFile: *caFile, CertFile: *certFile, KeyFile: *keyFile},
 		SASL: kafkawire.SASLOptions{Mechanism: *saslMech, Username: *saslUser}}

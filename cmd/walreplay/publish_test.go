@@ -480,3 +480,48 @@ func TestPublishedTopicFeedsAReplica(t *testing.T) {
 	c.Close()
 	sameReplica(t, url, expected(t, src.txns))
 }
+
+// TestPublishFormatJSONSchemas: --format json-schemas rebuilds the ordered
+// topic in that format: the same records, each key and value a schema that
+// matches its payload, decoding to the same changes; publishing again adds
+// nothing; a bad format is refused naming kafka.format.
+func TestPublishFormatJSONSchemas(t *testing.T) {
+	src := newSource(t, kafkawire.ModeOrdered, 1, 60, false)
+	topic := kafkawire.OrderedTopic(kafkawire.DefaultTopicPrefix)
+	orig := topicRecords(t, src.cluster.Addr)[topic][0]
+	dst := startKafka(t)
+	if r := src.publish(t, dst.Addr, "--format", "avro"); r.code != 2 || !strings.Contains(fmt.Sprint(r.err), "kafka.format") {
+		t.Fatalf("--format avro: exit %d: %v", r.code, r.err)
+	}
+	if r := src.publish(t, dst.Addr, "--format", kafkawire.FormatJSONSchemas); r.code != 0 {
+		t.Fatalf("publish: exit %d: %v\n%s", r.code, r.err, r.stderr)
+	}
+	got := topicRecords(t, dst.Addr)[topic][0]
+	if len(got) != len(orig) || len(got) == 0 {
+		t.Fatalf("%d records, want %d", len(got), len(orig))
+	}
+	for i := range got {
+		for _, b := range [][]byte{got[i].Key, got[i].Value} {
+			if b == nil {
+				continue
+			}
+			if err := kafkatest.CheckSchemaPayload(b); err != nil {
+				t.Fatalf("record %d: %v\n%s", i, err, b)
+			}
+		}
+		want, err := kafkawire.Decode(orig[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := kafkawire.Decode(got[i])
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if !ev.Change.Equal(&want.Change) || ev.LSN != want.LSN || ev.Tombstone != want.Tombstone || ev.Aborted != want.Aborted {
+			t.Fatalf("record %d: %+v, want %+v", i, ev, want)
+		}
+	}
+	if r := src.publish(t, dst.Addr, "--format", kafkawire.FormatJSONSchemas); r.code != 0 || !strings.Contains(r.stdout, " 0 records produced") {
+		t.Fatalf("second publish: exit %d: %v\n%s", r.code, r.err, r.stdout)
+	}
+}
