@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/walship/walship/change"
 )
 
@@ -243,6 +245,9 @@ func (s *Source) ensurePublication(ctx context.Context, q *pgx.Conn) error {
 			return fatalf("source.postgres.tables: %s: %v", sql, err)
 		}
 	}
+	if err := s.checkIdentity(ctx, tx); err != nil {
+		return err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return err
 	}
@@ -259,6 +264,39 @@ func (s *Source) ensurePublication(ctx context.Context, q *pgx.Conn) error {
 	slices.Sort(dropped)
 	s.log.Info("postgres source: "+what, "publication", s.cfg.Publication, "dropped", dropped)
 	return s.noteAdded(before, after)
+}
+
+// checkIdentity asks PostgreSQL, inside the transaction that changes the
+// publication, whether it would still accept UPDATE and DELETE on every
+// table with a row filter or column list: the filter may only use, and the
+// list must cover, the replica identity's columns. EXPLAIN runs the
+// check without touching a row or firing a trigger. Refused, nothing of
+// the change is kept. A role that may not DELETE cannot be asked.
+func (s *Source) checkIdentity(ctx context.Context, tx pgx.Tx) error {
+	for i, spec := range s.cfg.Tables {
+		if spec.Where == "" && spec.Columns == nil {
+			continue
+		}
+		if _, err := tx.Exec(ctx, "SAVEPOINT walship_identity"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "EXPLAIN DELETE FROM "+quoteTable(spec.Table())+" WHERE false")
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "42P10" {
+			key := "columns"
+			if strings.Contains(pe.Detail, "WHERE") {
+				key = "where"
+			}
+			return fatalf("source.postgres.tables[%d].%s: with it PostgreSQL would refuse UPDATE and DELETE on %s (%s %s): "+
+				"a row filter may use only, and a column list must cover, the replica identity's columns; "+
+				"or run ALTER TABLE %s REPLICA IDENTITY FULL (a filter may then use any column, a list must name them all)",
+				i, key, spec.Name, pe.Message, pe.Detail, quoteTable(spec.Table()))
+		}
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT walship_identity"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // noteAdded records the tables in after but not before.

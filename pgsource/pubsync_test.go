@@ -125,6 +125,12 @@ func TestRowFilterColumnListHashMask(t *testing.T) {
 	wantFatal(t, runErr(t, e, cfg), "source.postgres.tables[0].hash", `"id" is a key column`)
 	cfg.Tables = []TableSpec{{Name: "public.c", Columns: []string{"a"}}}
 	wantFatal(t, runErr(t, e, cfg), "source.postgres.tables[0].columns", `key column "id"`)
+	// A row filter on a column outside the replica identity would make
+	// PostgreSQL refuse UPDATE and DELETE on the table: refused, and the
+	// publication is left as it was.
+	cfg.Tables = []TableSpec{{Name: "public.c", Where: "a <> 'x'"}}
+	wantFatal(t, runErr(t, e, cfg), "source.postgres.tables[0].where", "REPLICA IDENTITY FULL")
+	e.exec(`UPDATE c SET a = 'a4' WHERE id = 1`, `DELETE FROM c WHERE id = 2`)
 }
 
 // TestPublicationKeptInStep: across restarts the managed publication
