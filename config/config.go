@@ -101,9 +101,9 @@ type Source struct {
 
 // Postgres is the logical-replication source.
 type Postgres struct {
-	DSN               string        `yaml:"dsn"`
-	Slot              string        `yaml:"slot"`
-	Publication       string        `yaml:"publication"`
+	DSN         string `yaml:"dsn"`
+	Slot        string `yaml:"slot"`
+	Publication string `yaml:"publication"`
 	// Tables lists the tables to capture: "schema.table" or a mapping
 	// with per-table options (PostgresTable); empty: FOR ALL TABLES.
 	Tables []PostgresTable `yaml:"tables"`

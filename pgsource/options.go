@@ -20,7 +20,7 @@ type Options struct {
 	// a-z, digits and '_', at most 61 characters.
 	Slot string
 	// Publication is the publication (default "walship"), created on first
-	// start if absent.
+	// start if absent; one walship created is kept in step with Tables.
 	Publication string
 	// Tables lists the tables to publish, each with its options
 	// (TableSpec); empty means FOR ALL TABLES. A publication walship

@@ -222,7 +222,7 @@ func (s *Source) ensurePublication(ctx context.Context, q *pgx.Conn) error {
 		stmts = append(stmts, "DROP PUBLICATION "+pub)
 		create()
 		what = "publication made again"
-	case comment != managedComment+digest:
+	case comment != managedComment+digest || !sameTables(before, s.cfg.Tables):
 		stmts = append(stmts, "ALTER PUBLICATION "+pub+" SET TABLE "+strings.Join(mapSlice(s.cfg.Tables, pubTableSQL), ", "))
 		what = "publication brought in step with source.postgres.tables"
 	}
@@ -297,6 +297,20 @@ func (s *Source) checkIdentity(ctx context.Context, tx pgx.Tx) error {
 		}
 	}
 	return nil
+}
+
+// sameTables: the publication publishes exactly the configured tables
+// (false when a table was added or dropped by hand).
+func sameTables(published map[change.Table]bool, tables []TableSpec) bool {
+	if len(published) != len(tables) {
+		return false
+	}
+	for _, t := range tables {
+		if !published[t.Table()] {
+			return false
+		}
+	}
+	return true
 }
 
 // noteAdded records the tables in after but not before.
