@@ -28,6 +28,10 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 		{Options{DSN: "postgres://h/db", SnapshotChunkRows: -1}, "source.postgres.snapshot_chunk_rows"},
 		{Options{DSN: "postgres://h/db", MaxTxnMemory: 10}, "source.postgres.max_txn_memory"},
 		{Options{DSN: "postgres://h/db", Tables: []TableSpec{{Name: "public.ok"}, {Name: `"unterminated`}}}, "source.postgres.tables[1]"},
+		{Options{DSN: "postgres://h/db", Tables: []TableSpec{{Name: "public.ok"}, {Name: "public.ok"}}}, "source.postgres.tables[1]: public.ok is already listed"},
+		{Options{DSN: "postgres://h/db", Tables: []TableSpec{{Name: "a.b", Hash: []string{"e"}}}}, "source.postgres.tables[0].hash: hashing needs source.postgres.hash_salt"},
+		{Options{DSN: "postgres://h/db", HashSalt: "s", Tables: []TableSpec{{Name: "a.b", Columns: []string{"id"}, Mask: []string{"e"}}}}, "source.postgres.tables[0].mask[0]: column \"e\" is not in"},
+		{Options{DSN: "postgres://h/db", HashSalt: "s", Tables: []TableSpec{{Name: "a.b", Hash: []string{"e"}, Mask: []string{"e"}}}}, "source.postgres.tables[0].mask[0]: column \"e\" is also in"},
 	} {
 		err := tc.cfg.Validate()
 		var ce *ConfigError
