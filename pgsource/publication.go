@@ -222,7 +222,7 @@ func (s *Source) ensurePublication(ctx context.Context, q *pgx.Conn) error {
 		stmts = append(stmts, "DROP PUBLICATION "+pub)
 		create()
 		what = "publication made again"
-	case comment != managedComment+digest || !sameTables(before, s.cfg.Tables):
+	case !allTables && (comment != managedComment+digest || !sameTables(before, s.cfg.Tables)):
 		stmts = append(stmts, "ALTER PUBLICATION "+pub+" SET TABLE "+strings.Join(mapSlice(s.cfg.Tables, pubTableSQL), ", "))
 		what = "publication brought in step with source.postgres.tables"
 	}

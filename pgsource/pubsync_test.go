@@ -49,6 +49,12 @@ func runUntilDone(t *testing.T, e *env, cfg Options) *running {
 	r := e.run(cfg)
 	deadline := time.Now().Add(90 * time.Second)
 	for !r.src.Stats().SnapshotDone {
+		select {
+		case err := <-r.done:
+			r.done <- err
+			t.Fatalf("Run returned before its snapshot was done: %v", err)
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("snapshot not done within 90s: %+v", r.src.Stats())
 		}
@@ -194,7 +200,23 @@ func TestPublicationKeptInStep(t *testing.T) {
 		}
 	}
 
-	// A publication made by hand FOR ALL TABLES is not touched.
+	// No tables: the managed publication becomes FOR ALL TABLES, and stays
+	// so across a restart; a list again makes it a list again.
+	step(nil, `INSERT INTO b VALUES (40)`)
+	step(nil, `INSERT INTO b VALUES (41)`)
+	if got := pubTables(); got != "a; b; c" {
+		t.Errorf("no tables configured: publication has %q, want every table", got)
+	}
+	step([]TableSpec{{Name: "public.c"}}, `INSERT INTO b VALUES (42)`, `INSERT INTO c VALUES (4)`)
+	if got := pubTables(); got != "c" {
+		t.Errorf("back to a list: publication has %q", got)
+	}
+	txns = readLog(t, e.w)
+	if got, want := ops(txns, "public.b"), []string{"insert id=1 id=1", "insert id=15 id=15", "insert id=40 id=40", "insert id=41 id=41"}; !slices.Equal(got, want) {
+		t.Errorf("public.b: log has %q, want %q", got, want)
+	}
+
+		// A publication made by hand FOR ALL TABLES is not touched.
 	e.exec(`CREATE PUBLICATION mine FOR ALL TABLES`)
 	var logs syncBuf
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
