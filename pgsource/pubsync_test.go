@@ -216,7 +216,7 @@ func TestPublicationKeptInStep(t *testing.T) {
 		t.Errorf("public.b: log has %q, want %q", got, want)
 	}
 
-		// A publication made by hand FOR ALL TABLES is not touched.
+	// A publication made by hand FOR ALL TABLES is not touched.
 	e.exec(`CREATE PUBLICATION mine FOR ALL TABLES`)
 	var logs syncBuf
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
