@@ -20,7 +20,11 @@ import (
 // comment is the digest of the table list last applied. A publication
 // without it (made by hand, or by a walship before this rule) is never
 // dropped from or changed, only added to.
-const managedComment = "walship: managed publication, kept in step with source.postgres.tables; remove this comment to manage it by hand. spec "
+const managedComment = managedMark + ", kept in step with source.postgres.tables; remove this comment to manage it by hand. spec "
+
+// managedMark is what the comment of a managed publication begins with:
+// giving a publication a comment that begins so hands it to walship.
+const managedMark = "walship: managed publication"
 
 // specDigest identifies a table list as applied to a publication.
 func specDigest(tables []TableSpec) string {
@@ -175,7 +179,7 @@ func (s *Source) ensurePublication(ctx context.Context, q *pgx.Conn) error {
 		}
 	}
 	digest := specDigest(s.cfg.Tables)
-	managed := strings.HasPrefix(comment, managedComment)
+	managed := strings.HasPrefix(comment, managedMark)
 	var stmts []string
 	what := ""
 	create := func() {

@@ -231,6 +231,15 @@ func TestPublicationKeptInStep(t *testing.T) {
 	if !strings.Contains(logs.String(), "is FOR ALL TABLES and was not made by walship: left alone") {
 		t.Errorf("no log line says the publication is left alone:\n%s", logs.String())
 	}
+
+	// Handed to walship by its comment, it is brought in step.
+	e.exec(`COMMENT ON PUBLICATION mine IS 'walship: managed publication'`)
+	step(cfg.Tables, `INSERT INTO a VALUES (5)`)
+	var got string
+	if err := e.conn().QueryRow(context.Background(), `SELECT string_agg(tablename || coalesce(' ' || rowfilter, ''), '; ')
+		FROM pg_publication_tables WHERE pubname = 'mine'`).Scan(&got); err != nil || got != "a (id > 1)" {
+		t.Errorf("publication handed to walship has %q (%v), want a (id > 1)", got, err)
+	}
 }
 
 // TestPartitionedRootPublishedAsRoot: a partitioned table listed by its
