@@ -299,3 +299,23 @@ func TestPartitionedRootPublishedAsRoot(t *testing.T) {
 		t.Errorf("replica differs from the source:\n%s", diff)
 	}
 }
+
+// TestHashValueText: the text a value is hashed as (docs/POSTGRES.md,
+// "Per-table options").
+func TestHashValueText(t *testing.T) {
+	ts, err := change.TimestampValue(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	num, _ := change.NumericValue("12.50")
+	for _, tc := range []struct {
+		v    change.Value
+		text string
+	}{{change.TextValue(`a"b`), `a"b`}, {change.IntValue(42), "42"}, {ts, "2026-01-02T03:04:05Z"}, {num, "12.50"},
+		{change.BytesValue([]byte{0xde, 0xad}), "dead"}, {change.BoolValue(true), "true"}} {
+		h := sha256.Sum256([]byte("salt" + tc.text))
+		if got := hashValue("salt", tc.v); got != hex.EncodeToString(h[:]) {
+			t.Errorf("hash of %s is not that of salt + %q", tc.v, tc.text)
+		}
+	}
+}

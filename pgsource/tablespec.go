@@ -3,10 +3,10 @@ package pgsource
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/walship/walship/change"
@@ -33,8 +33,9 @@ type TableSpec struct {
 	// It must include the primary key.
 	Columns []string
 	// Hash lists columns whose values are replaced by the lower-case hex
-	// SHA-256 of Options.HashSalt followed by the value's text; a null
-	// stays null. Not a key column.
+	// SHA-256 of Options.HashSalt followed by the value's text
+	// (docs/POSTGRES.md, "Per-table options"); a null stays null. Not a
+	// key column.
 	Hash []string
 	// Mask lists columns whose values are replaced by Options.MaskString;
 	// a null stays null. Not a key column.
@@ -191,20 +192,37 @@ func (s *Source) protectRow(p protection, row change.Row) change.Row {
 	return out
 }
 
-// hashValue is the hex SHA-256 of salt followed by the value's text: a
-// string as it is, anything else as its JSON form in the log (a number's
-// digits, a timestamp's RFC 3339 text without the quotes).
+// hashValue is the hex SHA-256 of salt followed by the value's text
+// (valueText).
 func hashValue(salt string, v change.Value) string {
-	text, ok := v.Text()
-	if !ok {
-		text = v.String()
-		var str string
-		if strings.HasPrefix(text, `"`) && json.Unmarshal([]byte(text), &str) == nil {
-			text = str
-		}
-	}
 	h := sha256.New()
 	h.Write([]byte(salt))
-	h.Write([]byte(text))
+	h.Write([]byte(valueText(v)))
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// valueText is the text a value is hashed as: a string, a numeric's
+// digits, an unknown type's text as they are; bytes as lower-case hex; a
+// timestamp in RFC 3339 (UTC, nanoseconds as needed); anything else (a
+// number, a bool, JSON, an array) as its JSON form in the log.
+func valueText(v change.Value) string {
+	if s, ok := v.Text(); ok {
+		return s
+	}
+	if s, ok := v.Numeric(); ok {
+		return s
+	}
+	if _, s, ok := v.Unknown(); ok {
+		return s
+	}
+	if b, ok := v.Bytes(); ok {
+		return hex.EncodeToString(b)
+	}
+	if t, ok := v.Timestamp(); ok {
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	if j, ok := v.JSON(); ok {
+		return string(j)
+	}
+	return v.String()
 }
