@@ -32,6 +32,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/walship/walship/internal/bytesize"
+	"github.com/walship/walship/internal/secret"
 )
 
 // Config is the whole file. Sections that are absent are nil (or zero) and
@@ -100,15 +101,44 @@ type Source struct {
 
 // Postgres is the logical-replication source.
 type Postgres struct {
-	DSN               string        `yaml:"dsn"`
-	Slot              string        `yaml:"slot"`
-	Publication       string        `yaml:"publication"`
-	Tables            []string      `yaml:"tables"`
+	DSN         string `yaml:"dsn"`
+	Slot        string `yaml:"slot"`
+	Publication string `yaml:"publication"`
+	// Tables lists the tables to capture: "schema.table" or a mapping
+	// with per-table options (PostgresTable); empty: FOR ALL TABLES.
+	Tables []PostgresTable `yaml:"tables"`
+	// HashSalt is prefixed to the values of hashed columns before
+	// hashing (a secret: it never prints).
+	HashSalt secret.Secret `yaml:"hash_salt"`
+	// MaskString replaces the values of masked columns; default "****".
+	MaskString        string        `yaml:"mask_string"`
 	Snapshot          string        `yaml:"snapshot"` // initial | never
 	SnapshotChunkRows int           `yaml:"snapshot_chunk_rows"`
 	Heartbeat         time.Duration `yaml:"heartbeat"`
 	StatusInterval    time.Duration `yaml:"status_interval"`
 	MaxTxnMemory      ByteSize      `yaml:"max_txn_memory"`
+}
+
+// PostgresTable is one entry of source.postgres.tables: written as a
+// plain "schema.table" string or as a mapping
+//
+//	{table: s.t, where: "<row filter>", columns: [a, b], hash: [c], mask: [d]}
+type PostgresTable struct {
+	Table   string   `yaml:"table"`
+	Where   string   `yaml:"where"`   // publication row filter (PostgreSQL 15)
+	Columns []string `yaml:"columns"` // publication column list; must hold the key
+	Hash    []string `yaml:"hash"`    // replaced by hex SHA-256(hash_salt + value)
+	Mask    []string `yaml:"mask"`    // replaced by mask_string
+}
+
+// UnmarshalYAML takes a plain "schema.table" or the mapping.
+func (t *PostgresTable) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*t = PostgresTable{Table: n.Value}
+		return nil
+	}
+	type plain PostgresTable
+	return n.Decode((*plain)(t))
 }
 
 // HTTPSource takes transactions over HTTP (POST /v1/append).

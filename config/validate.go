@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/httpx"
 	"github.com/walship/walship/internal/secret"
 	"github.com/walship/walship/wal"
@@ -270,11 +269,7 @@ func (c *Config) validateSources(v *validator) {
 			p.Publication = "walship"
 		}
 		v.oneOf("source.postgres.snapshot", &p.Snapshot, "initial", "initial", "never")
-		for i, t := range p.Tables {
-			if _, err := change.ParseTable(t); err != nil {
-				v.fail(fmt.Sprintf("source.postgres.tables[%d]", i), "%v", err)
-			}
-		}
+		validatePostgresTables(v, p)
 		v.nonNegative("source.postgres.heartbeat", p.Heartbeat)
 		v.nonNegative("source.postgres.status_interval", p.StatusInterval)
 		if p.SnapshotChunkRows < 0 {

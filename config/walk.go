@@ -18,6 +18,8 @@ var typeOfConfig = reflect.TypeFor[Config]()
 var (
 	typeOfDuration = reflect.TypeFor[time.Duration]()
 	typeOfByteSize = reflect.TypeFor[ByteSize]()
+	// typeOfPostgresTable is a mapping or a plain string.
+	typeOfPostgresTable = reflect.TypeFor[PostgresTable]()
 )
 
 // walk checks n against type t before decoding: unknown keys, and a
@@ -33,6 +35,10 @@ func walk(n *yaml.Node, t reflect.Type, path string, lines map[string]int, looku
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil
+	}
+	if t == typeOfPostgresTable && n.Kind == yaml.ScalarNode {
+		// A plain "schema.table" (PostgresTable.UnmarshalYAML).
+		return expandScalar(n, path, lookup)
 	}
 	switch {
 	case t == typeOfDuration || t == typeOfByteSize || t.Kind() != reflect.Struct && t.Kind() != reflect.Slice:

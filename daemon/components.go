@@ -23,7 +23,12 @@ import (
 
 func (d *Daemon) buildPostgres(ctx context.Context) error {
 	p := d.cfg.Source.Postgres
-	opts := pgsource.Options{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: p.Tables,
+	var tables []pgsource.TableSpec
+	for _, t := range p.Tables {
+		tables = append(tables, pgsource.TableSpec{Name: t.Table, Where: t.Where, Columns: t.Columns, Hash: t.Hash, Mask: t.Mask})
+	}
+	opts := pgsource.Options{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: tables,
+		HashSalt: p.HashSalt, MaskString: p.MaskString,
 		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
 		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log,
 		Confirmable: d.confirmable}

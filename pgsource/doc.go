@@ -40,6 +40,14 @@
 //     never left as placeholders or nulls.
 //   - Exact values. Every column maps to a change.Value without loss; what
 //     the model cannot hold is an Unknown value with its text.
+//   - What is published is what is captured. Row filters and column lists
+//     are the publication's own (PostgreSQL 15), and the snapshot copies
+//     the same rows and columns; a publication walship created is brought
+//     in step with Options.Tables on every start, and one it did not is
+//     never dropped from or changed. Partitions are published as their
+//     root, and a root is copied once.
+//   - Hashed and masked values never reach the log: they are replaced in
+//     every row image and key before it is appended (TableSpec).
 //   - Bounded memory. A transaction over Config.MaxTxnMemory spills to a file.
 //   - Clear failures. Errors retrying cannot fix are *FatalError naming the
 //     config key; a dropped or invalidated slot matches ErrSlotLost and is

@@ -27,7 +27,11 @@ func TestConfigValidateNamesTheKey(t *testing.T) {
 		{Options{DSN: "postgres://h/db", Snapshot: "sometimes"}, "source.postgres.snapshot"},
 		{Options{DSN: "postgres://h/db", SnapshotChunkRows: -1}, "source.postgres.snapshot_chunk_rows"},
 		{Options{DSN: "postgres://h/db", MaxTxnMemory: 10}, "source.postgres.max_txn_memory"},
-		{Options{DSN: "postgres://h/db", Tables: []string{"public.ok", `"unterminated`}}, "source.postgres.tables[1]"},
+		{Options{DSN: "postgres://h/db", Tables: []TableSpec{{Name: "public.ok"}, {Name: `"unterminated`}}}, "source.postgres.tables[1]"},
+		{Options{DSN: "postgres://h/db", Tables: []TableSpec{{Name: "public.ok"}, {Name: "public.ok"}}}, "source.postgres.tables[1]: public.ok is already listed"},
+		{Options{DSN: "postgres://h/db", Tables: []TableSpec{{Name: "a.b", Hash: []string{"e"}}}}, "source.postgres.tables[0].hash: hashing needs source.postgres.hash_salt"},
+		{Options{DSN: "postgres://h/db", HashSalt: "s", Tables: []TableSpec{{Name: "a.b", Columns: []string{"id"}, Mask: []string{"e"}}}}, "source.postgres.tables[0].mask[0]: column \"e\" is not in"},
+		{Options{DSN: "postgres://h/db", HashSalt: "s", Tables: []TableSpec{{Name: "a.b", Hash: []string{"e"}, Mask: []string{"e"}}}}, "source.postgres.tables[0].mask[0]: column \"e\" is also in"},
 	} {
 		err := tc.cfg.Validate()
 		var ce *ConfigError
@@ -92,7 +96,7 @@ func TestClearErrorsForRoleTablesAndDSN(t *testing.T) {
 	wantFatal(t, runErr(t, e, testConfig(dsnAs("pwrole:wrong"))), "source.postgres.dsn", "password authentication failed")
 
 	cfg := testConfig(e.dsn)
-	cfg.Tables = []string{"public.nope"}
+	cfg.Tables = []TableSpec{{Name: "public.nope"}}
 	wantFatal(t, runErr(t, e, cfg), "source.postgres.tables[0]", `"public"."nope" does not exist`)
 
 	port := e.c.Port()

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/secret"
 )
 
@@ -21,11 +20,19 @@ type Options struct {
 	// a-z, digits and '_', at most 61 characters.
 	Slot string
 	// Publication is the publication (default "walship"), created on first
-	// start if absent.
+	// start if absent; one walship created is kept in step with Tables.
 	Publication string
-	// Tables lists "schema.table" names to publish; empty means FOR ALL
-	// TABLES. Used only when the publication is created.
-	Tables []string
+	// Tables lists the tables to publish, each with its options
+	// (TableSpec); empty means FOR ALL TABLES. A publication walship
+	// manages is kept in step with it on every start (docs/POSTGRES.md,
+	// "Publication management").
+	Tables []TableSpec
+	// HashSalt is prefixed to a value before it is hashed
+	// (TableSpec.Hash); required when a table hashes a column.
+	HashSalt secret.Secret
+	// MaskString replaces the value of a masked column (TableSpec.Mask);
+	// default "****".
+	MaskString string
 	// Snapshot is "initial" (default: copy the tables, then stream) or
 	// "never" (stream from the slot's creation on).
 	Snapshot string
@@ -82,6 +89,7 @@ const (
 	DefaultStatusInterval    = time.Second
 	DefaultMaxTxnMemory      = 64 << 20
 	DefaultToastCacheBytes   = 64 << 20
+	DefaultMaskString        = "****"
 )
 
 var slotRE = regexp.MustCompile(`^[a-z0-9_]{1,61}$`)
@@ -127,6 +135,9 @@ func (c *Options) Validate() error {
 	if c.ToastCacheBytes == 0 {
 		c.ToastCacheBytes = DefaultToastCacheBytes
 	}
+	if c.MaskString == "" {
+		c.MaskString = DefaultMaskString
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -143,11 +154,7 @@ func (c *Options) Validate() error {
 	if len(c.Publication) > 63 {
 		errs = append(errs, cfgErr("publication", "%q is longer than 63 bytes", c.Publication))
 	}
-	for i, t := range c.Tables {
-		if _, err := change.ParseTable(t); err != nil {
-			errs = append(errs, cfgErr(fmt.Sprintf("tables[%d]", i), "%q: %v", t, err))
-		}
-	}
+	errs = append(errs, validateTables(c.Tables, c.HashSalt != "")...)
 	if c.Snapshot != "initial" && c.Snapshot != "never" {
 		errs = append(errs, cfgErr("snapshot", "%q: want initial or never", c.Snapshot))
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,22 +34,11 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 		s.state.Snapshot = &snapState{Tables: map[string]*tableProgress{}}
 	}
 	ss := s.state.Snapshot
-	rows, err := q.Query(ctx, "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2",
-		s.cfg.Publication)
+	tables, pt, err := s.publishedTables(ctx, q)
 	if err != nil {
 		return err
 	}
-	var tables []change.Table
-	for rows.Next() {
-		var t change.Table
-		if err := rows.Scan(&t.Schema, &t.Name); err != nil {
-			return err
-		}
-		tables = append(tables, t)
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
+	s.pubTables = pt
 	done := 0
 	for _, t := range tables {
 		p := ss.Tables[t.String()]
@@ -158,7 +148,11 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 			continue
 		}
 		var rows bool
-		if err := q.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+quoteTable(t)+")").Scan(&rows); err != nil {
+		exists := "SELECT EXISTS (SELECT 1 FROM " + quoteTable(t)
+		if f := pt[t].filter; f != "" {
+			exists += " WHERE (" + f + ")"
+		}
+		if err := q.QueryRow(ctx, exists+")").Scan(&rows); err != nil {
 			return fmt.Errorf("snapshot of %s: %w", t, err)
 		}
 		if rows {
@@ -492,7 +486,9 @@ func (p *copyParser) row(line []byte) error {
 	p.n++
 	p.s.st.snapRows.Add(1)
 	p.s.st.snapBytes.Add(int64(len(line) + 1))
-	return p.buf.add(change.Change{Table: rel.table, Op: change.Read, Key: keyOf(rel, row), After: row, Types: rel.types})
+	c := change.Change{Table: rel.table, Op: change.Read, Key: keyOf(rel, row), After: row, Types: rel.types}
+	p.s.protect(&c)
+	return p.buf.add(c)
 }
 
 // unescapeCopy decodes one field of COPY text format.
@@ -592,7 +588,11 @@ func (s *Source) snapshotRelation(ctx context.Context, q *pgx.Conn, t change.Tab
 		return nil, "", err
 	}
 	var sel []string
+	pub := s.pubTables[t]
 	for _, c := range cols {
+		if pub.cols != nil && !slices.Contains(pub.cols, c.name) {
+			continue // not in the publication's column list
+		}
 		ti, err := s.types.resolve(ctx, q, c.oid)
 		if err != nil {
 			return nil, "", err
@@ -612,7 +612,13 @@ func (s *Source) snapshotRelation(ctx context.Context, q *pgx.Conn, t change.Tab
 	}
 	rel.keyPrefix = isPrefix(rel.key)
 	rel.rowPrefix = rowPrefix(rel)
-	return rel, "SELECT " + strings.Join(sel, ", ") + " FROM " + quoteTable(t), nil
+	from := quoteTable(t)
+	if pub.filter != "" {
+		// The publication's row filter; a subquery, so that the caller can
+		// add a WHERE of its own.
+		from = "(SELECT * FROM " + from + " WHERE (" + pub.filter + ")) AS f"
+	}
+	return rel, "SELECT " + strings.Join(sel, ", ") + " FROM " + from, nil
 }
 
 // keyTextOf is keyText for COPY fields.

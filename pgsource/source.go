@@ -109,6 +109,15 @@ type Source struct {
 	types *typeCache
 	toast *toastCache
 	rels  map[uint32]*relation
+	// protected: the hashed and masked columns of each table (Options.Tables).
+	protected map[change.Table]protection
+	// serverVersion is server_version_num, read by check.
+	serverVersion int
+	// pubAdded: the tables the publication gained at this session's start.
+	pubAdded []change.Table
+	// pubTables: how the publication publishes each table (the snapshot
+	// copies the same rows and columns).
+	pubTables map[change.Table]pubTable
 
 	// floor is the newest commit LSN of this source's transactions already
 	// in the log: received transactions at or below it are skipped.
@@ -167,7 +176,8 @@ func New(cfg Options, w *wal.WAL, ckpts *checkpoint.Store) (*Source, error) {
 	}
 	return &Source{cfg: cfg, w: w, ckpts: ckpts, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot),
 		ckptName: "pg." + cfg.Slot, origin: "pg/" + cfg.Slot, types: newTypeCache(),
-		toast: newToastCache(cfg.ToastCacheBytes), rels: map[uint32]*relation{}, takeOverWait: 30 * time.Second}, nil
+		toast: newToastCache(cfg.ToastCacheBytes), rels: map[uint32]*relation{}, takeOverWait: 30 * time.Second,
+		protected: protections(cfg.Tables)}, nil
 }
 
 // Stats returns current counters; safe for concurrent use.
@@ -630,20 +640,10 @@ func (s *Source) check(ctx context.Context, q *pgx.Conn) error {
 		return fatalf("source.postgres.dsn: role %q lacks the REPLICATION attribute needed for logical replication: "+
 			"run ALTER ROLE %s REPLICATION (as a superuser)", role, pgx.Identifier{role}.Sanitize())
 	}
-	var tables []change.Table
-	for i, name := range s.cfg.Tables {
-		t, _ := change.ParseTable(name)
-		var exists bool
-		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p'))`, t.Schema, t.Name).Scan(&exists); err != nil {
-			return err
-		}
-		if !exists {
-			return fatalf("source.postgres.tables[%d]: table %s does not exist in the database", i, quoteTable(t))
-		}
-		tables = append(tables, t)
+	if err := s.checkTables(ctx, q); err != nil {
+		return err
 	}
-	if err := s.ensurePublication(ctx, q, tables); err != nil {
+	if err := s.ensurePublication(ctx, q); err != nil {
 		return err
 	}
 	// Tables whose updates and deletes Postgres itself refuses to publish.
@@ -672,49 +672,6 @@ func (s *Source) check(ctx context.Context, q *pgx.Conn) error {
 }
 
 func quoteTable(t change.Table) string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
-
-func (s *Source) ensurePublication(ctx context.Context, q *pgx.Conn, tables []change.Table) error {
-	pub := pgx.Identifier{s.cfg.Publication}.Sanitize()
-	var allTables bool
-	err := q.QueryRow(ctx, "SELECT puballtables FROM pg_publication WHERE pubname = $1", s.cfg.Publication).Scan(&allTables)
-	if err == pgx.ErrNoRows {
-		sql := "CREATE PUBLICATION " + pub + " FOR ALL TABLES"
-		if len(tables) > 0 {
-			names := make([]string, len(tables))
-			for i, t := range tables {
-				names[i] = quoteTable(t)
-			}
-			sql = "CREATE PUBLICATION " + pub + " FOR TABLE " + strings.Join(names, ", ")
-		}
-		if _, err := q.Exec(ctx, sql); err != nil {
-			return fatalf("source.postgres.publication: %s: %v", sql, err)
-		}
-		s.log.Info("postgres source: publication created", "publication", s.cfg.Publication)
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if allTables {
-		return nil
-	}
-	// Reused: add configured tables it lacks (never removes any).
-	for _, t := range tables {
-		var in bool
-		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1
-			AND schemaname = $2 AND tablename = $3)`, s.cfg.Publication, t.Schema, t.Name).Scan(&in); err != nil {
-			return err
-		}
-		if !in {
-			if _, err := q.Exec(ctx, "ALTER PUBLICATION "+pub+" ADD TABLE "+quoteTable(t)); err != nil {
-				return fatalf("source.postgres.tables: add %s to publication %s: %v", t, s.cfg.Publication, err)
-			}
-			s.log.Warn("postgres source: table added to the existing publication; rows it had before are not copied "+
-				"if the snapshot was already done", "table", t.String())
-		}
-	}
-	return nil
-}
 
 // ensureSlot checks the slot, creating it if absent. It returns the name
 // of the exported snapshot when it just created the slot with one (then

@@ -394,6 +394,7 @@ func (st *streamer) add(c change.Change) error {
 		return fmt.Errorf("%s change on %s outside a transaction", c.Op.Name(), c.Table)
 	}
 	st.s.st.openTxn.Store(int64(st.cur.n + 1))
+	st.s.protect(&c)
 	return st.cur.add(c)
 }
 
