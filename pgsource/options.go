@@ -32,6 +32,11 @@ type Options struct {
 	// SnapshotChunkRows is the number of rows per snapshot transaction
 	// (default 10000).
 	SnapshotChunkRows int
+	// SignalTable, if set, is a published "schema.table" with columns id
+	// text, type text and data text (as Debezium's signalling table): a
+	// row inserted with type "execute-snapshot" queues incremental
+	// snapshots (docs/POSTGRES.md, "Incremental snapshots").
+	SignalTable string
 	// Heartbeat is the interval of pg_logical_emit_message heartbeats
 	// (default 10s).
 	Heartbeat time.Duration
@@ -146,6 +151,11 @@ func (c *Options) Validate() error {
 	for i, t := range c.Tables {
 		if _, err := change.ParseTable(t); err != nil {
 			errs = append(errs, cfgErr(fmt.Sprintf("tables[%d]", i), "%q: %v", t, err))
+		}
+	}
+	if c.SignalTable != "" {
+		if _, err := change.ParseTable(c.SignalTable); err != nil {
+			errs = append(errs, cfgErr("signal_table", "%q: %v", c.SignalTable, err))
 		}
 	}
 	if c.Snapshot != "initial" && c.Snapshot != "never" {
