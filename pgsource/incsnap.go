@@ -58,6 +58,10 @@ type SnapshotRequest struct {
 	ID    string `json:"id"`
 	Table string `json:"table"` // schema.table
 	Where string `json:"where,omitempty"`
+	// Max is the primary key of the last row (matching Where) when the
+	// copy began; it stops there: rows inserted since come from the
+	// stream. Nil until the copy begins, or if the table was empty.
+	Max []string `json:"max,omitempty"`
 	// Last is the primary key (text of each column) of the last row whose
 	// chunk is durable in the log; the copy resumes after it.
 	Last []string `json:"last,omitempty"`
@@ -163,6 +167,7 @@ func (s *Source) incStateForCheckpoint() []SnapshotRequest {
 		if !r.Done && !r.failed {
 			c := r.SnapshotRequest
 			c.Last = append([]string(nil), r.Last...)
+			c.Max = append([]string(nil), r.Max...)
 			out = append(out, c)
 		}
 	}
@@ -367,27 +372,49 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 	for _, k := range rel.key {
 		order = append(order, pgx.Identifier{rel.cols[k].name}.Sanitize())
 	}
+	keyLits := func(key []string) string {
+		var lits []string
+		for i, k := range rel.key {
+			lits = append(lits, sqlLiteral(key[i])+"::"+rel.sqlTypes[rel.cols[k].name])
+		}
+		return "(" + strings.Join(lits, ", ") + ")"
+	}
+	keyTuple := "(" + strings.Join(order, ", ") + ")"
 	s.inc.mu.Lock()
 	s.inc.table = r.Table
-	cursor := r.cursor
+	cursor, maxKey := r.cursor, r.Max
 	s.inc.mu.Unlock()
+	if maxKey == nil {
+		// The copy ends at the newest row now: later ones are streamed.
+		sql := from
+		if r.Where != "" {
+			sql += " WHERE (" + r.Where + ")"
+		}
+		sql += " ORDER BY " + strings.Join(order, " DESC, ") + " DESC LIMIT 1"
+		rows, last, err := s.readChunk(ctx, q, rel, sql)
+		if err != nil {
+			return fmt.Errorf("incremental snapshot of %s: read its last key: %w", t, err)
+		}
+		s.inc.mu.Lock()
+		if len(rows) == 0 {
+			r.finished, r.Done, s.inc.dirty = true, true, true
+			s.inc.mu.Unlock()
+			s.log.Info("postgres source: incremental snapshot done: no rows", "id", r.ID, "table", r.Table)
+			return nil
+		}
+		r.Max, maxKey, s.inc.dirty = last, last, true
+		s.inc.mu.Unlock()
+	}
 	n := s.cfg.SnapshotChunkRows
 	for ctx.Err() == nil {
-		var conds []string
+		conds := []string{keyTuple + " <= " + keyLits(maxKey)}
 		if cursor != nil {
-			var lits []string
-			for i, k := range rel.key {
-				lits = append(lits, sqlLiteral(cursor[i])+"::"+rel.sqlTypes[rel.cols[k].name])
-			}
-			conds = append(conds, "("+strings.Join(order, ", ")+") > ("+strings.Join(lits, ", ")+")")
+			conds = append(conds, keyTuple+" > "+keyLits(cursor))
 		}
 		if r.Where != "" {
 			conds = append(conds, "("+r.Where+")")
 		}
-		sql := from
-		if len(conds) > 0 {
-			sql += " WHERE " + strings.Join(conds, " AND ")
-		}
+		sql := from + " WHERE " + strings.Join(conds, " AND ")
 		sql += fmt.Sprintf(" ORDER BY %s LIMIT %d", strings.Join(order, ", "), n)
 
 		s.inc.mu.Lock()

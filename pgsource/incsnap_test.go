@@ -110,8 +110,8 @@ func checkIncrementalLog(t *testing.T, txns []change.Committed) int {
 			if c.Op == change.Message && c.Message.Prefix == WatermarkPrefix {
 				t.Fatalf("watermark message in the log: %+v", txn.Header)
 			}
-			if c.Op == change.Read {
-				if txn.Header.Snapshot != change.SnapshotIncremental || txn.Header.SourceLSN == 0 {
+			if c.Op == change.Read && txn.Header.SourceLSN != 0 { // the initial snapshot's have none
+				if txn.Header.Snapshot != change.SnapshotIncremental {
 					t.Fatalf("incremental read in a transaction with header %+v", txn.Header)
 				}
 				reads++
@@ -155,7 +155,7 @@ func TestIncrementalSnapshotUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := r.src.Stats()
-	if st.IncrementalChunks < n/250 || st.IncrementalRows < n/2 {
+	if st.IncrementalChunks < n/2/250 || st.IncrementalRows < n/2 {
 		t.Errorf("incremental stats %+v", st)
 	}
 	txns := readLog(t, e.w)
@@ -203,11 +203,10 @@ func TestIncrementalSnapshotResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := r2.src.Stats()
-	if second.IncrementalRows+first.IncrementalRows > uint64(n)+uint64(l.stmts.Load())+uint64(first.IncrementalChunks*100) {
+	// The copy stops at the table's last key when it began (about n):
+	// the first run's 2,000 rows or more are not copied again.
+	if second.IncrementalRows > uint64(n)-1000 {
 		t.Errorf("the second run copied %d rows after the first copied %d: not resumed", second.IncrementalRows, first.IncrementalRows)
-	}
-	if second.IncrementalRows >= uint64(n) {
-		t.Errorf("the second run copied %d rows, the whole table: not resumed", second.IncrementalRows)
 	}
 	txns := readLog(t, e.w)
 	checkIncrementalLog(t, txns)

@@ -27,15 +27,18 @@ func (st *streamer) signal(c *change.Change) {
 	if sig, err := change.ParseTable(s.cfg.SignalTable); err != nil || sig != c.Table {
 		return
 	}
-	typ, _ := c.After.Get("type")
-	if typ.String() != SignalExecuteSnapshot {
+	text := func(col string) string {
+		v, _ := c.After.Get(col)
+		t, _ := v.Text()
+		return t
+	}
+	if text("type") != SignalExecuteSnapshot {
 		return
 	}
-	id, _ := c.After.Get("id")
-	data, _ := c.After.Get("data")
+	id := text("id")
 	var d signalData
-	if err := json.Unmarshal([]byte(data.String()), &d); err != nil || len(d.Collections) == 0 {
-		s.log.Warn("postgres source: signal row ignored: data is not {\"data-collections\": [...]}", "id", id.String(), "err", err)
+	if err := json.Unmarshal([]byte(text("data")), &d); err != nil || len(d.Collections) == 0 {
+		s.log.Warn("postgres source: signal row ignored: data is not {\"data-collections\": [...]}", "id", id, "err", err)
 		return
 	}
 	for _, name := range d.Collections {
@@ -47,7 +50,7 @@ func (st *streamer) signal(c *change.Change) {
 		}
 		t, err := change.ParseTable(name)
 		if err != nil {
-			s.log.Warn("postgres source: signal row ignored: bad table name", "id", id.String(), "table", name, "err", err)
+			s.log.Warn("postgres source: signal row ignored: bad table name", "id", id, "table", name, "err", err)
 			continue
 		}
 		st.signals = append(st.signals, SnapshotRequest{Table: t.String(), Where: where})
