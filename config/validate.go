@@ -275,6 +275,11 @@ func (c *Config) validateSources(v *validator) {
 				v.fail(fmt.Sprintf("source.postgres.tables[%d]", i), "%v", err)
 			}
 		}
+		if p.SignalTable != "" {
+			if _, err := change.ParseTable(p.SignalTable); err != nil {
+				v.fail("source.postgres.signal_table", "%v", err)
+			}
+		}
 		v.nonNegative("source.postgres.heartbeat", p.Heartbeat)
 		v.nonNegative("source.postgres.status_interval", p.StatusInterval)
 		if p.SnapshotChunkRows < 0 {

@@ -61,6 +61,7 @@ func (d *Daemon) buildHTTP() error {
 		json.NewEncoder(w).Encode(d.Positions())
 	})
 	d.registerStatus(mux)
+	mux.HandleFunc("POST /v1/snapshot", d.handleSnapshot)
 	_, err := d.listen("http", d.cfg.HTTP.Listener, mux)
 	return err
 }
