@@ -79,18 +79,17 @@ type incRequest struct {
 // incState is a Source's incremental snapshot queue, shared by the API,
 // the worker and the streamer (under mu).
 type incState struct {
-	mu      sync.Mutex
-	reqs    []*incRequest
-	loaded  bool
-	win     *incWindow    // the chunk between its watermarks, nil if none
-	wake    chan struct{} // a request was queued
-	dirty   bool          // the queue changed since the checkpoint was saved
-	table   string        // table being copied, for Stats
-	run     string        // this process's watermark id prefix
-	seq     uint64
-	rows    uint64
-	chunks  uint64
-	signals []SnapshotRequest // from the signal table, queued by the streamer
+	mu     sync.Mutex
+	reqs   []*incRequest
+	loaded bool
+	win    *incWindow    // the chunk between its watermarks, nil if none
+	wake   chan struct{} // a request was queued
+	dirty  bool          // the queue changed since the checkpoint was saved
+	table  string        // table being copied, for Stats
+	run    string        // this process's watermark id prefix
+	seq    uint64
+	rows   uint64
+	chunks uint64
 }
 
 // incWindow is one chunk between its watermarks. The worker fills rows

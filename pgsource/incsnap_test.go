@@ -194,6 +194,10 @@ func TestIncrementalSnapshotResumes(t *testing.T) {
 		t.Fatalf("stopped after the snapshot finished (make the table larger): %+v", first)
 	}
 	r2 := e.run(cfg)
+	waitFor(t, r2, time.Minute, "request loaded from the checkpoint", func(s Stats) bool { return s.IncrementalPending == 1 })
+	if reqs := r2.src.SnapshotRequests(); len(reqs) != 1 || reqs[0].Table != "public.acc" || reqs[0].Max == nil {
+		t.Fatalf("requests after the restart: %+v", reqs)
+	}
 	waitFor(t, r2, 5*time.Minute, "resumed incremental snapshot done", func(s Stats) bool {
 		return s.IncrementalPending == 0 && s.IncrementalChunks > 0
 	})
