@@ -323,6 +323,11 @@ const (
 	// SnapshotLastTable: its table is the last the snapshot copied rows
 	// of.
 	SnapshotLastTable
+	// SnapshotIncremental: a chunk of an incremental snapshot, copied
+	// while the source streamed and placed in the stream at the chunk's
+	// high watermark (docs/POSTGRES.md, "Incremental snapshots"); the
+	// other bits are not set with it.
+	SnapshotIncremental
 	snapshotKnown = 1<<iota - 1
 )
 

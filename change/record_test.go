@@ -130,7 +130,7 @@ func TestDecodeRecordCorrupt(t *testing.T) {
 		{"unknown flags", "01 40 74 00 00", 1, "unknown flags 0x40", walerr.ErrCorruption},
 		{"unknown header flags", "01 01 80 00 74 00 00", 2, "unknown header flags 0x80", walerr.ErrCorruption},
 		{"zero snapshot position", "01 01 40 00 00 74 00 00", 4, "snapshot position 0x00: want known bits, not none", walerr.ErrCorruption},
-		{"unknown snapshot position", "01 01 40 00 10 74 00 00", 4, "snapshot position 0x10: want known bits, not none", walerr.ErrCorruption},
+		{"unknown snapshot position", "01 01 40 00 20 74 00 00", 4, "snapshot position 0x20: want known bits, not none", walerr.ErrCorruption},
 		{"varint overflow", "01 01 00 ffffffffffffffffffff01", 3, "varint overflows 64 bits", walerr.ErrCorruption},
 		{"commit nsec", "01 01 02 00 02 80a8d6b907 74 00 00", 4, "commit time nanoseconds 2000000000 out of range", walerr.ErrCorruption},
 		{"zero commit time", "01 01 02 00 ffdb8ff9ce03 00 74 00 00", 4, "zero commit time flagged as present", walerr.ErrCorruption},
@@ -253,7 +253,7 @@ func TestRecordSnapshotPosition(t *testing.T) {
 	if rec := AppendRecord(nil, &TxHeader{Origin: "pg"}, &c); rec[2]&hdrSnapshot != 0 {
 		t.Error("a header without a snapshot position sets its flag")
 	}
-	if err := (&TxHeader{Snapshot: 1 << 4}).Validate(); !errors.Is(err, ErrInvalid) {
+	if err := (&TxHeader{Snapshot: 1 << 5}).Validate(); !errors.Is(err, ErrInvalid) {
 		t.Errorf("unknown position bits: err %v, want ErrInvalid", err)
 	}
 }

@@ -117,6 +117,9 @@ type Postgres struct {
 	Heartbeat         time.Duration `yaml:"heartbeat"`
 	StatusInterval    time.Duration `yaml:"status_interval"`
 	MaxTxnMemory      ByteSize      `yaml:"max_txn_memory"`
+	// SignalTable is a published schema.table (id text, type text, data
+	// text) whose execute-snapshot rows start incremental snapshots.
+	SignalTable string `yaml:"signal_table"`
 }
 
 // PostgresTable is one entry of source.postgres.tables: written as a

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/walship/walship/change"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -270,6 +271,11 @@ func (c *Config) validateSources(v *validator) {
 		}
 		v.oneOf("source.postgres.snapshot", &p.Snapshot, "initial", "initial", "never")
 		validatePostgresTables(v, p)
+		if p.SignalTable != "" {
+			if _, err := change.ParseTable(p.SignalTable); err != nil {
+				v.fail("source.postgres.signal_table", "%v", err)
+			}
+		}
 		v.nonNegative("source.postgres.heartbeat", p.Heartbeat)
 		v.nonNegative("source.postgres.status_interval", p.StatusInterval)
 		if p.SnapshotChunkRows < 0 {

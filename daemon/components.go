@@ -30,7 +30,7 @@ func (d *Daemon) buildPostgres(ctx context.Context) error {
 	opts := pgsource.Options{DSN: p.DSN, Slot: p.Slot, Publication: p.Publication, Tables: tables,
 		HashSalt: p.HashSalt, MaskString: p.MaskString,
 		Snapshot: p.Snapshot, SnapshotChunkRows: p.SnapshotChunkRows, Heartbeat: p.Heartbeat, StatusInterval: p.StatusInterval,
-		MaxTxnMemory: int64(p.MaxTxnMemory), SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log,
+		MaxTxnMemory: int64(p.MaxTxnMemory), SignalTable: p.SignalTable, SpillDir: vfs.Join(d.cfg.WAL.Dir, "spill"), Logger: d.log,
 		Confirmable: d.confirmable}
 	if d.ha != nil {
 		// A new leader ends the old one's walsender if it still holds the

@@ -36,7 +36,7 @@ func lagOptions(c config.Lag, a *config.Archive) obs.LagOptions {
 }
 
 // buildHTTP binds the operator listener: /metrics, /healthz, /readyz,
-// /status, /status.json and /v1/positions.
+// /status, /status.json, /v1/positions and POST /v1/snapshot.
 func (d *Daemon) buildHTTP() error {
 	if err := d.metrics.WatchWAL(d.wal); err != nil {
 		return err
@@ -61,6 +61,7 @@ func (d *Daemon) buildHTTP() error {
 		json.NewEncoder(w).Encode(d.Positions())
 	})
 	d.registerStatus(mux)
+	mux.HandleFunc("POST /v1/snapshot", d.handleSnapshot)
 	_, err := d.listen("http", d.cfg.HTTP.Listener, mux)
 	return err
 }

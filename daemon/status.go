@@ -31,6 +31,7 @@ func (a *atomicTime) Store(t time.Time) { a.v.Store(&t) }
 func (d *Daemon) pollPostgres() {
 	s := d.pg.Stats()
 	d.metrics.SlotLag(d.cfg.Source.Postgres.Slot, s.SlotLagBytes)
+	d.metrics.IncrementalSnapshots(d.cfg.Source.Postgres.Slot, s.IncrementalRows, s.IncrementalChunks, s.IncrementalPending)
 	d.metrics.SourcePosition("postgres", obs.Position{LSN: d.wal.Durable()})
 }
 
@@ -111,6 +112,10 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 			state, errText := depState(s.Server, state)
 			snap.Source = &status.Source{Kind: "postgres", Name: d.cfg.Source.Postgres.Slot, Position: change.FormatSourceLSN(s.LastSourceLSN),
 				LSN: durable, SlotBytes: s.SlotLagBytes, State: state, Error: errText}
+			if s.IncrementalPending > 0 || s.IncrementalChunks > 0 {
+				snap.Source.Incremental = &status.Incremental{Table: s.IncrementalTable, Rows: s.IncrementalRows,
+					Chunks: s.IncrementalChunks, Pending: s.IncrementalPending}
+			}
 		case d.httpSource.Load() != nil:
 			snap.Source = &status.Source{Kind: "http", Name: d.Addr("source.http"), LSN: durable, State: "ok"}
 		}

@@ -106,16 +106,17 @@ func TestSnapshotMarkers(t *testing.T) {
 		rows int
 		want string
 	}{
-		{tf | ft, 3, "first true true"},                         // first chunk of the first table
-		{tf | tl | ft, 3, "first true last_in_data_collection"}, // the whole first table
-		{tf, 3, "first_in_data_collection true true"},           // a later table's first chunk
-		{tl, 2, "true last_in_data_collection"},                 // its last chunk
-		{tl | lt, 2, "true last"},                               // the last table's last chunk
-		{tf | tl | ft | lt, 2, "first last"},                    // the only table
-		{tf | tl | ft | lt, 1, "last"},                          // a one-row snapshot
-		{tf | tl, 1, "last_in_data_collection"},                 // a one-row table
-		{ft | lt, 2, "true true"},                               // a middle chunk
-		{0, 2, "true true"},                                     // no position (older logs)
+		{tf | ft, 3, "first true true"},                            // first chunk of the first table
+		{tf | tl | ft, 3, "first true last_in_data_collection"},    // the whole first table
+		{tf, 3, "first_in_data_collection true true"},              // a later table's first chunk
+		{tl, 2, "true last_in_data_collection"},                    // its last chunk
+		{tl | lt, 2, "true last"},                                  // the last table's last chunk
+		{tf | tl | ft | lt, 2, "first last"},                       // the only table
+		{tf | tl | ft | lt, 1, "last"},                             // a one-row snapshot
+		{tf | tl, 1, "last_in_data_collection"},                    // a one-row table
+		{ft | lt, 2, "true true"},                                  // a middle chunk
+		{0, 2, "true true"},                                        // no position (older logs)
+		{change.SnapshotIncremental, 2, "incremental incremental"}, // an incremental snapshot chunk
 	} {
 		txn := change.Committed{FirstLSN: 1, CommitLSN: uint64(tc.rows), Txn: change.Txn{Header: change.TxHeader{Origin: "pg", Snapshot: tc.pos}}}
 		for i := range tc.rows {
@@ -147,9 +148,9 @@ func TestSnapshotMarkers(t *testing.T) {
 	if v := (&Encoder{}).AppendValue(nil, Position{Txn: &txn}); !strings.Contains(string(v), `"snapshot":"false"`) {
 		t.Errorf("insert: %s", v)
 	}
-	bad := `{"before":null,"after":{"id":1},"source":{"schema":"public","table":"t"},"op":"r","walship":{"lsn":5,"commit_lsn":5,"first_lsn":5,"commit_time":"2024-05-01T12:00:00Z","xid":0,"snapshot":16}}`
+	bad := `{"before":null,"after":{"id":1},"source":{"schema":"public","table":"t"},"op":"r","walship":{"lsn":5,"commit_lsn":5,"first_lsn":5,"commit_time":"2024-05-01T12:00:00Z","xid":0,"snapshot":32}}`
 	h := []kgo.RecordHeader{{Key: HeaderLSN, Value: []byte("5")}, {Key: HeaderCommitLSN, Value: []byte("5")}, {Key: HeaderTxnFirstLSN, Value: []byte("5")}}
 	if _, err := Decode(&kgo.Record{Value: []byte(bad), Headers: h}); err == nil {
-		t.Error("snapshot position 16 decoded")
+		t.Error("snapshot position 32 decoded")
 	}
 }

@@ -312,7 +312,8 @@ func (e *Encoder) appendEnvelope(dst []byte, p Position) []byte {
 }
 
 // snapshotBits are the bits of a snapshot position.
-const snapshotBits = change.SnapshotTableFirst | change.SnapshotTableLast | change.SnapshotFirstTable | change.SnapshotLastTable
+const snapshotBits = change.SnapshotTableFirst | change.SnapshotTableLast | change.SnapshotFirstTable | change.SnapshotLastTable |
+	change.SnapshotIncremental
 
 // snapshotMarker returns source.snapshot for change p as Debezium sets it:
 // "false" for a streamed change; for a snapshot read "last" (the last row
@@ -320,13 +321,17 @@ const snapshotBits = change.SnapshotTableFirst | change.SnapshotTableLast | chan
 // "first_in_data_collection" (a table's last and first row), else "true",
 // checked in that order. Where a row lies comes from the transaction's
 // snapshot position (a chunk holds rows of one table); reads without one
-// (logs written before it was recorded, other sources) are "true".
+// (logs written before it was recorded, other sources) are "true". A read
+// of an incremental snapshot chunk is "incremental".
 func snapshotMarker(p Position) string {
 	t := p.Txn
 	if t.Changes[p.Index].Op != change.Read {
 		return "false"
 	}
 	pos := t.Header.Snapshot
+	if pos&change.SnapshotIncremental != 0 {
+		return "incremental"
+	}
 	first := pos&change.SnapshotTableFirst != 0 && p.Index == 0
 	last := pos&change.SnapshotTableLast != 0 && p.Index == len(t.Changes)-1
 	switch {

@@ -123,6 +123,7 @@ type Metrics struct {
 
 	posLSN, lagRecords, lagBytes, lagSeconds map[string]*prometheus.GaugeVec // by kind: sink, consumer, source
 	slotLag                                  *prometheus.GaugeVec
+	incRows, incChunks, incPending           *prometheus.GaugeVec
 	levelLSN                                 *prometheus.GaugeVec
 	haRole                                   *prometheus.GaugeVec
 	haTerm, haTakeover, haLost               prometheus.Gauge
@@ -206,6 +207,9 @@ func New(opts Options) (*Metrics, error) {
 	m.haTakeover = f.gauge("walship_ha_takeover_seconds", "Time of this member's last takeover, from winning the lease to leading (fencing the old producer and catching up included).")
 	m.haLost = f.gauge("walship_ha_lost_ranges", "Ranges of source positions this member found confirmed to PostgreSQL by a previous leader and missing from the group's log (lost transactions; wal.sync local).")
 	m.slotLag = f.gaugeVec("walship_postgres_slot_lag_bytes", "Bytes of Postgres WAL retained by the replication slot (pg_current_wal_lsn - confirmed_flush_lsn).", "slot")
+	m.incRows = f.gaugeVec("walship_postgres_incremental_snapshot_rows", "Rows copied by incremental snapshots since this process started.", "slot")
+	m.incChunks = f.gaugeVec("walship_postgres_incremental_snapshot_chunks", "Chunks copied by incremental snapshots since this process started.", "slot")
+	m.incPending = f.gaugeVec("walship_postgres_incremental_snapshot_pending", "Incremental snapshots queued or under way.", "slot")
 	m.archLSN = f.gauge("walship_archive_position_lsn", "Last walship LSN stored in the archive.")
 	m.archLagRecords = f.gauge("walship_archive_lag_records", "Records not yet archived.")
 	m.archLagSeconds = f.gauge("walship_archive_lag_seconds", "Age of the oldest transaction not yet archived (RPO; bounded by archive.timeout).")
@@ -382,6 +386,14 @@ func (m *Metrics) SourcePosition(name string, p Position) {
 // SlotLag reports the Postgres replication slot's retained WAL in bytes.
 func (m *Metrics) SlotLag(slot string, bytes int64) {
 	m.slotLag.WithLabelValues(slot).Set(float64(bytes))
+}
+
+// IncrementalSnapshots reports a Postgres source's incremental snapshot
+// progress: rows and chunks copied by this process, requests pending.
+func (m *Metrics) IncrementalSnapshots(slot string, rows, chunks uint64, pending int) {
+	m.incRows.WithLabelValues(slot).Set(float64(rows))
+	m.incChunks.WithLabelValues(slot).Set(float64(chunks))
+	m.incPending.WithLabelValues(slot).Set(float64(pending))
 }
 
 // ReplicationLevel reports the highest LSN a replication level ("local",

@@ -3,6 +3,7 @@ package pgsource
 import (
 	"errors"
 	"fmt"
+	"github.com/walship/walship/change"
 	"log/slog"
 	"regexp"
 	"time"
@@ -39,6 +40,11 @@ type Options struct {
 	// SnapshotChunkRows is the number of rows per snapshot transaction
 	// (default 10000).
 	SnapshotChunkRows int
+	// SignalTable, if set, is a published "schema.table" with columns id
+	// text, type text and data text (as Debezium's signalling table): a
+	// row inserted with type "execute-snapshot" queues incremental
+	// snapshots (docs/POSTGRES.md, "Incremental snapshots").
+	SignalTable string
 	// Heartbeat is the interval of pg_logical_emit_message heartbeats
 	// (default 10s).
 	Heartbeat time.Duration
@@ -155,6 +161,11 @@ func (c *Options) Validate() error {
 		errs = append(errs, cfgErr("publication", "%q is longer than 63 bytes", c.Publication))
 	}
 	errs = append(errs, validateTables(c.Tables, c.HashSalt != "")...)
+	if c.SignalTable != "" {
+		if _, err := change.ParseTable(c.SignalTable); err != nil {
+			errs = append(errs, cfgErr("signal_table", "%q: %v", c.SignalTable, err))
+		}
+	}
 	if c.Snapshot != "initial" && c.Snapshot != "never" {
 		errs = append(errs, cfgErr("snapshot", "%q: want initial or never", c.Snapshot))
 	}

@@ -91,6 +91,14 @@ type Stats struct {
 	SnapshotBytes      uint64 // text bytes copied by this process
 	SnapshotDone       bool
 
+	// Incremental snapshots (RequestSnapshot): the table being copied
+	// ("" if none), rows and chunks copied by this process, and the
+	// requests queued or under way.
+	IncrementalTable   string
+	IncrementalRows    uint64
+	IncrementalChunks  uint64
+	IncrementalPending int
+
 	// Server is the PostgreSQL server's health: every session's connection
 	// and stream, and the slot check every few seconds, report to it.
 	Server health.State
@@ -141,6 +149,7 @@ type Source struct {
 	server health.Tracker
 	// takeOverWait bounds the wait for a terminated slot holder to let go.
 	takeOverWait time.Duration
+	inc          incState
 }
 
 // ckptState is the checkpoint payload (JSON). Pos of the checkpoint is a WAL
@@ -152,6 +161,9 @@ type ckptState struct {
 	// is then an error, never silently recreated.
 	Started  bool       `json:"started"`
 	Snapshot *snapState `json:"snapshot,omitempty"`
+	// Incremental holds the incremental snapshots not yet done, with the
+	// key of the last row durable in the log (incsnap.go).
+	Incremental []SnapshotRequest `json:"incremental,omitempty"`
 }
 
 type snapState struct {
@@ -182,7 +194,7 @@ func New(cfg Options, w *wal.WAL, ckpts *checkpoint.Store) (*Source, error) {
 
 // Stats returns current counters; safe for concurrent use.
 func (s *Source) Stats() Stats {
-	return Stats{
+	st := Stats{
 		SlotLagBytes: s.st.slotLag.Load(), ConfirmedLSN: uint64(s.st.confirmed.Load()),
 		LastSourceLSN: uint64(s.st.lastSource.Load()), Txns: uint64(s.st.txns.Load()),
 		Changes: uint64(s.st.changes.Load()), Skipped: uint64(s.st.skipped.Load()),
@@ -192,6 +204,8 @@ func (s *Source) Stats() Stats {
 		SnapshotDone: s.st.snapDone.Load(), Server: s.server.State(),
 		LoggedSourceLSN: uint64(s.st.logged.Load()), LogScanned: s.st.scanned.Load(),
 	}
+	s.incStats(&st)
+	return st
 }
 
 // Run captures until ctx ends, then stops reading, waits until everything
@@ -502,6 +516,7 @@ func (s *Source) mine(h *change.TxHeader) bool {
 
 // saveCheckpoint durably records the state, valid up to WAL LSN pos.
 func (s *Source) saveCheckpoint(ctx context.Context) error {
+	s.state.Incremental = s.incStateForCheckpoint()
 	b, err := json.Marshal(&s.state)
 	if err != nil {
 		return err
@@ -615,6 +630,9 @@ func (s *Source) session(ctx context.Context, first bool) error {
 		}
 	} else {
 		s.st.snapDone.Store(s.state.Snapshot != nil && s.state.Snapshot.Done)
+	}
+	if err := s.incPrepare(ctx, q); err != nil {
+		return err
 	}
 	return s.stream(ctx, q, repl)
 }

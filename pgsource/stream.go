@@ -51,6 +51,7 @@ type pending struct {
 	need   uint64
 	end    pglogrepl.LSN // source end LSN to confirm once durable
 	commit uint64        // source commit LSN
+	inc    *incChunk     // an incremental snapshot chunk's progress
 }
 
 // pollDurable is how often the receive loop, while transactions wait for
@@ -85,6 +86,10 @@ type streamer struct {
 	lastDurable     pending
 	// oldT, newT are scratch tuples (their values point into the message).
 	oldT, newT []tcol
+	// win is the incremental snapshot chunk whose window is open;
+	// signals are the signal table's requests in the open transaction.
+	win     *incWindow
+	signals []SnapshotRequest
 }
 
 // stream runs logical replication until ctx ends (then drains and returns
@@ -115,6 +120,9 @@ func (s *Source) stream(ctx context.Context, q *pgx.Conn, repl *pgconn.PgConn) e
 	st := &streamer{s: s, q: q, repl: repl, confirmed: pglogrepl.LSN(s.st.confirmed.Load()),
 		jobs: make(chan appendJob, 8), appDone: make(chan struct{}), free: make(chan []change.Change, 8)}
 	go st.appender(sessCtx)
+	s.loadIncremental()
+	wg.Add(1)
+	go s.incWorker(sessCtx, &wg)
 	s.log.Info("postgres source: streaming", "from", st.confirmed, "skip_through", pglogrepl.LSN(s.floor))
 	err = st.loop(sessCtx)
 	close(st.jobs)
@@ -199,6 +207,9 @@ func (st *streamer) advance() {
 	i := 0
 	for ; i < len(st.app.pending) && st.app.pending[i].need <= durable; i++ {
 		p := st.app.pending[i]
+		if p.inc != nil {
+			st.s.incDurable(p.inc)
+		}
 		st.confirmed = max(st.confirmed, p.end)
 		if p.last > 0 {
 			st.lastDurable = p
@@ -253,8 +264,12 @@ func (st *streamer) loop(ctx context.Context) error {
 				return err
 			}
 			nextStatus = now.Add(interval)
-			if st.lastDurable.last > 0 && now.Sub(s.lastCkptSave) > 10*time.Second {
-				s.state.SourceLSN, s.ckptPos = st.lastDurable.commit, st.lastDurable.last+1
+			// Incremental snapshot progress is saved at once: a restart
+			// copies again only chunks not yet recorded.
+			if st.lastDurable.last > 0 && now.Sub(s.lastCkptSave) > 10*time.Second || s.incDirty() {
+				if st.lastDurable.last > 0 {
+					s.state.SourceLSN, s.ckptPos = st.lastDurable.commit, st.lastDurable.last+1
+				}
 				if err := s.saveCheckpoint(ctx); err != nil {
 					return err
 				}
@@ -336,6 +351,7 @@ func (st *streamer) handle(ctx context.Context, data []byte) error {
 		if st.cur != nil {
 			st.cur.close()
 		}
+		st.signals = nil
 		st.cur = newTxnBuf(change.TxHeader{XID: uint64(m.Xid), SourceLSN: uint64(m.FinalLSN),
 			SourceCommitTime: m.CommitTime.UTC(), Origin: s.origin}, s.cfg.MaxTxnMemory, s.cfg.SpillDir)
 		select {
@@ -375,6 +391,9 @@ func (st *streamer) handle(ctx context.Context, data []byte) error {
 		if m.Prefix == HeartbeatPrefix {
 			return nil
 		}
+		if m.Prefix == WatermarkPrefix && !m.Transactional {
+			return st.incWatermark(ctx, m.Content, m.LSN)
+		}
 		c := change.Change{Op: change.Message, Message: &change.LogicalMessage{Prefix: m.Prefix,
 			Content: append([]byte(nil), m.Content...), Transactional: m.Transactional}}
 		if m.Transactional && st.cur != nil {
@@ -395,6 +414,8 @@ func (st *streamer) add(c change.Change) error {
 	}
 	st.s.st.openTxn.Store(int64(st.cur.n + 1))
 	st.s.protect(&c)
+	st.incObserve(&c)
+	st.signal(&c)
 	return st.cur.add(c)
 }
 
@@ -403,11 +424,18 @@ type appendJob struct {
 	b    *txnBuf
 	end  pglogrepl.LSN
 	skip bool // already in the log, or empty: only its position counts
+	inc  *incChunk
 }
 
 // finish hands a received transaction to the appender, marked to be skipped
 // if the log already has it. It blocks while the appender is 8 behind.
 func (st *streamer) finish(ctx context.Context, b *txnBuf, end pglogrepl.LSN) error {
+	return st.finishInc(ctx, b, end, nil)
+}
+
+// finishInc is finish for a transaction carrying an incremental snapshot
+// chunk's progress (nil for any other).
+func (st *streamer) finishInc(ctx context.Context, b *txnBuf, end pglogrepl.LSN, inc *incChunk) error {
 	s := st.s
 	s.st.openTxn.Store(0)
 	commit := b.hdr.SourceLSN
@@ -416,10 +444,11 @@ func (st *streamer) finish(ctx context.Context, b *txnBuf, end pglogrepl.LSN) er
 	if skip && b.n > 0 {
 		s.st.skipped.Add(1)
 	}
+	st.queueSignals(skip)
 	st.queued.Add(1)
 	st.busy = true
 	select {
-	case st.jobs <- appendJob{b: b, end: end, skip: skip}:
+	case st.jobs <- appendJob{b: b, end: end, skip: skip, inc: inc}:
 		return nil
 	case <-ctx.Done():
 		// Stays counted as queued: nothing after it is confirmed.
@@ -438,7 +467,7 @@ func (st *streamer) appender(ctx context.Context) {
 	for j := range st.jobs {
 		b := j.b
 		commit := b.hdr.SourceLSN
-		p := pending{end: j.end, commit: commit, need: s.recoveredEnd}
+		p := pending{end: j.end, commit: commit, need: s.recoveredEnd, inc: j.inc}
 		if stopped || (!j.skip && (st.appErr.Load() != nil || ctx.Err() != nil)) {
 			stopped = true // stays counted in queued: nothing after it is confirmed
 			b.close()

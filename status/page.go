@@ -115,6 +115,8 @@ function drawPipeline(s) {
     const so = s.source;
     const lines = ["LSN " + fmtNum(so.lsn) + (so.position ? "  ·  source " + so.position : ""),
       (so.slot_bytes ? "slot lag " + fmtBytes(so.slot_bytes) + "  ·  " : "") + "lag " + fmtDur(so.lag) + (so.error ? "  ·  " + so.error : "")];
+    if (so.incremental) lines.push("incremental " + (so.incremental.table || "") + " " + fmtNum(so.incremental.rows) +
+      " rows  ·  " + so.incremental.pending + " pending");
     box(svg, 10, mid - bh / 2, 300, bh, "source: " + so.kind + " " + (so.name || ""), lines, so.state, "node-source");
     arrow(svg, 310, mid, 360, mid);
   }

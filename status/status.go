@@ -73,6 +73,19 @@ type Source struct {
 	Lag       Duration `json:"lag"`
 	State     string   `json:"state"` // ok | retrying | failed | snapshotting ...
 	Error     string   `json:"error,omitempty"`
+	// Incremental is a Postgres source's incremental snapshots, if any
+	// ran or are queued.
+	Incremental *Incremental `json:"incremental,omitempty"`
+}
+
+// Incremental is the progress of a Postgres source's incremental
+// snapshots: the table being copied, rows and chunks copied by this
+// process, requests queued or under way.
+type Incremental struct {
+	Table   string `json:"table,omitempty"`
+	Rows    uint64 `json:"rows"`
+	Chunks  uint64 `json:"chunks"`
+	Pending int    `json:"pending"`
 }
 
 // WAL is the local log.
