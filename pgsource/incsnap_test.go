@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -289,6 +290,28 @@ func TestIncrementalBackfillAndSignal(t *testing.T) {
 	}
 	if st := r.src.Stats(); st.IncrementalRows != 0 || st.IncrementalPending != 0 {
 		t.Errorf("third start copied again: %+v", st)
+	}
+
+	// b leaves the configuration (and the publication), changes while it
+	// is gone, and comes back: it is backfilled again, so that what it
+	// missed reaches the log.
+	with := cfg.Tables
+	cfg.Tables = slices.DeleteFunc(slices.Clone(cfg.Tables), func(t TableSpec) bool { return t.Name == "public.b" })
+	r = e.run(cfg)
+	waitFor(t, r, 60*time.Second, "streaming without b", func(s Stats) bool { return s.ConfirmedLSN > 0 })
+	e.exec(`UPDATE b SET v = 'while away' WHERE id <= 5`, `INSERT INTO b VALUES (6000, 'while away')`)
+	e.catchUp(r, 60*time.Second)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Tables = with
+	r = e.run(cfg)
+	waitFor(t, r, 2*time.Minute, "b backfilled again", func(s Stats) bool {
+		return s.IncrementalPending == 0 && s.IncrementalChunks > 0
+	})
+	e.catchUp(r, 60*time.Second)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
 	}
 	txns := readLog(t, e.w)
 	checkIncrementalLog(t, txns)

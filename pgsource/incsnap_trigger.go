@@ -116,9 +116,23 @@ func (s *Source) incPrepare(ctx context.Context, q *pgx.Conn) error {
 	// copied rather than copy every table again.
 	backfill := len(ss.Tables) > 0
 	changed := false
+	// A table no longer published misses its changes from now on: if it
+	// is published again, it is backfilled again.
+	published := map[string]bool{}
+	for _, p := range tables {
+		published[p.t.String()] = true
+	}
+	for name, p := range ss.Tables {
+		if !published[name] && !p.Removed {
+			p.Removed = true
+			changed = true
+			s.log.Info("postgres source: table no longer published: its changes are not captured; "+
+				"if it is published again it is backfilled", "table", name)
+		}
+	}
 	for _, p := range tables {
 		name := p.t.String()
-		if ss.Tables[name] != nil {
+		if tp := ss.Tables[name]; tp != nil && !tp.Removed {
 			continue
 		}
 		ss.Tables[name] = &tableProgress{Done: true}

@@ -174,6 +174,9 @@ type snapState struct {
 type tableProgress struct {
 	Done bool     `json:"done"`
 	Last []string `json:"last,omitempty"` // text of the primary key of the last row copied
+	// Removed: the table left the publication after the snapshot; if it
+	// comes back it is backfilled (its changes meanwhile were not captured).
+	Removed bool `json:"removed,omitempty"`
 }
 
 // New validates cfg (filling in defaults) and returns a Source appending
