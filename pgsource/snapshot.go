@@ -83,6 +83,11 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 		if err := q.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&ss.XSnap); err != nil {
 			return fmt.Errorf("read the slot's exported snapshot: %w", err)
 		}
+		// Recorded before any chunk is appended: a resumed copy of a table
+		// without a key needs it.
+		if err := s.saveCheckpoint(ctx); err != nil {
+			return err
+		}
 		s.log.Info("postgres source: snapshot started", "tables", len(tables))
 	} else {
 		s.log.Info("postgres source: snapshot resumed with a fresh snapshot (the exported one ended with its session)",
