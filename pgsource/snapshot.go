@@ -313,8 +313,10 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 	}
 	cp := &copyParser{s: s, rel: rel, buf: newBuf(), limit: limit}
 	defer func() { cp.buf.close() }()
-	if kl != nil {
+	if kl != nil && !kl.whole {
 		cp.node = kl.node
+	}
+	if kl != nil {
 		if kl.restart {
 			// The rows of the earlier chunks are in the log: the replica
 			// drops them before the copy starts again from page 0.
@@ -441,7 +443,10 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 		}
 		return err
 	}
-	if kl == nil {
+	if kl == nil || kl.whole {
+		if kl != nil && kl.visible != "" {
+			sql += " WHERE " + kl.visible
+		}
 		if err := copyRows(sql); err != nil {
 			return err
 		}

@@ -23,6 +23,7 @@ import (
 // behind a truncate of the table, which drops the rows of the earlier
 // chunks from the replicas: rows copied twice would be duplicates.
 type keylessPlan struct {
+	whole    bool   // copied whole in one chunk (no TID range scan)
 	pages    int64  // heap pages when the copy started
 	perChunk int64  // pages per chunk
 	node     uint32 // filenode
@@ -32,8 +33,8 @@ type keylessPlan struct {
 	visible string
 }
 
-// planKeyless returns how table t (without a key) is copied from prog on,
-// nil to copy it whole (a partitioned table, PostgreSQL before 14). It
+// planKeyless returns how table t (without a key) is copied from prog on:
+// whole in one chunk for a partitioned table or PostgreSQL before 14. It
 // resets prog to the table's start when the copy restarts.
 func (s *Source) planKeyless(ctx context.Context, q *pgx.Conn, t change.Table, prog *tableProgress) (*keylessPlan, error) {
 	var (
@@ -52,10 +53,7 @@ func (s *Source) planKeyless(ctx context.Context, q *pgx.Conn, t change.Table, p
 	if err != nil {
 		return nil, err
 	}
-	if version < 140000 || kind != "r" {
-		return nil, nil
-	}
-	p := &keylessPlan{pages: pages, node: node}
+	p := &keylessPlan{pages: pages, node: node, whole: version < 140000 || kind != "r"}
 	// Pages per chunk from the statistics' rows per page; without
 	// statistics a guess of 50 rows a page. A denser chunk is spilled.
 	perPage := 50.0
@@ -64,7 +62,7 @@ func (s *Source) planKeyless(ctx context.Context, q *pgx.Conn, t change.Table, p
 	}
 	p.perChunk = max(int64(float64(s.cfg.SnapshotChunkRows)/perPage), 1)
 	ss := s.state.Snapshot
-	if ss.resumed && (!ss.exact || prog.Page > 0 && prog.FileNode != node) {
+	if ss.resumed && (!ss.exact || !p.whole && prog.Page > 0 && prog.FileNode != node) {
 		if prog.Page > 0 {
 			s.log.Warn("postgres source: the copy of a table without a key was interrupted by a crash or its table rewritten: copying it again from its start",
 				"table", t.String())
