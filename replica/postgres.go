@@ -436,8 +436,8 @@ func (t *pgTxn) delete(ctx context.Context, ts *tableSchema, where change.Row) e
 	return t.queue(ctx, pgDialect.delete(ts, where), args)
 }
 
-func (t *pgTxn) truncate(ctx context.Context, ts *tableSchema) error {
-	return t.queue(ctx, pgDialect.truncateTable(ts), nil)
+func (t *pgTxn) truncate(ctx context.Context, ts []*tableSchema, opts change.TruncateOptions) error {
+	return t.queue(ctx, pgDialect.truncateTables(ts, opts), nil)
 }
 
 func (t *pgTxn) saveState(ctx context.Context, s State) error {

@@ -261,4 +261,23 @@ func (d *dialect) delete(ts *tableSchema, where change.Row) string {
 	return b.String()
 }
 
-func (d *dialect) truncateTable(ts *tableSchema) string { return d.truncate + d.table(ts.src) }
+// truncateTables empties the tables ts in one statement: TRUNCATE a, b
+// [RESTART IDENTITY] [CASCADE] (PostgreSQL), DELETE FROM a (SQLite, one
+// table, no options).
+func (d *dialect) truncateTables(ts []*tableSchema, opts change.TruncateOptions) string {
+	var b strings.Builder
+	b.WriteString(d.truncate)
+	for i, t := range ts {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(d.table(t.src))
+	}
+	if opts&change.TruncateRestartIdentity != 0 {
+		b.WriteString(" RESTART IDENTITY")
+	}
+	if opts&change.TruncateCascade != 0 {
+		b.WriteString(" CASCADE")
+	}
+	return b.String()
+}
