@@ -422,6 +422,9 @@ func (t *pgTxn) update(ctx context.Context, ts *tableSchema, set, where change.R
 	if err != nil {
 		return err
 	}
+	if len(ts.key) == 0 {
+		return t.queue(ctx, pgDialect.updateKeyless(ts, set, where), args)
+	}
 	return t.queue(ctx, pgDialect.update(ts, set, where), args)
 }
 

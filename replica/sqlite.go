@@ -361,7 +361,11 @@ func (t *sqliteTxn) update(ctx context.Context, ts *tableSchema, set, where chan
 		return err
 	}
 	t.args = args
-	return t.exec(ctx, sqliteDialect.update(ts, set, where), args)
+	if err := t.exec(ctx, sqliteDialect.update(ts, set, where), args); err != nil || len(ts.key) > 0 {
+		return err
+	}
+	// No row equal to where: insert set (dialect.updateKeyless).
+	return t.exec(ctx, sqliteDialect.insertMissed(ts, set, "changes() = 0"), args[:len(set)])
 }
 
 func (t *sqliteTxn) delete(ctx context.Context, ts *tableSchema, where change.Row) error {
