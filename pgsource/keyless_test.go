@@ -3,6 +3,7 @@ package pgsource
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/pgtest"
+	"github.com/walship/walship/replica"
 )
 
 // TestKeylessSnapshotResumesByCtidRanges: a table without a primary key
@@ -27,11 +29,14 @@ func TestKeylessSnapshotResumesByCtidRanges(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, pgtest.WithoutFsync())
-			e.exec(`CREATE TABLE history (tid int, bid int, aid int, delta int, mtime timestamp, filler char(22))`,
+			e.exec(`CREATE TABLE history (tid int, bid int, aid int, delta int, mtime timestamp, filler varchar(22))`,
 				`INSERT INTO history SELECT i % 10, i % 3, i, i % 7, '2024-01-01'::timestamp + i * interval '1 s', NULL
 					FROM generate_series(1, 6000) i`,
 				`INSERT INTO history SELECT 1, 1, 1, 1, '2024-01-01', 'dup' FROM generate_series(1, 5)`,
-				`ANALYZE history`)
+				`ANALYZE history`,
+				// Copied after history: not yet at the interruption.
+				`CREATE TABLE zfull (a int, b text)`, `ALTER TABLE zfull REPLICA IDENTITY FULL`,
+				`INSERT INTO zfull VALUES (1, 'x'), (1, 'x'), (2, 'y'), (3, 'z')`)
 			cfg := testConfig(e.dsn)
 			cfg.SnapshotChunkRows = 400
 			var calls atomic.Int64
@@ -60,7 +65,11 @@ func TestKeylessSnapshotResumesByCtidRanges(t *testing.T) {
 			}
 			// Rows committed after the slot's start: a fresh snapshot sees
 			// them, the stream brings them.
-			e.exec(`INSERT INTO history SELECT 2, 2, i, 2, '2025-01-01', 'late' FROM generate_series(1, 300) i`)
+			e.exec(`INSERT INTO history SELECT 2, 2, i, 2, '2025-01-01', 'late' FROM generate_series(1, 300) i`,
+				// Neither version of these rows is in the resumed copy; the
+				// stream's update and delete bring them to the replica.
+				`UPDATE zfull SET b = 'w' WHERE a = 2`,
+				`DELETE FROM zfull WHERE a = 3`)
 			var st ckptState
 			if ck, ok := e.ck.Get("pg.walship"); !ok {
 				t.Fatal("no checkpoint after the first run")
@@ -80,13 +89,21 @@ func TestKeylessSnapshotResumesByCtidRanges(t *testing.T) {
 				t.Fatal(err)
 			}
 			txns := readLog(t, e.w)
-			chunks, truncates := 0, 0
+			chunks, lastChunks, truncates := 0, 0, 0
 			got := map[string]int{}
 			for _, txn := range txns {
-				if txn.Header.Snapshot != 0 {
+				// A table's snapshot chunks: its first one says so, its
+				// last one too (never an empty chunk).
+				if c := txn.Changes[0]; c.Op == change.Read && c.Table.Name == "history" {
 					chunks++
+					if txn.Header.Snapshot&change.SnapshotTableLast != 0 {
+						lastChunks++
+					}
 				}
 				for _, c := range txn.Changes {
+					if c.Table.Name != "history" {
+						continue
+					}
 					switch c.Op {
 					case change.Truncate:
 						truncates++
@@ -96,10 +113,13 @@ func TestKeylessSnapshotResumesByCtidRanges(t *testing.T) {
 					}
 				}
 			}
+			if lastChunks != 1 {
+				t.Errorf("%d chunks of history marked its last, want 1", lastChunks)
+			}
 			if chunks < 10 {
 				t.Errorf("%d snapshot chunks, want the table copied in many", chunks)
 			}
-			if crash != (truncates == 1) {
+			if crash != (truncates > 0) {
 				t.Errorf("%d truncates in the log (crash %v)", truncates, crash)
 			}
 			want := map[string]int{}
@@ -119,6 +139,28 @@ func TestKeylessSnapshotResumesByCtidRanges(t *testing.T) {
 				if want[k] == 0 {
 					t.Errorf("row %s: %d in the log, none in the table", k, n)
 				}
+			}
+			// A replica of the log equals the source.
+			ctx := context.Background()
+			url := "sqlite://" + filepath.Join(t.TempDir(), "r.db")
+			a, err := replica.Open(ctx, url, replica.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			if err := a.Apply(ctx, txns); err != nil {
+				t.Fatal(err)
+			}
+			src, err := replica.Dump(ctx, e.dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst, err := replica.Dump(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := replica.Diff(src, dst); d != "" {
+				t.Errorf("replica differs from the source:\n%s", d)
 			}
 		})
 	}

@@ -407,9 +407,6 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 			}
 			break
 		}
-		if cp.n == 0 && !done {
-			return nil // a range of pages without rows: nothing to record
-		}
 		if cp.n == 0 {
 			if err := finish(); err != nil {
 				return err
@@ -452,15 +449,19 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 		}
 		return cp.chunk(true)
 	}
+	// A range's rows are handed over when a row of a later range arrives
+	// (cut), so that the table's last chunk is never empty; empty ranges
+	// only move the page on.
 	for p := prog.Page; ; p += kl.perChunk {
 		last := p+kl.perChunk >= kl.pages
-		cp.page = p + kl.perChunk
 		if err := copyRows(from + kl.where(p, last)); err != nil {
 			return err
 		}
-		if err := cp.chunk(last); err != nil || last {
-			return err
+		cp.page = p + kl.perChunk // every row buffered lies before it
+		if last {
+			return cp.chunk(true)
 		}
+		cp.cut = true
 	}
 }
 
@@ -470,7 +471,8 @@ type copyParser struct {
 	rel     *relation
 	buf     *txnBuf
 	limit   int              // rows per chunk; 0: no chunks
-	page    int64            // next heap page to copy after this chunk (ctid ranges)
+	page    int64            // ctid ranges: every row buffered lies before this page
+	cut     bool             // ctid ranges: hand the rows buffered over at the next row
 	node    uint32           // filenode of the table copied by ctid ranges
 	chunk   func(bool) error // appends a full chunk
 	partial []byte
@@ -510,11 +512,12 @@ func (p *copyParser) row(line []byte) error {
 	// A full chunk is handed over when the next row comes, not at once, so
 	// that the table's last chunk is never empty: it carries the table's
 	// last row (SnapshotTableLast).
-	if p.limit > 0 && p.n == p.limit {
+	if p.limit > 0 && p.n == p.limit || p.cut && p.n > 0 {
 		if err := p.chunk(false); err != nil {
 			return err
 		}
 	}
+	p.cut = false
 	p.fields, p.isNull = p.fields[:0], p.isNull[:0]
 	for start := 0; ; {
 		i := bytes.IndexByte(line[start:], '\t')
