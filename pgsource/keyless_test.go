@@ -3,8 +3,8 @@ package pgsource
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"errors"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
