@@ -31,7 +31,21 @@ type Change struct {
 	Types []ColumnType
 	// Message is the logical message of an op Message change; nil otherwise.
 	Message *LogicalMessage
+	// TruncateOpts are the options of an op Truncate change; zero otherwise.
+	TruncateOpts TruncateOptions
 }
+
+// TruncateOptions are the options of a TRUNCATE, bits as PostgreSQL's
+// logical replication protocol numbers them. A cascade's tables are each a
+// change of their own (PostgreSQL lists them); the option says the source
+// cascaded, so a target with foreign keys may need it too.
+type TruncateOptions uint8
+
+const (
+	TruncateCascade         TruncateOptions = 1 << 0 // TRUNCATE ... CASCADE
+	TruncateRestartIdentity TruncateOptions = 1 << 1 // TRUNCATE ... RESTART IDENTITY
+	truncateKnown                           = 1<<2 - 1
+)
 
 // LogicalMessage is the payload of a Message change (Postgres
 // pg_logical_emit_message).
@@ -66,7 +80,7 @@ func (c *Change) TypeOf(name string) (string, bool) {
 func (c *Change) Equal(o *Change) bool {
 	if c.Table != o.Table || c.Op != o.Op ||
 		!c.Key.Equal(o.Key) || !c.Before.Equal(o.Before) || !c.After.Equal(o.After) ||
-		len(c.Types) != len(o.Types) || !c.Message.Equal(o.Message) {
+		len(c.Types) != len(o.Types) || !c.Message.Equal(o.Message) || c.TruncateOpts != o.TruncateOpts {
 		return false
 	}
 	for i := range c.Types {
@@ -154,6 +168,12 @@ func (c *Change) validate(prefix []pathSeg) error {
 		}
 	} else if c.Message != nil {
 		return fail("not allowed for "+opDesc()+`; only for op "m"`, pkey("message"))
+	}
+	switch {
+	case c.TruncateOpts != 0 && op != Truncate:
+		return fail("not allowed for "+opDesc()+`; only for op "t"`, pkey("truncate"))
+	case c.TruncateOpts&^truncateKnown != 0:
+		return fail(fmt.Sprintf("unknown truncate options %#x", uint8(c.TruncateOpts&^truncateKnown)), pkey("truncate"))
 	}
 	for _, r := range [...]struct {
 		name string

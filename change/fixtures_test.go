@@ -153,5 +153,6 @@ func sampleChanges(t testing.TB) []sample {
 		{"message-binary", nil, Change{Op: Message, Table: pub, Message: &LogicalMessage{Prefix: "", Content: []byte{0xff, 0, 1}}}},
 		{"message-empty", nil, Change{Op: Message, Message: &LogicalMessage{Prefix: "p"}}},
 		{"unicode-names", nil, Change{Table: Table{"схема", "таблица"}, Op: Insert, After: Row{{"имя", TextValue("значение")}, {"a b", IntValue(1)}, {`q"`, IntValue(2)}}}},
+		{"truncate-options", nil, Change{Table: Table{"audit", "log"}, Op: Truncate, TruncateOpts: TruncateCascade | TruncateRestartIdentity}},
 	}
 }

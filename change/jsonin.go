@@ -31,6 +31,7 @@ import (
 //	           objects of column values, in column order; null or missing when absent
 //	"types"    optional {"column":"source type name",...}
 //	"message"  for op "m": {"prefix":"...","content":"..."|{"$type":"bytes",...},"transactional":false}
+//	"truncate" for op "t", optional: {"cascade":false,"restart_identity":false}
 //
 // Column values follow the input mapping of ParseValue. Unknown and
 // duplicate fields are errors, as are duplicate column names and an empty
@@ -241,7 +242,7 @@ const (
 	dupCheckBytes   = 48
 )
 
-var changeFields = []string{"table", "op", "key", "before", "after", "types", "message"}
+var changeFields = []string{"table", "op", "key", "before", "after", "types", "message", "truncate"}
 
 func isChangeField(k string) bool { return slices.Contains(changeFields, k) }
 
@@ -377,8 +378,59 @@ func (p *parser) changeField(c *Change, k string) error {
 		c.Types, err = p.types()
 	case "message":
 		c.Message, err = p.message()
+	case "truncate":
+		c.TruncateOpts, err = p.truncateOpts()
 	}
 	return err
+}
+
+// truncateOpts reads {"cascade":bool,"restart_identity":bool} or null.
+func (p *parser) truncateOpts() (TruncateOptions, error) {
+	if null, err := p.isNull(); null || err != nil {
+		return 0, err
+	}
+	if err := p.open('{', "a truncate options object or null"); err != nil {
+		return 0, err
+	}
+	var o TruncateOptions
+	var seen []string
+	for first := true; ; first = false {
+		more, err := p.more('}', first)
+		if err != nil {
+			return 0, err
+		}
+		if !more {
+			return o, nil
+		}
+		k, err := p.key(&seen)
+		if err != nil {
+			return 0, err
+		}
+		p.push(pkey(k))
+		var bit TruncateOptions
+		switch k {
+		case "cascade":
+			bit = TruncateCascade
+		case "restart_identity":
+			bit = TruncateRestartIdentity
+		default:
+			p.pop()
+			return 0, p.fail(fmt.Sprintf("unknown field %q", k))
+		}
+		switch p.peek() {
+		case 't', 'f':
+			var c byte
+			if c, err = p.literal(); err != nil {
+				return 0, err
+			}
+			if c == 't' {
+				o |= bit
+			}
+		default:
+			return 0, p.typeErr("a boolean")
+		}
+		p.pop()
+	}
 }
 
 // isNull consumes a null literal if one is next.

@@ -215,6 +215,8 @@ type DumpLine struct {
 //	message                 {"prefix":"...","content":...,"transactional":bool},
 //	                        only if Change.Message != nil (op "m"); content is a
 //	                        string if it is valid UTF-8, else a $type bytes object
+//	truncate                {"cascade":bool,"restart_identity":bool}, only if
+//	                        Change.TruncateOpts != 0 (op "t")
 //
 // ParseDumpLine reads it back; for a change that passes Validate the result
 // Equals d. AppendDumpJSON allocates nothing beyond growing dst.
@@ -292,6 +294,13 @@ func AppendDumpJSON(dst []byte, d DumpLine) []byte {
 		}
 		dst = append(dst, `,"transactional":`...)
 		dst = strconv.AppendBool(dst, m.Transactional)
+		dst = append(dst, '}')
+	}
+	if o := c.TruncateOpts; o != 0 {
+		dst = append(dst, `,"truncate":{"cascade":`...)
+		dst = strconv.AppendBool(dst, o&TruncateCascade != 0)
+		dst = append(dst, `,"restart_identity":`...)
+		dst = strconv.AppendBool(dst, o&TruncateRestartIdentity != 0)
 		dst = append(dst, '}')
 	}
 	return append(dst, '}')

@@ -21,7 +21,8 @@ const (
 	flagAfter   = 1 << 3
 	flagTypes   = 1 << 4
 	flagMessage = 1 << 5
-	flagsKnown  = 1<<6 - 1
+	flagTrunc   = 1 << 6
+	flagsKnown  = 1<<7 - 1
 )
 
 // Header flags (first byte of the header).
@@ -71,6 +72,9 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 	}
 	if c.Message != nil {
 		flags |= flagMessage
+	}
+	if c.TruncateOpts != 0 {
+		flags |= flagTrunc
 	}
 	dst = append(dst, RecordVersion, flags)
 	if hdr != nil {
@@ -149,6 +153,9 @@ func AppendRecord(dst []byte, hdr *TxHeader, c *Change) []byte {
 		dst = appendString(dst, m.Prefix)
 		dst = binary.AppendUvarint(dst, uint64(len(m.Content)))
 		dst = append(dst, m.Content...)
+	}
+	if c.TruncateOpts != 0 {
+		dst = append(dst, byte(c.TruncateOpts))
 	}
 	return dst
 }
@@ -236,6 +243,9 @@ func RecordSize(hdr *TxHeader, c *Change) int {
 	}
 	if m := c.Message; m != nil {
 		n += 1 + stringLen(m.Prefix) + uvarintLen(uint64(len(m.Content))) + len(m.Content)
+	}
+	if c.TruncateOpts != 0 {
+		n++
 	}
 	return n
 }
@@ -337,6 +347,17 @@ func DecodeRecord(b []byte) (hdr *TxHeader, c Change, err error) {
 		if c.Message, err = d.message(); err != nil {
 			return nil, Change{}, err
 		}
+	}
+	if flags&flagTrunc != 0 {
+		at := d.off
+		b, err := d.byte()
+		if err != nil {
+			return nil, Change{}, err
+		}
+		if b == 0 || b&^truncateKnown != 0 {
+			return nil, Change{}, d.failAt(at, "invalid truncate options %#02x", b)
+		}
+		c.TruncateOpts = TruncateOptions(b)
 	}
 	if d.off != len(b) {
 		return nil, Change{}, d.fail("%d trailing bytes", len(b)-d.off)

@@ -210,9 +210,11 @@ type Kafka struct {
 	Compression string        `yaml:"compression"`  // none|gzip|snappy|lz4|zstd; default zstd
 	Linger      time.Duration `yaml:"linger"`
 	Tombstones  *bool         `yaml:"tombstones"` // default true
-	Group       string        `yaml:"group"`      // consumer group (walship consume)
-	TLS         KafkaTLS      `yaml:"tls"`
-	SASL        KafkaSASL     `yaml:"sasl"`
+	// TransactionTopic: Debezium's transaction metadata on <prefix>.transaction.
+	TransactionTopic bool      `yaml:"transaction_topic"`
+	Group            string    `yaml:"group"` // consumer group (walship consume)
+	TLS              KafkaTLS  `yaml:"tls"`
+	SASL             KafkaSASL `yaml:"sasl"`
 }
 
 // KafkaTLS enables TLS to the brokers.

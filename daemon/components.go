@@ -212,6 +212,7 @@ func archiveOptions(a *config.Archive, log *slog.Logger) (archive.Options, error
 func KafkaSinkOptions(k *config.Kafka, log *slog.Logger) kafkasink.Options {
 	return kafkasink.Options{Brokers: k.Brokers, TopicPrefix: k.TopicPrefix, Mode: k.Mode, Format: k.Format, Compression: k.Compression,
 		Linger: k.Linger, Tombstones: k.Tombstones, Partitions: int32(k.Partitions), Logger: log, // bounded by config
+		TransactionTopic: k.TransactionTopic,
 		TLS: kafkawire.TLSOptions{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
 			InsecureSkipVerify: k.TLS.InsecureSkipVerify},
 		SASL: kafkawire.SASLOptions{Mechanism: k.SASL.Mechanism, Username: k.SASL.Username, Password: k.SASL.Password}}

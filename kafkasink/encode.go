@@ -110,6 +110,7 @@ type encodeWorker struct {
 	enc          *kafkawire.Encoder
 	lineage      []byte
 	orderedTopic string
+	txnTopic     string  // transaction metadata topic, "" for none
 	job          *encJob // being encoded
 }
 
@@ -141,7 +142,7 @@ func (w *encodeWorker) encode(job *encJob) {
 	w.enc.NowMS = time.Now().UnixMilli() // ts_ms: the time the job is encoded
 	defer func() { w.job = nil }()
 	tombstones := w.tombstones
-	nrecs, nsent, nfirst, nmarkers := 0, 0, 0, 0
+	nrecs, nsent, nfirst, nmarkers, nmeta := 0, 0, 0, 0, 0
 	k := 0
 	for _, sp := range job.spans {
 		if sp.txn.Aborted {
@@ -150,6 +151,14 @@ func (w *encodeWorker) encode(job *encJob) {
 		}
 		if sp.from == 0 && w.topic(job, k) != "" {
 			nfirst++ // the transaction's first record may carry 2 more headers
+		}
+		if w.meta(sp.txn) {
+			if sp.from == 0 {
+				nmeta++ // BEGIN
+			}
+			if sp.to == len(sp.txn.Changes) {
+				nmeta++ // END
+			}
 		}
 		for i := sp.from; i < sp.to; i++ {
 			if w.topic(job, k) != "" {
@@ -162,11 +171,11 @@ func (w *encodeWorker) encode(job *encJob) {
 			k++
 		}
 	}
-	nrecs += nsent + nmarkers
+	nrecs += nsent + nmarkers + nmeta
 	job.entries = slices.Grow(job.entries[:0], job.len()+2*nmarkers)
 	job.recs = slices.Grow(job.recs[:0], nrecs)
 	// Records point into headers: it must not grow below.
-	headers := slices.Grow(job.headers[:0], 4*nsent+2*nfirst+5*nmarkers)
+	headers := slices.Grow(job.headers[:0], 4*nsent+2*nfirst+5*nmarkers+2*nmeta)
 	defer func() { job.headers = headers }()
 	k = 0
 	for _, sp := range job.spans {
@@ -176,12 +185,19 @@ func (w *encodeWorker) encode(job *encJob) {
 			continue
 		}
 		var hdrCommit, hdrFirst []byte
+		meta := w.meta(t)
 		for i := sp.from; i < sp.to; i, k = i+1, k+1 {
 			c := &t.Changes[i]
 			lsn := t.FirstLSN + uint64(i)
 			e := wmEntry{lsn: lsn, commit: lsn == t.CommitLSN, commitTime: t.CommitTime}
+			if meta && i == 0 {
+				headers = w.txnEvent(job, t, lsn, false, &e, headers)
+			}
 			topic := w.topic(job, k)
 			if topic == "" {
+				if meta && i == len(t.Changes)-1 {
+					headers = w.txnEvent(job, t, lsn, true, &e, headers)
+				}
 				job.entries = append(job.entries, e)
 				continue
 			}
@@ -213,14 +229,45 @@ func (w *encodeWorker) encode(job *encJob) {
 			// The record timestamp is the commit time (non-decreasing in
 			// LSN order), which lets consumers seek by time.
 			job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Value: value, Headers: hdrs, Timestamp: t.CommitTime, Context: &job.ctx})
-			e.left = 1
+			e.left++
 			if c.Op == change.Delete && hasKey && tombstones {
 				job.recs = append(job.recs, kgo.Record{Topic: topic, Key: key, Headers: hdrs, Timestamp: t.CommitTime, Context: &job.ctx})
-				e.left = 2
+				e.left++
+			}
+			if meta && i == len(t.Changes)-1 {
+				headers = w.txnEvent(job, t, lsn, true, &e, headers)
 			}
 			job.entries = append(job.entries, e)
 		}
 	}
+}
+
+// meta reports whether t has transaction metadata events: the topic is
+// on, and t is neither an aborted range nor a snapshot chunk (Debezium's
+// snapshot reads belong to no transaction).
+func (w *encodeWorker) meta(t *change.Committed) bool {
+	return w.txnTopic != "" && !t.Aborted && t.Header.Snapshot == 0 && len(t.Changes) > 0
+}
+
+// txnEvent adds t's BEGIN (or END) event to the job, acknowledged with the
+// change at lsn (entry e), and returns headers with its own.
+func (w *encodeWorker) txnEvent(job *encJob, t *change.Committed, lsn uint64, end bool, e *wmEntry, headers []kgo.RecordHeader) []kgo.RecordHeader {
+	key := w.carve(func(b []byte) []byte { return kafkawire.AppendTxnKey(b, t) })
+	value := w.carve(func(b []byte) []byte {
+		if end {
+			return kafkawire.AppendTxnEnd(b, t)
+		}
+		return kafkawire.AppendTxnBegin(b, t)
+	})
+	h := len(headers)
+	// The LSN header first: the producer's promise acknowledges by it.
+	headers = append(headers,
+		kgo.RecordHeader{Key: kafkawire.HeaderLSN, Value: w.carve(func(b []byte) []byte { return strconv.AppendUint(b, lsn, 10) })},
+		kgo.RecordHeader{Key: kafkawire.HeaderLineage, Value: w.lineage})
+	job.recs = append(job.recs, kgo.Record{Topic: w.txnTopic, Key: key, Value: value, Headers: headers[h:len(headers):len(headers)],
+		Timestamp: t.CommitTime, Context: &job.ctx})
+	e.left++
+	return headers
 }
 
 // marker adds the entries of the aborted range t to the job and, in
@@ -253,8 +300,12 @@ func (w *encodeWorker) topic(job *encJob, k int) string {
 // newEncodeWorker returns a worker encoding as cfg says, with lineage in
 // every record's header and envelope.
 func newEncodeWorker(cfg *Options, lineage string) *encodeWorker {
-	return &encodeWorker{tombstones: *cfg.Tombstones, enc: &kafkawire.Encoder{Database: cfg.Database, Name: cfg.Name, Lineage: lineage, Format: cfg.Format},
+	w := &encodeWorker{tombstones: *cfg.Tombstones, enc: &kafkawire.Encoder{Database: cfg.Database, Name: cfg.Name, Lineage: lineage, Format: cfg.Format},
 		lineage: []byte(lineage), orderedTopic: kafkawire.OrderedTopic(cfg.TopicPrefix)}
+	if cfg.TransactionTopic {
+		w.txnTopic = kafkawire.TransactionTopic(cfg.TopicPrefix)
+	}
+	return w
 }
 
 // changeTopic is the topic of change c: in ordered mode the ordered topic,

@@ -71,8 +71,12 @@ type Options struct {
 	// each commit. An error stops the sink: the open transaction is
 	// aborted and Run returns the error, wrapped. It must be cheap and must
 	// not block (HA: the leader's term, ha.Term.Gate).
-	Gate   func() error
-	Logger *slog.Logger
+	Gate func() error
+	// TransactionTopic: also produce Debezium's transaction metadata, a
+	// BEGIN and an END event per transaction (snapshot chunks and aborted
+	// ranges aside), to "<prefix>.transaction" (kafka.transaction_topic).
+	TransactionTopic bool
+	Logger           *slog.Logger
 }
 
 // Validate checks c and fills in defaults. Errors name the config key

@@ -235,6 +235,11 @@ func (s *Sink) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if s.cfg.TransactionTopic {
+		if err := topics.ensure(ctx, kafkawire.TransactionTopic(s.cfg.TopicPrefix), 1); err != nil {
+			return err
+		}
+	}
 
 	rd, err := s.w.NewReader(pos+1, true)
 	if err != nil {

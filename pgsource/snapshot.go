@@ -34,6 +34,15 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 		s.state.Snapshot = &snapState{Tables: map[string]*tableProgress{}}
 	}
 	ss := s.state.Snapshot
+	ss.resumed, ss.exact = snapName == "", ss.Stopped
+	if ss.Stopped {
+		// Recorded before any chunk is appended: a crash of this run leaves
+		// a checkpoint that does not claim to be exact.
+		ss.Stopped = false
+		if err := s.saveCheckpoint(ctx); err != nil {
+			return err
+		}
+	}
 	tables, pt, err := s.publishedTables(ctx, q)
 	if err != nil {
 		return err
@@ -60,6 +69,14 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 	if snapName != "" {
 		if _, err := q.Exec(ctx, "SET TRANSACTION SNAPSHOT "+sqlLiteral(snapName)); err != nil {
 			return fmt.Errorf("use the slot's exported snapshot: %w", err)
+		}
+		if err := q.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&ss.XSnap); err != nil {
+			return fmt.Errorf("read the slot's exported snapshot: %w", err)
+		}
+		// Recorded before any chunk is appended: a resumed copy of a table
+		// without a key needs it.
+		if err := s.saveCheckpoint(ctx); err != nil {
+			return err
 		}
 		s.log.Info("postgres source: snapshot started", "tables", len(tables))
 	} else {
@@ -140,7 +157,7 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 	// first only for a snapshot that starts from nothing.
 	fresh := true
 	for _, p := range ss.Tables {
-		fresh = fresh && !p.Done && p.Last == nil
+		fresh = fresh && !p.Done && p.Last == nil && p.Page == 0
 	}
 	firstTable, lastTable := -1, -1
 	for i, t := range tables {
@@ -188,8 +205,9 @@ func (s *Source) snapshot(ctx context.Context, q *pgx.Conn, snapName string) err
 					s.w.Wait(dctx, c.last)
 				}
 				ctx = dctx
-				settle(false)
-				reap(true)
+				if settle(false) == nil && reap(true) == nil && len(queue) == 0 {
+					ss.Stopped = true
+				}
 				return s.saveCheckpoint(dctx)
 			}
 			return fmt.Errorf("snapshot of %s: %w", t, err)
@@ -244,12 +262,18 @@ func (s *Source) markSnapshotDone(ctx context.Context, tables int) error {
 // is its start) and SnapshotTableLast (its last).
 func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, prog tableProgress, pos change.SnapshotPos,
 	appended func(last uint64, prog tableProgress) error) error {
-	if prog.Last == nil {
-		pos |= change.SnapshotTableFirst
-	}
 	rel, from, err := s.snapshotRelation(ctx, q, t)
 	if err != nil {
 		return err
+	}
+	var kl *keylessPlan
+	if rel.key == nil {
+		if kl, err = s.planKeyless(ctx, q, t, &prog); err != nil {
+			return fmt.Errorf("plan the copy by ctid ranges: %w", err)
+		}
+	}
+	if prog.Last == nil && prog.Page == 0 {
+		pos |= change.SnapshotTableFirst
 	}
 	sqlTypes := rel.sqlTypes
 	var order []string
@@ -259,8 +283,9 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 	limit := s.cfg.SnapshotChunkRows
 	sql := from
 	if rel.key == nil {
-		// No primary key: the table is copied whole, in one transaction
-		// (spilled if large); a crash copies it again.
+		// No primary key: copied by ranges of heap pages (kl), each range
+		// one chunk; or, where that is not possible, whole in one
+		// transaction (spilled if large), again whole after a crash.
 		limit = 0
 	} else {
 		if prog.Last != nil {
@@ -282,6 +307,19 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 	}
 	cp := &copyParser{s: s, rel: rel, buf: newBuf(), limit: limit}
 	defer func() { cp.buf.close() }()
+	if kl != nil && !kl.whole {
+		cp.node = kl.node
+	}
+	if kl != nil {
+		if kl.restart {
+			// The rows of the earlier chunks are in the log: the replica
+			// drops them before the copy starts again from page 0.
+			if err := cp.buf.add(change.Change{Table: rel.table, Op: change.Truncate}); err != nil {
+				return err
+			}
+			cp.n++
+		}
+	}
 
 	// Chunks are appended by a goroutine of their own, so that parsing the
 	// next overlaps encoding this one into the log; their results come back
@@ -369,7 +407,7 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 			}
 			return appended(0, tableProgress{Done: done, Last: prog.Last})
 		}
-		prog = tableProgress{Done: done, Last: cp.lastKey}
+		prog = tableProgress{Done: done, Last: cp.lastKey, Page: cp.page, FileNode: cp.node}
 		cp.buf.hdr.Snapshot = pos
 		if done {
 			cp.buf.hdr.Snapshot |= change.SnapshotTableLast
@@ -386,17 +424,39 @@ func (s *Source) copyTable(ctx context.Context, q *pgx.Conn, t change.Table, pro
 		}
 		return nil
 	}
-	_, err = q.PgConn().CopyTo(ctx, cp, "COPY ("+sql+") TO STDOUT")
-	if err == nil {
-		err = cp.err
-	}
-	if err == nil && len(cp.partial) > 0 {
-		err = fmt.Errorf("COPY output ends inside a row")
-	}
-	if err != nil {
+	copyRows := func(sql string) error {
+		_, err := q.PgConn().CopyTo(ctx, cp, "COPY ("+sql+") TO STDOUT")
+		if err == nil {
+			err = cp.err
+		}
+		if err == nil && len(cp.partial) > 0 {
+			err = fmt.Errorf("COPY output ends inside a row")
+		}
 		return err
 	}
-	return cp.chunk(true)
+	if kl == nil || kl.whole {
+		if kl != nil && kl.visible != "" {
+			sql += " WHERE " + kl.visible
+		}
+		if err := copyRows(sql); err != nil {
+			return err
+		}
+		return cp.chunk(true)
+	}
+	// A range's rows are handed over when a row of a later range arrives
+	// (cut), so that the table's last chunk is never empty; empty ranges
+	// only move the page on.
+	for p := prog.Page; ; p += kl.perChunk {
+		last := p+kl.perChunk >= kl.pages
+		if err := copyRows(from + kl.where(p, last)); err != nil {
+			return err
+		}
+		cp.page = p + kl.perChunk // every row buffered lies before it
+		if last {
+			return cp.chunk(true)
+		}
+		cp.cut = true
+	}
 }
 
 // copyParser turns COPY text output into `r` changes.
@@ -405,6 +465,9 @@ type copyParser struct {
 	rel     *relation
 	buf     *txnBuf
 	limit   int              // rows per chunk; 0: no chunks
+	page    int64            // ctid ranges: every row buffered lies before this page
+	cut     bool             // ctid ranges: hand the rows buffered over at the next row
+	node    uint32           // filenode of the table copied by ctid ranges
 	chunk   func(bool) error // appends a full chunk
 	partial []byte
 	n       int
@@ -443,11 +506,12 @@ func (p *copyParser) row(line []byte) error {
 	// A full chunk is handed over when the next row comes, not at once, so
 	// that the table's last chunk is never empty: it carries the table's
 	// last row (SnapshotTableLast).
-	if p.limit > 0 && p.n == p.limit {
+	if p.limit > 0 && p.n == p.limit || p.cut && p.n > 0 {
 		if err := p.chunk(false); err != nil {
 			return err
 		}
 	}
+	p.cut = false
 	p.fields, p.isNull = p.fields[:0], p.isNull[:0]
 	for start := 0; ; {
 		i := bytes.IndexByte(line[start:], '\t')

@@ -169,6 +169,15 @@ type ckptState struct {
 type snapState struct {
 	Done   bool                      `json:"done"`
 	Tables map[string]*tableProgress `json:"tables"`
+	// XSnap is the slot's exported snapshot as pg_current_snapshot text: a
+	// resumed copy of a table without a key keeps only rows it shows.
+	XSnap string `json:"xsnap,omitempty"`
+	// Stopped: the last run stopped with the progress of every chunk it
+	// appended recorded (a crash may leave chunks in the log beyond it).
+	Stopped bool `json:"stopped,omitempty"`
+	// resumed: this run reads a fresh snapshot, not the exported one;
+	// exact: it follows a stop, not a crash.
+	resumed, exact bool
 }
 
 type tableProgress struct {
@@ -177,6 +186,10 @@ type tableProgress struct {
 	// Removed: the table left the publication after the snapshot; if it
 	// comes back it is backfilled (its changes meanwhile were not captured).
 	Removed bool `json:"removed,omitempty"`
+	// Page is the next heap page to copy of a table without a key copied
+	// by ctid ranges, FileNode the table's storage it belongs to.
+	Page     int64  `json:"page,omitempty"`
+	FileNode uint32 `json:"filenode,omitempty"`
 }
 
 // New validates cfg (filling in defaults) and returns a Source appending

@@ -383,7 +383,8 @@ func (st *streamer) handle(ctx context.Context, data []byte) error {
 				return err
 			}
 			s.toast.dropTable(rel.prefix)
-			if err := st.add(change.Change{Table: rel.table, Op: change.Truncate, Types: rel.types}); err != nil {
+			opts := change.TruncateOptions(m.Option) & (change.TruncateCascade | change.TruncateRestartIdentity)
+			if err := st.add(change.Change{Table: rel.table, Op: change.Truncate, Types: rel.types, TruncateOpts: opts}); err != nil {
 				return err
 			}
 		}

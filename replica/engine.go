@@ -53,7 +53,9 @@ type dbTxn interface {
 	update(ctx context.Context, t *tableSchema, set, where change.Row) error
 	// delete deletes the row matching where (as for update).
 	delete(ctx context.Context, t *tableSchema, where change.Row) error
-	truncate(ctx context.Context, t *tableSchema) error
+	// truncate empties the tables ts in one statement where the backend
+	// can (the tables of one source TRUNCATE), with its options.
+	truncate(ctx context.Context, ts []*tableSchema, opts change.TruncateOptions) error
 	saveState(ctx context.Context, s State) error
 	// at names the change the next statements belong to, for errors that
 	// surface later (a pipelined statement fails at flush).
@@ -214,10 +216,23 @@ func (a *applier) applyBatchLocked(ctx context.Context, txns []change.Committed)
 	work := &batch{a: a, tx: tx, tables: map[change.Table]*tableSchema{}, stats: &stats}
 	for i := range txns {
 		t := &txns[i]
-		for j := range t.Changes {
+		for j := 0; j < len(t.Changes); j++ {
 			c := &t.Changes[j]
 			desc := fmt.Sprintf("txn at LSN %d, change %d (%s %s)", t.CommitLSN, j, c.Op, c.Table)
 			tx.at(desc)
+			if c.Op == change.Truncate {
+				// A source TRUNCATE of several tables is consecutive changes
+				// with the same options: one statement, as at the source.
+				k := j + 1
+				for k < len(t.Changes) && t.Changes[k].Op == change.Truncate && t.Changes[k].TruncateOpts == c.TruncateOpts {
+					k++
+				}
+				if err := work.truncate(ctx, t.Changes[j:k]); err != nil {
+					return wrapAt(desc, err)
+				}
+				j = k - 1
+				continue
+			}
 			if err := work.apply(ctx, c); err != nil {
 				return wrapAt(desc, err)
 			}
@@ -296,11 +311,7 @@ func (w *batch) apply(ctx context.Context, c *change.Change) error {
 	case change.Message:
 		return nil
 	case change.Truncate:
-		ts, err := w.table(ctx, c.Table)
-		if err != nil || ts == nil {
-			return err // nothing to empty
-		}
-		return w.tx.truncate(ctx, ts)
+		return w.truncate(ctx, []change.Change{*c})
 	case change.Delete:
 		ts, err := w.table(ctx, c.Table)
 		if err != nil || ts == nil {
@@ -385,6 +396,25 @@ func (w *batch) apply(ctx context.Context, c *change.Change) error {
 		return err
 	}
 	return w.tx.upsert(ctx, ts, after)
+}
+
+// truncate empties the tables of cs (truncates with the same options) that
+// the replica has; unknown ones have nothing to empty.
+func (w *batch) truncate(ctx context.Context, cs []change.Change) error {
+	var tss []*tableSchema
+	for i := range cs {
+		ts, err := w.table(ctx, cs[i].Table)
+		if err != nil {
+			return err
+		}
+		if ts != nil && !slices.Contains(tss, ts) {
+			tss = append(tss, ts)
+		}
+	}
+	if len(tss) == 0 {
+		return nil
+	}
+	return w.tx.truncate(ctx, tss, cs[0].TruncateOpts)
 }
 
 // where returns the columns of old that find the row: the key columns for

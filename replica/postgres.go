@@ -442,6 +442,9 @@ func (t *pgTxn) update(ctx context.Context, ts *tableSchema, set, where change.R
 	if err != nil {
 		return err
 	}
+	if len(ts.key) == 0 {
+		return t.queue(ctx, pgDialect.updateKeyless(ts, set, where), args)
+	}
 	return t.queue(ctx, pgDialect.update(ts, set, where), args)
 }
 
@@ -456,8 +459,8 @@ func (t *pgTxn) delete(ctx context.Context, ts *tableSchema, where change.Row) e
 	return t.queue(ctx, pgDialect.delete(ts, where), args)
 }
 
-func (t *pgTxn) truncate(ctx context.Context, ts *tableSchema) error {
-	return t.queue(ctx, pgDialect.truncateTable(ts), nil)
+func (t *pgTxn) truncate(ctx context.Context, ts []*tableSchema, opts change.TruncateOptions) error {
+	return t.queue(ctx, pgDialect.truncateTables(ts, opts), nil)
 }
 
 func (t *pgTxn) saveState(ctx context.Context, s State) error {

@@ -37,6 +37,9 @@ type dialect struct {
 	rowID string
 	// truncate empties a table, before its name.
 	truncate string
+	// cte: an UPDATE ... RETURNING can feed an INSERT in one statement
+	// (PostgreSQL); otherwise the insert follows, on changes() = 0.
+	cte bool
 }
 
 var pgDialect = dialect{
@@ -65,6 +68,7 @@ var pgDialect = dialect{
 	excluded:    "EXCLUDED",
 	rowID:       "ctid",
 	truncate:    "TRUNCATE ",
+	cte:         true,
 }
 
 var sqliteDialect = dialect{
@@ -253,6 +257,42 @@ func (d *dialect) update(ts *tableSchema, set, where change.Row) string {
 	return b.String()
 }
 
+// updateKeyless is update for a table without a key: it also inserts set
+// (parameters 1..len(set)) when no row equals where — a row that a resumed
+// snapshot left out because the source had updated it meanwhile (see
+// docs/POSTGRES.md); as for a table with a key, a missing row is inserted.
+// Without cte, insertMissed is the second statement.
+func (d *dialect) updateKeyless(ts *tableSchema, set, where change.Row) string {
+	if !d.cte {
+		return d.update(ts, set, where)
+	}
+	return "WITH u AS (" + d.update(ts, set, where) + " RETURNING 1) " + d.insertMissed(ts, set, "NOT EXISTS (SELECT 1 FROM u)")
+}
+
+// insertMissed inserts set (parameters 1..len(set)) if cond holds.
+func (d *dialect) insertMissed(ts *tableSchema, set change.Row, cond string) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO " + d.table(ts.src) + " (")
+	d.writeIdents(&b, columnNames(set))
+	b.WriteString(") SELECT ")
+	for i, c := range set {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		d.param(&b, ts, c.Name, i+1)
+	}
+	b.WriteString(" WHERE " + cond)
+	return b.String()
+}
+
+func columnNames(r change.Row) []string {
+	names := make([]string, len(r))
+	for i, c := range r {
+		names[i] = c.Name
+	}
+	return names
+}
+
 // delete deletes the row of where (parameters 1..len(where)).
 func (d *dialect) delete(ts *tableSchema, where change.Row) string {
 	var b strings.Builder
@@ -261,4 +301,23 @@ func (d *dialect) delete(ts *tableSchema, where change.Row) string {
 	return b.String()
 }
 
-func (d *dialect) truncateTable(ts *tableSchema) string { return d.truncate + d.table(ts.src) }
+// truncateTables empties the tables ts in one statement: TRUNCATE a, b
+// [RESTART IDENTITY] [CASCADE] (PostgreSQL), DELETE FROM a (SQLite, one
+// table, no options).
+func (d *dialect) truncateTables(ts []*tableSchema, opts change.TruncateOptions) string {
+	var b strings.Builder
+	b.WriteString(d.truncate)
+	for i, t := range ts {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(d.table(t.src))
+	}
+	if opts&change.TruncateRestartIdentity != 0 {
+		b.WriteString(" RESTART IDENTITY")
+	}
+	if opts&change.TruncateCascade != 0 {
+		b.WriteString(" CASCADE")
+	}
+	return b.String()
+}

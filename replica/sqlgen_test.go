@@ -67,7 +67,12 @@ func sqlOps() []sqlOp {
 			return tx.delete(ctx, n, row("a", id, "p", change.TextValue("(1,2)")))
 		}},
 		{"upsert no columns", true, func(ctx context.Context, tx dbTxn, k, _ *tableSchema) error { return tx.upsert(ctx, k, nil) }},
-		{"truncate", false, func(ctx context.Context, tx dbTxn, k, _ *tableSchema) error { return tx.truncate(ctx, k) }},
+		{"truncate", false, func(ctx context.Context, tx dbTxn, k, _ *tableSchema) error {
+			return tx.truncate(ctx, []*tableSchema{k}, 0)
+		}},
+		{"truncate options", false, func(ctx context.Context, tx dbTxn, k, n *tableSchema) error {
+			return tx.truncate(ctx, []*tableSchema{k, n}, change.TruncateCascade|change.TruncateRestartIdentity)
+		}},
 		{"save state", false, func(ctx context.Context, tx dbTxn, _, _ *tableSchema) error {
 			return tx.saveState(ctx, State{LSN: 9, CommitTime: time.Unix(1, 0), Txns: 2, Changes: 3, Lineage: "main"})
 		}},
@@ -102,11 +107,12 @@ var wantSQL = map[string]map[string][]string{
 		"upsert key only":   {`INSERT INTO "public"."t" ("id") VALUES ($1::text::int8) ON CONFLICT ("id") DO NOTHING`},
 		"upsert keyless":    {`INSERT INTO "s"."k" ("a", "p") VALUES ($1::text::int8, $2::text::point)`},
 		"update keyed":      {`UPDATE "public"."t" SET "v" = $1::text::text, "my ""col""" = $2::text::int4 WHERE "id" = $3::text::int8`},
-		"update keyless":    {`UPDATE "s"."k" SET "a" = $1::text::int8 WHERE ctid = (SELECT ctid FROM "s"."k" WHERE "a" IS NOT DISTINCT FROM $2::text::int8 AND "p"::text IS NOT DISTINCT FROM $3::text::point::text LIMIT 1)`},
+		"update keyless":    {`WITH u AS (UPDATE "s"."k" SET "a" = $1::text::int8 WHERE ctid = (SELECT ctid FROM "s"."k" WHERE "a" IS NOT DISTINCT FROM $2::text::int8 AND "p"::text IS NOT DISTINCT FROM $3::text::point::text LIMIT 1) RETURNING 1) INSERT INTO "s"."k" ("a") SELECT $1::text::int8 WHERE NOT EXISTS (SELECT 1 FROM u)`},
 		"delete keyed":      {`DELETE FROM "public"."t" WHERE "id" = $1::text::int8`},
 		"delete keyless":    {`DELETE FROM "s"."k" WHERE ctid = (SELECT ctid FROM "s"."k" WHERE "a" IS NOT DISTINCT FROM $1::text::int8 AND "p"::text IS NOT DISTINCT FROM $2::text::point::text LIMIT 1)`},
 		"upsert no columns": {`INSERT INTO "public"."t" DEFAULT VALUES`},
 		"truncate":          {`TRUNCATE "public"."t"`},
+		"truncate options":  {`TRUNCATE "public"."t", "s"."k" RESTART IDENTITY CASCADE`},
 		"save state":        {`UPDATE walship_applied SET lsn = $1, commit_time = $2, txns = $3, changes = $4, lineage = $5 WHERE id = 1`},
 	},
 	"sqlite": {
@@ -126,11 +132,14 @@ var wantSQL = map[string]map[string][]string{
 		"upsert key only": {`INSERT INTO "t" ("id") VALUES (?) ON CONFLICT ("id") DO NOTHING`},
 		"upsert keyless":  {`INSERT INTO "s.k" ("a", "p") VALUES (?, ?)`},
 		"update keyed":    {`UPDATE "t" SET "v" = ?, "my ""col""" = ? WHERE "id" IS ?`},
-		"update keyless":  {`UPDATE "s.k" SET "a" = ? WHERE rowid = (SELECT rowid FROM "s.k" WHERE "a" IS ? AND "p" IS ? LIMIT 1)`},
-		"delete keyed":    {`DELETE FROM "t" WHERE "id" IS ?`},
-		"delete keyless":  {`DELETE FROM "s.k" WHERE rowid = (SELECT rowid FROM "s.k" WHERE "a" IS ? AND "p" IS ? LIMIT 1)`},
-		"truncate":        {`DELETE FROM "t"`},
-		"save state":      {`UPDATE walship_applied SET lsn = ?, commit_time = ?, txns = ?, changes = ?, lineage = ? WHERE id = 1`},
+		"update keyless": {`UPDATE "s.k" SET "a" = ? WHERE rowid = (SELECT rowid FROM "s.k" WHERE "a" IS ? AND "p" IS ? LIMIT 1)`,
+			`INSERT INTO "s.k" ("a") SELECT ? WHERE changes() = 0`},
+		"delete keyed":   {`DELETE FROM "t" WHERE "id" IS ?`},
+		"delete keyless": {`DELETE FROM "s.k" WHERE rowid = (SELECT rowid FROM "s.k" WHERE "a" IS ? AND "p" IS ? LIMIT 1)`},
+		"truncate":       {`DELETE FROM "t"`},
+		"truncate options": {`DELETE FROM "t"`, `DELETE FROM "s.k"`,
+			`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'`},
+		"save state": {`UPDATE walship_applied SET lsn = ?, commit_time = ?, txns = ?, changes = ?, lineage = ? WHERE id = 1`},
 	},
 }
 

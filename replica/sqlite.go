@@ -383,7 +383,11 @@ func (t *sqliteTxn) update(ctx context.Context, ts *tableSchema, set, where chan
 		return err
 	}
 	t.args = args
-	return t.exec(ctx, sqliteDialect.update(ts, set, where), args)
+	if err := t.exec(ctx, sqliteDialect.update(ts, set, where), args); err != nil || len(ts.key) > 0 {
+		return err
+	}
+	// No row equal to where: insert set (dialect.updateKeyless).
+	return t.exec(ctx, sqliteDialect.insertMissed(ts, set, "changes() = 0"), args[:len(set)])
 }
 
 func (t *sqliteTxn) delete(ctx context.Context, ts *tableSchema, where change.Row) error {
@@ -398,8 +402,28 @@ func (t *sqliteTxn) delete(ctx context.Context, ts *tableSchema, where change.Ro
 	return t.exec(ctx, sqliteDialect.delete(ts, where), args)
 }
 
-func (t *sqliteTxn) truncate(ctx context.Context, ts *tableSchema) error {
-	return t.exec(ctx, sqliteDialect.truncateTable(ts), nil)
+// truncate deletes the rows of each table (SQLite has no TRUNCATE); with
+// RESTART IDENTITY it also forgets their AUTOINCREMENT counters, if any.
+// CASCADE needs nothing more: the source lists every table it emptied.
+func (t *sqliteTxn) truncate(ctx context.Context, ts []*tableSchema, opts change.TruncateOptions) error {
+	for _, s := range ts {
+		if err := t.exec(ctx, sqliteDialect.truncateTables([]*tableSchema{s}, 0), nil); err != nil {
+			return err
+		}
+	}
+	if opts&change.TruncateRestartIdentity == 0 {
+		return nil
+	}
+	var seq int
+	if err := t.tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'").Scan(&seq); err != nil || seq == 0 {
+		return err
+	}
+	for _, s := range ts {
+		if err := t.exec(ctx, "DELETE FROM sqlite_sequence WHERE name = ?", []any{sqliteDialect.target(s.src).name}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (t *sqliteTxn) saveState(ctx context.Context, s State) error {
