@@ -1,0 +1,167 @@
+package checksum
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/walship/walship/replica"
+)
+
+// Exit codes of `walship checksum report`.
+const (
+	ExitEqual      = 0 // every chunk of the last finished round is equal
+	ExitDifferent  = 1 // a chunk of the last finished round differs
+	ExitUnfinished = 3 // no round has finished yet
+)
+
+// Range is a chunk's key range: keys greater than After (nil: from the
+// start) and at most Hi (nil: to the end).
+type Range struct {
+	Chunk int      `json:"chunk"`
+	After []string `json:"after"`
+	Hi    []string `json:"hi"`
+	// Source and replica row counts of the last attempt.
+	SourceRows  int64 `json:"source_rows"`
+	ReplicaRows int64 `json:"replica_rows"`
+}
+
+// String shows the range as an interval of keys.
+func (r Range) String() string {
+	lo, hi := "(-inf", "+inf)"
+	if r.After != nil {
+		lo = "(" + strings.Join(r.After, ",")
+	}
+	if r.Hi != nil {
+		hi = strings.Join(r.Hi, ",") + "]"
+	}
+	return lo + ", " + hi
+}
+
+// TableReport is one table's chunks in a round.
+type TableReport struct {
+	Table     string  `json:"table"`
+	Chunks    int     `json:"chunks"`
+	Equal     int     `json:"equal"`
+	Different []Range `json:"different"`
+}
+
+// Report is the verdict on a replica's last finished round.
+type Report struct {
+	Round    string        `json:"round,omitempty"`
+	Finished bool          `json:"finished"`
+	Pending  string        `json:"pending,omitempty"` // a later round still under way
+	Tables   []TableReport `json:"tables"`
+}
+
+// Exit is the exit code the report calls for.
+func (r Report) Exit() int {
+	if !r.Finished {
+		return ExitUnfinished
+	}
+	for _, t := range r.Tables {
+		if len(t.Different) > 0 {
+			return ExitDifferent
+		}
+	}
+	return ExitEqual
+}
+
+// Summarize reports the last finished round of results (a replica's
+// walship_checksums, in applied order). A chunk is equal if any of its
+// attempts (the check and its recheck) found the replica equal, and
+// different only if every attempt differed. A round is finished when its
+// end was applied and every chunk it counts was seen.
+func Summarize(results []replica.ChecksumResult) Report {
+	type chunkKey struct {
+		table string
+		chunk int
+	}
+	type round struct {
+		done   bool
+		chunks int
+		seen   map[chunkKey]*Range
+		equal  map[chunkKey]bool
+	}
+	rounds := map[string]*round{}
+	var order []string
+	for _, r := range results {
+		rd, ok := rounds[r.Round]
+		if !ok {
+			rd = &round{seen: map[chunkKey]*Range{}, equal: map[chunkKey]bool{}}
+			rounds[r.Round] = rd
+			order = append(order, r.Round)
+		}
+		if r.Table == "" {
+			rd.done, rd.chunks = true, r.Chunk
+			continue
+		}
+		k := chunkKey{r.Table, r.Chunk}
+		rd.seen[k] = &Range{Chunk: r.Chunk, After: r.After, Hi: r.Hi, SourceRows: r.SourceRows, ReplicaRows: r.Rows}
+		rd.equal[k] = rd.equal[k] || r.Equal
+	}
+	var rep Report
+	for i := len(order) - 1; i >= 0; i-- {
+		rd := rounds[order[i]]
+		if !rd.done || len(rd.seen) < rd.chunks {
+			if rep.Pending == "" {
+				rep.Pending = order[i]
+			}
+			continue
+		}
+		rep.Round, rep.Finished = order[i], true
+		byTable := map[string]*TableReport{}
+		for k, rg := range rd.seen {
+			t, ok := byTable[k.table]
+			if !ok {
+				t = &TableReport{Table: k.table, Different: []Range{}}
+				byTable[k.table] = t
+			}
+			t.Chunks++
+			if rd.equal[k] {
+				t.Equal++
+			} else {
+				t.Different = append(t.Different, *rg)
+			}
+		}
+		for _, t := range byTable {
+			sort.Slice(t.Different, func(i, j int) bool { return t.Different[i].Chunk < t.Different[j].Chunk })
+			rep.Tables = append(rep.Tables, *t)
+		}
+		sort.Slice(rep.Tables, func(i, j int) bool { return rep.Tables[i].Table < rep.Tables[j].Table })
+		break
+	}
+	if rep.Pending != "" && rep.Round != "" && rep.Pending < rep.Round {
+		rep.Pending = ""
+	}
+	return rep
+}
+
+// Print writes the report for people.
+func (r Report) Print(w io.Writer) {
+	if !r.Finished {
+		fmt.Fprintln(w, "no finished round yet")
+		if r.Pending != "" {
+			fmt.Fprintf(w, "round %s under way\n", r.Pending)
+		}
+		return
+	}
+	fmt.Fprintf(w, "round %s\n", r.Round)
+	for _, t := range r.Tables {
+		fmt.Fprintf(w, "  %s: %d chunks, %d equal, %d different\n", t.Table, t.Chunks, t.Equal, len(t.Different))
+		for _, d := range t.Different {
+			fmt.Fprintf(w, "    chunk %d keys %s: source %d rows, replica %d rows\n", d.Chunk, d, d.SourceRows, d.ReplicaRows)
+		}
+	}
+	if r.Pending != "" {
+		fmt.Fprintf(w, "round %s under way\n", r.Pending)
+	}
+}
+
+// JSON returns the report as JSON.
+func (r Report) JSON() []byte {
+	b, _ := json.MarshalIndent(r, "", "  ")
+	return b
+}
