@@ -46,6 +46,9 @@ type TableReport struct {
 	Chunks    int     `json:"chunks"`
 	Equal     int     `json:"equal"`
 	Different []Range `json:"different"`
+	// Unsettled chunks kept changing at the source through every attempt
+	// and differed at each: neither equal nor different.
+	Unsettled []Range `json:"unsettled"`
 }
 
 // Report is the verdict on a replica's last finished round.
@@ -80,17 +83,16 @@ func Summarize(results []replica.ChecksumResult) Report {
 		chunk int
 	}
 	type round struct {
-		done   bool
-		chunks int
-		seen   map[chunkKey]*Range
-		equal  map[chunkKey]bool
+		done     bool
+		chunks   int
+		attempts map[chunkKey][]replica.ChecksumResult
 	}
 	rounds := map[string]*round{}
 	var order []string
 	for _, r := range results {
 		rd, ok := rounds[r.Round]
 		if !ok {
-			rd = &round{seen: map[chunkKey]*Range{}, equal: map[chunkKey]bool{}}
+			rd = &round{attempts: map[chunkKey][]replica.ChecksumResult{}}
 			rounds[r.Round] = rd
 			order = append(order, r.Round)
 		}
@@ -99,13 +101,12 @@ func Summarize(results []replica.ChecksumResult) Report {
 			continue
 		}
 		k := chunkKey{r.Table, r.Chunk}
-		rd.seen[k] = &Range{Chunk: r.Chunk, After: r.After, Hi: r.Hi, SourceRows: r.SourceRows, ReplicaRows: r.Rows}
-		rd.equal[k] = rd.equal[k] || r.Equal
+		rd.attempts[k] = append(rd.attempts[k], r)
 	}
 	var rep Report
 	for i := len(order) - 1; i >= 0; i-- {
 		rd := rounds[order[i]]
-		if !rd.done || len(rd.seen) < rd.chunks {
+		if !rd.done || len(rd.attempts) < rd.chunks {
 			if rep.Pending == "" {
 				rep.Pending = order[i]
 			}
@@ -113,21 +114,25 @@ func Summarize(results []replica.ChecksumResult) Report {
 		}
 		rep.Round, rep.Finished = order[i], true
 		byTable := map[string]*TableReport{}
-		for k, rg := range rd.seen {
+		for k, as := range rd.attempts {
 			t, ok := byTable[k.table]
 			if !ok {
-				t = &TableReport{Table: k.table, Different: []Range{}}
+				t = &TableReport{Table: k.table, Different: []Range{}, Unsettled: []Range{}}
 				byTable[k.table] = t
 			}
 			t.Chunks++
-			if rd.equal[k] {
+			switch v, last := verdict(as); v {
+			case equal:
 				t.Equal++
-			} else {
-				t.Different = append(t.Different, *rg)
+			case different:
+				t.Different = append(t.Different, Range{Chunk: k.chunk, After: last.After, Hi: last.Hi, SourceRows: last.SourceRows, ReplicaRows: last.Rows})
+			default:
+				t.Unsettled = append(t.Unsettled, Range{Chunk: k.chunk, After: last.After, Hi: last.Hi, SourceRows: last.SourceRows, ReplicaRows: last.Rows})
 			}
 		}
 		for _, t := range byTable {
 			sort.Slice(t.Different, func(i, j int) bool { return t.Different[i].Chunk < t.Different[j].Chunk })
+			sort.Slice(t.Unsettled, func(i, j int) bool { return t.Unsettled[i].Chunk < t.Unsettled[j].Chunk })
 			rep.Tables = append(rep.Tables, *t)
 		}
 		sort.Slice(rep.Tables, func(i, j int) bool { return rep.Tables[i].Table < rep.Tables[j].Table })
@@ -137,6 +142,36 @@ func Summarize(results []replica.ChecksumResult) Report {
 		rep.Pending = ""
 	}
 	return rep
+}
+
+type verdictKind int
+
+const (
+	unsettled verdictKind = iota
+	equal
+	different
+)
+
+// verdict judges a chunk by its attempts (in applied order). An attempt
+// is settled when the next attempt found the same rows at the source: no
+// transaction changed the range between the two, so the source's hash
+// held at the attempt's commit, where the replica hashed. The chunk is
+// equal if the replica agreed at any attempt; different if it differed at
+// a settled attempt; otherwise unsettled. It returns the attempt that
+// decided (or the last).
+func verdict(as []replica.ChecksumResult) (verdictKind, replica.ChecksumResult) {
+	sort.SliceStable(as, func(i, j int) bool { return as[i].Attempt < as[j].Attempt })
+	for _, a := range as {
+		if a.Equal {
+			return equal, a
+		}
+	}
+	for i := 0; i+1 < len(as); i++ {
+		if as[i+1].SourceRows == as[i].SourceRows && as[i+1].SourceHash == as[i].SourceHash {
+			return different, as[i]
+		}
+	}
+	return unsettled, as[len(as)-1]
 }
 
 // Print writes the report for people.
@@ -150,7 +185,11 @@ func (r Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "round %s\n", r.Round)
 	for _, t := range r.Tables {
-		fmt.Fprintf(w, "  %s: %d chunks, %d equal, %d different\n", t.Table, t.Chunks, t.Equal, len(t.Different))
+		fmt.Fprintf(w, "  %s: %d chunks, %d equal, %d different", t.Table, t.Chunks, t.Equal, len(t.Different))
+		if len(t.Unsettled) > 0 {
+			fmt.Fprintf(w, ", %d unsettled (the source kept changing them)", len(t.Unsettled))
+		}
+		fmt.Fprintln(w)
 		for _, d := range t.Different {
 			fmt.Fprintf(w, "    chunk %d keys %s: source %d rows, replica %d rows\n", d.Chunk, d, d.SourceRows, d.ReplicaRows)
 		}

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checkpoint"
@@ -238,14 +240,26 @@ func (r *Runner) run(ctx context.Context, p *progress) error {
 			for _, c := range t.Columns {
 				m.Columns = append(m.Columns, c.Name)
 			}
-			sum, err := emitChunk(ctx, conn, t, m, p.After, nil, 1, r.opts.ChunkRows)
+			sum, err := retryLocked(ctx, func() (replica.ChunkSum, error) {
+				return emitChunk(ctx, conn, t, m, p.After, nil, 1, r.opts.ChunkRows)
+			})
 			if err != nil {
 				return err
 			}
-			// The recheck: the same range, a new transaction (see the
-			// package doc).
-			if _, err := emitChunk(ctx, conn, t, m, p.After, sum.Hi, 2, 0); err != nil {
-				return err
+			// Rechecks of the same range, each in a new transaction, until
+			// two in a row agree at the source (see the package doc).
+			prev := sum
+			for attempt := 2; attempt <= MaxAttempts; attempt++ {
+				next, err := retryLocked(ctx, func() (replica.ChunkSum, error) {
+					return emitChunk(ctx, conn, t, m, p.After, sum.Hi, attempt, 0)
+				})
+				if err != nil {
+					return err
+				}
+				if next.Rows == prev.Rows && next.Hash == prev.Hash {
+					break
+				}
+				prev = next
 			}
 			p.Chunk++
 			p.Chunks++
@@ -283,6 +297,33 @@ func (r *Runner) run(ctx context.Context, p *progress) error {
 	return nil
 }
 
+// MaxAttempts bounds the checks of one chunk's range in a round: a check
+// and rechecks until two in a row agree at the source.
+const MaxAttempts = 8
+
+// LockTimeout bounds how long a chunk's transaction waits for a row lock.
+// It is below PostgreSQL's default deadlock_timeout (1s), so in a lock
+// cycle with an application's transaction the check gives up first and
+// the application never sees a deadlock error caused by a check.
+const LockTimeout = 200 * time.Millisecond
+
+// retryLocked runs f again while it fails on a lock (timeout, deadlock,
+// serialization), up to a limit.
+func retryLocked(ctx context.Context, f func() (replica.ChunkSum, error)) (replica.ChunkSum, error) {
+	for i := 0; ; i++ {
+		sum, err := f()
+		var pe *pgconn.PgError
+		if err == nil || i == 100 || !errors.As(err, &pe) || (pe.Code != "55P03" && pe.Code != "40P01" && pe.Code != "40001") {
+			return sum, err
+		}
+		select {
+		case <-ctx.Done():
+			return sum, ctx.Err()
+		case <-time.After(time.Duration(10+rand.IntN(50*min(i+1, 10))) * time.Millisecond):
+		}
+	}
+}
+
 // emitChunk hashes the range (after, hi] of t (at most limit rows when
 // limit > 0) in one source transaction, emitting the message m with it.
 func emitChunk(ctx context.Context, conn *pgx.Conn, t replica.SourceTable, m replica.ChecksumMessage, after, hi []string, attempt, limit int) (replica.ChunkSum, error) {
@@ -291,6 +332,9 @@ func emitChunk(ctx context.Context, conn *pgx.Conn, t replica.SourceTable, m rep
 		return replica.ChunkSum{}, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, LockTimeout.Milliseconds())); err != nil {
+		return replica.ChunkSum{}, err
+	}
 	sum, err := replica.SourceChunk(ctx, tx, t, after, hi, limit)
 	if err != nil {
 		return replica.ChunkSum{}, err

@@ -41,8 +41,9 @@ type ChecksumMessage struct {
 	Table string `json:"table,omitempty"`
 	// Chunk numbers the chunks of a table in a round from 1.
 	Chunk int `json:"chunk,omitempty"`
-	// Attempt is 1 for the check and 2 for the recheck of the same range
-	// right after it; a chunk differs only if every attempt differs.
+	// Attempt numbers the checks of one chunk's range: 1 reads the chunk,
+	// 2 and later recheck the same range in new transactions until two in
+	// a row agree at the source (package checksum).
 	Attempt int      `json:"attempt,omitempty"`
 	Key     []string `json:"key,omitempty"`
 	// Columns are the source columns hashed, in the order given.
