@@ -46,7 +46,11 @@ type Options struct {
 	Schedule time.Duration
 	// Store keeps a round's progress so that it resumes after a restart;
 	// nil: a round cut short is lost.
-	Store  *checkpoint.Store
+	Store *checkpoint.Store
+	// Ready reports whether rounds may run: a round waits until it does
+	// (the daemon's source has finished its initial snapshot: a replica
+	// still being filled would differ). nil: always.
+	Ready  func() bool
 	Logger *slog.Logger
 }
 
@@ -145,6 +149,13 @@ func (r *Runner) Run(ctx context.Context) error {
 				p = &progress{Round: NewRoundID(), Only: only}
 			case <-sched:
 				p = &progress{Round: NewRoundID()}
+			}
+		}
+		for r.opts.Ready != nil && !r.opts.Ready() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
 			}
 		}
 		if err := r.run(ctx, p); err != nil {

@@ -6,6 +6,7 @@
 //	walship append --wal DIR [--sync local|off]   NDJSON transactions in, acknowledgements out
 //	walship dump   --wal DIR [--from LSN] [--to LSN]
 //	walship verify --wal DIR [--json]
+//	walship checksum start|report --config FILE
 //
 // See docs/DESIGN.md §5.1 and docs/OPERATIONS.md.
 //
@@ -43,6 +44,9 @@ func init() {
 		{Name: "ha", Summary: "check an HA group: exit 0 when no transaction was lost, 1 naming each lost range", Run: runHA,
 			Usage:   "check --config FILE [--acknowledge] [--json]",
 			Example: "walship ha check --config /etc/walship/walship.yaml"},
+		{Name: "checksum", Summary: "consistency checks in the stream: start a round, or report a replica's verdict (exit 0 equal, 1 different, 3 unfinished)", Run: runChecksum,
+			Usage:   "start --config RUN_CONFIG [--table T] | report --config CONSUME_CONFIG [--json]",
+			Example: "walship checksum report --config /etc/walship/replica.yaml"},
 		{Name: "demo", Summary: "run the whole pipeline locally on embedded defaults and prove replica and restore equal the source", Run: runDemo,
 			Usage:   "[--txns N] [--dir DIR] [--keep] [--listen ADDR] [--http-source] [--hold DURATION]",
 			Example: "walship demo --txns 30000 --hold 10m"},
