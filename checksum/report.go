@@ -204,3 +204,46 @@ func (r Report) JSON() []byte {
 	b, _ := json.MarshalIndent(r, "", "  ")
 	return b
 }
+
+// Tally counts the chunks of results (any rounds, finished or not) by
+// verdict; Differences names each different chunk ("round table keys").
+type Tally struct {
+	Equal       int      `json:"equal"`
+	Different   int      `json:"different"`
+	Unsettled   int      `json:"unsettled"`
+	Differences []string `json:"differences,omitempty"`
+}
+
+// Count tallies results as Summarize judges chunks.
+func Count(results []replica.ChecksumResult) Tally {
+	type chunkKey struct {
+		round, table string
+		chunk        int
+	}
+	var order []chunkKey
+	attempts := map[chunkKey][]replica.ChecksumResult{}
+	for _, r := range results {
+		if r.Table == "" {
+			continue
+		}
+		k := chunkKey{r.Round, r.Table, r.Chunk}
+		if _, ok := attempts[k]; !ok {
+			order = append(order, k)
+		}
+		attempts[k] = append(attempts[k], r)
+	}
+	var t Tally
+	for _, k := range order {
+		switch v, last := verdict(attempts[k]); v {
+		case equal:
+			t.Equal++
+		case different:
+			t.Different++
+			rg := Range{After: last.After, Hi: last.Hi}
+			t.Differences = append(t.Differences, fmt.Sprintf("round %s %s chunk %d keys %s: source %d rows, replica %d rows", k.round, k.table, k.chunk, rg, last.SourceRows, last.Rows))
+		default:
+			t.Unsettled++
+		}
+	}
+	return t
+}
