@@ -1,12 +1,22 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/walship/walship/checksum"
+	"github.com/walship/walship/consumer"
+	"github.com/walship/walship/obs"
 	"github.com/walship/walship/pgsource"
+	"github.com/walship/walship/replica"
+	"github.com/walship/walship/status"
 )
 
 // buildChecksum adds the check rounds (checksum:) over the PostgreSQL
@@ -66,4 +76,57 @@ func (d *Daemon) handleChecksum(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, POST")
 		w.WriteHeader(http.StatusMethodNotAllowed)
 	}
+}
+
+// registerChecksumMetrics exports the consumer's check attempts
+// (walship_checksum_attempts_total{result}) and returns the verdict that
+// /status shows.
+func registerChecksumMetrics(m *obs.Metrics, c *consumer.Consumer, replicaURL string) *checksumVerdict {
+	for _, r := range []string{"equal", "different"} {
+		m.Registry().MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "walship_checksum_attempts_total",
+			Help:        "Check attempts (walship.checksum messages) the replica verified, by result; a differing attempt a recheck clears is no difference.",
+			ConstLabels: prometheus.Labels{"result": r}}, func() float64 {
+			s := c.Stats()
+			if r == "equal" {
+				return float64(s.ChecksumsEqual)
+			}
+			return float64(s.ChecksumsDifferent)
+		}))
+	}
+	return &checksumVerdict{url: replicaURL, c: c}
+}
+
+// checksumVerdict is the replica's last finished check round, read from
+// walship_checksums when a check was applied since the last read.
+type checksumVerdict struct {
+	url string
+	c   *consumer.Consumer
+	mu  sync.Mutex
+	at  uint64 // attempts counted when rep was read
+	rep *checksum.Report
+}
+
+// warn adds a warning to snap when the last finished round found a
+// difference.
+func (v *checksumVerdict) warn(ctx context.Context, snap *status.Snapshot) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.c.Stats()
+	if n := s.ChecksumsEqual + s.ChecksumsDifferent; n != v.at || v.rep == nil {
+		res, err := replica.ReadChecksums(ctx, v.url)
+		if err != nil {
+			return
+		}
+		rep := checksum.Summarize(res)
+		v.rep, v.at = &rep, n
+	}
+	if v.rep.Exit() != checksum.ExitDifferent {
+		return
+	}
+	n := 0
+	for _, t := range v.rep.Tables {
+		n += len(t.Different)
+	}
+	snap.Warnings = append(snap.Warnings, status.Warning{Level: "critical", Component: "checksum",
+		Message: fmt.Sprintf("check round %s: %d chunk(s) differ from the source (walship checksum report)", v.rep.Round, n), Since: time.Now().UTC()})
 }
