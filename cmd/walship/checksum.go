@@ -27,18 +27,17 @@ import (
 //	report --config CONSUME_CONFIG [--json]  the replica's verdict: exit 0
 //	                                         equal, 1 different, 3 no round finished
 func runChecksum(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("checksum", stderr)
+	path := fs.String("config", "", "start: the walship run config; report: the walship consume config")
+	table := fs.String("table", "", "start: check only this table (schema.name)")
+	asJSON := fs.Bool("json", false, "report: print the report as JSON")
 	if len(args) == 0 || (args[0] != "start" && args[0] != "report") {
-		fs := newFlagSet("checksum", stderr)
 		if help, err := parseFlags(fs, args); help || err != nil {
-			return err
+			return err // -h: the command's help
 		}
 		return cli.UsageError("walship checksum: want the subcommand start or report")
 	}
 	sub, args := args[0], args[1:]
-	fs := newFlagSet("checksum "+sub, stderr)
-	path := fs.String("config", "", "start: the walship run config; report: the walship consume config")
-	table := fs.String("table", "", "start: check only this table (schema.name)")
-	asJSON := fs.Bool("json", false, "report: print the report as JSON")
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return err
 	}
