@@ -43,6 +43,8 @@ type Config struct {
 	Archive *Archive `yaml:"archive"`
 	Kafka   *Kafka   `yaml:"kafka"`
 	Replica *Replica `yaml:"replica"`
+	// Checksum runs consistency checks in the stream (checksum.go).
+	Checksum *Checksum `yaml:"checksum"`
 	// Consumer names this walship consume (consumer.name) for the
 	// primary's replication level applied.
 	Consumer Consumer `yaml:"consumer"`

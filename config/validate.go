@@ -163,6 +163,7 @@ func (c *Config) validate(lines map[string]int) error {
 	c.validateKafka(v)
 	c.validateShipped(v)
 	c.validateHA(v)
+	c.validateChecksum(v)
 	if r := c.Replica; r != nil {
 		if r.URL == "" {
 			v.fail("replica.url", "required: sqlite:///abs/path.db or postgres://...")

@@ -154,6 +154,11 @@ type Stats struct {
 	// Kafka and Replica are the health of the brokers and of the replica
 	// database, as Run sees them (see health.go).
 	Kafka, Replica health.State
+	// ChecksumsEqual and ChecksumsDifferent count the check attempts
+	// (walship.checksum messages) verified since New, by result; a
+	// differing attempt that a recheck clears is not a difference
+	// (package checksum).
+	ChecksumsEqual, ChecksumsDifferent uint64
 }
 
 // Consumer applies the ordered topic to a replica.
@@ -222,6 +227,8 @@ func (c *Consumer) Stats() Stats {
 	c.mu.Unlock()
 	st.Txns, st.Changes, st.Batches, st.Skipped = c.txns.Load(), c.changes.Load(), c.batches.Load(), c.skipped.Load()
 	st.Kafka, st.Replica = c.kafka.State(), c.replica.State()
+	as := c.applier.Stats()
+	st.ChecksumsEqual, st.ChecksumsDifferent = as.ChecksumsEqual, as.ChecksumsDifferent
 	st.LagRecords = max(c.lag.Load(), 0)
 	switch {
 	case !oldestQueued.IsZero():

@@ -43,6 +43,7 @@ func (d *Daemon) buildPostgres(ctx context.Context) error {
 	}
 	d.pg = src
 	d.sources = append(d.sources, component{name: "source.postgres", run: src.Run})
+	d.buildChecksum(src)
 	return nil
 }
 

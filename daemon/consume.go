@@ -77,6 +77,7 @@ func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*
 	m.AddDependency("replica", true, func() health.State { return c.Stats().Replica })
 	mux := m.Mux()
 	mux.Handle("/v1/wait", c.WaitHandler())
+	verdict := registerChecksumMetrics(m, c, cfg.Replica.URL)
 	started := time.Now()
 	status.Register(mux, func(ctx context.Context) (status.Snapshot, error) {
 		s := c.Stats()
@@ -87,6 +88,7 @@ func NewConsume(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*
 			Sinks: []status.Sink{{Name: "replica", Kind: "replica", Target: secret.URL(cfg.Replica.URL), LSN: s.AppliedLSN,
 				LagRecords: uint64(max(s.LagRecords, 0)), Lag: status.Duration(time.Duration(s.LagSeconds * float64(time.Second))), State: rState, Error: rErr}}}
 		snap.AddMetrics(m)
+		verdict.warn(ctx, &snap)
 		return snap, nil
 	})
 	d := &Daemon{log: logger}

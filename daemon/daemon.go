@@ -35,6 +35,7 @@ import (
 	"github.com/walship/walship/status"
 
 	"github.com/walship/walship/checkpoint"
+	"github.com/walship/walship/checksum"
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/httpsource"
 	"github.com/walship/walship/internal/httpx"
@@ -89,6 +90,8 @@ type Daemon struct {
 	// daemon.
 	ha *haMember
 	pg *pgsource.Source
+	// checksum runs check rounds over pg (checksum:); nil without.
+	checksum *checksum.Runner
 	// archiveOldest is the oldest restorable commit time, refreshed from
 	// the archive's catalog now and then.
 	archiveOldest  atomicTime

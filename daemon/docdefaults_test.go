@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/walship/walship/checksum"
 	"github.com/walship/walship/config"
 	"github.com/walship/walship/consumer"
 	"github.com/walship/walship/httpsource"
@@ -28,6 +29,10 @@ func TestConfigDocDefaults(t *testing.T) {
 	}
 	c, err := config.Parse([]byte("wal: {dir: /tmp/w}\nsource: {http: {}}\narchive: {url: \"file:///tmp/a\"}\n"+
 		"kafka: {brokers: [\"b:9092\"], mode: tables}\nreplica: {url: \"sqlite:///tmp/r.db\"}\n"), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := config.Parse([]byte("wal: {dir: /tmp/w}\nsource: {postgres: {dsn: x}}\nchecksum: {}\n"), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,14 +61,21 @@ func TestConfigDocDefaults(t *testing.T) {
 		"source.http.sync_timeout": func(s string) bool {
 			return duration(c.Source.HTTP.SyncTimeout)(s) && duration(httpsource.DefaultSyncTimeout)(s)
 		},
-		"archive.timeout":                duration(c.Archive.Timeout),
-		"archive.snapshot_keep":          integer(int64(c.Archive.SnapshotKeep)),
-		"kafka.topic_prefix":             text(c.Kafka.TopicPrefix),
-		"kafka.compression":              text(c.Kafka.Compression),
-		"kafka.format":                   text(c.Kafka.Format),
-		"kafka.partitions":               integer(int64(sink.Partitions)),
-		"replica.max_batch_txns":         integer(int64(cons.MaxBatchTxns)),
-		"lag.window":                     duration(c.Lag.Window),
+		"archive.timeout":        duration(c.Archive.Timeout),
+		"archive.snapshot_keep":  integer(int64(c.Archive.SnapshotKeep)),
+		"kafka.topic_prefix":     text(c.Kafka.TopicPrefix),
+		"kafka.compression":      text(c.Kafka.Compression),
+		"kafka.format":           text(c.Kafka.Format),
+		"kafka.partitions":       integer(int64(sink.Partitions)),
+		"replica.max_batch_txns": integer(int64(cons.MaxBatchTxns)),
+		"lag.window":             duration(c.Lag.Window),
+		"checksum.chunk_rows": func(s string) bool {
+			return integer(int64(ck.Checksum.ChunkRows))(s) && integer(checksum.DefaultChunkRows)(s)
+		},
+		"checksum.rate": func(s string) bool {
+			return integer(int64(ck.Checksum.Rate))(s) && integer(checksum.DefaultRate)(s)
+		},
+		"checksum.schedule":              duration(ck.Checksum.Schedule),
 		"source.http.read_timeout":       duration(c.Source.HTTP.ReadTimeout),
 		"source.http.max_connections":    integer(int64(c.Source.HTTP.MaxConnections)),
 		"source.http.idempotency_window": duration(c.Source.HTTP.IdempotencyWindow),

@@ -60,6 +60,7 @@ func (d *Daemon) buildHTTP() error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(d.Positions())
 	})
+	mux.HandleFunc("/v1/checksum", d.handleChecksum)
 	d.registerStatus(mux)
 	mux.HandleFunc("POST /v1/snapshot", d.handleSnapshot)
 	_, err := d.listen("http", d.cfg.HTTP.Listener, mux)

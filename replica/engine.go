@@ -309,6 +309,9 @@ func (w *batch) table(ctx context.Context, t change.Table) (*tableSchema, error)
 func (w *batch) apply(ctx context.Context, c *change.Change) error {
 	switch c.Op {
 	case change.Message:
+		if c.Message != nil && c.Message.Prefix == ChecksumPrefix {
+			return w.checksum(ctx, c)
+		}
 		return nil
 	case change.Truncate:
 		return w.truncate(ctx, []change.Change{*c})

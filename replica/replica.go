@@ -43,6 +43,9 @@ type Stats struct {
 	Changes       uint64 // changes of applied transactions (messages included)
 	Skipped       uint64 // transactions skipped: CommitLSN at or below the position
 	SchemaChanges uint64 // tables created, columns added, dropped or retyped
+	// Checksum chunks verified (ChecksumPrefix messages): equal to the
+	// source's, or different (a recheck may still clear a difference).
+	ChecksumsEqual, ChecksumsDifferent uint64
 }
 
 // State is the bookkeeping row of a replica (table walship_applied).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/walship/walship/checksum"
 	"io"
 	"log/slog"
 	"slices"
@@ -106,6 +107,9 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if !*asJSON {
 		printPlan(stdout, plan)
 	}
+	// Checks already recorded in the destination are not this restore's
+	// (a destination that cannot be read yet has none).
+	before, _ := replica.ReadChecksums(ctx, *to)
 	bar := newProgressBar(stderr)
 	opts := pitr.Options{Parallel: *parallel, StreamVerify: *streamVerify, Progress: bar.update, Retry: archive.RetryPolicy{MaxElapsed: af.timeout},
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
@@ -115,12 +119,18 @@ func runRestore(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return restoreExit(err)
 	}
 	out.Result = toResultJSON(res)
+	tally, err := restoreChecksums(ctx, *to, len(before))
+	if err != nil {
+		return restoreExit(err)
+	}
+	out.Result.Checksums = tally
 	if *asJSON {
 		if err := writeJSON(stdout, out); err != nil {
 			return err
 		}
 	} else {
 		fmt.Fprintln(stdout, restoreSummary(*to, res))
+		printChecksums(stdout, tally)
 	}
 	if !*follow {
 		return nil
@@ -278,6 +288,8 @@ type resultJSON struct {
 	Objects        int     `json:"objects"`
 	Bytes          int64   `json:"bytes"`
 	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	// Checksums tallies the check chunks this restore applied (nil: none).
+	Checksums *checksum.Tally `json:"checksums,omitempty"`
 }
 
 func toPlanJSON(p *pitr.Plan) planJSON {
