@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,8 +51,12 @@ type Options struct {
 	// Ready reports whether rounds may run: a round waits until it does
 	// (the daemon's source has finished its initial snapshot: a replica
 	// still being filled would differ). nil: always.
-	Ready  func() bool
-	Logger *slog.Logger
+	Ready func() bool
+	// Protected lists, per table ("schema.name"), the columns walship
+	// hashes or masks before they leave the source (source.postgres.tables
+	// hash and mask): they are not compared.
+	Protected map[string][]string
+	Logger    *slog.Logger
 }
 
 // Runner runs check rounds against a PostgreSQL source.
@@ -214,7 +219,7 @@ func (r *Runner) run(ctx context.Context, p *progress) error {
 		return fmt.Errorf("checksum: connecting to the source %s: %w", secret.URL(r.opts.DSN), secret.DSNError(r.opts.DSN, err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	tables, err := LoadTables(ctx, conn, r.opts.Publication, r.opts.Logger)
+	tables, err := LoadTables(ctx, conn, r.opts.Publication, r.opts.Protected, r.opts.Logger)
 	if err != nil {
 		return err
 	}
@@ -367,25 +372,28 @@ func emitChunk(ctx context.Context, conn *pgx.Conn, t replica.SourceTable, m rep
 // LoadTables returns the tables of publication pub that can be checked:
 // with a primary key of supported types (integers, text, uuid); the
 // others are logged and left out. Columns are the published ones.
-func LoadTables(ctx context.Context, conn *pgx.Conn, pub string, log *slog.Logger) ([]replica.SourceTable, error) {
+func LoadTables(ctx context.Context, conn *pgx.Conn, pub string, protected map[string][]string, log *slog.Logger) ([]replica.SourceTable, error) {
 	var version int
 	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
 		return nil, fmt.Errorf("checksum: reading the server version: %w", err)
 	}
-	attnames := `NULL::text[]`
+	attnames, rowfilter := `NULL::text[]`, `NULL::text`
 	if version >= 150000 {
-		attnames = `pt.attnames::text[]`
+		attnames, rowfilter = `pt.attnames::text[]`, `pt.rowfilter`
 	}
+	// Generated columns are not replicated (pgoutput leaves them out in
+	// PostgreSQL 15), so replicas do not hold them.
 	rows, err := conn.Query(ctx, `
 SELECT pt.schemaname::text, pt.tablename::text, a.attname::text, ty.typname::text,
-       coalesce((SELECT k.n FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(att, n) WHERE k.att = a.attnum), 0)::int
+       coalesce((SELECT k.n FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(att, n) WHERE k.att = a.attnum), 0)::int,
+       coalesce(`+rowfilter+`, '')
 FROM pg_publication_tables pt
 JOIN pg_namespace n ON n.nspname = pt.schemaname
 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type ty ON ty.oid = a.atttypid
 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
-WHERE pt.pubname = $1 AND (`+attnames+` IS NULL OR a.attname = ANY(`+attnames+`))
+WHERE pt.pubname = $1 AND a.attgenerated = '' AND (`+attnames+` IS NULL OR a.attname = ANY(`+attnames+`))
 ORDER BY 1, 2, a.attnum`, pub)
 	if err != nil {
 		return nil, fmt.Errorf("checksum: reading the tables of publication %q: %w", pub, err)
@@ -409,21 +417,27 @@ ORDER BY 1, 2, a.attnum`, pub)
 		clear(keys)
 	}
 	for rows.Next() {
-		var schema, name, col, typ string
+		var schema, name, col, typ, filter string
 		var keyPos int
-		if err := rows.Scan(&schema, &name, &col, &typ, &keyPos); err != nil {
+		if err := rows.Scan(&schema, &name, &col, &typ, &keyPos, &filter); err != nil {
 			return nil, err
 		}
 		tb := change.Table{Schema: schema, Name: name}
 		if len(out) == 0 || out[len(out)-1].Table != tb {
 			finish()
-			out = append(out, replica.SourceTable{Table: tb})
+			out = append(out, replica.SourceTable{Table: tb, Filter: filter})
 		}
 		t := &out[len(out)-1]
-		t.Columns = append(t.Columns, replica.SourceColumn{Name: col, Type: typ})
 		if keyPos > 0 {
 			keys[keyPos] = col
 		}
+		// A hashed or masked column holds, in replicas, what walship
+		// wrote in its place: it is left out of the hash on both sides
+		// (the message names the columns hashed).
+		if slices.Contains(protected[tb.String()], col) {
+			continue
+		}
+		t.Columns = append(t.Columns, replica.SourceColumn{Name: col, Type: typ})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

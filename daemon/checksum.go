@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/walship/walship/change"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,8 +29,16 @@ func (d *Daemon) buildChecksum(src *pgsource.Source) {
 		return
 	}
 	p := d.cfg.Source.Postgres
+	protected := map[string][]string{}
+	for _, t := range p.Tables {
+		if cols := append(slices.Clone(t.Hash), t.Mask...); len(cols) > 0 {
+			if tb, err := change.ParseTable(t.Table); err == nil { // validated with the config
+				protected[tb.String()] = cols
+			}
+		}
+	}
 	r := checksum.New(checksum.Options{DSN: p.DSN, Publication: p.Publication, ChunkRows: k.ChunkRows, Rate: k.Rate,
-		Schedule: k.Schedule, Store: d.srcCkpts, Logger: d.log,
+		Schedule: k.Schedule, Store: d.srcCkpts, Logger: d.log, Protected: protected,
 		Ready: func() bool { return p.Snapshot == "never" || src.Stats().SnapshotDone }})
 	d.checksum = r
 	d.sources = append(d.sources, component{name: "checksum", run: r.Run})

@@ -111,6 +111,10 @@ type SourceTable struct {
 	Table   change.Table
 	Columns []SourceColumn
 	Key     []string
+	// Filter is the publication's row filter of the table (a boolean SQL
+	// expression over its columns), "" for none: replicas hold only the
+	// rows that pass it, so the source hashes only those.
+	Filter string
 }
 
 // KeySupported reports whether the checksum range predicate can compare
@@ -187,6 +191,13 @@ func SourceChunk(ctx context.Context, tx pgx.Tx, t SourceTable, after, hi []stri
 	writeRange(&b, &args, keyCols, func(n int, i int) string {
 		return "$" + strconv.Itoa(n) + "::text::" + quoteIdent(keyTypes[i])
 	}, after, hi, func(s string, _ int) any { return s })
+	if t.Filter != "" {
+		if len(args) > 0 { // writeRange wrote a WHERE
+			b.WriteString(" AND (" + t.Filter + ")")
+		} else {
+			b.WriteString(" WHERE (" + t.Filter + ")")
+		}
+	}
 	b.WriteString(" ORDER BY " + strings.Join(keyCols, ", "))
 	if limit > 0 {
 		b.WriteString(" LIMIT " + strconv.Itoa(limit))
