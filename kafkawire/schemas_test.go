@@ -204,3 +204,58 @@ func TestCheckSchemaPayloadCatches(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaChangeVisibleInTheNextRecord: PostgreSQL's logical decoding
+// streams no DDL, so a schema change reaches Kafka consumers the way
+// Debezium's PostgreSQL connector shows it: the first record written
+// after the change describes the new columns, in its schema (json-schemas)
+// and in walship.types (json), and the records before it the old ones.
+func TestSchemaChangeVisibleInTheNextRecord(t *testing.T) {
+	tb := change.Table{Schema: "public", Name: "t"}
+	before := []change.ColumnType{{Name: "id", Type: "int8"}, {Name: "a", Type: "text"}}
+	after := []change.ColumnType{{Name: "id", Type: "int8"}, {Name: "a", Type: "int4"}, {Name: "b", Type: "date"}}
+	txn := change.Committed{FirstLSN: 10, CommitLSN: 11, CommitTime: time.Unix(1700000000, 0).UTC(), Txn: change.Txn{Changes: []change.Change{
+		{Table: tb, Op: change.Insert, Key: change.Row{{Name: "id", Value: change.IntValue(1)}}, Types: before,
+			After: change.Row{{Name: "id", Value: change.IntValue(1)}, {Name: "a", Value: change.TextValue("x")}}},
+		{Table: tb, Op: change.Insert, Key: change.Row{{Name: "id", Value: change.IntValue(2)}}, Types: after,
+			After: change.Row{{Name: "id", Value: change.IntValue(2)}, {Name: "a", Value: change.IntValue(7)},
+				{Name: "b", Value: mustV(change.TimestampValue(time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC)))}}},
+	}}}
+	enc := &Encoder{Database: "db", Name: "pre", Lineage: "L", Format: FormatJSONSchemas, NowMS: 1}
+	fields := func(i int) string {
+		var v struct {
+			Schema struct {
+				Fields []struct {
+					Field  string
+					Fields []struct{ Type, Name, Field string }
+				}
+			}
+		}
+		if err := json.Unmarshal(record(enc, &txn, i).Value, &v); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range v.Schema.Fields {
+			if f.Field == "after" {
+				var out []string
+				for _, c := range f.Fields {
+					out = append(out, c.Field+":"+c.Type+":"+c.Name)
+				}
+				return strings.Join(out, " ")
+			}
+		}
+		t.Fatalf("record %d: no after in the schema", i)
+		return ""
+	}
+	if got, want := fields(0), "id:int64: a:string:"; got != want {
+		t.Errorf("schema before the change: %q, want %q", got, want)
+	}
+	if got, want := fields(1), "id:int64: a:int32: b:int32:io.debezium.time.Date"; got != want {
+		t.Errorf("schema after the change: %q, want %q", got, want)
+	}
+	plain := &Encoder{Database: "db", Name: "pre", Lineage: "L", NowMS: 1}
+	for i, want := range []string{`"types":{"id":"int8","a":"text"}`, `"types":{"id":"int8","a":"int4","b":"date"}`} {
+		if v := string(record(plain, &txn, i).Value); !strings.Contains(v, want) {
+			t.Errorf("json record %d lacks %s:\n%s", i, want, v)
+		}
+	}
+}
