@@ -220,11 +220,25 @@ func (s *Source) checkIncremental(ctx context.Context, q *pgx.Conn, t change.Tab
 		return fmt.Errorf("incremental snapshot of %s: %w: incremental snapshots copy by primary key", t, ErrNoPrimaryKey)
 	}
 	if where != "" {
-		if _, err := q.Exec(ctx, "SELECT 1 FROM "+quoteTable(t)+" WHERE ("+where+") LIMIT 0"); err != nil {
+		if err := checkWhere(ctx, q, t, where); err != nil {
 			return fmt.Errorf("%w: where clause for %s: %v", ErrBadRequest, t, err)
 		}
 	}
 	return nil
+}
+
+// checkWhere checks that where is one boolean expression over t's
+// columns. It is tried in a read-only transaction through the extended
+// protocol, which takes exactly one statement: a where that closes the
+// expression and appends statements of its own ("true) LIMIT 0; DELETE
+// ...") is refused, never run.
+func checkWhere(ctx context.Context, q *pgx.Conn, t change.Table, where string) error {
+	if _, err := q.Exec(ctx, "BEGIN READ ONLY"); err != nil {
+		return err
+	}
+	defer q.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+	_, err := q.PgConn().ExecParams(ctx, "SELECT 1 FROM "+quoteTable(t)+" WHERE ("+where+") LIMIT 0", nil, nil, nil, nil).Close()
+	return err
 }
 
 // queueSnapshot appends a request (unchecked) and wakes the worker.

@@ -400,3 +400,28 @@ func TestIncrementalSnapshotUnderPgbench(t *testing.T) {
 	}
 	compareModels(t, replay(t, keyed, pks), sourceModel(t, e.dsn, pks))
 }
+
+// TestIncrementalWhereIsOneExpression: a request's where clause that
+// closes the expression and appends statements of its own is refused
+// (ErrBadRequest) and none of its statements runs.
+func TestIncrementalWhereIsOneExpression(t *testing.T) {
+	e := newEnv(t, pgtest.WithoutFsync())
+	e.exec(`CREATE TABLE a (id int PRIMARY KEY, v int)`, `INSERT INTO a SELECT g, g FROM generate_series(1, 20) g`)
+	r := e.run(testConfig(e.dsn))
+	waitFor(t, r, 60*time.Second, "initial snapshot", func(s Stats) bool { return s.SnapshotDone })
+	for _, where := range []string{"true) LIMIT 0; DELETE FROM a; SELECT (1", "v > 0); DELETE FROM a WHERE (true"} {
+		if _, err := r.src.RequestSnapshot(context.Background(), "public.a", where); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("where %q: err %v, want ErrBadRequest", where, err)
+		}
+	}
+	var n int
+	if err := e.conn().QueryRow(context.Background(), `SELECT count(*) FROM a`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 20 {
+		t.Fatalf("a where clause's statements ran: %d rows left of 20", n)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+}
