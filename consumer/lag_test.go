@@ -15,6 +15,8 @@ type slowApplier struct {
 	release chan struct{}
 }
 
+func (a *slowApplier) Stats() replica.Stats { return replica.Stats{} }
+
 func (a *slowApplier) Apply(ctx context.Context, txns []change.Committed) error {
 	select {
 	case <-a.release:
