@@ -21,18 +21,20 @@ import (
 //	t truncate    yes    no                       no        no
 //	m message     opt.   no                       no        required
 type Change struct {
-	Table  Table
-	Op     Op
-	Key    Row // primary-key (replica identity) columns; nil if absent
-	Before Row // the old image; nil if absent
-	After  Row // the new image; nil if absent
+	Table Table
+	Op    Op
+	// TruncateOpts are the options of an op Truncate change; zero
+	// otherwise. (Beside Op, in what would be padding: a Change's size is
+	// what a decoded request is charged per change.)
+	TruncateOpts TruncateOptions
+	Key          Row // primary-key (replica identity) columns; nil if absent
+	Before       Row // the old image; nil if absent
+	After        Row // the new image; nil if absent
 	// Types optionally gives source type names of columns, in order;
 	// empty means none.
 	Types []ColumnType
 	// Message is the logical message of an op Message change; nil otherwise.
 	Message *LogicalMessage
-	// TruncateOpts are the options of an op Truncate change; zero otherwise.
-	TruncateOpts TruncateOptions
 }
 
 // TruncateOptions are the options of a TRUNCATE, bits as PostgreSQL's
