@@ -428,6 +428,11 @@ const (
 	// cpu_s_per_M is CPU seconds (user plus system) of the process doing
 	// the work, per million changes.
 	mCPUPerM = "cpu_s_per_M"
+	// inc_rows_per_s is the rows an incremental snapshot copied per second
+	// while another metric was measured.
+	mIncRows = "inc_rows_per_s"
+	// checksum_chunks is the checksum chunks checked during a measurement.
+	mCkChunks = "checksum_chunks"
 )
 
 // extras is the case's extra metrics and peak_rss_MiB, which every case
@@ -446,7 +451,7 @@ func metricUnit(key string) string {
 		return "ops/s"
 	case mAppendsPerSec:
 		return "appends/s"
-	case mRecordsPerSec:
+	case mRecordsPerSec, mIncRows:
 		return "records/s"
 	case mMBps, mWriteMBps, mSyncMBps:
 		return "MB/s"
@@ -466,6 +471,8 @@ func metricUnit(key string) string {
 		return "MB/s"
 	case "changes":
 		return "changes"
+	case mCkChunks:
+		return "chunks"
 	case mPeakRSS:
 		return "MiB"
 	case mCPUPerM:
