@@ -34,6 +34,7 @@ type pipe struct {
 	dsn      string
 	w        *wal.WAL
 	ck       *checkpoint.Store
+	src      *pgsource.Source
 	sqlite   string
 	pg       string
 	applyErr chan error
@@ -85,6 +86,7 @@ func newPipe(t *testing.T) *pipe {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.src = src
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)
