@@ -62,7 +62,7 @@ func exec(t *testing.T, dsn string, sqls ...string) {
 
 const rows = 400
 
-func newPipe(t *testing.T) *pipe {
+func newPipe(t *testing.T, opts ...func(*pgsource.Options)) *pipe {
 	t.Helper()
 	c := pgtest.Start(t)
 	p := &pipe{t: t, dsn: c.DSN("postgres"), sqlite: filepath.Join(t.TempDir(), "r.db"), pg: c.DSN("replica"), applyErr: make(chan error, 1), snapshotted: make(chan struct{})}
@@ -82,7 +82,11 @@ func newPipe(t *testing.T) *pipe {
 		t.Fatal(err)
 	}
 	p.w, p.ck = w, ck
-	src, err := pgsource.New(pgsource.Options{DSN: p.dsn, Heartbeat: 200 * time.Millisecond, StatusInterval: 100 * time.Millisecond, Logger: quiet}, w, ck)
+	o := pgsource.Options{DSN: p.dsn, Heartbeat: 200 * time.Millisecond, StatusInterval: 100 * time.Millisecond, Logger: quiet}
+	for _, f := range opts {
+		f(&o)
+	}
+	src, err := pgsource.New(o, w, ck)
 	if err != nil {
 		t.Fatal(err)
 	}

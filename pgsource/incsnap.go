@@ -444,7 +444,10 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 		if r.Where != "" {
 			conds = append(conds, "("+r.Where+")")
 		}
-		sql := from + " WHERE " + strings.Join(conds, " AND ")
+		sql := from
+		if len(conds) > 0 { // a repair of a whole table has none
+			sql += " WHERE " + strings.Join(conds, " AND ")
+		}
 		sql += fmt.Sprintf(" ORDER BY %s LIMIT %d", strings.Join(order, ", "), n)
 
 		s.inc.mu.Lock()
