@@ -34,6 +34,7 @@ type pipe struct {
 	dsn      string
 	w        *wal.WAL
 	ck       *checkpoint.Store
+	src      *pgsource.Source
 	sqlite   string
 	pg       string
 	applyErr chan error
@@ -94,6 +95,7 @@ func newPipeWith(t *testing.T, opts func(*pgsource.Options), sqls ...string) *pi
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.src = src
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)

@@ -30,6 +30,8 @@
 //     one chunk's transaction.
 //
 // Summarize turns a replica's recorded results into a per-table report of
-// the last finished round. Repair of a differing chunk is left to
-// RepairChunk's caller (see its doc).
+// the last finished round. Repair asks a Repairer to copy each differing
+// chunk again through the stream (an incremental snapshot of the key
+// range whose chunks also delete the replica rows the source lacks; see
+// docs/CHECKSUM.md, "Repair").
 package checksum

@@ -11,14 +11,19 @@ import (
 
 // SnapshotRequestBody is the body of POST /v1/snapshot on the operator
 // listener: an incremental snapshot of Table ("schema.table") restricted
-// to the rows matching Where (an SQL predicate; empty for all).
+// to the rows matching Where (an SQL predicate; empty for all). With
+// Repair it is a repair of that key range instead (docs/CHECKSUM.md,
+// "Repair"): its chunks also delete the replica rows of the range that
+// the source does not have; Where must then be empty.
 type SnapshotRequestBody struct {
-	Table string `json:"table"`
-	Where string `json:"where,omitempty"`
+	Table  string             `json:"table"`
+	Where  string             `json:"where,omitempty"`
+	Repair *pgsource.KeyRange `json:"repair,omitempty"`
 }
 
 // handleSnapshot queues an incremental snapshot of the PostgreSQL source
-// (docs/POSTGRES.md, "Incremental snapshots"): 202 with the request; 400
+// (docs/POSTGRES.md, "Incremental snapshots"), or a repair of a key range
+// (docs/CHECKSUM.md, "Repair"): 202 with the request; 400
 // for a malformed body, a table without a primary key or a bad where
 // clause; 404 for a table that does not exist or is not published; 409
 // when this daemon runs no PostgreSQL source (or follows in an HA group).
@@ -43,7 +48,17 @@ func (d *Daemon) handleSnapshot(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "body: table is required (\"schema.table\")")
 		return
 	}
-	req, err := d.pg.RequestSnapshot(r.Context(), body.Table, body.Where)
+	var req pgsource.SnapshotRequest
+	var err error
+	switch {
+	case body.Repair != nil && body.Where != "":
+		fail(http.StatusBadRequest, "body: a repair covers a key range: where must be empty")
+		return
+	case body.Repair != nil:
+		req, err = d.pg.RequestRepair(r.Context(), body.Table, body.Repair.After, body.Repair.Hi)
+	default:
+		req, err = d.pg.RequestSnapshot(r.Context(), body.Table, body.Where)
+	}
 	switch {
 	case errors.Is(err, pgsource.ErrUnknownTable), errors.Is(err, pgsource.ErrNotPublished):
 		fail(http.StatusNotFound, err.Error())

@@ -72,6 +72,9 @@ func TestSnapshotEndpoint(t *testing.T) {
 		{`{"table": "public.nokey"}`, token, http.StatusBadRequest, "no primary key"},
 		{`{"table": "public.t", "where": "nope > 1"}`, token, http.StatusBadRequest, "where clause"},
 		{`{"tabel": "public.t"}`, token, http.StatusBadRequest, "body"},
+		{`{"table": "public.t", "repair": {"after": ["x"]}}`, token, http.StatusBadRequest, "for key column id"},
+		{`{"table": "public.t", "repair": {"hi": ["1", "2"]}}`, token, http.StatusBadRequest, "hi has 2 values"},
+		{`{"table": "public.t", "where": "id > 1", "repair": {}}`, token, http.StatusBadRequest, "where must be empty"},
 	} {
 		if code, body := post(c.body, c.tok); code != c.code || !strings.Contains(body, c.says) {
 			t.Errorf("POST %s: %d %s, want %d saying %q", c.body, code, body, c.code, c.says)

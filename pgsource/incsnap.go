@@ -58,6 +58,10 @@ type SnapshotRequest struct {
 	ID    string `json:"id"`
 	Table string `json:"table"` // schema.table
 	Where string `json:"where,omitempty"`
+	// Range makes the request a repair (RequestRepair): the rows of a key
+	// range, whose chunks also delete the replica rows of their range
+	// that the source does not have.
+	Range *KeyRange `json:"range,omitempty"`
 	// Max is the primary key of the last row (matching Where) when the
 	// copy began; it stops there: rows inserted since come from the
 	// stream. Nil until the copy begins, or if the table was empty.
@@ -108,6 +112,8 @@ type incWindow struct {
 	truncated bool
 	placed    bool          // the chunk was handed to the appender
 	handed    chan struct{} // closed once the streamer handled the high watermark
+	// repair is the chunk's key range when the request is a repair.
+	repair *repairWindow
 }
 
 // incChunk is a chunk's progress, applied when its transaction is durable.
@@ -196,7 +202,7 @@ func (s *Source) RequestSnapshot(ctx context.Context, table, where string) (Snap
 	if err := s.checkIncremental(ctx, q, t, where); err != nil {
 		return SnapshotRequest{}, err
 	}
-	return s.queueSnapshot(t.String(), where), nil
+	return s.queueSnapshot(t.String(), where, nil), nil
 }
 
 // checkIncremental validates a request against the database.
@@ -242,11 +248,11 @@ func checkWhere(ctx context.Context, q *pgx.Conn, t change.Table, where string) 
 }
 
 // queueSnapshot appends a request (unchecked) and wakes the worker.
-func (s *Source) queueSnapshot(table, where string) SnapshotRequest {
+func (s *Source) queueSnapshot(table, where string, rg *KeyRange) SnapshotRequest {
 	s.incInit()
 	s.inc.mu.Lock()
 	s.inc.seq++
-	r := &incRequest{SnapshotRequest: SnapshotRequest{ID: fmt.Sprintf("%s-%d", s.inc.run, s.inc.seq), Table: table, Where: where}}
+	r := &incRequest{SnapshotRequest: SnapshotRequest{ID: fmt.Sprintf("%s-%d", s.inc.run, s.inc.seq), Table: table, Where: where, Range: rg}}
 	s.inc.reqs = append(s.inc.reqs, r)
 	s.inc.dirty = true
 	s.inc.mu.Unlock()
@@ -254,7 +260,7 @@ func (s *Source) queueSnapshot(table, where string) SnapshotRequest {
 	case s.inc.wake <- struct{}{}:
 	default:
 	}
-	s.log.Info("postgres source: incremental snapshot queued", "id", r.ID, "table", table, "where", where)
+	s.log.Info("postgres source: incremental snapshot queued", "id", r.ID, "table", table, "where", where, "repair", rg != nil)
 	return r.SnapshotRequest
 }
 
@@ -390,7 +396,12 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 	}
 	var order []string
 	for _, k := range rel.key {
-		order = append(order, pgx.Identifier{rel.cols[k].name}.Sanitize())
+		e := pgx.Identifier{rel.cols[k].name}.Sanitize()
+		if r.Range != nil && collatable(rel.cols[k].ti) {
+			// A repair's range is the checks' range: text by bytes.
+			e += ` COLLATE "C"`
+		}
+		order = append(order, e)
 	}
 	keyLits := func(key []string) string {
 		var lits []string
@@ -404,7 +415,7 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 	s.inc.table = r.Table
 	cursor, maxKey := r.cursor, r.Max
 	s.inc.mu.Unlock()
-	if maxKey == nil {
+	if maxKey == nil && r.Range == nil {
 		// The copy ends at the newest row now: later ones are streamed.
 		sql := from
 		if r.Where != "" {
@@ -427,23 +438,47 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 	}
 	n := s.cfg.SnapshotChunkRows
 	for ctx.Err() == nil {
-		conds := []string{keyTuple + " <= " + keyLits(maxKey)}
-		if cursor != nil {
-			conds = append(conds, keyTuple+" > "+keyLits(cursor))
+		var conds []string
+		lower := cursor
+		if r.Range == nil {
+			conds = append(conds, keyTuple+" <= "+keyLits(maxKey))
+		} else {
+			// A repair ends at its range's end, not at the newest row:
+			// its last chunk must delete replica rows up to there.
+			if r.Range.Hi != nil {
+				conds = append(conds, keyTuple+" <= "+keyLits(r.Range.Hi))
+			}
+			if lower == nil {
+				lower = r.Range.After
+			}
+		}
+		if lower != nil {
+			conds = append(conds, keyTuple+" > "+keyLits(lower))
 		}
 		if r.Where != "" {
 			conds = append(conds, "("+r.Where+")")
 		}
-		sql := from + " WHERE " + strings.Join(conds, " AND ")
+		sql := from
+		if len(conds) > 0 { // a repair of a whole table has none
+			sql += " WHERE " + strings.Join(conds, " AND ")
+		}
 		sql += fmt.Sprintf(" ORDER BY %s LIMIT %d", strings.Join(order, ", "), n)
 
 		s.inc.mu.Lock()
 		s.inc.seq++
 		w := &incWindow{id: fmt.Sprintf("%s-%d", s.inc.run, s.inc.seq), req: r, table: t, handed: make(chan struct{})}
+		if r.Range != nil {
+			w.repair = newRepairWindow(rel)
+		}
 		s.inc.win = w
 		s.inc.mu.Unlock()
 		if err := s.emitWatermark(ctx, q, watermark{ID: w.id, Low: true}); err != nil {
 			return err
+		}
+		if r.Range != nil {
+			if err := waitCommitting(ctx, q); err != nil {
+				return fmt.Errorf("incremental snapshot of %s: %w", t, err)
+			}
 		}
 		// READ COMMITTED, autocommit: a snapshot of its own, no locks
 		// beyond the SELECT's.
@@ -453,6 +488,12 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 		}
 		s.inc.mu.Lock()
 		w.rows, w.last, w.done = rows, last, len(rows) < n
+		if w.repair != nil {
+			w.repair.after, w.repair.hi = lower, last
+			if w.done {
+				w.repair.hi = r.Range.Hi // the last chunk covers the rest of the range
+			}
+		}
 		s.inc.mu.Unlock()
 		if err := s.emitWatermark(ctx, q, watermark{ID: w.id, Rows: len(rows)}); err != nil {
 			return err
@@ -576,6 +617,10 @@ func (st *streamer) incObserve(c *change.Change) {
 			w.changed[k] = struct{}{}
 		}
 	}
+	if w.repair != nil {
+		w.repair.observe(c.Key)
+		w.repair.observe(c.After)
+	}
 }
 
 // incWatermark handles a watermark message at stream position lsn.
@@ -611,6 +656,13 @@ func (st *streamer) incWatermark(ctx context.Context, content []byte, lsn pglogr
 	}
 	b := newTxnBuf(change.TxHeader{SourceLSN: uint64(lsn), SourceCommitTime: time.Now().UTC(), Origin: s.origin,
 		Snapshot: change.SnapshotIncremental}, s.cfg.MaxTxnMemory, s.cfg.SpillDir)
+	if w.repair != nil {
+		// First, so the replica deletes before it upserts the chunk.
+		if err := b.add(w.repair.message(w.table, rows)); err != nil {
+			b.close()
+			return err
+		}
+	}
 	if !w.truncated {
 		for _, c := range rows {
 			drop := false

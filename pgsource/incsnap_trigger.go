@@ -62,7 +62,7 @@ func (st *streamer) signal(c *change.Change) {
 func (st *streamer) queueSignals(skip bool) {
 	if !skip {
 		for _, r := range st.signals {
-			st.s.queueSnapshot(r.Table, r.Where)
+			st.s.queueSnapshot(r.Table, r.Where, nil)
 		}
 	}
 	st.signals = nil
@@ -144,7 +144,7 @@ func (s *Source) incPrepare(ctx context.Context, q *pgx.Conn) error {
 				"its existing rows are not copied (incremental snapshots copy by primary key)", "table", name)
 		default:
 			s.log.Info("postgres source: table added to the publication after the initial snapshot: backfilling it", "table", name)
-			s.queueSnapshot(name, "")
+			s.queueSnapshot(name, "", nil)
 		}
 	}
 	if changed {

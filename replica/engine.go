@@ -312,6 +312,9 @@ func (w *batch) apply(ctx context.Context, c *change.Change) error {
 		if c.Message != nil && c.Message.Prefix == ChecksumPrefix {
 			return w.checksum(ctx, c)
 		}
+		if c.Message != nil && c.Message.Prefix == RepairPrefix {
+			return w.repair(ctx, c)
+		}
 		return nil
 	case change.Truncate:
 		return w.truncate(ctx, []change.Change{*c})

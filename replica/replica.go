@@ -46,6 +46,9 @@ type Stats struct {
 	// Checksum chunks verified (ChecksumPrefix messages): equal to the
 	// source's, or different (a recheck may still clear a difference).
 	ChecksumsEqual, ChecksumsDifferent uint64
+	// RepairDeleted counts rows deleted by repair chunks (RepairPrefix
+	// messages): rows of a repaired range that the source does not have.
+	RepairDeleted uint64
 }
 
 // State is the bookkeeping row of a replica (table walship_applied).

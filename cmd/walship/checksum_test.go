@@ -115,3 +115,59 @@ func TestChecksumStartPostsToTheDaemon(t *testing.T) {
 		t.Fatalf("body %s", b)
 	}
 }
+
+// TestChecksumRepairPostsDifferingChunks: `walship checksum repair` reads
+// the replica's last finished round and posts one repair per differing
+// chunk to the daemon of the run config; with no finished round it exits
+// 3 and posts nothing.
+func TestChecksumRepairPostsDifferingChunks(t *testing.T) {
+	const token = "0123456789abcdef0123"
+	got := make(chan string, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/snapshot" || r.Header.Get("Authorization") != "Bearer "+token {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		got <- string(b)
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte(`{"id":"abc-1","table":"public.t"}`))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "r.db")
+	consume := filepath.Join(dir, "consume.yaml")
+	run := filepath.Join(dir, "walship.yaml")
+	if err := os.WriteFile(consume, []byte(fmt.Sprintf("wal: {dir: %q}\nreplica: {url: \"sqlite://%s\"}\n", dir, db)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	y := fmt.Sprintf("wal: {dir: %q}\nsource:\n  postgres: {dsn: \"postgres://localhost/x\"}\nhttp: {listen: %q, token: %q}\n", dir, strings.TrimPrefix(srv.URL, "http://"), token)
+	if err := os.WriteFile(run, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	chunk := func(n int, rows int64, hash string) replica.ChecksumMessage {
+		m := replica.ChecksumMessage{Round: "r1", Table: "public.t", Chunk: n, Attempt: 1, Key: []string{"id"}, Columns: []string{"id"}, Rows: rows, Hash: hash}
+		if n == 1 {
+			m.Hi = []string{"10"}
+		} else {
+			m.After = []string{"10"}
+		}
+		return m
+	}
+	applyChecks(t, db, 1, chunk(1, 0, emptyHash))
+	if r := walship(t, nil, "checksum", "repair", "--config", consume, "--run-config", run); r.code != 3 || len(got) != 0 {
+		t.Fatalf("no finished round: exit %d, %d posts\n%s%s", r.code, len(got), r.stdout, r.stderr)
+	}
+	// Chunk 2 (10, +inf) differs at two attempts that agree at the source.
+	c2 := chunk(2, 3, "bb")
+	c2b := c2
+	c2b.Attempt = 2
+	applyChecks(t, db, 10, c2, c2b, replica.ChecksumMessage{Round: "r1", Done: true, Chunks: 2})
+	r := walship(t, nil, "checksum", "repair", "--config", consume, "--run-config", run)
+	if r.code != 0 || !strings.Contains(r.stdout, "repair abc-1 queued: public.t keys (10, +inf)") || !strings.Contains(r.stdout, "1 repair(s) queued from round r1") {
+		t.Fatalf("repair: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if b := <-got; b != `{"table":"public.t","repair":{"after":["10"]}}` || len(got) != 0 {
+		t.Fatalf("posted %s (and %d more)", b, len(got))
+	}
+}

@@ -6,7 +6,7 @@
 //	walship append --wal DIR [--sync local|off]   NDJSON transactions in, acknowledgements out
 //	walship dump   --wal DIR [--from LSN] [--to LSN]
 //	walship verify --wal DIR [--json]
-//	walship checksum start|report --config FILE
+//	walship checksum start|report|repair --config FILE
 //
 // See docs/DESIGN.md §5.1 and docs/OPERATIONS.md.
 //
@@ -47,8 +47,8 @@ func init() {
 		{Name: "snapshot", Summary: "ask the running daemon for an incremental snapshot of a PostgreSQL table", Run: runSnapshot,
 			Usage:   "--config FILE --table SCHEMA.TABLE [--where SQL]",
 			Example: "walship snapshot --config /etc/walship/walship.yaml --table public.orders --where \"created > '2024-01-01'\""},
-		{Name: "checksum", Summary: "consistency checks in the stream: start a round, or report a replica's verdict (exit 0 equal, 1 different, 3 unfinished)", Run: runChecksum,
-			Usage:   "start --config RUN_CONFIG [--table T] | report --config CONSUME_CONFIG [--json]",
+		{Name: "checksum", Summary: "consistency checks in the stream: start a round, report a replica's verdict (exit 0 equal, 1 different, 3 unfinished), or repair the chunks it found different", Run: runChecksum,
+			Usage:   "start --config RUN_CONFIG [--table T] | report --config CONSUME_CONFIG [--json] | repair --config CONSUME_CONFIG --run-config RUN_CONFIG",
 			Example: "walship checksum report --config /etc/walship/replica.yaml"},
 		{Name: "demo", Summary: "run the whole pipeline locally on embedded defaults and prove replica and restore equal the source", Run: runDemo,
 			Usage:   "[--txns N] [--dir DIR] [--keep] [--listen ADDR] [--http-source] [--hold DURATION]",
