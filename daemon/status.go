@@ -112,9 +112,9 @@ func (d *Daemon) registerStatus(mux *http.ServeMux) {
 			state, errText := depState(s.Server, state)
 			snap.Source = &status.Source{Kind: "postgres", Name: d.cfg.Source.Postgres.Slot, Position: change.FormatSourceLSN(s.LastSourceLSN),
 				LSN: durable, SlotBytes: s.SlotLagBytes, State: state, Error: errText}
-			if s.IncrementalPending > 0 || s.IncrementalChunks > 0 {
+			if s.IncrementalPending > 0 || s.IncrementalChunks > 0 || s.IncrementalFailed > 0 {
 				snap.Source.Incremental = &status.Incremental{Table: s.IncrementalTable, Rows: s.IncrementalRows,
-					Chunks: s.IncrementalChunks, Pending: s.IncrementalPending}
+					Chunks: s.IncrementalChunks, Pending: s.IncrementalPending, Failed: s.IncrementalFailed}
 			}
 		case d.httpSource.Load() != nil:
 			snap.Source = &status.Source{Kind: "http", Name: d.Addr("source.http"), LSN: durable, State: "ok"}

@@ -5,7 +5,8 @@ package pgsource
 // runs, without locks and without a long transaction. For each chunk the
 // worker emits a low watermark (a non-transactional logical message,
 // decoded at its WAL position among the commits), selects the next rows by
-// primary key under READ COMMITTED, and emits a high watermark. The
+// primary key in a REPEATABLE READ READ ONLY transaction whose snapshot
+// (pg_current_snapshot) it keeps, and emits a high watermark. The
 // streamer collects the keys of the table that transactions streamed
 // between the two watermarks changed; at the high watermark it drops
 // those keys from the chunk (the stream's events for them are as new or
@@ -14,6 +15,15 @@ package pgsource
 // changed between the low watermark and the SELECT, nor between the SELECT
 // and the high watermark, so its value is the row's value at the high
 // watermark: placed there, the log still replays to the source's state.
+//
+// A commit is in the WAL (and streamed) before it becomes visible to
+// snapshots: a transaction whose commit precedes the low watermark can
+// still be in progress for the chunk's snapshot (with synchronous
+// replication, for as long as it waits for a standby), and the chunk would
+// place its old rows after it. The streamer remembers the xids of the
+// transactions it streamed recently with their commit positions; a chunk
+// whose snapshot has one of them in progress that committed before its low
+// watermark is dropped and copied again, until those commits are visible.
 // See docs/POSTGRES.md, "Incremental snapshots".
 
 import (
@@ -23,12 +33,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/walship/walship/change"
 )
 
@@ -70,6 +82,9 @@ type SnapshotRequest struct {
 	// chunk is durable in the log; the copy resumes after it.
 	Last []string `json:"last,omitempty"`
 	Done bool     `json:"done,omitempty"`
+	// Error is why the request was abandoned (its SELECT failed on the
+	// SQL or the data): set in SnapshotRequests, never checkpointed.
+	Error string `json:"error,omitempty"`
 }
 
 // incRequest is a queued request and the worker's position in it.
@@ -94,6 +109,65 @@ type incState struct {
 	seq    uint64
 	rows   uint64
 	chunks uint64
+	// retried counts chunks copied again because their snapshot did not
+	// see a transaction streamed before their low watermark.
+	retried uint64
+	// recent is the streamer's memory of streamed transactions (streamer
+	// only; it outlives sessions, not the process).
+	recent xidRing
+}
+
+// recentTxns is how many streamed transactions the streamer remembers for
+// the visibility check of chunks.
+const recentTxns = 1 << 15
+
+// xidRing maps the xids of the last recentTxns streamed transactions to
+// their commit positions.
+type xidRing struct {
+	at   map[uint32]pglogrepl.LSN
+	ring []uint32
+	next int
+}
+
+// add records that transaction xid was streamed, committed at lsn.
+func (r *xidRing) add(xid uint32, lsn pglogrepl.LSN) {
+	if r.at == nil {
+		r.at = make(map[uint32]pglogrepl.LSN)
+	}
+	if len(r.ring) < recentTxns {
+		r.ring = append(r.ring, xid)
+	} else {
+		delete(r.at, r.ring[r.next])
+		r.ring[r.next] = xid
+		r.next = (r.next + 1) % recentTxns
+	}
+	r.at[xid] = lsn
+}
+
+// unseen returns a transaction streamed with a commit before lsn that snap
+// does not see, and whether there is one.
+func (r *xidRing) unseen(snap xidSnapshot, lsn pglogrepl.LSN) (uint32, bool) {
+	for _, x := range snap.xip {
+		if c, ok := r.at[x]; ok && c < lsn {
+			return x, true
+		}
+	}
+	for x, c := range r.at {
+		// At or after xmax (modulo 2^32, as the server compares xids):
+		// not completed when the snapshot was taken.
+		if c < lsn && int32(x-snap.xmax) >= 0 {
+			return x, true
+		}
+	}
+	return 0, false
+}
+
+// xidSnapshot is what a chunk's snapshot does not see: the transactions
+// in progress (xip) and every xid from xmax on, cut to their low 32 bits
+// as pgoutput's xids.
+type xidSnapshot struct {
+	xmax uint32
+	xip  []uint32
 }
 
 // incWindow is one chunk between its watermarks. The worker fills rows
@@ -105,12 +179,15 @@ type incWindow struct {
 	rows  []change.Change // the chunk, in key order
 	last  []string        // key of the chunk's last row
 	done  bool            // the chunk is the request's last
+	snap  xidSnapshot     // what the chunk's snapshot does not see
 	// Streamer only:
+	low       pglogrepl.LSN // the low watermark's position
 	open      bool
 	changed   map[string]struct{} // keys (keyName) changed inside the window
 	keyCols   [][]string          // distinct key column sets seen
 	truncated bool
 	placed    bool          // the chunk was handed to the appender
+	unseen    bool          // dropped: its snapshot missed a commit streamed before low
 	handed    chan struct{} // closed once the streamer handled the high watermark
 	// repair is the chunk's key range when the request is a repair.
 	repair *repairWindow
@@ -264,13 +341,14 @@ func (s *Source) queueSnapshot(table, where string, rg *KeyRange) SnapshotReques
 	return r.SnapshotRequest
 }
 
-// SnapshotRequests returns the incremental snapshots queued or under way.
+// SnapshotRequests returns the incremental snapshots queued or under way,
+// and those this process abandoned (Error set).
 func (s *Source) SnapshotRequests() []SnapshotRequest {
 	s.inc.mu.Lock()
 	defer s.inc.mu.Unlock()
 	var out []SnapshotRequest
 	for _, r := range s.inc.reqs {
-		if !r.Done && !r.failed {
+		if !r.Done {
 			out = append(out, r.SnapshotRequest)
 		}
 	}
@@ -283,7 +361,10 @@ func (s *Source) incStats(st *Stats) {
 	defer s.inc.mu.Unlock()
 	st.IncrementalTable, st.IncrementalRows, st.IncrementalChunks = s.inc.table, s.inc.rows, s.inc.chunks
 	for _, r := range s.inc.reqs {
-		if !r.Done && !r.failed {
+		switch {
+		case r.failed:
+			st.IncrementalFailed++
+		case !r.Done:
 			st.IncrementalPending++
 		}
 	}
@@ -349,7 +430,7 @@ func (s *Source) incWorker(ctx context.Context, wg *sync.WaitGroup) {
 			var fe *FatalError
 			if errors.As(err, &fe) {
 				s.inc.mu.Lock()
-				r.failed = true
+				r.failed, r.Error = true, err.Error()
 				s.inc.dirty = true
 				s.inc.mu.Unlock()
 				s.log.Error("postgres source: incremental snapshot abandoned", "id", r.ID, "table", r.Table, "err", err)
@@ -424,7 +505,7 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 		sql += " ORDER BY " + strings.Join(order, " DESC, ") + " DESC LIMIT 1"
 		rows, last, err := s.readChunk(ctx, q, rel, sql)
 		if err != nil {
-			return fmt.Errorf("incremental snapshot of %s: read its last key: %w", t, err)
+			return chunkError(fmt.Errorf("incremental snapshot of %s: read its last key: %w", t, err))
 		}
 		s.inc.mu.Lock()
 		if len(rows) == 0 {
@@ -437,6 +518,7 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 		s.inc.mu.Unlock()
 	}
 	n := s.cfg.SnapshotChunkRows
+	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
 		var conds []string
 		lower := cursor
@@ -475,19 +557,14 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 		if err := s.emitWatermark(ctx, q, watermark{ID: w.id, Low: true}); err != nil {
 			return err
 		}
-		if r.Range != nil {
-			if err := waitCommitting(ctx, q); err != nil {
-				return fmt.Errorf("incremental snapshot of %s: %w", t, err)
-			}
-		}
-		// READ COMMITTED, autocommit: a snapshot of its own, no locks
+		// A snapshot of its own, taken after the low watermark; no locks
 		// beyond the SELECT's.
-		rows, last, err := s.readChunk(ctx, q, rel, sql)
+		rows, last, snap, err := s.readChunkSnapshot(ctx, q, rel, sql)
 		if err != nil {
-			return fmt.Errorf("incremental snapshot of %s: %w", t, err)
+			return chunkError(fmt.Errorf("incremental snapshot of %s: %w", t, err))
 		}
 		s.inc.mu.Lock()
-		w.rows, w.last, w.done = rows, last, len(rows) < n
+		w.rows, w.last, w.done, w.snap = rows, last, len(rows) < n, snap
 		if w.repair != nil {
 			w.repair.after, w.repair.hi = lower, last
 			if w.done {
@@ -504,8 +581,22 @@ func (s *Source) copyIncremental(ctx context.Context, q *pgx.Conn, ws *Source, r
 			return ctx.Err()
 		}
 		if !w.placed {
-			continue // copied again
+			// Copied again; after a pause if its snapshot missed a
+			// commit, which may take a while to become visible.
+			if w.unseen {
+				s.inc.mu.Lock()
+				s.inc.retried++
+				s.inc.mu.Unlock()
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				backoff = min(2*backoff, time.Second)
+			}
+			continue
 		}
+		backoff = 10 * time.Millisecond
 		s.inc.mu.Lock()
 		s.inc.rows += uint64(len(rows))
 		s.inc.chunks++
@@ -530,6 +621,77 @@ func (s *Source) emitWatermark(ctx context.Context, q *pgx.Conn, m watermark) er
 		return fmt.Errorf("pgsource: emit incremental snapshot watermark: %w", err)
 	}
 	return nil
+}
+
+// chunkError makes err fatal to its request if the server refused the
+// chunk's SELECT for its SQL (class 42: syntax, undefined names), its data
+// (class 22: division by zero, bad casts) or for writing (a where calling
+// a function that writes): copying it again would fail again, and the
+// requests queued behind it would wait forever.
+func chunkError(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "42") || strings.HasPrefix(pe.Code, "22") || pe.Code == "25006") {
+		return &FatalError{Err: err}
+	}
+	return err
+}
+
+// readChunkSnapshot runs the chunk's SELECT in a REPEATABLE READ READ ONLY
+// transaction and returns, besides readChunk's results, what its snapshot
+// does not see.
+func (s *Source) readChunkSnapshot(ctx context.Context, q *pgx.Conn, rel *relation, sql string) ([]change.Change, []string, xidSnapshot, error) {
+	var none xidSnapshot
+	if _, err := q.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		return nil, nil, none, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			q.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	var snap string
+	if err := q.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
+		return nil, nil, none, fmt.Errorf("read the chunk's snapshot: %w", err)
+	}
+	xs, err := parseSnapshot(snap)
+	if err != nil {
+		return nil, nil, none, err
+	}
+	rows, last, err := s.readChunk(ctx, q, rel, sql)
+	if err != nil {
+		return nil, nil, none, err
+	}
+	committed = true
+	if _, err := q.Exec(ctx, "COMMIT"); err != nil {
+		return nil, nil, none, err
+	}
+	return rows, last, xs, nil
+}
+
+// parseSnapshot reads a pg_snapshot's text ("xmin:xmax:xip,...").
+func parseSnapshot(snap string) (xidSnapshot, error) {
+	var xs xidSnapshot
+	parts := strings.Split(snap, ":")
+	if len(parts) != 3 {
+		return xs, fmt.Errorf("snapshot %q: not xmin:xmax:xip", snap)
+	}
+	fields := []string{parts[1]}
+	if parts[2] != "" {
+		fields = append(fields, strings.Split(parts[2], ",")...)
+	}
+	for i, f := range fields {
+		x, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return xs, fmt.Errorf("snapshot %q: %w", snap, err)
+		}
+		if i == 0 {
+			xs.xmax = uint32(x)
+		} else {
+			xs.xip = append(xs.xip, uint32(x))
+		}
+	}
+	return xs, nil
 }
 
 // readChunk runs the chunk's SELECT in text format and returns its rows
@@ -641,17 +803,26 @@ func (st *streamer) incWatermark(ctx context.Context, content []byte, lsn pglogr
 	if m.Low {
 		s.inc.mu.Unlock()
 		st.win = w
-		w.open, w.changed = true, map[string]struct{}{}
+		w.open, w.changed, w.low = true, map[string]struct{}{}, lsn
 		return nil
 	}
 	s.inc.win = nil
-	rows, last, done := w.rows, w.last, w.done
+	rows, last, done, snap := w.rows, w.last, w.done, w.snap
 	s.inc.mu.Unlock()
 	st.win = nil
 	defer close(w.handed)
 	if !w.open {
 		// The low watermark was not seen in this session: the chunk
 		// cannot be placed. The worker copies it again.
+		return nil
+	}
+	if x, ok := s.inc.recent.unseen(snap, w.low); ok {
+		// Streamed before the window, yet not visible to the chunk's
+		// snapshot: the chunk may hold rows older than the stream's.
+		// The worker copies it again (once the commit is visible).
+		w.unseen = true
+		s.log.Debug("postgres source: incremental snapshot chunk missed a streamed commit; copied again",
+			"table", w.table.String(), "xid", x)
 		return nil
 	}
 	b := newTxnBuf(change.TxHeader{SourceLSN: uint64(lsn), SourceCommitTime: time.Now().UTC(), Origin: s.origin,

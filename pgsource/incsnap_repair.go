@@ -19,7 +19,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/walship/walship/change"
@@ -108,34 +107,6 @@ func collatable(ti *typeInfo) bool {
 		return true
 	}
 	return false
-}
-
-// waitCommitting waits until every transaction in progress now has ended.
-// Called right after the low watermark: a transaction whose commit record
-// precedes the watermark may still be invisible to a snapshot taken now
-// (it leaves the list of running transactions after its commit record is
-// written). Its changes are not among the window's, so the chunk's SELECT
-// must see them, or a repair would delete a row the source holds.
-func waitCommitting(ctx context.Context, q *pgx.Conn) error {
-	var snap string
-	if err := q.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
-		return fmt.Errorf("wait for committing transactions: %w", err)
-	}
-	for {
-		var n int
-		if err := q.QueryRow(ctx, `SELECT count(*) FROM pg_snapshot_xip($1::pg_snapshot) x
-			WHERE pg_xact_status(x) = 'in progress'`, snap).Scan(&n); err != nil {
-			return fmt.Errorf("wait for committing transactions: %w", err)
-		}
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }
 
 // repairWindow is a repair chunk's range and the keys to keep.

@@ -679,8 +679,10 @@ func (s *Source) snapshotRelation(ctx context.Context, q *pgx.Conn, t change.Tab
 	from := quoteTable(t)
 	if pub.filter != "" {
 		// The publication's row filter; a subquery, so that the caller can
-		// add a WHERE of its own.
-		from = "(SELECT * FROM " + from + " WHERE (" + pub.filter + ")) AS f"
+		// add a WHERE of its own. It is named as the table, so that a
+		// where clause naming the table's columns by it ("t.id") still
+		// resolves.
+		from = "(SELECT * FROM " + from + " WHERE (" + pub.filter + ")) AS " + pgx.Identifier{t.Name}.Sanitize()
 	}
 	return rel, "SELECT " + strings.Join(sel, ", ") + " FROM " + from, nil
 }

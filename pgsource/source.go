@@ -93,11 +93,13 @@ type Stats struct {
 
 	// Incremental snapshots (RequestSnapshot): the table being copied
 	// ("" if none), rows and chunks copied by this process, and the
-	// requests queued or under way.
+	// requests queued or under way, and those abandoned by this process
+	// (their SELECT failed on the SQL or the data; see SnapshotRequests).
 	IncrementalTable   string
 	IncrementalRows    uint64
 	IncrementalChunks  uint64
 	IncrementalPending int
+	IncrementalFailed  int
 
 	// Server is the PostgreSQL server's health: every session's connection
 	// and stream, and the slot check every few seconds, report to it.

@@ -371,6 +371,7 @@ func (st *streamer) handle(ctx context.Context, data []byte) error {
 		st.cur = nil
 		cur.hdr.SourceLSN = uint64(m.CommitLSN)
 		cur.hdr.SourceCommitTime = m.CommitTime.UTC()
+		s.inc.recent.add(uint32(cur.hdr.XID), m.CommitLSN)
 		return st.finish(ctx, cur, m.TransactionEndLSN)
 	case *pglogrepl.RelationMessage:
 		return st.relation(ctx, m)

@@ -86,6 +86,9 @@ type Incremental struct {
 	Rows    uint64 `json:"rows"`
 	Chunks  uint64 `json:"chunks"`
 	Pending int    `json:"pending"`
+	// Failed counts the requests abandoned by this process (their SELECT
+	// failed on the SQL or the data; the source's log says why).
+	Failed int `json:"failed,omitempty"`
 }
 
 // WAL is the local log.
