@@ -3,6 +3,7 @@ package pgsource
 import (
 	"context"
 	"encoding/json"
+	"github.com/walship/walship/replica"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/walship/walship/change"
@@ -90,20 +91,29 @@ func (s *Source) incPrepare(ctx context.Context, q *pgx.Conn) error {
 	if s.cfg.Snapshot != "initial" || ss == nil || !ss.Done {
 		return nil
 	}
-	rows, err := q.Query(ctx, `SELECT p.schemaname::text, p.tablename::text, EXISTS (SELECT 1 FROM pg_index i
-			WHERE i.indrelid = format('%I.%I', p.schemaname, p.tablename)::regclass AND i.indisprimary)
+	// What the publication publishes of each table (its row filter and
+	// column list, PostgreSQL 15) and its primary key's column types.
+	spec := `''`
+	if s.serverVersion >= 150000 {
+		spec = `coalesce(p.rowfilter, '') || '|' || coalesce(array_to_string(p.attnames, ','), '')`
+	}
+	rows, err := q.Query(ctx, `SELECT p.schemaname::text, p.tablename::text, `+spec+`,
+			ARRAY(SELECT ty.typname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+				JOIN pg_type ty ON ty.oid = a.atttypid
+				WHERE i.indrelid = format('%I.%I', p.schemaname, p.tablename)::regclass AND i.indisprimary)
 		FROM pg_publication_tables p WHERE p.pubname = $1 ORDER BY 1, 2`, s.cfg.Publication)
 	if err != nil {
 		return err
 	}
 	type pubTable struct {
-		t     change.Table
-		hasPK bool
+		t        change.Table
+		spec     string
+		keyTypes []string
 	}
 	var tables []pubTable
 	for rows.Next() {
 		var p pubTable
-		if err := rows.Scan(&p.t.Schema, &p.t.Name, &p.hasPK); err != nil {
+		if err := rows.Scan(&p.t.Schema, &p.t.Name, &p.spec, &p.keyTypes); err != nil {
 			return err
 		}
 		tables = append(tables, p)
@@ -117,7 +127,7 @@ func (s *Source) incPrepare(ctx context.Context, q *pgx.Conn) error {
 	backfill := len(ss.Tables) > 0
 	changed := false
 	// A table no longer published misses its changes from now on: if it
-	// is published again, it is backfilled again.
+	// is published again, it is copied again.
 	published := map[string]bool{}
 	for _, p := range tables {
 		published[p.t.String()] = true
@@ -127,23 +137,50 @@ func (s *Source) incPrepare(ctx context.Context, q *pgx.Conn) error {
 			p.Removed = true
 			changed = true
 			s.log.Info("postgres source: table no longer published: its changes are not captured; "+
-				"if it is published again it is backfilled", "table", name)
+				"if it is published again it is copied again", "table", name)
 		}
 	}
 	for _, p := range tables {
 		name := p.t.String()
-		if tp := ss.Tables[name]; tp != nil && !tp.Removed {
+		tp := ss.Tables[name]
+		var why string
+		switch {
+		case tp == nil:
+		case tp.Removed:
+			why = "published again"
+		case tp.Spec != "" && tp.Spec != p.spec:
+			why = "its row filter or column list changed"
+		default:
+			if tp.Spec == "" && p.spec != "" { // recorded before walship kept it
+				tp.Spec, changed = p.spec, true
+			}
 			continue
 		}
-		ss.Tables[name] = &tableProgress{Done: true}
+		ss.Tables[name] = &tableProgress{Done: true, Spec: p.spec}
 		changed = true
+		keyed := len(p.keyTypes) > 0
+		repairable := keyed
+		for _, ty := range p.keyTypes {
+			repairable = repairable && replica.KeySupported(ty)
+		}
 		switch {
 		case !backfill:
-		case !p.hasPK:
-			s.log.Warn("postgres source: table added to the publication after the initial snapshot has no primary key: "+
-				"its existing rows are not copied (incremental snapshots copy by primary key)", "table", name)
-		default:
+		case !keyed:
+			s.log.Warn("postgres source: table added to the publication after the initial snapshot, or changed in it, "+
+				"has no primary key: its existing rows are not copied (incremental snapshots copy by primary key)", "table", name)
+		case why == "":
 			s.log.Info("postgres source: table added to the publication after the initial snapshot: backfilling it", "table", name)
+			s.queueSnapshot(name, "", nil)
+		case repairable:
+			// The replicas may hold rows the source deleted meanwhile, or
+			// that the new filter leaves out: a repair of the whole key
+			// range copies the table and deletes those.
+			s.log.Info("postgres source: table "+why+": copying it again, deleting in replicas what the source does not publish",
+				"table", name)
+			s.queueSnapshot(name, "", &KeyRange{})
+		default:
+			s.log.Warn("postgres source: table "+why+": copying it again; its key types do not allow deleting in replicas "+
+				"the rows the source no longer publishes (integer, text, varchar and uuid keys do)", "table", name)
 			s.queueSnapshot(name, "", nil)
 		}
 	}

@@ -188,6 +188,10 @@ type tableProgress struct {
 	// Removed: the table left the publication after the snapshot; if it
 	// comes back it is backfilled (its changes meanwhile were not captured).
 	Removed bool `json:"removed,omitempty"`
+	// Spec is what the publication published of the table when it was
+	// last copied: its row filter and column list ("filter|columns"). A
+	// change copies the table again; "" when not known.
+	Spec string `json:"spec,omitempty"`
 	// Page is the next heap page to copy of a table without a key copied
 	// by ctid ranges, FileNode the table's storage it belongs to.
 	Page     int64  `json:"page,omitempty"`
