@@ -3,16 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"time"
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/checksum"
@@ -147,26 +142,11 @@ func (h *httpRepairer) RepairRange(ctx context.Context, t change.Table, after, h
 // (http:) and returns the response body of a 202.
 func operatorPost(ctx context.Context, cfg *config.Config, path string, body []byte) ([]byte, error) {
 	l := cfg.HTTP.Listener
-	host, port, err := net.SplitHostPort(l.Listen)
+	base, client, err := operatorClient(l)
 	if err != nil {
-		return nil, cli.Exit(2, fmt.Errorf("http.listen %q: %w", l.Listen, err))
+		return nil, cli.Exit(2, err)
 	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	scheme := "http"
-	if l.TLSCert != "" {
-		scheme = "https"
-		pem, err := os.ReadFile(l.TLSCert)
-		if err != nil {
-			return nil, cli.Exit(2, fmt.Errorf("http.tls_cert: %w", err))
-		}
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(pem)
-		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	}
-	url := scheme + "://" + net.JoinHostPort(host, port) + path
+	url := base + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err

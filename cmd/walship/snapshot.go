@@ -93,7 +93,7 @@ func operatorClient(l config.Listener) (string, *http.Client, error) {
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	client := &http.Client{}
+	client := &http.Client{Timeout: 30 * time.Second}
 	scheme := "http"
 	if l.TLSCert != "" {
 		scheme = "https"
