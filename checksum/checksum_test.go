@@ -476,3 +476,31 @@ func TestRoundsOverFilteredAndProtectedTables(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundsOverUUIDKeysAndCharColumns: a table keyed by uuid is checked
+// (its key compares by bytes without a collation, which uuid refuses),
+// and char(n) values, padded in a SQLite replica and not in PostgreSQL's
+// text output, check equal.
+func TestRoundsOverUUIDKeysAndCharColumns(t *testing.T) {
+	p := newPipeWith(t, nil, `CREATE TABLE u (id uuid PRIMARY KEY, code char(6), v int)`,
+		`INSERT INTO u SELECT md5(g::text)::uuid, 'c' || (g % 10), g FROM generate_series(1, 120) g`)
+	r := checksum.New(checksum.Options{DSN: p.dsn, ChunkRows: 50, Logger: quiet})
+	if _, err := r.Round(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	for u, res := range p.waitRound(r.Status().LastRound) {
+		rep := checksum.Summarize(res)
+		if rep.Exit() != checksum.ExitEqual {
+			t.Fatalf("replica %s: exit %d, want every chunk equal: %+v", u, rep.Exit(), rep)
+		}
+		n := 0
+		for _, x := range res {
+			if x.Table == "public.u" {
+				n++
+			}
+		}
+		if n < 3 {
+			t.Fatalf("replica %s: %d checks of public.u, want its 3 chunks", u, n)
+		}
+	}
+}

@@ -181,6 +181,12 @@ func canonSQLite(t *typeInfo, v any) (any, error) {
 			}
 			return canonJSONElem(t.elem.class, arr), nil
 		}
+		if t.name == "bpchar" {
+			// char(n) pads with spaces that PostgreSQL ignores (its text
+			// output, bpchar::text, drops them); SQLite keeps the padded
+			// text the stream carried.
+			x = strings.TrimRight(x, " ")
+		}
 		return canonText(t.class, x), nil
 	case bool:
 		if x {

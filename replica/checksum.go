@@ -164,7 +164,7 @@ func SourceChunk(ctx context.Context, tx pgx.Tx, t SourceTable, after, hi []stri
 	// column k::text, ordering integers as text.
 	keyExpr := func(k string) string {
 		e := "t." + quoteIdent(k)
-		if parseType(types[k]).class == classText {
+		if parseType(types[k]).collatable() {
 			e += ` COLLATE "C"`
 		}
 		return e
@@ -422,7 +422,7 @@ func (t *pgTxn) hashRange(ctx context.Context, d *dialect, ts *tableSchema, m Ch
 	cols := presentColumns(ts, m)
 	q, args := selectRange(d, ts, m, cols, func(k string) string {
 		e := "t." + d.ident(k) // qualified: see SourceChunk
-		if i := ts.index(k); i >= 0 && ts.cols[i].typ.class == classText {
+		if i := ts.index(k); i >= 0 && ts.cols[i].typ.collatable() {
 			e += ` COLLATE "C"`
 		}
 		return e

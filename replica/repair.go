@@ -117,7 +117,7 @@ func (t *pgTxn) rangeKeys(ctx context.Context, d *dialect, ts *tableSchema, m Ch
 	}
 	q, args := selectRange(d, ts, m, m.Key, func(k string) string {
 		e := "t." + d.ident(k) // qualified: see SourceChunk
-		if i := ts.index(k); i >= 0 && ts.cols[i].typ.class == classText {
+		if i := ts.index(k); i >= 0 && ts.cols[i].typ.collatable() {
 			e += ` COLLATE "C"`
 		}
 		return e

@@ -32,6 +32,11 @@ type typeInfo struct {
 	pg    string    // the Postgres type a replica column gets
 }
 
+// collatable reports whether a key of type t compares under a collation:
+// text types, which the checks compare by bytes (COLLATE "C"); uuid, also
+// of the text class, compares by its bytes already and refuses one.
+func (t *typeInfo) collatable() bool { return t.class == classText && t.name != "uuid" }
+
 // pgKnown maps source type names (pg_type.typname) to the class of their
 // values. Types not listed are enums, domains or types walship does not
 // model: text in SQLite and in Postgres.
