@@ -434,26 +434,11 @@ func (t *pgTxn) hashRange(ctx context.Context, d *dialect, ts *tableSchema, m Ch
 		return err
 	}
 	defer rows.Close()
-	vals := make([]*string, len(cols))
-	ptrs := make([]any, len(cols))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return err
-		}
-		row := make(map[string]any, len(cols))
-		for i, c := range cols {
-			v, err := canonPG(ts.cols[ts.index(c)].typ, vals[i])
-			if err != nil {
-				return fmt.Errorf("column %s: %w", c, err)
-			}
-			row[c] = v
-		}
-		if err := h.add(row); err != nil {
-			return err
-		}
+	err = hashRows(rows.Next, rows.Scan, cols, func(c string, v *string) (any, error) {
+		return canonPG(ts.cols[ts.index(c)].typ, v)
+	}, h)
+	if err != nil {
+		return err
 	}
 	return rows.Err()
 }
@@ -483,18 +468,31 @@ func (t *sqliteTxn) hashRange(ctx context.Context, d *dialect, ts *tableSchema, 
 		return err
 	}
 	defer rows.Close()
-	vals := make([]any, len(cols))
+	err = hashRows(rows.Next, rows.Scan, cols, func(c string, v any) (any, error) {
+		return canonSQLite(ts.cols[ts.index(c)].typ, v)
+	}, h)
+	if err != nil {
+		return err
+	}
+	return rows.Err()
+}
+
+// hashRows adds each row that next and scan read (the columns cols, each
+// scanned into a V) to h, canonicalised column by column by canon: the
+// one loop of both engines' hashRange.
+func hashRows[V any](next func() bool, scan func(dest ...any) error, cols []string, canon func(col string, v V) (any, error), h *rowHash) error {
+	vals := make([]V, len(cols))
 	ptrs := make([]any, len(cols))
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
+	for next() {
+		if err := scan(ptrs...); err != nil {
 			return err
 		}
 		row := make(map[string]any, len(cols))
 		for i, c := range cols {
-			v, err := canonSQLite(ts.cols[ts.index(c)].typ, vals[i])
+			v, err := canon(c, vals[i])
 			if err != nil {
 				return fmt.Errorf("column %s: %w", c, err)
 			}
@@ -504,7 +502,7 @@ func (t *sqliteTxn) hashRange(ctx context.Context, d *dialect, ts *tableSchema, 
 			return err
 		}
 	}
-	return rows.Err()
+	return nil
 }
 
 func (t *sqliteTxn) recordChecksum(ctx context.Context, r ChecksumResult) error {
