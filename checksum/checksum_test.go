@@ -131,21 +131,62 @@ func (p *pipe) apply(ctx context.Context) error {
 		return err
 	}
 	defer r.Close()
+	// Transactions are applied in batches of what the log already holds
+	// (as walship consume does), so that a load test's replicas keep up:
+	// one commit per transaction falls minutes behind on a loaded disk.
+	txns := make(chan *change.Committed, 512)
+	readErr := make(chan error, 1)
+	readerDone := make(chan struct{})
+	rctx, cancel := context.WithCancel(ctx)
+	defer func() { <-readerDone }() // before r.Close: Next is not called concurrently with it
+	defer cancel()
+	go func() {
+		defer close(readerDone)
+		for {
+			txn, err := r.Next(rctx)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case txns <- txn:
+			case <-rctx.Done():
+				return
+			}
+		}
+	}()
 	for {
-		txn, err := r.Next(ctx)
-		if err != nil {
+		var batch []change.Committed
+		select {
+		case txn := <-txns:
+			batch = append(batch, *txn)
+		case err := <-readErr:
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
+	more:
+		for len(batch) < 200 {
+			select {
+			case txn := <-txns:
+				batch = append(batch, *txn)
+			default:
+				break more
+			}
+		}
 		for _, a := range apps {
-			if err := a.Apply(ctx, []change.Committed{*txn}); err != nil {
+			if err := a.Apply(ctx, batch); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return err
 			}
 		}
-		if len(txn.Changes) == 1 && txn.Changes[0].Op == change.Message && txn.Changes[0].Message.Prefix == pgsource.SnapshotDonePrefix {
-			close(p.snapshotted)
+		for _, txn := range batch {
+			if len(txn.Changes) == 1 && txn.Changes[0].Op == change.Message && txn.Changes[0].Message.Prefix == pgsource.SnapshotDonePrefix {
+				close(p.snapshotted)
+			}
 		}
 	}
 }
@@ -153,8 +194,22 @@ func (p *pipe) apply(ctx context.Context) error {
 // waitRound waits until both replicas applied the end of round.
 func (p *pipe) waitRound(round string) map[string][]replica.ChecksumResult {
 	p.t.Helper()
-	deadline := time.Now().Add(5 * time.Minute)
+	// The deadline is for progress: under two suites at once the replicas
+	// (one commit per transaction) can be minutes behind a load test's
+	// log, and catch up.
+	const patience = 3 * time.Minute
+	deadline := time.Now().Add(patience)
+	var applied uint64
 	for {
+		var pos uint64
+		for _, u := range []string{"sqlite://" + p.sqlite, p.pg} {
+			if st, err := replica.ReadState(context.Background(), u); err == nil {
+				pos += st.LSN
+			}
+		}
+		if pos > applied {
+			applied, deadline = pos, time.Now().Add(patience)
+		}
 		out := map[string][]replica.ChecksumResult{}
 		for _, u := range []string{p.sqlite, p.pg} {
 			res, err := replica.ReadChecksums(context.Background(), u)
@@ -176,7 +231,7 @@ func (p *pipe) waitRound(round string) map[string][]replica.ChecksumResult {
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("round %s not applied to both replicas within 5 minutes", round)
+			p.t.Fatalf("round %s not applied to both replicas, and neither advanced for %v", round, patience)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
