@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,8 +130,10 @@ type progress struct {
 }
 
 // Run resumes a round cut short, then starts rounds on demand and on the
-// schedule until ctx ends. A failed round is logged and retried after a
-// pause from where it stopped.
+// schedule until ctx ends. A table whose check the source refuses is
+// logged and left out of its round (Status.LastError names it when the
+// round ends); a round failed otherwise (the connection lost) is logged
+// and retried after a pause from where it stopped.
 func (r *Runner) Run(ctx context.Context) error {
 	var p *progress
 	if r.opts.Store != nil {
@@ -242,6 +245,7 @@ func (r *Runner) run(ctx context.Context, p *progress) error {
 	r.mu.Unlock()
 	r.opts.Logger.Info("checksum: round", "round", p.Round, "tables", len(p.Tables), "from_table", p.Index, "from_chunk", p.Chunk)
 	pause := time.Duration(float64(time.Second) / r.opts.Rate)
+	var skipped []string
 	for ; p.Index < len(p.Tables); p.Index, p.After, p.Chunk = p.Index+1, nil, 0 {
 		t, ok := byName[p.Tables[p.Index]]
 		if !ok {
@@ -251,49 +255,17 @@ func (r *Runner) run(ctx context.Context, p *progress) error {
 		r.mu.Lock()
 		r.status.Table = t.Table.String()
 		r.mu.Unlock()
-		for {
-			m := replica.ChecksumMessage{Round: p.Round, Table: t.Table.String(), Chunk: p.Chunk + 1, Key: t.Key}
-			for _, c := range t.Columns {
-				m.Columns = append(m.Columns, c.Name)
-			}
-			sum, err := retryLocked(ctx, func() (replica.ChunkSum, error) {
-				return emitChunk(ctx, conn, t, m, p.After, nil, 1, r.opts.ChunkRows)
-			})
-			if err != nil {
+		if err := r.checkTable(ctx, conn, t, p, pause); err != nil {
+			// The source refused this table's statements (a PostgreSQL
+			// error; the connection is fine): the table is left out of
+			// this round and the others are still checked, rather than
+			// the round failing at this table again at every retry.
+			var pe *pgconn.PgError
+			if ctx.Err() != nil || conn.IsClosed() || !errors.As(err, &pe) {
 				return err
 			}
-			// Rechecks of the same range, each in a new transaction, until
-			// two in a row agree at the source (see the package doc).
-			prev := sum
-			for attempt := 2; attempt <= MaxAttempts; attempt++ {
-				next, err := retryLocked(ctx, func() (replica.ChunkSum, error) {
-					return emitChunk(ctx, conn, t, m, p.After, sum.Hi, attempt, 0)
-				})
-				if err != nil {
-					return err
-				}
-				if next.Rows == prev.Rows && next.Hash == prev.Hash {
-					break
-				}
-				prev = next
-			}
-			p.Chunk++
-			p.Chunks++
-			p.After = sum.Hi
-			r.mu.Lock()
-			r.status.Chunks = p.Chunks
-			r.mu.Unlock()
-			if !sum.Truncated {
-				break
-			}
-			if err := r.save(ctx, p); err != nil {
-				return err
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(pause):
-			}
+			r.opts.Logger.Warn("checksum: table not checked in this round", "round", p.Round, "table", t.Table.String(), "chunk", p.Chunk+1, "err", err)
+			skipped = append(skipped, fmt.Sprintf("%s: %v", t.Table, err))
 		}
 		if err := r.save(ctx, &progress{Round: p.Round, Only: p.Only, Tables: p.Tables, Index: p.Index + 1, Chunks: p.Chunks}); err != nil {
 			return err
@@ -308,8 +280,61 @@ func (r *Runner) run(ctx context.Context, p *progress) error {
 	}
 	r.mu.Lock()
 	r.status = Status{LastRound: p.Round, LastEnd: time.Now().UTC(), Chunks: p.Chunks}
+	if len(skipped) > 0 {
+		r.status.LastError = "round " + p.Round + ": not checked: " + strings.Join(skipped, "; ")
+	}
 	r.mu.Unlock()
 	r.opts.Logger.Info("checksum: round done", "round", p.Round, "chunks", p.Chunks)
+	return nil
+}
+
+// checkTable checks the chunks of t from p's position to the table's end,
+// saving p after each chunk but the last.
+func (r *Runner) checkTable(ctx context.Context, conn *pgx.Conn, t replica.SourceTable, p *progress, pause time.Duration) error {
+	for {
+		m := replica.ChecksumMessage{Round: p.Round, Table: t.Table.String(), Chunk: p.Chunk + 1, Key: t.Key}
+		for _, c := range t.Columns {
+			m.Columns = append(m.Columns, c.Name)
+		}
+		sum, err := retryLocked(ctx, func() (replica.ChunkSum, error) {
+			return emitChunk(ctx, conn, t, m, p.After, nil, 1, r.opts.ChunkRows)
+		})
+		if err != nil {
+			return err
+		}
+		// Rechecks of the same range, each in a new transaction, until
+		// two in a row agree at the source (see the package doc).
+		prev := sum
+		for attempt := 2; attempt <= MaxAttempts; attempt++ {
+			next, err := retryLocked(ctx, func() (replica.ChunkSum, error) {
+				return emitChunk(ctx, conn, t, m, p.After, sum.Hi, attempt, 0)
+			})
+			if err != nil {
+				return err
+			}
+			if next.Rows == prev.Rows && next.Hash == prev.Hash {
+				break
+			}
+			prev = next
+		}
+		p.Chunk++
+		p.Chunks++
+		p.After = sum.Hi
+		r.mu.Lock()
+		r.status.Chunks = p.Chunks
+		r.mu.Unlock()
+		if !sum.Truncated {
+			break
+		}
+		if err := r.save(ctx, p); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
 	return nil
 }
 

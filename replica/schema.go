@@ -33,9 +33,17 @@ type typeInfo struct {
 }
 
 // collatable reports whether a key of type t compares under a collation:
-// text types, which the checks compare by bytes (COLLATE "C"); uuid, also
-// of the text class, compares by its bytes already and refuses one.
-func (t *typeInfo) collatable() bool { return t.class == classText && t.name != "uuid" }
+// the character types, which the checks compare by bytes (COLLATE "C").
+// Other types of the text class refuse a collation (uuid, inet, enums):
+// uuid compares by its 16 bytes, as its lower-case hex text compares by
+// bytes in SQLite.
+func (t *typeInfo) collatable() bool {
+	switch t.name {
+	case "text", "varchar", "bpchar", "name":
+		return true
+	}
+	return false
+}
 
 // pgKnown maps source type names (pg_type.typname) to the class of their
 // values. Types not listed are enums, domains or types walship does not

@@ -1,7 +1,9 @@
 package replica
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"reflect"
 	"strings"
@@ -57,6 +59,40 @@ func TestParseType(t *testing.T) {
 		got := parseType(tc.in)
 		if got.name != tc.name || got.pg != tc.pg {
 			t.Errorf("parseType(%q) = %q/%q, want %q/%q", tc.in, got.name, got.pg, tc.name, tc.pg)
+		}
+	}
+}
+
+// TestCheckKeyTypes: checks compare character keys COLLATE "C" and no
+// other type (PostgreSQL refuses a collation on uuid, inet, "char" and
+// enums); uuid keys are supported because their lower-case hex text, as
+// a SQLite replica holds it, orders by bytes as uuid orders by its 16
+// bytes. char(n) keys are not: a SQLite replica holds them padded.
+func TestCheckKeyTypes(t *testing.T) {
+	for _, tc := range []struct {
+		typ                   string
+		collatable, supported bool
+	}{
+		{"text", true, true}, {"varchar", true, true}, {"character varying(8)", true, true},
+		{"bpchar", true, false}, {"name", true, false},
+		{"uuid", false, true}, {"int4", false, true}, {"int8", false, true},
+		{"inet", false, false}, {"char", false, false}, {"mood", false, false}, {"numeric", false, false},
+	} {
+		if got := parseType(tc.typ).collatable(); got != tc.collatable {
+			t.Errorf("%s: collatable %v, want %v", tc.typ, got, tc.collatable)
+		}
+		if got := KeySupported(tc.typ); got != tc.supported {
+			t.Errorf("%s: KeySupported %v, want %v", tc.typ, got, tc.supported)
+		}
+	}
+	// uuid order: byte order of the value is byte order of its text.
+	us := []string{"00000000-0000-0000-0000-000000000000", "0000000a-0000-0000-0000-000000000000",
+		"9fffffff-ffff-ffff-ffff-ffffffffffff", "a0000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-fffffffffff0"}
+	for i := 1; i < len(us); i++ {
+		a, _ := hex.DecodeString(strings.ReplaceAll(us[i-1], "-", ""))
+		b, _ := hex.DecodeString(strings.ReplaceAll(us[i], "-", ""))
+		if bytes.Compare(a, b) >= 0 || us[i-1] >= us[i] {
+			t.Errorf("%s, %s: bytes and text order disagree", us[i-1], us[i])
 		}
 	}
 }
