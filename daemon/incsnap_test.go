@@ -47,6 +47,28 @@ func TestSnapshotEndpoint(t *testing.T) {
 	}
 	r := start(t, cfg)
 	defer r.stop(t)
+	// The listener answers before the source has made its publication:
+	// wait until it holds both configured tables.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		conn, err := pgx.Connect(ctx, pg.DSN("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_publication_tables WHERE pubname = 'walship'`).Scan(&n)
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the publication holds %d tables after a minute, want 2", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	url := "http://" + r.d.Addr("http")
 	post := func(body, tok string) (int, string) {
 		req, _ := http.NewRequest(http.MethodPost, url+"/v1/snapshot", strings.NewReader(body))
@@ -85,7 +107,7 @@ func TestSnapshotEndpoint(t *testing.T) {
 	if code != http.StatusAccepted || json.Unmarshal([]byte(body), &req) != nil || req.Table != "public.t" || req.Where != "id > 100" || req.ID == "" {
 		t.Fatalf("POST: %d %s", code, body)
 	}
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline = time.Now().Add(2 * time.Minute)
 	for st := r.d.pg.Stats(); st.IncrementalPending > 0 || st.IncrementalRows < 900; st = r.d.pg.Stats() {
 		if time.Now().After(deadline) {
 			t.Fatalf("incremental snapshot not done: %+v", st)
