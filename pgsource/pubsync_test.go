@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/walship/walship/change"
 	"github.com/walship/walship/internal/pgtest"
-	"github.com/walship/walship/replica"
 )
 
 // ops renders a table's changes in the log as "op key after-columns",
@@ -299,23 +297,7 @@ func TestPartitionedRootPublishedAsRoot(t *testing.T) {
 	if reads != 30 {
 		t.Errorf("snapshot copied %d rows, want 30 (each row once, through the root)", reads)
 	}
-	ctx := context.Background()
-	url := "sqlite://" + filepath.Join(t.TempDir(), "r.db")
-	ap, err := replica.Open(ctx, url, replica.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ap.Close()
-	if err := ap.Apply(ctx, txns); err != nil {
-		t.Fatal(err)
-	}
-	diff, err := replica.Compare(ctx, e.dsn, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff != "" {
-		t.Errorf("replica differs from the source:\n%s", diff)
-	}
+	replicaEqualsSource(t, e.dsn, txns)
 }
 
 // TestHashValueText: the text a value is hashed as (docs/POSTGRES.md,
