@@ -22,10 +22,7 @@ type signalData struct {
 // it is queued when its transaction is (queueSignals).
 func (st *streamer) signal(c *change.Change) {
 	s := st.s
-	if s.cfg.SignalTable == "" || c.Op != change.Insert {
-		return
-	}
-	if sig, err := change.ParseTable(s.cfg.SignalTable); err != nil || sig != c.Table {
+	if c.Op != change.Insert || s.signalTable.IsZero() || s.signalTable != c.Table {
 		return
 	}
 	text := func(col string) string {

@@ -121,6 +121,9 @@ type Source struct {
 	rels  map[uint32]*relation
 	// protected: the hashed and masked columns of each table (Options.Tables).
 	protected map[change.Table]protection
+	// signalTable is Options.SignalTable parsed (zero if none): compared
+	// with every streamed insert.
+	signalTable change.Table
 	// serverVersion is server_version_num, read by check.
 	serverVersion int
 	// pubAdded: the tables the publication gained at this session's start.
@@ -211,7 +214,7 @@ func New(cfg Options, w *wal.WAL, ckpts *checkpoint.Store) (*Source, error) {
 	return &Source{cfg: cfg, w: w, ckpts: ckpts, log: cfg.Logger.With("source", "postgres", "slot", cfg.Slot),
 		ckptName: "pg." + cfg.Slot, origin: "pg/" + cfg.Slot, types: newTypeCache(),
 		toast: newToastCache(cfg.ToastCacheBytes), rels: map[uint32]*relation{}, takeOverWait: 30 * time.Second,
-		protected: protections(cfg.Tables)}, nil
+		protected: protections(cfg.Tables), signalTable: signalTableOf(cfg.SignalTable)}, nil
 }
 
 // Stats returns current counters; safe for concurrent use.
@@ -837,4 +840,10 @@ func (s *Source) health(ctx context.Context, cancel context.CancelCauseFunc, wg 
 			s.st.slotLag.Store(lag)
 		}
 	}
+}
+
+// signalTableOf parses a validated Options.SignalTable ("" gives zero).
+func signalTableOf(name string) change.Table {
+	t, _ := change.ParseTable(name)
+	return t
 }
